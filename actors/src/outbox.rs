@@ -1,0 +1,104 @@
+//! The outbox: how an actor that must never block (an event loop) sends to
+//! another actor's mailbox.
+//!
+//! Owns one [`Sender`] and a local overflow queue. When the destination lane is
+//! full, messages wait in the overflow, in order, and go out on a later
+//! [`flush`](Outbox::flush), which the loop calls once per turn after draining
+//! its own mailbox. Two loops sending to each other with both lanes full
+//! therefore cannot deadlock: neither waits, and each keeps draining its own
+//! mailbox, which frees the other's lane. The overflow only holds what this
+//! loop produced itself; callers bound it by checking [`held`](Outbox::held)
+//! (an event loop stops reading from sockets while it is large).
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use crate::error::{SendError, TrySendError};
+use crate::sender::Sender;
+
+/// A never-blocking sender with a local overflow (see the module docs).
+///
+/// ```
+/// use ringloop_actors::{Mailbox, MailboxConfig, Outbox};
+/// let mut mailbox = Mailbox::<u32>::with_config(MailboxConfig::new().lane_capacity(2))?;
+/// let mut outbox = Outbox::new(mailbox.sender());
+/// for i in 0..5 {
+///     outbox.send(i).unwrap(); // never blocks: 3 wait in the overflow
+/// }
+/// assert_eq!(outbox.held(), 3);
+/// let mut got = Vec::new();
+/// while got.len() < 5 {
+///     mailbox.drain(usize::MAX, |m| got.push(m));
+///     outbox.flush().unwrap();
+/// }
+/// assert_eq!(got, [0, 1, 2, 3, 4]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Outbox<T> {
+    sender: Sender<T>,
+    held: VecDeque<T>,
+}
+
+impl<T> Outbox<T> {
+    /// Wraps a lane.
+    pub fn new(sender: Sender<T>) -> Self {
+        Self {
+            sender,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Sends now if the lane has room and nothing is held, otherwise holds the
+    /// message for a later [`flush`](Self::flush). Order is always kept. Fails
+    /// only if the mailbox is closed.
+    pub fn send(&mut self, value: T) -> Result<(), SendError<T>> {
+        if !self.held.is_empty() {
+            if self.sender.is_closed() {
+                return Err(SendError(value));
+            }
+            self.held.push_back(value);
+            let _ = self.flush();
+            return Ok(());
+        }
+        match self.sender.try_send(value) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(value)) => {
+                self.held.push_back(value);
+                Ok(())
+            }
+            Err(TrySendError::Closed(value)) => Err(SendError(value)),
+        }
+    }
+
+    /// Moves held messages into the lane, as many as fit, with one publish.
+    /// Returns `Ok(true)` when nothing is held any more. If the mailbox is
+    /// closed, returns every held message.
+    pub fn flush(&mut self) -> Result<bool, SendError<VecDeque<T>>> {
+        if self.held.is_empty() {
+            return Ok(true);
+        }
+        match self.sender.try_send_from(&mut self.held) {
+            Ok(_) => Ok(self.held.is_empty()),
+            Err(()) => Err(SendError(std::mem::take(&mut self.held))),
+        }
+    }
+
+    /// Messages waiting in the local overflow.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// `true` once the destination mailbox is closed.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+impl<T> fmt::Debug for Outbox<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("sender", &self.sender)
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
