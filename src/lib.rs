@@ -2,3 +2,7 @@
 //! event loop is an actor.
 
 pub use ringloop_actors as actors;
+
+mod error;
+
+pub use error::{Error, Result};
