@@ -39,6 +39,8 @@ pub enum Error {
     EngineStopped,
     /// The connection is closed; the request was not carried out.
     ConnectionClosed,
+    /// A mailbox lane is full; the request was not queued (try again later).
+    MailboxFull,
     /// The operation does not apply to this kind of connection (for example
     /// `send_to` on a stream).
     Unsupported(&'static str),
@@ -70,6 +72,7 @@ impl fmt::Display for Error {
             Self::Io { context, source } => write!(f, "{context}: {source}"),
             Self::EngineStopped => f.write_str("the engine has stopped"),
             Self::ConnectionClosed => f.write_str("the connection is closed"),
+            Self::MailboxFull => f.write_str("the loop's mailbox lane is full"),
             Self::Unsupported(what) => write!(f, "unsupported operation: {what}"),
         }
     }

@@ -1,0 +1,238 @@
+//! [`ConnHandle`]: a connection seen from any thread, and [`ConnId`], its
+//! identity (loop, slot, generation).
+//!
+//! Owns only the cross-thread requests: each method turns into one message to
+//! the loop that owns the connection. It must never touch the connection
+//! itself; the loop checks the generation, so a request for a connection that
+//! closed (and whose slot a newer connection reuses) is refused with
+//! [`Error::ConnectionClosed`] and never reaches the newcomer.
+//!
+//! # Ordering
+//!
+//! Requests sent from one thread to one connection are applied in the order
+//! sent (each thread has its own FIFO lane into each loop). Requests from
+//! different threads are interleaved in an unspecified order.
+//!
+//! # Completions
+//!
+//! Every callback runs exactly once: on the owning loop with the outcome, or
+//! (if the request could not be delivered because the engine stopped) with
+//! [`Error::EngineStopped`], on whichever thread finds out.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::EngineShared;
+use crate::error::{Error, Result};
+use crate::message::{Completion, LoopMessage};
+
+/// The identity of a connection: which loop owns it, its slot there, and the
+/// slot's generation (which changes whenever the slot is reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) loop_index: u32,
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+impl ConnId {
+    /// The loop that owns the connection.
+    pub fn loop_index(&self) -> usize {
+        self.loop_index as usize
+    }
+
+    /// The connection's slot on its loop.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The slot's generation when this connection held it.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub(crate) fn key(&self) -> crate::slab::SlotKey {
+        crate::slab::SlotKey {
+            index: self.slot,
+            generation: self.generation,
+        }
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}#{}", self.loop_index, self.slot, self.generation)
+    }
+}
+
+/// A `Send + Sync + Clone` handle to a connection, usable from any thread
+/// (worker threads, timers, other loops). Get one with
+/// [`Conn::handle`](crate::Conn::handle). See the module docs for ordering and
+/// completion guarantees.
+#[derive(Clone)]
+pub struct ConnHandle {
+    id: ConnId,
+    engine: Arc<EngineShared>,
+}
+
+/// A [`ConnHandle::try_async_write`] that could not be queued; the data is
+/// handed back.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct TryWriteError {
+    /// The bytes that were not queued.
+    pub data: Vec<u8>,
+    /// [`Error::EngineStopped`], or [`Error::MailboxFull`] when the loop's
+    /// mailbox lane for this thread is full (try again later).
+    pub error: Error,
+}
+
+impl fmt::Display for TryWriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "async write of {} bytes not queued: {}", self.data.len(), self.error)
+    }
+}
+
+impl std::error::Error for TryWriteError {}
+
+impl ConnHandle {
+    pub(crate) fn new(id: ConnId, engine: Arc<EngineShared>) -> Self {
+        Self { id, engine }
+    }
+
+    /// The connection's identity.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    fn send(&self, message: LoopMessage) -> Result<()> {
+        self.engine.send_to_loop(self.id.loop_index as usize, message)
+    }
+
+    /// Writes `data` on the owning loop. `on_done` runs there with
+    /// `Ok(data.len())` once the bytes are written or queued on the
+    /// connection, or with the error (the connection closed, the engine
+    /// stopped). Waits for room if this thread's lane into the loop is full
+    /// (never on a loop thread, which queues locally instead). Returns an
+    /// error only if the request could not be delivered; `on_done` runs in
+    /// every case.
+    pub fn async_write(
+        &self,
+        data: impl Into<Vec<u8>>,
+        on_done: impl FnOnce(Result<usize>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(LoopMessage::Write {
+            id: self.id,
+            data: data.into(),
+            done: Completion::new(Some(Box::new(on_done))),
+        })
+    }
+
+    /// Like [`async_write`](Self::async_write) without a callback, but never
+    /// waits: if the lane is full the data is handed back.
+    pub fn try_async_write(&self, data: Vec<u8>) -> Result<(), TryWriteError> {
+        let message = LoopMessage::Write {
+            id: self.id,
+            data,
+            done: Completion::new(None),
+        };
+        self.engine
+            .try_send_to_loop(self.id.loop_index as usize, message)
+            .map_err(|(message, error)| match message {
+                LoopMessage::Write { data, .. } => TryWriteError { data, error },
+                _ => unreachable!("try_send_to_loop hands back the message it was given"),
+            })
+    }
+
+    /// Writes several buffers, in order, with one message (and one `writev`
+    /// on the loop when the socket takes them).
+    pub fn async_writev(
+        &self,
+        bufs: Vec<Vec<u8>>,
+        on_done: impl FnOnce(Result<usize>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(LoopMessage::Writev {
+            id: self.id,
+            bufs,
+            done: Completion::new(Some(Box::new(on_done))),
+        })
+    }
+
+    /// An awaitable [`async_write`](Self::async_write): block on the result
+    /// with [`Pending::wait`] or `.await` it.
+    pub fn write(&self, data: impl Into<Vec<u8>>) -> Pending<usize> {
+        let (tx, rx) = flume::bounded(1);
+        let _ = self.async_write(data, move |r| {
+            let _ = tx.send(r);
+        });
+        Pending { rx }
+    }
+
+    /// Runs the traffic callback on the owning loop even if no bytes arrived
+    /// (for example to process what a worker left in the connection's state).
+    /// A wake for a closed connection is ignored.
+    pub fn wake(&self) -> Result<()> {
+        self.send(LoopMessage::Wake { id: self.id })
+    }
+
+    /// Closes the connection (its close callback runs with
+    /// [`CloseReason::Requested`](crate::CloseReason::Requested)). Closing a
+    /// closed connection is a no-op.
+    pub fn close(&self) -> Result<()> {
+        self.send(LoopMessage::Close {
+            id: self.id,
+            done: Completion::new(None),
+        })
+    }
+
+    /// Like [`close`](Self::close); `on_done` runs on the loop with `Ok(())`
+    /// once closed, or `Err(ConnectionClosed)` if it already was.
+    pub fn close_with(&self, on_done: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
+        self.send(LoopMessage::Close {
+            id: self.id,
+            done: Completion::new(Some(Box::new(on_done))),
+        })
+    }
+}
+
+impl fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnHandle").field("id", &self.id).finish()
+    }
+}
+
+/// The result of a request that completes later on a loop: block on it with
+/// [`wait`](Self::wait) or `.await` it.
+#[derive(Debug)]
+#[must_use = "a Pending does nothing unless waited on"]
+pub struct Pending<T> {
+    pub(crate) rx: flume::Receiver<Result<T>>,
+}
+
+impl<T: Send + 'static> Pending<T> {
+    /// Blocks until the result is in.
+    pub fn wait(self) -> Result<T> {
+        self.rx.recv().unwrap_or(Err(Error::EngineStopped))
+    }
+
+    /// Blocks until the result is in or `timeout` passes (then `None`).
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<T>> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(r) => Some(r),
+            Err(flume::RecvTimeoutError::Timeout) => None,
+            Err(flume::RecvTimeoutError::Disconnected) => Some(Err(Error::EngineStopped)),
+        }
+    }
+}
+
+impl<T: Send + 'static> IntoFuture for Pending<T> {
+    type Output = Result<T>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.rx.recv_async().await.unwrap_or(Err(Error::EngineStopped)) })
+    }
+}

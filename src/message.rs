@@ -1,0 +1,96 @@
+//! The messages actors send each other: what an event loop and the acceptor
+//! accept in their mailboxes.
+//!
+//! Owns only the message vocabulary. A message that is never delivered (its
+//! mailbox closed first) is dropped, and dropping it releases what it carries:
+//! an accepted socket is closed, a pending completion is told the engine
+//! stopped. Nothing is lost silently.
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+
+use crate::addr::SockAddr;
+use crate::handle::ConnId;
+use crate::handler::LoopContext;
+use crate::error::{Error, Result};
+
+/// A closure run on a loop.
+pub(crate) type LoopTask = Box<dyn FnOnce(&mut LoopContext) + Send>;
+
+/// A completion that must be answered exactly once: if the message carrying
+/// it is dropped undelivered, it answers [`Error::EngineStopped`].
+pub(crate) struct Completion<T: 'static> {
+    callback: Option<Box<dyn FnOnce(Result<T>) + Send>>,
+}
+
+impl<T: 'static> Completion<T> {
+    pub(crate) fn new(callback: Option<Box<dyn FnOnce(Result<T>) + Send>>) -> Self {
+        Self { callback }
+    }
+
+    pub(crate) fn complete(mut self, result: Result<T>) {
+        if let Some(cb) = self.callback.take() {
+            cb(result);
+        }
+    }
+}
+
+impl<T: 'static> Drop for Completion<T> {
+    fn drop(&mut self) {
+        if let Some(cb) = self.callback.take() {
+            cb(Err(Error::EngineStopped));
+        }
+    }
+}
+
+/// What an event loop's mailbox carries.
+pub(crate) enum LoopMessage {
+    /// The acceptor hands over a new connection.
+    Accepted {
+        fd: OwnedFd,
+        peer: SockAddr,
+        listener: u16,
+        is_tcp: bool,
+    },
+    /// Write bytes to a connection.
+    Write {
+        id: ConnId,
+        data: Vec<u8>,
+        done: Completion<usize>,
+    },
+    /// Write several buffers to a connection, in order.
+    Writev {
+        id: ConnId,
+        bufs: Vec<Vec<u8>>,
+        done: Completion<usize>,
+    },
+    /// Run the traffic callback even without new bytes.
+    Wake { id: ConnId },
+    /// Close a connection.
+    Close { id: ConnId, done: Completion<()> },
+    /// Run a closure on the loop.
+    Execute(LoopTask),
+    /// Wake up and look at the engine's stop flag.
+    Stop,
+}
+
+impl fmt::Debug for LoopMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Accepted { peer, listener, .. } => write!(f, "Accepted({peer}, listener {listener})"),
+            Self::Write { id, data, .. } => write!(f, "Write({id:?}, {} bytes)", data.len()),
+            Self::Writev { id, bufs, .. } => write!(f, "Writev({id:?}, {} buffers)", bufs.len()),
+            Self::Wake { id } => write!(f, "Wake({id:?})"),
+            Self::Close { id, .. } => write!(f, "Close({id:?})"),
+            Self::Execute(_) => f.write_str("Execute"),
+            Self::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+/// What the acceptor's mailbox carries.
+#[derive(Debug)]
+pub(crate) enum AcceptorMessage {
+    /// Wake up and look at the engine's stop flag.
+    Stop,
+}

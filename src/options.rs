@@ -1,0 +1,188 @@
+//! The engine's settings: [`Options`] with their defaults and validation,
+//! [`LoadBalancer`] and [`KeepAlive`].
+//!
+//! Owns only configuration values and the checks that reject bad ones before
+//! anything starts. It must never open a socket or start a thread.
+
+use std::time::Duration;
+
+use crate::actors::DoorbellKind;
+use crate::error::{Error, Result};
+
+/// The most event loops an engine may run.
+pub const MAX_LOOPS: usize = 1024;
+
+/// How the acceptor picks the loop for a new connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LoadBalancer {
+    /// Each loop in turn (the default).
+    #[default]
+    RoundRobin,
+    /// The loop that currently holds the fewest connections.
+    LeastConnections,
+    /// A hash of the peer's IP address, so one client always lands on the
+    /// same loop.
+    SourceAddrHash,
+}
+
+/// TCP keepalive probing: start after `idle` without traffic, probe every
+/// `interval`, give up after `count` unanswered probes.
+///
+/// ```
+/// use ringloop::KeepAlive;
+/// use std::time::Duration;
+/// let ka = KeepAlive::new(Duration::from_secs(60));
+/// assert_eq!(ka.interval, Duration::from_secs(12)); // idle / 5, as gnet
+/// assert_eq!(ka.count, 5);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct KeepAlive {
+    /// Idle time before the first probe (whole seconds, at least 1).
+    pub idle: Duration,
+    /// Time between probes (whole seconds, at least 1).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    pub count: u32,
+}
+
+impl KeepAlive {
+    /// Keepalive after `idle`, probing every `idle / 5` (at least 1 s), 5 times.
+    pub fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            interval: (idle / 5).max(Duration::from_secs(1)),
+            count: 5,
+        }
+    }
+
+    /// Sets the probe interval.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Sets the probe count.
+    pub fn count(mut self, count: u32) -> Self {
+        self.count = count;
+        self
+    }
+
+    pub(crate) fn to_sys(self) -> crate::sys::socket::KeepAlive {
+        crate::sys::socket::KeepAlive {
+            idle: self.idle,
+            interval: self.interval,
+            count: self.count,
+        }
+    }
+}
+
+/// Every setting of an engine. Built through [`EngineBuilder`]'s setters;
+/// the defaults suit most servers.
+///
+/// [`EngineBuilder`]: crate::EngineBuilder
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// Event loops (threads serving connections). Default: one per core.
+    pub loops: usize,
+    /// Size of each loop's shared read buffer: the most bytes one `read`
+    /// takes from a socket. Default 64 KiB.
+    pub read_buffer_size: usize,
+    /// The largest block small writes are coalesced into in a connection's
+    /// outbound queue. Default 64 KiB.
+    pub write_buffer_cap: usize,
+    /// `TCP_NODELAY` on accepted TCP connections. Default on.
+    pub tcp_nodelay: bool,
+    /// TCP keepalive on accepted connections. Default off.
+    pub tcp_keepalive: Option<KeepAlive>,
+    /// `SO_RCVBUF` for listeners and accepted sockets. Default: the kernel's.
+    pub recv_buffer_size: Option<usize>,
+    /// `SO_SNDBUF` for listeners and accepted sockets. Default: the kernel's.
+    pub send_buffer_size: Option<usize>,
+    /// `SO_REUSEADDR` on listeners. Default on.
+    pub reuse_addr: bool,
+    /// Listen backlog. Default 1024.
+    pub listen_backlog: i32,
+    /// How accepted connections are spread over loops.
+    pub load_balancer: LoadBalancer,
+    /// Messages each mailbox lane holds. Default 1024.
+    pub mailbox_capacity: usize,
+    /// The loops' wake-up fd. Default: eventfd, else a pipe.
+    pub doorbell: DoorbellKind,
+    /// Call [`EventHandler::on_tick`](crate::EventHandler::on_tick). Default off.
+    pub ticker: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            loops: std::thread::available_parallelism().map_or(1, usize::from),
+            read_buffer_size: 64 * 1024,
+            write_buffer_cap: 64 * 1024,
+            tcp_nodelay: true,
+            tcp_keepalive: None,
+            recv_buffer_size: None,
+            send_buffer_size: None,
+            reuse_addr: true,
+            listen_backlog: 1024,
+            load_balancer: LoadBalancer::RoundRobin,
+            mailbox_capacity: crate::actors::DEFAULT_LANE_CAPACITY,
+            doorbell: DoorbellKind::Auto,
+            ticker: false,
+        }
+    }
+}
+
+impl Options {
+    /// Checks every value; the first bad one is reported.
+    pub(crate) fn validate(&self) -> Result<()> {
+        fn bad(what: String) -> Result<()> {
+            Err(Error::InvalidConfig(what))
+        }
+        if self.loops == 0 {
+            return bad("loops must be at least 1".into());
+        }
+        if self.loops > MAX_LOOPS {
+            return bad(format!("{} loops is more than the maximum of {MAX_LOOPS}", self.loops));
+        }
+        if !(1024..=64 << 20).contains(&self.read_buffer_size) {
+            return bad(format!(
+                "read buffer size {} is outside 1 KiB ..= 64 MiB",
+                self.read_buffer_size
+            ));
+        }
+        if !(1024..=64 << 20).contains(&self.write_buffer_cap) {
+            return bad(format!(
+                "write buffer cap {} is outside 1 KiB ..= 64 MiB",
+                self.write_buffer_cap
+            ));
+        }
+        if self.listen_backlog <= 0 {
+            return bad(format!("listen backlog {} must be positive", self.listen_backlog));
+        }
+        if !(1..=1 << 20).contains(&self.mailbox_capacity) {
+            return bad(format!(
+                "mailbox capacity {} is outside 1 ..= 1048576",
+                self.mailbox_capacity
+            ));
+        }
+        for (name, size) in [
+            ("receive buffer size", self.recv_buffer_size),
+            ("send buffer size", self.send_buffer_size),
+        ] {
+            if let Some(size) = size {
+                if size == 0 || size > i32::MAX as usize {
+                    return bad(format!("{name} {size} is out of range"));
+                }
+            }
+        }
+        if let Some(ka) = self.tcp_keepalive {
+            if ka.idle < Duration::from_secs(1) || ka.interval < Duration::from_secs(1) || ka.count == 0 {
+                return bad("keepalive idle and interval must be at least 1 s and count at least 1".into());
+            }
+        }
+        Ok(())
+    }
+}
