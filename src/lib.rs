@@ -3,6 +3,8 @@
 
 pub use ringloop_actors as actors;
 
+mod addr;
 mod error;
 
+pub use addr::{ListenAddr, SockAddr, Transport};
 pub use error::{Error, Result};
