@@ -5,6 +5,7 @@ pub use ringloop_actors as actors;
 
 mod addr;
 mod error;
+mod sys;
 
 pub use addr::{ListenAddr, SockAddr, Transport};
 pub use error::{Error, Result};
