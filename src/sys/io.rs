@@ -80,76 +80,11 @@ pub(crate) fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: &SockAddr) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::poller::{Events, Interest, Poller};
+    use crate::sys::poller::Interest;
     use crate::sys::socket::{self, ListenOptions};
-    use std::net::SocketAddr;
+    use crate::sys::testutil::{loopback, read_exact, tcp_pair, wait_ready, BOUND};
     use std::os::fd::{AsFd, OwnedFd};
-    use std::time::{Duration, Instant};
-
-    const BOUND: Duration = Duration::from_secs(10);
-
-    fn loopback() -> SocketAddr {
-        "127.0.0.1:0".parse().unwrap()
-    }
-
-    fn inet(addr: SockAddr) -> SocketAddr {
-        match addr {
-            SockAddr::Inet(a) => a,
-            other => panic!("expected an IP address, got {other}"),
-        }
-    }
-
-    /// A connected TCP pair (client, server) over 127.0.0.1.
-    fn tcp_pair() -> (OwnedFd, OwnedFd) {
-        let listener = socket::tcp_listener(loopback(), &ListenOptions::default()).unwrap();
-        let addr = inet(socket::local_addr(listener.as_fd()).unwrap());
-        let (client, _) = socket::tcp_connect(addr).unwrap();
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some((server, _)) = socket::accept(listener.as_fd()).unwrap() {
-                return (client, server);
-            }
-            assert!(Instant::now() < deadline, "accept never completed");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Waits (bounded) for any event on `fd` with the given interest.
-    fn wait_ready(fd: BorrowedFd<'_>, interest: Interest) {
-        let poller = Poller::new().unwrap();
-        poller.add(fd, 0, interest).unwrap();
-        let mut events = Events::with_capacity(2);
-        let deadline = Instant::now() + BOUND;
-        while Instant::now() < deadline {
-            if poller
-                .wait(&mut events, Some(Duration::from_millis(100)))
-                .unwrap()
-                > 0
-            {
-                return;
-            }
-        }
-        panic!("descriptor never became ready");
-    }
-
-    /// Reads exactly `n` bytes (bounded wait).
-    fn read_exact(fd: &OwnedFd, n: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        let deadline = Instant::now() + BOUND;
-        while out.len() < n {
-            match read(fd.as_fd(), &mut buf) {
-                Ok(0) => panic!("unexpected end of stream after {} bytes", out.len()),
-                Ok(k) => out.extend_from_slice(&buf[..k]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    assert!(Instant::now() < deadline, "timed out reading");
-                    wait_ready(fd.as_fd(), Interest::READABLE);
-                }
-                Err(e) => panic!("read failed: {e}"),
-            }
-        }
-        out
-    }
+    use std::time::Instant;
 
     #[test]
     fn read_on_empty_socket_would_block() {
@@ -241,7 +176,9 @@ mod tests {
         let mut errors = Vec::new();
         for _ in 0..100 {
             match write(client.as_fd(), b"anyone there?") {
-                Ok(_) => wait_ready(client.as_fd(), Interest::READABLE),
+                Ok(_) => {
+                    wait_ready(client.as_fd(), Interest::READABLE);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     let pipe = e.kind() == io::ErrorKind::BrokenPipe;

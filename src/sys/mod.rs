@@ -77,11 +77,94 @@ fn with_raw_addr<T>(
     }
 }
 
-/// Helpers shared by the tests of every sys file.
+/// Helpers shared by the tests of every sys file. Every wait is bounded by
+/// [`testutil::BOUND`] and panics past it instead of hanging.
 #[cfg(test)]
 pub(crate) mod testutil {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::poller::{Event, Events, Interest, Poller};
+    use super::{io as sysio, socket};
+    use crate::addr::SockAddr;
+
+    /// The longest any test waits for the kernel.
+    pub(crate) const BOUND: Duration = Duration::from_secs(10);
+
+    /// 127.0.0.1, any port.
+    pub(crate) fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    /// The IP address inside `addr`; panics on a Unix address.
+    pub(crate) fn inet(addr: SockAddr) -> SocketAddr {
+        match addr {
+            SockAddr::Inet(a) => a,
+            other => panic!("expected an IP address, got {other}"),
+        }
+    }
+
+    /// Waits until `fd` reports readiness for `interest` (or an error) and
+    /// returns the event.
+    pub(crate) fn wait_ready(fd: BorrowedFd<'_>, interest: Interest) -> Event {
+        let poller = Poller::new().unwrap();
+        poller.add(fd, 0, interest).unwrap();
+        let mut events = Events::with_capacity(2);
+        let deadline = Instant::now() + BOUND;
+        while Instant::now() < deadline {
+            poller
+                .wait(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            if let Some(ev) = events.iter().next() {
+                return ev;
+            }
+        }
+        panic!("descriptor never became ready for {interest:?}");
+    }
+
+    /// Accepts one connection, waiting for it to arrive.
+    pub(crate) fn accept_one(listener: &OwnedFd) -> (OwnedFd, SockAddr) {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(pair) = socket::accept(listener.as_fd()).unwrap() {
+                return pair;
+            }
+            assert!(Instant::now() < deadline, "accept never completed");
+            wait_ready(listener.as_fd(), Interest::READABLE);
+        }
+    }
+
+    /// A connected TCP pair (client, server) over 127.0.0.1.
+    pub(crate) fn tcp_pair() -> (OwnedFd, OwnedFd) {
+        let listener = socket::tcp_listener(loopback(), &socket::ListenOptions::default()).unwrap();
+        let addr = inet(socket::local_addr(listener.as_fd()).unwrap());
+        let (client, _) = socket::tcp_connect(addr).unwrap();
+        let (server, _) = accept_one(&listener);
+        (client, server)
+    }
+
+    /// Reads exactly `n` bytes, waiting for them to arrive.
+    pub(crate) fn read_exact(fd: &OwnedFd, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + BOUND;
+        while out.len() < n {
+            match sysio::read(fd.as_fd(), &mut buf) {
+                Ok(0) => panic!("unexpected end of stream after {} bytes", out.len()),
+                Ok(k) => out.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "timed out reading");
+                    wait_ready(fd.as_fd(), Interest::READABLE);
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+        out
+    }
 
     /// A fresh directory under the system temp dir, removed on drop.
     pub(crate) struct TempDir(PathBuf);

@@ -236,34 +236,9 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::{io as sysio, socket};
-    use std::net::SocketAddr;
-    use std::os::fd::OwnedFd;
+    use crate::sys::io as sysio;
+    use crate::sys::testutil::{tcp_pair, BOUND};
     use std::time::Instant;
-
-    const BOUND: Duration = Duration::from_secs(10);
-
-    fn loopback() -> SocketAddr {
-        "127.0.0.1:0".parse().unwrap()
-    }
-
-    /// A connected pair (client, server) over 127.0.0.1.
-    fn tcp_pair() -> (OwnedFd, OwnedFd) {
-        let listener = socket::tcp_listener(loopback(), &socket::ListenOptions::default()).unwrap();
-        let addr = match socket::local_addr(listener.as_fd()).unwrap() {
-            crate::SockAddr::Inet(a) => a,
-            other => panic!("unexpected listener address {other}"),
-        };
-        let (client, _) = socket::tcp_connect(addr).unwrap();
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some((server, _)) = socket::accept(listener.as_fd()).unwrap() {
-                return (client, server);
-            }
-            assert!(Instant::now() < deadline, "accept never completed");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
 
     /// Waits (bounded) until an event for `token` arrives and returns it.
     fn wait_for(poller: &Poller, token: Token) -> Event {

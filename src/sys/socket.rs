@@ -378,70 +378,14 @@ pub(crate) fn set_linger_zero(fd: BorrowedFd<'_>) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::sys::io as sysio;
-    use crate::sys::poller::{Events, Interest, Poller};
-    use crate::sys::testutil::TempDir;
-    use std::os::fd::AsFd;
+    use crate::sys::poller::{Event, Interest};
+    use crate::sys::testutil::{
+        accept_one, inet, loopback, read_exact, wait_ready, TempDir, BOUND,
+    };
     use std::time::Instant;
 
-    const BOUND: Duration = Duration::from_secs(10);
-
-    fn loopback() -> SocketAddr {
-        "127.0.0.1:0".parse().unwrap()
-    }
-
-    fn inet(addr: SockAddr) -> SocketAddr {
-        match addr {
-            SockAddr::Inet(a) => a,
-            other => panic!("expected an IP address, got {other}"),
-        }
-    }
-
-    /// Accepts, retrying (bounded) while nothing is pending.
-    fn accept_one(listener: &OwnedFd) -> (OwnedFd, SockAddr) {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(pair) = accept(listener.as_fd()).unwrap() {
-                return pair;
-            }
-            assert!(Instant::now() < deadline, "accept never completed");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Waits (bounded) until `fd` is writable or reports an error.
-    fn wait_writable(fd: &OwnedFd) -> crate::sys::poller::Event {
-        let poller = Poller::new().unwrap();
-        poller.add(fd.as_fd(), 1, Interest::WRITABLE).unwrap();
-        let mut events = Events::with_capacity(4);
-        let deadline = Instant::now() + BOUND;
-        while Instant::now() < deadline {
-            poller
-                .wait(&mut events, Some(Duration::from_millis(100)))
-                .unwrap();
-            if let Some(ev) = events.iter().next() {
-                return ev;
-            }
-        }
-        panic!("socket never became writable");
-    }
-
-    /// Reads exactly `n` bytes (bounded wait).
-    fn read_exact(fd: &OwnedFd, n: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        let deadline = Instant::now() + BOUND;
-        while out.len() < n {
-            match sysio::read(fd.as_fd(), &mut buf) {
-                Ok(0) => panic!("unexpected end of stream after {} bytes", out.len()),
-                Ok(k) => out.extend_from_slice(&buf[..k]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    assert!(Instant::now() < deadline, "timed out reading");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) => panic!("read failed: {e}"),
-            }
-        }
-        out
+    fn wait_writable(fd: &OwnedFd) -> Event {
+        wait_ready(fd.as_fd(), Interest::WRITABLE)
     }
 
     #[test]
