@@ -99,7 +99,16 @@ impl Acceptor {
                 resume_at.map(|t| t.saturating_duration_since(Instant::now()))
             };
             self.mailbox
-                .park_with(|may_block| poller.wait(&mut events, if may_block { timeout } else { Some(Duration::ZERO) }))
+                .park_with(|may_block| {
+                    poller.wait(
+                        &mut events,
+                        if may_block {
+                            timeout
+                        } else {
+                            Some(Duration::ZERO)
+                        },
+                    )
+                })
                 .map_err(io_err("wait for listener events"))?;
             ready.clear();
             ready.extend(events.iter());
@@ -127,7 +136,9 @@ impl Acceptor {
                 continue;
             }
             for event in &ready {
-                let Ok(index) = usize::try_from(event.token) else { continue };
+                let Ok(index) = usize::try_from(event.token) else {
+                    continue;
+                };
                 if index >= self.listeners.len() {
                     continue;
                 }

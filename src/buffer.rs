@@ -68,7 +68,11 @@ impl OutboundQueue {
             if n == out.len() {
                 break;
             }
-            let bytes = if i == 0 { &chunk[self.head..] } else { &chunk[..] };
+            let bytes = if i == 0 {
+                &chunk[self.head..]
+            } else {
+                &chunk[..]
+            };
             out[n] = IoSlice::new(bytes);
             n += 1;
         }
@@ -81,7 +85,9 @@ impl OutboundQueue {
         n = n.min(self.len);
         self.len -= n;
         while n > 0 {
-            let Some(front) = self.chunks.front() else { break };
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
             let left = front.len() - self.head;
             if n >= left {
                 n -= left;
@@ -132,7 +138,11 @@ mod tests {
         assert_eq!(collect(&q), expected);
         q.consume(q.len());
         assert!(q.is_empty());
-        assert_eq!(q.chunks.capacity(), 0, "an empty queue must free its memory");
+        assert_eq!(
+            q.chunks.capacity(),
+            0,
+            "an empty queue must free its memory"
+        );
     }
 
     #[test]

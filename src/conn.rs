@@ -34,8 +34,8 @@ use crate::error::{Error, Result};
 use crate::handle::{ConnHandle, ConnId};
 use crate::handler::CloseReason;
 use crate::options::KeepAlive;
-use std::sync::Arc;
 use crate::sys;
+use std::sync::Arc;
 
 /// The loop's record of one connection.
 pub(crate) struct ConnEntry<S> {
@@ -123,7 +123,8 @@ impl<S> ConnEntry<S> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut skip = 0;
         if self.outbound.is_empty() {
-            let slices: Vec<IoSlice<'_>> = bufs.iter().take(1024).map(|b| IoSlice::new(b)).collect();
+            let slices: Vec<IoSlice<'_>> =
+                bufs.iter().take(1024).map(|b| IoSlice::new(b)).collect();
             match sys::io::writev(self.fd.as_fd(), &slices) {
                 Ok(n) => skip = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -371,13 +372,15 @@ impl<'a, S> Conn<'a, S> {
     /// Turns `TCP_NODELAY` on or off (TCP only).
     pub fn set_nodelay(&mut self, on: bool) -> Result<()> {
         self.tcp_only("TCP_NODELAY on a non-TCP connection")?;
-        sys::socket::set_nodelay(self.entry.fd.as_fd(), on).map_err(|e| Error::io("setsockopt TCP_NODELAY", e))
+        sys::socket::set_nodelay(self.entry.fd.as_fd(), on)
+            .map_err(|e| Error::io("setsockopt TCP_NODELAY", e))
     }
 
     /// Whether `TCP_NODELAY` is on (TCP only).
     pub fn nodelay(&self) -> Result<bool> {
         self.tcp_only("TCP_NODELAY on a non-TCP connection")?;
-        sys::socket::nodelay(self.entry.fd.as_fd()).map_err(|e| Error::io("getsockopt TCP_NODELAY", e))
+        sys::socket::nodelay(self.entry.fd.as_fd())
+            .map_err(|e| Error::io("getsockopt TCP_NODELAY", e))
     }
 
     /// Sets TCP keepalive (`None` turns it off). TCP only.
@@ -389,22 +392,26 @@ impl<'a, S> Conn<'a, S> {
 
     /// Sets `SO_RCVBUF`.
     pub fn set_recv_buffer_size(&mut self, bytes: usize) -> Result<()> {
-        sys::socket::set_recv_buffer_size(self.entry.fd.as_fd(), bytes).map_err(|e| Error::io("setsockopt SO_RCVBUF", e))
+        sys::socket::set_recv_buffer_size(self.entry.fd.as_fd(), bytes)
+            .map_err(|e| Error::io("setsockopt SO_RCVBUF", e))
     }
 
     /// `SO_RCVBUF` as the kernel reports it.
     pub fn recv_buffer_size(&self) -> Result<usize> {
-        sys::socket::recv_buffer_size(self.entry.fd.as_fd()).map_err(|e| Error::io("getsockopt SO_RCVBUF", e))
+        sys::socket::recv_buffer_size(self.entry.fd.as_fd())
+            .map_err(|e| Error::io("getsockopt SO_RCVBUF", e))
     }
 
     /// Sets `SO_SNDBUF`.
     pub fn set_send_buffer_size(&mut self, bytes: usize) -> Result<()> {
-        sys::socket::set_send_buffer_size(self.entry.fd.as_fd(), bytes).map_err(|e| Error::io("setsockopt SO_SNDBUF", e))
+        sys::socket::set_send_buffer_size(self.entry.fd.as_fd(), bytes)
+            .map_err(|e| Error::io("setsockopt SO_SNDBUF", e))
     }
 
     /// `SO_SNDBUF` as the kernel reports it.
     pub fn send_buffer_size(&self) -> Result<usize> {
-        sys::socket::send_buffer_size(self.entry.fd.as_fd()).map_err(|e| Error::io("getsockopt SO_SNDBUF", e))
+        sys::socket::send_buffer_size(self.entry.fd.as_fd())
+            .map_err(|e| Error::io("getsockopt SO_SNDBUF", e))
     }
 }
 

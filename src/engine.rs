@@ -23,7 +23,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use crate::acceptor::Acceptor;
-use crate::actors::{CachePadded, DoorbellKind, Mailbox, MailboxConfig, SharedSender, TrySendError};
+use crate::actors::{
+    CachePadded, DoorbellKind, Mailbox, MailboxConfig, SharedSender, TrySendError,
+};
 use crate::addr::ListenAddr;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
@@ -100,7 +102,11 @@ impl EngineShared {
     }
 
     fn on_own_loop_thread(&self) -> bool {
-        LOOP_THREAD.with(|t| t.borrow().as_ref().is_some_and(|t| std::ptr::eq(t.engine, self)))
+        LOOP_THREAD.with(|t| {
+            t.borrow()
+                .as_ref()
+                .is_some_and(|t| std::ptr::eq(t.engine, self))
+        })
     }
 
     /// Sends `message` to loop `index`: waits for room on ordinary threads;
@@ -130,7 +136,11 @@ impl EngineShared {
     }
 
     /// Sends without waiting; hands the message back with the reason.
-    pub(crate) fn try_send_to_loop(&self, index: usize, message: LoopMessage) -> Result<(), (LoopMessage, Error)> {
+    pub(crate) fn try_send_to_loop(
+        &self,
+        index: usize,
+        message: LoopMessage,
+    ) -> Result<(), (LoopMessage, Error)> {
         let Some(slot) = self.loops.get(index) else {
             return Err((message, Error::EngineStopped));
         };
@@ -223,7 +233,11 @@ impl Engine {
     /// Connections currently open on all loops.
     pub fn connection_count(&self) -> usize {
         // Relaxed: a snapshot of independent counters.
-        self.shared.loops.iter().map(|l| l.connections.load(Ordering::Relaxed)).sum()
+        self.shared
+            .loops
+            .iter()
+            .map(|l| l.connections.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Number of event loops.
@@ -250,9 +264,17 @@ impl Engine {
         if self.shared.on_own_loop_thread() {
             return Ok(());
         }
-        let mut state = self.shared.run_state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self
+            .shared
+            .run_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while *state == RunState::Running {
-            state = self.shared.finished.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self
+                .shared
+                .finished
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
         }
         Ok(())
     }
@@ -274,15 +296,23 @@ impl Engine {
     }
 
     /// Runs `task` on loop `index` (with that loop's [`LoopContext`]).
-    pub fn execute(&self, index: usize, task: impl FnOnce(&mut LoopContext) + Send + 'static) -> Result<()> {
+    pub fn execute(
+        &self,
+        index: usize,
+        task: impl FnOnce(&mut LoopContext) + Send + 'static,
+    ) -> Result<()> {
         if index >= self.shared.loops.len() {
             return Err(Error::InvalidConfig(format!("no loop {index}")));
         }
-        self.shared.send_to_loop(index, LoopMessage::Execute(Box::new(task)))
+        self.shared
+            .send_to_loop(index, LoopMessage::Execute(Box::new(task)))
     }
 
     /// Runs a copy of `task` on every loop.
-    pub fn execute_all(&self, task: impl Fn(&mut LoopContext) + Send + Sync + 'static) -> Result<()> {
+    pub fn execute_all(
+        &self,
+        task: impl Fn(&mut LoopContext) + Send + Sync + 'static,
+    ) -> Result<()> {
         let task = Arc::new(task);
         for index in 0..self.shared.loops.len() {
             let task = task.clone();
@@ -431,9 +461,12 @@ impl<H: EventHandler> EngineBuilder<H> {
             .doorbell(self.options.doorbell);
         let mailbox_error = |e| Error::io("create a mailbox", e);
         let loop_mailboxes = (0..self.options.loops)
-            .map(|_| Mailbox::<LoopMessage>::with_config(mailbox_config.clone()).map_err(mailbox_error))
+            .map(|_| {
+                Mailbox::<LoopMessage>::with_config(mailbox_config.clone()).map_err(mailbox_error)
+            })
             .collect::<Result<Vec<_>>>()?;
-        let acceptor_mailbox = Mailbox::<AcceptorMessage>::with_config(mailbox_config).map_err(mailbox_error)?;
+        let acceptor_mailbox =
+            Mailbox::<AcceptorMessage>::with_config(mailbox_config).map_err(mailbox_error)?;
         let shared = Arc::new(EngineShared {
             loops: loop_mailboxes
                 .iter()
@@ -519,7 +552,8 @@ impl<H: EventHandler> Server<H> {
                 .spawn(move || {
                     engine.shared.enter_loop_thread();
                     let handler = factory(index);
-                    let outcome = EventLoop::new(index, handler, mailbox, engine.clone(), &options).and_then(EventLoop::run);
+                    let outcome = EventLoop::new(index, handler, mailbox, engine.clone(), &options)
+                        .and_then(EventLoop::run);
                     if let Err(e) = outcome {
                         engine.shared.record_error(e);
                         engine.shared.request_stop();
@@ -537,7 +571,10 @@ impl<H: EventHandler> Server<H> {
         }
         let acceptor = self.acceptor;
         if result.is_ok() {
-            match thread::Builder::new().name("ringloop-acceptor".into()).spawn(move || acceptor.run()) {
+            match thread::Builder::new()
+                .name("ringloop-acceptor".into())
+                .spawn(move || acceptor.run())
+            {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     result = Err(spawn_error(e));
@@ -547,11 +584,18 @@ impl<H: EventHandler> Server<H> {
         }
         for t in threads {
             if t.join().is_err() {
-                shared.record_error(Error::io("an actor thread panicked", std::io::Error::other("panic")));
+                shared.record_error(Error::io(
+                    "an actor thread panicked",
+                    std::io::Error::other("panic"),
+                ));
                 shared.request_stop();
             }
         }
-        let first = shared.first_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let first = shared
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         {
             let mut state = shared.run_state.lock().unwrap_or_else(|e| e.into_inner());
             *state = RunState::Finished;
@@ -564,6 +608,8 @@ impl<H: EventHandler> Server<H> {
 
 impl<H> fmt::Debug for Server<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server").field("engine", &self.engine).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
     }
 }

@@ -82,7 +82,11 @@ fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
 
 /// What a [`Conn`] needs from its loop, borrowed field by field so that the
 /// handler and the connection table can be borrowed mutably beside it.
-fn loop_ref<'a>(index: usize, settings: &ConnSettings, engine: &'a Arc<EngineShared>) -> LoopRef<'a> {
+fn loop_ref<'a>(
+    index: usize,
+    settings: &ConnSettings,
+    engine: &'a Arc<EngineShared>,
+) -> LoopRef<'a> {
     LoopRef {
         loop_index: index as u32,
         write_cap: settings.write_cap,
@@ -154,7 +158,16 @@ impl<H: EventHandler> EventLoop<H> {
                 .map(|t| t.saturating_duration_since(Instant::now()));
             let (poller, events) = (&self.poller, &mut self.events);
             self.mailbox
-                .park_with(|may_block| poller.wait(events, if may_block { timeout } else { Some(Duration::ZERO) }))
+                .park_with(|may_block| {
+                    poller.wait(
+                        events,
+                        if may_block {
+                            timeout
+                        } else {
+                            Some(Duration::ZERO)
+                        },
+                    )
+                })
                 .map_err(|e| Error::io("wait for events", e))?;
             self.process_events();
             self.process_messages();
@@ -211,7 +224,11 @@ impl<H: EventHandler> EventLoop<H> {
         }
         if event.hangup {
             // Both directions are gone: nothing queued can be delivered.
-            let reason = if entry.outbound.is_empty() { CloseReason::Eof } else { CloseReason::Reset };
+            let reason = if entry.outbound.is_empty() {
+                CloseReason::Eof
+            } else {
+                CloseReason::Reset
+            };
             self.close_conn(key, reason);
             return;
         }
@@ -220,7 +237,9 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Reads once into the loop buffer and hands the bytes to the handler.
     fn read(&mut self, key: SlotKey) {
-        let Some(entry) = self.conns.get_mut(key) else { return };
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
         match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
             Ok(0) => {
                 // The peer closed its side: finish writing, then close.
@@ -236,7 +255,9 @@ impl<H: EventHandler> EventLoop<H> {
     /// Runs `on_traffic` over leftover + `fresh` bytes of the loop buffer.
     fn traffic(&mut self, key: SlotKey, fresh: usize) {
         let lp = loop_ref(self.index, &self.settings, &self.engine);
-        let Some(entry) = self.conns.get_mut(key) else { return };
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
         let handler = &mut self.handler;
         let fresh = &self.read_buf[..fresh];
         let leftover = std::mem::take(&mut entry.inbound);
@@ -284,7 +305,9 @@ impl<H: EventHandler> EventLoop<H> {
             Action::Shutdown => self.engine.request_stop(),
             _ => {}
         }
-        let Some(entry) = self.conns.get_mut(key) else { return };
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
         if let Some(reason) = entry.close_reason.take() {
             self.close_conn(key, reason);
             return;
@@ -313,7 +336,9 @@ impl<H: EventHandler> EventLoop<H> {
     /// Runs `on_close` once, flushes what it can, releases the socket.
     fn close_conn(&mut self, key: SlotKey, reason: CloseReason) {
         let lp = loop_ref(self.index, &self.settings, &self.engine);
-        let Some(entry) = self.conns.get_mut(key) else { return };
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
         let handler = &mut self.handler;
         let leftover = std::mem::take(&mut entry.inbound);
         let action = {
@@ -323,15 +348,21 @@ impl<H: EventHandler> EventLoop<H> {
         if let Some(Action::Shutdown) = action {
             self.engine.request_stop();
         }
-        let Some(mut entry) = self.conns.remove(key) else { return };
-        if !entry.outbound.is_empty() && !matches!(reason, CloseReason::Reset | CloseReason::Error(_)) {
+        let Some(mut entry) = self.conns.remove(key) else {
+            return;
+        };
+        if !entry.outbound.is_empty()
+            && !matches!(reason, CloseReason::Reset | CloseReason::Error(_))
+        {
             // Best effort: whatever the socket takes right now.
             let _ = entry.flush_queue();
         }
         let _ = self.poller.delete(entry.fd.as_fd());
         drop(entry); // closes the fd, after on_close, never before
-        // Relaxed: a counter.
-        self.engine.loops[self.index].connections.fetch_sub(1, Ordering::Relaxed);
+                     // Relaxed: a counter.
+        self.engine.loops[self.index]
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     // ----- messages -----
@@ -352,10 +383,17 @@ impl<H: EventHandler> EventLoop<H> {
 
     fn handle_message(&mut self, message: LoopMessage) {
         match message {
-            LoopMessage::Accepted { fd, peer, listener, is_tcp } => {
+            LoopMessage::Accepted {
+                fd,
+                peer,
+                listener,
+                is_tcp,
+            } => {
                 if self.engine.is_stopping() {
                     // Relaxed: a counter; the socket closes as `fd` drops.
-                    self.engine.loops[self.index].connections.fetch_sub(1, Ordering::Relaxed);
+                    self.engine.loops[self.index]
+                        .connections
+                        .fetch_sub(1, Ordering::Relaxed);
                     return;
                 }
                 self.adopt(ConnEntry::new(fd, peer, listener, is_tcp));
@@ -404,15 +442,22 @@ impl<H: EventHandler> EventLoop<H> {
         self.apply_socket_options(&entry);
         let Some(key) = self.conns.insert(entry) else {
             log::error!("loop {} cannot hold more connections", self.index);
-            self.engine.loops[self.index].connections.fetch_sub(1, Ordering::Relaxed);
+            self.engine.loops[self.index]
+                .connections
+                .fetch_sub(1, Ordering::Relaxed);
             return;
         };
         let entry = self.conns.get_mut(key).expect("just inserted");
-        if let Err(e) = self.poller.add(entry.fd.as_fd(), key.token(), Interest::READABLE) {
+        if let Err(e) = self
+            .poller
+            .add(entry.fd.as_fd(), key.token(), Interest::READABLE)
+        {
             log::warn!("could not register a connection from {}: {e}", entry.peer);
             self.conns.remove(key);
             // Relaxed: a counter.
-            self.engine.loops[self.index].connections.fetch_sub(1, Ordering::Relaxed);
+            self.engine.loops[self.index]
+                .connections
+                .fetch_sub(1, Ordering::Relaxed);
             return;
         }
         entry.read_armed = true;
@@ -447,7 +492,10 @@ impl<H: EventHandler> EventLoop<H> {
         }
         for (what, result) in results {
             if let Err(e) = result {
-                log::debug!("could not set {what} on a connection from {}: {e}", entry.peer);
+                log::debug!(
+                    "could not set {what} on a connection from {}: {e}",
+                    entry.peer
+                );
             }
         }
     }
@@ -461,7 +509,8 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         let (ctx, handler) = (&mut self.ctx, &mut self.handler);
-        let (delay, action) = guarded("on_tick", || handler.on_tick(ctx)).unwrap_or((Duration::from_secs(1), Action::None));
+        let (delay, action) = guarded("on_tick", || handler.on_tick(ctx))
+            .unwrap_or((Duration::from_secs(1), Action::None));
         self.next_tick = Some(now + delay);
         if action == Action::Shutdown {
             self.engine.request_stop();

@@ -92,7 +92,12 @@ pub struct TryWriteError {
 
 impl fmt::Display for TryWriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "async write of {} bytes not queued: {}", self.data.len(), self.error)
+        write!(
+            f,
+            "async write of {} bytes not queued: {}",
+            self.data.len(),
+            self.error
+        )
     }
 }
 
@@ -109,7 +114,8 @@ impl ConnHandle {
     }
 
     fn send(&self, message: LoopMessage) -> Result<()> {
-        self.engine.send_to_loop(self.id.loop_index as usize, message)
+        self.engine
+            .send_to_loop(self.id.loop_index as usize, message)
     }
 
     /// Writes `data` on the owning loop. `on_done` runs there with
@@ -233,6 +239,11 @@ impl<T: Send + 'static> IntoFuture for Pending<T> {
     type IntoFuture = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.rx.recv_async().await.unwrap_or(Err(Error::EngineStopped)) })
+        Box::pin(async move {
+            self.rx
+                .recv_async()
+                .await
+                .unwrap_or(Err(Error::EngineStopped))
+        })
     }
 }

@@ -30,8 +30,10 @@ impl Listener {
         };
         match (addr.transport(), addr.sock_addr()) {
             (Transport::Tcp, SockAddr::Inet(sa)) => {
-                let fd = sys::socket::tcp_listener(*sa, &listen).map_err(|e| Error::io("listen on a TCP address", e))?;
-                let bound = sys::socket::local_addr(fd.as_fd()).map_err(|e| Error::io("getsockname", e))?;
+                let fd = sys::socket::tcp_listener(*sa, &listen)
+                    .map_err(|e| Error::io("listen on a TCP address", e))?;
+                let bound =
+                    sys::socket::local_addr(fd.as_fd()).map_err(|e| Error::io("getsockname", e))?;
                 Ok(Self {
                     fd,
                     addr: addr.with_sock_addr(bound),
@@ -39,7 +41,8 @@ impl Listener {
                 })
             }
             (Transport::Unix, SockAddr::Unix(Some(path))) => {
-                let fd = sys::socket::unix_listener(path, &listen).map_err(|e| Error::io("listen on a Unix socket", e))?;
+                let fd = sys::socket::unix_listener(path, &listen)
+                    .map_err(|e| Error::io("listen on a Unix socket", e))?;
                 Ok(Self {
                     fd,
                     addr: addr.clone(),
@@ -47,7 +50,10 @@ impl Listener {
                 })
             }
             (Transport::Udp, _) => Err(Error::Unsupported("UDP listeners are not served yet")),
-            _ => Err(Error::invalid_address(&addr.to_string(), "address does not match its scheme")),
+            _ => Err(Error::invalid_address(
+                &addr.to_string(),
+                "address does not match its scheme",
+            )),
         }
     }
 

@@ -10,9 +10,9 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 
 use crate::addr::SockAddr;
+use crate::error::{Error, Result};
 use crate::handle::ConnId;
 use crate::handler::LoopContext;
-use crate::error::{Error, Result};
 
 /// A closure run on a loop.
 pub(crate) type LoopTask = Box<dyn FnOnce(&mut LoopContext) + Send>;
@@ -77,7 +77,9 @@ pub(crate) enum LoopMessage {
 impl fmt::Debug for LoopMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Accepted { peer, listener, .. } => write!(f, "Accepted({peer}, listener {listener})"),
+            Self::Accepted { peer, listener, .. } => {
+                write!(f, "Accepted({peer}, listener {listener})")
+            }
             Self::Write { id, data, .. } => write!(f, "Write({id:?}, {} bytes)", data.len()),
             Self::Writev { id, bufs, .. } => write!(f, "Writev({id:?}, {} buffers)", bufs.len()),
             Self::Wake { id } => write!(f, "Wake({id:?})"),

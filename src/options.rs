@@ -145,7 +145,10 @@ impl Options {
             return bad("loops must be at least 1".into());
         }
         if self.loops > MAX_LOOPS {
-            return bad(format!("{} loops is more than the maximum of {MAX_LOOPS}", self.loops));
+            return bad(format!(
+                "{} loops is more than the maximum of {MAX_LOOPS}",
+                self.loops
+            ));
         }
         if !(1024..=64 << 20).contains(&self.read_buffer_size) {
             return bad(format!(
@@ -160,7 +163,10 @@ impl Options {
             ));
         }
         if self.listen_backlog <= 0 {
-            return bad(format!("listen backlog {} must be positive", self.listen_backlog));
+            return bad(format!(
+                "listen backlog {} must be positive",
+                self.listen_backlog
+            ));
         }
         if !(1..=1 << 20).contains(&self.mailbox_capacity) {
             return bad(format!(
@@ -179,8 +185,13 @@ impl Options {
             }
         }
         if let Some(ka) = self.tcp_keepalive {
-            if ka.idle < Duration::from_secs(1) || ka.interval < Duration::from_secs(1) || ka.count == 0 {
-                return bad("keepalive idle and interval must be at least 1 s and count at least 1".into());
+            if ka.idle < Duration::from_secs(1)
+                || ka.interval < Duration::from_secs(1)
+                || ka.count == 0
+            {
+                return bad(
+                    "keepalive idle and interval must be at least 1 s and count at least 1".into(),
+                );
             }
         }
         Ok(())

@@ -26,7 +26,8 @@ use crate::sys;
 /// # Ok::<(), ringloop::Error>(())
 /// ```
 pub fn stop_on_signals(engine: &Engine) -> Result<()> {
-    let waiter = sys::signal::block_termination_signals().map_err(|e| Error::io("block SIGINT and SIGTERM", e))?;
+    let waiter = sys::signal::block_termination_signals()
+        .map_err(|e| Error::io("block SIGINT and SIGTERM", e))?;
     let engine = engine.clone();
     std::thread::Builder::new()
         .name("ringloop-signals".into())

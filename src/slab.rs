@@ -70,7 +70,8 @@ impl<T> Slab<T> {
             return Some(SlotKey { index, generation });
         }
         let total = self.pages.len() * PAGE;
-        let index = u32::try_from(self.pages.last().map_or(total, |p| total - PAGE + p.len())).ok()?;
+        let index =
+            u32::try_from(self.pages.last().map_or(total, |p| total - PAGE + p.len())).ok()?;
         if self.pages.last().map_or(true, |p| p.len() == PAGE) {
             self.pages.push(Vec::with_capacity(PAGE));
         }
@@ -80,7 +81,10 @@ impl<T> Slab<T> {
             value: Some(value),
         });
         self.len += 1;
-        Some(SlotKey { index, generation: 0 })
+        Some(SlotKey {
+            index,
+            generation: 0,
+        })
     }
 
     pub(crate) fn get(&self, key: SlotKey) -> Option<&T> {

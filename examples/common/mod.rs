@@ -50,9 +50,14 @@ impl Args {
             if name != "loops" && !valued.contains(&name.as_str()) {
                 fail(format!("unknown option --{name}"));
             }
-            let value = inline.or_else(|| it.next()).unwrap_or_else(|| fail(format!("--{name} needs a value")));
+            let value = inline
+                .or_else(|| it.next())
+                .unwrap_or_else(|| fail(format!("--{name} needs a value")));
             if name == "loops" {
-                args.loops = Some(value.parse().unwrap_or_else(|_| fail(format!("--loops takes a number, not {value:?}"))));
+                args.loops =
+                    Some(value.parse().unwrap_or_else(|_| {
+                        fail(format!("--loops takes a number, not {value:?}"))
+                    }));
             } else {
                 args.flags.insert(name, value);
             }
@@ -106,7 +111,10 @@ pub fn serve<H: ringloop::EventHandler>(name: &str, builder: ringloop::EngineBui
         exit(1)
     }
     for addr in engine.local_addrs() {
-        println!("{name} listening on {addr} with {} loops", engine.loop_count());
+        println!(
+            "{name} listening on {addr} with {} loops",
+            engine.loop_count()
+        );
     }
     if let Err(e) = server.run() {
         eprintln!("{name}: {e}");

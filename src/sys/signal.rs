@@ -25,7 +25,10 @@ pub(crate) fn block_termination_signals() -> io::Result<SignalWaiter> {
 impl SignalWaiter {
     /// Waits for one of the signals; returns its name.
     pub(crate) fn wait(&self) -> io::Result<&'static str> {
-        let signal = self.set.wait().map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        let signal = self
+            .set
+            .wait()
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
         Ok(signal.as_str())
     }
 }
