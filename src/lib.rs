@@ -1,5 +1,4 @@
-//! ringloop: an event-driven, non-blocking networking framework in which every
-//! event loop is an actor.
+#![doc = include_str!("../README.md")]
 
 pub use ringloop_actors as actors;
 
