@@ -195,7 +195,7 @@ pub struct Conn<'a, S> {
     input: &'a [u8],
     consumed: usize,
     entry: &'a mut ConnEntry<S>,
-    key: crate::slab::SlotKey,
+    key: crate::actors::slab::SlotKey,
     lp: &'a LoopRef<'a>,
 }
 
@@ -203,7 +203,7 @@ impl<'a, S> Conn<'a, S> {
     pub(crate) fn new(
         input: &'a [u8],
         entry: &'a mut ConnEntry<S>,
-        key: crate::slab::SlotKey,
+        key: crate::actors::slab::SlotKey,
         lp: &'a LoopRef<'a>,
     ) -> Self {
         Self {
@@ -336,6 +336,16 @@ impl<'a, S> Conn<'a, S> {
             },
             self.lp.engine.clone(),
         )
+    }
+
+    /// A handle to the engine: its worker pool ([`Engine::submit`]), stop,
+    /// connection count.
+    ///
+    /// [`Engine::submit`]: crate::Engine::submit
+    pub fn engine(&self) -> crate::Engine {
+        crate::Engine {
+            shared: self.lp.engine.clone(),
+        }
     }
 
     /// Index of the loop that owns this connection.

@@ -10,10 +10,17 @@
 //! # Shutdown
 //!
 //! [`Engine::stop`] (any thread) or [`Action::Shutdown`](crate::Action::Shutdown)
-//! (a handler) sets the stop flag and pokes every actor. The acceptor closes
-//! its listeners; each loop applies the messages already queued to it, closes
-//! every connection (each close callback runs once), runs `on_shutdown` and
-//! exits; [`Server::run`] joins them all and returns.
+//! (a handler) sets the stop flag and wakes the thread in [`Server::run`],
+//! which then stops the actors in order:
+//!
+//! 1. the acceptor closes its listeners (no new connections);
+//! 2. the worker pool refuses new jobs, finishes (or cancels, per
+//!    [`PoolShutdown`]) the queued ones and joins; loops keep serving
+//!    meanwhile, so the replies of finished jobs reach their connections;
+//! 3. each loop applies the messages already queued to it, closes every
+//!    connection (each close callback runs once), runs `on_shutdown` and exits.
+//!
+//! Then `run` returns.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -34,6 +41,7 @@ use crate::handler::{EventHandler, LoopContext};
 use crate::listener::Listener;
 use crate::message::{AcceptorMessage, LoopMessage};
 use crate::options::{KeepAlive, LoadBalancer, Options};
+use crate::worker_pool::{PoolShutdown, SubmitError, WorkerPool};
 
 /// One loop as the rest of the engine sees it.
 pub(crate) struct LoopSlot {
@@ -53,11 +61,24 @@ enum RunState {
 pub(crate) struct EngineShared {
     pub(crate) loops: Vec<LoopSlot>,
     acceptor: Option<SharedSender<AcceptorMessage>>,
+    /// A stop was requested (phase 1 and 2 start).
     stopping: AtomicBool,
+    /// The loops must close their connections and exit (phase 3).
+    loops_stopping: AtomicBool,
+    /// Guards the run state; `finished` and `stop_requested` wait on it.
     run_state: Mutex<RunState>,
+    stop_requested: Condvar,
     finished: Condvar,
     first_error: Mutex<Option<Error>>,
     addrs: Vec<ListenAddr>,
+    /// Started on first use (fallible, hence once_cell rather than std).
+    pool: once_cell::sync::OnceCell<WorkerPool>,
+    pool_config: (usize, usize, PoolShutdown),
+}
+
+/// `true` on any engine's event-loop thread.
+pub(crate) fn on_a_loop_thread() -> bool {
+    LOOP_THREAD.with(|t| t.borrow().is_some())
 }
 
 thread_local! {
@@ -77,7 +98,15 @@ impl EngineShared {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Sets the stop flag and pokes every actor. Never blocks.
+    /// `true` once the loops must close their connections and exit.
+    pub(crate) fn loops_stopping(&self) -> bool {
+        // Acquire: pairs with the Release in `stop_loops`.
+        self.loops_stopping.load(Ordering::Acquire)
+    }
+
+    /// Sets the stop flag, pokes the acceptor and wakes the thread in
+    /// [`Server::run`], which stops the actors in order. Never waits for
+    /// another actor.
     pub(crate) fn request_stop(&self) {
         // AcqRel: only the first caller pokes; everything before it is seen
         // by actors that see the flag.
@@ -88,11 +117,29 @@ impl EngineShared {
         if let Some(acceptor) = &self.acceptor {
             let _ = acceptor.try_send(AcceptorMessage::Stop);
         }
+        let _state = self.run_state.lock().unwrap_or_else(|e| e.into_inner());
+        self.stop_requested.notify_all();
+    }
+
+    /// Phase 3 of shutdown: tells every loop to close up and exit.
+    fn stop_loops(&self) {
+        // Release: a loop that sees it (Acquire) also sees the stop flag.
+        self.loops_stopping.store(true, Ordering::Release);
         for slot in &self.loops {
             // A full lane means the loop is awake with work queued; it checks
             // the flag on its next turn anyway.
             let _ = slot.sender.try_send(LoopMessage::Stop);
         }
+    }
+
+    /// The engine's worker pool, started on first use.
+    pub(crate) fn pool(&self) -> Result<&WorkerPool> {
+        if self.is_stopping() && self.pool.get().is_none() {
+            return Err(Error::EngineStopped);
+        }
+        let (workers, capacity, policy) = self.pool_config;
+        self.pool
+            .get_or_try_init(|| WorkerPool::new(workers, capacity, policy))
     }
 
     pub(crate) fn record_error(&self, error: Error) {
@@ -255,14 +302,54 @@ impl Engine {
         self.shared.is_stopping()
     }
 
-    /// Stops the engine: stop accepting, close every connection (each close
-    /// callback runs), join every thread; then returns. Idempotent. Called
-    /// from inside a handler (a loop thread) it only starts the stop, since
-    /// the loop cannot wait for itself; [`Server::run`] returns once done.
+    /// The engine's worker pool (see [`WorkerPool`]), started on first use
+    /// with the builder's [`workers`](EngineBuilder::workers) settings.
+    pub fn worker_pool(&self) -> Result<&WorkerPool> {
+        self.shared.pool()
+    }
+
+    /// Runs `job` on the worker pool, off the loops. Never waits: if the job
+    /// queue is full (or the engine stopping) the job is handed back.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").workers(2).build()?;
+    /// let engine = server.engine();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// engine.submit(move || tx.send(6 * 7).unwrap()).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 42);
+    /// engine.stop()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), SubmitError> {
+        match self.shared.pool() {
+            Ok(pool) => pool.submit(job),
+            Err(_) => Err(SubmitError::stopped(Box::new(job))),
+        }
+    }
+
+    /// Stops the engine: stop accepting, finish the worker pool's queued jobs,
+    /// close every connection (each close callback runs), join every thread;
+    /// then returns. Idempotent. Called from inside a handler (a loop thread)
+    /// or a worker-pool job it only starts the stop, since a thread cannot
+    /// wait for itself; [`Server::run`] returns once done.
     pub fn stop(&self) -> Result<()> {
         self.shared.request_stop();
-        if self.shared.on_own_loop_thread() {
+        if self.shared.on_own_loop_thread() || crate::worker_pool::on_worker_thread() {
             return Ok(());
+        }
+        if let Some(pool) = self.shared.pool.get() {
+            // A server that was never run: nobody else will join the pool.
+            let state = *self
+                .shared
+                .run_state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if state == RunState::Built {
+                pool.shutdown();
+            }
         }
         let mut state = self
             .shared
@@ -430,6 +517,25 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// Worker-pool threads (default: 4 per core, at least 4). The pool starts
+    /// on first use.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.options.workers = n;
+        self
+    }
+
+    /// Jobs the worker pool's queue holds (default 4096).
+    pub fn job_queue_capacity(mut self, n: usize) -> Self {
+        self.options.job_queue_capacity = n;
+        self
+    }
+
+    /// What happens to queued jobs at shutdown (default: finish them).
+    pub fn pool_shutdown(mut self, policy: PoolShutdown) -> Self {
+        self.options.pool_shutdown = policy;
+        self
+    }
+
     /// Calls [`EventHandler::on_tick`] on loop 0 (default off).
     pub fn ticker(mut self, on: bool) -> Self {
         self.options.ticker = on;
@@ -477,10 +583,18 @@ impl<H: EventHandler> EngineBuilder<H> {
                 .collect(),
             acceptor: Some(acceptor_mailbox.shared_sender()),
             stopping: AtomicBool::new(false),
+            loops_stopping: AtomicBool::new(false),
             run_state: Mutex::new(RunState::Built),
+            stop_requested: Condvar::new(),
             finished: Condvar::new(),
             first_error: Mutex::new(None),
             addrs: listeners.iter().map(|l| l.addr.clone()).collect(),
+            pool: once_cell::sync::OnceCell::new(),
+            pool_config: (
+                self.options.workers,
+                self.options.job_queue_capacity,
+                self.options.pool_shutdown,
+            ),
         });
         let acceptor = Acceptor::new(
             listeners,
@@ -540,7 +654,7 @@ impl<H: EventHandler> Server<H> {
             }
             *state = RunState::Running;
         }
-        let mut threads = Vec::new();
+        let mut loop_threads = Vec::new();
         let spawn_error = |e| Error::io("start a thread", e);
         let mut result = Ok(());
         for (index, mailbox) in self.loop_mailboxes.into_iter().enumerate() {
@@ -561,7 +675,7 @@ impl<H: EventHandler> Server<H> {
                     engine.shared.leave_loop_thread();
                 });
             match spawned {
-                Ok(t) => threads.push(t),
+                Ok(t) => loop_threads.push(t),
                 Err(e) => {
                     result = Err(spawn_error(e));
                     shared.request_stop();
@@ -570,26 +684,47 @@ impl<H: EventHandler> Server<H> {
             }
         }
         let acceptor = self.acceptor;
+        let mut acceptor_thread = None;
         if result.is_ok() {
             match thread::Builder::new()
                 .name("ringloop-acceptor".into())
                 .spawn(move || acceptor.run())
             {
-                Ok(t) => threads.push(t),
+                Ok(t) => acceptor_thread = Some(t),
                 Err(e) => {
                     result = Err(spawn_error(e));
                     shared.request_stop();
                 }
             }
         }
-        for t in threads {
+        // This thread is the shutdown coordinator: wait for a stop request...
+        {
+            let mut state = shared.run_state.lock().unwrap_or_else(|e| e.into_inner());
+            while !shared.is_stopping() {
+                state = shared
+                    .stop_requested
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        let join = |t: thread::JoinHandle<()>| {
             if t.join().is_err() {
                 shared.record_error(Error::io(
                     "an actor thread panicked",
                     std::io::Error::other("panic"),
                 ));
-                shared.request_stop();
             }
+        };
+        // ...then stop accepting, drain the worker pool, and close the loops.
+        if let Some(t) = acceptor_thread {
+            join(t);
+        }
+        if let Some(pool) = shared.pool.get() {
+            pool.shutdown();
+        }
+        shared.stop_loops();
+        for t in loop_threads {
+            join(t);
         }
         let first = shared
             .first_error

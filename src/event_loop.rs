@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::actors::slab::{Slab, SlotKey};
 use crate::actors::Mailbox;
 use crate::conn::{Conn, ConnEntry, LoopRef};
 use crate::engine::{Engine, EngineShared};
@@ -33,7 +34,6 @@ use crate::handle::ConnId;
 use crate::handler::{Action, CloseReason, EventHandler, LoopContext};
 use crate::message::LoopMessage;
 use crate::options::{KeepAlive, Options};
-use crate::slab::{Slab, SlotKey};
 use crate::sys::poller::{Event, Events, Interest, Poller};
 use crate::sys::{io as sysio, socket};
 
@@ -152,7 +152,7 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     fn serve(&mut self) -> Result<()> {
-        while !self.engine.is_stopping() {
+        while !self.engine.loops_stopping() {
             let timeout = self
                 .next_tick
                 .map(|t| t.saturating_duration_since(Instant::now()));
@@ -389,7 +389,7 @@ impl<H: EventHandler> EventLoop<H> {
                 listener,
                 is_tcp,
             } => {
-                if self.engine.is_stopping() {
+                if self.engine.loops_stopping() {
                     // Relaxed: a counter; the socket closes as `fd` drops.
                     self.engine.loops[self.index]
                         .connections

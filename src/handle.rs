@@ -54,8 +54,8 @@ impl ConnId {
         self.generation
     }
 
-    pub(crate) fn key(&self) -> crate::slab::SlotKey {
-        crate::slab::SlotKey {
+    pub(crate) fn key(&self) -> crate::actors::slab::SlotKey {
+        crate::actors::slab::SlotKey {
             index: self.slot,
             generation: self.generation,
         }

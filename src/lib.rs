@@ -16,8 +16,8 @@ mod listener;
 mod message;
 mod options;
 mod signals;
-mod slab;
 mod sys;
+mod worker_pool;
 
 pub use addr::{ListenAddr, SockAddr, Transport};
 pub use conn::Conn;
@@ -27,3 +27,4 @@ pub use handle::{ConnHandle, ConnId, Pending, TryWriteError};
 pub use handler::{Action, CloseReason, EventHandler, LoopContext};
 pub use options::{KeepAlive, LoadBalancer, Options, MAX_LOOPS};
 pub use signals::stop_on_signals;
+pub use worker_pool::{PoolShutdown, SubmitError, WorkerPool};

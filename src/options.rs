@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::actors::DoorbellKind;
 use crate::error::{Error, Result};
+use crate::worker_pool::PoolShutdown;
 
 /// The most event loops an engine may run.
 pub const MAX_LOOPS: usize = 1024;
@@ -113,6 +114,12 @@ pub struct Options {
     pub doorbell: DoorbellKind,
     /// Call [`EventHandler::on_tick`](crate::EventHandler::on_tick). Default off.
     pub ticker: bool,
+    /// Worker-pool threads. Default: 4 per core, at least 4.
+    pub workers: usize,
+    /// Jobs the worker pool's queue holds. Default 4096.
+    pub job_queue_capacity: usize,
+    /// What the worker pool does with queued jobs at shutdown.
+    pub pool_shutdown: PoolShutdown,
 }
 
 impl Default for Options {
@@ -131,6 +138,9 @@ impl Default for Options {
             mailbox_capacity: crate::actors::DEFAULT_LANE_CAPACITY,
             doorbell: DoorbellKind::Auto,
             ticker: false,
+            workers: (4 * std::thread::available_parallelism().map_or(1, usize::from)).max(4),
+            job_queue_capacity: 4096,
+            pool_shutdown: PoolShutdown::Finish,
         }
     }
 }
@@ -183,6 +193,15 @@ impl Options {
                     return bad(format!("{name} {size} is out of range"));
                 }
             }
+        }
+        if !(1..=4096).contains(&self.workers) {
+            return bad(format!("{} workers is outside 1 ..= 4096", self.workers));
+        }
+        if !(1..=1 << 24).contains(&self.job_queue_capacity) {
+            return bad(format!(
+                "job queue capacity {} is outside 1 ..= 16777216",
+                self.job_queue_capacity
+            ));
         }
         if let Some(ka) = self.tcp_keepalive {
             if ka.idle < Duration::from_secs(1)

@@ -12,6 +12,7 @@
 //! | [`Mailbox`] | the owner's side: any number of lanes (one SPSC ring per producer), drained round-robin |
 //! | [`Sender`] / [`SharedSender`] | a lane for a known producer / a lane per thread for anyone else |
 //! | [`Outbox`] | a never-blocking sender with a local overflow, for event loops |
+//! | [`slab`] | a generational table: a stale key never reaches a reused slot |
 //!
 //! # The wake protocol
 //!
@@ -91,6 +92,7 @@ mod outbox;
 mod padded;
 pub mod ring;
 mod sender;
+pub mod slab;
 mod sync;
 pub mod wake;
 

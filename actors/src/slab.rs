@@ -1,28 +1,39 @@
-//! [`Slab`]: the table of an event loop's connections, addressed by
-//! [`SlotKey`] (index and generation).
+//! [`Slab`]: a table of values addressed by [`SlotKey`] (index and
+//! generation); in ringloop, an event loop's connections.
 //!
 //! Owns only storage and the generation rule: a slot's generation changes every
-//! time it is freed, so a key that outlived its connection (a late poller
-//! event, a stale handle) never reaches the connection that reused the slot.
-//! Storage grows in fixed pages, so it never holds more than one page of slack.
+//! time it is freed, so a key that outlived its value (a late poller event, a
+//! stale connection handle arriving through a mailbox) never reaches the value
+//! that reused the slot. `tests/loom_generation.rs` checks that rule against a
+//! concurrent sender. Storage grows in fixed pages, so it never holds more
+//! than one page of slack. It is owned by one thread and has no atomics.
 
 const PAGE: usize = 256;
 
-/// The address of a value in a [`Slab`].
+/// The address of a value in a [`Slab`]: the slot's index and its generation
+/// when the value was inserted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct SlotKey {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
+pub struct SlotKey {
+    /// The slot.
+    pub index: u32,
+    /// The slot's generation when the value was stored.
+    pub generation: u32,
 }
 
 impl SlotKey {
-    /// Packs the key into a poller token.
-    pub(crate) fn token(self) -> u64 {
+    /// Packs the key into a `u64` (a poller token).
+    ///
+    /// ```
+    /// use ringloop_actors::slab::SlotKey;
+    /// let key = SlotKey { index: 7, generation: 3 };
+    /// assert_eq!(SlotKey::from_token(key.token()), key);
+    /// ```
+    pub fn token(self) -> u64 {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 
-    /// Unpacks a poller token.
-    pub(crate) fn from_token(token: u64) -> Self {
+    /// Unpacks a key packed by [`token`](Self::token).
+    pub fn from_token(token: u64) -> Self {
         Self {
             index: token as u32,
             generation: (token >> 32) as u32,
@@ -35,14 +46,33 @@ struct Slot<T> {
     value: Option<T>,
 }
 
-pub(crate) struct Slab<T> {
+/// A generational table (see the module docs).
+///
+/// ```
+/// use ringloop_actors::slab::Slab;
+/// let mut slab = Slab::new();
+/// let old = slab.insert("first").unwrap();
+/// slab.remove(old);
+/// let new = slab.insert("second").unwrap();
+/// assert_eq!(old.index, new.index); // the slot is reused...
+/// assert_eq!(slab.get(old), None); // ...but the stale key misses it
+/// assert_eq!(slab.get(new), Some(&"second"));
+/// ```
+pub struct Slab<T> {
     pages: Vec<Vec<Slot<T>>>,
     free: Vec<u32>,
     len: usize,
 }
 
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T> Slab<T> {
-    pub(crate) fn new() -> Self {
+    /// An empty table (no allocation until the first insert).
+    pub fn new() -> Self {
         Self {
             pages: Vec::new(),
             free: Vec::new(),
@@ -61,7 +91,7 @@ impl<T> Slab<T> {
     }
 
     /// Stores `value`; `None` only if 2^32 slots are in use.
-    pub(crate) fn insert(&mut self, value: T) -> Option<SlotKey> {
+    pub fn insert(&mut self, value: T) -> Option<SlotKey> {
         if let Some(index) = self.free.pop() {
             let slot = self.slot_mut(index)?;
             slot.value = Some(value);
@@ -87,7 +117,8 @@ impl<T> Slab<T> {
         })
     }
 
-    pub(crate) fn get(&self, key: SlotKey) -> Option<&T> {
+    /// The value at `key`, if `key` is not stale.
+    pub fn get(&self, key: SlotKey) -> Option<&T> {
         let slot = self.slot(key.index)?;
         if slot.generation == key.generation {
             slot.value.as_ref()
@@ -96,7 +127,8 @@ impl<T> Slab<T> {
         }
     }
 
-    pub(crate) fn get_mut(&mut self, key: SlotKey) -> Option<&mut T> {
+    /// The value at `key`, mutably, if `key` is not stale.
+    pub fn get_mut(&mut self, key: SlotKey) -> Option<&mut T> {
         let slot = self.slot_mut(key.index)?;
         if slot.generation == key.generation {
             slot.value.as_mut()
@@ -106,7 +138,7 @@ impl<T> Slab<T> {
     }
 
     /// Frees the slot, so that `key` and every copy of it go stale.
-    pub(crate) fn remove(&mut self, key: SlotKey) -> Option<T> {
+    pub fn remove(&mut self, key: SlotKey) -> Option<T> {
         let slot = self.slot_mut(key.index)?;
         if slot.generation != key.generation {
             return None;
@@ -118,8 +150,18 @@ impl<T> Slab<T> {
         Some(value)
     }
 
+    /// Number of stored values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` if nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Keys of every stored value.
-    pub(crate) fn keys(&self) -> Vec<SlotKey> {
+    pub fn keys(&self) -> Vec<SlotKey> {
         let mut keys = Vec::with_capacity(self.len);
         for (p, page) in self.pages.iter().enumerate() {
             for (i, slot) in page.iter().enumerate() {
@@ -157,7 +199,7 @@ mod tests {
     fn grows_by_pages_and_lists_keys() {
         let mut slab = Slab::new();
         let keys: Vec<_> = (0..1000).map(|i| slab.insert(i).unwrap()).collect();
-        assert_eq!(slab.keys().len(), 1000);
+        assert_eq!(slab.len(), 1000);
         assert_eq!(slab.pages.len(), 4);
         for k in keys.iter().step_by(2) {
             slab.remove(*k);

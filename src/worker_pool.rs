@@ -1,0 +1,302 @@
+//! The worker-pool actor: threads that run blocking user work (a database
+//! call, a sleep, heavy CPU) off the event loops.
+//!
+//! Owns the job queue (a bounded `crossbeam-channel`) and the worker threads.
+//! It must never run a job on a loop thread and never let a submit block a
+//! loop: [`WorkerPool::submit`] hands the job back when the queue is full.
+//! Workers answer connections through [`ConnHandle`](crate::ConnHandle)s;
+//! each worker thread gets its own SPSC lane into each loop's mailbox on its
+//! first send, so the hot path stays single-producer.
+//!
+//! A job that panics is caught and logged; its worker carries on.
+//!
+//! # Shutdown
+//!
+//! [`WorkerPool::shutdown`] refuses new jobs, then applies the
+//! [`PoolShutdown`] policy to the queued ones — [`Finish`](PoolShutdown::Finish)
+//! runs them all (the default), [`Cancel`](PoolShutdown::Cancel) drops them
+//! unrun — and joins every worker. An engine shuts its pool down after it has
+//! stopped accepting and before its loops close their connections, so the
+//! replies of finished jobs still reach their connections.
+
+use std::cell::Cell;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::error::{Error, Result};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+enum Task {
+    Run(Job),
+    /// One per worker, queued behind every job at shutdown.
+    Exit,
+}
+
+/// What happens to queued jobs when the pool shuts down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PoolShutdown {
+    /// Run every job queued before the shutdown (the default).
+    #[default]
+    Finish,
+    /// Drop queued jobs without running them.
+    Cancel,
+}
+
+/// Why a job was not queued; the job is inside.
+pub struct SubmitError {
+    job: Job,
+    full: bool,
+}
+
+impl SubmitError {
+    pub(crate) fn stopped(job: Job) -> Self {
+        Self { job, full: false }
+    }
+
+    /// `true` if the queue was full (try again later); `false` if the pool is
+    /// shut down.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// Takes the job back, to run it elsewhere or later.
+    pub fn into_job(self) -> Box<dyn FnOnce() + Send> {
+        self.job
+    }
+}
+
+impl fmt::Debug for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitError")
+            .field("full", &self.full)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.full {
+            "the worker pool's job queue is full"
+        } else {
+            "the worker pool is shut down"
+        })
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+thread_local! {
+    /// Set on worker threads (a worker must not wait for its own pool).
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `true` on a worker-pool thread.
+pub(crate) fn on_worker_thread() -> bool {
+    ON_WORKER.with(Cell::get)
+}
+
+struct Inner {
+    jobs: Sender<Task>,
+    /// Write-locked once, by shutdown: a submit holds the read lock across
+    /// its check and its send, so no job can slip in behind the exit markers.
+    closed: RwLock<bool>,
+    cancelled: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    workers: usize,
+    policy: PoolShutdown,
+}
+
+/// A pool of worker threads with a bounded job queue (see the module docs).
+/// Cheap to clone; every clone is the same pool.
+///
+/// ```
+/// use ringloop::{PoolShutdown, WorkerPool};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+///
+/// let pool = WorkerPool::new(2, 64, PoolShutdown::Finish)?;
+/// let done = Arc::new(AtomicUsize::new(0));
+/// for _ in 0..10 {
+///     let done = done.clone();
+///     pool.submit_wait(move || {
+///         done.fetch_add(1, Ordering::SeqCst);
+///     })
+///     .unwrap();
+/// }
+/// pool.shutdown(); // Finish: every queued job runs first
+/// assert_eq!(done.load(Ordering::SeqCst), 10);
+/// # Ok::<(), ringloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct WorkerPool {
+    inner: Arc<Inner>,
+}
+
+impl WorkerPool {
+    /// Starts `workers` threads sharing a queue of at most `queue_capacity`
+    /// jobs.
+    pub fn new(workers: usize, queue_capacity: usize, policy: PoolShutdown) -> Result<Self> {
+        if workers == 0 || workers > 4096 {
+            return Err(Error::InvalidConfig(format!(
+                "{workers} workers is outside 1 ..= 4096"
+            )));
+        }
+        if queue_capacity == 0 {
+            return Err(Error::InvalidConfig(
+                "the job queue needs room for at least one job".into(),
+            ));
+        }
+        let (jobs, queue) = crossbeam_channel::bounded(queue_capacity);
+        let inner = Arc::new(Inner {
+            jobs,
+            closed: RwLock::new(false),
+            cancelled: AtomicBool::new(false),
+            threads: Mutex::new(Vec::with_capacity(workers)),
+            workers,
+            policy,
+        });
+        let pool = Self { inner };
+        for index in 0..workers {
+            let queue = queue.clone();
+            let pool_for_worker = Arc::downgrade(&pool.inner);
+            let spawned = thread::Builder::new()
+                .name(format!("ringloop-worker-{index}"))
+                .spawn(move || work(queue, pool_for_worker));
+            match spawned {
+                Ok(t) => pool
+                    .inner
+                    .threads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(t),
+                Err(e) => {
+                    pool.shutdown();
+                    return Err(Error::io("start a worker thread", e));
+                }
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Queues `job` without waiting; hands it back if the queue is full or
+    /// the pool is shut down. Safe to call from handlers (never blocks).
+    pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), SubmitError> {
+        self.submit_boxed(Box::new(job))
+    }
+
+    fn submit_boxed(&self, job: Job) -> Result<(), SubmitError> {
+        let closed = self.inner.closed.read().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return Err(SubmitError { job, full: false });
+        }
+        match self.inner.jobs.try_send(Task::Run(job)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Task::Run(job))) => Err(SubmitError { job, full: true }),
+            Err(TrySendError::Disconnected(Task::Run(job))) => {
+                Err(SubmitError { job, full: false })
+            }
+            Err(_) => unreachable!("only Run tasks are submitted"),
+        }
+    }
+
+    /// Queues `job`, waiting for room while the queue is full. On an event
+    /// loop's thread it does not wait (a loop must never block) and behaves
+    /// like [`submit`](Self::submit).
+    pub fn submit_wait(&self, job: impl FnOnce() + Send + 'static) -> Result<(), SubmitError> {
+        if crate::engine::on_a_loop_thread() {
+            return self.submit(job);
+        }
+        let closed = self.inner.closed.read().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return Err(SubmitError {
+                job: Box::new(job),
+                full: false,
+            });
+        }
+        match self.inner.jobs.send(Task::Run(Box::new(job))) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::SendError(Task::Run(job))) => {
+                Err(SubmitError { job, full: false })
+            }
+            Err(_) => unreachable!("only Run tasks are submitted"),
+        }
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.inner.workers
+    }
+
+    /// Jobs waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.inner.jobs.len()
+    }
+
+    /// Refuses new jobs, applies the shutdown policy to queued ones and joins
+    /// every worker. Idempotent. Called from a worker thread it does not join
+    /// (a worker cannot wait for itself); the workers still exit.
+    pub fn shutdown(&self) {
+        {
+            let mut closed = self.inner.closed.write().unwrap_or_else(|e| e.into_inner());
+            if !*closed {
+                *closed = true;
+                if self.inner.policy == PoolShutdown::Cancel {
+                    // Release: workers that see it (Acquire) drop what is queued.
+                    self.inner.cancelled.store(true, Ordering::Release);
+                }
+                for _ in 0..self.inner.workers {
+                    // Behind every queued job; waits for room if the queue is
+                    // full, which workers are emptying.
+                    let _ = self.inner.jobs.send(Task::Exit);
+                }
+            }
+        }
+        if on_worker_thread() {
+            return;
+        }
+        let threads =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn work(queue: Receiver<Task>, pool: std::sync::Weak<Inner>) {
+    ON_WORKER.with(|w| w.set(true));
+    while let Ok(task) = queue.recv() {
+        match task {
+            Task::Exit => break,
+            Task::Run(job) => {
+                // Acquire: pairs with the Release in `shutdown`.
+                let cancelled = pool
+                    .upgrade()
+                    .is_some_and(|p| p.cancelled.load(Ordering::Acquire));
+                if cancelled {
+                    drop(job);
+                    continue;
+                }
+                if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    log::error!("a worker-pool job panicked; the worker carries on");
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("workers", &self.inner.workers)
+            .field("queued", &self.queued())
+            .field("policy", &self.inner.policy)
+            .finish()
+    }
+}
