@@ -1,14 +1,17 @@
 //! Echo server: writes every byte it receives straight back.
 //!
 //! ```text
-//! cargo run --release --example echo -- [ADDR ...] [--loops N]
+//! cargo run --release --example echo -- [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et]
 //! ```
-//! `ADDR` is a URL such as `tcp://127.0.0.1:9000` (the default) or
-//! `unix:///tmp/echo.sock`; several may be given. Stops cleanly on Ctrl-C.
+//! `ADDR` is a URL such as `tcp://127.0.0.1:9000` (the default),
+//! `udp://127.0.0.1:9001` or `unix:///tmp/echo.sock`; any mix may be given.
+//! `--lb` picks the load balancer (round-robin, least-connections, source
+//! hash), `--reuseport` gives every loop its own listener, `--et` switches to
+//! edge-triggered I/O. Stops cleanly on Ctrl-C.
 
 mod common;
 
-use ringloop::{Action, Conn, Engine, EventHandler};
+use ringloop::{Action, Conn, Engine, EventHandler, LoadBalancer};
 
 struct Echo;
 
@@ -27,8 +30,24 @@ impl EventHandler for Echo {
 }
 
 fn main() {
-    let args = common::Args::parse("echo [ADDR ...] [--loops N]", &[], &[]);
-    let mut builder = Engine::builder(|_| Echo);
+    let args = common::Args::parse(
+        "echo [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et]",
+        &["lb"],
+        &["reuseport", "et"],
+    );
+    let lb = match args.text("lb").unwrap_or("rr") {
+        "rr" => LoadBalancer::RoundRobin,
+        "lc" => LoadBalancer::LeastConnections,
+        "hash" => LoadBalancer::SourceAddrHash,
+        other => {
+            eprintln!("error: --lb takes rr, lc or hash, not {other:?}");
+            std::process::exit(2)
+        }
+    };
+    let mut builder = Engine::builder(|_| Echo)
+        .load_balancer(lb)
+        .reuse_port(args.switch("reuseport"))
+        .edge_triggered(args.switch("et"));
     for addr in args.addrs_or("tcp://127.0.0.1:9000") {
         builder = builder.listen(addr);
     }

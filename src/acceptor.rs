@@ -32,7 +32,8 @@ const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 const RETRY: Duration = Duration::from_millis(1);
 
 pub(crate) struct Acceptor {
-    listeners: Vec<Listener>,
+    /// Each listener with its listen-address index.
+    listeners: Vec<(Listener, u16)>,
     mailbox: Mailbox<AcceptorMessage>,
     outboxes: Vec<Outbox<LoopMessage>>,
     balancer: Balancer,
@@ -41,7 +42,7 @@ pub(crate) struct Acceptor {
 
 impl Acceptor {
     pub(crate) fn new(
-        listeners: Vec<Listener>,
+        listeners: Vec<(Listener, u16)>,
         mailbox: Mailbox<AcceptorMessage>,
         loops: Vec<Sender<LoopMessage>>,
         policy: LoadBalancer,
@@ -78,7 +79,7 @@ impl Acceptor {
         poller
             .add(doorbell.as_fd(), DOORBELL, interest)
             .map_err(io_err("register the acceptor's doorbell"))?;
-        for (i, l) in self.listeners.iter().enumerate() {
+        for (i, (l, _)) in self.listeners.iter().enumerate() {
             poller
                 .add(l.fd.as_fd(), i as u64, Interest::READABLE)
                 .map_err(io_err("register a listener"))?;
@@ -148,7 +149,7 @@ impl Acceptor {
                         if !warned {
                             log::warn!(
                                 "accept on {} failed: {e}; pausing accepts for {:?} (open connections are unaffected)",
-                                self.listeners[index].addr,
+                                self.listeners[index].0.addr,
                                 EXHAUSTED_PAUSE
                             );
                             warned = true;
@@ -169,7 +170,7 @@ impl Acceptor {
     /// Accepts on listener `index` until the backlog is empty or a loop's
     /// outbox is congested.
     fn accept_all(&mut self, index: usize) -> std::io::Result<()> {
-        let listener = &self.listeners[index];
+        let (listener, listen_index) = &self.listeners[index];
         let is_tcp = listener.is_tcp();
         loop {
             let Some((fd, peer)) = socket::accept(listener.fd.as_fd())? else {
@@ -183,7 +184,7 @@ impl Acceptor {
             let message = LoopMessage::Accepted {
                 fd,
                 peer,
-                listener: index as u16,
+                listener: *listen_index,
                 is_tcp,
             };
             if self.outboxes[target].send(message).is_err() {
@@ -210,7 +211,7 @@ impl Acceptor {
                 edge: false,
             }
         };
-        for (i, l) in self.listeners.iter().enumerate() {
+        for (i, (l, _)) in self.listeners.iter().enumerate() {
             poller
                 .modify(l.fd.as_fd(), i as u64, interest)
                 .map_err(|e| crate::Error::io("pause or resume a listener", e))?;

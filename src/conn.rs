@@ -25,8 +25,9 @@
 //! queue is empty. Byte order is always preserved.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use crate::actors::slab::SlotKey;
 use crate::addr::SockAddr;
 use crate::buffer::{OutboundQueue, MAX_IOV};
 use crate::engine::EngineShared;
@@ -36,6 +37,17 @@ use crate::handler::CloseReason;
 use crate::options::KeepAlive;
 use crate::sys;
 use std::sync::Arc;
+
+/// How far a flush got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// The queue is empty.
+    Drained,
+    /// The socket took no more.
+    WouldBlock,
+    /// The byte budget ran out with the socket still writable.
+    BudgetSpent,
+}
 
 /// The loop's record of one connection.
 pub(crate) struct ConnEntry<S> {
@@ -84,17 +96,31 @@ impl<S> ConnEntry<S> {
     /// Writes as much of the queue as the socket takes now. Returns `Ok(true)`
     /// when the queue is empty afterwards.
     pub(crate) fn flush_queue(&mut self) -> io::Result<bool> {
+        self.flush_limited(usize::MAX)
+            .map(|f| f == Flushed::Drained)
+    }
+
+    /// Writes at most about `budget` bytes of the queue (whole `writev`s:
+    /// stops once the budget is spent).
+    pub(crate) fn flush_limited(&mut self, budget: usize) -> io::Result<Flushed> {
+        let mut written_total = 0;
         while !self.outbound.is_empty() {
+            if written_total >= budget {
+                return Ok(Flushed::BudgetSpent);
+            }
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let n = self.outbound.slices(&mut slices);
             match sys::io::writev(self.fd.as_fd(), &slices[..n]) {
-                Ok(0) => return Ok(false),
-                Ok(written) => self.outbound.consume(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Ok(0) => return Ok(Flushed::WouldBlock),
+                Ok(written) => {
+                    self.outbound.consume(written);
+                    written_total += written;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::WouldBlock),
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        Ok(Flushed::Drained)
     }
 
     /// The write path: straight to the socket while nothing is queued,
@@ -188,14 +214,34 @@ pub(crate) struct LoopRef<'a> {
     pub(crate) engine: &'a Arc<EngineShared>,
 }
 
-/// A connection, inside a callback on the loop that owns it.
+/// A datagram as the handler sees it: the loop's UDP socket, the sender, and
+/// state that lives only for this callback.
+pub(crate) struct Datagram<'a, S> {
+    pub(crate) fd: BorrowedFd<'a>,
+    pub(crate) peer: SockAddr,
+    /// Index of the loop's UDP socket (for handles).
+    pub(crate) socket: u32,
+    pub(crate) listener: u16,
+    pub(crate) state: Option<S>,
+}
+
+enum Backing<'a, S> {
+    Stream(&'a mut ConnEntry<S>, SlotKey),
+    Datagram(Datagram<'a, S>),
+}
+
+/// A connection (or, on a UDP address, one datagram's peer), inside a
+/// callback on the loop that owns it.
 ///
 /// `S` is the handler's [`State`](crate::EventHandler::State) type.
+///
+/// For UDP, each datagram is one `on_traffic` call: the input is the
+/// datagram, [`write`](Self::write) replies to its sender, bytes left unread
+/// are discarded with it, and state set here lasts only for this callback.
 pub struct Conn<'a, S> {
     input: &'a [u8],
     consumed: usize,
-    entry: &'a mut ConnEntry<S>,
-    key: crate::actors::slab::SlotKey,
+    backing: Backing<'a, S>,
     lp: &'a LoopRef<'a>,
 }
 
@@ -203,14 +249,26 @@ impl<'a, S> Conn<'a, S> {
     pub(crate) fn new(
         input: &'a [u8],
         entry: &'a mut ConnEntry<S>,
-        key: crate::actors::slab::SlotKey,
+        key: SlotKey,
         lp: &'a LoopRef<'a>,
     ) -> Self {
         Self {
             input,
             consumed: 0,
-            entry,
-            key,
+            backing: Backing::Stream(entry, key),
+            lp,
+        }
+    }
+
+    pub(crate) fn datagram(
+        input: &'a [u8],
+        datagram: Datagram<'a, S>,
+        lp: &'a LoopRef<'a>,
+    ) -> Self {
+        Self {
+            input,
+            consumed: 0,
+            backing: Backing::Datagram(datagram),
             lp,
         }
     }
@@ -222,6 +280,18 @@ impl<'a, S> Conn<'a, S> {
 
     fn unread(&self) -> &'a [u8] {
         &self.input[self.consumed..]
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match &self.backing {
+            Backing::Stream(entry, _) => entry.fd.as_fd(),
+            Backing::Datagram(d) => d.fd,
+        }
+    }
+
+    /// `true` for a UDP datagram, `false` for a stream connection.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self.backing, Backing::Datagram(_))
     }
 
     // ----- reading -----
@@ -264,28 +334,53 @@ impl<'a, S> Conn<'a, S> {
     /// (or for what the socket does not take now) into the outbound queue,
     /// flushed when the socket is writable. Returns `data.len()`. Fails if
     /// the socket is broken (the connection then closes after this callback).
+    /// On UDP, sends `data` as one datagram to the sender of this one.
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
-        self.entry.write_bytes(data, self.lp.write_cap)
+        let cap = self.lp.write_cap;
+        match &mut self.backing {
+            Backing::Stream(entry, _) => entry.write_bytes(data, cap),
+            Backing::Datagram(d) => send_datagram(d.fd, data, &d.peer),
+        }
     }
 
-    /// Writes several buffers with one `writev` (same rules as [`write`](Self::write)).
+    /// Writes several buffers with one `writev` (same rules as
+    /// [`write`](Self::write)); on UDP they form one datagram.
     pub fn writev(&mut self, bufs: &[&[u8]]) -> Result<usize> {
-        self.entry.writev_bytes(bufs, self.lp.write_cap)
+        let cap = self.lp.write_cap;
+        match &mut self.backing {
+            Backing::Stream(entry, _) => entry.writev_bytes(bufs, cap),
+            Backing::Datagram(d) => send_datagram(d.fd, &bufs.concat(), &d.peer),
+        }
     }
 
     /// Writes an owned buffer; whatever the socket does not take now is
     /// queued without copying.
     pub fn write_vec(&mut self, data: Vec<u8>) -> Result<usize> {
-        self.entry.write_owned(data, self.lp.write_cap)
+        let cap = self.lp.write_cap;
+        match &mut self.backing {
+            Backing::Stream(entry, _) => entry.write_owned(data, cap),
+            Backing::Datagram(d) => send_datagram(d.fd, &data, &d.peer),
+        }
+    }
+
+    /// Sends one datagram to any address (UDP only).
+    pub fn send_to(&mut self, data: &[u8], to: &SockAddr) -> Result<usize> {
+        match &self.backing {
+            Backing::Datagram(d) => send_datagram(d.fd, data, to),
+            Backing::Stream(..) => Err(Error::Unsupported("send_to on a stream connection")),
+        }
     }
 
     /// Tries to write the outbound queue now instead of waiting for the loop.
     pub fn flush(&mut self) -> Result<()> {
-        match self.entry.flush_queue() {
+        let Backing::Stream(entry, _) = &mut self.backing else {
+            return Ok(()); // datagrams are never queued
+        };
+        match entry.flush_queue() {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = Error::io("flush", io::Error::new(e.kind(), e.to_string()));
-                self.entry.close_with(CloseReason::from_io(e));
+                entry.close_with(CloseReason::from_io(e));
                 Err(err)
             }
         }
@@ -293,49 +388,72 @@ impl<'a, S> Conn<'a, S> {
 
     /// Bytes written but not yet taken by the socket.
     pub fn outbound_buffered(&self) -> usize {
-        self.entry.outbound.len()
+        match &self.backing {
+            Backing::Stream(entry, _) => entry.outbound.len(),
+            Backing::Datagram(_) => 0,
+        }
     }
 
     /// Closes the connection after this callback returns (after flushing what
     /// was written). Same as returning [`Action::Close`](crate::Action::Close).
+    /// Does nothing for a datagram.
     pub fn close(&mut self) {
-        self.entry.close_with(CloseReason::Local);
+        if let Backing::Stream(entry, _) = &mut self.backing {
+            entry.close_with(CloseReason::Local);
+        }
     }
 
     // ----- state -----
 
+    fn state_slot(&mut self) -> &mut Option<S> {
+        match &mut self.backing {
+            Backing::Stream(entry, _) => &mut entry.state,
+            Backing::Datagram(d) => &mut d.state,
+        }
+    }
+
     /// This connection's state, if set.
     pub fn state(&self) -> Option<&S> {
-        self.entry.state.as_ref()
+        match &self.backing {
+            Backing::Stream(entry, _) => entry.state.as_ref(),
+            Backing::Datagram(d) => d.state.as_ref(),
+        }
     }
 
     /// This connection's state, mutably, if set.
     pub fn state_mut(&mut self) -> Option<&mut S> {
-        self.entry.state.as_mut()
+        self.state_slot().as_mut()
     }
 
     /// Sets this connection's state, returning the old one.
     pub fn set_state(&mut self, state: S) -> Option<S> {
-        self.entry.state.replace(state)
+        self.state_slot().replace(state)
     }
 
     /// Removes this connection's state.
     pub fn take_state(&mut self) -> Option<S> {
-        self.entry.state.take()
+        self.state_slot().take()
     }
 
     // ----- identity and addresses -----
 
     /// A `Send + Sync + Clone` handle to this connection, for other threads.
+    /// For a datagram, the handle sends datagrams to its sender.
     pub fn handle(&self) -> ConnHandle {
-        ConnHandle::new(
-            ConnId {
-                loop_index: self.lp.loop_index,
-                slot: self.key.index,
-                generation: self.key.generation,
-            },
-            self.lp.engine.clone(),
-        )
+        let engine = self.lp.engine.clone();
+        match &self.backing {
+            Backing::Stream(_, key) => ConnHandle::new(
+                ConnId {
+                    loop_index: self.lp.loop_index,
+                    slot: key.index,
+                    generation: key.generation,
+                },
+                engine,
+            ),
+            Backing::Datagram(d) => {
+                ConnHandle::datagram(self.lp.loop_index, d.socket, d.peer.clone(), engine)
+            }
+        }
     }
 
     /// A handle to the engine: its worker pool ([`Engine::submit`]), stop,
@@ -354,74 +472,83 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Index (in the order given to the builder) of the listener that
-    /// accepted this connection.
+    /// accepted this connection (or received this datagram).
     pub fn listener_index(&self) -> usize {
-        usize::from(self.entry.listener)
+        match &self.backing {
+            Backing::Stream(entry, _) => usize::from(entry.listener),
+            Backing::Datagram(d) => usize::from(d.listener),
+        }
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> &SockAddr {
-        &self.entry.peer
+        match &self.backing {
+            Backing::Stream(entry, _) => &entry.peer,
+            Backing::Datagram(d) => &d.peer,
+        }
     }
 
     /// This side's address.
     pub fn local_addr(&self) -> Result<SockAddr> {
-        sys::socket::local_addr(self.entry.fd.as_fd()).map_err(|e| Error::io("getsockname", e))
+        sys::socket::local_addr(self.fd()).map_err(|e| Error::io("getsockname", e))
     }
 
     // ----- socket options -----
 
     fn tcp_only(&self, what: &'static str) -> Result<()> {
-        if self.entry.is_tcp {
-            Ok(())
-        } else {
-            Err(Error::Unsupported(what))
+        match &self.backing {
+            Backing::Stream(entry, _) if entry.is_tcp => Ok(()),
+            _ => Err(Error::Unsupported(what)),
         }
     }
 
     /// Turns `TCP_NODELAY` on or off (TCP only).
     pub fn set_nodelay(&mut self, on: bool) -> Result<()> {
         self.tcp_only("TCP_NODELAY on a non-TCP connection")?;
-        sys::socket::set_nodelay(self.entry.fd.as_fd(), on)
-            .map_err(|e| Error::io("setsockopt TCP_NODELAY", e))
+        sys::socket::set_nodelay(self.fd(), on).map_err(|e| Error::io("setsockopt TCP_NODELAY", e))
     }
 
     /// Whether `TCP_NODELAY` is on (TCP only).
     pub fn nodelay(&self) -> Result<bool> {
         self.tcp_only("TCP_NODELAY on a non-TCP connection")?;
-        sys::socket::nodelay(self.entry.fd.as_fd())
-            .map_err(|e| Error::io("getsockopt TCP_NODELAY", e))
+        sys::socket::nodelay(self.fd()).map_err(|e| Error::io("getsockopt TCP_NODELAY", e))
     }
 
     /// Sets TCP keepalive (`None` turns it off). TCP only.
     pub fn set_keepalive(&mut self, keepalive: Option<KeepAlive>) -> Result<()> {
         self.tcp_only("keepalive on a non-TCP connection")?;
-        sys::socket::set_keepalive(self.entry.fd.as_fd(), keepalive.map(KeepAlive::to_sys))
+        sys::socket::set_keepalive(self.fd(), keepalive.map(KeepAlive::to_sys))
             .map_err(|e| Error::io("setsockopt SO_KEEPALIVE", e))
     }
 
-    /// Sets `SO_RCVBUF`.
+    /// Sets `SO_RCVBUF` (on UDP: of the loop's socket, shared by all peers).
     pub fn set_recv_buffer_size(&mut self, bytes: usize) -> Result<()> {
-        sys::socket::set_recv_buffer_size(self.entry.fd.as_fd(), bytes)
+        sys::socket::set_recv_buffer_size(self.fd(), bytes)
             .map_err(|e| Error::io("setsockopt SO_RCVBUF", e))
     }
 
     /// `SO_RCVBUF` as the kernel reports it.
     pub fn recv_buffer_size(&self) -> Result<usize> {
-        sys::socket::recv_buffer_size(self.entry.fd.as_fd())
-            .map_err(|e| Error::io("getsockopt SO_RCVBUF", e))
+        sys::socket::recv_buffer_size(self.fd()).map_err(|e| Error::io("getsockopt SO_RCVBUF", e))
     }
 
-    /// Sets `SO_SNDBUF`.
+    /// Sets `SO_SNDBUF` (on UDP: of the loop's socket, shared by all peers).
     pub fn set_send_buffer_size(&mut self, bytes: usize) -> Result<()> {
-        sys::socket::set_send_buffer_size(self.entry.fd.as_fd(), bytes)
+        sys::socket::set_send_buffer_size(self.fd(), bytes)
             .map_err(|e| Error::io("setsockopt SO_SNDBUF", e))
     }
 
     /// `SO_SNDBUF` as the kernel reports it.
     pub fn send_buffer_size(&self) -> Result<usize> {
-        sys::socket::send_buffer_size(self.entry.fd.as_fd())
-            .map_err(|e| Error::io("getsockopt SO_SNDBUF", e))
+        sys::socket::send_buffer_size(self.fd()).map_err(|e| Error::io("getsockopt SO_SNDBUF", e))
+    }
+}
+
+/// Sends one datagram; a full socket buffer drops it, as UDP may.
+pub(crate) fn send_datagram(fd: BorrowedFd<'_>, data: &[u8], to: &SockAddr) -> Result<usize> {
+    match sys::io::send_to(fd, data, to) {
+        Ok(n) => Ok(n),
+        Err(e) => Err(Error::io("sendto", e)),
     }
 }
 
@@ -448,8 +575,8 @@ impl<S> std::fmt::Debug for Conn<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
             .field("loop", &self.lp.loop_index)
-            .field("slot", &self.key.index)
-            .field("peer", &self.entry.peer)
+            .field("datagram", &self.is_datagram())
+            .field("peer", self.peer_addr())
             .field("inbound", &self.inbound_buffered())
             .field("outbound", &self.outbound_buffered())
             .finish()

@@ -33,12 +33,12 @@ use crate::acceptor::Acceptor;
 use crate::actors::{
     CachePadded, DoorbellKind, Mailbox, MailboxConfig, SharedSender, TrySendError,
 };
-use crate::addr::ListenAddr;
+use crate::addr::{ListenAddr, Transport};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::handle::Pending;
 use crate::handler::{EventHandler, LoopContext};
-use crate::listener::Listener;
+use crate::listener::{Listener, LoopSockets};
 use crate::message::{AcceptorMessage, LoopMessage};
 use crate::options::{KeepAlive, LoadBalancer, Options};
 use crate::worker_pool::{PoolShutdown, SubmitError, WorkerPool};
@@ -183,6 +183,9 @@ impl EngineShared {
     }
 
     /// Sends without waiting; hands the message back with the reason.
+    // The error path is cold and hands the message straight back to its
+    // caller; boxing it would add an allocation to every refusal.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn try_send_to_loop(
         &self,
         index: usize,
@@ -493,6 +496,28 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// SO_REUSEPORT mode: no acceptor; every loop owns its own listener for
+    /// each TCP address and the kernel spreads connections (default off).
+    /// Two engines in this mode can share a port.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.options.reuse_port = on;
+        self
+    }
+
+    /// Edge-triggered connection I/O (default off, level-triggered).
+    pub fn edge_triggered(mut self, on: bool) -> Self {
+        self.options.edge_triggered = on;
+        self
+    }
+
+    /// Per-connection byte budget per turn in edge-triggered mode (default
+    /// 1 MiB); setting it turns edge-triggered mode on.
+    pub fn edge_triggered_chunk(mut self, bytes: usize) -> Self {
+        self.options.edge_triggered = true;
+        self.options.edge_triggered_chunk = bytes;
+        self
+    }
+
     /// Listen backlog (default 1024).
     pub fn listen_backlog(mut self, backlog: i32) -> Self {
         self.options.listen_backlog = backlog;
@@ -558,10 +583,50 @@ impl<H: EventHandler> EngineBuilder<H> {
         if addrs.len() > usize::from(u16::MAX) {
             return Err(Error::InvalidConfig("too many listen addresses".into()));
         }
-        let listeners = addrs
-            .iter()
-            .map(|a| Listener::bind(a, &self.options))
-            .collect::<Result<Vec<_>>>()?;
+        let loops = self.options.loops;
+        let mut acceptor_listeners = Vec::new();
+        let mut loop_sockets: Vec<LoopSockets> =
+            (0..loops).map(|_| LoopSockets::default()).collect();
+        let mut local_addrs = Vec::with_capacity(addrs.len());
+        for (index, addr) in addrs.iter().enumerate() {
+            let index = index as u16;
+            match addr.transport() {
+                // Every loop gets its own socket on the same port (the first
+                // bind picks the port when 0 is asked for).
+                Transport::Udp => {
+                    let (fd, bound) = Listener::bind_udp(addr, &self.options)?;
+                    loop_sockets[0].udp.push((fd, index));
+                    for sockets in loop_sockets.iter_mut().skip(1) {
+                        let (fd, _) = Listener::bind_udp(&bound, &self.options)?;
+                        sockets.udp.push((fd, index));
+                    }
+                    local_addrs.push(bound);
+                }
+                Transport::Tcp if self.options.reuse_port => {
+                    let first = Listener::bind(addr, &self.options, true)?;
+                    let bound = first.addr.clone();
+                    loop_sockets[0].listeners.push((first, index));
+                    for sockets in loop_sockets.iter_mut().skip(1) {
+                        sockets
+                            .listeners
+                            .push((Listener::bind(&bound, &self.options, true)?, index));
+                    }
+                    local_addrs.push(bound);
+                }
+                // A Unix path cannot be shared: in reuseport mode loop 0
+                // serves it alone.
+                _ if self.options.reuse_port => {
+                    let listener = Listener::bind(addr, &self.options, false)?;
+                    local_addrs.push(listener.addr.clone());
+                    loop_sockets[0].listeners.push((listener, index));
+                }
+                _ => {
+                    let listener = Listener::bind(addr, &self.options, false)?;
+                    local_addrs.push(listener.addr.clone());
+                    acceptor_listeners.push((listener, index));
+                }
+            }
+        }
         let mailbox_config = MailboxConfig::new()
             .lane_capacity(self.options.mailbox_capacity)
             .doorbell(self.options.doorbell);
@@ -581,14 +646,14 @@ impl<H: EventHandler> EngineBuilder<H> {
                     connections: CachePadded::new(AtomicUsize::new(0)),
                 })
                 .collect(),
-            acceptor: Some(acceptor_mailbox.shared_sender()),
+            acceptor: (!acceptor_listeners.is_empty()).then(|| acceptor_mailbox.shared_sender()),
             stopping: AtomicBool::new(false),
             loops_stopping: AtomicBool::new(false),
             run_state: Mutex::new(RunState::Built),
             stop_requested: Condvar::new(),
             finished: Condvar::new(),
             first_error: Mutex::new(None),
-            addrs: listeners.iter().map(|l| l.addr.clone()).collect(),
+            addrs: local_addrs,
             pool: once_cell::sync::OnceCell::new(),
             pool_config: (
                 self.options.workers,
@@ -596,17 +661,20 @@ impl<H: EventHandler> EngineBuilder<H> {
                 self.options.pool_shutdown,
             ),
         });
-        let acceptor = Acceptor::new(
-            listeners,
-            acceptor_mailbox,
-            loop_mailboxes.iter().map(Mailbox::sender).collect(),
-            self.options.load_balancer,
-            shared.clone(),
-        );
+        let acceptor = (!acceptor_listeners.is_empty()).then(|| {
+            Acceptor::new(
+                acceptor_listeners,
+                acceptor_mailbox,
+                loop_mailboxes.iter().map(Mailbox::sender).collect(),
+                self.options.load_balancer,
+                shared.clone(),
+            )
+        });
         Ok(Server {
             engine: Engine { shared },
             factory: self.factory,
             loop_mailboxes,
+            loop_sockets,
             acceptor,
             options: self.options,
         })
@@ -632,7 +700,8 @@ pub struct Server<H> {
     engine: Engine,
     factory: Factory<H>,
     loop_mailboxes: Vec<Mailbox<LoopMessage>>,
-    acceptor: Acceptor,
+    loop_sockets: Vec<LoopSockets>,
+    acceptor: Option<Acceptor>,
     options: Options,
 }
 
@@ -657,7 +726,8 @@ impl<H: EventHandler> Server<H> {
         let mut loop_threads = Vec::new();
         let spawn_error = |e| Error::io("start a thread", e);
         let mut result = Ok(());
-        for (index, mailbox) in self.loop_mailboxes.into_iter().enumerate() {
+        let loops = self.loop_mailboxes.into_iter().zip(self.loop_sockets);
+        for (index, (mailbox, sockets)) in loops.enumerate() {
             let factory = self.factory.clone();
             let engine = self.engine.clone();
             let options = self.options.clone();
@@ -666,8 +736,9 @@ impl<H: EventHandler> Server<H> {
                 .spawn(move || {
                     engine.shared.enter_loop_thread();
                     let handler = factory(index);
-                    let outcome = EventLoop::new(index, handler, mailbox, engine.clone(), &options)
-                        .and_then(EventLoop::run);
+                    let outcome =
+                        EventLoop::new(index, handler, mailbox, sockets, engine.clone(), &options)
+                            .and_then(EventLoop::run);
                     if let Err(e) = outcome {
                         engine.shared.record_error(e);
                         engine.shared.request_stop();
@@ -683,9 +754,8 @@ impl<H: EventHandler> Server<H> {
                 }
             }
         }
-        let acceptor = self.acceptor;
         let mut acceptor_thread = None;
-        if result.is_ok() {
+        if let (Some(acceptor), true) = (self.acceptor, result.is_ok()) {
             match thread::Builder::new()
                 .name("ringloop-acceptor".into())
                 .spawn(move || acceptor.run())

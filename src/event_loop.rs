@@ -1,5 +1,6 @@
 //! The event-loop actor: owns a poller, a mailbox, the connections it was
-//! given and its own handler instance, and runs every callback for them.
+//! given (and, in reuseport mode, its own listeners; always its own UDP
+//! sockets), its own handler instance, and runs every callback for them.
 //!
 //! Nothing else ever touches a loop's connections: other threads reach them
 //! only through messages (see [`crate::handle`]). A loop never blocks except
@@ -10,16 +11,30 @@
 //! ```text
 //!   park: announce, re-check mailbox ──▶ epoll_wait (doorbell fd included)
 //!     │
-//!     ├─▶ I/O events: writable → flush queue; readable → read once into the
-//!     │               loop buffer → on_traffic; EOF/error → close
+//!     ├─▶ I/O events: writable → flush queue; readable → read into the loop
+//!     │               buffer → on_traffic; EOF/error → close; a listener →
+//!     │               accept inline (reuseport); a UDP socket → one
+//!     │               on_traffic per datagram
+//!     ├─▶ edge-triggered leftovers: connections that used up their
+//!     │               per-turn budget continue here
 //!     ├─▶ messages (up to a budget): accepted sockets → on_open; writes,
 //!     │               wakes, closes from handles; closures to run
 //!     ├─▶ retry requests this loop made to full lanes
-//!     └─▶ ticker (loop 0, if enabled) ──▶ back to park
+//!     └─▶ timers: ticker (loop 0, if enabled), paused listeners ──▶ park
 //! ```
+//!
+//! # Level- and edge-triggered modes
+//!
+//! Level-triggered (the default): one read per readiness event, write
+//! readiness armed only while a connection has bytes queued. Edge-triggered:
+//! connections are registered once for both directions; each turn a
+//! connection reads and writes until the socket would block or it has moved
+//! [`Options::edge_triggered_chunk`] bytes, and one that hit its budget is
+//! continued on the next turn, so a busy connection cannot starve the others.
 
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,21 +42,32 @@ use std::time::{Duration, Instant};
 
 use crate::actors::slab::{Slab, SlotKey};
 use crate::actors::Mailbox;
-use crate::conn::{Conn, ConnEntry, LoopRef};
+use crate::conn::{send_datagram, Conn, ConnEntry, Datagram, Flushed, LoopRef};
 use crate::engine::{Engine, EngineShared};
 use crate::error::{Error, Result};
 use crate::handle::ConnId;
 use crate::handler::{Action, CloseReason, EventHandler, LoopContext};
+use crate::listener::{Listener, LoopSockets};
 use crate::message::LoopMessage;
 use crate::options::{KeepAlive, Options};
 use crate::sys::poller::{Event, Events, Interest, Poller};
 use crate::sys::{io as sysio, socket};
 
+/// Tokens at or above this are not connections (a connection's token is its
+/// slab key, far below with any slot count that fits in memory).
+const RESERVED: u64 = u64::MAX - (1 << 17);
 const DOORBELL: u64 = u64::MAX;
+const UDP_BASE: u64 = RESERVED;
+const LISTENER_BASE: u64 = RESERVED + (1 << 16);
 /// Most messages handled per turn, so I/O is never starved by a flood.
 const MESSAGE_BUDGET: usize = 1024;
+/// Most connections accepted, or datagrams read, per readiness event.
+const ACCEPT_BATCH: usize = 128;
+const DATAGRAM_BATCH: usize = 64;
 const MIN_EVENTS: usize = 128;
 const MAX_EVENTS: usize = 4096;
+/// How long a listener rests after accept ran out of descriptors or memory.
+const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 
 /// Socket settings applied to every connection a loop adopts.
 struct ConnSettings {
@@ -50,6 +76,8 @@ struct ConnSettings {
     keepalive: Option<KeepAlive>,
     recv_buffer: Option<usize>,
     send_buffer: Option<usize>,
+    edge_triggered: bool,
+    chunk: usize,
 }
 
 pub(crate) struct EventLoop<H: EventHandler> {
@@ -65,7 +93,14 @@ pub(crate) struct EventLoop<H: EventHandler> {
     read_buf: Vec<u8>,
     engine: Arc<EngineShared>,
     settings: ConnSettings,
+    listeners: Vec<(Listener, u16)>,
+    udp: Vec<(OwnedFd, u16)>,
+    /// Edge-triggered connections that used up their budget this turn.
+    continue_io: VecDeque<SlotKey>,
     next_tick: Option<Instant>,
+    /// When paused listeners (out of descriptors) accept again.
+    listeners_resume: Option<Instant>,
+    warned_exhausted: bool,
 }
 
 /// Runs a handler callback; a panic is caught and logged instead of killing
@@ -98,11 +133,20 @@ fn handler_panicked() -> CloseReason {
     CloseReason::Error(io::Error::other("the event handler panicked"))
 }
 
+/// Accept errors that mean "out of resources": pause, don't spin.
+fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
+    )
+}
+
 impl<H: EventHandler> EventLoop<H> {
     pub(crate) fn new(
         index: usize,
         handler: H,
         mailbox: Mailbox<LoopMessage>,
+        sockets: LoopSockets,
         engine: Engine,
         options: &Options,
     ) -> Result<Self> {
@@ -116,6 +160,20 @@ impl<H: EventHandler> EventLoop<H> {
         poller
             .add(doorbell.as_fd(), DOORBELL, interest)
             .map_err(|e| Error::io("register a loop's doorbell", e))?;
+        for (i, (fd, _)) in sockets.udp.iter().enumerate() {
+            poller
+                .add(fd.as_fd(), UDP_BASE + i as u64, Interest::READABLE)
+                .map_err(|e| Error::io("register a UDP socket", e))?;
+        }
+        for (i, (listener, _)) in sockets.listeners.iter().enumerate() {
+            poller
+                .add(
+                    listener.fd.as_fd(),
+                    LISTENER_BASE + i as u64,
+                    Interest::READABLE,
+                )
+                .map_err(|e| Error::io("register a listener", e))?;
+        }
         let shared = engine.shared.clone();
         Ok(Self {
             index,
@@ -135,8 +193,15 @@ impl<H: EventHandler> EventLoop<H> {
                 keepalive: options.tcp_keepalive,
                 recv_buffer: options.recv_buffer_size,
                 send_buffer: options.send_buffer_size,
+                edge_triggered: options.edge_triggered,
+                chunk: options.edge_triggered_chunk,
             },
+            listeners: sockets.listeners,
+            udp: sockets.udp,
+            continue_io: VecDeque::new(),
             next_tick: (options.ticker && index == 0).then(Instant::now),
+            listeners_resume: None,
+            warned_exhausted: false,
         })
     }
 
@@ -153,9 +218,15 @@ impl<H: EventHandler> EventLoop<H> {
 
     fn serve(&mut self) -> Result<()> {
         while !self.engine.loops_stopping() {
-            let timeout = self
-                .next_tick
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = if self.continue_io.is_empty() {
+                [self.next_tick, self.listeners_resume]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             let (poller, events) = (&self.poller, &mut self.events);
             self.mailbox
                 .park_with(|may_block| {
@@ -170,9 +241,10 @@ impl<H: EventHandler> EventLoop<H> {
                 })
                 .map_err(|e| Error::io("wait for events", e))?;
             self.process_events();
+            self.continue_edge_triggered();
             self.process_messages();
             self.engine.flush_loop_overflow();
-            self.tick();
+            self.timers();
         }
         Ok(())
     }
@@ -187,13 +259,16 @@ impl<H: EventHandler> EventLoop<H> {
             self.events = Events::with_capacity(ready.len() * 2);
         }
         for event in &ready {
-            if event.token == DOORBELL {
-                if self.mailbox.doorbell().needs_drain() {
-                    let _ = self.mailbox.doorbell().drain();
+            match event.token {
+                DOORBELL => {
+                    if self.mailbox.doorbell().needs_drain() {
+                        let _ = self.mailbox.doorbell().drain();
+                    }
                 }
-                continue;
+                t if t >= LISTENER_BASE => self.accept((t - LISTENER_BASE) as usize),
+                t if t >= UDP_BASE => self.receive_datagrams((t - UDP_BASE) as usize),
+                _ => self.on_io(*event),
             }
-            self.on_io(*event);
         }
         self.ready = ready;
     }
@@ -212,12 +287,12 @@ impl<H: EventHandler> EventLoop<H> {
             self.close_conn(key, reason);
             return;
         }
-        if event.writable && !entry.outbound.is_empty() {
-            if let Err(e) = entry.flush_queue() {
-                self.close_conn(key, CloseReason::from_io(e));
-                return;
-            }
+        if event.writable && !self.flush(key) {
+            return;
         }
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
         if (event.readable || event.read_closed) && !entry.read_closed {
             self.read(key);
             return;
@@ -235,20 +310,86 @@ impl<H: EventHandler> EventLoop<H> {
         self.settle(key, Action::None);
     }
 
-    /// Reads once into the loop buffer and hands the bytes to the handler.
-    fn read(&mut self, key: SlotKey) {
-        let Some(entry) = self.conns.get_mut(key) else {
-            return;
+    /// Writes the queue (within the budget in edge-triggered mode). Returns
+    /// `false` if the connection was closed.
+    fn flush(&mut self, key: SlotKey) -> bool {
+        let budget = if self.settings.edge_triggered {
+            self.settings.chunk
+        } else {
+            usize::MAX
         };
-        match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
-            Ok(0) => {
-                // The peer closed its side: finish writing, then close.
-                entry.read_closed = true;
-                self.settle(key, Action::None);
+        let Some(entry) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if entry.outbound.is_empty() {
+            return true;
+        }
+        match entry.flush_limited(budget) {
+            Ok(Flushed::BudgetSpent) => self.continue_io.push_back(key),
+            Ok(_) => {}
+            Err(e) => {
+                self.close_conn(key, CloseReason::from_io(e));
+                return false;
             }
-            Ok(n) => self.traffic(key, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => self.close_conn(key, CloseReason::from_io(e)),
+        }
+        true
+    }
+
+    /// Reads into the loop buffer and hands the bytes to the handler: once
+    /// (level-triggered), or until the socket is drained or the per-turn
+    /// budget is spent (edge-triggered).
+    fn read(&mut self, key: SlotKey) {
+        let mut moved = 0;
+        loop {
+            let Some(entry) = self.conns.get_mut(key) else {
+                return;
+            };
+            if entry.read_closed {
+                return;
+            }
+            match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
+                Ok(0) => {
+                    // The peer closed its side: finish writing, then close.
+                    entry.read_closed = true;
+                    self.settle(key, Action::None);
+                    return;
+                }
+                Ok(n) => {
+                    self.traffic(key, n);
+                    moved += n;
+                    // A short read drained the socket; new bytes make a new edge.
+                    if !self.settings.edge_triggered || n < self.read_buf.len() {
+                        return;
+                    }
+                    if moved >= self.settings.chunk {
+                        self.continue_io.push_back(key);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.close_conn(key, CloseReason::from_io(e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Edge-triggered connections that spent their budget last turn carry on.
+    fn continue_edge_triggered(&mut self) {
+        for _ in 0..self.continue_io.len() {
+            let Some(key) = self.continue_io.pop_front() else {
+                break;
+            };
+            if !self.flush(key) {
+                continue;
+            }
+            self.read(key);
+            if let Some(entry) = self.conns.get(key) {
+                if entry.read_closed && entry.outbound.is_empty() {
+                    self.settle(key, Action::None);
+                }
+            }
         }
     }
 
@@ -316,6 +457,9 @@ impl<H: EventHandler> EventLoop<H> {
             self.close_conn(key, CloseReason::Eof);
             return;
         }
+        if self.settings.edge_triggered {
+            return; // registered once for both directions
+        }
         let want_write = !entry.outbound.is_empty();
         let want_read = !entry.read_closed;
         if want_write != entry.write_armed || want_read != entry.read_armed {
@@ -363,6 +507,99 @@ impl<H: EventHandler> EventLoop<H> {
         self.engine.loops[self.index]
             .connections
             .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    // ----- listeners (reuseport mode) and datagrams -----
+
+    /// Accepts inline on this loop's own listener `i`.
+    fn accept(&mut self, i: usize) {
+        for _ in 0..ACCEPT_BATCH {
+            let Some((listener, listen_index)) = self.listeners.get(i) else {
+                return;
+            };
+            let is_tcp = listener.is_tcp();
+            let listen_index = *listen_index;
+            match socket::accept(listener.fd.as_fd()) {
+                Ok(Some((fd, peer))) => {
+                    self.warned_exhausted = false;
+                    // Relaxed: a counter.
+                    self.engine.loops[self.index]
+                        .connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.adopt(ConnEntry::new(fd, peer, listen_index, is_tcp));
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    if is_exhaustion(&e) {
+                        self.pause_listeners(&e);
+                    } else {
+                        log::warn!("accept on {} failed: {e}", listener.addr);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn pause_listeners(&mut self, e: &io::Error) {
+        if !self.warned_exhausted {
+            log::warn!(
+                "loop {}: accept failed ({e}); pausing accepts for {EXHAUSTED_PAUSE:?}, open connections are unaffected",
+                self.index
+            );
+            self.warned_exhausted = true;
+        }
+        self.set_listening(false);
+        self.listeners_resume = Some(Instant::now() + EXHAUSTED_PAUSE);
+    }
+
+    fn set_listening(&self, on: bool) {
+        let interest = Interest {
+            readable: on,
+            writable: false,
+            edge: false,
+        };
+        for (i, (listener, _)) in self.listeners.iter().enumerate() {
+            if let Err(e) =
+                self.poller
+                    .modify(listener.fd.as_fd(), LISTENER_BASE + i as u64, interest)
+            {
+                log::error!("could not pause or resume a listener: {e}");
+            }
+        }
+    }
+
+    /// Reads datagrams from UDP socket `i`: one `on_traffic` each.
+    fn receive_datagrams(&mut self, i: usize) {
+        for _ in 0..DATAGRAM_BATCH {
+            let Some((fd, listener)) = self.udp.get(i) else {
+                return;
+            };
+            let (n, peer) = match sysio::recv_from(fd.as_fd(), &mut self.read_buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; they
+                    // concern one peer, not the socket.
+                    log::debug!("UDP receive on loop {}: {e}", self.index);
+                    continue;
+                }
+            };
+            let lp = loop_ref(self.index, &self.settings, &self.engine);
+            let datagram = Datagram {
+                fd: fd.as_fd(),
+                peer,
+                socket: i as u32,
+                listener: *listener,
+                state: None,
+            };
+            let handler = &mut self.handler;
+            let mut conn = Conn::datagram(&self.read_buf[..n], datagram, &lp);
+            if let Some(Action::Shutdown) = guarded("on_traffic", || handler.on_traffic(&mut conn))
+            {
+                self.engine.request_stop();
+            }
+        }
     }
 
     // ----- messages -----
@@ -417,6 +654,15 @@ impl<H: EventHandler> EventLoop<H> {
                     self.settle(key, Action::None);
                 }
             },
+            LoopMessage::SendTo {
+                socket,
+                peer,
+                data,
+                done,
+            } => match self.udp.get(socket as usize) {
+                Some((fd, _)) => done.complete(send_datagram(fd.as_fd(), &data, &peer)),
+                None => done.complete(Err(Error::ConnectionClosed)),
+            },
             LoopMessage::Wake { id } => {
                 if let Some(key) = self.conn_key(id) {
                     self.traffic(key, 0);
@@ -448,10 +694,12 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         let entry = self.conns.get_mut(key).expect("just inserted");
-        if let Err(e) = self
-            .poller
-            .add(entry.fd.as_fd(), key.token(), Interest::READABLE)
-        {
+        let interest = if self.settings.edge_triggered {
+            Interest::BOTH.edge_triggered()
+        } else {
+            Interest::READABLE
+        };
+        if let Err(e) = self.poller.add(entry.fd.as_fd(), key.token(), interest) {
             log::warn!("could not register a connection from {}: {e}", entry.peer);
             self.conns.remove(key);
             // Relaxed: a counter.
@@ -461,9 +709,9 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         entry.read_armed = true;
+        entry.write_armed = self.settings.edge_triggered;
         let lp = loop_ref(self.index, &self.settings, &self.engine);
         let handler = &mut self.handler;
-        let entry = self.conns.get_mut(key).expect("just inserted");
         let action = {
             let mut conn = Conn::new(&[], entry, key, &lp);
             guarded("on_open", || handler.on_open(&mut conn))
@@ -500,11 +748,15 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
-    // ----- ticker and shutdown -----
+    // ----- timers and shutdown -----
 
-    fn tick(&mut self) {
-        let Some(due) = self.next_tick else { return };
+    fn timers(&mut self) {
         let now = Instant::now();
+        if self.listeners_resume.is_some_and(|t| now >= t) {
+            self.listeners_resume = None;
+            self.set_listening(true);
+        }
+        let Some(due) = self.next_tick else { return };
         if now < due {
             return;
         }

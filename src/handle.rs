@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::addr::SockAddr;
 use crate::engine::EngineShared;
 use crate::error::{Error, Result};
 use crate::message::{Completion, LoopMessage};
@@ -75,8 +76,14 @@ impl fmt::Display for ConnId {
 #[derive(Clone)]
 pub struct ConnHandle {
     id: ConnId,
+    /// For a datagram peer: where its replies go.
+    peer: Option<SockAddr>,
     engine: Arc<EngineShared>,
 }
+
+/// The slot number of every datagram handle's [`ConnId`] (whose generation
+/// then names the loop's UDP socket).
+pub const DATAGRAM_SLOT: u32 = u32::MAX;
 
 /// A [`ConnHandle::try_async_write`] that could not be queued; the data is
 /// handed back.
@@ -105,7 +112,57 @@ impl std::error::Error for TryWriteError {}
 
 impl ConnHandle {
     pub(crate) fn new(id: ConnId, engine: Arc<EngineShared>) -> Self {
-        Self { id, engine }
+        Self {
+            id,
+            peer: None,
+            engine,
+        }
+    }
+
+    pub(crate) fn datagram(
+        loop_index: u32,
+        socket: u32,
+        peer: SockAddr,
+        engine: Arc<EngineShared>,
+    ) -> Self {
+        Self {
+            id: ConnId {
+                loop_index,
+                slot: DATAGRAM_SLOT,
+                generation: socket,
+            },
+            peer: Some(peer),
+            engine,
+        }
+    }
+
+    /// For a datagram handle, the peer its writes go to.
+    pub fn datagram_peer(&self) -> Option<&SockAddr> {
+        self.peer.as_ref()
+    }
+
+    /// Builds the message that writes `data` to this handle's target.
+    fn write_message(&self, data: Vec<u8>, done: Completion<usize>) -> LoopMessage {
+        match &self.peer {
+            Some(peer) => LoopMessage::SendTo {
+                socket: self.id.generation,
+                peer: Box::new(peer.clone()),
+                data,
+                done,
+            },
+            None => LoopMessage::Write {
+                id: self.id,
+                data,
+                done,
+            },
+        }
+    }
+
+    fn stream_only(&self, what: &'static str) -> Result<()> {
+        match self.peer {
+            Some(_) => Err(Error::Unsupported(what)),
+            None => Ok(()),
+        }
     }
 
     /// The connection's identity.
@@ -130,36 +187,34 @@ impl ConnHandle {
         data: impl Into<Vec<u8>>,
         on_done: impl FnOnce(Result<usize>) + Send + 'static,
     ) -> Result<()> {
-        self.send(LoopMessage::Write {
-            id: self.id,
-            data: data.into(),
-            done: Completion::new(Some(Box::new(on_done))),
-        })
+        self.send(self.write_message(data.into(), Completion::new(Some(Box::new(on_done)))))
     }
 
     /// Like [`async_write`](Self::async_write) without a callback, but never
     /// waits: if the lane is full the data is handed back.
     pub fn try_async_write(&self, data: Vec<u8>) -> Result<(), TryWriteError> {
-        let message = LoopMessage::Write {
-            id: self.id,
-            data,
-            done: Completion::new(None),
-        };
+        let message = self.write_message(data, Completion::new(None));
         self.engine
             .try_send_to_loop(self.id.loop_index as usize, message)
             .map_err(|(message, error)| match message {
-                LoopMessage::Write { data, .. } => TryWriteError { data, error },
+                LoopMessage::Write { data, .. } | LoopMessage::SendTo { data, .. } => {
+                    TryWriteError { data, error }
+                }
                 _ => unreachable!("try_send_to_loop hands back the message it was given"),
             })
     }
 
     /// Writes several buffers, in order, with one message (and one `writev`
-    /// on the loop when the socket takes them).
+    /// on the loop when the socket takes them). For a datagram handle they
+    /// form one datagram.
     pub fn async_writev(
         &self,
         bufs: Vec<Vec<u8>>,
         on_done: impl FnOnce(Result<usize>) + Send + 'static,
     ) -> Result<()> {
+        if self.peer.is_some() {
+            return self.async_write(bufs.concat(), on_done);
+        }
         self.send(LoopMessage::Writev {
             id: self.id,
             bufs,
@@ -179,15 +234,17 @@ impl ConnHandle {
 
     /// Runs the traffic callback on the owning loop even if no bytes arrived
     /// (for example to process what a worker left in the connection's state).
-    /// A wake for a closed connection is ignored.
+    /// A wake for a closed connection is ignored. Not for datagram handles.
     pub fn wake(&self) -> Result<()> {
+        self.stream_only("wake on a datagram handle")?;
         self.send(LoopMessage::Wake { id: self.id })
     }
 
     /// Closes the connection (its close callback runs with
     /// [`CloseReason::Requested`](crate::CloseReason::Requested)). Closing a
-    /// closed connection is a no-op.
+    /// closed connection is a no-op. Not for datagram handles.
     pub fn close(&self) -> Result<()> {
+        self.stream_only("close on a datagram handle")?;
         self.send(LoopMessage::Close {
             id: self.id,
             done: Completion::new(None),
@@ -197,6 +254,7 @@ impl ConnHandle {
     /// Like [`close`](Self::close); `on_done` runs on the loop with `Ok(())`
     /// once closed, or `Err(ConnectionClosed)` if it already was.
     pub fn close_with(&self, on_done: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
+        self.stream_only("close on a datagram handle")?;
         self.send(LoopMessage::Close {
             id: self.id,
             done: Completion::new(Some(Box::new(on_done))),

@@ -23,7 +23,7 @@ pub use addr::{ListenAddr, SockAddr, Transport};
 pub use conn::Conn;
 pub use engine::{Engine, EngineBuilder, Server};
 pub use error::{Error, Result};
-pub use handle::{ConnHandle, ConnId, Pending, TryWriteError};
+pub use handle::{ConnHandle, ConnId, Pending, TryWriteError, DATAGRAM_SLOT};
 pub use handler::{Action, CloseReason, EventHandler, LoopContext};
 pub use options::{KeepAlive, LoadBalancer, Options, MAX_LOOPS};
 pub use signals::stop_on_signals;

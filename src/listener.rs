@@ -11,6 +11,15 @@ use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::sys;
 
+/// The sockets a loop serves by itself: its own listeners in reuseport mode
+/// (it accepts on them inline) and its own UDP sockets. Each is paired with
+/// its listen-address index.
+#[derive(Default)]
+pub(crate) struct LoopSockets {
+    pub(crate) listeners: Vec<(Listener, u16)>,
+    pub(crate) udp: Vec<(OwnedFd, u16)>,
+}
+
 pub(crate) struct Listener {
     pub(crate) fd: OwnedFd,
     /// The address actually bound (the real port when port 0 was asked for).
@@ -19,15 +28,10 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    /// Binds and listens on `addr` with the engine's socket options.
-    pub(crate) fn bind(addr: &ListenAddr, options: &Options) -> Result<Self> {
-        let listen = sys::socket::ListenOptions {
-            reuse_addr: options.reuse_addr,
-            reuse_port: false,
-            backlog: options.listen_backlog,
-            recv_buffer: options.recv_buffer_size,
-            send_buffer: options.send_buffer_size,
-        };
+    /// Binds and listens on `addr` (a stream address) with the engine's
+    /// socket options; `reuse_port` lets several loops bind the same port.
+    pub(crate) fn bind(addr: &ListenAddr, options: &Options, reuse_port: bool) -> Result<Self> {
+        let listen = listen_options(options, reuse_port);
         match (addr.transport(), addr.sock_addr()) {
             (Transport::Tcp, SockAddr::Inet(sa)) => {
                 let fd = sys::socket::tcp_listener(*sa, &listen)
@@ -49,7 +53,7 @@ impl Listener {
                     unix_path: Some(path.clone()),
                 })
             }
-            (Transport::Udp, _) => Err(Error::Unsupported("UDP listeners are not served yet")),
+            (Transport::Udp, _) => Err(Error::Unsupported("a UDP address has no listener")),
             _ => Err(Error::invalid_address(
                 &addr.to_string(),
                 "address does not match its scheme",
@@ -57,8 +61,33 @@ impl Listener {
         }
     }
 
+    /// Binds a UDP socket for one loop (always `SO_REUSEPORT`, so every
+    /// loop can bind the same address and the kernel spreads datagrams).
+    pub(crate) fn bind_udp(addr: &ListenAddr, options: &Options) -> Result<(OwnedFd, ListenAddr)> {
+        let SockAddr::Inet(sa) = addr.sock_addr() else {
+            return Err(Error::invalid_address(
+                &addr.to_string(),
+                "UDP needs an IP address",
+            ));
+        };
+        let fd = sys::socket::udp_socket(*sa, &listen_options(options, true))
+            .map_err(|e| Error::io("bind a UDP socket", e))?;
+        let bound = sys::socket::local_addr(fd.as_fd()).map_err(|e| Error::io("getsockname", e))?;
+        Ok((fd, addr.with_sock_addr(bound)))
+    }
+
     pub(crate) fn is_tcp(&self) -> bool {
         self.addr.transport() == Transport::Tcp
+    }
+}
+
+fn listen_options(options: &Options, reuse_port: bool) -> sys::socket::ListenOptions {
+    sys::socket::ListenOptions {
+        reuse_addr: options.reuse_addr,
+        reuse_port,
+        backlog: options.listen_backlog,
+        recv_buffer: options.recv_buffer_size,
+        send_buffer: options.send_buffer_size,
     }
 }
 

@@ -64,6 +64,14 @@ pub(crate) enum LoopMessage {
         bufs: Vec<Vec<u8>>,
         done: Completion<usize>,
     },
+    /// Send a datagram from the loop's UDP socket `socket` to `peer`.
+    SendTo {
+        socket: u32,
+        /// Boxed: keeps every mailbox slot small.
+        peer: Box<SockAddr>,
+        data: Vec<u8>,
+        done: Completion<usize>,
+    },
     /// Run the traffic callback even without new bytes.
     Wake { id: ConnId },
     /// Close a connection.
@@ -82,6 +90,7 @@ impl fmt::Debug for LoopMessage {
             }
             Self::Write { id, data, .. } => write!(f, "Write({id:?}, {} bytes)", data.len()),
             Self::Writev { id, bufs, .. } => write!(f, "Writev({id:?}, {} buffers)", bufs.len()),
+            Self::SendTo { peer, data, .. } => write!(f, "SendTo({peer}, {} bytes)", data.len()),
             Self::Wake { id } => write!(f, "Wake({id:?})"),
             Self::Close { id, .. } => write!(f, "Close({id:?})"),
             Self::Execute(_) => f.write_str("Execute"),
@@ -95,4 +104,17 @@ impl fmt::Debug for LoopMessage {
 pub(crate) enum AcceptorMessage {
     /// Wake up and look at the engine's stop flag.
     Stop,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loop_messages_stay_small() {
+        // Every mailbox slot has this size; keep it within one cache line.
+        assert!(
+            std::mem::size_of::<super::LoopMessage>() <= 64,
+            "{}",
+            std::mem::size_of::<super::LoopMessage>()
+        );
+    }
 }

@@ -104,6 +104,17 @@ pub struct Options {
     pub send_buffer_size: Option<usize>,
     /// `SO_REUSEADDR` on listeners. Default on.
     pub reuse_addr: bool,
+    /// SO_REUSEPORT mode: no acceptor; every loop owns its own TCP listener
+    /// for each address and the kernel spreads connections (Unix listeners
+    /// are then served by loop 0). Default off.
+    pub reuse_port: bool,
+    /// Edge-triggered I/O on connections, with at most
+    /// [`edge_triggered_chunk`](Self::edge_triggered_chunk) bytes read and
+    /// written per connection per loop turn. Default off (level-triggered).
+    pub edge_triggered: bool,
+    /// Per-connection, per-turn byte budget in edge-triggered mode, so one
+    /// busy connection cannot starve the others. Default 1 MiB.
+    pub edge_triggered_chunk: usize,
     /// Listen backlog. Default 1024.
     pub listen_backlog: i32,
     /// How accepted connections are spread over loops.
@@ -133,6 +144,9 @@ impl Default for Options {
             recv_buffer_size: None,
             send_buffer_size: None,
             reuse_addr: true,
+            reuse_port: false,
+            edge_triggered: false,
+            edge_triggered_chunk: 1 << 20,
             listen_backlog: 1024,
             load_balancer: LoadBalancer::RoundRobin,
             mailbox_capacity: crate::actors::DEFAULT_LANE_CAPACITY,
@@ -170,6 +184,12 @@ impl Options {
             return bad(format!(
                 "write buffer cap {} is outside 1 KiB ..= 64 MiB",
                 self.write_buffer_cap
+            ));
+        }
+        if self.edge_triggered_chunk < 1024 {
+            return bad(format!(
+                "edge-triggered chunk {} is below 1 KiB",
+                self.edge_triggered_chunk
             ));
         }
         if self.listen_backlog <= 0 {
