@@ -73,6 +73,11 @@ impl Args {
         }
     }
 
+    /// Whether the switch `--name` was given.
+    pub fn switch(&self, name: &str) -> bool {
+        self.switches.contains(&name)
+    }
+
     /// The positional arguments, checked to be exactly `names.len()` long.
     pub fn positional(&self, names: &[&str]) -> Result<&[String]> {
         if self.positional.len() != names.len() {
@@ -122,7 +127,7 @@ mod tests {
         assert_eq!(a.value::<usize>("--conns").unwrap(), Some(5));
         assert_eq!(a.value::<usize>("--size").unwrap(), Some(7));
         assert_eq!(a.value::<usize>("--seconds").unwrap(), None);
-        assert_eq!(a.switches, ["--quick"]);
+        assert!(a.switch("--quick"));
         assert_eq!(a.positional(&["ADDR"]).unwrap(), ["tcp://127.0.0.1:1"]);
     }
 

@@ -1,8 +1,10 @@
 //! `harness`: ringloop's end-to-end echo benchmark on loopback. It serves the
 //! peer echo servers (tokio, a hand-written mio loop), generates verified
-//! closed-loop load and measures idle-connection memory.
+//! closed-loop load, measures idle-connection memory, and runs the whole
+//! side-by-side comparison. See `README.md` next to this crate.
 
 mod args;
+mod bench;
 mod connect;
 mod hist;
 mod idle;
@@ -11,9 +13,12 @@ mod pattern;
 mod procfs;
 mod serve_epoll;
 mod serve_tokio;
+mod server;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use args::{parse_url, seconds, Args};
 
@@ -27,6 +32,8 @@ usage:
   harness load tcp://127.0.0.1:PORT --conns C --size S --seconds T
                [--threads 1] [--warmup 0.5] [--pid SERVER_PID]
   harness idle tcp://127.0.0.1:PORT --conns 10000 --pid SERVER_PID
+  harness bench [--quick] [--ringloop PATH | --skip-ringloop]
+                [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
 ";
 
 fn main() -> ExitCode {
@@ -46,12 +53,13 @@ fn run() -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     };
     // Thousands of sockets on each side: lift the soft limit to the hard one
-    // before anything opens them.
+    // before anything opens them; servers started by `bench` inherit it.
     procfs::raise_nofile_limit()?;
     match command.as_str() {
         "serve" => serve(rest),
         "load" => load(rest),
         "idle" => idle(rest),
+        "bench" => bench(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -164,4 +172,70 @@ fn idle(argv: &[String]) -> Result<ExitCode> {
     )?;
     println!("{}", report.summary());
     Ok(ExitCode::SUCCESS)
+}
+
+fn bench(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--ringloop",
+            "--rounds",
+            "--seconds",
+            "--load-threads",
+            "--idle-conns",
+        ],
+        &["--quick", "--skip-ringloop"],
+    )?;
+    args.positional(&[])?;
+    let quick = args.switch("--quick");
+    let ringloop = if args.switch("--skip-ringloop") {
+        if args.value::<PathBuf>("--ringloop")?.is_some() {
+            return Err("--ringloop and --skip-ringloop exclude each other".into());
+        }
+        None
+    } else {
+        let path = args.value("--ringloop")?.unwrap_or_else(default_ringloop);
+        if !path.is_file() {
+            return Err(format!(
+                "ringloop's echo server is not at {}.\n\
+                 Build it with `cargo build --release --example echo -p ringloop` (examples/echo.rs), \
+                 point --ringloop at it, or pass --skip-ringloop to compare tokio and epoll only.",
+                path.display()
+            )
+            .into());
+        }
+        Some(path)
+    };
+    let cfg = bench::BenchConfig {
+        ringloop,
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        warmup: Duration::from_millis(500),
+        duration: seconds(
+            args.value("--seconds")?
+                .unwrap_or(if quick { 2.0 } else { 5.0 }),
+            "--seconds",
+        )?,
+        load_threads: args.value("--load-threads")?.unwrap_or(1),
+        idle_conns: args.value("--idle-conns")?.unwrap_or(10_000),
+    };
+    if cfg.rounds == 0 || cfg.load_threads == 0 || cfg.duration.is_zero() {
+        return Err("--rounds, --load-threads and --seconds must be above zero".into());
+    }
+    Ok(if bench::run(&cfg)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `target/release/examples/echo` under the workspace root, or under
+/// `$CARGO_TARGET_DIR` when that is set (relative to the workspace root).
+fn default_ringloop() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // benches/harness -> the workspace root.
+    let workspace = manifest.ancestors().nth(2).unwrap_or(manifest);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| workspace.join(dir))
+        .unwrap_or_else(|| workspace.join("target"));
+    target.join("release/examples/echo")
 }
