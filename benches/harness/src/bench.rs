@@ -145,6 +145,9 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
 fn stop(running: crate::server::Running, problems: &mut Vec<String>) -> Result<()> {
     let name = running.name;
     match running.stop()? {
+        Stopped::Early(status) => {
+            problems.push(format!("{name} exited by itself during the run: {status}"))
+        }
         Stopped::Exited(status) if status.success() => {}
         Stopped::Exited(status) => {
             problems.push(format!("{name} did not exit cleanly on SIGTERM: {status}"))

@@ -115,9 +115,9 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
             .collect();
 
         let sample = |pid: Option<u32>| pid.map(procfs::cpu_time).transpose();
-        sleep_until(start);
+        sleep_until(start, &abort);
         let (server0, client0) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
-        sleep_until(end);
+        sleep_until(end, &abort);
         let (server1, client1) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
 
         let mut report = LoadReport {
@@ -169,10 +169,14 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
     })
 }
 
-fn sleep_until(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        std::thread::sleep(t - now);
+/// Sleeps until `t`, or until a worker has failed.
+fn sleep_until(t: Instant, abort: &AtomicBool) {
+    loop {
+        let now = Instant::now();
+        if now >= t || abort.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep((t - now).min(Duration::from_millis(20)));
     }
 }
 

@@ -161,6 +161,8 @@ pub struct Running {
 
 /// How a server ended.
 pub enum Stopped {
+    /// It had already exited before it was asked to stop.
+    Early(ExitStatus),
     /// It exited by itself after SIGTERM.
     Exited(ExitStatus),
     /// It was still running `STOP_TIMEOUT` after SIGTERM and was killed.
@@ -198,11 +200,15 @@ impl Running {
     }
 
     /// Sends SIGTERM, waits up to `STOP_TIMEOUT`, then kills.
+    /// On error, dropping `self` still kills and reaps the child.
     pub fn stop(mut self) -> Result<Stopped> {
-        self.stopped = true;
+        if let Some(status) = self.child.try_wait()? {
+            self.stopped = true;
+            return Ok(Stopped::Early(status));
+        }
         let pid = Pid::from_raw(self.child.id() as i32);
         let deadline = Instant::now() + STOP_TIMEOUT;
-        // The child cannot have been reaped yet, so the pid is still ours.
+        // Not reaped yet (only this value waits on it), so the pid is still ours.
         kill(pid, Signal::SIGTERM)?;
         let outcome = loop {
             if let Some(status) = self.child.try_wait()? {
@@ -215,6 +221,7 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        self.stopped = true;
         for handle in self.output.iter_mut().filter_map(Option::take) {
             let _ = handle.join();
         }
