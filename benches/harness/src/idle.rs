@@ -1,0 +1,68 @@
+//! Idle-connection memory: how much a server's resident memory grows per
+//! connection that is open but silent.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::connect::open_confirmed;
+use crate::{procfs, Result};
+
+/// Descriptors the harness needs besides the connections themselves.
+const SPARE_FDS: u64 = 64;
+
+/// What one idle test measured.
+pub struct IdleReport {
+    /// Connections held open.
+    pub conns: usize,
+    /// Server `VmRSS` before opening them, bytes.
+    pub rss_before: u64,
+    /// Server `VmRSS` with all of them open, bytes.
+    pub rss_after: u64,
+}
+
+impl IdleReport {
+    /// Growth of the server's resident memory per idle connection.
+    pub fn bytes_per_conn(&self) -> f64 {
+        (self.rss_after as f64 - self.rss_before as f64) / self.conns as f64
+    }
+
+    /// Human-readable one-line summary.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} idle conns: server VmRSS {} KiB -> {} KiB, {:.0} bytes per connection",
+            self.conns,
+            self.rss_before / 1024,
+            self.rss_after / 1024,
+            self.bytes_per_conn()
+        )
+    }
+}
+
+/// Opens `conns` connections to the server `pid` listening on `addr`, waits
+/// until each has echoed one byte (so the server holds its state for it),
+/// reads the server's `VmRSS` before and after, and closes them all.
+pub fn run(addr: SocketAddr, conns: usize, pid: u32) -> Result<IdleReport> {
+    if conns == 0 {
+        return Err("--conns must be at least 1".into());
+    }
+    let limit = procfs::nofile_limit()?;
+    if (conns as u64) + SPARE_FDS > limit {
+        return Err(format!(
+            "{conns} connections need about {} file descriptors but RLIMIT_NOFILE is {limit} \
+             (the harness already raised it to the hard limit)",
+            conns as u64 + SPARE_FDS
+        )
+        .into());
+    }
+    let rss_before = procfs::vm_rss(pid)?;
+    let streams = open_confirmed(addr, conns, Duration::from_secs(60))?;
+    // Everything has been echoed; a moment lets any deferred work in the server finish.
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_after = procfs::vm_rss(pid)?;
+    drop(streams);
+    Ok(IdleReport {
+        conns,
+        rss_before,
+        rss_after,
+    })
+}

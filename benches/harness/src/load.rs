@@ -1,0 +1,366 @@
+//! The load generator: closed-loop echo clients on mio, verified byte by byte.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::connect::open_confirmed;
+use crate::hist::Histogram;
+use crate::pattern::Pattern;
+use crate::{procfs, Result};
+
+/// What to run.
+pub struct LoadConfig {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Concurrent connections, each with one message in flight.
+    pub conns: usize,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Time run before measuring, to let both sides settle.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+    /// Client threads; connections are spread over them.
+    pub threads: usize,
+    /// Server process whose CPU time is sampled over the measured window.
+    pub server_pid: Option<u32>,
+}
+
+/// What a run measured, over the measured window only.
+pub struct LoadReport {
+    /// Round trips completed.
+    pub messages: u64,
+    /// Length of the measured window.
+    pub window: Duration,
+    /// Round-trip times of those messages.
+    pub latency: Histogram,
+    /// Connections lost to I/O errors or an unexpected close.
+    pub errors: u64,
+    /// First few error descriptions.
+    pub error_samples: Vec<String>,
+    /// Live connections that completed no round trip in the window.
+    pub stalled: usize,
+    /// Server CPU time in the window, if a pid was given.
+    pub server_cpu: Option<Duration>,
+    /// The load generator's own CPU time in the window.
+    pub client_cpu: Duration,
+}
+
+impl LoadReport {
+    /// Round trips per second.
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.window.as_secs_f64()
+    }
+
+    /// CPU per message in microseconds.
+    pub fn per_message_us(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.messages.max(1) as f64
+    }
+
+    /// Human-readable one-line summary.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{:.0} msgs/s, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs, client CPU {:.2} µs/msg",
+            self.rate(),
+            self.latency.quantile(0.50) as f64 / 1e3,
+            self.latency.quantile(0.99) as f64 / 1e3,
+            self.latency.max() as f64 / 1e3,
+            self.per_message_us(self.client_cpu),
+        );
+        if let Some(cpu) = self.server_cpu {
+            s += &format!(", server CPU {:.2} µs/msg", self.per_message_us(cpu));
+        }
+        s += &format!(", errors {}, stalled {}", self.errors, self.stalled);
+        s
+    }
+}
+
+/// Opens the connections, runs warm-up plus measured window, and reports.
+/// Returns an error at once if any echoed byte differs from what was sent.
+pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
+    if cfg.conns == 0 || cfg.size == 0 || cfg.threads == 0 {
+        return Err("--conns, --size and --threads must be at least 1".into());
+    }
+    if cfg.duration.is_zero() {
+        return Err("the measured time must be above zero".into());
+    }
+    let streams = open_confirmed(cfg.addr, cfg.conns, Duration::from_secs(30))?;
+    let mut groups: Vec<Vec<(usize, TcpStream)>> = (0..cfg.threads).map(|_| Vec::new()).collect();
+    for (id, s) in streams.into_iter().enumerate() {
+        groups[id % cfg.threads].push((id, s));
+    }
+    let pattern = Pattern::new(cfg.size);
+    let abort = AtomicBool::new(false);
+    let start = Instant::now() + cfg.warmup;
+    let end = start + cfg.duration;
+
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = groups
+            .into_iter()
+            .map(|group| {
+                let (pattern, abort) = (&pattern, &abort);
+                scope.spawn(move || {
+                    let r = drive(group, pattern, start, end, abort);
+                    if r.is_err() {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+
+        let sample = |pid: Option<u32>| pid.map(procfs::cpu_time).transpose();
+        sleep_until(start, &abort);
+        let (server0, client0) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
+        sleep_until(end, &abort);
+        let (server1, client1) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
+
+        let mut report = LoadReport {
+            messages: 0,
+            window: end - start,
+            latency: Histogram::default(),
+            errors: 0,
+            error_samples: Vec::new(),
+            stalled: 0,
+            server_cpu: None,
+            client_cpu: Duration::ZERO,
+        };
+        let mut first_error = None;
+        for w in workers {
+            match w.join().expect("load thread panicked") {
+                Ok(t) => {
+                    report.messages += t.messages;
+                    report.latency.merge(&t.latency);
+                    report.errors += t.errors;
+                    report.stalled += t.stalled;
+                    for e in t.error_samples {
+                        if report.error_samples.len() < 5 {
+                            report.error_samples.push(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        // A server that died during the run has no CPU figure; its lost
+        // connections are what the report is about.
+        report.server_cpu = match (server0, server1) {
+            (Ok(Some(a)), Ok(Some(b))) => Some(b.saturating_sub(a)),
+            (Err(e), _) | (_, Err(e)) => {
+                report
+                    .error_samples
+                    .push(format!("server CPU not measured: {e}"));
+                None
+            }
+            _ => None,
+        };
+        report.client_cpu = client1?.saturating_sub(client0?);
+        Ok(report)
+    })
+}
+
+/// Sleeps until `t`, or until a worker has failed.
+fn sleep_until(t: Instant, abort: &AtomicBool) {
+    loop {
+        let now = Instant::now();
+        if now >= t || abort.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep((t - now).min(Duration::from_millis(20)));
+    }
+}
+
+struct Conn {
+    id: usize,
+    stream: TcpStream,
+    /// Sequence number of the message in flight.
+    seq: u64,
+    /// Bytes of it written so far.
+    sent: usize,
+    /// Bytes of its echo read so far.
+    received: usize,
+    started: Instant,
+    /// Round trips finished inside the measured window.
+    in_window: u64,
+    dead: bool,
+}
+
+struct ThreadReport {
+    messages: u64,
+    latency: Histogram,
+    errors: u64,
+    error_samples: Vec<String>,
+    stalled: usize,
+}
+
+/// Why a connection stopped.
+enum Stop {
+    /// The connection failed; counted, the run goes on.
+    Lost(String),
+    /// The echo was wrong; the run fails.
+    Corrupt(String),
+}
+
+fn drive(
+    group: Vec<(usize, TcpStream)>,
+    pattern: &Pattern,
+    start: Instant,
+    end: Instant,
+    abort: &AtomicBool,
+) -> Result<ThreadReport> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let now = Instant::now();
+    let mut conns = Vec::with_capacity(group.len());
+    for (i, (id, mut stream)) in group.into_iter().enumerate() {
+        poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        conns.push(Conn {
+            id,
+            stream,
+            seq: 0,
+            sent: 0,
+            received: 0,
+            started: now,
+            in_window: 0,
+            dead: false,
+        });
+    }
+    let mut report = ThreadReport {
+        messages: 0,
+        latency: Histogram::default(),
+        errors: 0,
+        error_samples: Vec::new(),
+        stalled: 0,
+    };
+    let mut buf = vec![0u8; pattern.message(0, 0).len()];
+    let mut step = |c: &mut Conn, report: &mut ThreadReport| -> Result<()> {
+        match pump(c, pattern, &mut buf, start, end, report) {
+            Ok(()) => Ok(()),
+            Err(Stop::Corrupt(msg)) => Err(msg.into()),
+            Err(Stop::Lost(msg)) => {
+                c.dead = true;
+                report.errors += 1;
+                if report.error_samples.len() < 5 {
+                    report
+                        .error_samples
+                        .push(format!("connection {}: {msg}", c.id));
+                }
+                Ok(())
+            }
+        }
+    };
+
+    for c in &mut conns {
+        step(c, &mut report)?;
+    }
+    loop {
+        let now = Instant::now();
+        if now >= end || abort.load(Ordering::Relaxed) {
+            break;
+        }
+        match poll.poll(
+            &mut events,
+            Some((end - now).min(Duration::from_millis(50))),
+        ) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            r => r?,
+        }
+        for event in events.iter() {
+            let c = &mut conns[event.token().0];
+            if !c.dead {
+                step(c, &mut report)?;
+            }
+        }
+    }
+    report.stalled = conns.iter().filter(|c| !c.dead && c.in_window == 0).count();
+    Ok(report)
+}
+
+/// Writes and reads on one connection until both would block (the sockets
+/// are edge-triggered), starting the next message whenever one completes.
+fn pump(
+    c: &mut Conn,
+    pattern: &Pattern,
+    buf: &mut [u8],
+    start: Instant,
+    end: Instant,
+    report: &mut ThreadReport,
+) -> std::result::Result<(), Stop> {
+    let size = buf.len();
+    loop {
+        let msg = pattern.message(c.id, c.seq);
+        let mut progress = false;
+        if c.sent < size {
+            match c.stream.write(&msg[c.sent..]) {
+                Ok(0) => return Err(Stop::Lost("write returned 0".into())),
+                Ok(n) => {
+                    c.sent += n;
+                    progress = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Stop::Lost(format!("write: {e}"))),
+            }
+        }
+        match c.stream.read(&mut buf[..size - c.received]) {
+            Ok(0) => return Err(Stop::Lost("server closed the connection".into())),
+            Ok(n) => {
+                let from = c.received;
+                if from + n > c.sent {
+                    return Err(Stop::Corrupt(format!(
+                        "connection {} message #{}: server sent {} bytes back but only {} were sent",
+                        c.id,
+                        c.seq,
+                        from + n,
+                        c.sent
+                    )));
+                }
+                if buf[..n] != msg[from..from + n] {
+                    let at = (0..n).find(|&i| buf[i] != msg[from + i]).unwrap_or(0);
+                    return Err(Stop::Corrupt(format!(
+                        "connection {} message #{} byte {} of {size}: sent 0x{:02x}, echoed 0x{:02x}",
+                        c.id,
+                        c.seq,
+                        from + at,
+                        msg[from + at],
+                        buf[at]
+                    )));
+                }
+                c.received += n;
+                progress = true;
+                if c.received == size {
+                    let now = Instant::now();
+                    if now >= start && now < end {
+                        report.messages += 1;
+                        report
+                            .latency
+                            .record((now - c.started).as_nanos().min(u64::MAX as u128) as u64);
+                        c.in_window += 1;
+                    }
+                    c.seq += 1;
+                    c.sent = 0;
+                    c.received = 0;
+                    c.started = now;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(Stop::Lost(format!("read: {e}"))),
+        }
+        if !progress {
+            return Ok(());
+        }
+    }
+}

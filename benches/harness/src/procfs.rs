@@ -1,0 +1,104 @@
+//! What the harness reads about processes: CPU time and resident memory from
+//! `/proc`, and the open-files limit.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+use nix::unistd::{sysconf, SysconfVar};
+
+use crate::Result;
+
+fn clock_ticks_per_second() -> Result<u64> {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    if let Some(&t) = TICKS.get() {
+        return Ok(t);
+    }
+    let t = sysconf(SysconfVar::CLK_TCK)?
+        .filter(|&t| t > 0)
+        .ok_or("sysconf(_SC_CLK_TCK) gave no value")? as u64;
+    Ok(*TICKS.get_or_init(|| t))
+}
+
+/// User plus system CPU time of every thread of `pid`, living or exited,
+/// from `/proc/PID/stat` (fields 14 and 15; resolution one clock tick).
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // The command name (field 2) is in parentheses and may hold spaces or ')'.
+    let after_name = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| format!("{path}: no ')' in {stat:?}"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // `fields[0]` is field 3 (state), so field N is `fields[N - 3]`.
+    let tick = |n: usize| -> Result<u64> {
+        let f = fields
+            .get(n - 3)
+            .ok_or_else(|| format!("{path}: field {n} missing"))?;
+        f.parse()
+            .map_err(|e| format!("{path}: field {n} {f:?}: {e}").into())
+    };
+    let ticks = tick(14)? + tick(15)?;
+    let per_second = clock_ticks_per_second()?;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
+}
+
+/// Resident set size of `pid` in bytes (`VmRSS` in `/proc/PID/status`).
+pub fn vm_rss(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .ok_or_else(|| format!("{path}: no VmRSS line"))?;
+    let kib: u64 = line
+        .trim()
+        .strip_suffix("kB")
+        .map(str::trim)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("{path}: cannot parse VmRSS {line:?}"))?;
+    Ok(kib * 1024)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (children inherit it) and
+/// returns the new soft limit.
+pub fn raise_nofile_limit() -> Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let target = if hard == RLIM_INFINITY {
+        // The kernel refuses more than fs.nr_open.
+        std::fs::read_to_string("/proc/sys/fs/nr_open")?
+            .trim()
+            .parse()?
+    } else {
+        hard
+    };
+    if soft < target {
+        setrlimit(Resource::RLIMIT_NOFILE, target, hard)?;
+    }
+    Ok(soft.max(target))
+}
+
+/// The current soft `RLIMIT_NOFILE`.
+pub fn nofile_limit() -> Result<u64> {
+    Ok(getrlimit(Resource::RLIMIT_NOFILE)?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        assert!(vm_rss(me).unwrap() > 0);
+        let start = cpu_time(me).unwrap();
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(cpu_time(me).unwrap() >= start);
+        assert!(cpu_time(u32::MAX).is_err());
+    }
+}
