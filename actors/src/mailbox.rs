@@ -258,7 +258,11 @@ impl<T> Mailbox<T> {
             // Acquire: pairs with the Release in `open_lane`.
             && self.shared.new_lanes.swap(false, Ordering::Acquire)
         {
-            let mut registry = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let mut registry = self
+                .shared
+                .registry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             self.lanes.append(&mut registry.lanes);
         }
     }
@@ -305,7 +309,8 @@ impl<T> Mailbox<T> {
     /// `true` if a message (or a new lane) is waiting. Re-reads every lane.
     pub fn has_messages(&mut self) -> bool {
         // Relaxed: in the park protocol the owner's SeqCst fence comes first.
-        self.shared.new_lanes.load(Ordering::Relaxed) || self.lanes.iter_mut().any(|l| !l.is_empty())
+        self.shared.new_lanes.load(Ordering::Relaxed)
+            || self.lanes.iter_mut().any(|l| !l.is_empty())
     }
 
     /// The park protocol for an owner with its own poller: announces parking,
