@@ -213,6 +213,37 @@ fn shared_sender_into_a_dropped_mailbox_hands_back_and_forgets_the_lane() {
     tracker.assert_each_dropped_once();
 }
 
+/// A message whose `Drop` sends through a `SharedSender` (say, a request that
+/// tells someone it was cancelled) may be dropped while this thread's lane
+/// cache is being updated. That must not panic with a `RefCell` double borrow.
+#[test]
+fn a_message_dropped_inside_the_lane_cache_may_send() {
+    struct Notifies {
+        on_drop: SharedSender<&'static str>,
+    }
+    impl Drop for Notifies {
+        fn drop(&mut self) {
+            let _ = self.on_drop.try_send("dropped");
+        }
+    }
+
+    let mut observer = mailbox::<&'static str>(4);
+    let dead = mailbox::<Notifies>(4);
+    // This thread's cached lane into `dead` holds one message...
+    dead.shared_sender()
+        .try_send(Notifies {
+            on_drop: observer.shared_sender(),
+        })
+        .unwrap();
+    // ...which the dead mailbox cannot drop: the cached lane owns the ring.
+    drop(dead);
+    // Opening this thread's lane into a third mailbox prunes the dead lane,
+    // which drops the message, whose Drop sends on this thread's lanes.
+    let third = mailbox::<u8>(4);
+    third.shared_sender().try_send(1).unwrap();
+    assert_eq!(drain_all(&mut observer), ["dropped"]);
+}
+
 #[test]
 fn send_batch_publishes_together_and_respects_full_and_closed() {
     let mut mb = mailbox::<u32>(8);
