@@ -131,28 +131,40 @@ fn outbox_sends_race_close() {
 }
 
 /// A sender sends two messages and is dropped while the owner drains; the
-/// owner stops once its lane has been reclaimed. Reclaiming must wait until
-/// the lane is drained to its end: both messages are delivered.
+/// owner stops once the lanes have been reclaimed. A second, idle sender is
+/// dropped up front, so the owner's first drain already runs the reclaim pass
+/// while the busy lane is still live. Reclaiming a lane must wait until it is
+/// drained to its end: both messages are delivered.
 ///
-/// Mutation caught: storing `producer_closed` with `Relaxed` instead of
-/// `Release` in `Producer::drop` lets the owner see the producer gone but a
-/// stale, empty `tail`, reclaim the lane and lose the messages (the
-/// assertion on the delivered messages fails). Swapping the two tests in
-/// `Mailbox::drain`'s reclaim condition (`is_empty()` before
-/// `is_producer_closed()`) is caught the same way.
+/// Mutation caught: in `Mailbox::drain`'s reclaim pass (`retain_mut`),
+/// testing `is_empty()` before `is_producer_closed()` lets the busy lane be
+/// seen empty, then receive its messages and close, then be seen closed and
+/// reclaimed with its messages in it (the assertion fails with `[]`).
+///
+/// Not a mutation this model (or any model through the mailbox) can catch:
+/// storing `producer_closed` with `Relaxed` in `Producer::drop`. Every
+/// mailbox send ends with the `SeqCst` fence of `WakeWord::notify`, which
+/// also acts as a release fence for that later store, so the owner's
+/// `Acquire` load of the flag still sees every message. The `Release` matters
+/// for raw `ring` users only (a loom model of the bare ring catches it).
 #[test]
 fn lane_is_drained_to_its_end_before_reclaim() {
     loom::model(|| {
         let mut mb = mailbox::<u32>(2);
-        let mut tx = mb.sender();
-        mb.drain(0, |_| ()); // adopt the lane
+        let idle = mb.sender();
+        let mut busy = mb.sender();
+        drop(idle);
         let producer = thread::spawn(move || {
-            tx.try_send(0).unwrap();
-            tx.try_send(1).unwrap();
+            busy.try_send(0).unwrap();
+            busy.try_send(1).unwrap();
         });
         let mut got = Vec::new();
-        while mb.lane_count() > 0 {
-            if mb.drain(usize::MAX, |m| got.push(m)) == 0 {
+        loop {
+            let n = mb.drain(usize::MAX, |m| got.push(m));
+            if mb.lane_count() == 0 {
+                break;
+            }
+            if n == 0 {
                 thread::yield_now();
             }
         }

@@ -116,3 +116,28 @@ fn push_from_against_drain_max_one() {
         producer.join().unwrap();
     });
 }
+
+/// A consumer that sees the producer gone must still find every message it
+/// published (this is what lets a mailbox reclaim a lane safely).
+///
+/// Mutation caught: storing `producer_closed` with `Relaxed` instead of
+/// `Release` in `Producer::drop` lets the consumer see the flag but a stale,
+/// empty `tail` (the "closed but empty" assertion fails). Through the mailbox
+/// this is masked by the `SeqCst` fence every send ends with, so it is checked
+/// here on the bare ring.
+#[test]
+fn producer_closed_implies_all_messages_visible() {
+    loom::model(|| {
+        let (mut tx, mut rx) = ring::channel::<u32>(2);
+        let producer = thread::spawn(move || {
+            tx.try_push(0).unwrap();
+            tx.try_push(1).unwrap();
+        });
+        if rx.is_producer_closed() {
+            let mut got = Vec::new();
+            while rx.drain(usize::MAX, |m| got.push(m)) > 0 {}
+            assert_eq!(got, [0, 1], "closed but empty");
+        }
+        producer.join().unwrap();
+    });
+}
