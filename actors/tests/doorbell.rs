@@ -1,5 +1,8 @@
 //! The doorbell with real file descriptors, both kinds: ring, wait, drain,
 //! coalescing, timeouts and a pipe rung far past its buffer size.
+// Real threads and real file descriptors: these do not run under loom's
+// model types (see `loom_*.rs` for the models).
+#![cfg(not(loom))]
 
 mod common;
 

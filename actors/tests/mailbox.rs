@@ -1,5 +1,8 @@
 //! The mailbox with real threads and real doorbells: lanes, round-robin
 //! fairness, lane reclaim, close, and the park/wake protocol.
+// Real threads and real file descriptors: these do not run under loom's
+// model types (see `loom_*.rs` for the models).
+#![cfg(not(loom))]
 
 mod common;
 

@@ -1,6 +1,9 @@
 //! The outbox: never blocks, keeps order through its local overflow, hands
 //! everything back once the destination is closed, and lets two event loops
 //! flood each other through tiny lanes without deadlocking.
+// Real threads and real file descriptors: these do not run under loom's
+// model types (see `loom_*.rs` for the models).
+#![cfg(not(loom))]
 
 mod common;
 

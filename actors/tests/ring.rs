@@ -1,6 +1,9 @@
 //! The SPSC ring on its own: FIFO across wrap-around, full and empty edges,
 //! batch publish and batch consume, capacity rounding, and drop-exactly-once of
 //! undelivered messages.
+// Real threads and real file descriptors: these do not run under loom's
+// model types (see `loom_*.rs` for the models).
+#![cfg(not(loom))]
 
 mod common;
 

@@ -1,5 +1,8 @@
 //! `Sender` and `SharedSender`: blocking and timed sends on full lanes, batch
 //! sends, per-thread lanes, and the compile-time `Send`/`Sync` guarantees.
+// Real threads and real file descriptors: these do not run under loom's
+// model types (see `loom_*.rs` for the models).
+#![cfg(not(loom))]
 
 mod common;
 
