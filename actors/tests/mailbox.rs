@@ -156,6 +156,30 @@ fn a_dropped_senders_lane_is_reclaimed_after_its_last_messages() {
     assert_eq!(mb.lane_count(), 0);
 }
 
+/// Two senders gone, one lane empty and one still holding messages, drained
+/// one message per call: the empty lane's death triggers the reclaim pass,
+/// which must keep the other lane until its last message is out.
+#[test]
+fn reclaim_keeps_a_closed_lane_until_it_is_empty() {
+    let mut mb = mailbox::<u32>(8, DoorbellKind::EventFd);
+    let empty = mb.sender();
+    let mut full = mb.sender();
+    for i in 0..3 {
+        full.try_send(i).unwrap();
+    }
+    drop(empty);
+    drop(full);
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        mb.drain(1, |m| got.push(m));
+        if mb.lane_count() == 0 {
+            break;
+        }
+    }
+    assert_eq!(got, [0, 1, 2]);
+    assert_eq!(mb.lane_count(), 0);
+}
+
 /// The producer sends and drops its sender while the owner drains: the lane
 /// may only be reclaimed after its last message was delivered.
 #[test]

@@ -396,6 +396,33 @@ fn panicking_drain_neither_double_drops_nor_loses_the_rest() {
 }
 
 #[test]
+fn panicking_drain_then_teardown_drops_each_message_once() {
+    // No later drain gets a chance to store `head`: the unwinding drain must
+    // have stored it itself, or tearing the ring down would drop the taken
+    // messages a second time.
+    let tracker = Tracker::new(4);
+    let (mut tx, mut rx) = ring::channel(4);
+    for id in 0..4 {
+        tx.try_push(tracker.token(id)).unwrap();
+    }
+    let mut kept = Vec::new();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        rx.drain(usize::MAX, |t| {
+            if t.id == 1 {
+                panic!("handler failed on message 1");
+            }
+            kept.push(t);
+        })
+    }));
+    assert!(result.is_err());
+    drop(rx);
+    drop(tx);
+    assert_eq!(tracker.total(), 3, "ids 1, 2 and 3; id 0 is still kept");
+    drop(kept);
+    tracker.assert_each_dropped_once();
+}
+
+#[test]
 fn panicking_drain_releases_the_slots_it_took() {
     // After a panic the taken slots must be free again for the producer.
     let (mut tx, mut rx) = ring::channel::<u32>(2);
