@@ -57,7 +57,16 @@ impl<T> Outbox<T> {
                 return Err(SendError(value));
             }
             self.held.push_back(value);
-            let _ = self.flush();
+            if let Err(SendError(mut held)) = self.flush() {
+                // The mailbox closed between the check above and the flush,
+                // which took every held message out to hand it back: none may
+                // be dropped here. As if the check had seen the close, keep
+                // the older ones held (the next `flush` hands them back) and
+                // fail with `value`, which `push_back` put last.
+                let value = held.pop_back().expect("`value` was pushed above");
+                self.held = held;
+                return Err(SendError(value));
+            }
             return Ok(());
         }
         match self.sender.try_send(value) {

@@ -246,12 +246,26 @@ impl<T: Send + 'static> SharedSender<T> {
     fn with_lane<R>(&self, f: impl FnOnce(&mut Producer<T>) -> R) -> R {
         let id = self.shared.id;
         let mut f = Some(f);
+        // Lanes of dead mailboxes are moved out of the cache here and dropped
+        // only after the cache's `borrow_mut` has ended (below the `try_with`):
+        // dropping a lane can drop the last messages in its ring, and a
+        // message's `Drop` may itself send through a `SharedSender` on this
+        // thread, which borrows the cache again (a nested `borrow_mut` panics).
+        // Same reason as in `forget_lane`.
+        let mut pruned = Vec::new();
         let cached = THREAD_LANES.try_with(|cell| {
             let mut lanes = cell.borrow_mut();
             let index = match lanes.iter().position(|(key, _)| *key == id) {
                 Some(index) => index,
                 None => {
-                    lanes.retain(|(_, lane)| !lane.mailbox_gone());
+                    let mut i = 0;
+                    while i < lanes.len() {
+                        if lanes[i].1.mailbox_gone() {
+                            pruned.push(lanes.swap_remove(i));
+                        } else {
+                            i += 1;
+                        }
+                    }
                     lanes.push((id, Box::new(self.shared.open_lane())));
                     lanes.len() - 1
                 }
@@ -262,6 +276,7 @@ impl<T: Send + 'static> SharedSender<T> {
             // one-off lane below rather than panic.
             lane.map(|lane| (f.take().expect("called once"))(lane))
         });
+        drop(pruned); // the cache is no longer borrowed
         match cached {
             Ok(Some(result)) => result,
             // The thread-local cache is being torn down (thread exit): use a

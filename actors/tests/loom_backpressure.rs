@@ -1,0 +1,108 @@
+//! loom models of full lanes: a blocking `Sender::send` waiting for room in a
+//! capacity-1 lane, and two event loops flooding each other through
+//! `Outbox`es without ever blocking on a send.
+//!
+//! Under loom, `Sender::send`'s backoff is `loom::thread::yield_now`, and
+//! `Mailbox::park(None)` blocks on the model doorbell until rung (a lost
+//! wake-up is a loom deadlock).
+//!
+//! Run with:
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p ringloop-actors --release --test 'loom_*'`
+#![cfg(loom)]
+
+use loom::thread;
+use ringloop_actors::{Mailbox, MailboxConfig, Outbox};
+
+fn mailbox(lane_capacity: usize) -> Mailbox<u32> {
+    Mailbox::with_config(MailboxConfig::new().lane_capacity(lane_capacity)).unwrap()
+}
+
+/// A blocking `send` of three messages into a capacity-1 lane while the owner
+/// drains: every message waits for the single slot to be freed, arrives once
+/// and in order, and the sender is never left waiting on a lane the owner has
+/// emptied.
+///
+/// The owner here yields instead of parking when it runs dry. With a parking
+/// owner, loom 0.7.2 reports a deadlock that the C++/Rust memory model rules
+/// out: loom does not order a plain store after an earlier read-modify-write
+/// of the same atomic (tokio-rs/loom#389, fix proposed in tokio-rs/loom#391),
+/// so after the producer's `swap` in `WakeWord::notify` has lost a race with
+/// the owner's `awake()`, loom lets a later `notify`, fenced after the owner's
+/// next `announce_park`, still read the swap's stale `false`. With that loom
+/// fix applied locally the parking variant passes (and still deadlocks when a
+/// fence is removed). The park/notify protocol itself is modelled in
+/// `loom_wake.rs` with one message per producer, where this cannot arise.
+///
+/// Mutation caught: loading `head` with `Relaxed` instead of `Acquire` in
+/// `Producer::vacancy` makes loom report a causality violation (the sender
+/// reuses the single slot while the owner's read of it is not ordered before).
+#[test]
+fn blocking_send_into_a_capacity_1_lane() {
+    loom::model(|| {
+        let mut mb = mailbox(1);
+        let mut tx = mb.sender();
+        let producer = thread::spawn(move || {
+            for i in 0..3 {
+                tx.send(i).unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            if mb.drain(usize::MAX, |m| got.push(m)) == 0 {
+                thread::yield_now();
+            }
+        }
+        assert_eq!(got, [0, 1, 2]);
+        producer.join().unwrap();
+    });
+}
+
+/// One event loop: each turn it drains its mailbox, sends what is due through
+/// its outbox (never blocking; the first turn sends a burst larger than the
+/// lane) and flushes it. It parks only when it owes the peer nothing (nothing
+/// held, everything sent): then all it sent is in the peer's lane, so the peer
+/// can never be waiting on it. Otherwise it yields.
+fn event_loop(inbox: &mut Mailbox<u32>, out: &mut Outbox<u32>, count: u32) {
+    let mut next_in = 0;
+    let mut next_out = 0;
+    while next_in < count || next_out < count || out.held() > 0 {
+        let got = inbox.drain(usize::MAX, |m| {
+            assert_eq!(m, next_in, "out of order");
+            next_in += 1;
+        });
+        // A burst: everything due goes out this turn, more than the lane holds.
+        while next_out < count {
+            out.send(next_out).unwrap();
+            next_out += 1;
+        }
+        out.flush().unwrap();
+        if got == 0 {
+            if out.held() == 0 && next_out == count && next_in < count {
+                inbox.park(None).unwrap();
+            } else {
+                thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Two owners exchanging two messages each through `Outbox`es over
+/// capacity-1 lanes: both lanes fill up, neither owner blocks on a send, both
+/// finish and everything arrives in order.
+///
+/// Mutation caught: making `Outbox::send` wait for room (calling the blocking
+/// `Sender::send`) instead of holding the message lets both owners wait on
+/// each other's full lane forever: loom fails the model (its maximum number
+/// of branches is exceeded by the two senders yielding to each other).
+#[test]
+fn two_owners_exchange_through_outboxes() {
+    loom::model(|| {
+        let mut a = mailbox(1);
+        let mut b = mailbox(1);
+        let mut a_to_b = Outbox::new(b.sender());
+        let mut b_to_a = Outbox::new(a.sender());
+        let right = thread::spawn(move || event_loop(&mut b, &mut b_to_a, 2));
+        event_loop(&mut a, &mut a_to_b, 2);
+        right.join().unwrap();
+    });
+}
