@@ -162,22 +162,30 @@ impl EngineShared {
     pub(crate) fn send_to_loop(&self, index: usize, message: LoopMessage) -> Result<()> {
         let slot = self.loops.get(index).ok_or(Error::EngineStopped)?;
         if self.on_own_loop_thread() {
-            return LOOP_THREAD.with(|t| {
+            let refused = LOOP_THREAD.with(|t| {
                 let mut t = t.borrow_mut();
                 let overflow = &mut t.as_mut().expect("checked above").overflow[index];
                 if !overflow.is_empty() {
                     overflow.push_back(message);
-                    return Ok(());
+                    return None;
                 }
                 match slot.sender.try_send(message) {
-                    Ok(()) => Ok(()),
+                    Ok(()) => None,
                     Err(TrySendError::Full(m)) => {
                         overflow.push_back(m);
-                        Ok(())
+                        None
                     }
-                    Err(TrySendError::Closed(_)) => Err(Error::EngineStopped),
+                    Err(TrySendError::Closed(m)) => Some(m),
                 }
             });
+            // Dropped outside the borrow: its completion may send again.
+            return match refused {
+                None => Ok(()),
+                Some(message) => {
+                    drop(message);
+                    Err(Error::EngineStopped)
+                }
+            };
         }
         slot.sender.send(message).map_err(|_| Error::EngineStopped)
     }
@@ -201,25 +209,34 @@ impl EngineShared {
     }
 
     /// Called by a loop each turn: retries the requests it made that found
-    /// a lane full.
-    pub(crate) fn flush_loop_overflow(&self) {
-        LOOP_THREAD.with(|t| {
+    /// a lane full. Returns `true` if some are still waiting (the loop then
+    /// parks with a short timeout, since nothing wakes it when room frees up).
+    pub(crate) fn flush_loop_overflow(&self) -> bool {
+        // Undeliverable messages are dropped only after the thread-local
+        // borrow ends: dropping one answers its completion, and that user
+        // callback may itself send.
+        let mut undeliverable = Vec::new();
+        let waiting = LOOP_THREAD.with(|t| {
             let mut t = t.borrow_mut();
-            let Some(t) = t.as_mut() else { return };
+            let Some(t) = t.as_mut() else { return false };
+            let mut waiting = false;
             for (index, queue) in t.overflow.iter_mut().enumerate() {
                 while let Some(message) = queue.pop_front() {
                     match self.loops[index].sender.try_send(message) {
                         Ok(()) => {}
                         Err(TrySendError::Full(m)) => {
                             queue.push_front(m);
+                            waiting = true;
                             break;
                         }
-                        // Dropping the message answers its completion.
-                        Err(TrySendError::Closed(_)) => {}
+                        Err(TrySendError::Closed(m)) => undeliverable.push(m),
                     }
                 }
             }
+            waiting
         });
+        drop(undeliverable);
+        waiting
     }
 
     /// Marks the current thread as loop `index` of this engine.

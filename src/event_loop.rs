@@ -66,6 +66,8 @@ const ACCEPT_BATCH: usize = 128;
 const DATAGRAM_BATCH: usize = 64;
 const MIN_EVENTS: usize = 128;
 const MAX_EVENTS: usize = 4096;
+/// How soon a loop retries requests waiting for room in another's lane.
+const OVERFLOW_RETRY: Duration = Duration::from_millis(1);
 /// How long a listener rests after accept ran out of descriptors or memory.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 
@@ -101,6 +103,8 @@ pub(crate) struct EventLoop<H: EventHandler> {
     /// When paused listeners (out of descriptors) accept again.
     listeners_resume: Option<Instant>,
     warned_exhausted: bool,
+    /// Requests to full lanes are waiting in this thread's overflow.
+    overflow_waiting: bool,
 }
 
 /// Runs a handler callback; a panic is caught and logged instead of killing
@@ -202,6 +206,7 @@ impl<H: EventHandler> EventLoop<H> {
             next_tick: (options.ticker && index == 0).then(Instant::now),
             listeners_resume: None,
             warned_exhausted: false,
+            overflow_waiting: false,
         })
     }
 
@@ -218,7 +223,10 @@ impl<H: EventHandler> EventLoop<H> {
 
     fn serve(&mut self) -> Result<()> {
         while !self.engine.loops_stopping() {
-            let timeout = if self.continue_io.is_empty() {
+            let timeout = if self.overflow_waiting {
+                // Nothing wakes a loop when another's lane frees up: retry soon.
+                Some(OVERFLOW_RETRY)
+            } else if self.continue_io.is_empty() {
                 [self.next_tick, self.listeners_resume]
                     .into_iter()
                     .flatten()
@@ -243,7 +251,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.process_events();
             self.continue_edge_triggered();
             self.process_messages();
-            self.engine.flush_loop_overflow();
+            self.overflow_waiting = self.engine.flush_loop_overflow();
             self.timers();
         }
         Ok(())
@@ -751,6 +759,9 @@ impl<H: EventHandler> EventLoop<H> {
     // ----- timers and shutdown -----
 
     fn timers(&mut self) {
+        if self.next_tick.is_none() && self.listeners_resume.is_none() {
+            return; // no clock read on the hot path
+        }
         let now = Instant::now();
         if self.listeners_resume.is_some_and(|t| now >= t) {
             self.listeners_resume = None;

@@ -53,6 +53,7 @@ struct Imp {
     cond: crate::sync::Condvar,
 }
 
+#[cfg(not(loom))]
 fn to_io(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }

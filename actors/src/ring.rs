@@ -59,8 +59,8 @@ struct Shared<T> {
 // matched by an Acquire load, so a `T` is only ever moved between threads,
 // which `T: Send` permits.
 unsafe impl<T: Send> Send for Shared<T> {}
-// SAFETY: as above; `&Shared` only exposes the atomics and, through the
-// endpoints (which are not `Sync`), the partitioned slots.
+// SAFETY: as above; `&Shared` only exposes the atomics, and the slots are
+// reached only through `&mut` endpoint methods, one producer and one consumer.
 unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
@@ -356,7 +356,11 @@ impl<T> Consumer<T> {
     /// Returns how many were handed over. If `f` panics, the messages already
     /// taken stay taken and the rest stay in the ring.
     pub fn drain(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
-        let n = self.available().min(max);
+        // One Acquire load per batch, so the batch is everything visible now
+        // (not only what the cached cursor showed). It pairs with the
+        // producer's Release store of `tail`.
+        self.cached_tail = self.shared.tail.load(Ordering::Acquire);
+        let n = self.cached_tail.wrapping_sub(self.head).min(max);
         if n == 0 {
             return 0;
         }

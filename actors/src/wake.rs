@@ -25,8 +25,13 @@
 //! owner is awake, producers only *read* the flag (its cache line stays shared)
 //! and make no system call.
 //!
-//! loom models `SeqCst` *fences* exactly (unlike `SeqCst` accesses, which it
-//! treats as `AcqRel`), so `tests/loom_wake.rs` checks this protocol as written.
+//! loom models `SeqCst` fences (unlike `SeqCst` accesses, which it treats as
+//! `AcqRel`), so `tests/loom_wake.rs` checks this protocol as written. One
+//! known gap: loom 0.7.2 does not order a plain store after an earlier
+//! read-modify-write of the same atomic (tokio-rs/loom#389), which makes it
+//! report false deadlocks for several producers each sending several messages
+//! across parks; the models stay at the shapes it handles (two producers one
+//! message each; one producer across several parks), as their comments say.
 
 use crate::padded::CachePadded;
 use crate::sync::{fence, AtomicBool, Ordering};
