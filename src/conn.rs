@@ -34,7 +34,8 @@ use crate::engine::EngineShared;
 use crate::error::{Error, Result};
 use crate::handle::{ConnHandle, ConnId};
 use crate::handler::CloseReason;
-use crate::options::KeepAlive;
+use crate::options::{KeepAlive, Timeouts, WaterMarks};
+use crate::stats::LoopCounters;
 use crate::sys;
 use std::sync::Arc;
 
@@ -67,6 +68,23 @@ pub(crate) struct ConnEntry<S> {
     /// Which listener accepted it.
     pub(crate) listener: u16,
     pub(crate) is_tcp: bool,
+    /// Reading is paused by back-pressure (outbound above its high-water mark).
+    pub(crate) paused: bool,
+    /// Loop time (ms) of the last byte read / written.
+    pub(crate) last_read_ms: u64,
+    pub(crate) last_write_ms: u64,
+    /// Tick of this connection's latest timer-wheel entry (0: none).
+    pub(crate) timer_tick: u64,
+    /// Per-connection settings that differ from the engine's.
+    pub(crate) overrides: Option<Box<ConnOverrides>>,
+}
+
+/// Per-connection overrides of engine settings (boxed: most connections have
+/// none, and an idle connection should stay small).
+#[derive(Debug, Default)]
+pub(crate) struct ConnOverrides {
+    pub(crate) timeouts: Option<Timeouts>,
+    pub(crate) marks: Option<WaterMarks>,
 }
 
 impl<S> ConnEntry<S> {
@@ -83,6 +101,23 @@ impl<S> ConnEntry<S> {
             read_armed: false,
             listener,
             is_tcp,
+            paused: false,
+            last_read_ms: 0,
+            last_write_ms: 0,
+            timer_tick: 0,
+            overrides: None,
+        }
+    }
+
+    fn overrides_mut(&mut self) -> &mut ConnOverrides {
+        self.overrides.get_or_insert_with(Box::default)
+    }
+
+    /// Records `n` bytes written now.
+    fn wrote(&mut self, n: usize, lp: &LoopRef<'_>) {
+        if n > 0 {
+            self.last_write_ms = lp.now_ms;
+            crate::stats::bump(&lp.counters.bytes_out, n as u64);
         }
     }
 
@@ -95,14 +130,14 @@ impl<S> ConnEntry<S> {
 
     /// Writes as much of the queue as the socket takes now. Returns `Ok(true)`
     /// when the queue is empty afterwards.
-    pub(crate) fn flush_queue(&mut self) -> io::Result<bool> {
-        self.flush_limited(usize::MAX)
+    pub(crate) fn flush_queue(&mut self, lp: &LoopRef<'_>) -> io::Result<bool> {
+        self.flush_limited(usize::MAX, lp)
             .map(|f| f == Flushed::Drained)
     }
 
     /// Writes at most about `budget` bytes of the queue (whole `writev`s:
     /// stops once the budget is spent).
-    pub(crate) fn flush_limited(&mut self, budget: usize) -> io::Result<Flushed> {
+    pub(crate) fn flush_limited(&mut self, budget: usize, lp: &LoopRef<'_>) -> io::Result<Flushed> {
         let mut written_total = 0;
         while !self.outbound.is_empty() {
             if written_total >= budget {
@@ -114,6 +149,7 @@ impl<S> ConnEntry<S> {
                 Ok(0) => return Ok(Flushed::WouldBlock),
                 Ok(written) => {
                     self.outbound.consume(written);
+                    self.wrote(written, lp);
                     written_total += written;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::WouldBlock),
@@ -125,7 +161,7 @@ impl<S> ConnEntry<S> {
 
     /// The write path: straight to the socket while nothing is queued,
     /// otherwise (or for what the socket did not take) into the queue.
-    pub(crate) fn write_bytes(&mut self, data: &[u8], cap: usize) -> Result<usize> {
+    pub(crate) fn write_bytes(&mut self, data: &[u8], lp: &LoopRef<'_>) -> Result<usize> {
         if self.fd_gone() {
             return Err(Error::ConnectionClosed);
         }
@@ -137,12 +173,14 @@ impl<S> ConnEntry<S> {
                 Err(e) => return Err(self.fail_write(e)),
             }
         }
-        self.outbound.push(&data[written..], cap);
+        self.wrote(written, lp);
+        self.outbound.push(&data[written..], lp.write_cap);
         Ok(data.len())
     }
 
     /// Vectored form of [`write_bytes`](Self::write_bytes).
-    pub(crate) fn writev_bytes(&mut self, bufs: &[&[u8]], cap: usize) -> Result<usize> {
+    pub(crate) fn writev_bytes(&mut self, bufs: &[&[u8]], lp: &LoopRef<'_>) -> Result<usize> {
+        let cap = lp.write_cap;
         if self.fd_gone() {
             return Err(Error::ConnectionClosed);
         }
@@ -157,6 +195,7 @@ impl<S> ConnEntry<S> {
                 Err(e) => return Err(self.fail_write(e)),
             }
         }
+        self.wrote(skip, lp);
         for buf in bufs {
             if skip >= buf.len() {
                 skip -= buf.len();
@@ -169,16 +208,21 @@ impl<S> ConnEntry<S> {
     }
 
     /// Queues an owned buffer (no copy when nothing could be written now).
-    pub(crate) fn write_owned(&mut self, data: Vec<u8>, cap: usize) -> Result<usize> {
+    pub(crate) fn write_owned(&mut self, data: Vec<u8>, lp: &LoopRef<'_>) -> Result<usize> {
         if self.fd_gone() {
             return Err(Error::ConnectionClosed);
         }
+        let cap = lp.write_cap;
         let len = data.len();
         if !self.outbound.is_empty() {
             self.outbound.push_owned(data);
             return Ok(len);
         }
-        match sys::io::write(self.fd.as_fd(), &data) {
+        let written = sys::io::write(self.fd.as_fd(), &data);
+        if let Ok(n) = written {
+            self.wrote(n, lp);
+        }
+        match written {
             Ok(n) if n == len => {}
             Ok(n) if len - n <= cap => self.outbound.push(&data[n..], cap),
             Ok(n) => {
@@ -212,6 +256,9 @@ pub(crate) struct LoopRef<'a> {
     pub(crate) loop_index: u32,
     pub(crate) write_cap: usize,
     pub(crate) engine: &'a Arc<EngineShared>,
+    pub(crate) counters: &'a LoopCounters,
+    /// The loop's clock (ms since it started), read once per turn.
+    pub(crate) now_ms: u64,
 }
 
 /// A datagram as the handler sees it: the loop's UDP socket, the sender, and
@@ -336,9 +383,8 @@ impl<'a, S> Conn<'a, S> {
     /// the socket is broken (the connection then closes after this callback).
     /// On UDP, sends `data` as one datagram to the sender of this one.
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
-        let cap = self.lp.write_cap;
         match &mut self.backing {
-            Backing::Stream(entry, _) => entry.write_bytes(data, cap),
+            Backing::Stream(entry, _) => entry.write_bytes(data, self.lp),
             Backing::Datagram(d) => send_datagram(d.fd, data, &d.peer),
         }
     }
@@ -346,9 +392,8 @@ impl<'a, S> Conn<'a, S> {
     /// Writes several buffers with one `writev` (same rules as
     /// [`write`](Self::write)); on UDP they form one datagram.
     pub fn writev(&mut self, bufs: &[&[u8]]) -> Result<usize> {
-        let cap = self.lp.write_cap;
         match &mut self.backing {
-            Backing::Stream(entry, _) => entry.writev_bytes(bufs, cap),
+            Backing::Stream(entry, _) => entry.writev_bytes(bufs, self.lp),
             Backing::Datagram(d) => send_datagram(d.fd, &bufs.concat(), &d.peer),
         }
     }
@@ -356,9 +401,8 @@ impl<'a, S> Conn<'a, S> {
     /// Writes an owned buffer; whatever the socket does not take now is
     /// queued without copying.
     pub fn write_vec(&mut self, data: Vec<u8>) -> Result<usize> {
-        let cap = self.lp.write_cap;
         match &mut self.backing {
-            Backing::Stream(entry, _) => entry.write_owned(data, cap),
+            Backing::Stream(entry, _) => entry.write_owned(data, self.lp),
             Backing::Datagram(d) => send_datagram(d.fd, &data, &d.peer),
         }
     }
@@ -376,7 +420,7 @@ impl<'a, S> Conn<'a, S> {
         let Backing::Stream(entry, _) = &mut self.backing else {
             return Ok(()); // datagrams are never queued
         };
-        match entry.flush_queue() {
+        match entry.flush_queue(self.lp) {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = Error::io("flush", io::Error::new(e.kind(), e.to_string()));
@@ -400,6 +444,31 @@ impl<'a, S> Conn<'a, S> {
     pub fn close(&mut self) {
         if let Backing::Stream(entry, _) = &mut self.backing {
             entry.close_with(CloseReason::Local);
+        }
+    }
+
+    /// Overrides the engine's [`Timeouts`] for this connection (stream only).
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<()> {
+        timeouts.check()?;
+        match &mut self.backing {
+            Backing::Stream(entry, _) => {
+                entry.overrides_mut().timeouts = Some(timeouts);
+                Ok(())
+            }
+            Backing::Datagram(_) => Err(Error::Unsupported("timeouts on a datagram")),
+        }
+    }
+
+    /// Overrides the engine's outbound [`WaterMarks`] for this connection
+    /// (stream only).
+    pub fn set_write_water_marks(&mut self, marks: WaterMarks) -> Result<()> {
+        marks.check()?;
+        match &mut self.backing {
+            Backing::Stream(entry, _) => {
+                entry.overrides_mut().marks = Some(marks);
+                Ok(())
+            }
+            Backing::Datagram(_) => Err(Error::Unsupported("water marks on a datagram")),
         }
     }
 

@@ -25,7 +25,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
@@ -40,7 +40,8 @@ use crate::handle::Pending;
 use crate::handler::{EventHandler, LoopContext};
 use crate::listener::{Listener, LoopSockets};
 use crate::message::{AcceptorMessage, LoopMessage};
-use crate::options::{KeepAlive, LoadBalancer, Options};
+use crate::options::{BackPressure, KeepAlive, LoadBalancer, Options, Timeouts, WaterMarks};
+use crate::stats::{LoopCounters, LoopStats};
 use crate::worker_pool::{PoolShutdown, SubmitError, WorkerPool};
 
 /// One loop as the rest of the engine sees it.
@@ -48,6 +49,8 @@ pub(crate) struct LoopSlot {
     pub(crate) sender: SharedSender<LoopMessage>,
     /// Connections assigned to the loop (counted from hand-off to close).
     pub(crate) connections: CachePadded<AtomicUsize>,
+    /// Written by the loop only; read by [`Engine::stats`].
+    pub(crate) counters: CachePadded<LoopCounters>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +77,8 @@ pub(crate) struct EngineShared {
     /// Started on first use (fallible, hence once_cell rather than std).
     pool: once_cell::sync::OnceCell<WorkerPool>,
     pool_config: (usize, usize, PoolShutdown),
+    /// How long loops may spend flushing at stop (ms; set before the stop).
+    drain_timeout_ms: AtomicU64,
 }
 
 /// `true` on any engine's event-loop thread.
@@ -119,6 +124,20 @@ impl EngineShared {
         }
         let _state = self.run_state.lock().unwrap_or_else(|e| e.into_inner());
         self.stop_requested.notify_all();
+    }
+
+    /// How long loops may spend flushing queued bytes at stop.
+    pub(crate) fn drain_timeout(&self) -> std::time::Duration {
+        // Relaxed: written before the stop request, whose AcqRel orders it.
+        std::time::Duration::from_millis(self.drain_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn stats_of(&self, index: usize) -> LoopStats {
+        let slot = &self.loops[index];
+        // Relaxed: a snapshot.
+        let connections = slot.connections.load(Ordering::Relaxed) as u64;
+        slot.counters
+            .snapshot(connections, slot.sender.doorbell_rings())
     }
 
     /// Phase 3 of shutdown: tells every loop to close up and exit.
@@ -386,6 +405,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Like [`stop`](Self::stop), giving connections at most `drain` to flush
+    /// what is queued for them before they are closed hard (the default is the
+    /// builder's [`drain_timeout`](EngineBuilder::drain_timeout)).
+    pub fn stop_with_timeout(&self, drain: std::time::Duration) -> Result<()> {
+        if !self.shared.is_stopping() {
+            // Relaxed: published by the stop request's AcqRel swap.
+            self.shared.drain_timeout_ms.store(
+                drain.as_millis().min(u64::MAX as u128) as u64,
+                Ordering::Relaxed,
+            );
+        }
+        self.stop()
+    }
+
+    /// Counters of every loop, by loop index.
+    pub fn stats(&self) -> Vec<LoopStats> {
+        (0..self.shared.loops.len())
+            .map(|i| self.shared.stats_of(i))
+            .collect()
+    }
+
+    /// Counters of all loops summed.
+    pub fn total_stats(&self) -> LoopStats {
+        self.stats().into_iter().sum()
+    }
+
     /// The awaitable form of [`stop`](Self::stop): starts the stop and returns
     /// a [`Pending`] that completes once the engine has finished.
     pub fn stop_pending(&self) -> Pending<()> {
@@ -559,6 +604,34 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// Connection timeouts (default none); a connection can override them
+    /// with [`Conn::set_timeouts`](crate::Conn::set_timeouts).
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.options.timeouts = timeouts;
+        self
+    }
+
+    /// Outbound high- and low-water marks per connection (default 4 MiB /
+    /// 1 MiB); see [`Conn::set_write_water_marks`](crate::Conn::set_write_water_marks).
+    pub fn write_water_marks(mut self, marks: WaterMarks) -> Self {
+        self.options.write_water_marks = marks;
+        self
+    }
+
+    /// What a connection above its high-water mark does (default: pause
+    /// reading from it).
+    pub fn back_pressure(mut self, policy: BackPressure) -> Self {
+        self.options.back_pressure = policy;
+        self
+    }
+
+    /// How long a stop lets connections flush before closing them hard
+    /// (default 5 s).
+    pub fn drain_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.options.drain_timeout = timeout;
+        self
+    }
+
     /// Worker-pool threads (default: 4 per core, at least 4). The pool starts
     /// on first use.
     pub fn workers(mut self, n: usize) -> Self {
@@ -661,6 +734,7 @@ impl<H: EventHandler> EngineBuilder<H> {
                 .map(|m| LoopSlot {
                     sender: m.shared_sender(),
                     connections: CachePadded::new(AtomicUsize::new(0)),
+                    counters: CachePadded::new(LoopCounters::default()),
                 })
                 .collect(),
             acceptor: (!acceptor_listeners.is_empty()).then(|| acceptor_mailbox.shared_sender()),
@@ -672,6 +746,9 @@ impl<H: EventHandler> EngineBuilder<H> {
             first_error: Mutex::new(None),
             addrs: local_addrs,
             pool: once_cell::sync::OnceCell::new(),
+            drain_timeout_ms: AtomicU64::new(
+                self.options.drain_timeout.as_millis().min(u64::MAX as u128) as u64,
+            ),
             pool_config: (
                 self.options.workers,
                 self.options.job_queue_capacity,

@@ -32,7 +32,7 @@
 //! [`Options::edge_triggered_chunk`] bytes, and one that hit its budget is
 //! continued on the next turn, so a busy connection cannot starve the others.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -46,12 +46,15 @@ use crate::conn::{send_datagram, Conn, ConnEntry, Datagram, Flushed, LoopRef};
 use crate::engine::{Engine, EngineShared};
 use crate::error::{Error, Result};
 use crate::handle::ConnId;
+use crate::handler::TimeoutKind;
 use crate::handler::{Action, CloseReason, EventHandler, LoopContext};
 use crate::listener::{Listener, LoopSockets};
-use crate::message::LoopMessage;
-use crate::options::{KeepAlive, Options};
+use crate::message::{Completion, LoopMessage};
+use crate::options::{BackPressure, KeepAlive, Options, Timeouts, WaterMarks};
+use crate::stats::bump;
 use crate::sys::poller::{Event, Events, Interest, Poller};
 use crate::sys::{io as sysio, socket};
+use crate::timer_wheel::TimerWheel;
 
 /// Tokens at or above this are not connections (a connection's token is its
 /// slab key, far below with any slot count that fits in memory).
@@ -71,6 +74,9 @@ const OVERFLOW_RETRY: Duration = Duration::from_millis(1);
 /// How long a listener rests after accept ran out of descriptors or memory.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 
+/// An async write's completion and its outcome, held under back-pressure.
+type HeldWrite = (Completion<usize>, Result<usize>);
+
 /// Socket settings applied to every connection a loop adopts.
 struct ConnSettings {
     write_cap: usize,
@@ -80,6 +86,9 @@ struct ConnSettings {
     send_buffer: Option<usize>,
     edge_triggered: bool,
     chunk: usize,
+    timeouts: Timeouts,
+    marks: WaterMarks,
+    back_pressure: BackPressure,
 }
 
 pub(crate) struct EventLoop<H: EventHandler> {
@@ -105,6 +114,18 @@ pub(crate) struct EventLoop<H: EventHandler> {
     warned_exhausted: bool,
     /// Requests to full lanes are waiting in this thread's overflow.
     overflow_waiting: bool,
+    /// Connection timeouts: the wheel, the loop's clock and its origin.
+    wheel: TimerWheel,
+    epoch: Instant,
+    now_ms: u64,
+    /// Some connection may have a timeout (engine default or an override).
+    timeouts_in_use: bool,
+    due: Vec<(SlotKey, u64)>,
+    /// Completions of async writes held back while their connection is over
+    /// its high-water mark.
+        deferred: HashMap<SlotKey, Vec<HeldWrite>>,
+    /// Set once the engine stops: connections flush, then close, by then.
+    drain_deadline: Option<Instant>,
 }
 
 /// Runs a handler callback; a panic is caught and logged instead of killing
@@ -125,12 +146,42 @@ fn loop_ref<'a>(
     index: usize,
     settings: &ConnSettings,
     engine: &'a Arc<EngineShared>,
+    now_ms: u64,
 ) -> LoopRef<'a> {
     LoopRef {
         loop_index: index as u32,
         write_cap: settings.write_cap,
         engine,
+        counters: &engine.loops[index].counters,
+        now_ms,
     }
+}
+
+/// The earliest moment one of `entry`'s timeouts can expire, with its kind.
+fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, TimeoutKind)> {
+    let t = entry
+        .overrides
+        .as_ref()
+        .and_then(|o| o.timeouts)
+        .unwrap_or(*defaults);
+    let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u64;
+    let idle = t.idle.map(|d| {
+        (
+            entry.last_read_ms.max(entry.last_write_ms) + ms(d),
+            TimeoutKind::Idle,
+        )
+    });
+    let read = t
+        .read
+        .map(|d| (entry.last_read_ms + ms(d), TimeoutKind::Read));
+    let write = t
+        .write
+        .filter(|_| !entry.outbound.is_empty())
+        .map(|d| (entry.last_write_ms + ms(d), TimeoutKind::Write));
+    [idle, read, write]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(at, _)| *at)
 }
 
 fn handler_panicked() -> CloseReason {
@@ -199,6 +250,9 @@ impl<H: EventHandler> EventLoop<H> {
                 send_buffer: options.send_buffer_size,
                 edge_triggered: options.edge_triggered,
                 chunk: options.edge_triggered_chunk,
+                timeouts: options.timeouts,
+                marks: options.write_water_marks,
+                back_pressure: options.back_pressure,
             },
             listeners: sockets.listeners,
             udp: sockets.udp,
@@ -207,6 +261,13 @@ impl<H: EventHandler> EventLoop<H> {
             listeners_resume: None,
             warned_exhausted: false,
             overflow_waiting: false,
+            wheel: TimerWheel::new(1024, 10, 0),
+            epoch: Instant::now(),
+            now_ms: 0,
+            timeouts_in_use: options.timeouts.any(),
+            due: Vec::new(),
+            deferred: HashMap::new(),
+            drain_deadline: None,
         })
     }
 
@@ -222,7 +283,16 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     fn serve(&mut self) -> Result<()> {
-        while !self.engine.loops_stopping() {
+        loop {
+            if self.engine.loops_stopping() {
+                let deadline = match self.drain_deadline {
+                    Some(d) => d,
+                    None => self.begin_drain(),
+                };
+                if self.conns.is_empty() || Instant::now() >= deadline {
+                    return Ok(());
+                }
+            }
             let timeout = if self.overflow_waiting {
                 // Nothing wakes a loop when another's lane frees up: retry soon.
                 Some(OVERFLOW_RETRY)
@@ -235,6 +305,14 @@ impl<H: EventHandler> EventLoop<H> {
             } else {
                 Some(Duration::ZERO)
             };
+            let wheel = self
+                .wheel
+                .poll_timeout_ms(self.now_ms)
+                .map(Duration::from_millis);
+            let drain = self
+                .drain_deadline
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = [timeout, wheel, drain].into_iter().flatten().min();
             let (poller, events) = (&self.poller, &mut self.events);
             self.mailbox
                 .park_with(|may_block| {
@@ -248,13 +326,27 @@ impl<H: EventHandler> EventLoop<H> {
                     )
                 })
                 .map_err(|e| Error::io("wait for events", e))?;
+            if self.timeouts_in_use {
+                self.now_ms = self.epoch.elapsed().as_millis() as u64;
+            }
             self.process_events();
             self.continue_edge_triggered();
             self.process_messages();
             self.overflow_waiting = self.engine.flush_loop_overflow();
             self.timers();
+            self.expire_timeouts();
         }
-        Ok(())
+    }
+
+    /// Stop reading from every connection; close the idle ones now and the
+    /// others once their queues are flushed (or at the deadline).
+    fn begin_drain(&mut self) -> Instant {
+        let deadline = Instant::now() + self.engine.drain_timeout();
+        self.drain_deadline = Some(deadline);
+        for key in self.conns.keys() {
+            self.settle(key, Action::None);
+        }
+        deadline
     }
 
     // ----- I/O -----
@@ -326,13 +418,14 @@ impl<H: EventHandler> EventLoop<H> {
         } else {
             usize::MAX
         };
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let Some(entry) = self.conns.get_mut(key) else {
             return false;
         };
         if entry.outbound.is_empty() {
             return true;
         }
-        match entry.flush_limited(budget) {
+        match entry.flush_limited(budget, &lp) {
             Ok(Flushed::BudgetSpent) => self.continue_io.push_back(key),
             Ok(_) => {}
             Err(e) => {
@@ -352,7 +445,7 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
             };
-            if entry.read_closed {
+            if entry.read_closed || entry.paused || self.drain_deadline.is_some() {
                 return;
             }
             match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
@@ -363,6 +456,8 @@ impl<H: EventHandler> EventLoop<H> {
                     return;
                 }
                 Ok(n) => {
+                    entry.last_read_ms = self.now_ms;
+                    bump(&self.engine.loops[self.index].counters.bytes_in, n as u64);
                     self.traffic(key, n);
                     moved += n;
                     // A short read drained the socket; new bytes make a new edge.
@@ -403,7 +498,7 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Runs `on_traffic` over leftover + `fresh` bytes of the loop buffer.
     fn traffic(&mut self, key: SlotKey, fresh: usize) {
-        let lp = loop_ref(self.index, &self.settings, &self.engine);
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
@@ -465,11 +560,61 @@ impl<H: EventHandler> EventLoop<H> {
             self.close_conn(key, CloseReason::Eof);
             return;
         }
+        if self.drain_deadline.is_some() && entry.outbound.is_empty() {
+            self.close_conn(key, CloseReason::Shutdown);
+            return;
+        }
+        // Back-pressure: pause reading above the high-water mark, resume at
+        // or below the low-water mark.
+        let marks = entry
+            .overrides
+            .as_ref()
+            .and_then(|o| o.marks)
+            .unwrap_or(self.settings.marks);
+        let queued = entry.outbound.len();
+        if !entry.paused && queued > marks.high {
+            bump(
+                &self.engine.loops[self.index].counters.back_pressure_events,
+                1,
+            );
+            if self.settings.back_pressure == BackPressure::Close {
+                self.close_conn(key, CloseReason::BackPressure);
+                return;
+            }
+            entry.paused = true;
+        } else if entry.paused && queued <= marks.low {
+            entry.paused = false;
+            if self.settings.edge_triggered {
+                // No new edge will come for bytes already waiting.
+                self.continue_io.push_back(key);
+            }
+            if let Some(held) = self.deferred.remove(&key) {
+                for (done, result) in held {
+                    done.complete(result);
+                }
+            }
+        }
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if self.timeouts_in_use
+            || entry
+                .overrides
+                .as_ref()
+                .is_some_and(|o| o.timeouts.is_some())
+        {
+            self.timeouts_in_use = true;
+            if let Some((at, _)) = next_deadline(entry, &self.settings.timeouts) {
+                if entry.timer_tick == 0 || at.div_ceil(10) < entry.timer_tick {
+                    entry.timer_tick = self.wheel.schedule(key, at);
+                }
+            }
+        }
         if self.settings.edge_triggered {
             return; // registered once for both directions
         }
         let want_write = !entry.outbound.is_empty();
-        let want_read = !entry.read_closed;
+        let want_read = !entry.read_closed && !entry.paused && self.drain_deadline.is_none();
         if want_write != entry.write_armed || want_read != entry.read_armed {
             let interest = Interest {
                 readable: want_read,
@@ -487,7 +632,7 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Runs `on_close` once, flushes what it can, releases the socket.
     fn close_conn(&mut self, key: SlotKey, reason: CloseReason) {
-        let lp = loop_ref(self.index, &self.settings, &self.engine);
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
@@ -507,7 +652,14 @@ impl<H: EventHandler> EventLoop<H> {
             && !matches!(reason, CloseReason::Reset | CloseReason::Error(_))
         {
             // Best effort: whatever the socket takes right now.
-            let _ = entry.flush_queue();
+            let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+            let _ = entry.flush_queue(&lp);
+        }
+        if let Some(held) = self.deferred.remove(&key) {
+            // Queued, but the connection closed before they drained.
+            for (done, _) in held {
+                done.complete(Err(Error::ConnectionClosed));
+            }
         }
         let _ = self.poller.delete(entry.fd.as_fd());
         drop(entry); // closes the fd, after on_close, never before
@@ -593,7 +745,8 @@ impl<H: EventHandler> EventLoop<H> {
                     continue;
                 }
             };
-            let lp = loop_ref(self.index, &self.settings, &self.engine);
+            bump(&self.engine.loops[self.index].counters.bytes_in, n as u64);
+            let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
             let datagram = Datagram {
                 fd: fd.as_fd(),
                 peer,
@@ -614,7 +767,10 @@ impl<H: EventHandler> EventLoop<H> {
 
     fn process_messages(&mut self) {
         let mut inbox = std::mem::take(&mut self.inbox);
-        self.mailbox.drain(MESSAGE_BUDGET, |m| inbox.push(m));
+        let n = self.mailbox.drain(MESSAGE_BUDGET, |m| inbox.push(m));
+        if n > 0 {
+            bump(&self.engine.loops[self.index].counters.messages, n as u64);
+        }
         for message in inbox.drain(..) {
             self.handle_message(message);
         }
@@ -646,20 +802,20 @@ impl<H: EventHandler> EventLoop<H> {
             LoopMessage::Write { id, data, done } => match self.conn_key(id) {
                 None => done.complete(Err(Error::ConnectionClosed)),
                 Some(key) => {
-                    let cap = self.settings.write_cap;
+                    let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
                     let entry = self.conns.get_mut(key).expect("checked by conn_key");
-                    done.complete(entry.write_owned(data, cap));
-                    self.settle(key, Action::None);
+                    let result = entry.write_owned(data, &lp);
+                    self.complete_write(key, done, result);
                 }
             },
             LoopMessage::Writev { id, bufs, done } => match self.conn_key(id) {
                 None => done.complete(Err(Error::ConnectionClosed)),
                 Some(key) => {
-                    let cap = self.settings.write_cap;
+                    let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
                     let entry = self.conns.get_mut(key).expect("checked by conn_key");
                     let refs: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
-                    done.complete(entry.writev_bytes(&refs, cap));
-                    self.settle(key, Action::None);
+                    let result = entry.writev_bytes(&refs, &lp);
+                    self.complete_write(key, done, result);
                 }
             },
             LoopMessage::SendTo {
@@ -691,6 +847,21 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
+    /// Answers an async write once applied, or holds the answer while its
+    /// connection is over the high-water mark: the writer feels the
+    /// back-pressure.
+    fn complete_write(&mut self, key: SlotKey, done: Completion<usize>, result: Result<usize>) {
+        self.settle(key, Action::None);
+        match self.conns.get(key) {
+            Some(entry) if entry.paused && result.is_ok() => {
+                self.deferred.entry(key).or_default().push((done, result));
+            }
+            Some(_) => done.complete(result),
+            // Closed while applying it (a write error, or back-pressure).
+            None => done.complete(result.and(Err(Error::ConnectionClosed))),
+        }
+    }
+
     /// Takes ownership of an accepted socket: options, registration, on_open.
     fn adopt(&mut self, entry: ConnEntry<H::State>) {
         self.apply_socket_options(&entry);
@@ -718,7 +889,13 @@ impl<H: EventHandler> EventLoop<H> {
         }
         entry.read_armed = true;
         entry.write_armed = self.settings.edge_triggered;
-        let lp = loop_ref(self.index, &self.settings, &self.engine);
+        entry.last_read_ms = self.now_ms;
+        entry.last_write_ms = self.now_ms;
+        bump(
+            &self.engine.loops[self.index].counters.connections_opened,
+            1,
+        );
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let handler = &mut self.handler;
         let action = {
             let mut conn = Conn::new(&[], entry, key, &lp);
@@ -780,17 +957,59 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
+    /// Closes connections whose timeout expired; re-arms the others.
+    fn expire_timeouts(&mut self) {
+        if self.wheel.len() == 0 {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(self.now_ms, &mut due);
+        for (key, tick) in due.drain(..) {
+            let Some(entry) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if entry.timer_tick != tick {
+                continue; // superseded by an earlier entry
+            }
+            entry.timer_tick = 0;
+            match next_deadline(entry, &self.settings.timeouts) {
+                Some((at, kind)) if at <= self.now_ms => {
+                    bump(&self.engine.loops[self.index].counters.timeouts, 1);
+                    self.close_conn(key, CloseReason::Timeout(kind));
+                }
+                Some((at, _)) => entry.timer_tick = self.wheel.schedule(key, at),
+                None => {}
+            }
+        }
+        self.due = due;
+    }
+
     fn shutdown(&mut self) {
         // Apply what was already queued (writes reach their connections before
         // those close); anything sent from now on is refused.
         for message in self.mailbox.close_and_drain() {
             self.handle_message(message);
         }
-        for key in self.conns.keys() {
+        let left = self.conns.keys();
+        let unflushed = left
+            .iter()
+            .filter(|k| self.conns.get(**k).is_some_and(|e| !e.outbound.is_empty()))
+            .count();
+        if unflushed > 0 {
+            log::warn!(
+                "loop {}: closing {unflushed} connections with unsent bytes after the drain deadline",
+                self.index
+            );
+        }
+        for key in left {
             self.close_conn(key, CloseReason::Shutdown);
         }
         let (ctx, handler) = (&mut self.ctx, &mut self.handler);
         guarded("on_shutdown", || handler.on_shutdown(ctx));
-        log::debug!("loop {} stopped", self.index);
+        log::info!(
+            "loop {} stopped: {}",
+            self.index,
+            self.engine.stats_of(self.index)
+        );
     }
 }

@@ -46,6 +46,23 @@ pub enum CloseReason {
     Requested,
     /// The engine is shutting down.
     Shutdown,
+    /// A timeout expired (see [`Timeouts`](crate::Timeouts)).
+    Timeout(TimeoutKind),
+    /// The outbound queue passed its high-water mark under the
+    /// [`BackPressure::Close`](crate::BackPressure::Close) policy.
+    BackPressure,
+}
+
+/// Which timeout closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// Nothing read or written for the idle timeout.
+    Idle,
+    /// Nothing read for the read timeout.
+    Read,
+    /// Bytes queued and none written for the write timeout.
+    Write,
 }
 
 impl CloseReason {
@@ -67,6 +84,10 @@ impl fmt::Display for CloseReason {
             Self::Local => f.write_str("closed locally"),
             Self::Requested => f.write_str("closed by request from another thread"),
             Self::Shutdown => f.write_str("engine shutdown"),
+            Self::Timeout(TimeoutKind::Idle) => f.write_str("idle timeout"),
+            Self::Timeout(TimeoutKind::Read) => f.write_str("read timeout"),
+            Self::Timeout(TimeoutKind::Write) => f.write_str("write timeout"),
+            Self::BackPressure => f.write_str("outbound queue above its high-water mark"),
         }
     }
 }

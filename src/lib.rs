@@ -16,7 +16,9 @@ mod listener;
 mod message;
 mod options;
 mod signals;
+mod stats;
 mod sys;
+mod timer_wheel;
 mod worker_pool;
 
 pub use addr::{ListenAddr, SockAddr, Transport};
@@ -24,7 +26,10 @@ pub use conn::Conn;
 pub use engine::{Engine, EngineBuilder, Server};
 pub use error::{Error, Result};
 pub use handle::{ConnHandle, ConnId, Pending, TryWriteError, DATAGRAM_SLOT};
-pub use handler::{Action, CloseReason, EventHandler, LoopContext};
-pub use options::{KeepAlive, LoadBalancer, Options, MAX_LOOPS};
+pub use handler::{Action, CloseReason, EventHandler, LoopContext, TimeoutKind};
+pub use options::{
+    BackPressure, KeepAlive, LoadBalancer, Options, Timeouts, WaterMarks, MAX_LOOPS,
+};
 pub use signals::stop_on_signals;
+pub use stats::LoopStats;
 pub use worker_pool::{PoolShutdown, SubmitError, WorkerPool};

@@ -27,6 +27,119 @@ pub enum LoadBalancer {
     SourceAddrHash,
 }
 
+/// What a connection whose outbound queue passes its high-water mark does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackPressure {
+    /// Stop reading from the connection (so it produces no more replies) and
+    /// hold the completions of async writes to it, until the queue drains
+    /// below the low-water mark. The default.
+    #[default]
+    PauseReading,
+    /// Close the connection with [`CloseReason::BackPressure`](crate::CloseReason::BackPressure).
+    Close,
+}
+
+/// Idle, read and write timeouts of connections (`None`: no such timeout).
+///
+/// ```
+/// use ringloop::Timeouts;
+/// use std::time::Duration;
+/// let t = Timeouts::none().idle(Duration::from_secs(30));
+/// assert_eq!(t.idle, Some(Duration::from_secs(30)));
+/// assert_eq!(t.read, None);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Timeouts {
+    /// Close after this long with no byte read or written.
+    pub idle: Option<Duration>,
+    /// Close after this long with no byte read.
+    pub read: Option<Duration>,
+    /// Close after this long with bytes queued and none written.
+    pub write: Option<Duration>,
+}
+
+impl Timeouts {
+    /// No timeouts.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Sets the idle timeout.
+    pub fn idle(mut self, d: Duration) -> Self {
+        self.idle = Some(d);
+        self
+    }
+
+    /// Sets the read timeout.
+    pub fn read(mut self, d: Duration) -> Self {
+        self.read = Some(d);
+        self
+    }
+
+    /// Sets the write timeout.
+    pub fn write(mut self, d: Duration) -> Self {
+        self.write = Some(d);
+        self
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.idle.is_some() || self.read.is_some() || self.write.is_some()
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (name, t) in [
+            ("idle", self.idle),
+            ("read", self.read),
+            ("write", self.write),
+        ] {
+            if let Some(t) = t {
+                if t < Duration::from_millis(1) || t > Duration::from_secs(1 << 30) {
+                    return Err(Error::InvalidConfig(format!(
+                        "{name} timeout {t:?} is outside 1 ms ..= 2^30 s"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An outbound queue's high- and low-water marks, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct WaterMarks {
+    /// Above this, back-pressure starts.
+    pub high: usize,
+    /// At or below this, it ends.
+    pub low: usize,
+}
+
+impl WaterMarks {
+    /// Marks at `high` and `low` bytes.
+    pub fn new(high: usize, low: usize) -> Self {
+        Self { high, low }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.high == 0 || self.low >= self.high {
+            return Err(Error::InvalidConfig(format!(
+                "water marks need 0 <= low < high, not low {} and high {}",
+                self.low, self.high
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for WaterMarks {
+    /// 4 MiB high, 1 MiB low.
+    fn default() -> Self {
+        Self::new(4 << 20, 1 << 20)
+    }
+}
+
 /// TCP keepalive probing: start after `idle` without traffic, probe every
 /// `interval`, give up after `count` unanswered probes.
 ///
@@ -125,6 +238,16 @@ pub struct Options {
     pub doorbell: DoorbellKind,
     /// Call [`EventHandler::on_tick`](crate::EventHandler::on_tick). Default off.
     pub ticker: bool,
+    /// Connection timeouts. Default: none.
+    pub timeouts: Timeouts,
+    /// Outbound high- and low-water marks per connection. Default 4 MiB /
+    /// 1 MiB.
+    pub write_water_marks: WaterMarks,
+    /// What passing the high-water mark does. Default: pause reading.
+    pub back_pressure: BackPressure,
+    /// How long a stop waits for connections to flush what they have queued
+    /// before closing them hard. Default 5 s.
+    pub drain_timeout: Duration,
     /// Worker-pool threads. Default: 4 per core, at least 4.
     pub workers: usize,
     /// Jobs the worker pool's queue holds. Default 4096.
@@ -152,10 +275,26 @@ impl Default for Options {
             mailbox_capacity: crate::actors::DEFAULT_LANE_CAPACITY,
             doorbell: DoorbellKind::Auto,
             ticker: false,
+            timeouts: Timeouts::none(),
+            write_water_marks: WaterMarks::default(),
+            back_pressure: BackPressure::PauseReading,
+            drain_timeout: Duration::from_secs(5),
             workers: (4 * std::thread::available_parallelism().map_or(1, usize::from)).max(4),
             job_queue_capacity: 4096,
             pool_shutdown: PoolShutdown::Finish,
         }
+    }
+}
+
+impl WaterMarks {
+    pub(crate) fn check(&self) -> Result<()> {
+        self.validate()
+    }
+}
+
+impl Timeouts {
+    pub(crate) fn check(&self) -> Result<()> {
+        self.validate()
     }
 }
 
@@ -223,6 +362,8 @@ impl Options {
                 self.job_queue_capacity
             ));
         }
+        self.timeouts.validate()?;
+        self.write_water_marks.validate()?;
         if let Some(ka) = self.tcp_keepalive {
             if ka.idle < Duration::from_secs(1)
                 || ka.interval < Duration::from_secs(1)

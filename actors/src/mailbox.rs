@@ -76,6 +76,11 @@ impl<T> Shared<T> {
         producer
     }
 
+    pub(crate) fn doorbell_rings(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.rings.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         // Acquire: pairs with the Release in `close_registry`.
         self.closed.load(Ordering::Acquire)
@@ -242,8 +247,7 @@ impl<T> Mailbox<T> {
 
     /// How many times producers have rung the doorbell so far.
     pub fn doorbell_rings(&self) -> u64 {
-        // Relaxed: a statistic.
-        self.shared.rings.load(Ordering::Relaxed)
+        self.shared.doorbell_rings()
     }
 
     /// `true` once [`close`](Self::close) was called.

@@ -239,6 +239,11 @@ impl<T> SharedSender<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
         Self { shared }
     }
+
+    /// How many times producers have rung the mailbox's doorbell so far.
+    pub fn doorbell_rings(&self) -> u64 {
+        self.shared.doorbell_rings()
+    }
 }
 
 impl<T: Send + 'static> SharedSender<T> {

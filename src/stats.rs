@@ -1,0 +1,117 @@
+//! Per-loop counters ([`LoopStats`]): connections, bytes, messages, doorbell
+//! writes, back-pressure events, timeouts.
+//!
+//! Owns only the numbers. Each counter has a single writer (its loop), so it
+//! is bumped with a relaxed load and store rather than a locked
+//! read-modify-write; any thread may read a snapshot through the
+//! [`Engine`](crate::Engine).
+
+use std::fmt;
+use std::iter::Sum;
+use std::ops::Add;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The live counters of one loop, written by that loop only.
+#[derive(Debug, Default)]
+pub(crate) struct LoopCounters {
+    pub(crate) connections_opened: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) messages: AtomicU64,
+    pub(crate) back_pressure_events: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+}
+
+/// Adds `n` to a counter only its own loop writes.
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    // Relaxed load + store: one writer, so no increment can be lost, and
+    // readers only need some recent value.
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// A snapshot of one loop's counters (or, summed, of an engine's).
+///
+/// ```
+/// use ringloop::LoopStats;
+/// let total: LoopStats = [LoopStats::default(), LoopStats::default()].into_iter().sum();
+/// assert_eq!(total.bytes_in, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoopStats {
+    /// Connections open now.
+    pub connections: u64,
+    /// Connections opened since start.
+    pub connections_opened: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// Mailbox messages handled.
+    pub messages: u64,
+    /// Doorbell writes made to wake this loop.
+    pub doorbell_writes: u64,
+    /// Times a connection passed its high-water mark.
+    pub back_pressure_events: u64,
+    /// Connections closed by a timeout.
+    pub timeouts: u64,
+}
+
+impl LoopCounters {
+    pub(crate) fn snapshot(&self, connections: u64, doorbell_writes: u64) -> LoopStats {
+        // Relaxed: a snapshot of independent counters.
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LoopStats {
+            connections,
+            connections_opened: get(&self.connections_opened),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            messages: get(&self.messages),
+            doorbell_writes,
+            back_pressure_events: get(&self.back_pressure_events),
+            timeouts: get(&self.timeouts),
+        }
+    }
+}
+
+impl Add for LoopStats {
+    type Output = LoopStats;
+    fn add(self, o: LoopStats) -> LoopStats {
+        LoopStats {
+            connections: self.connections + o.connections,
+            connections_opened: self.connections_opened + o.connections_opened,
+            bytes_in: self.bytes_in + o.bytes_in,
+            bytes_out: self.bytes_out + o.bytes_out,
+            messages: self.messages + o.messages,
+            doorbell_writes: self.doorbell_writes + o.doorbell_writes,
+            back_pressure_events: self.back_pressure_events + o.back_pressure_events,
+            timeouts: self.timeouts + o.timeouts,
+        }
+    }
+}
+
+impl Sum for LoopStats {
+    fn sum<I: Iterator<Item = LoopStats>>(iter: I) -> LoopStats {
+        iter.fold(LoopStats::default(), Add::add)
+    }
+}
+
+impl fmt::Display for LoopStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} connections open ({} opened), {} bytes in, {} bytes out, {} messages, {} doorbell writes, {} back-pressure events, {} timeouts",
+            self.connections,
+            self.connections_opened,
+            self.bytes_in,
+            self.bytes_out,
+            self.messages,
+            self.doorbell_writes,
+            self.back_pressure_events,
+            self.timeouts
+        )
+    }
+}
