@@ -27,13 +27,15 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use crate::actors::slab::Slab;
 use crate::actors::slab::SlotKey;
-use crate::addr::SockAddr;
+use crate::addr::{ListenAddr, SockAddr};
 use crate::buffer::{OutboundQueue, MAX_IOV};
 use crate::engine::EngineShared;
 use crate::error::{Error, Result};
 use crate::handle::{ConnHandle, ConnId};
 use crate::handler::CloseReason;
+use crate::message::Completion;
 use crate::options::{KeepAlive, Timeouts, WaterMarks};
 use crate::stats::LoopCounters;
 use crate::sys;
@@ -77,6 +79,18 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) timer_tick: u64,
     /// Per-connection settings that differ from the engine's.
     pub(crate) overrides: Option<Box<ConnOverrides>>,
+    /// A connected UDP socket: a zero-length read is a datagram, not EOF.
+    pub(crate) is_datagram: bool,
+    /// Set while a dial is in progress (the connection is not open yet).
+    pub(crate) connecting: Option<Box<Connecting>>,
+}
+
+/// A dial in progress.
+pub(crate) struct Connecting {
+    /// Loop time (ms) at which it fails with a timeout.
+    pub(crate) deadline_ms: u64,
+    /// Told the outcome, for dials made through the engine.
+    pub(crate) done: Option<Completion<ConnHandle>>,
 }
 
 /// Per-connection overrides of engine settings (boxed: most connections have
@@ -85,6 +99,11 @@ pub(crate) struct ConnEntry<S> {
 pub(crate) struct ConnOverrides {
     pub(crate) timeouts: Option<Timeouts>,
     pub(crate) marks: Option<WaterMarks>,
+    /// This connection's bytes are relayed to `feeds`: do not read it while
+    /// `feeds` is over its high-water mark.
+    pub(crate) feeds: Option<SlotKey>,
+    /// The connection that feeds this one (to resume it when this drains).
+    pub(crate) fed_by: Option<SlotKey>,
 }
 
 impl<S> ConnEntry<S> {
@@ -106,10 +125,12 @@ impl<S> ConnEntry<S> {
             last_write_ms: 0,
             timer_tick: 0,
             overrides: None,
+            is_datagram: false,
+            connecting: None,
         }
     }
 
-    fn overrides_mut(&mut self) -> &mut ConnOverrides {
+    pub(crate) fn overrides_mut(&mut self) -> &mut ConnOverrides {
         self.overrides.get_or_insert_with(Box::default)
     }
 
@@ -273,8 +294,22 @@ pub(crate) struct Datagram<'a, S> {
 }
 
 enum Backing<'a, S> {
-    Stream(&'a mut ConnEntry<S>, SlotKey),
+    /// A stream connection: the loop's whole table, so that a handler can
+    /// also reach the other connections of its loop (a proxy's backend).
+    Stream {
+        conns: &'a mut Slab<ConnEntry<S>>,
+        key: SlotKey,
+    },
     Datagram(Datagram<'a, S>),
+}
+
+/// What a callback asked of its loop beyond its own connection, applied by
+/// the loop once the callback returns.
+pub(crate) struct SideEffects<S> {
+    /// Other connections written to or closed (their interest must be synced).
+    pub(crate) touched: Vec<SlotKey>,
+    /// Connections to dial onto this loop, with their initial state.
+    pub(crate) dials: Vec<(ListenAddr, S)>,
 }
 
 /// A connection (or, on a UDP address, one datagram's peer), inside a
@@ -290,20 +325,22 @@ pub struct Conn<'a, S> {
     consumed: usize,
     backing: Backing<'a, S>,
     lp: &'a LoopRef<'a>,
+    side: Option<Box<SideEffects<S>>>,
 }
 
 impl<'a, S> Conn<'a, S> {
     pub(crate) fn new(
         input: &'a [u8],
-        entry: &'a mut ConnEntry<S>,
+        conns: &'a mut Slab<ConnEntry<S>>,
         key: SlotKey,
         lp: &'a LoopRef<'a>,
     ) -> Self {
         Self {
             input,
             consumed: 0,
-            backing: Backing::Stream(entry, key),
+            backing: Backing::Stream { conns, key },
             lp,
+            side: None,
         }
     }
 
@@ -317,6 +354,7 @@ impl<'a, S> Conn<'a, S> {
             consumed: 0,
             backing: Backing::Datagram(datagram),
             lp,
+            side: None,
         }
     }
 
@@ -325,14 +363,44 @@ impl<'a, S> Conn<'a, S> {
         self.consumed
     }
 
+    /// What the callback asked of the loop beyond this connection.
+    pub(crate) fn take_side_effects(&mut self) -> Option<Box<SideEffects<S>>> {
+        self.side.take()
+    }
+
+    fn side(&mut self) -> &mut SideEffects<S> {
+        self.side.get_or_insert_with(|| {
+            Box::new(SideEffects {
+                touched: Vec::new(),
+                dials: Vec::new(),
+            })
+        })
+    }
+
+    /// This connection's record. The loop keeps it in the table for the
+    /// whole callback, so the lookup cannot miss.
+    fn entry(&self) -> Option<&ConnEntry<S>> {
+        match &self.backing {
+            Backing::Stream { conns, key } => conns.get(*key),
+            Backing::Datagram(_) => None,
+        }
+    }
+
+    fn entry_mut(&mut self) -> Option<&mut ConnEntry<S>> {
+        match &mut self.backing {
+            Backing::Stream { conns, key } => conns.get_mut(*key),
+            Backing::Datagram(_) => None,
+        }
+    }
+
     fn unread(&self) -> &'a [u8] {
         &self.input[self.consumed..]
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.backing {
-            Backing::Stream(entry, _) => entry.fd.as_fd(),
-            Backing::Datagram(d) => d.fd,
+            Backing::Stream { conns, key } => conns.get(*key).map(|e| e.fd.as_fd()),
+            Backing::Datagram(d) => Some(d.fd),
         }
     }
 
@@ -383,8 +451,12 @@ impl<'a, S> Conn<'a, S> {
     /// the socket is broken (the connection then closes after this callback).
     /// On UDP, sends `data` as one datagram to the sender of this one.
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
+        let lp = self.lp;
         match &mut self.backing {
-            Backing::Stream(entry, _) => entry.write_bytes(data, self.lp),
+            Backing::Stream { conns, key } => conns
+                .get_mut(*key)
+                .ok_or(Error::ConnectionClosed)?
+                .write_bytes(data, lp),
             Backing::Datagram(d) => send_datagram(d.fd, data, &d.peer),
         }
     }
@@ -392,8 +464,12 @@ impl<'a, S> Conn<'a, S> {
     /// Writes several buffers with one `writev` (same rules as
     /// [`write`](Self::write)); on UDP they form one datagram.
     pub fn writev(&mut self, bufs: &[&[u8]]) -> Result<usize> {
+        let lp = self.lp;
         match &mut self.backing {
-            Backing::Stream(entry, _) => entry.writev_bytes(bufs, self.lp),
+            Backing::Stream { conns, key } => conns
+                .get_mut(*key)
+                .ok_or(Error::ConnectionClosed)?
+                .writev_bytes(bufs, lp),
             Backing::Datagram(d) => send_datagram(d.fd, &bufs.concat(), &d.peer),
         }
     }
@@ -401,8 +477,12 @@ impl<'a, S> Conn<'a, S> {
     /// Writes an owned buffer; whatever the socket does not take now is
     /// queued without copying.
     pub fn write_vec(&mut self, data: Vec<u8>) -> Result<usize> {
+        let lp = self.lp;
         match &mut self.backing {
-            Backing::Stream(entry, _) => entry.write_owned(data, self.lp),
+            Backing::Stream { conns, key } => conns
+                .get_mut(*key)
+                .ok_or(Error::ConnectionClosed)?
+                .write_owned(data, lp),
             Backing::Datagram(d) => send_datagram(d.fd, &data, &d.peer),
         }
     }
@@ -411,16 +491,17 @@ impl<'a, S> Conn<'a, S> {
     pub fn send_to(&mut self, data: &[u8], to: &SockAddr) -> Result<usize> {
         match &self.backing {
             Backing::Datagram(d) => send_datagram(d.fd, data, to),
-            Backing::Stream(..) => Err(Error::Unsupported("send_to on a stream connection")),
+            Backing::Stream { .. } => Err(Error::Unsupported("send_to on a stream connection")),
         }
     }
 
     /// Tries to write the outbound queue now instead of waiting for the loop.
     pub fn flush(&mut self) -> Result<()> {
-        let Backing::Stream(entry, _) = &mut self.backing else {
+        let lp = self.lp;
+        let Some(entry) = self.entry_mut() else {
             return Ok(()); // datagrams are never queued
         };
-        match entry.flush_queue(self.lp) {
+        match entry.flush_queue(lp) {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = Error::io("flush", io::Error::new(e.kind(), e.to_string()));
@@ -432,76 +513,163 @@ impl<'a, S> Conn<'a, S> {
 
     /// Bytes written but not yet taken by the socket.
     pub fn outbound_buffered(&self) -> usize {
-        match &self.backing {
-            Backing::Stream(entry, _) => entry.outbound.len(),
-            Backing::Datagram(_) => 0,
-        }
+        self.entry().map_or(0, |e| e.outbound.len())
     }
 
     /// Closes the connection after this callback returns (after flushing what
     /// was written). Same as returning [`Action::Close`](crate::Action::Close).
     /// Does nothing for a datagram.
     pub fn close(&mut self) {
-        if let Backing::Stream(entry, _) = &mut self.backing {
+        if let Some(entry) = self.entry_mut() {
             entry.close_with(CloseReason::Local);
         }
+    }
+
+    // ----- the other connections of this loop -----
+
+    /// This connection's identity (for a datagram, that of its handle).
+    pub fn id(&self) -> ConnId {
+        self.handle().id()
+    }
+
+    fn other_key(&self, other: ConnId) -> Result<SlotKey> {
+        if other.loop_index != self.lp.loop_index {
+            return Err(Error::Unsupported(
+                "direct access to a connection of another loop (use its handle)",
+            ));
+        }
+        match &self.backing {
+            Backing::Stream { conns, .. } if conns.get(other.key()).is_some() => Ok(other.key()),
+            Backing::Stream { .. } => Err(Error::ConnectionClosed),
+            Backing::Datagram(_) => Err(Error::Unsupported(
+                "reaching other connections from a datagram",
+            )),
+        }
+    }
+
+    /// Writes `data` to another connection **of this loop**, directly (no
+    /// message, no copy unless its socket is busy). For a proxy relaying
+    /// between a client and the backend it dialled with [`dial`](Self::dial).
+    pub fn write_to(&mut self, other: ConnId, data: &[u8]) -> Result<usize> {
+        let key = self.other_key(other)?;
+        let lp = self.lp;
+        let result = match &mut self.backing {
+            Backing::Stream { conns, .. } => conns
+                .get_mut(key)
+                .ok_or(Error::ConnectionClosed)?
+                .write_bytes(data, lp),
+            Backing::Datagram(_) => unreachable!("other_key refuses datagrams"),
+        };
+        self.side().touched.push(key);
+        result
+    }
+
+    /// Bytes queued on another connection of this loop.
+    pub fn outbound_buffered_of(&self, other: ConnId) -> Result<usize> {
+        let key = self.other_key(other)?;
+        match &self.backing {
+            Backing::Stream { conns, .. } => Ok(conns.get(key).map_or(0, |e| e.outbound.len())),
+            Backing::Datagram(_) => unreachable!("other_key refuses datagrams"),
+        }
+    }
+
+    /// Closes another connection of this loop once this callback returns.
+    pub fn close_other(&mut self, other: ConnId) -> Result<()> {
+        let key = self.other_key(other)?;
+        if let Backing::Stream { conns, .. } = &mut self.backing {
+            if let Some(entry) = conns.get_mut(key) {
+                entry.close_with(CloseReason::Local);
+            }
+        }
+        self.side().touched.push(key);
+        Ok(())
+    }
+
+    /// Links back-pressure: while `other` (a connection of this loop that
+    /// this one's bytes are relayed to) is above its high-water mark, this
+    /// connection is not read. For proxies: a slow reader on one side stops
+    /// the other side from being read until it drains.
+    pub fn feed(&mut self, other: ConnId) -> Result<()> {
+        let other_key = self.other_key(other)?;
+        let Backing::Stream { conns, key } = &mut self.backing else {
+            unreachable!("other_key refuses datagrams");
+        };
+        let key = *key;
+        if let Some(entry) = conns.get_mut(key) {
+            entry.overrides_mut().feeds = Some(other_key);
+        }
+        if let Some(target) = conns.get_mut(other_key) {
+            target.overrides_mut().fed_by = Some(key);
+        }
+        self.side().touched.push(other_key);
+        Ok(())
+    }
+
+    /// Dials `addr` (`tcp://…`, `unix://…`, `udp://…`) **onto this loop**,
+    /// without blocking: the new connection starts with `state` and gets
+    /// [`on_open`](crate::EventHandler::on_open) once connected, or the
+    /// handler's [`on_dial_error`](crate::EventHandler::on_dial_error) gets
+    /// `state` back with the reason. Fails now only for a bad address.
+    pub fn dial(&mut self, addr: &str, state: S) -> Result<()> {
+        let addr = ListenAddr::parse(addr)?;
+        if self.is_datagram() {
+            return Err(Error::Unsupported("dialling from a datagram callback"));
+        }
+        self.side().dials.push((addr, state));
+        Ok(())
     }
 
     /// Overrides the engine's [`Timeouts`] for this connection (stream only).
     pub fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<()> {
         timeouts.check()?;
-        match &mut self.backing {
-            Backing::Stream(entry, _) => {
-                entry.overrides_mut().timeouts = Some(timeouts);
-                Ok(())
-            }
-            Backing::Datagram(_) => Err(Error::Unsupported("timeouts on a datagram")),
-        }
+        let entry = self
+            .entry_mut()
+            .ok_or(Error::Unsupported("timeouts on a datagram"))?;
+        entry.overrides_mut().timeouts = Some(timeouts);
+        Ok(())
     }
 
     /// Overrides the engine's outbound [`WaterMarks`] for this connection
     /// (stream only).
     pub fn set_write_water_marks(&mut self, marks: WaterMarks) -> Result<()> {
         marks.check()?;
-        match &mut self.backing {
-            Backing::Stream(entry, _) => {
-                entry.overrides_mut().marks = Some(marks);
-                Ok(())
-            }
-            Backing::Datagram(_) => Err(Error::Unsupported("water marks on a datagram")),
-        }
+        let entry = self
+            .entry_mut()
+            .ok_or(Error::Unsupported("water marks on a datagram"))?;
+        entry.overrides_mut().marks = Some(marks);
+        Ok(())
     }
 
     // ----- state -----
 
-    fn state_slot(&mut self) -> &mut Option<S> {
+    fn state_slot(&mut self) -> Option<&mut Option<S>> {
         match &mut self.backing {
-            Backing::Stream(entry, _) => &mut entry.state,
-            Backing::Datagram(d) => &mut d.state,
+            Backing::Stream { conns, key } => conns.get_mut(*key).map(|e| &mut e.state),
+            Backing::Datagram(d) => Some(&mut d.state),
         }
     }
 
     /// This connection's state, if set.
     pub fn state(&self) -> Option<&S> {
         match &self.backing {
-            Backing::Stream(entry, _) => entry.state.as_ref(),
+            Backing::Stream { conns, key } => conns.get(*key)?.state.as_ref(),
             Backing::Datagram(d) => d.state.as_ref(),
         }
     }
 
     /// This connection's state, mutably, if set.
     pub fn state_mut(&mut self) -> Option<&mut S> {
-        self.state_slot().as_mut()
+        self.state_slot()?.as_mut()
     }
 
     /// Sets this connection's state, returning the old one.
     pub fn set_state(&mut self, state: S) -> Option<S> {
-        self.state_slot().replace(state)
+        self.state_slot()?.replace(state)
     }
 
     /// Removes this connection's state.
     pub fn take_state(&mut self) -> Option<S> {
-        self.state_slot().take()
+        self.state_slot()?.take()
     }
 
     // ----- identity and addresses -----
@@ -511,7 +679,7 @@ impl<'a, S> Conn<'a, S> {
     pub fn handle(&self) -> ConnHandle {
         let engine = self.lp.engine.clone();
         match &self.backing {
-            Backing::Stream(_, key) => ConnHandle::new(
+            Backing::Stream { key, .. } => ConnHandle::new(
                 ConnId {
                     loop_index: self.lp.loop_index,
                     slot: key.index,
@@ -541,77 +709,94 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Index (in the order given to the builder) of the listener that
-    /// accepted this connection (or received this datagram).
-    pub fn listener_index(&self) -> usize {
+    /// accepted this connection (or received this datagram); `None` for a
+    /// dialled or enrolled connection.
+    pub fn listener_index(&self) -> Option<usize> {
         match &self.backing {
-            Backing::Stream(entry, _) => usize::from(entry.listener),
-            Backing::Datagram(d) => usize::from(d.listener),
+            Backing::Stream { .. } => self
+                .entry()
+                .and_then(|e| (e.listener != NO_LISTENER).then_some(usize::from(e.listener))),
+            Backing::Datagram(d) => Some(usize::from(d.listener)),
         }
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> &SockAddr {
         match &self.backing {
-            Backing::Stream(entry, _) => &entry.peer,
+            Backing::Stream { conns, key } => conns.get(*key).map_or(&UNKNOWN_PEER, |e| &e.peer),
             Backing::Datagram(d) => &d.peer,
         }
     }
 
     /// This side's address.
     pub fn local_addr(&self) -> Result<SockAddr> {
-        sys::socket::local_addr(self.fd()).map_err(|e| Error::io("getsockname", e))
+        let fd = self.fd().ok_or(Error::ConnectionClosed)?;
+        sys::socket::local_addr(fd).map_err(|e| Error::io("getsockname", e))
     }
 
     // ----- socket options -----
 
-    fn tcp_only(&self, what: &'static str) -> Result<()> {
-        match &self.backing {
-            Backing::Stream(entry, _) if entry.is_tcp => Ok(()),
+    fn tcp_fd(&self, what: &'static str) -> Result<BorrowedFd<'_>> {
+        match self.entry() {
+            Some(entry) if entry.is_tcp => Ok(entry.fd.as_fd()),
             _ => Err(Error::Unsupported(what)),
         }
     }
 
+    fn any_fd(&self) -> Result<BorrowedFd<'_>> {
+        self.fd().ok_or(Error::ConnectionClosed)
+    }
+
     /// Turns `TCP_NODELAY` on or off (TCP only).
     pub fn set_nodelay(&mut self, on: bool) -> Result<()> {
-        self.tcp_only("TCP_NODELAY on a non-TCP connection")?;
-        sys::socket::set_nodelay(self.fd(), on).map_err(|e| Error::io("setsockopt TCP_NODELAY", e))
+        let fd = self.tcp_fd("TCP_NODELAY on a non-TCP connection")?;
+        sys::socket::set_nodelay(fd, on).map_err(|e| Error::io("setsockopt TCP_NODELAY", e))
     }
 
     /// Whether `TCP_NODELAY` is on (TCP only).
     pub fn nodelay(&self) -> Result<bool> {
-        self.tcp_only("TCP_NODELAY on a non-TCP connection")?;
-        sys::socket::nodelay(self.fd()).map_err(|e| Error::io("getsockopt TCP_NODELAY", e))
+        let fd = self.tcp_fd("TCP_NODELAY on a non-TCP connection")?;
+        sys::socket::nodelay(fd).map_err(|e| Error::io("getsockopt TCP_NODELAY", e))
     }
 
     /// Sets TCP keepalive (`None` turns it off). TCP only.
     pub fn set_keepalive(&mut self, keepalive: Option<KeepAlive>) -> Result<()> {
-        self.tcp_only("keepalive on a non-TCP connection")?;
-        sys::socket::set_keepalive(self.fd(), keepalive.map(KeepAlive::to_sys))
+        let fd = self.tcp_fd("keepalive on a non-TCP connection")?;
+        sys::socket::set_keepalive(fd, keepalive.map(KeepAlive::to_sys))
             .map_err(|e| Error::io("setsockopt SO_KEEPALIVE", e))
     }
 
     /// Sets `SO_RCVBUF` (on UDP: of the loop's socket, shared by all peers).
     pub fn set_recv_buffer_size(&mut self, bytes: usize) -> Result<()> {
-        sys::socket::set_recv_buffer_size(self.fd(), bytes)
+        sys::socket::set_recv_buffer_size(self.any_fd()?, bytes)
             .map_err(|e| Error::io("setsockopt SO_RCVBUF", e))
     }
 
     /// `SO_RCVBUF` as the kernel reports it.
     pub fn recv_buffer_size(&self) -> Result<usize> {
-        sys::socket::recv_buffer_size(self.fd()).map_err(|e| Error::io("getsockopt SO_RCVBUF", e))
+        sys::socket::recv_buffer_size(self.any_fd()?)
+            .map_err(|e| Error::io("getsockopt SO_RCVBUF", e))
     }
 
     /// Sets `SO_SNDBUF` (on UDP: of the loop's socket, shared by all peers).
     pub fn set_send_buffer_size(&mut self, bytes: usize) -> Result<()> {
-        sys::socket::set_send_buffer_size(self.fd(), bytes)
+        sys::socket::set_send_buffer_size(self.any_fd()?, bytes)
             .map_err(|e| Error::io("setsockopt SO_SNDBUF", e))
     }
 
     /// `SO_SNDBUF` as the kernel reports it.
     pub fn send_buffer_size(&self) -> Result<usize> {
-        sys::socket::send_buffer_size(self.fd()).map_err(|e| Error::io("getsockopt SO_SNDBUF", e))
+        sys::socket::send_buffer_size(self.any_fd()?)
+            .map_err(|e| Error::io("getsockopt SO_SNDBUF", e))
     }
 }
+
+/// The listener index of a dialled or enrolled connection.
+pub(crate) const NO_LISTENER: u16 = u16::MAX;
+
+/// Shown as the peer of a connection whose record is gone (never during its
+/// callbacks, which keep it).
+static UNKNOWN_PEER: SockAddr = SockAddr::Unix(None);
 
 /// Sends one datagram; a full socket buffer drops it, as UDP may.
 pub(crate) fn send_datagram(fd: BorrowedFd<'_>, data: &[u8], to: &SockAddr) -> Result<usize> {

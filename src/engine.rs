@@ -36,13 +36,15 @@ use crate::actors::{
 use crate::addr::{ListenAddr, Transport};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
-use crate::handle::Pending;
+use crate::handle::{ConnHandle, Pending};
 use crate::handler::{EventHandler, LoopContext};
 use crate::listener::{Listener, LoopSockets};
+use crate::message::Completion;
 use crate::message::{AcceptorMessage, LoopMessage};
 use crate::options::{BackPressure, KeepAlive, LoadBalancer, Options, Timeouts, WaterMarks};
 use crate::stats::{LoopCounters, LoopStats};
 use crate::worker_pool::{PoolShutdown, SubmitError, WorkerPool};
+use std::os::fd::OwnedFd;
 
 /// One loop as the rest of the engine sees it.
 pub(crate) struct LoopSlot {
@@ -419,6 +421,76 @@ impl Engine {
         self.stop()
     }
 
+    /// Dials `addr` (`tcp://…`, `unix://…`, `udp://…`) without blocking
+    /// anyone: the connect runs on the loop with the fewest connections, the
+    /// handler's `on_open` runs once connected, and the returned [`Pending`]
+    /// completes with the connection's handle — or with the error (refused,
+    /// unreachable, timed out after the builder's
+    /// [`connect_timeout`](EngineBuilder::connect_timeout)). Block on it with
+    /// [`Pending::wait`] or `.await` it.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// let engine = server.engine();
+    /// let addr = engine.local_addrs()[0].to_string();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let handle = engine.dial(&addr).wait()?; // a connection to itself
+    /// assert_eq!(handle.write(b"hi".to_vec()).wait()?, 2);
+    /// engine.stop()?;
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn dial(&self, addr: &str) -> Pending<ConnHandle> {
+        self.dial_on(self.least_loaded_loop(), addr)
+    }
+
+    /// Like [`dial`](Self::dial), onto loop `index`.
+    pub fn dial_on(&self, index: usize, addr: &str) -> Pending<ConnHandle> {
+        let (tx, rx) = flume::bounded(1);
+        let done = Completion::new(Some(Box::new(move |r| {
+            let _ = tx.send(r);
+        })));
+        match ListenAddr::parse(addr) {
+            Ok(addr) => {
+                let message = LoopMessage::Dial {
+                    addr: Box::new(addr),
+                    done,
+                };
+                // On failure the message is dropped, which answers `done`.
+                let _ = self.shared.send_to_loop(index, message);
+            }
+            Err(e) => done.complete(Err(e)),
+        }
+        Pending { rx }
+    }
+
+    /// Hands an already-connected stream socket (`std::net::TcpStream`,
+    /// `std::os::unix::net::UnixStream`, or any connected stream fd) to the
+    /// loop with the fewest connections; `on_open` runs there and the
+    /// [`Pending`] completes with its handle.
+    pub fn enroll(&self, socket: impl Into<OwnedFd>) -> Pending<ConnHandle> {
+        let (tx, rx) = flume::bounded(1);
+        let done = Completion::new(Some(Box::new(move |r| {
+            let _ = tx.send(r);
+        })));
+        let message = LoopMessage::Enroll {
+            fd: socket.into(),
+            done,
+        };
+        let _ = self.shared.send_to_loop(self.least_loaded_loop(), message);
+        Pending { rx }
+    }
+
+    fn least_loaded_loop(&self) -> usize {
+        // Relaxed: an estimate is all a balancer needs.
+        (0..self.shared.loops.len())
+            .min_by_key(|&i| self.shared.loops[i].connections.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
     /// Counters of every loop, by loop index.
     pub fn stats(&self) -> Vec<LoopStats> {
         (0..self.shared.loops.len())
@@ -625,6 +697,12 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// How long a dial may take to connect (default 10 s).
+    pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.options.connect_timeout = timeout;
+        self
+    }
+
     /// How long a stop lets connections flush before closing them hard
     /// (default 5 s).
     pub fn drain_timeout(mut self, timeout: std::time::Duration) -> Self {
@@ -662,9 +740,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// [`Engine::local_addrs`].
     pub fn build(self) -> Result<Server<H>> {
         self.options.validate()?;
-        if self.addrs.is_empty() {
-            return Err(Error::InvalidConfig("no address to listen on".into()));
-        }
+        // No address is fine: a client engine only dials and enrolls.
         let addrs = self
             .addrs
             .iter()

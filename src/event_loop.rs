@@ -42,9 +42,14 @@ use std::time::{Duration, Instant};
 
 use crate::actors::slab::{Slab, SlotKey};
 use crate::actors::Mailbox;
-use crate::conn::{send_datagram, Conn, ConnEntry, Datagram, Flushed, LoopRef};
+use crate::addr::{ListenAddr, SockAddr, Transport};
+use crate::conn::{
+    send_datagram, Conn, ConnEntry, Connecting, Datagram, Flushed, LoopRef, SideEffects,
+    NO_LISTENER,
+};
 use crate::engine::{Engine, EngineShared};
 use crate::error::{Error, Result};
+use crate::handle::ConnHandle;
 use crate::handle::ConnId;
 use crate::handler::TimeoutKind;
 use crate::handler::{Action, CloseReason, EventHandler, LoopContext};
@@ -89,6 +94,7 @@ struct ConnSettings {
     timeouts: Timeouts,
     marks: WaterMarks,
     back_pressure: BackPressure,
+    connect_timeout_ms: u64,
 }
 
 pub(crate) struct EventLoop<H: EventHandler> {
@@ -123,7 +129,7 @@ pub(crate) struct EventLoop<H: EventHandler> {
     due: Vec<(SlotKey, u64)>,
     /// Completions of async writes held back while their connection is over
     /// its high-water mark.
-        deferred: HashMap<SlotKey, Vec<HeldWrite>>,
+    deferred: HashMap<SlotKey, Vec<HeldWrite>>,
     /// Set once the engine stops: connections flush, then close, by then.
     drain_deadline: Option<Instant>,
 }
@@ -159,6 +165,9 @@ fn loop_ref<'a>(
 
 /// The earliest moment one of `entry`'s timeouts can expire, with its kind.
 fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, TimeoutKind)> {
+    if let Some(connecting) = &entry.connecting {
+        return Some((connecting.deadline_ms, TimeoutKind::Connect));
+    }
     let t = entry
         .overrides
         .as_ref()
@@ -253,6 +262,10 @@ impl<H: EventHandler> EventLoop<H> {
                 timeouts: options.timeouts,
                 marks: options.write_water_marks,
                 back_pressure: options.back_pressure,
+                connect_timeout_ms: options
+                    .connect_timeout
+                    .as_millis()
+                    .min(u128::from(u32::MAX)) as u64,
             },
             listeners: sockets.listeners,
             udp: sockets.udp,
@@ -378,6 +391,12 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return; // an event for a connection closed earlier this turn
         };
+        if entry.connecting.is_some() {
+            if event.writable || event.error || event.hangup {
+                self.finish_connect(key);
+            }
+            return;
+        }
         if event.error {
             let reason = match socket::take_error(entry.fd.as_fd()) {
                 Ok(Some(e)) => CloseReason::from_io(e),
@@ -445,10 +464,18 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
             };
-            if entry.read_closed || entry.paused || self.drain_deadline.is_some() {
+            if entry.read_closed || self.drain_deadline.is_some() || self.reading_blocked(key) {
                 return;
             }
+            let Some(entry) = self.conns.get_mut(key) else {
+                return;
+            };
             match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
+                Ok(0) if entry.is_datagram => {
+                    // An empty datagram on a connected UDP socket.
+                    self.traffic(key, 0);
+                    return;
+                }
                 Ok(0) => {
                     // The peer closed its side: finish writing, then close.
                     entry.read_closed = true;
@@ -502,39 +529,78 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
+        let leftover = std::mem::take(&mut entry.inbound);
         let handler = &mut self.handler;
         let fresh = &self.read_buf[..fresh];
-        let leftover = std::mem::take(&mut entry.inbound);
-        let action;
-        if leftover.is_empty() {
+        let (action, side, rest) = if leftover.is_empty() {
             // Zero-copy: the handler reads the loop's buffer directly.
-            let consumed;
-            {
-                let mut conn = Conn::new(fresh, entry, key, &lp);
-                action = guarded("on_traffic", || handler.on_traffic(&mut conn));
-                consumed = conn.consumed();
-            }
-            if consumed < fresh.len() {
-                entry.inbound = fresh[consumed..].to_vec();
-            }
+            let mut conn = Conn::new(fresh, &mut self.conns, key, &lp);
+            let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
+            let consumed = conn.consumed();
+            let side = conn.take_side_effects();
+            (
+                action,
+                side,
+                (consumed < fresh.len()).then(|| fresh[consumed..].to_vec()),
+            )
         } else {
             let mut buf = leftover;
             buf.extend_from_slice(fresh);
-            let consumed;
-            {
-                let mut conn = Conn::new(&buf, entry, key, &lp);
-                action = guarded("on_traffic", || handler.on_traffic(&mut conn));
-                consumed = conn.consumed();
-            }
-            if consumed < buf.len() {
+            let mut conn = Conn::new(&buf, &mut self.conns, key, &lp);
+            let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
+            let consumed = conn.consumed();
+            let side = conn.take_side_effects();
+            drop(conn);
+            let rest = (consumed < buf.len()).then(|| {
                 buf.drain(..consumed);
-                entry.inbound = buf;
-            }
+                buf
+            });
+            (action, side, rest)
+        };
+        if let (Some(rest), Some(entry)) = (rest, self.conns.get_mut(key)) {
+            entry.inbound = rest;
         }
+        self.after_callback(key, action, side);
+    }
+
+    /// After a connection's callback: its action (a panic closes it), then
+    /// what it did to the loop's other connections and the dials it asked for.
+    fn after_callback(
+        &mut self,
+        key: SlotKey,
+        action: Option<Action>,
+        side: Option<Box<SideEffects<H::State>>>,
+    ) {
         match action {
             Some(action) => self.settle(key, action),
             None => self.close_conn(key, handler_panicked()),
         }
+        if let Some(side) = side {
+            let SideEffects { touched, dials } = *side;
+            for other in touched {
+                if other != key {
+                    self.settle(other, Action::None);
+                }
+            }
+            for (addr, state) in dials {
+                self.start_dial(addr, Some(state), None);
+            }
+        }
+    }
+
+    /// `true` while reading `entry` must wait: its own queue, or the queue of
+    /// the connection it feeds, is over the high-water mark.
+    fn reading_blocked(&self, key: SlotKey) -> bool {
+        let Some(entry) = self.conns.get(key) else {
+            return true;
+        };
+        entry.paused
+            || entry
+                .overrides
+                .as_ref()
+                .and_then(|o| o.feeds)
+                .and_then(|target| self.conns.get(target))
+                .is_some_and(|target| target.paused)
     }
 
     /// After a callback or I/O: apply the action, close if due, otherwise make
@@ -582,8 +648,18 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             entry.paused = true;
+            if let Some(feeder) = entry.overrides.as_ref().and_then(|o| o.fed_by) {
+                // Stop reading the connection whose bytes fill this one.
+                self.settle(feeder, Action::None);
+            }
         } else if entry.paused && queued <= marks.low {
             entry.paused = false;
+            if let Some(feeder) = entry.overrides.as_ref().and_then(|o| o.fed_by) {
+                if self.settings.edge_triggered {
+                    self.continue_io.push_back(feeder);
+                }
+                self.settle(feeder, Action::None);
+            }
             if self.settings.edge_triggered {
                 // No new edge will come for bytes already waiting.
                 self.continue_io.push_back(key);
@@ -614,7 +690,11 @@ impl<H: EventHandler> EventLoop<H> {
             return; // registered once for both directions
         }
         let want_write = !entry.outbound.is_empty();
-        let want_read = !entry.read_closed && !entry.paused && self.drain_deadline.is_none();
+        let want_read =
+            !entry.read_closed && self.drain_deadline.is_none() && !self.reading_blocked(key);
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
         if want_write != entry.write_armed || want_read != entry.read_armed {
             let interest = Interest {
                 readable: want_read,
@@ -636,11 +716,18 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        let handler = &mut self.handler;
+        if entry.connecting.is_some() {
+            // Never opened: the dial fails instead (no close callback).
+            let error = Error::io("connect", io::Error::other(reason.to_string()));
+            self.fail_dial(key, error);
+            return;
+        }
         let leftover = std::mem::take(&mut entry.inbound);
-        let action = {
-            let mut conn = Conn::new(&leftover, entry, key, &lp);
-            guarded("on_close", || handler.on_close(&mut conn, &reason))
+        let handler = &mut self.handler;
+        let (action, side) = {
+            let mut conn = Conn::new(&leftover, &mut self.conns, key, &lp);
+            let action = guarded("on_close", || handler.on_close(&mut conn, &reason));
+            (action, conn.take_side_effects())
         };
         if let Some(Action::Shutdown) = action {
             self.engine.request_stop();
@@ -652,7 +739,6 @@ impl<H: EventHandler> EventLoop<H> {
             && !matches!(reason, CloseReason::Reset | CloseReason::Error(_))
         {
             // Best effort: whatever the socket takes right now.
-            let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
             let _ = entry.flush_queue(&lp);
         }
         if let Some(held) = self.deferred.remove(&key) {
@@ -662,11 +748,178 @@ impl<H: EventHandler> EventLoop<H> {
             }
         }
         let _ = self.poller.delete(entry.fd.as_fd());
+        let fed_by = entry.overrides.as_ref().and_then(|o| o.fed_by);
         drop(entry); // closes the fd, after on_close, never before
                      // Relaxed: a counter.
         self.engine.loops[self.index]
             .connections
             .fetch_sub(1, Ordering::Relaxed);
+        if let Some(feeder) = fed_by {
+            // Its relay target is gone: it may be read again.
+            self.settle(feeder, Action::None);
+        }
+        if let Some(side) = side {
+            for other in side.touched {
+                self.settle(other, Action::None);
+            }
+            for (addr, state) in side.dials {
+                self.start_dial(addr, Some(state), None);
+            }
+        }
+    }
+
+    // ----- dialling and enrolling -----
+
+    /// Starts a non-blocking connect onto this loop. `state` (a dial from a
+    /// callback) is the new connection's initial state; `done` (a dial through
+    /// the engine) is told the outcome.
+    fn start_dial(
+        &mut self,
+        addr: ListenAddr,
+        state: Option<H::State>,
+        done: Option<Completion<ConnHandle>>,
+    ) {
+        if self.engine.loops_stopping() {
+            self.dial_failed(state, done, Error::EngineStopped);
+            return;
+        }
+        let attempt = match (addr.transport(), addr.sock_addr()) {
+            (Transport::Tcp, SockAddr::Inet(sa)) => {
+                socket::tcp_connect(*sa).map(|(fd, now)| (fd, now, true, false))
+            }
+            (Transport::Unix, SockAddr::Unix(Some(path))) => {
+                socket::unix_connect(path).map(|(fd, now)| (fd, now, false, false))
+            }
+            (Transport::Udp, SockAddr::Inet(sa)) => {
+                socket::udp_connect(*sa).map(|fd| (fd, true, false, true))
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the address does not match its scheme",
+            )),
+        };
+        let (fd, connected, is_tcp, is_datagram) = match attempt {
+            Ok(attempt) => attempt,
+            Err(e) => {
+                self.dial_failed(state, done, Error::io("connect", e));
+                return;
+            }
+        };
+        let mut entry = ConnEntry::new(fd, addr.sock_addr().clone(), NO_LISTENER, is_tcp);
+        entry.is_datagram = is_datagram;
+        entry.state = state;
+        if connected {
+            // Relaxed: a counter.
+            self.engine.loops[self.index]
+                .connections
+                .fetch_add(1, Ordering::Relaxed);
+            self.adopt(entry, done);
+            return;
+        }
+        // In progress: wait for writability, with the connect timeout on the wheel.
+        self.timeouts_in_use = true;
+        self.now_ms = self.epoch.elapsed().as_millis() as u64;
+        let deadline_ms = self.now_ms + self.settings.connect_timeout_ms;
+        entry.connecting = Some(Box::new(Connecting { deadline_ms, done }));
+        let Some(key) = self.conns.insert(entry) else {
+            log::error!("loop {} cannot hold more connections", self.index);
+            return;
+        };
+        let entry = self.conns.get_mut(key).expect("just inserted");
+        if let Err(e) = self
+            .poller
+            .add(entry.fd.as_fd(), key.token(), Interest::WRITABLE)
+        {
+            self.fail_dial(key, Error::io("register a connecting socket", e));
+            return;
+        }
+        entry.write_armed = true;
+        entry.timer_tick = self.wheel.schedule(key, deadline_ms);
+    }
+
+    /// A connect in progress finished: open the connection, or fail the dial.
+    fn finish_connect(&mut self, key: SlotKey) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        match socket::take_error(entry.fd.as_fd()) {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => {
+                self.fail_dial(key, Error::io("connect", e));
+                return;
+            }
+        }
+        let done = entry.connecting.take().and_then(|c| c.done);
+        let Some(entry) = self.conns.remove(key) else {
+            return;
+        };
+        let _ = self.poller.delete(entry.fd.as_fd());
+        // Relaxed: a counter.
+        self.engine.loops[self.index]
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        self.adopt(entry, done);
+    }
+
+    /// Drops a connection that never opened and reports why.
+    fn fail_dial(&mut self, key: SlotKey, error: Error) {
+        let Some(mut entry) = self.conns.remove(key) else {
+            return;
+        };
+        let _ = self.poller.delete(entry.fd.as_fd());
+        let done = entry.connecting.take().and_then(|c| c.done);
+        let state = entry.state.take();
+        drop(entry);
+        self.dial_failed(state, done, error);
+    }
+
+    fn dial_failed(
+        &mut self,
+        state: Option<H::State>,
+        done: Option<Completion<ConnHandle>>,
+        error: Error,
+    ) {
+        log::debug!("loop {}: dial failed: {error}", self.index);
+        if let Some(state) = state {
+            let (ctx, handler) = (&mut self.ctx, &mut self.handler);
+            if let Some(Action::Shutdown) = guarded("on_dial_error", || {
+                handler.on_dial_error(ctx, state, &error)
+            }) {
+                self.engine.request_stop();
+            }
+        }
+        if let Some(done) = done {
+            done.complete(Err(error));
+        }
+    }
+
+    /// Adopts an already-connected stream socket handed over by the engine.
+    fn enroll(&mut self, fd: OwnedFd, done: Completion<ConnHandle>) {
+        if self.engine.loops_stopping() {
+            done.complete(Err(Error::EngineStopped));
+            return;
+        }
+        let prepared = socket::prepare_enrolled(fd.as_fd()).and_then(|is_stream| {
+            if !is_stream {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "only stream sockets can be enrolled",
+                ));
+            }
+            let peer = socket::peer_addr(fd.as_fd())?;
+            Ok(peer)
+        });
+        match prepared {
+            Ok(peer) => {
+                let is_tcp = matches!(peer, SockAddr::Inet(_));
+                // Relaxed: a counter.
+                self.engine.loops[self.index]
+                    .connections
+                    .fetch_add(1, Ordering::Relaxed);
+                self.adopt(ConnEntry::new(fd, peer, NO_LISTENER, is_tcp), Some(done));
+            }
+            Err(e) => done.complete(Err(Error::io("enroll a socket", e))),
+        }
     }
 
     // ----- listeners (reuseport mode) and datagrams -----
@@ -686,7 +939,7 @@ impl<H: EventHandler> EventLoop<H> {
                     self.engine.loops[self.index]
                         .connections
                         .fetch_add(1, Ordering::Relaxed);
-                    self.adopt(ConnEntry::new(fd, peer, listen_index, is_tcp));
+                    self.adopt(ConnEntry::new(fd, peer, listen_index, is_tcp), None);
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -797,7 +1050,7 @@ impl<H: EventHandler> EventLoop<H> {
                         .fetch_sub(1, Ordering::Relaxed);
                     return;
                 }
-                self.adopt(ConnEntry::new(fd, peer, listener, is_tcp));
+                self.adopt(ConnEntry::new(fd, peer, listener, is_tcp), None);
             }
             LoopMessage::Write { id, data, done } => match self.conn_key(id) {
                 None => done.complete(Err(Error::ConnectionClosed)),
@@ -827,6 +1080,8 @@ impl<H: EventHandler> EventLoop<H> {
                 Some((fd, _)) => done.complete(send_datagram(fd.as_fd(), &data, &peer)),
                 None => done.complete(Err(Error::ConnectionClosed)),
             },
+            LoopMessage::Dial { addr, done } => self.start_dial(*addr, None, Some(done)),
+            LoopMessage::Enroll { fd, done } => self.enroll(fd, done),
             LoopMessage::Wake { id } => {
                 if let Some(key) = self.conn_key(id) {
                     self.traffic(key, 0);
@@ -862,14 +1117,18 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
-    /// Takes ownership of an accepted socket: options, registration, on_open.
-    fn adopt(&mut self, entry: ConnEntry<H::State>) {
+    /// Takes ownership of a connected socket: options, registration,
+    /// on_open; `done` (a dial or enroll through the engine) gets its handle.
+    fn adopt(&mut self, entry: ConnEntry<H::State>, done: Option<Completion<ConnHandle>>) {
         self.apply_socket_options(&entry);
         let Some(key) = self.conns.insert(entry) else {
             log::error!("loop {} cannot hold more connections", self.index);
             self.engine.loops[self.index]
                 .connections
                 .fetch_sub(1, Ordering::Relaxed);
+            if let Some(done) = done {
+                done.complete(Err(Error::ConnectionClosed));
+            }
             return;
         };
         let entry = self.conns.get_mut(key).expect("just inserted");
@@ -885,6 +1144,9 @@ impl<H: EventHandler> EventLoop<H> {
             self.engine.loops[self.index]
                 .connections
                 .fetch_sub(1, Ordering::Relaxed);
+            if let Some(done) = done {
+                done.complete(Err(Error::io("register a connection", e)));
+            }
             return;
         }
         entry.read_armed = true;
@@ -897,13 +1159,17 @@ impl<H: EventHandler> EventLoop<H> {
         );
         let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let handler = &mut self.handler;
-        let action = {
-            let mut conn = Conn::new(&[], entry, key, &lp);
-            guarded("on_open", || handler.on_open(&mut conn))
+        let (action, side, handle) = {
+            let mut conn = Conn::new(&[], &mut self.conns, key, &lp);
+            let action = guarded("on_open", || handler.on_open(&mut conn));
+            (action, conn.take_side_effects(), conn.handle())
         };
-        match action {
-            Some(action) => self.settle(key, action),
-            None => self.close_conn(key, handler_panicked()),
+        self.after_callback(key, action, side);
+        if let Some(done) = done {
+            match self.conns.get(key) {
+                Some(_) => done.complete(Ok(handle)),
+                None => done.complete(Err(Error::ConnectionClosed)),
+            }
         }
     }
 
@@ -973,6 +1239,18 @@ impl<H: EventHandler> EventLoop<H> {
             }
             entry.timer_tick = 0;
             match next_deadline(entry, &self.settings.timeouts) {
+                Some((_, TimeoutKind::Connect))
+                    if entry
+                        .connecting
+                        .as_ref()
+                        .is_some_and(|c| c.deadline_ms <= self.now_ms) =>
+                {
+                    let error = Error::io(
+                        "connect",
+                        io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+                    );
+                    self.fail_dial(key, error);
+                }
                 Some((at, kind)) if at <= self.now_ms => {
                     bump(&self.engine.loops[self.index].counters.timeouts, 1);
                     self.close_conn(key, CloseReason::Timeout(kind));

@@ -63,6 +63,8 @@ pub enum TimeoutKind {
     Read,
     /// Bytes queued and none written for the write timeout.
     Write,
+    /// A dial did not connect within the connect timeout.
+    Connect,
 }
 
 impl CloseReason {
@@ -87,6 +89,7 @@ impl fmt::Display for CloseReason {
             Self::Timeout(TimeoutKind::Idle) => f.write_str("idle timeout"),
             Self::Timeout(TimeoutKind::Read) => f.write_str("read timeout"),
             Self::Timeout(TimeoutKind::Write) => f.write_str("write timeout"),
+            Self::Timeout(TimeoutKind::Connect) => f.write_str("connect timeout"),
             Self::BackPressure => f.write_str("outbound queue above its high-water mark"),
         }
     }
@@ -170,6 +173,20 @@ pub trait EventHandler: 'static {
     /// flushed best-effort. [`Action::Shutdown`] stops the engine.
     fn on_close(&mut self, conn: &mut Conn<'_, Self::State>, reason: &CloseReason) -> Action {
         let _ = (conn, reason);
+        Action::None
+    }
+
+    /// A dial made from a callback with [`Conn::dial`] failed (refused,
+    /// unreachable, timed out); `state` is the state given to it. Dials made
+    /// through [`Engine::dial`](crate::Engine::dial) report to their caller
+    /// instead.
+    fn on_dial_error(
+        &mut self,
+        ctx: &mut LoopContext,
+        state: Self::State,
+        error: &crate::Error,
+    ) -> Action {
+        let _ = (ctx, state, error);
         Action::None
     }
 

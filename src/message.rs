@@ -9,8 +9,9 @@
 use std::fmt;
 use std::os::fd::OwnedFd;
 
-use crate::addr::SockAddr;
+use crate::addr::{ListenAddr, SockAddr};
 use crate::error::{Error, Result};
+use crate::handle::ConnHandle;
 use crate::handle::ConnId;
 use crate::handler::LoopContext;
 
@@ -72,6 +73,16 @@ pub(crate) enum LoopMessage {
         data: Vec<u8>,
         done: Completion<usize>,
     },
+    /// Dial `addr` onto this loop; `done` gets the new connection's handle.
+    Dial {
+        addr: Box<ListenAddr>,
+        done: Completion<ConnHandle>,
+    },
+    /// Adopt an already-connected socket.
+    Enroll {
+        fd: OwnedFd,
+        done: Completion<ConnHandle>,
+    },
     /// Run the traffic callback even without new bytes.
     Wake { id: ConnId },
     /// Close a connection.
@@ -91,6 +102,8 @@ impl fmt::Debug for LoopMessage {
             Self::Write { id, data, .. } => write!(f, "Write({id:?}, {} bytes)", data.len()),
             Self::Writev { id, bufs, .. } => write!(f, "Writev({id:?}, {} buffers)", bufs.len()),
             Self::SendTo { peer, data, .. } => write!(f, "SendTo({peer}, {} bytes)", data.len()),
+            Self::Dial { addr, .. } => write!(f, "Dial({addr})"),
+            Self::Enroll { .. } => f.write_str("Enroll"),
             Self::Wake { id } => write!(f, "Wake({id:?})"),
             Self::Close { id, .. } => write!(f, "Close({id:?})"),
             Self::Execute(_) => f.write_str("Execute"),

@@ -245,6 +245,8 @@ pub struct Options {
     pub write_water_marks: WaterMarks,
     /// What passing the high-water mark does. Default: pause reading.
     pub back_pressure: BackPressure,
+    /// How long a dial may take to connect. Default 10 s.
+    pub connect_timeout: Duration,
     /// How long a stop waits for connections to flush what they have queued
     /// before closing them hard. Default 5 s.
     pub drain_timeout: Duration,
@@ -279,6 +281,7 @@ impl Default for Options {
             write_water_marks: WaterMarks::default(),
             back_pressure: BackPressure::PauseReading,
             drain_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
             workers: (4 * std::thread::available_parallelism().map_or(1, usize::from)).max(4),
             job_queue_capacity: 4096,
             pool_shutdown: PoolShutdown::Finish,
@@ -363,6 +366,12 @@ impl Options {
             ));
         }
         self.timeouts.validate()?;
+        if self.connect_timeout < Duration::from_millis(1) {
+            return bad(format!(
+                "connect timeout {:?} is below 1 ms",
+                self.connect_timeout
+            ));
+        }
         self.write_water_marks.validate()?;
         if let Some(ka) = self.tcp_keepalive {
             if ka.idle < Duration::from_secs(1)

@@ -266,6 +266,28 @@ pub(crate) fn unix_connect(path: &Path) -> io::Result<(OwnedFd, bool)> {
     start_connect(fd, &addr)
 }
 
+/// A UDP socket connected to `addr` (a datagram "connection": it sends to and
+/// receives from that peer only).
+pub(crate) fn udp_connect(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let fd = new_socket(
+        family_of(&addr),
+        SockType::Datagram,
+        Some(SockProtocol::Udp),
+    )?;
+    nixsock::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    Ok(fd)
+}
+
+/// Makes an adopted socket non-blocking and close-on-exec, and says whether
+/// it is a connected stream socket (the only kind that can be enrolled).
+pub(crate) fn prepare_enrolled(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    Ok(nixsock::getsockopt(&fd, sockopt::SockType)? == SockType::Stream)
+}
+
 /// Takes (and clears) the socket's pending error (`SO_ERROR`).
 pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     let code = nixsock::getsockopt(&fd, sockopt::SocketError)?;
