@@ -81,6 +81,11 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) overrides: Option<Box<ConnOverrides>>,
     /// A connected UDP socket: a zero-length read is a datagram, not EOF.
     pub(crate) is_datagram: bool,
+    /// The handler keeps the connection open after the peer's EOF.
+    pub(crate) half_open: bool,
+    /// `shutdown(SHUT_WR)` is wanted once the queue is written / was done.
+    pub(crate) shutdown_wanted: bool,
+    pub(crate) shutdown_done: bool,
     /// Set while a dial is in progress (the connection is not open yet).
     pub(crate) connecting: Option<Box<Connecting>>,
 }
@@ -126,6 +131,9 @@ impl<S> ConnEntry<S> {
             timer_tick: 0,
             overrides: None,
             is_datagram: false,
+            half_open: false,
+            shutdown_wanted: false,
+            shutdown_done: false,
             connecting: None,
         }
     }
@@ -573,6 +581,39 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
+    /// Half-closes the connection: once everything queued is written, sends
+    /// FIN (`shutdown(SHUT_WR)`); reading goes on. (Stream only.)
+    pub fn shutdown_write(&mut self) {
+        if let Some(entry) = self.entry_mut() {
+            entry.shutdown_wanted = true;
+        }
+        if let Backing::Stream { key, .. } = self.backing {
+            self.side().touched.push(key);
+        }
+    }
+
+    /// [`shutdown_write`](Self::shutdown_write) for another connection of
+    /// this loop.
+    pub fn shutdown_write_of(&mut self, other: ConnId) -> Result<()> {
+        let key = self.other_key(other)?;
+        if let Backing::Stream { conns, .. } = &mut self.backing {
+            if let Some(entry) = conns.get_mut(key) {
+                entry.shutdown_wanted = true;
+            }
+        }
+        self.side().touched.push(key);
+        Ok(())
+    }
+
+    /// The state of another connection of this loop, mutably.
+    pub fn state_of_mut(&mut self, other: ConnId) -> Result<Option<&mut S>> {
+        let key = self.other_key(other)?;
+        match &mut self.backing {
+            Backing::Stream { conns, .. } => Ok(conns.get_mut(key).and_then(|e| e.state.as_mut())),
+            Backing::Datagram(_) => unreachable!("other_key refuses datagrams"),
+        }
+    }
+
     /// Closes another connection of this loop once this callback returns.
     pub fn close_other(&mut self, other: ConnId) -> Result<()> {
         let key = self.other_key(other)?;
@@ -582,6 +623,23 @@ impl<'a, S> Conn<'a, S> {
             }
         }
         self.side().touched.push(key);
+        Ok(())
+    }
+
+    /// Links back-pressure both ways between this connection and `other` (a
+    /// proxy's two sides): see [`feed`](Self::feed).
+    pub fn link(&mut self, other: ConnId) -> Result<()> {
+        self.feed(other)?;
+        let other_key = self.other_key(other)?;
+        if let Backing::Stream { conns, key } = &mut self.backing {
+            let key = *key;
+            if let Some(entry) = conns.get_mut(other_key) {
+                entry.overrides_mut().feeds = Some(key);
+            }
+            if let Some(entry) = conns.get_mut(key) {
+                entry.overrides_mut().fed_by = Some(other_key);
+            }
+        }
         Ok(())
     }
 

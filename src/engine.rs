@@ -36,7 +36,7 @@ use crate::actors::{
 use crate::addr::{ListenAddr, Transport};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
-use crate::handle::{ConnHandle, Pending};
+use crate::handle::{ConnHandle, ConnId, Pending};
 use crate::handler::{EventHandler, LoopContext};
 use crate::listener::{Listener, LoopSockets};
 use crate::message::Completion;
@@ -482,6 +482,13 @@ impl Engine {
         };
         let _ = self.shared.send_to_loop(self.least_loaded_loop(), message);
         Pending { rx }
+    }
+
+    /// A handle to connection `id` (as seen in a callback with
+    /// [`Conn::id`](crate::Conn::id)). If that connection has closed, the
+    /// handle's requests are refused with `ConnectionClosed`.
+    pub fn handle(&self, id: ConnId) -> ConnHandle {
+        ConnHandle::new(id, self.shared.clone())
     }
 
     fn least_loaded_loop(&self) -> usize {

@@ -477,9 +477,10 @@ impl<H: EventHandler> EventLoop<H> {
                     return;
                 }
                 Ok(0) => {
-                    // The peer closed its side: finish writing, then close.
+                    // The peer closed its side: ask the handler whether to
+                    // close (once flushed) or to keep writing.
                     entry.read_closed = true;
-                    self.settle(key, Action::None);
+                    self.read_closed(key);
                     return;
                 }
                 Ok(n) => {
@@ -563,6 +564,30 @@ impl<H: EventHandler> EventLoop<H> {
         self.after_callback(key, action, side);
     }
 
+    /// Runs `on_read_closed`: `Close` (the default) closes once flushed,
+    /// `None` keeps the connection half-open.
+    fn read_closed(&mut self, key: SlotKey) {
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+        let handler = &mut self.handler;
+        let (action, side) = {
+            let mut conn = Conn::new(&[], &mut self.conns, key, &lp);
+            let action = guarded("on_read_closed", || handler.on_read_closed(&mut conn));
+            (action, conn.take_side_effects())
+        };
+        let action = match action {
+            Some(Action::None) => {
+                if let Some(entry) = self.conns.get_mut(key) {
+                    entry.half_open = true;
+                }
+                Some(Action::None)
+            }
+            // Close once flushed: settle does that for a read-closed peer.
+            Some(Action::Close) => Some(Action::None),
+            other => other,
+        };
+        self.after_callback(key, action, side);
+    }
+
     /// After a connection's callback: its action (a panic closes it), then
     /// what it did to the loop's other connections and the dials it asked for.
     fn after_callback(
@@ -622,7 +647,18 @@ impl<H: EventHandler> EventLoop<H> {
             self.close_conn(key, reason);
             return;
         }
-        if entry.read_closed && entry.outbound.is_empty() {
+        if entry.shutdown_wanted && !entry.shutdown_done && entry.outbound.is_empty() {
+            entry.shutdown_done = true;
+            if let Err(e) = socket::shutdown_write(entry.fd.as_fd()) {
+                self.close_conn(key, CloseReason::from_io(e));
+                return;
+            }
+        }
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        let both_done = entry.read_closed && entry.shutdown_done;
+        if entry.read_closed && entry.outbound.is_empty() && (!entry.half_open || both_done) {
             self.close_conn(key, CloseReason::Eof);
             return;
         }

@@ -168,6 +168,17 @@ pub trait EventHandler: 'static {
         Action::None
     }
 
+    /// The peer closed its side (end of stream) and every byte it sent has
+    /// been through [`on_traffic`](Self::on_traffic). Return
+    /// [`Action::Close`] (the default) to close once what is queued is
+    /// written ([`CloseReason::Eof`]), or [`Action::None`] to keep writing —
+    /// a half-closed connection, as a proxy needs; it then closes when the
+    /// handler closes it, or once [`Conn::shutdown_write`] has taken effect.
+    fn on_read_closed(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
+        let _ = conn;
+        Action::Close
+    }
+
     /// The connection is closing, for `reason`. Runs exactly once per
     /// connection, before its socket is released. Bytes written here are
     /// flushed best-effort. [`Action::Shutdown`] stops the engine.

@@ -1,0 +1,164 @@
+//! A layer-4 TCP proxy: every client connection gets its own backend
+//! connection, dialled onto the same loop, and bytes are relayed both ways
+//! with no cross-thread hop.
+//!
+//! ```text
+//! cargo run --release --example proxy -- --listen tcp://127.0.0.1:8000 --backend tcp://127.0.0.1:9000 [--loops N]
+//! ```
+//! (Listen addresses may also be given as positional URLs.)
+//!
+//! - **Same loop**: the client's `on_open` dials the backend with
+//!   [`Conn::dial`]; the backend starts with state `Backend { client }`, and
+//!   both sides then relay with [`Conn::write_to`] (a direct write, no message).
+//! - **Half-close**: when one side closes its write half, the proxy keeps the
+//!   other direction open ([`EventHandler::on_read_closed`] returns `None`)
+//!   and forwards the FIN with [`Conn::shutdown_write_of`]; each connection
+//!   closes once both of its halves are done.
+//! - **Back-pressure**: the two sides are linked ([`Conn::link`]): when one
+//!   side's outbound queue passes its high-water mark, the other side is not
+//!   read until it drains, so a slow reader cannot grow the proxy's memory.
+//! - **Failures**: a backend that refuses ([`EventHandler::on_dial_error`]) or
+//!   dies closes its client; a client that leaves closes its backend; other
+//!   connections are untouched.
+
+mod common;
+
+use ringloop::{Action, CloseReason, Conn, ConnId, Engine, Error, EventHandler, LoopContext};
+
+/// Bytes a client may send before its backend is connected.
+const EARLY_BYTES_LIMIT: usize = 1 << 20;
+
+/// Which side of a relay a connection is.
+enum Side {
+    /// A client; `backend` is set once the backend connects.
+    Client { backend: Option<ConnId> },
+    /// A backend dialled for `client`.
+    Backend { client: ConnId },
+}
+
+struct Proxy {
+    backend: String,
+}
+
+impl EventHandler for Proxy {
+    type State = Side;
+
+    fn on_open(&mut self, conn: &mut Conn<'_, Side>) -> Action {
+        match conn.state() {
+            // An accepted client: dial its backend onto this loop.
+            None => {
+                let me = conn.id();
+                conn.set_state(Side::Client { backend: None });
+                match conn.dial(&self.backend, Side::Backend { client: me }) {
+                    Ok(()) => Action::None,
+                    Err(e) => {
+                        eprintln!("proxy: bad backend address: {e}");
+                        Action::Close
+                    }
+                }
+            }
+            // The backend connected: tell the client, link them, and relay
+            // whatever the client sent meanwhile.
+            Some(Side::Backend { client }) => {
+                let (client, me) = (*client, conn.id());
+                match conn.state_of_mut(client) {
+                    Ok(Some(Side::Client { backend })) => *backend = Some(me),
+                    _ => return Action::Close, // the client left already
+                }
+                if conn.link(client).is_err() {
+                    return Action::Close;
+                }
+                let _ = conn.engine().handle(client).wake();
+                Action::None
+            }
+            Some(Side::Client { .. }) => Action::None,
+        }
+    }
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, Side>) -> Action {
+        let peer = match conn.state() {
+            Some(Side::Client { backend: Some(b) }) => *b,
+            Some(Side::Backend { client }) => *client,
+            _ => {
+                // The backend is not connected yet: keep the bytes, within reason.
+                return if conn.inbound_buffered() > EARLY_BYTES_LIMIT {
+                    Action::Close
+                } else {
+                    Action::None
+                };
+            }
+        };
+        let data = conn.read_all();
+        match conn.write_to(peer, data) {
+            Ok(_) => Action::None,
+            Err(_) => Action::Close,
+        }
+    }
+
+    fn on_read_closed(&mut self, conn: &mut Conn<'_, Side>) -> Action {
+        let peer = match conn.state() {
+            Some(Side::Client { backend: Some(b) }) => *b,
+            Some(Side::Backend { client }) => *client,
+            _ => return Action::Close,
+        };
+        // Forward the FIN; keep this side open for the other direction.
+        match conn.shutdown_write_of(peer) {
+            Ok(()) => Action::None,
+            Err(_) => Action::Close,
+        }
+    }
+
+    fn on_close(&mut self, conn: &mut Conn<'_, Side>, reason: &CloseReason) -> Action {
+        if matches!(reason, CloseReason::Eof) {
+            // Both halves finished normally; the peer finishes on its own.
+            return Action::None;
+        }
+        let peer = match conn.state() {
+            Some(Side::Client { backend: Some(b) }) => Some(*b),
+            Some(Side::Backend { client }) => Some(*client),
+            _ => None,
+        };
+        if let Some(peer) = peer {
+            // A reset, an error, a timeout or a local close takes the peer along.
+            let _ = conn.close_other(peer);
+        }
+        Action::None
+    }
+
+    fn on_dial_error(&mut self, ctx: &mut LoopContext, state: Side, error: &Error) -> Action {
+        if let Side::Backend { client } = state {
+            eprintln!("proxy: backend {}: {error}", self.backend);
+            let _ = ctx.engine().handle(client).close();
+        }
+        Action::None
+    }
+}
+
+fn main() {
+    let args = common::Args::parse(
+        "proxy --listen tcp://127.0.0.1:PORT --backend tcp://127.0.0.1:PORT [--loops N]",
+        &["listen", "backend"],
+        &[],
+    );
+    let Some(backend) = args.text("backend").map(str::to_string) else {
+        eprintln!("error: --backend is required");
+        std::process::exit(2)
+    };
+    let mut addrs = args.addrs.clone();
+    if let Some(listen) = args.text("listen") {
+        addrs.push(listen.to_string());
+    }
+    if addrs.is_empty() {
+        addrs.push("tcp://127.0.0.1:8000".into());
+    }
+    let mut builder = Engine::builder(move |_| Proxy {
+        backend: backend.clone(),
+    });
+    for addr in addrs {
+        builder = builder.listen(addr);
+    }
+    if let Some(n) = args.loops {
+        builder = builder.loops(n);
+    }
+    common::serve("proxy", builder);
+}
