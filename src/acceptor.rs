@@ -177,10 +177,7 @@ impl Acceptor {
                 return Ok(());
             };
             let target = self.balancer.pick(&peer, &self.engine);
-            // Relaxed: a counter; the loop decrements it when the connection closes.
-            self.engine.loops[target]
-                .connections
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.engine.loops[target].add_connection();
             let message = LoopMessage::Accepted {
                 fd,
                 peer,
@@ -190,9 +187,7 @@ impl Acceptor {
             if self.outboxes[target].send(message).is_err() {
                 // The loop is gone (engine stopping): the socket was closed
                 // by dropping the message.
-                self.engine.loops[target]
-                    .connections
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.engine.loops[target].remove_connection();
                 return Ok(());
             }
             if self.outboxes[target].held() >= HOLD_LIMIT {

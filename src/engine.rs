@@ -55,6 +55,20 @@ pub(crate) struct LoopSlot {
     pub(crate) counters: CachePadded<LoopCounters>,
 }
 
+impl LoopSlot {
+    /// One more connection assigned to the loop.
+    pub(crate) fn add_connection(&self) {
+        // Relaxed: a counter, read only as an estimate (balancing, stats).
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One connection fewer (closed, or never registered).
+    pub(crate) fn remove_connection(&self) {
+        // Relaxed: as in `add_connection`.
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RunState {
     Built,
@@ -126,6 +140,14 @@ impl EngineShared {
         }
         let _state = self.run_state.lock().unwrap_or_else(|e| e.into_inner());
         self.stop_requested.notify_all();
+    }
+
+    /// The loop holding the fewest connections.
+    pub(crate) fn least_loaded_loop(&self) -> usize {
+        // Relaxed: an estimate is all a balancer needs.
+        (0..self.loops.len())
+            .min_by_key(|&i| self.loops[i].connections.load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 
     /// How long loops may spend flushing queued bytes at stop.
@@ -492,10 +514,7 @@ impl Engine {
     }
 
     fn least_loaded_loop(&self) -> usize {
-        // Relaxed: an estimate is all a balancer needs.
-        (0..self.shared.loops.len())
-            .min_by_key(|&i| self.shared.loops[i].connections.load(Ordering::Relaxed))
-            .unwrap_or(0)
+        self.shared.least_loaded_loop()
     }
 
     /// Counters of every loop, by loop index.

@@ -36,7 +36,6 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -786,10 +785,7 @@ impl<H: EventHandler> EventLoop<H> {
         let _ = self.poller.delete(entry.fd.as_fd());
         let fed_by = entry.overrides.as_ref().and_then(|o| o.fed_by);
         drop(entry); // closes the fd, after on_close, never before
-                     // Relaxed: a counter.
-        self.engine.loops[self.index]
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
+        self.engine.loops[self.index].remove_connection();
         if let Some(feeder) = fed_by {
             // Its relay target is gone: it may be read again.
             self.settle(feeder, Action::None);
@@ -845,10 +841,7 @@ impl<H: EventHandler> EventLoop<H> {
         entry.is_datagram = is_datagram;
         entry.state = state;
         if connected {
-            // Relaxed: a counter.
-            self.engine.loops[self.index]
-                .connections
-                .fetch_add(1, Ordering::Relaxed);
+            self.engine.loops[self.index].add_connection();
             self.adopt(entry, done);
             return;
         }
@@ -890,10 +883,7 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         let _ = self.poller.delete(entry.fd.as_fd());
-        // Relaxed: a counter.
-        self.engine.loops[self.index]
-            .connections
-            .fetch_add(1, Ordering::Relaxed);
+        self.engine.loops[self.index].add_connection();
         self.adopt(entry, done);
     }
 
@@ -948,10 +938,7 @@ impl<H: EventHandler> EventLoop<H> {
         match prepared {
             Ok(peer) => {
                 let is_tcp = matches!(peer, SockAddr::Inet(_));
-                // Relaxed: a counter.
-                self.engine.loops[self.index]
-                    .connections
-                    .fetch_add(1, Ordering::Relaxed);
+                self.engine.loops[self.index].add_connection();
                 self.adopt(ConnEntry::new(fd, peer, NO_LISTENER, is_tcp), Some(done));
             }
             Err(e) => done.complete(Err(Error::io("enroll a socket", e))),
@@ -971,10 +958,7 @@ impl<H: EventHandler> EventLoop<H> {
             match socket::accept(listener.fd.as_fd()) {
                 Ok(Some((fd, peer))) => {
                     self.warned_exhausted = false;
-                    // Relaxed: a counter.
-                    self.engine.loops[self.index]
-                        .connections
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.engine.loops[self.index].add_connection();
                     self.adopt(ConnEntry::new(fd, peer, listen_index, is_tcp), None);
                 }
                 Ok(None) => return,
@@ -1080,10 +1064,7 @@ impl<H: EventHandler> EventLoop<H> {
                 is_tcp,
             } => {
                 if self.engine.loops_stopping() {
-                    // Relaxed: a counter; the socket closes as `fd` drops.
-                    self.engine.loops[self.index]
-                        .connections
-                        .fetch_sub(1, Ordering::Relaxed);
+                    self.engine.loops[self.index].remove_connection();
                     return;
                 }
                 self.adopt(ConnEntry::new(fd, peer, listener, is_tcp), None);
@@ -1159,9 +1140,7 @@ impl<H: EventHandler> EventLoop<H> {
         self.apply_socket_options(&entry);
         let Some(key) = self.conns.insert(entry) else {
             log::error!("loop {} cannot hold more connections", self.index);
-            self.engine.loops[self.index]
-                .connections
-                .fetch_sub(1, Ordering::Relaxed);
+            self.engine.loops[self.index].remove_connection();
             if let Some(done) = done {
                 done.complete(Err(Error::ConnectionClosed));
             }
@@ -1176,10 +1155,7 @@ impl<H: EventHandler> EventLoop<H> {
         if let Err(e) = self.poller.add(entry.fd.as_fd(), key.token(), interest) {
             log::warn!("could not register a connection from {}: {e}", entry.peer);
             self.conns.remove(key);
-            // Relaxed: a counter.
-            self.engine.loops[self.index]
-                .connections
-                .fetch_sub(1, Ordering::Relaxed);
+            self.engine.loops[self.index].remove_connection();
             if let Some(done) = done {
                 done.complete(Err(Error::io("register a connection", e)));
             }

@@ -201,6 +201,7 @@ impl<T> Mailbox<T> {
             ));
         }
         let shared = Arc::new(Shared {
+            // Relaxed: only uniqueness matters, which the RMW guarantees.
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             wake: WakeWord::new(),
             doorbell: Doorbell::new(config.doorbell)?,
