@@ -70,14 +70,8 @@ impl Acceptor {
     fn serve(&mut self) -> crate::Result<()> {
         let io_err = |context| move |e| crate::Error::io(context, e);
         let poller = Poller::new().map_err(io_err("create the acceptor's poller"))?;
-        let doorbell = self.mailbox.doorbell();
-        let interest = if doorbell.needs_drain() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE.edge_triggered()
-        };
         poller
-            .add(doorbell.as_fd(), DOORBELL, interest)
+            .add_doorbell(self.mailbox.doorbell(), DOORBELL)
             .map_err(io_err("register the acceptor's doorbell"))?;
         for (i, (l, _)) in self.listeners.iter().enumerate() {
             poller

@@ -214,14 +214,8 @@ impl<H: EventHandler> EventLoop<H> {
         options: &Options,
     ) -> Result<Self> {
         let poller = Poller::new().map_err(|e| Error::io("create a loop's poller", e))?;
-        let doorbell = mailbox.doorbell();
-        let interest = if doorbell.needs_drain() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE.edge_triggered()
-        };
         poller
-            .add(doorbell.as_fd(), DOORBELL, interest)
+            .add_doorbell(mailbox.doorbell(), DOORBELL)
             .map_err(|e| Error::io("register a loop's doorbell", e))?;
         for (i, (fd, _)) in sockets.udp.iter().enumerate() {
             poller
