@@ -236,16 +236,21 @@ impl Drop for DropCount {
 /// dropped unrun.
 #[test]
 fn cancel_drops_queued_jobs_unrun() {
-    let server = pool_engine(1, 1024, PoolShutdown::Cancel);
+    let server = pool_engine(1, 1 << 16, PoolShutdown::Cancel);
     let engine = server.engine.clone();
     let pool = engine.worker_pool().unwrap().clone();
     // The one worker stays in this job until the pool refuses new jobs,
-    // which it does only once the cancel policy is in force.
-    let p = pool.clone();
+    // which it does only once the cancel policy is in force. (Its probes
+    // are no-op jobs, cancelled too; they start only once the stop has, so
+    // they cannot fill the queue.)
+    let (p, e) = (pool.clone(), engine.clone());
     let (started_tx, started_rx) = unbounded();
     pool.submit(move || {
         started_tx.send(()).unwrap();
         let deadline = Instant::now() + PATIENCE;
+        while !e.is_stopping() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
         while Instant::now() < deadline {
             match p.submit(|| {}) {
                 Err(e) if !e.is_full() => return,
