@@ -4,13 +4,14 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringloop::{Engine, EngineBuilder, EventHandler, SockAddr};
+use ringloop::{Action, CloseReason, Conn, Engine, EngineBuilder, EventHandler, SockAddr};
 
 /// Generous bound on any single wait, so a broken server fails a test
 /// instead of hanging it.
@@ -148,4 +149,219 @@ pub fn reset_on_close(s: &TcpStream) {
         l_linger: 0,
     };
     nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::Linger, &linger).expect("SO_LINGER");
+}
+
+// ----- helpers added for the async-write, worker-pool and transport suites -----
+
+impl Running {
+    /// The UDP address of listener `i`.
+    pub fn udp_addr(&self, i: usize) -> std::net::SocketAddr {
+        self.tcp_addr(i)
+    }
+
+    /// The socket path of Unix listener `i`.
+    pub fn unix_path(&self, i: usize) -> PathBuf {
+        self.engine.local_addrs()[i]
+            .sock_addr()
+            .as_unix_path()
+            .unwrap_or_else(|| panic!("listener {i} is not a Unix socket"))
+            .to_path_buf()
+    }
+
+    /// Waits (bounded) for `run` to return by itself and checks it returned `Ok`.
+    pub fn join_within_patience(self) {
+        wait_until("run to return", || self.thread.is_finished());
+        self.join();
+    }
+}
+
+/// A UDP client on 127.0.0.1 with bounded reads.
+pub fn udp_client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP client");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_write_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// Sends `data` as one datagram and checks that the reply is the same bytes.
+pub fn udp_round_trip(s: &UdpSocket, to: std::net::SocketAddr, data: &[u8]) {
+    s.send_to(data, to).expect("send a datagram");
+    let mut buf = vec![0u8; 65536];
+    let (n, from) = s.recv_from(&mut buf).expect("receive the echo");
+    assert_eq!(from, to, "the reply comes from the server's address");
+    assert!(
+        buf[..n] == *data,
+        "datagram echo of {} bytes differs ({n} back)",
+        data.len()
+    );
+}
+
+/// A stream that can be split into a reading and a writing half.
+pub trait Duplex: Read + Write + Send + Sized + 'static {
+    fn duplicate(&self) -> Self;
+}
+
+impl Duplex for TcpStream {
+    fn duplicate(&self) -> Self {
+        self.try_clone().expect("clone a TCP stream")
+    }
+}
+
+impl Duplex for UnixStream {
+    fn duplicate(&self) -> Self {
+        self.try_clone().expect("clone a Unix stream")
+    }
+}
+
+/// Writes every payload back to back from a second thread while this one
+/// reads the echo, then checks it is their exact concatenation.
+pub fn pipelined_echo<S: Duplex>(stream: &mut S, payloads: Vec<Vec<u8>>) {
+    let expected: Vec<u8> = payloads.concat();
+    let mut writer = stream.duplicate();
+    let writing = std::thread::spawn(move || {
+        for p in &payloads {
+            writer.write_all(p).expect("write");
+        }
+    });
+    let mut back = vec![0u8; expected.len()];
+    stream.read_exact(&mut back).expect("read the echo");
+    writing.join().expect("writer thread");
+    if back != expected {
+        let at = back.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!(
+            "echo of {} bytes differs, first at byte {at:?}",
+            expected.len()
+        );
+    }
+}
+
+/// A latch that blocks callers of [`Gate::wait`] until [`Gate::open`].
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Gate {
+    pub fn new() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cond.notify_all();
+    }
+
+    /// Waits until the gate opens; `false` if it stayed shut for `PATIENCE`.
+    pub fn wait(&self) -> bool {
+        let guard = self.open.lock().unwrap();
+        let (guard, _) = self
+            .cond
+            .wait_timeout_while(guard, PATIENCE, |open| !*open)
+            .unwrap();
+        *guard
+    }
+
+    pub fn is_open(&self) -> bool {
+        *self.open.lock().unwrap()
+    }
+}
+
+type OpenHook<S> = Arc<dyn Fn(&mut Conn<'_, S>) -> Action + Send + Sync>;
+type CloseHook<S> = Arc<dyn Fn(&mut Conn<'_, S>, &CloseReason) -> Action + Send + Sync>;
+
+/// A handler made of closures, shared by every loop (one clone per loop).
+pub struct Hooks<S> {
+    open: Option<OpenHook<S>>,
+    traffic: Option<OpenHook<S>>,
+    close: Option<CloseHook<S>>,
+}
+
+impl<S> Clone for Hooks<S> {
+    fn clone(&self) -> Self {
+        Hooks {
+            open: self.open.clone(),
+            traffic: self.traffic.clone(),
+            close: self.close.clone(),
+        }
+    }
+}
+
+impl<S: 'static> Hooks<S> {
+    pub fn new() -> Self {
+        Hooks {
+            open: None,
+            traffic: None,
+            close: None,
+        }
+    }
+
+    pub fn on_open(
+        mut self,
+        f: impl Fn(&mut Conn<'_, S>) -> Action + Send + Sync + 'static,
+    ) -> Self {
+        self.open = Some(Arc::new(f));
+        self
+    }
+
+    pub fn on_traffic(
+        mut self,
+        f: impl Fn(&mut Conn<'_, S>) -> Action + Send + Sync + 'static,
+    ) -> Self {
+        self.traffic = Some(Arc::new(f));
+        self
+    }
+
+    pub fn on_close(
+        mut self,
+        f: impl Fn(&mut Conn<'_, S>, &CloseReason) -> Action + Send + Sync + 'static,
+    ) -> Self {
+        self.close = Some(Arc::new(f));
+        self
+    }
+
+    /// An engine builder whose every loop runs these hooks.
+    pub fn builder(self) -> EngineBuilder<Hooks<S>> {
+        Engine::builder(move |_| self.clone())
+    }
+}
+
+impl<S: 'static> EventHandler for Hooks<S> {
+    type State = S;
+
+    fn on_open(&mut self, conn: &mut Conn<'_, S>) -> Action {
+        self.open.as_ref().map_or(Action::None, |f| f(conn))
+    }
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, S>) -> Action {
+        self.traffic.as_ref().map_or(Action::None, |f| f(conn))
+    }
+
+    fn on_close(&mut self, conn: &mut Conn<'_, S>, reason: &CloseReason) -> Action {
+        self.close
+            .as_ref()
+            .map_or(Action::None, |f| f(conn, reason))
+    }
+}
+
+/// Echoes every byte straight back.
+pub fn echo_now<S>(conn: &mut Conn<'_, S>) -> Action {
+    let data = conn.read_all();
+    match conn.write(data) {
+        Ok(_) => Action::None,
+        Err(_) => Action::Close,
+    }
+}
+
+/// A short name for a close reason.
+pub fn reason_kind(reason: &CloseReason) -> &'static str {
+    match reason {
+        CloseReason::Eof => "eof",
+        CloseReason::Reset => "reset",
+        CloseReason::Error(_) => "error",
+        CloseReason::Local => "local",
+        CloseReason::Requested => "requested",
+        CloseReason::Shutdown => "shutdown",
+        _ => "other",
+    }
 }
