@@ -245,6 +245,18 @@ impl EngineShared {
         let Some(slot) = self.loops.get(index) else {
             return Err((message, Error::EngineStopped));
         };
+        // On a loop thread, requests waiting in its overflow go first: a new
+        // one may not overtake them (per-thread order), so the lane counts as
+        // full until they are through.
+        let overflowing = self.on_own_loop_thread()
+            && LOOP_THREAD.with(|t| {
+                t.borrow()
+                    .as_ref()
+                    .is_some_and(|t| !t.overflow[index].is_empty())
+            });
+        if overflowing {
+            return Err((message, Error::MailboxFull));
+        }
         slot.sender.try_send(message).map_err(|e| match e {
             TrySendError::Full(m) => (m, Error::MailboxFull),
             TrySendError::Closed(m) => (m, Error::EngineStopped),
@@ -786,10 +798,10 @@ impl<H: EventHandler> EngineBuilder<H> {
                 // Every loop gets its own socket on the same port (the first
                 // bind picks the port when 0 is asked for).
                 Transport::Udp => {
-                    let (fd, bound) = Listener::bind_udp(addr, &self.options)?;
+                    let (fd, bound) = Listener::bind_udp(addr, &self.options, true)?;
                     loop_sockets[0].udp.push((fd, index));
                     for sockets in loop_sockets.iter_mut().skip(1) {
-                        let (fd, _) = Listener::bind_udp(&bound, &self.options)?;
+                        let (fd, _) = Listener::bind_udp(&bound, &self.options, false)?;
                         sockets.udp.push((fd, index));
                     }
                     local_addrs.push(bound);

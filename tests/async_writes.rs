@@ -259,7 +259,6 @@ fn async_writev_of_thousands_of_buffers_keeps_every_byte_in_order() {
 /// A write from a loop thread to a connection on another loop, with lanes
 /// so small that the loop's overflow is used all the time: still in order.
 #[test]
-#[ignore = "bug: a loop parks with requests still in its overflow and nothing wakes it to retry them"]
 fn a_relay_across_loops_keeps_order_through_the_overflow() {
     let conns: Arc<Mutex<HashMap<SocketAddr, ConnHandle>>> = Arc::default();
     let dest: Arc<OnceLock<ConnHandle>> = Arc::default();
@@ -1223,7 +1222,6 @@ fn async_writes_from_a_loop_thread_keep_their_order_through_the_overflow() {
 }
 
 #[test]
-#[ignore = "bug: try_async_write on a loop thread bypasses that thread's overflow and overtakes earlier requests"]
 fn try_async_write_from_a_loop_thread_never_overtakes_its_overflow() {
     let (got, accepted) = overflow_then(|h| h.try_async_write(b"m4;".to_vec()).is_ok());
     let expected = if accepted {
@@ -1240,7 +1238,6 @@ fn try_async_write_from_a_loop_thread_never_overtakes_its_overflow() {
 // ----- user code in completions -----
 
 #[test]
-#[ignore = "bug: a panicking completion callback unwinds through the event loop and kills it"]
 fn a_panicking_completion_callback_does_not_kill_the_loop() {
     let (handles_tx, handles_rx) = unbounded();
     let closes = Arc::new(AtomicUsize::new(0));

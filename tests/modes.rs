@@ -50,7 +50,7 @@ fn tagged_round_trip<S: Read + Write>(s: &mut S, data: &[u8]) -> u8 {
 fn one_engine_serves_several_addresses_and_tells_them_apart() {
     let dir = TempDir::new("multi-addr");
     let server = Running::start(
-        tagged_echo(|conn| conn.listener_index() as u8)
+        tagged_echo(|conn| conn.listener_index().map_or(u8::MAX, |i| i as u8))
             .builder()
             .listen("tcp://127.0.0.1:0")
             .listen("udp://127.0.0.1:0")
@@ -340,7 +340,6 @@ fn a_datagram_handle_writes_to_its_peer_from_any_thread() {
 
 /// The handle module promises that every callback runs exactly once.
 #[test]
-#[ignore = "bug: close_with on a datagram handle returns Unsupported and drops its callback unrun"]
 fn close_with_on_a_datagram_handle_still_answers_its_callback() {
     let (server, handles) = datagram_handle_server();
     let client = udp_client();
@@ -526,10 +525,8 @@ fn bad_addresses_are_refused_with_typed_errors() {
             assert!(!e.to_string().is_empty());
         }
     }
-    assert!(
-        matches!(build(quiet()), Err(Error::InvalidConfig(_))),
-        "no address at all"
-    );
+    // No address at all is a client engine, not an error.
+    assert!(build(quiet()).is_ok(), "no address at all");
 }
 
 #[test]
@@ -584,7 +581,6 @@ fn bad_options_are_refused_before_anything_is_bound() {
 /// `reuse_port` is documented as the mode in which two engines can share a
 /// port; without it, a UDP port in use must be refused as a TCP one is.
 #[test]
-#[ignore = "bug: UDP sockets are always bound with SO_REUSEPORT, so a second engine silently shares a UDP port in use"]
 fn a_udp_port_in_use_is_refused_without_reuse_port() {
     let first = Running::start(quiet().listen("udp://127.0.0.1:0").loops(1));
     let addr = first.udp_addr(0);
