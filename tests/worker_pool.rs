@@ -400,7 +400,6 @@ fn wait_until_asleep(tid: i32) {
 /// wait for room. Only then does A submit one more job: the submit must be
 /// refused at once, not wait for the shutdown that waits for A.
 #[test]
-#[ignore = "bug: WorkerPool::shutdown holds the `closed` write lock while it waits for queue room; a job that submits then deadlocks the pool"]
 fn a_job_submitting_while_the_pool_shuts_down_with_a_full_queue_does_not_deadlock() {
     let pool = WorkerPool::new(1, 1, PoolShutdown::Finish).unwrap();
     let (started_tx, started_rx) = unbounded();
@@ -438,7 +437,6 @@ fn a_job_submitting_while_the_pool_shuts_down_with_a_full_queue_does_not_deadloc
 /// A job shuts down its own pool while the queue is full (the docs allow a
 /// worker to call `shutdown`: it does not join).
 #[test]
-#[ignore = "bug: WorkerPool::shutdown called from a worker blocks on a full queue that only that worker could drain"]
 fn a_job_shutting_down_its_own_pool_with_a_full_queue_does_not_deadlock() {
     let pool = WorkerPool::new(1, 1, PoolShutdown::Finish).unwrap();
     let (started_tx, started_rx) = unbounded();
