@@ -43,7 +43,7 @@ use crate::actors::slab::{Slab, SlotKey};
 use crate::actors::Mailbox;
 use crate::addr::{ListenAddr, SockAddr, Transport};
 use crate::conn::{
-    send_datagram, Conn, ConnEntry, Connecting, Datagram, Flushed, LoopRef, SideEffects,
+    send_datagram, Conn, ConnEntry, Connecting, Datagram, Flushed, Lingering, LoopRef, SideEffects,
     NO_LISTENER,
 };
 use crate::engine::{Engine, EngineShared};
@@ -166,6 +166,10 @@ fn loop_ref<'a>(
 fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, TimeoutKind)> {
     if let Some(connecting) = &entry.connecting {
         return Some((connecting.deadline_ms, TimeoutKind::Connect));
+    }
+    if let Some(lingering) = &entry.lingering {
+        // A graceful close past its deadline (reported with its own reason).
+        return Some((lingering.deadline_ms, TimeoutKind::Write));
     }
     let t = entry
         .overrides
@@ -457,7 +461,11 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
             };
-            if entry.read_closed || self.drain_deadline.is_some() || self.reading_blocked(key) {
+            if entry.read_closed
+                || entry.lingering.is_some()
+                || self.drain_deadline.is_some()
+                || self.reading_blocked(key)
+            {
                 return;
             }
             let Some(entry) = self.conns.get_mut(key) else {
@@ -637,6 +645,28 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         if let Some(reason) = entry.close_reason.take() {
+            let graceful = matches!(reason, CloseReason::Local | CloseReason::Requested);
+            if graceful && !entry.outbound.is_empty() && entry.lingering.is_none() {
+                // Write what is queued first (reading stops), then close; at
+                // the drain deadline, close anyway.
+                self.timeouts_in_use = true;
+                self.now_ms = self.epoch.elapsed().as_millis() as u64;
+                let deadline_ms = self.now_ms + self.engine.drain_timeout().as_millis() as u64;
+                entry.lingering = Some(Box::new(Lingering {
+                    reason,
+                    deadline_ms,
+                }));
+                entry.timer_tick = self.wheel.schedule(key, deadline_ms);
+            } else {
+                self.close_conn(key, reason);
+                return;
+            }
+        }
+        if entry.lingering.is_some() && entry.outbound.is_empty() {
+            let reason = entry
+                .lingering
+                .take()
+                .map_or(CloseReason::Local, |l| l.reason);
             self.close_conn(key, reason);
             return;
         }
@@ -719,8 +749,10 @@ impl<H: EventHandler> EventLoop<H> {
             return; // registered once for both directions
         }
         let want_write = !entry.outbound.is_empty();
-        let want_read =
-            !entry.read_closed && self.drain_deadline.is_none() && !self.reading_blocked(key);
+        let want_read = !entry.read_closed
+            && entry.lingering.is_none()
+            && self.drain_deadline.is_none()
+            && !self.reading_blocked(key);
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
@@ -1256,6 +1288,17 @@ impl<H: EventHandler> EventLoop<H> {
                         io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
                     );
                     self.fail_dial(key, error);
+                }
+                Some((at, _)) if at <= self.now_ms && entry.lingering.is_some() => {
+                    let reason = entry
+                        .lingering
+                        .take()
+                        .map_or(CloseReason::Local, |l| l.reason);
+                    log::debug!(
+                        "loop {}: closing with unsent bytes after the drain deadline",
+                        self.index
+                    );
+                    self.close_conn(key, reason);
                 }
                 Some((at, kind)) if at <= self.now_ms => {
                     bump(&self.engine.loops[self.index].counters.timeouts, 1);

@@ -762,7 +762,6 @@ fn close_after_a_large_write(unix: bool, edge: bool) {
 }
 
 #[test]
-#[ignore = "bug: Action::Close drops what the socket does not take at once, though documented to flush first"]
 fn closing_after_a_large_write_delivers_every_byte() {
     for (unix, edge) in [(false, false), (false, true), (true, false), (true, true)] {
         close_after_a_large_write(unix, edge);

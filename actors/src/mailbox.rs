@@ -93,6 +93,10 @@ impl<T> Shared<T> {
         }
         lane.try_push(value)?;
         self.notify();
+        // After notify's SeqCst fence: if the owner dropped its end meanwhile,
+        // the message is dropped now (answering whatever it carries) rather
+        // than when this lane goes.
+        lane.reclaim_if_consumer_gone();
         Ok(())
     }
 

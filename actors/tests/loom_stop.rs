@@ -144,7 +144,6 @@ fn every_completion_runs_exactly_once_when_the_owner_stops() {
 /// in the ring (its consumer end was alive at the check), and nobody answers
 /// the request until the producer drops its `Sender`.
 #[test]
-#[ignore = "bug: a request pushed just after close_and_drain stays unanswered until its sender drops the lane"]
 fn every_request_is_answered_once_the_owner_is_gone_while_the_sender_lives() {
     loom::model(|| {
         let tally = Arc::new(Tally {
