@@ -52,10 +52,38 @@ pub enum Flow {
     Close,
 }
 
+/// The supported commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cmd {
+    Command,
+    Config,
+    Dbsize,
+    Decr,
+    Decrby,
+    Del,
+    Echo,
+    Exists,
+    Expire,
+    Flushall,
+    Get,
+    Incr,
+    Incrby,
+    Mget,
+    Mset,
+    Pexpire,
+    Ping,
+    Pttl,
+    Quit,
+    Select,
+    Set,
+    Ttl,
+}
+
 /// One supported command: name, Redis arity (negative: at least that many
 /// arguments), flags, and the positions of its keys, as `COMMAND` reports.
 struct Spec {
     name: &'static str,
+    cmd: Cmd,
     arity: i64,
     flags: &'static [&'static str],
     keys: (i64, i64, i64),
@@ -63,12 +91,14 @@ struct Spec {
 
 const fn spec(
     name: &'static str,
+    cmd: Cmd,
     arity: i64,
     flags: &'static [&'static str],
     keys: (i64, i64, i64),
 ) -> Spec {
     Spec {
         name,
+        cmd,
         arity,
         flags,
         keys,
@@ -79,40 +109,61 @@ const NO_KEYS: (i64, i64, i64) = (0, 0, 0);
 const ONE_KEY: (i64, i64, i64) = (1, 1, 1);
 const ALL_KEYS: (i64, i64, i64) = (1, -1, 1);
 
+/// Sorted by name (looked up by binary search).
 static COMMANDS: &[Spec] = &[
-    spec("command", -1, &["loading", "stale"], NO_KEYS),
+    spec("command", Cmd::Command, -1, &["loading", "stale"], NO_KEYS),
     spec(
         "config",
+        Cmd::Config,
         -2,
         &["admin", "noscript", "loading", "stale"],
         NO_KEYS,
     ),
-    spec("dbsize", 1, &["readonly", "fast"], NO_KEYS),
-    spec("decr", 2, &["write", "denyoom", "fast"], ONE_KEY),
-    spec("decrby", 3, &["write", "denyoom", "fast"], ONE_KEY),
-    spec("del", -2, &["write"], ALL_KEYS),
-    spec("echo", 2, &["fast"], NO_KEYS),
-    spec("exists", -2, &["readonly", "fast"], ALL_KEYS),
-    spec("expire", -3, &["write", "fast"], ONE_KEY),
-    spec("flushall", -1, &["write"], NO_KEYS),
-    spec("flushdb", -1, &["write"], NO_KEYS),
-    spec("get", 2, &["readonly", "fast"], ONE_KEY),
-    spec("incr", 2, &["write", "denyoom", "fast"], ONE_KEY),
-    spec("incrby", 3, &["write", "denyoom", "fast"], ONE_KEY),
-    spec("mget", -2, &["readonly", "fast"], ALL_KEYS),
-    spec("mset", -3, &["write", "denyoom"], (1, -1, 2)),
-    spec("pexpire", -3, &["write", "fast"], ONE_KEY),
-    spec("ping", -1, &["fast"], NO_KEYS),
-    spec("pttl", 2, &["readonly", "fast"], ONE_KEY),
+    spec("dbsize", Cmd::Dbsize, 1, &["readonly", "fast"], NO_KEYS),
+    spec("decr", Cmd::Decr, 2, &["write", "denyoom", "fast"], ONE_KEY),
+    spec(
+        "decrby",
+        Cmd::Decrby,
+        3,
+        &["write", "denyoom", "fast"],
+        ONE_KEY,
+    ),
+    spec("del", Cmd::Del, -2, &["write"], ALL_KEYS),
+    spec("echo", Cmd::Echo, 2, &["fast"], NO_KEYS),
+    spec("exists", Cmd::Exists, -2, &["readonly", "fast"], ALL_KEYS),
+    spec("expire", Cmd::Expire, -3, &["write", "fast"], ONE_KEY),
+    spec("flushall", Cmd::Flushall, -1, &["write"], NO_KEYS),
+    spec("flushdb", Cmd::Flushall, -1, &["write"], NO_KEYS),
+    spec("get", Cmd::Get, 2, &["readonly", "fast"], ONE_KEY),
+    spec("incr", Cmd::Incr, 2, &["write", "denyoom", "fast"], ONE_KEY),
+    spec(
+        "incrby",
+        Cmd::Incrby,
+        3,
+        &["write", "denyoom", "fast"],
+        ONE_KEY,
+    ),
+    spec("mget", Cmd::Mget, -2, &["readonly", "fast"], ALL_KEYS),
+    spec("mset", Cmd::Mset, -3, &["write", "denyoom"], (1, -1, 2)),
+    spec("pexpire", Cmd::Pexpire, -3, &["write", "fast"], ONE_KEY),
+    spec("ping", Cmd::Ping, -1, &["fast"], NO_KEYS),
+    spec("pttl", Cmd::Pttl, 2, &["readonly", "fast"], ONE_KEY),
     spec(
         "quit",
+        Cmd::Quit,
         -1,
         &["noscript", "loading", "stale", "fast"],
         NO_KEYS,
     ),
-    spec("select", 2, &["loading", "stale", "fast"], NO_KEYS),
-    spec("set", -3, &["write", "denyoom"], ONE_KEY),
-    spec("ttl", 2, &["readonly", "fast"], ONE_KEY),
+    spec(
+        "select",
+        Cmd::Select,
+        2,
+        &["loading", "stale", "fast"],
+        NO_KEYS,
+    ),
+    spec("set", Cmd::Set, -3, &["write", "denyoom"], ONE_KEY),
+    spec("ttl", Cmd::Ttl, 2, &["readonly", "fast"], ONE_KEY),
 ];
 
 /// `CONFIG GET` answers: what `redis-benchmark` and `redis-cli` ask for.
@@ -134,14 +185,18 @@ const SYNTAX: &str = "ERR syntax error";
 pub fn execute(store: &Store, limits: &Limits, argv: Argv<'_>, out: &mut Vec<u8>) -> Flow {
     let name = argv.get(0);
     let mut lower = [0u8; 16];
-    let Some(spec) = (name.len() <= lower.len())
+    let spec = (name.len() <= lower.len())
         .then(|| {
-            lower[..name.len()].copy_from_slice(name);
-            lower[..name.len()].make_ascii_lowercase();
-            &lower[..name.len()]
+            let lower = &mut lower[..name.len()];
+            lower.copy_from_slice(name);
+            lower.make_ascii_lowercase();
+            COMMANDS
+                .binary_search_by(|c| c.name.as_bytes().cmp(lower))
+                .ok()
         })
-        .and_then(|n| COMMANDS.iter().find(|c| c.name.as_bytes() == n))
-    else {
+        .flatten()
+        .map(|i| &COMMANDS[i]);
+    let Some(spec) = spec else {
         unknown_command(argv, out);
         return Flow::Continue;
     };
@@ -153,33 +208,33 @@ pub fn execute(store: &Store, limits: &Limits, argv: Argv<'_>, out: &mut Vec<u8>
         );
         return Flow::Continue;
     }
-    match spec.name {
-        "get" => store.get(argv.get(1), |v| resp::bulk_or_nil(out, v)),
-        "set" => set(store, argv, out),
-        "incr" => incr(store, argv.get(1), Some(Some(1)), out),
-        "decr" => incr(store, argv.get(1), Some(Some(-1)), out),
-        "incrby" => incr(store, argv.get(1), parse_i64(argv.get(2)).map(Some), out),
-        "decrby" => incr(
+    match spec.cmd {
+        Cmd::Get => store.get(argv.get(1), |v| resp::bulk_or_nil(out, v)),
+        Cmd::Set => set(store, argv, out),
+        Cmd::Incr => incr(store, argv.get(1), Some(Some(1)), out),
+        Cmd::Decr => incr(store, argv.get(1), Some(Some(-1)), out),
+        Cmd::Incrby => incr(store, argv.get(1), parse_i64(argv.get(2)).map(Some), out),
+        Cmd::Decrby => incr(
             store,
             argv.get(1),
             parse_i64(argv.get(2)).map(i64::checked_neg),
             out,
         ),
-        "ping" => match argc {
+        Cmd::Ping => match argc {
             1 => resp::simple(out, "PONG"),
             2 => resp::bulk(out, argv.get(1)),
             _ => resp::error(out, "ERR wrong number of arguments for 'ping' command"),
         },
-        "echo" => resp::bulk(out, argv.get(1)),
-        "del" => {
+        Cmd::Echo => resp::bulk(out, argv.get(1)),
+        Cmd::Del => {
             let n = argv.from(1).filter(|k| store.del(k)).count();
             resp::int(out, n as i64);
         }
-        "exists" => {
+        Cmd::Exists => {
             let n = argv.from(1).filter(|k| store.exists(k)).count();
             resp::int(out, n as i64);
         }
-        "mset" => {
+        Cmd::Mset => {
             if argc % 2 == 0 {
                 resp::error(out, "ERR wrong number of arguments for 'mset' command");
             } else {
@@ -191,21 +246,21 @@ pub fn execute(store: &Store, limits: &Limits, argv: Argv<'_>, out: &mut Vec<u8>
                 resp::simple(out, "OK");
             }
         }
-        "mget" => {
+        Cmd::Mget => {
             let keys: Vec<&[u8]> = argv.from(1).collect();
             resp::array(out, keys.len());
             store.mget(&keys, |v| resp::bulk_or_nil(out, v));
         }
-        "expire" => expire(store, argv, 1000, out),
-        "pexpire" => expire(store, argv, 1, out),
-        "ttl" | "pttl" => match store.ttl(argv.get(1)) {
+        Cmd::Expire => expire(store, argv, 1000, out),
+        Cmd::Pexpire => expire(store, argv, 1, out),
+        Cmd::Ttl | Cmd::Pttl => match store.ttl(argv.get(1)) {
             Ttl::Missing => resp::int(out, -2),
             Ttl::Persistent => resp::int(out, -1),
-            Ttl::Millis(ms) if spec.name == "ttl" => resp::int(out, ms.div_ceil(1000) as i64),
+            Ttl::Millis(ms) if spec.cmd == Cmd::Ttl => resp::int(out, ms.div_ceil(1000) as i64),
             Ttl::Millis(ms) => resp::int(out, ms as i64),
         },
-        "dbsize" => resp::int(out, store.len() as i64),
-        "flushall" | "flushdb" => {
+        Cmd::Dbsize => resp::int(out, store.len() as i64),
+        Cmd::Flushall => {
             let mode_ok = argc == 1
                 || (argc == 2
                     && (argv.get(1).eq_ignore_ascii_case(b"sync")
@@ -217,18 +272,17 @@ pub fn execute(store: &Store, limits: &Limits, argv: Argv<'_>, out: &mut Vec<u8>
                 resp::error(out, SYNTAX);
             }
         }
-        "select" => match parse_i64(argv.get(1)) {
+        Cmd::Select => match parse_i64(argv.get(1)) {
             Some(0) => resp::simple(out, "OK"),
             Some(_) => resp::error(out, "ERR DB index is out of range"),
             None => resp::error(out, NOT_INTEGER),
         },
-        "quit" => {
+        Cmd::Quit => {
             resp::simple(out, "OK");
             return Flow::Close;
         }
-        "command" => command(argv, out),
-        "config" => config(limits, argv, out),
-        _ => unknown_command(argv, out),
+        Cmd::Command => command(argv, out),
+        Cmd::Config => config(limits, argv, out),
     }
     Flow::Continue
 }
@@ -485,6 +539,11 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 #[cfg(test)]
 mod unit {
     use super::*;
+
+    #[test]
+    fn table_is_sorted() {
+        assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name));
+    }
 
     #[test]
     fn globs() {
