@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use http_server::{http_date, MAX_HEAD};
+use http_server::{http_date, MAX_HEAD, MAX_UNREAD_REPLIES};
 
 fn start(loops: usize) -> Running {
     Running::start(
@@ -368,6 +368,31 @@ fn unknown_paths_get_404_and_keep_the_connection() {
         assert_eq!(r.header("Connection"), None);
     }
     client.send(b"GET http://example.com/plaintext?a=b HTTP/1.1\r\nHost: t\r\n\r\n");
+    check_ok(&client.response(false).unwrap(), false);
+    server.stop();
+}
+
+#[test]
+fn a_client_that_never_reads_is_dropped() {
+    let server = start(2);
+    let addr = server.tcp_addr(0);
+    let mut s = tcp_client(addr);
+    // Pipeline far more replies than the cap (plus every kernel buffer on the
+    // way) and read none: the server must close rather than buffer them all.
+    let batch: Vec<u8> = (0..1000).flat_map(|_| get("/plaintext")).collect();
+    let reply_len = 150; // a little more than a real reply
+    let limit = 64 * (MAX_UNREAD_REPLIES / reply_len) / 1000 + 1;
+    let mut refused = false;
+    for _ in 0..limit {
+        if s.write_all(&batch).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the server kept buffering replies nobody reads");
+    // Everyone else is still served.
+    let mut client = Client::connect(addr);
+    client.send(&get("/plaintext"));
     check_ok(&client.response(false).unwrap(), false);
     server.stop();
 }

@@ -453,6 +453,33 @@ fn a_huge_bulk_is_refused_without_allocating_it() {
 }
 
 #[test]
+fn a_client_that_never_reads_is_dropped() {
+    let limits = Limits {
+        max_output: 8 << 20,
+        ..Limits::default()
+    };
+    let server = start_with(2, limits);
+    let addr = server.tcp_addr(0);
+    let mut c = Client::connect(addr);
+    assert_eq!(c.call_args(&[b"SET", b"big", &payload(1, 1 << 20)]), ok());
+    // GET a 1 MiB value over and over without reading: far past the 8 MiB
+    // cap and every kernel buffer, the server must drop the connection.
+    let gets: Vec<u8> = (0..16).flat_map(|_| cmd("GET big")).collect();
+    let mut refused = false;
+    for _ in 0..1000 {
+        if c.writer.write_all(&gets).is_err() {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(refused, "the server kept buffering replies nobody reads");
+    let mut other = Client::connect(addr);
+    assert_eq!(other.call("EXISTS big"), Int(1));
+    server.stop();
+}
+
+#[test]
 fn malformed_resp_gets_an_error_and_a_close() {
     let server = start(2);
     let addr = server.tcp_addr(0);

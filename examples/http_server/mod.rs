@@ -20,7 +20,8 @@
 //! its start: the connection's state remembers how far the search for the
 //! blank line got. Request bodies (`Content-Length`) are discarded as they
 //! arrive, so they are never buffered, however large. All the replies of one
-//! read go out with one write.
+//! read go out with one write. A client that pipelines requests but does not
+//! read the replies is closed once [`MAX_UNREAD_REPLIES`] bytes wait for it.
 //!
 //! # The `Date` header
 //!
@@ -50,6 +51,10 @@ pub const SERVER: &str = "ringloop";
 pub const BODY: &[u8] = b"Hello, World!";
 /// Replies are written out once this much is pending within one read.
 const FLUSH_AT: usize = 256 * 1024;
+/// Most reply bytes a connection may leave unread; past it the connection is
+/// closed, so a client that pipelines without reading cannot make the server
+/// buffer without end.
+pub const MAX_UNREAD_REPLIES: usize = 4 << 20;
 
 /// Unix seconds as seen by loop 0's ticker, shared by every loop.
 #[derive(Debug)]
@@ -291,6 +296,9 @@ impl EventHandler for Http {
                     return Action::Close;
                 }
                 self.out.clear();
+            }
+            if conn.outbound_buffered() + self.out.len() > MAX_UNREAD_REPLIES {
+                return Action::Close;
             }
         }
         if !open {

@@ -256,7 +256,8 @@ pub fn execute(store: &Store, limits: &Limits, argv: Argv<'_>, out: &mut Vec<u8>
         Cmd::Ttl | Cmd::Pttl => match store.ttl(argv.get(1)) {
             Ttl::Missing => resp::int(out, -2),
             Ttl::Persistent => resp::int(out, -1),
-            Ttl::Millis(ms) if spec.cmd == Cmd::Ttl => resp::int(out, ms.div_ceil(1000) as i64),
+            // Rounded to the nearest second, as Redis does.
+            Ttl::Millis(ms) if spec.cmd == Cmd::Ttl => resp::int(out, ((ms + 500) / 1000) as i64),
             Ttl::Millis(ms) => resp::int(out, ms as i64),
         },
         Cmd::Dbsize => resp::int(out, store.len() as i64),

@@ -36,7 +36,11 @@
 //!
 //! Bulk strings up to [`Limits::max_bulk`] (512 MiB by default, `--max-bulk`
 //! in the example), checked on the `$<len>` header before any of the body is
-//! buffered; nothing is allocated from an announced length.
+//! buffered; nothing is allocated from an announced length. A connection
+//! whose unread replies pass [`Limits::max_output`] (1 GiB) is closed, so a
+//! client that pipelines without reading cannot exhaust memory. (Pausing
+//! its input instead would need a "queue drained" callback the core does not
+//! have: nothing would call the handler again once the replies were gone.)
 
 #![allow(dead_code)] // the example and the tests each use a subset
 
@@ -139,6 +143,12 @@ impl EventHandler for Kv {
                 }
             }
             if self.out.len() >= FLUSH_AT && !self.flush(conn) {
+                return Action::Close;
+            }
+            if conn.outbound_buffered() + self.out.len() > self.limits.max_output {
+                // The peer does not read its replies: drop it rather than
+                // buffer without end.
+                self.out.clear();
                 return Action::Close;
             }
         }

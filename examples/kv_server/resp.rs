@@ -31,6 +31,11 @@ pub struct Limits {
     pub max_inline: usize,
     /// Most bytes one pending command may buffer (Redis' query buffer limit).
     pub max_command: usize,
+    /// Most reply bytes a connection may have waiting for its peer to read;
+    /// past it the connection is closed (Redis' client output buffer
+    /// limit), so a client that pipelines without reading cannot make the
+    /// server buffer without end.
+    pub max_output: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +45,7 @@ impl Default for Limits {
             max_args: 1 << 20,
             max_inline: 64 << 10,
             max_command: 1 << 30,
+            max_output: 1 << 30,
         }
     }
 }
