@@ -365,3 +365,52 @@ pub fn reason_kind(reason: &CloseReason) -> &'static str {
         _ => "other",
     }
 }
+
+/// Whether the command-line tool `cmd` (from Debian package `package`) can be
+/// run. If it is missing and this process runs as root with `apt-get`
+/// available, tries once to install the package (CI's `.ci/run` installs
+/// them beforehand). On failure prints why the calling test is skipped.
+pub fn have_tool(cmd: &str, package: &str) -> bool {
+    use std::process::{Command, Stdio};
+    let present = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present(cmd) {
+        return true;
+    }
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !present(cmd) && root && present("apt-get") {
+        eprintln!("{cmd} not found: trying `apt-get install -y {package}`");
+        let _ = Command::new("timeout")
+            .args([
+                "300",
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+            ])
+            .arg(package)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    if present(cmd) {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED: `{cmd}` is not installed (Debian package `{package}`); \
+         install it to run this test (.ci/run does)"
+    );
+    false
+}

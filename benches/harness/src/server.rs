@@ -1,4 +1,4 @@
-//! Echo servers run as child processes: start on a fresh loopback port, wait
+//! Servers run as child processes: start on a fresh loopback port, wait
 //! until they accept, stop by pid (SIGTERM, then SIGKILL after a timeout).
 
 use std::io::{BufRead, BufReader, Read};
@@ -21,80 +21,100 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines of a server's output passed through to the harness's stderr.
 const OUTPUT_LINES: usize = 20;
 
-/// One of the compared servers.
+/// One of the compared servers: a program and its arguments.
 pub struct Server {
     /// Short name used in tables.
     pub name: &'static str,
-    kind: Kind,
-}
-
-enum Kind {
-    /// ringloop's `examples/echo` binary.
-    Ringloop(PathBuf),
-    /// `harness serve tokio`, two worker threads.
-    Tokio(PathBuf),
-    /// `harness serve epoll`.
-    Epoll(PathBuf),
+    description: String,
+    program: PathBuf,
+    /// Arguments; `{url}` becomes `tcp://127.0.0.1:PORT`, `{port}` the port.
+    args: Vec<String>,
 }
 
 impl Server {
+    /// `program args...`, with `{url}` and `{port}` filled in at start.
+    pub fn new(
+        name: &'static str,
+        description: impl Into<String>,
+        program: PathBuf,
+        args: &[&str],
+    ) -> Server {
+        Server {
+            name,
+            description: description.into(),
+            program,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
     /// ringloop's echo example at `path`, run with `--loops 2`.
     pub fn ringloop(path: PathBuf) -> Server {
-        Server {
-            name: "ringloop",
-            kind: Kind::Ringloop(path),
-        }
+        let description = format!("ringloop `{} --loops 2`", path.display());
+        Server::new("ringloop", description, path, &["{url}", "--loops", "2"])
     }
 
     /// The tokio peer, served by the harness binary `harness`.
     pub fn tokio(harness: PathBuf) -> Server {
-        Server {
-            name: "tokio",
-            kind: Kind::Tokio(harness),
-        }
+        Server::new(
+            "tokio",
+            "tokio (2 worker threads, a task per connection)",
+            harness,
+            &["serve", "tokio", "{url}", "--threads", "2"],
+        )
     }
 
     /// The single-threaded mio loop, served by the harness binary `harness`.
     pub fn epoll(harness: PathBuf) -> Server {
-        Server {
-            name: "epoll",
-            kind: Kind::Epoll(harness),
-        }
+        Server::new(
+            "epoll",
+            "epoll (hand-written single-threaded mio loop)",
+            harness,
+            &["serve", "epoll", "{url}"],
+        )
     }
 
     /// What runs, for the report header.
     pub fn describe(&self) -> String {
-        match &self.kind {
-            Kind::Ringloop(path) => format!("ringloop `{} --loops 2`", path.display()),
-            Kind::Tokio(_) => "tokio (2 worker threads, a task per connection)".to_string(),
-            Kind::Epoll(_) => "epoll (hand-written single-threaded mio loop)".to_string(),
-        }
+        self.description.clone()
     }
 
-    fn command(&self, url: &str) -> Command {
-        let mut cmd;
-        match &self.kind {
-            Kind::Ringloop(path) => {
-                cmd = Command::new(path);
-                cmd.args([url, "--loops", "2"]);
-            }
-            Kind::Tokio(harness) => {
-                cmd = Command::new(harness);
-                cmd.args(["serve", "tokio", url, "--threads", "2"]);
-            }
-            Kind::Epoll(harness) => {
-                cmd = Command::new(harness);
-                cmd.args(["serve", "epoll", url]);
+    /// The command line for the report, the port shown as `PORT`.
+    pub fn command_line(&self) -> String {
+        let mut line = self.program.display().to_string();
+        for arg in &self.args {
+            let arg = arg
+                .replace("{url}", "tcp://127.0.0.1:PORT")
+                .replace("{port}", "PORT");
+            line.push(' ');
+            if arg.is_empty() || arg.contains(' ') {
+                line.push_str(&format!("'{arg}'"));
+            } else {
+                line.push_str(&arg);
             }
         }
+        line
+    }
+
+    fn args(&self, addr: SocketAddr) -> Vec<String> {
+        self.args
+            .iter()
+            .map(|a| {
+                a.replace("{url}", &format!("tcp://{addr}"))
+                    .replace("{port}", &addr.port().to_string())
+            })
+            .collect()
+    }
+
+    fn command(&self, addr: SocketAddr) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(self.args(addr));
         cmd
     }
 
     /// Starts the server on a free loopback port and waits until it accepts.
     pub fn start(&self) -> Result<Running> {
         let addr = free_port()?;
-        let url = format!("tcp://{addr}");
-        let mut cmd = self.command(&url);
+        let mut cmd = self.command(addr);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
