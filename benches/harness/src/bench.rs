@@ -230,7 +230,7 @@ fn render(
         let _ = writeln!(out, "## Idle-connection memory (loopback)\n");
         let _ = writeln!(
             out,
-            "{} CPUs, Linux {}; load average {} before, {} after. Servers: {}.\n",
+            "{} CPUs, Linux {}; load average {} before, {} after. Servers: {}.",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_string())
