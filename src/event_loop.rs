@@ -336,9 +336,11 @@ impl<H: EventHandler> EventLoop<H> {
                     )
                 })
                 .map_err(|e| Error::io("wait for events", e))?;
-            if self.timeouts_in_use {
-                self.now_ms = self.epoch.elapsed().as_millis() as u64;
-            }
+            // The loop's clock: one read per turn (a vDSO call, far cheaper
+            // than the epoll_wait before it). Connections are stamped with
+            // it, so it must be fresh even before any timeout is set: a
+            // per-connection timeout counts from the stamps it finds.
+            self.now_ms = self.epoch.elapsed().as_millis() as u64;
             self.process_events();
             self.continue_edge_triggered();
             self.process_messages();
@@ -351,6 +353,15 @@ impl<H: EventHandler> EventLoop<H> {
     /// Stop reading from every connection; close the idle ones now and the
     /// others once their queues are flushed (or at the deadline).
     fn begin_drain(&mut self) -> Instant {
+        // First apply what is already queued (writes sent before the stop
+        // must reach their connections, not find them closed). Bounded: a
+        // sender that keeps sending does not keep the drain from starting.
+        for _ in 0..64 {
+            if !self.mailbox.has_messages() {
+                break;
+            }
+            self.process_messages();
+        }
         let deadline = Instant::now() + self.engine.drain_timeout();
         self.drain_deadline = Some(deadline);
         for key in self.conns.keys() {

@@ -414,3 +414,122 @@ pub fn have_tool(cmd: &str, package: &str) -> bool {
     );
     false
 }
+
+pub mod child;
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (children
+/// started afterwards inherit it) and returns the new soft limit.
+pub fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    }
+    hard.max(soft)
+}
+
+/// Open file descriptors of process `pid`.
+pub fn fd_count_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A `kB` line (`VmRSS`, `VmHWM`, ...) of `/proc/PID/status`, in bytes.
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kib: u64 = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("a number of kB");
+    kib * 1024
+}
+
+/// Resident memory of process `pid`, in bytes.
+pub fn rss_of(pid: u32) -> u64 {
+    proc_status_bytes(pid, "VmRSS")
+}
+
+/// User plus system CPU time of every thread of `pid` (fields 14 and 15 of
+/// `/proc/PID/stat`; one clock tick of resolution).
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("a ')' in stat") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3, so field N is fields[N - 3].
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+}
+
+/// The byte at `offset` of an endless deterministic stream (different per
+/// `seed`): lets a reader check every byte of a long push without keeping
+/// a copy of it.
+pub fn stream_byte(seed: u64, offset: u64) -> u8 {
+    let x = (offset ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0x2545_F491_4F6C_DD1D);
+    (x >> 56) as u8 ^ (offset >> 12) as u8
+}
+
+/// `len` bytes of [`stream_byte`]'s stream for `seed`, from `offset`.
+pub fn stream_bytes(seed: u64, offset: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| stream_byte(seed, offset + i))
+        .collect()
+}
+
+/// Checks that `got` is the stream for `seed` at `offset`; panics naming the
+/// first differing byte.
+pub fn check_stream(seed: u64, offset: u64, got: &[u8]) {
+    for (i, &b) in got.iter().enumerate() {
+        let at = offset + i as u64;
+        let want = stream_byte(seed, at);
+        assert!(
+            b == want,
+            "stream {seed}: byte {at} is {b:#04x}, expected {want:#04x}"
+        );
+    }
+}
+
+/// Warnings and errors logged by ringloop in this process (once
+/// [`capture_logs`] was called).
+pub fn captured_logs() -> Vec<String> {
+    LOGS.lock().unwrap().clone()
+}
+
+static LOGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            LOGS.lock()
+                .unwrap()
+                .push(format!("{} {}", record.level(), record.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Installs a logger keeping ringloop's warnings and errors for
+/// [`captured_logs`] (idempotent).
+pub fn capture_logs() {
+    static CAPTURE: Capture = Capture;
+    if log::set_logger(&CAPTURE).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}

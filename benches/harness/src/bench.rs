@@ -59,6 +59,8 @@ pub struct BenchConfig {
     pub load_threads: usize,
     /// Connections of the idle-memory test (0 skips it).
     pub idle_conns: usize,
+    /// Run the idle-memory test only, no load scenario.
+    pub idle_only: bool,
 }
 
 /// Runs everything and prints the markdown report on stdout (progress on
@@ -79,7 +81,8 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
         .iter()
         .map(|_| servers.iter().map(|_| Vec::new()).collect())
         .collect();
-    for (s, scenario) in SCENARIOS.iter().enumerate() {
+    let scenarios = if cfg.idle_only { 0 } else { SCENARIOS.len() };
+    for (s, scenario) in SCENARIOS.iter().enumerate().take(scenarios) {
         for round in 1..=cfg.rounds {
             for (k, server) in servers.iter().enumerate() {
                 eprintln!(
@@ -223,8 +226,22 @@ fn render(
     };
 
     let mut out = String::new();
-    let _ = writeln!(out, "## Echo benchmark (loopback)\n");
-    let _ = writeln!(
+    if cfg.idle_only {
+        let _ = writeln!(out, "## Idle-connection memory (loopback)\n");
+        let _ = writeln!(
+            out,
+            "{} CPUs, Linux {}; load average {} before, {} after. Servers: {}.",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            load_before,
+            loadavg(),
+            servers_line(servers, cfg),
+        );
+    } else {
+        let _ = writeln!(out, "## Echo benchmark (loopback)\n");
+        let _ = writeln!(
         out,
         "{} CPUs, Linux {}; load average {} before, {} after. Servers: {}. \
          {} round(s) per scenario, servers alternated ({}), each run {:.1} s warm-up + {:.1} s measured; \
@@ -242,49 +259,51 @@ fn render(
         cfg.duration.as_secs_f64(),
         cfg.load_threads,
     );
-
-    let _ = write!(
-        out,
-        "| scenario | server | msgs/s | spread | p50 µs | p99 µs | server CPU µs/msg |"
-    );
-    for &p in &peers {
-        let _ = write!(out, " msgs/s ÷ {} |", names[p]);
     }
-    for &p in &peers {
-        let _ = write!(out, " CPU/msg ÷ {} |", names[p]);
-    }
-    let _ = writeln!(out, " lost/stalled |");
-    let _ = writeln!(out, "|{}", "---|".repeat(8 + 2 * peers.len()));
-    for (s, scenario) in SCENARIOS.iter().enumerate() {
-        let sums: Vec<Summary> = results[s].iter().map(|runs| summarize(runs)).collect();
-        for (k, sum) in sums.iter().enumerate() {
-            let _ = write!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {:.2} |",
-                scenario.label(),
-                names[k],
-                thousands(sum.rate),
-                sum.spread
-                    .map_or("—".to_string(), |s| format!("{:.0} %", s * 100.0)),
-                micros(sum.p50_us),
-                micros(sum.p99_us),
-                sum.cpu_us
-            );
-            for &p in &peers {
-                let _ = write!(out, " {} |", ratio(sum.rate, sums[p].rate, p == k));
-            }
-            for &p in &peers {
-                let _ = write!(out, " {} |", ratio(sum.cpu_us, sums[p].cpu_us, p == k));
-            }
-            let _ = writeln!(out, " {}/{} |", sum.lost, sum.stalled);
+    if !cfg.idle_only {
+        let _ = write!(
+            out,
+            "| scenario | server | msgs/s | spread | p50 µs | p99 µs | server CPU µs/msg |"
+        );
+        for &p in &peers {
+            let _ = write!(out, " msgs/s ÷ {} |", names[p]);
         }
-    }
-    let _ = writeln!(
+        for &p in &peers {
+            let _ = write!(out, " CPU/msg ÷ {} |", names[p]);
+        }
+        let _ = writeln!(out, " lost/stalled |");
+        let _ = writeln!(out, "|{}", "---|".repeat(8 + 2 * peers.len()));
+        for (s, scenario) in SCENARIOS.iter().enumerate() {
+            let sums: Vec<Summary> = results[s].iter().map(|runs| summarize(runs)).collect();
+            for (k, sum) in sums.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {:.2} |",
+                    scenario.label(),
+                    names[k],
+                    thousands(sum.rate),
+                    sum.spread
+                        .map_or("—".to_string(), |s| format!("{:.0} %", s * 100.0)),
+                    micros(sum.p50_us),
+                    micros(sum.p99_us),
+                    sum.cpu_us
+                );
+                for &p in &peers {
+                    let _ = write!(out, " {} |", ratio(sum.rate, sums[p].rate, p == k));
+                }
+                for &p in &peers {
+                    let _ = write!(out, " {} |", ratio(sum.cpu_us, sums[p].cpu_us, p == k));
+                }
+                let _ = writeln!(out, " {}/{} |", sum.lost, sum.stalled);
+            }
+        }
+        let _ = writeln!(
         out,
         "\nmsgs/s: round trips per second over all rounds; spread: (max − min) / mean of the per-run rates (— with one round); \
          p50/p99: round-trip latency; server CPU: the server's utime + stime over the measured window \
          divided by messages. A msgs/s ratio above 1 and a CPU/msg ratio below 1 favour the row's server."
     );
+    }
 
     if idle.iter().any(Option::is_some) {
         let _ = writeln!(out);

@@ -20,6 +20,8 @@ mod serve_may_http;
 mod serve_tokio;
 mod serve_tokio_http;
 mod server;
+mod soak;
+mod stream;
 mod tools;
 
 use std::net::SocketAddr;
@@ -43,10 +45,13 @@ usage:
   harness idle tcp://127.0.0.1:PORT --conns 10000 --pid SERVER_PID
   harness bench [--quick] [--ringloop PATH | --skip-ringloop]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
+                [--idle-only]
   harness bench-http [--quick] [--ringloop PATH] [--loops 2] [--threads 2] [--skip-may]
                      [--rounds N] [--seconds T] [--warmup T] [--conns 256] [--depth 16]
   harness bench-kv [--quick] [--ringloop PATH] [--loops 1,2] [--rounds N]
                    [--requests N] [--requests-p1 N] [--clients 50] [--keyspace N]
+  harness soak [--server PATH] [--seconds 180] [--loops 2]
+               [--idle-timeout-ms 2000] [--echo-conns 50]
 ";
 
 fn main() -> ExitCode {
@@ -75,6 +80,7 @@ fn run() -> Result<ExitCode> {
         "bench" => bench(rest),
         "bench-http" => bench_http(rest),
         "bench-kv" => bench_kv(rest),
+        "soak" => soak(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -218,7 +224,7 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
             "--load-threads",
             "--idle-conns",
         ],
-        &["--quick", "--skip-ringloop"],
+        &["--quick", "--skip-ringloop", "--idle-only"],
     )?;
     args.positional(&[])?;
     let quick = args.switch("--quick");
@@ -251,11 +257,53 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
         )?,
         load_threads: args.value("--load-threads")?.unwrap_or(1),
         idle_conns: args.value("--idle-conns")?.unwrap_or(10_000),
+        idle_only: args.switch("--idle-only"),
     };
+    if cfg.idle_only && cfg.idle_conns == 0 {
+        return Err("--idle-only with --idle-conns 0 leaves nothing to run".into());
+    }
     if cfg.rounds == 0 || cfg.load_threads == 0 || cfg.duration.is_zero() {
         return Err("--rounds, --load-threads and --seconds must be above zero".into());
     }
     Ok(if bench::run(&cfg)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn soak(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--server",
+            "--seconds",
+            "--loops",
+            "--idle-timeout-ms",
+            "--echo-conns",
+        ],
+        &[],
+    )?;
+    args.positional(&[])?;
+    // By default the soak server built next to this binary.
+    let server = match args.value::<PathBuf>("--server")? {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("soak-server"),
+    };
+    let cfg = soak::SoakConfig {
+        server,
+        duration: seconds(args.value("--seconds")?.unwrap_or(180.0), "--seconds")?,
+        loops: args.value("--loops")?.unwrap_or(2),
+        idle_timeout: Duration::from_millis(args.value("--idle-timeout-ms")?.unwrap_or(2000)),
+        echo_conns: args.value("--echo-conns")?.unwrap_or(50),
+    };
+    if cfg.duration < Duration::from_secs(10) || cfg.loops == 0 || cfg.echo_conns == 0 {
+        return Err("--seconds must be at least 10, --loops and --echo-conns at least 1".into());
+    }
+    if cfg.idle_timeout < Duration::from_millis(100) {
+        return Err("--idle-timeout-ms must be at least 100".into());
+    }
+    Ok(if soak::run(&cfg)? {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
