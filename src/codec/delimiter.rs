@@ -43,6 +43,7 @@ impl Delimiters {
     }
 
     /// The next index in `hay` holding a byte some delimiter ends with.
+    #[inline]
     fn next_candidate(&self, hay: &[u8]) -> Option<usize> {
         match self.common_last {
             Some(b) => find_byte(b, hay),
@@ -51,6 +52,7 @@ impl Delimiters {
     }
 
     /// The longest delimiter ending exactly at `end` in `buf`, if any.
+    #[inline]
     fn longest_ending_at(&self, buf: &[u8], end: usize) -> Option<usize> {
         let head = &buf[..end];
         self.list
@@ -62,6 +64,7 @@ impl Delimiters {
 
     /// The first place in `window[from..]` where a delimiter ends: returns
     /// the frame's end (delimiter included) and the delimiter's length.
+    #[inline]
     fn find(&self, window: &[u8], mut from: usize) -> Option<(usize, usize)> {
         while from < window.len() {
             let at = from + self.next_candidate(&window[from..])?;
@@ -160,6 +163,7 @@ impl DelimiterCodec {
 
     /// The frame's end and delimiter length, within the maximum, resuming
     /// the previous search.
+    #[inline]
     fn find_end(&mut self, src: &[u8]) -> Result<Option<(usize, usize)>, CodecError> {
         let window = &src[..src.len().min(self.max)];
         // Fewer bytes than already searched: the caller broke the contract
@@ -187,6 +191,7 @@ impl DelimiterCodec {
 }
 
 impl Codec for DelimiterCodec {
+    #[inline]
     fn decode<'a>(&mut self, src: &'a [u8]) -> Result<Option<Frame<'a>>, CodecError> {
         let Some((end, delimiter)) = self.find_end(src)? else {
             return Ok(None);
@@ -203,6 +208,7 @@ impl Codec for DelimiterCodec {
     /// the maximum with its delimiter, and one the peer would split
     /// differently (it contains a delimiter, or its tail and the appended
     /// delimiter form a longer one).
+    #[inline]
     fn encode(&mut self, frame: &[u8], dst: &mut Vec<u8>) -> Result<(), CodecError> {
         let Some(first) = self.delimiters.list.first() else {
             return Err(CodecError::Misbehaved(
@@ -228,6 +234,7 @@ impl Codec for DelimiterCodec {
         Ok(())
     }
 
+    #[inline]
     fn max_frame_length(&self) -> usize {
         self.max
     }

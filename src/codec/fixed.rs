@@ -68,6 +68,7 @@ impl FixedLengthCodec {
 }
 
 impl Codec for FixedLengthCodec {
+    #[inline]
     fn decode<'a>(&mut self, src: &'a [u8]) -> Result<Option<Frame<'a>>, CodecError> {
         Ok(src
             .get(..self.frame_length)
@@ -76,6 +77,7 @@ impl Codec for FixedLengthCodec {
 
     /// Appends `frame` as it is; its length must be a multiple of the frame
     /// length.
+    #[inline]
     fn encode(&mut self, frame: &[u8], dst: &mut Vec<u8>) -> Result<(), CodecError> {
         if frame.len() % self.frame_length != 0 {
             return Err(CodecError::NotMultiple {
@@ -88,6 +90,7 @@ impl Codec for FixedLengthCodec {
     }
 
     /// The maximum given to the builder (at least the frame length).
+    #[inline]
     fn max_frame_length(&self) -> usize {
         self.max
     }

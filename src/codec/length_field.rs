@@ -28,15 +28,31 @@ pub enum ByteOrder {
 
 impl ByteOrder {
     /// Reads an unsigned integer of `bytes.len()` (at most 8) bytes.
+    #[inline]
     fn read(self, bytes: &[u8]) -> u64 {
-        let fold = |acc: u64, &b: &u8| (acc << 8) | u64::from(b);
-        match self {
-            ByteOrder::BigEndian => bytes.iter().fold(0, fold),
-            ByteOrder::LittleEndian => bytes.iter().rev().fold(0, fold),
+        let big = self == ByteOrder::BigEndian;
+        // The field lengths in use, as single loads; anything else folds.
+        match *bytes {
+            [a] => u64::from(a),
+            [a, b] if big => u64::from(u16::from_be_bytes([a, b])),
+            [a, b] => u64::from(u16::from_le_bytes([a, b])),
+            [a, b, c, d] if big => u64::from(u32::from_be_bytes([a, b, c, d])),
+            [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+            [a, b, c, d, e, f, g, h] if big => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+            [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+            _ => {
+                let fold = |acc: u64, &b: &u8| (acc << 8) | u64::from(b);
+                if big {
+                    bytes.iter().fold(0, fold)
+                } else {
+                    bytes.iter().rev().fold(0, fold)
+                }
+            }
         }
     }
 
     /// Appends `value` as `len` (at most 8) bytes; `value` must fit.
+    #[inline]
     fn write(self, value: u64, len: usize, dst: &mut Vec<u8>) {
         match self {
             ByteOrder::BigEndian => dst.extend_from_slice(&value.to_be_bytes()[8 - len..]),
@@ -180,6 +196,7 @@ impl LengthFieldCodec {
 
     /// The wire length of the frame whose header `header` is, or why it is
     /// refused.
+    #[inline]
     fn frame_length(&self, header: &[u8]) -> Result<usize, CodecError> {
         let value = self.order.read(&header[self.offset..]);
         let header_len = self.header();
@@ -202,6 +219,7 @@ impl LengthFieldCodec {
 }
 
 impl Codec for LengthFieldCodec {
+    #[inline]
     fn decode<'a>(&mut self, src: &'a [u8]) -> Result<Option<Frame<'a>>, CodecError> {
         let Some(header) = src.get(..self.header()) else {
             return Ok(None);
@@ -216,6 +234,7 @@ impl Codec for LengthFieldCodec {
     /// Prepends the length field to `frame`. Refuses a frame whose length
     /// (adjusted) does not fit the field or is negative, and one longer than
     /// the maximum with its field.
+    #[inline]
     fn encode(&mut self, frame: &[u8], dst: &mut Vec<u8>) -> Result<(), CodecError> {
         let mut length = frame.len() as i128 + i128::from(self.enc_adjustment);
         if self.includes_field {
@@ -243,6 +262,7 @@ impl Codec for LengthFieldCodec {
         Ok(())
     }
 
+    #[inline]
     fn max_frame_length(&self) -> usize {
         self.max
     }

@@ -74,6 +74,7 @@ impl LineCodec {
 
     /// Where the first `\n` of `src` is, within the maximum, resuming the
     /// previous search.
+    #[inline]
     fn find_newline(&mut self, src: &[u8]) -> Result<Option<usize>, CodecError> {
         let window = &src[..src.len().min(self.max)];
         // Fewer bytes than already searched: the caller broke the contract
@@ -113,6 +114,7 @@ impl Default for LineCodec {
 }
 
 impl Codec for LineCodec {
+    #[inline]
     fn decode<'a>(&mut self, src: &'a [u8]) -> Result<Option<Frame<'a>>, CodecError> {
         let Some(newline) = self.find_newline(src)? else {
             return Ok(None);
@@ -131,6 +133,7 @@ impl Codec for LineCodec {
     /// Appends `frame` and `\n`. Refuses a frame containing `\n` or ending
     /// in `\r` (the peer would decode a different line), and one longer than
     /// the maximum with its `\n`.
+    #[inline]
     fn encode(&mut self, frame: &[u8], dst: &mut Vec<u8>) -> Result<(), CodecError> {
         let length = frame.len().saturating_add(1);
         if length > self.max {
@@ -148,6 +151,7 @@ impl Codec for LineCodec {
         Ok(())
     }
 
+    #[inline]
     fn max_frame_length(&self) -> usize {
         self.max
     }

@@ -14,6 +14,7 @@ fn zero_bytes(word: u64) -> u64 {
 }
 
 /// The index of the first `needle` in `hay`, scanning 16 bytes per step.
+#[inline]
 pub(crate) fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
     let pattern = LO.wrapping_mul(u64::from(needle));
     let mut chunks = hay.chunks_exact(16);
