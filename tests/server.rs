@@ -216,8 +216,10 @@ fn shutdown_action_from_a_handler() {
     let server = echo_server(&seen, false, 2);
     let addr = server.tcp_addr(0);
     let mut idle: Vec<_> = (0..5).map(|_| tcp_client(addr)).collect();
-    wait_until("idle clients registered", || {
-        server.engine.connection_count() == 5
+    // Opened (not merely accepted): a socket still on its way to a loop is
+    // dropped at stop without ever opening.
+    wait_until("idle clients opened", || {
+        seen.opened.load(Ordering::SeqCst) == 5
     });
     let mut trigger = tcp_client(addr);
     trigger.write_all(b"shutdown\n").unwrap();
@@ -235,8 +237,9 @@ fn stop_from_another_thread_closes_every_connection() {
     let server = echo_server(&seen, false, 3);
     let addr = server.tcp_addr(0);
     let mut clients: Vec<_> = (0..100).map(|_| tcp_client(addr)).collect();
+    // Opened, as above.
     wait_until("100 connections", || {
-        server.engine.connection_count() == 100
+        seen.opened.load(Ordering::SeqCst) == 100
     });
     let engine = server.engine.clone();
     thread::spawn(move || engine.stop().unwrap())
