@@ -735,6 +735,12 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// The most bytes a connection may leave unconsumed (default 64 MiB).
+    pub fn max_inbound(mut self, bytes: usize) -> Self {
+        self.options.max_inbound = bytes;
+        self
+    }
+
     /// How long a dial may take to connect (default 10 s).
     pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.options.connect_timeout = timeout;

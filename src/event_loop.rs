@@ -94,6 +94,7 @@ struct ConnSettings {
     marks: WaterMarks,
     back_pressure: BackPressure,
     connect_timeout_ms: u64,
+    max_inbound: usize,
 }
 
 pub(crate) struct EventLoop<H: EventHandler> {
@@ -259,6 +260,7 @@ impl<H: EventHandler> EventLoop<H> {
                 timeouts: options.timeouts,
                 marks: options.write_water_marks,
                 back_pressure: options.back_pressure,
+                max_inbound: options.max_inbound,
                 connect_timeout_ms: options
                     .connect_timeout
                     .as_millis()
@@ -571,6 +573,9 @@ impl<H: EventHandler> EventLoop<H> {
             (action, side, rest)
         };
         if let (Some(rest), Some(entry)) = (rest, self.conns.get_mut(key)) {
+            if rest.len() > self.settings.max_inbound {
+                entry.close_with(CloseReason::InboundLimit);
+            }
             entry.inbound = rest;
         }
         self.after_callback(key, action, side);

@@ -516,3 +516,60 @@ fn public_types_have_the_documented_bounds() {
     send::<ringloop::Pending<usize>>();
     send::<ringloop::Server<Echo>>();
 }
+
+/// Consumes nothing until a newline arrives (a "frame" with no size limit of
+/// its own), then echoes the line.
+struct LineWaiter {
+    closes: Arc<Mutex<Vec<String>>>,
+}
+
+impl EventHandler for LineWaiter {
+    type State = ();
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        let unread = conn.peek(usize::MAX);
+        if let Some(end) = unread.iter().position(|&b| b == b'\n') {
+            let line = conn.next(end + 1);
+            let _ = conn.write(line);
+        }
+        Action::None
+    }
+
+    fn on_close(&mut self, _conn: &mut Conn<'_, ()>, reason: &CloseReason) -> Action {
+        self.closes.lock().unwrap().push(format!("{reason:?}"));
+        Action::None
+    }
+}
+
+#[test]
+fn a_peer_that_never_completes_a_request_is_cut_off_at_the_inbound_limit() {
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let c = closes.clone();
+    let server = Running::start(
+        Engine::builder(move |_| LineWaiter { closes: c.clone() })
+            .listen("tcp://127.0.0.1:0")
+            .loops(1)
+            .max_inbound(1 << 20),
+    );
+    let addr = server.tcp_addr(0);
+    let mut bystander = tcp_client(addr);
+    bystander.write_all(b"half a li").unwrap();
+    // 3 MiB with no newline: past the 1 MiB limit.
+    let mut attacker = tcp_client(addr);
+    let flood = vec![b'x'; 3 << 20];
+    let _ = attacker.write_all(&flood); // may fail once the server closes it
+    assert!(
+        read_to_end(&mut attacker).is_empty(),
+        "the attacker is closed"
+    );
+    wait_until("the attacker's close", || {
+        !closes.lock().unwrap().is_empty()
+    });
+    assert_eq!(closes.lock().unwrap()[0], "InboundLimit");
+    // The bystander's half line completes and is answered.
+    bystander.write_all(b"ne\n").unwrap();
+    let mut line = [0u8; 12];
+    bystander.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"half a line\n");
+    server.stop();
+}
