@@ -422,9 +422,13 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
-    /// `true` for a UDP datagram, `false` for a stream connection.
+    /// `true` for a UDP datagram (received on a `udp://` listener, or on a
+    /// dialled `udp://` connection), `false` for a stream connection.
     pub fn is_datagram(&self) -> bool {
-        matches!(self.backing, Backing::Datagram(_))
+        match &self.backing {
+            Backing::Datagram(_) => true,
+            Backing::Stream { conns, key } => conns.get(*key).is_some_and(|e| e.is_datagram),
+        }
     }
 
     // ----- reading -----

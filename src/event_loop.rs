@@ -573,6 +573,11 @@ impl<H: EventHandler> EventLoop<H> {
             (action, side, rest)
         };
         if let (Some(rest), Some(entry)) = (rest, self.conns.get_mut(key)) {
+            if entry.is_datagram {
+                // A datagram's unread bytes go with it, never into the next.
+                self.after_callback(key, action, side);
+                return;
+            }
             if rest.len() > self.settings.max_inbound {
                 entry.close_with(CloseReason::InboundLimit);
             }
@@ -636,13 +641,16 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get(key) else {
             return true;
         };
-        entry.paused
-            || entry
-                .overrides
-                .as_ref()
-                .and_then(|o| o.feeds)
-                .and_then(|target| self.conns.get(target))
-                .is_some_and(|target| target.paused)
+        let links = entry.overrides.as_ref();
+        // A connection fed by another (a relay's side) fills up with the
+        // *other* side's bytes: not reading it would not drain it, and would
+        // stall a relay whose peer is blocked writing to it. Its fullness
+        // stops the feeder instead (the `target.paused` check below).
+        let own = entry.paused && links.and_then(|o| o.fed_by).is_none();
+        own || links
+            .and_then(|o| o.feeds)
+            .and_then(|target| self.conns.get(target))
+            .is_some_and(|target| target.paused)
     }
 
     /// After a callback or I/O: apply the action, close if due, otherwise make
@@ -795,7 +803,10 @@ impl<H: EventHandler> EventLoop<H> {
         };
         if entry.connecting.is_some() {
             // Never opened: the dial fails instead (no close callback).
-            let error = Error::io("connect", io::Error::other(reason.to_string()));
+            let error = match reason {
+                CloseReason::Shutdown => Error::EngineStopped,
+                other => Error::io("connect", io::Error::other(other.to_string())),
+            };
             self.fail_dial(key, error);
             return;
         }
