@@ -13,26 +13,38 @@ mod pattern;
 mod procfs;
 mod serve_epoll;
 mod serve_tokio;
+mod serve_tokio_udp;
 mod server;
+mod udp_load;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use args::{parse_url, seconds, Args};
+use args::{parse_endpoint, parse_url, seconds, Args};
+use server::{Kind, Server};
+
+/// The error type of this tool.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Errors of this tool: a message for the user.
-pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub type Result<T> = std::result::Result<T, BoxError>;
 
 const USAGE: &str = "\
 usage:
-  harness serve tokio tcp://127.0.0.1:PORT [--threads 2] [--buf 16384]
+  harness serve tokio tcp://127.0.0.1:PORT [--threads 2 | --current-thread] [--buf 16384]
+  harness serve tokio-blocking tcp://127.0.0.1:PORT [--threads 2 | --current-thread]
+               [--delay-ms 1] [--blocking-threads N] [--buf 16384]
+  harness serve tokio-udp udp://127.0.0.1:PORT [--threads 2 | --current-thread]
   harness serve epoll tcp://127.0.0.1:PORT
-  harness load tcp://127.0.0.1:PORT --conns C --size S --seconds T
+  harness load tcp://127.0.0.1:PORT|udp://127.0.0.1:PORT --conns C --size S --seconds T
                [--threads 1] [--warmup 0.5] [--pid SERVER_PID]
   harness idle tcp://127.0.0.1:PORT --conns 10000 --pid SERVER_PID
-  harness bench [--quick] [--ringloop PATH | --skip-ringloop]
+  harness bench [--quick] [--servers ringloop,tokio,epoll] [--peers tokio,epoll]
+                [--scenarios 50x512,1000x512,100x16384] [--udp] [--title TEXT]
+                [--ringloop PATH] [--echo-pool PATH] [--skip-ringloop]
+                [--ringloop-loops 2] [--tokio-threads 2] [--delay-ms 1] [--workers 50]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
 ";
 
@@ -69,44 +81,80 @@ fn run() -> Result<ExitCode> {
 }
 
 fn serve(argv: &[String]) -> Result<ExitCode> {
-    let args = Args::parse(argv, &["--threads", "--buf"], &[])?;
-    let [kind, url] = args.positional(&["tokio|epoll", "URL"])? else {
+    let args = Args::parse(
+        argv,
+        &["--threads", "--buf", "--delay-ms", "--blocking-threads"],
+        &["--current-thread"],
+    )?;
+    let [kind, url] = args.positional(&["tokio|tokio-blocking|tokio-udp|epoll", "URL"])? else {
         unreachable!("positional() checked the count")
     };
-    let addr = loopback(url)?;
+    let (udp, addr) = parse_endpoint(url)?;
+    loopback(url, addr)?;
+    if udp != (kind == "tokio-udp") {
+        return Err(format!(
+            "the {kind} server takes a {} address",
+            if udp { "tcp://" } else { "udp://" }
+        )
+        .into());
+    }
+    let threads = args.value("--threads")?.unwrap_or(2);
+    let current_thread = args.switch("--current-thread");
+    if current_thread && args.value::<usize>("--threads")?.is_some() {
+        return Err("--threads and --current-thread exclude each other".into());
+    }
+    let buf = args.value("--buf")?.unwrap_or(serve_tokio::DEFAULT_BUF);
+    let delay = args.value::<u64>("--delay-ms")?;
+    let blocking_threads = args.value::<usize>("--blocking-threads")?;
+    if threads == 0 || buf == 0 || blocking_threads == Some(0) {
+        return Err("--threads, --buf and --blocking-threads must be at least 1".into());
+    }
+    if kind != "tokio-blocking" && (delay.is_some() || blocking_threads.is_some()) {
+        return Err("--delay-ms and --blocking-threads are for tokio-blocking".into());
+    }
+    let runtime = serve_tokio::Runtime {
+        threads,
+        current_thread,
+        blocking_threads,
+    };
     match kind.as_str() {
-        "tokio" => {
-            let threads = args.value("--threads")?.unwrap_or(2);
-            let buf = args.value("--buf")?.unwrap_or(serve_tokio::DEFAULT_BUF);
-            if threads == 0 || buf == 0 {
-                return Err("--threads and --buf must be at least 1".into());
-            }
-            serve_tokio::run(addr, threads, buf)?;
-        }
+        "tokio" => serve_tokio::run(addr, runtime, buf, serve_tokio::Mode::Echo)?,
+        "tokio-blocking" => serve_tokio::run(
+            addr,
+            runtime,
+            buf,
+            serve_tokio::Mode::Blocking(Duration::from_millis(delay.unwrap_or(1))),
+        )?,
+        "tokio-udp" => serve_tokio_udp::run(addr, runtime)?,
         "epoll" => {
             if args.value::<usize>("--threads")?.is_some()
                 || args.value::<usize>("--buf")?.is_some()
+                || current_thread
             {
                 return Err(
                     "the epoll server is single-threaded with one shared buffer; \
-                            --threads and --buf do not apply"
+                            --threads, --current-thread and --buf do not apply"
                         .into(),
                 );
             }
             serve_epoll::run(addr)?;
         }
-        other => return Err(format!("unknown server {other:?}: expected tokio or epoll").into()),
+        other => {
+            return Err(format!(
+                "unknown server {other:?}: expected tokio, tokio-blocking, tokio-udp or epoll"
+            )
+            .into())
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The servers bind loopback only.
-fn loopback(url: &str) -> Result<SocketAddr> {
-    let addr = parse_url(url)?;
+fn loopback(url: &str, addr: SocketAddr) -> Result<()> {
     if !addr.ip().is_loopback() {
         return Err(format!("{url}: the peer servers bind loopback addresses only").into());
     }
-    Ok(addr)
+    Ok(())
 }
 
 fn required<T>(value: Option<T>, name: &str) -> Result<T> {
@@ -129,8 +177,10 @@ fn load(argv: &[String]) -> Result<ExitCode> {
     let [url] = args.positional(&["URL"])? else {
         unreachable!("positional() checked the count")
     };
+    let (udp, addr) = parse_endpoint(url)?;
     let cfg = load::LoadConfig {
-        addr: parse_url(url)?,
+        addr,
+        udp,
         conns: required(args.value("--conns")?, "--conns")?,
         size: required(args.value("--size")?, "--size")?,
         duration: seconds(
@@ -143,8 +193,9 @@ fn load(argv: &[String]) -> Result<ExitCode> {
     };
     let report = load::run(&cfg)?;
     println!(
-        "{} conns × {} B, {:.1} s: {} round trips, {}",
+        "{} {} × {} B, {:.1} s: {} round trips, {}",
         cfg.conns,
+        if udp { "UDP sockets" } else { "conns" },
         cfg.size,
         cfg.duration.as_secs_f64(),
         report.messages,
@@ -179,35 +230,147 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
         argv,
         &[
             "--ringloop",
+            "--echo-pool",
+            "--servers",
+            "--peers",
+            "--scenarios",
+            "--title",
+            "--ringloop-loops",
+            "--tokio-threads",
+            "--delay-ms",
+            "--workers",
             "--rounds",
             "--seconds",
             "--load-threads",
             "--idle-conns",
         ],
-        &["--quick", "--skip-ringloop"],
+        &["--quick", "--skip-ringloop", "--udp"],
     )?;
     args.positional(&[])?;
     let quick = args.switch("--quick");
-    let ringloop = if args.switch("--skip-ringloop") {
+    let udp = args.switch("--udp");
+    let skip = args.switch("--skip-ringloop");
+    let list = |name: &str, default: &str| -> Result<Vec<String>> {
+        Ok(args
+            .value::<String>(name)?
+            .unwrap_or_else(|| default.to_string())
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect())
+    };
+    let mut names = list(
+        "--servers",
+        if udp {
+            "ringloop,tokio-udp"
+        } else {
+            "ringloop,tokio,epoll"
+        },
+    )?;
+    let is_ringloop = |n: &str| n.starts_with("ringloop") || n == "echo-pool";
+    if skip {
         if args.value::<PathBuf>("--ringloop")?.is_some() {
             return Err("--ringloop and --skip-ringloop exclude each other".into());
         }
-        None
-    } else {
-        let path = args.value("--ringloop")?.unwrap_or_else(default_ringloop);
-        if !path.is_file() {
-            return Err(format!(
-                "ringloop's echo server is not at {}.\n\
-                 Build it with `cargo build --release --example echo -p ringloop` (examples/echo.rs), \
-                 point --ringloop at it, or pass --skip-ringloop to compare tokio and epoll only.",
+        names.retain(|n| !is_ringloop(n));
+    }
+    let echo = args.value("--ringloop")?.unwrap_or_else(default_ringloop);
+    let echo_pool = args
+        .value("--echo-pool")?
+        .unwrap_or_else(|| echo.with_file_name("echo_pool"));
+    let loops = args.value("--ringloop-loops")?.unwrap_or(2);
+    let threads = args.value("--tokio-threads")?.unwrap_or(2);
+    let delay_ms = args.value("--delay-ms")?.unwrap_or(1);
+    let workers = args.value("--workers")?.unwrap_or(50);
+    if loops == 0 || threads == 0 || workers == 0 {
+        return Err("--ringloop-loops, --tokio-threads and --workers must be at least 1".into());
+    }
+    let harness = std::env::current_exe()?;
+    let binary = |path: &PathBuf, example: &str| -> Result<PathBuf> {
+        if path.is_file() {
+            Ok(path.clone())
+        } else {
+            Err(format!(
+                "ringloop's {example} server is not at {}.\n\
+                 Build it with `cargo build --release --example {example} -p ringloop`, \
+                 point --ringloop / --echo-pool at it, or pass --skip-ringloop to compare the peers only.",
                 path.display()
+            )
+            .into())
+        }
+    };
+    let mut servers = Vec::new();
+    for name in &names {
+        let ringloop = |reuseport: bool, et: bool| -> Result<Kind> {
+            Ok(Kind::Ringloop {
+                path: binary(&echo, "echo")?,
+                loops,
+                reuseport,
+                et,
+            })
+        };
+        let kind = match name.as_str() {
+            "ringloop" => ringloop(false, false)?,
+            "ringloop-reuseport" => ringloop(true, false)?,
+            "ringloop-et" => ringloop(false, true)?,
+            "ringloop-reuseport-et" => ringloop(true, true)?,
+            "echo-pool" => Kind::EchoPool {
+                path: binary(&echo_pool, "echo_pool")?,
+                loops,
+                delay_ms,
+                workers,
+            },
+            "tokio" | "tokio-udp" => Kind::Tokio {
+                harness: harness.clone(),
+                threads,
+                blocking: None,
+            },
+            "tokio-blocking" => Kind::Tokio {
+                harness: harness.clone(),
+                threads,
+                blocking: Some((delay_ms, workers)),
+            },
+            "epoll" => Kind::Epoll {
+                harness: harness.clone(),
+            },
+            other => {
+                return Err(format!(
+                    "unknown server {other:?}: expected ringloop, ringloop-reuseport, ringloop-et, \
+                     ringloop-reuseport-et, echo-pool, tokio, tokio-blocking, tokio-udp or epoll"
+                )
+                .into())
+            }
+        };
+        let udp_capable = matches!(name.as_str(), "ringloop" | "tokio-udp");
+        if udp && !udp_capable {
+            return Err(format!(
+                "{name} does not serve UDP; with --udp use ringloop and tokio-udp"
             )
             .into());
         }
-        Some(path)
+        if !udp && name == "tokio-udp" {
+            return Err("tokio-udp needs --udp".into());
+        }
+        servers.push(Server::new(name.clone(), kind, udp));
+    }
+    if servers.is_empty() {
+        return Err("no servers to compare".into());
+    }
+    let scenarios = match args.value::<String>("--scenarios")? {
+        None => bench::SCENARIOS.to_vec(),
+        Some(text) => text
+            .split(',')
+            .map(bench::Scenario::parse)
+            .collect::<Result<Vec<_>>>()?,
     };
     let cfg = bench::BenchConfig {
-        ringloop,
+        title: args
+            .value("--title")?
+            .unwrap_or_else(|| "Echo benchmark (loopback)".to_string()),
+        servers,
+        peers: list("--peers", if udp { "tokio-udp" } else { "tokio,epoll" })?,
+        scenarios,
+        ringloop_skipped: skip,
         rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
         warmup: Duration::from_millis(500),
         duration: seconds(

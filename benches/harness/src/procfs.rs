@@ -23,8 +23,12 @@ fn clock_ticks_per_second() -> Result<u64> {
 /// User plus system CPU time of every thread of `pid`, living or exited,
 /// from `/proc/PID/stat` (fields 14 and 15; resolution one clock tick).
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    stat_cpu_time(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a `stat` file of a process or a thread.
+fn stat_cpu_time(path: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     // The command name (field 2) is in parentheses and may hold spaces or ')'.
     let after_name = stat
         .rfind(')')

@@ -2,10 +2,11 @@
 //! until they accept, stop by pid (SIGTERM, then SIGKILL after a timeout).
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,65 +25,167 @@ const OUTPUT_LINES: usize = 20;
 /// One of the compared servers.
 pub struct Server {
     /// Short name used in tables.
-    pub name: &'static str,
+    pub name: String,
     kind: Kind,
+    /// It serves UDP (`udp://` address) instead of TCP.
+    pub udp: bool,
 }
 
-enum Kind {
+/// What runs, and how.
+pub enum Kind {
     /// ringloop's `examples/echo` binary.
-    Ringloop(PathBuf),
-    /// `harness serve tokio`, two worker threads.
-    Tokio(PathBuf),
+    Ringloop {
+        /// The binary.
+        path: PathBuf,
+        /// `--loops`.
+        loops: usize,
+        /// `--reuseport`.
+        reuseport: bool,
+        /// `--et`.
+        et: bool,
+    },
+    /// ringloop's `examples/echo_pool` binary.
+    EchoPool {
+        /// The binary.
+        path: PathBuf,
+        /// `--loops`.
+        loops: usize,
+        /// `--delay-ms`.
+        delay_ms: u64,
+        /// `--workers`.
+        workers: usize,
+    },
+    /// `harness serve tokio|tokio-udp|tokio-blocking`.
+    Tokio {
+        /// The harness binary.
+        harness: PathBuf,
+        /// Worker threads; 1 means a `current_thread` runtime.
+        threads: usize,
+        /// For `tokio-blocking`: the delay and the blocking pool's size.
+        blocking: Option<(u64, usize)>,
+    },
     /// `harness serve epoll`.
-    Epoll(PathBuf),
+    Epoll {
+        /// The harness binary.
+        harness: PathBuf,
+    },
 }
 
 impl Server {
-    /// ringloop's echo example at `path`, run with `--loops 2`.
-    pub fn ringloop(path: PathBuf) -> Server {
+    /// A server called `name` (its table label) running `kind`, over UDP if `udp`.
+    pub fn new(name: impl Into<String>, kind: Kind, udp: bool) -> Server {
         Server {
-            name: "ringloop",
-            kind: Kind::Ringloop(path),
-        }
-    }
-
-    /// The tokio peer, served by the harness binary `harness`.
-    pub fn tokio(harness: PathBuf) -> Server {
-        Server {
-            name: "tokio",
-            kind: Kind::Tokio(harness),
-        }
-    }
-
-    /// The single-threaded mio loop, served by the harness binary `harness`.
-    pub fn epoll(harness: PathBuf) -> Server {
-        Server {
-            name: "epoll",
-            kind: Kind::Epoll(harness),
+            name: name.into(),
+            kind,
+            udp,
         }
     }
 
     /// What runs, for the report header.
     pub fn describe(&self) -> String {
-        match &self.kind {
-            Kind::Ringloop(path) => format!("ringloop `{} --loops 2`", path.display()),
-            Kind::Tokio(_) => "tokio (2 worker threads, a task per connection)".to_string(),
-            Kind::Epoll(_) => "epoll (hand-written single-threaded mio loop)".to_string(),
-        }
+        let tokio_rt = |threads: usize| {
+            if threads == 1 {
+                "current_thread runtime".to_string()
+            } else {
+                format!("{threads} worker threads")
+            }
+        };
+        let what = match &self.kind {
+            Kind::Ringloop {
+                loops,
+                reuseport,
+                et,
+                ..
+            } => format!(
+                "`echo --loops {loops}{}{}`",
+                if *reuseport { " --reuseport" } else { "" },
+                if *et { " --et" } else { "" }
+            ),
+            Kind::EchoPool {
+                loops,
+                delay_ms,
+                workers,
+                ..
+            } => format!("`echo_pool --loops {loops} --delay-ms {delay_ms} --workers {workers}`"),
+            Kind::Tokio {
+                threads,
+                blocking: None,
+                ..
+            } if self.udp => format!(
+                "tokio UDP ({}, one socket per worker thread with SO_REUSEPORT)",
+                tokio_rt(*threads)
+            ),
+            Kind::Tokio {
+                threads,
+                blocking: None,
+                ..
+            } => format!("tokio ({}, a task per connection)", tokio_rt(*threads)),
+            Kind::Tokio {
+                threads,
+                blocking: Some((delay, pool)),
+                ..
+            } => format!(
+                "tokio ({}, a task per connection, `spawn_blocking` sleeping {delay} ms, \
+                 at most {pool} blocking threads)",
+                tokio_rt(*threads)
+            ),
+            Kind::Epoll { .. } => "hand-written single-threaded mio loop".to_string(),
+        };
+        format!("**{}**: {what}", self.name)
     }
 
     fn command(&self, url: &str) -> Command {
         let mut cmd;
         match &self.kind {
-            Kind::Ringloop(path) => {
+            Kind::Ringloop {
+                path,
+                loops,
+                reuseport,
+                et,
+            } => {
                 cmd = Command::new(path);
-                cmd.args([url, "--loops", "2"]);
+                cmd.args([url, "--loops", &loops.to_string()]);
+                if *reuseport {
+                    cmd.arg("--reuseport");
+                }
+                if *et {
+                    cmd.arg("--et");
+                }
             }
-            Kind::Tokio(harness) => {
+            Kind::EchoPool {
+                path,
+                loops,
+                delay_ms,
+                workers,
+            } => {
+                cmd = Command::new(path);
+                cmd.args([url, "--loops", &loops.to_string()]);
+                cmd.args(["--delay-ms", &delay_ms.to_string()]);
+                cmd.args(["--workers", &workers.to_string()]);
+            }
+            Kind::Tokio {
+                harness,
+                threads,
+                blocking,
+            } => {
                 cmd = Command::new(harness);
-                cmd.args(["serve", "tokio", url, "--threads", "2"]);
+                let kind = match (self.udp, blocking) {
+                    (true, _) => "tokio-udp",
+                    (false, None) => "tokio",
+                    (false, Some(_)) => "tokio-blocking",
+                };
+                cmd.args(["serve", kind, url]);
+                if *threads == 1 {
+                    cmd.arg("--current-thread");
+                } else {
+                    cmd.args(["--threads", &threads.to_string()]);
+                }
+                if let Some((delay, pool)) = blocking {
+                    cmd.args(["--delay-ms", &delay.to_string()]);
+                    cmd.args(["--blocking-threads", &pool.to_string()]);
+                }
             }
-            Kind::Epoll(harness) => {
+            Kind::Epoll { harness } => {
                 cmd = Command::new(harness);
                 cmd.args(["serve", "epoll", url]);
             }
@@ -90,10 +193,10 @@ impl Server {
         cmd
     }
 
-    /// Starts the server on a free loopback port and waits until it accepts.
+    /// Starts the server on a free loopback port and waits until it serves.
     pub fn start(&self) -> Result<Running> {
-        let addr = free_port()?;
-        let url = format!("tcp://{addr}");
+        let addr = free_port(self.udp)?;
+        let url = format!("{}://{addr}", if self.udp { "udp" } else { "tcp" });
         let mut cmd = self.command(&url);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -109,13 +212,15 @@ impl Server {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {} ({:?}): {e}", self.name, cmd.get_program()))?;
+        let name: Arc<str> = self.name.as_str().into();
         let output = [
-            child.stdout.take().map(|o| forward(self.name, o)),
-            child.stderr.take().map(|e| forward(self.name, e)),
+            child.stdout.take().map(|o| forward(name.clone(), o)),
+            child.stderr.take().map(|e| forward(name.clone(), e)),
         ];
         let mut running = Running {
-            name: self.name,
+            name: self.name.clone(),
             addr,
+            udp: self.udp,
             child,
             output,
             stopped: false,
@@ -126,12 +231,16 @@ impl Server {
 }
 
 /// A port nobody listens on right now (the kernel's pick for port 0).
-fn free_port() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+fn free_port(udp: bool) -> Result<SocketAddr> {
+    if udp {
+        Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+    } else {
+        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    }
 }
 
 /// Passes the first lines of a server's output to stderr, prefixed with its name.
-fn forward(name: &'static str, from: impl Read + Send + 'static) -> JoinHandle<()> {
+fn forward(name: Arc<str>, from: impl Read + Send + 'static) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut extra = 0usize;
         for (i, line) in BufReader::new(from).lines().enumerate() {
@@ -151,9 +260,10 @@ fn forward(name: &'static str, from: impl Read + Send + 'static) -> JoinHandle<(
 /// A started server; killed if dropped without [`Running::stop`].
 pub struct Running {
     /// Server name.
-    pub name: &'static str,
+    pub name: String,
     /// Where it listens.
     pub addr: SocketAddr,
+    udp: bool,
     child: Child,
     output: [Option<JoinHandle<()>>; 2],
     stopped: bool,
@@ -185,7 +295,11 @@ impl Running {
                 )
                 .into());
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok() {
+            if self.udp {
+                if udp_echoes(self.addr)? {
+                    return Ok(());
+                }
+            } else if TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -226,6 +340,21 @@ impl Running {
             let _ = handle.join();
         }
         Ok(outcome)
+    }
+}
+
+/// Whether a UDP server at `addr` echoes a probe datagram within 100 ms.
+fn udp_echoes(addr: SocketAddr) -> Result<bool> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    socket.send(b"!")?;
+    let mut buf = [0u8; 16];
+    match socket.recv(&mut buf) {
+        Ok(1) if buf[0] == b'!' => Ok(true),
+        Ok(n) => Err(format!("{addr}: the probe datagram came back as {:?}", &buf[..n]).into()),
+        // Nothing yet, or "connection refused" while the port is not bound.
+        Err(_) => Ok(false),
     }
 }
 
