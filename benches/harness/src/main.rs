@@ -4,6 +4,7 @@
 //! side-by-side comparison. See `README.md` next to this crate.
 
 mod args;
+mod async_write;
 mod bench;
 mod connect;
 mod hist;
@@ -46,6 +47,8 @@ usage:
                 [--ringloop PATH] [--echo-pool PATH] [--skip-ringloop]
                 [--ringloop-loops 2] [--tokio-threads 2] [--delay-ms 1] [--workers 50]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
+  harness async-write [--quick] [--loops 1] [--workers 2] [--conns 64] [--size 64]
+                [--rates 20000,0] [--rounds 2] [--seconds 3] [--designs ringloop,naive]
 ";
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn run() -> Result<ExitCode> {
         "load" => load(rest),
         "idle" => idle(rest),
         "bench" => bench(rest),
+        "async-write" => async_write::main(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -48,6 +48,30 @@ fn stat_cpu_time(path: &str) -> Result<Duration> {
     Ok(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
 }
 
+/// User plus system CPU time of the threads of process `pid` whose name
+/// (`/proc/PID/task/TID/comm`, at most 15 bytes) starts with `prefix`.
+/// Threads that have exited are not counted.
+pub fn thread_cpu_time(pid: u32, prefix: &str) -> Result<Duration> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = Duration::ZERO;
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let tid = entry?.file_name();
+        let Some(tid) = tid.to_str() else { continue };
+        let Ok(comm) = std::fs::read_to_string(format!("{dir}/{tid}/comm")) else {
+            continue; // exited meanwhile
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        match stat_cpu_time(&format!("{dir}/{tid}/stat")) {
+            Ok(t) => total += t,
+            Err(_) if !std::path::Path::new(&format!("{dir}/{tid}")).exists() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
 /// Resident set size of `pid` in bytes (`VmRSS` in `/proc/PID/status`).
 pub fn vm_rss(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
