@@ -90,6 +90,7 @@ struct Config {
     rates: Vec<f64>,
     rounds: usize,
     designs: Vec<Design>,
+    title: Option<String>,
 }
 
 /// `harness async-write …`
@@ -105,6 +106,7 @@ pub fn main(argv: &[String]) -> Result<ExitCode> {
             "--rounds",
             "--seconds",
             "--designs",
+            "--title",
         ],
         &["--quick"],
     )?;
@@ -144,6 +146,7 @@ pub fn main(argv: &[String]) -> Result<ExitCode> {
         rates,
         rounds: args.value("--rounds")?.unwrap_or(2),
         designs,
+        title: args.value("--title")?,
     };
     if cfg.loops == 0 || cfg.workers == 0 || cfg.conns < cfg.workers || cfg.rounds == 0 {
         return Err(
@@ -228,6 +231,9 @@ struct RunReport {
     /// messages they announced.
     doorbell_writes: u64,
     doorbell_messages: u64,
+    /// Voluntary (blocked) and involuntary (preempted) context switches of
+    /// the loop threads inside the window.
+    loop_switches: (u64, u64),
     /// Messages the reader verified over the whole run.
     verified: u64,
 }
@@ -248,7 +254,8 @@ impl RunReport {
     fn summary(&self) -> String {
         format!(
             "sent {:.0}/s, written {:.0} msgs/s, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; CPU µs/msg: loops {:.2}, \
-             workers {:.2}, reader {:.2}, process {:.2}; doorbell writes/msg {:.4}; {} verified",
+             workers {:.2}, reader {:.2}, process {:.2}; doorbell writes/msg {:.4}; loop context \
+             switches per 1,000 msgs: {:.0} voluntary, {:.0} involuntary; {} verified",
             self.sent_in_window as f64 / self.window.as_secs_f64(),
             self.rate(),
             self.loop_side.latency.quantile(0.5) as f64 / 1e3,
@@ -259,6 +266,8 @@ impl RunReport {
             self.per_msg(self.client_cpu),
             self.per_msg(self.process_cpu),
             self.doorbells_per_msg(),
+            self.loop_switches.0 as f64 * 1e3 / self.loop_side.in_window.max(1) as f64,
+            self.loop_switches.1 as f64 * 1e3 / self.loop_side.in_window.max(1) as f64,
             self.verified
         )
     }
@@ -400,12 +409,12 @@ fn worker(
     };
     let size = pattern.message(0, 0).len();
     // Pacing: message k is due at t0 + k / rate. Sleeps are coarse (tens of
-    // µs at best, more on a busy machine), so whatever is due is sent at
-    // once, but at most 2 ms worth: a worker that was descheduled longer
-    // skips those slots rather than bursting.
+    // µs at best, milliseconds on a busy machine), so whatever is due is sent
+    // at once, but at most 10 ms worth: a worker that was descheduled longer
+    // skips those slots rather than bursting without end.
     let t0 = Instant::now();
     let mut slot: u64 = 0;
-    let burst = rate.map_or(1, |r| (r * 0.002).ceil().max(1.0) as u64);
+    let burst = rate.map_or(1, |r| (r * 0.010).ceil().max(1.0) as u64);
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) && !abort.load(Ordering::Relaxed) {
         if let Some(rate) = rate {
@@ -732,7 +741,15 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
             );
         }
 
-        let sample = || -> Result<(Duration, Duration, Duration, Duration, ringloop::LoopStats)> {
+        type Sample = (
+            Duration,
+            Duration,
+            Duration,
+            Duration,
+            ringloop::LoopStats,
+            (u64, u64),
+        );
+        let sample = || -> Result<Sample> {
             Ok((
                 procfs::thread_cpu_time(me, design.loop_thread_prefix())?,
                 procfs::thread_cpu_time(me, "aw-worker-")?,
@@ -742,6 +759,7 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
                     .as_ref()
                     .map(|(e, _)| e.total_stats())
                     .unwrap_or_default(),
+                procfs::thread_context_switches(me, design.loop_thread_prefix())?,
             ))
         };
         crate::load::sleep_until(start, &abort);
@@ -823,6 +841,7 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
             process_cpu: s1.3.saturating_sub(s0.3),
             doorbell_writes,
             doorbell_messages,
+            loop_switches: (s1.5 .0 - s0.5 .0, s1.5 .1 - s0.5 .1),
             verified,
         })
     });
@@ -849,8 +868,11 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### Cross-thread async writes: {} loop(s), {} worker thread(s)\n",
-        cfg.loops, cfg.workers
+        "### {}\n",
+        cfg.title.clone().unwrap_or_else(|| format!(
+            "Cross-thread async writes: {} loop(s), {} worker thread(s)",
+            cfg.loops, cfg.workers
+        ))
     );
     let _ = writeln!(
         out,
@@ -881,7 +903,7 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
     );
     let _ = write!(
         out,
-        "| offered | design | msgs/s | spread | p50 µs | p99 µs | p99.9 µs | loop CPU µs/msg | worker CPU µs/msg | process CPU µs/msg | doorbell writes/msg |"
+        "| offered | design | msgs/s | spread | p50 µs | p99 µs | p99.9 µs | loop CPU µs/msg | worker CPU µs/msg | process CPU µs/msg | doorbell writes/msg | loop switches per 1k msgs |"
     );
     if peer.is_some() {
         let _ = write!(out, " msgs/s ÷ naive | loop+worker CPU/msg ÷ naive |");
@@ -890,7 +912,7 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
     let _ = writeln!(
         out,
         "|{}",
-        "---|".repeat(11 + if peer.is_some() { 2 } else { 0 })
+        "---|".repeat(12 + if peer.is_some() { 2 } else { 0 })
     );
     for (ri, &rate) in cfg.rates.iter().enumerate() {
         for (k, runs) in results[ri].iter().enumerate() {
@@ -907,11 +929,14 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
             let (dw, dm) = runs.iter().fold((0, 0), |(a, b), r| {
                 (a + r.doorbell_writes, b + r.doorbell_messages)
             });
+            let (vol, invol) = runs.iter().fold((0, 0), |(a, b), r| {
+                (a + r.loop_switches.0, b + r.loop_switches.1)
+            });
             let rate_total = side.in_window as f64 / window;
             let lw = sum(|r| r.loop_cpu) + sum(|r| r.worker_cpu);
             let _ = write!(
                 out,
-                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.3} |",
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} / {:.0} |",
                 if rate == 0.0 {
                     "unpaced".to_string()
                 } else {
@@ -926,7 +951,9 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
                 sum(|r| r.loop_cpu),
                 sum(|r| r.worker_cpu),
                 sum(|r| r.process_cpu),
-                dw as f64 / dm.max(1) as f64
+                dw as f64 / dm.max(1) as f64,
+                vol as f64 * 1e3 / msgs,
+                invol as f64 * 1e3 / msgs
             );
             if let Some(p) = peer {
                 if p == k {
@@ -972,7 +999,9 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
          utime + stime of the loop threads, the worker threads and the whole process (which also \
          holds the reader) over the window, per message; doorbell writes/msg: eventfd writes over \
          loop messages in the window (ringloop: `LoopStats::doorbell_writes` ÷ `LoopStats::messages`; \
-         naive: 1 by construction). Ratios: over all rounds, per-round range in brackets."
+         naive: 1 by construction); loop switches: voluntary (the loop blocked) / involuntary \
+         (it was preempted) context switches of the loop threads per 1,000 messages. Ratios: over all \
+         rounds, per-round range in brackets."
     );
     out
 }
@@ -1010,6 +1039,7 @@ mod tests {
                 rates: vec![0.0],
                 rounds: 1,
                 designs: vec![design],
+                title: None,
             };
             let r = run_once(&cfg, design, 0.0).unwrap();
             assert!(r.loop_side.in_window > 0, "{design:?}");

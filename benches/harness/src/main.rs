@@ -47,7 +47,7 @@ usage:
                 [--ringloop PATH] [--echo-pool PATH] [--skip-ringloop]
                 [--ringloop-loops 2] [--tokio-threads 2] [--delay-ms 1] [--workers 50]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
-  harness async-write [--quick] [--loops 1] [--workers 2] [--conns 64] [--size 64]
+  harness async-write [--quick] [--title TEXT] [--loops 1] [--workers 2] [--conns 64] [--size 64]
                 [--rates 20000,0] [--rounds 2] [--seconds 3] [--designs ringloop,naive]
 ";
 

@@ -72,6 +72,38 @@ pub fn thread_cpu_time(pid: u32, prefix: &str) -> Result<Duration> {
     Ok(total)
 }
 
+/// Voluntary and involuntary context switches of the threads of process
+/// `pid` whose name starts with `prefix` (from `/proc/PID/task/TID/status`).
+pub fn thread_context_switches(pid: u32, prefix: &str) -> Result<(u64, u64)> {
+    let dir = format!("/proc/{pid}/task");
+    let (mut voluntary, mut involuntary) = (0, 0);
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let tid = entry?.file_name();
+        let Some(tid) = tid.to_str() else { continue };
+        let Ok(comm) = std::fs::read_to_string(format!("{dir}/{tid}/comm")) else {
+            continue;
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("{dir}/{tid}/status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            let field = |name: &str| {
+                line.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if let Some(n) = field("voluntary_ctxt_switches:") {
+                voluntary += n;
+            } else if let Some(n) = field("nonvoluntary_ctxt_switches:") {
+                involuntary += n;
+            }
+        }
+    }
+    Ok((voluntary, involuntary))
+}
+
 /// Resident set size of `pid` in bytes (`VmRSS` in `/proc/PID/status`).
 pub fn vm_rss(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
