@@ -234,6 +234,9 @@ struct RunReport {
     /// Voluntary (blocked) and involuntary (preempted) context switches of
     /// the loop threads inside the window.
     loop_switches: (u64, u64),
+    /// Nanoseconds the loop threads spent runnable but not running (waiting
+    /// for a CPU) inside the window.
+    loop_runqueue_ns: u64,
     /// Messages the reader verified over the whole run.
     verified: u64,
 }
@@ -255,7 +258,8 @@ impl RunReport {
         format!(
             "sent {:.0}/s, written {:.0} msgs/s, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; CPU µs/msg: loops {:.2}, \
              workers {:.2}, reader {:.2}, process {:.2}; doorbell writes/msg {:.4}; loop context \
-             switches per 1,000 msgs: {:.0} voluntary, {:.0} involuntary; {} verified",
+             switches per 1,000 msgs: {:.0} voluntary, {:.0} involuntary; loop waited for a CPU \
+             {:.1} µs/msg; {} verified",
             self.sent_in_window as f64 / self.window.as_secs_f64(),
             self.rate(),
             self.loop_side.latency.quantile(0.5) as f64 / 1e3,
@@ -268,6 +272,7 @@ impl RunReport {
             self.doorbells_per_msg(),
             self.loop_switches.0 as f64 * 1e3 / self.loop_side.in_window.max(1) as f64,
             self.loop_switches.1 as f64 * 1e3 / self.loop_side.in_window.max(1) as f64,
+            self.loop_runqueue_ns as f64 / 1e3 / self.loop_side.in_window.max(1) as f64,
             self.verified
         )
     }
@@ -748,6 +753,7 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
             Duration,
             ringloop::LoopStats,
             (u64, u64),
+            (u64, u64),
         );
         let sample = || -> Result<Sample> {
             Ok((
@@ -760,6 +766,7 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
                     .map(|(e, _)| e.total_stats())
                     .unwrap_or_default(),
                 procfs::thread_context_switches(me, design.loop_thread_prefix())?,
+                procfs::thread_schedstat(me, design.loop_thread_prefix())?,
             ))
         };
         crate::load::sleep_until(start, &abort);
@@ -842,6 +849,7 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
             doorbell_writes,
             doorbell_messages,
             loop_switches: (s1.5 .0 - s0.5 .0, s1.5 .1 - s0.5 .1),
+            loop_runqueue_ns: s1.6 .1.saturating_sub(s0.6 .1),
             verified,
         })
     });
@@ -903,7 +911,7 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
     );
     let _ = write!(
         out,
-        "| offered | design | msgs/s | spread | p50 µs | p99 µs | p99.9 µs | loop CPU µs/msg | worker CPU µs/msg | process CPU µs/msg | doorbell writes/msg | loop switches per 1k msgs |"
+        "| offered | design | msgs/s | spread | p50 µs | p99 µs | p99.9 µs | loop CPU µs/msg | worker CPU µs/msg | process CPU µs/msg | doorbell writes/msg | loop switches per 1k msgs | loop run-queue wait µs/msg |"
     );
     if peer.is_some() {
         let _ = write!(out, " msgs/s ÷ naive | loop+worker CPU/msg ÷ naive |");
@@ -912,7 +920,7 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
     let _ = writeln!(
         out,
         "|{}",
-        "---|".repeat(12 + if peer.is_some() { 2 } else { 0 })
+        "---|".repeat(13 + if peer.is_some() { 2 } else { 0 })
     );
     for (ri, &rate) in cfg.rates.iter().enumerate() {
         for (k, runs) in results[ri].iter().enumerate() {
@@ -932,11 +940,12 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
             let (vol, invol) = runs.iter().fold((0, 0), |(a, b), r| {
                 (a + r.loop_switches.0, b + r.loop_switches.1)
             });
+            let runqueue: u64 = runs.iter().map(|r| r.loop_runqueue_ns).sum();
             let rate_total = side.in_window as f64 / window;
             let lw = sum(|r| r.loop_cpu) + sum(|r| r.worker_cpu);
             let _ = write!(
                 out,
-                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} / {:.0} |",
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} / {:.0} | {:.1} |",
                 if rate == 0.0 {
                     "unpaced".to_string()
                 } else {
@@ -953,7 +962,8 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
                 sum(|r| r.process_cpu),
                 dw as f64 / dm.max(1) as f64,
                 vol as f64 * 1e3 / msgs,
-                invol as f64 * 1e3 / msgs
+                invol as f64 * 1e3 / msgs,
+                runqueue as f64 / 1e3 / msgs
             );
             if let Some(p) = peer {
                 if p == k {
@@ -1000,7 +1010,9 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
          holds the reader) over the window, per message; doorbell writes/msg: eventfd writes over \
          loop messages in the window (ringloop: `LoopStats::doorbell_writes` ÷ `LoopStats::messages`; \
          naive: 1 by construction); loop switches: voluntary (the loop blocked) / involuntary \
-         (it was preempted) context switches of the loop threads per 1,000 messages. Ratios: over all \
+         (it was preempted) context switches of the loop threads per 1,000 messages; run-queue \
+         wait: time the loop threads were runnable but waiting for a CPU \
+         (`/proc/self/task/TID/schedstat`), per message. Ratios: over all \
          rounds, per-round range in brackets."
     );
     out

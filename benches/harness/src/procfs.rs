@@ -104,6 +104,33 @@ pub fn thread_context_switches(pid: u32, prefix: &str) -> Result<(u64, u64)> {
     Ok((voluntary, involuntary))
 }
 
+/// Time spent running and time spent runnable but waiting for a CPU (on a
+/// run queue), in nanoseconds, summed over the threads of process `pid`
+/// whose name starts with `prefix` (`/proc/PID/task/TID/schedstat`).
+pub fn thread_schedstat(pid: u32, prefix: &str) -> Result<(u64, u64)> {
+    let dir = format!("/proc/{pid}/task");
+    let (mut run, mut wait) = (0, 0);
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let tid = entry?.file_name();
+        let Some(tid) = tid.to_str() else { continue };
+        let Ok(comm) = std::fs::read_to_string(format!("{dir}/{tid}/comm")) else {
+            continue;
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("{dir}/{tid}/schedstat")) else {
+            continue;
+        };
+        let mut fields = stat
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        run += fields.next().unwrap_or(0);
+        wait += fields.next().unwrap_or(0);
+    }
+    Ok((run, wait))
+}
+
 /// Resident set size of `pid` in bytes (`VmRSS` in `/proc/PID/status`).
 pub fn vm_rss(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
