@@ -248,7 +248,8 @@ pub struct Options {
     /// How long a dial may take to connect. Default 10 s.
     pub connect_timeout: Duration,
     /// How long a stop waits for connections to flush what they have queued
-    /// before closing them hard. Default 5 s.
+    /// before closing them hard; also how long a connection closed with
+    /// [`Action::Close`](crate::Action::Close) may take to flush. Default 5 s.
     pub drain_timeout: Duration,
     /// Worker-pool threads. Default: 4 per core, at least 4.
     pub workers: usize,

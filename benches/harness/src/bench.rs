@@ -93,6 +93,8 @@ pub struct BenchConfig {
     pub load_threads: usize,
     /// Connections of the idle-memory test (0 skips it).
     pub idle_conns: usize,
+    /// Run the idle-memory test only, no load scenario.
+    pub idle_only: bool,
 }
 
 /// Runs everything and prints the markdown report on stdout (progress on
@@ -112,7 +114,12 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
         .iter()
         .map(|_| servers.iter().map(|_| Vec::new()).collect())
         .collect();
-    for (s, scenario) in cfg.scenarios.iter().enumerate() {
+    let scenarios = if cfg.idle_only {
+        0
+    } else {
+        cfg.scenarios.len()
+    };
+    for (s, scenario) in cfg.scenarios.iter().enumerate().take(scenarios) {
         for round in 1..=cfg.rounds {
             // Round r starts with server r - 1 (mod n): over n rounds every
             // server takes every position once, which cancels position bias
@@ -294,37 +301,48 @@ fn render(
 
     let mut out = String::new();
     let _ = writeln!(out, "### {}\n", cfg.title);
-    let order: Vec<String> = (0..cfg.rounds.min(servers.len()))
-        .map(|r| {
-            rotation(servers.len(), r)
-                .map(|k| names[k])
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    let _ = writeln!(
-        out,
-        "{} CPUs, Linux {}; load average {} before, {} after. {} round(s) per scenario, \
-         servers alternated and rotated per round ({}{}), each run {:.1} s warm-up + {:.1} s measured; \
-         load generator: mio, {} thread(s), closed loop, {}, every byte verified.\n",
+    let machine = format!(
+        "{} CPUs, Linux {}; load average {} before, {} after.",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
         load_before,
         loadavg(),
-        cfg.rounds,
-        order.join(" / "),
-        if cfg.rounds > servers.len() { " / …" } else { "" },
-        cfg.warmup.as_secs_f64(),
-        cfg.duration.as_secs_f64(),
-        cfg.load_threads,
-        if udp {
-            "one datagram in flight per UDP socket"
-        } else {
-            "one message in flight per connection"
-        }
     );
+    if cfg.idle_only {
+        let _ = writeln!(
+            out,
+            "{machine} Idle-connection memory only, no load scenario.\n"
+        );
+    } else {
+        let order: Vec<String> = (0..cfg.rounds.min(servers.len()))
+            .map(|r| {
+                rotation(servers.len(), r)
+                    .map(|k| names[k])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let _ =
+            writeln!(
+            out,
+            "{machine} {} round(s) per scenario, servers alternated and rotated per round ({}{}), \
+             each run {:.1} s warm-up + {:.1} s measured; load generator: mio, {} thread(s), \
+             closed loop, {}, every byte verified.\n",
+            cfg.rounds,
+            order.join(" / "),
+            if cfg.rounds > servers.len() { " / …" } else { "" },
+            cfg.warmup.as_secs_f64(),
+            cfg.duration.as_secs_f64(),
+            cfg.load_threads,
+            if udp {
+                "one datagram in flight per UDP socket"
+            } else {
+                "one message in flight per connection"
+            }
+        );
+    }
     for s in servers {
         let _ = writeln!(out, "- {}", s.describe());
     }
@@ -333,104 +351,14 @@ fn render(
     }
     let _ = writeln!(out);
 
-    let _ = write!(
-        out,
-        "| scenario | server | msgs/s | spread | p50 µs | p99 µs | server CPU µs/msg |"
-    );
-    for &p in &peers {
-        let _ = write!(out, " msgs/s ÷ {} |", names[p]);
+    if !cfg.idle_only {
+        render_load(&mut out, cfg, results, &names, &peers, udp);
     }
-    for &p in &peers {
-        let _ = write!(out, " CPU/msg ÷ {} |", names[p]);
-    }
-    let _ = writeln!(
-        out,
-        " {} |",
-        if udp {
-            "dead sockets/stalled | datagrams lost"
-        } else {
-            "lost/stalled"
-        }
-    );
-    let columns = 8 + 2 * peers.len() + usize::from(udp);
-    let _ = writeln!(out, "|{}", "---|".repeat(columns));
-    for (s, scenario) in cfg.scenarios.iter().enumerate() {
-        let sums: Vec<Summary> = results[s].iter().map(|runs| summarize(runs)).collect();
-        for (k, sum) in sums.iter().enumerate() {
-            let _ = write!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {:.2} |",
-                scenario.label_for(udp),
-                names[k],
-                thousands(sum.rate),
-                sum.spread
-                    .map_or("—".to_string(), |s| format!("{:.0} %", s * 100.0)),
-                micros(sum.p50_us),
-                micros(sum.p99_us),
-                sum.cpu_us
-            );
-            let runs = &results[s][k];
-            for &p in &peers {
-                let cell = if p == k {
-                    "—".to_string()
-                } else {
-                    let per_round: Vec<f64> = runs
-                        .iter()
-                        .zip(&results[s][p])
-                        .map(|(a, b)| a.rate() / b.rate())
-                        .collect();
-                    ratio_cell(sum.rate, sums[p].rate, &per_round)
-                };
-                let _ = write!(out, " {cell} |");
-            }
-            for &p in &peers {
-                let cell = if p == k {
-                    "—".to_string()
-                } else {
-                    let per_round: Vec<f64> = runs
-                        .iter()
-                        .zip(&results[s][p])
-                        .map(|(a, b)| {
-                            cpu_per_message(std::slice::from_ref(a))
-                                / cpu_per_message(std::slice::from_ref(b))
-                        })
-                        .collect();
-                    ratio_cell(sum.cpu_us, sums[p].cpu_us, &per_round)
-                };
-                let _ = write!(out, " {cell} |");
-            }
-            if udp {
-                let total: u64 = runs.iter().map(|r| r.messages + r.datagrams_lost).sum();
-                let _ = writeln!(
-                    out,
-                    " {}/{} | {} ({:.2} %) |",
-                    sum.lost,
-                    sum.stalled,
-                    thousands(sum.datagrams_lost as f64),
-                    100.0 * sum.datagrams_lost as f64 / total.max(1) as f64
-                );
-            } else {
-                let _ = writeln!(out, " {}/{} |", sum.lost, sum.stalled);
-            }
-        }
-    }
-    let _ = writeln!(
-        out,
-        "\nmsgs/s: round trips per second over all rounds; spread: (max − min) / mean of the per-run rates \
-         (— with one round); ratios: over all rounds, with the range of the per-round ratios in brackets \
-         (each round runs the servers back to back); p50/p99: round-trip latency; server CPU: the \
-         server's utime + stime over the measured window divided by messages. A msgs/s ratio above 1 \
-         and a CPU/msg ratio below 1 favour the row's server.{}",
-        if udp {
-            " Datagrams lost: sent in the window and not answered within 200 ms (the next one is then \
-             sent), as a share of datagrams sent."
-        } else {
-            ""
-        }
-    );
 
     if idle.iter().any(Option::is_some) {
-        let _ = writeln!(out);
+        if !cfg.idle_only {
+            let _ = writeln!(out);
+        }
         let _ = write!(
             out,
             "| server | idle conns | VmRSS before KiB | VmRSS after KiB | bytes per idle conn |"
@@ -477,6 +405,112 @@ fn render(
         }
     }
     out
+}
+
+/// The table of the load scenarios and its legend.
+fn render_load(
+    out: &mut String,
+    cfg: &BenchConfig,
+    results: &[Vec<Vec<LoadReport>>],
+    names: &[&str],
+    peers: &[usize],
+    udp: bool,
+) {
+    let _ = write!(
+        out,
+        "| scenario | server | msgs/s | spread | p50 µs | p99 µs | server CPU µs/msg |"
+    );
+    for &p in peers {
+        let _ = write!(out, " msgs/s ÷ {} |", names[p]);
+    }
+    for &p in peers {
+        let _ = write!(out, " CPU/msg ÷ {} |", names[p]);
+    }
+    let _ = writeln!(
+        out,
+        " {} |",
+        if udp {
+            "dead sockets/stalled | datagrams lost"
+        } else {
+            "lost/stalled"
+        }
+    );
+    let columns = 8 + 2 * peers.len() + usize::from(udp);
+    let _ = writeln!(out, "|{}", "---|".repeat(columns));
+    for (s, scenario) in cfg.scenarios.iter().enumerate() {
+        let sums: Vec<Summary> = results[s].iter().map(|runs| summarize(runs)).collect();
+        for (k, sum) in sums.iter().enumerate() {
+            let _ = write!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {:.2} |",
+                scenario.label_for(udp),
+                names[k],
+                thousands(sum.rate),
+                sum.spread
+                    .map_or("—".to_string(), |s| format!("{:.0} %", s * 100.0)),
+                micros(sum.p50_us),
+                micros(sum.p99_us),
+                sum.cpu_us
+            );
+            let runs = &results[s][k];
+            for &p in peers {
+                let cell = if p == k {
+                    "—".to_string()
+                } else {
+                    let per_round: Vec<f64> = runs
+                        .iter()
+                        .zip(&results[s][p])
+                        .map(|(a, b)| a.rate() / b.rate())
+                        .collect();
+                    ratio_cell(sum.rate, sums[p].rate, &per_round)
+                };
+                let _ = write!(out, " {cell} |");
+            }
+            for &p in peers {
+                let cell = if p == k {
+                    "—".to_string()
+                } else {
+                    let per_round: Vec<f64> = runs
+                        .iter()
+                        .zip(&results[s][p])
+                        .map(|(a, b)| {
+                            cpu_per_message(std::slice::from_ref(a))
+                                / cpu_per_message(std::slice::from_ref(b))
+                        })
+                        .collect();
+                    ratio_cell(sum.cpu_us, sums[p].cpu_us, &per_round)
+                };
+                let _ = write!(out, " {cell} |");
+            }
+            if udp {
+                let total: u64 = runs.iter().map(|r| r.messages + r.datagrams_lost).sum();
+                let _ = writeln!(
+                    out,
+                    " {}/{} | {} ({:.2} %) |",
+                    sum.lost,
+                    sum.stalled,
+                    thousands(sum.datagrams_lost as f64),
+                    100.0 * sum.datagrams_lost as f64 / total.max(1) as f64
+                );
+            } else {
+                let _ = writeln!(out, " {}/{} |", sum.lost, sum.stalled);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nmsgs/s: round trips per second over all rounds; spread: (max − min) / mean of the per-run rates \
+         (— with one round); ratios: over all rounds, with the range of the per-round ratios in brackets \
+         (each round runs the servers back to back); p50/p99: round-trip latency; server CPU: the \
+         server's utime + stime over the measured window divided by messages. A msgs/s ratio above 1 \
+         and a CPU/msg ratio below 1 favour the row's server.{}",
+        if udp {
+            " Datagrams lost: sent in the window and not answered within 200 ms (the next one is then \
+             sent), as a share of datagrams sent."
+        } else {
+            ""
+        }
+    );
 }
 
 fn loadavg() -> String {

@@ -1,11 +1,15 @@
-//! `harness`: ringloop's end-to-end echo benchmark on loopback. It serves the
-//! peer echo servers (tokio, a hand-written mio loop), generates verified
-//! closed-loop load, measures idle-connection memory, and runs the whole
-//! side-by-side comparison. See `README.md` next to this crate.
+//! `harness`: ringloop's end-to-end benchmarks on loopback. For echo it
+//! serves the peer echo servers (tokio, a hand-written mio loop), generates
+//! verified closed-loop load, measures idle-connection memory, and runs the
+//! whole side-by-side comparison. For the HTTP and Redis-protocol examples
+//! it serves the peer HTTP servers (tokio + httparse, may_minihttp) and runs
+//! `wrk` and `redis-benchmark` against them, `redis-server` and ringloop.
+//! See `README.md` next to this crate.
 
 mod args;
 mod async_write;
 mod bench;
+mod bench_servers;
 mod connect;
 mod hist;
 mod idle;
@@ -13,13 +17,18 @@ mod load;
 mod pattern;
 mod procfs;
 mod serve_epoll;
+mod serve_may_http;
 mod serve_tokio;
+mod serve_tokio_http;
 mod serve_tokio_udp;
 mod server;
+mod soak;
+mod stream;
+mod tools;
 mod udp_load;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,6 +48,8 @@ usage:
                [--delay-ms 1] [--blocking-threads N] [--buf 16384]
   harness serve tokio-udp udp://127.0.0.1:PORT [--threads 2 | --current-thread]
   harness serve epoll tcp://127.0.0.1:PORT
+  harness serve tokio-http tcp://127.0.0.1:PORT [--threads 2]
+  harness serve may-http tcp://127.0.0.1:PORT [--threads 2]
   harness load tcp://127.0.0.1:PORT|udp://127.0.0.1:PORT --conns C --size S --seconds T
                [--threads 1] [--warmup 0.5] [--pid SERVER_PID]
   harness idle tcp://127.0.0.1:PORT --conns 10000 --pid SERVER_PID
@@ -47,8 +58,15 @@ usage:
                 [--ringloop PATH] [--echo-pool PATH] [--skip-ringloop]
                 [--ringloop-loops 2] [--tokio-threads 2] [--delay-ms 1] [--workers 50]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
+                [--idle-only]
   harness async-write [--quick] [--title TEXT] [--loops 1] [--workers 2] [--conns 64] [--size 64]
                 [--rates 20000,0] [--rounds 2] [--seconds 3] [--designs ringloop,naive]
+  harness bench-http [--quick] [--ringloop PATH] [--loops 2] [--threads 2] [--skip-may]
+                     [--rounds N] [--seconds T] [--warmup T] [--conns 256] [--depth 16]
+  harness bench-kv [--quick] [--ringloop PATH] [--loops 1,2] [--rounds N]
+                   [--requests N] [--requests-p1 N] [--clients 50] [--keyspace N]
+  harness soak [--server PATH] [--seconds 180] [--loops 2]
+               [--idle-timeout-ms 2000] [--echo-conns 50]
 ";
 
 fn main() -> ExitCode {
@@ -76,6 +94,9 @@ fn run() -> Result<ExitCode> {
         "idle" => idle(rest),
         "bench" => bench(rest),
         "async-write" => async_write::main(rest),
+        "bench-http" => bench_http(rest),
+        "bench-kv" => bench_kv(rest),
+        "soak" => soak(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -90,7 +111,11 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
         &["--threads", "--buf", "--delay-ms", "--blocking-threads"],
         &["--current-thread"],
     )?;
-    let [kind, url] = args.positional(&["tokio|tokio-blocking|tokio-udp|epoll", "URL"])? else {
+    let [kind, url] = args.positional(&[
+        "tokio|tokio-blocking|tokio-udp|epoll|tokio-http|may-http",
+        "URL",
+    ])?
+    else {
         unreachable!("positional() checked the count")
     };
     let (udp, addr) = parse_endpoint(url)?;
@@ -143,9 +168,22 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
             }
             serve_epoll::run(addr)?;
         }
+        "tokio-http" | "may-http" => {
+            if args.value::<usize>("--buf")?.is_some() || current_thread {
+                return Err(
+                    "--buf and --current-thread apply to the tokio echo servers only".into(),
+                );
+            }
+            if kind == "tokio-http" {
+                serve_tokio_http::run(addr, threads)?;
+            } else {
+                serve_may_http::run(addr, threads)?;
+            }
+        }
         other => {
             return Err(format!(
-                "unknown server {other:?}: expected tokio, tokio-blocking, tokio-udp or epoll"
+                "unknown server {other:?}: expected tokio, tokio-blocking, tokio-udp, epoll, \
+                 tokio-http or may-http"
             )
             .into())
         }
@@ -248,7 +286,7 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
             "--load-threads",
             "--idle-conns",
         ],
-        &["--quick", "--skip-ringloop", "--udp"],
+        &["--quick", "--skip-ringloop", "--udp", "--idle-only"],
     )?;
     args.positional(&[])?;
     let quick = args.switch("--quick");
@@ -278,7 +316,9 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
         }
         names.retain(|n| !is_ringloop(n));
     }
-    let echo = args.value("--ringloop")?.unwrap_or_else(default_ringloop);
+    let echo = args
+        .value("--ringloop")?
+        .unwrap_or_else(|| bench_servers::default_example("echo"));
     let echo_pool = args
         .value("--echo-pool")?
         .unwrap_or_else(|| echo.with_file_name("echo_pool"));
@@ -367,10 +407,16 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
             .map(bench::Scenario::parse)
             .collect::<Result<Vec<_>>>()?,
     };
+    let idle_only = args.switch("--idle-only");
     let cfg = bench::BenchConfig {
-        title: args
-            .value("--title")?
-            .unwrap_or_else(|| "Echo benchmark (loopback)".to_string()),
+        title: args.value("--title")?.unwrap_or_else(|| {
+            if idle_only {
+                "Idle-connection memory (loopback)"
+            } else {
+                "Echo benchmark (loopback)"
+            }
+            .to_string()
+        }),
         servers,
         peers: list("--peers", if udp { "tokio-udp" } else { "tokio,epoll" })?,
         scenarios,
@@ -384,7 +430,15 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
         )?,
         load_threads: args.value("--load-threads")?.unwrap_or(1),
         idle_conns: args.value("--idle-conns")?.unwrap_or(10_000),
+        idle_only,
     };
+    if idle_only && (cfg.idle_conns == 0 || udp) {
+        return Err(
+            "--idle-only with --idle-conns 0 or --udp leaves nothing to run \
+             (the idle-memory test is TCP only)"
+                .into(),
+        );
+    }
     if cfg.rounds == 0 || cfg.load_threads == 0 || cfg.duration.is_zero() {
         return Err("--rounds, --load-threads and --seconds must be above zero".into());
     }
@@ -395,14 +449,218 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
     })
 }
 
-/// `target/release/examples/echo` under the workspace root, or under
-/// `$CARGO_TARGET_DIR` when that is set (relative to the workspace root).
-fn default_ringloop() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // benches/harness -> the workspace root.
-    let workspace = manifest.ancestors().nth(2).unwrap_or(manifest);
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| workspace.join(dir))
-        .unwrap_or_else(|| workspace.join("target"));
-    target.join("release/examples/echo")
+fn soak(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--server",
+            "--seconds",
+            "--loops",
+            "--idle-timeout-ms",
+            "--echo-conns",
+        ],
+        &[],
+    )?;
+    args.positional(&[])?;
+    // By default the soak server built next to this binary.
+    let server = match args.value::<PathBuf>("--server")? {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("soak-server"),
+    };
+    let cfg = soak::SoakConfig {
+        server,
+        duration: seconds(args.value("--seconds")?.unwrap_or(180.0), "--seconds")?,
+        loops: args.value("--loops")?.unwrap_or(2),
+        idle_timeout: Duration::from_millis(args.value("--idle-timeout-ms")?.unwrap_or(2000)),
+        echo_conns: args.value("--echo-conns")?.unwrap_or(50),
+    };
+    if cfg.duration < Duration::from_secs(10) || cfg.loops == 0 || cfg.echo_conns == 0 {
+        return Err("--seconds must be at least 10, --loops and --echo-conns at least 1".into());
+    }
+    if cfg.idle_timeout < Duration::from_millis(100) {
+        return Err("--idle-timeout-ms must be at least 100".into());
+    }
+    Ok(if soak::run(&cfg)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The ringloop example binary to benchmark: `--ringloop PATH` or the
+/// release build of `example` under the target directory.
+fn ringloop_example(args: &Args, example: &str) -> Result<PathBuf> {
+    let path = args
+        .value("--ringloop")?
+        .unwrap_or_else(|| bench_servers::default_example(example));
+    if !path.is_file() {
+        return Err(format!(
+            "ringloop's {example} server is not at {}.\n\
+             Build it with `cargo build --release --example {example} -p ringloop` \
+             or point --ringloop at it.",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+fn bench_http(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--ringloop",
+            "--loops",
+            "--threads",
+            "--rounds",
+            "--seconds",
+            "--warmup",
+            "--conns",
+            "--depth",
+        ],
+        &["--quick", "--skip-may"],
+    )?;
+    args.positional(&[])?;
+    let quick = args.switch("--quick");
+    let ringloop = ringloop_example(&args, "http")?;
+    let loops: usize = args.value("--loops")?.unwrap_or(2);
+    let threads: usize = args.value("--threads")?.unwrap_or(2);
+    let harness = std::env::current_exe()?;
+    let (loops, threads) = (loops.to_string(), threads.to_string());
+    // ringloop's examples/http; tokio + httparse, a task per connection;
+    // may_minihttp, a coroutine per connection.
+    let mut servers = vec![
+        Server::new(
+            "ringloop",
+            Kind::command(ringloop, &["{url}", "--loops", &loops]),
+            false,
+        ),
+        Server::new(
+            "tokio",
+            Kind::command(
+                &harness,
+                &["serve", "tokio-http", "{url}", "--threads", &threads],
+            ),
+            false,
+        ),
+    ];
+    if !args.switch("--skip-may") {
+        servers.push(Server::new(
+            "may",
+            Kind::command(
+                &harness,
+                &["serve", "may-http", "{url}", "--threads", &threads],
+            ),
+            false,
+        ));
+    }
+    let cfg = bench_servers::HttpConfig {
+        peers: servers.iter().skip(1).map(|s| s.name.clone()).collect(),
+        servers,
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        warmup: seconds(args.value("--warmup")?.unwrap_or(1.0), "--warmup")?,
+        duration: seconds(
+            args.value("--seconds")?
+                .unwrap_or(if quick { 2.0 } else { 5.0 }),
+            "--seconds",
+        )?,
+        conns: args.value("--conns")?.unwrap_or(256),
+        depth: args.value("--depth")?.unwrap_or(16),
+    };
+    if cfg.rounds == 0 || cfg.conns == 0 || cfg.depth == 0 || cfg.duration.is_zero() {
+        return Err("--rounds, --conns, --depth and --seconds must be above zero".into());
+    }
+    Ok(if bench_servers::run_http(&cfg)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn bench_kv(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--ringloop",
+            "--loops",
+            "--rounds",
+            "--requests",
+            "--requests-p1",
+            "--clients",
+            "--keyspace",
+        ],
+        &["--quick"],
+    )?;
+    args.positional(&[])?;
+    let quick = args.switch("--quick");
+    let ringloop = ringloop_example(&args, "kv")?;
+    if !tools::on_path("redis-server") {
+        return Err("redis-server is not installed (Debian package `redis-server`)".into());
+    }
+    let loops: String = args.value("--loops")?.unwrap_or_else(|| "1,2".to_string());
+    let loops: Vec<usize> = loops
+        .split(',')
+        .map(|n| n.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("--loops takes numbers separated by commas: {e}"))?;
+    if loops.is_empty() || loops.contains(&0) {
+        return Err("--loops needs at least one number, each at least 1".into());
+    }
+    let mut servers = Vec::new();
+    for &n in &loops {
+        let name = if loops.len() == 1 {
+            "ringloop".to_string()
+        } else {
+            format!("ringloop-{n}")
+        };
+        let kind = Kind::command(&ringloop, &["{url}", "--loops", &n.to_string()]);
+        servers.push(Server::new(name, kind, false));
+    }
+    // Debian's redis-server, no persistence.
+    let dir = std::env::temp_dir().display().to_string();
+    let redis = Kind::command(
+        "redis-server",
+        &[
+            "--port",
+            "{port}",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir,
+        ],
+    );
+    servers.push(Server::new("redis", redis, false));
+    let cfg = bench_servers::KvConfig {
+        servers,
+        peers: vec!["redis".to_string()],
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        requests_pipelined: args.value("--requests")?.unwrap_or(if quick {
+            500_000
+        } else {
+            2_000_000
+        }),
+        requests_single: args.value("--requests-p1")?.unwrap_or(if quick {
+            50_000
+        } else {
+            200_000
+        }),
+        clients: args.value("--clients")?.unwrap_or(50),
+        keyspace: args.value("--keyspace")?,
+    };
+    if cfg.rounds == 0
+        || cfg.requests_pipelined == 0
+        || cfg.requests_single == 0
+        || cfg.clients == 0
+    {
+        return Err("--rounds, --requests, --requests-p1 and --clients must be above zero".into());
+    }
+    Ok(if bench_servers::run_kv(&cfg)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

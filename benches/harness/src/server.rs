@@ -1,10 +1,10 @@
-//! Echo servers run as child processes: start on a fresh loopback port, wait
+//! Servers run as child processes: start on a fresh loopback port, wait
 //! until they accept, stop by pid (SIGTERM, then SIGKILL after a timeout).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -69,6 +69,25 @@ pub enum Kind {
         /// The harness binary.
         harness: PathBuf,
     },
+    /// Any other program (the HTTP and Redis-protocol servers of
+    /// `bench-http` and `bench-kv`).
+    Command {
+        /// The binary.
+        program: PathBuf,
+        /// Its arguments; `{url}` becomes `tcp://127.0.0.1:PORT` (or
+        /// `udp://…`), `{port}` the port.
+        args: Vec<String>,
+    },
+}
+
+impl Kind {
+    /// `program args...`, with `{url}` and `{port}` filled in at start.
+    pub fn command(program: impl Into<PathBuf>, args: &[&str]) -> Kind {
+        Kind::Command {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
 }
 
 impl Server {
@@ -130,27 +149,30 @@ impl Server {
                 tokio_rt(*threads)
             ),
             Kind::Epoll { .. } => "hand-written single-threaded mio loop".to_string(),
+            Kind::Command { .. } => format!("`{}`", self.command_line()),
         };
         format!("**{}**: {what}", self.name)
     }
 
-    fn command(&self, url: &str) -> Command {
-        let mut cmd;
-        match &self.kind {
+    /// The program and its arguments, with `{url}` and `{port}` placeholders.
+    fn program_args(&self) -> (&Path, Vec<String>) {
+        let mut args: Vec<String> = Vec::new();
+        let mut push = |a: &[&str]| args.extend(a.iter().map(|s| s.to_string()));
+        let program = match &self.kind {
             Kind::Ringloop {
                 path,
                 loops,
                 reuseport,
                 et,
             } => {
-                cmd = Command::new(path);
-                cmd.args([url, "--loops", &loops.to_string()]);
+                push(&["{url}", "--loops", &loops.to_string()]);
                 if *reuseport {
-                    cmd.arg("--reuseport");
+                    push(&["--reuseport"]);
                 }
                 if *et {
-                    cmd.arg("--et");
+                    push(&["--et"]);
                 }
+                path
             }
             Kind::EchoPool {
                 path,
@@ -158,46 +180,80 @@ impl Server {
                 delay_ms,
                 workers,
             } => {
-                cmd = Command::new(path);
-                cmd.args([url, "--loops", &loops.to_string()]);
-                cmd.args(["--delay-ms", &delay_ms.to_string()]);
-                cmd.args(["--workers", &workers.to_string()]);
+                push(&["{url}", "--loops", &loops.to_string()]);
+                push(&["--delay-ms", &delay_ms.to_string()]);
+                push(&["--workers", &workers.to_string()]);
+                path
             }
             Kind::Tokio {
                 harness,
                 threads,
                 blocking,
             } => {
-                cmd = Command::new(harness);
                 let kind = match (self.udp, blocking) {
                     (true, _) => "tokio-udp",
                     (false, None) => "tokio",
                     (false, Some(_)) => "tokio-blocking",
                 };
-                cmd.args(["serve", kind, url]);
+                push(&["serve", kind, "{url}"]);
                 if *threads == 1 {
-                    cmd.arg("--current-thread");
+                    push(&["--current-thread"]);
                 } else {
-                    cmd.args(["--threads", &threads.to_string()]);
+                    push(&["--threads", &threads.to_string()]);
                 }
                 if let Some((delay, pool)) = blocking {
-                    cmd.args(["--delay-ms", &delay.to_string()]);
-                    cmd.args(["--blocking-threads", &pool.to_string()]);
+                    push(&["--delay-ms", &delay.to_string()]);
+                    push(&["--blocking-threads", &pool.to_string()]);
                 }
+                harness
             }
             Kind::Epoll { harness } => {
-                cmd = Command::new(harness);
-                cmd.args(["serve", "epoll", url]);
+                push(&["serve", "epoll", "{url}"]);
+                harness
+            }
+            Kind::Command { program, args: a } => {
+                args.clone_from(a);
+                program
+            }
+        };
+        (program, args)
+    }
+
+    /// `args` with `{url}` and `{port}` replaced for a server at `addr`
+    /// (`IP:PORT`) listening on `port`.
+    fn fill(&self, args: Vec<String>, addr: &str, port: &str) -> Vec<String> {
+        let url = format!("{}://{addr}", if self.udp { "udp" } else { "tcp" });
+        args.into_iter()
+            .map(|a| a.replace("{url}", &url).replace("{port}", port))
+            .collect()
+    }
+
+    /// The command line for the report, the port shown as `PORT`.
+    pub fn command_line(&self) -> String {
+        let (program, args) = self.program_args();
+        let mut line = program.display().to_string();
+        for arg in self.fill(args, "127.0.0.1:PORT", "PORT") {
+            line.push(' ');
+            if arg.is_empty() || arg.contains(' ') {
+                line.push_str(&format!("'{arg}'"));
+            } else {
+                line.push_str(&arg);
             }
         }
+        line
+    }
+
+    fn command(&self, addr: SocketAddr) -> Command {
+        let (program, args) = self.program_args();
+        let mut cmd = Command::new(program);
+        cmd.args(self.fill(args, &addr.to_string(), &addr.port().to_string()));
         cmd
     }
 
     /// Starts the server on a free loopback port and waits until it serves.
     pub fn start(&self) -> Result<Running> {
         let addr = free_port(self.udp)?;
-        let url = format!("{}://{addr}", if self.udp { "udp" } else { "tcp" });
-        let mut cmd = self.command(&url);
+        let mut cmd = self.command(addr);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -364,5 +420,65 @@ impl Drop for Running {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines() {
+        let tokio = Kind::Tokio {
+            harness: PathBuf::from("harness"),
+            threads: 1,
+            blocking: None,
+        };
+        assert_eq!(
+            Server::new("tokio-udp", tokio, true).command_line(),
+            "harness serve tokio-udp udp://127.0.0.1:PORT --current-thread"
+        );
+        let pool = Kind::Tokio {
+            harness: PathBuf::from("harness"),
+            threads: 2,
+            blocking: Some((1, 50)),
+        };
+        assert_eq!(
+            Server::new("tokio-blocking", pool, false).command_line(),
+            "harness serve tokio-blocking tcp://127.0.0.1:PORT --threads 2 --delay-ms 1 \
+             --blocking-threads 50"
+        );
+        let echo = Kind::Ringloop {
+            path: PathBuf::from("echo"),
+            loops: 2,
+            reuseport: true,
+            et: false,
+        };
+        assert_eq!(
+            Server::new("ringloop-reuseport", echo, false).command_line(),
+            "echo tcp://127.0.0.1:PORT --loops 2 --reuseport"
+        );
+        let redis = Server::new(
+            "redis",
+            Kind::command("redis-server", &["--port", "{port}", "--save", ""]),
+            false,
+        );
+        assert_eq!(redis.command_line(), "redis-server --port PORT --save ''");
+        assert_eq!(
+            redis.describe(),
+            "**redis**: `redis-server --port PORT --save ''`"
+        );
+        let addr: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let cmd = redis.command(addr);
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["--port", "4242", "--save", ""]);
+        let http = Server::new(
+            "tokio",
+            Kind::command("harness", &["serve", "tokio-http", "{url}"]),
+            false,
+        );
+        let cmd = http.command(addr);
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["serve", "tokio-http", "tcp://127.0.0.1:4242"]);
     }
 }
