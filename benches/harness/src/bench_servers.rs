@@ -21,7 +21,7 @@ pub struct HttpConfig {
     /// Servers, in the order they run in each round.
     pub servers: Vec<Server>,
     /// Names of the servers the others are compared with.
-    pub peers: Vec<&'static str>,
+    pub peers: Vec<String>,
     /// Rounds per scenario.
     pub rounds: usize,
     /// Unmeasured wrk run before each measured one.
@@ -39,7 +39,7 @@ pub struct KvConfig {
     /// Servers, in the order they run in each round.
     pub servers: Vec<Server>,
     /// Names of the servers the others are compared with.
-    pub peers: Vec<&'static str>,
+    pub peers: Vec<String>,
     /// Rounds.
     pub rounds: usize,
     /// `-n` with `-P 16`.
@@ -111,7 +111,7 @@ fn cpu(running: &Running) -> Option<Duration> {
 }
 
 fn stop(running: Running, problems: &mut Vec<String>) -> Result<()> {
-    let name = running.name;
+    let name = running.name.clone();
     match running.stop()? {
         Stopped::Early(status) => {
             problems.push(format!("{name} exited by itself during the run: {status}"))
@@ -197,7 +197,7 @@ pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
     for (s, (label, _)) in scenarios.iter().enumerate() {
         let rows: Vec<Row> = results[s].iter().map(|runs| summarize(runs)).collect();
         for (k, row) in rows.iter().enumerate() {
-            write_row(&mut out, label, cfg.servers[k].name, row, &rows, &peers, k);
+            write_row(&mut out, label, &cfg.servers[k].name, row, &rows, &peers, k);
         }
     }
     let _ = writeln!(
@@ -408,7 +408,15 @@ pub fn run_kv(cfg: &KvConfig) -> Result<bool> {
             let label = format!("{} -P {pipeline}", test.to_uppercase());
             let rows: Vec<Row> = results[pi][t].iter().map(|runs| summarize(runs)).collect();
             for (k, row) in rows.iter().enumerate() {
-                write_row(&mut out, &label, cfg.servers[k].name, row, &rows, &peers, k);
+                write_row(
+                    &mut out,
+                    &label,
+                    &cfg.servers[k].name,
+                    row,
+                    &rows,
+                    &peers,
+                    k,
+                );
             }
         }
     }
@@ -558,15 +566,15 @@ fn finish(mut out: String, problems: Vec<String>) -> Result<bool> {
     Ok(problems.is_empty())
 }
 
-fn peer_indices(servers: &[Server], peers: &[&str]) -> Vec<usize> {
+fn peer_indices(servers: &[Server], peers: &[String]) -> Vec<usize> {
     peers
         .iter()
         .filter_map(|p| servers.iter().position(|s| s.name == *p))
         .collect()
 }
 
-fn names(servers: &[Server]) -> Vec<&'static str> {
-    servers.iter().map(|s| s.name).collect()
+fn names(servers: &[Server]) -> Vec<&str> {
+    servers.iter().map(|s| s.name.as_str()).collect()
 }
 
 fn machine() -> String {

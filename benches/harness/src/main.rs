@@ -7,6 +7,7 @@
 //! See `README.md` next to this crate.
 
 mod args;
+mod async_write;
 mod bench;
 mod bench_servers;
 mod connect;
@@ -19,33 +20,47 @@ mod serve_epoll;
 mod serve_may_http;
 mod serve_tokio;
 mod serve_tokio_http;
+mod serve_tokio_udp;
 mod server;
 mod soak;
 mod stream;
 mod tools;
+mod udp_load;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use args::{parse_url, seconds, Args};
+use args::{parse_endpoint, parse_url, seconds, Args};
+use server::{Kind, Server};
+
+/// The error type of this tool.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Errors of this tool: a message for the user.
-pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub type Result<T> = std::result::Result<T, BoxError>;
 
 const USAGE: &str = "\
 usage:
-  harness serve tokio tcp://127.0.0.1:PORT [--threads 2] [--buf 16384]
+  harness serve tokio tcp://127.0.0.1:PORT [--threads 2 | --current-thread] [--buf 16384]
+  harness serve tokio-blocking tcp://127.0.0.1:PORT [--threads 2 | --current-thread]
+               [--delay-ms 1] [--blocking-threads N] [--buf 16384]
+  harness serve tokio-udp udp://127.0.0.1:PORT [--threads 2 | --current-thread]
   harness serve epoll tcp://127.0.0.1:PORT
   harness serve tokio-http tcp://127.0.0.1:PORT [--threads 2]
   harness serve may-http tcp://127.0.0.1:PORT [--threads 2]
-  harness load tcp://127.0.0.1:PORT --conns C --size S --seconds T
+  harness load tcp://127.0.0.1:PORT|udp://127.0.0.1:PORT --conns C --size S --seconds T
                [--threads 1] [--warmup 0.5] [--pid SERVER_PID]
   harness idle tcp://127.0.0.1:PORT --conns 10000 --pid SERVER_PID
-  harness bench [--quick] [--ringloop PATH | --skip-ringloop]
+  harness bench [--quick] [--servers ringloop,tokio,epoll] [--peers tokio,epoll]
+                [--scenarios 50x512,1000x512,100x16384] [--udp] [--title TEXT]
+                [--ringloop PATH] [--echo-pool PATH] [--skip-ringloop]
+                [--ringloop-loops 2] [--tokio-threads 2] [--delay-ms 1] [--workers 50]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
                 [--idle-only]
+  harness async-write [--quick] [--title TEXT] [--loops 1] [--workers 2] [--conns 64] [--size 64]
+                [--rates 20000,0] [--rounds 2] [--seconds 3] [--designs ringloop,naive]
   harness bench-http [--quick] [--ringloop PATH] [--loops 2] [--threads 2] [--skip-may]
                      [--rounds N] [--seconds T] [--warmup T] [--conns 256] [--depth 16]
   harness bench-kv [--quick] [--ringloop PATH] [--loops 1,2] [--rounds N]
@@ -78,6 +93,7 @@ fn run() -> Result<ExitCode> {
         "load" => load(rest),
         "idle" => idle(rest),
         "bench" => bench(rest),
+        "async-write" => async_write::main(rest),
         "bench-http" => bench_http(rest),
         "bench-kv" => bench_kv(rest),
         "soak" => soak(rest),
@@ -90,39 +106,73 @@ fn run() -> Result<ExitCode> {
 }
 
 fn serve(argv: &[String]) -> Result<ExitCode> {
-    let args = Args::parse(argv, &["--threads", "--buf"], &[])?;
-    let [kind, url] = args.positional(&["tokio|epoll|tokio-http|may-http", "URL"])? else {
+    let args = Args::parse(
+        argv,
+        &["--threads", "--buf", "--delay-ms", "--blocking-threads"],
+        &["--current-thread"],
+    )?;
+    let [kind, url] = args.positional(&[
+        "tokio|tokio-blocking|tokio-udp|epoll|tokio-http|may-http",
+        "URL",
+    ])?
+    else {
         unreachable!("positional() checked the count")
     };
-    let addr = loopback(url)?;
+    let (udp, addr) = parse_endpoint(url)?;
+    loopback(url, addr)?;
+    if udp != (kind == "tokio-udp") {
+        return Err(format!(
+            "the {kind} server takes a {} address",
+            if udp { "tcp://" } else { "udp://" }
+        )
+        .into());
+    }
+    let threads = args.value("--threads")?.unwrap_or(2);
+    let current_thread = args.switch("--current-thread");
+    if current_thread && args.value::<usize>("--threads")?.is_some() {
+        return Err("--threads and --current-thread exclude each other".into());
+    }
+    let buf = args.value("--buf")?.unwrap_or(serve_tokio::DEFAULT_BUF);
+    let delay = args.value::<u64>("--delay-ms")?;
+    let blocking_threads = args.value::<usize>("--blocking-threads")?;
+    if threads == 0 || buf == 0 || blocking_threads == Some(0) {
+        return Err("--threads, --buf and --blocking-threads must be at least 1".into());
+    }
+    if kind != "tokio-blocking" && (delay.is_some() || blocking_threads.is_some()) {
+        return Err("--delay-ms and --blocking-threads are for tokio-blocking".into());
+    }
+    let runtime = serve_tokio::Runtime {
+        threads,
+        current_thread,
+        blocking_threads,
+    };
     match kind.as_str() {
-        "tokio" => {
-            let threads = args.value("--threads")?.unwrap_or(2);
-            let buf = args.value("--buf")?.unwrap_or(serve_tokio::DEFAULT_BUF);
-            if threads == 0 || buf == 0 {
-                return Err("--threads and --buf must be at least 1".into());
-            }
-            serve_tokio::run(addr, threads, buf)?;
-        }
+        "tokio" => serve_tokio::run(addr, runtime, buf, serve_tokio::Mode::Echo)?,
+        "tokio-blocking" => serve_tokio::run(
+            addr,
+            runtime,
+            buf,
+            serve_tokio::Mode::Blocking(Duration::from_millis(delay.unwrap_or(1))),
+        )?,
+        "tokio-udp" => serve_tokio_udp::run(addr, runtime)?,
         "epoll" => {
             if args.value::<usize>("--threads")?.is_some()
                 || args.value::<usize>("--buf")?.is_some()
+                || current_thread
             {
                 return Err(
                     "the epoll server is single-threaded with one shared buffer; \
-                            --threads and --buf do not apply"
+                            --threads, --current-thread and --buf do not apply"
                         .into(),
                 );
             }
             serve_epoll::run(addr)?;
         }
         "tokio-http" | "may-http" => {
-            if args.value::<usize>("--buf")?.is_some() {
-                return Err("--buf applies to the tokio echo server only".into());
-            }
-            let threads = args.value("--threads")?.unwrap_or(2);
-            if threads == 0 {
-                return Err("--threads must be at least 1".into());
+            if args.value::<usize>("--buf")?.is_some() || current_thread {
+                return Err(
+                    "--buf and --current-thread apply to the tokio echo servers only".into(),
+                );
             }
             if kind == "tokio-http" {
                 serve_tokio_http::run(addr, threads)?;
@@ -132,7 +182,8 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
         }
         other => {
             return Err(format!(
-                "unknown server {other:?}: expected tokio, epoll, tokio-http or may-http"
+                "unknown server {other:?}: expected tokio, tokio-blocking, tokio-udp, epoll, \
+                 tokio-http or may-http"
             )
             .into())
         }
@@ -141,12 +192,11 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
 }
 
 /// The servers bind loopback only.
-fn loopback(url: &str) -> Result<SocketAddr> {
-    let addr = parse_url(url)?;
+fn loopback(url: &str, addr: SocketAddr) -> Result<()> {
     if !addr.ip().is_loopback() {
         return Err(format!("{url}: the peer servers bind loopback addresses only").into());
     }
-    Ok(addr)
+    Ok(())
 }
 
 fn required<T>(value: Option<T>, name: &str) -> Result<T> {
@@ -169,8 +219,10 @@ fn load(argv: &[String]) -> Result<ExitCode> {
     let [url] = args.positional(&["URL"])? else {
         unreachable!("positional() checked the count")
     };
+    let (udp, addr) = parse_endpoint(url)?;
     let cfg = load::LoadConfig {
-        addr: parse_url(url)?,
+        addr,
+        udp,
         conns: required(args.value("--conns")?, "--conns")?,
         size: required(args.value("--size")?, "--size")?,
         duration: seconds(
@@ -183,8 +235,9 @@ fn load(argv: &[String]) -> Result<ExitCode> {
     };
     let report = load::run(&cfg)?;
     println!(
-        "{} conns × {} B, {:.1} s: {} round trips, {}",
+        "{} {} × {} B, {:.1} s: {} round trips, {}",
         cfg.conns,
+        if udp { "UDP sockets" } else { "conns" },
         cfg.size,
         cfg.duration.as_secs_f64(),
         report.messages,
@@ -219,35 +272,155 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
         argv,
         &[
             "--ringloop",
+            "--echo-pool",
+            "--servers",
+            "--peers",
+            "--scenarios",
+            "--title",
+            "--ringloop-loops",
+            "--tokio-threads",
+            "--delay-ms",
+            "--workers",
             "--rounds",
             "--seconds",
             "--load-threads",
             "--idle-conns",
         ],
-        &["--quick", "--skip-ringloop", "--idle-only"],
+        &["--quick", "--skip-ringloop", "--udp", "--idle-only"],
     )?;
     args.positional(&[])?;
     let quick = args.switch("--quick");
-    let ringloop = if args.switch("--skip-ringloop") {
+    let udp = args.switch("--udp");
+    let skip = args.switch("--skip-ringloop");
+    let list = |name: &str, default: &str| -> Result<Vec<String>> {
+        Ok(args
+            .value::<String>(name)?
+            .unwrap_or_else(|| default.to_string())
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect())
+    };
+    let mut names = list(
+        "--servers",
+        if udp {
+            "ringloop,tokio-udp"
+        } else {
+            "ringloop,tokio,epoll"
+        },
+    )?;
+    let is_ringloop = |n: &str| n.starts_with("ringloop") || n == "echo-pool";
+    if skip {
         if args.value::<PathBuf>("--ringloop")?.is_some() {
             return Err("--ringloop and --skip-ringloop exclude each other".into());
         }
-        None
-    } else {
-        let path = args.value("--ringloop")?.unwrap_or_else(default_ringloop);
-        if !path.is_file() {
-            return Err(format!(
-                "ringloop's echo server is not at {}.\n\
-                 Build it with `cargo build --release --example echo -p ringloop` (examples/echo.rs), \
-                 point --ringloop at it, or pass --skip-ringloop to compare tokio and epoll only.",
+        names.retain(|n| !is_ringloop(n));
+    }
+    let echo = args
+        .value("--ringloop")?
+        .unwrap_or_else(|| bench_servers::default_example("echo"));
+    let echo_pool = args
+        .value("--echo-pool")?
+        .unwrap_or_else(|| echo.with_file_name("echo_pool"));
+    let loops = args.value("--ringloop-loops")?.unwrap_or(2);
+    let threads = args.value("--tokio-threads")?.unwrap_or(2);
+    let delay_ms = args.value("--delay-ms")?.unwrap_or(1);
+    let workers = args.value("--workers")?.unwrap_or(50);
+    if loops == 0 || threads == 0 || workers == 0 {
+        return Err("--ringloop-loops, --tokio-threads and --workers must be at least 1".into());
+    }
+    let harness = std::env::current_exe()?;
+    let binary = |path: &PathBuf, example: &str| -> Result<PathBuf> {
+        if path.is_file() {
+            Ok(path.clone())
+        } else {
+            Err(format!(
+                "ringloop's {example} server is not at {}.\n\
+                 Build it with `cargo build --release --example {example} -p ringloop`, \
+                 point --ringloop / --echo-pool at it, or pass --skip-ringloop to compare the peers only.",
                 path.display()
+            )
+            .into())
+        }
+    };
+    let mut servers = Vec::new();
+    for name in &names {
+        let ringloop = |reuseport: bool, et: bool| -> Result<Kind> {
+            Ok(Kind::Ringloop {
+                path: binary(&echo, "echo")?,
+                loops,
+                reuseport,
+                et,
+            })
+        };
+        let kind = match name.as_str() {
+            "ringloop" => ringloop(false, false)?,
+            "ringloop-reuseport" => ringloop(true, false)?,
+            "ringloop-et" => ringloop(false, true)?,
+            "ringloop-reuseport-et" => ringloop(true, true)?,
+            "echo-pool" => Kind::EchoPool {
+                path: binary(&echo_pool, "echo_pool")?,
+                loops,
+                delay_ms,
+                workers,
+            },
+            "tokio" | "tokio-udp" => Kind::Tokio {
+                harness: harness.clone(),
+                threads,
+                blocking: None,
+            },
+            "tokio-blocking" => Kind::Tokio {
+                harness: harness.clone(),
+                threads,
+                blocking: Some((delay_ms, workers)),
+            },
+            "epoll" => Kind::Epoll {
+                harness: harness.clone(),
+            },
+            other => {
+                return Err(format!(
+                    "unknown server {other:?}: expected ringloop, ringloop-reuseport, ringloop-et, \
+                     ringloop-reuseport-et, echo-pool, tokio, tokio-blocking, tokio-udp or epoll"
+                )
+                .into())
+            }
+        };
+        let udp_capable = matches!(name.as_str(), "ringloop" | "tokio-udp");
+        if udp && !udp_capable {
+            return Err(format!(
+                "{name} does not serve UDP; with --udp use ringloop and tokio-udp"
             )
             .into());
         }
-        Some(path)
+        if !udp && name == "tokio-udp" {
+            return Err("tokio-udp needs --udp".into());
+        }
+        servers.push(Server::new(name.clone(), kind, udp));
+    }
+    if servers.is_empty() {
+        return Err("no servers to compare".into());
+    }
+    let scenarios = match args.value::<String>("--scenarios")? {
+        None => bench::SCENARIOS.to_vec(),
+        Some(text) => text
+            .split(',')
+            .map(bench::Scenario::parse)
+            .collect::<Result<Vec<_>>>()?,
     };
+    let idle_only = args.switch("--idle-only");
     let cfg = bench::BenchConfig {
-        ringloop,
+        title: args.value("--title")?.unwrap_or_else(|| {
+            if idle_only {
+                "Idle-connection memory (loopback)"
+            } else {
+                "Echo benchmark (loopback)"
+            }
+            .to_string()
+        }),
+        servers,
+        peers: list("--peers", if udp { "tokio-udp" } else { "tokio,epoll" })?,
+        scenarios,
+        ringloop_skipped: skip,
         rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
         warmup: Duration::from_millis(500),
         duration: seconds(
@@ -257,10 +430,14 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
         )?,
         load_threads: args.value("--load-threads")?.unwrap_or(1),
         idle_conns: args.value("--idle-conns")?.unwrap_or(10_000),
-        idle_only: args.switch("--idle-only"),
+        idle_only,
     };
-    if cfg.idle_only && cfg.idle_conns == 0 {
-        return Err("--idle-only with --idle-conns 0 leaves nothing to run".into());
+    if idle_only && (cfg.idle_conns == 0 || udp) {
+        return Err(
+            "--idle-only with --idle-conns 0 or --udp leaves nothing to run \
+             (the idle-memory test is TCP only)"
+                .into(),
+        );
     }
     if cfg.rounds == 0 || cfg.load_threads == 0 || cfg.duration.is_zero() {
         return Err("--rounds, --load-threads and --seconds must be above zero".into());
@@ -310,18 +487,6 @@ fn soak(argv: &[String]) -> Result<ExitCode> {
     })
 }
 
-/// `target/release/examples/echo` under the workspace root, or under
-/// `$CARGO_TARGET_DIR` when that is set (relative to the workspace root).
-fn default_ringloop() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // benches/harness -> the workspace root.
-    let workspace = manifest.ancestors().nth(2).unwrap_or(manifest);
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| workspace.join(dir))
-        .unwrap_or_else(|| workspace.join("target"));
-    target.join("release/examples/echo")
-}
-
 /// The ringloop example binary to benchmark: `--ringloop PATH` or the
 /// release build of `example` under the target directory.
 fn ringloop_example(args: &Args, example: &str) -> Result<PathBuf> {
@@ -361,31 +526,36 @@ fn bench_http(argv: &[String]) -> Result<ExitCode> {
     let loops: usize = args.value("--loops")?.unwrap_or(2);
     let threads: usize = args.value("--threads")?.unwrap_or(2);
     let harness = std::env::current_exe()?;
-    let (loops_s, threads_s) = (loops.to_string(), threads.to_string());
+    let (loops, threads) = (loops.to_string(), threads.to_string());
+    // ringloop's examples/http; tokio + httparse, a task per connection;
+    // may_minihttp, a coroutine per connection.
     let mut servers = vec![
-        server::Server::new(
+        Server::new(
             "ringloop",
-            format!("ringloop examples/http ({loops} loops)"),
-            ringloop,
-            &["{url}", "--loops", &loops_s],
+            Kind::command(ringloop, &["{url}", "--loops", &loops]),
+            false,
         ),
-        server::Server::new(
+        Server::new(
             "tokio",
-            format!("tokio + httparse ({threads} worker threads, a task per connection)"),
-            harness.clone(),
-            &["serve", "tokio-http", "{url}", "--threads", &threads_s],
+            Kind::command(
+                &harness,
+                &["serve", "tokio-http", "{url}", "--threads", &threads],
+            ),
+            false,
         ),
     ];
     if !args.switch("--skip-may") {
-        servers.push(server::Server::new(
+        servers.push(Server::new(
             "may",
-            format!("may_minihttp ({threads} worker threads, a coroutine per connection)"),
-            harness,
-            &["serve", "may-http", "{url}", "--threads", &threads_s],
+            Kind::command(
+                &harness,
+                &["serve", "may-http", "{url}", "--threads", &threads],
+            ),
+            false,
         ));
     }
     let cfg = bench_servers::HttpConfig {
-        peers: servers.iter().skip(1).map(|s| s.name).collect(),
+        peers: servers.iter().skip(1).map(|s| s.name.clone()).collect(),
         servers,
         rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
         warmup: seconds(args.value("--warmup")?.unwrap_or(1.0), "--warmup")?,
@@ -438,28 +608,18 @@ fn bench_kv(argv: &[String]) -> Result<ExitCode> {
     }
     let mut servers = Vec::new();
     for &n in &loops {
-        // Names live as long as the process; a few bytes.
-        let name: &'static str = if loops.len() == 1 {
-            "ringloop"
+        let name = if loops.len() == 1 {
+            "ringloop".to_string()
         } else {
-            Box::leak(format!("ringloop-{n}").into_boxed_str())
+            format!("ringloop-{n}")
         };
-        let n_s = n.to_string();
-        servers.push(server::Server::new(
-            name,
-            format!(
-                "ringloop examples/kv ({n} loop{})",
-                if n == 1 { "" } else { "s" }
-            ),
-            ringloop.clone(),
-            &["{url}", "--loops", &n_s],
-        ));
+        let kind = Kind::command(&ringloop, &["{url}", "--loops", &n.to_string()]);
+        servers.push(Server::new(name, kind, false));
     }
+    // Debian's redis-server, no persistence.
     let dir = std::env::temp_dir().display().to_string();
-    servers.push(server::Server::new(
-        "redis",
-        "redis-server (Debian's, no persistence)",
-        PathBuf::from("redis-server"),
+    let redis = Kind::command(
+        "redis-server",
         &[
             "--port",
             "{port}",
@@ -472,10 +632,11 @@ fn bench_kv(argv: &[String]) -> Result<ExitCode> {
             "--dir",
             &dir,
         ],
-    ));
+    );
+    servers.push(Server::new("redis", redis, false));
     let cfg = bench_servers::KvConfig {
         servers,
-        peers: vec!["redis"],
+        peers: vec!["redis".to_string()],
         rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
         requests_pipelined: args.value("--requests")?.unwrap_or(if quick {
             500_000

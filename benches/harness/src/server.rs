@@ -2,10 +2,11 @@
 //! until they accept, stop by pid (SIGTERM, then SIGKILL after a timeout).
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,70 +22,217 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines of a server's output passed through to the harness's stderr.
 const OUTPUT_LINES: usize = 20;
 
-/// One of the compared servers: a program and its arguments.
+/// One of the compared servers.
 pub struct Server {
     /// Short name used in tables.
-    pub name: &'static str,
-    description: String,
-    program: PathBuf,
-    /// Arguments; `{url}` becomes `tcp://127.0.0.1:PORT`, `{port}` the port.
-    args: Vec<String>,
+    pub name: String,
+    kind: Kind,
+    /// It serves UDP (`udp://` address) instead of TCP.
+    pub udp: bool,
 }
 
-impl Server {
-    /// `program args...`, with `{url}` and `{port}` filled in at start.
-    pub fn new(
-        name: &'static str,
-        description: impl Into<String>,
+/// What runs, and how.
+pub enum Kind {
+    /// ringloop's `examples/echo` binary.
+    Ringloop {
+        /// The binary.
+        path: PathBuf,
+        /// `--loops`.
+        loops: usize,
+        /// `--reuseport`.
+        reuseport: bool,
+        /// `--et`.
+        et: bool,
+    },
+    /// ringloop's `examples/echo_pool` binary.
+    EchoPool {
+        /// The binary.
+        path: PathBuf,
+        /// `--loops`.
+        loops: usize,
+        /// `--delay-ms`.
+        delay_ms: u64,
+        /// `--workers`.
+        workers: usize,
+    },
+    /// `harness serve tokio|tokio-udp|tokio-blocking`.
+    Tokio {
+        /// The harness binary.
+        harness: PathBuf,
+        /// Worker threads; 1 means a `current_thread` runtime.
+        threads: usize,
+        /// For `tokio-blocking`: the delay and the blocking pool's size.
+        blocking: Option<(u64, usize)>,
+    },
+    /// `harness serve epoll`.
+    Epoll {
+        /// The harness binary.
+        harness: PathBuf,
+    },
+    /// Any other program (the HTTP and Redis-protocol servers of
+    /// `bench-http` and `bench-kv`).
+    Command {
+        /// The binary.
         program: PathBuf,
-        args: &[&str],
-    ) -> Server {
-        Server {
-            name,
-            description: description.into(),
-            program,
+        /// Its arguments; `{url}` becomes `tcp://127.0.0.1:PORT` (or
+        /// `udp://…`), `{port}` the port.
+        args: Vec<String>,
+    },
+}
+
+impl Kind {
+    /// `program args...`, with `{url}` and `{port}` filled in at start.
+    pub fn command(program: impl Into<PathBuf>, args: &[&str]) -> Kind {
+        Kind::Command {
+            program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
         }
     }
+}
 
-    /// ringloop's echo example at `path`, run with `--loops 2`.
-    pub fn ringloop(path: PathBuf) -> Server {
-        let description = format!("ringloop `{} --loops 2`", path.display());
-        Server::new("ringloop", description, path, &["{url}", "--loops", "2"])
-    }
-
-    /// The tokio peer, served by the harness binary `harness`.
-    pub fn tokio(harness: PathBuf) -> Server {
-        Server::new(
-            "tokio",
-            "tokio (2 worker threads, a task per connection)",
-            harness,
-            &["serve", "tokio", "{url}", "--threads", "2"],
-        )
-    }
-
-    /// The single-threaded mio loop, served by the harness binary `harness`.
-    pub fn epoll(harness: PathBuf) -> Server {
-        Server::new(
-            "epoll",
-            "epoll (hand-written single-threaded mio loop)",
-            harness,
-            &["serve", "epoll", "{url}"],
-        )
+impl Server {
+    /// A server called `name` (its table label) running `kind`, over UDP if `udp`.
+    pub fn new(name: impl Into<String>, kind: Kind, udp: bool) -> Server {
+        Server {
+            name: name.into(),
+            kind,
+            udp,
+        }
     }
 
     /// What runs, for the report header.
     pub fn describe(&self) -> String {
-        self.description.clone()
+        let tokio_rt = |threads: usize| {
+            if threads == 1 {
+                "current_thread runtime".to_string()
+            } else {
+                format!("{threads} worker threads")
+            }
+        };
+        let what = match &self.kind {
+            Kind::Ringloop {
+                loops,
+                reuseport,
+                et,
+                ..
+            } => format!(
+                "`echo --loops {loops}{}{}`",
+                if *reuseport { " --reuseport" } else { "" },
+                if *et { " --et" } else { "" }
+            ),
+            Kind::EchoPool {
+                loops,
+                delay_ms,
+                workers,
+                ..
+            } => format!("`echo_pool --loops {loops} --delay-ms {delay_ms} --workers {workers}`"),
+            Kind::Tokio {
+                threads,
+                blocking: None,
+                ..
+            } if self.udp => format!(
+                "tokio UDP ({}, one socket per worker thread with SO_REUSEPORT)",
+                tokio_rt(*threads)
+            ),
+            Kind::Tokio {
+                threads,
+                blocking: None,
+                ..
+            } => format!("tokio ({}, a task per connection)", tokio_rt(*threads)),
+            Kind::Tokio {
+                threads,
+                blocking: Some((delay, pool)),
+                ..
+            } => format!(
+                "tokio ({}, a task per connection, `spawn_blocking` sleeping {delay} ms, \
+                 at most {pool} blocking threads)",
+                tokio_rt(*threads)
+            ),
+            Kind::Epoll { .. } => "hand-written single-threaded mio loop".to_string(),
+            Kind::Command { .. } => format!("`{}`", self.command_line()),
+        };
+        format!("**{}**: {what}", self.name)
+    }
+
+    /// The program and its arguments, with `{url}` and `{port}` placeholders.
+    fn program_args(&self) -> (&Path, Vec<String>) {
+        let mut args: Vec<String> = Vec::new();
+        let mut push = |a: &[&str]| args.extend(a.iter().map(|s| s.to_string()));
+        let program = match &self.kind {
+            Kind::Ringloop {
+                path,
+                loops,
+                reuseport,
+                et,
+            } => {
+                push(&["{url}", "--loops", &loops.to_string()]);
+                if *reuseport {
+                    push(&["--reuseport"]);
+                }
+                if *et {
+                    push(&["--et"]);
+                }
+                path
+            }
+            Kind::EchoPool {
+                path,
+                loops,
+                delay_ms,
+                workers,
+            } => {
+                push(&["{url}", "--loops", &loops.to_string()]);
+                push(&["--delay-ms", &delay_ms.to_string()]);
+                push(&["--workers", &workers.to_string()]);
+                path
+            }
+            Kind::Tokio {
+                harness,
+                threads,
+                blocking,
+            } => {
+                let kind = match (self.udp, blocking) {
+                    (true, _) => "tokio-udp",
+                    (false, None) => "tokio",
+                    (false, Some(_)) => "tokio-blocking",
+                };
+                push(&["serve", kind, "{url}"]);
+                if *threads == 1 {
+                    push(&["--current-thread"]);
+                } else {
+                    push(&["--threads", &threads.to_string()]);
+                }
+                if let Some((delay, pool)) = blocking {
+                    push(&["--delay-ms", &delay.to_string()]);
+                    push(&["--blocking-threads", &pool.to_string()]);
+                }
+                harness
+            }
+            Kind::Epoll { harness } => {
+                push(&["serve", "epoll", "{url}"]);
+                harness
+            }
+            Kind::Command { program, args: a } => {
+                args.clone_from(a);
+                program
+            }
+        };
+        (program, args)
+    }
+
+    /// `args` with `{url}` and `{port}` replaced for a server at `addr`
+    /// (`IP:PORT`) listening on `port`.
+    fn fill(&self, args: Vec<String>, addr: &str, port: &str) -> Vec<String> {
+        let url = format!("{}://{addr}", if self.udp { "udp" } else { "tcp" });
+        args.into_iter()
+            .map(|a| a.replace("{url}", &url).replace("{port}", port))
+            .collect()
     }
 
     /// The command line for the report, the port shown as `PORT`.
     pub fn command_line(&self) -> String {
-        let mut line = self.program.display().to_string();
-        for arg in &self.args {
-            let arg = arg
-                .replace("{url}", "tcp://127.0.0.1:PORT")
-                .replace("{port}", "PORT");
+        let (program, args) = self.program_args();
+        let mut line = program.display().to_string();
+        for arg in self.fill(args, "127.0.0.1:PORT", "PORT") {
             line.push(' ');
             if arg.is_empty() || arg.contains(' ') {
                 line.push_str(&format!("'{arg}'"));
@@ -95,25 +243,16 @@ impl Server {
         line
     }
 
-    fn args(&self, addr: SocketAddr) -> Vec<String> {
-        self.args
-            .iter()
-            .map(|a| {
-                a.replace("{url}", &format!("tcp://{addr}"))
-                    .replace("{port}", &addr.port().to_string())
-            })
-            .collect()
-    }
-
     fn command(&self, addr: SocketAddr) -> Command {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(self.args(addr));
+        let (program, args) = self.program_args();
+        let mut cmd = Command::new(program);
+        cmd.args(self.fill(args, &addr.to_string(), &addr.port().to_string()));
         cmd
     }
 
-    /// Starts the server on a free loopback port and waits until it accepts.
+    /// Starts the server on a free loopback port and waits until it serves.
     pub fn start(&self) -> Result<Running> {
-        let addr = free_port()?;
+        let addr = free_port(self.udp)?;
         let mut cmd = self.command(addr);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -129,13 +268,15 @@ impl Server {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {} ({:?}): {e}", self.name, cmd.get_program()))?;
+        let name: Arc<str> = self.name.as_str().into();
         let output = [
-            child.stdout.take().map(|o| forward(self.name, o)),
-            child.stderr.take().map(|e| forward(self.name, e)),
+            child.stdout.take().map(|o| forward(name.clone(), o)),
+            child.stderr.take().map(|e| forward(name.clone(), e)),
         ];
         let mut running = Running {
-            name: self.name,
+            name: self.name.clone(),
             addr,
+            udp: self.udp,
             child,
             output,
             stopped: false,
@@ -146,12 +287,16 @@ impl Server {
 }
 
 /// A port nobody listens on right now (the kernel's pick for port 0).
-fn free_port() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+fn free_port(udp: bool) -> Result<SocketAddr> {
+    if udp {
+        Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+    } else {
+        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    }
 }
 
 /// Passes the first lines of a server's output to stderr, prefixed with its name.
-fn forward(name: &'static str, from: impl Read + Send + 'static) -> JoinHandle<()> {
+fn forward(name: Arc<str>, from: impl Read + Send + 'static) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut extra = 0usize;
         for (i, line) in BufReader::new(from).lines().enumerate() {
@@ -171,9 +316,10 @@ fn forward(name: &'static str, from: impl Read + Send + 'static) -> JoinHandle<(
 /// A started server; killed if dropped without [`Running::stop`].
 pub struct Running {
     /// Server name.
-    pub name: &'static str,
+    pub name: String,
     /// Where it listens.
     pub addr: SocketAddr,
+    udp: bool,
     child: Child,
     output: [Option<JoinHandle<()>>; 2],
     stopped: bool,
@@ -205,7 +351,11 @@ impl Running {
                 )
                 .into());
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok() {
+            if self.udp {
+                if udp_echoes(self.addr)? {
+                    return Ok(());
+                }
+            } else if TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -249,11 +399,86 @@ impl Running {
     }
 }
 
+/// Whether a UDP server at `addr` echoes a probe datagram within 100 ms.
+fn udp_echoes(addr: SocketAddr) -> Result<bool> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    socket.send(b"!")?;
+    let mut buf = [0u8; 16];
+    match socket.recv(&mut buf) {
+        Ok(1) if buf[0] == b'!' => Ok(true),
+        Ok(n) => Err(format!("{addr}: the probe datagram came back as {:?}", &buf[..n]).into()),
+        // Nothing yet, or "connection refused" while the port is not bound.
+        Err(_) => Ok(false),
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if !self.stopped {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines() {
+        let tokio = Kind::Tokio {
+            harness: PathBuf::from("harness"),
+            threads: 1,
+            blocking: None,
+        };
+        assert_eq!(
+            Server::new("tokio-udp", tokio, true).command_line(),
+            "harness serve tokio-udp udp://127.0.0.1:PORT --current-thread"
+        );
+        let pool = Kind::Tokio {
+            harness: PathBuf::from("harness"),
+            threads: 2,
+            blocking: Some((1, 50)),
+        };
+        assert_eq!(
+            Server::new("tokio-blocking", pool, false).command_line(),
+            "harness serve tokio-blocking tcp://127.0.0.1:PORT --threads 2 --delay-ms 1 \
+             --blocking-threads 50"
+        );
+        let echo = Kind::Ringloop {
+            path: PathBuf::from("echo"),
+            loops: 2,
+            reuseport: true,
+            et: false,
+        };
+        assert_eq!(
+            Server::new("ringloop-reuseport", echo, false).command_line(),
+            "echo tcp://127.0.0.1:PORT --loops 2 --reuseport"
+        );
+        let redis = Server::new(
+            "redis",
+            Kind::command("redis-server", &["--port", "{port}", "--save", ""]),
+            false,
+        );
+        assert_eq!(redis.command_line(), "redis-server --port PORT --save ''");
+        assert_eq!(
+            redis.describe(),
+            "**redis**: `redis-server --port PORT --save ''`"
+        );
+        let addr: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let cmd = redis.command(addr);
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["--port", "4242", "--save", ""]);
+        let http = Server::new(
+            "tokio",
+            Kind::command("harness", &["serve", "tokio-http", "{url}"]),
+            false,
+        );
+        let cmd = http.command(addr);
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["serve", "tokio-http", "tcp://127.0.0.1:4242"]);
     }
 }

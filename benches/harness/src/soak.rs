@@ -480,6 +480,7 @@ pub fn run(cfg: &SoakConfig) -> Result<bool> {
     let echo_load = {
         let cfg = LoadConfig {
             addr,
+            udp: false,
             conns: cfg.echo_conns,
             size: 512,
             warmup: Duration::ZERO,
