@@ -287,7 +287,7 @@ impl<T> Producer<T> {
     pub fn batch(&mut self) -> PushBatch<'_, T> {
         let closed = self.is_closed();
         PushBatch {
-            producer: self,
+            producer: Some(self),
             pushed: 0,
             closed,
         }
@@ -330,23 +330,26 @@ impl<T> fmt::Debug for Producer<T> {
 
 /// A batch of pushes published with a single store (see [`Producer::batch`]).
 pub struct PushBatch<'a, T> {
-    producer: &'a mut Producer<T>,
+    /// `None` once [`finish`](Self::finish)ed.
+    producer: Option<&'a mut Producer<T>>,
     pushed: usize,
     closed: bool,
 }
 
-impl<T> PushBatch<'_, T> {
+impl<'a, T> PushBatch<'a, T> {
     /// Adds one message to the batch, or hands it back if the ring is full or
     /// the consumer was gone when the batch started.
     pub fn try_push(&mut self, value: T) -> Result<(), TrySendError<T>> {
-        if self.closed {
-            return Err(TrySendError::Closed(value));
+        match self.producer.as_deref_mut() {
+            Some(producer) if !self.closed => {
+                producer
+                    .push_unpublished(value)
+                    .map_err(TrySendError::Full)?;
+                self.pushed += 1;
+                Ok(())
+            }
+            _ => Err(TrySendError::Closed(value)),
         }
-        self.producer
-            .push_unpublished(value)
-            .map_err(TrySendError::Full)?;
-        self.pushed += 1;
-        Ok(())
     }
 
     /// How many messages this batch holds so far.
@@ -361,12 +364,24 @@ impl<T> PushBatch<'_, T> {
 
     /// Publishes the batch now (dropping it does the same).
     pub fn publish(self) {}
+
+    /// Publishes the batch and hands the producer back (for a caller that
+    /// has more to do with it once the batch is visible).
+    pub fn finish(mut self) -> &'a mut Producer<T> {
+        let producer = self.producer.take().expect("a batch is finished once");
+        if self.pushed > 0 {
+            producer.publish();
+        }
+        producer
+    }
 }
 
 impl<T> Drop for PushBatch<'_, T> {
     fn drop(&mut self) {
-        if self.pushed > 0 {
-            self.producer.publish();
+        if let Some(producer) = self.producer.as_deref() {
+            if self.pushed > 0 {
+                producer.publish();
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::backoff::Backoff;
 use crate::error::{SendError, SendTimeoutError, TrySendError};
 use crate::mailbox::Shared;
-use crate::ring::Producer;
+use crate::ring::{Producer, PushBatch};
 use crate::sync::Arc;
 
 /// Retries `attempt` with [`Backoff`] while the lane is full.
@@ -110,11 +110,10 @@ impl<T> Sender<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn batch(&mut self) -> SendBatch<'_, T> {
-        let closed = self.shared.is_closed() || self.lane.is_closed();
+        let closed = self.shared.is_closed();
         SendBatch {
-            lane: &mut self.lane,
+            batch: Some(self.lane.batch()),
             shared: &self.shared,
-            pushed: 0,
             closed,
         }
     }
@@ -148,28 +147,25 @@ impl<T> fmt::Debug for Sender<T> {
 
 /// Messages sent together (see [`Sender::batch`]).
 pub struct SendBatch<'a, T> {
-    lane: &'a mut Producer<T>,
+    /// `None` only while being dropped.
+    batch: Option<PushBatch<'a, T>>,
     shared: &'a Shared<T>,
-    pushed: usize,
+    /// The mailbox was closed when the batch started.
     closed: bool,
 }
 
 impl<T> SendBatch<'_, T> {
     /// Adds a message; hands it back if the lane is full or the mailbox closed.
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
-        if self.closed {
-            return Err(TrySendError::Closed(value));
+        match self.batch.as_mut() {
+            Some(batch) if !self.closed => batch.try_push(value),
+            _ => Err(TrySendError::Closed(value)),
         }
-        self.lane
-            .push_unpublished(value)
-            .map_err(TrySendError::Full)?;
-        self.pushed += 1;
-        Ok(())
     }
 
     /// Messages in the batch so far.
     pub fn len(&self) -> usize {
-        self.pushed
+        self.batch.as_ref().map_or(0, PushBatch::len)
     }
 
     /// `true` if nothing was added yet.
@@ -180,11 +176,15 @@ impl<T> SendBatch<'_, T> {
 
 impl<T> Drop for SendBatch<'_, T> {
     fn drop(&mut self) {
-        if self.pushed > 0 {
-            self.lane.publish();
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        let any = !batch.is_empty();
+        let lane = batch.finish(); // publishes
+        if any {
             self.shared.notify();
             // After notify's fence, as for a single send.
-            self.lane.reclaim_if_consumer_gone();
+            lane.reclaim_if_consumer_gone();
         }
     }
 }
