@@ -29,6 +29,8 @@ pub struct LoadConfig {
     pub threads: usize,
     /// Server process whose CPU time is sampled over the measured window.
     pub server_pid: Option<u32>,
+    /// More processes sampled over the same window (a proxy's backend).
+    pub other_pids: Vec<u32>,
 }
 
 /// What a run measured, over the measured window only.
@@ -47,6 +49,8 @@ pub struct LoadReport {
     pub stalled: usize,
     /// Server CPU time in the window, if a pid was given.
     pub server_cpu: Option<Duration>,
+    /// CPU time of each of `other_pids` in the window (`None`: not measured).
+    pub other_cpu: Vec<Option<Duration>>,
     /// The load generator's own CPU time in the window.
     pub client_cpu: Duration,
 }
@@ -115,10 +119,18 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
             .collect();
 
         let sample = |pid: Option<u32>| pid.map(procfs::cpu_time).transpose();
+        let others = || -> Vec<Option<Duration>> {
+            cfg.other_pids
+                .iter()
+                .map(|&pid| procfs::cpu_time(pid).ok())
+                .collect()
+        };
         sleep_until(start, &abort);
         let (server0, client0) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
+        let others0 = others();
         sleep_until(end, &abort);
         let (server1, client1) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
+        let others1 = others();
 
         let mut report = LoadReport {
             messages: 0,
@@ -128,6 +140,11 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
             error_samples: Vec::new(),
             stalled: 0,
             server_cpu: None,
+            other_cpu: others0
+                .iter()
+                .zip(&others1)
+                .map(|(a, b)| Some(b.as_ref()?.saturating_sub(*a.as_ref()?)))
+                .collect(),
             client_cpu: Duration::ZERO,
         };
         let mut first_error = None;

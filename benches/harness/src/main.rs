@@ -1,7 +1,8 @@
-//! `harness`: ringloop's end-to-end echo benchmark on loopback. It serves the
+//! `harness`: ringloop's end-to-end benchmarks on loopback. It serves the
 //! peer echo servers (tokio, a hand-written mio loop), generates verified
 //! closed-loop load, measures idle-connection memory, and runs the whole
-//! side-by-side comparison. See `README.md` next to this crate.
+//! side-by-side comparisons: echo servers (`bench`), and ringloop's proxy
+//! against HAProxy (`proxy-bench`). See `README.md` next to this crate.
 
 mod args;
 mod bench;
@@ -11,6 +12,7 @@ mod idle;
 mod load;
 mod pattern;
 mod procfs;
+mod proxy_bench;
 mod serve_epoll;
 mod serve_tokio;
 mod server;
@@ -34,6 +36,8 @@ usage:
   harness idle tcp://127.0.0.1:PORT --conns 10000 --pid SERVER_PID
   harness bench [--quick] [--ringloop PATH | --skip-ringloop]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
+  harness proxy-bench [--quick] [--ringloop PATH] [--haproxy PATH | --skip-haproxy]
+                [--threads 1,2] [--no-direct] [--rounds N] [--seconds T] [--load-threads N]
 ";
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn run() -> Result<ExitCode> {
         "load" => load(rest),
         "idle" => idle(rest),
         "bench" => bench(rest),
+        "proxy-bench" => proxy_bench(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -140,6 +145,7 @@ fn load(argv: &[String]) -> Result<ExitCode> {
         warmup: seconds(args.value("--warmup")?.unwrap_or(0.5), "--warmup")?,
         threads: args.value("--threads")?.unwrap_or(1),
         server_pid: args.value("--pid")?,
+        other_pids: Vec::new(),
     };
     let report = load::run(&cfg)?;
     println!(
@@ -228,14 +234,107 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
     })
 }
 
+fn proxy_bench(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--ringloop",
+            "--haproxy",
+            "--threads",
+            "--rounds",
+            "--seconds",
+            "--load-threads",
+        ],
+        &["--quick", "--skip-haproxy", "--no-direct"],
+    )?;
+    args.positional(&[])?;
+    let quick = args.switch("--quick");
+    let ringloop = args
+        .value("--ringloop")?
+        .unwrap_or_else(|| release_example("proxy"));
+    if !ringloop.is_file() {
+        return Err(format!(
+            "ringloop's proxy is not at {}.\n\
+             Build it with `cargo build --release --example proxy -p ringloop` or point --ringloop at it.",
+            ringloop.display()
+        )
+        .into());
+    }
+    let haproxy = if args.switch("--skip-haproxy") {
+        if args.value::<PathBuf>("--haproxy")?.is_some() {
+            return Err("--haproxy and --skip-haproxy exclude each other".into());
+        }
+        None
+    } else {
+        let path = match args.value::<PathBuf>("--haproxy")? {
+            Some(p) => p,
+            None => find_in_path("haproxy").ok_or(
+                "haproxy is not installed (not in PATH): install it (`apt-get install -y haproxy`), \
+                 point --haproxy at it, or pass --skip-haproxy to run ringloop alone",
+            )?,
+        };
+        if !path.is_file() {
+            return Err(format!("HAProxy is not at {}", path.display()).into());
+        }
+        Some(path)
+    };
+    let threads = match args.value::<String>("--threads")? {
+        None => vec![1, 2],
+        Some(list) => list
+            .split(',')
+            .map(|n| match n.trim().parse::<usize>() {
+                Ok(n @ 1..=64) => Ok(n),
+                _ => Err(format!(
+                    "--threads {list:?}: expected a list like 1,2 (each 1 to 64)"
+                )),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+    };
+    let cfg = proxy_bench::ProxyBenchConfig {
+        ringloop,
+        haproxy,
+        threads,
+        direct: !args.switch("--no-direct"),
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        warmup: Duration::from_millis(500),
+        duration: seconds(
+            args.value("--seconds")?
+                .unwrap_or(if quick { 2.0 } else { 5.0 }),
+            "--seconds",
+        )?,
+        load_threads: args.value("--load-threads")?.unwrap_or(1),
+    };
+    if cfg.rounds == 0 || cfg.load_threads == 0 || cfg.duration.is_zero() {
+        return Err("--rounds, --load-threads and --seconds must be above zero".into());
+    }
+    Ok(if proxy_bench::run(&cfg)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The first `name` in `$PATH` that is a file.
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
 /// `target/release/examples/echo` under the workspace root, or under
 /// `$CARGO_TARGET_DIR` when that is set (relative to the workspace root).
 fn default_ringloop() -> PathBuf {
+    release_example("echo")
+}
+
+/// `target/release/examples/NAME` under the workspace root, or under
+/// `$CARGO_TARGET_DIR` when that is set (relative to the workspace root).
+fn release_example(name: &str) -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     // benches/harness -> the workspace root.
     let workspace = manifest.ancestors().nth(2).unwrap_or(manifest);
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(|dir| workspace.join(dir))
         .unwrap_or_else(|| workspace.join("target"));
-    target.join("release/examples/echo")
+    target.join("release/examples").join(name)
 }

@@ -1,5 +1,6 @@
-//! Echo servers run as child processes: start on a fresh loopback port, wait
-//! until they accept, stop by pid (SIGTERM, then SIGKILL after a timeout).
+//! Echo servers and proxies run as child processes: start on a fresh
+//! loopback port, wait until they accept, stop by pid (SIGTERM, or SIGUSR1
+//! for HAProxy's clean soft stop; SIGKILL after a timeout).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,6 +36,18 @@ enum Kind {
     Tokio(PathBuf),
     /// `harness serve epoll`.
     Epoll(PathBuf),
+    /// ringloop's `examples/proxy` binary, `--loops N`, in front of `backend`.
+    RingloopProxy {
+        path: PathBuf,
+        loops: usize,
+        backend: SocketAddr,
+    },
+    /// HAProxy, `mode tcp`, `nbthread N`, in front of `backend`.
+    Haproxy {
+        path: PathBuf,
+        threads: usize,
+        backend: SocketAddr,
+    },
 }
 
 impl Server {
@@ -62,18 +75,86 @@ impl Server {
         }
     }
 
+    /// ringloop's proxy example at `path` with `loops` loops, relaying to
+    /// `backend`.
+    pub fn ringloop_proxy(
+        name: &'static str,
+        path: PathBuf,
+        loops: usize,
+        backend: SocketAddr,
+    ) -> Server {
+        Server {
+            name,
+            kind: Kind::RingloopProxy {
+                path,
+                loops,
+                backend,
+            },
+        }
+    }
+
+    /// HAProxy at `path` with `threads` threads, relaying to `backend`.
+    pub fn haproxy(
+        name: &'static str,
+        path: PathBuf,
+        threads: usize,
+        backend: SocketAddr,
+    ) -> Server {
+        Server {
+            name,
+            kind: Kind::Haproxy {
+                path,
+                threads,
+                backend,
+            },
+        }
+    }
+
     /// What runs, for the report header.
     pub fn describe(&self) -> String {
         match &self.kind {
+            Kind::RingloopProxy { path, loops, .. } => {
+                format!("ringloop `{} --loops {loops}`", path.display())
+            }
+            Kind::Haproxy { path, threads, .. } => {
+                format!(
+                    "HAProxy `{}` (mode tcp, nbthread {threads})",
+                    path.display()
+                )
+            }
             Kind::Ringloop(path) => format!("ringloop `{} --loops 2`", path.display()),
             Kind::Tokio(_) => "tokio (2 worker threads, a task per connection)".to_string(),
             Kind::Epoll(_) => "epoll (hand-written single-threaded mio loop)".to_string(),
         }
     }
 
-    fn command(&self, url: &str) -> Command {
+    /// The command that serves on `url` (`tcp://ADDR`), and the file it
+    /// needs removed afterwards, if any.
+    fn command(&self, url: &str) -> Result<(Command, Option<PathBuf>)> {
         let mut cmd;
+        let mut config = None;
         match &self.kind {
+            Kind::RingloopProxy {
+                path,
+                loops,
+                backend,
+            } => {
+                cmd = Command::new(path);
+                cmd.args(["--listen", url, "--backend", &format!("tcp://{backend}")])
+                    .args(["--loops", &loops.to_string()]);
+            }
+            Kind::Haproxy {
+                path,
+                threads,
+                backend,
+            } => {
+                let listen = url.strip_prefix("tcp://").unwrap_or(url);
+                let file = haproxy_config(listen, *threads, *backend)?;
+                cmd = Command::new(path);
+                // -db: stay in the foreground, one process, no master.
+                cmd.arg("-db").arg("-f").arg(&file);
+                config = Some(file);
+            }
             Kind::Ringloop(path) => {
                 cmd = Command::new(path);
                 cmd.args([url, "--loops", "2"]);
@@ -87,14 +168,24 @@ impl Server {
                 cmd.args(["serve", "epoll", url]);
             }
         }
-        cmd
+        Ok((cmd, config))
+    }
+
+    /// SIGUSR1 is HAProxy's soft stop (stop listening, exit 0 once the
+    /// connections are gone; SIGTERM makes it die by the signal). The others
+    /// exit 0 on SIGTERM.
+    fn stop_signal(&self) -> Signal {
+        match self.kind {
+            Kind::Haproxy { .. } => Signal::SIGUSR1,
+            _ => Signal::SIGTERM,
+        }
     }
 
     /// Starts the server on a free loopback port and waits until it accepts.
     pub fn start(&self) -> Result<Running> {
         let addr = free_port()?;
         let url = format!("tcp://{addr}");
-        let mut cmd = self.command(&url);
+        let (mut cmd, config) = self.command(&url)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -106,9 +197,17 @@ impl Server {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {} ({:?}): {e}", self.name, cmd.get_program()))?;
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(file) = &config {
+                    let _ = std::fs::remove_file(file);
+                }
+                return Err(
+                    format!("cannot start {} ({:?}): {e}", self.name, cmd.get_program()).into(),
+                );
+            }
+        };
         let output = [
             child.stdout.take().map(|o| forward(self.name, o)),
             child.stderr.take().map(|e| forward(self.name, e)),
@@ -119,10 +218,42 @@ impl Server {
             child,
             output,
             stopped: false,
+            stop_signal: self.stop_signal(),
+            config,
         };
         running.wait_ready()?;
         Ok(running)
     }
+}
+
+/// Writes an HAProxy configuration: `mode tcp`, `nbthread threads`, one
+/// frontend on `listen`, one server at `backend`. Generous timeouts, no
+/// logging, nothing else changed from HAProxy's defaults.
+fn haproxy_config(listen: &str, threads: usize, backend: SocketAddr) -> Result<PathBuf> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let file = std::env::temp_dir().join(format!(
+        "ringloop-harness-haproxy-{}-{}.cfg",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let text = format!(
+        "global\n\
+         \x20   nbthread {threads}\n\
+         \x20   maxconn 4000\n\
+         defaults\n\
+         \x20   mode tcp\n\
+         \x20   timeout connect 5s\n\
+         \x20   timeout client 60s\n\
+         \x20   timeout server 60s\n\
+         frontend bench\n\
+         \x20   bind {listen}\n\
+         \x20   default_backend echo\n\
+         backend echo\n\
+         \x20   server echo1 {backend}\n"
+    );
+    std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(file)
 }
 
 /// A port nobody listens on right now (the kernel's pick for port 0).
@@ -157,6 +288,9 @@ pub struct Running {
     child: Child,
     output: [Option<JoinHandle<()>>; 2],
     stopped: bool,
+    stop_signal: Signal,
+    /// A configuration file written for it, removed once it is gone.
+    config: Option<PathBuf>,
 }
 
 /// How a server ended.
@@ -199,7 +333,8 @@ impl Running {
         }
     }
 
-    /// Sends SIGTERM, waits up to `STOP_TIMEOUT`, then kills.
+    /// Sends its stop signal (SIGTERM; SIGUSR1 for HAProxy), waits up to
+    /// `STOP_TIMEOUT`, then kills.
     /// On error, dropping `self` still kills and reaps the child.
     pub fn stop(mut self) -> Result<Stopped> {
         if let Some(status) = self.child.try_wait()? {
@@ -209,7 +344,7 @@ impl Running {
         let pid = Pid::from_raw(self.child.id() as i32);
         let deadline = Instant::now() + STOP_TIMEOUT;
         // Not reaped yet (only this value waits on it), so the pid is still ours.
-        kill(pid, Signal::SIGTERM)?;
+        kill(pid, self.stop_signal)?;
         let outcome = loop {
             if let Some(status) = self.child.try_wait()? {
                 break Stopped::Exited(status);
@@ -235,5 +370,33 @@ impl Drop for Running {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        if let Some(file) = self.config.take() {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haproxy_configuration() {
+        let backend: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        let file = haproxy_config("127.0.0.1:9000", 2, backend).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for want in [
+            "nbthread 2",
+            "mode tcp",
+            "bind 127.0.0.1:9000",
+            "server echo1 127.0.0.1:9001",
+        ] {
+            assert!(lines.contains(&want), "{want:?} missing in:\n{text}");
+        }
+        // Sections start at column 0, settings are indented.
+        assert!(text.lines().any(|l| l == "global"));
+        assert!(text.lines().any(|l| l == "    nbthread 2"));
     }
 }

@@ -1,0 +1,317 @@
+//! `harness proxy-bench`: ringloop's proxy example against HAProxy (`mode
+//! tcp`), each in front of the same kind of echo backend, under the same
+//! verified load, alternated, with ratios taken within the run.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::bench::{loadavg, micros, stop, summarize, thousands, Scenario};
+use crate::load::{self, LoadConfig, LoadReport};
+use crate::server::Server;
+use crate::Result;
+
+/// The load shapes: small messages, and 16 KiB messages.
+pub const SCENARIOS: [Scenario; 2] = [
+    Scenario {
+        conns: 50,
+        size: 512,
+    },
+    Scenario {
+        conns: 100,
+        size: 16 * 1024,
+    },
+];
+
+/// Settings of one `harness proxy-bench`.
+pub struct ProxyBenchConfig {
+    /// ringloop's `examples/proxy` binary.
+    pub ringloop: PathBuf,
+    /// The `haproxy` binary, or `None` to run ringloop alone.
+    pub haproxy: Option<PathBuf>,
+    /// Loops (ringloop) and threads (HAProxy) to compare, each against the same count.
+    pub threads: Vec<usize>,
+    /// Also load the backend directly, as a reference.
+    pub direct: bool,
+    /// How many times each contender runs each scenario.
+    pub rounds: usize,
+    /// Warm-up before each measured window.
+    pub warmup: Duration,
+    /// Measured window of each run.
+    pub duration: Duration,
+    /// Load generator threads.
+    pub load_threads: usize,
+}
+
+/// One thing the load goes through.
+#[derive(Clone, Copy, PartialEq)]
+enum Contender {
+    /// The backend alone, no proxy.
+    Direct,
+    Ringloop(usize),
+    Haproxy(usize),
+}
+
+impl Contender {
+    fn name(self) -> String {
+        match self {
+            Contender::Direct => "direct (no proxy)".to_string(),
+            Contender::Ringloop(n) => format!("ringloop ×{n}"),
+            Contender::Haproxy(n) => format!("HAProxy ×{n}"),
+        }
+    }
+
+    /// The HAProxy run this one is compared with.
+    fn peer(self) -> Option<Contender> {
+        match self {
+            Contender::Ringloop(n) => Some(Contender::Haproxy(n)),
+            _ => None,
+        }
+    }
+}
+
+/// Runs everything and prints the markdown report on stdout (progress on
+/// stderr). Returns whether every run was clean.
+pub fn run(cfg: &ProxyBenchConfig) -> Result<bool> {
+    let harness = std::env::current_exe()?;
+    let mut contenders = Vec::new();
+    if cfg.direct {
+        contenders.push(Contender::Direct);
+    }
+    for &n in &cfg.threads {
+        // Alternated: ringloop ×1, HAProxy ×1, ringloop ×2, HAProxy ×2, ...
+        contenders.push(Contender::Ringloop(n));
+        if cfg.haproxy.is_some() {
+            contenders.push(Contender::Haproxy(n));
+        }
+    }
+    let load_before = loadavg();
+    let mut problems = Vec::new();
+    // results[scenario][contender]: one report per round.
+    let mut results: Vec<Vec<Vec<LoadReport>>> = SCENARIOS
+        .iter()
+        .map(|_| contenders.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for (s, scenario) in SCENARIOS.iter().enumerate() {
+        for round in 1..=cfg.rounds {
+            for (k, &contender) in contenders.iter().enumerate() {
+                let name = contender.name();
+                eprintln!(
+                    "{} · round {round}/{} · {name}",
+                    scenario.label(),
+                    cfg.rounds
+                );
+                // A fresh backend and proxy for every run.
+                let backend = Server::epoll(harness.clone()).start()?;
+                let proxy = match contender {
+                    Contender::Direct => None,
+                    Contender::Ringloop(n) => Some(
+                        Server::ringloop_proxy(
+                            "ringloop proxy",
+                            cfg.ringloop.clone(),
+                            n,
+                            backend.addr,
+                        )
+                        .start()?,
+                    ),
+                    Contender::Haproxy(n) => {
+                        let path = cfg.haproxy.clone().expect("only listed with a path");
+                        Some(Server::haproxy("haproxy", path, n, backend.addr).start()?)
+                    }
+                };
+                let (addr, pid, others) = match &proxy {
+                    Some(p) => (p.addr, p.pid(), vec![backend.pid()]),
+                    None => (backend.addr, backend.pid(), Vec::new()),
+                };
+                let report = load::run(&LoadConfig {
+                    addr,
+                    conns: scenario.conns,
+                    size: scenario.size,
+                    warmup: cfg.warmup,
+                    duration: cfg.duration,
+                    threads: cfg.load_threads,
+                    server_pid: Some(pid),
+                    other_pids: others,
+                });
+                if let Some(p) = proxy {
+                    stop(p, &mut problems)?;
+                }
+                stop(backend, &mut problems)?;
+                let report =
+                    report.map_err(|e| format!("{name} under {}: {e}", scenario.label()))?;
+                eprintln!(
+                    "    {}{}",
+                    report.summary(),
+                    backend_cpu_us(&report)
+                        .map_or(String::new(), |b| format!(", backend CPU {b:.2} µs/msg"))
+                );
+                for e in &report.error_samples {
+                    eprintln!("    error: {e}");
+                }
+                if report.errors > 0 || report.stalled > 0 {
+                    problems.push(format!(
+                        "{name} under {}, round {round}: {} connection(s) lost, {} stalled; first errors: {:?}",
+                        scenario.label(),
+                        report.errors,
+                        report.stalled,
+                        report.error_samples
+                    ));
+                }
+                results[s][k].push(report);
+            }
+        }
+    }
+    print!(
+        "{}",
+        render(cfg, &contenders, &results, &load_before, &problems)
+    );
+    Ok(problems.is_empty())
+}
+
+/// The backend's CPU per message in a run through a proxy.
+fn backend_cpu_us(report: &LoadReport) -> Option<f64> {
+    let cpu = (*report.other_cpu.first()?)?;
+    Some(report.per_message_us(cpu))
+}
+
+/// Backend CPU per message over all rounds.
+fn backend_cpu_all(runs: &[LoadReport]) -> Option<f64> {
+    let (cpu, messages) = runs
+        .iter()
+        .map(|r| Some(((*r.other_cpu.first()?)?, r.messages)))
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .fold((Duration::ZERO, 0), |(c, m), (rc, rm)| (c + rc, m + rm));
+    Some(cpu.as_secs_f64() * 1e6 / messages.max(1) as f64)
+}
+
+fn render(
+    cfg: &ProxyBenchConfig,
+    contenders: &[Contender],
+    results: &[Vec<Vec<LoadReport>>],
+    load_before: &str,
+    problems: &[String],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## Proxy benchmark (loopback)\n");
+    let names: Vec<String> = contenders.iter().map(|c| c.name()).collect();
+    let _ = writeln!(
+        out,
+        "{} CPUs, Linux {}; load average {} before, {} after. Proxies: ringloop `{}` \
+         (`--loops N`){}. Backend: `harness serve epoll` (a fresh one per run). \
+         {} round(s) per scenario, alternated ({}), each run {:.1} s warm-up + {:.1} s measured; \
+         load generator: mio, {} thread(s), closed loop, every byte verified.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        load_before,
+        loadavg(),
+        cfg.ringloop.display(),
+        match &cfg.haproxy {
+            Some(p) => format!(
+                ", HAProxy `{}` (`mode tcp`, `nbthread N`, default tuning){}",
+                p.display(),
+                haproxy_version(p).map_or(String::new(), |v| format!(", {v}"))
+            ),
+            None => ", HAProxy skipped".to_string(),
+        },
+        cfg.rounds,
+        names.join(", "),
+        cfg.warmup.as_secs_f64(),
+        cfg.duration.as_secs_f64(),
+        cfg.load_threads,
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | through | msgs/s | spread | p50 µs | p99 µs | proxy CPU µs/msg | backend CPU µs/msg \
+         | msgs/s ÷ HAProxy | per round | proxy CPU/msg ÷ HAProxy | per round | lost/stalled |"
+    );
+    let _ = writeln!(out, "|{}", "---|".repeat(13));
+    for (s, scenario) in SCENARIOS.iter().enumerate() {
+        for (k, &c) in contenders.iter().enumerate() {
+            let runs = &results[s][k];
+            let sum = summarize(runs);
+            let peer = c
+                .peer()
+                .and_then(|p| contenders.iter().position(|&x| x == p))
+                .map(|p| &results[s][p]);
+            let (rate_ratio, rate_rounds, cpu_ratio, cpu_rounds) = match peer {
+                Some(peer_runs) => {
+                    let ps = summarize(peer_runs);
+                    let per_round = |f: &dyn Fn(&LoadReport) -> f64| {
+                        runs.iter()
+                            .zip(peer_runs)
+                            .map(|(a, b)| ratio(f(a), f(b)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let cpu = |r: &LoadReport| r.server_cpu.map_or(0.0, |c| r.per_message_us(c));
+                    (
+                        ratio(sum.rate, ps.rate),
+                        per_round(&LoadReport::rate),
+                        ratio(sum.cpu_us, ps.cpu_us),
+                        per_round(&cpu),
+                    )
+                }
+                None => ("—".into(), "—".into(), "—".into(), "—".into()),
+            };
+            let (proxy_cpu, backend_cpu) = match c {
+                Contender::Direct => ("—".to_string(), format!("{:.2}", sum.cpu_us)),
+                _ => (
+                    format!("{:.2}", sum.cpu_us),
+                    backend_cpu_all(runs).map_or("n/a".to_string(), |b| format!("{b:.2}")),
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {proxy_cpu} | {backend_cpu} | {rate_ratio} | {rate_rounds} \
+                 | {cpu_ratio} | {cpu_rounds} | {}/{} |",
+                scenario.label(),
+                names[k],
+                thousands(sum.rate),
+                sum.spread
+                    .map_or("—".to_string(), |s| format!("{:.0} %", s * 100.0)),
+                micros(sum.p50_us),
+                micros(sum.p99_us),
+                sum.lost,
+                sum.stalled
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nmsgs/s: round trips per second over all rounds; spread: (max − min) / mean of the per-run rates; \
+         p50/p99: round-trip latency through the proxy; proxy (backend) CPU: that process's utime + stime \
+         over the measured window divided by messages (each message crosses the proxy twice). Ratios compare \
+         ringloop ×N with HAProxy ×N (same thread count) of the same scenario: overall, then round by round. \
+         A msgs/s ratio above 1 and a CPU/msg ratio below 1 favour ringloop."
+    );
+    if !problems.is_empty() {
+        let _ = writeln!(out, "\n**Problems:**\n");
+        for p in problems {
+            let _ = writeln!(out, "- {p}");
+        }
+    }
+    out
+}
+
+fn ratio(this: f64, peer: f64) -> String {
+    if peer > 0.0 {
+        format!("{:.2}", this / peer)
+    } else {
+        "n/a".to_string()
+    }
+}
+
+/// "HAProxy version 2.6.12-1+deb12u4 …" → "2.6.12-1+deb12u4".
+fn haproxy_version(path: &PathBuf) -> Option<String> {
+    let out = std::process::Command::new(path).arg("-v").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?;
+    let version = line
+        .strip_prefix("HAProxy version ")?
+        .split_whitespace()
+        .next()?;
+    Some(format!("version {version}"))
+}
