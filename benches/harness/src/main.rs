@@ -37,7 +37,8 @@ usage:
   harness bench [--quick] [--ringloop PATH | --skip-ringloop]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
   harness proxy-bench [--quick] [--ringloop PATH] [--haproxy PATH | --skip-haproxy]
-                [--threads 1,2] [--no-direct] [--rounds N] [--seconds T] [--load-threads N]
+                [--threads 1,2] [--no-direct] [--calibrate] [--rounds N] [--seconds T]
+                [--load-threads N]
 ";
 
 fn main() -> ExitCode {
@@ -245,7 +246,7 @@ fn proxy_bench(argv: &[String]) -> Result<ExitCode> {
             "--seconds",
             "--load-threads",
         ],
-        &["--quick", "--skip-haproxy", "--no-direct"],
+        &["--quick", "--skip-haproxy", "--no-direct", "--calibrate"],
     )?;
     args.positional(&[])?;
     let quick = args.switch("--quick");
@@ -278,6 +279,9 @@ fn proxy_bench(argv: &[String]) -> Result<ExitCode> {
         }
         Some(path)
     };
+    if args.switch("--calibrate") && haproxy.is_none() {
+        return Err("--calibrate compares HAProxy with itself: it needs HAProxy".into());
+    }
     let threads = match args.value::<String>("--threads")? {
         None => vec![1, 2],
         Some(list) => list
@@ -295,6 +299,7 @@ fn proxy_bench(argv: &[String]) -> Result<ExitCode> {
         haproxy,
         threads,
         direct: !args.switch("--no-direct"),
+        calibrate: args.switch("--calibrate"),
         rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
         warmup: Duration::from_millis(500),
         duration: seconds(

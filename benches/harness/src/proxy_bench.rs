@@ -33,6 +33,9 @@ pub struct ProxyBenchConfig {
     pub threads: Vec<usize>,
     /// Also load the backend directly, as a reference.
     pub direct: bool,
+    /// A/A calibration: a second HAProxy takes ringloop's place, so the
+    /// ratios show the noise of the machine.
+    pub calibrate: bool,
     /// How many times each contender runs each scenario.
     pub rounds: usize,
     /// Warm-up before each measured window.
@@ -50,6 +53,8 @@ enum Contender {
     Direct,
     Ringloop(usize),
     Haproxy(usize),
+    /// HAProxy again, in ringloop's place (A/A calibration).
+    HaproxyAgain(usize),
 }
 
 impl Contender {
@@ -58,13 +63,14 @@ impl Contender {
             Contender::Direct => "direct (no proxy)".to_string(),
             Contender::Ringloop(n) => format!("ringloop ×{n}"),
             Contender::Haproxy(n) => format!("HAProxy ×{n}"),
+            Contender::HaproxyAgain(n) => format!("HAProxy (A/A) ×{n}"),
         }
     }
 
     /// The HAProxy run this one is compared with.
     fn peer(self) -> Option<Contender> {
         match self {
-            Contender::Ringloop(n) => Some(Contender::Haproxy(n)),
+            Contender::Ringloop(n) | Contender::HaproxyAgain(n) => Some(Contender::Haproxy(n)),
             _ => None,
         }
     }
@@ -80,7 +86,11 @@ pub fn run(cfg: &ProxyBenchConfig) -> Result<bool> {
     }
     for &n in &cfg.threads {
         // Alternated: ringloop ×1, HAProxy ×1, ringloop ×2, HAProxy ×2, ...
-        contenders.push(Contender::Ringloop(n));
+        contenders.push(if cfg.calibrate {
+            Contender::HaproxyAgain(n)
+        } else {
+            Contender::Ringloop(n)
+        });
         if cfg.haproxy.is_some() {
             contenders.push(Contender::Haproxy(n));
         }
@@ -114,7 +124,7 @@ pub fn run(cfg: &ProxyBenchConfig) -> Result<bool> {
                         )
                         .start()?,
                     ),
-                    Contender::Haproxy(n) => {
+                    Contender::Haproxy(n) | Contender::HaproxyAgain(n) => {
                         let path = cfg.haproxy.clone().expect("only listed with a path");
                         Some(Server::haproxy("haproxy", path, n, backend.addr).start()?)
                     }
@@ -197,8 +207,7 @@ fn render(
     let names: Vec<String> = contenders.iter().map(|c| c.name()).collect();
     let _ = writeln!(
         out,
-        "{} CPUs, Linux {}; load average {} before, {} after. Proxies: ringloop `{}` \
-         (`--loops N`){}. Backend: `harness serve epoll` (a fresh one per run). \
+        "{} CPUs, Linux {}; load average {} before, {} after. Proxies: {}{}. Backend: `harness serve epoll` (a fresh one per run). \
          {} round(s) per scenario, alternated ({}), each run {:.1} s warm-up + {:.1} s measured; \
          load generator: mio, {} thread(s), closed loop, every byte verified.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -207,7 +216,11 @@ fn render(
             .unwrap_or_default(),
         load_before,
         loadavg(),
-        cfg.ringloop.display(),
+        if cfg.calibrate {
+            "none of ringloop (A/A calibration: HAProxy against itself)".to_string()
+        } else {
+            format!("ringloop `{}` (`--loops N`)", cfg.ringloop.display())
+        },
         match &cfg.haproxy {
             Some(p) => format!(
                 ", HAProxy `{}` (`mode tcp`, `nbthread N`, default tuning){}",
@@ -284,8 +297,8 @@ fn render(
         "\nmsgs/s: round trips per second over all rounds; spread: (max − min) / mean of the per-run rates; \
          p50/p99: round-trip latency through the proxy; proxy (backend) CPU: that process's utime + stime \
          over the measured window divided by messages (each message crosses the proxy twice). Ratios compare \
-         ringloop ×N with HAProxy ×N (same thread count) of the same scenario: overall, then round by round. \
-         A msgs/s ratio above 1 and a CPU/msg ratio below 1 favour ringloop."
+         the row's proxy ×N with HAProxy ×N (same thread count) of the same scenario: overall, then round by \
+         round. A msgs/s ratio above 1 and a CPU/msg ratio below 1 favour the row's proxy."
     );
     if !problems.is_empty() {
         let _ = writeln!(out, "\n**Problems:**\n");
