@@ -511,6 +511,19 @@ fn dial_to_a_black_hole_times_out() {
     assert!(rec.seen.is_empty(), "{:?}", rec.summary());
     assert_eq!(client.engine.connection_count(), 0);
     client.stop();
+    // The smallest timeout the builder takes (1 ms, under one tick of the
+    // loop's timer wheel) ends the dial too.
+    let (builder, _knobs, _rec) = client_engine(Knobs::default());
+    let client = Running::start(builder.loops(1).connect_timeout(Duration::from_millis(1)));
+    match client
+        .engine
+        .dial(&url)
+        .wait_timeout(Duration::from_secs(10))
+    {
+        Some(Err(Error::Io { source, .. })) => assert_eq!(source.kind(), io::ErrorKind::TimedOut),
+        other => panic!("dial with a 1 ms connect timeout: {other:?}"),
+    }
+    client.stop();
 }
 
 /// A dial still connecting when the engine stops completes with an error
@@ -900,4 +913,59 @@ fn udp_dial_to_a_ringloop_echo() {
         .expect("an inet address");
     udp_client(addr);
     server.stop();
+}
+
+/// A handler that reads part of each datagram of a dialled UDP connection.
+struct PartialReader {
+    seen: Mutex<Sender<(bool, Vec<u8>)>>,
+}
+
+impl EventHandler for PartialReader {
+    type State = ();
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        let input = conn.peek(usize::MAX).to_vec();
+        conn.next(2);
+        let _ = self.seen.lock().unwrap().send((conn.is_datagram(), input));
+        Action::None
+    }
+}
+
+/// What `Conn` documents for UDP ("each datagram is one on_traffic call:
+/// the input is the datagram, … bytes left unread are discarded with it";
+/// `is_datagram` is true for a UDP datagram) should hold for a dialled UDP
+/// connection too. Today its unread bytes are kept and prepended to the
+/// next datagram, and `is_datagram()` is false.
+#[test]
+#[ignore = "bug: on a udp:// dialled connection, unread bytes of a datagram are prepended to the \
+            next one (src/event_loop.rs traffic keeps leftovers for every stream-backed entry) \
+            and Conn::is_datagram() is false"]
+fn udp_dial_keeps_datagram_boundaries() {
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(PATIENCE)).unwrap();
+    let addr = peer.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let client = Running::start(
+        Engine::builder(move |_| PartialReader {
+            seen: Mutex::new(tx.lock().unwrap().clone()),
+        })
+        .loops(1),
+    );
+    let h = wait_pending("udp dial", client.engine.dial(&format!("udp://{addr}"))).unwrap();
+    h.write(b"hello".to_vec()).wait().unwrap();
+    let mut buf = [0u8; 64];
+    let (_, from) = peer.recv_from(&mut buf).expect("the client's datagram");
+    for datagram in [&b"AAAA"[..], b"BBBB"] {
+        peer.send_to(datagram, from).unwrap();
+        let (is_datagram, input) = rx.recv_timeout(PATIENCE).expect("on_traffic");
+        assert_eq!(
+            input, datagram,
+            "one datagram per on_traffic, nothing carried over"
+        );
+        assert!(
+            is_datagram,
+            "Conn::is_datagram() on a dialled UDP connection"
+        );
+    }
+    client.stop();
 }
