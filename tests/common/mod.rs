@@ -214,6 +214,43 @@ impl BlackHole {
     }
 }
 
+impl BlackHole {
+    /// Turns the black hole into a server after `delay`: it accepts (and
+    /// drops) the connections that filled its queue, then serves everything
+    /// else with `serve`, one thread per connection. A connect attempted
+    /// during the delay succeeds on a SYN retransmit (about 1 s after the
+    /// first SYN): a backend that is slow to answer.
+    pub fn open_after(
+        self,
+        delay: Duration,
+        serve: impl Fn(Box<dyn PeerStream>) + Send + Sync + 'static,
+    ) -> JoinHandle<()> {
+        let BlackHole {
+            _listener: fd,
+            _queued: queued,
+            ..
+        } = self;
+        let fillers = queued.len();
+        let serve = std::sync::Arc::new(serve);
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let listener = std::net::TcpListener::from(fd);
+            for _ in 0..fillers {
+                let _ = listener.accept();
+            }
+            drop(queued);
+            // Serve until the test process ends (bounded by each
+            // connection's own timeouts).
+            while let Ok((s, _)) = listener.accept() {
+                let _ = s.set_read_timeout(Some(PATIENCE));
+                let _ = s.set_write_timeout(Some(PATIENCE));
+                let serve = serve.clone();
+                std::thread::spawn(move || serve(Box::new(s)));
+            }
+        })
+    }
+}
+
 /// Where a test peer listens.
 #[derive(Clone, Debug)]
 pub enum PeerAddr {
