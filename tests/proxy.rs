@@ -17,15 +17,19 @@
 //! | `D` | echoes 256 KiB, then dies with a reset |
 //! | `S` | a slow starter: waits 500 ms, then echoes |
 //!
-//! # Ignored tests: one bug
+//! # Ignored tests: two bugs
 //!
-//! The tests marked `#[ignore = "bug: …"]` fail, deterministically or under
-//! CPU contention, on one bug: a relay stalls for good once its
-//! backend-side queue passes the high-water mark (see
-//! `slow_starting_backend`). `cargo test --test proxy -- --include-ignored`
-//! runs them; the Unix and small-buffer slow-starter tests fail every time.
-//! The clients of the tests that run keep at most 1 MiB unanswered (a
-//! request/response client), so no backend-side queue reaches the mark.
+//! The tests marked `#[ignore = "bug: …"]` fail on one of two bugs.
+//! `cargo test --test proxy -- --include-ignored` runs them.
+//!
+//! * **A relay stalls** for good once its backend-side queue passes the
+//!   high-water mark (see `slow_starting_backend`). The Unix and
+//!   small-buffer slow-starter tests fail every time; the others fail under
+//!   CPU contention. The clients of the tests that run keep at most 1 MiB
+//!   unanswered (a request/response client), so no backend-side queue
+//!   reaches the mark.
+//! * **An early half-close** (request and FIN before the backend connects)
+//!   loses the request (`examples/proxy.rs`).
 
 mod common;
 
