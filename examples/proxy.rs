@@ -30,8 +30,9 @@ const EARLY_BYTES_LIMIT: usize = 1 << 20;
 
 /// Which side of a relay a connection is.
 enum Side {
-    /// A client; `backend` is set once the backend connects.
-    Client { backend: Option<ConnId> },
+    /// A client; `backend` is set once the backend connects; `eof` records a
+    /// half-close read before then, to forward once the early bytes are.
+    Client { backend: Option<ConnId>, eof: bool },
     /// A backend dialled for `client`.
     Backend { client: ConnId },
 }
@@ -48,7 +49,10 @@ impl EventHandler for Proxy {
             // An accepted client: dial its backend onto this loop.
             None => {
                 let me = conn.id();
-                conn.set_state(Side::Client { backend: None });
+                conn.set_state(Side::Client {
+                    backend: None,
+                    eof: false,
+                });
                 match conn.dial(&self.backend, Side::Backend { client: me }) {
                     Ok(()) => Action::None,
                     Err(e) => {
@@ -62,7 +66,7 @@ impl EventHandler for Proxy {
             Some(Side::Backend { client }) => {
                 let (client, me) = (*client, conn.id());
                 match conn.state_of_mut(client) {
-                    Ok(Some(Side::Client { backend })) => *backend = Some(me),
+                    Ok(Some(Side::Client { backend, .. })) => *backend = Some(me),
                     _ => return Action::Close, // the client left already
                 }
                 if conn.link(client).is_err() {
@@ -76,9 +80,15 @@ impl EventHandler for Proxy {
     }
 
     fn on_traffic(&mut self, conn: &mut Conn<'_, Side>) -> Action {
-        let peer = match conn.state() {
-            Some(Side::Client { backend: Some(b) }) => *b,
-            Some(Side::Backend { client }) => *client,
+        let (peer, forward_fin) = match conn.state() {
+            // `eof`: the client half-closed before its backend connected;
+            // forward the FIN after the early bytes (this call is the wake
+            // the backend sends once connected).
+            Some(Side::Client {
+                backend: Some(b),
+                eof,
+            }) => (*b, *eof),
+            Some(Side::Backend { client }) => (*client, false),
             _ => {
                 // The backend is not connected yet: keep the bytes, within reason.
                 return if conn.inbound_buffered() > EARLY_BYTES_LIMIT {
@@ -89,17 +99,28 @@ impl EventHandler for Proxy {
             }
         };
         let data = conn.read_all();
-        match conn.write_to(peer, data) {
-            Ok(_) => Action::None,
-            Err(_) => Action::Close,
+        if conn.write_to(peer, data).is_err() {
+            return Action::Close;
         }
+        if forward_fin && conn.shutdown_write_of(peer).is_err() {
+            return Action::Close;
+        }
+        Action::None
     }
 
     fn on_read_closed(&mut self, conn: &mut Conn<'_, Side>) -> Action {
-        let peer = match conn.state() {
-            Some(Side::Client { backend: Some(b) }) => *b,
+        let peer = match conn.state_mut() {
+            Some(Side::Client {
+                backend: Some(b), ..
+            }) => *b,
             Some(Side::Backend { client }) => *client,
-            _ => return Action::Close,
+            Some(Side::Client { backend: None, eof }) => {
+                // The backend is not connected yet: forward the FIN once it
+                // is (and the early bytes with it); keep this side open.
+                *eof = true;
+                return Action::None;
+            }
+            None => return Action::Close,
         };
         // Forward the FIN; keep this side open for the other direction.
         match conn.shutdown_write_of(peer) {
@@ -114,7 +135,9 @@ impl EventHandler for Proxy {
             return Action::None;
         }
         let peer = match conn.state() {
-            Some(Side::Client { backend: Some(b) }) => Some(*b),
+            Some(Side::Client {
+                backend: Some(b), ..
+            }) => Some(*b),
             Some(Side::Backend { client }) => Some(*client),
             _ => None,
         };

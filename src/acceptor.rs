@@ -70,14 +70,8 @@ impl Acceptor {
     fn serve(&mut self) -> crate::Result<()> {
         let io_err = |context| move |e| crate::Error::io(context, e);
         let poller = Poller::new().map_err(io_err("create the acceptor's poller"))?;
-        let doorbell = self.mailbox.doorbell();
-        let interest = if doorbell.needs_drain() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE.edge_triggered()
-        };
         poller
-            .add(doorbell.as_fd(), DOORBELL, interest)
+            .add_doorbell(self.mailbox.doorbell(), DOORBELL)
             .map_err(io_err("register the acceptor's doorbell"))?;
         for (i, (l, _)) in self.listeners.iter().enumerate() {
             poller
@@ -177,10 +171,7 @@ impl Acceptor {
                 return Ok(());
             };
             let target = self.balancer.pick(&peer, &self.engine);
-            // Relaxed: a counter; the loop decrements it when the connection closes.
-            self.engine.loops[target]
-                .connections
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.engine.loops[target].add_connection();
             let message = LoopMessage::Accepted {
                 fd,
                 peer,
@@ -190,9 +181,7 @@ impl Acceptor {
             if self.outboxes[target].send(message).is_err() {
                 // The loop is gone (engine stopping): the socket was closed
                 // by dropping the message.
-                self.engine.loops[target]
-                    .connections
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.engine.loops[target].remove_connection();
                 return Ok(());
             }
             if self.outboxes[target].held() >= HOLD_LIMIT {

@@ -3,8 +3,6 @@
 //! Owns only the choice. It runs on the acceptor's thread, so it needs no
 //! synchronisation of its own; it reads the loops' connection counters.
 
-use std::sync::atomic::Ordering;
-
 use crate::addr::SockAddr;
 use crate::engine::EngineShared;
 use crate::options::LoadBalancer;
@@ -23,10 +21,7 @@ impl Balancer {
     pub(crate) fn pick(&mut self, peer: &SockAddr, engine: &EngineShared) -> usize {
         let n = engine.loops.len();
         match self.policy {
-            LoadBalancer::LeastConnections => (0..n)
-                // Relaxed: an estimate is all a balancer needs.
-                .min_by_key(|&i| engine.loops[i].connections.load(Ordering::Relaxed))
-                .unwrap_or(0),
+            LoadBalancer::LeastConnections => engine.least_loaded_loop(),
             LoadBalancer::SourceAddrHash => match peer {
                 SockAddr::Inet(sa) => {
                     let bytes: Vec<u8> = match sa.ip() {

@@ -88,6 +88,15 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) shutdown_done: bool,
     /// Set while a dial is in progress (the connection is not open yet).
     pub(crate) connecting: Option<Box<Connecting>>,
+    /// Set while a graceful close waits for the queue to be written.
+    pub(crate) lingering: Option<Box<Lingering>>,
+}
+
+/// A close that waits for the outbound queue to drain first.
+pub(crate) struct Lingering {
+    pub(crate) reason: CloseReason,
+    /// Loop time (ms) at which it closes anyway.
+    pub(crate) deadline_ms: u64,
 }
 
 /// A dial in progress.
@@ -135,6 +144,7 @@ impl<S> ConnEntry<S> {
             shutdown_wanted: false,
             shutdown_done: false,
             connecting: None,
+            lingering: None,
         }
     }
 
@@ -412,9 +422,13 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
-    /// `true` for a UDP datagram, `false` for a stream connection.
+    /// `true` for a UDP datagram (received on a `udp://` listener, or on a
+    /// dialled `udp://` connection), `false` for a stream connection.
     pub fn is_datagram(&self) -> bool {
-        matches!(self.backing, Backing::Datagram(_))
+        match &self.backing {
+            Backing::Datagram(_) => true,
+            Backing::Stream { conns, key } => conns.get(*key).is_some_and(|e| e.is_datagram),
+        }
     }
 
     // ----- reading -----

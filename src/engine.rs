@@ -55,6 +55,20 @@ pub(crate) struct LoopSlot {
     pub(crate) counters: CachePadded<LoopCounters>,
 }
 
+impl LoopSlot {
+    /// One more connection assigned to the loop.
+    pub(crate) fn add_connection(&self) {
+        // Relaxed: a counter, read only as an estimate (balancing, stats).
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One connection fewer (closed, or never registered).
+    pub(crate) fn remove_connection(&self) {
+        // Relaxed: as in `add_connection`.
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RunState {
     Built,
@@ -126,6 +140,14 @@ impl EngineShared {
         }
         let _state = self.run_state.lock().unwrap_or_else(|e| e.into_inner());
         self.stop_requested.notify_all();
+    }
+
+    /// The loop holding the fewest connections.
+    pub(crate) fn least_loaded_loop(&self) -> usize {
+        // Relaxed: an estimate is all a balancer needs.
+        (0..self.loops.len())
+            .min_by_key(|&i| self.loops[i].connections.load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 
     /// How long loops may spend flushing queued bytes at stop.
@@ -223,6 +245,18 @@ impl EngineShared {
         let Some(slot) = self.loops.get(index) else {
             return Err((message, Error::EngineStopped));
         };
+        // On a loop thread, requests waiting in its overflow go first: a new
+        // one may not overtake them (per-thread order), so the lane counts as
+        // full until they are through.
+        let overflowing = self.on_own_loop_thread()
+            && LOOP_THREAD.with(|t| {
+                t.borrow()
+                    .as_ref()
+                    .is_some_and(|t| !t.overflow[index].is_empty())
+            });
+        if overflowing {
+            return Err((message, Error::MailboxFull));
+        }
         slot.sender.try_send(message).map_err(|e| match e {
             TrySendError::Full(m) => (m, Error::MailboxFull),
             TrySendError::Closed(m) => (m, Error::EngineStopped),
@@ -492,10 +526,7 @@ impl Engine {
     }
 
     fn least_loaded_loop(&self) -> usize {
-        // Relaxed: an estimate is all a balancer needs.
-        (0..self.shared.loops.len())
-            .min_by_key(|&i| self.shared.loops[i].connections.load(Ordering::Relaxed))
-            .unwrap_or(0)
+        self.shared.least_loaded_loop()
     }
 
     /// Counters of every loop, by loop index.
@@ -704,6 +735,12 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// The most bytes a connection may leave unconsumed (default 64 MiB).
+    pub fn max_inbound(mut self, bytes: usize) -> Self {
+        self.options.max_inbound = bytes;
+        self
+    }
+
     /// How long a dial may take to connect (default 10 s).
     pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.options.connect_timeout = timeout;
@@ -767,10 +804,10 @@ impl<H: EventHandler> EngineBuilder<H> {
                 // Every loop gets its own socket on the same port (the first
                 // bind picks the port when 0 is asked for).
                 Transport::Udp => {
-                    let (fd, bound) = Listener::bind_udp(addr, &self.options)?;
+                    let (fd, bound) = Listener::bind_udp(addr, &self.options, true)?;
                     loop_sockets[0].udp.push((fd, index));
                     for sockets in loop_sockets.iter_mut().skip(1) {
-                        let (fd, _) = Listener::bind_udp(&bound, &self.options)?;
+                        let (fd, _) = Listener::bind_udp(&bound, &self.options, false)?;
                         sockets.udp.push((fd, index));
                     }
                     local_addrs.push(bound);

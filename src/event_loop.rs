@@ -36,7 +36,6 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +43,7 @@ use crate::actors::slab::{Slab, SlotKey};
 use crate::actors::Mailbox;
 use crate::addr::{ListenAddr, SockAddr, Transport};
 use crate::conn::{
-    send_datagram, Conn, ConnEntry, Connecting, Datagram, Flushed, LoopRef, SideEffects,
+    send_datagram, Conn, ConnEntry, Connecting, Datagram, Flushed, Lingering, LoopRef, SideEffects,
     NO_LISTENER,
 };
 use crate::engine::{Engine, EngineShared};
@@ -95,6 +94,7 @@ struct ConnSettings {
     marks: WaterMarks,
     back_pressure: BackPressure,
     connect_timeout_ms: u64,
+    max_inbound: usize,
 }
 
 pub(crate) struct EventLoop<H: EventHandler> {
@@ -168,6 +168,10 @@ fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, T
     if let Some(connecting) = &entry.connecting {
         return Some((connecting.deadline_ms, TimeoutKind::Connect));
     }
+    if let Some(lingering) = &entry.lingering {
+        // A graceful close past its deadline (reported with its own reason).
+        return Some((lingering.deadline_ms, TimeoutKind::Write));
+    }
     let t = entry
         .overrides
         .as_ref()
@@ -215,14 +219,8 @@ impl<H: EventHandler> EventLoop<H> {
         options: &Options,
     ) -> Result<Self> {
         let poller = Poller::new().map_err(|e| Error::io("create a loop's poller", e))?;
-        let doorbell = mailbox.doorbell();
-        let interest = if doorbell.needs_drain() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE.edge_triggered()
-        };
         poller
-            .add(doorbell.as_fd(), DOORBELL, interest)
+            .add_doorbell(mailbox.doorbell(), DOORBELL)
             .map_err(|e| Error::io("register a loop's doorbell", e))?;
         for (i, (fd, _)) in sockets.udp.iter().enumerate() {
             poller
@@ -262,6 +260,7 @@ impl<H: EventHandler> EventLoop<H> {
                 timeouts: options.timeouts,
                 marks: options.write_water_marks,
                 back_pressure: options.back_pressure,
+                max_inbound: options.max_inbound,
                 connect_timeout_ms: options
                     .connect_timeout
                     .as_millis()
@@ -339,9 +338,11 @@ impl<H: EventHandler> EventLoop<H> {
                     )
                 })
                 .map_err(|e| Error::io("wait for events", e))?;
-            if self.timeouts_in_use {
-                self.now_ms = self.epoch.elapsed().as_millis() as u64;
-            }
+            // The loop's clock: one read per turn (a vDSO call, far cheaper
+            // than the epoll_wait before it). Connections are stamped with
+            // it, so it must be fresh even before any timeout is set: a
+            // per-connection timeout counts from the stamps it finds.
+            self.now_ms = self.epoch.elapsed().as_millis() as u64;
             self.process_events();
             self.continue_edge_triggered();
             self.process_messages();
@@ -354,6 +355,15 @@ impl<H: EventHandler> EventLoop<H> {
     /// Stop reading from every connection; close the idle ones now and the
     /// others once their queues are flushed (or at the deadline).
     fn begin_drain(&mut self) -> Instant {
+        // First apply what is already queued (writes sent before the stop
+        // must reach their connections, not find them closed). Bounded: a
+        // sender that keeps sending does not keep the drain from starting.
+        for _ in 0..64 {
+            if !self.mailbox.has_messages() {
+                break;
+            }
+            self.process_messages();
+        }
         let deadline = Instant::now() + self.engine.drain_timeout();
         self.drain_deadline = Some(deadline);
         for key in self.conns.keys() {
@@ -464,7 +474,11 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
             };
-            if entry.read_closed || self.drain_deadline.is_some() || self.reading_blocked(key) {
+            if entry.read_closed
+                || entry.lingering.is_some()
+                || self.drain_deadline.is_some()
+                || self.reading_blocked(key)
+            {
                 return;
             }
             let Some(entry) = self.conns.get_mut(key) else {
@@ -559,6 +573,14 @@ impl<H: EventHandler> EventLoop<H> {
             (action, side, rest)
         };
         if let (Some(rest), Some(entry)) = (rest, self.conns.get_mut(key)) {
+            if entry.is_datagram {
+                // A datagram's unread bytes go with it, never into the next.
+                self.after_callback(key, action, side);
+                return;
+            }
+            if rest.len() > self.settings.max_inbound {
+                entry.close_with(CloseReason::InboundLimit);
+            }
             entry.inbound = rest;
         }
         self.after_callback(key, action, side);
@@ -619,13 +641,16 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get(key) else {
             return true;
         };
-        entry.paused
-            || entry
-                .overrides
-                .as_ref()
-                .and_then(|o| o.feeds)
-                .and_then(|target| self.conns.get(target))
-                .is_some_and(|target| target.paused)
+        let links = entry.overrides.as_ref();
+        // A connection fed by another (a relay's side) fills up with the
+        // *other* side's bytes: not reading it would not drain it, and would
+        // stall a relay whose peer is blocked writing to it. Its fullness
+        // stops the feeder instead (the `target.paused` check below).
+        let own = entry.paused && links.and_then(|o| o.fed_by).is_none();
+        own || links
+            .and_then(|o| o.feeds)
+            .and_then(|target| self.conns.get(target))
+            .is_some_and(|target| target.paused)
     }
 
     /// After a callback or I/O: apply the action, close if due, otherwise make
@@ -644,6 +669,28 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         if let Some(reason) = entry.close_reason.take() {
+            let graceful = matches!(reason, CloseReason::Local | CloseReason::Requested);
+            if graceful && !entry.outbound.is_empty() && entry.lingering.is_none() {
+                // Write what is queued first (reading stops), then close; at
+                // the drain deadline, close anyway.
+                self.timeouts_in_use = true;
+                self.now_ms = self.epoch.elapsed().as_millis() as u64;
+                let deadline_ms = self.now_ms + self.engine.drain_timeout().as_millis() as u64;
+                entry.lingering = Some(Box::new(Lingering {
+                    reason,
+                    deadline_ms,
+                }));
+                entry.timer_tick = self.wheel.schedule(key, deadline_ms);
+            } else {
+                self.close_conn(key, reason);
+                return;
+            }
+        }
+        if entry.lingering.is_some() && entry.outbound.is_empty() {
+            let reason = entry
+                .lingering
+                .take()
+                .map_or(CloseReason::Local, |l| l.reason);
             self.close_conn(key, reason);
             return;
         }
@@ -726,8 +773,10 @@ impl<H: EventHandler> EventLoop<H> {
             return; // registered once for both directions
         }
         let want_write = !entry.outbound.is_empty();
-        let want_read =
-            !entry.read_closed && self.drain_deadline.is_none() && !self.reading_blocked(key);
+        let want_read = !entry.read_closed
+            && entry.lingering.is_none()
+            && self.drain_deadline.is_none()
+            && !self.reading_blocked(key);
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
@@ -754,7 +803,10 @@ impl<H: EventHandler> EventLoop<H> {
         };
         if entry.connecting.is_some() {
             // Never opened: the dial fails instead (no close callback).
-            let error = Error::io("connect", io::Error::other(reason.to_string()));
+            let error = match reason {
+                CloseReason::Shutdown => Error::EngineStopped,
+                other => Error::io("connect", io::Error::other(other.to_string())),
+            };
             self.fail_dial(key, error);
             return;
         }
@@ -786,10 +838,7 @@ impl<H: EventHandler> EventLoop<H> {
         let _ = self.poller.delete(entry.fd.as_fd());
         let fed_by = entry.overrides.as_ref().and_then(|o| o.fed_by);
         drop(entry); // closes the fd, after on_close, never before
-                     // Relaxed: a counter.
-        self.engine.loops[self.index]
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
+        self.engine.loops[self.index].remove_connection();
         if let Some(feeder) = fed_by {
             // Its relay target is gone: it may be read again.
             self.settle(feeder, Action::None);
@@ -845,10 +894,7 @@ impl<H: EventHandler> EventLoop<H> {
         entry.is_datagram = is_datagram;
         entry.state = state;
         if connected {
-            // Relaxed: a counter.
-            self.engine.loops[self.index]
-                .connections
-                .fetch_add(1, Ordering::Relaxed);
+            self.engine.loops[self.index].add_connection();
             self.adopt(entry, done);
             return;
         }
@@ -890,10 +936,7 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         let _ = self.poller.delete(entry.fd.as_fd());
-        // Relaxed: a counter.
-        self.engine.loops[self.index]
-            .connections
-            .fetch_add(1, Ordering::Relaxed);
+        self.engine.loops[self.index].add_connection();
         self.adopt(entry, done);
     }
 
@@ -948,10 +991,7 @@ impl<H: EventHandler> EventLoop<H> {
         match prepared {
             Ok(peer) => {
                 let is_tcp = matches!(peer, SockAddr::Inet(_));
-                // Relaxed: a counter.
-                self.engine.loops[self.index]
-                    .connections
-                    .fetch_add(1, Ordering::Relaxed);
+                self.engine.loops[self.index].add_connection();
                 self.adopt(ConnEntry::new(fd, peer, NO_LISTENER, is_tcp), Some(done));
             }
             Err(e) => done.complete(Err(Error::io("enroll a socket", e))),
@@ -971,10 +1011,7 @@ impl<H: EventHandler> EventLoop<H> {
             match socket::accept(listener.fd.as_fd()) {
                 Ok(Some((fd, peer))) => {
                     self.warned_exhausted = false;
-                    // Relaxed: a counter.
-                    self.engine.loops[self.index]
-                        .connections
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.engine.loops[self.index].add_connection();
                     self.adopt(ConnEntry::new(fd, peer, listen_index, is_tcp), None);
                 }
                 Ok(None) => return,
@@ -1080,10 +1117,7 @@ impl<H: EventHandler> EventLoop<H> {
                 is_tcp,
             } => {
                 if self.engine.loops_stopping() {
-                    // Relaxed: a counter; the socket closes as `fd` drops.
-                    self.engine.loops[self.index]
-                        .connections
-                        .fetch_sub(1, Ordering::Relaxed);
+                    self.engine.loops[self.index].remove_connection();
                     return;
                 }
                 self.adopt(ConnEntry::new(fd, peer, listener, is_tcp), None);
@@ -1159,9 +1193,7 @@ impl<H: EventHandler> EventLoop<H> {
         self.apply_socket_options(&entry);
         let Some(key) = self.conns.insert(entry) else {
             log::error!("loop {} cannot hold more connections", self.index);
-            self.engine.loops[self.index]
-                .connections
-                .fetch_sub(1, Ordering::Relaxed);
+            self.engine.loops[self.index].remove_connection();
             if let Some(done) = done {
                 done.complete(Err(Error::ConnectionClosed));
             }
@@ -1176,10 +1208,7 @@ impl<H: EventHandler> EventLoop<H> {
         if let Err(e) = self.poller.add(entry.fd.as_fd(), key.token(), interest) {
             log::warn!("could not register a connection from {}: {e}", entry.peer);
             self.conns.remove(key);
-            // Relaxed: a counter.
-            self.engine.loops[self.index]
-                .connections
-                .fetch_sub(1, Ordering::Relaxed);
+            self.engine.loops[self.index].remove_connection();
             if let Some(done) = done {
                 done.complete(Err(Error::io("register a connection", e)));
             }
@@ -1286,6 +1315,17 @@ impl<H: EventHandler> EventLoop<H> {
                         io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
                     );
                     self.fail_dial(key, error);
+                }
+                Some((at, _)) if at <= self.now_ms && entry.lingering.is_some() => {
+                    let reason = entry
+                        .lingering
+                        .take()
+                        .map_or(CloseReason::Local, |l| l.reason);
+                    log::debug!(
+                        "loop {}: closing with unsent bytes after the drain deadline",
+                        self.index
+                    );
+                    self.close_conn(key, reason);
                 }
                 Some((at, kind)) if at <= self.now_ms => {
                     bump(&self.engine.loops[self.index].counters.timeouts, 1);

@@ -254,7 +254,12 @@ impl ConnHandle {
     /// Like [`close`](Self::close); `on_done` runs on the loop with `Ok(())`
     /// once closed, or `Err(ConnectionClosed)` if it already was.
     pub fn close_with(&self, on_done: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
-        self.stream_only("close on a datagram handle")?;
+        if self.peer.is_some() {
+            // Every callback runs exactly once, refusals included.
+            let what = "close on a datagram handle";
+            Completion::new(Some(Box::new(on_done))).complete(Err(Error::Unsupported(what)));
+            return Err(Error::Unsupported(what));
+        }
         self.send(LoopMessage::Close {
             id: self.id,
             done: Completion::new(Some(Box::new(on_done))),

@@ -51,6 +51,9 @@ pub enum CloseReason {
     /// The outbound queue passed its high-water mark under the
     /// [`BackPressure::Close`](crate::BackPressure::Close) policy.
     BackPressure,
+    /// The peer sent more than the handler consumed, past the engine's
+    /// [`max_inbound`](crate::Options::max_inbound).
+    InboundLimit,
 }
 
 /// Which timeout closed a connection.
@@ -91,6 +94,7 @@ impl fmt::Display for CloseReason {
             Self::Timeout(TimeoutKind::Write) => f.write_str("write timeout"),
             Self::Timeout(TimeoutKind::Connect) => f.write_str("connect timeout"),
             Self::BackPressure => f.write_str("outbound queue above its high-water mark"),
+            Self::InboundLimit => f.write_str("unconsumed input above the inbound limit"),
         }
     }
 }

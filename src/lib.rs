@@ -6,6 +6,7 @@ mod acceptor;
 mod addr;
 mod balancer;
 mod buffer;
+pub mod codec;
 mod conn;
 mod engine;
 mod error;

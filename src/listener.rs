@@ -63,14 +63,33 @@ impl Listener {
 
     /// Binds a UDP socket for one loop (always `SO_REUSEPORT`, so every
     /// loop can bind the same address and the kernel spreads datagrams).
-    pub(crate) fn bind_udp(addr: &ListenAddr, options: &Options) -> Result<(OwnedFd, ListenAddr)> {
+    /// `first` is the engine's first socket on this address (the one that
+    /// checks the port is free); the others join it.
+    pub(crate) fn bind_udp(
+        addr: &ListenAddr,
+        options: &Options,
+        first: bool,
+    ) -> Result<(OwnedFd, ListenAddr)> {
         let SockAddr::Inet(sa) = addr.sock_addr() else {
             return Err(Error::invalid_address(
                 &addr.to_string(),
                 "UDP needs an IP address",
             ));
         };
-        let fd = sys::socket::udp_socket(*sa, &listen_options(options, true))
+        let mut sa = *sa;
+        if first && !options.reuse_port {
+            // Every loop binds the port with SO_REUSEPORT; outside reuseport
+            // mode a port already in use must be refused (as TCP refuses it),
+            // not silently shared. A plain bind tells, and picks port 0's port.
+            let probe = sys::socket::udp_socket(sa, &udp_options(options, false))
+                .map_err(|e| Error::io("bind a UDP socket", e))?;
+            let bound =
+                sys::socket::local_addr(probe.as_fd()).map_err(|e| Error::io("getsockname", e))?;
+            if let SockAddr::Inet(b) = bound {
+                sa = b;
+            }
+        }
+        let fd = sys::socket::udp_socket(sa, &udp_options(options, true))
             .map_err(|e| Error::io("bind a UDP socket", e))?;
         let bound = sys::socket::local_addr(fd.as_fd()).map_err(|e| Error::io("getsockname", e))?;
         Ok((fd, addr.with_sock_addr(bound)))
@@ -88,6 +107,15 @@ fn listen_options(options: &Options, reuse_port: bool) -> sys::socket::ListenOpt
         backlog: options.listen_backlog,
         recv_buffer: options.recv_buffer_size,
         send_buffer: options.send_buffer_size,
+    }
+}
+
+/// UDP never gets `SO_REUSEADDR`: on a datagram socket it lets any other
+/// socket share the port, which would silently split the traffic.
+fn udp_options(options: &Options, reuse_port: bool) -> sys::socket::ListenOptions {
+    sys::socket::ListenOptions {
+        reuse_addr: false,
+        ..listen_options(options, reuse_port)
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::os::fd::OwnedFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::addr::{ListenAddr, SockAddr};
 use crate::error::{Error, Result};
@@ -31,15 +32,23 @@ impl<T: 'static> Completion<T> {
 
     pub(crate) fn complete(mut self, result: Result<T>) {
         if let Some(cb) = self.callback.take() {
-            cb(result);
+            run_callback(cb, result);
         }
+    }
+}
+
+/// Runs a user's completion callback; a panic in it is caught and logged, so
+/// it can never unwind through the loop (or the thread) that answers it.
+fn run_callback<T>(cb: Box<dyn FnOnce(Result<T>) + Send>, result: Result<T>) {
+    if catch_unwind(AssertUnwindSafe(move || cb(result))).is_err() {
+        log::error!("a completion callback panicked");
     }
 }
 
 impl<T: 'static> Drop for Completion<T> {
     fn drop(&mut self) {
         if let Some(cb) = self.callback.take() {
-            cb(Err(Error::EngineStopped));
+            run_callback(cb, Err(Error::EngineStopped));
         }
     }
 }

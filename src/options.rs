@@ -245,10 +245,16 @@ pub struct Options {
     pub write_water_marks: WaterMarks,
     /// What passing the high-water mark does. Default: pause reading.
     pub back_pressure: BackPressure,
+    /// The most bytes a connection may leave unconsumed between callbacks
+    /// (a partial request waiting for the rest). A peer that pushes past it
+    /// is closed with [`CloseReason::InboundLimit`](crate::CloseReason::InboundLimit).
+    /// Default 64 MiB.
+    pub max_inbound: usize,
     /// How long a dial may take to connect. Default 10 s.
     pub connect_timeout: Duration,
     /// How long a stop waits for connections to flush what they have queued
-    /// before closing them hard. Default 5 s.
+    /// before closing them hard; also how long a connection closed with
+    /// [`Action::Close`](crate::Action::Close) may take to flush. Default 5 s.
     pub drain_timeout: Duration,
     /// Worker-pool threads. Default: 4 per core, at least 4.
     pub workers: usize,
@@ -282,6 +288,7 @@ impl Default for Options {
             back_pressure: BackPressure::PauseReading,
             drain_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            max_inbound: 64 << 20,
             workers: (4 * std::thread::available_parallelism().map_or(1, usize::from)).max(4),
             job_queue_capacity: 4096,
             pool_shutdown: PoolShutdown::Finish,
@@ -366,6 +373,12 @@ impl Options {
             ));
         }
         self.timeouts.validate()?;
+        if self.max_inbound < self.read_buffer_size {
+            return bad(format!(
+                "max inbound {} is below the read buffer size {}",
+                self.max_inbound, self.read_buffer_size
+            ));
+        }
         if self.connect_timeout < Duration::from_millis(1) {
             return bad(format!(
                 "connect timeout {:?} is below 1 ms",

@@ -12,7 +12,8 @@
 //!
 //! # Shutdown
 //!
-//! [`WorkerPool::shutdown`] refuses new jobs, then applies the
+//! [`WorkerPool::shutdown`] refuses new jobs (a `submit_wait` already waiting
+//! for room still gets its job in), then applies the
 //! [`PoolShutdown`] policy to the queued ones — [`Finish`](PoolShutdown::Finish)
 //! runs them all (the default), [`Cancel`](PoolShutdown::Cancel) drops them
 //! unrun — and joins every worker. An engine shuts its pool down after it has
@@ -31,12 +32,6 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::error::{Error, Result};
 
 type Job = Box<dyn FnOnce() + Send>;
-
-enum Task {
-    Run(Job),
-    /// One per worker, queued behind every job at shutdown.
-    Exit,
-}
 
 /// What happens to queued jobs when the pool shuts down.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -103,10 +98,12 @@ pub(crate) fn on_worker_thread() -> bool {
 }
 
 struct Inner {
-    jobs: Sender<Task>,
-    /// Write-locked once, by shutdown: a submit holds the read lock across
-    /// its check and its send, so no job can slip in behind the exit markers.
-    closed: RwLock<bool>,
+    /// The queue's sending side; taken (dropped) by shutdown, after which
+    /// workers finish what is queued and see the queue disconnected. Never
+    /// held locked across a blocking call.
+    jobs: RwLock<Option<Sender<Job>>>,
+    /// For `queued()`.
+    queue: Receiver<Job>,
     cancelled: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     workers: usize,
@@ -155,8 +152,8 @@ impl WorkerPool {
         }
         let (jobs, queue) = crossbeam_channel::bounded(queue_capacity);
         let inner = Arc::new(Inner {
-            jobs,
-            closed: RwLock::new(false),
+            jobs: RwLock::new(Some(jobs)),
+            queue: queue.clone(),
             cancelled: AtomicBool::new(false),
             threads: Mutex::new(Vec::with_capacity(workers)),
             workers,
@@ -192,17 +189,15 @@ impl WorkerPool {
     }
 
     fn submit_boxed(&self, job: Job) -> Result<(), SubmitError> {
-        let closed = self.inner.closed.read().unwrap_or_else(|e| e.into_inner());
-        if *closed {
+        let jobs = self.inner.jobs.read().unwrap_or_else(|e| e.into_inner());
+        let Some(jobs) = jobs.as_ref() else {
             return Err(SubmitError { job, full: false });
-        }
-        match self.inner.jobs.try_send(Task::Run(job)) {
+        };
+        // try_send never blocks, so the read lock is held only briefly.
+        match jobs.try_send(job) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(Task::Run(job))) => Err(SubmitError { job, full: true }),
-            Err(TrySendError::Disconnected(Task::Run(job))) => {
-                Err(SubmitError { job, full: false })
-            }
-            Err(_) => unreachable!("only Run tasks are submitted"),
+            Err(TrySendError::Full(job)) => Err(SubmitError { job, full: true }),
+            Err(TrySendError::Disconnected(job)) => Err(SubmitError { job, full: false }),
         }
     }
 
@@ -213,20 +208,20 @@ impl WorkerPool {
         if crate::engine::on_a_loop_thread() {
             return self.submit(job);
         }
-        let closed = self.inner.closed.read().unwrap_or_else(|e| e.into_inner());
-        if *closed {
-            return Err(SubmitError {
-                job: Box::new(job),
-                full: false,
-            });
-        }
-        match self.inner.jobs.send(Task::Run(Box::new(job))) {
-            Ok(()) => Ok(()),
-            Err(crossbeam_channel::SendError(Task::Run(job))) => {
-                Err(SubmitError { job, full: false })
-            }
-            Err(_) => unreachable!("only Run tasks are submitted"),
-        }
+        // Wait on a clone of the sender, outside the lock: a shutdown (even
+        // one started by a job) must never wait for this send.
+        let jobs = self
+            .inner
+            .jobs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let job: Job = Box::new(job);
+        let Some(jobs) = jobs else {
+            return Err(SubmitError { job, full: false });
+        };
+        jobs.send(job)
+            .map_err(|crossbeam_channel::SendError(job)| SubmitError { job, full: false })
     }
 
     /// Number of worker threads.
@@ -236,28 +231,27 @@ impl WorkerPool {
 
     /// Jobs waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.inner.jobs.len()
+        self.inner.queue.len()
     }
 
     /// Refuses new jobs, applies the shutdown policy to queued ones and joins
     /// every worker. Idempotent. Called from a worker thread it does not join
     /// (a worker cannot wait for itself); the workers still exit.
     pub fn shutdown(&self) {
-        {
-            let mut closed = self.inner.closed.write().unwrap_or_else(|e| e.into_inner());
-            if !*closed {
-                *closed = true;
-                if self.inner.policy == PoolShutdown::Cancel {
-                    // Release: workers that see it (Acquire) drop what is queued.
-                    self.inner.cancelled.store(true, Ordering::Release);
-                }
-                for _ in 0..self.inner.workers {
-                    // Behind every queued job; waits for room if the queue is
-                    // full, which workers are emptying.
-                    let _ = self.inner.jobs.send(Task::Exit);
-                }
-            }
+        let sender = self
+            .inner
+            .jobs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if sender.is_some() && self.inner.policy == PoolShutdown::Cancel {
+            // Release: workers that see it (Acquire) drop what is queued.
+            self.inner.cancelled.store(true, Ordering::Release);
         }
+        // Dropping the sender (outside the lock) disconnects the queue once
+        // any in-flight `submit_wait` is through: workers run what is queued
+        // (or drop it, when cancelled) and then exit.
+        drop(sender);
         if on_worker_thread() {
             return;
         }
@@ -269,24 +263,20 @@ impl WorkerPool {
     }
 }
 
-fn work(queue: Receiver<Task>, pool: std::sync::Weak<Inner>) {
+fn work(queue: Receiver<Job>, pool: std::sync::Weak<Inner>) {
     ON_WORKER.with(|w| w.set(true));
-    while let Ok(task) = queue.recv() {
-        match task {
-            Task::Exit => break,
-            Task::Run(job) => {
-                // Acquire: pairs with the Release in `shutdown`.
-                let cancelled = pool
-                    .upgrade()
-                    .is_some_and(|p| p.cancelled.load(Ordering::Acquire));
-                if cancelled {
-                    drop(job);
-                    continue;
-                }
-                if catch_unwind(AssertUnwindSafe(job)).is_err() {
-                    log::error!("a worker-pool job panicked; the worker carries on");
-                }
-            }
+    // Ends once the pool's sender is gone and the queue is empty.
+    while let Ok(job) = queue.recv() {
+        // Acquire: pairs with the Release in `shutdown`.
+        let cancelled = pool
+            .upgrade()
+            .is_some_and(|p| p.cancelled.load(Ordering::Acquire));
+        if cancelled {
+            drop(job);
+            continue;
+        }
+        if catch_unwind(AssertUnwindSafe(job)).is_err() {
+            log::error!("a worker-pool job panicked; the worker carries on");
         }
     }
 }

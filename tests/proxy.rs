@@ -17,19 +17,16 @@
 //! | `D` | echoes 256 KiB, then dies with a reset |
 //! | `S` | a slow starter: waits 500 ms, then echoes |
 //!
-//! # Ignored tests: two bugs
+//! # Two bugs these tests found (both fixed)
 //!
-//! The tests marked `#[ignore = "bug: …"]` fail on one of two bugs.
-//! `cargo test --test proxy -- --include-ignored` runs them.
-//!
-//! * **A relay stalls** for good once its backend-side queue passes the
-//!   high-water mark (see `slow_starting_backend`). The Unix and
-//!   small-buffer slow-starter tests fail every time; the others fail under
-//!   CPU contention. The clients of the tests that run keep at most 1 MiB
-//!   unanswered (a request/response client), so no backend-side queue
-//!   reaches the mark.
+//! * **A relay stalled** for good once its backend-side queue passed the
+//!   high-water mark (see `slow_starting_backend`): the unthrottled,
+//!   slow-starter and slow-reader tests caught it (the Unix and small-buffer
+//!   slow starters every time, the others under CPU contention). The
+//!   throttled clients keep at most 1 MiB unanswered (a request/response
+//!   client), so no backend-side queue reaches the mark there.
 //! * **An early half-close** (request and FIN before the backend connects)
-//!   loses the request (`examples/proxy.rs`).
+//!   lost the request (`examples/proxy.rs`).
 
 mod common;
 
@@ -430,17 +427,11 @@ fn relays_byte_exact_to_a_unix_backend() {
 /// Clients that write all they have at once: a backend connection's queue
 /// can pass its high-water mark whenever the backend lags.
 #[test]
-#[ignore = "bug: a relay stalls for good once its backend-side queue passes the high-water mark \
-            (src/event_loop.rs reading_blocked pauses a linked connection's own reads); \
-            intermittent here, under CPU contention"]
 fn relays_byte_exact_unthrottled_clients() {
     many_clients(2, false, None);
 }
 
 #[test]
-#[ignore = "bug: a relay stalls for good once its backend-side queue passes the high-water mark \
-            (src/event_loop.rs reading_blocked pauses a linked connection's own reads); \
-            a Unix socket's small buffers make it happen with a few MiB per client"]
 fn relays_byte_exact_unthrottled_clients_to_a_unix_backend() {
     many_clients(2, true, None);
 }
@@ -462,9 +453,6 @@ fn relays_a_large_stream_with_half_close() {
 }
 
 #[test]
-#[ignore = "bug: a relay stalls for good once its backend-side queue passes the high-water mark \
-            (src/event_loop.rs reading_blocked pauses a linked connection's own reads); \
-            intermittent here, under CPU contention"]
 fn relays_a_large_unthrottled_stream_with_half_close() {
     large_stream(None);
 }
@@ -491,24 +479,17 @@ fn slow_starting_backend(backend: StdServer) {
 }
 
 #[test]
-#[ignore = "bug: a relay stalls for good once its backend-side queue passes the high-water mark \
-            (src/event_loop.rs reading_blocked pauses a linked connection's own reads); \
-            intermittent with loopback TCP's autotuned buffers"]
 fn a_slow_starting_tcp_backend_does_not_stall_the_relay() {
     slow_starting_backend(StdServer::tcp(backend));
 }
 
 #[test]
-#[ignore = "bug: a relay stalls for good once its backend-side queue passes the high-water mark \
-            (src/event_loop.rs reading_blocked pauses a linked connection's own reads)"]
 fn a_slow_starting_tcp_backend_with_small_buffers_does_not_stall_the_relay() {
     let addr = "127.0.0.1:0".parse().unwrap();
     slow_starting_backend(StdServer::tcp_with(addr, Some(64 * 1024), backend));
 }
 
 #[test]
-#[ignore = "bug: a relay stalls for good once its backend-side queue passes the high-water mark \
-            (src/event_loop.rs reading_blocked pauses a linked connection's own reads)"]
 fn a_slow_starting_unix_backend_does_not_stall_the_relay() {
     slow_starting_backend(StdServer::unix(backend));
 }
@@ -627,9 +608,6 @@ fn bytes_sent_before_the_backend_connects_are_relayed() {
 /// FIN once the backend is there. The backend is slow to answer (its accept
 /// queue is full for the first SYN; the retransmit about 1 s later gets in).
 #[test]
-#[ignore = "bug (examples/proxy.rs): a client's EOF read before its backend connects closes the \
-            client (on_read_closed returns Close when the backend is not set), dropping the \
-            bytes it sent; the backend, once connected, is closed too"]
 fn a_client_half_closing_before_the_backend_connects_gets_its_answer() {
     let hole = BlackHole::new().expect("a black hole on loopback");
     let addr = hole.addr;
@@ -790,20 +768,15 @@ fn a_slow_reader_keeps_the_proxy_memory_bounded() {
     slow_readers(StdServer::tcp(backend), false);
 }
 
-/// Once the slow readers read, every byte comes back. It stalls when the
-/// queue that passed its mark was the backend connection's.
+/// Once the slow readers read, every byte comes back. It stalled (before the
+/// relay fix) when the queue that passed its mark was the backend
+/// connection's.
 #[test]
-#[ignore = "bug: a relay stalls for good once its backend-side queue passes the high-water mark \
-            (src/event_loop.rs reading_blocked pauses a linked connection's own reads); \
-            the read-back stalls, intermittently"]
 fn slow_readers_get_every_byte_once_they_read() {
     slow_readers(StdServer::tcp(backend), true);
 }
 
 #[test]
-#[ignore = "bug: a relay stalls for good once its backend-side queue passes the high-water mark \
-            (src/event_loop.rs reading_blocked pauses a linked connection's own reads); \
-            the read-back stalls, intermittently"]
 fn slow_readers_get_every_byte_once_they_read_unix_backend() {
     slow_readers(StdServer::unix(backend), true);
 }

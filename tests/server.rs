@@ -114,6 +114,15 @@ fn echo_engine(seen: &Arc<Seen>, greet: bool) -> ringloop::EngineBuilder<Echo> {
     })
 }
 
+/// A running test echo server on an ephemeral TCP port.
+fn echo_server(seen: &Arc<Seen>, greet: bool, loops: usize) -> Running {
+    Running::start(
+        echo_engine(seen, greet)
+            .listen("tcp://127.0.0.1:0")
+            .loops(loops),
+    )
+}
+
 /// gnet's echo scenario: greeting, then clients writing random payloads up
 /// to 1 MiB and reading them back byte-exact.
 fn echo_scenario(loops: usize, lb: LoadBalancer, doorbell: DoorbellKind) {
@@ -204,15 +213,13 @@ fn echo_over_unix_socket() {
 #[test]
 fn shutdown_action_from_a_handler() {
     let seen = Arc::new(Seen::default());
-    let server = Running::start(
-        echo_engine(&seen, false)
-            .listen("tcp://127.0.0.1:0")
-            .loops(2),
-    );
+    let server = echo_server(&seen, false, 2);
     let addr = server.tcp_addr(0);
     let mut idle: Vec<_> = (0..5).map(|_| tcp_client(addr)).collect();
-    wait_until("idle clients registered", || {
-        server.engine.connection_count() == 5
+    // Opened (not merely accepted): a socket still on its way to a loop is
+    // dropped at stop without ever opening.
+    wait_until("idle clients opened", || {
+        seen.opened.load(Ordering::SeqCst) == 5
     });
     let mut trigger = tcp_client(addr);
     trigger.write_all(b"shutdown\n").unwrap();
@@ -227,15 +234,12 @@ fn shutdown_action_from_a_handler() {
 #[test]
 fn stop_from_another_thread_closes_every_connection() {
     let seen = Arc::new(Seen::default());
-    let server = Running::start(
-        echo_engine(&seen, false)
-            .listen("tcp://127.0.0.1:0")
-            .loops(3),
-    );
+    let server = echo_server(&seen, false, 3);
     let addr = server.tcp_addr(0);
     let mut clients: Vec<_> = (0..100).map(|_| tcp_client(addr)).collect();
+    // Opened, as above.
     wait_until("100 connections", || {
-        server.engine.connection_count() == 100
+        seen.opened.load(Ordering::SeqCst) == 100
     });
     let engine = server.engine.clone();
     thread::spawn(move || engine.stop().unwrap())
@@ -253,11 +257,7 @@ fn stop_from_another_thread_closes_every_connection() {
 #[test]
 fn close_callback_runs_exactly_once_whatever_the_cause() {
     let seen = Arc::new(Seen::default());
-    let server = Running::start(
-        echo_engine(&seen, false)
-            .listen("tcp://127.0.0.1:0")
-            .loops(2),
-    );
+    let server = echo_server(&seen, false, 2);
     let addr = server.tcp_addr(0);
     // Peer EOF.
     drop(tcp_client(addr));
@@ -305,11 +305,7 @@ fn close_callback_runs_exactly_once_whatever_the_cause() {
 #[test]
 fn thousand_concurrent_connections() {
     let seen = Arc::new(Seen::default());
-    let server = Running::start(
-        echo_engine(&seen, false)
-            .listen("tcp://127.0.0.1:0")
-            .loops(2),
-    );
+    let server = echo_server(&seen, false, 2);
     let addr = server.tcp_addr(0);
     let mut clients: Vec<_> = (0..1000).map(|_| tcp_client(addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
@@ -331,11 +327,7 @@ fn thousand_concurrent_connections() {
 #[test]
 fn half_closed_client_still_gets_every_byte() {
     let seen = Arc::new(Seen::default());
-    let server = Running::start(
-        echo_engine(&seen, false)
-            .listen("tcp://127.0.0.1:0")
-            .loops(1),
-    );
+    let server = echo_server(&seen, false, 1);
     let mut s = tcp_client(server.tcp_addr(0));
     let data = payload(7, 4 << 20);
     let writer = {
@@ -402,11 +394,7 @@ fn a_peer_reset_mid_write_closes_only_its_connection() {
 #[test]
 fn a_panicking_handler_closes_only_its_connection() {
     let seen = Arc::new(Seen::default());
-    let server = Running::start(
-        echo_engine(&seen, false)
-            .listen("tcp://127.0.0.1:0")
-            .loops(1),
-    );
+    let server = echo_server(&seen, false, 1);
     let addr = server.tcp_addr(0);
     let mut good = tcp_client(addr);
     let mut bad = tcp_client(addr);
@@ -450,11 +438,7 @@ fn wake_runs_the_traffic_callback_on_an_idle_connection() {
 #[test]
 fn a_stale_handle_never_reaches_the_connection_that_reused_its_slot() {
     let seen = Arc::new(Seen::default());
-    let server = Running::start(
-        echo_engine(&seen, false)
-            .listen("tcp://127.0.0.1:0")
-            .loops(1),
-    );
+    let server = echo_server(&seen, false, 1);
     let addr = server.tcp_addr(0);
     let first = tcp_client(addr);
     wait_until("first open", || seen.opened.load(Ordering::SeqCst) == 1);
@@ -531,4 +515,61 @@ fn public_types_have_the_documented_bounds() {
     fn send<T: Send>() {}
     send::<ringloop::Pending<usize>>();
     send::<ringloop::Server<Echo>>();
+}
+
+/// Consumes nothing until a newline arrives (a "frame" with no size limit of
+/// its own), then echoes the line.
+struct LineWaiter {
+    closes: Arc<Mutex<Vec<String>>>,
+}
+
+impl EventHandler for LineWaiter {
+    type State = ();
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        let unread = conn.peek(usize::MAX);
+        if let Some(end) = unread.iter().position(|&b| b == b'\n') {
+            let line = conn.next(end + 1);
+            let _ = conn.write(line);
+        }
+        Action::None
+    }
+
+    fn on_close(&mut self, _conn: &mut Conn<'_, ()>, reason: &CloseReason) -> Action {
+        self.closes.lock().unwrap().push(format!("{reason:?}"));
+        Action::None
+    }
+}
+
+#[test]
+fn a_peer_that_never_completes_a_request_is_cut_off_at_the_inbound_limit() {
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let c = closes.clone();
+    let server = Running::start(
+        Engine::builder(move |_| LineWaiter { closes: c.clone() })
+            .listen("tcp://127.0.0.1:0")
+            .loops(1)
+            .max_inbound(1 << 20),
+    );
+    let addr = server.tcp_addr(0);
+    let mut bystander = tcp_client(addr);
+    bystander.write_all(b"half a li").unwrap();
+    // 3 MiB with no newline: past the 1 MiB limit.
+    let mut attacker = tcp_client(addr);
+    let flood = vec![b'x'; 3 << 20];
+    let _ = attacker.write_all(&flood); // may fail once the server closes it
+    assert!(
+        read_to_end(&mut attacker).is_empty(),
+        "the attacker is closed"
+    );
+    wait_until("the attacker's close", || {
+        !closes.lock().unwrap().is_empty()
+    });
+    assert_eq!(closes.lock().unwrap()[0], "InboundLimit");
+    // The bystander's half line completes and is answered.
+    bystander.write_all(b"ne\n").unwrap();
+    let mut line = [0u8; 12];
+    bystander.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"half a line\n");
+    server.stop();
 }

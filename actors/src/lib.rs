@@ -54,8 +54,9 @@
 //!
 //! When the owner closes or drops its mailbox, every later send fails with the
 //! message handed back. When a producer goes away, its lane is drained to the
-//! end and then reclaimed. Messages left in rings when both ends are gone are
-//! dropped exactly once.
+//! end and then reclaimed. Messages never delivered are dropped exactly once,
+//! as soon as the owner drops its mailbox (a message a sender publishes just
+//! after that is dropped by the sender itself, right after its push).
 //!
 //! # Example
 //!

@@ -93,6 +93,10 @@ impl<T> Shared<T> {
         }
         lane.try_push(value)?;
         self.notify();
+        // After notify's SeqCst fence: if the owner dropped its end meanwhile,
+        // the message is dropped now (answering whatever it carries) rather
+        // than when this lane goes.
+        lane.reclaim_if_consumer_gone();
         Ok(())
     }
 
@@ -201,6 +205,7 @@ impl<T> Mailbox<T> {
             ));
         }
         let shared = Arc::new(Shared {
+            // Relaxed: only uniqueness matters, which the RMW guarantees.
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             wake: WakeWord::new(),
             doorbell: Doorbell::new(config.doorbell)?,

@@ -25,8 +25,11 @@
 //!   visible with one `Release` store of `tail`; batch consume
 //!   ([`Consumer::drain`]) takes everything visible after one `Acquire` load of
 //!   `tail` and frees it with one `Release` store of `head`.
-//! * Undelivered messages are dropped exactly once, when the last of the two
-//!   endpoints is dropped.
+//! * Undelivered messages are dropped exactly once: when the consumer is
+//!   dropped (it reclaims what it never read), and a message published after
+//!   that is reclaimed by the producer's next
+//!   [`reclaim_if_consumer_gone`](Producer::reclaim_if_consumer_gone) or when
+//!   the last endpoint goes.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -34,7 +37,7 @@ use std::mem::MaybeUninit;
 
 use crate::error::TrySendError;
 use crate::padded::CachePadded;
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{fence, Arc, AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
 /// The largest capacity a ring accepts (2^30 slots).
 pub const MAX_CAPACITY: usize = 1 << 30;
@@ -48,6 +51,9 @@ struct Shared<T> {
     producer_closed: AtomicBool,
     /// Set once when the [`Consumer`] is dropped.
     consumer_closed: AtomicBool,
+    /// Held by whoever drops undelivered messages once the consumer is gone
+    /// (the consumer in its `Drop`, or the producer after a late push).
+    reclaiming: AtomicBool,
     mask: usize,
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
 }
@@ -66,6 +72,51 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 impl<T> Shared<T> {
     fn slot(&self, seq: usize) -> &UnsafeCell<MaybeUninit<T>> {
         &self.slots[seq & self.mask]
+    }
+}
+
+impl<T> Shared<T> {
+    /// Drops every message in `head..tail`, once the consumer is gone. Only
+    /// one thread reclaims at a time; a thread that finds the flag taken
+    /// leaves the work to its holder, who re-checks `tail` after letting go
+    /// (the fence pairs with the producer's fence between its publish and its
+    /// look at `consumer_closed`), so a message published meanwhile is never
+    /// left behind.
+    fn reclaim(&self) {
+        loop {
+            // Acquire: the previous holder's slot reads and head store
+            // happened before; Relaxed on failure: nothing is read then.
+            if self
+                .reclaiming
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                return;
+            }
+            // Acquire (both): the producer's slot writes, and the last
+            // owner's head, are visible before we read the slots.
+            let mut head = self.head.load(Ordering::Acquire);
+            let tail = self.tail.load(Ordering::Acquire);
+            while head != tail {
+                // SAFETY: the consumer is gone and we hold `reclaiming`, so
+                // nobody else reads these published slots; each is dropped
+                // once, and `head` moves past it before the flag is released.
+                self.slot(head)
+                    .with_mut(|p| unsafe { (*p).assume_init_drop() });
+                head = head.wrapping_add(1);
+            }
+            // Release: our slot reads happen before the producer reuses them.
+            self.head.store(head, Ordering::Release);
+            // Release: hands the reclaimed state to the next holder.
+            self.reclaiming.store(false, Ordering::Release);
+            // SeqCst fence: pairs with the producer's fence after its publish
+            // (see `Producer::reclaim_if_consumer_gone`): either it sees the
+            // flag free, or we see its tail now.
+            fence(Ordering::SeqCst);
+            if self.tail.load(Ordering::Acquire) == head {
+                return;
+            }
+        }
     }
 }
 
@@ -112,6 +163,7 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
         head: CachePadded::new(AtomicUsize::new(0)),
         tail: CachePadded::new(AtomicUsize::new(0)),
         producer_closed: AtomicBool::new(false),
+        reclaiming: AtomicBool::new(false),
         consumer_closed: AtomicBool::new(false),
         mask: capacity - 1,
         slots,
@@ -175,7 +227,17 @@ impl<T> Producer<T> {
         self.tail = seq.wrapping_add(1);
     }
 
-    fn publish(&self) {
+    /// Writes one message without publishing it (a batch in progress);
+    /// hands it back if the ring is full.
+    pub(crate) fn push_unpublished(&mut self, value: T) -> Result<(), T> {
+        if self.vacancy(1) == 0 {
+            return Err(value);
+        }
+        self.write_slot(value);
+        Ok(())
+    }
+
+    pub(crate) fn publish(&self) {
         // Release: makes the slot writes before it visible to the consumer's
         // Acquire load of `tail`.
         self.shared.tail.store(self.tail, Ordering::Release);
@@ -193,6 +255,18 @@ impl<T> Producer<T> {
         self.write_slot(value);
         self.publish();
         Ok(())
+    }
+
+    /// After a push, drops what this ring holds if the consumer is gone, so
+    /// a message published just as the consumer went away is not kept until
+    /// the producer is dropped. The caller must issue a `SeqCst` fence between
+    /// its publish and this call (a mailbox sender's wake-up check already
+    /// does); the consumer's `Drop` fences on its side.
+    pub fn reclaim_if_consumer_gone(&mut self) {
+        // Acquire: pairs with the Release in `Consumer::drop`.
+        if self.shared.consumer_closed.load(Ordering::Acquire) {
+            self.shared.reclaim();
+        }
     }
 
     /// Starts a batch: messages pushed into it become visible to the consumer
@@ -268,10 +342,9 @@ impl<T> PushBatch<'_, T> {
         if self.closed {
             return Err(TrySendError::Closed(value));
         }
-        if self.producer.vacancy(1) == 0 {
-            return Err(TrySendError::Full(value));
-        }
-        self.producer.write_slot(value);
+        self.producer
+            .push_unpublished(value)
+            .map_err(TrySendError::Full)?;
         self.pushed += 1;
         Ok(())
     }
@@ -396,9 +469,14 @@ impl<T> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
-        // Release: orders our last head store before the flag (the producer
-        // only uses the flag to refuse further pushes).
+        // Release: orders our last head store before the flag; a producer
+        // that sees it (Acquire) may reclaim from that head on.
         self.shared.consumer_closed.store(true, Ordering::Release);
+        // SeqCst fence: pairs with the producer's fence between publishing
+        // and checking the flag: either it sees the flag, or we see its push.
+        fence(Ordering::SeqCst);
+        // Undelivered messages are dropped now, not when the producer goes.
+        self.shared.reclaim();
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::backoff::Backoff;
 use crate::error::{SendError, SendTimeoutError, TrySendError};
 use crate::mailbox::Shared;
-use crate::ring::{Producer, PushBatch};
+use crate::ring::Producer;
 use crate::sync::Arc;
 
 /// Retries `attempt` with [`Backoff`] while the lane is full.
@@ -87,6 +87,7 @@ impl<T> Sender<T> {
         let n = self.lane.push_from(queue);
         if n > 0 {
             self.shared.notify();
+            self.lane.reclaim_if_consumer_gone();
         }
         Ok(n)
     }
@@ -109,10 +110,11 @@ impl<T> Sender<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn batch(&mut self) -> SendBatch<'_, T> {
-        let closed = self.shared.is_closed();
+        let closed = self.shared.is_closed() || self.lane.is_closed();
         SendBatch {
-            batch: Some(self.lane.batch()),
+            lane: &mut self.lane,
             shared: &self.shared,
+            pushed: 0,
             closed,
         }
     }
@@ -146,8 +148,9 @@ impl<T> fmt::Debug for Sender<T> {
 
 /// Messages sent together (see [`Sender::batch`]).
 pub struct SendBatch<'a, T> {
-    batch: Option<PushBatch<'a, T>>,
+    lane: &'a mut Producer<T>,
     shared: &'a Shared<T>,
+    pushed: usize,
     closed: bool,
 }
 
@@ -157,15 +160,16 @@ impl<T> SendBatch<'_, T> {
         if self.closed {
             return Err(TrySendError::Closed(value));
         }
-        match self.batch.as_mut() {
-            Some(batch) => batch.try_push(value),
-            None => Err(TrySendError::Closed(value)),
-        }
+        self.lane
+            .push_unpublished(value)
+            .map_err(TrySendError::Full)?;
+        self.pushed += 1;
+        Ok(())
     }
 
     /// Messages in the batch so far.
     pub fn len(&self) -> usize {
-        self.batch.as_ref().map_or(0, PushBatch::len)
+        self.pushed
     }
 
     /// `true` if nothing was added yet.
@@ -176,12 +180,11 @@ impl<T> SendBatch<'_, T> {
 
 impl<T> Drop for SendBatch<'_, T> {
     fn drop(&mut self) {
-        if let Some(batch) = self.batch.take() {
-            let any = !batch.is_empty();
-            drop(batch); // publishes
-            if any {
-                self.shared.notify();
-            }
+        if self.pushed > 0 {
+            self.lane.publish();
+            self.shared.notify();
+            // After notify's fence, as for a single send.
+            self.lane.reclaim_if_consumer_gone();
         }
     }
 }

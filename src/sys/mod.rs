@@ -184,6 +184,7 @@ pub(crate) mod testutil {
             let name = format!(
                 "ringloop-{tag}-{}-{}-{nanos}",
                 std::process::id(),
+                // Relaxed: only uniqueness matters, which the RMW guarantees.
                 SEQ.fetch_add(1, Ordering::Relaxed)
             );
             let path = std::env::temp_dir().join(name);

@@ -99,6 +99,22 @@ impl Poller {
     /// Replaces the token and interest of a registered `fd` (`ENOENT` if it
     /// is not registered). With an edge-triggered interest this also re-arms
     /// the edge: a readiness that is already present is reported again.
+    /// Registers a mailbox's doorbell for reading: edge-triggered when it is
+    /// an eventfd (every ring is a new edge, so it is never drained),
+    /// level-triggered when it is a pipe (drained each time it fires).
+    pub(crate) fn add_doorbell(
+        &self,
+        doorbell: &crate::actors::Doorbell,
+        token: Token,
+    ) -> io::Result<()> {
+        let interest = if doorbell.needs_drain() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE.edge_triggered()
+        };
+        self.add(doorbell.as_fd(), token, interest)
+    }
+
     pub(crate) fn modify(
         &self,
         fd: BorrowedFd<'_>,

@@ -4,13 +4,14 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringloop::{Engine, EngineBuilder, EventHandler, SockAddr};
+use ringloop::{Action, CloseReason, Conn, Engine, EngineBuilder, EventHandler, SockAddr};
 
 /// Generous bound on any single wait, so a broken server fails a test
 /// instead of hanging it.
@@ -148,6 +149,389 @@ pub fn reset_on_close(s: &TcpStream) {
         l_linger: 0,
     };
     nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::Linger, &linger).expect("SO_LINGER");
+}
+
+// ----- helpers added for the async-write, worker-pool and transport suites -----
+
+impl Running {
+    /// The UDP address of listener `i`.
+    pub fn udp_addr(&self, i: usize) -> std::net::SocketAddr {
+        self.tcp_addr(i)
+    }
+
+    /// The socket path of Unix listener `i`.
+    pub fn unix_path(&self, i: usize) -> PathBuf {
+        self.engine.local_addrs()[i]
+            .sock_addr()
+            .as_unix_path()
+            .unwrap_or_else(|| panic!("listener {i} is not a Unix socket"))
+            .to_path_buf()
+    }
+
+    /// Waits (bounded) for `run` to return by itself and checks it returned `Ok`.
+    pub fn join_within_patience(self) {
+        wait_until("run to return", || self.thread.is_finished());
+        self.join();
+    }
+}
+
+/// A UDP client on 127.0.0.1 with bounded reads.
+pub fn udp_client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP client");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_write_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// Sends `data` as one datagram and checks that the reply is the same bytes.
+pub fn udp_round_trip(s: &UdpSocket, to: std::net::SocketAddr, data: &[u8]) {
+    s.send_to(data, to).expect("send a datagram");
+    let mut buf = vec![0u8; 65536];
+    let (n, from) = s.recv_from(&mut buf).expect("receive the echo");
+    assert_eq!(from, to, "the reply comes from the server's address");
+    assert!(
+        buf[..n] == *data,
+        "datagram echo of {} bytes differs ({n} back)",
+        data.len()
+    );
+}
+
+/// A stream that can be split into a reading and a writing half.
+pub trait Duplex: Read + Write + Send + Sized + 'static {
+    fn duplicate(&self) -> Self;
+}
+
+impl Duplex for TcpStream {
+    fn duplicate(&self) -> Self {
+        self.try_clone().expect("clone a TCP stream")
+    }
+}
+
+impl Duplex for UnixStream {
+    fn duplicate(&self) -> Self {
+        self.try_clone().expect("clone a Unix stream")
+    }
+}
+
+/// Writes every payload back to back from a second thread while this one
+/// reads the echo, then checks it is their exact concatenation.
+pub fn pipelined_echo<S: Duplex>(stream: &mut S, payloads: Vec<Vec<u8>>) {
+    let expected: Vec<u8> = payloads.concat();
+    let mut writer = stream.duplicate();
+    let writing = std::thread::spawn(move || {
+        for p in &payloads {
+            writer.write_all(p).expect("write");
+        }
+    });
+    let mut back = vec![0u8; expected.len()];
+    stream.read_exact(&mut back).expect("read the echo");
+    writing.join().expect("writer thread");
+    if back != expected {
+        let at = back.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!(
+            "echo of {} bytes differs, first at byte {at:?}",
+            expected.len()
+        );
+    }
+}
+
+/// A latch that blocks callers of [`Gate::wait`] until [`Gate::open`].
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Gate {
+    pub fn new() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cond.notify_all();
+    }
+
+    /// Waits until the gate opens; `false` if it stayed shut for `PATIENCE`.
+    pub fn wait(&self) -> bool {
+        let guard = self.open.lock().unwrap();
+        let (guard, _) = self
+            .cond
+            .wait_timeout_while(guard, PATIENCE, |open| !*open)
+            .unwrap();
+        *guard
+    }
+
+    pub fn is_open(&self) -> bool {
+        *self.open.lock().unwrap()
+    }
+}
+
+type OpenHook<S> = Arc<dyn Fn(&mut Conn<'_, S>) -> Action + Send + Sync>;
+type CloseHook<S> = Arc<dyn Fn(&mut Conn<'_, S>, &CloseReason) -> Action + Send + Sync>;
+
+/// A handler made of closures, shared by every loop (one clone per loop).
+pub struct Hooks<S> {
+    open: Option<OpenHook<S>>,
+    traffic: Option<OpenHook<S>>,
+    close: Option<CloseHook<S>>,
+}
+
+impl<S> Clone for Hooks<S> {
+    fn clone(&self) -> Self {
+        Hooks {
+            open: self.open.clone(),
+            traffic: self.traffic.clone(),
+            close: self.close.clone(),
+        }
+    }
+}
+
+impl<S: 'static> Hooks<S> {
+    pub fn new() -> Self {
+        Hooks {
+            open: None,
+            traffic: None,
+            close: None,
+        }
+    }
+
+    pub fn on_open(
+        mut self,
+        f: impl Fn(&mut Conn<'_, S>) -> Action + Send + Sync + 'static,
+    ) -> Self {
+        self.open = Some(Arc::new(f));
+        self
+    }
+
+    pub fn on_traffic(
+        mut self,
+        f: impl Fn(&mut Conn<'_, S>) -> Action + Send + Sync + 'static,
+    ) -> Self {
+        self.traffic = Some(Arc::new(f));
+        self
+    }
+
+    pub fn on_close(
+        mut self,
+        f: impl Fn(&mut Conn<'_, S>, &CloseReason) -> Action + Send + Sync + 'static,
+    ) -> Self {
+        self.close = Some(Arc::new(f));
+        self
+    }
+
+    /// An engine builder whose every loop runs these hooks.
+    pub fn builder(self) -> EngineBuilder<Hooks<S>> {
+        Engine::builder(move |_| self.clone())
+    }
+}
+
+impl<S: 'static> EventHandler for Hooks<S> {
+    type State = S;
+
+    fn on_open(&mut self, conn: &mut Conn<'_, S>) -> Action {
+        self.open.as_ref().map_or(Action::None, |f| f(conn))
+    }
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, S>) -> Action {
+        self.traffic.as_ref().map_or(Action::None, |f| f(conn))
+    }
+
+    fn on_close(&mut self, conn: &mut Conn<'_, S>, reason: &CloseReason) -> Action {
+        self.close
+            .as_ref()
+            .map_or(Action::None, |f| f(conn, reason))
+    }
+}
+
+/// Echoes every byte straight back.
+pub fn echo_now<S>(conn: &mut Conn<'_, S>) -> Action {
+    let data = conn.read_all();
+    match conn.write(data) {
+        Ok(_) => Action::None,
+        Err(_) => Action::Close,
+    }
+}
+
+/// A short name for a close reason.
+pub fn reason_kind(reason: &CloseReason) -> &'static str {
+    match reason {
+        CloseReason::Eof => "eof",
+        CloseReason::Reset => "reset",
+        CloseReason::Error(_) => "error",
+        CloseReason::Local => "local",
+        CloseReason::Requested => "requested",
+        CloseReason::Shutdown => "shutdown",
+        _ => "other",
+    }
+}
+
+/// Whether the command-line tool `cmd` (from Debian package `package`) can be
+/// run. If it is missing and this process runs as root with `apt-get`
+/// available, tries once to install the package (CI's `.ci/run` installs
+/// them beforehand). On failure prints why the calling test is skipped.
+pub fn have_tool(cmd: &str, package: &str) -> bool {
+    use std::process::{Command, Stdio};
+    let present = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present(cmd) {
+        return true;
+    }
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !present(cmd) && root && present("apt-get") {
+        eprintln!("{cmd} not found: trying `apt-get install -y {package}`");
+        let _ = Command::new("timeout")
+            .args([
+                "300",
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+            ])
+            .arg(package)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    if present(cmd) {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED: `{cmd}` is not installed (Debian package `{package}`); \
+         install it to run this test (.ci/run does)"
+    );
+    false
+}
+
+pub mod child;
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (children
+/// started afterwards inherit it) and returns the new soft limit.
+pub fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    }
+    hard.max(soft)
+}
+
+/// Open file descriptors of process `pid`.
+pub fn fd_count_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A `kB` line (`VmRSS`, `VmHWM`, ...) of `/proc/PID/status`, in bytes.
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kib: u64 = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("a number of kB");
+    kib * 1024
+}
+
+/// Resident memory of process `pid`, in bytes.
+pub fn rss_of(pid: u32) -> u64 {
+    proc_status_bytes(pid, "VmRSS")
+}
+
+/// User plus system CPU time of every thread of `pid` (fields 14 and 15 of
+/// `/proc/PID/stat`; one clock tick of resolution).
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("a ')' in stat") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3, so field N is fields[N - 3].
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+}
+
+/// The byte at `offset` of an endless deterministic stream (different per
+/// `seed`): lets a reader check every byte of a long push without keeping
+/// a copy of it.
+pub fn stream_byte(seed: u64, offset: u64) -> u8 {
+    let x = (offset ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0x2545_F491_4F6C_DD1D);
+    (x >> 56) as u8 ^ (offset >> 12) as u8
+}
+
+/// `len` bytes of [`stream_byte`]'s stream for `seed`, from `offset`.
+pub fn stream_bytes(seed: u64, offset: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| stream_byte(seed, offset + i))
+        .collect()
+}
+
+/// Checks that `got` is the stream for `seed` at `offset`; panics naming the
+/// first differing byte.
+pub fn check_stream(seed: u64, offset: u64, got: &[u8]) {
+    for (i, &b) in got.iter().enumerate() {
+        let at = offset + i as u64;
+        let want = stream_byte(seed, at);
+        assert!(
+            b == want,
+            "stream {seed}: byte {at} is {b:#04x}, expected {want:#04x}"
+        );
+    }
+}
+
+/// Warnings and errors logged by ringloop in this process (once
+/// [`capture_logs`] was called).
+pub fn captured_logs() -> Vec<String> {
+    LOGS.lock().unwrap().clone()
+}
+
+static LOGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            LOGS.lock()
+                .unwrap()
+                .push(format!("{} {}", record.level(), record.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Installs a logger keeping ringloop's warnings and errors for
+/// [`captured_logs`] (idempotent).
+pub fn capture_logs() {
+    static CAPTURE: Capture = Capture;
+    if log::set_logger(&CAPTURE).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
 }
 
 // ----- peers for client-side tests -----

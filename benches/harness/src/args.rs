@@ -95,12 +95,27 @@ impl Args {
 
 /// Parses `tcp://HOST:PORT` (or a bare `HOST:PORT`) into a socket address.
 pub fn parse_url(url: &str) -> Result<SocketAddr> {
-    let rest = url.strip_prefix("tcp://").unwrap_or(url);
-    if rest.contains("://") {
-        return Err(format!("{url:?}: only tcp:// addresses are supported").into());
+    match parse_endpoint(url)? {
+        (false, addr) => Ok(addr),
+        (true, _) => Err(format!("{url:?}: only tcp:// addresses are supported here").into()),
     }
-    rest.parse()
-        .map_err(|e| format!("{url:?}: expected tcp://IP:PORT ({e})").into())
+}
+
+/// Parses `tcp://IP:PORT`, `udp://IP:PORT` or a bare `IP:PORT` (TCP);
+/// returns whether it is UDP, and the address.
+pub fn parse_endpoint(url: &str) -> Result<(bool, SocketAddr)> {
+    let (udp, rest) = if let Some(rest) = url.strip_prefix("udp://") {
+        (true, rest)
+    } else {
+        (false, url.strip_prefix("tcp://").unwrap_or(url))
+    };
+    if rest.contains("://") {
+        return Err(format!("{url:?}: only tcp:// and udp:// addresses are supported").into());
+    }
+    let addr = rest
+        .parse()
+        .map_err(|e| format!("{url:?}: expected tcp://IP:PORT or udp://IP:PORT ({e})"))?;
+    Ok((udp, addr))
 }
 
 /// Seconds as a float, rejecting negative and non-finite values.
@@ -153,5 +168,11 @@ mod tests {
         );
         assert!(parse_url("udp://127.0.0.1:9000").is_err());
         assert!(parse_url("tcp://localhost").is_err());
+        assert_eq!(
+            parse_endpoint("udp://127.0.0.1:9000").unwrap(),
+            (true, "127.0.0.1:9000".parse().unwrap())
+        );
+        assert!(!parse_endpoint("tcp://127.0.0.1:9000").unwrap().0);
+        assert!(parse_endpoint("unix:///tmp/x").is_err());
     }
 }

@@ -1,7 +1,6 @@
 //! `harness bench`: every server, every scenario, alternated, one table.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::hist::Histogram;
@@ -11,6 +10,7 @@ use crate::server::{Server, Stopped};
 use crate::Result;
 
 /// One load shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scenario {
     /// Concurrent connections.
     pub conns: usize,
@@ -18,7 +18,7 @@ pub struct Scenario {
     pub size: usize,
 }
 
-/// The scenarios of every run.
+/// The default scenarios.
 pub const SCENARIOS: [Scenario; 3] = [
     Scenario {
         conns: 50,
@@ -35,21 +35,54 @@ pub const SCENARIOS: [Scenario; 3] = [
 ];
 
 impl Scenario {
-    /// "50 conns × 512 B".
-    pub fn label(&self) -> String {
+    /// Parses `CONNSxSIZE`, for example `1000x512`.
+    pub fn parse(text: &str) -> Result<Scenario> {
+        let (conns, size) = text
+            .split_once('x')
+            .ok_or_else(|| format!("scenario {text:?}: expected CONNSxSIZE, e.g. 50x512"))?;
+        let conns: usize = conns
+            .trim()
+            .parse()
+            .map_err(|e| format!("scenario {text:?}: {e}"))?;
+        let size: usize = size
+            .trim()
+            .parse()
+            .map_err(|e| format!("scenario {text:?}: {e}"))?;
+        if conns == 0 || size == 0 {
+            return Err(
+                format!("scenario {text:?}: connections and size must be above zero").into(),
+            );
+        }
+        Ok(Scenario { conns, size })
+    }
+
+    /// "… conns × …", or "… UDP sockets × …" for UDP.
+    pub fn label_for(&self, udp: bool) -> String {
         let size = if self.size % 1024 == 0 {
             format!("{} KiB", self.size / 1024)
         } else {
             format!("{} B", self.size)
         };
-        format!("{} conns × {size}", thousands(self.conns as f64))
+        format!(
+            "{} {} × {size}",
+            thousands(self.conns as f64),
+            if udp { "UDP sockets" } else { "conns" }
+        )
     }
 }
 
 /// Settings of one `harness bench`.
 pub struct BenchConfig {
-    /// ringloop's echo binary, or `None` to compare the peers only.
-    pub ringloop: Option<PathBuf>,
+    /// Heading of the report.
+    pub title: String,
+    /// The servers compared, in the order of the first round.
+    pub servers: Vec<Server>,
+    /// Servers whose figures the others are divided by (one column each).
+    pub peers: Vec<String>,
+    /// The load shapes.
+    pub scenarios: Vec<Scenario>,
+    /// Whether ringloop was left out on purpose (said in the header).
+    pub ringloop_skipped: bool,
     /// How many times each server runs each scenario.
     pub rounds: usize,
     /// Warm-up before each measured window.
@@ -60,38 +93,49 @@ pub struct BenchConfig {
     pub load_threads: usize,
     /// Connections of the idle-memory test (0 skips it).
     pub idle_conns: usize,
+    /// Run the idle-memory test only, no load scenario.
+    pub idle_only: bool,
 }
 
 /// Runs everything and prints the markdown report on stdout (progress on
 /// stderr). Returns whether every run was clean.
 pub fn run(cfg: &BenchConfig) -> Result<bool> {
-    let harness = std::env::current_exe()?;
-    let mut servers = Vec::new();
-    if let Some(path) = &cfg.ringloop {
-        servers.push(Server::ringloop(path.clone()));
-    }
-    servers.push(Server::tokio(harness.clone()));
-    servers.push(Server::epoll(harness));
+    let servers = &cfg.servers;
     let load_before = loadavg();
     let mut problems = Vec::new();
+    let udp = servers.iter().any(|s| s.udp);
+    if servers.iter().any(|s| s.udp != udp) {
+        return Err("one bench compares TCP servers or UDP servers, not both".into());
+    }
 
     // results[scenario][server]: one report per round.
-    let mut results: Vec<Vec<Vec<LoadReport>>> = SCENARIOS
+    let mut results: Vec<Vec<Vec<LoadReport>>> = cfg
+        .scenarios
         .iter()
         .map(|_| servers.iter().map(|_| Vec::new()).collect())
         .collect();
-    for (s, scenario) in SCENARIOS.iter().enumerate() {
+    let scenarios = if cfg.idle_only {
+        0
+    } else {
+        cfg.scenarios.len()
+    };
+    for (s, scenario) in cfg.scenarios.iter().enumerate().take(scenarios) {
         for round in 1..=cfg.rounds {
-            for (k, server) in servers.iter().enumerate() {
+            // Round r starts with server r - 1 (mod n): over n rounds every
+            // server takes every position once, which cancels position bias
+            // (a warm cache, a neighbour's job starting) to first order.
+            for k in rotation(servers.len(), round - 1) {
+                let server = &servers[k];
                 eprintln!(
                     "{} · round {round}/{} · {}",
-                    scenario.label(),
+                    scenario.label_for(udp),
                     cfg.rounds,
                     server.name
                 );
                 let running = server.start()?;
                 let report = load::run(&LoadConfig {
                     addr: running.addr,
+                    udp,
                     conns: scenario.conns,
                     size: scenario.size,
                     warmup: cfg.warmup,
@@ -101,8 +145,9 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
                     other_pids: Vec::new(),
                 });
                 stop(running, &mut problems)?;
-                let report = report
-                    .map_err(|e| format!("{} under {}: {e}", server.name, scenario.label()))?;
+                let report = report.map_err(|e| {
+                    format!("{} under {}: {e}", server.name, scenario.label_for(udp))
+                })?;
                 eprintln!("    {}", report.summary());
                 for e in &report.error_samples {
                     eprintln!("    error: {e}");
@@ -111,7 +156,7 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
                     problems.push(format!(
                         "{} under {}, round {round}: {} connection(s) lost, {} stalled; first errors: {:?}",
                         server.name,
-                        scenario.label(),
+                        scenario.label_for(udp),
                         report.errors,
                         report.stalled,
                         report.error_samples
@@ -123,8 +168,8 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
     }
 
     let mut idle: Vec<Option<IdleReport>> = Vec::new();
-    for server in &servers {
-        if cfg.idle_conns == 0 {
+    for server in servers {
+        if cfg.idle_conns == 0 || server.udp {
             idle.push(None);
             continue;
         }
@@ -139,24 +184,30 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
 
     print!(
         "{}",
-        render(cfg, &servers, &results, &idle, &load_before, &problems)
+        render(cfg, &results, &idle, &load_before, &problems, udp)
     );
     Ok(problems.is_empty())
 }
 
+/// The order of servers in round `round` (0-based) of `n` servers.
+pub fn rotation(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + round) % n.max(1))
+}
+
 /// Stops a server and notes how it ended if that was not clean.
 pub fn stop(running: crate::server::Running, problems: &mut Vec<String>) -> Result<()> {
-    let name = running.name;
+    let name = running.name.clone();
+    let signal = running.stop_signal();
     match running.stop()? {
         Stopped::Early(status) => {
             problems.push(format!("{name} exited by itself during the run: {status}"))
         }
         Stopped::Exited(status) if status.success() => {}
-        Stopped::Exited(status) => problems.push(format!(
-            "{name} did not exit cleanly when stopped: {status}"
-        )),
+        Stopped::Exited(status) => {
+            problems.push(format!("{name} did not exit cleanly on {signal}: {status}"))
+        }
         Stopped::Killed => problems.push(format!(
-            "{name} was still running 5 s after SIGTERM and was killed"
+            "{name} was still running 5 s after {signal} and was killed"
         )),
     }
     Ok(())
@@ -178,6 +229,8 @@ pub struct Summary {
     pub lost: u64,
     /// Connections that completed no round trip in a window.
     pub stalled: usize,
+    /// UDP only: datagrams that got no reply in time.
+    pub datagrams_lost: u64,
 }
 
 /// Sums up the runs of one server under one scenario.
@@ -185,119 +238,138 @@ pub fn summarize(runs: &[LoadReport]) -> Summary {
     let messages: u64 = runs.iter().map(|r| r.messages).sum();
     let window: f64 = runs.iter().map(|r| r.window.as_secs_f64()).sum();
     let rates: Vec<f64> = runs.iter().map(LoadReport::rate).collect();
-    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-    let (lo, hi) = rates
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     let mut latency = Histogram::default();
     for r in runs {
         latency.merge(&r.latency);
     }
-    // Runs whose server died have no CPU figure; leave their messages out too.
-    let (cpu, cpu_messages) = runs
+    Summary {
+        rate: messages as f64 / window,
+        spread: spread(&rates),
+        p50_us: latency.quantile(0.50) as f64 / 1e3,
+        p99_us: latency.quantile(0.99) as f64 / 1e3,
+        cpu_us: cpu_per_message(runs),
+        lost: runs.iter().map(|r| r.errors).sum(),
+        stalled: runs.iter().map(|r| r.stalled).sum(),
+        datagrams_lost: runs.iter().map(|r| r.datagrams_lost).sum(),
+    }
+}
+
+/// Server CPU µs per message over `runs`; runs whose server died have no CPU
+/// figure, and their messages are left out too.
+fn cpu_per_message(runs: &[LoadReport]) -> f64 {
+    let (cpu, messages) = runs
         .iter()
         .filter_map(|r| Some((r.server_cpu?, r.messages)))
         .fold((Duration::ZERO, 0), |(c, m), (rc, rm)| (c + rc, m + rm));
-    Summary {
-        rate: messages as f64 / window,
-        spread: (runs.len() > 1 && mean > 0.0).then(|| (hi - lo) / mean),
-        p50_us: latency.quantile(0.50) as f64 / 1e3,
-        p99_us: latency.quantile(0.99) as f64 / 1e3,
-        cpu_us: cpu.as_secs_f64() * 1e6 / cpu_messages.max(1) as f64,
-        lost: runs.iter().map(|r| r.errors).sum(),
-        stalled: runs.iter().map(|r| r.stalled).sum(),
+    cpu.as_secs_f64() * 1e6 / messages.max(1) as f64
+}
+
+/// (max − min) / mean, or `None` for fewer than two values.
+pub fn spread(values: &[f64]) -> Option<f64> {
+    let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    (values.len() > 1 && mean > 0.0).then(|| (hi - lo) / mean)
+}
+
+/// `this ÷ peer` over all rounds, with the range of the per-round ratios
+/// (each round's pair ran back to back, so the range is the noise of the
+/// ratio itself).
+pub fn ratio_cell(total: f64, total_peer: f64, per_round: &[f64]) -> String {
+    if total_peer <= 0.0 {
+        return "n/a".to_string();
     }
+    let r = total / total_peer;
+    let finite: Vec<f64> = per_round
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
+    if finite.len() < 2 {
+        return format!("{r:.2}");
+    }
+    let lo = finite.iter().copied().fold(f64::MAX, f64::min);
+    let hi = finite.iter().copied().fold(f64::MIN, f64::max);
+    format!("{r:.2} ({lo:.2}–{hi:.2})")
 }
 
 fn render(
     cfg: &BenchConfig,
-    servers: &[Server],
     results: &[Vec<Vec<LoadReport>>],
     idle: &[Option<IdleReport>],
     load_before: &str,
     problems: &[String],
+    udp: bool,
 ) -> String {
-    let names: Vec<&str> = servers.iter().map(|s| s.name).collect();
-    let peers: Vec<usize> = ["tokio", "epoll"]
+    let servers = &cfg.servers;
+    let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+    let peers: Vec<usize> = cfg
+        .peers
         .iter()
         .filter_map(|p| names.iter().position(|n| n == p))
         .collect();
-    let ratio = |this: f64, peer: f64, same: bool| {
-        if same {
-            "—".to_string()
-        } else if peer > 0.0 {
-            format!("{:.2}", this / peer)
-        } else {
-            "n/a".to_string()
-        }
-    };
 
     let mut out = String::new();
-    let _ = writeln!(out, "## Echo benchmark (loopback)\n");
-    let _ = writeln!(
-        out,
-        "{} CPUs, Linux {}; load average {} before, {} after. Servers: {}. \
-         {} round(s) per scenario, servers alternated ({}), each run {:.1} s warm-up + {:.1} s measured; \
-         load generator: mio, {} thread(s), closed loop, every byte verified.\n",
+    let _ = writeln!(out, "### {}\n", cfg.title);
+    let machine = format!(
+        "{} CPUs, Linux {}; load average {} before, {} after.",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
         load_before,
         loadavg(),
-        servers_line(servers, cfg),
-        cfg.rounds,
-        names.join(" "),
-        cfg.warmup.as_secs_f64(),
-        cfg.duration.as_secs_f64(),
-        cfg.load_threads,
     );
+    if cfg.idle_only {
+        let _ = writeln!(
+            out,
+            "{machine} Idle-connection memory only, no load scenario.\n"
+        );
+    } else {
+        let order: Vec<String> = (0..cfg.rounds.min(servers.len()))
+            .map(|r| {
+                rotation(servers.len(), r)
+                    .map(|k| names[k])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let _ =
+            writeln!(
+            out,
+            "{machine} {} round(s) per scenario, servers alternated and rotated per round ({}{}), \
+             each run {:.1} s warm-up + {:.1} s measured; load generator: mio, {} thread(s), \
+             closed loop, {}, every byte verified.\n",
+            cfg.rounds,
+            order.join(" / "),
+            if cfg.rounds > servers.len() { " / …" } else { "" },
+            cfg.warmup.as_secs_f64(),
+            cfg.duration.as_secs_f64(),
+            cfg.load_threads,
+            if udp {
+                "one datagram in flight per UDP socket"
+            } else {
+                "one message in flight per connection"
+            }
+        );
+    }
+    for s in servers {
+        let _ = writeln!(out, "- {}", s.describe());
+    }
+    if cfg.ringloop_skipped {
+        let _ = writeln!(out, "- ringloop skipped");
+    }
+    let _ = writeln!(out);
 
-    let _ = write!(
-        out,
-        "| scenario | server | msgs/s | spread | p50 µs | p99 µs | server CPU µs/msg |"
-    );
-    for &p in &peers {
-        let _ = write!(out, " msgs/s ÷ {} |", names[p]);
+    if !cfg.idle_only {
+        render_load(&mut out, cfg, results, &names, &peers, udp);
     }
-    for &p in &peers {
-        let _ = write!(out, " CPU/msg ÷ {} |", names[p]);
-    }
-    let _ = writeln!(out, " lost/stalled |");
-    let _ = writeln!(out, "|{}", "---|".repeat(8 + 2 * peers.len()));
-    for (s, scenario) in SCENARIOS.iter().enumerate() {
-        let sums: Vec<Summary> = results[s].iter().map(|runs| summarize(runs)).collect();
-        for (k, sum) in sums.iter().enumerate() {
-            let _ = write!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {:.2} |",
-                scenario.label(),
-                names[k],
-                thousands(sum.rate),
-                sum.spread
-                    .map_or("—".to_string(), |s| format!("{:.0} %", s * 100.0)),
-                micros(sum.p50_us),
-                micros(sum.p99_us),
-                sum.cpu_us
-            );
-            for &p in &peers {
-                let _ = write!(out, " {} |", ratio(sum.rate, sums[p].rate, p == k));
-            }
-            for &p in &peers {
-                let _ = write!(out, " {} |", ratio(sum.cpu_us, sums[p].cpu_us, p == k));
-            }
-            let _ = writeln!(out, " {}/{} |", sum.lost, sum.stalled);
-        }
-    }
-    let _ = writeln!(
-        out,
-        "\nmsgs/s: round trips per second over all rounds; spread: (max − min) / mean of the per-run rates (— with one round); \
-         p50/p99: round-trip latency; server CPU: the server's utime + stime over the measured window \
-         divided by messages. A msgs/s ratio above 1 and a CPU/msg ratio below 1 favour the row's server."
-    );
 
     if idle.iter().any(Option::is_some) {
-        let _ = writeln!(out);
+        if !cfg.idle_only {
+            let _ = writeln!(out);
+        }
         let _ = write!(
             out,
             "| server | idle conns | VmRSS before KiB | VmRSS after KiB | bytes per idle conn |"
@@ -319,8 +391,14 @@ fn render(
                 thousands(r.bytes_per_conn())
             );
             for &p in &peers {
-                let peer = idle[p].as_ref().map_or(0.0, IdleReport::bytes_per_conn);
-                let _ = write!(out, " {} |", ratio(r.bytes_per_conn(), peer, p == k));
+                let cell = match (&idle[p], p == k) {
+                    (_, true) => "—".to_string(),
+                    (Some(peer), false) if peer.bytes_per_conn() > 0.0 => {
+                        format!("{:.2}", r.bytes_per_conn() / peer.bytes_per_conn())
+                    }
+                    _ => "n/a".to_string(),
+                };
+                let _ = write!(out, " {cell} |");
             }
             let _ = writeln!(out);
         }
@@ -340,12 +418,110 @@ fn render(
     out
 }
 
-fn servers_line(servers: &[Server], cfg: &BenchConfig) -> String {
-    let mut parts: Vec<String> = servers.iter().map(Server::describe).collect();
-    if cfg.ringloop.is_none() {
-        parts.push("ringloop skipped".to_string());
+/// The table of the load scenarios and its legend.
+fn render_load(
+    out: &mut String,
+    cfg: &BenchConfig,
+    results: &[Vec<Vec<LoadReport>>],
+    names: &[&str],
+    peers: &[usize],
+    udp: bool,
+) {
+    let _ = write!(
+        out,
+        "| scenario | server | msgs/s | spread | p50 µs | p99 µs | server CPU µs/msg |"
+    );
+    for &p in peers {
+        let _ = write!(out, " msgs/s ÷ {} |", names[p]);
     }
-    parts.join(", ")
+    for &p in peers {
+        let _ = write!(out, " CPU/msg ÷ {} |", names[p]);
+    }
+    let _ = writeln!(
+        out,
+        " {} |",
+        if udp {
+            "dead sockets/stalled | datagrams lost"
+        } else {
+            "lost/stalled"
+        }
+    );
+    let columns = 8 + 2 * peers.len() + usize::from(udp);
+    let _ = writeln!(out, "|{}", "---|".repeat(columns));
+    for (s, scenario) in cfg.scenarios.iter().enumerate() {
+        let sums: Vec<Summary> = results[s].iter().map(|runs| summarize(runs)).collect();
+        for (k, sum) in sums.iter().enumerate() {
+            let _ = write!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {:.2} |",
+                scenario.label_for(udp),
+                names[k],
+                thousands(sum.rate),
+                sum.spread
+                    .map_or("—".to_string(), |s| format!("{:.0} %", s * 100.0)),
+                micros(sum.p50_us),
+                micros(sum.p99_us),
+                sum.cpu_us
+            );
+            let runs = &results[s][k];
+            for &p in peers {
+                let cell = if p == k {
+                    "—".to_string()
+                } else {
+                    let per_round: Vec<f64> = runs
+                        .iter()
+                        .zip(&results[s][p])
+                        .map(|(a, b)| a.rate() / b.rate())
+                        .collect();
+                    ratio_cell(sum.rate, sums[p].rate, &per_round)
+                };
+                let _ = write!(out, " {cell} |");
+            }
+            for &p in peers {
+                let cell = if p == k {
+                    "—".to_string()
+                } else {
+                    let per_round: Vec<f64> = runs
+                        .iter()
+                        .zip(&results[s][p])
+                        .map(|(a, b)| {
+                            cpu_per_message(std::slice::from_ref(a))
+                                / cpu_per_message(std::slice::from_ref(b))
+                        })
+                        .collect();
+                    ratio_cell(sum.cpu_us, sums[p].cpu_us, &per_round)
+                };
+                let _ = write!(out, " {cell} |");
+            }
+            if udp {
+                let total: u64 = runs.iter().map(|r| r.messages + r.datagrams_lost).sum();
+                let _ = writeln!(
+                    out,
+                    " {}/{} | {} ({:.2} %) |",
+                    sum.lost,
+                    sum.stalled,
+                    thousands(sum.datagrams_lost as f64),
+                    100.0 * sum.datagrams_lost as f64 / total.max(1) as f64
+                );
+            } else {
+                let _ = writeln!(out, " {}/{} |", sum.lost, sum.stalled);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nmsgs/s: round trips per second over all rounds; spread: (max − min) / mean of the per-run rates \
+         (— with one round); ratios: over all rounds, with the range of the per-round ratios in brackets \
+         (each round runs the servers back to back); p50/p99: round-trip latency; server CPU: the \
+         server's utime + stime over the measured window divided by messages. A msgs/s ratio above 1 \
+         and a CPU/msg ratio below 1 favour the row's server.{}",
+        if udp {
+            " Datagrams lost: sent in the window and not answered within 200 ms (the next one is then \
+             sent), as a share of datagrams sent."
+        } else {
+            ""
+        }
+    );
 }
 
 /// The 1-minute load average.
@@ -399,8 +575,23 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(SCENARIOS[0].label(), "50 conns × 512 B");
-        assert_eq!(SCENARIOS[1].label(), "1,000 conns × 512 B");
-        assert_eq!(SCENARIOS[2].label(), "100 conns × 16 KiB");
+        assert_eq!(SCENARIOS[0].label_for(false), "50 conns × 512 B");
+        assert_eq!(SCENARIOS[1].label_for(false), "1,000 conns × 512 B");
+        assert_eq!(SCENARIOS[2].label_for(false), "100 conns × 16 KiB");
+        assert_eq!(SCENARIOS[0].label_for(true), "50 UDP sockets × 512 B");
+        assert_eq!(
+            Scenario::parse("200x64").unwrap(),
+            Scenario {
+                conns: 200,
+                size: 64
+            }
+        );
+        assert!(Scenario::parse("200").is_err());
+        assert!(Scenario::parse("0x64").is_err());
+        let order: Vec<Vec<usize>> = (0..3).map(|r| rotation(3, r).collect()).collect();
+        assert_eq!(order, [[0, 1, 2], [1, 2, 0], [2, 0, 1]]);
+        assert_eq!(spread(&[1.0]), None);
+        assert_eq!(spread(&[1.0, 3.0]), Some(1.0));
+        assert_eq!(ratio_cell(2.0, 1.0, &[1.5, 2.5]), "2.00 (1.50–2.50)");
     }
 }

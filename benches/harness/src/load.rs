@@ -17,6 +17,8 @@ use crate::{procfs, Result};
 pub struct LoadConfig {
     /// Server address.
     pub addr: SocketAddr,
+    /// UDP datagrams (see [`crate::udp_load`]) instead of TCP connections.
+    pub udp: bool,
     /// Concurrent connections, each with one message in flight.
     pub conns: usize,
     /// Message size in bytes.
@@ -29,7 +31,8 @@ pub struct LoadConfig {
     pub threads: usize,
     /// Server process whose CPU time is sampled over the measured window.
     pub server_pid: Option<u32>,
-    /// More processes sampled over the same window (a proxy's backend).
+    /// More processes sampled over the same window (a proxy's backend;
+    /// TCP only).
     pub other_pids: Vec<u32>,
 }
 
@@ -53,9 +56,30 @@ pub struct LoadReport {
     pub other_cpu: Vec<Option<Duration>>,
     /// The load generator's own CPU time in the window.
     pub client_cpu: Duration,
+    /// UDP only: datagrams sent in the window that got no reply in time.
+    pub datagrams_lost: u64,
+    /// UDP only: replies that came after their datagram was counted lost.
+    pub datagrams_late: u64,
 }
 
 impl LoadReport {
+    /// A report with nothing in it yet, for a window of `window`.
+    pub fn empty(window: Duration) -> LoadReport {
+        LoadReport {
+            messages: 0,
+            window,
+            latency: Histogram::default(),
+            errors: 0,
+            error_samples: Vec::new(),
+            stalled: 0,
+            server_cpu: None,
+            other_cpu: Vec::new(),
+            client_cpu: Duration::ZERO,
+            datagrams_lost: 0,
+            datagrams_late: 0,
+        }
+    }
+
     /// Round trips per second.
     pub fn rate(&self) -> f64 {
         self.messages as f64 / self.window.as_secs_f64()
@@ -80,6 +104,15 @@ impl LoadReport {
             s += &format!(", server CPU {:.2} µs/msg", self.per_message_us(cpu));
         }
         s += &format!(", errors {}, stalled {}", self.errors, self.stalled);
+        if self.datagrams_lost + self.datagrams_late > 0 {
+            s += &format!(
+                ", datagrams lost {} ({:.3} %), late {}",
+                self.datagrams_lost,
+                100.0 * self.datagrams_lost as f64
+                    / (self.messages + self.datagrams_lost).max(1) as f64,
+                self.datagrams_late
+            );
+        }
         s
     }
 }
@@ -87,6 +120,9 @@ impl LoadReport {
 /// Opens the connections, runs warm-up plus measured window, and reports.
 /// Returns an error at once if any echoed byte differs from what was sent.
 pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
+    if cfg.udp {
+        return crate::udp_load::run(cfg);
+    }
     if cfg.conns == 0 || cfg.size == 0 || cfg.threads == 0 {
         return Err("--conns, --size and --threads must be at least 1".into());
     }
@@ -132,21 +168,12 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
         let (server1, client1) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
         let others1 = others();
 
-        let mut report = LoadReport {
-            messages: 0,
-            window: end - start,
-            latency: Histogram::default(),
-            errors: 0,
-            error_samples: Vec::new(),
-            stalled: 0,
-            server_cpu: None,
-            other_cpu: others0
-                .iter()
-                .zip(&others1)
-                .map(|(a, b)| Some(b.as_ref()?.saturating_sub(*a.as_ref()?)))
-                .collect(),
-            client_cpu: Duration::ZERO,
-        };
+        let mut report = LoadReport::empty(end - start);
+        report.other_cpu = others0
+            .iter()
+            .zip(&others1)
+            .map(|(a, b)| Some(b.as_ref()?.saturating_sub(*a.as_ref()?)))
+            .collect();
         let mut first_error = None;
         for w in workers {
             match w.join().expect("load thread panicked") {
@@ -187,7 +214,7 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
 }
 
 /// Sleeps until `t`, or until a worker has failed.
-fn sleep_until(t: Instant, abort: &AtomicBool) {
+pub fn sleep_until(t: Instant, abort: &AtomicBool) {
     loop {
         let now = Instant::now();
         if now >= t || abort.load(Ordering::Relaxed) {

@@ -1,11 +1,16 @@
-//! `harness`: ringloop's end-to-end benchmarks on loopback. It serves the
-//! peer echo servers (tokio, a hand-written mio loop), generates verified
-//! closed-loop load, measures idle-connection memory, and runs the whole
-//! side-by-side comparisons: echo servers (`bench`), and ringloop's proxy
-//! against HAProxy (`proxy-bench`). See `README.md` next to this crate.
+//! `harness`: ringloop's end-to-end benchmarks on loopback. For echo it
+//! serves the peer echo servers (tokio, a hand-written mio loop), generates
+//! verified closed-loop load, measures idle-connection memory, and runs the
+//! whole side-by-side comparison. For the HTTP and Redis-protocol examples
+//! it serves the peer HTTP servers (tokio + httparse, may_minihttp) and runs
+//! `wrk` and `redis-benchmark` against them, `redis-server` and ringloop.
+//! For the proxy example it runs ringloop's proxy against HAProxy in front of
+//! the same echo backend (`proxy-bench`). See `README.md` next to this crate.
 
 mod args;
+mod async_write;
 mod bench;
+mod bench_servers;
 mod connect;
 mod hist;
 mod idle;
@@ -14,31 +19,59 @@ mod pattern;
 mod procfs;
 mod proxy_bench;
 mod serve_epoll;
+mod serve_may_http;
 mod serve_tokio;
+mod serve_tokio_http;
+mod serve_tokio_udp;
 mod server;
+mod soak;
+mod stream;
+mod tools;
+mod udp_load;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use args::{parse_url, seconds, Args};
+use args::{parse_endpoint, parse_url, seconds, Args};
+use server::{Kind, Server};
+
+/// The error type of this tool.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Errors of this tool: a message for the user.
-pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub type Result<T> = std::result::Result<T, BoxError>;
 
 const USAGE: &str = "\
 usage:
-  harness serve tokio tcp://127.0.0.1:PORT [--threads 2] [--buf 16384]
+  harness serve tokio tcp://127.0.0.1:PORT [--threads 2 | --current-thread] [--buf 16384]
+  harness serve tokio-blocking tcp://127.0.0.1:PORT [--threads 2 | --current-thread]
+               [--delay-ms 1] [--blocking-threads N] [--buf 16384]
+  harness serve tokio-udp udp://127.0.0.1:PORT [--threads 2 | --current-thread]
   harness serve epoll tcp://127.0.0.1:PORT
-  harness load tcp://127.0.0.1:PORT --conns C --size S --seconds T
+  harness serve tokio-http tcp://127.0.0.1:PORT [--threads 2]
+  harness serve may-http tcp://127.0.0.1:PORT [--threads 2]
+  harness load tcp://127.0.0.1:PORT|udp://127.0.0.1:PORT --conns C --size S --seconds T
                [--threads 1] [--warmup 0.5] [--pid SERVER_PID]
   harness idle tcp://127.0.0.1:PORT --conns 10000 --pid SERVER_PID
-  harness bench [--quick] [--ringloop PATH | --skip-ringloop]
+  harness bench [--quick] [--servers ringloop,tokio,epoll] [--peers tokio,epoll]
+                [--scenarios 50x512,1000x512,100x16384] [--udp] [--title TEXT]
+                [--ringloop PATH] [--echo-pool PATH] [--skip-ringloop]
+                [--ringloop-loops 2] [--tokio-threads 2] [--delay-ms 1] [--workers 50]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
+                [--idle-only]
+  harness async-write [--quick] [--title TEXT] [--loops 1] [--workers 2] [--conns 64] [--size 64]
+                [--rates 20000,0] [--rounds 2] [--seconds 3] [--designs ringloop,naive]
+  harness bench-http [--quick] [--ringloop PATH] [--loops 2] [--threads 2] [--skip-may]
+                     [--rounds N] [--seconds T] [--warmup T] [--conns 256] [--depth 16]
+  harness bench-kv [--quick] [--ringloop PATH] [--loops 1,2] [--rounds N]
+                   [--requests N] [--requests-p1 N] [--clients 50] [--keyspace N]
+  harness soak [--server PATH] [--seconds 180] [--loops 2]
+               [--idle-timeout-ms 2000] [--echo-conns 50]
   harness proxy-bench [--quick] [--ringloop PATH] [--haproxy PATH | --skip-haproxy]
-                [--threads 1,2] [--no-direct] [--calibrate] [--rounds N] [--seconds T]
-                [--load-threads N]
+                      [--threads 1,2] [--no-direct] [--calibrate] [--rounds N] [--seconds T]
+                      [--load-threads N]
 ";
 
 fn main() -> ExitCode {
@@ -65,6 +98,10 @@ fn run() -> Result<ExitCode> {
         "load" => load(rest),
         "idle" => idle(rest),
         "bench" => bench(rest),
+        "async-write" => async_write::main(rest),
+        "bench-http" => bench_http(rest),
+        "bench-kv" => bench_kv(rest),
+        "soak" => soak(rest),
         "proxy-bench" => proxy_bench(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
@@ -75,44 +112,97 @@ fn run() -> Result<ExitCode> {
 }
 
 fn serve(argv: &[String]) -> Result<ExitCode> {
-    let args = Args::parse(argv, &["--threads", "--buf"], &[])?;
-    let [kind, url] = args.positional(&["tokio|epoll", "URL"])? else {
+    let args = Args::parse(
+        argv,
+        &["--threads", "--buf", "--delay-ms", "--blocking-threads"],
+        &["--current-thread"],
+    )?;
+    let [kind, url] = args.positional(&[
+        "tokio|tokio-blocking|tokio-udp|epoll|tokio-http|may-http",
+        "URL",
+    ])?
+    else {
         unreachable!("positional() checked the count")
     };
-    let addr = loopback(url)?;
+    let (udp, addr) = parse_endpoint(url)?;
+    loopback(url, addr)?;
+    if udp != (kind == "tokio-udp") {
+        return Err(format!(
+            "the {kind} server takes a {} address",
+            if udp { "tcp://" } else { "udp://" }
+        )
+        .into());
+    }
+    let threads = args.value("--threads")?.unwrap_or(2);
+    let current_thread = args.switch("--current-thread");
+    if current_thread && args.value::<usize>("--threads")?.is_some() {
+        return Err("--threads and --current-thread exclude each other".into());
+    }
+    let buf = args.value("--buf")?.unwrap_or(serve_tokio::DEFAULT_BUF);
+    let delay = args.value::<u64>("--delay-ms")?;
+    let blocking_threads = args.value::<usize>("--blocking-threads")?;
+    if threads == 0 || buf == 0 || blocking_threads == Some(0) {
+        return Err("--threads, --buf and --blocking-threads must be at least 1".into());
+    }
+    if kind != "tokio-blocking" && (delay.is_some() || blocking_threads.is_some()) {
+        return Err("--delay-ms and --blocking-threads are for tokio-blocking".into());
+    }
+    let runtime = serve_tokio::Runtime {
+        threads,
+        current_thread,
+        blocking_threads,
+    };
     match kind.as_str() {
-        "tokio" => {
-            let threads = args.value("--threads")?.unwrap_or(2);
-            let buf = args.value("--buf")?.unwrap_or(serve_tokio::DEFAULT_BUF);
-            if threads == 0 || buf == 0 {
-                return Err("--threads and --buf must be at least 1".into());
-            }
-            serve_tokio::run(addr, threads, buf)?;
-        }
+        "tokio" => serve_tokio::run(addr, runtime, buf, serve_tokio::Mode::Echo)?,
+        "tokio-blocking" => serve_tokio::run(
+            addr,
+            runtime,
+            buf,
+            serve_tokio::Mode::Blocking(Duration::from_millis(delay.unwrap_or(1))),
+        )?,
+        "tokio-udp" => serve_tokio_udp::run(addr, runtime)?,
         "epoll" => {
             if args.value::<usize>("--threads")?.is_some()
                 || args.value::<usize>("--buf")?.is_some()
+                || current_thread
             {
                 return Err(
                     "the epoll server is single-threaded with one shared buffer; \
-                            --threads and --buf do not apply"
+                            --threads, --current-thread and --buf do not apply"
                         .into(),
                 );
             }
             serve_epoll::run(addr)?;
         }
-        other => return Err(format!("unknown server {other:?}: expected tokio or epoll").into()),
+        "tokio-http" | "may-http" => {
+            if args.value::<usize>("--buf")?.is_some() || current_thread {
+                return Err(
+                    "--buf and --current-thread apply to the tokio echo servers only".into(),
+                );
+            }
+            if kind == "tokio-http" {
+                serve_tokio_http::run(addr, threads)?;
+            } else {
+                serve_may_http::run(addr, threads)?;
+            }
+        }
+        other => {
+            return Err(format!(
+                "unknown server {other:?}: expected tokio, tokio-blocking, tokio-udp, epoll, \
+                 tokio-http or may-http"
+            )
+            .into())
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The servers bind loopback only.
-fn loopback(url: &str) -> Result<SocketAddr> {
-    let addr = parse_url(url)?;
+fn loopback(url: &str, addr: SocketAddr) -> Result<()> {
     if !addr.ip().is_loopback() {
         return Err(format!("{url}: the peer servers bind loopback addresses only").into());
     }
-    Ok(addr)
+    Ok(())
 }
 
 fn required<T>(value: Option<T>, name: &str) -> Result<T> {
@@ -135,8 +225,10 @@ fn load(argv: &[String]) -> Result<ExitCode> {
     let [url] = args.positional(&["URL"])? else {
         unreachable!("positional() checked the count")
     };
+    let (udp, addr) = parse_endpoint(url)?;
     let cfg = load::LoadConfig {
-        addr: parse_url(url)?,
+        addr,
+        udp,
         conns: required(args.value("--conns")?, "--conns")?,
         size: required(args.value("--size")?, "--size")?,
         duration: seconds(
@@ -150,8 +242,9 @@ fn load(argv: &[String]) -> Result<ExitCode> {
     };
     let report = load::run(&cfg)?;
     println!(
-        "{} conns × {} B, {:.1} s: {} round trips, {}",
+        "{} {} × {} B, {:.1} s: {} round trips, {}",
         cfg.conns,
+        if udp { "UDP sockets" } else { "conns" },
         cfg.size,
         cfg.duration.as_secs_f64(),
         report.messages,
@@ -186,35 +279,155 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
         argv,
         &[
             "--ringloop",
+            "--echo-pool",
+            "--servers",
+            "--peers",
+            "--scenarios",
+            "--title",
+            "--ringloop-loops",
+            "--tokio-threads",
+            "--delay-ms",
+            "--workers",
             "--rounds",
             "--seconds",
             "--load-threads",
             "--idle-conns",
         ],
-        &["--quick", "--skip-ringloop"],
+        &["--quick", "--skip-ringloop", "--udp", "--idle-only"],
     )?;
     args.positional(&[])?;
     let quick = args.switch("--quick");
-    let ringloop = if args.switch("--skip-ringloop") {
+    let udp = args.switch("--udp");
+    let skip = args.switch("--skip-ringloop");
+    let list = |name: &str, default: &str| -> Result<Vec<String>> {
+        Ok(args
+            .value::<String>(name)?
+            .unwrap_or_else(|| default.to_string())
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect())
+    };
+    let mut names = list(
+        "--servers",
+        if udp {
+            "ringloop,tokio-udp"
+        } else {
+            "ringloop,tokio,epoll"
+        },
+    )?;
+    let is_ringloop = |n: &str| n.starts_with("ringloop") || n == "echo-pool";
+    if skip {
         if args.value::<PathBuf>("--ringloop")?.is_some() {
             return Err("--ringloop and --skip-ringloop exclude each other".into());
         }
-        None
-    } else {
-        let path = args.value("--ringloop")?.unwrap_or_else(default_ringloop);
-        if !path.is_file() {
-            return Err(format!(
-                "ringloop's echo server is not at {}.\n\
-                 Build it with `cargo build --release --example echo -p ringloop` (examples/echo.rs), \
-                 point --ringloop at it, or pass --skip-ringloop to compare tokio and epoll only.",
+        names.retain(|n| !is_ringloop(n));
+    }
+    let echo = args
+        .value("--ringloop")?
+        .unwrap_or_else(|| bench_servers::default_example("echo"));
+    let echo_pool = args
+        .value("--echo-pool")?
+        .unwrap_or_else(|| echo.with_file_name("echo_pool"));
+    let loops = args.value("--ringloop-loops")?.unwrap_or(2);
+    let threads = args.value("--tokio-threads")?.unwrap_or(2);
+    let delay_ms = args.value("--delay-ms")?.unwrap_or(1);
+    let workers = args.value("--workers")?.unwrap_or(50);
+    if loops == 0 || threads == 0 || workers == 0 {
+        return Err("--ringloop-loops, --tokio-threads and --workers must be at least 1".into());
+    }
+    let harness = std::env::current_exe()?;
+    let binary = |path: &PathBuf, example: &str| -> Result<PathBuf> {
+        if path.is_file() {
+            Ok(path.clone())
+        } else {
+            Err(format!(
+                "ringloop's {example} server is not at {}.\n\
+                 Build it with `cargo build --release --example {example} -p ringloop`, \
+                 point --ringloop / --echo-pool at it, or pass --skip-ringloop to compare the peers only.",
                 path.display()
+            )
+            .into())
+        }
+    };
+    let mut servers = Vec::new();
+    for name in &names {
+        let ringloop = |reuseport: bool, et: bool| -> Result<Kind> {
+            Ok(Kind::Ringloop {
+                path: binary(&echo, "echo")?,
+                loops,
+                reuseport,
+                et,
+            })
+        };
+        let kind = match name.as_str() {
+            "ringloop" => ringloop(false, false)?,
+            "ringloop-reuseport" => ringloop(true, false)?,
+            "ringloop-et" => ringloop(false, true)?,
+            "ringloop-reuseport-et" => ringloop(true, true)?,
+            "echo-pool" => Kind::EchoPool {
+                path: binary(&echo_pool, "echo_pool")?,
+                loops,
+                delay_ms,
+                workers,
+            },
+            "tokio" | "tokio-udp" => Kind::Tokio {
+                harness: harness.clone(),
+                threads,
+                blocking: None,
+            },
+            "tokio-blocking" => Kind::Tokio {
+                harness: harness.clone(),
+                threads,
+                blocking: Some((delay_ms, workers)),
+            },
+            "epoll" => Kind::Epoll {
+                harness: harness.clone(),
+            },
+            other => {
+                return Err(format!(
+                    "unknown server {other:?}: expected ringloop, ringloop-reuseport, ringloop-et, \
+                     ringloop-reuseport-et, echo-pool, tokio, tokio-blocking, tokio-udp or epoll"
+                )
+                .into())
+            }
+        };
+        let udp_capable = matches!(name.as_str(), "ringloop" | "tokio-udp");
+        if udp && !udp_capable {
+            return Err(format!(
+                "{name} does not serve UDP; with --udp use ringloop and tokio-udp"
             )
             .into());
         }
-        Some(path)
+        if !udp && name == "tokio-udp" {
+            return Err("tokio-udp needs --udp".into());
+        }
+        servers.push(Server::new(name.clone(), kind, udp));
+    }
+    if servers.is_empty() {
+        return Err("no servers to compare".into());
+    }
+    let scenarios = match args.value::<String>("--scenarios")? {
+        None => bench::SCENARIOS.to_vec(),
+        Some(text) => text
+            .split(',')
+            .map(bench::Scenario::parse)
+            .collect::<Result<Vec<_>>>()?,
     };
+    let idle_only = args.switch("--idle-only");
     let cfg = bench::BenchConfig {
-        ringloop,
+        title: args.value("--title")?.unwrap_or_else(|| {
+            if idle_only {
+                "Idle-connection memory (loopback)"
+            } else {
+                "Echo benchmark (loopback)"
+            }
+            .to_string()
+        }),
+        servers,
+        peers: list("--peers", if udp { "tokio-udp" } else { "tokio,epoll" })?,
+        scenarios,
+        ringloop_skipped: skip,
         rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
         warmup: Duration::from_millis(500),
         duration: seconds(
@@ -224,11 +437,57 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
         )?,
         load_threads: args.value("--load-threads")?.unwrap_or(1),
         idle_conns: args.value("--idle-conns")?.unwrap_or(10_000),
+        idle_only,
     };
+    if idle_only && (cfg.idle_conns == 0 || udp) {
+        return Err(
+            "--idle-only with --idle-conns 0 or --udp leaves nothing to run \
+             (the idle-memory test is TCP only)"
+                .into(),
+        );
+    }
     if cfg.rounds == 0 || cfg.load_threads == 0 || cfg.duration.is_zero() {
         return Err("--rounds, --load-threads and --seconds must be above zero".into());
     }
     Ok(if bench::run(&cfg)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn soak(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--server",
+            "--seconds",
+            "--loops",
+            "--idle-timeout-ms",
+            "--echo-conns",
+        ],
+        &[],
+    )?;
+    args.positional(&[])?;
+    // By default the soak server built next to this binary.
+    let server = match args.value::<PathBuf>("--server")? {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("soak-server"),
+    };
+    let cfg = soak::SoakConfig {
+        server,
+        duration: seconds(args.value("--seconds")?.unwrap_or(180.0), "--seconds")?,
+        loops: args.value("--loops")?.unwrap_or(2),
+        idle_timeout: Duration::from_millis(args.value("--idle-timeout-ms")?.unwrap_or(2000)),
+        echo_conns: args.value("--echo-conns")?.unwrap_or(50),
+    };
+    if cfg.duration < Duration::from_secs(10) || cfg.loops == 0 || cfg.echo_conns == 0 {
+        return Err("--seconds must be at least 10, --loops and --echo-conns at least 1".into());
+    }
+    if cfg.idle_timeout < Duration::from_millis(100) {
+        return Err("--idle-timeout-ms must be at least 100".into());
+    }
+    Ok(if soak::run(&cfg)? {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -250,17 +509,7 @@ fn proxy_bench(argv: &[String]) -> Result<ExitCode> {
     )?;
     args.positional(&[])?;
     let quick = args.switch("--quick");
-    let ringloop = args
-        .value("--ringloop")?
-        .unwrap_or_else(|| release_example("proxy"));
-    if !ringloop.is_file() {
-        return Err(format!(
-            "ringloop's proxy is not at {}.\n\
-             Build it with `cargo build --release --example proxy -p ringloop` or point --ringloop at it.",
-            ringloop.display()
-        )
-        .into());
-    }
+    let ringloop = ringloop_example(&args, "proxy")?;
     let haproxy = if args.switch("--skip-haproxy") {
         if args.value::<PathBuf>("--haproxy")?.is_some() {
             return Err("--haproxy and --skip-haproxy exclude each other".into());
@@ -269,7 +518,7 @@ fn proxy_bench(argv: &[String]) -> Result<ExitCode> {
     } else {
         let path = match args.value::<PathBuf>("--haproxy")? {
             Some(p) => p,
-            None => find_in_path("haproxy").ok_or(
+            None => tools::find_on_path("haproxy").ok_or(
                 "haproxy is not installed (not in PATH): install it (`apt-get install -y haproxy`), \
                  point --haproxy at it, or pass --skip-haproxy to run ringloop alone",
             )?,
@@ -319,27 +568,180 @@ fn proxy_bench(argv: &[String]) -> Result<ExitCode> {
     })
 }
 
-/// The first `name` in `$PATH` that is a file.
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+/// The ringloop example binary to benchmark: `--ringloop PATH` or the
+/// release build of `example` under the target directory.
+fn ringloop_example(args: &Args, example: &str) -> Result<PathBuf> {
+    let path = args
+        .value("--ringloop")?
+        .unwrap_or_else(|| bench_servers::default_example(example));
+    if !path.is_file() {
+        return Err(format!(
+            "ringloop's {example} server is not at {}.\n\
+             Build it with `cargo build --release --example {example} -p ringloop` \
+             or point --ringloop at it.",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
 }
 
-/// `target/release/examples/echo` under the workspace root, or under
-/// `$CARGO_TARGET_DIR` when that is set (relative to the workspace root).
-fn default_ringloop() -> PathBuf {
-    release_example("echo")
+fn bench_http(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--ringloop",
+            "--loops",
+            "--threads",
+            "--rounds",
+            "--seconds",
+            "--warmup",
+            "--conns",
+            "--depth",
+        ],
+        &["--quick", "--skip-may"],
+    )?;
+    args.positional(&[])?;
+    let quick = args.switch("--quick");
+    let ringloop = ringloop_example(&args, "http")?;
+    let loops: usize = args.value("--loops")?.unwrap_or(2);
+    let threads: usize = args.value("--threads")?.unwrap_or(2);
+    let harness = std::env::current_exe()?;
+    let (loops, threads) = (loops.to_string(), threads.to_string());
+    // ringloop's examples/http; tokio + httparse, a task per connection;
+    // may_minihttp, a coroutine per connection.
+    let mut servers = vec![
+        Server::new(
+            "ringloop",
+            Kind::command(ringloop, &["{url}", "--loops", &loops]),
+            false,
+        ),
+        Server::new(
+            "tokio",
+            Kind::command(
+                &harness,
+                &["serve", "tokio-http", "{url}", "--threads", &threads],
+            ),
+            false,
+        ),
+    ];
+    if !args.switch("--skip-may") {
+        servers.push(Server::new(
+            "may",
+            Kind::command(
+                &harness,
+                &["serve", "may-http", "{url}", "--threads", &threads],
+            ),
+            false,
+        ));
+    }
+    let cfg = bench_servers::HttpConfig {
+        peers: servers.iter().skip(1).map(|s| s.name.clone()).collect(),
+        servers,
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        warmup: seconds(args.value("--warmup")?.unwrap_or(1.0), "--warmup")?,
+        duration: seconds(
+            args.value("--seconds")?
+                .unwrap_or(if quick { 2.0 } else { 5.0 }),
+            "--seconds",
+        )?,
+        conns: args.value("--conns")?.unwrap_or(256),
+        depth: args.value("--depth")?.unwrap_or(16),
+    };
+    if cfg.rounds == 0 || cfg.conns == 0 || cfg.depth == 0 || cfg.duration.is_zero() {
+        return Err("--rounds, --conns, --depth and --seconds must be above zero".into());
+    }
+    Ok(if bench_servers::run_http(&cfg)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-/// `target/release/examples/NAME` under the workspace root, or under
-/// `$CARGO_TARGET_DIR` when that is set (relative to the workspace root).
-fn release_example(name: &str) -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // benches/harness -> the workspace root.
-    let workspace = manifest.ancestors().nth(2).unwrap_or(manifest);
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| workspace.join(dir))
-        .unwrap_or_else(|| workspace.join("target"));
-    target.join("release/examples").join(name)
+fn bench_kv(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--ringloop",
+            "--loops",
+            "--rounds",
+            "--requests",
+            "--requests-p1",
+            "--clients",
+            "--keyspace",
+        ],
+        &["--quick"],
+    )?;
+    args.positional(&[])?;
+    let quick = args.switch("--quick");
+    let ringloop = ringloop_example(&args, "kv")?;
+    if !tools::on_path("redis-server") {
+        return Err("redis-server is not installed (Debian package `redis-server`)".into());
+    }
+    let loops: String = args.value("--loops")?.unwrap_or_else(|| "1,2".to_string());
+    let loops: Vec<usize> = loops
+        .split(',')
+        .map(|n| n.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("--loops takes numbers separated by commas: {e}"))?;
+    if loops.is_empty() || loops.contains(&0) {
+        return Err("--loops needs at least one number, each at least 1".into());
+    }
+    let mut servers = Vec::new();
+    for &n in &loops {
+        let name = if loops.len() == 1 {
+            "ringloop".to_string()
+        } else {
+            format!("ringloop-{n}")
+        };
+        let kind = Kind::command(&ringloop, &["{url}", "--loops", &n.to_string()]);
+        servers.push(Server::new(name, kind, false));
+    }
+    // Debian's redis-server, no persistence.
+    let dir = std::env::temp_dir().display().to_string();
+    let redis = Kind::command(
+        "redis-server",
+        &[
+            "--port",
+            "{port}",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir,
+        ],
+    );
+    servers.push(Server::new("redis", redis, false));
+    let cfg = bench_servers::KvConfig {
+        servers,
+        peers: vec!["redis".to_string()],
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        requests_pipelined: args.value("--requests")?.unwrap_or(if quick {
+            500_000
+        } else {
+            2_000_000
+        }),
+        requests_single: args.value("--requests-p1")?.unwrap_or(if quick {
+            50_000
+        } else {
+            200_000
+        }),
+        clients: args.value("--clients")?.unwrap_or(50),
+        keyspace: args.value("--keyspace")?,
+    };
+    if cfg.rounds == 0
+        || cfg.requests_pipelined == 0
+        || cfg.requests_single == 0
+        || cfg.clients == 0
+    {
+        return Err("--rounds, --requests, --requests-p1 and --clients must be above zero".into());
+    }
+    Ok(if bench_servers::run_kv(&cfg)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -23,8 +23,12 @@ fn clock_ticks_per_second() -> Result<u64> {
 /// User plus system CPU time of every thread of `pid`, living or exited,
 /// from `/proc/PID/stat` (fields 14 and 15; resolution one clock tick).
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    stat_cpu_time(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a `stat` file of a process or a thread.
+fn stat_cpu_time(path: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     // The command name (field 2) is in parentheses and may hold spaces or ')'.
     let after_name = stat
         .rfind(')')
@@ -42,6 +46,89 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     let ticks = tick(14)? + tick(15)?;
     let per_second = clock_ticks_per_second()?;
     Ok(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
+}
+
+/// User plus system CPU time of the threads of process `pid` whose name
+/// (`/proc/PID/task/TID/comm`, at most 15 bytes) starts with `prefix`.
+/// Threads that have exited are not counted.
+pub fn thread_cpu_time(pid: u32, prefix: &str) -> Result<Duration> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = Duration::ZERO;
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let tid = entry?.file_name();
+        let Some(tid) = tid.to_str() else { continue };
+        let Ok(comm) = std::fs::read_to_string(format!("{dir}/{tid}/comm")) else {
+            continue; // exited meanwhile
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        match stat_cpu_time(&format!("{dir}/{tid}/stat")) {
+            Ok(t) => total += t,
+            Err(_) if !std::path::Path::new(&format!("{dir}/{tid}")).exists() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+/// Voluntary and involuntary context switches of the threads of process
+/// `pid` whose name starts with `prefix` (from `/proc/PID/task/TID/status`).
+pub fn thread_context_switches(pid: u32, prefix: &str) -> Result<(u64, u64)> {
+    let dir = format!("/proc/{pid}/task");
+    let (mut voluntary, mut involuntary) = (0, 0);
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let tid = entry?.file_name();
+        let Some(tid) = tid.to_str() else { continue };
+        let Ok(comm) = std::fs::read_to_string(format!("{dir}/{tid}/comm")) else {
+            continue;
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("{dir}/{tid}/status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            let field = |name: &str| {
+                line.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if let Some(n) = field("voluntary_ctxt_switches:") {
+                voluntary += n;
+            } else if let Some(n) = field("nonvoluntary_ctxt_switches:") {
+                involuntary += n;
+            }
+        }
+    }
+    Ok((voluntary, involuntary))
+}
+
+/// Time spent running and time spent runnable but waiting for a CPU (on a
+/// run queue), in nanoseconds, summed over the threads of process `pid`
+/// whose name starts with `prefix` (`/proc/PID/task/TID/schedstat`).
+pub fn thread_schedstat(pid: u32, prefix: &str) -> Result<(u64, u64)> {
+    let dir = format!("/proc/{pid}/task");
+    let (mut run, mut wait) = (0, 0);
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let tid = entry?.file_name();
+        let Some(tid) = tid.to_str() else { continue };
+        let Ok(comm) = std::fs::read_to_string(format!("{dir}/{tid}/comm")) else {
+            continue;
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("{dir}/{tid}/schedstat")) else {
+            continue;
+        };
+        let mut fields = stat
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        run += fields.next().unwrap_or(0);
+        wait += fields.next().unwrap_or(0);
+    }
+    Ok((run, wait))
 }
 
 /// Resident set size of `pid` in bytes (`VmRSS` in `/proc/PID/status`).

@@ -3,12 +3,15 @@
 //! verified load, alternated, with ratios taken within the run.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use nix::sys::signal::Signal;
 
 use crate::bench::{loadavg, micros, stop, summarize, thousands, Scenario};
 use crate::load::{self, LoadConfig, LoadReport};
-use crate::server::Server;
+use crate::server::{Kind, Server};
 use crate::Result;
 
 /// The load shapes: small messages, and 16 KiB messages.
@@ -67,6 +70,44 @@ impl Contender {
         }
     }
 
+    /// The proxy in front of `backend`, or `None` for the backend alone.
+    fn proxy(self, cfg: &ProxyBenchConfig, backend: SocketAddr) -> Option<Server> {
+        let server = match self {
+            Contender::Direct => return None,
+            // examples/proxy --listen URL --backend URL --loops N
+            Contender::Ringloop(n) => Server::new(
+                self.name(),
+                Kind::command(
+                    &cfg.ringloop,
+                    &[
+                        "--listen",
+                        "{url}",
+                        "--backend",
+                        &format!("tcp://{backend}"),
+                        "--loops",
+                        &n.to_string(),
+                    ],
+                ),
+                false,
+            ),
+            // haproxy -db -f FILE: foreground, one process, no master; the
+            // file is written for the port it gets. SIGUSR1 is its soft stop
+            // (stop listening, exit 0 once the connections are gone);
+            // SIGTERM makes it die by the signal.
+            Contender::Haproxy(n) | Contender::HaproxyAgain(n) => Server::new(
+                self.name(),
+                Kind::command(
+                    cfg.haproxy.as_ref().expect("only listed with a path"),
+                    &["-db", "-f", "{config}"],
+                ),
+                false,
+            )
+            .with_config_file(haproxy_config(n, backend))
+            .with_stop_signal(Signal::SIGUSR1),
+        };
+        Some(server)
+    }
+
     /// The HAProxy run this one is compared with.
     fn peer(self) -> Option<Contender> {
         match self {
@@ -106,28 +147,20 @@ pub fn run(cfg: &ProxyBenchConfig) -> Result<bool> {
         for round in 1..=cfg.rounds {
             for (k, &contender) in contenders.iter().enumerate() {
                 let name = contender.name();
-                eprintln!(
-                    "{} · round {round}/{} · {name}",
-                    scenario.label(),
-                    cfg.rounds
-                );
+                let label = scenario.label_for(false);
+                eprintln!("{label} · round {round}/{} · {name}", cfg.rounds);
                 // A fresh backend and proxy for every run.
-                let backend = Server::epoll(harness.clone()).start()?;
-                let proxy = match contender {
-                    Contender::Direct => None,
-                    Contender::Ringloop(n) => Some(
-                        Server::ringloop_proxy(
-                            "ringloop proxy",
-                            cfg.ringloop.clone(),
-                            n,
-                            backend.addr,
-                        )
-                        .start()?,
-                    ),
-                    Contender::Haproxy(n) | Contender::HaproxyAgain(n) => {
-                        let path = cfg.haproxy.clone().expect("only listed with a path");
-                        Some(Server::haproxy("haproxy", path, n, backend.addr).start()?)
-                    }
+                let backend = Server::new(
+                    "backend",
+                    Kind::Epoll {
+                        harness: harness.clone(),
+                    },
+                    false,
+                )
+                .start()?;
+                let proxy = match contender.proxy(cfg, backend.addr) {
+                    Some(server) => Some(server.start()?),
+                    None => None,
                 };
                 let (addr, pid, others) = match &proxy {
                     Some(p) => (p.addr, p.pid(), vec![backend.pid()]),
@@ -135,6 +168,7 @@ pub fn run(cfg: &ProxyBenchConfig) -> Result<bool> {
                 };
                 let report = load::run(&LoadConfig {
                     addr,
+                    udp: false,
                     conns: scenario.conns,
                     size: scenario.size,
                     warmup: cfg.warmup,
@@ -147,8 +181,7 @@ pub fn run(cfg: &ProxyBenchConfig) -> Result<bool> {
                     stop(p, &mut problems)?;
                 }
                 stop(backend, &mut problems)?;
-                let report =
-                    report.map_err(|e| format!("{name} under {}: {e}", scenario.label()))?;
+                let report = report.map_err(|e| format!("{name} under {label}: {e}"))?;
                 eprintln!(
                     "    {}{}",
                     report.summary(),
@@ -160,8 +193,7 @@ pub fn run(cfg: &ProxyBenchConfig) -> Result<bool> {
                 }
                 if report.errors > 0 || report.stalled > 0 {
                     problems.push(format!(
-                        "{name} under {}, round {round}: {} connection(s) lost, {} stalled; first errors: {:?}",
-                        scenario.label(),
+                        "{name} under {label}, round {round}: {} connection(s) lost, {} stalled; first errors: {:?}",
                         report.errors,
                         report.stalled,
                         report.error_samples
@@ -280,7 +312,7 @@ fn render(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {proxy_cpu} | {backend_cpu} | {rate_ratio} | {rate_rounds} \
                  | {cpu_ratio} | {cpu_rounds} | {}/{} |",
-                scenario.label(),
+                scenario.label_for(false),
                 names[k],
                 thousands(sum.rate),
                 sum.spread
@@ -318,7 +350,7 @@ fn ratio(this: f64, peer: f64) -> String {
 }
 
 /// "HAProxy version 2.6.12-1+deb12u4 …" → "2.6.12-1+deb12u4".
-fn haproxy_version(path: &PathBuf) -> Option<String> {
+fn haproxy_version(path: &Path) -> Option<String> {
     let out = std::process::Command::new(path).arg("-v").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().next()?;
@@ -327,4 +359,73 @@ fn haproxy_version(path: &PathBuf) -> Option<String> {
         .split_whitespace()
         .next()?;
     Some(format!("version {version}"))
+}
+
+/// HAProxy's configuration for `threads` threads in front of `backend`:
+/// `mode tcp`, one frontend on `127.0.0.1:{port}` (filled in at start), one
+/// server. Generous timeouts, no logging, nothing else changed from HAProxy's
+/// defaults.
+fn haproxy_config(threads: usize, backend: SocketAddr) -> String {
+    format!(
+        "global\n\
+         \x20   nbthread {threads}\n\
+         \x20   maxconn 4000\n\
+         defaults\n\
+         \x20   mode tcp\n\
+         \x20   timeout connect 5s\n\
+         \x20   timeout client 60s\n\
+         \x20   timeout server 60s\n\
+         frontend bench\n\
+         \x20   bind 127.0.0.1:{{port}}\n\
+         \x20   default_backend echo\n\
+         backend echo\n\
+         \x20   server echo1 {backend}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haproxy_configuration() {
+        let backend: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        let text = haproxy_config(2, backend);
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for want in [
+            "nbthread 2",
+            "mode tcp",
+            "bind 127.0.0.1:{port}",
+            "server echo1 127.0.0.1:9001",
+        ] {
+            assert!(lines.contains(&want), "{want:?} missing in:\n{text}");
+        }
+        // Sections start at column 0, settings are indented.
+        assert!(text.lines().any(|l| l == "global"));
+        assert!(text.lines().any(|l| l == "    nbthread 2"));
+    }
+
+    #[test]
+    fn proxies_command_lines() {
+        let cfg = ProxyBenchConfig {
+            ringloop: PathBuf::from("proxy"),
+            haproxy: Some(PathBuf::from("haproxy")),
+            threads: vec![2],
+            direct: true,
+            calibrate: false,
+            rounds: 1,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            load_threads: 1,
+        };
+        let backend: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        assert!(Contender::Direct.proxy(&cfg, backend).is_none());
+        let ringloop = Contender::Ringloop(2).proxy(&cfg, backend).unwrap();
+        assert_eq!(
+            ringloop.command_line(),
+            "proxy --listen tcp://127.0.0.1:PORT --backend tcp://127.0.0.1:9001 --loops 2"
+        );
+        let haproxy = Contender::HaproxyAgain(2).proxy(&cfg, backend).unwrap();
+        assert_eq!(haproxy.command_line(), "haproxy -db -f CONFIG");
+    }
 }

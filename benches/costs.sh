@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Per-message costs of the echo servers that do not depend on the neighbours:
+#   * system calls per message, counted by perf's syscall tracepoints;
+#   * user-space instructions per message, counted by callgrind.
+# Servers: ringloop `echo --loops 1`, tokio current_thread, the hand-written
+# mio loop, each under the same closed-loop load (50 conns × 512 B by default).
+#
+#   benches/costs.sh [CONNS SIZE]      # ~1 minute; markdown on stdout
+#
+# Needs perf (tracepoints are enough; hardware counters are not used) and
+# valgrind. Servers bind 127.0.0.1 only and are stopped by pid. Honours
+# CARGO_TARGET_DIR.
+set -euo pipefail
+
+conns=${1:-50}
+size=${2:-512}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+cargo build --release --example echo -p ringloop >&2
+cargo build --release -p ringloop-harness >&2
+bin=$target_dir/release
+harness=$bin/harness
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Every server binds port 0 and prints "… listening on tcp://127.0.0.1:PORT …".
+server_cmd() { # NAME
+    case $1 in
+        ringloop) echo "$bin/examples/echo tcp://127.0.0.1:0 --loops 1" ;;
+        tokio) echo "$harness serve tokio tcp://127.0.0.1:0 --current-thread" ;;
+        epoll) echo "$harness serve epoll tcp://127.0.0.1:0" ;;
+    esac
+}
+
+listening_port() { # OUTPUT-FILE: waits up to 30 s for the line, prints the port
+    for _ in $(seq 300); do
+        local p
+        p=$(sed -n 's/.*listening on tcp:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" | head -1)
+        if [[ -n $p ]]; then
+            echo "$p"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "costs.sh: the server did not say where it listens (see $1)" >&2
+    return 1
+}
+
+stop() { # PID
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+}
+
+events='syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl'
+
+# syscalls NAME: "read recvfrom write sendto writev epoll_wait epoll_ctl" per message.
+syscalls() {
+    # shellcheck disable=SC2046
+    $(server_cmd "$1") >"$work/out.$1" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    local p
+    p=$(listening_port "$work/out.$1")
+    "$harness" load "tcp://127.0.0.1:$p" --conns "$conns" --size "$size" --seconds 3.5 --warmup 0.5 \
+        >"$work/load" &
+    local load=$!
+    sleep 1.2 # connections set up and warmed
+    timeout 10 perf stat -x, -e "$events" -p "$pid" -o "$work/perf" -- sleep 2 >/dev/null 2>&1
+    wait "$load"
+    stop "$pid"
+    # Messages echoed while perf counted = sendto calls (one per message for all three).
+    awk -F, '/syscalls/ { n[$3] = $1 }
+        END {
+            m = n["syscalls:sys_enter_sendto"] + n["syscalls:sys_enter_write"] + n["syscalls:sys_enter_writev"]
+            split("read recvfrom write sendto writev epoll_wait epoll_ctl", k, " ")
+            printf "%d", m
+            for (i = 1; i <= 7; i++) printf " %.3f", n["syscalls:sys_enter_" k[i]] / (m ? m : 1)
+            printf "\n"
+        }' "$work/perf"
+}
+
+# instructions NAME: user-space instructions per message (callgrind, counters
+# zeroed after warm-up, dumped before the load ends; messages = calls of send).
+instructions() {
+    # shellcheck disable=SC2046
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1" $(server_cmd "$1") \
+        >"$work/vg.$1" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    local p
+    p=$(listening_port "$work/vg.$1")
+    "$harness" load "tcp://127.0.0.1:$p" --conns "$conns" --size "$size" --seconds 5 --warmup 1.5 \
+        >/dev/null &
+    local load=$!
+    sleep 2
+    callgrind_control -z "$pid" >/dev/null
+    sleep 3.5
+    callgrind_control -d "$pid" >/dev/null
+    wait "$load"
+    stop "$pid"
+    local dump
+    dump=$(ls "$work/cg.$1".* | head -1)
+    awk '
+        /^summary:/ { total = $2 }
+        /^cfn=/ {
+            id = $1; sub(/^cfn=/, "", id)
+            name = $0; sub(/^cfn=\([0-9]+\) ?/, "", name)
+            if (name != "") names[id] = name
+            cur = names[id]; next
+        }
+        /^fn=/ {
+            id = $1; sub(/^fn=/, "", id)
+            name = $0; sub(/^fn=\([0-9]+\) ?/, "", name)
+            if (name != "") names[id] = name
+            next
+        }
+        /^calls=/ { split($0, a, /[= ]/); if (cur == "send") sends += a[2]; cur = ""; next }
+        END { printf "%d %.0f\n", sends, total / (sends ? sends : 1) }
+    ' "$dump"
+}
+
+echo "### Per-message costs: system calls and user-space instructions ($conns conns × $size B, 1 thread)"
+echo
+echo "$(nproc) CPUs, Linux $(uname -r), load average $(cut -d' ' -f1 /proc/loadavg). System calls: perf syscall tracepoints over 2 s of load; user-space instructions: callgrind (the server runs ~50× slower in user space, the kernel at full speed), counters zeroed after warm-up; messages = \`send\` calls."
+echo
+echo "| server | read | recvfrom | write | sendto | writev | epoll_wait | epoll_ctl | syscalls per msg | messages counted | user-space instructions per msg | messages counted |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+for name in ringloop tokio epoll; do
+    echo "costs.sh: $name" >&2
+    read -r m r rf w s wv ew ec <<<"$(syscalls "$name")"
+    read -r cm ir <<<"$(instructions "$name")"
+    total=$(awk -v a="$r" -v b="$rf" -v c="$w" -v d="$s" -v e="$wv" -v f="$ew" -v g="$ec" \
+        'BEGIN { printf "%.2f", a + b + c + d + e + f + g }')
+    echo "| $name | $r | $rf | $w | $s | $wv | $ew | $ec | $total | $m | $ir | $cm |"
+done

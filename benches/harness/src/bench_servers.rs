@@ -1,0 +1,623 @@
+//! `harness bench-http` and `harness bench-kv`: ringloop's HTTP and
+//! Redis-protocol examples against peer servers, driven by the real tools
+//! (`wrk`, `redis-benchmark`), servers alternated within each round, server
+//! CPU per request from `/proc/PID/stat`, one markdown report.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::procfs;
+use crate::server::{Running, Server, Stopped};
+use crate::tools::{self, RedisBenchReport, WrkReport};
+use crate::Result;
+
+/// The wrk script that pipelines requests.
+const PIPELINE_LUA: &str = include_str!("../pipeline.lua");
+
+/// Settings of `harness bench-http`.
+pub struct HttpConfig {
+    /// Servers, in the order they run in each round.
+    pub servers: Vec<Server>,
+    /// Names of the servers the others are compared with.
+    pub peers: Vec<String>,
+    /// Rounds per scenario.
+    pub rounds: usize,
+    /// Unmeasured wrk run before each measured one.
+    pub warmup: Duration,
+    /// Measured wrk run.
+    pub duration: Duration,
+    /// wrk connections.
+    pub conns: usize,
+    /// Requests per write in the pipelined scenario.
+    pub depth: usize,
+}
+
+/// Settings of `harness bench-kv`.
+pub struct KvConfig {
+    /// Servers, in the order they run in each round.
+    pub servers: Vec<Server>,
+    /// Names of the servers the others are compared with.
+    pub peers: Vec<String>,
+    /// Rounds.
+    pub rounds: usize,
+    /// `-n` with `-P 16`.
+    pub requests_pipelined: u64,
+    /// `-n` with `-P 1`.
+    pub requests_single: u64,
+    /// `-c`.
+    pub clients: usize,
+    /// `-r`: random keys from this many (`None`: one key per test, as
+    /// redis-benchmark does by default).
+    pub keyspace: Option<u64>,
+}
+
+/// One measured run.
+struct Run {
+    requests: u64,
+    seconds: f64,
+    rate: f64,
+    /// Latency percentiles (`None` when the tool printed none, as wrk
+    /// sometimes does with pipelining).
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+    /// Server CPU over the run (`None` if it could not be read).
+    cpu: Option<Duration>,
+}
+
+/// One table row: all rounds of one server in one scenario.
+struct Row {
+    rate: f64,
+    spread: Option<f64>,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+    cpu_us: Option<f64>,
+}
+
+/// The mean of the values that are there.
+fn mean_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let present: Vec<f64> = values.flatten().collect();
+    (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64)
+}
+
+fn summarize(runs: &[Run]) -> Row {
+    let requests: u64 = runs.iter().map(|r| r.requests).sum();
+    let seconds: f64 = runs.iter().map(|r| r.seconds).sum();
+    let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+    let mean = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+    let (lo, hi) = rates
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    let with_cpu: Vec<&Run> = runs.iter().filter(|r| r.cpu.is_some()).collect();
+    let cpu: Duration = with_cpu.iter().filter_map(|r| r.cpu).sum();
+    let cpu_requests: u64 = with_cpu.iter().map(|r| r.requests).sum();
+    Row {
+        rate: if seconds > 0.0 {
+            requests as f64 / seconds
+        } else {
+            0.0
+        },
+        spread: (runs.len() > 1 && mean > 0.0).then(|| (hi - lo) / mean),
+        p50_us: mean_of(runs.iter().map(|r| r.p50_us)),
+        p99_us: mean_of(runs.iter().map(|r| r.p99_us)),
+        cpu_us: (cpu_requests > 0).then(|| cpu.as_secs_f64() * 1e6 / cpu_requests as f64),
+    }
+}
+
+/// Server CPU time, if readable.
+fn cpu(running: &Running) -> Option<Duration> {
+    procfs::cpu_time(running.pid()).ok()
+}
+
+fn stop(running: Running, problems: &mut Vec<String>) -> Result<()> {
+    let name = running.name.clone();
+    match running.stop()? {
+        Stopped::Early(status) => {
+            problems.push(format!("{name} exited by itself during the run: {status}"))
+        }
+        Stopped::Exited(status) if status.success() => {}
+        Stopped::Exited(status) => {
+            problems.push(format!("{name} did not exit cleanly on SIGTERM: {status}"))
+        }
+        Stopped::Killed => problems.push(format!(
+            "{name} was still running 5 s after SIGTERM and was killed"
+        )),
+    }
+    Ok(())
+}
+
+fn wrk_args(cfg: &HttpConfig, depth: usize, seconds: f64, script: &str) -> Vec<String> {
+    let mut args = vec![
+        "-t1".to_string(),
+        format!("-c{}", cfg.conns),
+        format!("-d{seconds}s"),
+        "--latency".to_string(),
+    ];
+    if depth > 1 {
+        args.push("-s".to_string());
+        args.push(script.to_string());
+    }
+    args.push("{URL}".to_string());
+    if depth > 1 {
+        args.push("--".to_string());
+        args.push(depth.to_string());
+    }
+    args
+}
+
+fn run_wrk(args: &[String], url: &str, seconds: f64) -> Result<WrkReport> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(args.iter().map(|a| a.replace("{URL}", url)));
+    let out = tools::run(cmd, Duration::from_secs_f64(seconds + 30.0))?;
+    tools::parse_wrk(&out)
+}
+
+/// Runs the HTTP benchmark and prints its report. Returns whether every
+/// run was clean.
+pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
+    if !tools::on_path("wrk") {
+        return Err("wrk is not installed (Debian package `wrk`)".into());
+    }
+    let script = std::env::temp_dir().join(format!("ringloop-pipeline-{}.lua", std::process::id()));
+    std::fs::write(&script, PIPELINE_LUA)?;
+    let script_path = script.display().to_string();
+    let outcome = http_rounds(cfg, &script_path);
+    let _ = std::fs::remove_file(&script);
+    let (results, problems, load_before) = outcome?;
+
+    let scenarios = http_scenarios(cfg);
+    let mut out = String::new();
+    let _ = writeln!(out, "## HTTP plaintext benchmark (loopback, wrk)\n");
+    let _ = writeln!(
+        out,
+        "{}; load average {} before, {} after. {} round(s) per scenario, servers alternated ({}), \
+         each run {:.1} s of wrk warm-up (not measured) then {:.1} s measured, a fresh server per run.\n",
+        machine(),
+        load_before,
+        loadavg(),
+        cfg.rounds,
+        names(&cfg.servers).join(" "),
+        cfg.warmup.as_secs_f64(),
+        cfg.duration.as_secs_f64(),
+    );
+    let _ = write!(
+        out,
+        "| scenario | server | req/s | spread | p50 ms | p99 ms | server CPU µs/req |"
+    );
+    let peers = peer_indices(&cfg.servers, &cfg.peers);
+    for &p in &peers {
+        let _ = write!(out, " req/s ÷ {} |", cfg.servers[p].name);
+    }
+    for &p in &peers {
+        let _ = write!(out, " CPU/req ÷ {} |", cfg.servers[p].name);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "|{}", "---|".repeat(7 + 2 * peers.len()));
+    for (s, (label, _)) in scenarios.iter().enumerate() {
+        let rows: Vec<Row> = results[s].iter().map(|runs| summarize(runs)).collect();
+        for (k, row) in rows.iter().enumerate() {
+            write_row(&mut out, label, &cfg.servers[k].name, row, &rows, &peers, k);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nreq/s: responses per second over all rounds (wrk); spread: (max − min) / mean of the \
+         per-run rates; p50/p99: wrk's latency percentiles, mean over the runs; server CPU: the \
+         server's utime + stime over the measured wrk run divided by its responses. A req/s ratio \
+         above 1 and a CPU/req ratio below 1 favour the row's server.\n"
+    );
+    let _ = writeln!(out, "Commands (PORT is a fresh loopback port per run):\n");
+    let _ = writeln!(out, "```text");
+    for server in &cfg.servers {
+        let _ = writeln!(out, "{}", server.command_line());
+    }
+    for (label, depth) in &scenarios {
+        let args = wrk_args(
+            cfg,
+            *depth,
+            cfg.duration.as_secs_f64(),
+            "benches/harness/pipeline.lua",
+        );
+        let _ = writeln!(
+            out,
+            "wrk {}    # {label}",
+            args.join(" ")
+                .replace("{URL}", "http://127.0.0.1:PORT/plaintext")
+        );
+    }
+    let _ = writeln!(out, "```");
+    finish(out, problems)
+}
+
+type Results = Vec<Vec<Vec<Run>>>;
+
+fn http_scenarios(cfg: &HttpConfig) -> Vec<(String, usize)> {
+    vec![
+        (
+            format!("{} conns, {} pipelined", cfg.conns, cfg.depth),
+            cfg.depth,
+        ),
+        (format!("{} conns, no pipelining", cfg.conns), 1),
+    ]
+}
+
+fn http_rounds(cfg: &HttpConfig, script: &str) -> Result<(Results, Vec<String>, String)> {
+    let load_before = loadavg();
+    let scenarios = http_scenarios(cfg);
+    let mut problems = Vec::new();
+    let mut results: Results = scenarios
+        .iter()
+        .map(|_| cfg.servers.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for (s, (label, depth)) in scenarios.iter().enumerate() {
+        for round in 1..=cfg.rounds {
+            for (k, server) in cfg.servers.iter().enumerate() {
+                eprintln!("{label} · round {round}/{} · {}", cfg.rounds, server.name);
+                let running = server.start()?;
+                let url = format!("http://{}/plaintext", running.addr);
+                let warm = cfg.warmup.as_secs_f64();
+                let measured = cfg.duration.as_secs_f64();
+                let outcome = (|| -> Result<(WrkReport, Option<Duration>)> {
+                    if warm > 0.0 {
+                        run_wrk(&wrk_args(cfg, *depth, warm, script), &url, warm)?;
+                    }
+                    let before = cpu(&running);
+                    let report = run_wrk(&wrk_args(cfg, *depth, measured, script), &url, measured)?;
+                    let after = cpu(&running);
+                    Ok((report, after.zip(before).map(|(a, b)| a.saturating_sub(b))))
+                })();
+                stop(running, &mut problems)?;
+                let (report, cpu) =
+                    outcome.map_err(|e| format!("{} under {label}: {e}", server.name))?;
+                eprintln!(
+                    "    {:.0} req/s, p99 {:.2} ms, server CPU {}",
+                    report.requests as f64 / report.seconds,
+                    report.p99_us / 1e3,
+                    cpu.map_or("?".to_string(), |c| format!(
+                        "{:.2} µs/req",
+                        c.as_secs_f64() * 1e6 / report.requests.max(1) as f64
+                    ))
+                );
+                if report.socket_errors > 0 || report.non_2xx > 0 {
+                    problems.push(format!(
+                        "{} under {label}, round {round}: {} socket errors, {} non-2xx responses",
+                        server.name, report.socket_errors, report.non_2xx
+                    ));
+                }
+                results[s][k].push(Run {
+                    requests: report.requests,
+                    seconds: report.seconds,
+                    rate: report.requests as f64 / report.seconds,
+                    p50_us: (report.p50_us > 0.0).then_some(report.p50_us),
+                    p99_us: (report.p99_us > 0.0).then_some(report.p99_us),
+                    cpu,
+                });
+            }
+        }
+    }
+    Ok((results, problems, load_before))
+}
+
+/// `redis-benchmark` tests, in run order (GET reads what SET wrote).
+const KV_TESTS: [&str; 3] = ["set", "get", "incr"];
+
+fn kv_args(cfg: &KvConfig, test: &str, pipeline: u64) -> Vec<String> {
+    let requests = if pipeline > 1 {
+        cfg.requests_pipelined
+    } else {
+        cfg.requests_single
+    };
+    let mut args: Vec<String> = ["-h", "127.0.0.1", "-p", "{PORT}", "-t", test]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend([
+        "-n".to_string(),
+        requests.to_string(),
+        "-c".to_string(),
+        cfg.clients.to_string(),
+        "-P".to_string(),
+        pipeline.to_string(),
+    ]);
+    if let Some(keys) = cfg.keyspace {
+        args.extend(["-r".to_string(), keys.to_string()]);
+    }
+    args.push("--csv".to_string());
+    args
+}
+
+/// Runs the key-value benchmark and prints its report. Returns whether
+/// every run was clean.
+pub fn run_kv(cfg: &KvConfig) -> Result<bool> {
+    if !tools::on_path("redis-benchmark") {
+        return Err("redis-benchmark is not installed (Debian package `redis-tools`)".into());
+    }
+    let load_before = loadavg();
+    let pipelines = [16u64, 1];
+    let mut problems = Vec::new();
+    // results[pipeline][test][server]
+    let mut results: Vec<Vec<Vec<Vec<Run>>>> = pipelines
+        .iter()
+        .map(|_| {
+            KV_TESTS
+                .iter()
+                .map(|_| cfg.servers.iter().map(|_| Vec::new()).collect())
+                .collect()
+        })
+        .collect();
+    for (pi, &pipeline) in pipelines.iter().enumerate() {
+        for round in 1..=cfg.rounds {
+            for (k, server) in cfg.servers.iter().enumerate() {
+                eprintln!(
+                    "-P {pipeline} · round {round}/{} · {}",
+                    cfg.rounds, server.name
+                );
+                let running = server.start()?;
+                let outcome = kv_tests(cfg, &running, pipeline, &mut problems);
+                stop(running, &mut problems)?;
+                let runs =
+                    outcome.map_err(|e| format!("{} with -P {pipeline}: {e}", server.name))?;
+                for (t, run) in runs.into_iter().enumerate() {
+                    results[pi][t][k].push(run);
+                }
+            }
+        }
+    }
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Redis-protocol benchmark (loopback, redis-benchmark)\n"
+    );
+    let _ = writeln!(
+        out,
+        "{}; load average {} before, {} after. {} round(s), servers alternated ({}), a fresh \
+         server per round and pipeline depth; in each, the tests run in the order {} (GET \
+         reads the key SET wrote). {} clients, {} requests per test with -P 16 and {} with -P 1{}.\n",
+        machine(),
+        load_before,
+        loadavg(),
+        cfg.rounds,
+        names(&cfg.servers).join(" "),
+        KV_TESTS.join(", "),
+        cfg.clients,
+        thousands(cfg.requests_pipelined as f64),
+        thousands(cfg.requests_single as f64),
+        cfg.keyspace
+            .map_or(", one key per test (redis-benchmark's default)".to_string(), |k| format!(
+                ", keys drawn from {} (-r)",
+                thousands(k as f64)
+            )),
+    );
+    let peers = peer_indices(&cfg.servers, &cfg.peers);
+    let _ = write!(
+        out,
+        "| test | server | req/s | spread | p50 ms | p99 ms | server CPU µs/req |"
+    );
+    for &p in &peers {
+        let _ = write!(out, " req/s ÷ {} |", cfg.servers[p].name);
+    }
+    for &p in &peers {
+        let _ = write!(out, " CPU/req ÷ {} |", cfg.servers[p].name);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "|{}", "---|".repeat(7 + 2 * peers.len()));
+    for (pi, pipeline) in pipelines.iter().enumerate() {
+        for (t, test) in KV_TESTS.iter().enumerate() {
+            let label = format!("{} -P {pipeline}", test.to_uppercase());
+            let rows: Vec<Row> = results[pi][t].iter().map(|runs| summarize(runs)).collect();
+            for (k, row) in rows.iter().enumerate() {
+                write_row(
+                    &mut out,
+                    &label,
+                    &cfg.servers[k].name,
+                    row,
+                    &rows,
+                    &peers,
+                    k,
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nreq/s: redis-benchmark's requests per second, over all rounds; spread: (max − min) / \
+         mean of the per-run rates; p50/p99: redis-benchmark's latency percentiles, mean over the \
+         runs; server CPU: the server's utime + stime over the redis-benchmark run divided by its \
+         requests. A req/s ratio above 1 and a CPU/req ratio below 1 favour the row's server.\n"
+    );
+    let _ = writeln!(out, "Commands (PORT is a fresh loopback port per run):\n");
+    let _ = writeln!(out, "```text");
+    for server in &cfg.servers {
+        let _ = writeln!(out, "{}", server.command_line());
+    }
+    for pipeline in pipelines {
+        for test in KV_TESTS {
+            let _ = writeln!(
+                out,
+                "redis-benchmark {}",
+                kv_args(cfg, test, pipeline)
+                    .join(" ")
+                    .replace("{PORT}", "PORT")
+            );
+        }
+    }
+    let _ = writeln!(out, "```");
+    finish(out, problems)
+}
+
+/// Runs the three tests against one server and checks what they left.
+fn kv_tests(
+    cfg: &KvConfig,
+    running: &Running,
+    pipeline: u64,
+    problems: &mut Vec<String>,
+) -> Result<Vec<Run>> {
+    let port = running.addr.port().to_string();
+    let mut runs = Vec::new();
+    for test in KV_TESTS {
+        let args = kv_args(cfg, test, pipeline);
+        let requests: u64 = args
+            .iter()
+            .position(|a| a == "-n")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        let mut cmd = Command::new("redis-benchmark");
+        cmd.args(args.iter().map(|a| a.replace("{PORT}", &port)));
+        let before = cpu(running);
+        let out = tools::run(cmd, Duration::from_secs(300))?;
+        let after = cpu(running);
+        let RedisBenchReport {
+            rps,
+            p50_ms,
+            p99_ms,
+        } = tools::parse_redis_csv(&out, &test.to_uppercase())?;
+        let cpu = after.zip(before).map(|(a, b)| a.saturating_sub(b));
+        eprintln!(
+            "    {}: {rps:.0} req/s, p99 {p99_ms:.3} ms, server CPU {}",
+            test.to_uppercase(),
+            cpu.map_or("?".to_string(), |c| format!(
+                "{:.2} µs/req",
+                c.as_secs_f64() * 1e6 / requests as f64
+            ))
+        );
+        runs.push(Run {
+            requests,
+            seconds: requests as f64 / rps.max(f64::MIN_POSITIVE),
+            rate: rps,
+            p50_us: Some(p50_ms * 1e3),
+            p99_us: Some(p99_ms * 1e3),
+            cpu,
+        });
+    }
+    // What the benchmark left must be right: SET wrote a 3-byte value (-d 3,
+    // random bytes in redis-benchmark 7) and every INCR counted once (with
+    // one key per test).
+    if cfg.keyspace.is_none() {
+        let value = tools::resp_get(running.addr, "key:__rand_int__")?;
+        if value.as_ref().map(Vec::len) != Some(3) {
+            problems.push(format!(
+                "{}: after SET, key:__rand_int__ is {value:?}, not a 3-byte value",
+                running.name
+            ));
+        }
+        let counter = tools::resp_get(running.addr, "counter:__rand_int__")?;
+        let expected = runs[2].requests.to_string();
+        if counter.as_deref() != Some(expected.as_bytes()) {
+            problems.push(format!(
+                "{}: after {expected} INCRs, counter:__rand_int__ is {:?}",
+                running.name,
+                counter.map(|c| String::from_utf8_lossy(&c).into_owned())
+            ));
+        }
+    }
+    Ok(runs)
+}
+
+fn write_row(
+    out: &mut String,
+    label: &str,
+    name: &str,
+    row: &Row,
+    rows: &[Row],
+    peers: &[usize],
+    k: usize,
+) {
+    let ratio = |this: Option<f64>, peer: Option<f64>, same: bool| match (this, peer) {
+        _ if same => "—".to_string(),
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".to_string(),
+    };
+    let _ = write!(
+        out,
+        "| {label} | {name} | {} | {} | {} | {} | {} |",
+        thousands(row.rate),
+        row.spread
+            .map_or("—".to_string(), |s| format!("{:.0} %", s * 100.0)),
+        row.p50_us
+            .map_or("?".to_string(), |us| format!("{:.2}", us / 1e3)),
+        row.p99_us
+            .map_or("?".to_string(), |us| format!("{:.2}", us / 1e3)),
+        row.cpu_us.map_or("?".to_string(), |c| format!("{c:.2}")),
+    );
+    for &p in peers {
+        let _ = write!(
+            out,
+            " {} |",
+            ratio(Some(row.rate), Some(rows[p].rate), p == k)
+        );
+    }
+    for &p in peers {
+        let _ = write!(out, " {} |", ratio(row.cpu_us, rows[p].cpu_us, p == k));
+    }
+    let _ = writeln!(out);
+}
+
+fn finish(mut out: String, problems: Vec<String>) -> Result<bool> {
+    if !problems.is_empty() {
+        let _ = writeln!(out, "\n**Problems:**\n");
+        for p in &problems {
+            let _ = writeln!(out, "- {p}");
+        }
+    }
+    print!("{out}");
+    Ok(problems.is_empty())
+}
+
+fn peer_indices(servers: &[Server], peers: &[String]) -> Vec<usize> {
+    peers
+        .iter()
+        .filter_map(|p| servers.iter().position(|s| s.name == *p))
+        .collect()
+}
+
+fn names(servers: &[Server]) -> Vec<&str> {
+    servers.iter().map(|s| s.name.as_str()).collect()
+}
+
+fn machine() -> String {
+    format!(
+        "{} CPUs, Linux {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    )
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// ringloop's server `example` under the target directory (honouring
+/// `$CARGO_TARGET_DIR`, relative to the workspace root).
+pub fn default_example(example: &str) -> PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = manifest.ancestors().nth(2).unwrap_or(manifest);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| workspace.join(dir))
+        .unwrap_or_else(|| workspace.join("target"));
+    target.join("release/examples").join(example)
+}

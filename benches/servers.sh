@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Server benchmarks: builds ringloop's http and kv examples and the harness in
+# release mode, then runs
+#   harness bench-http   examples/http vs tokio + httparse vs may_minihttp, driven by wrk
+#   harness bench-kv     examples/kv (1 and 2 loops) vs redis-server, driven by redis-benchmark
+# e.g.
+#   benches/servers.sh --quick          # both, 1 round, short runs (~2 min)
+#   benches/servers.sh                  # both, 2 rounds (~6 min)
+#   benches/servers.sh --rounds 3 kv    # only kv, 3 rounds
+# The markdown report goes to stdout, progress to stderr. Needs wrk, redis-tools
+# and redis-server (Debian packages); see benches/harness/README.md.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+common=()
+which=()
+while (($#)); do
+    case $1 in
+        --quick) common+=(--quick) ;;
+        --rounds) common+=(--rounds "${2:?--rounds needs a value}"); shift ;;
+        --rounds=*) common+=("$1") ;;
+        http | kv) which+=("$1") ;;
+        *) echo "servers.sh: unknown argument $1 (use --quick, --rounds N, http, kv)" >&2; exit 2 ;;
+    esac
+    shift
+done
+((${#which[@]})) || which=(http kv)
+
+missing=()
+for tool in wrk redis-benchmark redis-server; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    echo "servers.sh: missing ${missing[*]}; install them with" >&2
+    echo "  apt-get install -y --no-install-recommends wrk redis-tools redis-server" >&2
+    exit 2
+fi
+
+# Where cargo puts binaries, honouring CARGO_TARGET_DIR and build.target-dir.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+if [[ -z $target_dir ]]; then
+    echo "servers.sh: could not find cargo's target directory" >&2
+    exit 1
+fi
+
+cargo build --release -p ringloop --example http --example kv
+cargo build --release -p ringloop-harness
+
+status=0
+for bench in "${which[@]}"; do
+    "$target_dir/release/harness" "bench-$bench" \
+        --ringloop "$target_dir/release/examples/$bench" ${common[@]+"${common[@]}"} || status=1
+    echo
+done
+exit $status

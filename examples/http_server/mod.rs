@@ -1,0 +1,733 @@
+//! The HTTP/1.1 plaintext handler behind `examples/http.rs`, shared with
+//! `tests/http.rs` (which mounts this file with `#[path]`).
+//!
+//! # Routes
+//!
+//! `GET` or `HEAD` on `/plaintext` or `/` answers `Hello, World!` with
+//! `Server`, `Date`, `Content-Type: text/plain` and `Content-Length`. Another
+//! method on those paths gets `405` (with `Allow`), any other path `404`; both
+//! keep the connection. A malformed request gets `400`, a head over
+//! [`MAX_HEAD`] bytes `431`, an unknown HTTP major version `505` and a
+//! `Transfer-Encoding` (request bodies are only framed by `Content-Length`
+//! here) `501`; each of these closes the connection after the reply.
+//!
+//! # Parsing
+//!
+//! Hand-written and zero-copy over [`Conn::peek`]: the handler looks at
+//! everything buffered for the connection, answers every complete request in
+//! it into one reply buffer, consumes exactly those bytes and leaves the rest
+//! (a partial head) for the next read. A partial head is not rescanned from
+//! its start: the connection's state remembers how far the search for the
+//! blank line got. Request bodies (`Content-Length`) are discarded as they
+//! arrive, so they are never buffered, however large. All the replies of one
+//! read go out with one write. A client that pipelines requests but does not
+//! read the replies is closed once [`MAX_UNREAD_REPLIES`] bytes wait for it.
+//!
+//! # The `Date` header
+//!
+//! Formatting a date per request would cost more than the rest of the reply.
+//! Instead loop 0's ticker ([`EventHandler::on_tick`], enabled by
+//! [`builder`]) stores the current Unix second in a shared [`Clock`] (one
+//! atomic) and schedules itself just after the next second boundary. Every
+//! loop's handler reads that atomic once per `on_traffic` call (the cache line
+//! is written once a second, so the read is nearly free) and, when the second
+//! changed, re-renders its own copy of the date and of the complete
+//! `200 OK` reply. The common reply is then a single copy of a prebuilt
+//! buffer.
+
+#![allow(dead_code)] // the example and the tests each use a subset
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ringloop::{Action, Conn, Engine, EngineBuilder, EventHandler, LoopContext};
+
+/// Longest request head (request line and headers, with the blank line).
+pub const MAX_HEAD: usize = 8 * 1024;
+/// The `Server` header's value.
+pub const SERVER: &str = "ringloop";
+/// The plaintext body.
+pub const BODY: &[u8] = b"Hello, World!";
+/// Replies are written out once this much is pending within one read.
+const FLUSH_AT: usize = 256 * 1024;
+/// Most reply bytes a connection may leave unread; past it the connection is
+/// closed, so a client that pipelines without reading cannot make the server
+/// buffer without end.
+pub const MAX_UNREAD_REPLIES: usize = 4 << 20;
+
+/// Unix seconds as seen by loop 0's ticker, shared by every loop.
+#[derive(Debug)]
+pub struct Clock {
+    secs: AtomicU64,
+}
+
+impl Clock {
+    /// A clock set to now.
+    pub fn new() -> Clock {
+        Clock {
+            secs: AtomicU64::new(unix_now().as_secs()),
+        }
+    }
+
+    /// Sets the clock to now; returns how long until the next second starts.
+    fn refresh(&self) -> Duration {
+        let now = unix_now();
+        // Relaxed: the value is a self-contained timestamp, nothing else is
+        // published with it.
+        self.secs.store(now.as_secs(), Ordering::Relaxed);
+        Duration::from_secs(1) - Duration::from_nanos(u64::from(now.subsec_nanos()))
+            + Duration::from_millis(1)
+    }
+
+    fn get(&self) -> u64 {
+        // Relaxed: see `refresh`.
+        self.secs.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// An engine builder serving plaintext HTTP, with the ticker on (it drives the
+/// shared [`Clock`]). Add addresses and loops, then build.
+pub fn builder() -> EngineBuilder<Http> {
+    let clock = Arc::new(Clock::new());
+    Engine::builder(move |_| Http::new(clock.clone())).ticker(true)
+}
+
+/// One loop's handler.
+pub struct Http {
+    clock: Arc<Clock>,
+    /// The second `date` and `ok` were rendered for.
+    rendered: u64,
+    /// `Sun, 06 Nov 1994 08:49:37 GMT`.
+    date: [u8; 29],
+    /// The complete keep-alive `200 OK` reply to a `GET`.
+    ok: Vec<u8>,
+    /// Replies of the current read.
+    out: Vec<u8>,
+}
+
+/// Per-connection parse state.
+#[derive(Debug, Default)]
+pub struct HttpConn {
+    /// Body bytes of the last request still to be discarded.
+    body_left: u64,
+    /// How far the search for the end of the pending head got.
+    scanned: usize,
+}
+
+impl Http {
+    /// A handler reading the date from `clock`.
+    pub fn new(clock: Arc<Clock>) -> Http {
+        let mut http = Http {
+            clock,
+            rendered: u64::MAX,
+            date: [b' '; 29],
+            ok: Vec::with_capacity(160),
+            out: Vec::with_capacity(4096),
+        };
+        http.render(http.clock.get());
+        http
+    }
+
+    fn render(&mut self, secs: u64) {
+        self.rendered = secs;
+        self.date = http_date(secs);
+        self.ok.clear();
+        push_head(
+            &mut self.ok,
+            &self.date,
+            Status::Ok,
+            BODY.len(),
+            Keep::Default,
+            None,
+        );
+        self.ok.extend_from_slice(BODY);
+    }
+
+    /// Appends a complete reply with a text body to `self.out`.
+    fn reply(&mut self, status: Status, keep: Keep, head_only: bool, allow: Option<&str>) {
+        let body: &[u8] = match status {
+            Status::Ok => BODY,
+            _ => status.line().as_bytes(),
+        };
+        push_head(&mut self.out, &self.date, status, body.len(), keep, allow);
+        if !head_only {
+            self.out.extend_from_slice(body);
+        }
+    }
+
+    /// Answers one parsed request; returns whether the connection stays open.
+    fn answer(&mut self, req: &Request<'_>) -> bool {
+        let keep_open = req.keep_alive();
+        let keep = match (keep_open, req.minor) {
+            (false, _) => Keep::Close,
+            (true, 0) => Keep::Alive,
+            (true, _) => Keep::Default,
+        };
+        if req.path != b"/plaintext" && req.path != b"/" {
+            self.reply(Status::NotFound, keep, req.method == b"HEAD", None);
+        } else if req.method == b"GET" && keep == Keep::Default {
+            self.out.extend_from_slice(&self.ok);
+        } else if req.method == b"GET" || req.method == b"HEAD" {
+            self.reply(Status::Ok, keep, req.method == b"HEAD", None);
+        } else {
+            self.reply(Status::MethodNotAllowed, keep, false, Some("GET, HEAD"));
+        }
+        keep_open
+    }
+}
+
+/// Appends a reply head: status line, `Server`, `Date`, `Content-Type`,
+/// `Content-Length`, then `Connection` and `Allow` when needed.
+fn push_head(
+    out: &mut Vec<u8>,
+    date: &[u8; 29],
+    status: Status,
+    len: usize,
+    keep: Keep,
+    allow: Option<&str>,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.line().as_bytes());
+    out.extend_from_slice(b"\r\nServer: ");
+    out.extend_from_slice(SERVER.as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    out.extend_from_slice(date);
+    out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
+    push_decimal(out, len as u64);
+    match keep {
+        Keep::Default => {}
+        Keep::Close => out.extend_from_slice(b"\r\nConnection: close"),
+        Keep::Alive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+    }
+    if let Some(allow) = allow {
+        out.extend_from_slice(b"\r\nAllow: ");
+        out.extend_from_slice(allow.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// What a reply's `Connection` header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keep {
+    /// Nothing: HTTP/1.1 keeps the connection by default.
+    Default,
+    /// `Connection: close`.
+    Close,
+    /// `Connection: keep-alive` (an HTTP/1.0 client asked for it).
+    Alive,
+}
+
+impl EventHandler for Http {
+    type State = HttpConn;
+
+    fn on_open(&mut self, conn: &mut Conn<'_, HttpConn>) -> Action {
+        conn.set_state(HttpConn::default());
+        Action::None
+    }
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, HttpConn>) -> Action {
+        let secs = self.clock.get();
+        if secs != self.rendered {
+            self.render(secs);
+        }
+        let input = conn.peek(usize::MAX);
+        let mut st = conn.take_state().unwrap_or_default();
+        self.out.clear();
+        let mut pos = 0;
+        let mut open = true;
+        while open {
+            if st.body_left > 0 {
+                let n = st.body_left.min((input.len() - pos) as u64);
+                pos += n as usize;
+                st.body_left -= n;
+                if st.body_left > 0 {
+                    break;
+                }
+            }
+            // Empty lines before a request line are ignored (RFC 9112 §2.2).
+            while input[pos..].starts_with(b"\r\n") || input[pos..].starts_with(b"\n") {
+                pos += if input[pos] == b'\r' { 2 } else { 1 };
+                st.scanned = 0;
+            }
+            let rest = &input[pos..];
+            if rest.is_empty() || rest == b"\r" {
+                break;
+            }
+            let window = &rest[..rest.len().min(MAX_HEAD)];
+            let head_len = match head_end(window, st.scanned) {
+                Ok(len) => len,
+                Err(_) if rest.len() >= MAX_HEAD => {
+                    self.reply(Status::HeaderTooLarge, Keep::Close, false, None);
+                    open = false;
+                    break;
+                }
+                Err(resume) => {
+                    st.scanned = resume;
+                    break;
+                }
+            };
+            st.scanned = 0;
+            match parse_head(&rest[..head_len]) {
+                Ok(req) => {
+                    pos += head_len;
+                    st.body_left = req.content_length;
+                    open = self.answer(&req);
+                }
+                Err(status) => {
+                    self.reply(status, Keep::Close, false, None);
+                    open = false;
+                }
+            }
+            if self.out.len() >= FLUSH_AT {
+                if conn.write(&self.out).is_err() {
+                    return Action::Close;
+                }
+                self.out.clear();
+            }
+            if conn.outbound_buffered() + self.out.len() > MAX_UNREAD_REPLIES {
+                return Action::Close;
+            }
+        }
+        if !open {
+            // Whatever follows a closing request is not answered.
+            pos = input.len();
+        }
+        conn.discard(pos);
+        conn.set_state(st);
+        if !self.out.is_empty() && conn.write(&self.out).is_err() {
+            return Action::Close;
+        }
+        if open {
+            Action::None
+        } else {
+            Action::Close
+        }
+    }
+
+    fn on_tick(&mut self, _ctx: &mut LoopContext) -> (Duration, Action) {
+        (self.clock.refresh(), Action::None)
+    }
+}
+
+/// A reply status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// 200
+    Ok,
+    /// 400
+    BadRequest,
+    /// 404
+    NotFound,
+    /// 405
+    MethodNotAllowed,
+    /// 431
+    HeaderTooLarge,
+    /// 501
+    NotImplemented,
+    /// 505
+    VersionNotSupported,
+}
+
+impl Status {
+    /// Code and reason phrase.
+    pub fn line(self) -> &'static str {
+        match self {
+            Status::Ok => "200 OK",
+            Status::BadRequest => "400 Bad Request",
+            Status::NotFound => "404 Not Found",
+            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::HeaderTooLarge => "431 Request Header Fields Too Large",
+            Status::NotImplemented => "501 Not Implemented",
+            Status::VersionNotSupported => "505 HTTP Version Not Supported",
+        }
+    }
+}
+
+/// What the handler needs of a request head; every slice borrows the input.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The method token, as sent (methods are case-sensitive).
+    pub method: &'a [u8],
+    /// The target's path, without query.
+    pub path: &'a [u8],
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// The body length (0 without `Content-Length`).
+    pub content_length: u64,
+    /// `Connection: close` was sent.
+    pub close: bool,
+    /// `Connection: keep-alive` was sent.
+    pub keep_alive_token: bool,
+}
+
+impl Request<'_> {
+    /// Whether the connection stays open after this request.
+    pub fn keep_alive(&self) -> bool {
+        !self.close && (self.minor >= 1 || self.keep_alive_token)
+    }
+}
+
+/// Finds the end of a head (just past its blank line) in `buf`, searching
+/// from `from`. `Err(resume)` when there is none yet: search again from
+/// `resume` once more bytes arrived.
+pub fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
+    let mut i = from.min(buf.len());
+    while let Some(offset) = memchr::memchr(b'\n', &buf[i..]) {
+        let nl = i + offset;
+        match buf.get(nl + 1) {
+            None => return Err(nl),
+            Some(b'\n') => return Ok(nl + 2),
+            Some(b'\r') => match buf.get(nl + 2) {
+                None => return Err(nl),
+                Some(b'\n') => return Ok(nl + 3),
+                Some(_) => {}
+            },
+            Some(_) => {}
+        }
+        i = nl + 1;
+    }
+    Err(buf.len())
+}
+
+/// Byte classes, so that validating a field costs one table lookup a byte.
+const TCHAR: u8 = 1; // RFC 9110 §5.6.2 token characters
+const VISIBLE: u8 = 2; // VCHAR: allowed in a request target
+const FIELD: u8 = 4; // field-value bytes: VCHAR, SP, HTAB, obs-text
+
+static CLASSES: [u8; 256] = classes();
+
+const fn classes() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut class = 0;
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+        {
+            class |= TCHAR;
+        }
+        if b.is_ascii_graphic() {
+            class |= VISIBLE;
+        }
+        if b == b'\t' || b == b' ' || b.is_ascii_graphic() || b >= 0x80 {
+            class |= FIELD;
+        }
+        table[i] = class;
+        i += 1;
+    }
+    table
+}
+
+fn all_in(s: &[u8], class: u8) -> bool {
+    s.iter().all(|&b| CLASSES[usize::from(b)] & class != 0)
+}
+
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && all_in(s, TCHAR)
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// The lines of a complete head (ending with its blank line), each without
+/// its `\n` and an optional `\r` before it.
+struct Lines<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let nl = memchr::memchr(b'\n', self.rest)?;
+        let line = &self.rest[..nl];
+        self.rest = &self.rest[nl + 1..];
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    }
+}
+
+/// Parses a complete request head (as delimited by [`head_end`]).
+pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Status> {
+    let mut lines = Lines { rest: head };
+    let request_line = lines.next().ok_or(Status::BadRequest)?;
+    // method SP request-target SP HTTP-version
+    let sp1 = memchr::memchr(b' ', request_line).ok_or(Status::BadRequest)?;
+    let (method, after) = (&request_line[..sp1], &request_line[sp1 + 1..]);
+    let sp2 = memchr::memchr(b' ', after).ok_or(Status::BadRequest)?;
+    let (target, version) = (&after[..sp2], &after[sp2 + 1..]);
+    if !is_token(method) || target.is_empty() || !all_in(target, VISIBLE) {
+        return Err(Status::BadRequest);
+    }
+    let minor = match version {
+        b"HTTP/1.1" => 1,
+        b"HTTP/1.0" => 0,
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err(Status::VersionNotSupported)
+        }
+        _ => return Err(Status::BadRequest),
+    };
+    let mut req = Request {
+        method,
+        path: request_path(method, target)?,
+        minor,
+        content_length: 0,
+        close: false,
+        keep_alive_token: false,
+    };
+    let mut content_length = None;
+    let mut hosts = 0;
+    let mut transfer_encoding = false;
+    for line in lines {
+        if line.is_empty() {
+            break; // the blank line ending the head
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(Status::BadRequest); // obsolete line folding
+        }
+        let colon = memchr::memchr(b':', line).ok_or(Status::BadRequest)?;
+        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
+        if !is_token(name) || !all_in(value, FIELD) {
+            return Err(Status::BadRequest);
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(value).ok_or(Status::BadRequest)?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(Status::BadRequest);
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for option in value.split(|&b| b == b',').map(trim_ows) {
+                req.close |= option.eq_ignore_ascii_case(b"close");
+                req.keep_alive_token |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
+    if hosts > 1 || (minor == 1 && hosts == 0) {
+        return Err(Status::BadRequest);
+    }
+    if transfer_encoding {
+        // With Content-Length too it is a smuggling attempt (§6.3); in 1.0 it
+        // is not allowed; otherwise it is a coding this server does not decode.
+        return Err(if content_length.is_some() || minor == 0 {
+            Status::BadRequest
+        } else {
+            Status::NotImplemented
+        });
+    }
+    req.content_length = content_length.unwrap_or(0);
+    Ok(req)
+}
+
+/// `1*DIGIT`, without overflow.
+fn parse_length(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// The path of a request target (origin-form, absolute-form, or `*` for
+/// `OPTIONS`), without its query.
+fn request_path<'a>(method: &[u8], target: &'a [u8]) -> Result<&'a [u8], Status> {
+    let path = if target[0] == b'/' {
+        target
+    } else if target == b"*" && method == b"OPTIONS" {
+        return Ok(target);
+    } else {
+        let lower = |n: usize| target.get(..n).map(|p| p.to_ascii_lowercase());
+        let after_scheme = if lower(7).as_deref() == Some(b"http://") {
+            &target[7..]
+        } else if lower(8).as_deref() == Some(b"https://") {
+            &target[8..]
+        } else {
+            return Err(Status::BadRequest);
+        };
+        match after_scheme.iter().position(|&b| b == b'/') {
+            Some(slash) => &after_scheme[slash..],
+            None => b"/",
+        }
+    };
+    Ok(match path.iter().position(|&b| b == b'?') {
+        Some(q) => &path[..q],
+        None => path,
+    })
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Formats Unix seconds as an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = secs / 86_400;
+    let in_day = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let mut out = [0u8; 29];
+    let two = |n: u64| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]); // 1970-01-01 was a Thursday
+    out[3..5].copy_from_slice(b", ");
+    out[5..7].copy_from_slice(&two(day));
+    out[7] = b' ';
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    out[11] = b' ';
+    out[12..14].copy_from_slice(&two(year / 100));
+    out[14..16].copy_from_slice(&two(year));
+    out[16] = b' ';
+    out[17..19].copy_from_slice(&two(in_day / 3600));
+    out[19] = b':';
+    out[20..22].copy_from_slice(&two(in_day / 60 % 60));
+    out[22] = b':';
+    out[23..25].copy_from_slice(&two(in_day % 60));
+    out[25..].copy_from_slice(b" GMT");
+    out
+}
+
+/// Days since 1970-01-01 to (year, month 1-12, day 1-31) in the proleptic
+/// Gregorian calendar. Counts in 400-year eras of 146,097 days, with years
+/// starting on 1 March so that the leap day is the last day of a year.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // 1970-01-01 is day 719,468 counted from 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    // Years of the era: every 4th year is long, except the 100th (but the
+    // 400th is, which is the era's last day).
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months from March: 31 30 31 30 31 31 30 31 30 31 31 28/29, which the
+    // line (153 * m + 2) / 5 reproduces.
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(&http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&http_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(&http_date(1_709_251_199), b"Thu, 29 Feb 2024 23:59:59 GMT");
+        assert_eq!(&http_date(4_107_542_400), b"Mon, 01 Mar 2100 00:00:00 GMT");
+    }
+
+    #[test]
+    fn head_end_resumes() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest";
+        assert_eq!(head_end(head, 0), Ok(27));
+        for cut in 0..27 {
+            let resume = head_end(&head[..cut], 0).unwrap_err();
+            assert_eq!(head_end(head, resume), Ok(27), "cut at {cut}");
+        }
+        assert_eq!(head_end(b"GET / HTTP/1.0\n\nx", 0), Ok(16));
+    }
+
+    #[test]
+    fn parses_heads() {
+        let r = parse_head(b"GET /plaintext?x=1 HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, close\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(r.method, b"GET");
+        assert_eq!(r.path, b"/plaintext");
+        assert_eq!(r.content_length, 5);
+        assert!(!r.keep_alive());
+        let r = parse_head(b"HEAD http://example.com HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!((r.path, r.minor, r.keep_alive()), (&b"/"[..], 0, false));
+        let bad: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\n\r\n",                                 // no Host
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",           // two
+            b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",                     // double space
+            b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",                     // space before colon
+            b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",           // obs-fold
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",         // control byte
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",           // bare CR
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", // bad length
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n",
+            b"GET / HTTP/1.x\r\nHost: a\r\n\r\n",
+            b"GET nope HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+        ];
+        for head in bad {
+            assert_eq!(
+                parse_head(head),
+                Err(Status::BadRequest),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert_eq!(
+            parse_head(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
+            Err(Status::VersionNotSupported)
+        );
+        assert_eq!(
+            parse_head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(Status::NotImplemented)
+        );
+    }
+}
