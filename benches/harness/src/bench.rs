@@ -57,7 +57,7 @@ impl Scenario {
     }
 
     /// "… conns × …", or "… UDP sockets × …" for UDP.
-    fn label_for(&self, udp: bool) -> String {
+    pub fn label_for(&self, udp: bool) -> String {
         let size = if self.size % 1024 == 0 {
             format!("{} KiB", self.size / 1024)
         } else {
@@ -142,6 +142,7 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
                     duration: cfg.duration,
                     threads: cfg.load_threads,
                     server_pid: Some(running.pid()),
+                    other_pids: Vec::new(),
                 });
                 stop(running, &mut problems)?;
                 let report = report.map_err(|e| {
@@ -193,37 +194,47 @@ pub fn rotation(n: usize, round: usize) -> impl Iterator<Item = usize> {
     (0..n).map(move |i| (i + round) % n.max(1))
 }
 
-fn stop(running: crate::server::Running, problems: &mut Vec<String>) -> Result<()> {
+/// Stops a server and notes how it ended if that was not clean.
+pub fn stop(running: crate::server::Running, problems: &mut Vec<String>) -> Result<()> {
     let name = running.name.clone();
+    let signal = running.stop_signal();
     match running.stop()? {
         Stopped::Early(status) => {
             problems.push(format!("{name} exited by itself during the run: {status}"))
         }
         Stopped::Exited(status) if status.success() => {}
         Stopped::Exited(status) => {
-            problems.push(format!("{name} did not exit cleanly on SIGTERM: {status}"))
+            problems.push(format!("{name} did not exit cleanly on {signal}: {status}"))
         }
         Stopped::Killed => problems.push(format!(
-            "{name} was still running 5 s after SIGTERM and was killed"
+            "{name} was still running 5 s after {signal} and was killed"
         )),
     }
     Ok(())
 }
 
 /// One server under one scenario, all rounds together.
-struct Summary {
-    rate: f64,
-    /// `None` with a single run.
-    spread: Option<f64>,
-    p50_us: f64,
-    p99_us: f64,
-    cpu_us: f64,
-    lost: u64,
-    stalled: usize,
-    datagrams_lost: u64,
+pub struct Summary {
+    /// Round trips per second over all rounds.
+    pub rate: f64,
+    /// (max − min) / mean of the per-run rates; `None` with a single run.
+    pub spread: Option<f64>,
+    /// Median round trip, µs.
+    pub p50_us: f64,
+    /// 99th percentile round trip, µs.
+    pub p99_us: f64,
+    /// The measured server's CPU per message, µs.
+    pub cpu_us: f64,
+    /// Connections lost.
+    pub lost: u64,
+    /// Connections that completed no round trip in a window.
+    pub stalled: usize,
+    /// UDP only: datagrams that got no reply in time.
+    pub datagrams_lost: u64,
 }
 
-fn summarize(runs: &[LoadReport]) -> Summary {
+/// Sums up the runs of one server under one scenario.
+pub fn summarize(runs: &[LoadReport]) -> Summary {
     let messages: u64 = runs.iter().map(|r| r.messages).sum();
     let window: f64 = runs.iter().map(|r| r.window.as_secs_f64()).sum();
     let rates: Vec<f64> = runs.iter().map(LoadReport::rate).collect();
@@ -513,7 +524,8 @@ fn render_load(
     );
 }
 
-fn loadavg() -> String {
+/// The 1-minute load average.
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().map(String::from))
@@ -521,7 +533,7 @@ fn loadavg() -> String {
 }
 
 /// Microseconds: one decimal below 100, whole and grouped above.
-fn micros(us: f64) -> String {
+pub fn micros(us: f64) -> String {
     if us < 100.0 {
         format!("{us:.1}")
     } else {

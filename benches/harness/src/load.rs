@@ -31,6 +31,9 @@ pub struct LoadConfig {
     pub threads: usize,
     /// Server process whose CPU time is sampled over the measured window.
     pub server_pid: Option<u32>,
+    /// More processes sampled over the same window (a proxy's backend;
+    /// TCP only).
+    pub other_pids: Vec<u32>,
 }
 
 /// What a run measured, over the measured window only.
@@ -49,6 +52,8 @@ pub struct LoadReport {
     pub stalled: usize,
     /// Server CPU time in the window, if a pid was given.
     pub server_cpu: Option<Duration>,
+    /// CPU time of each of `other_pids` in the window (`None`: not measured).
+    pub other_cpu: Vec<Option<Duration>>,
     /// The load generator's own CPU time in the window.
     pub client_cpu: Duration,
     /// UDP only: datagrams sent in the window that got no reply in time.
@@ -68,6 +73,7 @@ impl LoadReport {
             error_samples: Vec::new(),
             stalled: 0,
             server_cpu: None,
+            other_cpu: Vec::new(),
             client_cpu: Duration::ZERO,
             datagrams_lost: 0,
             datagrams_late: 0,
@@ -149,12 +155,25 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
             .collect();
 
         let sample = |pid: Option<u32>| pid.map(procfs::cpu_time).transpose();
+        let others = || -> Vec<Option<Duration>> {
+            cfg.other_pids
+                .iter()
+                .map(|&pid| procfs::cpu_time(pid).ok())
+                .collect()
+        };
         sleep_until(start, &abort);
         let (server0, client0) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
+        let others0 = others();
         sleep_until(end, &abort);
         let (server1, client1) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
+        let others1 = others();
 
         let mut report = LoadReport::empty(end - start);
+        report.other_cpu = others0
+            .iter()
+            .zip(&others1)
+            .map(|(a, b)| Some(b.as_ref()?.saturating_sub(*a.as_ref()?)))
+            .collect();
         let mut first_error = None;
         for w in workers {
             match w.join().expect("load thread panicked") {

@@ -4,7 +4,8 @@
 //! whole side-by-side comparison. For the HTTP and Redis-protocol examples
 //! it serves the peer HTTP servers (tokio + httparse, may_minihttp) and runs
 //! `wrk` and `redis-benchmark` against them, `redis-server` and ringloop.
-//! See `README.md` next to this crate.
+//! For the proxy example it runs ringloop's proxy against HAProxy in front of
+//! the same echo backend (`proxy-bench`). See `README.md` next to this crate.
 
 mod args;
 mod async_write;
@@ -16,6 +17,7 @@ mod idle;
 mod load;
 mod pattern;
 mod procfs;
+mod proxy_bench;
 mod serve_epoll;
 mod serve_may_http;
 mod serve_tokio;
@@ -67,6 +69,9 @@ usage:
                    [--requests N] [--requests-p1 N] [--clients 50] [--keyspace N]
   harness soak [--server PATH] [--seconds 180] [--loops 2]
                [--idle-timeout-ms 2000] [--echo-conns 50]
+  harness proxy-bench [--quick] [--ringloop PATH] [--haproxy PATH | --skip-haproxy]
+                      [--threads 1,2] [--no-direct] [--calibrate] [--rounds N] [--seconds T]
+                      [--load-threads N]
 ";
 
 fn main() -> ExitCode {
@@ -97,6 +102,7 @@ fn run() -> Result<ExitCode> {
         "bench-http" => bench_http(rest),
         "bench-kv" => bench_kv(rest),
         "soak" => soak(rest),
+        "proxy-bench" => proxy_bench(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -232,6 +238,7 @@ fn load(argv: &[String]) -> Result<ExitCode> {
         warmup: seconds(args.value("--warmup")?.unwrap_or(0.5), "--warmup")?,
         threads: args.value("--threads")?.unwrap_or(1),
         server_pid: args.value("--pid")?,
+        other_pids: Vec::new(),
     };
     let report = load::run(&cfg)?;
     println!(
@@ -481,6 +488,80 @@ fn soak(argv: &[String]) -> Result<ExitCode> {
         return Err("--idle-timeout-ms must be at least 100".into());
     }
     Ok(if soak::run(&cfg)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn proxy_bench(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--ringloop",
+            "--haproxy",
+            "--threads",
+            "--rounds",
+            "--seconds",
+            "--load-threads",
+        ],
+        &["--quick", "--skip-haproxy", "--no-direct", "--calibrate"],
+    )?;
+    args.positional(&[])?;
+    let quick = args.switch("--quick");
+    let ringloop = ringloop_example(&args, "proxy")?;
+    let haproxy = if args.switch("--skip-haproxy") {
+        if args.value::<PathBuf>("--haproxy")?.is_some() {
+            return Err("--haproxy and --skip-haproxy exclude each other".into());
+        }
+        None
+    } else {
+        let path = match args.value::<PathBuf>("--haproxy")? {
+            Some(p) => p,
+            None => tools::find_on_path("haproxy").ok_or(
+                "haproxy is not installed (not in PATH): install it (`apt-get install -y haproxy`), \
+                 point --haproxy at it, or pass --skip-haproxy to run ringloop alone",
+            )?,
+        };
+        if !path.is_file() {
+            return Err(format!("HAProxy is not at {}", path.display()).into());
+        }
+        Some(path)
+    };
+    if args.switch("--calibrate") && haproxy.is_none() {
+        return Err("--calibrate compares HAProxy with itself: it needs HAProxy".into());
+    }
+    let threads = match args.value::<String>("--threads")? {
+        None => vec![1, 2],
+        Some(list) => list
+            .split(',')
+            .map(|n| match n.trim().parse::<usize>() {
+                Ok(n @ 1..=64) => Ok(n),
+                _ => Err(format!(
+                    "--threads {list:?}: expected a list like 1,2 (each 1 to 64)"
+                )),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+    };
+    let cfg = proxy_bench::ProxyBenchConfig {
+        ringloop,
+        haproxy,
+        threads,
+        direct: !args.switch("--no-direct"),
+        calibrate: args.switch("--calibrate"),
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        warmup: Duration::from_millis(500),
+        duration: seconds(
+            args.value("--seconds")?
+                .unwrap_or(if quick { 2.0 } else { 5.0 }),
+            "--seconds",
+        )?,
+        load_threads: args.value("--load-threads")?.unwrap_or(1),
+    };
+    if cfg.rounds == 0 || cfg.load_threads == 0 || cfg.duration.is_zero() {
+        return Err("--rounds, --load-threads and --seconds must be above zero".into());
+    }
+    Ok(if proxy_bench::run(&cfg)? {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

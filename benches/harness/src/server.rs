@@ -1,5 +1,6 @@
-//! Servers run as child processes: start on a fresh loopback port, wait
-//! until they accept, stop by pid (SIGTERM, then SIGKILL after a timeout).
+//! Servers (and proxies) run as child processes: start on a fresh loopback
+//! port, wait until they accept, stop by pid (SIGTERM, or the server's own
+//! stop signal such as HAProxy's SIGUSR1; SIGKILL after a timeout).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -17,7 +18,7 @@ use crate::Result;
 
 /// How long a server may take to accept its first connection.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a server may take to exit after SIGTERM before it is killed.
+/// How long a server may take to exit after its stop signal before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines of a server's output passed through to the harness's stderr.
 const OUTPUT_LINES: usize = 20;
@@ -29,6 +30,11 @@ pub struct Server {
     kind: Kind,
     /// It serves UDP (`udp://` address) instead of TCP.
     pub udp: bool,
+    /// The signal that asks it to exit cleanly (SIGTERM unless set).
+    stop_signal: Signal,
+    /// A configuration file written before each start (see
+    /// [`Server::with_config_file`]).
+    config: Option<String>,
 }
 
 /// What runs, and how.
@@ -70,12 +76,13 @@ pub enum Kind {
         harness: PathBuf,
     },
     /// Any other program (the HTTP and Redis-protocol servers of
-    /// `bench-http` and `bench-kv`).
+    /// `bench-http` and `bench-kv`, the proxies of `proxy-bench`).
     Command {
         /// The binary.
         program: PathBuf,
         /// Its arguments; `{url}` becomes `tcp://127.0.0.1:PORT` (or
-        /// `udp://…`), `{port}` the port.
+        /// `udp://…`), `{port}` the port, `{config}` the path of the file
+        /// written from [`Server::with_config_file`].
         args: Vec<String>,
     },
 }
@@ -97,7 +104,26 @@ impl Server {
             name: name.into(),
             kind,
             udp,
+            stop_signal: Signal::SIGTERM,
+            config: None,
         }
+    }
+
+    /// Stopped with `signal` instead of SIGTERM (HAProxy: SIGUSR1, its soft
+    /// stop, exits 0 once its connections are gone; SIGTERM kills it by the
+    /// signal).
+    pub fn with_stop_signal(mut self, signal: Signal) -> Server {
+        self.stop_signal = signal;
+        self
+    }
+
+    /// Before each start, `template` is written to a fresh temporary file
+    /// with `{url}` and `{port}` filled in as in the arguments, where
+    /// `{config}` stands for its path. The file is removed once the server
+    /// is gone. For programs configured by file only (HAProxy).
+    pub fn with_config_file(mut self, template: impl Into<String>) -> Server {
+        self.config = Some(template.into());
+        self
     }
 
     /// What runs, for the report header.
@@ -219,20 +245,26 @@ impl Server {
         (program, args)
     }
 
-    /// `args` with `{url}` and `{port}` replaced for a server at `addr`
+    /// `text` with `{url}` and `{port}` replaced for a server at `addr`
     /// (`IP:PORT`) listening on `port`.
-    fn fill(&self, args: Vec<String>, addr: &str, port: &str) -> Vec<String> {
+    fn fill_one(&self, text: &str, addr: &str, port: &str) -> String {
         let url = format!("{}://{addr}", if self.udp { "udp" } else { "tcp" });
+        text.replace("{url}", &url).replace("{port}", port)
+    }
+
+    /// `args` filled as by [`Server::fill_one`], `{config}` replaced by `config`.
+    fn fill(&self, args: Vec<String>, addr: &str, port: &str, config: &str) -> Vec<String> {
         args.into_iter()
-            .map(|a| a.replace("{url}", &url).replace("{port}", port))
+            .map(|a| self.fill_one(&a, addr, port).replace("{config}", config))
             .collect()
     }
 
-    /// The command line for the report, the port shown as `PORT`.
+    /// The command line for the report, the port shown as `PORT` and a
+    /// configuration file as `CONFIG`.
     pub fn command_line(&self) -> String {
         let (program, args) = self.program_args();
         let mut line = program.display().to_string();
-        for arg in self.fill(args, "127.0.0.1:PORT", "PORT") {
+        for arg in self.fill(args, "127.0.0.1:PORT", "PORT", "CONFIG") {
             line.push(' ');
             if arg.is_empty() || arg.contains(' ') {
                 line.push_str(&format!("'{arg}'"));
@@ -243,17 +275,38 @@ impl Server {
         line
     }
 
-    fn command(&self, addr: SocketAddr) -> Command {
+    /// The command for a server at `addr`, its configuration file (if any)
+    /// at `config`.
+    fn command(&self, addr: SocketAddr, config: Option<&Path>) -> Command {
         let (program, args) = self.program_args();
+        let config = config.map(|p| p.display().to_string()).unwrap_or_default();
         let mut cmd = Command::new(program);
-        cmd.args(self.fill(args, &addr.to_string(), &addr.port().to_string()));
+        cmd.args(self.fill(args, &addr.to_string(), &addr.port().to_string(), &config));
         cmd
+    }
+
+    /// Writes the configuration file for a server at `addr`, if it has one.
+    fn write_config(&self, addr: SocketAddr) -> Result<Option<ConfigFile>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let Some(template) = &self.config else {
+            return Ok(None);
+        };
+        let path = std::env::temp_dir().join(format!(
+            "ringloop-harness-{}-{}.cfg",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let text = self.fill_one(template, &addr.to_string(), &addr.port().to_string());
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Some(ConfigFile(path)))
     }
 
     /// Starts the server on a free loopback port and waits until it serves.
     pub fn start(&self) -> Result<Running> {
         let addr = free_port(self.udp)?;
-        let mut cmd = self.command(addr);
+        let config = self.write_config(addr)?;
+        let mut cmd = self.command(addr, config.as_ref().map(|c| c.0.as_path()));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -280,9 +333,20 @@ impl Server {
             child,
             output,
             stopped: false,
+            stop_signal: self.stop_signal,
+            _config: config,
         };
         running.wait_ready()?;
         Ok(running)
+    }
+}
+
+/// A configuration file written for a server, removed on drop.
+struct ConfigFile(PathBuf);
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -323,15 +387,18 @@ pub struct Running {
     child: Child,
     output: [Option<JoinHandle<()>>; 2],
     stopped: bool,
+    stop_signal: Signal,
+    /// Removed once the child is gone (fields drop after `Drop::drop`).
+    _config: Option<ConfigFile>,
 }
 
 /// How a server ended.
 pub enum Stopped {
     /// It had already exited before it was asked to stop.
     Early(ExitStatus),
-    /// It exited by itself after SIGTERM.
+    /// It exited by itself after its stop signal.
     Exited(ExitStatus),
-    /// It was still running `STOP_TIMEOUT` after SIGTERM and was killed.
+    /// It was still running `STOP_TIMEOUT` after its stop signal and was killed.
     Killed,
 }
 
@@ -339,6 +406,11 @@ impl Running {
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The signal [`Running::stop`] sends (SIGTERM unless the server set another).
+    pub fn stop_signal(&self) -> Signal {
+        self.stop_signal
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -369,7 +441,8 @@ impl Running {
         }
     }
 
-    /// Sends SIGTERM, waits up to `STOP_TIMEOUT`, then kills.
+    /// Sends its stop signal (SIGTERM unless set otherwise), waits up to
+    /// `STOP_TIMEOUT`, then kills.
     /// On error, dropping `self` still kills and reaps the child.
     pub fn stop(mut self) -> Result<Stopped> {
         if let Some(status) = self.child.try_wait()? {
@@ -379,7 +452,7 @@ impl Running {
         let pid = Pid::from_raw(self.child.id() as i32);
         let deadline = Instant::now() + STOP_TIMEOUT;
         // Not reaped yet (only this value waits on it), so the pid is still ours.
-        kill(pid, Signal::SIGTERM)?;
+        kill(pid, self.stop_signal)?;
         let outcome = loop {
             if let Some(status) = self.child.try_wait()? {
                 break Stopped::Exited(status);
@@ -469,7 +542,7 @@ mod tests {
             "**redis**: `redis-server --port PORT --save ''`"
         );
         let addr: SocketAddr = "127.0.0.1:4242".parse().unwrap();
-        let cmd = redis.command(addr);
+        let cmd = redis.command(addr, None);
         let args: Vec<_> = cmd.get_args().collect();
         assert_eq!(args, ["--port", "4242", "--save", ""]);
         let http = Server::new(
@@ -477,8 +550,34 @@ mod tests {
             Kind::command("harness", &["serve", "tokio-http", "{url}"]),
             false,
         );
-        let cmd = http.command(addr);
+        let cmd = http.command(addr, None);
         let args: Vec<_> = cmd.get_args().collect();
         assert_eq!(args, ["serve", "tokio-http", "tcp://127.0.0.1:4242"]);
+    }
+
+    #[test]
+    fn configuration_files() {
+        let haproxy = Server::new(
+            "haproxy",
+            Kind::command("haproxy", &["-db", "-f", "{config}"]),
+            false,
+        )
+        .with_config_file("frontend f\n    bind 127.0.0.1:{port}\n")
+        .with_stop_signal(Signal::SIGUSR1);
+        assert_eq!(haproxy.command_line(), "haproxy -db -f CONFIG");
+        let addr: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let config = haproxy.write_config(addr).unwrap().expect("a file");
+        let path = config.0.clone();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "frontend f\n    bind 127.0.0.1:4242\n"
+        );
+        let cmd = haproxy.command(addr, Some(&path));
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["-db", "-f", path.to_str().unwrap()]);
+        drop(config);
+        assert!(!path.exists(), "the file is removed with its handle");
+        let plain = Server::new("epoll", Kind::command("x", &["{url}"]), false);
+        assert!(plain.write_config(addr).unwrap().is_none());
     }
 }

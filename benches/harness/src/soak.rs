@@ -487,6 +487,7 @@ pub fn run(cfg: &SoakConfig) -> Result<bool> {
             duration: cfg.duration,
             threads: 1,
             server_pid: None,
+            other_pids: Vec::new(),
         };
         thread::spawn(move || load::run(&cfg).map_err(|e| e.to_string()))
     };

@@ -11,8 +11,14 @@ use crate::Result;
 
 /// Whether `program` can be found on `PATH`.
 pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    find_on_path(program).is_some()
+}
+
+/// The first `program` on `PATH` that is a file.
+pub fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// Runs `cmd` to completion, killing it past `timeout`; returns its stdout.
