@@ -424,6 +424,23 @@ impl<'a, S> Conn<'a, S> {
 
     /// `true` for a UDP datagram (received on a `udp://` listener, or on a
     /// dialled `udp://` connection), `false` for a stream connection.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     let data = conn.read_all();
+    ///     if conn.is_datagram() {
+    ///         let _ = conn.write(data); // one datagram back to its sender
+    ///         Action::None
+    ///     } else {
+    ///         Action::Close // this handler serves UDP only
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn is_datagram(&self) -> bool {
         match &self.backing {
             Backing::Datagram(_) => true,
@@ -434,12 +451,52 @@ impl<'a, S> Conn<'a, S> {
     // ----- reading -----
 
     /// Unread bytes waiting on this connection (leftover plus fresh).
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Wait for a whole 16-byte record; unread bytes stay buffered.
+    ///     if conn.inbound_buffered() < 16 {
+    ///         return Action::None;
+    ///     }
+    ///     let record = conn.next(16);
+    ///     assert_eq!(record.len(), 16);
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn inbound_buffered(&self) -> usize {
         self.input.len() - self.consumed
     }
 
     /// Up to `n` unread bytes, without consuming them. Shorter than `n` when
     /// fewer are buffered.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // A 2-byte big-endian length, then the body: consume nothing until whole.
+    ///     let head = conn.peek(2);
+    ///     if head.len() < 2 {
+    ///         return Action::None;
+    ///     }
+    ///     let len = u16::from_be_bytes([head[0], head[1]]) as usize;
+    ///     if conn.inbound_buffered() < 2 + len {
+    ///         return Action::None;
+    ///     }
+    ///     conn.discard(2);
+    ///     let body = conn.next(len);
+    ///     let _ = conn.write(body);
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn peek(&self, n: usize) -> &'a [u8] {
         let unread = self.unread();
         &unread[..n.min(unread.len())]
@@ -448,6 +505,24 @@ impl<'a, S> Conn<'a, S> {
     /// Up to `n` unread bytes, consumed. Shorter than `n` when fewer are
     /// buffered. The slice stays valid for the rest of the callback, so it can
     /// be written straight back.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Echo in fixed 4-byte units; a partial unit waits for more bytes.
+    ///     while conn.inbound_buffered() >= 4 {
+    ///         let unit = conn.next(4);
+    ///         if conn.write(unit).is_err() {
+    ///             return Action::Close;
+    ///         }
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn next(&mut self, n: usize) -> &'a [u8] {
         let out = self.peek(n);
         self.consumed += out.len();
@@ -455,12 +530,42 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Every unread byte, consumed.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     let data = conn.read_all(); // borrowed from the loop's buffer, no copy
+    ///     assert_eq!(conn.inbound_buffered(), 0);
+    ///     match conn.write(data) {
+    ///         Ok(_) => Action::None,
+    ///         Err(_) => Action::Close,
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn read_all(&mut self) -> &'a [u8] {
         self.next(usize::MAX)
     }
 
     /// Consumes up to `n` unread bytes without looking at them; returns how
     /// many were discarded.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // A sink: drop everything, count it.
+    ///     let dropped = conn.discard(usize::MAX);
+    ///     log::trace!("dropped {dropped} bytes");
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn discard(&mut self, n: usize) -> usize {
         self.next(n).len()
     }
@@ -472,6 +577,23 @@ impl<'a, S> Conn<'a, S> {
     /// flushed when the socket is writable. Returns `data.len()`. Fails if
     /// the socket is broken (the connection then closes after this callback).
     /// On UDP, sends `data` as one datagram to the sender of this one.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     match conn.write(b"hello\r\n") {
+    ///         Ok(n) => {
+    ///             assert_eq!(n, 7); // written or queued: all of it
+    ///             Action::None
+    ///         }
+    ///         Err(_) => Action::Close,
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
         let lp = self.lp;
         match &mut self.backing {
@@ -485,6 +607,23 @@ impl<'a, S> Conn<'a, S> {
 
     /// Writes several buffers with one `writev` (same rules as
     /// [`write`](Self::write)); on UDP they form one datagram.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Header and body in one system call, without joining them first.
+    ///     let body = conn.read_all();
+    ///     let header = (body.len() as u32).to_be_bytes();
+    ///     match conn.writev(&[&header, body]) {
+    ///         Ok(_) => Action::None,
+    ///         Err(_) => Action::Close,
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn writev(&mut self, bufs: &[&[u8]]) -> Result<usize> {
         let lp = self.lp;
         match &mut self.backing {
@@ -498,6 +637,21 @@ impl<'a, S> Conn<'a, S> {
 
     /// Writes an owned buffer; whatever the socket does not take now is
     /// queued without copying.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     let upper: Vec<u8> = conn.read_all().to_ascii_uppercase();
+    ///     match conn.write_vec(upper) {
+    ///         Ok(_) => Action::None,
+    ///         Err(_) => Action::Close,
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn write_vec(&mut self, data: Vec<u8>) -> Result<usize> {
         let lp = self.lp;
         match &mut self.backing {
@@ -510,6 +664,26 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Sends one datagram to any address (UDP only).
+    ///
+    /// ```
+    /// use ringloop::{Action, Conn, EventHandler, SockAddr};
+    ///
+    /// /// Copies every datagram to a fixed monitoring address as well.
+    /// struct Mirror {
+    ///     monitor: SockAddr,
+    /// }
+    ///
+    /// impl EventHandler for Mirror {
+    ///     type State = ();
+    ///     fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///         let data = conn.read_all();
+    ///         let _ = conn.send_to(data, &self.monitor);
+    ///         Action::None
+    ///     }
+    /// }
+    ///
+    /// let _mirror = Mirror { monitor: SockAddr::Inet("127.0.0.1:9999".parse().unwrap()) };
+    /// ```
     pub fn send_to(&mut self, data: &[u8], to: &SockAddr) -> Result<usize> {
         match &self.backing {
             Backing::Datagram(d) => send_datagram(d.fd, data, to),
@@ -518,6 +692,23 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Tries to write the outbound queue now instead of waiting for the loop.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     let data = conn.read_all();
+    ///     let _ = conn.write(data);
+    ///     // Push what is queued now rather than on the next writable event.
+    ///     match conn.flush() {
+    ///         Ok(()) => Action::None,
+    ///         Err(_) => Action::Close,
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn flush(&mut self) -> Result<()> {
         let lp = self.lp;
         let Some(entry) = self.entry_mut() else {
@@ -534,6 +725,23 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Bytes written but not yet taken by the socket.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Stop echoing to a peer that does not read its replies.
+    ///     if conn.outbound_buffered() > 1 << 20 {
+    ///         return Action::Close;
+    ///     }
+    ///     let data = conn.read_all();
+    ///     let _ = conn.write(data);
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn outbound_buffered(&self) -> usize {
         self.entry().map_or(0, |e| e.outbound.len())
     }
@@ -541,6 +749,20 @@ impl<'a, S> Conn<'a, S> {
     /// Closes the connection after this callback returns (after flushing what
     /// was written). Same as returning [`Action::Close`](crate::Action::Close).
     /// Does nothing for a datagram.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Say goodbye and hang up: the greeting is flushed before the close.
+    ///     let _ = conn.write(b"busy, try later\r\n");
+    ///     conn.close();
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn close(&mut self) {
         if let Some(entry) = self.entry_mut() {
             entry.close_with(CloseReason::Local);
@@ -550,6 +772,27 @@ impl<'a, S> Conn<'a, S> {
     // ----- the other connections of this loop -----
 
     /// This connection's identity (for a datagram, that of its handle).
+    ///
+    /// ```
+    /// use ringloop::{Action, CloseReason, Conn, ConnId, EventHandler};
+    /// use std::collections::HashSet;
+    ///
+    /// struct Registry {
+    ///     open: HashSet<ConnId>,
+    /// }
+    ///
+    /// impl EventHandler for Registry {
+    ///     type State = ();
+    ///     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///         self.open.insert(conn.id());
+    ///         Action::None
+    ///     }
+    ///     fn on_close(&mut self, conn: &mut Conn<'_, ()>, _reason: &CloseReason) -> Action {
+    ///         self.open.remove(&conn.id());
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
     pub fn id(&self) -> ConnId {
         self.handle().id()
     }
@@ -572,6 +815,27 @@ impl<'a, S> Conn<'a, S> {
     /// Writes `data` to another connection **of this loop**, directly (no
     /// message, no copy unless its socket is busy). For a proxy relaying
     /// between a client and the backend it dialled with [`dial`](Self::dial).
+    ///
+    /// ```
+    /// use ringloop::{Action, Conn, ConnId, EventHandler};
+    ///
+    /// /// A one-way relay: whatever the client sends goes to its backend.
+    /// struct Relay;
+    ///
+    /// impl EventHandler for Relay {
+    ///     type State = Option<ConnId>; // the backend's id, once known
+    ///     fn on_traffic(&mut self, conn: &mut Conn<'_, Option<ConnId>>) -> Action {
+    ///         let Some(&Some(backend)) = conn.state() else {
+    ///             return Action::None; // not linked yet: keep the bytes buffered
+    ///         };
+    ///         let data = conn.read_all();
+    ///         match conn.write_to(backend, data) {
+    ///             Ok(_) => Action::None,
+    ///             Err(_) => Action::Close, // the backend is gone
+    ///         }
+    ///     }
+    /// }
+    /// ```
     pub fn write_to(&mut self, other: ConnId, data: &[u8]) -> Result<usize> {
         let key = self.other_key(other)?;
         let lp = self.lp;
@@ -587,6 +851,24 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Bytes queued on another connection of this loop.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnId, EventHandler};
+    /// # struct Relay;
+    /// # impl EventHandler for Relay {
+    /// #     type State = Option<ConnId>;
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, Option<ConnId>>) -> Action {
+    ///     let Some(&Some(backend)) = conn.state() else { return Action::None };
+    ///     // Leave the bytes unread while the backend has a backlog.
+    ///     if conn.outbound_buffered_of(backend).unwrap_or(0) > 64 * 1024 {
+    ///         return Action::None;
+    ///     }
+    ///     let data = conn.read_all();
+    ///     let _ = conn.write_to(backend, data);
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn outbound_buffered_of(&self, other: ConnId) -> Result<usize> {
         let key = self.other_key(other)?;
         match &self.backing {
@@ -597,6 +879,20 @@ impl<'a, S> Conn<'a, S> {
 
     /// Half-closes the connection: once everything queued is written, sends
     /// FIN (`shutdown(SHUT_WR)`); reading goes on. (Stream only.)
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Send the whole reply, then FIN; the peer's bytes can still be read.
+    ///     let _ = conn.write(b"report follows\r\n...\r\n");
+    ///     conn.shutdown_write();
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn shutdown_write(&mut self) {
         if let Some(entry) = self.entry_mut() {
             entry.shutdown_wanted = true;
@@ -608,6 +904,21 @@ impl<'a, S> Conn<'a, S> {
 
     /// [`shutdown_write`](Self::shutdown_write) for another connection of
     /// this loop.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnId, EventHandler};
+    /// # struct Relay;
+    /// # impl EventHandler for Relay {
+    /// #     type State = Option<ConnId>;
+    /// fn on_read_closed(&mut self, conn: &mut Conn<'_, Option<ConnId>>) -> Action {
+    ///     // The client sent FIN: pass it on to the backend, keep reading replies.
+    ///     if let Some(&Some(backend)) = conn.state() {
+    ///         let _ = conn.shutdown_write_of(backend);
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn shutdown_write_of(&mut self, other: ConnId) -> Result<()> {
         let key = self.other_key(other)?;
         if let Backing::Stream { conns, .. } = &mut self.backing {
@@ -620,6 +931,26 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// The state of another connection of this loop, mutably.
+    ///
+    /// ```
+    /// use ringloop::{Action, Conn, ConnId, EventHandler};
+    ///
+    /// /// Each connection counts what it received from its peer.
+    /// struct Counted;
+    ///
+    /// impl EventHandler for Counted {
+    ///     type State = (Option<ConnId>, u64); // (peer, bytes received from it)
+    ///     fn on_traffic(&mut self, conn: &mut Conn<'_, (Option<ConnId>, u64)>) -> Action {
+    ///         let Some(&(Some(peer), _)) = conn.state() else { return Action::None };
+    ///         let data = conn.read_all();
+    ///         let _ = conn.write_to(peer, data);
+    ///         if let Ok(Some(peer_state)) = conn.state_of_mut(peer) {
+    ///             peer_state.1 += data.len() as u64;
+    ///         }
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
     pub fn state_of_mut(&mut self, other: ConnId) -> Result<Option<&mut S>> {
         let key = self.other_key(other)?;
         match &mut self.backing {
@@ -629,6 +960,21 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Closes another connection of this loop once this callback returns.
+    ///
+    /// ```
+    /// # use ringloop::{Action, CloseReason, Conn, ConnId, EventHandler};
+    /// # struct Relay;
+    /// # impl EventHandler for Relay {
+    /// #     type State = Option<ConnId>;
+    /// fn on_close(&mut self, conn: &mut Conn<'_, Option<ConnId>>, _why: &CloseReason) -> Action {
+    ///     // One side of the pair went away: take the other one down too.
+    ///     if let Some(Some(other)) = conn.take_state() {
+    ///         let _ = conn.close_other(other);
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn close_other(&mut self, other: ConnId) -> Result<()> {
         let key = self.other_key(other)?;
         if let Backing::Stream { conns, .. } = &mut self.backing {
@@ -642,6 +988,28 @@ impl<'a, S> Conn<'a, S> {
 
     /// Links back-pressure both ways between this connection and `other` (a
     /// proxy's two sides): see [`feed`](Self::feed).
+    ///
+    /// ```
+    /// use ringloop::{Action, Conn, ConnId, EventHandler};
+    ///
+    /// struct Proxy;
+    ///
+    /// impl EventHandler for Proxy {
+    ///     type State = Option<ConnId>;
+    ///     fn on_open(&mut self, conn: &mut Conn<'_, Option<ConnId>>) -> Action {
+    ///         // A dialled backend starts with its client's id as state:
+    ///         // pair them up both ways.
+    ///         if let Some(&Some(client)) = conn.state() {
+    ///             let me = conn.id();
+    ///             if let Ok(Some(client_state)) = conn.state_of_mut(client) {
+    ///                 *client_state = Some(me);
+    ///             }
+    ///             let _ = conn.link(client); // a slow side pauses reading the other
+    ///         }
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
     pub fn link(&mut self, other: ConnId) -> Result<()> {
         self.feed(other)?;
         let other_key = self.other_key(other)?;
@@ -661,6 +1029,21 @@ impl<'a, S> Conn<'a, S> {
     /// this one's bytes are relayed to) is above its high-water mark, this
     /// connection is not read. For proxies: a slow reader on one side stops
     /// the other side from being read until it drains.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnId, EventHandler};
+    /// # struct Tee;
+    /// # impl EventHandler for Tee {
+    /// #     type State = Option<ConnId>;
+    /// fn on_open(&mut self, conn: &mut Conn<'_, Option<ConnId>>) -> Action {
+    ///     // One-way relay into `sink`: stop reading this side while it is full.
+    ///     if let Some(&Some(sink)) = conn.state() {
+    ///         let _ = conn.feed(sink);
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn feed(&mut self, other: ConnId) -> Result<()> {
         let other_key = self.other_key(other)?;
         let Backing::Stream { conns, key } = &mut self.backing else {
@@ -682,6 +1065,25 @@ impl<'a, S> Conn<'a, S> {
     /// [`on_open`](crate::EventHandler::on_open) once connected, or the
     /// handler's [`on_dial_error`](crate::EventHandler::on_dial_error) gets
     /// `state` back with the reason. Fails now only for a bad address.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnId, EventHandler};
+    /// # struct Proxy;
+    /// # impl EventHandler for Proxy {
+    /// #     type State = Option<ConnId>;
+    /// fn on_open(&mut self, conn: &mut Conn<'_, Option<ConnId>>) -> Action {
+    ///     if conn.listener_index().is_some() {
+    ///         // A new client: dial its backend onto this loop, with the client's
+    ///         // id as the backend's state (its `on_open` links the pair).
+    ///         let client = conn.id();
+    ///         if conn.dial("tcp://127.0.0.1:6379", Some(client)).is_err() {
+    ///             return Action::Close;
+    ///         }
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn dial(&mut self, addr: &str, state: S) -> Result<()> {
         let addr = ListenAddr::parse(addr)?;
         if self.is_datagram() {
@@ -692,6 +1094,21 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Overrides the engine's [`Timeouts`] for this connection (stream only).
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler, Timeouts};
+    /// # use std::time::Duration;
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // A login must arrive within 5 s; after that, idle for 10 min at most.
+    ///     let t = Timeouts::none().read(Duration::from_secs(5)).idle(Duration::from_secs(600));
+    ///     let _ = conn.set_timeouts(t);
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<()> {
         timeouts.check()?;
         let entry = self
@@ -703,6 +1120,19 @@ impl<'a, S> Conn<'a, S> {
 
     /// Overrides the engine's outbound [`WaterMarks`] for this connection
     /// (stream only).
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler, WaterMarks};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // This peer gets bulk downloads: allow a larger backlog.
+    ///     let _ = conn.set_write_water_marks(WaterMarks::new(8 << 20, 1 << 20));
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn set_write_water_marks(&mut self, marks: WaterMarks) -> Result<()> {
         marks.check()?;
         let entry = self
@@ -722,6 +1152,23 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// This connection's state, if set.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = String; // the user's name, once logged in
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, String>) -> Action {
+    ///     let line = conn.read_all();
+    ///     let reply = match conn.state() {
+    ///         Some(name) => format!("{name}: {}", String::from_utf8_lossy(line)),
+    ///         None => "log in first\n".to_string(),
+    ///     };
+    ///     let _ = conn.write(reply.as_bytes());
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn state(&self) -> Option<&S> {
         match &self.backing {
             Backing::Stream { conns, key } => conns.get(*key)?.state.as_ref(),
@@ -730,16 +1177,63 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// This connection's state, mutably, if set.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = u64; // bytes received
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, u64>) -> Action {
+    ///     let n = conn.read_all().len() as u64;
+    ///     match conn.state_mut() {
+    ///         Some(total) => *total += n,
+    ///         None => {
+    ///             conn.set_state(n);
+    ///         }
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn state_mut(&mut self) -> Option<&mut S> {
         self.state_slot()?.as_mut()
     }
 
     /// Sets this connection's state, returning the old one.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # use std::time::Instant;
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = Instant; // when the connection opened
+    /// fn on_open(&mut self, conn: &mut Conn<'_, Instant>) -> Action {
+    ///     let old = conn.set_state(Instant::now());
+    ///     assert!(old.is_none()); // an accepted connection starts without state
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn set_state(&mut self, state: S) -> Option<S> {
         self.state_slot()?.replace(state)
     }
 
     /// Removes this connection's state.
+    ///
+    /// ```
+    /// # use ringloop::{Action, CloseReason, Conn, EventHandler};
+    /// # use std::time::Instant;
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = Instant; // when the connection opened
+    /// fn on_close(&mut self, conn: &mut Conn<'_, Instant>, _reason: &CloseReason) -> Action {
+    ///     if let Some(opened) = conn.take_state() {
+    ///         log::debug!("connection lived {:?}", opened.elapsed());
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn take_state(&mut self) -> Option<S> {
         self.state_slot()?.take()
     }
@@ -748,6 +1242,24 @@ impl<'a, S> Conn<'a, S> {
 
     /// A `Send + Sync + Clone` handle to this connection, for other threads.
     /// For a datagram, the handle sends datagrams to its sender.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # use std::time::Duration;
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Reply later, from another thread.
+    ///     let handle = conn.handle();
+    ///     std::thread::spawn(move || {
+    ///         std::thread::sleep(Duration::from_millis(10));
+    ///         let _ = handle.async_write(&b"late hello\n"[..], |_| {});
+    ///     });
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn handle(&self) -> ConnHandle {
         let engine = self.lp.engine.clone();
         match &self.backing {
@@ -769,6 +1281,27 @@ impl<'a, S> Conn<'a, S> {
     /// connection count.
     ///
     /// [`Engine::submit`]: crate::Engine::submit
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Hash on the worker pool, never on the loop; reply through a handle.
+    ///     let data = conn.read_all().to_vec();
+    ///     let handle = conn.handle();
+    ///     let submitted = conn.engine().submit(move || {
+    ///         let sum = data.iter().fold(0u32, |a, &b| a.wrapping_mul(31).wrapping_add(b.into()));
+    ///         let _ = handle.async_write(format!("{sum:08x}\n"), |_| {});
+    ///     });
+    ///     match submitted {
+    ///         Ok(()) => Action::None,
+    ///         Err(_) => Action::Close, // queue full or engine stopping
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn engine(&self) -> crate::Engine {
         crate::Engine {
             shared: self.lp.engine.clone(),
@@ -776,6 +1309,19 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Index of the loop that owns this connection.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     let greeting = format!("served by loop {}\n", conn.loop_index());
+    ///     let _ = conn.write(greeting.as_bytes());
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn loop_index(&self) -> usize {
         self.lp.loop_index as usize
     }
@@ -783,6 +1329,25 @@ impl<'a, S> Conn<'a, S> {
     /// Index (in the order given to the builder) of the listener that
     /// accepted this connection (or received this datagram); `None` for a
     /// dialled or enrolled connection.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// // Built with .listen("tcp://127.0.0.1:8080").listen("tcp://127.0.0.1:8081"):
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     match conn.listener_index() {
+    ///         Some(0) => {} // the public port
+    ///         Some(_) => {
+    ///             let _ = conn.write(b"admin console\n");
+    ///         }
+    ///         None => {} // a connection this engine dialled or enrolled
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn listener_index(&self) -> Option<usize> {
         match &self.backing {
             Backing::Stream { .. } => self
@@ -793,6 +1358,21 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// The peer's address.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Only local clients.
+    ///     match conn.peer_addr().as_inet() {
+    ///         Some(ip) if !ip.ip().is_loopback() => Action::Close,
+    ///         _ => Action::None, // loopback, or a Unix-domain peer
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn peer_addr(&self) -> &SockAddr {
         match &self.backing {
             Backing::Stream { conns, key } => conns.get(*key).map_or(&UNKNOWN_PEER, |e| &e.peer),
@@ -801,6 +1381,20 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// This side's address.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     if let Ok(local) = conn.local_addr() {
+    ///         log::info!("{} connected to {local}", conn.peer_addr());
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn local_addr(&self) -> Result<SockAddr> {
         let fd = self.fd().ok_or(Error::ConnectionClosed)?;
         sys::socket::local_addr(fd).map_err(|e| Error::io("getsockname", e))
@@ -820,18 +1414,60 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Turns `TCP_NODELAY` on or off (TCP only).
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Interactive traffic: send small writes at once (ignore non-TCP).
+    ///     let _ = conn.set_nodelay(true);
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn set_nodelay(&mut self, on: bool) -> Result<()> {
         let fd = self.tcp_fd("TCP_NODELAY on a non-TCP connection")?;
         sys::socket::set_nodelay(fd, on).map_err(|e| Error::io("setsockopt TCP_NODELAY", e))
     }
 
     /// Whether `TCP_NODELAY` is on (TCP only).
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     if conn.set_nodelay(true).is_ok() {
+    ///         assert_eq!(conn.nodelay().ok(), Some(true));
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn nodelay(&self) -> Result<bool> {
         let fd = self.tcp_fd("TCP_NODELAY on a non-TCP connection")?;
         sys::socket::nodelay(fd).map_err(|e| Error::io("getsockopt TCP_NODELAY", e))
     }
 
     /// Sets TCP keepalive (`None` turns it off). TCP only.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler, KeepAlive};
+    /// # use std::time::Duration;
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // Probe after 60 s of silence, every 10 s, give up after 3 misses.
+    ///     let ka = KeepAlive::new(Duration::from_secs(60)).interval(Duration::from_secs(10)).count(3);
+    ///     let _ = conn.set_keepalive(Some(ka));
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn set_keepalive(&mut self, keepalive: Option<KeepAlive>) -> Result<()> {
         let fd = self.tcp_fd("keepalive on a non-TCP connection")?;
         sys::socket::set_keepalive(fd, keepalive.map(KeepAlive::to_sys))
@@ -839,24 +1475,80 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Sets `SO_RCVBUF` (on UDP: of the loop's socket, shared by all peers).
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     let _ = conn.set_recv_buffer_size(256 * 1024); // bulk uploads
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn set_recv_buffer_size(&mut self, bytes: usize) -> Result<()> {
         sys::socket::set_recv_buffer_size(self.any_fd()?, bytes)
             .map_err(|e| Error::io("setsockopt SO_RCVBUF", e))
     }
 
     /// `SO_RCVBUF` as the kernel reports it.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // The kernel may round (Linux doubles) the size asked for.
+    ///     if conn.set_recv_buffer_size(64 * 1024).is_ok() {
+    ///         let actual = conn.recv_buffer_size().unwrap_or(0);
+    ///         log::debug!("SO_RCVBUF is {actual}");
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn recv_buffer_size(&self) -> Result<usize> {
         sys::socket::recv_buffer_size(self.any_fd()?)
             .map_err(|e| Error::io("getsockopt SO_RCVBUF", e))
     }
 
     /// Sets `SO_SNDBUF` (on UDP: of the loop's socket, shared by all peers).
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     let _ = conn.set_send_buffer_size(256 * 1024); // bulk downloads
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn set_send_buffer_size(&mut self, bytes: usize) -> Result<()> {
         sys::socket::set_send_buffer_size(self.any_fd()?, bytes)
             .map_err(|e| Error::io("setsockopt SO_SNDBUF", e))
     }
 
     /// `SO_SNDBUF` as the kernel reports it.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     // The kernel may round (Linux doubles) the size asked for.
+    ///     if conn.set_send_buffer_size(64 * 1024).is_ok() {
+    ///         let actual = conn.send_buffer_size().unwrap_or(0);
+    ///         log::debug!("SO_SNDBUF is {actual}");
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
     pub fn send_buffer_size(&self) -> Result<usize> {
         sys::socket::send_buffer_size(self.any_fd()?)
             .map_err(|e| Error::io("getsockopt SO_SNDBUF", e))

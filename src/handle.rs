@@ -32,6 +32,35 @@ use crate::message::{Completion, LoopMessage};
 
 /// The identity of a connection: which loop owns it, its slot there, and the
 /// slot's generation (which changes whenever the slot is reused).
+///
+/// ```
+/// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+/// # use std::{io::Read, net::TcpStream, sync::mpsc};
+/// # struct Give(mpsc::Sender<ConnHandle>);
+/// # impl EventHandler for Give {
+/// #     type State = ();
+/// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+/// #         let _ = self.0.send(conn.handle());
+/// #         Action::None
+/// #     }
+/// # }
+/// # let (tx, rx) = mpsc::channel();
+/// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+/// # let engine = server.engine();
+/// # let runner = std::thread::spawn(move || server.run());
+/// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+/// # let handle: ConnHandle = rx.recv().unwrap();
+/// // `handle` is the server's side of `client` (sent out by `on_open`).
+/// let id = handle.id();
+/// assert_eq!(id.loop_index(), 0); // one loop
+/// // The same id, reached again through the engine:
+/// assert_eq!(engine.handle(id).id(), id);
+/// println!("connection {id}"); // loop:slot#generation
+/// # drop(client);
+/// # engine.stop()?;
+/// # runner.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
     pub(crate) loop_index: u32,
@@ -41,16 +70,98 @@ pub struct ConnId {
 
 impl ConnId {
     /// The loop that owns the connection.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// assert!(handle.id().loop_index() < engine.loop_count());
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn loop_index(&self) -> usize {
         self.loop_index as usize
     }
 
     /// The connection's slot on its loop.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// let id = handle.id();
+    /// assert_ne!(id.slot(), ringloop::DATAGRAM_SLOT); // a stream connection
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn slot(&self) -> u32 {
         self.slot
     }
 
     /// The slot's generation when this connection held it.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// let first = handle.id();
+    /// drop(client);
+    /// # std::thread::sleep(std::time::Duration::from_millis(50));
+    /// // Once closed, a new connection may get the same slot but never the same id.
+    /// let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// let second = rx.recv().unwrap().id();
+    /// assert!(second.slot() != first.slot() || second.generation() != first.generation());
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn generation(&self) -> u32 {
         self.generation
     }
@@ -73,6 +184,36 @@ impl fmt::Display for ConnId {
 /// (worker threads, timers, other loops). Get one with
 /// [`Conn::handle`](crate::Conn::handle). See the module docs for ordering and
 /// completion guarantees.
+///
+/// ```
+/// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+/// # use std::{io::Read, net::TcpStream, sync::mpsc};
+/// # struct Give(mpsc::Sender<ConnHandle>);
+/// # impl EventHandler for Give {
+/// #     type State = ();
+/// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+/// #         let _ = self.0.send(conn.handle());
+/// #         Action::None
+/// #     }
+/// # }
+/// # let (tx, rx) = mpsc::channel();
+/// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+/// # let engine = server.engine();
+/// # let runner = std::thread::spawn(move || server.run());
+/// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+/// # let handle: ConnHandle = rx.recv().unwrap();
+/// // `handle` is the server's side of `client` (sent out by `on_open`).
+/// // Handles are Send + Sync + Clone: write from another thread.
+/// let h = handle.clone();
+/// std::thread::spawn(move || h.write(b"from a thread".to_vec()).wait()).join().unwrap()?;
+/// let mut buf = [0; 13];
+/// client.read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"from a thread");
+/// # drop(client);
+/// # engine.stop()?;
+/// # runner.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct ConnHandle {
     id: ConnId,
@@ -83,10 +224,68 @@ pub struct ConnHandle {
 
 /// The slot number of every datagram handle's [`ConnId`] (whose generation
 /// then names the loop's UDP socket).
+///
+/// ```
+/// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+/// # use std::{io::Read, net::TcpStream, sync::mpsc};
+/// # struct Give(mpsc::Sender<ConnHandle>);
+/// # impl EventHandler for Give {
+/// #     type State = ();
+/// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+/// #         let _ = self.0.send(conn.handle());
+/// #         Action::None
+/// #     }
+/// # }
+/// # let (tx, rx) = mpsc::channel();
+/// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+/// # let engine = server.engine();
+/// # let runner = std::thread::spawn(move || server.run());
+/// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+/// # let handle: ConnHandle = rx.recv().unwrap();
+/// // `handle` is the server's side of `client` (sent out by `on_open`).
+/// // A stream connection's handle; a UDP peer's would have this slot.
+/// assert_ne!(handle.id().slot(), ringloop::DATAGRAM_SLOT);
+/// assert!(handle.datagram_peer().is_none());
+/// # drop(client);
+/// # engine.stop()?;
+/// # runner.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const DATAGRAM_SLOT: u32 = u32::MAX;
 
 /// A [`ConnHandle::try_async_write`] that could not be queued; the data is
 /// handed back.
+///
+/// ```
+/// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+/// # use std::{io::Read, net::TcpStream, sync::mpsc};
+/// # struct Give(mpsc::Sender<ConnHandle>);
+/// # impl EventHandler for Give {
+/// #     type State = ();
+/// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+/// #         let _ = self.0.send(conn.handle());
+/// #         Action::None
+/// #     }
+/// # }
+/// # let (tx, rx) = mpsc::channel();
+/// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+/// # let engine = server.engine();
+/// # let runner = std::thread::spawn(move || server.run());
+/// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+/// # let handle: ConnHandle = rx.recv().unwrap();
+/// // `handle` is the server's side of `client` (sent out by `on_open`).
+/// match handle.try_async_write(b"ping".to_vec()) {
+///     Ok(()) => {}
+///     Err(e) => {
+///         // The bytes come back: keep them for later, or give up.
+///         eprintln!("{e}; {} bytes handed back", e.data.len());
+///     }
+/// }
+/// # drop(client);
+/// # engine.stop()?;
+/// # runner.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct TryWriteError {
@@ -137,6 +336,33 @@ impl ConnHandle {
     }
 
     /// For a datagram handle, the peer its writes go to.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// // A TCP connection's handle has no datagram peer; a handle taken in a
+    /// // `udp://` listener's `on_traffic` names the datagram's sender.
+    /// assert!(handle.datagram_peer().is_none());
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn datagram_peer(&self) -> Option<&SockAddr> {
         self.peer.as_ref()
     }
@@ -166,6 +392,34 @@ impl ConnHandle {
     }
 
     /// The connection's identity.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// let id = handle.id();
+    /// // Store the id, rebuild a handle later from the engine.
+    /// let again = engine.handle(id);
+    /// assert_eq!(again.id(), id);
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn id(&self) -> ConnId {
         self.id
     }
@@ -182,6 +436,38 @@ impl ConnHandle {
     /// (never on a loop thread, which queues locally instead). Returns an
     /// error only if the request could not be delivered; `on_done` runs in
     /// every case.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// let (done_tx, done_rx) = mpsc::channel();
+    /// handle.async_write(&b"hello"[..], move |r| {
+    ///     let _ = done_tx.send(r); // runs on the loop
+    /// })?;
+    /// assert_eq!(done_rx.recv().unwrap()?, 5);
+    /// let mut buf = [0; 5];
+    /// client.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"hello");
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn async_write(
         &self,
         data: impl Into<Vec<u8>>,
@@ -192,6 +478,44 @@ impl ConnHandle {
 
     /// Like [`async_write`](Self::async_write) without a callback, but never
     /// waits: if the lane is full the data is handed back.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// let mut data = b"tick\n".to_vec();
+    /// loop {
+    ///     match handle.try_async_write(data) {
+    ///         Ok(()) => break,
+    ///         Err(e) if matches!(e.error, ringloop::Error::MailboxFull) => {
+    ///             data = e.data; // the lane is full: try again shortly
+    ///             std::thread::yield_now();
+    ///         }
+    ///         Err(e) => return Err(e.into()),
+    ///     }
+    /// }
+    /// let mut buf = [0; 5];
+    /// client.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"tick\n");
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_async_write(&self, data: Vec<u8>) -> Result<(), TryWriteError> {
         let message = self.write_message(data, Completion::new(None));
         self.engine
@@ -207,6 +531,39 @@ impl ConnHandle {
     /// Writes several buffers, in order, with one message (and one `writev`
     /// on the loop when the socket takes them). For a datagram handle they
     /// form one datagram.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// let (done_tx, done_rx) = mpsc::channel();
+    /// let bufs = vec![b"head:".to_vec(), b"body".to_vec()];
+    /// handle.async_writev(bufs, move |r| {
+    ///     let _ = done_tx.send(r);
+    /// })?;
+    /// assert_eq!(done_rx.recv().unwrap()?, 9);
+    /// let mut buf = [0; 9];
+    /// client.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"head:body");
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn async_writev(
         &self,
         bufs: Vec<Vec<u8>>,
@@ -224,6 +581,35 @@ impl ConnHandle {
 
     /// An awaitable [`async_write`](Self::async_write): block on the result
     /// with [`Pending::wait`] or `.await` it.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// let written = handle.write("hi").wait()?; // blocks until written or queued
+    /// assert_eq!(written, 2);
+    /// let mut buf = [0; 2];
+    /// client.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"hi");
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write(&self, data: impl Into<Vec<u8>>) -> Pending<usize> {
         let (tx, rx) = flume::bounded(1);
         let _ = self.async_write(data, move |r| {
@@ -235,6 +621,43 @@ impl ConnHandle {
     /// Runs the traffic callback on the owning loop even if no bytes arrived
     /// (for example to process what a worker left in the connection's state).
     /// A wake for a closed connection is ignored. Not for datagram handles.
+    ///
+    /// ```
+    /// use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// use std::sync::mpsc;
+    ///
+    /// /// Replies to a wake (no bytes arrived) with "woken".
+    /// struct Wakeable(mpsc::Sender<ConnHandle>);
+    /// impl EventHandler for Wakeable {
+    ///     type State = ();
+    ///     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///         let _ = self.0.send(conn.handle());
+    ///         Action::None
+    ///     }
+    ///     fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///         if conn.inbound_buffered() == 0 {
+    ///             let _ = conn.write(b"woken");
+    ///         }
+    ///         Action::None
+    ///     }
+    /// }
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let server = Engine::builder(move |_| Wakeable(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let mut client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// let handle = rx.recv().unwrap();
+    ///
+    /// handle.wake()?;
+    /// let mut buf = [0; 5];
+    /// std::io::Read::read_exact(&mut client, &mut buf)?;
+    /// assert_eq!(&buf, b"woken");
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wake(&self) -> Result<()> {
         self.stream_only("wake on a datagram handle")?;
         self.send(LoopMessage::Wake { id: self.id })
@@ -243,6 +666,34 @@ impl ConnHandle {
     /// Closes the connection (its close callback runs with
     /// [`CloseReason::Requested`](crate::CloseReason::Requested)). Closing a
     /// closed connection is a no-op. Not for datagram handles.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// handle.close()?;
+    /// let mut rest = Vec::new();
+    /// client.read_to_end(&mut rest)?; // the server side closed: end of stream
+    /// assert!(rest.is_empty());
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) -> Result<()> {
         self.stream_only("close on a datagram handle")?;
         self.send(LoopMessage::Close {
@@ -253,6 +704,37 @@ impl ConnHandle {
 
     /// Like [`close`](Self::close); `on_done` runs on the loop with `Ok(())`
     /// once closed, or `Err(ConnectionClosed)` if it already was.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// let (done_tx, done_rx) = mpsc::channel();
+    /// handle.close_with(move |r| {
+    ///     let _ = done_tx.send(r);
+    /// })?;
+    /// assert!(done_rx.recv().unwrap().is_ok());
+    /// // Later requests through the handle are refused.
+    /// assert!(matches!(handle.write("late").wait(), Err(ringloop::Error::ConnectionClosed)));
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close_with(&self, on_done: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
         if self.peer.is_some() {
             // Every callback runs exactly once, refusals included.
@@ -275,6 +757,33 @@ impl fmt::Debug for ConnHandle {
 
 /// The result of a request that completes later on a loop: block on it with
 /// [`wait`](Self::wait) or `.await` it.
+///
+/// ```
+/// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+/// # use std::{io::Read, net::TcpStream, sync::mpsc};
+/// # struct Give(mpsc::Sender<ConnHandle>);
+/// # impl EventHandler for Give {
+/// #     type State = ();
+/// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+/// #         let _ = self.0.send(conn.handle());
+/// #         Action::None
+/// #     }
+/// # }
+/// # let (tx, rx) = mpsc::channel();
+/// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+/// # let engine = server.engine();
+/// # let runner = std::thread::spawn(move || server.run());
+/// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+/// # let handle: ConnHandle = rx.recv().unwrap();
+/// // `handle` is the server's side of `client` (sent out by `on_open`).
+/// // Block with `wait`, or `.await` it in async code.
+/// let pending = handle.write("ok");
+/// assert_eq!(pending.wait()?, 2);
+/// # drop(client);
+/// # engine.stop()?;
+/// # runner.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "a Pending does nothing unless waited on"]
 pub struct Pending<T> {
@@ -283,11 +792,65 @@ pub struct Pending<T> {
 
 impl<T: Send + 'static> Pending<T> {
     /// Blocks until the result is in.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// assert_eq!(handle.write("ok").wait()?, 2);
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(self) -> Result<T> {
         self.rx.recv().unwrap_or(Err(Error::EngineStopped))
     }
 
     /// Blocks until the result is in or `timeout` passes (then `None`).
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
+    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
+    /// # struct Give(mpsc::Sender<ConnHandle>);
+    /// # impl EventHandler for Give {
+    /// #     type State = ();
+    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    /// #         let _ = self.0.send(conn.handle());
+    /// #         Action::None
+    /// #     }
+    /// # }
+    /// # let (tx, rx) = mpsc::channel();
+    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// # let engine = server.engine();
+    /// # let runner = std::thread::spawn(move || server.run());
+    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// # let handle: ConnHandle = rx.recv().unwrap();
+    /// // `handle` is the server's side of `client` (sent out by `on_open`).
+    /// let pending = handle.write("ok");
+    /// match pending.wait_timeout(std::time::Duration::from_secs(5)) {
+    ///     Some(result) => assert_eq!(result?, 2),
+    ///     None => panic!("the loop did not answer in 5 s"),
+    /// }
+    /// # drop(client);
+    /// # engine.stop()?;
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<T>> {
         match self.rx.recv_timeout(timeout) {
             Ok(r) => Some(r),
