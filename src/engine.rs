@@ -340,6 +340,21 @@ pub struct Engine {
 impl Engine {
     /// Starts building an engine whose loops each get a handler made by
     /// `factory(loop_index)`, on the loop's own thread.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|loop_index| {
+    ///     // Runs once per loop, on that loop's thread.
+    ///     let _ = loop_index;
+    ///     Quiet
+    /// })
+    /// .listen("tcp://127.0.0.1:0")
+    /// .build()?;
+    /// assert_eq!(server.engine().loop_count(), 2);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn builder<H, F>(factory: F) -> EngineBuilder<H>
     where
         H: EventHandler,
@@ -353,6 +368,24 @@ impl Engine {
     }
 
     /// Connections currently open on all loops.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// while engine.connection_count() == 0 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(1)); // accepted soon
+    /// }
+    /// assert_eq!(engine.connection_count(), 1);
+    /// drop(client);
+    /// engine.stop()?;
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connection_count(&self) -> usize {
         // Relaxed: a snapshot of independent counters.
         self.shared
@@ -363,22 +396,71 @@ impl Engine {
     }
 
     /// Number of event loops.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(3).build()?;
+    /// assert_eq!(server.engine().loop_count(), 3);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn loop_count(&self) -> usize {
         self.shared.loops.len()
     }
 
     /// The addresses the engine listens on, with the real ports.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// let engine = server.engine();
+    /// let addr = &engine.local_addrs()[0]; // port 0 became a real port
+    /// assert_ne!(addr.sock_addr().as_inet().unwrap().port(), 0);
+    /// println!("listening on {addr}"); // tcp://127.0.0.1:PORT
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn local_addrs(&self) -> &[ListenAddr] {
         &self.shared.addrs
     }
 
     /// `true` once a stop was requested.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// assert!(!engine.is_stopping());
+    /// engine.stop()?;
+    /// assert!(engine.is_stopping());
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn is_stopping(&self) -> bool {
         self.shared.is_stopping()
     }
 
     /// The engine's worker pool (see [`WorkerPool`]), started on first use
     /// with the builder's [`workers`](EngineBuilder::workers) settings.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").workers(2).build()?;
+    /// let engine = server.engine();
+    /// let pool = engine.worker_pool()?; // starts the pool
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// pool.submit(move || tx.send("done").unwrap()).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), "done");
+    /// engine.stop()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn worker_pool(&self) -> Result<&WorkerPool> {
         self.shared.pool()
     }
@@ -410,6 +492,19 @@ impl Engine {
     /// then returns. Idempotent. Called from inside a handler (a loop thread)
     /// or a worker-pool job it only starts the stop, since a thread cannot
     /// wait for itself; [`Server::run`] returns once done.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// engine.stop()?; // every thread has finished when this returns
+    /// engine.stop()?; // idempotent
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn stop(&self) -> Result<()> {
         self.shared.request_stop();
         if self.shared.on_own_loop_thread() || crate::worker_pool::on_worker_thread() {
@@ -444,6 +539,19 @@ impl Engine {
     /// Like [`stop`](Self::stop), giving connections at most `drain` to flush
     /// what is queued for them before they are closed hard (the default is the
     /// builder's [`drain_timeout`](EngineBuilder::drain_timeout)).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// // Give slow peers at most 100 ms to take what is queued for them.
+    /// engine.stop_with_timeout(std::time::Duration::from_millis(100))?;
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn stop_with_timeout(&self, drain: std::time::Duration) -> Result<()> {
         if !self.shared.is_stopping() {
             // Relaxed: published by the stop request's AcqRel swap.
@@ -482,6 +590,21 @@ impl Engine {
     }
 
     /// Like [`dial`](Self::dial), onto loop `index`.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
+    /// let engine = server.engine();
+    /// let addr = engine.local_addrs()[0].to_string();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let handle = engine.dial_on(1, &addr).wait()?;
+    /// assert_eq!(handle.id().loop_index(), 1);
+    /// engine.stop()?;
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn dial_on(&self, index: usize, addr: &str) -> Pending<ConnHandle> {
         let (tx, rx) = flume::bounded(1);
         let done = Completion::new(Some(Box::new(move |r| {
@@ -505,6 +628,23 @@ impl Engine {
     /// `std::os::unix::net::UnixStream`, or any connected stream fd) to the
     /// loop with the fewest connections; `on_open` runs there and the
     /// [`Pending`] completes with its handle.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// let engine = server.engine();
+    /// let addr = engine.local_addrs()[0].sock_addr().as_inet().unwrap();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// // A socket connected elsewhere (here: to the engine itself), handed over.
+    /// let stream = std::net::TcpStream::connect(addr)?;
+    /// let handle = engine.enroll(stream).wait()?;
+    /// assert_eq!(handle.write("hi").wait()?, 2);
+    /// engine.stop()?;
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn enroll(&self, socket: impl Into<OwnedFd>) -> Pending<ConnHandle> {
         let (tx, rx) = flume::bounded(1);
         let done = Completion::new(Some(Box::new(move |r| {
@@ -521,6 +661,22 @@ impl Engine {
     /// A handle to connection `id` (as seen in a callback with
     /// [`Conn::id`](crate::Conn::id)). If that connection has closed, the
     /// handle's requests are refused with `ConnectionClosed`.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// let engine = server.engine();
+    /// let addr = engine.local_addrs()[0].to_string();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let id = engine.dial(&addr).wait()?.id(); // keep only the id…
+    /// let handle = engine.handle(id); // …and make a handle again when needed
+    /// assert_eq!(handle.write("hi").wait()?, 2);
+    /// engine.stop()?;
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn handle(&self, id: ConnId) -> ConnHandle {
         ConnHandle::new(id, self.shared.clone())
     }
@@ -530,6 +686,18 @@ impl Engine {
     }
 
     /// Counters of every loop, by loop index.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
+    /// let engine = server.engine();
+    /// let stats = engine.stats();
+    /// assert_eq!(stats.len(), 2); // one entry per loop
+    /// println!("{:?}", stats[0]);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn stats(&self) -> Vec<LoopStats> {
         (0..self.shared.loops.len())
             .map(|i| self.shared.stats_of(i))
@@ -537,12 +705,36 @@ impl Engine {
     }
 
     /// Counters of all loops summed.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// let engine = server.engine();
+    /// let total = engine.total_stats();
+    /// println!("{total:?}"); // the per-loop counters, summed
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn total_stats(&self) -> LoopStats {
         self.stats().into_iter().sum()
     }
 
     /// The awaitable form of [`stop`](Self::stop): starts the stop and returns
     /// a [`Pending`] that completes once the engine has finished.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let stopped = engine.stop_pending(); // starts the stop, returns at once
+    /// stopped.wait()?; // or `.await` it
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn stop_pending(&self) -> Pending<()> {
         self.shared.request_stop();
         let (tx, rx) = flume::bounded(1);
@@ -558,6 +750,21 @@ impl Engine {
     }
 
     /// Runs `task` on loop `index` (with that loop's [`LoopContext`]).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// engine.execute(1, move |ctx| tx.send(ctx.loop_index()).unwrap())?;
+    /// assert_eq!(rx.recv().unwrap(), 1); // it ran on loop 1
+    /// engine.stop()?;
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn execute(
         &self,
         index: usize,
@@ -571,6 +778,24 @@ impl Engine {
     }
 
     /// Runs a copy of `task` on every loop.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let tx = std::sync::Mutex::new(tx);
+    /// engine.execute_all(move |ctx| tx.lock().unwrap().send(ctx.loop_index()).unwrap())?;
+    /// let mut ran = [rx.recv().unwrap(), rx.recv().unwrap()];
+    /// ran.sort();
+    /// assert_eq!(ran, [0, 1]);
+    /// engine.stop()?;
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn execute_all(
         &self,
         task: impl Fn(&mut LoopContext) + Send + Sync + 'static,
@@ -599,6 +824,18 @@ type Factory<H> = Arc<dyn Fn(usize) -> H + Send + Sync>;
 
 /// Settings and addresses of an engine; [`build`](Self::build) binds the
 /// listeners, [`run`](Self::run) also serves until stopped.
+///
+/// ```
+/// # use ringloop::{Engine, EventHandler};
+/// # struct Quiet;
+/// # impl EventHandler for Quiet { type State = (); }
+/// let server = Engine::builder(|_| Quiet)
+///     .listen("tcp://127.0.0.1:0")
+///     .loops(2)
+///     .workers(4)
+///     .build()?; // checks the settings and binds the listener
+/// # Ok::<(), ringloop::Error>(())
+/// ```
 pub struct EngineBuilder<H> {
     factory: Factory<H>,
     addrs: Vec<String>,
@@ -609,60 +846,176 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// Adds an address to listen on, in URL form: `tcp://127.0.0.1:9000`,
     /// `tcp6://[::1]:9000`, `unix:///tmp/app.sock`. Port 0 picks a free port
     /// (see [`Engine::local_addrs`]). Checked by [`build`](Self::build).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .listen("tcp://127.0.0.1:0") // a second listener
+    ///     .build()?;
+    /// let engine = server.engine();
+    /// assert_eq!(engine.local_addrs().len(), 2);
+    /// // A bad address is refused by build.
+    /// assert!(Engine::builder(|_| Quiet).listen("tulip://x").build().is_err());
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
         self.addrs.push(addr.into());
         self
     }
 
     /// Replaces every option at once.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::Options;
+    /// let mut options = Options::default(); // #[non_exhaustive]: start from the defaults
+    /// options.loops = 2;
+    /// let server = Engine::builder(|_| Quiet).options(options).listen("tcp://127.0.0.1:0").build()?;
+    /// assert_eq!(server.engine().loop_count(), 2);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn options(mut self, options: Options) -> Self {
         self.options = options;
         self
     }
 
     /// Number of event loops (default: one per core; 1 ..= 1024).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
+    /// assert_eq!(server.engine().loop_count(), 2);
+    /// assert!(Engine::builder(|_| Quiet).loops(0).build().is_err()); // out of range
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn loops(mut self, n: usize) -> Self {
         self.options.loops = n;
         self
     }
 
     /// Size of each loop's read buffer (default 64 KiB).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .read_buffer_size(16 * 1024) // small requests: less memory per loop
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.options.read_buffer_size = bytes;
         self
     }
 
     /// Largest block small writes are coalesced into (default 64 KiB).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .write_buffer_cap(16 * 1024)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn write_buffer_cap(mut self, bytes: usize) -> Self {
         self.options.write_buffer_cap = bytes;
         self
     }
 
     /// `TCP_NODELAY` on accepted connections (default on).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .tcp_nodelay(false) // bulk transfers: let Nagle coalesce
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn tcp_nodelay(mut self, on: bool) -> Self {
         self.options.tcp_nodelay = on;
         self
     }
 
     /// TCP keepalive on accepted connections (default off).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::KeepAlive;
+    /// use std::time::Duration;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .tcp_keepalive(Some(KeepAlive::new(Duration::from_secs(60))))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn tcp_keepalive(mut self, keepalive: Option<KeepAlive>) -> Self {
         self.options.tcp_keepalive = keepalive;
         self
     }
 
     /// `SO_RCVBUF` for listeners and connections.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .recv_buffer_size(256 * 1024)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn recv_buffer_size(mut self, bytes: usize) -> Self {
         self.options.recv_buffer_size = Some(bytes);
         self
     }
 
     /// `SO_SNDBUF` for listeners and connections.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .send_buffer_size(256 * 1024)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn send_buffer_size(mut self, bytes: usize) -> Self {
         self.options.send_buffer_size = Some(bytes);
         self
     }
 
     /// `SO_REUSEADDR` on listeners (default on).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .reuse_addr(true)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn reuse_addr(mut self, on: bool) -> Self {
         self.options.reuse_addr = on;
         self
@@ -671,12 +1024,34 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// SO_REUSEPORT mode: no acceptor; every loop owns its own listener for
     /// each TCP address and the kernel spreads connections (default off).
     /// Two engines in this mode can share a port.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .reuse_port(true) // one listener per loop, no acceptor
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.options.reuse_port = on;
         self
     }
 
     /// Edge-triggered connection I/O (default off, level-triggered).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .edge_triggered(true)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn edge_triggered(mut self, on: bool) -> Self {
         self.options.edge_triggered = on;
         self
@@ -684,6 +1059,17 @@ impl<H: EventHandler> EngineBuilder<H> {
 
     /// Per-connection byte budget per turn in edge-triggered mode (default
     /// 1 MiB); setting it turns edge-triggered mode on.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .edge_triggered_chunk(256 * 1024) // implies edge-triggered mode
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn edge_triggered_chunk(mut self, bytes: usize) -> Self {
         self.options.edge_triggered = true;
         self.options.edge_triggered_chunk = bytes;
@@ -691,24 +1077,70 @@ impl<H: EventHandler> EngineBuilder<H> {
     }
 
     /// Listen backlog (default 1024).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .listen_backlog(4096) // large bursts of connects
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn listen_backlog(mut self, backlog: i32) -> Self {
         self.options.listen_backlog = backlog;
         self
     }
 
     /// How connections are spread over loops (default round-robin).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::LoadBalancer;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .load_balancer(LoadBalancer::LeastConnections)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn load_balancer(mut self, policy: LoadBalancer) -> Self {
         self.options.load_balancer = policy;
         self
     }
 
     /// Messages per mailbox lane (default 1024).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .mailbox_capacity(4096) // more room for bursts from other threads
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn mailbox_capacity(mut self, n: usize) -> Self {
         self.options.mailbox_capacity = n;
         self
     }
 
     /// The loops' wake-up fd (default eventfd, else a pipe).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::actors::DoorbellKind;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .doorbell(DoorbellKind::Pipe)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn doorbell(mut self, kind: DoorbellKind) -> Self {
         self.options.doorbell = kind;
         self
@@ -716,6 +1148,19 @@ impl<H: EventHandler> EngineBuilder<H> {
 
     /// Connection timeouts (default none); a connection can override them
     /// with [`Conn::set_timeouts`](crate::Conn::set_timeouts).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::Timeouts;
+    /// use std::time::Duration;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .timeouts(Timeouts::none().idle(Duration::from_secs(300)))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
         self.options.timeouts = timeouts;
         self
@@ -723,6 +1168,18 @@ impl<H: EventHandler> EngineBuilder<H> {
 
     /// Outbound high- and low-water marks per connection (default 4 MiB /
     /// 1 MiB); see [`Conn::set_write_water_marks`](crate::Conn::set_write_water_marks).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::WaterMarks;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .write_water_marks(WaterMarks::new(256 * 1024, 64 * 1024))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn write_water_marks(mut self, marks: WaterMarks) -> Self {
         self.options.write_water_marks = marks;
         self
@@ -730,18 +1187,52 @@ impl<H: EventHandler> EngineBuilder<H> {
 
     /// What a connection above its high-water mark does (default: pause
     /// reading from it).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::BackPressure;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .back_pressure(BackPressure::Close) // drop peers that do not read
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn back_pressure(mut self, policy: BackPressure) -> Self {
         self.options.back_pressure = policy;
         self
     }
 
     /// The most bytes a connection may leave unconsumed (default 64 MiB).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .max_inbound(1 << 20) // close peers that send more than 1 MiB unconsumed
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn max_inbound(mut self, bytes: usize) -> Self {
         self.options.max_inbound = bytes;
         self
     }
 
     /// How long a dial may take to connect (default 10 s).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .connect_timeout(std::time::Duration::from_secs(2))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.options.connect_timeout = timeout;
         self
@@ -749,6 +1240,17 @@ impl<H: EventHandler> EngineBuilder<H> {
 
     /// How long a stop lets connections flush before closing them hard
     /// (default 5 s).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .drain_timeout(std::time::Duration::from_millis(500))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn drain_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.options.drain_timeout = timeout;
         self
@@ -756,24 +1258,69 @@ impl<H: EventHandler> EngineBuilder<H> {
 
     /// Worker-pool threads (default: 4 per core, at least 4). The pool starts
     /// on first use.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .workers(8)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn workers(mut self, n: usize) -> Self {
         self.options.workers = n;
         self
     }
 
     /// Jobs the worker pool's queue holds (default 4096).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .job_queue_capacity(100) // submit hands jobs back beyond this
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn job_queue_capacity(mut self, n: usize) -> Self {
         self.options.job_queue_capacity = n;
         self
     }
 
     /// What happens to queued jobs at shutdown (default: finish them).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::PoolShutdown;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .pool_shutdown(PoolShutdown::Cancel) // queued jobs are dropped at stop
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn pool_shutdown(mut self, policy: PoolShutdown) -> Self {
         self.options.pool_shutdown = policy;
         self
     }
 
     /// Calls [`EventHandler::on_tick`] on loop 0 (default off).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .ticker(true) // on_tick runs on loop 0
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn ticker(mut self, on: bool) -> Self {
         self.options.ticker = on;
         self
@@ -782,6 +1329,18 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// Checks the settings, binds every listener and creates every mailbox.
     /// Nothing runs yet; the real addresses are in [`Server::engine`]'s
     /// [`Engine::local_addrs`].
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// // Bound, not yet serving: the real port is known already.
+    /// assert_eq!(server.engine().local_addrs().len(), 1);
+    /// let err = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:99999").build().unwrap_err();
+    /// assert!(matches!(err, ringloop::Error::InvalidAddress { .. }));
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn build(self) -> Result<Server<H>> {
         self.options.validate()?;
         // No address is fine: a client engine only dials and enrolls.
@@ -895,6 +1454,26 @@ impl<H: EventHandler> EngineBuilder<H> {
     }
 
     /// Builds and runs the engine until it stops.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::{Action, LoopContext};
+    /// use std::time::Duration;
+    ///
+    /// struct StopAtOnce;
+    /// impl EventHandler for StopAtOnce {
+    ///     type State = ();
+    ///     fn on_tick(&mut self, _ctx: &mut LoopContext) -> (Duration, Action) {
+    ///         (Duration::from_secs(1), Action::Shutdown)
+    ///     }
+    /// }
+    ///
+    /// // Build and serve in one call; returns when the engine stops.
+    /// Engine::builder(|_| StopAtOnce).listen("tcp://127.0.0.1:0").loops(1).ticker(true).run()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn run(self) -> Result<()> {
         self.build()?.run()
     }
@@ -910,6 +1489,18 @@ impl<H> fmt::Debug for EngineBuilder<H> {
 }
 
 /// A bound engine, ready to [`run`](Self::run).
+///
+/// ```
+/// # use ringloop::{Engine, EventHandler};
+/// # struct Quiet;
+/// # impl EventHandler for Quiet { type State = (); }
+/// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+/// let engine = server.engine(); // for other threads: stop, stats, dial…
+/// let runner = std::thread::spawn(move || server.run());
+/// engine.stop()?;
+/// runner.join().unwrap()?;
+/// # Ok::<(), ringloop::Error>(())
+/// ```
 pub struct Server<H> {
     engine: Engine,
     factory: Factory<H>,
@@ -921,6 +1512,21 @@ pub struct Server<H> {
 
 impl<H: EventHandler> Server<H> {
     /// A handle to the engine, for other threads.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// let engine = server.engine(); // Clone + Send + Sync
+    /// let stopper = std::thread::spawn(move || {
+    ///     std::thread::sleep(std::time::Duration::from_millis(20));
+    ///     engine.stop()
+    /// });
+    /// server.run()?; // returns once the other thread has stopped it
+    /// stopper.join().unwrap()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn engine(&self) -> Engine {
         self.engine.clone()
     }
@@ -928,6 +1534,19 @@ impl<H: EventHandler> Server<H> {
     /// Serves until the engine is stopped ([`Engine::stop`] or
     /// [`Action::Shutdown`](crate::Action::Shutdown)). Returns the first fatal
     /// error an actor met, if any.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run()); // serves until stopped
+    /// let _client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// engine.stop()?; // closes the connection too
+    /// runner.join().unwrap()?; // run's result: Ok, no actor failed
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn run(self) -> Result<()> {
         let shared = self.engine.shared.clone();
         {

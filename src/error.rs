@@ -8,6 +8,17 @@ use std::fmt;
 use std::io;
 
 /// Everything that can go wrong in ringloop.
+///
+/// ```
+/// use ringloop::{Engine, Error, EventHandler};
+/// # struct Quiet;
+/// # impl EventHandler for Quiet { type State = (); }
+/// match Engine::builder(|_| Quiet).listen("tulip://127.0.0.1:0").build() {
+///     Err(Error::UnsupportedScheme { scheme, .. }) => assert_eq!(scheme, "tulip"),
+///     Err(other) => panic!("unexpected error: {other}"),
+///     Ok(_) => panic!("tulip:// is not served"),
+/// }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -48,6 +59,14 @@ pub enum Error {
 
 impl Error {
     /// Wraps an OS error with what ringloop was doing when it happened.
+    ///
+    /// ```
+    /// use ringloop::Error;
+    /// use std::error::Error as _;
+    /// let err = Error::io("reading the config", std::io::Error::other("disk on fire"));
+    /// assert_eq!(err.to_string(), "reading the config: disk on fire");
+    /// assert!(err.source().is_some()); // the OS error underneath
+    /// ```
     pub fn io(context: &'static str, source: io::Error) -> Self {
         Self::Io { context, source }
     }
@@ -88,4 +107,14 @@ impl std::error::Error for Error {
 }
 
 /// `Result` with ringloop's [`Error`].
+///
+/// ```
+/// fn listen_port(engine: &ringloop::Engine) -> ringloop::Result<u16> {
+///     engine.local_addrs()[0]
+///         .sock_addr()
+///         .as_inet()
+///         .map(|a| a.port())
+///         .ok_or(ringloop::Error::Unsupported("not an IP listener"))
+/// }
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,9 +11,24 @@ use crate::error::{Error, Result};
 use crate::worker_pool::PoolShutdown;
 
 /// The most event loops an engine may run.
+///
+/// ```
+/// use ringloop::{Engine, EventHandler, MAX_LOOPS};
+/// # struct Quiet;
+/// # impl EventHandler for Quiet { type State = (); }
+/// let too_many = Engine::builder(|_| Quiet).loops(MAX_LOOPS + 1).build();
+/// assert!(too_many.is_err());
+/// ```
 pub const MAX_LOOPS: usize = 1024;
 
 /// How the acceptor picks the loop for a new connection.
+///
+/// ```
+/// use ringloop::{LoadBalancer, Options};
+/// assert_eq!(LoadBalancer::default(), LoadBalancer::RoundRobin);
+/// let mut options = Options::default();
+/// options.load_balancer = LoadBalancer::SourceAddrHash; // a client sticks to one loop
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum LoadBalancer {
@@ -28,6 +43,19 @@ pub enum LoadBalancer {
 }
 
 /// What a connection whose outbound queue passes its high-water mark does.
+///
+/// ```
+/// use ringloop::{BackPressure, Engine, EventHandler, WaterMarks};
+/// # struct Quiet;
+/// # impl EventHandler for Quiet { type State = (); }
+/// // Close any connection with more than 1 MiB waiting for its peer.
+/// let server = Engine::builder(|_| Quiet)
+///     .listen("tcp://127.0.0.1:0")
+///     .write_water_marks(WaterMarks::new(1 << 20, 256 << 10))
+///     .back_pressure(BackPressure::Close)
+///     .build()?;
+/// # Ok::<(), ringloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BackPressure {
@@ -62,23 +90,53 @@ pub struct Timeouts {
 
 impl Timeouts {
     /// No timeouts.
+    ///
+    /// ```
+    /// use ringloop::Timeouts;
+    /// let t = Timeouts::none();
+    /// assert_eq!((t.idle, t.read, t.write), (None, None, None));
+    /// assert_eq!(t, Timeouts::default());
+    /// ```
     pub fn none() -> Self {
         Self::default()
     }
 
     /// Sets the idle timeout.
+    ///
+    /// ```
+    /// use ringloop::Timeouts;
+    /// use std::time::Duration;
+    /// let t = Timeouts::none().idle(Duration::from_secs(60));
+    /// assert_eq!(t.idle, Some(Duration::from_secs(60)));
+    /// ```
     pub fn idle(mut self, d: Duration) -> Self {
         self.idle = Some(d);
         self
     }
 
     /// Sets the read timeout.
+    ///
+    /// ```
+    /// use ringloop::Timeouts;
+    /// use std::time::Duration;
+    /// // The peer must send something at least every 30 s.
+    /// let t = Timeouts::none().read(Duration::from_secs(30));
+    /// assert_eq!(t.read, Some(Duration::from_secs(30)));
+    /// ```
     pub fn read(mut self, d: Duration) -> Self {
         self.read = Some(d);
         self
     }
 
     /// Sets the write timeout.
+    ///
+    /// ```
+    /// use ringloop::Timeouts;
+    /// use std::time::Duration;
+    /// // A peer that takes no byte of its backlog for 10 s is dropped.
+    /// let t = Timeouts::none().write(Duration::from_secs(10));
+    /// assert_eq!(t.write, Some(Duration::from_secs(10)));
+    /// ```
     pub fn write(mut self, d: Duration) -> Self {
         self.write = Some(d);
         self
@@ -107,6 +165,12 @@ impl Timeouts {
 }
 
 /// An outbound queue's high- and low-water marks, in bytes.
+///
+/// ```
+/// use ringloop::WaterMarks;
+/// let marks = WaterMarks::default();
+/// assert_eq!((marks.high, marks.low), (4 << 20, 1 << 20));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct WaterMarks {
@@ -118,6 +182,17 @@ pub struct WaterMarks {
 
 impl WaterMarks {
     /// Marks at `high` and `low` bytes.
+    ///
+    /// ```
+    /// use ringloop::{Engine, EventHandler, WaterMarks};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let marks = WaterMarks::new(64 * 1024, 16 * 1024);
+    /// assert_eq!(marks.high, 64 * 1024);
+    /// // low must be below high: build refuses the opposite.
+    /// let bad = Engine::builder(|_| Quiet).write_water_marks(WaterMarks::new(1, 2)).build();
+    /// assert!(bad.is_err());
+    /// ```
     pub fn new(high: usize, low: usize) -> Self {
         Self { high, low }
     }
@@ -163,6 +238,13 @@ pub struct KeepAlive {
 
 impl KeepAlive {
     /// Keepalive after `idle`, probing every `idle / 5` (at least 1 s), 5 times.
+    ///
+    /// ```
+    /// use ringloop::KeepAlive;
+    /// use std::time::Duration;
+    /// let ka = KeepAlive::new(Duration::from_secs(2));
+    /// assert_eq!(ka.interval, Duration::from_secs(1)); // idle / 5, at least 1 s
+    /// ```
     pub fn new(idle: Duration) -> Self {
         Self {
             idle,
@@ -172,12 +254,26 @@ impl KeepAlive {
     }
 
     /// Sets the probe interval.
+    ///
+    /// ```
+    /// use ringloop::KeepAlive;
+    /// use std::time::Duration;
+    /// let ka = KeepAlive::new(Duration::from_secs(60)).interval(Duration::from_secs(5));
+    /// assert_eq!(ka.interval, Duration::from_secs(5));
+    /// ```
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
     }
 
     /// Sets the probe count.
+    ///
+    /// ```
+    /// use ringloop::KeepAlive;
+    /// use std::time::Duration;
+    /// let ka = KeepAlive::new(Duration::from_secs(60)).count(3);
+    /// assert_eq!(ka.count, 3);
+    /// ```
     pub fn count(mut self, count: u32) -> Self {
         self.count = count;
         self
@@ -196,6 +292,18 @@ impl KeepAlive {
 /// the defaults suit most servers.
 ///
 /// [`EngineBuilder`]: crate::EngineBuilder
+///
+/// ```
+/// use ringloop::{Engine, EventHandler, Options};
+/// # struct Quiet;
+/// # impl EventHandler for Quiet { type State = (); }
+/// let mut options = Options::default(); // non-exhaustive: start from the defaults
+/// options.loops = 2;
+/// options.tcp_nodelay = false;
+/// let server = Engine::builder(|_| Quiet).options(options).listen("tcp://127.0.0.1:0").build()?;
+/// assert_eq!(server.engine().loop_count(), 2);
+/// # Ok::<(), ringloop::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Options {

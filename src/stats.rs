@@ -43,6 +43,25 @@ pub(crate) fn bump(counter: &AtomicU64, n: u64) {
 #[non_exhaustive]
 pub struct LoopStats {
     /// Connections open now.
+    ///
+    /// ```
+    /// use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// while engine.total_stats().connections_opened == 0 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(1));
+    /// }
+    /// let stats = engine.total_stats();
+    /// assert_eq!((stats.connections, stats.connections_opened), (1, 1));
+    /// drop(client);
+    /// engine.stop()?;
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub connections: u64,
     /// Connections opened since start.
     pub connections_opened: u64,

@@ -34,6 +34,17 @@ use crate::error::{Error, Result};
 type Job = Box<dyn FnOnce() + Send>;
 
 /// What happens to queued jobs when the pool shuts down.
+///
+/// ```
+/// use ringloop::{PoolShutdown, WorkerPool};
+/// let pool = WorkerPool::new(1, 16, PoolShutdown::Cancel)?;
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// pool.submit(move || std::thread::sleep(std::time::Duration::from_millis(50))).unwrap();
+/// pool.submit(move || tx.send(()).unwrap()).unwrap(); // still queued…
+/// pool.shutdown(); // …so Cancel drops it
+/// assert!(rx.recv().is_err());
+/// # Ok::<(), ringloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PoolShutdown {
@@ -45,6 +56,21 @@ pub enum PoolShutdown {
 }
 
 /// Why a job was not queued; the job is inside.
+///
+/// ```
+/// use ringloop::{PoolShutdown, WorkerPool};
+/// let pool = WorkerPool::new(1, 1, PoolShutdown::Finish)?;
+/// pool.shutdown();
+/// match pool.submit(|| println!("never")) {
+///     Ok(()) => unreachable!(),
+///     Err(e) => {
+///         assert!(!e.is_full()); // shut down, not full
+///         let job = e.into_job(); // the job is handed back
+///         job(); // run it here instead
+///     }
+/// }
+/// # Ok::<(), ringloop::Error>(())
+/// ```
 pub struct SubmitError {
     job: Job,
     full: bool,
@@ -57,11 +83,39 @@ impl SubmitError {
 
     /// `true` if the queue was full (try again later); `false` if the pool is
     /// shut down.
+    ///
+    /// ```
+    /// use ringloop::{PoolShutdown, WorkerPool};
+    /// use std::sync::mpsc;
+    /// let pool = WorkerPool::new(1, 1, PoolShutdown::Finish)?;
+    /// let (block_tx, block_rx) = mpsc::channel::<()>();
+    /// let (started_tx, started_rx) = mpsc::channel();
+    /// pool.submit(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     let _ = block_rx.recv(); // hold the only worker
+    /// }).unwrap();
+    /// started_rx.recv().unwrap();
+    /// pool.submit(|| {}).unwrap(); // fills the one-job queue
+    /// let err = pool.submit(|| {}).unwrap_err();
+    /// assert!(err.is_full()); // try again later
+    /// drop(block_tx);
+    /// pool.shutdown();
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn is_full(&self) -> bool {
         self.full
     }
 
     /// Takes the job back, to run it elsewhere or later.
+    ///
+    /// ```
+    /// use ringloop::{PoolShutdown, WorkerPool};
+    /// let pool = WorkerPool::new(1, 8, PoolShutdown::Finish)?;
+    /// pool.shutdown();
+    /// let err = pool.submit(|| println!("ran on the caller's thread")).unwrap_err();
+    /// (err.into_job())(); // run it here after all
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn into_job(self) -> Box<dyn FnOnce() + Send> {
         self.job
     }
@@ -139,6 +193,14 @@ pub struct WorkerPool {
 impl WorkerPool {
     /// Starts `workers` threads sharing a queue of at most `queue_capacity`
     /// jobs.
+    ///
+    /// ```
+    /// use ringloop::{PoolShutdown, WorkerPool};
+    /// let pool = WorkerPool::new(4, 1024, PoolShutdown::Finish)?;
+    /// assert_eq!(pool.workers(), 4);
+    /// pool.shutdown();
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn new(workers: usize, queue_capacity: usize, policy: PoolShutdown) -> Result<Self> {
         if workers == 0 || workers > 4096 {
             return Err(Error::InvalidConfig(format!(
@@ -184,6 +246,19 @@ impl WorkerPool {
 
     /// Queues `job` without waiting; hands it back if the queue is full or
     /// the pool is shut down. Safe to call from handlers (never blocks).
+    ///
+    /// ```
+    /// use ringloop::{PoolShutdown, WorkerPool};
+    /// let pool = WorkerPool::new(2, 64, PoolShutdown::Finish)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// if let Err(e) = pool.submit(move || tx.send(2 + 2).unwrap()) {
+    ///     // Full or shut down: the job comes back in `e`.
+    ///     drop(e.into_job());
+    /// }
+    /// assert_eq!(rx.recv().unwrap(), 4);
+    /// pool.shutdown();
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), SubmitError> {
         self.submit_boxed(Box::new(job))
     }
@@ -204,6 +279,20 @@ impl WorkerPool {
     /// Queues `job`, waiting for room while the queue is full. On an event
     /// loop's thread it does not wait (a loop must never block) and behaves
     /// like [`submit`](Self::submit).
+    ///
+    /// ```
+    /// use ringloop::{PoolShutdown, WorkerPool};
+    /// let pool = WorkerPool::new(1, 1, PoolShutdown::Finish)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// for i in 0..5 {
+    ///     let tx = tx.clone();
+    ///     // The queue holds one job: this waits for room instead of failing.
+    ///     pool.submit_wait(move || tx.send(i).unwrap()).unwrap();
+    /// }
+    /// pool.shutdown();
+    /// assert_eq!(rx.try_iter().count(), 5);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn submit_wait(&self, job: impl FnOnce() + Send + 'static) -> Result<(), SubmitError> {
         if crate::engine::on_a_loop_thread() {
             return self.submit(job);
@@ -225,11 +314,34 @@ impl WorkerPool {
     }
 
     /// Number of worker threads.
+    ///
+    /// ```
+    /// use ringloop::{PoolShutdown, WorkerPool};
+    /// let pool = WorkerPool::new(3, 16, PoolShutdown::Finish)?;
+    /// assert_eq!(pool.workers(), 3);
+    /// pool.shutdown();
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn workers(&self) -> usize {
         self.inner.workers
     }
 
     /// Jobs waiting in the queue.
+    ///
+    /// ```
+    /// use ringloop::{PoolShutdown, WorkerPool};
+    /// let pool = WorkerPool::new(1, 16, PoolShutdown::Finish)?;
+    /// assert_eq!(pool.queued(), 0);
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// pool.submit(move || { let _ = rx.recv(); }).unwrap(); // occupies the worker
+    /// pool.submit(|| {}).unwrap();
+    /// pool.submit(|| {}).unwrap();
+    /// assert!(pool.queued() >= 2); // the worker may not have taken the first yet
+    /// drop(tx);
+    /// pool.shutdown();
+    /// assert_eq!(pool.queued(), 0);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn queued(&self) -> usize {
         self.inner.queue.len()
     }
@@ -237,6 +349,18 @@ impl WorkerPool {
     /// Refuses new jobs, applies the shutdown policy to queued ones and joins
     /// every worker. Idempotent. Called from a worker thread it does not join
     /// (a worker cannot wait for itself); the workers still exit.
+    ///
+    /// ```
+    /// use ringloop::{PoolShutdown, WorkerPool};
+    /// let pool = WorkerPool::new(2, 16, PoolShutdown::Finish)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// pool.submit(move || tx.send("finished").unwrap()).unwrap();
+    /// pool.shutdown(); // Finish: queued jobs run, then the workers are joined
+    /// pool.shutdown(); // idempotent
+    /// assert_eq!(rx.recv().unwrap(), "finished");
+    /// assert!(pool.submit(|| {}).is_err()); // refused from now on
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
     pub fn shutdown(&self) {
         let sender = self
             .inner
