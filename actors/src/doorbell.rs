@@ -23,6 +23,13 @@ use std::time::Duration;
 use std::{fmt, io};
 
 /// Which kind of fd a [`Doorbell`] uses.
+///
+/// ```
+/// use ringloop_actors::{Doorbell, DoorbellKind};
+/// let bell = Doorbell::new(DoorbellKind::Auto)?;
+/// assert_ne!(bell.kind(), DoorbellKind::Auto); // resolved to eventfd or pipe
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DoorbellKind {
@@ -36,6 +43,17 @@ pub enum DoorbellKind {
 }
 
 /// The wake-up fd of one mailbox (see the module docs).
+///
+/// ```
+/// use ringloop_actors::{Doorbell, DoorbellKind};
+/// use std::time::Duration;
+/// let bell = std::sync::Arc::new(Doorbell::new(DoorbellKind::Auto)?);
+/// let b = bell.clone();
+/// let ringer = std::thread::spawn(move || b.ring());
+/// assert!(bell.wait(Some(Duration::from_secs(5)))?); // woken by the other thread
+/// ringer.join().unwrap()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Doorbell {
     imp: Imp,
 }
@@ -109,6 +127,12 @@ impl Doorbell {
     }
 
     /// The kind actually in use (never [`DoorbellKind::Auto`]).
+    ///
+    /// ```
+    /// use ringloop_actors::{Doorbell, DoorbellKind};
+    /// assert_eq!(Doorbell::new(DoorbellKind::Pipe)?.kind(), DoorbellKind::Pipe);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn kind(&self) -> DoorbellKind {
         #[cfg(not(loom))]
         match self.imp {
@@ -122,12 +146,27 @@ impl Doorbell {
     /// `true` when the fd must be drained after it fires (a pipe), so it must
     /// be registered level-triggered; `false` for an eventfd, which can be
     /// registered edge-triggered and left undrained.
+    ///
+    /// ```
+    /// use ringloop_actors::{Doorbell, DoorbellKind};
+    /// assert!(Doorbell::new(DoorbellKind::Pipe)?.needs_drain()); // register level-triggered
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn needs_drain(&self) -> bool {
         self.kind() == DoorbellKind::Pipe
     }
 
     /// Wakes whoever waits on the doorbell. A doorbell that is already rung
     /// stays rung (a full pipe or a saturated counter is not an error).
+    ///
+    /// ```
+    /// use ringloop_actors::{Doorbell, DoorbellKind};
+    /// let bell = Doorbell::new(DoorbellKind::Auto)?;
+    /// bell.ring()?;
+    /// bell.ring()?; // already rung: stays rung, no error
+    /// assert!(bell.drain()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[cfg(not(loom))]
     pub fn ring(&self) -> io::Result<()> {
         use nix::errno::Errno;
@@ -163,6 +202,16 @@ impl Doorbell {
     }
 
     /// Consumes every pending ring. Returns `true` if there was one.
+    ///
+    /// ```
+    /// use ringloop_actors::{Doorbell, DoorbellKind};
+    /// let bell = Doorbell::new(DoorbellKind::Pipe)?;
+    /// assert!(!bell.drain()?); // nothing pending
+    /// bell.ring()?;
+    /// assert!(bell.drain()?);
+    /// assert!(!bell.drain()?); // consumed
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[cfg(not(loom))]
     pub fn drain(&self) -> io::Result<bool> {
         use nix::errno::Errno;
@@ -207,6 +256,16 @@ impl Doorbell {
     /// its epoll set instead.
     ///
     /// [`as_fd`]: std::os::fd::AsFd::as_fd
+    ///
+    /// ```
+    /// use ringloop_actors::{Doorbell, DoorbellKind};
+    /// use std::time::Duration;
+    /// let bell = Doorbell::new(DoorbellKind::Auto)?;
+    /// assert!(!bell.wait(Some(Duration::from_millis(5)))?); // timed out
+    /// bell.ring()?;
+    /// assert!(bell.wait(None)?); // rung: returns at once, drained
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[cfg(not(loom))]
     pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
         use nix::errno::Errno;

@@ -4,6 +4,19 @@
 use std::fmt;
 
 /// Why a non-blocking send did not enqueue its message.
+///
+/// ```
+/// use ringloop_actors::{Mailbox, MailboxConfig, TrySendError};
+/// let mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(1))?;
+/// let mut tx = mailbox.sender();
+/// tx.try_send(1).unwrap();
+/// match tx.try_send(2) {
+///     Err(TrySendError::Full(m)) => assert_eq!(m, 2), // try again later
+///     Err(TrySendError::Closed(_)) => unreachable!("the mailbox is alive"),
+///     Ok(()) => unreachable!("the lane holds one"),
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(PartialEq, Eq)]
 pub enum TrySendError<T> {
     /// The lane is full: the receiver has not caught up yet. Try again later.
@@ -26,11 +39,23 @@ impl<T> TrySendError<T> {
     }
 
     /// `true` when the failure is because the lane was full.
+    ///
+    /// ```
+    /// use ringloop_actors::TrySendError;
+    /// assert!(TrySendError::Full(1).is_full());
+    /// assert!(!TrySendError::Closed(1).is_full());
+    /// ```
     pub fn is_full(&self) -> bool {
         matches!(self, Self::Full(_))
     }
 
     /// `true` when the failure is because the receiver is gone.
+    ///
+    /// ```
+    /// use ringloop_actors::TrySendError;
+    /// assert!(TrySendError::Closed(1).is_closed());
+    /// assert!(!TrySendError::Full(1).is_closed());
+    /// ```
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed(_))
     }
@@ -57,6 +82,16 @@ impl<T> fmt::Display for TrySendError<T> {
 impl<T> std::error::Error for TrySendError<T> {}
 
 /// A blocking send failed because the receiver is gone; the message is inside.
+///
+/// ```
+/// use ringloop_actors::{Mailbox, SendError};
+/// let mailbox = Mailbox::<&str>::new()?;
+/// let mut tx = mailbox.sender();
+/// drop(mailbox);
+/// let SendError(message) = tx.send("lost?").unwrap_err();
+/// assert_eq!(message, "lost?"); // not lost: handed back
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(PartialEq, Eq)]
 pub struct SendError<T>(pub T);
 
@@ -75,6 +110,17 @@ impl<T> fmt::Display for SendError<T> {
 impl<T> std::error::Error for SendError<T> {}
 
 /// Why a send with a deadline did not enqueue its message.
+///
+/// ```
+/// use ringloop_actors::{Mailbox, SendTimeoutError};
+/// use std::time::Duration;
+/// let mailbox = Mailbox::<u8>::new()?;
+/// let mut tx = mailbox.sender();
+/// drop(mailbox);
+/// let err = tx.send_timeout(1, Duration::from_millis(10)).unwrap_err();
+/// assert!(matches!(err, SendTimeoutError::Closed(1)));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(PartialEq, Eq)]
 pub enum SendTimeoutError<T> {
     /// The lane stayed full until the deadline.
@@ -85,6 +131,11 @@ pub enum SendTimeoutError<T> {
 
 impl<T> SendTimeoutError<T> {
     /// Takes the undelivered message back.
+    ///
+    /// ```
+    /// use ringloop_actors::SendTimeoutError;
+    /// assert_eq!(SendTimeoutError::Timeout("msg").into_inner(), "msg");
+    /// ```
     pub fn into_inner(self) -> T {
         match self {
             Self::Timeout(v) | Self::Closed(v) => v,

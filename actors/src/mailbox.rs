@@ -33,6 +33,13 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::wake::WakeWord;
 
 /// Default number of messages one lane holds.
+///
+/// ```
+/// use ringloop_actors::{Mailbox, DEFAULT_LANE_CAPACITY};
+/// let mailbox = Mailbox::<u8>::new()?;
+/// assert_eq!(mailbox.lane_capacity(), DEFAULT_LANE_CAPACITY);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub const DEFAULT_LANE_CAPACITY: usize = 1024;
 
 /// Source of mailbox ids (keys of the per-thread lane cache). Not part of any
@@ -148,18 +155,40 @@ impl Default for MailboxConfig {
 
 impl MailboxConfig {
     /// The defaults.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig, DEFAULT_LANE_CAPACITY};
+    /// let mailbox = Mailbox::<u8>::with_config(MailboxConfig::new())?;
+    /// assert_eq!(mailbox.lane_capacity(), DEFAULT_LANE_CAPACITY);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Sets the number of messages per lane (1 to 2^30; rounded up to a
     /// power of two).
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig};
+    /// let mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(100))?;
+    /// assert_eq!(mailbox.lane_capacity(), 128); // rounded up to a power of two
+    /// assert!(Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(0)).is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn lane_capacity(mut self, capacity: usize) -> Self {
         self.lane_capacity = capacity;
         self
     }
 
     /// Chooses the doorbell.
+    ///
+    /// ```
+    /// use ringloop_actors::{DoorbellKind, Mailbox, MailboxConfig};
+    /// let mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().doorbell(DoorbellKind::Pipe))?;
+    /// assert_eq!(mailbox.doorbell().kind(), DoorbellKind::Pipe);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn doorbell(mut self, kind: DoorbellKind) -> Self {
         self.doorbell = kind;
         self
@@ -187,12 +216,27 @@ pub struct Mailbox<T> {
 
 impl<T> Mailbox<T> {
     /// A mailbox with the default [`MailboxConfig`].
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<&str>::new()?;
+    /// mailbox.sender().try_send("hi").unwrap();
+    /// assert_eq!(mailbox.try_recv(), Some("hi"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> io::Result<Self> {
         Self::with_config(MailboxConfig::default())
     }
 
     /// A mailbox with the given settings. Fails if the doorbell cannot be
     /// opened or the lane capacity is out of range.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig};
+    /// let mailbox = Mailbox::<u64>::with_config(MailboxConfig::new().lane_capacity(16))?;
+    /// assert_eq!(mailbox.lane_capacity(), 16);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_config(config: MailboxConfig) -> io::Result<Self> {
         if config.lane_capacity == 0 || config.lane_capacity > ring::MAX_CAPACITY {
             return Err(io::Error::new(
@@ -226,36 +270,117 @@ impl<T> Mailbox<T> {
     }
 
     /// Opens a new lane and returns its sender.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u32>::new()?;
+    /// let mut tx = mailbox.sender(); // a lane of its own: FIFO, single producer
+    /// let producer = std::thread::spawn(move || {
+    ///     for i in 0..3 {
+    ///         tx.send(i).unwrap();
+    ///     }
+    /// });
+    /// producer.join().unwrap();
+    /// let mut got = Vec::new();
+    /// mailbox.drain(usize::MAX, |m| got.push(m));
+    /// assert_eq!(got, [0, 1, 2]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn sender(&self) -> Sender<T> {
         Sender::new(self.shared.clone())
     }
 
     /// A `Send + Sync + Clone` sender that gives each thread its own lane.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u32>::new()?;
+    /// let tx = mailbox.shared_sender(); // Sync: use it through a shared reference
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| tx.send(1).unwrap());
+    ///     s.spawn(|| tx.send(2).unwrap());
+    /// });
+    /// let mut got = Vec::new();
+    /// mailbox.drain(usize::MAX, |m| got.push(m));
+    /// got.sort();
+    /// assert_eq!(got, [1, 2]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn shared_sender(&self) -> SharedSender<T> {
         SharedSender::new(self.shared.clone())
     }
 
     /// The doorbell, for registration in the owner's poller.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// use std::os::fd::{AsFd, AsRawFd};
+    /// let mailbox = Mailbox::<u8>::new()?;
+    /// // Register this fd (readable = rung) in the owner's epoll/poll set.
+    /// let fd = mailbox.doorbell().as_fd();
+    /// assert!(fd.as_raw_fd() >= 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn doorbell(&self) -> &Doorbell {
         &self.shared.doorbell
     }
 
     /// Messages per lane.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig};
+    /// let mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(8))?;
+    /// assert_eq!(mailbox.lane_capacity(), 8);
+    /// assert_eq!(mailbox.sender().capacity(), 8);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn lane_capacity(&self) -> usize {
         self.shared.lane_capacity.next_power_of_two()
     }
 
     /// Lanes currently adopted by the owner.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let mut a = mailbox.sender();
+    /// let mut b = a.clone(); // every Sender is a lane of its own
+    /// a.try_send(1).unwrap();
+    /// b.try_send(2).unwrap();
+    /// mailbox.drain(usize::MAX, drop); // adopts the new lanes
+    /// assert_eq!(mailbox.lane_count(), 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn lane_count(&self) -> usize {
         self.lanes.len()
     }
 
     /// How many times producers have rung the doorbell so far.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let mut tx = mailbox.sender();
+    /// tx.try_send(1).unwrap();
+    /// // The owner was not parked, so the send needed no doorbell write.
+    /// assert_eq!(mailbox.doorbell_rings(), 0);
+    /// assert_eq!(mailbox.try_recv(), Some(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn doorbell_rings(&self) -> u64 {
         self.shared.doorbell_rings()
     }
 
     /// `true` once [`close`](Self::close) was called.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// assert!(!mailbox.is_closed());
+    /// mailbox.close();
+    /// assert!(mailbox.is_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }
@@ -280,6 +405,20 @@ impl<T> Mailbox<T> {
     /// each lane in batch (one cursor load and one cursor store per lane).
     /// Lanes whose sender is gone are drained to the end and then reclaimed.
     /// Returns how many messages were handed over. Never blocks.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u32>::new()?;
+    /// let mut tx = mailbox.sender();
+    /// for i in 0..10 {
+    ///     tx.try_send(i).unwrap();
+    /// }
+    /// let mut sum = 0;
+    /// assert_eq!(mailbox.drain(4, |m| sum += m), 4); // at most 4 per turn
+    /// assert_eq!(sum, 0 + 1 + 2 + 3);
+    /// assert_eq!(mailbox.drain(usize::MAX, |m| sum += m), 6);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn drain(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
         self.adopt_new_lanes();
         let count = self.lanes.len();
@@ -309,6 +448,15 @@ impl<T> Mailbox<T> {
     }
 
     /// Takes one message, if any is ready. Never blocks.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<char>::new()?;
+    /// assert_eq!(mailbox.try_recv(), None); // never blocks
+    /// mailbox.sender().try_send('x').unwrap();
+    /// assert_eq!(mailbox.try_recv(), Some('x'));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn try_recv(&mut self) -> Option<T> {
         let mut slot = None;
         self.drain(1, |m| slot = Some(m));
@@ -316,6 +464,16 @@ impl<T> Mailbox<T> {
     }
 
     /// `true` if a message (or a new lane) is waiting. Re-reads every lane.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// assert!(!mailbox.has_messages());
+    /// let mut tx = mailbox.sender(); // a new lane alone already counts
+    /// tx.try_send(7).unwrap();
+    /// assert!(mailbox.has_messages());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn has_messages(&mut self) -> bool {
         // Relaxed: in the park protocol the owner's SeqCst fence comes first.
         self.shared.new_lanes.load(Ordering::Relaxed)
@@ -352,6 +510,26 @@ impl<T> Mailbox<T> {
     /// Parks on the doorbell until a message arrives or `timeout` passes
     /// (`None`: no limit), for owners without a poller. Returns at once if a
     /// message is already waiting. May return early (spuriously).
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// use std::time::Duration;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let mut tx = mailbox.sender();
+    /// std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    ///     tx.send(1).unwrap(); // rings the doorbell: the owner is parked
+    /// });
+    /// // Park until something arrives (it may wake early: loop).
+    /// let got = loop {
+    ///     if let Some(m) = mailbox.try_recv() {
+    ///         break m;
+    ///     }
+    ///     mailbox.park(Some(Duration::from_secs(5)))?;
+    /// };
+    /// assert_eq!(got, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn park(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let shared = self.shared.clone();
         self.park_with(|may_block| {
@@ -364,6 +542,17 @@ impl<T> Mailbox<T> {
     }
 
     /// Blocks until a message arrives or `timeout` passes.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// use std::time::Duration;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// assert_eq!(mailbox.recv_timeout(Duration::from_millis(5)), None); // timed out
+    /// let mut tx = mailbox.sender();
+    /// std::thread::spawn(move || tx.send(9).unwrap());
+    /// assert_eq!(mailbox.recv_timeout(Duration::from_secs(5)), Some(9));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<T> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -380,6 +569,17 @@ impl<T> Mailbox<T> {
     /// Closes the mailbox: from now on every send fails with its message
     /// handed back. Messages already in the lanes stay there for the owner to
     /// [`drain`](Self::drain). Idempotent.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let mut tx = mailbox.sender();
+    /// tx.try_send(1).unwrap();
+    /// mailbox.close();
+    /// assert!(tx.try_send(2).unwrap_err().is_closed()); // refused, handed back
+    /// assert_eq!(mailbox.try_recv(), Some(1)); // what was queued stays
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn close(&mut self) {
         let pending = self.shared.close_registry();
         self.lanes.extend(pending);
@@ -387,6 +587,18 @@ impl<T> Mailbox<T> {
 
     /// Closes the mailbox and returns every message still queued, so that
     /// none is lost on shutdown.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let mut tx = mailbox.sender();
+    /// tx.try_send(1).unwrap();
+    /// tx.try_send(2).unwrap();
+    /// let left = mailbox.close_and_drain(); // nothing is lost on shutdown
+    /// assert_eq!(left, [1, 2]);
+    /// assert!(tx.is_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn close_and_drain(&mut self) -> VecDeque<T> {
         self.close();
         let mut left = VecDeque::new();

@@ -41,6 +41,15 @@ pub struct Outbox<T> {
 
 impl<T> Outbox<T> {
     /// Wraps a lane.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, Outbox};
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let mut outbox = Outbox::new(mailbox.sender());
+    /// outbox.send(1).unwrap();
+    /// assert_eq!(mailbox.try_recv(), Some(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new(sender: Sender<T>) -> Self {
         Self {
             sender,
@@ -51,6 +60,18 @@ impl<T> Outbox<T> {
     /// Sends now if the lane has room and nothing is held, otherwise holds the
     /// message for a later [`flush`](Self::flush). Order is always kept. Fails
     /// only if the mailbox is closed.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig, Outbox};
+    /// let mut mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(1))?;
+    /// let mut outbox = Outbox::new(mailbox.sender());
+    /// outbox.send(1).unwrap(); // into the lane
+    /// outbox.send(2).unwrap(); // lane full: held, never blocks
+    /// assert_eq!(outbox.held(), 1);
+    /// mailbox.close();
+    /// assert!(outbox.send(3).is_err()); // closed: handed back
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send(&mut self, value: T) -> Result<(), SendError<T>> {
         if !self.held.is_empty() {
             if self.sender.is_closed() {
@@ -82,6 +103,19 @@ impl<T> Outbox<T> {
     /// Moves held messages into the lane, as many as fit, with one publish.
     /// Returns `Ok(true)` when nothing is held any more. If the mailbox is
     /// closed, returns every held message.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig, Outbox};
+    /// let mut mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(1))?;
+    /// let mut outbox = Outbox::new(mailbox.sender());
+    /// outbox.send(1).unwrap();
+    /// outbox.send(2).unwrap(); // held
+    /// assert_eq!(outbox.flush(), Ok(false)); // still no room
+    /// assert_eq!(mailbox.try_recv(), Some(1));
+    /// assert_eq!(outbox.flush(), Ok(true)); // nothing held any more
+    /// assert_eq!(mailbox.try_recv(), Some(2));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn flush(&mut self) -> Result<bool, SendError<VecDeque<T>>> {
         if self.held.is_empty() {
             return Ok(true);
@@ -93,11 +127,32 @@ impl<T> Outbox<T> {
     }
 
     /// Messages waiting in the local overflow.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig, Outbox};
+    /// let mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(2))?;
+    /// let mut outbox = Outbox::new(mailbox.sender());
+    /// for i in 0..5 {
+    ///     outbox.send(i).unwrap();
+    /// }
+    /// assert_eq!(outbox.held(), 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn held(&self) -> usize {
         self.held.len()
     }
 
     /// `true` once the destination mailbox is closed.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, Outbox};
+    /// let mailbox = Mailbox::<u8>::new()?;
+    /// let outbox = Outbox::new(mailbox.sender());
+    /// assert!(!outbox.is_closed());
+    /// drop(mailbox);
+    /// assert!(outbox.is_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
     }

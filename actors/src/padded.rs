@@ -10,6 +10,15 @@ use std::ops::{Deref, DerefMut};
 ///
 /// 128 rather than 64: on x86-64 the spatial prefetcher pulls cache lines in
 /// adjacent pairs, and on aarch64 (Apple, Neoverse) lines are 128 bytes.
+///
+/// ```
+/// use ringloop_actors::CachePadded;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// // Two counters written by different threads: padded, they share no cache line.
+/// let counters = [CachePadded::new(AtomicU64::new(0)), CachePadded::new(AtomicU64::new(0))];
+/// counters[0].fetch_add(1, Ordering::Relaxed); // derefs to the value
+/// assert_eq!(std::mem::align_of_val(&counters[0]), 128);
+/// ```
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct CachePadded<T>(T);

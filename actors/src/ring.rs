@@ -40,6 +40,12 @@ use crate::padded::CachePadded;
 use crate::sync::{fence, Arc, AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
 /// The largest capacity a ring accepts (2^30 slots).
+///
+/// ```
+/// use ringloop_actors::ring::{channel, MAX_CAPACITY};
+/// let (tx, _rx) = channel::<u8>(MAX_CAPACITY / (1 << 20)); // anything up to the maximum
+/// assert_eq!(tx.capacity(), 1024);
+/// ```
 pub const MAX_CAPACITY: usize = 1 << 30;
 
 struct Shared<T> {
@@ -182,6 +188,25 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 }
 
 /// The writing end of a ring. `Send`, not `Clone`: exactly one producer.
+///
+/// ```
+/// use ringloop_actors::ring::channel;
+/// let (mut tx, mut rx) = channel(4);
+/// let producer = std::thread::spawn(move || {
+///     for i in 0..100 {
+///         while let Err(e) = tx.try_push(i) {
+///             assert!(e.is_full());
+///             std::thread::yield_now(); // wait for the consumer
+///         }
+///     }
+/// });
+/// let mut got = Vec::new();
+/// while got.len() < 100 {
+///     rx.drain(usize::MAX, |m| got.push(m));
+/// }
+/// producer.join().unwrap();
+/// assert_eq!(got, (0..100).collect::<Vec<_>>());
+/// ```
 pub struct Producer<T> {
     shared: Arc<Shared<T>>,
     /// Next sequence to write; equals the shared `tail` outside a batch.
@@ -192,11 +217,25 @@ pub struct Producer<T> {
 
 impl<T> Producer<T> {
     /// How many messages the ring holds when full.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (tx, _rx) = channel::<u8>(5);
+    /// assert_eq!(tx.capacity(), 8); // rounded up to a power of two
+    /// ```
     pub fn capacity(&self) -> usize {
         self.shared.mask + 1
     }
 
     /// `true` once the consumer has been dropped.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (tx, rx) = channel::<u8>(4);
+    /// assert!(!tx.is_closed());
+    /// drop(rx);
+    /// assert!(tx.is_closed());
+    /// ```
     pub fn is_closed(&self) -> bool {
         // Acquire: pairs with the consumer's Release in `Drop`; nothing is read
         // through it, it only makes the answer as fresh as the caller can get.
@@ -245,6 +284,15 @@ impl<T> Producer<T> {
 
     /// Enqueues one message, or hands it back if the ring is full or the
     /// consumer is gone. Never blocks.
+    ///
+    /// ```
+    /// use ringloop_actors::{ring::channel, TrySendError};
+    /// let (mut tx, rx) = channel(1);
+    /// tx.try_push(1).unwrap();
+    /// assert!(matches!(tx.try_push(2), Err(TrySendError::Full(2)))); // full
+    /// drop(rx);
+    /// assert!(matches!(tx.try_push(3), Err(TrySendError::Closed(3)))); // consumer gone
+    /// ```
     pub fn try_push(&mut self, value: T) -> Result<(), TrySendError<T>> {
         if self.is_closed() {
             return Err(TrySendError::Closed(value));
@@ -262,6 +310,16 @@ impl<T> Producer<T> {
     /// the producer is dropped. The caller must issue a `SeqCst` fence between
     /// its publish and this call (a mailbox sender's wake-up check already
     /// does); the consumer's `Drop` fences on its side.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// use std::sync::atomic::{fence, Ordering};
+    /// let (mut tx, rx) = channel(4);
+    /// tx.try_push(String::from("late")).unwrap();
+    /// drop(rx);
+    /// fence(Ordering::SeqCst); // required between the publish and the call
+    /// tx.reclaim_if_consumer_gone(); // "late" is dropped now, not with `tx`
+    /// ```
     pub fn reclaim_if_consumer_gone(&mut self) {
         // Acquire: pairs with the Release in `Consumer::drop`.
         if self.shared.consumer_closed.load(Ordering::Acquire) {
@@ -296,6 +354,16 @@ impl<T> Producer<T> {
     /// Moves as many messages as fit from the front of `queue` into the ring
     /// and publishes them with one store; returns how many moved. Returns 0
     /// (moving nothing) once the consumer is gone.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// use std::collections::VecDeque;
+    /// let (mut tx, mut rx) = channel(2);
+    /// let mut queue: VecDeque<u8> = VecDeque::from([1, 2, 3]);
+    /// assert_eq!(tx.push_from(&mut queue), 2); // as many as fit
+    /// assert_eq!(queue, [3]);
+    /// assert_eq!(rx.pop(), Some(1));
+    /// ```
     pub fn push_from(&mut self, queue: &mut VecDeque<T>) -> usize {
         if queue.is_empty() || self.is_closed() {
             return 0;
@@ -329,6 +397,17 @@ impl<T> fmt::Debug for Producer<T> {
 }
 
 /// A batch of pushes published with a single store (see [`Producer::batch`]).
+///
+/// ```
+/// use ringloop_actors::ring::channel;
+/// let (mut tx, mut rx) = channel(8);
+/// let mut batch = tx.batch();
+/// batch.try_push('a').unwrap();
+/// batch.try_push('b').unwrap();
+/// assert_eq!(batch.len(), 2);
+/// drop(batch); // published: both become visible at once
+/// assert_eq!(rx.len(), 2);
+/// ```
 pub struct PushBatch<'a, T> {
     /// `None` once [`finish`](Self::finish)ed.
     producer: Option<&'a mut Producer<T>>,
@@ -339,6 +418,17 @@ pub struct PushBatch<'a, T> {
 impl<'a, T> PushBatch<'a, T> {
     /// Adds one message to the batch, or hands it back if the ring is full or
     /// the consumer was gone when the batch started.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (mut tx, mut rx) = channel(2);
+    /// let mut batch = tx.batch();
+    /// batch.try_push(1).unwrap();
+    /// batch.try_push(2).unwrap();
+    /// assert!(batch.try_push(3).unwrap_err().is_full());
+    /// batch.publish();
+    /// assert_eq!(rx.len(), 2);
+    /// ```
     pub fn try_push(&mut self, value: T) -> Result<(), TrySendError<T>> {
         match self.producer.as_deref_mut() {
             Some(producer) if !self.closed => {
@@ -353,20 +443,56 @@ impl<'a, T> PushBatch<'a, T> {
     }
 
     /// How many messages this batch holds so far.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (mut tx, _rx) = channel(8);
+    /// let mut batch = tx.batch();
+    /// assert_eq!(batch.len(), 0);
+    /// batch.try_push(1).unwrap();
+    /// assert_eq!(batch.len(), 1);
+    /// ```
     pub fn len(&self) -> usize {
         self.pushed
     }
 
     /// `true` if nothing was pushed yet.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (mut tx, _rx) = channel::<u8>(8);
+    /// let batch = tx.batch();
+    /// assert!(batch.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.pushed == 0
     }
 
     /// Publishes the batch now (dropping it does the same).
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (mut tx, mut rx) = channel(8);
+    /// let mut batch = tx.batch();
+    /// batch.try_push(1).unwrap();
+    /// assert!(rx.is_empty()); // not visible yet
+    /// batch.publish();
+    /// assert_eq!(rx.pop(), Some(1));
+    /// ```
     pub fn publish(self) {}
 
     /// Publishes the batch and hands the producer back (for a caller that
     /// has more to do with it once the batch is visible).
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (mut tx, mut rx) = channel(8);
+    /// let mut batch = tx.batch();
+    /// batch.try_push(1).unwrap();
+    /// let tx = batch.finish(); // published; the producer is ours again
+    /// tx.try_push(2).unwrap();
+    /// assert_eq!((rx.pop(), rx.pop()), (Some(1), Some(2)));
+    /// ```
     pub fn finish(mut self) -> &'a mut Producer<T> {
         let producer = self.producer.take().expect("a batch is finished once");
         if self.pushed > 0 {
@@ -387,6 +513,15 @@ impl<T> Drop for PushBatch<'_, T> {
 }
 
 /// The reading end of a ring. `Send`, not `Clone`: exactly one consumer.
+///
+/// ```
+/// use ringloop_actors::ring::channel;
+/// let (mut tx, mut rx) = channel(8);
+/// std::thread::spawn(move || tx.try_push("hello").unwrap()).join().unwrap();
+/// assert_eq!(rx.pop(), Some("hello"));
+/// assert!(rx.is_producer_closed()); // the producer is gone…
+/// assert_eq!(rx.pop(), None); // …and everything it sent was read
+/// ```
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
     /// Next sequence to read; equals the shared `head` between calls.
@@ -397,6 +532,12 @@ pub struct Consumer<T> {
 
 impl<T> Consumer<T> {
     /// How many messages the ring holds when full.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (_tx, rx) = channel::<u8>(16);
+    /// assert_eq!(rx.capacity(), 16);
+    /// ```
     pub fn capacity(&self) -> usize {
         self.shared.mask + 1
     }
@@ -430,6 +571,15 @@ impl<T> Consumer<T> {
     }
 
     /// Takes the oldest message, if any. Never blocks.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (mut tx, mut rx) = channel(4);
+    /// assert_eq!(rx.pop(), None); // never blocks
+    /// tx.try_push(1).unwrap();
+    /// tx.try_push(2).unwrap();
+    /// assert_eq!(rx.pop(), Some(1)); // oldest first
+    /// ```
     pub fn pop(&mut self) -> Option<T> {
         if self.available() == 0 {
             return None;
@@ -443,6 +593,18 @@ impl<T> Consumer<T> {
     /// with one load of the producer's cursor and one store of our own.
     /// Returns how many were handed over. If `f` panics, the messages already
     /// taken stay taken and the rest stay in the ring.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (mut tx, mut rx) = channel(8);
+    /// for i in 0..5 {
+    ///     tx.try_push(i).unwrap();
+    /// }
+    /// let mut got = Vec::new();
+    /// assert_eq!(rx.drain(3, |m| got.push(m)), 3);
+    /// assert_eq!(got, [0, 1, 2]);
+    /// assert_eq!(rx.drain(usize::MAX, |m| got.push(m)), 2);
+    /// ```
     pub fn drain(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
         // One Acquire load per batch, so the batch is everything visible now
         // (not only what the cached cursor showed). It pairs with the
@@ -462,11 +624,27 @@ impl<T> Consumer<T> {
     }
 
     /// `true` if no message is visible now (re-reads the producer's cursor).
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (mut tx, mut rx) = channel(4);
+    /// assert!(rx.is_empty());
+    /// tx.try_push(1).unwrap();
+    /// assert!(!rx.is_empty());
+    /// ```
     pub fn is_empty(&mut self) -> bool {
         self.available() == 0
     }
 
     /// How many messages are visible now (re-reads the producer's cursor).
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (mut tx, mut rx) = channel(4);
+    /// tx.try_push(1).unwrap();
+    /// tx.try_push(2).unwrap();
+    /// assert_eq!(rx.len(), 2);
+    /// ```
     pub fn len(&mut self) -> usize {
         // Acquire: as in `available`.
         self.cached_tail = self.shared.tail.load(Ordering::Acquire);
@@ -475,6 +653,15 @@ impl<T> Consumer<T> {
 
     /// `true` once the producer has been dropped. Messages it published
     /// before are still there to read.
+    ///
+    /// ```
+    /// use ringloop_actors::ring::channel;
+    /// let (mut tx, mut rx) = channel(4);
+    /// tx.try_push(1).unwrap();
+    /// drop(tx);
+    /// assert!(rx.is_producer_closed());
+    /// assert_eq!(rx.pop(), Some(1)); // still delivered
+    /// ```
     pub fn is_producer_closed(&self) -> bool {
         // Acquire: pairs with the producer's Release in `Drop`, so a `pop`
         // after seeing `true` sees every message it ever published.

@@ -46,6 +46,15 @@ fn never_times_out<T>(result: Result<(), SendTimeoutError<T>>) -> Result<(), Sen
 
 /// One producer lane into a [`Mailbox`](crate::Mailbox). `Send`; cloning opens
 /// a new lane, so every clone is an independent single producer.
+///
+/// ```
+/// use ringloop_actors::Mailbox;
+/// let mut mailbox = Mailbox::<&str>::new()?;
+/// let mut tx = mailbox.sender();
+/// std::thread::spawn(move || tx.send("from a thread").unwrap()).join().unwrap();
+/// assert_eq!(mailbox.try_recv(), Some("from a thread"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Sender<T> {
     shared: Arc<Shared<T>>,
     lane: Producer<T>,
@@ -59,6 +68,19 @@ impl<T> Sender<T> {
 
     /// Sends without waiting; hands the message back if the lane is full or
     /// the mailbox is closed. Costs no system call while the owner is awake.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig, TrySendError};
+    /// let mut mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(1))?;
+    /// let mut tx = mailbox.sender();
+    /// tx.try_send(1).unwrap();
+    /// match tx.try_send(2) {
+    ///     Err(TrySendError::Full(m)) => assert_eq!(m, 2), // handed back
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// assert_eq!(mailbox.try_recv(), Some(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
         self.shared.push(&mut self.lane, value)
     }
@@ -66,11 +88,43 @@ impl<T> Sender<T> {
     /// Sends, waiting for room while the lane is full (spinning, yielding,
     /// then sleeping up to 1 ms at a time). Fails only if the mailbox is
     /// closed. Not for event loops: they use an [`Outbox`](crate::Outbox).
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig};
+    /// let mut mailbox = Mailbox::<u32>::with_config(MailboxConfig::new().lane_capacity(2))?;
+    /// let mut tx = mailbox.sender();
+    /// let producer = std::thread::spawn(move || {
+    ///     for i in 0..100 {
+    ///         tx.send(i).unwrap(); // waits whenever the 2-slot lane is full
+    ///     }
+    /// });
+    /// let mut got = Vec::new();
+    /// while got.len() < 100 {
+    ///     mailbox.drain(usize::MAX, |m| got.push(m));
+    /// }
+    /// producer.join().unwrap();
+    /// assert_eq!(got, (0..100).collect::<Vec<_>>());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send(&mut self, value: T) -> Result<(), SendError<T>> {
         never_times_out(send_blocking(value, None, |v| self.try_send(v)))
     }
 
     /// Like [`send`](Self::send), giving up after `timeout`.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig, SendTimeoutError};
+    /// use std::time::Duration;
+    /// let mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(1))?;
+    /// let mut tx = mailbox.sender();
+    /// tx.send_timeout(1, Duration::from_millis(10)).unwrap();
+    /// // Nobody drains: the second message times out and comes back.
+    /// match tx.send_timeout(2, Duration::from_millis(10)) {
+    ///     Err(SendTimeoutError::Timeout(m)) => assert_eq!(m, 2),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send_timeout(&mut self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
         let deadline = Instant::now() + timeout;
         send_blocking(value, Some(deadline), |v| self.try_send(v))
@@ -79,6 +133,19 @@ impl<T> Sender<T> {
     /// Batch publish: moves as many messages as fit from the front of
     /// `queue` into the lane with one cursor store and at most one doorbell
     /// write. Returns how many moved, or `Err(())` if the mailbox is closed.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig};
+    /// use std::collections::VecDeque;
+    /// let mut mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(4))?;
+    /// let mut tx = mailbox.sender();
+    /// let mut queue: VecDeque<u8> = (0..6).collect();
+    /// assert_eq!(tx.try_send_from(&mut queue), Ok(4)); // as many as fit
+    /// assert_eq!(queue, [4, 5]); // the rest stays queued, in order
+    /// mailbox.drain(usize::MAX, drop);
+    /// assert_eq!(tx.try_send_from(&mut queue), Ok(2));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[allow(clippy::result_unit_err)]
     pub fn try_send_from(&mut self, queue: &mut VecDeque<T>) -> Result<usize, ()> {
         if self.is_closed() {
@@ -119,11 +186,28 @@ impl<T> Sender<T> {
     }
 
     /// `true` once the mailbox is closed or dropped.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mailbox = Mailbox::<u8>::new()?;
+    /// let tx = mailbox.sender();
+    /// assert!(!tx.is_closed());
+    /// drop(mailbox);
+    /// assert!(tx.is_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed() || self.lane.is_closed()
     }
 
     /// Messages this lane holds when full.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig};
+    /// let mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(32))?;
+    /// assert_eq!(mailbox.sender().capacity(), 32);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn capacity(&self) -> usize {
         self.lane.capacity()
     }
@@ -146,6 +230,20 @@ impl<T> fmt::Debug for Sender<T> {
 }
 
 /// Messages sent together (see [`Sender::batch`]).
+///
+/// ```
+/// use ringloop_actors::Mailbox;
+/// let mut mailbox = Mailbox::<u8>::new()?;
+/// let mut tx = mailbox.sender();
+/// let mut batch = tx.batch();
+/// batch.try_send(1).unwrap();
+/// batch.try_send(2).unwrap();
+/// drop(batch); // published together: one cursor store
+/// let mut got = Vec::new();
+/// mailbox.drain(usize::MAX, |m| got.push(m));
+/// assert_eq!(got, [1, 2]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct SendBatch<'a, T> {
     /// `None` only while being dropped.
     batch: Option<PushBatch<'a, T>>,
@@ -156,6 +254,17 @@ pub struct SendBatch<'a, T> {
 
 impl<T> SendBatch<'_, T> {
     /// Adds a message; hands it back if the lane is full or the mailbox closed.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig};
+    /// let mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(2))?;
+    /// let mut tx = mailbox.sender();
+    /// let mut batch = tx.batch();
+    /// batch.try_send(1).unwrap();
+    /// batch.try_send(2).unwrap();
+    /// assert!(batch.try_send(3).unwrap_err().is_full()); // the lane holds two
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
         match self.batch.as_mut() {
             Some(batch) if !self.closed => batch.try_push(value),
@@ -164,11 +273,30 @@ impl<T> SendBatch<'_, T> {
     }
 
     /// Messages in the batch so far.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mailbox = Mailbox::<u8>::new()?;
+    /// let mut tx = mailbox.sender();
+    /// let mut batch = tx.batch();
+    /// batch.try_send(1).unwrap();
+    /// assert_eq!(batch.len(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.batch.as_ref().map_or(0, PushBatch::len)
     }
 
     /// `true` if nothing was added yet.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mailbox = Mailbox::<u8>::new()?;
+    /// let mut tx = mailbox.sender();
+    /// let batch = tx.batch();
+    /// assert!(batch.is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -244,6 +372,16 @@ impl<T> SharedSender<T> {
     }
 
     /// How many times producers have rung the mailbox's doorbell so far.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let tx = mailbox.shared_sender();
+    /// tx.try_send(1).unwrap(); // the owner is awake: no doorbell write
+    /// assert_eq!(tx.doorbell_rings(), mailbox.doorbell_rings());
+    /// assert_eq!(mailbox.try_recv(), Some(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn doorbell_rings(&self) -> u64 {
         self.shared.doorbell_rings()
     }
@@ -298,6 +436,17 @@ impl<T: Send + 'static> SharedSender<T> {
 
     /// Sends without waiting; hands the message back if this thread's lane is
     /// full or the mailbox is closed.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let tx = mailbox.shared_sender();
+    /// if let Err(e) = tx.try_send(1) {
+    ///     let _message = e.into_inner(); // full or closed: keep it for later
+    /// }
+    /// assert_eq!(mailbox.try_recv(), Some(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         let result = self.with_lane(|lane| self.shared.push(lane, value));
         if let Err(TrySendError::Closed(_)) = &result {
@@ -308,17 +457,49 @@ impl<T: Send + 'static> SharedSender<T> {
 
     /// Sends, waiting for room while this thread's lane is full. Fails only if
     /// the mailbox is closed.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let tx = mailbox.shared_sender();
+    /// let t = tx.clone();
+    /// std::thread::spawn(move || t.send(1).unwrap()).join().unwrap();
+    /// tx.send(2).unwrap();
+    /// assert_eq!(mailbox.drain(usize::MAX, drop), 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
         never_times_out(send_blocking(value, None, |v| self.try_send(v)))
     }
 
     /// Like [`send`](Self::send), giving up after `timeout`.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// use std::time::Duration;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let tx = mailbox.shared_sender();
+    /// tx.send_timeout(1, Duration::from_millis(100)).unwrap();
+    /// mailbox.close();
+    /// assert!(tx.send_timeout(2, Duration::from_millis(100)).is_err()); // closed
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
         let deadline = Instant::now() + timeout;
         send_blocking(value, Some(deadline), |v| self.try_send(v))
     }
 
     /// `true` once the mailbox is closed or dropped.
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let tx = mailbox.shared_sender();
+    /// assert!(!tx.is_closed());
+    /// mailbox.close();
+    /// assert!(tx.is_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }

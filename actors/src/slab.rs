@@ -12,6 +12,17 @@ const PAGE: usize = 256;
 
 /// The address of a value in a [`Slab`]: the slot's index and its generation
 /// when the value was inserted.
+///
+/// ```
+/// use ringloop_actors::slab::Slab;
+/// let mut slab = Slab::new();
+/// let key = slab.insert("a").unwrap();
+/// slab.remove(key);
+/// let again = slab.insert("b").unwrap(); // same slot, new generation
+/// assert_eq!(again.index, key.index);
+/// assert_ne!(again.generation, key.generation);
+/// assert_eq!(slab.get(key), None); // the old key is stale
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SlotKey {
     /// The slot.
@@ -33,6 +44,14 @@ impl SlotKey {
     }
 
     /// Unpacks a key packed by [`token`](Self::token).
+    ///
+    /// ```
+    /// use ringloop_actors::slab::{Slab, SlotKey};
+    /// let mut slab = Slab::new();
+    /// let key = slab.insert(42).unwrap();
+    /// let token = key.token(); // e.g. stored as an epoll event's data
+    /// assert_eq!(slab.get(SlotKey::from_token(token)), Some(&42));
+    /// ```
     pub fn from_token(token: u64) -> Self {
         Self {
             index: token as u32,
@@ -72,6 +91,12 @@ impl<T> Default for Slab<T> {
 
 impl<T> Slab<T> {
     /// An empty table (no allocation until the first insert).
+    ///
+    /// ```
+    /// use ringloop_actors::slab::Slab;
+    /// let slab: Slab<String> = Slab::new();
+    /// assert!(slab.is_empty());
+    /// ```
     pub fn new() -> Self {
         Self {
             pages: Vec::new(),
@@ -91,6 +116,13 @@ impl<T> Slab<T> {
     }
 
     /// Stores `value`; `None` only if 2^32 slots are in use.
+    ///
+    /// ```
+    /// use ringloop_actors::slab::Slab;
+    /// let mut slab = Slab::new();
+    /// let key = slab.insert("conn").unwrap();
+    /// assert_eq!(slab.get(key), Some(&"conn"));
+    /// ```
     pub fn insert(&mut self, value: T) -> Option<SlotKey> {
         if let Some(index) = self.free.pop() {
             let slot = self.slot_mut(index)?;
@@ -118,6 +150,15 @@ impl<T> Slab<T> {
     }
 
     /// The value at `key`, if `key` is not stale.
+    ///
+    /// ```
+    /// use ringloop_actors::slab::Slab;
+    /// let mut slab = Slab::new();
+    /// let key = slab.insert(1).unwrap();
+    /// assert_eq!(slab.get(key), Some(&1));
+    /// slab.remove(key);
+    /// assert_eq!(slab.get(key), None);
+    /// ```
     pub fn get(&self, key: SlotKey) -> Option<&T> {
         let slot = self.slot(key.index)?;
         if slot.generation == key.generation {
@@ -128,6 +169,14 @@ impl<T> Slab<T> {
     }
 
     /// The value at `key`, mutably, if `key` is not stale.
+    ///
+    /// ```
+    /// use ringloop_actors::slab::Slab;
+    /// let mut slab = Slab::new();
+    /// let key = slab.insert(1).unwrap();
+    /// *slab.get_mut(key).unwrap() += 1;
+    /// assert_eq!(slab.get(key), Some(&2));
+    /// ```
     pub fn get_mut(&mut self, key: SlotKey) -> Option<&mut T> {
         let slot = self.slot_mut(key.index)?;
         if slot.generation == key.generation {
@@ -138,6 +187,14 @@ impl<T> Slab<T> {
     }
 
     /// Frees the slot, so that `key` and every copy of it go stale.
+    ///
+    /// ```
+    /// use ringloop_actors::slab::Slab;
+    /// let mut slab = Slab::new();
+    /// let key = slab.insert("x").unwrap();
+    /// assert_eq!(slab.remove(key), Some("x"));
+    /// assert_eq!(slab.remove(key), None); // already gone
+    /// ```
     pub fn remove(&mut self, key: SlotKey) -> Option<T> {
         let slot = self.slot_mut(key.index)?;
         if slot.generation != key.generation {
@@ -151,16 +208,43 @@ impl<T> Slab<T> {
     }
 
     /// Number of stored values.
+    ///
+    /// ```
+    /// use ringloop_actors::slab::Slab;
+    /// let mut slab = Slab::new();
+    /// slab.insert(1).unwrap();
+    /// slab.insert(2).unwrap();
+    /// assert_eq!(slab.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// `true` if nothing is stored.
+    ///
+    /// ```
+    /// use ringloop_actors::slab::Slab;
+    /// let mut slab = Slab::new();
+    /// let key = slab.insert(()).unwrap();
+    /// assert!(!slab.is_empty());
+    /// slab.remove(key);
+    /// assert!(slab.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Keys of every stored value.
+    ///
+    /// ```
+    /// use ringloop_actors::slab::Slab;
+    /// let mut slab = Slab::new();
+    /// let a = slab.insert('a').unwrap();
+    /// let b = slab.insert('b').unwrap();
+    /// let mut keys = slab.keys();
+    /// keys.sort_by_key(|k| k.index);
+    /// assert_eq!(keys, [a, b]);
+    /// ```
     pub fn keys(&self) -> Vec<SlotKey> {
         let mut keys = Vec::with_capacity(self.len);
         for (p, page) in self.pages.iter().enumerate() {

@@ -37,6 +37,20 @@ use crate::padded::CachePadded;
 use crate::sync::{fence, AtomicBool, Ordering};
 
 /// The per-mailbox "owner is parked" flag (see the module docs).
+///
+/// ```
+/// use ringloop_actors::wake::WakeWord;
+/// let word = WakeWord::new();
+/// // Owner: about to block.
+/// word.announce_park();
+/// // (the owner re-checks its lanes here, finds them empty, blocks)
+/// // Producer, after publishing: exactly one producer is told to ring.
+/// assert!(word.notify());
+/// assert!(!word.notify());
+/// // Owner: woken up.
+/// word.awake();
+/// assert!(!word.is_parked());
+/// ```
 #[derive(Debug, Default)]
 pub struct WakeWord {
     parked: CachePadded<AtomicBool>,
@@ -44,6 +58,13 @@ pub struct WakeWord {
 
 impl WakeWord {
     /// A word for an awake owner.
+    ///
+    /// ```
+    /// use ringloop_actors::wake::WakeWord;
+    /// let word = WakeWord::new();
+    /// assert!(!word.is_parked()); // the owner starts awake
+    /// assert!(!word.notify()); // so producers need not ring
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -51,6 +72,15 @@ impl WakeWord {
     /// Producer side, called after publishing a message. Returns `true` when
     /// this caller must ring the doorbell; at most one producer gets `true`
     /// per park.
+    ///
+    /// ```
+    /// use ringloop_actors::wake::WakeWord;
+    /// let word = WakeWord::new();
+    /// assert!(!word.notify()); // owner awake: no system call
+    /// word.announce_park();
+    /// assert!(word.notify()); // this producer rings the doorbell
+    /// assert!(!word.notify()); // later ones do not
+    /// ```
     #[inline]
     pub fn notify(&self) -> bool {
         // SeqCst fence: orders our publish before the read of `parked`, against
@@ -63,6 +93,13 @@ impl WakeWord {
 
     /// Owner side: announce the intention to park. The caller must re-check
     /// its lanes afterwards and only block if they are all empty.
+    ///
+    /// ```
+    /// use ringloop_actors::wake::WakeWord;
+    /// let word = WakeWord::new();
+    /// word.announce_park();
+    /// assert!(word.is_parked());
+    /// ```
     #[inline]
     pub fn announce_park(&self) {
         // Relaxed: the fence right after orders it before the lane re-check.
@@ -74,6 +111,14 @@ impl WakeWord {
     /// Owner side: back awake (after blocking, or instead of it). Producers
     /// stop ringing; what they publish now is found by the owner's next drain
     /// or next re-check.
+    ///
+    /// ```
+    /// use ringloop_actors::wake::WakeWord;
+    /// let word = WakeWord::new();
+    /// word.announce_park();
+    /// word.awake(); // found messages on the re-check: not blocking after all
+    /// assert!(!word.notify());
+    /// ```
     #[inline]
     pub fn awake(&self) {
         // Relaxed: the owner's next `announce_park` fence orders everything
@@ -83,6 +128,15 @@ impl WakeWord {
 
     /// `true` while the owner has announced parking and no producer has
     /// claimed the wake-up yet.
+    ///
+    /// ```
+    /// use ringloop_actors::wake::WakeWord;
+    /// let word = WakeWord::new();
+    /// word.announce_park();
+    /// assert!(word.is_parked());
+    /// let _ = word.notify(); // a producer claimed the wake-up
+    /// assert!(!word.is_parked());
+    /// ```
     pub fn is_parked(&self) -> bool {
         // Relaxed: a diagnostic snapshot.
         self.parked.load(Ordering::Relaxed)
