@@ -338,6 +338,37 @@ pub(crate) struct SideEffects<S> {
 /// For UDP, each datagram is one `on_traffic` call: the input is the
 /// datagram, [`write`](Self::write) replies to its sender, bytes left unread
 /// are discarded with it, and state set here lasts only for this callback.
+///
+/// ```
+/// use ringloop::{Action, Conn, Engine, EventHandler};
+/// use std::io::{Read, Write};
+///
+/// /// Echoes every byte back.
+/// struct Echo;
+/// impl EventHandler for Echo {
+///     type State = ();
+///     fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+///         let data = conn.read_all();
+///         match conn.write(data) {
+///             Ok(_) => Action::None,
+///             Err(_) => Action::Close,
+///         }
+///     }
+/// }
+///
+/// let server = Engine::builder(|_| Echo).listen("tcp://127.0.0.1:0").loops(1).build()?;
+/// let engine = server.engine();
+/// let runner = std::thread::spawn(move || server.run());
+/// let mut client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+/// client.write_all(b"ping")?;
+/// let mut buf = [0; 4];
+/// client.read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"ping");
+/// drop(client);
+/// engine.stop()?;
+/// runner.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Conn<'a, S> {
     input: &'a [u8],
     consumed: usize,
