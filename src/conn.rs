@@ -1366,7 +1366,7 @@ impl<'a, S> Conn<'a, S> {
     /// # struct H;
     /// # impl EventHandler for H {
     /// #     type State = ();
-    /// // Built with .listen("tcp://127.0.0.1:8080").listen("tcp://127.0.0.1:8081"):
+    /// // An engine built with two `.listen(…)` calls: index 0 is the first.
     /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
     ///     match conn.listener_index() {
     ///         Some(0) => {} // the public port

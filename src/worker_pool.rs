@@ -39,7 +39,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// use ringloop::{PoolShutdown, WorkerPool};
 /// let pool = WorkerPool::new(1, 16, PoolShutdown::Cancel)?;
 /// let (tx, rx) = std::sync::mpsc::channel();
-/// pool.submit(move || std::thread::sleep(std::time::Duration::from_millis(50))).unwrap();
+/// pool.submit(|| std::thread::sleep(std::time::Duration::from_millis(200))).unwrap(); // busy
 /// pool.submit(move || tx.send(()).unwrap()).unwrap(); // still queued…
 /// pool.shutdown(); // …so Cancel drops it
 /// assert!(rx.recv().is_err());
