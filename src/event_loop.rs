@@ -590,12 +590,24 @@ impl<H: EventHandler> EventLoop<H> {
     /// `None` keeps the connection half-open.
     fn read_closed(&mut self, key: SlotKey) {
         let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
-        let handler = &mut self.handler;
-        let (action, side) = {
-            let mut conn = Conn::new(&[], &mut self.conns, key, &lp);
-            let action = guarded("on_read_closed", || handler.on_read_closed(&mut conn));
-            (action, conn.take_side_effects())
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
         };
+        // What on_traffic left unread (a last request with no terminator)
+        // is visible here; what this callback leaves stays buffered.
+        let mut leftover = std::mem::take(&mut entry.inbound);
+        let handler = &mut self.handler;
+        let (action, side, consumed) = {
+            let mut conn = Conn::new(&leftover, &mut self.conns, key, &lp);
+            let action = guarded("on_read_closed", || handler.on_read_closed(&mut conn));
+            (action, conn.take_side_effects(), conn.consumed())
+        };
+        if consumed < leftover.len() {
+            if let Some(entry) = self.conns.get_mut(key) {
+                leftover.drain(..consumed);
+                entry.inbound = leftover;
+            }
+        }
         let action = match action {
             Some(Action::None) => {
                 if let Some(entry) = self.conns.get_mut(key) {

@@ -385,7 +385,9 @@ pub trait EventHandler: 'static {
     }
 
     /// The peer closed its side (end of stream) and every byte it sent has
-    /// been through [`on_traffic`](Self::on_traffic). Return
+    /// been through [`on_traffic`](Self::on_traffic); whatever that left
+    /// unread (say, a last request without its terminator) is readable here
+    /// with [`Conn::read_all`] and friends. Return
     /// [`Action::Close`] (the default) to close once what is queued is
     /// written ([`CloseReason::Eof`]), or [`Action::None`] to keep writing —
     /// a half-closed connection, as a proxy needs; it then closes when the

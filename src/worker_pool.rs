@@ -37,12 +37,30 @@ type Job = Box<dyn FnOnce() + Send>;
 ///
 /// ```
 /// use ringloop::{PoolShutdown, WorkerPool};
+/// use std::sync::mpsc::channel;
 /// let pool = WorkerPool::new(1, 16, PoolShutdown::Cancel)?;
-/// let (tx, rx) = std::sync::mpsc::channel();
-/// pool.submit(|| std::thread::sleep(std::time::Duration::from_millis(200))).unwrap(); // busy
-/// pool.submit(move || tx.send(()).unwrap()).unwrap(); // still queued…
-/// pool.shutdown(); // …so Cancel drops it
-/// assert!(rx.recv().is_err());
+/// let (started, is_started) = channel();
+/// let (release, released) = channel::<()>();
+/// // Keep the only worker busy until we say so.
+/// pool.submit(move || {
+///     started.send(()).unwrap();
+///     let _ = released.recv();
+/// })
+/// .unwrap();
+/// is_started.recv().unwrap();
+/// let (tx, rx) = channel();
+/// pool.submit(move || tx.send(()).unwrap()).unwrap(); // queued behind it
+/// let closer = {
+///     let pool = pool.clone();
+///     std::thread::spawn(move || pool.shutdown())
+/// };
+/// // Once submits are refused as "shut down", queued jobs are cancelled.
+/// while pool.submit(|| ()).map_or_else(|e| e.is_full(), |_| true) {
+///     std::thread::yield_now();
+/// }
+/// drop(release); // let the busy job finish
+/// closer.join().unwrap();
+/// assert!(rx.recv().is_err(), "the queued job was dropped, not run");
 /// # Ok::<(), ringloop::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -362,16 +380,16 @@ impl WorkerPool {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn shutdown(&self) {
-        let sender = self
-            .inner
-            .jobs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if sender.is_some() && self.inner.policy == PoolShutdown::Cancel {
-            // Release: workers that see it (Acquire) drop what is queued.
-            self.inner.cancelled.store(true, Ordering::Release);
-        }
+        let sender = {
+            let mut jobs = self.inner.jobs.write().unwrap_or_else(|e| e.into_inner());
+            if jobs.is_some() && self.inner.policy == PoolShutdown::Cancel {
+                // Release: workers that see it (Acquire) drop what is queued.
+                // Set before the queue closes, so a submit refused as
+                // "shut down" implies queued jobs are already cancelled.
+                self.inner.cancelled.store(true, Ordering::Release);
+            }
+            jobs.take()
+        };
         // Dropping the sender (outside the lock) disconnects the queue once
         // any in-flight `submit_wait` is through: workers run what is queued
         // (or drop it, when cancelled) and then exit.

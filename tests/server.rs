@@ -573,3 +573,40 @@ fn a_peer_that_never_completes_a_request_is_cut_off_at_the_inbound_limit() {
     assert_eq!(&line, b"half a line\n");
     server.stop();
 }
+
+/// Answers whole lines; at the peer's EOF, answers the last unterminated one.
+struct Lines;
+
+impl EventHandler for Lines {
+    type State = ();
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        while let Some(end) = conn.peek(usize::MAX).iter().position(|&b| b == b'\n') {
+            let line = conn.next(end + 1);
+            let _ = conn.write(line);
+        }
+        Action::None
+    }
+
+    fn on_read_closed(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        let rest = conn.read_all();
+        if !rest.is_empty() {
+            let _ = conn.writev(&[b"last:", rest]);
+        }
+        Action::Close
+    }
+}
+
+#[test]
+fn on_read_closed_sees_what_on_traffic_left_unread() {
+    let server = Running::start(
+        Engine::builder(|_| Lines)
+            .listen("tcp://127.0.0.1:0")
+            .loops(1),
+    );
+    let mut s = tcp_client(server.tcp_addr(0));
+    s.write_all(b"abc\ndef").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut s), b"abc\nlast:def");
+    server.stop();
+}
