@@ -50,6 +50,9 @@ impl Error {
         Self::Io { context, source }
     }
 
+    // Not called yet: the address parser that uses it lands with the sys
+    // layer. Allowed so that `clippy -D warnings` passes meanwhile.
+    #[allow(dead_code)]
     pub(crate) fn invalid_address(addr: &str, reason: impl Into<String>) -> Self {
         Self::InvalidAddress {
             addr: addr.to_string(),
