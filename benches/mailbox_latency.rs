@@ -388,6 +388,13 @@ fn latency_table(rounds: usize, samples: usize) {
             latency_round(&peers, samples, round, placement);
         }
     }
+    println!(
+        "1w: one-way, ping sent -> server holds it; rtt: ping sent -> client holds the ack. \
+         rings/ping: server doorbell writes per ping (1.000 = every ping went through the \
+         doorbell). preempt/ping: time the threads sat runnable but not running, per ping; \
+         on one core this includes, by design, the woken server waiting for the client to \
+         sleep (and crossbeam's receivers yielding to each other while they spin)."
+    );
     println!();
 }
 
