@@ -326,18 +326,26 @@ impl<H: EventHandler> EventLoop<H> {
                 .map(|t| t.saturating_duration_since(Instant::now()));
             let timeout = [timeout, wheel, drain].into_iter().flatten().min();
             let (poller, events) = (&self.poller, &mut self.events);
-            self.mailbox
-                .park_with(|may_block| {
-                    poller.wait(
-                        events,
-                        if may_block {
-                            timeout
-                        } else {
-                            Some(Duration::ZERO)
-                        },
-                    )
-                })
-                .map_err(|e| Error::io("wait for events", e))?;
+            if timeout == Some(Duration::ZERO) {
+                // Not going to sleep: poll without announcing a park, which
+                // would only make senders ring a doorbell nobody waits on.
+                poller
+                    .wait(events, timeout)
+                    .map_err(|e| Error::io("wait for events", e))?;
+            } else {
+                self.mailbox
+                    .park_with(|may_block| {
+                        poller.wait(
+                            events,
+                            if may_block {
+                                timeout
+                            } else {
+                                Some(Duration::ZERO)
+                            },
+                        )
+                    })
+                    .map_err(|e| Error::io("wait for events", e))?;
+            }
             // The loop's clock: one read per turn (a vDSO call, far cheaper
             // than the epoll_wait before it). Connections are stamped with
             // it, so it must be fresh even before any timeout is set: a

@@ -485,6 +485,8 @@ impl<T> Mailbox<T> {
     /// `false` when messages are already waiting: the poller must then poll
     /// without blocking. While `block` runs with `true`, any sender that
     /// publishes a message rings the doorbell, whose fd the poller watches.
+    /// An owner that will not block (a zero timeout) should poll without
+    /// calling this: announcing a park costs senders a doorbell write.
     ///
     /// ```
     /// use ringloop_actors::Mailbox;
@@ -531,6 +533,11 @@ impl<T> Mailbox<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn park(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if timeout == Some(Duration::ZERO) {
+            // Nothing to wait for: announcing a park would only make the
+            // next sender ring a doorbell nobody sleeps on.
+            return Ok(());
+        }
         let shared = self.shared.clone();
         self.park_with(|may_block| {
             if may_block {

@@ -266,16 +266,6 @@ impl<T> Producer<T> {
         self.tail = seq.wrapping_add(1);
     }
 
-    /// Writes one message without publishing it (a batch in progress);
-    /// hands it back if the ring is full.
-    pub(crate) fn push_unpublished(&mut self, value: T) -> Result<(), T> {
-        if self.vacancy(1) == 0 {
-            return Err(value);
-        }
-        self.write_slot(value);
-        Ok(())
-    }
-
     pub(crate) fn publish(&self) {
         // Release: makes the slot writes before it visible to the consumer's
         // Acquire load of `tail`.
@@ -348,6 +338,7 @@ impl<T> Producer<T> {
             producer: Some(self),
             pushed: 0,
             closed,
+            free: 0,
         }
     }
 
@@ -413,6 +404,9 @@ pub struct PushBatch<'a, T> {
     producer: Option<&'a mut Producer<T>>,
     pushed: usize,
     closed: bool,
+    /// Slots known to be free: room is checked once per run of pushes, not
+    /// once per message.
+    free: usize,
 }
 
 impl<'a, T> PushBatch<'a, T> {
@@ -432,9 +426,14 @@ impl<'a, T> PushBatch<'a, T> {
     pub fn try_push(&mut self, value: T) -> Result<(), TrySendError<T>> {
         match self.producer.as_deref_mut() {
             Some(producer) if !self.closed => {
-                producer
-                    .push_unpublished(value)
-                    .map_err(TrySendError::Full)?;
+                if self.free == 0 {
+                    self.free = producer.vacancy(1);
+                    if self.free == 0 {
+                        return Err(TrySendError::Full(value));
+                    }
+                }
+                producer.write_slot(value);
+                self.free -= 1;
                 self.pushed += 1;
                 Ok(())
             }
