@@ -800,6 +800,38 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
+    /// Closes the connection for a protocol error, after this callback and
+    /// after flushing what is queued (say, an error reply); the close
+    /// callback gets [`CloseReason::Protocol`] with `error`. Does nothing for
+    /// a datagram.
+    ///
+    /// ```
+    /// use ringloop::{Action, Conn, EventHandler};
+    ///
+    /// struct Strict;
+    ///
+    /// impl EventHandler for Strict {
+    ///     type State = ();
+    ///
+    ///     fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///         if conn.peek(4) != b"PING" {
+    ///             let _ = conn.write(b"-ERR expected PING\r\n");
+    ///             conn.close_with_error("the client did not say PING");
+    ///         } else {
+    ///             conn.discard(4);
+    ///             let _ = conn.write(b"+PONG\r\n");
+    ///         }
+    ///         Action::None
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn close_with_error(&mut self, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) {
+        if let Some(entry) = self.entry_mut() {
+            entry.close_with(CloseReason::Protocol(error.into()));
+        }
+    }
+
     // ----- the other connections of this loop -----
 
     /// This connection's identity (for a datagram, that of its handle).

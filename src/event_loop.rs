@@ -689,7 +689,10 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         if let Some(reason) = entry.close_reason.take() {
-            let graceful = matches!(reason, CloseReason::Local | CloseReason::Requested);
+            let graceful = matches!(
+                reason,
+                CloseReason::Local | CloseReason::Requested | CloseReason::Protocol(_)
+            );
             if graceful && !entry.outbound.is_empty() && entry.lingering.is_none() {
                 // Write what is queued first (reading stops), then close; at
                 // the drain deadline, close anyway.

@@ -93,6 +93,10 @@ pub enum CloseReason {
     /// The peer sent more than the handler consumed, past the engine's
     /// [`max_inbound`](crate::Options::max_inbound).
     InboundLimit,
+    /// The handler closed it for a protocol error
+    /// ([`Conn::close_with_error`]; [`Framed`](crate::codec::Framed) does so
+    /// for a codec error), after flushing what was queued (an error reply).
+    Protocol(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Which timeout closed a connection.
@@ -150,6 +154,7 @@ impl fmt::Display for CloseReason {
             Self::Timeout(TimeoutKind::Connect) => f.write_str("connect timeout"),
             Self::BackPressure => f.write_str("outbound queue above its high-water mark"),
             Self::InboundLimit => f.write_str("unconsumed input above the inbound limit"),
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
         }
     }
 }

@@ -610,3 +610,58 @@ fn on_read_closed_sees_what_on_traffic_left_unread() {
     assert_eq!(read_to_end(&mut s), b"abc\nlast:def");
     server.stop();
 }
+
+/// Answers `PING` with `+PONG`; anything else gets an error reply and a
+/// protocol-error close.
+struct Strict {
+    closes: Arc<Mutex<Vec<String>>>,
+}
+
+impl EventHandler for Strict {
+    type State = ();
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        if conn.peek(4) == b"PING" {
+            conn.discard(4);
+            let _ = conn.write(b"+PONG\r\n");
+        } else {
+            let _ = conn.write(&vec![b'E'; 4 << 20]); // an error reply too big to go at once
+            conn.close_with_error("the client did not say PING");
+        }
+        Action::None
+    }
+
+    fn on_close(&mut self, _conn: &mut Conn<'_, ()>, reason: &CloseReason) -> Action {
+        self.closes.lock().unwrap().push(reason.to_string());
+        Action::None
+    }
+}
+
+#[test]
+fn a_protocol_error_closes_after_the_error_reply_is_flushed() {
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let c = closes.clone();
+    let server = Running::start(
+        Engine::builder(move |_| Strict { closes: c.clone() })
+            .listen("tcp://127.0.0.1:0")
+            .loops(1),
+    );
+    let mut s = tcp_client(server.tcp_addr(0));
+    s.write_all(b"PING").unwrap();
+    let mut pong = [0u8; 7];
+    s.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    s.write_all(b"HELO").unwrap();
+    let reply = read_to_end(&mut s);
+    assert_eq!(
+        reply.len(),
+        4 << 20,
+        "the whole error reply arrives before the close"
+    );
+    wait_until("the close", || !closes.lock().unwrap().is_empty());
+    assert_eq!(
+        closes.lock().unwrap()[0],
+        "protocol error: the client did not say PING"
+    );
+    server.stop();
+}

@@ -461,12 +461,15 @@ where
 
 /// Gives up on the stream: remembers why, drops the unread bytes, closes.
 fn fail<C, S>(conn: &mut Conn<'_, FramedState<C, S>>, error: CodecError) -> Action {
+    // The engine's close reason says it too (CloseReason::Protocol), for its
+    // logs and counters; the frame handler gets the typed error.
+    let message = error.to_string();
     if let Some(state) = conn.state_mut() {
         state.error.get_or_insert(error);
     }
     conn.read_all();
-    conn.close();
-    Action::Close
+    conn.close_with_error(message);
+    Action::None
 }
 
 impl<C, H> EventHandler for Framed<C, H>
