@@ -174,43 +174,63 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
             .zip(&others1)
             .map(|(a, b)| Some(b.as_ref()?.saturating_sub(*a.as_ref()?)))
             .collect();
-        let mut first_error = None;
-        for w in workers {
-            match w.join().expect("load thread panicked") {
-                Ok(t) => {
-                    report.messages += t.messages;
-                    report.latency.merge(&t.latency);
-                    report.errors += t.errors;
-                    report.stalled += t.stalled;
-                    for e in t.error_samples {
-                        if report.error_samples.len() < 5 {
-                            report.error_samples.push(e);
-                        }
+        let results = workers
+            .into_iter()
+            .map(|w| w.join().expect("load thread panicked"));
+        finish(report, results, (server0, client0), (server1, client1))
+    })
+}
+
+/// The CPU time samples taken at one edge of the measured window: the
+/// server's (if a pid was given) and the load generator's own.
+pub(crate) type CpuSample = (Result<Option<Duration>>, Result<Duration>);
+
+/// Adds every load thread's figures to `report`, then the CPU used over the
+/// window; fails with the first thread's error. Shared by TCP and UDP load.
+pub(crate) fn finish(
+    mut report: LoadReport,
+    results: impl IntoIterator<Item = Result<ThreadReport>>,
+    (server0, client0): CpuSample,
+    (server1, client1): CpuSample,
+) -> Result<LoadReport> {
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(t) => {
+                report.messages += t.messages;
+                report.latency.merge(&t.latency);
+                report.errors += t.errors;
+                report.stalled += t.stalled;
+                report.datagrams_lost += t.lost;
+                report.datagrams_late += t.late;
+                for e in t.error_samples {
+                    if report.error_samples.len() < 5 {
+                        report.error_samples.push(e);
                     }
                 }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    // A server that died during the run has no CPU figure; its lost
+    // connections are what the report is about.
+    report.server_cpu = match (server0, server1) {
+        (Ok(Some(a)), Ok(Some(b))) => Some(b.saturating_sub(a)),
+        (Err(e), _) | (_, Err(e)) => {
+            report
+                .error_samples
+                .push(format!("server CPU not measured: {e}"));
+            None
         }
-        // A server that died during the run has no CPU figure; its lost
-        // connections are what the report is about.
-        report.server_cpu = match (server0, server1) {
-            (Ok(Some(a)), Ok(Some(b))) => Some(b.saturating_sub(a)),
-            (Err(e), _) | (_, Err(e)) => {
-                report
-                    .error_samples
-                    .push(format!("server CPU not measured: {e}"));
-                None
-            }
-            _ => None,
-        };
-        report.client_cpu = client1?.saturating_sub(client0?);
-        Ok(report)
-    })
+        _ => None,
+    };
+    report.client_cpu = client1?.saturating_sub(client0?);
+    Ok(report)
 }
 
 /// Sleeps until `t`, or until a worker has failed.
@@ -239,12 +259,16 @@ struct Conn {
     dead: bool,
 }
 
-struct ThreadReport {
-    messages: u64,
-    latency: Histogram,
-    errors: u64,
-    error_samples: Vec<String>,
-    stalled: usize,
+/// What one load thread measured (TCP or UDP).
+pub(crate) struct ThreadReport {
+    pub(crate) messages: u64,
+    pub(crate) latency: Histogram,
+    pub(crate) errors: u64,
+    pub(crate) error_samples: Vec<String>,
+    pub(crate) stalled: usize,
+    /// UDP only: datagrams with no reply in time, and replies after that.
+    pub(crate) lost: u64,
+    pub(crate) late: u64,
 }
 
 /// Why a connection stopped.
@@ -289,6 +313,8 @@ fn drive(
         errors: 0,
         error_samples: Vec::new(),
         stalled: 0,
+        lost: 0,
+        late: 0,
     };
     let mut buf = vec![0u8; pattern.message(0, 0).len()];
     let mut step = |c: &mut Conn, report: &mut ThreadReport| -> Result<()> {

@@ -19,7 +19,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::hist::Histogram;
-use crate::load::{LoadConfig, LoadReport};
+use crate::load::{LoadConfig, LoadReport, ThreadReport};
 use crate::pattern::Pattern;
 use crate::{procfs, Result};
 
@@ -77,43 +77,11 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
         let (server0, client0) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
         crate::load::sleep_until(end, &abort);
         let (server1, client1) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
-        let mut report = LoadReport::empty(end - start);
-        let mut first_error = None;
-        for w in workers {
-            match w.join().expect("load thread panicked") {
-                Ok(t) => {
-                    report.messages += t.messages;
-                    report.latency.merge(&t.latency);
-                    report.errors += t.errors;
-                    report.stalled += t.stalled;
-                    report.datagrams_lost += t.lost;
-                    report.datagrams_late += t.late;
-                    for e in t.error_samples {
-                        if report.error_samples.len() < 5 {
-                            report.error_samples.push(e);
-                        }
-                    }
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        report.server_cpu = match (server0, server1) {
-            (Ok(Some(a)), Ok(Some(b))) => Some(b.saturating_sub(a)),
-            (Err(e), _) | (_, Err(e)) => {
-                report
-                    .error_samples
-                    .push(format!("server CPU not measured: {e}"));
-                None
-            }
-            _ => None,
-        };
-        report.client_cpu = client1?.saturating_sub(client0?);
-        Ok(report)
+        let report = LoadReport::empty(end - start);
+        let results = workers
+            .into_iter()
+            .map(|w| w.join().expect("load thread panicked"));
+        crate::load::finish(report, results, (server0, client0), (server1, client1))
     })
 }
 
@@ -127,16 +95,6 @@ struct Peer {
     sent_at: Instant,
     in_window: u64,
     dead: bool,
-}
-
-struct ThreadReport {
-    messages: u64,
-    latency: Histogram,
-    errors: u64,
-    error_samples: Vec<String>,
-    stalled: usize,
-    lost: u64,
-    late: u64,
 }
 
 /// Writes datagram `seq` of socket `id` into `out`.
