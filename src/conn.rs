@@ -1537,6 +1537,33 @@ impl<'a, S> Conn<'a, S> {
             .map_err(|e| Error::io("setsockopt SO_KEEPALIVE", e))
     }
 
+    /// The connection's TCP keepalive settings (`None`: off). TCP only.
+    ///
+    /// ```
+    /// use ringloop::{Action, Conn, EventHandler, KeepAlive};
+    /// use std::time::Duration;
+    ///
+    /// struct Probe;
+    ///
+    /// impl EventHandler for Probe {
+    ///     type State = ();
+    ///
+    ///     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///         let _ = conn.set_keepalive(Some(KeepAlive::new(Duration::from_secs(60))));
+    ///         if let Ok(Some(ka)) = conn.keepalive() {
+    ///             assert_eq!(ka.idle, Duration::from_secs(60));
+    ///         }
+    ///         Action::None
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn keepalive(&self) -> Result<Option<KeepAlive>> {
+        let fd = self.tcp_fd("keepalive on a non-TCP connection")?;
+        let ka = sys::socket::keepalive(fd).map_err(|e| Error::io("getsockopt SO_KEEPALIVE", e))?;
+        Ok(ka.map(|k| KeepAlive::new(k.idle).interval(k.interval).count(k.count)))
+    }
+
     /// Sets `SO_RCVBUF` (on UDP: of the loop's socket, shared by all peers).
     ///
     /// ```

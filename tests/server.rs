@@ -665,3 +665,30 @@ fn a_protocol_error_closes_after_the_error_reply_is_flushed() {
     );
     server.stop();
 }
+
+#[test]
+fn keepalive_set_by_the_engine_reads_back_on_the_connection() {
+    struct Probe(Arc<Mutex<Vec<Option<ringloop::KeepAlive>>>>);
+    impl EventHandler for Probe {
+        type State = ();
+        fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+            self.0.lock().unwrap().push(conn.keepalive().unwrap());
+            Action::None
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let ka = ringloop::KeepAlive::new(std::time::Duration::from_secs(60))
+        .interval(std::time::Duration::from_secs(7))
+        .count(4);
+    let server = Running::start(
+        Engine::builder(move |_| Probe(s.clone()))
+            .listen("tcp://127.0.0.1:0")
+            .loops(1)
+            .tcp_keepalive(Some(ka)),
+    );
+    let _c = tcp_client(server.tcp_addr(0));
+    wait_until("open", || !seen.lock().unwrap().is_empty());
+    assert_eq!(seen.lock().unwrap()[0], Some(ka));
+    server.stop();
+}

@@ -24,10 +24,6 @@
 //! from the moment the kernel hands it over).
 //! * [`signal`]: blocking `SIGINT`/`SIGTERM` and waiting for them.
 
-// The datagram and outgoing-connection calls are built and tested here ahead
-// of the UDP and client layers that will use them.
-#![cfg_attr(not(test), allow(dead_code))]
-
 pub(crate) mod io;
 pub(crate) mod poller;
 pub(crate) mod signal;

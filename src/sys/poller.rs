@@ -195,11 +195,13 @@ impl Events {
         self.buf.len()
     }
 
+    #[cfg(test)] // used by this layer's tests only
     /// How many events the last wait returned.
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)] // used by this layer's tests only
     /// Whether the last wait returned nothing.
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
