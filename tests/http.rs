@@ -6,8 +6,7 @@ mod common;
 #[path = "../examples/http_server/mod.rs"]
 mod http_server;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,25 +39,9 @@ impl Response {
 }
 
 /// A client connection reading responses with bounded waits.
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
+type Client = SplitClient;
 
 impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let s = tcp_client(addr);
-        s.set_nodelay(true).unwrap();
-        Client {
-            reader: BufReader::new(s.try_clone().unwrap()),
-            writer: s,
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write request");
-    }
-
     /// Reads one response; `None` at EOF before its first byte. `head_only`
     /// for the answer to a HEAD request (no body whatever the length says).
     fn response(&mut self, head_only: bool) -> Option<Response> {

@@ -7,8 +7,7 @@ mod common;
 #[path = "../examples/kv_server/mod.rs"]
 mod kv_server;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, Read, Write};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,11 +52,8 @@ fn nil() -> Reply {
     Bulk(None)
 }
 
-/// A raw RESP client with bounded waits.
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
+/// A client connection reading responses with bounded waits.
+type Client = SplitClient;
 
 fn encode(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
@@ -76,19 +72,6 @@ fn cmd(line: &str) -> Vec<u8> {
 }
 
 impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let s = tcp_client(addr);
-        s.set_nodelay(true).unwrap();
-        Client {
-            reader: BufReader::new(s.try_clone().unwrap()),
-            writer: s,
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write");
-    }
-
     fn line(&mut self) -> String {
         let mut line = String::new();
         let n = self.reader.read_line(&mut line).expect("read reply");

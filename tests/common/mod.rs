@@ -886,3 +886,25 @@ impl Drop for UdpEcho {
         }
     }
 }
+
+/// A TCP client split into a buffered reader and a writer, Nagle off, with
+/// bounded waits (the HTTP and kv tests add their protocol's calls to it).
+pub struct SplitClient {
+    pub reader: std::io::BufReader<TcpStream>,
+    pub writer: TcpStream,
+}
+
+impl SplitClient {
+    pub fn connect(addr: std::net::SocketAddr) -> SplitClient {
+        let s = tcp_client(addr);
+        s.set_nodelay(true).unwrap();
+        SplitClient {
+            reader: std::io::BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write a request");
+    }
+}
