@@ -73,6 +73,10 @@ const ACCEPT_BATCH: usize = 128;
 const DATAGRAM_BATCH: usize = 64;
 const MIN_EVENTS: usize = 128;
 const MAX_EVENTS: usize = 4096;
+/// The timer wheel: 1,024 slots of 10 ms (one turn is about 10 s; later
+/// deadlines wait in their slot for their turn).
+const WHEEL_SLOTS: usize = 1024;
+const WHEEL_TICK_MS: u64 = 10;
 /// How soon a loop retries requests waiting for room in another's lane.
 const OVERFLOW_RETRY: Duration = Duration::from_millis(1);
 /// How long a listener rests after accept ran out of descriptors or memory.
@@ -273,7 +277,7 @@ impl<H: EventHandler> EventLoop<H> {
             listeners_resume: None,
             warned_exhausted: false,
             overflow_waiting: false,
-            wheel: TimerWheel::new(1024, 10, 0),
+            wheel: TimerWheel::new(WHEEL_SLOTS, WHEEL_TICK_MS, 0),
             epoch: Instant::now(),
             now_ms: 0,
             timeouts_in_use: options.timeouts.any(),
@@ -697,7 +701,6 @@ impl<H: EventHandler> EventLoop<H> {
                 // Write what is queued first (reading stops), then close; at
                 // the drain deadline, close anyway.
                 self.timeouts_in_use = true;
-                self.now_ms = self.epoch.elapsed().as_millis() as u64;
                 let deadline_ms = self.now_ms + self.engine.drain_timeout().as_millis() as u64;
                 entry.lingering = Some(Box::new(Lingering {
                     reason,
@@ -787,7 +790,7 @@ impl<H: EventHandler> EventLoop<H> {
         {
             self.timeouts_in_use = true;
             if let Some((at, _)) = next_deadline(entry, &self.settings.timeouts) {
-                if entry.timer_tick == 0 || at.div_ceil(10) < entry.timer_tick {
+                if entry.timer_tick == 0 || self.wheel.tick_of(at) < entry.timer_tick {
                     entry.timer_tick = self.wheel.schedule(key, at);
                 }
             }
@@ -923,7 +926,6 @@ impl<H: EventHandler> EventLoop<H> {
         }
         // In progress: wait for writability, with the connect timeout on the wheel.
         self.timeouts_in_use = true;
-        self.now_ms = self.epoch.elapsed().as_millis() as u64;
         let deadline_ms = self.now_ms + self.settings.connect_timeout_ms;
         entry.connecting = Some(Box::new(Connecting { deadline_ms, done }));
         let Some(key) = self.conns.insert(entry) else {

@@ -41,8 +41,9 @@ impl TimerWheel {
     }
 
     /// The tick a deadline belongs to, never in the past (so it fires on the
-    /// next advance at the earliest).
-    fn tick_of(&self, deadline_ms: u64) -> u64 {
+    /// next advance at the earliest). Callers compare it with the tick of an
+    /// entry they already have, to schedule only an earlier one.
+    pub(crate) fn tick_of(&self, deadline_ms: u64) -> u64 {
         deadline_ms.div_ceil(self.granularity_ms).max(self.tick + 1)
     }
 
