@@ -82,6 +82,10 @@ const OVERFLOW_RETRY: Duration = Duration::from_millis(1);
 /// How long a listener rests after accept ran out of descriptors or memory.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 
+/// What a connection callback returned (`None`: it panicked) and what it
+/// asked of the loop beyond its own connection.
+type Outcome<S> = (Option<Action>, Option<Box<SideEffects<S>>>);
+
 /// An async write's completion and its outcome, held under back-pressure.
 type HeldWrite = (Completion<usize>, Result<usize>);
 
@@ -552,74 +556,22 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Runs `on_traffic` over leftover + `fresh` bytes of the loop buffer.
     fn traffic(&mut self, key: SlotKey, fresh: usize) {
-        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
-        let Some(entry) = self.conns.get_mut(key) else {
-            return;
-        };
-        let leftover = std::mem::take(&mut entry.inbound);
-        let handler = &mut self.handler;
-        let fresh = &self.read_buf[..fresh];
-        let (action, side, rest) = if leftover.is_empty() {
-            // Zero-copy: the handler reads the loop's buffer directly.
-            let mut conn = Conn::new(fresh, &mut self.conns, key, &lp);
-            let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
-            let consumed = conn.consumed();
-            let side = conn.take_side_effects();
-            (
-                action,
-                side,
-                (consumed < fresh.len()).then(|| fresh[consumed..].to_vec()),
-            )
-        } else {
-            let mut buf = leftover;
-            buf.extend_from_slice(fresh);
-            let mut conn = Conn::new(&buf, &mut self.conns, key, &lp);
-            let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
-            let consumed = conn.consumed();
-            let side = conn.take_side_effects();
-            drop(conn);
-            let rest = (consumed < buf.len()).then(|| {
-                buf.drain(..consumed);
-                buf
-            });
-            (action, side, rest)
-        };
-        if let (Some(rest), Some(entry)) = (rest, self.conns.get_mut(key)) {
-            if entry.is_datagram {
-                // A datagram's unread bytes go with it, never into the next.
-                self.after_callback(key, action, side);
-                return;
-            }
-            if rest.len() > self.settings.max_inbound {
-                entry.close_with(CloseReason::InboundLimit);
-            }
-            entry.inbound = rest;
+        if let Some((action, side)) =
+            self.run_on_input(key, fresh, "on_traffic", |h, conn| h.on_traffic(conn))
+        {
+            self.after_callback(key, action, side);
         }
-        self.after_callback(key, action, side);
     }
 
-    /// Runs `on_read_closed`: `Close` (the default) closes once flushed,
-    /// `None` keeps the connection half-open.
+    /// Runs `on_read_closed` (over what `on_traffic` left unread): `Close`
+    /// (the default) closes once flushed, `None` keeps the connection
+    /// half-open.
     fn read_closed(&mut self, key: SlotKey) {
-        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
-        let Some(entry) = self.conns.get_mut(key) else {
+        let Some((action, side)) =
+            self.run_on_input(key, 0, "on_read_closed", |h, conn| h.on_read_closed(conn))
+        else {
             return;
         };
-        // What on_traffic left unread (a last request with no terminator)
-        // is visible here; what this callback leaves stays buffered.
-        let mut leftover = std::mem::take(&mut entry.inbound);
-        let handler = &mut self.handler;
-        let (action, side, consumed) = {
-            let mut conn = Conn::new(&leftover, &mut self.conns, key, &lp);
-            let action = guarded("on_read_closed", || handler.on_read_closed(&mut conn));
-            (action, conn.take_side_effects(), conn.consumed())
-        };
-        if consumed < leftover.len() {
-            if let Some(entry) = self.conns.get_mut(key) {
-                leftover.drain(..consumed);
-                entry.inbound = leftover;
-            }
-        }
         let action = match action {
             Some(Action::None) => {
                 if let Some(entry) = self.conns.get_mut(key) {
@@ -632,6 +584,53 @@ impl<H: EventHandler> EventLoop<H> {
             other => other,
         };
         self.after_callback(key, action, side);
+    }
+
+    /// Runs a callback whose input is the connection's leftover plus `fresh`
+    /// bytes of the loop buffer (zero-copy when there is no leftover), and
+    /// keeps what it leaves unread (never for a datagram: its unread bytes go
+    /// with it). Returns `None` if the connection is gone.
+    fn run_on_input(
+        &mut self,
+        key: SlotKey,
+        fresh: usize,
+        what: &str,
+        call: impl FnOnce(&mut H, &mut Conn<'_, H::State>) -> Action,
+    ) -> Option<Outcome<H::State>> {
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+        let entry = self.conns.get_mut(key)?;
+        let keeps_unread = !entry.is_datagram;
+        let leftover = std::mem::take(&mut entry.inbound);
+        let handler = &mut self.handler;
+        let fresh = &self.read_buf[..fresh];
+        let (action, side, rest) = if leftover.is_empty() {
+            let mut conn = Conn::new(fresh, &mut self.conns, key, &lp);
+            let action = guarded(what, || call(handler, &mut conn));
+            let consumed = conn.consumed();
+            let side = conn.take_side_effects();
+            let rest = (keeps_unread && consumed < fresh.len()).then(|| fresh[consumed..].to_vec());
+            (action, side, rest)
+        } else {
+            let mut buf = leftover;
+            buf.extend_from_slice(fresh);
+            let mut conn = Conn::new(&buf, &mut self.conns, key, &lp);
+            let action = guarded(what, || call(handler, &mut conn));
+            let consumed = conn.consumed();
+            let side = conn.take_side_effects();
+            drop(conn);
+            let rest = (keeps_unread && consumed < buf.len()).then(|| {
+                buf.drain(..consumed);
+                buf
+            });
+            (action, side, rest)
+        };
+        if let (Some(rest), Some(entry)) = (rest, self.conns.get_mut(key)) {
+            if rest.len() > self.settings.max_inbound {
+                entry.close_with(CloseReason::InboundLimit);
+            }
+            entry.inbound = rest;
+        }
+        Some((action, side))
     }
 
     /// After a connection's callback: its action (a panic closes it), then
