@@ -645,16 +645,23 @@ impl<H: EventHandler> EventLoop<H> {
             Some(action) => self.settle(key, action),
             None => self.close_conn(key, handler_panicked()),
         }
-        if let Some(side) = side {
-            let SideEffects { touched, dials } = *side;
-            for other in touched {
-                if other != key {
-                    self.settle(other, Action::None);
-                }
+        self.apply_side_effects(key, side);
+    }
+
+    /// Syncs the other connections a callback of `key` wrote to or closed,
+    /// and starts the dials it asked for.
+    fn apply_side_effects(&mut self, key: SlotKey, side: Option<Box<SideEffects<H::State>>>) {
+        let Some(side) = side else {
+            return;
+        };
+        let SideEffects { touched, dials } = *side;
+        for other in touched {
+            if other != key {
+                self.settle(other, Action::None);
             }
-            for (addr, state) in dials {
-                self.start_dial(addr, Some(state), None);
-            }
+        }
+        for (addr, state) in dials {
+            self.start_dial(addr, Some(state), None);
         }
     }
 
@@ -868,14 +875,7 @@ impl<H: EventHandler> EventLoop<H> {
             // Its relay target is gone: it may be read again.
             self.settle(feeder, Action::None);
         }
-        if let Some(side) = side {
-            for other in side.touched {
-                self.settle(other, Action::None);
-            }
-            for (addr, state) in side.dials {
-                self.start_dial(addr, Some(state), None);
-            }
-        }
+        self.apply_side_effects(key, side);
     }
 
     // ----- dialling and enrolling -----
