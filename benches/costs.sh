@@ -19,7 +19,7 @@ cd "$root"
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 cargo build --release --example echo -p ringloop >&2
-cargo build --release -p ringloop-harness >&2
+CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
 bin=$target_dir/release
 harness=$bin/harness
 work=$(mktemp -d)

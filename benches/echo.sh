@@ -36,6 +36,6 @@ if [[ $skip_ringloop == 0 && $ringloop_given == 0 ]]; then
     cargo build --release --example echo -p ringloop
     extra=(--ringloop "$target_dir/release/examples/echo")
 fi
-cargo build --release -p ringloop-harness
+CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml
 
 exec "$target_dir/release/harness" bench ${extra[@]+"${extra[@]}"} "$@"

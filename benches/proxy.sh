@@ -55,6 +55,6 @@ if [[ $ringloop_given == 0 ]]; then
     cargo build --release --example proxy -p ringloop
     extra+=(--ringloop "$target_dir/release/examples/proxy")
 fi
-cargo build --release -p ringloop-harness
+CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml
 
 exec "$target_dir/release/harness" proxy-bench ${extra[@]+"${extra[@]}"} "$@"

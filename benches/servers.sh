@@ -47,7 +47,7 @@ if [[ -z $target_dir ]]; then
 fi
 
 cargo build --release -p ringloop --example http --example kv
-cargo build --release -p ringloop-harness
+CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml
 
 status=0
 for bench in "${which[@]}"; do

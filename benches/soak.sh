@@ -27,6 +27,6 @@ if [[ -n ${SOAK_SECONDS:-} ]]; then
     seconds=(--seconds "$SOAK_SECONDS")
 fi
 
-cargo build --release -p ringloop-harness --bins
+CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml --bins
 exec "$target_dir/release/harness" soak --server "$target_dir/release/soak-server" \
     ${seconds[@]+"${seconds[@]}"} "$@"

@@ -53,7 +53,7 @@ if [[ -z $target_dir ]]; then
 fi
 echo "suite.sh: building (release)" >&2
 cargo build --release --example echo --example echo_pool -p ringloop >&2 || exit 1
-cargo build --release -p ringloop-harness >&2 || exit 1
+CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2 || exit 1
 harness=$target_dir/release/harness
 echo_bin=$target_dir/release/examples/echo
 
