@@ -1,4 +1,7 @@
 #![doc = include_str!("../README.md")]
+// `unsafe` lives only where a raw OS call needs it (`sys`), each use allowed
+// locally with a SAFETY comment.
+#![deny(unsafe_code)]
 
 pub use ringloop_actors as actors;
 

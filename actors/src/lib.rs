@@ -85,6 +85,9 @@
 //!
 //! [ringloop]: https://docs.rs/ringloop
 
+// `unsafe` lives only in the ring (its slots are `MaybeUninit`), allowed there.
+#![deny(unsafe_code)]
+
 mod backoff;
 mod doorbell;
 mod error;

@@ -31,6 +31,8 @@
 //!   [`reclaim_if_consumer_gone`](Producer::reclaim_if_consumer_gone) or when
 //!   the last endpoint goes.
 
+#![allow(unsafe_code)] // the slots are `MaybeUninit`: every access is justified where it is made
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::mem::MaybeUninit;

@@ -257,6 +257,7 @@ mod tests {
     const SIGPIPE_CHILD: &str = "RINGLOOP_SIGPIPE_CHILD";
 
     #[test]
+    #[allow(unsafe_code)] // restoring SIGPIPE's default action in a child
     fn sigpipe_child() {
         if std::env::var_os(SIGPIPE_CHILD).is_none() {
             return; // Only meaningful inside the process spawned above.

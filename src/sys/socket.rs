@@ -220,6 +220,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 /// gave up while queued) are retried, as is a connection reset between
 /// `accept4` and reading its peer address. Every other error, including
 /// `EMFILE`/`ENFILE`, is returned: the caller decides whether to back off.
+#[allow(unsafe_code)] // adopting the descriptor accept4 returned
 pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, SockAddr)>> {
     loop {
         let raw = match nixsock::accept4(listener.as_raw_fd(), NONBLOCK_CLOEXEC) {
