@@ -13,6 +13,13 @@
 //!   [ ][k3][ ][k1,k7][ ][ ] ... [k2]             entries due later than one
 //!        ^cursor                                 revolution stay in place
 //! ```
+//!
+//! The wheel also knows its earliest entry, so a loop sleeps until the next
+//! deadline rather than waking every tick while any timer exists: an idle
+//! server with a 60 s timeout per connection wakes about once a minute, not
+//! 100 times a second. Finding the next entry after one fires walks forward
+//! from the cursor to the first slot holding an entry of that very tick,
+//! usually a few slots.
 
 use crate::actors::slab::SlotKey;
 
@@ -22,6 +29,9 @@ pub(crate) struct TimerWheel {
     /// The last tick processed by [`advance`](Self::advance).
     tick: u64,
     len: usize,
+    /// The smallest tick of any entry (`u64::MAX` when empty): every entry
+    /// has a tick above `tick`, so this is when the loop must wake next.
+    earliest: u64,
 }
 
 impl TimerWheel {
@@ -33,6 +43,7 @@ impl TimerWheel {
             granularity_ms,
             tick: now_ms / granularity_ms,
             len: 0,
+            earliest: u64::MAX,
         }
     }
 
@@ -54,6 +65,7 @@ impl TimerWheel {
         let n = self.slots.len() as u64;
         self.slots[(tick % n) as usize].push((key, tick));
         self.len += 1;
+        self.earliest = self.earliest.min(tick);
         tick
     }
 
@@ -82,12 +94,47 @@ impl TimerWheel {
             self.len -= before - slot.len();
         }
         self.tick = now_tick;
+        if self.earliest <= now_tick {
+            self.earliest = self.find_earliest();
+        }
     }
 
-    /// How long until the next tick boundary, if anything is scheduled: the
-    /// longest a loop may sleep without missing a deadline.
+    /// The smallest tick of any entry, all of which are above `self.tick`.
+    /// An entry of tick `t` within one revolution sits in slot `t % n`, so
+    /// the first slot (walking forward from the cursor) that holds an entry
+    /// of exactly its own tick holds the earliest one; entries further away
+    /// than a revolution are found by looking at them all.
+    fn find_earliest(&self) -> u64 {
+        if self.len == 0 {
+            return u64::MAX;
+        }
+        let n = self.slots.len() as u64;
+        for step in 1..=n {
+            let tick = self.tick + step;
+            if self.slots[(tick % n) as usize]
+                .iter()
+                .any(|&(_, t)| t == tick)
+            {
+                return tick;
+            }
+        }
+        self.slots
+            .iter()
+            .flatten()
+            .map(|&(_, t)| t)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// How long until the earliest entry is due, if anything is scheduled:
+    /// the longest a loop may sleep without missing a deadline (0 when one
+    /// is due already).
     pub(crate) fn poll_timeout_ms(&self, now_ms: u64) -> Option<u64> {
-        (self.len > 0).then(|| self.granularity_ms - now_ms % self.granularity_ms)
+        (self.len > 0).then(|| {
+            self.earliest
+                .saturating_mul(self.granularity_ms)
+                .saturating_sub(now_ms)
+        })
     }
 }
 
@@ -141,10 +188,55 @@ mod tests {
     }
 
     #[test]
-    fn poll_timeout_reaches_the_next_tick() {
+    fn poll_timeout_reaches_the_earliest_deadline_not_the_next_tick() {
         let mut wheel = TimerWheel::new(4, 10, 0);
+        assert_eq!(wheel.poll_timeout_ms(0), None);
         wheel.schedule(key(1), 100);
-        assert_eq!(wheel.poll_timeout_ms(3), Some(7));
-        assert_eq!(wheel.poll_timeout_ms(10), Some(10));
+        assert_eq!(wheel.poll_timeout_ms(3), Some(97));
+        assert_eq!(wheel.poll_timeout_ms(10), Some(90));
+        // An earlier entry brings the wake-up forward.
+        wheel.schedule(key(2), 41);
+        assert_eq!(wheel.poll_timeout_ms(10), Some(40)); // tick 5 (41 rounded up)
+        let mut due = Vec::new();
+        wheel.advance(49, &mut due);
+        assert!(due.is_empty(), "nothing is due before its tick");
+        assert_eq!(wheel.poll_timeout_ms(49), Some(1));
+        wheel.advance(50, &mut due);
+        assert_eq!(due, [(key(2), 5)]);
+        // The next one is more than a revolution (40 ms) away: still found.
+        assert_eq!(wheel.poll_timeout_ms(50), Some(50));
+        wheel.advance(100, &mut due);
+        assert_eq!(due.len(), 2);
+        assert_eq!(wheel.poll_timeout_ms(100), None);
+    }
+
+    #[test]
+    fn the_earliest_entry_is_tracked_through_any_schedule() {
+        // Against a brute-force minimum, over pseudo-random schedules and
+        // advances: the loop never sleeps past a deadline nor wakes for none.
+        let mut wheel = TimerWheel::new(16, 10, 0);
+        let mut live: Vec<(SlotKey, u64)> = Vec::new();
+        let mut due = Vec::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut now = 0;
+        for i in 0..5_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 3 == 0 {
+                now += x % 37;
+                wheel.advance(now, &mut due);
+                for d in due.drain(..) {
+                    let at = live.iter().position(|e| *e == d).expect("was live");
+                    live.swap_remove(at);
+                }
+            } else {
+                let k = key(i);
+                let tick = wheel.schedule(k, now + x % 700);
+                live.push((k, tick));
+            }
+            let expected = live.iter().map(|&(_, t)| t * 10 - now.min(t * 10)).min();
+            assert_eq!(wheel.poll_timeout_ms(now), expected, "at step {i}");
+        }
     }
 }

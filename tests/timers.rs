@@ -1,0 +1,76 @@
+//! The loop's timers over a real engine: a loop with connection timeouts
+//! armed sleeps until the next deadline instead of waking every wheel tick.
+//!
+//! Counted, not timed: the loop thread's voluntary context switches (each is
+//! one sleep in `epoll_wait` that ended) over a quiet second, read from
+//! `/proc/self/task/*/`.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::{tcp_client, wait_until, Running};
+use ringloop::{Action, Conn, Engine, EventHandler, Timeouts};
+
+struct Echo;
+
+impl EventHandler for Echo {
+    type State = ();
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        let data = conn.read_all().to_vec();
+        match conn.write(&data) {
+            Ok(_) => Action::None,
+            Err(_) => Action::Close,
+        }
+    }
+}
+
+/// Voluntary context switches of this process's thread called `name`.
+fn sleeps_of_thread(name: &str) -> u64 {
+    for task in fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let dir = task.expect("task entry").path();
+        let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let status = fs::read_to_string(dir.join("status")).expect("task status");
+        return status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("voluntary_ctxt_switches in status");
+    }
+    panic!("no thread named {name}");
+}
+
+#[test]
+fn an_idle_loop_with_a_long_timeout_armed_sleeps_until_its_deadline() {
+    let server = Running::start(
+        Engine::builder(|_| Echo)
+            .listen("tcp://127.0.0.1:0")
+            .loops(1)
+            .timeouts(Timeouts::none().idle(Duration::from_secs(60))),
+    );
+    // A connection with its idle timeout on the wheel, proven alive by one
+    // echo; then nothing happens for a second.
+    let mut client = tcp_client(server.tcp_addr(0));
+    common::echo_round_trip(&mut client, b"pong");
+    wait_until("the loop thread to be named", || {
+        fs::read_dir("/proc/self/task").unwrap().flatten().any(|t| {
+            fs::read_to_string(t.path().join("comm")).unwrap_or_default() == "ringloop-loop-0\n"
+        })
+    });
+    let before = sleeps_of_thread("ringloop-loop-0");
+    std::thread::sleep(Duration::from_secs(1));
+    let woke = sleeps_of_thread("ringloop-loop-0") - before;
+    // Waking every 10 ms tick would be ~100; sleeping until the deadline
+    // (60 s away) is none. A few allow for stray wake-ups.
+    assert!(
+        woke <= 10,
+        "an idle loop with a 60 s timeout armed woke {woke} times in a second"
+    );
+    drop(client);
+    server.stop();
+}
