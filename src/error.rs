@@ -106,6 +106,40 @@ impl std::error::Error for Error {
     }
 }
 
+/// For code that speaks `io::Result` (a `?` in a function returning one):
+/// an OS error comes back as itself, keeping its error code (the context
+/// ringloop added is dropped, as `io::Error` has room for one or the other);
+/// every other error keeps its message under the nearest [`io::ErrorKind`].
+///
+/// ```
+/// use ringloop::Error;
+/// use std::io;
+/// let refused = Error::io("connect", io::Error::from_raw_os_error(111));
+/// assert_eq!(io::Error::from(refused).raw_os_error(), Some(111)); // ECONNREFUSED
+/// let closed = io::Error::from(Error::ConnectionClosed);
+/// assert_eq!(closed.kind(), io::ErrorKind::NotConnected);
+/// assert_eq!(closed.to_string(), "the connection is closed");
+/// ```
+impl From<Error> for io::Error {
+    fn from(err: Error) -> Self {
+        let kind = match err {
+            Error::Io { source, .. } if source.raw_os_error().is_some() => return source,
+            Error::Io { ref source, .. } => source.kind(),
+            Error::InvalidAddress { .. } | Error::UnsupportedScheme { .. } => {
+                io::ErrorKind::InvalidInput
+            }
+            Error::InvalidConfig(_) => io::ErrorKind::InvalidInput,
+            Error::ConnectionClosed => io::ErrorKind::NotConnected,
+            Error::MailboxFull => io::ErrorKind::WouldBlock,
+            Error::Unsupported(_) => io::ErrorKind::Unsupported,
+            // EngineStopped, and whatever later variants have no closer kind.
+            #[allow(unreachable_patterns)]
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
 /// `Result` with ringloop's [`Error`].
 ///
 /// ```

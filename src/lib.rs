@@ -3,6 +3,12 @@
 // locally with a SAFETY comment.
 #![deny(unsafe_code)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "ringloop runs on Linux only for now: its drivers use epoll, eventfd and \
+     accept4; a kqueue driver for macOS and the BSDs is not written yet"
+);
+
 pub use ringloop_actors as actors;
 
 mod acceptor;
