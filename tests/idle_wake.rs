@@ -18,6 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
+use ringloop::actors::DoorbellKind;
 use ringloop::{Action, ConnHandle, Engine, EventHandler, Timeouts};
 
 /// Writer threads, writes per thread, and the longest random pause before a
@@ -131,13 +132,24 @@ fn pauses(seed: u64) -> impl Iterator<Item = Duration> {
 /// it, and the test fails on its bound; giving the idle loop a periodic
 /// timeout (arming the ticker: `epoll_wait` with 1,000 ms) fails the
 /// "sleeps forever" check.
+///
+/// Run with each doorbell: an eventfd (registered edge-triggered, never
+/// drained) and a pipe (level-triggered, drained when it fires). One after
+/// the other, so that the process has one event loop at a time.
 #[test]
 fn an_idle_loop_without_timers_wakes_for_every_cross_thread_write() {
+    for doorbell in [DoorbellKind::EventFd, DoorbellKind::Pipe] {
+        writes_to_an_idle_loop(doorbell);
+    }
+}
+
+fn writes_to_an_idle_loop(doorbell: DoorbellKind) {
     let (tx, rx) = mpsc::channel();
     let server = Running::start(
         Engine::builder(move |_| GiveHandle(tx.clone()))
             .listen("tcp://127.0.0.1:0")
             .loops(1)
+            .doorbell(doorbell)
             // No timers at all: nothing but the doorbell may wake the loop.
             .timeouts(Timeouts::none())
             .ticker(false),
@@ -186,7 +198,10 @@ fn an_idle_loop_without_timers_wakes_for_every_cross_thread_write() {
                     let written = done_rx
                         .recv_timeout(APPLIED_WITHIN)
                         .unwrap_or_else(|_| {
-                            panic!("writer {w}, write {seq}: not applied within {APPLIED_WITHIN:?}")
+                            panic!(
+                                "{doorbell:?} doorbell, writer {w}, write {seq}: \
+                                 not applied within {APPLIED_WITHIN:?}"
+                            )
                         })
                         .expect("write succeeded");
                     assert_eq!(written, RECORD);

@@ -58,8 +58,10 @@ fn blocking_send_into_a_capacity_1_lane() {
 /// Until the owner's `announce_park`/`awake` became read-modify-writes, loom
 /// 0.7.2 reported a false deadlock here (tokio-rs/loom#389; see `wake.rs`).
 ///
-/// Mutation caught: removing the `fence(SeqCst)` in `WakeWord::notify` makes
-/// loom report a deadlock.
+/// Mutation caught: removing the `fence(SeqCst)` in `WakeWord::notify` (or
+/// in `announce_park`) loses a wake-up: the owner sleeps for good on a full
+/// lane while the sender waits for room, and loom fails the model (maximum
+/// number of branches exceeded by the sender's backoff).
 #[test]
 fn blocking_send_into_a_capacity_1_lane_to_a_parking_owner() {
     loom::model(|| {
