@@ -10,28 +10,61 @@
 //! ```text
 //!  producer                               owner (consumer)
 //!  --------                               ----------------
-//!  publish message (Release store)        parked := true          (announce)
+//!  publish message (Release store)        swap(parked, true)      (announce)
 //!  fence(SeqCst)                          fence(SeqCst)
 //!  if parked && swap(parked, false):      if any lane non-empty:  (re-check)
-//!      ring doorbell                          parked := false; don't block
+//!      ring doorbell                          swap(parked, false); don't block
 //!                                         else block on doorbell / poller
-//!                                         parked := false         (awake)
+//!                                         swap(parked, false)     (awake)
 //! ```
 //!
-//! The two fences are totally ordered. If the producer's comes first, the
-//! owner's re-check sees the message and does not block. If the owner's comes
-//! first, the producer reads `parked == true`, and exactly one producer wins the
-//! swap and rings. Either way the message is seen: no wake-up is lost. While the
-//! owner is awake, producers only *read* the flag (its cache line stays shared)
-//! and make no system call.
+//! # Why no wake-up is lost
+//!
+//! Take one message, published by producer P before its fence `Fp`, and one
+//! park of the owner: its announce `A` (the write of `true`), then its fence
+//! `Fo`, then the re-check. All `SeqCst` fences are in one total order `S`.
+//!
+//! * `Fp` before `Fo` in `S`: the owner's re-check, after `Fo`, reads P's
+//!   publish or a later value ([atomics.fences]/[atomics.order]: a fence pair
+//!   in `S` orders a write before the other side's later read). It finds the
+//!   message and does not block.
+//! * `Fo` before `Fp` in `S`: P's load of `parked`, after `Fp`, reads `A` or a
+//!   write after `A` in the flag's modification order (same rule). After `A`
+//!   come only (a) a producer's `swap(false)` that read `true` — that
+//!   producer rings, once for this park — or (b) the owner's own `awake`,
+//!   which it writes only after it stopped blocking (or decided not to); its
+//!   next drain or next park's re-check is ordered after P's publish by the
+//!   same rule applied to that park. So P either rings, or sees `true` and
+//!   loses the swap to one that rings, or the owner is already past this
+//!   park. The message is found in every case.
+//!
+//! The owner blocks only while the doorbell holds no unconsumed ring, and a
+//! ring written after it blocked wakes it (eventfd or pipe); a stale ring from
+//! an earlier park only makes it return early, and it re-checks.
+//!
+//! While the owner is awake, producers only *read* the flag (its cache line
+//! stays shared) and make no system call.
+//!
+//! # Why the owner's writes are swaps
+//!
+//! The argument above holds with plain stores for `announce_park` and `awake`
+//! (write-write coherence orders them after every write the owner has seen).
+//! They are read-modify-writes for the model checker: loom 0.7.2 does not
+//! order a plain store after an earlier read-modify-write of the same atomic
+//! (tokio-rs/loom#389, fix proposed in tokio-rs/loom#391), so with stores it
+//! lets a producer's `notify`, fenced after the owner's second announce, read
+//! the stale `false` of the first producer's swap, and reports a deadlock
+//! that cannot happen (three models did at `LOOM_MAX_PREEMPTIONS=3`; with
+//! loom#391 applied to a local copy of loom they passed, and still
+//! deadlocked without a fence). A read-modify-write always reads the latest
+//! value, so loom orders it correctly; the protocol it checks is the one that
+//! ships. The price is one locked instruction per park (two with `awake`),
+//! next to an `epoll_wait`/`poll` system call; `notify`, the hot path, is
+//! unchanged.
 //!
 //! loom models `SeqCst` fences (unlike `SeqCst` accesses, which it treats as
-//! `AcqRel`), so `tests/loom_wake.rs` checks this protocol as written. One
-//! known gap: loom 0.7.2 does not order a plain store after an earlier
-//! read-modify-write of the same atomic (tokio-rs/loom#389), which makes it
-//! report false deadlocks for several producers each sending several messages
-//! across parks; the models stay at the shapes it handles (two producers one
-//! message each; one producer across several parks), as their comments say.
+//! `AcqRel`), so `tests/loom_wake.rs` checks this protocol as written,
+//! including several producers sending several messages across parks.
 
 use crate::padded::CachePadded;
 use crate::sync::{fence, AtomicBool, Ordering};
@@ -103,7 +136,9 @@ impl WakeWord {
     #[inline]
     pub fn announce_park(&self) {
         // Relaxed: the fence right after orders it before the lane re-check.
-        self.parked.store(true, Ordering::Relaxed);
+        // A swap, not a store: a read-modify-write follows every producer's
+        // earlier claim in the modification order even under loom (module docs).
+        self.parked.swap(true, Ordering::Relaxed);
         // SeqCst fence: pairs with the producers' fence in `notify`.
         fence(Ordering::SeqCst);
     }
@@ -122,8 +157,9 @@ impl WakeWord {
     #[inline]
     pub fn awake(&self) {
         // Relaxed: the owner's next `announce_park` fence orders everything
-        // that matters; until then producers need no doorbell.
-        self.parked.store(false, Ordering::Relaxed);
+        // that matters; until then producers need no doorbell. A swap, not a
+        // store, for the same reason as in `announce_park`.
+        self.parked.swap(false, Ordering::Relaxed);
     }
 
     /// `true` while the owner has announced parking and no producer has

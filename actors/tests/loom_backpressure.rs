@@ -7,7 +7,7 @@
 //! wake-up is a loom deadlock).
 //!
 //! Run with:
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p ringloop-actors --release --test 'loom_*'`
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p ringloop-actors --release --test 'loom_*'`
 #![cfg(loom)]
 
 use loom::thread;
@@ -22,16 +22,9 @@ fn mailbox(lane_capacity: usize) -> Mailbox<u32> {
 /// and in order, and the sender is never left waiting on a lane the owner has
 /// emptied.
 ///
-/// The owner here yields instead of parking when it runs dry. With a parking
-/// owner, loom 0.7.2 reports a deadlock that the C++/Rust memory model rules
-/// out: loom does not order a plain store after an earlier read-modify-write
-/// of the same atomic (tokio-rs/loom#389, fix proposed in tokio-rs/loom#391),
-/// so after the producer's `swap` in `WakeWord::notify` has lost a race with
-/// the owner's `awake()`, loom lets a later `notify`, fenced after the owner's
-/// next `announce_park`, still read the swap's stale `false`. With that loom
-/// fix applied locally the parking variant passes (and still deadlocks when a
-/// fence is removed). The park/notify protocol itself is modelled in
-/// `loom_wake.rs` with one message per producer, where this cannot arise.
+/// The owner here yields instead of parking when it runs dry;
+/// `blocking_send_into_a_capacity_1_lane_to_a_parking_owner` is the same
+/// exchange with an owner that parks.
 ///
 /// Mutation caught: loading `head` with `Relaxed` instead of `Acquire` in
 /// `Producer::vacancy` makes loom report a causality violation (the sender
@@ -50,6 +43,39 @@ fn blocking_send_into_a_capacity_1_lane() {
         while got.len() < 3 {
             if mb.drain(usize::MAX, |m| got.push(m)) == 0 {
                 thread::yield_now();
+            }
+        }
+        assert_eq!(got, [0, 1, 2]);
+        producer.join().unwrap();
+    });
+}
+
+/// The blocking `send` above against an owner that parks (with no timeout)
+/// whenever it runs dry: the sender waits for room while the owner may be
+/// parking, and every message still wakes it. Each of the three sends can
+/// meet the owner awake, announcing a park, or parked.
+///
+/// Until the owner's `announce_park`/`awake` became read-modify-writes, loom
+/// 0.7.2 reported a false deadlock here (tokio-rs/loom#389; see `wake.rs`).
+///
+/// Mutation caught: removing the `fence(SeqCst)` in `WakeWord::notify` (or
+/// in `announce_park`) loses a wake-up: the owner sleeps for good on a full
+/// lane while the sender waits for room, and loom fails the model (maximum
+/// number of branches exceeded by the sender's backoff).
+#[test]
+fn blocking_send_into_a_capacity_1_lane_to_a_parking_owner() {
+    loom::model(|| {
+        let mut mb = mailbox(1);
+        let mut tx = mb.sender();
+        let producer = thread::spawn(move || {
+            for i in 0..3 {
+                tx.send(i).unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            if mb.drain(usize::MAX, |m| got.push(m)) == 0 {
+                mb.park(None).unwrap();
             }
         }
         assert_eq!(got, [0, 1, 2]);

@@ -8,7 +8,7 @@
 //! the newcomer, and the newcomer gets exactly its own requests.
 //!
 //! Run with:
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p ringloop-actors --release --test loom_generation`
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p ringloop-actors --release --test loom_generation`
 #![cfg(loom)]
 
 use loom::thread;

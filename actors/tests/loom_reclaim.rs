@@ -20,7 +20,7 @@
 //! argument rather than by this model.
 //!
 //! Run with:
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p ringloop-actors --release --test loom_reclaim`
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p ringloop-actors --release --test loom_reclaim`
 #![cfg(loom)]
 
 use loom::sync::atomic::{fence, AtomicUsize, Ordering};

@@ -3,7 +3,7 @@
 //! `head` pair, across wrap-around, for single and batched operations.
 //!
 //! Run with:
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p ringloop-actors --release --test 'loom_*'`
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p ringloop-actors --release --test 'loom_*'`
 #![cfg(loom)]
 
 use loom::thread;
