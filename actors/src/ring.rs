@@ -356,17 +356,37 @@ impl<T> Producer<T> {
     /// assert_eq!(rx.pop(), Some(1));
     /// ```
     pub fn push_from(&mut self, queue: &mut VecDeque<T>) -> usize {
+        self.push_from_with(queue, |value| value)
+    }
+
+    /// [`push_from`](Self::push_from) for a queue of `U`s, each turned into
+    /// a `T` by `wrap` once its slot is known to be free (the mailbox stamps
+    /// its messages with their ticket there). Nothing moves, and `wrap` is
+    /// not called, when there is no room.
+    pub(crate) fn push_from_with<U>(
+        &mut self,
+        queue: &mut VecDeque<U>,
+        mut wrap: impl FnMut(U) -> T,
+    ) -> usize {
         if queue.is_empty() || self.is_closed() {
             return 0;
         }
         let n = self.vacancy(queue.len()).min(queue.len());
         for value in queue.drain(..n) {
-            self.write_slot(value);
+            self.write_slot(wrap(value));
         }
         if n > 0 {
             self.publish();
         }
         n
+    }
+
+    /// `true` if the next push will find a free slot (re-reads the
+    /// consumer's cursor only when the cached view shows the ring full).
+    /// Only this producer fills slots, so the answer stays true until it
+    /// pushes.
+    pub(crate) fn has_room(&mut self) -> bool {
+        self.vacancy(1) > 0
     }
 }
 
@@ -555,7 +575,8 @@ impl<T> Consumer<T> {
     fn read_slot(&mut self) -> T {
         let seq = self.head;
         self.head = seq.wrapping_add(1);
-        // SAFETY: `available` showed `seq < tail`: the producer published this
+        // SAFETY: the caller saw `seq < tail` (`available`, or `peek` after an
+        // earlier Acquire load of `tail`): the producer published this
         // slot (Acquire above) and will not touch it again until we release it
         // by storing a head past it; we move the message out exactly once.
         self.shared
@@ -617,6 +638,79 @@ impl<T> Consumer<T> {
         for _ in 0..n {
             let value = guard.consumer.read_slot();
             f(value);
+        }
+        drop(guard);
+        n
+    }
+
+    /// Re-reads the producer's cursor, making everything published so far
+    /// visible to [`peek`](Self::peek) and
+    /// [`drain_visible_while`](Self::drain_visible_while), and returns
+    /// `f(first newly visible message)` if this load made any message
+    /// visible that earlier loads had not.
+    pub(crate) fn refresh<R>(&mut self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let seen = self.cached_tail;
+        // Acquire: pairs with the producer's Release store of `tail`, so the
+        // slot writes before it are visible to our reads.
+        self.cached_tail = self.shared.tail.load(Ordering::Acquire);
+        if self.cached_tail == seen {
+            return None;
+        }
+        // SAFETY: `seen` is in `head..cached_tail` (cursors only move
+        // forward and `head` never passes `cached_tail`): a published slot
+        // that only this consumer reads and the producer leaves alone until
+        // we store a head past it; we only read it through a shared
+        // reference, and nothing else accesses it meanwhile.
+        Some(
+            self.shared
+                .slot(seen)
+                .with(|p| f(unsafe { (*p).assume_init_ref() })),
+        )
+    }
+
+    /// `f(oldest visible message)`, without taking it and without reading
+    /// the producer's cursor (visible: made so by an earlier load).
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        if self.head == self.cached_tail {
+            return None;
+        }
+        // SAFETY: `head < cached_tail`: a published slot we have not taken,
+        // read through a shared reference only (as in `refresh`).
+        Some(
+            self.shared
+                .slot(self.head)
+                .with(|p| f(unsafe { (*p).assume_init_ref() })),
+        )
+    }
+
+    /// `true` if an earlier load made messages visible that are not taken
+    /// yet. Reads no shared cursor.
+    pub(crate) fn has_visible(&self) -> bool {
+        self.head != self.cached_tail
+    }
+
+    /// Hands visible messages, oldest first, to `f` while `keep` accepts the
+    /// oldest one, up to `max`; never reads the producer's cursor (only what
+    /// earlier loads made visible). Frees the slots with one store. Returns
+    /// how many were handed over.
+    pub(crate) fn drain_visible_while(
+        &mut self,
+        max: usize,
+        mut keep: impl FnMut(&T) -> bool,
+        mut f: impl FnMut(T),
+    ) -> usize {
+        let mut n = 0;
+        if max == 0 || !self.peek(&mut keep).unwrap_or(false) {
+            return 0;
+        }
+        let guard = ReleaseOnDrop { consumer: self };
+        loop {
+            let value = guard.consumer.read_slot();
+            n += 1;
+            f(value);
+            if n == max || !guard.consumer.peek(&mut keep).unwrap_or(false) {
+                break;
+            }
         }
         drop(guard);
         n
