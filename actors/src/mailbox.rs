@@ -183,20 +183,15 @@ impl<T> Shared<T> {
 
     /// Pushes one message on `lane` and wakes the owner if it is parked.
     pub(crate) fn push(&self, lane: &mut LaneProducer<T>, value: T) -> Result<(), TrySendError<T>> {
-        if self.is_closed() || lane.is_closed() {
+        if self.is_closed() {
             return Err(TrySendError::Closed(value));
-        }
-        if !lane.has_room() {
-            return Err(TrySendError::Full(value));
         }
         // Room first, then the ticket, then the publish: a full lane costs
         // no ticket, and the ticket is taken after this send began.
-        let ticket = self.take_ticket();
-        if let Err(e) = lane.try_push(Stamped { ticket, value }) {
-            // Only a consumer that went away since the check above; a
-            // skipped ticket harms nobody (the owner never waits for one).
-            return Err(TrySendError::Closed(e.into_inner().value));
-        }
+        lane.try_push_with(value, |value| Stamped {
+            ticket: self.take_ticket(),
+            value,
+        })?;
         self.notify();
         // After notify's SeqCst fence: if the owner dropped its end meanwhile,
         // the message is dropped now (answering whatever it carries) rather
@@ -310,6 +305,8 @@ pub struct Mailbox<T> {
     lanes: Vec<LaneConsumer<T>>,
     /// The lane the next scan starts from (module docs, "Scans").
     start: usize,
+    /// Scratch for `hand_over_below`: each lane's oldest visible ticket.
+    heads: Vec<u64>,
 }
 
 impl<T> Mailbox<T> {
@@ -365,6 +362,7 @@ impl<T> Mailbox<T> {
             shared,
             lanes: Vec::new(),
             start: 0,
+            heads: Vec::new(),
         })
     }
 
@@ -484,6 +482,7 @@ impl<T> Mailbox<T> {
         self.shared.is_closed()
     }
 
+    #[inline]
     fn adopt_new_lanes(&mut self) {
         // Relaxed first: the common case (nothing new) costs one plain load of
         // a line producers almost never write.
@@ -521,8 +520,26 @@ impl<T> Mailbox<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn drain(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
-        // Even `drain(0, ..)` adopts new lanes (owners use it for that).
-        self.adopt_new_lanes();
+        if max == 0 {
+            // Owners call `drain(0, ..)` to adopt new lanes.
+            self.adopt_new_lanes();
+            return 0;
+        }
+        if let [lane] = &mut self.lanes[..] {
+            // One lane: its FIFO is the whole order, unless a lane was
+            // registered meanwhile. Relaxed: read after the lane's Acquire
+            // load of its tail, as in `scan`; if set, the general path's
+            // scan adopts the new lane first.
+            lane.refresh();
+            if !self.shared.new_lanes.load(Ordering::Relaxed) {
+                let n = lane.drain_visible(max, |m| f(m.value));
+                lane.release_taken();
+                if n == 0 {
+                    self.reclaim_dead_lanes();
+                }
+                return n;
+            }
+        }
         let mut done = 0;
         for _ in 0..SCANS_PER_DRAIN {
             if done >= max {
@@ -548,28 +565,33 @@ impl<T> Mailbox<T> {
         if count == 0 {
             return u64::MAX;
         }
-        let start = self.start % count;
+        let start = if self.start < count { self.start } else { 0 };
         let mut bound = u64::MAX;
         let mut start_lane_new = None;
         let mut next_start = None;
         for step in 0..count {
-            let index = (start + step) % count;
-            if let Some(ticket) = self.lanes[index].refresh(|m| m.ticket) {
+            let index = if start + step < count {
+                start + step
+            } else {
+                start + step - count
+            };
+            let lane = &mut self.lanes[index];
+            if let Some(seq) = lane.refresh() {
                 if step == 0 {
-                    start_lane_new = Some(ticket);
+                    start_lane_new = Some(seq);
                 } else {
-                    bound = bound.min(ticket);
+                    bound = bound.min(lane.peek_at(seq, |m| m.ticket));
                 }
                 next_start.get_or_insert(index);
             }
         }
-        if let Some(ticket) = start_lane_new {
+        if let Some(seq) = start_lane_new {
             // Relaxed: a predecessor's lane was registered (Release) before
             // the predecessor was published, which happens-before the
             // Acquire load that showed the start lane's new message, which
             // comes before this load: coherence makes the hint visible.
             if self.shared.new_lanes.load(Ordering::Relaxed) {
-                bound = bound.min(ticket);
+                bound = bound.min(self.lanes[start].peek_at(seq, |m| m.ticket));
             }
         }
         self.start = next_start.unwrap_or(start);
@@ -580,38 +602,47 @@ impl<T> Mailbox<T> {
     /// ticket first, up to `max`: a run from one lane at a time, as long as
     /// its tickets stay below every other lane's oldest.
     fn hand_over_below(&mut self, bound: u64, max: usize, f: &mut impl FnMut(T)) -> usize {
+        let oldest_ticket = |lane: &LaneConsumer<T>| lane.peek(|m| m.ticket).unwrap_or(u64::MAX);
+        self.heads.clear();
+        self.heads.extend(self.lanes.iter().map(oldest_ticket));
         let mut done = 0;
         while done < max {
-            // The lane whose oldest visible ticket is smallest, and the
-            // smallest other oldest ticket (or `bound`), which ends its run.
-            let mut best: Option<(usize, u64)> = None;
-            let mut run_end = bound;
-            for (index, lane) in self.lanes.iter().enumerate() {
-                let Some(ticket) = lane.peek(|m| m.ticket) else {
-                    continue;
-                };
-                if ticket >= run_end {
-                    continue;
-                }
-                match best {
-                    Some((_, oldest)) if oldest < ticket => run_end = ticket,
-                    Some((_, oldest)) => {
-                        run_end = oldest;
-                        best = Some((index, ticket));
-                    }
-                    None => best = Some((index, ticket)),
+            // The lane whose oldest visible ticket is smallest, and the next
+            // smallest oldest ticket (or `bound`), which ends its run.
+            let (mut best, mut oldest, mut run_end) = (None, bound, bound);
+            for (index, &ticket) in self.heads.iter().enumerate() {
+                if ticket < oldest {
+                    run_end = oldest;
+                    oldest = ticket;
+                    best = Some(index);
+                } else if ticket < run_end {
+                    run_end = ticket;
                 }
             }
-            let Some((index, _)) = best else {
+            let Some(index) = best else {
                 break;
             };
-            // Tickets are unique across lanes (equal only within a batch),
-            // so `<` cannot stop a run at another lane's equal ticket.
-            done += self.lanes[index].drain_visible_while(
-                max - done,
-                |m| m.ticket < run_end,
-                |m| f(m.value),
-            );
+            let lane = &mut self.lanes[index];
+            done += if run_end == u64::MAX {
+                // Nothing else visible and no bound: the whole lane.
+                lane.drain_visible(max - done, |m| f(m.value))
+            } else {
+                // Tickets are unique across lanes (equal only within a
+                // batch), so `<` cannot stop a run at another lane's equal
+                // ticket.
+                lane.drain_visible_while(max - done, |m| m.ticket < run_end, |m| f(m.value))
+            };
+            if run_end == bound {
+                // No other lane had anything below the bound: done.
+                break;
+            }
+            self.heads[index] = oldest_ticket(lane);
+        }
+        // One head store per lane that gave something (even if `f` panicked
+        // above, a lane's `Drop` stores its head before anything is
+        // reclaimed, so nothing taken is dropped twice).
+        for lane in &mut self.lanes {
+            lane.release_taken();
         }
         done
     }

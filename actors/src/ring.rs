@@ -183,6 +183,7 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
         shared,
         head: 0,
         cached_tail: 0,
+        released: 0,
     };
     (producer, consumer)
 }
@@ -284,13 +285,25 @@ impl<T> Producer<T> {
     /// assert!(matches!(tx.try_push(3), Err(TrySendError::Closed(3)))); // consumer gone
     /// ```
     pub fn try_push(&mut self, value: T) -> Result<(), TrySendError<T>> {
+        self.try_push_with(value, |value| value)
+    }
+
+    /// [`try_push`](Self::try_push) of a `U`, turned into a `T` by `wrap`
+    /// only once its slot is known to be free (the mailbox stamps its
+    /// messages with their ticket there); `wrap` is not called when the
+    /// value is handed back.
+    pub(crate) fn try_push_with<U>(
+        &mut self,
+        value: U,
+        wrap: impl FnOnce(U) -> T,
+    ) -> Result<(), TrySendError<U>> {
         if self.is_closed() {
             return Err(TrySendError::Closed(value));
         }
         if self.vacancy(1) == 0 {
             return Err(TrySendError::Full(value));
         }
-        self.write_slot(value);
+        self.write_slot(wrap(value));
         self.publish();
         Ok(())
     }
@@ -379,14 +392,6 @@ impl<T> Producer<T> {
             self.publish();
         }
         n
-    }
-
-    /// `true` if the next push will find a free slot (re-reads the
-    /// consumer's cursor only when the cached view shows the ring full).
-    /// Only this producer fills slots, so the answer stays true until it
-    /// pushes.
-    pub(crate) fn has_room(&mut self) -> bool {
-        self.vacancy(1) > 0
     }
 }
 
@@ -543,10 +548,14 @@ impl<T> Drop for PushBatch<'_, T> {
 /// ```
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
-    /// Next sequence to read; equals the shared `head` between calls.
+    /// Next sequence to read; the shared `head` catches up at the end of
+    /// every call, except after [`drain_visible_while`](Self::drain_visible_while),
+    /// which leaves that to [`release_taken`](Self::release_taken) (or `Drop`).
     head: usize,
     /// The producer's `tail` as last seen; it only ever lags the real one.
     cached_tail: usize,
+    /// The `head` last stored by `release_taken`.
+    released: usize,
 }
 
 impl<T> Consumer<T> {
@@ -645,42 +654,52 @@ impl<T> Consumer<T> {
 
     /// Re-reads the producer's cursor, making everything published so far
     /// visible to [`peek`](Self::peek) and
-    /// [`drain_visible_while`](Self::drain_visible_while), and returns
-    /// `f(first newly visible message)` if this load made any message
-    /// visible that earlier loads had not.
-    pub(crate) fn refresh<R>(&mut self, f: impl FnOnce(&T) -> R) -> Option<R> {
+    /// [`drain_visible_while`](Self::drain_visible_while), and returns the
+    /// sequence of the first message this load made visible, if it made
+    /// any visible that earlier loads had not.
+    pub(crate) fn refresh(&mut self) -> Option<usize> {
         let seen = self.cached_tail;
         // Acquire: pairs with the producer's Release store of `tail`, so the
         // slot writes before it are visible to our reads.
         self.cached_tail = self.shared.tail.load(Ordering::Acquire);
-        if self.cached_tail == seen {
-            return None;
-        }
-        // SAFETY: `seen` is in `head..cached_tail` (cursors only move
-        // forward and `head` never passes `cached_tail`): a published slot
-        // that only this consumer reads and the producer leaves alone until
-        // we store a head past it; we only read it through a shared
-        // reference, and nothing else accesses it meanwhile.
-        Some(
-            self.shared
-                .slot(seen)
-                .with(|p| f(unsafe { (*p).assume_init_ref() })),
-        )
+        (self.cached_tail != seen).then_some(seen)
+    }
+
+    /// `f(the visible message at seq)`, without taking it and without
+    /// reading the producer's cursor.
+    ///
+    /// # Panics
+    /// If `seq` is not visible and untaken (`head <= seq < cached_tail`).
+    pub(crate) fn peek_at<R>(&self, seq: usize, f: impl FnOnce(&T) -> R) -> R {
+        assert!(
+            seq.wrapping_sub(self.head) < self.cached_tail.wrapping_sub(self.head),
+            "peek outside the visible messages"
+        );
+        // SAFETY: `head <= seq < cached_tail` (checked above): a slot the
+        // producer published (our Acquire load of `tail` saw it) and leaves
+        // alone until we store a head past it; we have not taken it, and we
+        // only read it through a shared reference.
+        self.shared
+            .slot(seq)
+            .with(|p| f(unsafe { (*p).assume_init_ref() }))
     }
 
     /// `f(oldest visible message)`, without taking it and without reading
     /// the producer's cursor (visible: made so by an earlier load).
     pub(crate) fn peek<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
-        if self.head == self.cached_tail {
-            return None;
+        (self.head != self.cached_tail).then(|| self.peek_at(self.head, f))
+    }
+
+    /// Hands every visible message, up to `max`, oldest first, to `f`,
+    /// without reading the producer's cursor. Releases like
+    /// [`drain_visible_while`](Self::drain_visible_while).
+    pub(crate) fn drain_visible(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
+        let n = self.cached_tail.wrapping_sub(self.head).min(max);
+        for _ in 0..n {
+            let value = self.read_slot();
+            f(value);
         }
-        // SAFETY: `head < cached_tail`: a published slot we have not taken,
-        // read through a shared reference only (as in `refresh`).
-        Some(
-            self.shared
-                .slot(self.head)
-                .with(|p| f(unsafe { (*p).assume_init_ref() })),
-        )
+        n
     }
 
     /// `true` if an earlier load made messages visible that are not taken
@@ -691,8 +710,10 @@ impl<T> Consumer<T> {
 
     /// Hands visible messages, oldest first, to `f` while `keep` accepts the
     /// oldest one, up to `max`; never reads the producer's cursor (only what
-    /// earlier loads made visible). Frees the slots with one store. Returns
-    /// how many were handed over.
+    /// earlier loads made visible). Returns how many were handed over. The
+    /// slots go back to the producer at the next
+    /// [`release_taken`](Self::release_taken) (one store for several runs),
+    /// or when the consumer is dropped, even if `f` panics.
     pub(crate) fn drain_visible_while(
         &mut self,
         max: usize,
@@ -700,20 +721,21 @@ impl<T> Consumer<T> {
         mut f: impl FnMut(T),
     ) -> usize {
         let mut n = 0;
-        if max == 0 || !self.peek(&mut keep).unwrap_or(false) {
-            return 0;
-        }
-        let guard = ReleaseOnDrop { consumer: self };
-        loop {
-            let value = guard.consumer.read_slot();
+        while n < max && self.peek(&mut keep).unwrap_or(false) {
+            let value = self.read_slot();
             n += 1;
             f(value);
-            if n == max || !guard.consumer.peek(&mut keep).unwrap_or(false) {
-                break;
-            }
         }
-        drop(guard);
         n
+    }
+
+    /// Gives the slots taken since the last call back to the producer (one
+    /// store, none if nothing was taken).
+    pub(crate) fn release_taken(&mut self) {
+        if self.head != self.released {
+            self.release();
+            self.released = self.head;
+        }
     }
 
     /// `true` if no message is visible now (re-reads the producer's cursor).
@@ -764,6 +786,9 @@ impl<T> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
+        // Messages taken but not yet released (`drain_visible_while`) must
+        // not be reclaimed again: store the head first.
+        self.release();
         // Release: orders our last head store before the flag; a producer
         // that sees it (Acquire) may reclaim from that head on.
         self.shared.consumer_closed.store(true, Ordering::Release);
