@@ -172,6 +172,7 @@ fn follow_up_comes_after_the_write(follow: FollowUp) {
     let addr = server.tcp_addr(0);
     let clients: Vec<_> = (0..CONNS)
         .map(|_| {
+            let tally = tally.clone();
             thread::spawn(move || {
                 let mut s = tcp_client(addr);
                 let port = s.local_addr().unwrap().port();
@@ -184,6 +185,12 @@ fn follow_up_comes_after_the_write(follow: FollowUp) {
                     let mut got = vec![0; expected.len()];
                     s.read_exact(&mut got).expect("the write's bytes");
                     assert!(got == expected, "the write's bytes differ");
+                    // Stay connected until every follow-up is applied: a
+                    // wake for a connection that closed meanwhile would be
+                    // dropped, and never checked.
+                    wait_until("every follow-up applied", || {
+                        tally.followed.load(Ordering::SeqCst) == CONNS
+                    });
                 }
             })
         })

@@ -24,12 +24,46 @@ fn mailbox() -> Mailbox<u32> {
     Mailbox::with_config(MailboxConfig::new().lane_capacity(2)).unwrap()
 }
 
-/// Waits (yielding to loom's scheduler) until `flag` is set.
-fn wait_for(flag: &AtomicBool) {
-    // Acquire: pairs with the Release that sets it after the first send
-    // returned, so the first send happens-before everything after this.
-    while !flag.load(Ordering::Acquire) {
-        thread::yield_now();
+/// Runs `first` on one thread, which then sets a flag, and `second` on
+/// another, once it sees the flag: `first`'s sends happen-before `second`'s
+/// (exactly the echo_pool pattern). Returns the two threads.
+fn flag_ordered(
+    first: impl FnOnce() + Send + 'static,
+    second: impl FnOnce() + Send + 'static,
+) -> [thread::JoinHandle<()>; 2] {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    [
+        thread::spawn(move || {
+            first();
+            // Release: publishes "my sends returned" to the second thread.
+            set.store(true, Ordering::Release);
+        }),
+        thread::spawn(move || {
+            // Acquire: pairs with the Release above, so the first thread's
+            // sends happen-before everything after the loop.
+            while !flag.load(Ordering::Acquire) {
+                thread::yield_now();
+            }
+            second();
+        }),
+    ]
+}
+
+/// Drains `expected` messages, checks them against `want` and joins the
+/// producers.
+fn expect_in_order(
+    mailbox: &mut Mailbox<u32>,
+    producers: [thread::JoinHandle<()>; 2],
+    want: &[u32],
+) {
+    assert_eq!(
+        drain_all(mailbox, want.len()),
+        want,
+        "a causally later send overtook"
+    );
+    for p in producers {
+        p.join().unwrap();
     }
 }
 
@@ -59,26 +93,12 @@ fn drain_all(mailbox: &mut Mailbox<u32>, expected: usize) -> Vec<u32> {
 fn sends_ordered_through_a_flag_arrive_in_that_order() {
     loom::model(|| {
         let mut mb = mailbox();
-        let mut first = mb.sender();
-        let mut second = mb.sender();
-        let flag = Arc::new(AtomicBool::new(false));
-        let f1 = flag.clone();
-        let p1 = thread::spawn(move || {
-            first.try_send(1).unwrap();
-            // Release: publishes "my send returned" to the second producer.
-            f1.store(true, Ordering::Release);
-        });
-        let p2 = thread::spawn(move || {
-            wait_for(&flag);
-            second.try_send(2).unwrap();
-        });
-        assert_eq!(
-            drain_all(&mut mb, 2),
-            [1, 2],
-            "a causally later send overtook"
+        let (mut first, mut second) = (mb.sender(), mb.sender());
+        let producers = flag_ordered(
+            move || first.try_send(1).unwrap(),
+            move || second.try_send(2).unwrap(),
         );
-        p1.join().unwrap();
-        p2.join().unwrap();
+        expect_in_order(&mut mb, producers, &[1, 2]);
     });
 }
 
@@ -92,22 +112,17 @@ fn causal_pair_stays_ordered_beside_an_unrelated_send() {
         let mut later = mb.sender(); // adopted first: scanned first
         let mut earlier = mb.sender();
         let mut other = mb.sender();
-        let flag = Arc::new(AtomicBool::new(false));
-        let f1 = flag.clone();
-        let p1 = thread::spawn(move || {
-            earlier.try_send(1).unwrap();
-            f1.store(true, Ordering::Release);
-        });
-        let p2 = thread::spawn(move || {
-            wait_for(&flag);
-            later.try_send(2).unwrap();
-        });
+        let producers = flag_ordered(
+            move || earlier.try_send(1).unwrap(),
+            move || later.try_send(2).unwrap(),
+        );
         other.try_send(9).unwrap();
         let got = drain_all(&mut mb, 3);
         let pos = |m| got.iter().position(|&x| x == m).unwrap();
         assert!(pos(1) < pos(2), "a causally later send overtook: {got:?}");
-        p1.join().unwrap();
-        p2.join().unwrap();
+        for p in producers {
+            p.join().unwrap();
+        }
     });
 }
 
@@ -115,7 +130,8 @@ fn causal_pair_stays_ordered_beside_an_unrelated_send() {
 /// yet (its `Sender` is opened inside the producer thread), the later one on
 /// a lane it has adopted. Only the `new_lanes` hint, read after the scan,
 /// tells the owner that the adopted lane's new message may have an unseen
-/// predecessor.
+/// predecessor. (Once the template's lane is reclaimed the owner has one
+/// adopted lane, and its one-lane fast path makes the same check.)
 ///
 /// Mutation caught: dropping the `new_lanes` re-check at the end of
 /// `Mailbox::scan` makes loom report the overtaking.
@@ -123,29 +139,21 @@ fn causal_pair_stays_ordered_beside_an_unrelated_send() {
 fn a_predecessor_on_a_lane_not_yet_adopted_is_not_overtaken() {
     loom::model(|| {
         let mut mb = mailbox();
-        let template: Sender<u32> = mb.sender();
+        // `second` first: its lane is the scan's start lane, whose new
+        // messages only the `new_lanes` re-check can hold back.
         let mut second = mb.sender();
+        let template: Sender<u32> = mb.sender();
         // Adopt both lanes now, so that the clone below is the only new one.
         mb.drain(0, |_| ());
-        let flag = Arc::new(AtomicBool::new(false));
-        let f1 = flag.clone();
-        let p1 = thread::spawn(move || {
-            let mut first = template.clone(); // a new lane, registered now
-            drop(template);
-            first.try_send(1).unwrap();
-            f1.store(true, Ordering::Release);
-        });
-        let p2 = thread::spawn(move || {
-            wait_for(&flag);
-            second.try_send(2).unwrap();
-        });
-        assert_eq!(
-            drain_all(&mut mb, 2),
-            [1, 2],
-            "a causally later send overtook"
+        let producers = flag_ordered(
+            move || {
+                let mut first = template.clone(); // a new lane, registered now
+                drop(template);
+                first.try_send(1).unwrap();
+            },
+            move || second.try_send(2).unwrap(),
         );
-        p1.join().unwrap();
-        p2.join().unwrap();
+        expect_in_order(&mut mb, producers, &[1, 2]);
     });
 }
 
@@ -156,29 +164,16 @@ fn a_predecessor_on_a_lane_not_yet_adopted_is_not_overtaken() {
 fn a_batch_is_ordered_before_a_causally_later_send() {
     loom::model(|| {
         let mut mb = mailbox();
-        let mut first = mb.sender();
-        let mut second = mb.sender();
-        let flag = Arc::new(AtomicBool::new(false));
-        let f1 = flag.clone();
-        let p1 = thread::spawn(move || {
-            {
+        let (mut first, mut second) = (mb.sender(), mb.sender());
+        let producers = flag_ordered(
+            move || {
                 let mut batch = first.batch();
                 batch.try_send(1).unwrap();
                 batch.try_send(2).unwrap();
-            }
-            f1.store(true, Ordering::Release);
-        });
-        let p2 = thread::spawn(move || {
-            wait_for(&flag);
-            second.try_send(3).unwrap();
-        });
-        assert_eq!(
-            drain_all(&mut mb, 3),
-            [1, 2, 3],
-            "a causally later send overtook"
+            },
+            move || second.try_send(3).unwrap(),
         );
-        p1.join().unwrap();
-        p2.join().unwrap();
+        expect_in_order(&mut mb, producers, &[1, 2, 3]);
     });
 }
 
@@ -189,25 +184,14 @@ fn a_batch_is_ordered_before_a_causally_later_send() {
 fn a_queue_flush_is_ordered_before_a_causally_later_send() {
     loom::model(|| {
         let mut mb = mailbox();
-        let mut first = mb.sender();
-        let mut second = mb.sender();
-        let flag = Arc::new(AtomicBool::new(false));
-        let f1 = flag.clone();
-        let p1 = thread::spawn(move || {
-            let mut queue = std::collections::VecDeque::from([1, 2]);
-            assert_eq!(first.try_send_from(&mut queue), Ok(2));
-            f1.store(true, Ordering::Release);
-        });
-        let p2 = thread::spawn(move || {
-            wait_for(&flag);
-            second.try_send(3).unwrap();
-        });
-        assert_eq!(
-            drain_all(&mut mb, 3),
-            [1, 2, 3],
-            "a causally later send overtook"
+        let (mut first, mut second) = (mb.sender(), mb.sender());
+        let producers = flag_ordered(
+            move || {
+                let mut queue = std::collections::VecDeque::from([1, 2]);
+                assert_eq!(first.try_send_from(&mut queue), Ok(2));
+            },
+            move || second.try_send(3).unwrap(),
         );
-        p1.join().unwrap();
-        p2.join().unwrap();
+        expect_in_order(&mut mb, producers, &[1, 2, 3]);
     });
 }
