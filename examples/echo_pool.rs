@@ -7,10 +7,24 @@
 //! cargo run --release --example echo_pool -- [ADDR ...] [--loops N] [--delay-ms 100] [--workers N]
 //! ```
 //!
-//! Bytes stay in order per connection: each connection has at most one job
-//! in flight. The worker writes, then wakes the connection; both messages
-//! come from the same thread, so the loop applies them in that order, and the
-//! woken traffic callback starts the next job with whatever arrived meanwhile.
+//! Bytes stay in order per connection, whatever worker runs each job:
+//!
+//! * each connection has at most one job in flight: the traffic callback
+//!   starts the next job only once it has seen the current one's `done` flag;
+//! * the worker sets `done` after its `async_write` returned, so that write
+//!   happens-before everything the loop does after seeing the flag,
+//!   including submitting the next job, whose write (on another worker
+//!   thread, through another mailbox lane) therefore happens after it;
+//! * a loop applies the writes, wakes and closes sent to it in causal order
+//!   across threads: a request that happens-before another is applied first
+//!   (ringloop-actors' mailbox orders its lanes by ticket). So the next
+//!   job's write can never overtake this one.
+//!
+//! The worker then wakes the connection (same thread, after the write), and
+//! the woken traffic callback starts the next job with whatever arrived
+//! meanwhile. Note what the flag does *not* mean: when the loop sees `done`,
+//! the write has been sent to the loop, not necessarily applied yet; it is
+//! the ordering guarantee above that makes that enough.
 
 mod common;
 
@@ -25,7 +39,8 @@ use ringloop::{Action, Conn, Engine, EventHandler};
 struct Session {
     /// Bytes received while a job was in flight.
     pending: Vec<u8>,
-    /// Set by the worker once its reply is queued; `None` when idle.
+    /// Set by the worker once its `async_write` returned (the reply is on its
+    /// way to the loop, ordered before any later request); `None` when idle.
     in_flight: Option<Arc<AtomicBool>>,
 }
 
@@ -66,7 +81,8 @@ impl EventHandler for EchoPool {
         let job = move || {
             std::thread::sleep(delay); // the "blocking logic"
             let _ = handle.async_write(bytes, |_| {});
-            // Release: the loop that sees it also sees the write applied.
+            // Release: the loop that sees it (Acquire) is causally after the
+            // write, so the next job's write is applied after this one.
             done.store(true, Ordering::Release);
             let _ = handle.wake();
         };

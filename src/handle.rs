@@ -9,9 +9,23 @@
 //!
 //! # Ordering
 //!
-//! Requests sent from one thread to one connection are applied in the order
-//! sent (each thread has its own FIFO lane into each loop). Requests from
-//! different threads are interleaved in an unspecified order.
+//! Requests to one connection are applied in **causal order**, whatever
+//! threads send them: if one request's call happens-before another's, the
+//! first is applied first. That covers requests sent from one thread (in the
+//! order sent), and requests from different threads ordered by anything that
+//! synchronises them: a worker's `async_write` returns and it sets a flag
+//! (`Release`); the loop or another thread sees the flag (`Acquire`) and then
+//! writes, wakes or closes; the write is applied first. (Each thread has its
+//! own lane into each loop; the loop's mailbox orders the lanes by ticket,
+//! see `ringloop_actors::Mailbox`.) Requests that nothing orders are
+//! interleaved in an unspecified order.
+//!
+//! One exception: a request made *on a loop thread* that finds the target
+//! loop's lane full waits in that thread's overflow (a loop never blocks)
+//! and takes its place in the causal order when the loop flushes it, on its
+//! next turn. Until then, a request another thread makes after learning that
+//! the call returned can be applied first. Requests from that loop thread
+//! itself still keep their order.
 //!
 //! # Completions
 //!

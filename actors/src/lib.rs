@@ -9,7 +9,7 @@
 //! | [`ring`] | a bounded, disruptor-style SPSC ring of owned messages: power-of-two capacity, cache-padded cursors, cached opposite index, batch publish and batch consume |
 //! | [`WakeWord`] | one flag per mailbox saying "the owner is parked", shared by all lanes |
 //! | [`Doorbell`] | the fd a parked owner waits on: eventfd, or a pipe where eventfd is missing |
-//! | [`Mailbox`] | the owner's side: any number of lanes (one SPSC ring per producer), drained round-robin |
+//! | [`Mailbox`] | the owner's side: any number of lanes (one SPSC ring per producer), drained in causal order across lanes (tickets) |
 //! | [`Sender`] / [`SharedSender`] | a lane for a known producer / a lane per thread for anyone else |
 //! | [`Outbox`] | a never-blocking sender with a local overflow, for event loops |
 //! | [`slab`] | a generational table: a stale key never reaches a reused slot |
@@ -40,6 +40,22 @@
 //! two fences are totally ordered, so either the owner's re-check sees the
 //! message or the producer sees the owner parked: a wake-up can never be lost.
 //! [`wake`] explains the orderings; `tests/loom_*.rs` check them under loom.
+//!
+//! # Order
+//!
+//! Each lane is FIFO, and across lanes the owner receives messages in
+//! **causal order**: if one send happens-before another (it returned, and
+//! the thread that makes the other send has since seen something the first
+//! thread did after it: a flag, a channel message, a lock, a join), the
+//! first is received first, whatever lanes they travel on. Every publish
+//! carries a ticket from one per-mailbox counter (one `fetch_add` per message
+//! or per batch), and the owner hands messages over in ticket order, only
+//! once a scan of every lane shows that no predecessor can still be unseen.
+//! No message ever waits for a producer that has not published yet, so the
+//! owner is never held up by a slow sender. The [`Mailbox`] docs give the
+//! argument; `tests/loom_causal.rs` checks it under loom. (A message held in
+//! an [`Outbox`]'s local overflow takes its place in that order when the
+//! outbox flushes it.)
 //!
 //! # Full lanes
 //!

@@ -15,9 +15,69 @@
 //! own (a `Sync` handle used from anywhere) use a [`SharedSender`], which opens
 //! one lane per thread on first use and keeps it in a thread-local cache.
 //!
-//! Lanes are drained round-robin from a rotating start, so a busy lane cannot
-//! starve the others, and each lane is FIFO: messages from one `Sender` (or
-//! from one thread through a `SharedSender`) arrive in the order sent.
+//! Each lane is FIFO: messages from one `Sender` (or from one thread through
+//! a `SharedSender`) arrive in the order sent. Across lanes, see below.
+//!
+//! # Causal order across lanes
+//!
+//! The owner receives messages in an order consistent with *happens-before*,
+//! whatever lanes they travel on: if one send happens-before another (it
+//! returned, and then something the sending thread did was seen by the
+//! thread that makes the other send: a flag, a channel, a lock, a join),
+//! the first is received first. This is what `examples/echo_pool` relies
+//! on: a worker's write returns, it sets `done`, the loop sees `done` and
+//! hands the next job to another worker, whose write must not overtake.
+//! Sends that do not happen-before one another (truly concurrent ones)
+//! arrive in some order.
+//!
+//! **Tickets.** Every publish carries a ticket from one counter per mailbox
+//! (one `fetch_add` per message, or one per batch, shared by the batch's
+//! messages), taken once the sender knows its lane has room and before it
+//! publishes. If send A happens-before send B, A's `fetch_add` happens-before
+//! B's, so `ticket(A) < ticket(B)` (read-modify-writes of one atomic are
+//! totally ordered consistently with happens-before); and A's publish
+//! (a `Release` store of its lane's tail) happens-before B's.
+//!
+//! **Scans.** The owner cannot simply take the smallest ticket in sight:
+//! reading the lanes one by one, it may read A's lane (empty) just before A
+//! is published and B's lane just after B is. So [`Mailbox::drain`] works in
+//! *scans*: one `Acquire` load of every lane's tail, starting from a *start
+//! lane*, and it hands over only messages that cannot have an unseen
+//! predecessor, in ticket order:
+//!
+//! * a message visible before this scan began: its load acquired its
+//!   publish, and with it every predecessor's publish, so every load of this
+//!   scan sees those predecessors;
+//! * a message first seen by this scan on the start lane: every other lane
+//!   is read after it, so the same holds, provided no lane was registered
+//!   that the scan did not read, which a look at the `new_lanes` hint after
+//!   the scan rules out (a predecessor's lane is registered before it
+//!   publishes);
+//! * a message first seen on another lane may have a predecessor that an
+//!   earlier load of this scan missed. Let `bound` be the smallest ticket
+//!   first seen on those lanes (or on the start lane, if a lane came in).
+//!   Such messages, and everything from `bound` on, wait for the next scan,
+//!   which sees them as visible before it began.
+//!
+//! So a message handed over has every predecessor visible, and the
+//! predecessor's smaller ticket puts it first. Nothing ever waits for a
+//! ticket that is taken but not published yet (the sender's `fetch_add` has
+//! no matching "gap" on the owner's side): a sender preempted between the
+//! two delays only its own message. A message held back is visible, so
+//! [`Mailbox::has_messages`] reports it and the owner's park re-check does
+//! not block; the next drain's first scan hands it over. A drain makes up to
+//! three scans, enough for new messages to be handed over in the same call.
+//! The start lane is the first lane that showed new messages in the previous
+//! scan, so a single busy producer is served in one scan per drain.
+//! `tests/loom_causal.rs` checks this under loom.
+//!
+//! The ticket order also makes delivery fair: the oldest message in sight
+//! goes first, so a busy lane cannot starve the others.
+//!
+//! What this does not cover: a message that sat in an [`Outbox`](crate::Outbox)'s
+//! local overflow is published (and takes its ticket) only when the outbox
+//! flushes it, so it is ordered by that flush, not by the `send` call that
+//! queued it (see the outbox's docs).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -27,6 +87,7 @@ use std::time::Duration;
 
 use crate::doorbell::{Doorbell, DoorbellKind};
 use crate::error::TrySendError;
+use crate::padded::CachePadded;
 use crate::ring::{self, Consumer, Producer};
 use crate::sender::{Sender, SharedSender};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
@@ -41,6 +102,21 @@ use crate::wake::WakeWord;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub const DEFAULT_LANE_CAPACITY: usize = 1024;
+
+/// Scans one [`Mailbox::drain`] call makes at most (see the module docs):
+/// the second hands over what the first saw arrive on other lanes; the third
+/// gives a steady stream from several lanes one more chance.
+const SCANS_PER_DRAIN: usize = 3;
+
+/// A message in a lane, with the ticket that orders it across lanes.
+pub(crate) struct Stamped<T> {
+    pub(crate) ticket: u64,
+    pub(crate) value: T,
+}
+
+/// The producer end of a lane.
+pub(crate) type LaneProducer<T> = Producer<Stamped<T>>;
+type LaneConsumer<T> = Consumer<Stamped<T>>;
 
 /// Source of mailbox ids (keys of the per-thread lane cache). Not part of any
 /// protocol, so it is a plain std atomic even under loom.
@@ -59,17 +135,19 @@ pub(crate) struct Shared<T> {
     registry: Mutex<Registry<T>>,
     /// Doorbell writes made by producers (statistics).
     rings: AtomicU64,
+    /// Source of tickets: the order of sends across lanes (module docs).
+    tickets: CachePadded<AtomicU64>,
 }
 
 struct Registry<T> {
-    lanes: Vec<Consumer<T>>,
+    lanes: Vec<LaneConsumer<T>>,
     closed: bool,
 }
 
 impl<T> Shared<T> {
     /// Opens a new lane and returns its producer end. After close the lane is
     /// born closed, so sends on it fail instead of vanishing.
-    pub(crate) fn open_lane(&self) -> Producer<T> {
+    pub(crate) fn open_lane(&self) -> LaneProducer<T> {
         let (producer, consumer) = ring::channel(self.lane_capacity);
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         if registry.closed {
@@ -93,12 +171,27 @@ impl<T> Shared<T> {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// A ticket for the next publish (one message, or one batch).
+    pub(crate) fn take_ticket(&self) -> u64 {
+        // Relaxed: only the order of the tickets matters, and read-modify-
+        // writes of one atomic are totally ordered consistently with
+        // happens-before (a send that happens-before another gets the
+        // smaller ticket). The message itself travels by the lane's
+        // Release/Acquire tail.
+        self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Pushes one message on `lane` and wakes the owner if it is parked.
-    pub(crate) fn push(&self, lane: &mut Producer<T>, value: T) -> Result<(), TrySendError<T>> {
+    pub(crate) fn push(&self, lane: &mut LaneProducer<T>, value: T) -> Result<(), TrySendError<T>> {
         if self.is_closed() {
             return Err(TrySendError::Closed(value));
         }
-        lane.try_push(value)?;
+        // Room first, then the ticket, then the publish: a full lane costs
+        // no ticket, and the ticket is taken after this send began.
+        lane.try_push_with(value, |value| Stamped {
+            ticket: self.take_ticket(),
+            value,
+        })?;
         self.notify();
         // After notify's SeqCst fence: if the owner dropped its end meanwhile,
         // the message is dropped now (answering whatever it carries) rather
@@ -117,7 +210,7 @@ impl<T> Shared<T> {
         }
     }
 
-    fn close_registry(&self) -> Vec<Consumer<T>> {
+    fn close_registry(&self) -> Vec<LaneConsumer<T>> {
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         registry.closed = true;
         // Release: senders that see `closed` stop sending.
@@ -209,9 +302,11 @@ impl MailboxConfig {
 /// ```
 pub struct Mailbox<T> {
     shared: Arc<Shared<T>>,
-    lanes: Vec<Consumer<T>>,
-    /// Where the next round-robin pass starts.
-    cursor: usize,
+    lanes: Vec<LaneConsumer<T>>,
+    /// The lane the next scan starts from (module docs, "Scans").
+    start: usize,
+    /// Scratch for `hand_over_below`: each lane's oldest visible ticket.
+    heads: Vec<u64>,
 }
 
 impl<T> Mailbox<T> {
@@ -261,11 +356,13 @@ impl<T> Mailbox<T> {
                 closed: false,
             }),
             rings: AtomicU64::new(0),
+            tickets: CachePadded::new(AtomicU64::new(0)),
         });
         Ok(Self {
             shared,
             lanes: Vec::new(),
-            cursor: 0,
+            start: 0,
+            heads: Vec::new(),
         })
     }
 
@@ -385,6 +482,7 @@ impl<T> Mailbox<T> {
         self.shared.is_closed()
     }
 
+    #[inline]
     fn adopt_new_lanes(&mut self) {
         // Relaxed first: the common case (nothing new) costs one plain load of
         // a line producers almost never write.
@@ -401,10 +499,12 @@ impl<T> Mailbox<T> {
         }
     }
 
-    /// Hands up to `max` messages to `f`, lane by lane in round-robin order,
-    /// each lane in batch (one cursor load and one cursor store per lane).
-    /// Lanes whose sender is gone are drained to the end and then reclaimed.
-    /// Returns how many messages were handed over. Never blocks.
+    /// Hands up to `max` messages to `f`, in causal order across lanes (see
+    /// the module docs), each run of messages from one lane in batch (one
+    /// cursor store per run). Lanes whose sender is gone are drained to the
+    /// end and then reclaimed. Returns how many messages were handed over.
+    /// Never blocks. A message that arrived during the call may be left for
+    /// the next one ([`has_messages`](Self::has_messages) reports it).
     ///
     /// ```
     /// use ringloop_actors::Mailbox;
@@ -420,31 +520,142 @@ impl<T> Mailbox<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn drain(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
-        self.adopt_new_lanes();
-        let count = self.lanes.len();
-        if count == 0 {
+        if max == 0 {
+            // Owners call `drain(0, ..)` to adopt new lanes.
+            self.adopt_new_lanes();
             return 0;
         }
-        let start = self.cursor % count;
-        self.cursor = start + 1;
+        if let [lane] = &mut self.lanes[..] {
+            // One lane: its FIFO is the whole order, unless a lane was
+            // registered meanwhile. Relaxed: read after the lane's Acquire
+            // load of its tail, as in `scan`; if set, the general path's
+            // scan adopts the new lane first.
+            lane.refresh();
+            if !self.shared.new_lanes.load(Ordering::Relaxed) {
+                let n = lane.drain_visible(max, |m| f(m.value));
+                lane.release_taken();
+                if n == 0 {
+                    self.reclaim_dead_lanes();
+                }
+                return n;
+            }
+        }
         let mut done = 0;
-        let mut dead = false;
-        for step in 0..count {
+        for _ in 0..SCANS_PER_DRAIN {
             if done >= max {
                 break;
             }
-            let lane = &mut self.lanes[(start + step) % count];
-            let n = lane.drain(max - done, &mut f);
-            done += n;
-            if n == 0 && lane.is_producer_closed() && lane.is_empty() {
-                dead = true;
+            let bound = self.scan();
+            done += self.hand_over_below(bound, max - done, &mut f);
+            if !self.lanes.iter().any(Consumer::has_visible) {
+                break;
             }
         }
-        if dead {
-            self.lanes
-                .retain_mut(|lane| !(lane.is_producer_closed() && lane.is_empty()));
+        self.reclaim_dead_lanes();
+        done
+    }
+
+    /// One scan (module docs): adopts new lanes, loads every lane's tail
+    /// from the start lane on, and returns the bound below which every
+    /// visible message may be handed over. Moves the start to the first lane
+    /// that showed new messages.
+    fn scan(&mut self) -> u64 {
+        self.adopt_new_lanes();
+        let count = self.lanes.len();
+        if count == 0 {
+            return u64::MAX;
+        }
+        let start = if self.start < count { self.start } else { 0 };
+        let mut bound = u64::MAX;
+        let mut start_lane_new = None;
+        let mut next_start = None;
+        for step in 0..count {
+            let index = if start + step < count {
+                start + step
+            } else {
+                start + step - count
+            };
+            let lane = &mut self.lanes[index];
+            if let Some(seq) = lane.refresh() {
+                if step == 0 {
+                    start_lane_new = Some(seq);
+                } else {
+                    bound = bound.min(lane.peek_at(seq, |m| m.ticket));
+                }
+                next_start.get_or_insert(index);
+            }
+        }
+        if let Some(seq) = start_lane_new {
+            // Relaxed: a predecessor's lane was registered (Release) before
+            // the predecessor was published, which happens-before the
+            // Acquire load that showed the start lane's new message, which
+            // comes before this load: coherence makes the hint visible.
+            if self.shared.new_lanes.load(Ordering::Relaxed) {
+                bound = bound.min(self.lanes[start].peek_at(seq, |m| m.ticket));
+            }
+        }
+        self.start = next_start.unwrap_or(start);
+        bound
+    }
+
+    /// Hands visible messages with a ticket below `bound` to `f`, smallest
+    /// ticket first, up to `max`: a run from one lane at a time, as long as
+    /// its tickets stay below every other lane's oldest.
+    fn hand_over_below(&mut self, bound: u64, max: usize, f: &mut impl FnMut(T)) -> usize {
+        let oldest_ticket = |lane: &LaneConsumer<T>| lane.peek(|m| m.ticket).unwrap_or(u64::MAX);
+        self.heads.clear();
+        self.heads.extend(self.lanes.iter().map(oldest_ticket));
+        let mut done = 0;
+        while done < max {
+            // The lane whose oldest visible ticket is smallest, and the next
+            // smallest oldest ticket (or `bound`), which ends its run.
+            let (mut best, mut oldest, mut run_end) = (None, bound, bound);
+            for (index, &ticket) in self.heads.iter().enumerate() {
+                if ticket < oldest {
+                    run_end = oldest;
+                    oldest = ticket;
+                    best = Some(index);
+                } else if ticket < run_end {
+                    run_end = ticket;
+                }
+            }
+            let Some(index) = best else {
+                break;
+            };
+            let lane = &mut self.lanes[index];
+            done += if run_end == u64::MAX {
+                // Nothing else visible and no bound: the whole lane.
+                lane.drain_visible(max - done, |m| f(m.value))
+            } else {
+                // Tickets are unique across lanes (equal only within a
+                // batch), so `<` cannot stop a run at another lane's equal
+                // ticket.
+                lane.drain_visible_while(max - done, |m| m.ticket < run_end, |m| f(m.value))
+            };
+            if run_end == bound {
+                // No other lane had anything below the bound: done.
+                break;
+            }
+            self.heads[index] = oldest_ticket(lane);
+        }
+        // One head store per lane that gave something (even if `f` panicked
+        // above, a lane's `Drop` stores its head before anything is
+        // reclaimed, so nothing taken is dropped twice).
+        for lane in &mut self.lanes {
+            lane.release_taken();
         }
         done
+    }
+
+    /// Drops lanes whose sender is gone and whose every message was taken.
+    fn reclaim_dead_lanes(&mut self) {
+        let dead = |lane: &mut LaneConsumer<T>| {
+            !lane.has_visible() && lane.is_producer_closed() && lane.is_empty()
+        };
+        if self.lanes.iter_mut().any(dead) {
+            self.lanes.retain_mut(|lane| !dead(lane));
+            self.start = 0;
+        }
     }
 
     /// Takes one message, if any is ready. Never blocks.
@@ -609,7 +820,11 @@ impl<T> Mailbox<T> {
     pub fn close_and_drain(&mut self) -> VecDeque<T> {
         self.close();
         let mut left = VecDeque::new();
-        while self.drain(usize::MAX, |m| left.push_back(m)) > 0 {}
+        // A drain may leave messages that arrived during it for the next
+        // one; after the close, no new ones come, so this ends.
+        while self.drain(usize::MAX, |m| left.push_back(m)) > 0
+            || self.lanes.iter().any(Consumer::has_visible)
+        {}
         left
     }
 }

@@ -9,6 +9,22 @@
 //! mailbox, which frees the other's lane. The overflow only holds what this
 //! loop produced itself; callers bound it by checking [`held`](Outbox::held)
 //! (an event loop stops reading from sockets while it is large).
+//!
+//! # Order
+//!
+//! Messages from one outbox always arrive in the order sent. Across senders,
+//! the mailbox's causal order (see [`Mailbox`](crate::Mailbox)) holds from
+//! the moment a message enters the lane: a message that went straight in is
+//! ordered by its `send`, but a held one takes its place (its ticket) only
+//! when a [`flush`](Outbox::flush) moves it into the lane. Until then,
+//! another thread that learns `send` returned and sends to the same mailbox
+//! may be received first. Holding the ticket from `send` instead would make
+//! the owner wait for this outbox's next flush before it could hand over
+//! anything newer, from any lane: a loop that stalls or exits with messages
+//! held would stall its peer. Callers who need the stronger order wait for
+//! [`held`](Outbox::held) to reach 0 (or `flush` to return `Ok(true)`):
+//! from then on everything this outbox sent is ordered before any later
+//! send, by anyone.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -58,8 +74,10 @@ impl<T> Outbox<T> {
     }
 
     /// Sends now if the lane has room and nothing is held, otherwise holds the
-    /// message for a later [`flush`](Self::flush). Order is always kept. Fails
-    /// only if the mailbox is closed.
+    /// message for a later [`flush`](Self::flush). This outbox's order is
+    /// always kept; a held message joins the mailbox's causal order across
+    /// senders when it is flushed (see the module docs). Fails only if the
+    /// mailbox is closed.
     ///
     /// ```
     /// use ringloop_actors::{Mailbox, MailboxConfig, Outbox};

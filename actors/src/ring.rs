@@ -185,6 +185,7 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
         shared,
         head: 0,
         cached_tail: 0,
+        released: 0,
     };
     (producer, consumer)
 }
@@ -286,13 +287,25 @@ impl<T> Producer<T> {
     /// assert!(matches!(tx.try_push(3), Err(TrySendError::Closed(3)))); // consumer gone
     /// ```
     pub fn try_push(&mut self, value: T) -> Result<(), TrySendError<T>> {
+        self.try_push_with(value, |value| value)
+    }
+
+    /// [`try_push`](Self::try_push) of a `U`, turned into a `T` by `wrap`
+    /// only once its slot is known to be free (the mailbox stamps its
+    /// messages with their ticket there); `wrap` is not called when the
+    /// value is handed back.
+    pub(crate) fn try_push_with<U>(
+        &mut self,
+        value: U,
+        wrap: impl FnOnce(U) -> T,
+    ) -> Result<(), TrySendError<U>> {
         if self.is_closed() {
             return Err(TrySendError::Closed(value));
         }
         if self.vacancy(1) == 0 {
             return Err(TrySendError::Full(value));
         }
-        self.write_slot(value);
+        self.write_slot(wrap(value));
         self.publish();
         Ok(())
     }
@@ -358,12 +371,24 @@ impl<T> Producer<T> {
     /// assert_eq!(rx.pop(), Some(1));
     /// ```
     pub fn push_from(&mut self, queue: &mut VecDeque<T>) -> usize {
+        self.push_from_with(queue, |value| value)
+    }
+
+    /// [`push_from`](Self::push_from) for a queue of `U`s, each turned into
+    /// a `T` by `wrap` once its slot is known to be free (the mailbox stamps
+    /// its messages with their ticket there). Nothing moves, and `wrap` is
+    /// not called, when there is no room.
+    pub(crate) fn push_from_with<U>(
+        &mut self,
+        queue: &mut VecDeque<U>,
+        mut wrap: impl FnMut(U) -> T,
+    ) -> usize {
         if queue.is_empty() || self.is_closed() {
             return 0;
         }
         let n = self.vacancy(queue.len()).min(queue.len());
         for value in queue.drain(..n) {
-            self.write_slot(value);
+            self.write_slot(wrap(value));
         }
         if n > 0 {
             self.publish();
@@ -525,10 +550,14 @@ impl<T> Drop for PushBatch<'_, T> {
 /// ```
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
-    /// Next sequence to read; equals the shared `head` between calls.
+    /// Next sequence to read; the shared `head` catches up at the end of
+    /// every call, except after [`drain_visible_while`](Self::drain_visible_while),
+    /// which leaves that to [`release_taken`](Self::release_taken) (or `Drop`).
     head: usize,
     /// The producer's `tail` as last seen; it only ever lags the real one.
     cached_tail: usize,
+    /// The `head` last stored by `release_taken`.
+    released: usize,
 }
 
 impl<T> Consumer<T> {
@@ -557,7 +586,8 @@ impl<T> Consumer<T> {
     fn read_slot(&mut self) -> T {
         let seq = self.head;
         self.head = seq.wrapping_add(1);
-        // SAFETY: `available` showed `seq < tail`: the producer published this
+        // SAFETY: the caller saw `seq < tail` (`available`, or `peek` after an
+        // earlier Acquire load of `tail`): the producer published this
         // slot (Acquire above) and will not touch it again until we release it
         // by storing a head past it; we move the message out exactly once.
         self.shared
@@ -624,6 +654,92 @@ impl<T> Consumer<T> {
         n
     }
 
+    /// Re-reads the producer's cursor, making everything published so far
+    /// visible to [`peek`](Self::peek) and
+    /// [`drain_visible_while`](Self::drain_visible_while), and returns the
+    /// sequence of the first message this load made visible, if it made
+    /// any visible that earlier loads had not.
+    pub(crate) fn refresh(&mut self) -> Option<usize> {
+        let seen = self.cached_tail;
+        // Acquire: pairs with the producer's Release store of `tail`, so the
+        // slot writes before it are visible to our reads.
+        self.cached_tail = self.shared.tail.load(Ordering::Acquire);
+        (self.cached_tail != seen).then_some(seen)
+    }
+
+    /// `f(the visible message at seq)`, without taking it and without
+    /// reading the producer's cursor.
+    ///
+    /// # Panics
+    /// If `seq` is not visible and untaken (`head <= seq < cached_tail`).
+    pub(crate) fn peek_at<R>(&self, seq: usize, f: impl FnOnce(&T) -> R) -> R {
+        assert!(
+            seq.wrapping_sub(self.head) < self.cached_tail.wrapping_sub(self.head),
+            "peek outside the visible messages"
+        );
+        // SAFETY: `head <= seq < cached_tail` (checked above): a slot the
+        // producer published (our Acquire load of `tail` saw it) and leaves
+        // alone until we store a head past it; we have not taken it, and we
+        // only read it through a shared reference.
+        self.shared
+            .slot(seq)
+            .with(|p| f(unsafe { (*p).assume_init_ref() }))
+    }
+
+    /// `f(oldest visible message)`, without taking it and without reading
+    /// the producer's cursor (visible: made so by an earlier load).
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        (self.head != self.cached_tail).then(|| self.peek_at(self.head, f))
+    }
+
+    /// Hands every visible message, up to `max`, oldest first, to `f`,
+    /// without reading the producer's cursor. Releases like
+    /// [`drain_visible_while`](Self::drain_visible_while).
+    pub(crate) fn drain_visible(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
+        let n = self.cached_tail.wrapping_sub(self.head).min(max);
+        for _ in 0..n {
+            let value = self.read_slot();
+            f(value);
+        }
+        n
+    }
+
+    /// `true` if an earlier load made messages visible that are not taken
+    /// yet. Reads no shared cursor.
+    pub(crate) fn has_visible(&self) -> bool {
+        self.head != self.cached_tail
+    }
+
+    /// Hands visible messages, oldest first, to `f` while `keep` accepts the
+    /// oldest one, up to `max`; never reads the producer's cursor (only what
+    /// earlier loads made visible). Returns how many were handed over. The
+    /// slots go back to the producer at the next
+    /// [`release_taken`](Self::release_taken) (one store for several runs),
+    /// or when the consumer is dropped, even if `f` panics.
+    pub(crate) fn drain_visible_while(
+        &mut self,
+        max: usize,
+        mut keep: impl FnMut(&T) -> bool,
+        mut f: impl FnMut(T),
+    ) -> usize {
+        let mut n = 0;
+        while n < max && self.peek(&mut keep).unwrap_or(false) {
+            let value = self.read_slot();
+            n += 1;
+            f(value);
+        }
+        n
+    }
+
+    /// Gives the slots taken since the last call back to the producer (one
+    /// store, none if nothing was taken).
+    pub(crate) fn release_taken(&mut self) {
+        if self.head != self.released {
+            self.release();
+            self.released = self.head;
+        }
+    }
+
     /// `true` if no message is visible now (re-reads the producer's cursor).
     ///
     /// ```
@@ -672,6 +788,9 @@ impl<T> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
+        // Messages taken but not yet released (`drain_visible_while`) must
+        // not be reclaimed again: store the head first.
+        self.release();
         // Release: orders our last head store before the flag; a producer
         // that sees it (Acquire) may reclaim from that head on.
         self.shared.consumer_closed.store(true, Ordering::Release);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 use crate::error::{SendError, SendTimeoutError, TrySendError};
-use crate::mailbox::Shared;
+use crate::mailbox::{LaneProducer, Shared, Stamped};
 use crate::ring::{Producer, PushBatch};
 use crate::sync::Arc;
 
@@ -57,7 +57,7 @@ fn never_times_out<T>(result: Result<(), SendTimeoutError<T>>) -> Result<(), Sen
 /// ```
 pub struct Sender<T> {
     shared: Arc<Shared<T>>,
-    lane: Producer<T>,
+    lane: LaneProducer<T>,
 }
 
 impl<T> Sender<T> {
@@ -151,7 +151,14 @@ impl<T> Sender<T> {
         if self.is_closed() {
             return Err(());
         }
-        let n = self.lane.push_from(queue);
+        // One ticket for everything this call publishes, taken once room is
+        // known (the first `wrap`), before the publish.
+        let shared = &self.shared;
+        let mut ticket = None;
+        let n = self.lane.push_from_with(queue, |value| Stamped {
+            ticket: *ticket.get_or_insert_with(|| shared.take_ticket()),
+            value,
+        });
         if n > 0 {
             self.shared.notify();
             self.lane.reclaim_if_consumer_gone();
@@ -182,6 +189,7 @@ impl<T> Sender<T> {
             batch: Some(self.lane.batch()),
             shared: &self.shared,
             closed,
+            ticket: None,
         }
     }
 
@@ -246,10 +254,13 @@ impl<T> fmt::Debug for Sender<T> {
 /// ```
 pub struct SendBatch<'a, T> {
     /// `None` only while being dropped.
-    batch: Option<PushBatch<'a, T>>,
+    batch: Option<PushBatch<'a, Stamped<T>>>,
     shared: &'a Shared<T>,
     /// The mailbox was closed when the batch started.
     closed: bool,
+    /// The batch's one ticket, taken at its first message (the mailbox's
+    /// causal order treats the batch as one send).
+    ticket: Option<u64>,
 }
 
 impl<T> SendBatch<'_, T> {
@@ -267,7 +278,16 @@ impl<T> SendBatch<'_, T> {
     /// ```
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
         match self.batch.as_mut() {
-            Some(batch) if !self.closed => batch.try_push(value),
+            Some(batch) if !self.closed => {
+                let shared = self.shared;
+                let ticket = *self.ticket.get_or_insert_with(|| shared.take_ticket());
+                batch
+                    .try_push(Stamped { ticket, value })
+                    .map_err(|e| match e {
+                        TrySendError::Full(m) => TrySendError::Full(m.value),
+                        TrySendError::Closed(m) => TrySendError::Closed(m.value),
+                    })
+            }
             _ => Err(TrySendError::Closed(value)),
         }
     }
@@ -389,7 +409,7 @@ impl<T> SharedSender<T> {
 
 impl<T: Send + 'static> SharedSender<T> {
     /// Runs `f` on this thread's lane into the mailbox, opening it if needed.
-    fn with_lane<R>(&self, f: impl FnOnce(&mut Producer<T>) -> R) -> R {
+    fn with_lane<R>(&self, f: impl FnOnce(&mut LaneProducer<T>) -> R) -> R {
         let id = self.shared.id;
         let mut f = Some(f);
         // Lanes of dead mailboxes are moved out of the cache here and dropped
@@ -416,7 +436,10 @@ impl<T: Send + 'static> SharedSender<T> {
                     lanes.len() - 1
                 }
             };
-            let lane = lanes[index].1.as_any_mut().downcast_mut::<Producer<T>>();
+            let lane = lanes[index]
+                .1
+                .as_any_mut()
+                .downcast_mut::<LaneProducer<T>>();
             // The id is unique per mailbox and a mailbox has one element type,
             // so the downcast cannot fail; if it ever did, fall through to a
             // one-off lane below rather than panic.

@@ -42,7 +42,6 @@ impl<T> UnsafeCell<T> {
 
     /// Runs `f` with a shared raw pointer to the contents.
     #[inline(always)]
-    #[allow(dead_code)] // loom's API has it; the ring only needs `with_mut`.
     pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
         f(self.0.get())
     }

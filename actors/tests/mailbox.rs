@@ -90,32 +90,41 @@ fn a_flooding_lane_cannot_starve_another() {
     let mut mb = mailbox::<(char, u32)>(1024, DoorbellKind::EventFd);
     let mut flood = mb.sender();
     let mut quiet = mb.sender();
-    for i in 0..1000 {
+    // The flood's first 500, then the quiet lane's 10, then 500 more floods.
+    for i in 0..500 {
         flood.try_send(('f', i)).unwrap();
     }
     for i in 0..10 {
         quiet.try_send(('q', i)).unwrap();
     }
-    // With max 4 per call, the quiet lane must be done long before the
-    // flooding one is: round-robin gives it a turn at least every other call.
+    for i in 500..1000 {
+        flood.try_send(('f', i)).unwrap();
+    }
+    // With max 4 per call, the quiet lane's messages come as soon as the
+    // older flood messages are through: the oldest message goes first, so
+    // the 500 newer floods cannot push them back.
     let mut got = Vec::new();
-    for _ in 0..6 {
+    while got.len() < 520 {
         assert_eq!(mb.drain(4, |m| got.push(m)), 4);
     }
     let quiet_got: Vec<u32> = got.iter().filter(|m| m.0 == 'q').map(|m| m.1).collect();
     assert_eq!(quiet_got, (0..10).collect::<Vec<_>>());
     let flood_got: Vec<u32> = got.iter().filter(|m| m.0 == 'f').map(|m| m.1).collect();
     assert_eq!(flood_got, (0..flood_got.len() as u32).collect::<Vec<_>>());
-    assert!(flood_got.len() >= 4, "the flooding lane progressed too");
+    assert!(flood_got.len() >= 500, "the flooding lane progressed too");
+    assert_eq!(got[500..510], (0..10).map(|i| ('q', i)).collect::<Vec<_>>());
+    mb.drain(usize::MAX, drop);
 
-    // drain(1) alternates between the two lanes while both have messages.
-    quiet.try_send(('q', 10)).unwrap();
-    quiet.try_send(('q', 11)).unwrap();
+    // drain(1) alternates between the two lanes when their sends alternated.
+    for i in 0..2 {
+        quiet.try_send(('q', 10 + i)).unwrap();
+        flood.try_send(('f', 1000 + i)).unwrap();
+    }
     let mut tags = Vec::new();
     for _ in 0..4 {
         mb.drain(1, |m| tags.push(m.0));
     }
-    assert_eq!(tags.iter().filter(|&&t| t == 'q').count(), 2, "{tags:?}");
+    assert_eq!(tags, ['q', 'f', 'q', 'f']);
 }
 
 #[test]

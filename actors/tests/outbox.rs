@@ -122,3 +122,49 @@ fn two_loops_flood_each_other_through_capacity_2_lanes() {
         });
     }
 }
+
+/// The outbox's place in the mailbox's causal order: a message that went
+/// straight into the lane is ordered by its `send`; a held one by the
+/// `flush` that moves it (documented); once nothing is held, everything the
+/// outbox sent precedes any later send by another thread.
+#[test]
+fn outbox_messages_join_the_causal_order_when_they_enter_the_lane() {
+    let mut mb = mailbox::<(char, u32)>(1, DoorbellKind::EventFd);
+    let mut out = Outbox::new(mb.sender());
+    let other = mb.shared_sender();
+    let send_from_another_thread = |m| {
+        let other = other.clone();
+        // The join makes this send happen after everything above it.
+        std::thread::spawn(move || other.send(m).unwrap())
+            .join()
+            .unwrap();
+    };
+
+    // Straight into the lane: ordered by `send`.
+    out.send(('o', 0)).unwrap();
+    assert_eq!(out.held(), 0);
+    send_from_another_thread(('t', 0));
+    assert_eq!(drain_all(&mut mb), [('o', 0), ('t', 0)]);
+
+    // Held (the lane holds one): ordered by the flush, so a later send from
+    // another thread may come first, while the outbox's own order holds.
+    out.send(('o', 1)).unwrap();
+    out.send(('o', 2)).unwrap();
+    assert_eq!(out.held(), 1);
+    send_from_another_thread(('t', 1));
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        mb.drain(usize::MAX, |m| got.push(m));
+        out.flush().unwrap();
+    }
+    assert_eq!(got, [('o', 1), ('t', 1), ('o', 2)]);
+    assert_eq!(out.held(), 0);
+
+    // Nothing held any more: whatever the outbox sends now, and everything
+    // it flushed before, precedes a later send from another thread.
+    out.send(('o', 3)).unwrap();
+    out.flush().unwrap();
+    assert_eq!(out.held(), 0);
+    send_from_another_thread(('t', 2));
+    assert_eq!(drain_all(&mut mb), [('o', 3), ('t', 2)]);
+}

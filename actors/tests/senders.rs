@@ -369,3 +369,50 @@ fn try_send_from_wakes_a_parked_owner() {
         producer.join().unwrap();
     });
 }
+
+/// Causal order across `SharedSender` threads (real threads; the loom models
+/// in `loom_causal.rs` use `Sender`s): four threads take turns through an
+/// atomic counter, each sending message `i` only after seeing that message
+/// `i - 1`'s send returned. The owner must receive `0, 1, 2, …` exactly,
+/// although every message travels on the lane of whichever thread sent it.
+#[test]
+fn shared_sender_threads_taking_turns_arrive_in_turn_order() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    const N: u32 = 4_000;
+    within(HANG, || {
+        let mut mb = mailbox::<u32>(64);
+        let tx = mb.shared_sender();
+        let turn = Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (tx, turn) = (tx.clone(), turn.clone());
+                std::thread::spawn(move || loop {
+                    // Acquire: the previous send returned before the store.
+                    let i = turn.load(Ordering::Acquire);
+                    if i >= N {
+                        return;
+                    }
+                    if i % 4 != t {
+                        std::hint::spin_loop();
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    tx.send(i).unwrap();
+                    // Release: hands "message i was sent" to the next thread.
+                    turn.store(i + 1, Ordering::Release);
+                })
+            })
+            .collect();
+        let mut next = 0;
+        while next < N {
+            mb.drain(usize::MAX, |m| {
+                assert_eq!(m, next, "a causally later message overtook");
+                next += 1;
+            });
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}
