@@ -95,6 +95,8 @@ pub(crate) struct EngineShared {
     pool_config: (usize, usize, PoolShutdown),
     /// How long loops may spend flushing at stop (ms; set before the stop).
     drain_timeout_ms: AtomicU64,
+    /// Admission control and PROXY protocol listeners.
+    pub(crate) deploy: crate::deploy::DeployShared,
 }
 
 /// `true` on any engine's event-loop thread.
@@ -364,6 +366,7 @@ impl Engine {
             factory: Arc::new(factory),
             addrs: Vec::new(),
             options: Options::default(),
+            deploy: Default::default(),
         }
     }
 
@@ -838,8 +841,9 @@ type Factory<H> = Arc<dyn Fn(usize) -> H + Send + Sync>;
 /// ```
 pub struct EngineBuilder<H> {
     factory: Factory<H>,
-    addrs: Vec<String>,
-    options: Options,
+    pub(crate) addrs: Vec<String>,
+    pub(crate) options: Options,
+    pub(crate) deploy: crate::deploy::DeployConfig,
 }
 
 impl<H: EventHandler> EngineBuilder<H> {
@@ -1352,6 +1356,7 @@ impl<H: EventHandler> EngineBuilder<H> {
         if addrs.len() > usize::from(u16::MAX) {
             return Err(Error::InvalidConfig("too many listen addresses".into()));
         }
+        self.deploy.validate(&addrs)?;
         let loops = self.options.loops;
         let mut acceptor_listeners = Vec::new();
         let mut loop_sockets: Vec<LoopSockets> =
@@ -1433,6 +1438,7 @@ impl<H: EventHandler> EngineBuilder<H> {
                 self.options.job_queue_capacity,
                 self.options.pool_shutdown,
             ),
+            deploy: crate::deploy::DeployShared::new(&self.deploy, self.options.limits, &addrs),
         });
         let acceptor = (!acceptor_listeners.is_empty()).then(|| {
             Acceptor::new(

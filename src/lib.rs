@@ -4,10 +4,12 @@ pub use ringloop_actors as actors;
 
 mod acceptor;
 mod addr;
+mod admission;
 mod balancer;
 mod buffer;
 pub mod codec;
 mod conn;
+mod deploy;
 mod engine;
 mod error;
 mod event_loop;
@@ -16,6 +18,7 @@ mod handler;
 mod listener;
 mod message;
 mod options;
+pub mod proxy_protocol;
 mod signals;
 mod stats;
 mod sys;
@@ -23,6 +26,7 @@ mod timer_wheel;
 mod worker_pool;
 
 pub use addr::{ListenAddr, SockAddr, Transport};
+pub use admission::{AcceptRate, AdmissionStats, Limits};
 pub use conn::Conn;
 pub use engine::{Engine, EngineBuilder, Server};
 pub use error::{Error, Result};
