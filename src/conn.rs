@@ -1475,6 +1475,26 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
+    /// The socket's file descriptor number, for display (Redis's
+    /// `CLIENT LIST` shows it) and diagnostics; the connection keeps owning
+    /// it. `None` once closed.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     log::debug!("fd {:?} from {}", conn.raw_fd(), conn.peer_addr());
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.fd().map(|fd| fd.as_raw_fd())
+    }
+
     /// This side's address.
     ///
     /// ```

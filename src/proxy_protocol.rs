@@ -272,19 +272,22 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderError
     if buf[..n] != V1_PREFIX[..n] {
         return Err(ProxyHeaderError::Missing);
     }
+    // Checked in an order that gives the same answer for every prefix: bad
+    // bytes first, then the length, then the line's end.
     let window = &buf[..buf.len().min(V1_MAX_LEN)];
-    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+    let lf = window.iter().position(|&b| b == b'\n');
+    let scanned = &window[..lf.unwrap_or(window.len())];
+    if scanned
+        .iter()
+        .any(|&b| !(b == b'\r' || (b' '..=b'~').contains(&b)))
+    {
+        return Err(ProxyHeaderError::Malformed(
+            "a non-printable byte in a v1 header",
+        ));
+    }
+    let Some(lf) = lf else {
         if buf.len() >= V1_MAX_LEN {
             return Err(ProxyHeaderError::TooLong { limit: V1_MAX_LEN });
-        }
-        if let Some(&bad) = window
-            .iter()
-            .find(|&&b| !(b == b'\r' || (b' '..=b'~').contains(&b)))
-        {
-            let _ = bad;
-            return Err(ProxyHeaderError::Malformed(
-                "a non-printable byte in a v1 header",
-            ));
         }
         return Ok(None);
     };
@@ -538,6 +541,7 @@ mod tests {
             b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\x00\r\n",
             b"PROXY\r\n",
             b"PROXX TCP4",
+            b"PROXY \x01\n", // found by the fuzzer: prefixes must agree
             b"GET / HTTP/1.1\r\n",
         ];
         for b in bad {

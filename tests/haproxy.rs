@@ -1,0 +1,145 @@
+//! HAProxy in front of the examples, over loopback: `send-proxy` (v1) and
+//! `send-proxy-v2` to `echo --proxy-protocol` (every byte back through the
+//! balancer) and to `kv --proxy-protocol` (`CLIENT LIST` shows the real
+//! client, not the balancer), health checks included (`check-send-proxy`:
+//! LOCAL headers). Skipped, saying why, without `haproxy` (Debian package
+//! `haproxy`; `.ci/run` installs it).
+
+mod common;
+#[path = "common/example.rs"]
+mod example;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+
+use common::*;
+use example::{free_port, Example, Haproxy};
+
+/// A TCP-mode HAProxy config: frontend `port` to `backend` with `options`
+/// on the server line.
+fn config(port: u16, backend: std::net::SocketAddr, options: &str) -> String {
+    format!(
+        "global\n  maxconn 2000\n\
+         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
+         backend be\n  server s1 {backend} {options} check inter 200ms check-send-proxy\n"
+    )
+}
+
+const VERSIONS: [&str; 2] = ["send-proxy", "send-proxy-v2"];
+
+/// The health checks (which send the PROXY header too) never marked the
+/// server down.
+fn assert_checks_passed(haproxy: &Haproxy, version: &str) {
+    let down: Vec<_> = haproxy
+        .output()
+        .into_iter()
+        .filter(|l| l.contains("is DOWN"))
+        .collect();
+    assert!(down.is_empty(), "{version}: {down:?}");
+}
+
+#[test]
+fn echo_behind_haproxy_gets_every_byte_back() {
+    if !have_tool("haproxy", "haproxy") {
+        return;
+    }
+    for version in VERSIONS {
+        let echo = Example::start(
+            "echo",
+            &[
+                "tcp://127.0.0.1:0".into(),
+                "--proxy-protocol".into(),
+                "--loops".into(),
+                "2".into(),
+            ],
+            1,
+        );
+        let port = free_port();
+        let haproxy = Haproxy::start(&config(port, echo.tcp_addr(0), version), &[port]);
+        let clients: Vec<_> = (0..8u64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut s = tcp_client(([127, 0, 0, 1], port).into());
+                    let data = payload(i, 200_000);
+                    let writer = {
+                        let mut w = s.try_clone().unwrap();
+                        let data = data.clone();
+                        std::thread::spawn(move || w.write_all(&data).unwrap())
+                    };
+                    let mut got = vec![0; data.len()];
+                    s.read_exact(&mut got).unwrap();
+                    writer.join().unwrap();
+                    assert!(got == data, "bytes differ through HAProxy");
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().expect("a client through HAProxy");
+        }
+        assert_checks_passed(&haproxy, version);
+        drop(haproxy);
+        echo.stop();
+    }
+}
+
+/// Sends a RESP command, returns the reply's first line and, for a bulk
+/// string, its body.
+fn call(r: &mut BufReader<TcpStream>, w: &mut TcpStream, args: &[&str]) -> (String, String) {
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    w.write_all(req.as_bytes()).unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let line = line.trim_end().to_string();
+    let mut body = String::new();
+    if let Some(len) = line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+        let mut buf = vec![0; len + 2];
+        r.read_exact(&mut buf).unwrap();
+        body = String::from_utf8_lossy(&buf[..len]).into_owned();
+    }
+    (line, body)
+}
+
+#[test]
+fn kv_behind_haproxy_sees_the_real_client() {
+    if !have_tool("haproxy", "haproxy") {
+        return;
+    }
+    for version in VERSIONS {
+        let kv = Example::start(
+            "kv",
+            &[
+                "tcp://127.0.0.1:0".into(),
+                "--proxy-protocol".into(),
+                "--loops".into(),
+                "2".into(),
+            ],
+            1,
+        );
+        let port = free_port();
+        let haproxy = Haproxy::start(&config(port, kv.tcp_addr(0), version), &[port]);
+        let mut w = tcp_client(([127, 0, 0, 1], port).into());
+        let mut r = BufReader::new(w.try_clone().unwrap());
+        assert_eq!(call(&mut r, &mut w, &["SET", "k", "v"]).0, "+OK");
+        let (_, list) = call(&mut r, &mut w, &["CLIENT", "LIST"]);
+        let me = list
+            .lines()
+            .find(|l| l.contains("cmd=client"))
+            .unwrap_or_else(|| panic!("{version}: no CLIENT LIST row for me in {list:?}"));
+        // addr= is this client's own socket (behind the balancer), laddr=
+        // the kv server's.
+        let mine = w.local_addr().unwrap();
+        assert!(me.contains(&format!(" addr={mine} ")), "{version}: {me}");
+        assert!(
+            me.contains(&format!(" laddr={} ", kv.tcp_addr(0))),
+            "{version}: {me}"
+        );
+        drop((r, w));
+        assert_checks_passed(&haproxy, version);
+        drop(haproxy);
+        kv.stop();
+    }
+}
