@@ -197,7 +197,8 @@ pub(crate) enum Admission {
     /// The engine has no caps: nothing to give back.
     Free,
     /// Counted against the caps until dropped.
-    Counted(Ticket),
+    /// (Boxed: keeps every mailbox slot within a cache line.)
+    Counted(Box<Ticket>),
     /// Its source is at its cap: the loop refuses it.
     OverSourceLimit,
 }
@@ -397,7 +398,7 @@ pub(crate) fn accept_next(listener: BorrowedFd<'_>, gate: &Arc<Gate>) -> io::Res
         gate: gate.clone(),
         source,
     };
-    Ok(Accepted::Conn(fd, peer, Admission::Counted(ticket)))
+    Ok(Accepted::Conn(fd, peer, Admission::Counted(Box::new(ticket))))
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ pub(crate) struct ConnEntry<S> {
     /// Set while a graceful close waits for the queue to be written.
     pub(crate) lingering: Option<Box<Lingering>>,
     /// Its place under the engine's connection limits, if it holds one.
-    pub(crate) admission: Option<crate::admission::Ticket>,
+    pub(crate) admission: Option<Box<crate::admission::Ticket>>,
     /// PROXY protocol: the header awaited, or what it said.
     pub(crate) proxy: Option<Box<crate::deploy::ProxyState>>,
 }

@@ -7,7 +7,8 @@
 //! itself lives in [`crate::admission`] (accepting) and the loop's `admit`
 //! step (headers). It must never touch a socket.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,19 +17,24 @@ use crate::admission::{AcceptRate, AdmissionStats, Gate, Limits};
 use crate::engine::{Engine, EngineBuilder};
 use crate::error::{Error, Result};
 use crate::handler::EventHandler;
+use crate::listener::{Listener, LoopSockets};
+use crate::options::Options;
 use crate::proxy_protocol::ProxyHeader;
+use crate::sys;
 
 /// How long a proxied connection may take to send its header, by default.
 pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builder-side settings kept beside the options.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct DeployConfig {
     /// Listen-address indexes that expect a PROXY header.
     pub(crate) proxied: BTreeSet<usize>,
     /// Every stream listener expects a PROXY header.
     pub(crate) all_proxied: bool,
     pub(crate) header_timeout: Duration,
+    /// Why `listen_systemd` found no sockets (reported by `build`).
+    pub(crate) systemd_error: Option<Error>,
 }
 
 impl Default for DeployConfig {
@@ -37,6 +43,7 @@ impl Default for DeployConfig {
             proxied: BTreeSet::new(),
             all_proxied: false,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            systemd_error: None,
         }
     }
 }
@@ -230,4 +237,164 @@ pub(crate) enum ProxyState {
         /// The socket's own peer: the balancer.
         balancer: SockAddr,
     },
+}
+
+/// Listening sockets taken over instead of bound, by listen-address index.
+#[derive(Default)]
+pub(crate) struct Inherited {
+    by_index: HashMap<usize, (ListenAddr, Vec<OwnedFd>)>,
+}
+
+impl Inherited {
+    /// The address of inherited listen address `index`, if it is one.
+    pub(crate) fn addr(&self, index: usize) -> Option<ListenAddr> {
+        self.by_index.get(&index).map(|(a, _)| a.clone())
+    }
+
+    pub(crate) fn has(&self, index: u16) -> bool {
+        self.by_index.contains_key(&usize::from(index))
+    }
+
+    /// Hands the sockets of listen address `index` to whoever accepts: the
+    /// acceptor, or in reuseport mode the loops, spread evenly (a TCP
+    /// address with fewer sockets than loops gets new ones bound beside
+    /// them, joining their `SO_REUSEPORT` group). Every socket taken over
+    /// is served: closing one would drop the connections in its queue.
+    pub(crate) fn place(
+        &mut self,
+        index: u16,
+        acceptor: &mut Vec<(Listener, u16)>,
+        loops: &mut [LoopSockets],
+        options: &Options,
+    ) -> Result<ListenAddr> {
+        let (addr, fds) = self
+            .by_index
+            .remove(&usize::from(index))
+            .expect("checked by has()");
+        if !options.reuse_port {
+            acceptor.extend(
+                fds.into_iter()
+                    .map(|fd| (Listener::adopt(fd, addr.clone()), index)),
+            );
+            return Ok(addr);
+        }
+        let n = fds.len();
+        for (i, fd) in fds.into_iter().enumerate() {
+            loops[i % loops.len()]
+                .listeners
+                .push((Listener::adopt(fd, addr.clone()), index));
+        }
+        if addr.transport() == Transport::Tcp {
+            for sockets in loops.iter_mut().skip(n) {
+                match Listener::bind(&addr, options, true) {
+                    Ok(listener) => sockets.listeners.push((listener, index)),
+                    Err(e) => {
+                        // Not in a SO_REUSEPORT group: the loops holding
+                        // the inherited sockets serve them alone.
+                        log::info!("{addr}: served by {n} loop(s) only ({e})");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(addr)
+    }
+}
+
+impl DeployConfig {
+    /// Takes the sockets named by `fd://N` addresses, checking each is an
+    /// open, listening stream socket named once.
+    pub(crate) fn take_inherited(&mut self, addrs: &[String]) -> Result<Inherited> {
+        if let Some(e) = self.systemd_error.take() {
+            return Err(e);
+        }
+        let mut inherited = Inherited::default();
+        let mut taken = BTreeSet::new();
+        for (i, a) in addrs.iter().enumerate() {
+            let Some(number) = a.strip_prefix("fd://") else {
+                continue;
+            };
+            let invalid = |reason: &str| Error::invalid_address(a, reason);
+            let raw: RawFd = number
+                .parse()
+                .ok()
+                .filter(|n: &RawFd| *n >= 0 && number.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| invalid("fd:// takes a descriptor number, e.g. fd://3"))?;
+            if !taken.insert(raw) {
+                return Err(invalid("the same descriptor is named twice"));
+            }
+            let fd = sys::handoff::take_inherited(raw)
+                .map_err(|e| invalid(&format!("descriptor {raw} is not open ({e})")))?;
+            let sock_addr = sys::handoff::listening_stream_addr(fd.as_fd())
+                .map_err(|e| invalid(&format!("descriptor {raw}: {e}")))?;
+            let transport = match sock_addr {
+                SockAddr::Inet(_) => Transport::Tcp,
+                SockAddr::Unix(_) => Transport::Unix,
+            };
+            let addr = ListenAddr::parse(&format!("{transport}://{sock_addr}")).or_else(|_| {
+                ListenAddr::parse("unix://inherited").map(|u| u.with_sock_addr(sock_addr.clone()))
+            })?;
+            inherited.by_index.insert(i, (addr, vec![fd]));
+        }
+        Ok(inherited)
+    }
+}
+
+impl<H: EventHandler> EngineBuilder<H> {
+    /// Serves the listening sockets systemd passed to this process (socket
+    /// activation: `LISTEN_FDS` descriptors from 3 on, for this process as
+    /// `LISTEN_PID` says), as if each were added with `listen("fd://N")`.
+    /// The variables are removed, so child processes do not take them too.
+    /// Without them (or for another process), [`build`](Self::build) fails
+    /// saying so.
+    ///
+    /// ```no_run
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// // systemd-socket-activate -l 127.0.0.1:9000 ./server
+    /// let server = Engine::builder(|_| Quiet).listen_systemd().build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn listen_systemd(mut self) -> Self {
+        match systemd_fds() {
+            Ok(fds) => {
+                for fd in fds {
+                    self.addrs.push(format!("fd://{fd}"));
+                }
+            }
+            Err(e) => self.deploy.systemd_error = Some(e),
+        }
+        self
+    }
+}
+
+/// The descriptors systemd passed (`LISTEN_FDS` from `SD_LISTEN_FDS_START`,
+/// for `LISTEN_PID`); removes the variables.
+fn systemd_fds() -> Result<std::ops::Range<RawFd>> {
+    const SD_LISTEN_FDS_START: RawFd = 3;
+    let pid = std::env::var("LISTEN_PID").ok();
+    let count = std::env::var("LISTEN_FDS").ok();
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    let (Some(pid), Some(count)) = (pid, count) else {
+        return Err(Error::InvalidConfig(
+            "no sockets from systemd: LISTEN_PID and LISTEN_FDS are not set".into(),
+        ));
+    };
+    if pid.parse::<u32>().ok() != Some(std::process::id()) {
+        return Err(Error::InvalidConfig(format!(
+            "the sockets from systemd are for process {pid}, not this one ({})",
+            std::process::id()
+        )));
+    }
+    let n: RawFd = count
+        .parse()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .ok_or_else(|| {
+            Error::InvalidConfig(format!("LISTEN_FDS={count:?} is not a count of sockets"))
+        })?;
+    Ok(SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + n)
 }

@@ -1345,13 +1345,15 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// assert!(matches!(err, ringloop::Error::InvalidAddress { .. }));
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn build(self) -> Result<Server<H>> {
+    pub fn build(mut self) -> Result<Server<H>> {
         self.options.validate()?;
         // No address is fine: a client engine only dials and enrolls.
+        let mut inherited = self.deploy.take_inherited(&self.addrs)?;
         let addrs = self
             .addrs
             .iter()
-            .map(|a| ListenAddr::parse(a))
+            .enumerate()
+            .map(|(i, a)| inherited.addr(i).map_or_else(|| ListenAddr::parse(a), Ok))
             .collect::<Result<Vec<_>>>()?;
         if addrs.len() > usize::from(u16::MAX) {
             return Err(Error::InvalidConfig("too many listen addresses".into()));
@@ -1365,6 +1367,13 @@ impl<H: EventHandler> EngineBuilder<H> {
         for (index, addr) in addrs.iter().enumerate() {
             let index = index as u16;
             match addr.transport() {
+                // Taken over (fd://N, systemd, an upgrade), not bound.
+                _ if inherited.has(index) => local_addrs.push(inherited.place(
+                    index,
+                    &mut acceptor_listeners,
+                    &mut loop_sockets,
+                    &self.options,
+                )?),
                 // Every loop gets its own socket on the same port (the first
                 // bind picks the port when 0 is asked for).
                 Transport::Udp => {

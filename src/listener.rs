@@ -95,6 +95,17 @@ impl Listener {
         Ok((fd, addr.with_sock_addr(bound)))
     }
 
+    /// Wraps a listening socket this process did not bind (inherited, or
+    /// handed over by the process it replaces). A Unix socket's file is
+    /// left alone when it closes: whoever serves the path next needs it.
+    pub(crate) fn adopt(fd: OwnedFd, addr: ListenAddr) -> Self {
+        Self {
+            fd,
+            addr,
+            unix_path: None,
+        }
+    }
+
     pub(crate) fn is_tcp(&self) -> bool {
         self.addr.transport() == Transport::Tcp
     }

@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 
 /// The deployment options every server example takes.
 pub const DEPLOY_USAGE: &str =
-    "[--max-conns N] [--max-conns-per-source N] [--accept-rate PER_SECOND] [--proxy-protocol]";
+    "[--max-conns N] [--max-conns-per-source N] [--accept-rate PER_SECOND] [--proxy-protocol] [--systemd]";
 const DEPLOY_VALUED: &[&str] = &["max-conns", "max-conns-per-source", "accept-rate"];
-const DEPLOY_SWITCHES: &[&str] = &["proxy-protocol"];
+const DEPLOY_SWITCHES: &[&str] = &["proxy-protocol", "systemd"];
 
 /// The deployment options given, for [`deploy`].
 static DEPLOY: OnceLock<HashMap<String, String>> = OnceLock::new();
@@ -89,9 +89,10 @@ impl Args {
         args
     }
 
-    /// The addresses, or `default` if none was given.
+    /// The addresses, or `default` if none was given (none with
+    /// `--systemd`: the sockets come from systemd).
     pub fn addrs_or(&self, default: &str) -> Vec<String> {
-        if self.addrs.is_empty() {
+        if self.addrs.is_empty() && !self.switch("systemd") {
             vec![default.to_string()]
         } else {
             self.addrs.clone()
@@ -144,6 +145,9 @@ pub fn deploy<H: ringloop::EventHandler>(
     }
     if let Some(n) = number("accept-rate") {
         builder = builder.accept_rate(ringloop::AcceptRate::new(n, n));
+    }
+    if flags.contains_key("systemd") {
+        builder = builder.listen_systemd();
     }
     builder.proxy_protocol(flags.contains_key("proxy-protocol"))
 }

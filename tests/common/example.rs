@@ -69,6 +69,8 @@ pub struct Example {
     /// The addresses it printed (`NAME listening on URL ...`).
     pub addrs: Vec<String>,
     done: bool,
+    /// The threads collecting its output (joined once it exits).
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Example {
@@ -107,17 +109,18 @@ impl Example {
         let (tx, lines) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
+        let mut readers = Vec::new();
         for stream in [
             Box::new(out) as Box<dyn std::io::Read + Send>,
             Box::new(err),
         ] {
             let (tx, output) = (tx.clone(), output.clone());
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     output.lock().unwrap().push(line.clone());
                     let _ = tx.send(line);
                 }
-            });
+            }));
         }
         let mut example = Example {
             child,
@@ -125,6 +128,7 @@ impl Example {
             output,
             addrs: Vec::new(),
             done: false,
+            readers,
         };
         while example.addrs.len() < listeners {
             let line = example
@@ -181,10 +185,15 @@ impl Example {
         nix::sys::signal::kill(pid, signal).unwrap();
     }
 
-    /// The exit status, if it has exited.
+    /// The exit status, if it has exited (then all its output is in).
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         let status = self.child.try_wait().unwrap();
-        self.done |= status.is_some();
+        if status.is_some() {
+            self.done = true;
+            for reader in self.readers.drain(..) {
+                let _ = reader.join();
+            }
+        }
         status
     }
 
