@@ -87,6 +87,17 @@ impl Acceptor {
             if self.engine.is_stopping() {
                 return Ok(());
             }
+            if self.engine.deploy.is_draining() {
+                // The listeners went to a new process: close ours (leaving
+                // Unix socket files to it), deliver what is held, stop.
+                for (mut listener, _) in self.listeners.drain(..) {
+                    let _ = poller.delete(listener.fd.as_fd());
+                    listener.keep_socket_file();
+                }
+                if self.outboxes.iter().all(|o| o.held() == 0) {
+                    return Ok(());
+                }
+            }
             let holding = self.outboxes.iter().any(|o| o.held() > 0);
             let timeout = if holding {
                 Some(RETRY)

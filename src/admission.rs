@@ -398,7 +398,11 @@ pub(crate) fn accept_next(listener: BorrowedFd<'_>, gate: &Arc<Gate>) -> io::Res
         gate: gate.clone(),
         source,
     };
-    Ok(Accepted::Conn(fd, peer, Admission::Counted(Box::new(ticket))))
+    Ok(Accepted::Conn(
+        fd,
+        peer,
+        Admission::Counted(Box::new(ticket)),
+    ))
 }
 
 #[cfg(test)]

@@ -9,11 +9,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::addr::{ListenAddr, SockAddr, Transport};
 use crate::admission::{AcceptRate, AdmissionStats, Gate, Limits};
+use crate::engine::EngineShared;
 use crate::engine::{Engine, EngineBuilder};
 use crate::error::{Error, Result};
 use crate::handler::EventHandler;
@@ -21,6 +25,7 @@ use crate::listener::{Listener, LoopSockets};
 use crate::options::Options;
 use crate::proxy_protocol::ProxyHeader;
 use crate::sys;
+use crate::upgrade::{Control, Takeover};
 
 /// How long a proxied connection may take to send its header, by default.
 pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +40,11 @@ pub(crate) struct DeployConfig {
     pub(crate) header_timeout: Duration,
     /// Why `listen_systemd` found no sockets (reported by `build`).
     pub(crate) systemd_error: Option<Error>,
+    /// The upgrade control socket, if the engine serves one.
+    pub(crate) upgrade_path: Option<PathBuf>,
+    pub(crate) upgrade_deadline: Duration,
+    /// A handoff under way: sockets received, `READY` not yet sent.
+    pub(crate) takeover: Option<Takeover>,
 }
 
 impl Default for DeployConfig {
@@ -44,6 +54,9 @@ impl Default for DeployConfig {
             all_proxied: false,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             systemd_error: None,
+            upgrade_path: None,
+            upgrade_deadline: crate::upgrade::DEFAULT_DEADLINE,
+            takeover: None,
         }
     }
 }
@@ -74,16 +87,27 @@ impl DeployConfig {
 /// What every actor of a running engine shares about deployment.
 pub(crate) struct DeployShared {
     pub(crate) gate: Arc<Gate>,
+    /// Set once the listeners went to a new process: accept nothing more.
+    draining: AtomicBool,
+    /// The upgrade control socket, until its thread takes it.
+    control: Mutex<Option<Control>>,
     /// Indexed by listen address: does it expect a PROXY header?
     proxied: Vec<bool>,
     pub(crate) header_timeout: Duration,
 }
 
 impl DeployShared {
-    pub(crate) fn new(config: &DeployConfig, limits: Limits, addrs: &[ListenAddr]) -> Self {
+    pub(crate) fn new(
+        config: &DeployConfig,
+        limits: Limits,
+        addrs: &[ListenAddr],
+        control: Option<Control>,
+    ) -> Self {
         let stream = |a: &ListenAddr| a.transport() != Transport::Udp;
         Self {
             gate: Gate::new(limits),
+            draining: AtomicBool::new(false),
+            control: Mutex::new(control),
             proxied: addrs
                 .iter()
                 .enumerate()
@@ -91,6 +115,19 @@ impl DeployShared {
                 .collect(),
             header_timeout: config.header_timeout,
         }
+    }
+
+    /// `true` once this engine handed its listeners to a new process.
+    pub(crate) fn is_draining(&self) -> bool {
+        // Acquire: pairs with the Release in `begin_upgrade_drain`.
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn take_control(&self) -> Option<Control> {
+        self.control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Whether connections from listen address `index` start with a PROXY
@@ -336,7 +373,40 @@ impl DeployConfig {
             })?;
             inherited.by_index.insert(i, (addr, vec![fd]));
         }
+        if let Some(path) = &self.upgrade_path {
+            if let Some(mut takeover) = crate::upgrade::request(path)? {
+                for (i, a) in addrs.iter().enumerate() {
+                    let Ok(want) = ListenAddr::parse(a) else {
+                        continue; // fd:// (taken above), or an error build reports
+                    };
+                    let taken = takeover.take_for(i, &want);
+                    if let Some((addr, _)) = taken.first() {
+                        let addr = addr.clone();
+                        let fds = taken.into_iter().map(|(_, fd)| fd).collect();
+                        inherited.by_index.insert(i, (addr, fds));
+                    }
+                }
+                self.takeover = Some(takeover);
+            }
+        }
         Ok(inherited)
+    }
+
+    /// After every listener is in place: completes a handoff under way (the
+    /// old process stops accepting) and binds the control socket for the
+    /// next upgrade.
+    pub(crate) fn finish_upgrade(
+        &mut self,
+        acceptor: &[(Listener, u16)],
+        loops: &[LoopSockets],
+    ) -> Result<Option<Control>> {
+        if let Some(takeover) = self.takeover.take() {
+            takeover.complete()?;
+        }
+        let Some(path) = &self.upgrade_path else {
+            return Ok(None);
+        };
+        Control::bind(path, self.upgrade_deadline, acceptor, loops).map(Some)
     }
 }
 
@@ -397,4 +467,83 @@ fn systemd_fds() -> Result<std::ops::Range<RawFd>> {
             Error::InvalidConfig(format!("LISTEN_FDS={count:?} is not a count of sockets"))
         })?;
     Ok(SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + n)
+}
+
+impl EngineShared {
+    /// The listeners went to a new process: every actor stops accepting
+    /// (the loops keep serving their connections and tell their handlers).
+    pub(crate) fn begin_upgrade_drain(&self) {
+        // Release: an actor that sees the flag sees everything before it.
+        self.deploy.draining.store(true, Ordering::Release);
+        self.wake_actors();
+    }
+
+    /// Connections open on all loops.
+    pub(crate) fn connection_count(&self) -> usize {
+        // Relaxed: an estimate, polled until it reaches zero.
+        self.loops
+            .iter()
+            .map(|l| l.connections.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl<H: EventHandler> EngineBuilder<H> {
+    /// Upgrades that drop nothing, through the Unix control socket `path`.
+    ///
+    /// At [`build`](Self::build): if a ringloop process serves `path`, its
+    /// listening sockets for the same addresses (every loop's, in reuseport
+    /// mode) are taken over instead of bound, and once this engine is built
+    /// that process stops accepting and drains: it serves the connections
+    /// it has (handlers see [`Engine::is_draining`] and
+    /// [`on_drain`](EventHandler::on_drain)) until they close or the
+    /// [`upgrade_deadline`](Self::upgrade_deadline) passes, then stops. If
+    /// nobody serves `path` (no file, or a stale one), addresses are bound as
+    /// usual. Either way this engine then serves `path` for the next
+    /// upgrade. If the handoff fails, `build` returns the error and the old
+    /// process goes on serving as before.
+    ///
+    /// ```no_run
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// // Run the same command again (a new binary, new settings) to upgrade.
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:9000")
+    ///     .upgrade_socket("/run/myserver/upgrade.sock")
+    ///     .build()?;
+    /// server.run()?; // returns when stopped, or once drained after an upgrade
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn upgrade_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.deploy.upgrade_path = Some(path.into());
+        self
+    }
+
+    /// How long, after handing its listeners over, this engine keeps
+    /// serving connections that stay open before it stops anyway (default
+    /// 30 s).
+    pub fn upgrade_deadline(mut self, deadline: Duration) -> Self {
+        self.deploy.upgrade_deadline = deadline;
+        self
+    }
+}
+
+impl Engine {
+    /// `true` once this engine handed its listeners to a new process (see
+    /// [`EngineBuilder::upgrade_socket`]): it accepts nothing more and will
+    /// stop when its connections have closed. A protocol can use it to
+    /// finish the request in hand and close at a message boundary.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// assert!(!server.engine().is_draining());
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn is_draining(&self) -> bool {
+        self.shared.deploy.is_draining()
+    }
 }

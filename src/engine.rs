@@ -166,6 +166,17 @@ impl EngineShared {
             .snapshot(connections, slot.sender.doorbell_rings())
     }
 
+    /// Wakes the acceptor and every loop to look at the engine's flags.
+    pub(crate) fn wake_actors(&self) {
+        if let Some(acceptor) = &self.acceptor {
+            let _ = acceptor.try_send(AcceptorMessage::Stop);
+        }
+        for slot in &self.loops {
+            // A full lane means the loop is awake with work queued anyway.
+            let _ = slot.sender.try_send(LoopMessage::Stop);
+        }
+    }
+
     /// Phase 3 of shutdown: tells every loop to close up and exit.
     fn stop_loops(&self) {
         // Release: a loop that sees it (Acquire) also sees the stop flag.
@@ -1410,6 +1421,9 @@ impl<H: EventHandler> EngineBuilder<H> {
                 }
             }
         }
+        let control = self
+            .deploy
+            .finish_upgrade(&acceptor_listeners, &loop_sockets)?;
         let mailbox_config = MailboxConfig::new()
             .lane_capacity(self.options.mailbox_capacity)
             .doorbell(self.options.doorbell);
@@ -1447,7 +1461,12 @@ impl<H: EventHandler> EngineBuilder<H> {
                 self.options.job_queue_capacity,
                 self.options.pool_shutdown,
             ),
-            deploy: crate::deploy::DeployShared::new(&self.deploy, self.options.limits, &addrs),
+            deploy: crate::deploy::DeployShared::new(
+                &self.deploy,
+                self.options.limits,
+                &addrs,
+                control,
+            ),
         });
         let acceptor = (!acceptor_listeners.is_empty()).then(|| {
             Acceptor::new(
@@ -1615,6 +1634,14 @@ impl<H: EventHandler> Server<H> {
                 }
             }
         }
+        let upgrade_thread = match crate::upgrade::start(&shared) {
+            Ok(t) => t,
+            Err(e) => {
+                result = result.and(Err(e));
+                shared.request_stop();
+                None
+            }
+        };
         // This thread is the shutdown coordinator: wait for a stop request...
         {
             let mut state = shared.run_state.lock().unwrap_or_else(|e| e.into_inner());
@@ -1635,6 +1662,9 @@ impl<H: EventHandler> Server<H> {
         };
         // ...then stop accepting, drain the worker pool, and close the loops.
         if let Some(t) = acceptor_thread {
+            join(t);
+        }
+        if let Some(t) = upgrade_thread {
             join(t);
         }
         if let Some(pool) = shared.pool.get() {

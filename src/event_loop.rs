@@ -143,6 +143,9 @@ pub(crate) struct EventLoop<H: EventHandler> {
     deferred: HashMap<SlotKey, Vec<HeldWrite>>,
     /// Set once the engine stops: connections flush, then close, by then.
     drain_deadline: Option<Instant>,
+    /// The engine handed its listeners to a new process and this loop has
+    /// closed its own and told its handler.
+    upgrade_drain_seen: bool,
 }
 
 /// Runs a handler callback; a panic is caught and logged instead of killing
@@ -294,6 +297,7 @@ impl<H: EventHandler> EventLoop<H> {
             due: Vec::new(),
             deferred: HashMap::new(),
             drain_deadline: None,
+            upgrade_drain_seen: false,
         })
     }
 
@@ -310,6 +314,9 @@ impl<H: EventHandler> EventLoop<H> {
 
     fn serve(&mut self) -> Result<()> {
         loop {
+            if !self.upgrade_drain_seen && self.engine.deploy.is_draining() {
+                self.begin_upgrade_drain();
+            }
             if self.engine.loops_stopping() {
                 let deadline = match self.drain_deadline {
                     Some(d) => d,

@@ -602,4 +602,29 @@ pub trait EventHandler: 'static {
     fn on_reject(&mut self, ctx: &mut LoopContext, peer: &crate::SockAddr, reason: &CloseReason) {
         log::debug!("loop {}: refused {peer}: {reason}", ctx.loop_index());
     }
+
+    /// The engine handed its listeners to a new process (an upgrade, see
+    /// [`EngineBuilder::upgrade_socket`](crate::EngineBuilder::upgrade_socket)):
+    /// nothing more is accepted, this loop's connections are served as
+    /// usual until they close or the upgrade deadline passes. Called once
+    /// per loop; [`Engine::is_draining`](crate::Engine::is_draining) tells
+    /// the same from anywhere, e.g. to close a connection after the
+    /// response in hand. `Shutdown` stops the engine at once.
+    ///
+    /// ```
+    /// use ringloop::{Action, EventHandler, LoopContext};
+    ///
+    /// struct Polite;
+    /// impl EventHandler for Polite {
+    ///     type State = ();
+    ///     fn on_drain(&mut self, ctx: &mut LoopContext) -> Action {
+    ///         log::info!("loop {} draining for an upgrade", ctx.loop_index());
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
+    fn on_drain(&mut self, ctx: &mut LoopContext) -> Action {
+        let _ = ctx;
+        Action::None
+    }
 }

@@ -23,6 +23,7 @@ mod signals;
 mod stats;
 mod sys;
 mod timer_wheel;
+mod upgrade;
 mod worker_pool;
 
 pub use addr::{ListenAddr, SockAddr, Transport};

@@ -106,6 +106,12 @@ impl Listener {
         }
     }
 
+    /// Gives up the Unix socket file: it will not be removed on drop (the
+    /// socket went to another process, which serves the path now).
+    pub(crate) fn keep_socket_file(&mut self) {
+        self.unix_path = None;
+    }
+
     pub(crate) fn is_tcp(&self) -> bool {
         self.addr.transport() == Transport::Tcp
     }

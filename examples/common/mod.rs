@@ -10,8 +10,14 @@ use std::sync::OnceLock;
 
 /// The deployment options every server example takes.
 pub const DEPLOY_USAGE: &str =
-    "[--max-conns N] [--max-conns-per-source N] [--accept-rate PER_SECOND] [--proxy-protocol] [--systemd]";
-const DEPLOY_VALUED: &[&str] = &["max-conns", "max-conns-per-source", "accept-rate"];
+    "[--max-conns N] [--max-conns-per-source N] [--accept-rate PER_SECOND] [--proxy-protocol] [--systemd] [--upgrade PATH] [--upgrade-deadline-ms MS]";
+const DEPLOY_VALUED: &[&str] = &[
+    "max-conns",
+    "max-conns-per-source",
+    "accept-rate",
+    "upgrade",
+    "upgrade-deadline-ms",
+];
 const DEPLOY_SWITCHES: &[&str] = &["proxy-protocol", "systemd"];
 
 /// The deployment options given, for [`deploy`].
@@ -145,6 +151,14 @@ pub fn deploy<H: ringloop::EventHandler>(
     }
     if let Some(n) = number("accept-rate") {
         builder = builder.accept_rate(ringloop::AcceptRate::new(n, n));
+    }
+    if let Some(path) = flags.get("upgrade") {
+        // Take over from the process serving PATH (it drains and exits),
+        // else bind; then serve PATH for the next upgrade.
+        builder = builder.upgrade_socket(path);
+    }
+    if let Some(ms) = number("upgrade-deadline-ms") {
+        builder = builder.upgrade_deadline(std::time::Duration::from_millis(u64::from(ms)));
     }
     if flags.contains_key("systemd") {
         builder = builder.listen_systemd();

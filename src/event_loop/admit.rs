@@ -19,7 +19,7 @@ use crate::addr::SockAddr;
 use crate::admission::Admission;
 use crate::conn::ConnEntry;
 use crate::deploy::ProxyState;
-use crate::handler::{CloseReason, EventHandler};
+use crate::handler::{Action, CloseReason, EventHandler};
 use crate::proxy_protocol::{self, ProxyAddresses, ProxyCommand, ProxyHeaderError};
 use crate::stats::bump;
 use crate::sys::io as sysio;
@@ -147,6 +147,22 @@ impl<H: EventHandler> EventLoop<H> {
         drop(entry); // closes the socket and gives back its place
         self.engine.loops[self.index].remove_connection();
         self.report_rejection(&peer, reason);
+    }
+
+    /// The engine handed its listeners to a new process: close this loop's
+    /// own (leaving Unix socket files to the new process), tell the handler;
+    /// the connections go on as usual.
+    pub(super) fn begin_upgrade_drain(&mut self) {
+        self.upgrade_drain_seen = true;
+        for (mut listener, _) in self.listeners.drain(..) {
+            let _ = self.poller.delete(listener.fd.as_fd());
+            listener.keep_socket_file();
+        }
+        self.listeners_resume = None;
+        let (ctx, handler) = (&mut self.ctx, &mut self.handler);
+        if let Some(Action::Shutdown) = guarded("on_drain", || handler.on_drain(ctx)) {
+            self.engine.request_stop();
+        }
     }
 
     fn report_rejection(&mut self, peer: &SockAddr, reason: CloseReason) {

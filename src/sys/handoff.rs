@@ -10,18 +10,22 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
 
 use nix::cmsg_space;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    self as nixsock, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, SockType,
+    self as nixsock, sockopt, AddressFamily, Backlog, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType, UnixAddr,
 };
+use nix::sys::time::TimeVal;
 
 use crate::addr::SockAddr;
 
 /// Most descriptors one handoff message carries.
-#[allow(dead_code)] // until the upgrade handoff uses it
 pub(crate) const MAX_FDS_PER_MESSAGE: usize = 64;
 
 /// Takes ownership of descriptor `raw`, inherited from the parent process,
@@ -68,7 +72,6 @@ pub(crate) fn listening_stream_addr(fd: BorrowedFd<'_>) -> io::Result<SockAddr> 
 
 /// Sends `data` with `fds` attached (`SCM_RIGHTS`) on a connected Unix
 /// socket; the receiver gets its own copies.
-#[allow(dead_code)] // until the upgrade handoff uses it
 pub(crate) fn send_with_fds(
     sock: BorrowedFd<'_>,
     data: &[u8],
@@ -95,7 +98,6 @@ pub(crate) fn send_with_fds(
 
 /// Receives one message into `buf` with the descriptors attached to it
 /// (close-on-exec). `Ok((0, []))` is end of stream.
-#[allow(dead_code)] // until the upgrade handoff uses it
 pub(crate) fn recv_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -131,6 +133,90 @@ pub(crate) fn recv_with_fds(
         }
         return Ok((msg.bytes, fds));
     }
+}
+
+/// A Unix `SOCK_SEQPACKET` socket (message boundaries kept) listening at
+/// `path` for upgrade requests; blocking, close-on-exec. An existing file
+/// at `path` is replaced (the caller checked nobody answers there).
+pub(crate) fn control_listener(path: &Path) -> io::Result<OwnedFd> {
+    let fd = nixsock::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    nixsock::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    nixsock::listen(&fd, Backlog::new(8)?)?;
+    Ok(fd)
+}
+
+/// Connects to the control socket at `path` (blocking). `NotFound` and
+/// `ConnectionRefused` mean nobody serves it.
+pub(crate) fn control_connect(path: &Path) -> io::Result<OwnedFd> {
+    let fd = nixsock::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    loop {
+        match nixsock::connect(fd.as_raw_fd(), &UnixAddr::new(path)?) {
+            Ok(()) => return Ok(fd),
+            Err(Errno::EINTR) => continue,
+            // A stream socket or another kind of file at the path.
+            Err(Errno::EPROTOTYPE) => {
+                return Err(io::Error::from(io::ErrorKind::ConnectionRefused))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits up to `timeout` for `fd` to be readable (a connection to accept,
+/// a message to read). `false` on timeout.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    ) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Accepts a connection on a control socket (blocking, close-on-exec).
+pub(crate) fn accept_control(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    loop {
+        match nixsock::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+            // SAFETY: accept4 just returned a new descriptor nothing else owns.
+            Ok(raw) => return Ok(unsafe { OwnedFd::from_raw_fd(raw) }),
+            Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Bounds every blocking send and receive on `fd` by `timeout`.
+pub(crate) fn set_io_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    let tv = TimeVal::new(
+        timeout.as_secs().min(i64::MAX as u64) as _,
+        timeout.subsec_micros() as _,
+    );
+    nixsock::setsockopt(&fd, sockopt::ReceiveTimeout, &tv)?;
+    nixsock::setsockopt(&fd, sockopt::SendTimeout, &tv)?;
+    Ok(())
+}
+
+/// A second descriptor for the same socket (close-on-exec).
+pub(crate) fn duplicate(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
 }
 
 #[cfg(test)]

@@ -1,0 +1,317 @@
+//! Upgrades that drop nothing, over real sockets: `examples/echo --upgrade
+//! PATH` replaced five times in a row while clients keep connecting,
+//! echoing for about a second and closing (acceptor and reuseport modes):
+//! no connection refused, reset or timed out, every byte echoed exactly,
+//! each old process gone soon after its last connection, no descriptor left
+//! behind. Also: a handoff the new process cannot complete leaves the old
+//! one serving; a stale control socket file is replaced; in-process, the
+//! draining engine tells its handlers and stops at the upgrade deadline.
+
+mod common;
+#[path = "common/example.rs"]
+mod example;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use example::Example;
+use ringloop::{Action, Conn, Engine, EventHandler, LoopContext};
+
+/// How long each load client keeps its connection.
+const CONN_LIFE: Duration = Duration::from_millis(1000);
+
+#[derive(Default)]
+struct Load {
+    stop: AtomicBool,
+    connections: AtomicU64,
+    bytes: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+/// One client: connects, echoes chunks for `CONN_LIFE`, closes; again and
+/// again until told to stop. Every failure is recorded.
+fn client(addr: SocketAddr, seed: u64, load: Arc<Load>) {
+    let mut round = 0u64;
+    while !load.stop.load(Ordering::Relaxed) {
+        round += 1;
+        if let Err(e) = one_connection(addr, seed * 1_000_000 + round, &load) {
+            load.errors.lock().unwrap().push(e);
+        }
+    }
+}
+
+fn one_connection(addr: SocketAddr, seed: u64, load: &Load) -> Result<(), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    let started = Instant::now();
+    let mut offset = 0u64;
+    while started.elapsed() < CONN_LIFE {
+        let len = 512 + (seed.wrapping_add(offset) % 3584) as usize;
+        let data = stream_bytes(seed, offset, len);
+        s.write_all(&data).map_err(|e| format!("write: {e}"))?;
+        let mut got = vec![0; len];
+        s.read_exact(&mut got).map_err(|e| format!("read: {e}"))?;
+        if got != data {
+            return Err(format!("bytes differ at offset {offset}"));
+        }
+        offset += len as u64;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    load.connections.fetch_add(1, Ordering::Relaxed);
+    load.bytes.fetch_add(offset, Ordering::Relaxed);
+    Ok(())
+}
+
+/// A process's open descriptors by kind (`socket`, `pipe`, `anon_inode`,
+/// paths).
+fn fds(pid: u32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.display().to_string())
+        .map(|l| l.split(":[").next().unwrap_or_default().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `fds(pid)` once it stopped changing.
+fn settled_fds(pid: u32) -> Vec<String> {
+    let mut last = fds(pid);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = fds(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+fn echo_args(path: &std::path::Path, addr: &str, reuseport: bool) -> Vec<String> {
+    let mut args = vec![
+        addr.to_string(),
+        "--upgrade".into(),
+        path.display().to_string(),
+        "--loops".into(),
+        "2".into(),
+    ];
+    if reuseport {
+        args.push("--reuseport".into());
+    }
+    args
+}
+
+fn five_upgrades_under_load(reuseport: bool) {
+    let dir = TempDir::new("upgrade");
+    let path = dir.join("upgrade.sock");
+    let mut current = Example::start("echo", &echo_args(&path, "tcp://127.0.0.1:0", reuseport), 1);
+    let addr = current.tcp_addr(0);
+    let url = format!("tcp://{addr}");
+    // Every actor thread is up (pollers made) once connections are served;
+    // then the descriptors settle.
+    for _ in 0..4 {
+        echo_round_trip(&mut tcp_client(addr), b"warm up");
+    }
+    let baseline_fds = settled_fds(current.pid());
+    let load = Arc::new(Load::default());
+    let clients: Vec<_> = (0..6u64)
+        .map(|seed| {
+            let load = load.clone();
+            std::thread::spawn(move || client(addr, seed, load))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for upgrade in 1..=5 {
+        let started = Instant::now();
+        let next = Example::start("echo", &echo_args(&path, &url, reuseport), 1);
+        assert_eq!(
+            next.tcp_addr(0),
+            addr,
+            "upgrade {upgrade} serves the same port"
+        );
+        // The old one finishes its connections (about CONN_LIFE) and exits;
+        // far sooner than the 30 s deadline.
+        let status = current
+            .wait_exit(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("upgrade {upgrade}: the old process is still running"));
+        assert!(
+            status.success(),
+            "upgrade {upgrade}: {status} {:?}",
+            current.output()
+        );
+        let took = started.elapsed();
+        assert!(
+            took < CONN_LIFE + Duration::from_secs(10),
+            "upgrade {upgrade}: the old process took {took:?} to exit"
+        );
+        current = next;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    load.stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let errors = load.errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "{} failed connections: {errors:?}",
+        errors.len()
+    );
+    let done = load.connections.load(Ordering::Relaxed);
+    assert!(done >= 12, "only {done} connections completed");
+    // Nothing left behind: the last process holds what the first did.
+    let deadline = Instant::now() + PATIENCE;
+    while fds(current.pid()) != baseline_fds && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fds(current.pid()), baseline_fds, "descriptors left behind");
+    current.stop();
+    assert!(
+        !path.exists(),
+        "the last process removes its control socket"
+    );
+    eprintln!(
+        "{} connections, {} bytes echoed through 5 upgrades, 0 errors",
+        done,
+        load.bytes.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn five_upgrades_under_load_drop_nothing() {
+    five_upgrades_under_load(false);
+}
+
+#[test]
+fn five_upgrades_under_load_drop_nothing_in_reuseport_mode() {
+    five_upgrades_under_load(true);
+}
+
+#[test]
+fn a_failed_handoff_leaves_the_old_process_serving() {
+    let dir = TempDir::new("upgrade-refused");
+    let path = dir.join("upgrade.sock");
+    let mut old = Example::start("echo", &echo_args(&path, "tcp://127.0.0.1:0", false), 1);
+    let addr = old.tcp_addr(0);
+    let mut held = tcp_client(addr);
+    echo_round_trip(&mut held, b"before");
+    // The new process takes the socket, then cannot bind its second
+    // address: it exits with the error, and never says READY.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut args = echo_args(&path, &format!("tcp://{addr}"), false);
+    args.push(format!("tcp://{}", busy.local_addr().unwrap()));
+    let mut failed = Example::start("echo", &args, 0);
+    let status = failed.wait_exit(PATIENCE).expect("the new process exits");
+    assert!(!status.success());
+    let out = failed.output().join("\n");
+    assert!(out.contains("in use"), "{out}");
+    // The old one goes on: old connections, new connections, and a later
+    // upgrade.
+    assert!(
+        old.try_exit().is_none(),
+        "the old process must keep serving"
+    );
+    echo_round_trip(&mut held, b"after");
+    echo_round_trip(&mut tcp_client(addr), b"a new connection");
+    drop(held);
+    let next = Example::start(
+        "echo",
+        &echo_args(&path, &format!("tcp://{addr}"), false),
+        1,
+    );
+    assert!(old.wait_exit(PATIENCE).expect("drained and gone").success());
+    echo_round_trip(&mut tcp_client(addr), b"served by the next one");
+    next.stop();
+}
+
+#[test]
+fn a_stale_control_socket_is_replaced() {
+    let dir = TempDir::new("upgrade-stale");
+    let path = dir.join("upgrade.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // the file stays
+    assert!(path.exists());
+    let first = Example::start("echo", &echo_args(&path, "tcp://127.0.0.1:0", false), 1);
+    let addr = first.tcp_addr(0);
+    echo_round_trip(&mut tcp_client(addr), b"bound as usual");
+    let mut first = first;
+    let second = Example::start(
+        "echo",
+        &echo_args(&path, &format!("tcp://{addr}"), false),
+        1,
+    );
+    assert!(first.wait_exit(PATIENCE).expect("handed over").success());
+    echo_round_trip(&mut tcp_client(addr), b"upgraded");
+    second.stop();
+}
+
+/// Echoes; counts `on_drain` calls.
+#[derive(Clone, Default)]
+struct Drainer {
+    drains: Arc<AtomicUsize>,
+}
+
+impl EventHandler for Drainer {
+    type State = ();
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        echo_now(conn)
+    }
+    fn on_drain(&mut self, _ctx: &mut LoopContext) -> Action {
+        self.drains.fetch_add(1, Ordering::Relaxed);
+        Action::None
+    }
+}
+
+#[test]
+fn the_old_engine_drains_until_the_deadline_in_process() {
+    let dir = TempDir::new("upgrade-lib");
+    let path = dir.join("upgrade.sock");
+    let old_handler = Drainer::default();
+    let h = old_handler.clone();
+    let old = Running::start(
+        Engine::builder(move |_| h.clone())
+            .listen("tcp://127.0.0.1:0")
+            .loops(2)
+            .upgrade_socket(&path)
+            .upgrade_deadline(Duration::from_millis(500)),
+    );
+    let addr = old.tcp_addr(0);
+    let mut lingering = tcp_client(addr);
+    echo_round_trip(&mut lingering, b"old");
+    let started = Instant::now();
+    let new = Running::start(
+        Engine::builder(|_| Drainer::default())
+            .listen(format!("tcp://{addr}"))
+            .loops(2)
+            .upgrade_socket(&path),
+    );
+    // build() returned: the old engine has stopped accepting.
+    assert!(old.engine.is_draining());
+    assert!(!new.engine.is_draining());
+    wait_until("every old loop told", || {
+        old_handler.drains.load(Ordering::Relaxed) == 2
+    });
+    // Old connections are still served; new ones go to the new engine.
+    echo_round_trip(&mut lingering, b"still served while draining");
+    echo_round_trip(&mut tcp_client(addr), b"new");
+    wait_until("a connection on the new engine", || {
+        new.engine.total_stats().connections_opened == 1
+    });
+    // The lingering connection keeps the old engine up until the deadline.
+    old.join();
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(
+        read_to_end(&mut lingering).is_empty(),
+        "closed at the deadline"
+    );
+    new.stop();
+}
