@@ -10,64 +10,17 @@
 mod common;
 #[path = "common/example.rs"]
 mod example;
+#[path = "common/load.rs"]
+mod load;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use example::Example;
+use load::{Load, CONN_LIFE};
 use ringloop::{Action, Conn, Engine, EventHandler, LoopContext};
-
-/// How long each load client keeps its connection.
-const CONN_LIFE: Duration = Duration::from_millis(1000);
-
-#[derive(Default)]
-struct Load {
-    stop: AtomicBool,
-    connections: AtomicU64,
-    bytes: AtomicU64,
-    errors: Mutex<Vec<String>>,
-}
-
-/// One client: connects, echoes chunks for `CONN_LIFE`, closes; again and
-/// again until told to stop. Every failure is recorded.
-fn client(addr: SocketAddr, seed: u64, load: Arc<Load>) {
-    let mut round = 0u64;
-    while !load.stop.load(Ordering::Relaxed) {
-        round += 1;
-        if let Err(e) = one_connection(addr, seed * 1_000_000 + round, &load) {
-            load.errors.lock().unwrap().push(e);
-        }
-    }
-}
-
-fn one_connection(addr: SocketAddr, seed: u64, load: &Load) -> Result<(), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_nodelay(true).unwrap();
-    let started = Instant::now();
-    let mut offset = 0u64;
-    while started.elapsed() < CONN_LIFE {
-        let len = 512 + (seed.wrapping_add(offset) % 3584) as usize;
-        let data = stream_bytes(seed, offset, len);
-        s.write_all(&data).map_err(|e| format!("write: {e}"))?;
-        let mut got = vec![0; len];
-        s.read_exact(&mut got).map_err(|e| format!("read: {e}"))?;
-        if got != data {
-            return Err(format!("bytes differ at offset {offset}"));
-        }
-        offset += len as u64;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    load.connections.fetch_add(1, Ordering::Relaxed);
-    load.bytes.fetch_add(offset, Ordering::Relaxed);
-    Ok(())
-}
 
 /// A process's open descriptors by kind (`socket`, `pipe`, `anon_inode`,
 /// paths).
@@ -122,13 +75,7 @@ fn five_upgrades_under_load(reuseport: bool) {
         echo_round_trip(&mut tcp_client(addr), b"warm up");
     }
     let baseline_fds = settled_fds(current.pid());
-    let load = Arc::new(Load::default());
-    let clients: Vec<_> = (0..6u64)
-        .map(|seed| {
-            let load = load.clone();
-            std::thread::spawn(move || client(addr, seed, load))
-        })
-        .collect();
+    let (load, clients) = Load::start(addr, 6);
     std::thread::sleep(Duration::from_millis(500));
     for upgrade in 1..=5 {
         let started = Instant::now();
@@ -157,11 +104,7 @@ fn five_upgrades_under_load(reuseport: bool) {
         std::thread::sleep(Duration::from_millis(300));
     }
     std::thread::sleep(Duration::from_millis(300));
-    load.stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let errors = load.errors.lock().unwrap().clone();
+    let errors = load.finish(clients);
     assert!(
         errors.is_empty(),
         "{} failed connections: {errors:?}",
