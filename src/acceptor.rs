@@ -90,9 +90,12 @@ impl Acceptor {
             if self.engine.deploy.is_draining() {
                 // The listeners went to a new process: close ours (leaving
                 // Unix socket files to it), deliver what is held, stop.
-                for (mut listener, _) in self.listeners.drain(..) {
-                    let _ = poller.delete(listener.fd.as_fd());
-                    listener.keep_socket_file();
+                if !self.listeners.is_empty() {
+                    for (mut listener, _) in self.listeners.drain(..) {
+                        let _ = poller.delete(listener.fd.as_fd());
+                        listener.keep_socket_file();
+                    }
+                    self.engine.deploy.stopped_accepting();
                 }
                 if self.outboxes.iter().all(|o| o.held() == 0) {
                     return Ok(());

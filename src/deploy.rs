@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -89,6 +89,9 @@ pub(crate) struct DeployShared {
     pub(crate) gate: Arc<Gate>,
     /// Set once the listeners went to a new process: accept nothing more.
     draining: AtomicBool,
+    /// Actors (the acceptor, reuseport loops) still holding listeners;
+    /// each counts itself out once it closed them while draining.
+    accepting: AtomicUsize,
     /// The upgrade control socket, until its thread takes it.
     control: Mutex<Option<Control>>,
     /// Indexed by listen address: does it expect a PROXY header?
@@ -102,11 +105,13 @@ impl DeployShared {
         limits: Limits,
         addrs: &[ListenAddr],
         control: Option<Control>,
+        accepting_actors: usize,
     ) -> Self {
         let stream = |a: &ListenAddr| a.transport() != Transport::Udp;
         Self {
             gate: Gate::new(limits),
             draining: AtomicBool::new(false),
+            accepting: AtomicUsize::new(accepting_actors),
             control: Mutex::new(control),
             proxied: addrs
                 .iter()
@@ -121,6 +126,20 @@ impl DeployShared {
     pub(crate) fn is_draining(&self) -> bool {
         // Acquire: pairs with the Release in `begin_upgrade_drain`.
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// An actor closed its listeners while draining: every connection it
+    /// accepted is counted in its loop by now.
+    pub(crate) fn stopped_accepting(&self) {
+        // Release: pairs with the Acquire in `still_accepting`, so the
+        // connection counts it updated before are seen.
+        self.accepting.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Actors that have not yet closed their listeners.
+    pub(crate) fn still_accepting(&self) -> usize {
+        // Acquire: see `stopped_accepting`.
+        self.accepting.load(Ordering::Acquire)
     }
 
     pub(crate) fn take_control(&self) -> Option<Control> {

@@ -1466,6 +1466,11 @@ impl<H: EventHandler> EngineBuilder<H> {
                 self.options.limits,
                 &addrs,
                 control,
+                usize::from(!acceptor_listeners.is_empty())
+                    + loop_sockets
+                        .iter()
+                        .filter(|s| !s.listeners.is_empty())
+                        .count(),
             ),
         });
         let acceptor = (!acceptor_listeners.is_empty()).then(|| {

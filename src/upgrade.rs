@@ -273,8 +273,10 @@ fn serve(control: Control, engine: &EngineShared) {
         if engine.is_stopping() {
             return;
         }
+        // Count only once no actor can still be accepting: one that has
+        // just accepted a connection counts it before it counts itself out.
         let left = engine.connection_count();
-        if left == 0 {
+        if left == 0 && engine.deploy.still_accepting() == 0 {
             log::info!("upgrade: the last connection closed; stopping");
             break;
         }

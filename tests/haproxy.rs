@@ -34,6 +34,18 @@ fn config(port: u16, backend: std::net::SocketAddr, options: &str) -> String {
 
 const VERSIONS: [&str; 2] = ["send-proxy", "send-proxy-v2"];
 
+/// Starts example `name` with `--proxy-protocol` and HAProxy in front of
+/// it sending `version`; returns both and HAProxy's port.
+fn behind_haproxy(name: &str, version: &str) -> (Example, Haproxy, u16) {
+    let args: Vec<String> = ["tcp://127.0.0.1:0", "--proxy-protocol", "--loops", "2"]
+        .map(String::from)
+        .to_vec();
+    let server = Example::start(name, &args, 1);
+    let port = free_port();
+    let haproxy = Haproxy::start(&config(port, server.tcp_addr(0), version), &[port]);
+    (server, haproxy, port)
+}
+
 /// The health checks (which send the PROXY header too) never marked the
 /// server down.
 fn assert_checks_passed(haproxy: &Haproxy, version: &str) {
@@ -51,18 +63,7 @@ fn echo_behind_haproxy_gets_every_byte_back() {
         return;
     }
     for version in VERSIONS {
-        let echo = Example::start(
-            "echo",
-            &[
-                "tcp://127.0.0.1:0".into(),
-                "--proxy-protocol".into(),
-                "--loops".into(),
-                "2".into(),
-            ],
-            1,
-        );
-        let port = free_port();
-        let haproxy = Haproxy::start(&config(port, echo.tcp_addr(0), version), &[port]);
+        let (echo, haproxy, port) = behind_haproxy("echo", version);
         let clients: Vec<_> = (0..8u64)
             .map(|i| {
                 std::thread::spawn(move || {
@@ -115,18 +116,7 @@ fn kv_behind_haproxy_sees_the_real_client() {
         return;
     }
     for version in VERSIONS {
-        let kv = Example::start(
-            "kv",
-            &[
-                "tcp://127.0.0.1:0".into(),
-                "--proxy-protocol".into(),
-                "--loops".into(),
-                "2".into(),
-            ],
-            1,
-        );
-        let port = free_port();
-        let haproxy = Haproxy::start(&config(port, kv.tcp_addr(0), version), &[port]);
+        let (kv, haproxy, port) = behind_haproxy("kv", version);
         let mut w = tcp_client(([127, 0, 0, 1], port).into());
         let mut r = BufReader::new(w.try_clone().unwrap());
         assert_eq!(call(&mut r, &mut w, &["SET", "k", "v"]).0, "+OK");

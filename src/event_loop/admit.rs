@@ -154,9 +154,12 @@ impl<H: EventHandler> EventLoop<H> {
     /// the connections go on as usual.
     pub(super) fn begin_upgrade_drain(&mut self) {
         self.upgrade_drain_seen = true;
-        for (mut listener, _) in self.listeners.drain(..) {
-            let _ = self.poller.delete(listener.fd.as_fd());
-            listener.keep_socket_file();
+        if !self.listeners.is_empty() {
+            for (mut listener, _) in self.listeners.drain(..) {
+                let _ = self.poller.delete(listener.fd.as_fd());
+                listener.keep_socket_file();
+            }
+            self.engine.deploy.stopped_accepting();
         }
         self.listeners_resume = None;
         let (ctx, handler) = (&mut self.ctx, &mut self.handler);

@@ -135,16 +135,22 @@ pub(crate) fn recv_with_fds(
     }
 }
 
+/// A blocking, close-on-exec Unix `SOCK_SEQPACKET` socket.
+fn seqpacket_socket() -> io::Result<OwnedFd> {
+    let flags = SockFlag::SOCK_CLOEXEC;
+    Ok(nixsock::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        flags,
+        None,
+    )?)
+}
+
 /// A Unix `SOCK_SEQPACKET` socket (message boundaries kept) listening at
 /// `path` for upgrade requests; blocking, close-on-exec. An existing file
 /// at `path` is replaced (the caller checked nobody answers there).
 pub(crate) fn control_listener(path: &Path) -> io::Result<OwnedFd> {
-    let fd = nixsock::socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let fd = seqpacket_socket()?;
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -157,12 +163,7 @@ pub(crate) fn control_listener(path: &Path) -> io::Result<OwnedFd> {
 /// Connects to the control socket at `path` (blocking). `NotFound` and
 /// `ConnectionRefused` mean nobody serves it.
 pub(crate) fn control_connect(path: &Path) -> io::Result<OwnedFd> {
-    let fd = nixsock::socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let fd = seqpacket_socket()?;
     loop {
         match nixsock::connect(fd.as_raw_fd(), &UnixAddr::new(path)?) {
             Ok(()) => return Ok(fd),

@@ -60,6 +60,49 @@ pub fn example_binary(name: &str) -> PathBuf {
     bin
 }
 
+/// Output lines of a child, as they come.
+type Lines = mpsc::Receiver<String>;
+type Collected = (
+    Child,
+    Arc<Mutex<Vec<String>>>,
+    Lines,
+    Vec<std::thread::JoinHandle<()>>,
+);
+
+/// Spawns `cmd` (stdout and stderr piped) tied to this thread's life
+/// (`PR_SET_PDEATHSIG`) and collects its output lines.
+fn spawn_collecting(mut cmd: Command, name: &str) -> Collected {
+    // SAFETY: runs in the forked child before exec and only makes the
+    // prctl(2) system call, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let (tx, lines) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let mut readers = Vec::new();
+    for stream in [
+        Box::new(out) as Box<dyn std::io::Read + Send>,
+        Box::new(err),
+    ] {
+        let (tx, output) = (tx.clone(), output.clone());
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                output.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        }));
+    }
+    (child, output, lines, readers)
+}
+
 /// A running example.
 pub struct Example {
     pub child: Child,
@@ -94,34 +137,7 @@ impl Example {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         adjust(&mut cmd);
-        // SAFETY: runs in the forked child before exec and only makes the
-        // prctl(2) system call, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        let mut readers = Vec::new();
-        for stream in [
-            Box::new(out) as Box<dyn std::io::Read + Send>,
-            Box::new(err),
-        ] {
-            let (tx, output) = (tx.clone(), output.clone());
-            readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    output.lock().unwrap().push(line.clone());
-                    let _ = tx.send(line);
-                }
-            }));
-        }
+        let (child, output, lines, readers) = spawn_collecting(cmd, name);
         let mut example = Example {
             child,
             lines,
@@ -260,28 +276,7 @@ impl Haproxy {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: as in `Example::start_with`.
-        unsafe {
-            cmd.pre_exec(|| {
-                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("start haproxy");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    output.lock().unwrap().push(line);
-                }
-            });
-        }
+        let (child, output, _, _) = spawn_collecting(cmd, "haproxy");
         let haproxy = Haproxy {
             child,
             output,
