@@ -298,13 +298,15 @@ pub(crate) enum ProxyState {
 /// Listening sockets taken over instead of bound, by listen-address index.
 #[derive(Default)]
 pub(crate) struct Inherited {
-    by_index: HashMap<usize, (ListenAddr, Vec<OwnedFd>)>,
+    /// The address, its sockets, and whether a Unix socket file is ours to
+    /// remove at exit (taken over in an upgrade: yes; inherited: no).
+    by_index: HashMap<usize, (ListenAddr, Vec<OwnedFd>, bool)>,
 }
 
 impl Inherited {
     /// The address of inherited listen address `index`, if it is one.
     pub(crate) fn addr(&self, index: usize) -> Option<ListenAddr> {
-        self.by_index.get(&index).map(|(a, _)| a.clone())
+        self.by_index.get(&index).map(|(a, _, _)| a.clone())
     }
 
     pub(crate) fn has(&self, index: u16) -> bool {
@@ -323,14 +325,27 @@ impl Inherited {
         loops: &mut [LoopSockets],
         options: &Options,
     ) -> Result<ListenAddr> {
-        let (addr, fds) = self
+        let (addr, fds, owns_file) = self
             .by_index
             .remove(&usize::from(index))
             .expect("checked by has()");
+        if addr.transport() == Transport::Udp {
+            // Every loop reads its own socket of the SO_REUSEPORT group
+            // (ours always are); loops beyond the ones handed over join it.
+            let n = fds.len();
+            for (i, fd) in fds.into_iter().enumerate() {
+                loops[i % loops.len()].udp.push((fd, index));
+            }
+            for sockets in loops.iter_mut().skip(n) {
+                let (fd, _) = Listener::bind_udp(&addr, options, false)?;
+                sockets.udp.push((fd, index));
+            }
+            return Ok(addr);
+        }
         if !options.reuse_port {
             acceptor.extend(
                 fds.into_iter()
-                    .map(|fd| (Listener::adopt(fd, addr.clone()), index)),
+                    .map(|fd| (Listener::adopt(fd, addr.clone(), owns_file), index)),
             );
             return Ok(addr);
         }
@@ -338,7 +353,7 @@ impl Inherited {
         for (i, fd) in fds.into_iter().enumerate() {
             loops[i % loops.len()]
                 .listeners
-                .push((Listener::adopt(fd, addr.clone()), index));
+                .push((Listener::adopt(fd, addr.clone(), owns_file), index));
         }
         if addr.transport() == Transport::Tcp {
             for sockets in loops.iter_mut().skip(n) {
@@ -390,7 +405,7 @@ impl DeployConfig {
             let addr = ListenAddr::parse(&format!("{transport}://{sock_addr}")).or_else(|_| {
                 ListenAddr::parse("unix://inherited").map(|u| u.with_sock_addr(sock_addr.clone()))
             })?;
-            inherited.by_index.insert(i, (addr, vec![fd]));
+            inherited.by_index.insert(i, (addr, vec![fd], false));
         }
         if let Some(path) = &self.upgrade_path {
             if let Some(mut takeover) = crate::upgrade::request(path)? {
@@ -402,7 +417,7 @@ impl DeployConfig {
                     if let Some((addr, _)) = taken.first() {
                         let addr = addr.clone();
                         let fds = taken.into_iter().map(|(_, fd)| fd).collect();
-                        inherited.by_index.insert(i, (addr, fds));
+                        inherited.by_index.insert(i, (addr, fds, true));
                     }
                 }
                 self.takeover = Some(takeover);

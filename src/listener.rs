@@ -95,14 +95,19 @@ impl Listener {
         Ok((fd, addr.with_sock_addr(bound)))
     }
 
-    /// Wraps a listening socket this process did not bind (inherited, or
-    /// handed over by the process it replaces). A Unix socket's file is
-    /// left alone when it closes: whoever serves the path next needs it.
-    pub(crate) fn adopt(fd: OwnedFd, addr: ListenAddr) -> Self {
+    /// Wraps a listening socket this process did not bind: inherited (a
+    /// Unix socket's file then belongs to whoever made it) or handed over
+    /// by the process it replaces (`owns_file`: the file is this process's
+    /// to remove at exit, like one it bound).
+    pub(crate) fn adopt(fd: OwnedFd, addr: ListenAddr, owns_file: bool) -> Self {
+        let unix_path = match addr.sock_addr() {
+            SockAddr::Unix(Some(path)) if owns_file => Some(path.clone()),
+            _ => None,
+        };
         Self {
             fd,
             addr,
-            unix_path: None,
+            unix_path,
         }
     }
 

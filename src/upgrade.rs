@@ -200,12 +200,20 @@ impl Control {
         let all = acceptor
             .iter()
             .chain(loops.iter().flat_map(|l| l.listeners.iter()));
-        let offered = all
+        let mut offered = all
             .map(|(l, index)| {
                 let fd = handoff::duplicate(l.fd.as_fd()).map_err(upgrade_error)?;
                 Ok((*index, l.addr.clone(), fd))
             })
             .collect::<Result<Vec<_>>>()?;
+        // UDP sockets go over too: the new process could not bind the port
+        // while this one holds it.
+        for (fd, index) in loops.iter().flat_map(|l| l.udp.iter()) {
+            let bound = crate::sys::socket::local_addr(fd.as_fd()).map_err(upgrade_error)?;
+            let addr = ListenAddr::parse(&format!("udp://{bound}"))?;
+            let fd = handoff::duplicate(fd.as_fd()).map_err(upgrade_error)?;
+            offered.push((*index, addr, fd));
+        }
         let listener = handoff::control_listener(path).map_err(|e| {
             Error::io(
                 "serve the upgrade control socket",

@@ -258,3 +258,46 @@ fn the_old_engine_drains_until_the_deadline_in_process() {
     );
     new.stop();
 }
+
+#[test]
+fn udp_and_unix_listeners_go_over_too() {
+    for reuseport in [false, true] {
+        let dir = TempDir::new("upgrade-mixed");
+        let path = dir.join("upgrade.sock");
+        let unix = dir.join("echo.sock");
+        let mut args = echo_args(&path, "tcp://127.0.0.1:0", reuseport);
+        args.push("udp://127.0.0.1:0".into());
+        args.push(format!("unix://{}", unix.display()));
+        let mut old = Example::start("echo", &args, 3);
+        let tcp = old.tcp_addr(0);
+        let udp: std::net::SocketAddr = old.addrs[1]
+            .strip_prefix("udp://")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut held_unix = unix_client(&unix);
+        echo_round_trip(&mut held_unix, b"old, over unix");
+        let mut next_args = echo_args(&path, &format!("tcp://{tcp}"), reuseport);
+        next_args.push(format!("udp://{udp}"));
+        next_args.push(format!("unix://{}", unix.display()));
+        let next = Example::start("echo", &next_args, 3);
+        assert_eq!(next.addrs, old.addrs, "the same addresses, taken over");
+        // The old process still serves its Unix connection, then goes.
+        echo_round_trip(&mut held_unix, b"still served while draining");
+        drop(held_unix);
+        assert!(old.wait_exit(PATIENCE).expect("drained and gone").success());
+        assert!(
+            unix.exists(),
+            "the old process leaves the socket file to the new one"
+        );
+        echo_round_trip(&mut tcp_client(tcp), b"tcp after the upgrade");
+        echo_round_trip(&mut unix_client(&unix), b"unix after the upgrade");
+        let u = udp_client();
+        udp_round_trip(&u, udp, b"udp after the upgrade");
+        next.stop();
+        assert!(
+            !unix.exists(),
+            "the last process removes the file it served"
+        );
+    }
+}

@@ -161,6 +161,11 @@ impl<H: EventHandler> EventLoop<H> {
             }
             self.engine.deploy.stopped_accepting();
         }
+        // The new process reads the UDP sockets now (the same sockets: ours
+        // are only our copies).
+        for (fd, _) in self.udp.drain(..) {
+            let _ = self.poller.delete(fd.as_fd());
+        }
         self.listeners_resume = None;
         let (ctx, handler) = (&mut self.ctx, &mut self.handler);
         if let Some(Action::Shutdown) = guarded("on_drain", || handler.on_drain(ctx)) {
