@@ -301,3 +301,70 @@ fn udp_and_unix_listeners_go_over_too() {
         );
     }
 }
+
+#[test]
+fn garbage_on_the_control_socket_is_refused_and_changes_nothing() {
+    use nix::sys::socket::{
+        connect, recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
+    };
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("upgrade-garbage");
+    let path = dir.join("upgrade.sock");
+    let server = Running::start(
+        Engine::builder(|_| Drainer::default())
+            .listen("tcp://127.0.0.1:0")
+            .loops(1)
+            .upgrade_socket(&path),
+    );
+    let addr = server.tcp_addr(0);
+    echo_round_trip(&mut tcp_client(addr), b"before");
+    let fds_before = fd_count();
+    let control = || {
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        connect(s.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        s
+    };
+    // A client that connects and leaves at once is just forgotten.
+    drop(control());
+    for junk in [
+        &b"GET / HTTP/1.1"[..],
+        b"HELLO ringloop-upgrade/0",
+        &[0xff; 300][..],
+    ] {
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        connect(s.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        send(s.as_raw_fd(), junk, MsgFlags::empty()).unwrap();
+        let mut buf = [0u8; 256];
+        let n = recv(s.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+        let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(reply.starts_with("REFUSED"), "{reply:?}");
+    }
+    assert!(!server.engine.is_draining());
+    echo_round_trip(&mut tcp_client(addr), b"after");
+    wait_until("no descriptor kept for the bad requests", || {
+        fd_count() <= fds_before
+    });
+    // A real upgrade still works afterwards.
+    let next = Running::start(
+        Engine::builder(|_| Drainer::default())
+            .listen(format!("tcp://{addr}"))
+            .loops(1)
+            .upgrade_socket(&path),
+    );
+    assert!(server.engine.is_draining());
+    server.join();
+    echo_round_trip(&mut tcp_client(addr), b"upgraded");
+    next.stop();
+}
