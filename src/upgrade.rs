@@ -322,8 +322,12 @@ fn hand_over(control: &Control, conn: &OwnedFd, engine: &EngineShared) -> io::Re
     if ready != "READY" {
         return Err(io::Error::other(format!("unexpected reply {ready:?}")));
     }
+    // From READY on the new process is responsible for the sockets: drain
+    // even if it cannot hear the acknowledgement.
     engine.begin_upgrade_drain();
-    send(conn, "DRAINING")?;
+    if let Err(e) = send(conn, "DRAINING") {
+        log::warn!("upgrade: the new process did not take the acknowledgement: {e}");
+    }
     log::info!(
         "handed {} listening socket(s) over; draining",
         control.offered.len()
