@@ -1,11 +1,16 @@
 //! Running in production: the builder settings and engine queries for
-//! connection limits and PROXY protocol listeners.
+//! connection limits, PROXY protocol listeners, inherited sockets (`fd://N`,
+//! systemd) and upgrades.
 //!
 //! Owns what the engine shares about them ([`DeployShared`]: the admission
-//! gate, which listeners expect a PROXY header and how long one may take) and
-//! the [`EngineBuilder`]/[`Engine`] methods that set and read them. The work
-//! itself lives in [`crate::admission`] (accepting) and the loop's `admit`
-//! step (headers). It must never touch a socket.
+//! gate, which listeners expect a PROXY header and how long one may take,
+//! the draining flag, the upgrade control socket), which listen addresses are
+//! taken over instead of bound ([`Inherited`]) and where those sockets go,
+//! and the [`EngineBuilder`]/[`Engine`] methods that set and read all this.
+//! The work itself lives elsewhere: [`crate::admission`] (accepting), the
+//! loop's `admit` step (headers, draining), [`crate::upgrade`] (the handoff),
+//! [`crate::sys::handoff`] (descriptor calls). It makes no socket call of
+//! its own beyond those.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
@@ -402,6 +407,8 @@ impl DeployConfig {
                 SockAddr::Inet(_) => Transport::Tcp,
                 SockAddr::Unix(_) => Transport::Unix,
             };
+            // An unnamed (abstract) Unix socket has no URL form: keep its
+            // address as the kernel gave it.
             let addr = ListenAddr::parse(&format!("{transport}://{sock_addr}")).or_else(|_| {
                 ListenAddr::parse("unix://inherited").map(|u| u.with_sock_addr(sock_addr.clone()))
             })?;
