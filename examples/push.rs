@@ -86,7 +86,7 @@ fn main() {
     if let Some(n) = args.loops {
         builder = builder.loops(n);
     }
-    let server = match builder.build() {
+    let server = match common::deploy(builder).build() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("push: {e}");

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::actors::{Mailbox, Outbox, Sender};
+use crate::admission::{accept_next, Accepted};
 use crate::balancer::Balancer;
 use crate::engine::EngineShared;
 use crate::listener::Listener;
 use crate::message::{AcceptorMessage, LoopMessage};
 use crate::options::LoadBalancer;
 use crate::sys::poller::{Events, Interest, Poller};
-use crate::sys::socket;
 
 const DOORBELL: u64 = u64::MAX;
 /// Hand-offs one loop may have waiting in the acceptor before it pauses.
@@ -87,6 +87,20 @@ impl Acceptor {
             if self.engine.is_stopping() {
                 return Ok(());
             }
+            if self.engine.deploy.is_draining() {
+                // The listeners went to a new process: close ours (leaving
+                // Unix socket files to it), deliver what is held, stop.
+                if !self.listeners.is_empty() {
+                    for (mut listener, _) in self.listeners.drain(..) {
+                        let _ = poller.delete(listener.fd.as_fd());
+                        listener.keep_socket_file();
+                    }
+                    self.engine.deploy.stopped_accepting();
+                }
+                if self.outboxes.iter().all(|o| o.held() == 0) {
+                    return Ok(());
+                }
+            }
             let holding = self.outboxes.iter().any(|o| o.held() > 0);
             let timeout = if holding {
                 Some(RETRY)
@@ -138,7 +152,14 @@ impl Acceptor {
                     continue;
                 }
                 match self.accept_all(index) {
-                    Ok(()) => warned = false,
+                    Ok(None) => warned = false,
+                    Ok(Some(until)) => {
+                        // A limit is reached: the backlog holds the rest.
+                        resume_at = Some(until);
+                        self.set_accepting(&poller, false)?;
+                        paused = true;
+                        break;
+                    }
                     Err(e) => {
                         if !warned {
                             log::warn!(
@@ -162,14 +183,17 @@ impl Acceptor {
     }
 
     /// Accepts on listener `index` until the backlog is empty or a loop's
-    /// outbox is congested.
-    fn accept_all(&mut self, index: usize) -> std::io::Result<()> {
+    /// outbox is congested; `Some(t)` if a limit says to wait until `t`.
+    fn accept_all(&mut self, index: usize) -> std::io::Result<Option<Instant>> {
         let (listener, listen_index) = &self.listeners[index];
         let is_tcp = listener.is_tcp();
         loop {
-            let Some((fd, peer)) = socket::accept(listener.fd.as_fd())? else {
-                return Ok(());
-            };
+            let (fd, peer, admission) =
+                match accept_next(listener.fd.as_fd(), &self.engine.deploy.gate)? {
+                    Accepted::Conn(fd, peer, admission) => (fd, peer, admission),
+                    Accepted::Empty => return Ok(None),
+                    Accepted::Wait(until) => return Ok(Some(until)),
+                };
             let target = self.balancer.pick(&peer, &self.engine);
             self.engine.loops[target].add_connection();
             let message = LoopMessage::Accepted {
@@ -177,15 +201,16 @@ impl Acceptor {
                 peer,
                 listener: *listen_index,
                 is_tcp,
+                admission,
             };
             if self.outboxes[target].send(message).is_err() {
                 // The loop is gone (engine stopping): the socket was closed
                 // by dropping the message.
                 self.engine.loops[target].remove_connection();
-                return Ok(());
+                return Ok(None);
             }
             if self.outboxes[target].held() >= HOLD_LIMIT {
-                return Ok(());
+                return Ok(None);
             }
         }
     }

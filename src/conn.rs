@@ -90,6 +90,10 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) connecting: Option<Box<Connecting>>,
     /// Set while a graceful close waits for the queue to be written.
     pub(crate) lingering: Option<Box<Lingering>>,
+    /// Its place under the engine's connection limits, if it holds one.
+    pub(crate) admission: Option<Box<crate::admission::Ticket>>,
+    /// PROXY protocol: the header awaited, or what it said.
+    pub(crate) proxy: Option<Box<crate::deploy::ProxyState>>,
 }
 
 /// A close that waits for the outbound queue to drain first.
@@ -145,6 +149,8 @@ impl<S> ConnEntry<S> {
             shutdown_done: false,
             connecting: None,
             lingering: None,
+            admission: None,
+            proxy: None,
         }
     }
 
@@ -1441,6 +1447,52 @@ impl<'a, S> Conn<'a, S> {
             Backing::Stream { conns, key } => conns.get(*key).map_or(&UNKNOWN_PEER, |e| &e.peer),
             Backing::Datagram(d) => &d.peer,
         }
+    }
+
+    /// The PROXY protocol header this connection started with, on a
+    /// listener added with
+    /// [`listen_proxied`](crate::EngineBuilder::listen_proxied); then
+    /// [`peer_addr`](Self::peer_addr) is the client it names (for a `LOCAL`
+    /// header, such as a balancer's health check, the balancer itself).
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     if let Some((header, balancer)) = conn.proxy_header() {
+    ///         log::info!("{} via {balancer} (PROXY v{})", conn.peer_addr(), header.version);
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
+    pub fn proxy_header(&self) -> Option<(&crate::proxy_protocol::ProxyHeader, &SockAddr)> {
+        match self.entry()?.proxy.as_deref()? {
+            crate::deploy::ProxyState::Received { header, balancer } => Some((header, balancer)),
+            crate::deploy::ProxyState::Awaiting { .. } => None,
+        }
+    }
+
+    /// The socket's file descriptor number, for display (Redis's
+    /// `CLIENT LIST` shows it) and diagnostics; the connection keeps owning
+    /// it. `None` once closed.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     log::debug!("fd {:?} from {}", conn.raw_fd(), conn.peer_addr());
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.fd().map(|fd| fd.as_raw_fd())
     }
 
     /// This side's address.

@@ -95,6 +95,8 @@ pub(crate) struct EngineShared {
     pool_config: (usize, usize, PoolShutdown),
     /// How long loops may spend flushing at stop (ms; set before the stop).
     drain_timeout_ms: AtomicU64,
+    /// Admission control and PROXY protocol listeners.
+    pub(crate) deploy: crate::deploy::DeployShared,
 }
 
 /// `true` on any engine's event-loop thread.
@@ -162,6 +164,17 @@ impl EngineShared {
         let connections = slot.connections.load(Ordering::Relaxed) as u64;
         slot.counters
             .snapshot(connections, slot.sender.doorbell_rings())
+    }
+
+    /// Wakes the acceptor and every loop to look at the engine's flags.
+    pub(crate) fn wake_actors(&self) {
+        if let Some(acceptor) = &self.acceptor {
+            let _ = acceptor.try_send(AcceptorMessage::Stop);
+        }
+        for slot in &self.loops {
+            // A full lane means the loop is awake with work queued anyway.
+            let _ = slot.sender.try_send(LoopMessage::Stop);
+        }
     }
 
     /// Phase 3 of shutdown: tells every loop to close up and exit.
@@ -364,6 +377,7 @@ impl Engine {
             factory: Arc::new(factory),
             addrs: Vec::new(),
             options: Options::default(),
+            deploy: Default::default(),
         }
     }
 
@@ -838,8 +852,9 @@ type Factory<H> = Arc<dyn Fn(usize) -> H + Send + Sync>;
 /// ```
 pub struct EngineBuilder<H> {
     factory: Factory<H>,
-    addrs: Vec<String>,
-    options: Options,
+    pub(crate) addrs: Vec<String>,
+    pub(crate) options: Options,
+    pub(crate) deploy: crate::deploy::DeployConfig,
 }
 
 impl<H: EventHandler> EngineBuilder<H> {
@@ -1341,17 +1356,20 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// assert!(matches!(err, ringloop::Error::InvalidAddress { .. }));
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn build(self) -> Result<Server<H>> {
+    pub fn build(mut self) -> Result<Server<H>> {
         self.options.validate()?;
         // No address is fine: a client engine only dials and enrolls.
+        let mut inherited = self.deploy.take_inherited(&self.addrs)?;
         let addrs = self
             .addrs
             .iter()
-            .map(|a| ListenAddr::parse(a))
+            .enumerate()
+            .map(|(i, a)| inherited.addr(i).map_or_else(|| ListenAddr::parse(a), Ok))
             .collect::<Result<Vec<_>>>()?;
         if addrs.len() > usize::from(u16::MAX) {
             return Err(Error::InvalidConfig("too many listen addresses".into()));
         }
+        self.deploy.validate(&addrs)?;
         let loops = self.options.loops;
         let mut acceptor_listeners = Vec::new();
         let mut loop_sockets: Vec<LoopSockets> =
@@ -1360,6 +1378,13 @@ impl<H: EventHandler> EngineBuilder<H> {
         for (index, addr) in addrs.iter().enumerate() {
             let index = index as u16;
             match addr.transport() {
+                // Taken over (fd://N, systemd, an upgrade), not bound.
+                _ if inherited.has(index) => local_addrs.push(inherited.place(
+                    index,
+                    &mut acceptor_listeners,
+                    &mut loop_sockets,
+                    &self.options,
+                )?),
                 // Every loop gets its own socket on the same port (the first
                 // bind picks the port when 0 is asked for).
                 Transport::Udp => {
@@ -1396,6 +1421,9 @@ impl<H: EventHandler> EngineBuilder<H> {
                 }
             }
         }
+        let control = self
+            .deploy
+            .finish_upgrade(&acceptor_listeners, &loop_sockets)?;
         let mailbox_config = MailboxConfig::new()
             .lane_capacity(self.options.mailbox_capacity)
             .doorbell(self.options.doorbell);
@@ -1432,6 +1460,17 @@ impl<H: EventHandler> EngineBuilder<H> {
                 self.options.workers,
                 self.options.job_queue_capacity,
                 self.options.pool_shutdown,
+            ),
+            deploy: crate::deploy::DeployShared::new(
+                &self.deploy,
+                self.options.limits,
+                &addrs,
+                control,
+                usize::from(!acceptor_listeners.is_empty())
+                    + loop_sockets
+                        .iter()
+                        .filter(|s| !s.listeners.is_empty())
+                        .count(),
             ),
         });
         let acceptor = (!acceptor_listeners.is_empty()).then(|| {
@@ -1600,6 +1639,14 @@ impl<H: EventHandler> Server<H> {
                 }
             }
         }
+        let upgrade_thread = match crate::upgrade::start(&shared) {
+            Ok(t) => t,
+            Err(e) => {
+                result = result.and(Err(e));
+                shared.request_stop();
+                None
+            }
+        };
         // This thread is the shutdown coordinator: wait for a stop request...
         {
             let mut state = shared.run_state.lock().unwrap_or_else(|e| e.into_inner());
@@ -1620,6 +1667,9 @@ impl<H: EventHandler> Server<H> {
         };
         // ...then stop accepting, drain the worker pool, and close the loops.
         if let Some(t) = acceptor_thread {
+            join(t);
+        }
+        if let Some(t) = upgrade_thread {
             join(t);
         }
         if let Some(pool) = shared.pool.get() {

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use crate::actors::slab::{Slab, SlotKey};
 use crate::actors::Mailbox;
 use crate::addr::{ListenAddr, SockAddr, Transport};
+use crate::admission::{accept_next, Accepted};
 use crate::conn::{
     send_datagram, Conn, ConnEntry, Connecting, Datagram, Flushed, Lingering, LoopRef, SideEffects,
     NO_LISTENER,
@@ -59,6 +60,8 @@ use crate::stats::bump;
 use crate::sys::poller::{Event, Events, Interest, Poller};
 use crate::sys::{io as sysio, socket};
 use crate::timer_wheel::TimerWheel;
+
+mod admit;
 
 /// Tokens at or above this are not connections (a connection's token is its
 /// slab key, far below with any slot count that fits in memory).
@@ -140,6 +143,9 @@ pub(crate) struct EventLoop<H: EventHandler> {
     deferred: HashMap<SlotKey, Vec<HeldWrite>>,
     /// Set once the engine stops: connections flush, then close, by then.
     drain_deadline: Option<Instant>,
+    /// The engine handed its listeners to a new process and this loop has
+    /// closed its own and told its handler.
+    upgrade_drain_seen: bool,
 }
 
 /// Runs a handler callback; a panic is caught and logged instead of killing
@@ -175,6 +181,9 @@ fn loop_ref<'a>(
 fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, TimeoutKind)> {
     if let Some(connecting) = &entry.connecting {
         return Some((connecting.deadline_ms, TimeoutKind::Connect));
+    }
+    if let Some(crate::deploy::ProxyState::Awaiting { deadline_ms, .. }) = entry.proxy.as_deref() {
+        return Some((*deadline_ms, TimeoutKind::Read));
     }
     if let Some(lingering) = &entry.lingering {
         // A graceful close past its deadline (reported with its own reason).
@@ -288,6 +297,7 @@ impl<H: EventHandler> EventLoop<H> {
             due: Vec::new(),
             deferred: HashMap::new(),
             drain_deadline: None,
+            upgrade_drain_seen: false,
         })
     }
 
@@ -304,6 +314,9 @@ impl<H: EventHandler> EventLoop<H> {
 
     fn serve(&mut self) -> Result<()> {
         loop {
+            if !self.upgrade_drain_seen && self.engine.deploy.is_draining() {
+                self.begin_upgrade_drain();
+            }
             if self.engine.loops_stopping() {
                 let deadline = match self.drain_deadline {
                     Some(d) => d,
@@ -421,6 +434,10 @@ impl<H: EventHandler> EventLoop<H> {
             if event.writable || event.error || event.hangup {
                 self.finish_connect(key);
             }
+            return;
+        }
+        if Self::awaiting_header(entry) {
+            self.read_proxy_header(key);
             return;
         }
         if event.error {
@@ -842,6 +859,11 @@ impl<H: EventHandler> EventLoop<H> {
             self.fail_dial(key, error);
             return;
         }
+        if Self::awaiting_header(entry) {
+            // Never opened: no close callback.
+            self.refuse_unopened(key, reason);
+            return;
+        }
         let leftover = std::mem::take(&mut entry.inbound);
         let handler = &mut self.handler;
         let (action, side) = {
@@ -1032,13 +1054,19 @@ impl<H: EventHandler> EventLoop<H> {
             };
             let is_tcp = listener.is_tcp();
             let listen_index = *listen_index;
-            match socket::accept(listener.fd.as_fd()) {
-                Ok(Some((fd, peer))) => {
+            match accept_next(listener.fd.as_fd(), &self.engine.deploy.gate) {
+                Ok(Accepted::Conn(fd, peer, admission)) => {
                     self.warned_exhausted = false;
                     self.engine.loops[self.index].add_connection();
-                    self.adopt(ConnEntry::new(fd, peer, listen_index, is_tcp), None);
+                    self.admit(fd, peer, listen_index, is_tcp, admission);
                 }
-                Ok(None) => return,
+                Ok(Accepted::Empty) => return,
+                Ok(Accepted::Wait(until)) => {
+                    // A limit is reached: the backlog holds the rest.
+                    self.set_listening(false);
+                    self.listeners_resume = Some(until);
+                    return;
+                }
                 Err(e) => {
                     if is_exhaustion(&e) {
                         self.pause_listeners(&e);
@@ -1139,12 +1167,13 @@ impl<H: EventHandler> EventLoop<H> {
                 peer,
                 listener,
                 is_tcp,
+                admission,
             } => {
                 if self.engine.loops_stopping() {
                     self.engine.loops[self.index].remove_connection();
                     return;
                 }
-                self.adopt(ConnEntry::new(fd, peer, listener, is_tcp), None);
+                self.admit(fd, peer, listener, is_tcp, admission);
             }
             LoopMessage::Write { id, data, done } => match self.conn_key(id) {
                 None => done.complete(Err(Error::ConnectionClosed)),
@@ -1242,6 +1271,21 @@ impl<H: EventHandler> EventLoop<H> {
         entry.write_armed = self.settings.edge_triggered;
         entry.last_read_ms = self.now_ms;
         entry.last_write_ms = self.now_ms;
+        if let Some((at, _)) = Self::awaiting_header(entry)
+            .then(|| next_deadline(entry, &self.settings.timeouts))
+            .flatten()
+        {
+            // Opened once its PROXY header is in (or refused at the deadline).
+            self.timeouts_in_use = true;
+            entry.timer_tick = self.wheel.schedule(key, at);
+            return;
+        }
+        self.open(key, done);
+    }
+
+    /// Runs `on_open` for a registered connection; `done` (a dial or enroll
+    /// through the engine) gets its handle.
+    fn open(&mut self, key: SlotKey, done: Option<Completion<ConnHandle>>) {
         bump(
             &self.engine.loops[self.index].counters.connections_opened,
             1,
@@ -1339,6 +1383,9 @@ impl<H: EventHandler> EventLoop<H> {
                         io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
                     );
                     self.fail_dial(key, error);
+                }
+                Some((at, _)) if at <= self.now_ms && Self::awaiting_header(entry) => {
+                    self.refuse_header(key, crate::proxy_protocol::ProxyHeaderError::Timeout);
                 }
                 Some((at, _)) if at <= self.now_ms && entry.lingering.is_some() => {
                     let reason = entry

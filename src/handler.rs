@@ -97,6 +97,16 @@ pub enum CloseReason {
     /// ([`Conn::close_with_error`]; [`Framed`](crate::codec::Framed) does so
     /// for a codec error), after flushing what was queued (an error reply).
     Protocol(Box<dyn std::error::Error + Send + Sync>),
+    /// A listener added with
+    /// [`listen_proxied`](crate::EngineBuilder::listen_proxied) got no valid
+    /// PROXY protocol header in time; the connection never opened (see
+    /// [`EventHandler::on_reject`]).
+    ProxyHeader(crate::proxy_protocol::ProxyHeaderError),
+    /// Its source address already had
+    /// [`max_conns_per_source`](crate::EngineBuilder::max_conns_per_source)
+    /// connections open; the connection never opened (see
+    /// [`EventHandler::on_reject`]).
+    SourceLimit,
 }
 
 /// Which timeout closed a connection.
@@ -155,6 +165,8 @@ impl fmt::Display for CloseReason {
             Self::BackPressure => f.write_str("outbound queue above its high-water mark"),
             Self::InboundLimit => f.write_str("unconsumed input above the inbound limit"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::ProxyHeader(e) => write!(f, "{e}"),
+            Self::SourceLimit => f.write_str("too many connections from this source address"),
         }
     }
 }
@@ -569,5 +581,50 @@ pub trait EventHandler: 'static {
     /// ```
     fn on_shutdown(&mut self, ctx: &mut LoopContext) {
         let _ = ctx;
+    }
+
+    /// An accepted connection from `peer` was closed before it opened
+    /// (no [`on_open`](Self::on_open), no [`on_close`](Self::on_close)):
+    /// [`CloseReason::ProxyHeader`] or [`CloseReason::SourceLimit`]. The
+    /// default logs it at debug level.
+    ///
+    /// ```
+    /// use ringloop::{CloseReason, EventHandler, LoopContext, SockAddr};
+    ///
+    /// struct Audit;
+    /// impl EventHandler for Audit {
+    ///     type State = ();
+    ///     fn on_reject(&mut self, _ctx: &mut LoopContext, peer: &SockAddr, reason: &CloseReason) {
+    ///         eprintln!("refused {peer}: {reason}");
+    ///     }
+    /// }
+    /// ```
+    fn on_reject(&mut self, ctx: &mut LoopContext, peer: &crate::SockAddr, reason: &CloseReason) {
+        log::debug!("loop {}: refused {peer}: {reason}", ctx.loop_index());
+    }
+
+    /// The engine handed its listeners to a new process (an upgrade, see
+    /// [`EngineBuilder::upgrade_socket`](crate::EngineBuilder::upgrade_socket)):
+    /// nothing more is accepted, this loop's connections are served as
+    /// usual until they close or the upgrade deadline passes. Called once
+    /// per loop; [`Engine::is_draining`](crate::Engine::is_draining) tells
+    /// the same from anywhere, e.g. to close a connection after the
+    /// response in hand. `Shutdown` stops the engine at once.
+    ///
+    /// ```
+    /// use ringloop::{Action, EventHandler, LoopContext};
+    ///
+    /// struct Polite;
+    /// impl EventHandler for Polite {
+    ///     type State = ();
+    ///     fn on_drain(&mut self, ctx: &mut LoopContext) -> Action {
+    ///         log::info!("loop {} draining for an upgrade", ctx.loop_index());
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
+    fn on_drain(&mut self, ctx: &mut LoopContext) -> Action {
+        let _ = ctx;
+        Action::None
     }
 }

@@ -95,6 +95,28 @@ impl Listener {
         Ok((fd, addr.with_sock_addr(bound)))
     }
 
+    /// Wraps a listening socket this process did not bind: inherited (a
+    /// Unix socket's file then belongs to whoever made it) or handed over
+    /// by the process it replaces (`owns_file`: the file is this process's
+    /// to remove at exit, like one it bound).
+    pub(crate) fn adopt(fd: OwnedFd, addr: ListenAddr, owns_file: bool) -> Self {
+        let unix_path = match addr.sock_addr() {
+            SockAddr::Unix(Some(path)) if owns_file => Some(path.clone()),
+            _ => None,
+        };
+        Self {
+            fd,
+            addr,
+            unix_path,
+        }
+    }
+
+    /// Gives up the Unix socket file: it will not be removed on drop (the
+    /// socket went to another process, which serves the path now).
+    pub(crate) fn keep_socket_file(&mut self) {
+        self.unix_path = None;
+    }
+
     pub(crate) fn is_tcp(&self) -> bool {
         self.addr.transport() == Transport::Tcp
     }

@@ -61,6 +61,8 @@ pub(crate) enum LoopMessage {
         peer: SockAddr,
         listener: u16,
         is_tcp: bool,
+        /// Its place under the engine's limits (given back when dropped).
+        admission: crate::admission::Admission,
     },
     /// Write bytes to a connection.
     Write {

@@ -370,6 +370,9 @@ pub struct Options {
     pub job_queue_capacity: usize,
     /// What the worker pool does with queued jobs at shutdown.
     pub pool_shutdown: PoolShutdown,
+    /// Connection limits: a cap on open connections, per source address,
+    /// and an accept rate. Default: none.
+    pub limits: crate::admission::Limits,
 }
 
 impl Default for Options {
@@ -400,6 +403,7 @@ impl Default for Options {
             workers: (4 * std::thread::available_parallelism().map_or(1, usize::from)).max(4),
             job_queue_capacity: 4096,
             pool_shutdown: PoolShutdown::Finish,
+            limits: crate::admission::Limits::default(),
         }
     }
 }
@@ -494,6 +498,7 @@ impl Options {
             ));
         }
         self.write_water_marks.validate()?;
+        self.limits.validate()?;
         if let Some(ka) = self.tcp_keepalive {
             if ka.idle < Duration::from_secs(1)
                 || ka.interval < Duration::from_secs(1)

@@ -721,3 +721,54 @@ fn redis_benchmark_runs_against_it() {
     assert_eq!(c.call("GET counter:__rand_int__"), bulk("4000"));
     server.stop();
 }
+
+/// Parses `CLIENT LIST` into one map of fields per line.
+fn client_list(c: &mut Client) -> Vec<std::collections::HashMap<String, String>> {
+    let Bulk(Some(text)) = c.call("CLIENT LIST") else {
+        panic!("CLIENT LIST is a bulk string");
+    };
+    String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            line.split(' ')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn client_list_shows_every_client() {
+    let server = start(2);
+    let addr = server.tcp_addr(0);
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    assert_eq!(a.call("SET k v"), ok());
+    let Int(b_id) = b.call("CLIENT ID") else {
+        panic!("CLIENT ID is an integer");
+    };
+    let list = client_list(&mut b);
+    assert_eq!(list.len(), 2, "{list:?}");
+    for row in &list {
+        for field in ["id", "addr", "laddr", "fd", "age", "idle", "cmd"] {
+            assert!(row.contains_key(field), "{field} missing in {row:?}");
+        }
+        assert_eq!(row["laddr"], addr.to_string());
+        assert!(row["fd"].parse::<i32>().unwrap() > 2);
+        assert!(row["age"].parse::<u64>().is_ok() && row["idle"].parse::<u64>().is_ok());
+    }
+    let me = list.iter().find(|r| r["id"] == b_id.to_string()).unwrap();
+    assert_eq!(me["addr"], b.writer.local_addr().unwrap().to_string());
+    assert_eq!(me["cmd"], "client");
+    let other = list.iter().find(|r| r["id"] != b_id.to_string()).unwrap();
+    assert_eq!(other["addr"], a.writer.local_addr().unwrap().to_string());
+    assert_eq!(other["cmd"], "set");
+    expect_error(b.call("CLIENT KILL x"), "unknown subcommand");
+    drop(a);
+    wait_until("the closed client gone from the list", || {
+        client_list(&mut b).len() == 1
+    });
+    server.stop();
+}

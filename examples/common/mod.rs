@@ -1,10 +1,27 @@
 //! Command-line handling shared by the server examples: addresses as
-//! positional URLs, `--loops N`, and example-specific `--flag value` options.
+//! positional URLs, `--loops N`, example-specific `--flag value` options, and
+//! the deployment options every server takes (see [`DEPLOY_USAGE`]).
 
 #![allow(dead_code)] // each example uses a different subset
 
 use std::collections::HashMap;
 use std::process::exit;
+use std::sync::OnceLock;
+
+/// The deployment options every server example takes.
+pub const DEPLOY_USAGE: &str =
+    "[--max-conns N] [--max-conns-per-source N] [--accept-rate PER_SECOND] [--proxy-protocol] [--systemd] [--upgrade PATH] [--upgrade-deadline-ms MS]";
+const DEPLOY_VALUED: &[&str] = &[
+    "max-conns",
+    "max-conns-per-source",
+    "accept-rate",
+    "upgrade",
+    "upgrade-deadline-ms",
+];
+const DEPLOY_SWITCHES: &[&str] = &["proxy-protocol", "systemd"];
+
+/// The deployment options given, for [`deploy`].
+static DEPLOY: OnceLock<HashMap<String, String>> = OnceLock::new();
 
 /// Parsed arguments.
 pub struct Args {
@@ -25,6 +42,7 @@ impl Args {
             loops: None,
             flags: HashMap::new(),
         };
+        let usage = format!("{usage} {DEPLOY_USAGE}");
         let fail = |msg: String| -> ! {
             eprintln!("error: {msg}\nusage: {usage}");
             exit(2)
@@ -43,11 +61,14 @@ impl Args {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),
                 None => (name.to_string(), None),
             };
-            if switches.contains(&name.as_str()) {
+            if switches.contains(&name.as_str()) || DEPLOY_SWITCHES.contains(&name.as_str()) {
                 args.flags.insert(name, "true".into());
                 continue;
             }
-            if name != "loops" && !valued.contains(&name.as_str()) {
+            if name != "loops"
+                && !valued.contains(&name.as_str())
+                && !DEPLOY_VALUED.contains(&name.as_str())
+            {
                 fail(format!("unknown option --{name}"));
             }
             let value = inline
@@ -62,12 +83,22 @@ impl Args {
                 args.flags.insert(name, value);
             }
         }
+        let deploy = args
+            .flags
+            .iter()
+            .filter(|(k, _)| {
+                DEPLOY_VALUED.contains(&k.as_str()) || DEPLOY_SWITCHES.contains(&k.as_str())
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let _ = DEPLOY.set(deploy);
         args
     }
 
-    /// The addresses, or `default` if none was given.
+    /// The addresses, or `default` if none was given (none with
+    /// `--systemd`: the sockets come from systemd).
     pub fn addrs_or(&self, default: &str) -> Vec<String> {
-        if self.addrs.is_empty() {
+        if self.addrs.is_empty() && !self.switch("systemd") {
             vec![default.to_string()]
         } else {
             self.addrs.clone()
@@ -96,9 +127,48 @@ impl Args {
     }
 }
 
+/// Applies the deployment options given on the command line: connection
+/// limits and the PROXY protocol on every stream listener.
+pub fn deploy<H: ringloop::EventHandler>(
+    mut builder: ringloop::EngineBuilder<H>,
+) -> ringloop::EngineBuilder<H> {
+    let Some(flags) = DEPLOY.get() else {
+        return builder;
+    };
+    let number = |name: &str| {
+        flags.get(name).map(|v| {
+            v.parse::<u32>().ok().filter(|&n| n > 0).unwrap_or_else(|| {
+                eprintln!("error: --{name} takes a positive number, not {v:?}");
+                exit(2)
+            })
+        })
+    };
+    if let Some(n) = number("max-conns") {
+        builder = builder.max_conns(n as usize);
+    }
+    if let Some(n) = number("max-conns-per-source") {
+        builder = builder.max_conns_per_source(n as usize);
+    }
+    if let Some(n) = number("accept-rate") {
+        builder = builder.accept_rate(ringloop::AcceptRate::new(n, n));
+    }
+    if let Some(path) = flags.get("upgrade") {
+        // Take over from the process serving PATH (it drains and exits),
+        // else bind; then serve PATH for the next upgrade.
+        builder = builder.upgrade_socket(path);
+    }
+    if let Some(ms) = number("upgrade-deadline-ms") {
+        builder = builder.upgrade_deadline(std::time::Duration::from_millis(u64::from(ms)));
+    }
+    if flags.contains_key("systemd") {
+        builder = builder.listen_systemd();
+    }
+    builder.proxy_protocol(flags.contains_key("proxy-protocol"))
+}
+
 /// Builds, prints where it listens, stops on Ctrl-C, runs; exits non-zero on error.
 pub fn serve<H: ringloop::EventHandler>(name: &str, builder: ringloop::EngineBuilder<H>) {
-    let server = match builder.build() {
+    let server = match deploy(builder).build() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{name}: {e}");

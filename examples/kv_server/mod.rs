@@ -5,7 +5,9 @@
 //!
 //! PING, ECHO, SET (EX, PX, NX, XX, KEEPTTL, GET), GET, DEL, EXISTS, INCR,
 //! DECR, INCRBY, DECRBY, MSET, MGET, EXPIRE and PEXPIRE (NX, XX, GT, LT), TTL,
-//! PTTL, DBSIZE, FLUSHALL, FLUSHDB, SELECT 0, QUIT, and the `COMMAND` (with
+//! PTTL, DBSIZE, FLUSHALL, FLUSHDB, SELECT 0, QUIT, CLIENT LIST and CLIENT ID
+//! (see `clients.rs`; behind a PROXY protocol balancer `addr=` is the real
+//! client), and the `COMMAND` (with
 //! COUNT, INFO and DOCS) and `CONFIG GET` replies that `redis-cli` and
 //! `redis-benchmark` ask for. Requests are RESP arrays of bulk strings or
 //! inline commands (`redis-cli`-style quoting), pipelined at will: every
@@ -43,6 +45,7 @@
 
 #![allow(dead_code)] // the example and the tests each use a subset
 
+pub mod clients;
 pub mod commands;
 pub mod resp;
 pub mod store;
@@ -57,6 +60,7 @@ use ringloop::{
 pub use resp::Limits;
 pub use store::Store;
 
+use clients::{Activity, Clients};
 use commands::{Argv, Flow};
 use resp::{Frame, Parser};
 
@@ -72,7 +76,8 @@ pub fn builder(store: Arc<Store>, limits: Limits) -> EngineBuilder<Kv> {
     // A client whose unread replies pass the output cap is closed by the
     // engine's back-pressure (rather than merely no longer read).
     let marks = WaterMarks::new(limits.max_output, limits.max_output / 4);
-    Engine::builder(move |_| Kv::new(store.clone(), limits.clone()))
+    let clients = Arc::new(Clients::default());
+    Engine::builder(move |_| Kv::new(store.clone(), limits.clone(), clients.clone()))
         .ticker(true)
         .write_water_marks(marks)
         .back_pressure(BackPressure::Close)
@@ -82,24 +87,28 @@ pub fn builder(store: Arc<Store>, limits: Limits) -> EngineBuilder<Kv> {
 pub struct Kv {
     store: Arc<Store>,
     limits: Limits,
+    clients: Arc<Clients>,
     /// Replies of the current read.
     out: Vec<u8>,
     /// Unquoted arguments of an inline command.
     scratch: Vec<u8>,
 }
 
-/// Per-connection state: the command being parsed.
+/// Per-connection state: the command being parsed, and the client's entry
+/// in the client table.
 #[derive(Debug, Default)]
 pub struct KvConn {
     parser: Parser,
+    client: Option<(u64, Arc<Activity>)>,
 }
 
 impl Kv {
     /// A handler over `store`.
-    pub fn new(store: Arc<Store>, limits: Limits) -> Kv {
+    pub fn new(store: Arc<Store>, limits: Limits, clients: Arc<Clients>) -> Kv {
         Kv {
             store,
             limits,
+            clients,
             out: Vec::with_capacity(16 * 1024),
             scratch: Vec::new(),
         }
@@ -123,7 +132,22 @@ impl EventHandler for Kv {
     type State = KvConn;
 
     fn on_open(&mut self, conn: &mut Conn<'_, KvConn>) -> Action {
-        conn.set_state(KvConn::default());
+        let laddr = conn
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        let fd = conn.raw_fd().unwrap_or(-1);
+        let client = self.clients.add(conn.peer_addr().to_string(), laddr, fd);
+        conn.set_state(KvConn {
+            client: Some(client),
+            ..KvConn::default()
+        });
+        Action::None
+    }
+
+    fn on_close(&mut self, conn: &mut Conn<'_, KvConn>, _reason: &ringloop::CloseReason) -> Action {
+        if let Some((id, _)) = conn.take_state().and_then(|st| st.client) {
+            self.clients.remove(id);
+        }
         Action::None
     }
 
@@ -132,6 +156,7 @@ impl EventHandler for Kv {
         let mut st = conn.take_state().unwrap_or_default();
         let mut pos = 0;
         let mut flow = Flow::Continue;
+        let mut now_ms = None;
         self.out.clear();
         while flow == Flow::Continue {
             let rest = &input[pos..];
@@ -141,7 +166,18 @@ impl EventHandler for Kv {
                 Frame::Command { len, inline } => {
                     let base = if inline { &self.scratch[..] } else { rest };
                     let argv = Argv::new(base, st.parser.args());
-                    flow = commands::execute(&self.store, &self.limits, argv, &mut self.out);
+                    let name = argv.get(0);
+                    let me = st.client.as_ref().map_or(0, |(id, activity)| {
+                        let now = *now_ms.get_or_insert_with(|| self.clients.now_ms());
+                        activity.record(name, now);
+                        *id
+                    });
+                    flow = if clients::is_client(name) {
+                        self.clients.command(me, argv, &mut self.out);
+                        Flow::Continue
+                    } else {
+                        commands::execute(&self.store, &self.limits, argv, &mut self.out)
+                    };
                     pos += len;
                 }
                 Frame::Error(msg) => {

@@ -23,7 +23,10 @@
 //! leak a file descriptor (every descriptor is an [`std::os::fd::OwnedFd`]
 //! from the moment the kernel hands it over).
 //! * [`signal`]: blocking `SIGINT`/`SIGTERM` and waiting for them.
+//! * [`handoff`]: descriptors that cross processes: inherited listeners
+//!   (`fd://N`, systemd) and `SCM_RIGHTS` messages (upgrades).
 
+pub(crate) mod handoff;
 pub(crate) mod io;
 pub(crate) mod poller;
 pub(crate) mod signal;
