@@ -32,8 +32,9 @@
 //!
 //! **Tickets.** Every publish carries a ticket from one counter per mailbox
 //! (one `fetch_add` per message, or one per batch, shared by the batch's
-//! messages), taken once the sender knows its lane has room and before it
-//! publishes. If send A happens-before send B, A's `fetch_add` happens-before
+//! messages), taken after the send began (a single send: once it knows its
+//! lane has room; a [`SendBatch`](crate::SendBatch): when the batch starts)
+//! and before it publishes. If send A happens-before send B, A's `fetch_add` happens-before
 //! B's, so `ticket(A) < ticket(B)` (read-modify-writes of one atomic are
 //! totally ordered consistently with happens-before); and A's publish
 //! (a `Release` store of its lane's tail) happens-before B's.

@@ -451,6 +451,17 @@ impl<'a, T> PushBatch<'a, T> {
     /// assert_eq!(rx.len(), 2);
     /// ```
     pub fn try_push(&mut self, value: T) -> Result<(), TrySendError<T>> {
+        self.try_push_with(value, |value| value)
+    }
+
+    /// [`try_push`](Self::try_push) of a `U`, turned into a `T` by `wrap`
+    /// only once it has a slot (as [`Producer::try_push_with`]).
+    #[inline]
+    pub(crate) fn try_push_with<U>(
+        &mut self,
+        value: U,
+        wrap: impl FnOnce(U) -> T,
+    ) -> Result<(), TrySendError<U>> {
         match self.producer.as_deref_mut() {
             Some(producer) if !self.closed => {
                 if self.free == 0 {
@@ -459,7 +470,7 @@ impl<'a, T> PushBatch<'a, T> {
                         return Err(TrySendError::Full(value));
                     }
                 }
-                producer.write_slot(value);
+                producer.write_slot(wrap(value));
                 self.free -= 1;
                 self.pushed += 1;
                 Ok(())

@@ -189,7 +189,7 @@ impl<T> Sender<T> {
             batch: Some(self.lane.batch()),
             shared: &self.shared,
             closed,
-            ticket: None,
+            ticket: self.shared.take_ticket(),
         }
     }
 
@@ -258,9 +258,9 @@ pub struct SendBatch<'a, T> {
     shared: &'a Shared<T>,
     /// The mailbox was closed when the batch started.
     closed: bool,
-    /// The batch's one ticket, taken at its first message (the mailbox's
-    /// causal order treats the batch as one send).
-    ticket: Option<u64>,
+    /// The batch's one ticket, taken when it starts (the mailbox's causal
+    /// order treats the batch as one send, which begins there).
+    ticket: u64,
 }
 
 impl<T> SendBatch<'_, T> {
@@ -279,14 +279,8 @@ impl<T> SendBatch<'_, T> {
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
         match self.batch.as_mut() {
             Some(batch) if !self.closed => {
-                let shared = self.shared;
-                let ticket = *self.ticket.get_or_insert_with(|| shared.take_ticket());
-                batch
-                    .try_push(Stamped { ticket, value })
-                    .map_err(|e| match e {
-                        TrySendError::Full(m) => TrySendError::Full(m.value),
-                        TrySendError::Closed(m) => TrySendError::Closed(m.value),
-                    })
+                let ticket = self.ticket;
+                batch.try_push_with(value, |value| Stamped { ticket, value })
             }
             _ => Err(TrySendError::Closed(value)),
         }
