@@ -16,8 +16,9 @@ conns=${1:-50}
 size=${2:-512}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
+target_dir=$(bench_target_dir)
 cargo build --release --example echo -p ringloop >&2
 CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
 bin=$target_dir/release
@@ -127,17 +128,18 @@ instructions() {
     ' "$dump"
 }
 
+bench_wait_idle costs.sh
 echo "### Per-message costs: system calls and user-space instructions ($conns conns × $size B, 1 thread)"
 echo
-echo "$(nproc) CPUs, Linux $(uname -r), load average $(cut -d' ' -f1 /proc/loadavg). System calls: perf syscall tracepoints over 2 s of load; user-space instructions: callgrind (the server runs ~50× slower in user space, the kernel at full speed), counters zeroed after warm-up; messages = \`send\` calls."
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, Linux $(uname -r); before measuring: $BENCH_IDLE_LINE. One run per server: instructions are deterministic, system calls per message nearly so. System calls: perf syscall tracepoints over 2 s of load; user-space instructions: callgrind (the server runs ~50× slower in user space, the kernel at full speed), counters zeroed after warm-up; messages = \`send\` calls."
 echo
-echo "| server | read | recvfrom | write | sendto | writev | epoll_wait | epoll_ctl | syscalls per msg | messages counted | user-space instructions per msg | messages counted |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| server | read | recvfrom | write | sendto | writev | epoll_wait | epoll_ctl | syscalls per msg | messages counted | user-space instructions per msg | messages counted | load 1m after |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for name in ringloop tokio epoll; do
     echo "costs.sh: $name" >&2
     read -r m r rf w s wv ew ec <<<"$(syscalls "$name")"
     read -r cm ir <<<"$(instructions "$name")"
     total=$(awk -v a="$r" -v b="$rf" -v c="$w" -v d="$s" -v e="$wv" -v f="$ew" -v g="$ec" \
         'BEGIN { printf "%.2f", a + b + c + d + e + f + g }')
-    echo "| $name | $r | $rf | $w | $s | $wv | $ew | $ec | $total | $m | $ir | $cm |"
+    echo "| $name | $r | $rf | $w | $s | $wv | $ew | $ec | $total | $m | $ir | $cm | $(cut -d' ' -f1 /proc/loadavg) |"
 done
