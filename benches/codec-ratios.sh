@@ -6,6 +6,8 @@
 # a loaded machine, where absolute times are not. It first waits for an idle
 # machine (benches/lib.sh) and says what it found above the table. Needs jq.
 # Usage: benches/codec-ratios.sh [RUNS]   (at least 3)
+# CODEC_BENCH_ARGS: criterion options for every run, e.g. shorter windows
+# ("--warm-up-time 0.1 --measurement-time 0.3", as remeasure.sh --quick does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=benches/lib.sh
@@ -41,7 +43,8 @@ loads=""
 for r in $(seq 1 "$runs"); do
   echo "==> run $r of $runs" >&2
   loads+="$(cut -d' ' -f1 /proc/loadavg) "
-  cargo bench --bench codec >/dev/null 2>&1
+  # shellcheck disable=SC2086 # CODEC_BENCH_ARGS: criterion options, split on spaces
+  cargo bench --bench codec -- ${CODEC_BENCH_ARGS:-} >/dev/null 2>&1
   for p in "${pairs[@]}"; do
     IFS='|' read -r a b label <<<"$p"
     ratio="$(awk -v x="$(median_ns "$a")" -v y="$(median_ns "$b")" 'BEGIN { printf "%.2f", x / y }')"

@@ -42,7 +42,7 @@
 //!
 //! Every receiver checks that it gets exactly the sequence sent (FIFO, no
 //! loss, no duplicate). Environment: `LAT_SAMPLES` (default 20000 pings per
-//! case), `LAT_ROUNDS` (default 3, at least 3 under `cargo bench`: every table
+//! case), `LAT_SENDS` (default 1000000 per doorbell-traffic case), `LAT_ROUNDS` (default 3, at least 3 under `cargo bench`: every table
 //! is measured that many times, cases interleaved, to show the run-to-run
 //! spread), `LAT_PLACEMENT` (`cross` or `same` keeps one placement).
 
@@ -61,8 +61,14 @@ const WARMUP: usize = 500;
 const GAP: Duration = Duration::from_micros(20);
 /// Lane capacity / channel bound everywhere.
 const CAP: usize = 1024;
-/// Messages sent per doorbell-traffic case.
+/// Messages sent per doorbell-traffic case, unless `LAT_SENDS` says.
 const SENDS: u64 = 1_000_000;
+
+/// Messages sent per doorbell-traffic case (`LAT_SENDS`, default `SENDS`).
+fn sends() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| env_or("LAT_SENDS", SENDS as usize).max(BATCH as usize) as u64)
+}
 /// Messages per batch in the batched doorbell-traffic cases.
 const BATCH: u64 = 64;
 /// Longest a blocking owner parks; a park that lasts this long while the
@@ -492,9 +498,9 @@ fn doorbell_traffic(case: TrafficCase, at: Placement) -> Traffic {
         let mut batches = 0u64;
         let mut misses = 0u32;
         let mut v = 0;
-        while v < SENDS {
+        while v < sends() {
             if case.batched {
-                let end = SENDS.min(v + BATCH);
+                let end = sends().min(v + BATCH);
                 let mut batch = tx.batch();
                 while v < end {
                     match batch.try_send(v) {
@@ -534,7 +540,7 @@ fn doorbell_traffic(case: TrafficCase, at: Placement) -> Traffic {
     let mut next = 0u64;
     let mut parks = 0u64;
     let mut timeouts = 0u64;
-    while next < SENDS {
+    while next < sends() {
         let n = mailbox.drain(case.budget, |v| {
             if v != next {
                 mismatch("message", v, next);
@@ -600,8 +606,9 @@ fn traffic_table(rounds: usize, idle: &IdleCheck) {
         }
     }
     println!(
-        "(b) doorbell writes while the owner is busy: {SENDS} sends per case, lane of {CAP}, \
-         owner drains and parks only when empty"
+        "(b) doorbell writes while the owner is busy: {} sends per case, lane of {CAP}, \
+         owner drains and parks only when empty",
+        sends()
     );
     println!(
         "{:<6} {:<10} {:<56} {:>9} {:>11} {:>10} {:>10} {:>9} {:>9} {:>9} {:>5}",
@@ -681,8 +688,8 @@ fn traffic_row(case: TrafficCase, at: Placement, round: usize) -> [f64; 2] {
     } else {
         "-".to_string()
     };
-    let rate = SENDS as f64 / t.elapsed.as_secs_f64() / 1e6;
-    let rings = t.rings as f64 * 1000.0 / SENDS as f64;
+    let rate = sends() as f64 / t.elapsed.as_secs_f64() / 1e6;
+    let rings = t.rings as f64 * 1000.0 / sends() as f64;
     println!(
         "{:<6} {:<10} {:<56} {:>9.2} {:>11.3} {:>10} {:>10.3} {:>9} {:>9} {:>9} {:>5}",
         round + 1,
@@ -691,7 +698,7 @@ fn traffic_row(case: TrafficCase, at: Placement, round: usize) -> [f64; 2] {
         rate,
         rings,
         per_batch,
-        t.parks as f64 * 1000.0 / SENDS as f64,
+        t.parks as f64 * 1000.0 / sends() as f64,
         t.rings,
         t.timeouts,
         t.preempted
