@@ -283,7 +283,7 @@ criterion_group! {
 }
 fn main() {
     // Under `cargo test --benches` every case runs once: no wait.
-    let idle = common::is_bench().then(|| common::wait_for_idle("codec"));
+    let idle = common::is_bench().then(|| common::idle_check("codec"));
     benches();
     Criterion::default().configure_from_args().final_summary();
     if let Some(idle) = idle {

@@ -718,14 +718,7 @@ fn main() {
         "mailbox_latency",
     );
     let samples = env_or("LAT_SAMPLES", if bench { 20_000 } else { 1_000 });
-    let idle = if bench {
-        common::wait_for_idle("mailbox_latency")
-    } else {
-        IdleCheck {
-            load: None,
-            waited: Duration::ZERO,
-        }
-    };
+    let idle = common::idle_check("mailbox_latency");
     println!("{}", idle.line());
     latency_table(rounds, samples, &idle);
     if bench {

@@ -996,14 +996,7 @@ fn causal_table(rounds: usize, at: Placement, idle: &IdleCheck) {
 fn main() {
     let bench = common::is_bench();
     // Under `cargo test --benches` criterion runs each case once: no wait.
-    let idle = if bench {
-        common::wait_for_idle("ring")
-    } else {
-        IdleCheck {
-            load: None,
-            waited: Duration::ZERO,
-        }
-    };
+    let idle = common::idle_check("ring");
     let placements = Placement::chosen("RING_PLACEMENT");
     let mut criterion = Criterion::default().configure_from_args();
     for &at in &placements {
