@@ -4,9 +4,9 @@
 # exact command, the idle check and the load average before and after, how
 # long it took, its exit status, and its full output.
 #
-#   benches/remeasure.sh            # full: ~60 min on an idle 2-core machine
-#   benches/remeasure.sh --quick    # ~10 min (longer on a loaded machine): checks that every
-#                                   # step works end to end; its figures are a smoke test only
+#   benches/remeasure.sh            # full: ~55 min on an idle 2-core machine, plus the build
+#   benches/remeasure.sh --quick    # ~10 min idle (22 min at load average 20 to 30): checks that
+#                                   # every step works end to end; its figures are a smoke test only
 #   benches/remeasure.sh --only mailbox,codec     # some sections (names below)
 #
 # Sections, in order (each bounded by `timeout`; a failed section is reported
@@ -121,15 +121,20 @@ section() {
     local idle_line=$BENCH_IDLE_LINE load_before t0=$SECONDS started rc
     load_before=$(cut -d' ' -f1-3 /proc/loadavg)
     started=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-    echo "remeasure.sh: ── $name: $*" >&2
+    local cmd
+    cmd=$(printf '%q ' "$@")
+    cmd=${cmd% }
+    echo "remeasure.sh: ── $name: $cmd" >&2
     say "## $n. $name"
     say ""
-    say "* started $started; command: \`$*\`"
+    say "* started $started; command: \`$cmd\`"
     say "* before measuring: $idle_line; load average $load_before"
     local out
     out=$(mktemp)
-    # The tools check again; after this wait they only wait briefly.
-    BENCH_IDLE_WAIT=$later_wait timeout --kill-after=15 "$limit" "$@" >"$out"
+    # The tools check again (and scripts before each of their steps); after
+    # this wait they only wait briefly.
+    BENCH_IDLE_WAIT=$later_wait BENCH_IDLE_WAIT_AFTER=$later_wait \
+        timeout --kill-after=15 "$limit" "$@" >"$out"
     rc=$?
     local took=$((SECONDS - t0))
     say "* finished $(date -u '+%H:%M:%S UTC'), took $took s, exit status $rc$( ((rc == 124 || rc == 137)) && echo " (stopped at the $limit s limit)"); load average after $(cut -d' ' -f1-3 /proc/loadavg)"
