@@ -121,9 +121,11 @@ section() {
     local idle_line=$BENCH_IDLE_LINE load_before t0=$SECONDS started rc
     load_before=$(cut -d' ' -f1-3 /proc/loadavg)
     started=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-    local cmd
-    cmd=$(printf '%q ' "$@")
-    cmd=${cmd% }
+    local cmd="" a
+    for a in "$@"; do # quote the words with spaces, for copy and paste
+        [[ $a == *[[:space:]]* ]] && a="'$a'"
+        cmd+="${cmd:+ }$a"
+    done
     echo "remeasure.sh: ── $name: $cmd" >&2
     say "## $n. $name"
     say ""
