@@ -73,7 +73,7 @@ bench_wait_idle() {
 # bench_spread [DECIMALS]: reads numbers (one per line or space-separated) on
 # stdin and prints "median (min–max)", or "?" for none.
 bench_spread() {
-    tr ' ' '\n' | grep -E '^-?[0-9.]+$' | sort -g |
+    tr ' ' '\n' | { grep -E '^-?[0-9.]+$' || true; } | sort -g |
         awk -v d="${1:-2}" '{ v[NR] = $1 }
             END {
                 if (NR == 0) { print "?"; exit }

@@ -192,7 +192,11 @@ else
 fi
 
 if have perf && have valgrind; then
-    section costs 600 md benches/costs.sh
+    if ((quick)); then
+        section costs 300 md env COSTS_RUNS=1 benches/costs.sh
+    else
+        section costs 900 md benches/costs.sh
+    fi
 else
     skip costs "needs perf and valgrind (Debian: linux-perf valgrind)"
 fi
