@@ -7,7 +7,7 @@
 # runs ringloop alone), then runs `harness proxy-bench` with this script's
 # arguments, e.g.
 #   benches/proxy.sh --quick              # ~1 min: 1 round × 2 s per run
-#   benches/proxy.sh                      # ~2.5 min: 2 rounds × 5 s per run
+#   benches/proxy.sh                      # ~4 min: 3 rounds × 5 s per run
 #   benches/proxy.sh --rounds 3 > out.md  # the report is markdown on stdout
 # See benches/RESULTS-proxy.md and benches/harness/README.md.
 set -euo pipefail

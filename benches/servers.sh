@@ -5,7 +5,7 @@
 #   harness bench-kv     examples/kv (1 and 2 loops) vs redis-server, driven by redis-benchmark
 # e.g.
 #   benches/servers.sh --quick          # both, 1 round, short runs (~2 min)
-#   benches/servers.sh                  # both, 2 rounds (~6 min)
+#   benches/servers.sh                  # both, 3 rounds (~9 min)
 #   benches/servers.sh --rounds 3 kv    # only kv, 3 rounds
 # The markdown report goes to stdout, progress to stderr. Needs wrk, redis-tools
 # and redis-server (Debian packages); see benches/harness/README.md.
