@@ -7,19 +7,24 @@
 //! cargo bench --bench codec                    # everything
 //! cargo bench --bench codec -- decode/line     # one group / codec
 //! ```
-//! Results and how to read them: `benches/RESULTS-codec.md`.
+//! Results and how to read them: `benches/RESULTS-codec.md`. Under
+//! `cargo bench` it first waits for an idle machine (`benches/common`) and
+//! prints what it found at the end; `benches/codec-ratios.sh` runs it 3
+//! times and reports each ratio's median and range.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use ringloop::codec::{
     Codec, DelimiterCodec, FixedLengthCodec, FrameConn, FrameHandler, Framed, LengthFieldCodec,
     LineCodec,
 };
 use ringloop::{Action, Conn, Engine, EventHandler};
+
+mod common;
 
 /// Size of every decode input.
 const INPUT: usize = 1 << 20;
@@ -276,4 +281,18 @@ criterion_group! {
     config = config();
     targets = decode, framed_overhead
 }
-criterion_main!(benches);
+fn main() {
+    // Under `cargo test --benches` every case runs once: no wait.
+    let idle = common::is_bench().then(|| common::idle_check("codec"));
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if let Some(idle) = idle {
+        // One criterion run gives one median per case; benches/codec-ratios.sh
+        // runs this 3 times and reports the median and range of the ratios.
+        println!(
+            "codec: {}; load average at the end {}",
+            idle.line(),
+            common::loadavg1().map_or_else(|| "?".to_string(), |l| format!("{l:.2}"))
+        );
+    }
+}

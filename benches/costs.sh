@@ -5,7 +5,13 @@
 # Servers: ringloop `echo --loops 1`, tokio current_thread, the hand-written
 # mio loop, each under the same closed-loop load (50 conns × 512 B by default).
 #
-#   benches/costs.sh [CONNS SIZE]      # ~1 minute; markdown on stdout
+#   benches/costs.sh [CONNS SIZE]      # ~3 minutes; markdown on stdout
+#   COSTS_RUNS=1 benches/costs.sh      # one run per server (~1 minute)
+#
+# Each server is measured COSTS_RUNS times (default 3), runs of the servers
+# alternated; a row per run, then per server the median and range of the
+# totals. It first waits for an idle machine (benches/lib.sh) and gives the
+# load beside every row.
 #
 # Needs perf (tracepoints are enough; hardware counters are not used) and
 # valgrind. Servers bind 127.0.0.1 only and are stopped by pid. Honours
@@ -16,8 +22,9 @@ conns=${1:-50}
 size=${2:-512}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
+target_dir=$(bench_target_dir)
 cargo build --release --example echo -p ringloop >&2
 CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
 bin=$target_dir/release
@@ -123,21 +130,37 @@ instructions() {
             next
         }
         /^calls=/ { split($0, a, /[= ]/); if (cur == "send") sends += a[2]; cur = ""; next }
-        END { printf "%d %.0f\n", sends, total / (sends ? sends : 1) }
+        END {
+            # No send counted in the window (the server starved under load): no figure.
+            if (sends) printf "%d %.0f\n", sends, total / sends; else print "0 ?"
+        }
     ' "$dump"
 }
 
+bench_wait_idle costs.sh
 echo "### Per-message costs: system calls and user-space instructions ($conns conns × $size B, 1 thread)"
 echo
-echo "$(nproc) CPUs, Linux $(uname -r), load average $(cut -d' ' -f1 /proc/loadavg). System calls: perf syscall tracepoints over 2 s of load; user-space instructions: callgrind (the server runs ~50× slower in user space, the kernel at full speed), counters zeroed after warm-up; messages = \`send\` calls."
+runs=${COSTS_RUNS:-3}
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, Linux $(uname -r); before measuring: $BENCH_IDLE_LINE. $runs run(s) per server, servers alternated. System calls: perf syscall tracepoints over 2 s of load; user-space instructions: callgrind (the server runs ~50× slower in user space, the kernel at full speed), counters zeroed after warm-up; messages = \`send\` calls."
 echo
-echo "| server | read | recvfrom | write | sendto | writev | epoll_wait | epoll_ctl | syscalls per msg | messages counted | user-space instructions per msg | messages counted |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| server | run | read | recvfrom | write | sendto | writev | epoll_wait | epoll_ctl | syscalls per msg | messages counted | user-space instructions per msg | messages counted | load 1m after |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+declare -A totals instrs
+for run in $(seq 1 "$runs"); do
+    for name in ringloop tokio epoll; do
+        echo "costs.sh: $name, run $run of $runs" >&2
+        read -r m r rf w s wv ew ec <<<"$(syscalls "$name")"
+        read -r cm ir <<<"$(instructions "$name")"
+        total=$(awk -v a="$r" -v b="$rf" -v c="$w" -v d="$s" -v e="$wv" -v f="$ew" -v g="$ec" \
+            'BEGIN { printf "%.2f", a + b + c + d + e + f + g }')
+        totals[$name]+="$total "
+        instrs[$name]+="$ir "
+        echo "| $name | $run | $r | $rf | $w | $s | $wv | $ew | $ec | $total | $m | $ir | $cm | $(cut -d' ' -f1 /proc/loadavg) |"
+    done
+done
+echo
+echo "| server | syscalls per msg, median (range) | user-space instructions per msg, median (range) |"
+echo "|---|---|---|"
 for name in ringloop tokio epoll; do
-    echo "costs.sh: $name" >&2
-    read -r m r rf w s wv ew ec <<<"$(syscalls "$name")"
-    read -r cm ir <<<"$(instructions "$name")"
-    total=$(awk -v a="$r" -v b="$rf" -v c="$w" -v d="$s" -v e="$wv" -v f="$ew" -v g="$ec" \
-        'BEGIN { printf "%.2f", a + b + c + d + e + f + g }')
-    echo "| $name | $r | $rf | $w | $s | $wv | $ew | $ec | $total | $m | $ir | $cm |"
+    echo "| $name | $(bench_spread 2 <<<"${totals[$name]}") | $(bench_spread 0 <<<"${instrs[$name]}") |"
 done

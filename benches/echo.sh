@@ -19,12 +19,9 @@ for arg in "$@"; do
 done
 
 # Where cargo puts binaries, honouring CARGO_TARGET_DIR and build.target-dir.
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-if [[ -z $target_dir ]]; then
-    echo "echo.sh: could not find cargo's target directory" >&2
-    exit 1
-fi
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
+target_dir=$(bench_target_dir) || exit 1
 
 extra=()
 if [[ $skip_ringloop == 0 && $ringloop_given == 0 ]]; then

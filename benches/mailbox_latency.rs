@@ -11,9 +11,10 @@
 //! thread each, and the client pings them in turn, so that a change in the
 //! (virtual) machine's wake-up behaviour during the run hits every case alike.
 //! Threads are pinned, because where the woken thread runs decides the
-//! latency far more than the queue does: client on CPU 0 and servers on CPU 1
-//! (every ping wakes the other core), then everything on CPU 0 (the woken
-//! server runs when the client goes to sleep waiting for the ack). The server records the one-way
+//! latency far more than the queue does: `cross_cpu`, client on CPU 1 and
+//! servers on CPU 0 (every ping wakes the other core), then `same_cpu`,
+//! everything on CPU 0 (the woken server runs when the client goes to sleep
+//! waiting for the ack). The server records the one-way
 //! latency from the `Instant` carried in the ping; the client records the round
 //! trip. Between pings the client spins for `GAP` so that the server is
 //! certainly blocked in `poll` again; the server's `doorbell_rings()` must
@@ -30,20 +31,29 @@
 //! taking either everything visible per `drain` call or at most 64 (a lane's
 //! slots go back to the producer only when a `drain` call returns).
 //! Reported: `doorbell_rings()` per 1,000 sends and per batch, owner parks per
-//! 1,000 sends, and blocking parks that ran into their timeout.
+//! 1,000 sends, and blocking parks that ran into their timeout. Producer and
+//! owner are pinned as in (a): `cross_cpu` (a worker writing to a loop on
+//! another core) and `same_cpu`, reported separately.
+//!
+//! Before measuring, `cargo bench` waits for an idle machine (up to
+//! `BENCH_IDLE_WAIT` seconds, see `benches/common`) and prints what it found;
+//! each table ends with a summary, the median and range over the rounds with
+//! the load average beside it.
 //!
 //! Every receiver checks that it gets exactly the sequence sent (FIFO, no
 //! loss, no duplicate). Environment: `LAT_SAMPLES` (default 20000 pings per
-//! case), `LAT_ROUNDS` (default 2: every table is measured that many times,
-//! cases interleaved, to show the run-to-run spread).
+//! case), `LAT_SENDS` (default 1000000 per doorbell-traffic case), `LAT_ROUNDS` (default 3, at least 3 under `cargo bench`: every table
+//! is measured that many times, cases interleaved, to show the run-to-run
+//! spread), `LAT_PLACEMENT` (`cross` or `same` keeps one placement).
 
 use std::hint::spin_loop;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sched::{sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
 use ringloop::actors::{DoorbellKind, Mailbox, MailboxConfig, Sender, TrySendError};
+
+mod common;
+use common::{runqueue_wait_ns, IdleCheck, LoadTrack, Placement, Spread};
 
 /// Pings discarded before measuring (thread start, page faults, clocks).
 const WARMUP: usize = 500;
@@ -51,8 +61,14 @@ const WARMUP: usize = 500;
 const GAP: Duration = Duration::from_micros(20);
 /// Lane capacity / channel bound everywhere.
 const CAP: usize = 1024;
-/// Messages sent per doorbell-traffic case.
+/// Messages sent per doorbell-traffic case, unless `LAT_SENDS` says.
 const SENDS: u64 = 1_000_000;
+
+/// Messages sent per doorbell-traffic case (`LAT_SENDS`, default `SENDS`).
+fn sends() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| env_or("LAT_SENDS", SENDS as usize).max(BATCH as usize) as u64)
+}
 /// Messages per batch in the batched doorbell-traffic cases.
 const BATCH: u64 = 64;
 /// Longest a blocking owner parks; a park that lasts this long while the
@@ -70,13 +86,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Nanoseconds this thread has been runnable but not running (second field
-/// of `/proc/thread-self/schedstat`), if the kernel reports it.
-fn runqueue_wait_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    stat.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A spinning producer's wait for room: spin, and yield now and then.
@@ -260,46 +269,31 @@ fn waited_since(before: Option<u64>) -> Option<u64> {
     Some(runqueue_wait_ns()? - before?)
 }
 
-/// Where the threads of table (a) run.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Placement {
-    /// Client on CPU 0, every server on CPU 1: each ping wakes a thread on
-    /// the other core (the case of two event loops on their own cores).
-    CrossCore,
-    /// Client and every server on CPU 0: the woken server runs once the
-    /// client sleeps waiting for the ack, without waking the other core.
-    SameCore,
-}
-
-impl Placement {
-    fn name(self) -> &'static str {
-        match self {
-            Placement::CrossCore => "pinned, client cpu0 / servers cpu1",
-            Placement::SameCore => "pinned, all on cpu0",
-        }
-    }
-}
-
 /// Pins the calling thread to `cpu` (nothing if `None`; a failure to pin is
 /// ignored, the run is then simply unpinned).
 fn pin(cpu: Option<usize>) {
     if let Some(cpu) = cpu {
-        let mut set = CpuSet::new();
-        if set.set(cpu).is_ok() {
-            let _ = sched_setaffinity(Pid::from_raw(0), &set);
-        }
+        common::pin(cpu);
     }
 }
 
 /// One round of table (a): every pair set up at once, their pings
 /// interleaved (one ping to each pair in turn, rotating who goes first), so
 /// that changes in the machine's state over time hit every case alike.
-fn latency_round(peers: &[Peer], samples: usize, round: usize, placement: Placement) {
+/// Returns, per peer, the one-way p50 and p99 and the round trip p50 in µs,
+/// for the summary over rounds.
+fn latency_round(
+    peers: &[Peer],
+    samples: usize,
+    round: usize,
+    placement: Placement,
+) -> Vec<[f64; 3]> {
     let total = (WARMUP + samples) as u64;
-    let (client_cpu, server_cpu) = match placement {
-        Placement::CrossCore => (Some(0), Some(1)),
-        Placement::SameCore => (Some(0), Some(0)),
-    };
+    // The client sends the pings (producer), the servers receive them.
+    let (client_cpu, server_cpu) = (
+        Some(placement.producer_cpu()),
+        Some(placement.consumer_cpu()),
+    );
     let (clients, servers): (Vec<Client>, Vec<_>) = peers
         .iter()
         .map(|&p| start_pair(p, total, server_cpu))
@@ -320,6 +314,7 @@ fn latency_round(peers: &[Peer], samples: usize, round: usize, placement: Placem
         (round_trips, waited_since(before))
     });
     let (round_trips, client_waited) = client.join().expect("client panicked");
+    let mut figures = Vec::new();
     for ((peer, server), mut round_trip) in peers.iter().zip(servers).zip(round_trips) {
         let server = server.join().expect("server panicked");
         let rings_per_ping = server.rings.map(|r| r as f64 / total as f64);
@@ -332,6 +327,11 @@ fn latency_round(peers: &[Peer], samples: usize, round: usize, placement: Placem
         round_trip.drain(..WARMUP);
         let one_way = percentiles(one_way);
         let round_trip = percentiles(round_trip);
+        figures.push([
+            one_way.p50.as_secs_f64() * 1e6,
+            one_way.p99.as_secs_f64() * 1e6,
+            round_trip.p50.as_secs_f64() * 1e6,
+        ]);
         println!(
             "{:<6} {:<27} {:<36} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>11} {:>14}",
             round + 1,
@@ -347,13 +347,14 @@ fn latency_round(peers: &[Peer], samples: usize, round: usize, placement: Placem
             preempted_per_ping.map_or_else(|| "?".to_string(), |d| format!("{} us", us(d))),
         );
     }
+    figures
 }
 
 fn us(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6)
 }
 
-fn latency_table(rounds: usize, samples: usize) {
+fn latency_table(rounds: usize, samples: usize, idle: &IdleCheck) {
     let peers = [
         Peer::Ringloop(DoorbellKind::EventFd),
         Peer::Ringloop(DoorbellKind::Pipe),
@@ -379,14 +380,20 @@ fn latency_table(rounds: usize, samples: usize) {
         "rings/ping",
         "preempt/ping"
     );
-    let mut placements = vec![Placement::SameCore];
-    if thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
-        placements.insert(0, Placement::CrossCore);
-    }
-    for placement in placements {
+    let mut summary = Vec::new();
+    for placement in Placement::chosen("LAT_PLACEMENT") {
+        let mut figures: Vec<Vec<[f64; 3]>> = vec![Vec::new(); peers.len()];
+        let mut load = LoadTrack::default();
         for round in 0..rounds {
-            latency_round(&peers, samples, round, placement);
+            for (i, f) in latency_round(&peers, samples, round, placement)
+                .into_iter()
+                .enumerate()
+            {
+                figures[i].push(f);
+            }
+            load.note();
         }
+        summary.push((placement, figures, load));
     }
     println!(
         "1w: one-way, ping sent -> server holds it; rtt: ping sent -> client holds the ack. \
@@ -395,6 +402,32 @@ fn latency_table(rounds: usize, samples: usize) {
          on one core this includes, by design, the woken server waiting for the client to \
          sleep (and crossbeam's receivers yielding to each other while they spin)."
     );
+    println!();
+    println!(
+        "(a) summary: median (min-max) over {rounds} rounds, us; {}",
+        idle.line()
+    );
+    println!(
+        "{:<27} {:<10} {:>22} {:>22} {:>22} {:>9}",
+        "case", "threads", "1w p50", "1w p99", "rtt p50", "load 1m"
+    );
+    for (placement, figures, load) in &summary {
+        for (peer, runs) in peers.iter().zip(figures) {
+            let col = |k: usize| {
+                Spread::of(&runs.iter().map(|f| f[k]).collect::<Vec<_>>())
+                    .map_or_else(|| "?".to_string(), |s| s.show(1))
+            };
+            println!(
+                "{:<27} {:<10} {:>22} {:>22} {:>22} {:>9}",
+                peer.name(),
+                placement.name(),
+                col(0),
+                col(1),
+                col(2),
+                load.show()
+            );
+        }
+    }
     println!();
 }
 
@@ -455,18 +488,19 @@ struct Traffic {
     preempted: Option<f64>,
 }
 
-fn doorbell_traffic(case: TrafficCase) -> Traffic {
+fn doorbell_traffic(case: TrafficCase, at: Placement) -> Traffic {
     let mut mailbox =
         Mailbox::<u64>::with_config(MailboxConfig::new().lane_capacity(CAP)).expect("mailbox");
     let mut tx = mailbox.sender();
     let producer = thread::spawn(move || {
+        common::pin(at.producer_cpu());
         let before = runqueue_wait_ns();
         let mut batches = 0u64;
         let mut misses = 0u32;
         let mut v = 0;
-        while v < SENDS {
+        while v < sends() {
             if case.batched {
-                let end = SENDS.min(v + BATCH);
+                let end = sends().min(v + BATCH);
                 let mut batch = tx.batch();
                 while v < end {
                     match batch.try_send(v) {
@@ -500,12 +534,13 @@ fn doorbell_traffic(case: TrafficCase) -> Traffic {
         };
         (batches, waited)
     });
+    common::pin(at.consumer_cpu());
     let before = runqueue_wait_ns();
     let start = Instant::now();
     let mut next = 0u64;
     let mut parks = 0u64;
     let mut timeouts = 0u64;
-    while next < SENDS {
+    while next < sends() {
         let n = mailbox.drain(case.budget, |v| {
             if v != next {
                 mismatch("message", v, next);
@@ -536,7 +571,7 @@ fn doorbell_traffic(case: TrafficCase) -> Traffic {
     };
     let (batches, producer_waited) = producer.join().expect("producer panicked");
     let preempted = match (owner_waited, producer_waited) {
-        (Some(o), Some(p)) => Some((o + p) as f64 / elapsed.as_nanos() as f64),
+        (Some(o), Some(p)) => Some(at.disturbance(Duration::from_nanos(o + p), elapsed)),
         _ => None,
     };
     let rings = mailbox.doorbell_rings();
@@ -552,7 +587,7 @@ fn doorbell_traffic(case: TrafficCase) -> Traffic {
     }
 }
 
-fn traffic_table(rounds: usize) {
+fn traffic_table(rounds: usize, idle: &IdleCheck) {
     let mut cases = Vec::new();
     for batched in [false, true] {
         for (work, budget) in [
@@ -571,12 +606,14 @@ fn traffic_table(rounds: usize) {
         }
     }
     println!(
-        "(b) doorbell writes while the owner is busy: {SENDS} sends per case, lane of {CAP}, \
-         owner drains and parks only when empty"
+        "(b) doorbell writes while the owner is busy: {} sends per case, lane of {CAP}, \
+         owner drains and parks only when empty",
+        sends()
     );
     println!(
-        "{:<6} {:<56} {:>9} {:>11} {:>10} {:>10} {:>9} {:>9} {:>9} {:>5}",
+        "{:<6} {:<10} {:<56} {:>9} {:>11} {:>10} {:>10} {:>9} {:>9} {:>9} {:>5}",
         "round",
+        "threads",
         "case",
         "M msg/s",
         "rings/1000",
@@ -587,57 +624,108 @@ fn traffic_table(rounds: usize) {
         "preempt",
         "tries"
     );
-    for round in 0..rounds {
-        for k in 0..cases.len() {
-            let case = cases[(k + round) % cases.len()];
-            // Retry a run whose threads were preempted for a good part of it:
-            // the owner then empties its lane (and parks) only because the
-            // producer was not running, which says nothing about the mailbox.
-            let mut attempts = 1;
-            let mut t = doorbell_traffic(case);
-            while attempts < TRAFFIC_TRIES && t.preempted.is_some_and(|p| p > TRAFFIC_CLEAN) {
-                attempts += 1;
-                t = doorbell_traffic(case);
+    let placements = Placement::chosen("LAT_PLACEMENT");
+    // figures[placement][case]: (M msg/s, rings per 1000 sends) per round.
+    let mut figures = vec![vec![Vec::new(); cases.len()]; placements.len()];
+    let mut load = LoadTrack::default();
+    for (p, &at) in placements.iter().enumerate() {
+        for round in 0..rounds {
+            for k in 0..cases.len() {
+                let i = (k + round) % cases.len();
+                let t = traffic_row(cases[i], at, round);
+                figures[p][i].push(t);
             }
-            let per_batch = if case.batched {
-                format!("{:.4}", t.rings as f64 / t.batches as f64)
-            } else {
-                "-".to_string()
+            load.note();
+        }
+    }
+    println!();
+    println!(
+        "(b) summary: median (min-max) over {rounds} rounds; load 1m {}; {}",
+        load.show(),
+        idle.line()
+    );
+    println!(
+        "{:<10} {:<56} {:>22} {:>22}",
+        "threads", "case", "M msg/s", "rings/1000"
+    );
+    for (p, at) in placements.iter().enumerate() {
+        for (i, case) in cases.iter().enumerate() {
+            let col = |k: usize, d: usize| {
+                Spread::of(
+                    &figures[p][i]
+                        .iter()
+                        .map(|f: &[f64; 2]| f[k])
+                        .collect::<Vec<_>>(),
+                )
+                .map_or_else(|| "?".to_string(), |s| s.show(d))
             };
             println!(
-                "{:<6} {:<56} {:>9.2} {:>11.3} {:>10} {:>10.3} {:>9} {:>9} {:>9} {:>5}",
-                round + 1,
+                "{:<10} {:<56} {:>22} {:>22}",
+                at.name(),
                 case.name(),
-                SENDS as f64 / t.elapsed.as_secs_f64() / 1e6,
-                t.rings as f64 * 1000.0 / SENDS as f64,
-                per_batch,
-                t.parks as f64 * 1000.0 / SENDS as f64,
-                t.rings,
-                t.timeouts,
-                t.preempted
-                    .map_or_else(|| "?".to_string(), |p| format!("{:.1}%", p * 100.0)),
-                attempts,
+                col(0, 2),
+                col(1, 3)
             );
         }
     }
     println!();
 }
 
-fn main() {
-    // `cargo test --benches` runs this too: keep that quick.
-    let bench = std::env::args().any(|a| a == "--bench");
-    let rounds = env_or("LAT_ROUNDS", if bench { 2 } else { 1 });
-    let samples = env_or("LAT_SAMPLES", if bench { 20_000 } else { 1_000 });
-    println!("load average before: {}", loadavg());
-    latency_table(rounds, samples);
-    if bench {
-        traffic_table(rounds);
+/// Runs one doorbell-traffic case, retrying once if it was disturbed,
+/// prints its row and returns (M msg/s, doorbell rings per 1000 sends).
+fn traffic_row(case: TrafficCase, at: Placement, round: usize) -> [f64; 2] {
+    // Retry a run whose threads were preempted for a good part of it: the
+    // owner then empties its lane (and parks) only because the producer was
+    // not running, which says nothing about the mailbox.
+    let mut attempts = 1;
+    let mut t = doorbell_traffic(case, at);
+    while attempts < TRAFFIC_TRIES && t.preempted.is_some_and(|p| p > TRAFFIC_CLEAN) {
+        attempts += 1;
+        t = doorbell_traffic(case, at);
     }
-    println!("load average after: {}", loadavg());
+    let per_batch = if case.batched {
+        format!("{:.4}", t.rings as f64 / t.batches as f64)
+    } else {
+        "-".to_string()
+    };
+    let rate = sends() as f64 / t.elapsed.as_secs_f64() / 1e6;
+    let rings = t.rings as f64 * 1000.0 / sends() as f64;
+    println!(
+        "{:<6} {:<10} {:<56} {:>9.2} {:>11.3} {:>10} {:>10.3} {:>9} {:>9} {:>9} {:>5}",
+        round + 1,
+        at.name(),
+        case.name(),
+        rate,
+        rings,
+        per_batch,
+        t.parks as f64 * 1000.0 / sends() as f64,
+        t.rings,
+        t.timeouts,
+        t.preempted
+            .map_or_else(|| "?".to_string(), |p| format!("{:.1}%", p * 100.0)),
+        attempts,
+    );
+    [rate, rings]
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_string())
+fn main() {
+    // `cargo test --benches` runs this too: keep that quick (1 round, no
+    // wait for an idle machine, no doorbell-traffic table).
+    let bench = common::is_bench();
+    let rounds = common::at_least_min_runs(
+        env_or("LAT_ROUNDS", if bench { 3 } else { 1 }),
+        bench,
+        "mailbox_latency",
+    );
+    let samples = env_or("LAT_SAMPLES", if bench { 20_000 } else { 1_000 });
+    let idle = common::idle_check("mailbox_latency");
+    println!("{}", idle.line());
+    latency_table(rounds, samples, &idle);
+    if bench {
+        traffic_table(rounds, &idle);
+    }
+    println!(
+        "load average at the end: {}",
+        common::loadavg1().map_or_else(|| "?".to_string(), |l| format!("{l:.2}"))
+    );
 }

@@ -7,7 +7,7 @@
 # runs ringloop alone), then runs `harness proxy-bench` with this script's
 # arguments, e.g.
 #   benches/proxy.sh --quick              # ~1 min: 1 round × 2 s per run
-#   benches/proxy.sh                      # ~2.5 min: 2 rounds × 5 s per run
+#   benches/proxy.sh                      # ~4 min: 3 rounds × 5 s per run
 #   benches/proxy.sh --rounds 3 > out.md  # the report is markdown on stdout
 # See benches/RESULTS-proxy.md and benches/harness/README.md.
 set -euo pipefail
@@ -27,12 +27,9 @@ for arg in "$@"; do
 done
 
 # Where cargo puts binaries, honouring CARGO_TARGET_DIR and build.target-dir.
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-if [[ -z $target_dir ]]; then
-    echo "proxy.sh: could not find cargo's target directory" >&2
-    exit 1
-fi
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
+target_dir=$(bench_target_dir) || exit 1
 
 extra=()
 if [[ $skip_haproxy == 0 && $haproxy_given == 0 ]] && ! command -v haproxy >/dev/null 2>&1; then

@@ -5,7 +5,7 @@
 #   harness bench-kv     examples/kv (1 and 2 loops) vs redis-server, driven by redis-benchmark
 # e.g.
 #   benches/servers.sh --quick          # both, 1 round, short runs (~2 min)
-#   benches/servers.sh                  # both, 2 rounds (~6 min)
+#   benches/servers.sh                  # both, 3 rounds (~9 min)
 #   benches/servers.sh --rounds 3 kv    # only kv, 3 rounds
 # The markdown report goes to stdout, progress to stderr. Needs wrk, redis-tools
 # and redis-server (Debian packages); see benches/harness/README.md.
@@ -39,12 +39,9 @@ if ((${#missing[@]})); then
 fi
 
 # Where cargo puts binaries, honouring CARGO_TARGET_DIR and build.target-dir.
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-if [[ -z $target_dir ]]; then
-    echo "servers.sh: could not find cargo's target directory" >&2
-    exit 1
-fi
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
+target_dir=$(bench_target_dir) || exit 1
 
 cargo build --release -p ringloop --example http --example kv
 CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml

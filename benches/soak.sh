@@ -15,12 +15,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 # Where cargo puts binaries, honouring CARGO_TARGET_DIR and build.target-dir.
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-if [[ -z $target_dir ]]; then
-    echo "soak.sh: could not find cargo's target directory" >&2
-    exit 1
-fi
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
+target_dir=$(bench_target_dir) || exit 1
 
 seconds=()
 if [[ -n ${SOAK_SECONDS:-} ]]; then

@@ -37,20 +37,18 @@ for arg in "$@"; do
 done
 
 if ((quick)); then
-    rounds3=2 rounds2=2 secs=1 pool100_secs=2 aw_rounds=2 aw_secs=1 aw_rates=20000,0
+    rounds3=2 rounds2=2 rounds_udp=2 secs=1 pool100_secs=2 aw_rounds=2 aw_secs=1 aw_rates=20000,0
     limit=300
 else
-    rounds3=3 rounds2=3 secs=5 pool100_secs=5 aw_rounds=4 aw_secs=3 aw_rates=5000,50000,0
+    # At least 3 rounds everywhere: each figure is a median with its range.
+    rounds3=3 rounds2=3 rounds_udp=3 secs=5 pool100_secs=5 aw_rounds=4 aw_secs=3 aw_rates=5000,50000,0
     limit=900
 fi
 
 # Where cargo puts binaries, honouring CARGO_TARGET_DIR and build.target-dir.
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-if [[ -z $target_dir ]]; then
-    echo "suite.sh: could not find cargo's target directory" >&2
-    exit 1
-fi
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
+target_dir=$(bench_target_dir) || exit 1
 echo "suite.sh: building (release)" >&2
 cargo build --release --example echo --example echo_pool -p ringloop >&2 || exit 1
 CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2 || exit 1
@@ -83,10 +81,14 @@ run() {
 # `timeout` runs programs, not shell functions.
 bench=("$harness" bench --ringloop "$echo_bin")
 
+bench_wait_idle suite.sh
+# Every section's harness checks again, briefly, and reports the load.
+export BENCH_IDLE_WAIT=${BENCH_IDLE_WAIT_AFTER:-30}
+
 echo "# ringloop end-to-end benchmark suite"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)); \
-Linux $(uname -r); load average at start $(cut -d' ' -f1-3 /proc/loadavg); \
+Linux $(uname -r); load average at start $(cut -d' ' -f1-3 /proc/loadavg); before measuring: $BENCH_IDLE_LINE; \
 mode: $( ((quick)) && echo "quick (2 rounds × 1 s: a smoke test, too noisy for conclusions)" || echo "full")."
 echo
 
@@ -112,14 +114,14 @@ run "D. UDP echo, 1 thread" "${bench[@]}" --udp \
     --title "D. UDP echo at 1 thread: ringloop --loops 1, tokio current_thread" \
     --servers ringloop,tokio-udp --peers tokio-udp \
     --ringloop-loops 1 --tokio-threads 1 --scenarios 50x512,200x64 \
-    --rounds 2 --seconds "$secs"
+    --rounds "$rounds_udp" --seconds "$secs"
 
 if ((!quick)); then
     run "D. UDP echo, 2 threads" "${bench[@]}" --udp \
         --title "D. UDP echo at 2 threads: ringloop --loops 2, tokio 2 worker threads" \
         --servers ringloop,tokio-udp --peers tokio-udp \
         --ringloop-loops 2 --tokio-threads 2 --scenarios 50x512,200x64 \
-        --rounds 2 --seconds "$secs"
+        --rounds "$rounds_udp" --seconds "$secs"
 fi
 
 run "E. worker pool, 1 ms" "${bench[@]}" \
@@ -132,7 +134,7 @@ run "E. worker pool, 100 ms" "${bench[@]}" \
     --title "E. Worker pool, 100 ms of blocking work per message: echo_pool vs tokio spawn_blocking (1 I/O thread, 50 workers each)" \
     --servers echo-pool,tokio-blocking --peers tokio-blocking \
     --ringloop-loops 1 --tokio-threads 1 --delay-ms 100 --workers 50 --scenarios 50x512 \
-    --rounds 2 --seconds "$pool100_secs" --idle-conns 0
+    --rounds "$rounds_udp" --seconds "$pool100_secs" --idle-conns 0
 
 run "F. async writes" "$harness" async-write \
     --title "F. Cross-thread async writes: 2 worker threads → 1 loop, 64 connections, 64-byte messages" \

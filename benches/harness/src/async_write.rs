@@ -46,6 +46,7 @@ use ringloop::{ConnHandle, Engine, EventHandler};
 use crate::args::{seconds, Args};
 use crate::bench::{ratio_cell, spread};
 use crate::hist::Histogram;
+use crate::machine::{loadavg, note_run_load, take_run_loads};
 use crate::pattern::Pattern;
 use crate::{procfs, Result};
 
@@ -144,7 +145,7 @@ pub fn main(argv: &[String]) -> Result<ExitCode> {
             "--seconds",
         )?,
         rates,
-        rounds: args.value("--rounds")?.unwrap_or(2),
+        rounds: args.value("--rounds")?.unwrap_or(3),
         designs,
         title: args.value("--title")?,
     };
@@ -169,6 +170,7 @@ pub fn main(argv: &[String]) -> Result<ExitCode> {
         for round in 0..cfg.rounds {
             for k in crate::bench::rotation(cfg.designs.len(), round) {
                 let design = cfg.designs[k];
+                note_run_load();
                 eprintln!(
                     "async-write · {} · round {}/{} · {}",
                     rate_label(rate),
@@ -884,7 +886,7 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
     );
     let _ = writeln!(
         out,
-        "{} CPUs, Linux {}; load average {} before, {} after. {} worker thread(s) write {}-byte \
+        "{} CPUs, Linux {}; load average {} before, {} after.{} {} worker thread(s) write {}-byte \
          messages to {} loopback TCP connections served by {} loop(s); one reader thread verifies \
          every byte. {} round(s) per rate, designs alternated and rotated per round, each run {:.1} s \
          warm-up + {:.1} s measured.\n",
@@ -894,6 +896,7 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
             .unwrap_or_default(),
         load_before,
         loadavg(),
+        take_run_loads(),
         cfg.workers,
         cfg.size,
         cfg.conns,
@@ -1012,17 +1015,10 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
          naive: 1 by construction); loop switches: voluntary (the loop blocked) / involuntary \
          (it was preempted) context switches of the loop threads per 1,000 messages; run-queue \
          wait: time the loop threads were runnable but waiting for a CPU \
-         (`/proc/self/task/TID/schedstat`), per message. Ratios: over all \
-         rounds, per-round range in brackets."
+         (`/proc/self/task/TID/schedstat`), per message. Ratios: median of \
+         the per-round ratios, their range in brackets."
     );
     out
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(String::from))
-        .unwrap_or_else(|| "?".to_string())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::hist::Histogram;
 use crate::idle::{self, IdleReport};
 use crate::load::{self, LoadConfig, LoadReport};
+use crate::machine::{loadavg, note_run_load, take_run_loads};
 use crate::server::{Server, Stopped};
 use crate::Result;
 
@@ -132,6 +133,7 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
                     cfg.rounds,
                     server.name
                 );
+                note_run_load();
                 let running = server.start()?;
                 let report = load::run(&LoadConfig {
                     addr: running.addr,
@@ -273,25 +275,23 @@ pub fn spread(values: &[f64]) -> Option<f64> {
     (values.len() > 1 && mean > 0.0).then(|| (hi - lo) / mean)
 }
 
-/// `this ÷ peer` over all rounds, with the range of the per-round ratios
-/// (each round's pair ran back to back, so the range is the noise of the
-/// ratio itself).
+/// `this ÷ peer`: the median of the per-round ratios with their range in
+/// brackets (each round's pair ran back to back, so the range is the noise
+/// of the ratio itself); with fewer than two rounds, the ratio over all
+/// rounds.
 pub fn ratio_cell(total: f64, total_peer: f64, per_round: &[f64]) -> String {
     if total_peer <= 0.0 {
         return "n/a".to_string();
     }
-    let r = total / total_peer;
     let finite: Vec<f64> = per_round
         .iter()
         .copied()
         .filter(|x| x.is_finite())
         .collect();
-    if finite.len() < 2 {
-        return format!("{r:.2}");
+    match crate::machine::median_range(&finite) {
+        Some((med, lo, hi)) if finite.len() >= 2 => format!("{med:.2} ({lo:.2}–{hi:.2})"),
+        _ => format!("{:.2}", total / total_peer),
     }
-    let lo = finite.iter().copied().fold(f64::MAX, f64::min);
-    let hi = finite.iter().copied().fold(f64::MIN, f64::max);
-    format!("{r:.2} ({lo:.2}–{hi:.2})")
 }
 
 fn render(
@@ -313,13 +313,14 @@ fn render(
     let mut out = String::new();
     let _ = writeln!(out, "### {}\n", cfg.title);
     let machine = format!(
-        "{} CPUs, Linux {}; load average {} before, {} after.",
+        "{} CPUs, Linux {}; load average {} before, {} after.{}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
         load_before,
         loadavg(),
+        take_run_loads(),
     );
     if cfg.idle_only {
         let _ = writeln!(
@@ -511,7 +512,7 @@ fn render_load(
     let _ = writeln!(
         out,
         "\nmsgs/s: round trips per second over all rounds; spread: (max − min) / mean of the per-run rates \
-         (— with one round); ratios: over all rounds, with the range of the per-round ratios in brackets \
+         (— with one round); ratios: median of the per-round ratios, with their range in brackets \
          (each round runs the servers back to back); p50/p99: round-trip latency; server CPU: the \
          server's utime + stime over the measured window divided by messages. A msgs/s ratio above 1 \
          and a CPU/msg ratio below 1 favour the row's server.{}",
@@ -522,14 +523,6 @@ fn render_load(
             ""
         }
     );
-}
-
-/// The 1-minute load average.
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(String::from))
-        .unwrap_or_else(|| "?".to_string())
 }
 
 /// Microseconds: one decimal below 100, whole and grouped above.
@@ -593,5 +586,7 @@ mod tests {
         assert_eq!(spread(&[1.0]), None);
         assert_eq!(spread(&[1.0, 3.0]), Some(1.0));
         assert_eq!(ratio_cell(2.0, 1.0, &[1.5, 2.5]), "2.00 (1.50–2.50)");
+        assert_eq!(ratio_cell(2.0, 1.0, &[1.0, 3.0, 1.2]), "1.20 (1.00–3.00)");
+        assert_eq!(ratio_cell(2.0, 1.0, &[1.7]), "2.00");
     }
 }

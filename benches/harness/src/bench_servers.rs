@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::bench::ratio_cell;
+use crate::machine::{loadavg, note_run_load, take_run_loads};
 use crate::procfs;
 use crate::server::{Running, Server, Stopped};
 use crate::tools::{self, RedisBenchReport, WrkReport};
@@ -73,6 +75,10 @@ struct Row {
     p50_us: Option<f64>,
     p99_us: Option<f64>,
     cpu_us: Option<f64>,
+    /// Per run, in round order: requests per second, and server CPU µs per
+    /// request (NaN where unreadable), for the per-round ratios.
+    run_rates: Vec<f64>,
+    run_cpu_us: Vec<f64>,
 }
 
 /// The mean of the values that are there.
@@ -102,6 +108,14 @@ fn summarize(runs: &[Run]) -> Row {
         p50_us: mean_of(runs.iter().map(|r| r.p50_us)),
         p99_us: mean_of(runs.iter().map(|r| r.p99_us)),
         cpu_us: (cpu_requests > 0).then(|| cpu.as_secs_f64() * 1e6 / cpu_requests as f64),
+        run_rates: rates,
+        run_cpu_us: runs
+            .iter()
+            .map(|r| match r.cpu {
+                Some(c) if r.requests > 0 => c.as_secs_f64() * 1e6 / r.requests as f64,
+                _ => f64::NAN,
+            })
+            .collect(),
     }
 }
 
@@ -171,11 +185,12 @@ pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
     let _ = writeln!(out, "## HTTP plaintext benchmark (loopback, wrk)\n");
     let _ = writeln!(
         out,
-        "{}; load average {} before, {} after. {} round(s) per scenario, servers alternated ({}), \
+        "{}; load average {} before, {} after.{} {} round(s) per scenario, servers alternated ({}), \
          each run {:.1} s of wrk warm-up (not measured) then {:.1} s measured, a fresh server per run.\n",
         machine(),
         load_before,
         loadavg(),
+        take_run_loads(),
         cfg.rounds,
         names(&cfg.servers).join(" "),
         cfg.warmup.as_secs_f64(),
@@ -204,8 +219,8 @@ pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
         out,
         "\nreq/s: responses per second over all rounds (wrk); spread: (max − min) / mean of the \
          per-run rates; p50/p99: wrk's latency percentiles, mean over the runs; server CPU: the \
-         server's utime + stime over the measured wrk run divided by its responses. A req/s ratio \
-         above 1 and a CPU/req ratio below 1 favour the row's server.\n"
+         server's utime + stime over the measured wrk run divided by its responses. Ratios: median \
+         of the per-round ratios, their range in brackets. A req/s ratio above 1 and a CPU/req ratio below 1 favour the row's server.\n"
     );
     let _ = writeln!(out, "Commands (PORT is a fresh loopback port per run):\n");
     let _ = writeln!(out, "```text");
@@ -254,6 +269,7 @@ fn http_rounds(cfg: &HttpConfig, script: &str) -> Result<(Results, Vec<String>, 
         for round in 1..=cfg.rounds {
             for (k, server) in cfg.servers.iter().enumerate() {
                 eprintln!("{label} · round {round}/{} · {}", cfg.rounds, server.name);
+                note_run_load();
                 let running = server.start()?;
                 let url = format!("http://{}/plaintext", running.addr);
                 let warm = cfg.warmup.as_secs_f64();
@@ -353,6 +369,7 @@ pub fn run_kv(cfg: &KvConfig) -> Result<bool> {
                     "-P {pipeline} · round {round}/{} · {}",
                     cfg.rounds, server.name
                 );
+                note_run_load();
                 let running = server.start()?;
                 let outcome = kv_tests(cfg, &running, pipeline, &mut problems);
                 stop(running, &mut problems)?;
@@ -372,12 +389,13 @@ pub fn run_kv(cfg: &KvConfig) -> Result<bool> {
     );
     let _ = writeln!(
         out,
-        "{}; load average {} before, {} after. {} round(s), servers alternated ({}), a fresh \
+        "{}; load average {} before, {} after.{} {} round(s), servers alternated ({}), a fresh \
          server per round and pipeline depth; in each, the tests run in the order {} (GET \
          reads the key SET wrote). {} clients, {} requests per test with -P 16 and {} with -P 1{}.\n",
         machine(),
         load_before,
         loadavg(),
+        take_run_loads(),
         cfg.rounds,
         names(&cfg.servers).join(" "),
         KV_TESTS.join(", "),
@@ -425,7 +443,8 @@ pub fn run_kv(cfg: &KvConfig) -> Result<bool> {
         "\nreq/s: redis-benchmark's requests per second, over all rounds; spread: (max − min) / \
          mean of the per-run rates; p50/p99: redis-benchmark's latency percentiles, mean over the \
          runs; server CPU: the server's utime + stime over the redis-benchmark run divided by its \
-         requests. A req/s ratio above 1 and a CPU/req ratio below 1 favour the row's server.\n"
+         requests. Ratios: median of the per-round ratios, their range in brackets. A req/s \
+         ratio above 1 and a CPU/req ratio below 1 favour the row's server.\n"
     );
     let _ = writeln!(out, "Commands (PORT is a fresh loopback port per run):\n");
     let _ = writeln!(out, "```text");
@@ -525,11 +544,18 @@ fn write_row(
     peers: &[usize],
     k: usize,
 ) {
-    let ratio = |this: Option<f64>, peer: Option<f64>, same: bool| match (this, peer) {
-        _ if same => "—".to_string(),
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "n/a".to_string(),
-    };
+    // Median of the per-round ratios with their range (each round runs the
+    // servers back to back), or the overall ratio with a single round.
+    let ratio =
+        |this: Option<f64>, peer: Option<f64>, a: &[f64], b: &[f64], same: bool| match (this, peer)
+        {
+            _ if same => "—".to_string(),
+            (Some(x), Some(y)) => {
+                let per_round: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+                ratio_cell(x, y, &per_round)
+            }
+            _ => "n/a".to_string(),
+        };
     let _ = write!(
         out,
         "| {label} | {name} | {} | {} | {} | {} | {} |",
@@ -546,11 +572,24 @@ fn write_row(
         let _ = write!(
             out,
             " {} |",
-            ratio(Some(row.rate), Some(rows[p].rate), p == k)
+            ratio(
+                Some(row.rate),
+                Some(rows[p].rate),
+                &row.run_rates,
+                &rows[p].run_rates,
+                p == k
+            )
         );
     }
     for &p in peers {
-        let _ = write!(out, " {} |", ratio(row.cpu_us, rows[p].cpu_us, p == k));
+        let cell = ratio(
+            row.cpu_us,
+            rows[p].cpu_us,
+            &row.run_cpu_us,
+            &rows[p].run_cpu_us,
+            p == k,
+        );
+        let _ = write!(out, " {cell} |");
     }
     let _ = writeln!(out);
 }
@@ -585,13 +624,6 @@ fn machine() -> String {
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
     )
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(String::from))
-        .unwrap_or_else(|| "?".to_string())
 }
 
 /// `1234567.8` as `1,234,568`.

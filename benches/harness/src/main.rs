@@ -15,6 +15,7 @@ mod connect;
 mod hist;
 mod idle;
 mod load;
+mod machine;
 mod pattern;
 mod procfs;
 mod proxy_bench;
@@ -62,7 +63,7 @@ usage:
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
                 [--idle-only]
   harness async-write [--quick] [--title TEXT] [--loops 1] [--workers 2] [--conns 64] [--size 64]
-                [--rates 20000,0] [--rounds 2] [--seconds 3] [--designs ringloop,naive]
+                [--rates 20000,0] [--rounds 3] [--seconds 3] [--designs ringloop,naive]
   harness bench-http [--quick] [--ringloop PATH] [--loops 2] [--threads 2] [--skip-may]
                      [--rounds N] [--seconds T] [--warmup T] [--conns 256] [--depth 16]
   harness bench-kv [--quick] [--ringloop PATH] [--loops 1,2] [--rounds N]
@@ -93,6 +94,16 @@ fn run() -> Result<ExitCode> {
     // Thousands of sockets on each side: lift the soft limit to the hard one
     // before anything opens them; servers started by `bench` inherit it.
     procfs::raise_nofile_limit()?;
+    // Every command that measures first waits for an idle machine and puts
+    // what it found at the top of its report.
+    if matches!(
+        command.as_str(),
+        "bench" | "async-write" | "bench-http" | "bench-kv" | "soak" | "proxy-bench"
+    ) && !rest.iter().any(|a| a == "-h" || a == "--help")
+    {
+        let idle = machine::wait_for_idle(&format!("harness {command}"));
+        println!("Before measuring (`harness {command}`): {idle}.\n");
+    }
     match command.as_str() {
         "serve" => serve(rest),
         "load" => load(rest),
@@ -428,7 +439,7 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
         peers: list("--peers", if udp { "tokio-udp" } else { "tokio,epoll" })?,
         scenarios,
         ringloop_skipped: skip,
-        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 3 }),
         warmup: Duration::from_millis(500),
         duration: seconds(
             args.value("--seconds")?
@@ -549,7 +560,7 @@ fn proxy_bench(argv: &[String]) -> Result<ExitCode> {
         threads,
         direct: !args.switch("--no-direct"),
         calibrate: args.switch("--calibrate"),
-        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 3 }),
         warmup: Duration::from_millis(500),
         duration: seconds(
             args.value("--seconds")?
@@ -638,7 +649,7 @@ fn bench_http(argv: &[String]) -> Result<ExitCode> {
     let cfg = bench_servers::HttpConfig {
         peers: servers.iter().skip(1).map(|s| s.name.clone()).collect(),
         servers,
-        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 3 }),
         warmup: seconds(args.value("--warmup")?.unwrap_or(1.0), "--warmup")?,
         duration: seconds(
             args.value("--seconds")?
@@ -718,7 +729,7 @@ fn bench_kv(argv: &[String]) -> Result<ExitCode> {
     let cfg = bench_servers::KvConfig {
         servers,
         peers: vec!["redis".to_string()],
-        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 2 }),
+        rounds: args.value("--rounds")?.unwrap_or(if quick { 1 } else { 3 }),
         requests_pipelined: args.value("--requests")?.unwrap_or(if quick {
             500_000
         } else {

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::bench::{loadavg, micros, stop, summarize, thousands, Scenario};
+use crate::bench::{micros, stop, summarize, thousands, Scenario};
 use crate::load::{self, LoadConfig, LoadReport};
+use crate::machine::{loadavg, note_run_load, take_run_loads};
 use crate::server::{Kind, Server};
 use crate::Result;
 
@@ -149,6 +150,7 @@ pub fn run(cfg: &ProxyBenchConfig) -> Result<bool> {
                 let name = contender.name();
                 let label = scenario.label_for(false);
                 eprintln!("{label} · round {round}/{} · {name}", cfg.rounds);
+                note_run_load();
                 // A fresh backend and proxy for every run.
                 let backend = Server::new(
                     "backend",
@@ -239,7 +241,7 @@ fn render(
     let names: Vec<String> = contenders.iter().map(|c| c.name()).collect();
     let _ = writeln!(
         out,
-        "{} CPUs, Linux {}; load average {} before, {} after. Proxies: {}{}. Backend: `harness serve epoll` (a fresh one per run). \
+        "{} CPUs, Linux {}; load average {} before, {} after.{} Proxies: {}{}. Backend: `harness serve epoll` (a fresh one per run). \
          {} round(s) per scenario, alternated ({}), each run {:.1} s warm-up + {:.1} s measured; \
          load generator: mio, {} thread(s), closed loop, every byte verified.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -248,6 +250,7 @@ fn render(
             .unwrap_or_default(),
         load_before,
         loadavg(),
+        take_run_loads(),
         if cfg.calibrate {
             "none of ringloop (A/A calibration: HAProxy against itself)".to_string()
         } else {

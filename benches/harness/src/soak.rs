@@ -34,6 +34,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::load::{self, LoadConfig, LoadReport};
+use crate::machine::loadavg;
 use crate::{procfs, stream, Result};
 
 /// Settings of one soak run.
@@ -649,12 +650,6 @@ fn vm_hwm(pid: u32) -> Result<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or("no VmHWM")?;
     Ok(kib * 1024)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// The current UTC time as `YYYY-MM-DD HH:MM`.

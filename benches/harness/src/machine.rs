@@ -1,0 +1,138 @@
+//! The state of the machine around a measurement, so that a figure is
+//! never read without the load it was measured under: waiting for an idle
+//! machine before a benchmark starts (up to a bound; a machine that stays
+//! busy is measured anyway and said so in the report), the load average
+//! noted at the start of every run, and the median and range of repeated
+//! figures.
+//!
+//! It never fails a benchmark and never measures anything itself. The
+//! thresholds match `benches/common/mod.rs` and `benches/lib.sh`:
+//! `BENCH_IDLE_WAIT` (seconds, default 300; 0 measures at once),
+//! `BENCH_IDLE_LOAD` (highest 1-minute load average counted as idle, default
+//! a quarter of the CPU count), `BENCH_IDLE_SHARE` (lowest idle share of the
+//! CPUs over a 1 s `/proc/stat` sample, default 0.90).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// 1-minute load averages noted at the start of each run since the last
+/// [`take_run_loads`].
+static RUN_LOADS: Mutex<Vec<f64>> = Mutex::new(Vec::new());
+
+fn env_f64(name: &str) -> Option<f64> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The 1-minute load average as printed by the kernel, or `?`.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+fn loadavg1() -> Option<f64> {
+    loadavg().parse().ok()
+}
+
+/// `(idle, total)` jiffies of all CPUs (idle counts iowait too).
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((idle, fields.iter().take(8).sum()))
+}
+
+/// The 1-minute load average and the CPUs' idle share over a 1 s sample.
+fn sample() -> Option<(f64, f64)> {
+    let (idle0, total0) = cpu_jiffies()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (idle1, total1) = cpu_jiffies()?;
+    let share = idle1.saturating_sub(idle0) as f64 / total1.saturating_sub(total0).max(1) as f64;
+    Some((loadavg1()?, share))
+}
+
+fn is_idle((load, share): (f64, f64)) -> bool {
+    load <= env_f64("BENCH_IDLE_LOAD").unwrap_or(cpus() as f64 / 4.0)
+        && share >= env_f64("BENCH_IDLE_SHARE").unwrap_or(0.90)
+}
+
+/// Waits for an idle machine (at most `BENCH_IDLE_WAIT` seconds), says what
+/// it found on stderr and returns one sentence for the report.
+pub fn wait_for_idle(what: &str) -> String {
+    let bound =
+        env_f64("BENCH_IDLE_WAIT").map_or(Duration::from_secs(300), Duration::from_secs_f64);
+    let start = Instant::now();
+    let mut said: Option<Instant> = None;
+    let line = loop {
+        let Some(s) = sample() else {
+            break "machine state unknown (no /proc/loadavg or /proc/stat)".to_string();
+        };
+        let waited = start.elapsed().as_secs();
+        let state = format!("load {:.2}, CPUs {:.0}% idle", s.0, s.1 * 100.0);
+        if is_idle(s) {
+            break format!("idle machine ({state}; waited {waited} s)");
+        }
+        if start.elapsed() >= bound {
+            break format!(
+                "**MEASURED UNDER LOAD**: still busy after waiting {waited} s ({state}); \
+                 these figures are not for the README"
+            );
+        }
+        if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(15)) {
+            said = Some(Instant::now());
+            eprintln!(
+                "{what}: waiting for an idle machine ({state}; {waited} of {} s)",
+                bound.as_secs()
+            );
+        }
+    };
+    eprintln!("{what}: {line}");
+    line
+}
+
+/// Notes the 1-minute load average at the start of a run.
+pub fn note_run_load() {
+    if let Some(l) = loadavg1() {
+        RUN_LOADS.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+    }
+}
+
+/// The range of the load averages noted since the last call, as a
+/// sentence for a report header (empty if none were noted).
+pub fn take_run_loads() -> String {
+    let seen = std::mem::take(&mut *RUN_LOADS.lock().unwrap_or_else(|e| e.into_inner()));
+    match median_range(&seen) {
+        Some((med, lo, hi)) => format!(
+            " 1-minute load average at the start of the {} runs: median {med:.1}, {lo:.1} to {hi:.1}.",
+            seen.len()
+        ),
+        None => String::new(),
+    }
+}
+
+/// `(median, min, max)` of `values` (NaNs left out), `None` if empty.
+pub fn median_range(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some((median, v[0], v[n - 1]))
+}

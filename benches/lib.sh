@@ -1,0 +1,83 @@
+# Shared by the benchmark scripts in benches/ (source it; it runs nothing by
+# itself): cargo's target directory, the idle-machine check, and the median
+# and range of repeated figures. The thresholds match benches/common/mod.rs
+# (the Rust benches) and benches/harness/src/machine.rs (the harness):
+#   BENCH_IDLE_WAIT   longest wait for an idle machine, seconds (default 300;
+#                     0 measures at once, still reporting the load)
+#   BENCH_IDLE_LOAD   highest 1-minute load average counted as idle
+#                     (default: a quarter of the CPU count)
+#   BENCH_IDLE_SHARE  lowest idle share of the CPUs over a 1 s /proc/stat
+#                     sample counted as idle (default 0.90)
+# A machine that stays busy is measured anyway and said so beside the figures.
+
+# bench_target_dir: where cargo puts binaries (honours CARGO_TARGET_DIR and
+# build.target-dir); prints it, or fails with a message.
+bench_target_dir() {
+    local dir
+    dir=$(cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    if [[ -z $dir ]]; then
+        echo "benches: could not find cargo's target directory" >&2
+        return 1
+    fi
+    echo "$dir"
+}
+
+# bench_cpu_sample: "LOAD1 IDLE_SHARE" from /proc/loadavg and a 1 s sample of
+# the first line of /proc/stat (idle + iowait over user..steal).
+bench_cpu_sample() {
+    local a b
+    a=$(head -1 /proc/stat)
+    sleep 1
+    b=$(head -1 /proc/stat)
+    awk -v a="$a" -v b="$b" -v l="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " ")
+        for (i = 2; i <= 9 && i <= n; i++) { t += y[i] - x[i] }
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%s %.3f\n", l, (t > 0 ? idle / t : 0)
+    }'
+}
+
+# bench_wait_idle WHAT: waits up to BENCH_IDLE_WAIT s for an idle machine,
+# then sets BENCH_IDLE_LINE (one sentence for a report) and BENCH_IDLE (1 or
+# 0), and says what it found on stderr. Never fails.
+bench_wait_idle() {
+    local what=$1 bound=${BENCH_IDLE_WAIT:-300} cpus max_load min_share start said=-60
+    cpus=$(nproc)
+    max_load=${BENCH_IDLE_LOAD:-$(awk -v c="$cpus" 'BEGIN { print c / 4 }')}
+    min_share=${BENCH_IDLE_SHARE:-0.90}
+    start=$SECONDS
+    while :; do
+        local load share waited
+        read -r load share <<<"$(bench_cpu_sample)"
+        waited=$((SECONDS - start))
+        if awk -v l="$load" -v s="$share" -v ml="$max_load" -v ms="$min_share" \
+            'BEGIN { exit !(l <= ml && s >= ms) }'; then
+            BENCH_IDLE=1
+            BENCH_IDLE_LINE="idle machine (load $load, CPUs $(awk -v s="$share" 'BEGIN { printf "%.0f", s * 100 }')% idle; waited $waited s)"
+            break
+        fi
+        if awk -v w="$waited" -v b="$bound" 'BEGIN { exit !(w >= b) }'; then
+            BENCH_IDLE=0
+            BENCH_IDLE_LINE="MEASURED UNDER LOAD: still busy after waiting $waited s (load $load, CPUs $(awk -v s="$share" 'BEGIN { printf "%.0f", s * 100 }')% idle); these figures are not for the README"
+            break
+        fi
+        if ((waited - said >= 15)); then
+            said=$waited
+            echo "$what: waiting for an idle machine (load $load, idle share $share; $waited of $bound s)" >&2
+        fi
+    done
+    echo "$what: $BENCH_IDLE_LINE" >&2
+}
+
+# bench_spread [DECIMALS]: reads numbers (one per line or space-separated) on
+# stdin and prints "median (min–max)", or "?" for none.
+bench_spread() {
+    tr ' ' '\n' | { grep -E '^-?[0-9.]+$' || true; } | sort -g |
+        awk -v d="${1:-2}" '{ v[NR] = $1 }
+            END {
+                if (NR == 0) { print "?"; exit }
+                m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                printf "%.*f (%.*f–%.*f)\n", d, m, d, v[1], d, v[NR]
+            }'
+}
