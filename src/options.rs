@@ -370,6 +370,11 @@ pub struct Options {
     pub job_queue_capacity: usize,
     /// What the worker pool does with queued jobs at shutdown.
     pub pool_shutdown: PoolShutdown,
+    /// The longest a stop waits for the worker pool (its running jobs and,
+    /// under [`PoolShutdown::Finish`], its queued ones). Past it the stop
+    /// goes on without them: queued jobs are dropped unrun, running ones are
+    /// left to end with the process. Default 30 s.
+    pub pool_shutdown_timeout: Duration,
 }
 
 impl Default for Options {
@@ -400,6 +405,7 @@ impl Default for Options {
             workers: (4 * std::thread::available_parallelism().map_or(1, usize::from)).max(4),
             job_queue_capacity: 4096,
             pool_shutdown: PoolShutdown::Finish,
+            pool_shutdown_timeout: Duration::from_secs(30),
         }
     }
 }

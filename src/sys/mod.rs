@@ -22,7 +22,7 @@
 //! and only as long as it is told), panic on an OS error or on bad input, or
 //! leak a file descriptor (every descriptor is an [`std::os::fd::OwnedFd`]
 //! from the moment the kernel hands it over).
-//! * [`signal`]: blocking `SIGINT`/`SIGTERM` and waiting for them.
+//! * [`signal`]: blocking the server signals and waiting for them.
 
 pub(crate) mod io;
 pub(crate) mod poller;
