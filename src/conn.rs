@@ -75,6 +75,9 @@ pub(crate) struct ConnEntry<S> {
     /// Loop time (ms) of the last byte read / written.
     pub(crate) last_read_ms: u64,
     pub(crate) last_write_ms: u64,
+    /// When the input the handler leaves unconsumed began (or it last
+    /// consumed some); meaningful while `inbound` is not empty.
+    pub(crate) input_since_ms: u64,
     /// Tick of this connection's latest timer-wheel entry (0: none).
     pub(crate) timer_tick: u64,
     /// Per-connection settings that differ from the engine's.
@@ -137,6 +140,7 @@ impl<S> ConnEntry<S> {
             paused: false,
             last_read_ms: 0,
             last_write_ms: 0,
+            input_since_ms: 0,
             timer_tick: 0,
             overrides: None,
             is_datagram: false,

@@ -199,7 +199,20 @@ fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, T
         .write
         .filter(|_| !entry.outbound.is_empty())
         .map(|d| (entry.last_write_ms + ms(d), TimeoutKind::Write));
-    [idle, read, write]
+    let incomplete = t
+        .incomplete
+        .filter(|_| !entry.inbound.is_empty())
+        .map(|d| (entry.input_since_ms + ms(d), TimeoutKind::Incomplete));
+    let half_closed = t
+        .half_closed
+        .filter(|_| entry.read_closed || entry.shutdown_done)
+        .map(|d| {
+            (
+                entry.last_read_ms.max(entry.last_write_ms) + ms(d),
+                TimeoutKind::HalfClosed,
+            )
+        });
+    [idle, read, write, incomplete, half_closed]
         .into_iter()
         .flatten()
         .min_by_key(|(at, _)| *at)
@@ -508,8 +521,10 @@ impl<H: EventHandler> EventLoop<H> {
                 }
                 Ok(0) => {
                     // The peer closed its side: ask the handler whether to
-                    // close (once flushed) or to keep writing.
+                    // close (once flushed) or to keep writing. The end of
+                    // stream counts as input (the half-closed clock starts).
                     entry.read_closed = true;
+                    entry.last_read_ms = self.now_ms;
                     self.read_closed(key);
                     return;
                 }
@@ -601,15 +616,16 @@ impl<H: EventHandler> EventLoop<H> {
         let entry = self.conns.get_mut(key)?;
         let keeps_unread = !entry.is_datagram;
         let leftover = std::mem::take(&mut entry.inbound);
+        let had_leftover = !leftover.is_empty();
         let handler = &mut self.handler;
         let fresh = &self.read_buf[..fresh];
-        let (action, side, rest) = if leftover.is_empty() {
+        let (action, side, rest, consumed) = if leftover.is_empty() {
             let mut conn = Conn::new(fresh, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
             let consumed = conn.consumed();
             let side = conn.take_side_effects();
             let rest = (keeps_unread && consumed < fresh.len()).then(|| fresh[consumed..].to_vec());
-            (action, side, rest)
+            (action, side, rest, consumed)
         } else {
             let mut buf = leftover;
             buf.extend_from_slice(fresh);
@@ -622,9 +638,15 @@ impl<H: EventHandler> EventLoop<H> {
                 buf.drain(..consumed);
                 buf
             });
-            (action, side, rest)
+            (action, side, rest, consumed)
         };
         if let (Some(rest), Some(entry)) = (rest, self.conns.get_mut(key)) {
+            // Unfinished input starts (or restarts, after progress) the
+            // incomplete-input clock; a callback that consumes nothing of
+            // what was already waiting leaves it running.
+            if consumed > 0 || !had_leftover {
+                entry.input_since_ms = self.now_ms;
+            }
             if rest.len() > self.settings.max_inbound {
                 entry.close_with(CloseReason::InboundLimit);
             }

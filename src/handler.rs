@@ -127,6 +127,12 @@ pub enum TimeoutKind {
     Write,
     /// A dial did not connect within the connect timeout.
     Connect,
+    /// Input left unconsumed (an unfinished message) for the incomplete
+    /// timeout.
+    Incomplete,
+    /// Nothing read or written for the half-closed timeout after one
+    /// direction closed.
+    HalfClosed,
 }
 
 impl CloseReason {
@@ -152,6 +158,10 @@ impl fmt::Display for CloseReason {
             Self::Timeout(TimeoutKind::Read) => f.write_str("read timeout"),
             Self::Timeout(TimeoutKind::Write) => f.write_str("write timeout"),
             Self::Timeout(TimeoutKind::Connect) => f.write_str("connect timeout"),
+            Self::Timeout(TimeoutKind::Incomplete) => {
+                f.write_str("incomplete input timeout (an unfinished message stopped arriving)")
+            }
+            Self::Timeout(TimeoutKind::HalfClosed) => f.write_str("half-closed timeout"),
             Self::BackPressure => f.write_str("outbound queue above its high-water mark"),
             Self::InboundLimit => f.write_str("unconsumed input above the inbound limit"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),

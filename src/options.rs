@@ -68,7 +68,21 @@ pub enum BackPressure {
     Close,
 }
 
-/// Idle, read and write timeouts of connections (`None`: no such timeout).
+/// Idle, read, write, incomplete-input and half-closed timeouts of
+/// connections (`None`: no such timeout).
+///
+/// # Defaults
+///
+/// An engine starts with [`Timeouts::default`], which bounds what a peer can
+/// hold without ever asking: a message it stops sending halfway
+/// ([`incomplete`](Self::incomplete), 60 s, as nginx's
+/// `client_header_timeout`), bytes it stops reading
+/// ([`write`](Self::write), 60 s, as nginx's `send_timeout`), and a
+/// connection left half-closed with nothing moving
+/// ([`half_closed`](Self::half_closed), 60 s, as HAProxy's
+/// `client-fin`/`server-fin`). Idle and read timeouts are off by default: a
+/// quiet connection is legitimate for many protocols (enable TCP keepalive
+/// to find dead peers). [`Timeouts::none`] turns everything off.
 ///
 /// ```
 /// use ringloop::Timeouts;
@@ -76,8 +90,12 @@ pub enum BackPressure {
 /// let t = Timeouts::none().idle(Duration::from_secs(30));
 /// assert_eq!(t.idle, Some(Duration::from_secs(30)));
 /// assert_eq!(t.read, None);
+/// let d = Timeouts::default();
+/// assert_eq!(d.incomplete, Some(Duration::from_secs(60)));
+/// assert_eq!(d.write, Some(Duration::from_secs(60)));
+/// assert_eq!(d.idle, None);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Timeouts {
     /// Close after this long with no byte read or written.
@@ -86,6 +104,31 @@ pub struct Timeouts {
     pub read: Option<Duration>,
     /// Close after this long with bytes queued and none written.
     pub write: Option<Duration>,
+    /// Close after this long holding input the handler left unconsumed (a
+    /// request head, a frame, a bulk that stops arriving) without consuming
+    /// a byte of it. Counted from when the unfinished input began, not from
+    /// the last byte read, so a peer trickling one byte at a time
+    /// (slowloris) is closed too. A handler that keeps partial input in its
+    /// own buffers instead (after `read_all`) is not covered.
+    pub incomplete: Option<Duration>,
+    /// Close after this long with no byte read or written once either
+    /// direction is closed (the peer's end of stream was read and the
+    /// connection kept open, or this side shut its writing half).
+    pub half_closed: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    /// Incomplete input 60 s, write 60 s, half-closed 60 s; no idle or read
+    /// timeout.
+    fn default() -> Self {
+        Self {
+            idle: None,
+            read: None,
+            write: Some(Duration::from_secs(60)),
+            incomplete: Some(Duration::from_secs(60)),
+            half_closed: Some(Duration::from_secs(60)),
+        }
+    }
 }
 
 impl Timeouts {
@@ -95,10 +138,17 @@ impl Timeouts {
     /// use ringloop::Timeouts;
     /// let t = Timeouts::none();
     /// assert_eq!((t.idle, t.read, t.write), (None, None, None));
-    /// assert_eq!(t, Timeouts::default());
+    /// assert_eq!((t.incomplete, t.half_closed), (None, None));
+    /// assert_ne!(t, Timeouts::default()); // the defaults bound slow peers
     /// ```
     pub fn none() -> Self {
-        Self::default()
+        Self {
+            idle: None,
+            read: None,
+            write: None,
+            incomplete: None,
+            half_closed: None,
+        }
     }
 
     /// Sets the idle timeout.
@@ -142,8 +192,32 @@ impl Timeouts {
         self
     }
 
+    /// Sets the incomplete-input timeout.
+    ///
+    /// ```
+    /// use ringloop::Timeouts;
+    /// use std::time::Duration;
+    /// // A request head must be complete within 30 s of its first byte.
+    /// let t = Timeouts::default().incomplete(Duration::from_secs(30));
+    /// assert_eq!(t.incomplete, Some(Duration::from_secs(30)));
+    /// ```
+    pub fn incomplete(mut self, d: Duration) -> Self {
+        self.incomplete = Some(d);
+        self
+    }
+
+    /// Sets the half-closed timeout.
+    pub fn half_closed(mut self, d: Duration) -> Self {
+        self.half_closed = Some(d);
+        self
+    }
+
     pub(crate) fn any(&self) -> bool {
-        self.idle.is_some() || self.read.is_some() || self.write.is_some()
+        self.idle.is_some()
+            || self.read.is_some()
+            || self.write.is_some()
+            || self.incomplete.is_some()
+            || self.half_closed.is_some()
     }
 
     fn validate(&self) -> Result<()> {
@@ -151,6 +225,8 @@ impl Timeouts {
             ("idle", self.idle),
             ("read", self.read),
             ("write", self.write),
+            ("incomplete", self.incomplete),
+            ("half-closed", self.half_closed),
         ] {
             if let Some(t) = t {
                 if t < Duration::from_millis(1) || t > Duration::from_secs(1 << 30) {
@@ -346,7 +422,8 @@ pub struct Options {
     pub doorbell: DoorbellKind,
     /// Call [`EventHandler::on_tick`](crate::EventHandler::on_tick). Default off.
     pub ticker: bool,
-    /// Connection timeouts. Default: none.
+    /// Connection timeouts. Default: [`Timeouts::default`] (incomplete
+    /// input, write and half-closed 60 s each; no idle or read timeout).
     pub timeouts: Timeouts,
     /// Outbound high- and low-water marks per connection. Default 4 MiB /
     /// 1 MiB.
@@ -396,7 +473,7 @@ impl Default for Options {
             mailbox_capacity: crate::actors::DEFAULT_LANE_CAPACITY,
             doorbell: DoorbellKind::Auto,
             ticker: false,
-            timeouts: Timeouts::none(),
+            timeouts: Timeouts::default(),
             write_water_marks: WaterMarks::default(),
             back_pressure: BackPressure::PauseReading,
             drain_timeout: Duration::from_secs(5),
