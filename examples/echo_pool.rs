@@ -8,70 +8,62 @@
 //! ```
 //!
 //! Bytes stay in order per connection: each connection has at most one job
-//! in flight. The worker writes, then wakes the connection; both messages
-//! come from the same thread, so the loop applies them in that order, and the
-//! woken traffic callback starts the next job with whatever arrived meanwhile.
+//! in flight. While it runs the connection is not read
+//! ([`Conn::pause_reading`]); the worker writes the reply, and the write's
+//! completion resumes the reading through the connection's handle, so the
+//! bytes that arrived meanwhile start the next job only after the reply.
+//!
+//! # What it bounds
+//!
+//! A connection holds at most one read (64 KiB) in its job: what the client
+//! sends while the job runs waits in the kernel's socket buffers, and TCP
+//! slows the client down, instead of piling up in the server. A client that
+//! does not read its echoes is not read either: the engine holds the
+//! reply's completion above its water marks (64 KiB queued), and only that
+//! completion resumes the reading; the write timeout drops it after 60 s
+//! without progress. A job queue
+//! that is full closes the connection (the pool holds
+//! `--workers` × 4096 jobs at most). A stop waits at most 30 s for running
+//! jobs (the engine's pool shutdown timeout), and a second Ctrl-C exits at
+//! once.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ringloop::{Action, Conn, Engine, EventHandler};
-
-/// Per-connection state.
-#[derive(Default)]
-struct Session {
-    /// Bytes received while a job was in flight.
-    pending: Vec<u8>,
-    /// Set by the worker once its reply is queued; `None` when idle.
-    in_flight: Option<Arc<AtomicBool>>,
-}
 
 struct EchoPool {
     delay: Duration,
 }
 
 impl EventHandler for EchoPool {
-    type State = Session;
+    type State = ();
 
-    fn on_open(&mut self, conn: &mut Conn<'_, Session>) -> Action {
-        conn.set_state(Session::default());
-        Action::None
-    }
-
-    fn on_traffic(&mut self, conn: &mut Conn<'_, Session>) -> Action {
-        let data = conn.read_all();
-        let engine = conn.engine();
-        let handle = conn.handle();
-        let Some(session) = conn.state_mut() else {
-            return Action::Close;
-        };
-        session.pending.extend_from_slice(data);
-        if let Some(done) = &session.in_flight {
-            // Acquire: pairs with the worker's Release below.
-            if !done.load(Ordering::Acquire) {
-                return Action::None; // the current job's wake will pick it up
-            }
-            session.in_flight = None;
-        }
-        if session.pending.is_empty() {
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        let bytes = conn.read_all().to_vec();
+        if bytes.is_empty() {
             return Action::None;
         }
-        let bytes = std::mem::take(&mut session.pending);
-        let done = Arc::new(AtomicBool::new(false));
-        session.in_flight = Some(done.clone());
+        let handle = conn.handle();
         let delay = self.delay;
         let job = move || {
             std::thread::sleep(delay); // the "blocking logic"
-            let _ = handle.async_write(bytes, |_| {});
-            // Release: the loop that sees it also sees the write applied.
-            done.store(true, Ordering::Release);
-            let _ = handle.wake();
+            let resume = handle.clone();
+            // Read on once the reply is written or queued within the water
+            // marks: the engine holds this completion while the client is
+            // not reading its echoes, so it is not read either.
+            let _ = handle.async_write(bytes, move |written| {
+                if written.is_ok() {
+                    let _ = resume.resume_reading();
+                }
+            });
         };
-        match engine.submit(job) {
-            Ok(()) => Action::None,
+        match conn.engine().submit(job) {
+            Ok(()) => {
+                conn.pause_reading(); // one job in flight per connection
+                Action::None
+            }
             Err(e) => {
                 eprintln!("echo_pool: {e}; closing the connection");
                 Action::Close

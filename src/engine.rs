@@ -96,6 +96,8 @@ pub(crate) struct EngineShared {
     pool_config: (usize, usize, PoolShutdown),
     /// How long a stop waits for the worker pool.
     pool_shutdown_timeout: std::time::Duration,
+    /// Bytes buffered by all connections, against the budget.
+    pub(crate) budget: crate::budget::SharedBudget,
     /// How long loops may spend flushing at stop (ms; set before the stop).
     drain_timeout_ms: AtomicU64,
 }
@@ -1319,6 +1321,13 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// The most bytes all connections together may hold (default 512 MiB);
+    /// see [`Options::buffer_budget`].
+    pub fn buffer_budget(mut self, bytes: usize) -> Self {
+        self.options.buffer_budget = bytes;
+        self
+    }
+
     /// Calls [`EventHandler::on_tick`] on loop 0 (default off).
     ///
     /// ```
@@ -1444,6 +1453,7 @@ impl<H: EventHandler> EngineBuilder<H> {
                 self.options.pool_shutdown,
             ),
             pool_shutdown_timeout: self.options.pool_shutdown_timeout,
+            budget: crate::budget::SharedBudget::new(self.options.buffer_budget),
         });
         let acceptor = (!acceptor_listeners.is_empty()).then(|| {
             Acceptor::new(

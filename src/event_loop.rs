@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use crate::actors::slab::{Slab, SlotKey};
 use crate::actors::Mailbox;
 use crate::addr::{ListenAddr, SockAddr, Transport};
+use crate::budget::LoopBudget;
 use crate::conn::{
     send_datagram, Conn, ConnEntry, Connecting, Datagram, Flushed, Lingering, LoopRef, SideEffects,
     NO_LISTENER,
@@ -81,6 +82,9 @@ const WHEEL_TICK_MS: u64 = 10;
 const OVERFLOW_RETRY: Duration = Duration::from_millis(1);
 /// How long a listener rests after accept ran out of descriptors or memory.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+/// How often a loop with connections paused for the buffer budget looks
+/// whether the engine's total fell enough to read them again.
+const BUDGET_RETRY: Duration = Duration::from_millis(20);
 
 /// What a connection callback returned (`None`: it panicked) and what it
 /// asked of the loop beyond its own connection.
@@ -140,6 +144,9 @@ pub(crate) struct EventLoop<H: EventHandler> {
     deferred: HashMap<SlotKey, Vec<HeldWrite>>,
     /// Set once the engine stops: connections flush, then close, by then.
     drain_deadline: Option<Instant>,
+    budget: LoopBudget,
+    /// The connection whose input callback is being settled, if any.
+    input_key: Option<SlotKey>,
 }
 
 /// Runs a handler callback; a panic is caught and logged instead of killing
@@ -258,6 +265,7 @@ impl<H: EventHandler> EventLoop<H> {
                 .map_err(|e| Error::io("register a listener", e))?;
         }
         let shared = engine.shared.clone();
+        let budget = LoopBudget::new(&shared.budget, options.loops);
         Ok(Self {
             index,
             handler,
@@ -301,6 +309,8 @@ impl<H: EventHandler> EventLoop<H> {
             due: Vec::new(),
             deferred: HashMap::new(),
             drain_deadline: None,
+            budget,
+            input_key: None,
         })
     }
 
@@ -329,6 +339,9 @@ impl<H: EventHandler> EventLoop<H> {
             let timeout = if self.overflow_waiting {
                 // Nothing wakes a loop when another's lane frees up: retry soon.
                 Some(OVERFLOW_RETRY)
+            } else if !self.budget.paused.is_empty() {
+                // Nor when other loops' connections free buffer budget.
+                Some(BUDGET_RETRY)
             } else if self.continue_io.is_empty() {
                 [self.next_tick, self.listeners_resume]
                     .into_iter()
@@ -378,6 +391,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.overflow_waiting = self.engine.flush_loop_overflow();
             self.timers();
             self.expire_timeouts();
+            self.enforce_budget();
         }
     }
 
@@ -491,6 +505,12 @@ impl<H: EventHandler> EventLoop<H> {
                 return false;
             }
         }
+        if entry.paused {
+            // Back under the low-water mark: resume before the caller reads
+            // (an edge-triggered connection gets no new event for it).
+            self.settle(key, Action::None);
+            return self.conns.get(key).is_some();
+        }
         true
     }
 
@@ -508,6 +528,13 @@ impl<H: EventHandler> EventLoop<H> {
                 || self.drain_deadline.is_some()
                 || self.reading_blocked(key)
             {
+                return;
+            }
+            let held = self.conns.get(key).map_or(0, |e| e.budget_held);
+            if LoopBudget::should_pause(&self.engine.budget, held) && self.pause_for_budget(key) {
+                // Near the budget: no more reads into a connection holding
+                // this much (checked before the read, not after).
+                self.settle(key, Action::None);
                 return;
             }
             let Some(entry) = self.conns.get_mut(key) else {
@@ -571,10 +598,26 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Runs `on_traffic` over leftover + `fresh` bytes of the loop buffer.
     fn traffic(&mut self, key: SlotKey, fresh: usize) {
+        let queued = |conns: &Slab<ConnEntry<H::State>>| conns.get(key).map(|e| e.outbound.len());
+        let before = queued(&self.conns);
+        let was_paused = self.conns.get(key).is_some_and(|e| e.user_paused);
         if let Some((action, side)) =
             self.run_on_input(key, fresh, "on_traffic", |h, conn| h.on_traffic(conn))
         {
+            if was_paused
+                && self.settings.edge_triggered
+                && self.conns.get(key).is_some_and(|e| !e.user_paused)
+            {
+                // Resumed: no new edge will come for bytes already waiting.
+                self.continue_io.push_back(key);
+            }
+            // Output the callback queued answers this input: past the
+            // high-water mark it stops the reading (see `settle`).
+            if queued(&self.conns) > before {
+                self.input_key = Some(key);
+            }
             self.after_callback(key, action, side);
+            self.input_key = None;
         }
     }
 
@@ -698,7 +741,9 @@ impl<H: EventHandler> EventLoop<H> {
         // *other* side's bytes: not reading it would not drain it, and would
         // stall a relay whose peer is blocked writing to it. Its fullness
         // stops the feeder instead (the `target.paused` check below).
-        let own = entry.paused && links.and_then(|o| o.fed_by).is_none();
+        let own = (entry.replies_paused && links.and_then(|o| o.fed_by).is_none())
+            || entry.budget_paused
+            || entry.user_paused;
         own || links
             .and_then(|o| o.feeds)
             .and_then(|target| self.conns.get(target))
@@ -767,8 +812,15 @@ impl<H: EventHandler> EventLoop<H> {
             self.close_conn(key, CloseReason::Shutdown);
             return;
         }
-        // Back-pressure: pause reading above the high-water mark, resume at
-        // or below the low-water mark.
+        self.account(key);
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        // Back-pressure: above the high-water mark hold async-write
+        // completions, and pause reading if the connection's own callback
+        // queued the output (its replies); resume at or below the low-water
+        // mark. Async writes alone never stop the reading: a peer echoing
+        // them back would otherwise wait for us while we wait for it.
         let marks = entry
             .overrides
             .as_ref()
@@ -785,12 +837,17 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             entry.paused = true;
+            entry.replies_paused = self.input_key == Some(key);
             if let Some(feeder) = entry.overrides.as_ref().and_then(|o| o.fed_by) {
                 // Stop reading the connection whose bytes fill this one.
                 self.settle(feeder, Action::None);
             }
+        } else if entry.paused && !entry.replies_paused && self.input_key == Some(key) {
+            // Replies to input, queued behind async writes: stop reading too.
+            entry.replies_paused = true;
         } else if entry.paused && queued <= marks.low {
             entry.paused = false;
+            entry.replies_paused = false;
             if let Some(feeder) = entry.overrides.as_ref().and_then(|o| o.fed_by) {
                 if self.settings.edge_triggered {
                     self.continue_io.push_back(feeder);
@@ -884,20 +941,116 @@ impl<H: EventHandler> EventLoop<H> {
             let _ = entry.flush_queue(&lp);
         }
         if let Some(held) = self.deferred.remove(&key) {
-            // Queued, but the connection closed before they drained.
-            for (done, _) in held {
-                done.complete(Err(Error::ConnectionClosed));
+            // Held for back-pressure: written if the queue got out whole,
+            // else the connection closed before they drained.
+            let delivered = entry.outbound.is_empty();
+            for (done, result) in held {
+                done.complete(if delivered {
+                    result
+                } else {
+                    Err(Error::ConnectionClosed)
+                });
             }
         }
         let _ = self.poller.delete(entry.fd.as_fd());
         let fed_by = entry.overrides.as_ref().and_then(|o| o.fed_by);
+        let held = entry.budget_held;
         drop(entry); // closes the fd, after on_close, never before
+        self.count_buffered(held, 0);
         self.engine.loops[self.index].remove_connection();
         if let Some(feeder) = fed_by {
             // Its relay target is gone: it may be read again.
             self.settle(feeder, Action::None);
         }
         self.apply_side_effects(key, side);
+    }
+
+    // ----- the buffer budget (see crate::budget) -----
+
+    /// Counts what connection `key` holds now against the budget, and
+    /// pauses its reading if the engine is near the budget and it holds
+    /// the most.
+    fn account(&mut self, key: SlotKey) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        let held = entry.inbound.capacity() + entry.outbound.len();
+        let old = std::mem::replace(&mut entry.budget_held, held);
+        let pause = self.budget.update(&self.engine.budget, old, held);
+        if old != held {
+            self.publish_buffered();
+        }
+        if pause {
+            self.pause_for_budget(key);
+        }
+    }
+
+    /// Stops reading `key` until the engine's total falls back (see
+    /// `enforce_budget`). Returns whether it was newly paused.
+    fn pause_for_budget(&mut self, key: SlotKey) -> bool {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if entry.budget_paused {
+            return false;
+        }
+        entry.budget_paused = true;
+        self.budget.paused.push(key);
+        bump(&self.engine.loops[self.index].counters.budget_pauses, 1);
+        true
+    }
+
+    /// A closed connection's bytes leave the budget.
+    fn count_buffered(&mut self, old: usize, new: usize) {
+        let _ = self.budget.update(&self.engine.budget, old, new);
+        self.publish_buffered();
+    }
+
+    fn publish_buffered(&self) {
+        // Relaxed: a gauge with one writer (this loop), read as a snapshot.
+        self.engine.loops[self.index].counters.buffered.store(
+            self.budget.held() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Once a turn: closes this loop's largest connections while the engine
+    /// is over its budget and this loop over its share; reads paused
+    /// connections again once the total fell back.
+    fn enforce_budget(&mut self) {
+        if self.budget.over {
+            self.budget.over = false;
+            while self.budget.must_shed(&self.engine.budget) {
+                let largest = self
+                    .conns
+                    .keys()
+                    .into_iter()
+                    .filter_map(|k| self.conns.get(k).map(|e| (k, e.budget_held)))
+                    .filter(|&(_, held)| held > 0)
+                    .max_by_key(|&(_, held)| held);
+                let Some((key, held)) = largest else {
+                    break;
+                };
+                log::warn!(
+                    "loop {}: buffered bytes over the engine's budget ({} in all); closing a connection holding {held}",
+                    self.index,
+                    self.engine.budget.used()
+                );
+                bump(&self.engine.loops[self.index].counters.budget_closes, 1);
+                self.close_conn(key, CloseReason::BufferBudget);
+            }
+        }
+        if !self.budget.paused.is_empty() && self.budget.may_resume(&self.engine.budget) {
+            for key in std::mem::take(&mut self.budget.paused) {
+                if let Some(entry) = self.conns.get_mut(key) {
+                    entry.budget_paused = false;
+                    if self.settings.edge_triggered {
+                        self.continue_io.push_back(key);
+                    }
+                    self.settle(key, Action::None);
+                }
+            }
+        }
     }
 
     // ----- dialling and enrolling -----
@@ -1210,6 +1363,22 @@ impl<H: EventHandler> EventLoop<H> {
                     done.complete(Ok(()));
                 }
             },
+            LoopMessage::Reading { id, on } => {
+                if let Some(key) = self.conn_key(id) {
+                    let entry = self.conns.get_mut(key).expect("checked by conn_key");
+                    entry.user_paused = !on;
+                    let waiting = on && !entry.inbound.is_empty();
+                    if on && self.settings.edge_triggered {
+                        // No new edge will come for bytes already waiting.
+                        self.continue_io.push_back(key);
+                    }
+                    if waiting {
+                        self.traffic(key, 0);
+                    } else {
+                        self.settle(key, Action::None);
+                    }
+                }
+            }
             LoopMessage::Execute(task) => {
                 let ctx = &mut self.ctx;
                 guarded("an executed task", || task(ctx));

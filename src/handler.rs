@@ -97,6 +97,10 @@ pub enum CloseReason {
     /// ([`Conn::close_with_error`]; [`Framed`](crate::codec::Framed) does so
     /// for a codec error), after flushing what was queued (an error reply).
     Protocol(Box<dyn std::error::Error + Send + Sync>),
+    /// The engine's buffered bytes passed its
+    /// [`buffer_budget`](crate::Options::buffer_budget) and this connection
+    /// held the most on its loop.
+    BufferBudget,
 }
 
 /// Which timeout closed a connection.
@@ -164,6 +168,9 @@ impl fmt::Display for CloseReason {
             Self::Timeout(TimeoutKind::HalfClosed) => f.write_str("half-closed timeout"),
             Self::BackPressure => f.write_str("outbound queue above its high-water mark"),
             Self::InboundLimit => f.write_str("unconsumed input above the inbound limit"),
+            Self::BufferBudget => {
+                f.write_str("the engine's buffer budget is spent and this connection held the most")
+            }
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
         }
     }

@@ -5,6 +5,7 @@ pub use ringloop_actors as actors;
 mod acceptor;
 mod addr;
 mod balancer;
+mod budget;
 mod buffer;
 pub mod codec;
 mod conn;

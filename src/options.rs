@@ -59,9 +59,12 @@ pub enum LoadBalancer {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BackPressure {
-    /// Stop reading from the connection (so it produces no more replies) and
-    /// hold the completions of async writes to it, until the queue drains
-    /// below the low-water mark. The default.
+    /// Hold the completions of async writes to the connection and, if its
+    /// own callback queued the output (replies to its input), stop reading
+    /// from it (so it produces no more replies), until the queue drains to
+    /// the low-water mark. The default. Output queued by async writes alone
+    /// does not stop the reading: a peer that echoes it back must be read
+    /// for the queue to drain.
     #[default]
     PauseReading,
     /// Close the connection with [`CloseReason::BackPressure`](crate::CloseReason::BackPressure).
@@ -244,8 +247,8 @@ impl Timeouts {
 ///
 /// ```
 /// use ringloop::WaterMarks;
-/// let marks = WaterMarks::default();
-/// assert_eq!((marks.high, marks.low), (4 << 20, 1 << 20));
+/// let marks = WaterMarks::default(); // Netty's defaults
+/// assert_eq!((marks.high, marks.low), (64 << 10, 32 << 10));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -285,9 +288,12 @@ impl WaterMarks {
 }
 
 impl Default for WaterMarks {
-    /// 4 MiB high, 1 MiB low.
+    /// 64 KiB high, 32 KiB low: Netty's defaults, and HAProxy's order of
+    /// magnitude (16 KiB buffers). Tens of KiB queued per connection keep a
+    /// sender busy at full speed; more only costs memory when the peer is
+    /// slow.
     fn default() -> Self {
-        Self::new(4 << 20, 1 << 20)
+        Self::new(64 << 10, 32 << 10)
     }
 }
 
@@ -425,8 +431,8 @@ pub struct Options {
     /// Connection timeouts. Default: [`Timeouts::default`] (incomplete
     /// input, write and half-closed 60 s each; no idle or read timeout).
     pub timeouts: Timeouts,
-    /// Outbound high- and low-water marks per connection. Default 4 MiB /
-    /// 1 MiB.
+    /// Outbound high- and low-water marks per connection. Default 64 KiB /
+    /// 32 KiB.
     pub write_water_marks: WaterMarks,
     /// What passing the high-water mark does. Default: pause reading.
     pub back_pressure: BackPressure,
@@ -435,6 +441,14 @@ pub struct Options {
     /// is closed with [`CloseReason::InboundLimit`](crate::CloseReason::InboundLimit).
     /// Default 64 MiB.
     pub max_inbound: usize,
+    /// The most bytes all connections together may hold in memory
+    /// (unconsumed input by capacity, queued output). Near it (3/4) every
+    /// connection holding 64 KiB or more stops being read until the total
+    /// falls to half; past it, each loop over its share (budget / loops) closes
+    /// its largest connections with
+    /// [`CloseReason::BufferBudget`](crate::CloseReason::BufferBudget).
+    /// Default 512 MiB.
+    pub buffer_budget: usize,
     /// How long a dial may take to connect. Default 10 s.
     pub connect_timeout: Duration,
     /// How long a stop waits for connections to flush what they have queued
@@ -479,6 +493,7 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             max_inbound: 64 << 20,
+            buffer_budget: 512 << 20,
             workers: (4 * std::thread::available_parallelism().map_or(1, usize::from)).max(4),
             job_queue_capacity: 4096,
             pool_shutdown: PoolShutdown::Finish,
@@ -577,6 +592,12 @@ impl Options {
             ));
         }
         self.write_water_marks.validate()?;
+        if self.buffer_budget < 64 * 1024 {
+            return bad(format!(
+                "buffer budget {} is below 64 KiB",
+                self.buffer_budget
+            ));
+        }
         if let Some(ka) = self.tcp_keepalive {
             if ka.idle < Duration::from_secs(1)
                 || ka.interval < Duration::from_secs(1)

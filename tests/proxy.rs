@@ -534,7 +534,7 @@ fn a_client_flooding_before_the_backend_connects_is_closed() {
 
 /// Clients that send a lot and never read (the backend echoes): the proxy
 /// stops reading them once a side's queue is above its high-water mark, so
-/// its memory stays near the marks (4 MiB per side by default) instead of
+/// its memory stays near the marks (64 KiB per side by default) instead of
 /// growing with the bytes sent. With `read_back`, the clients then read
 /// everything back, byte-exact; without, they leave and the proxy closes
 /// both sides of each relay.
@@ -599,8 +599,9 @@ fn slow_readers(backend: StdServer, read_back: bool) {
             "a client sent all {OFFER} bytes: no back-pressure"
         );
     }
-    // Two sides per client, 4 MiB each, plus allocator slack.
-    let bound_mib = (CLIENTS * 2 * 4 + 16) as f64;
+    // Two sides per client, each at most its high-water mark (64 KiB) plus
+    // one read (64 KiB), plus allocator slack.
+    let bound_mib = (CLIENTS * 2) as f64 * 0.125 + 16.0;
     assert!(
         growth_mib < bound_mib,
         "proxy memory grew by {growth_mib:.1} MiB (bound {bound_mib} MiB) for {sent_mib:.1?} MiB sent"
