@@ -110,6 +110,10 @@ pub(crate) struct Lingering {
     pub(crate) reason: CloseReason,
     /// Loop time (ms) at which it closes anyway.
     pub(crate) deadline_ms: u64,
+    /// Flushed and write side shut: reading and discarding the peer's input
+    /// until its end of stream (a lingering close), so it gets what was
+    /// written instead of a reset.
+    pub(crate) draining: bool,
 }
 
 /// A dial in progress.

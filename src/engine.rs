@@ -1321,6 +1321,13 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// Closes gracefully closed connections lingering for at most `limit`
+    /// (default off); see [`Options::lingering_close`].
+    pub fn lingering_close(mut self, limit: Option<std::time::Duration>) -> Self {
+        self.options.lingering_close = limit;
+        self
+    }
+
     /// The most bytes all connections together may hold (default 512 MiB);
     /// see [`Options::buffer_budget`].
     pub fn buffer_budget(mut self, bytes: usize) -> Self {

@@ -107,6 +107,7 @@ struct ConnSettings {
     back_pressure: BackPressure,
     connect_timeout_ms: u64,
     max_inbound: usize,
+    linger_ms: Option<u64>,
 }
 
 pub(crate) struct EventLoop<H: EventHandler> {
@@ -290,6 +291,9 @@ impl<H: EventHandler> EventLoop<H> {
                 marks: options.write_water_marks,
                 back_pressure: options.back_pressure,
                 max_inbound: options.max_inbound,
+                linger_ms: options
+                    .lingering_close
+                    .map(|d| d.as_millis().min(u128::from(u32::MAX)) as u64),
                 connect_timeout_ms: options
                     .connect_timeout
                     .as_millis()
@@ -519,6 +523,14 @@ impl<H: EventHandler> EventLoop<H> {
     /// budget is spent (edge-triggered).
     fn read(&mut self, key: SlotKey) {
         let mut moved = 0;
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|e| e.lingering.as_ref().is_some_and(|l| l.draining))
+        {
+            self.drain_lingering(key);
+            return;
+        }
         loop {
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
@@ -778,19 +790,23 @@ impl<H: EventHandler> EventLoop<H> {
                 entry.lingering = Some(Box::new(Lingering {
                     reason,
                     deadline_ms,
+                    draining: false,
                 }));
                 entry.timer_tick = self.wheel.schedule(key, deadline_ms);
+            } else if graceful {
+                self.finish_graceful_close(key, reason);
+                return;
             } else {
                 self.close_conn(key, reason);
                 return;
             }
         }
-        if entry.lingering.is_some() && entry.outbound.is_empty() {
+        if entry.lingering.as_ref().is_some_and(|l| !l.draining) && entry.outbound.is_empty() {
             let reason = entry
                 .lingering
                 .take()
                 .map_or(CloseReason::Local, |l| l.reason);
-            self.close_conn(key, reason);
+            self.finish_graceful_close(key, reason);
             return;
         }
         if entry.shutdown_wanted && !entry.shutdown_done && entry.outbound.is_empty() {
@@ -884,10 +900,12 @@ impl<H: EventHandler> EventLoop<H> {
             return; // registered once for both directions
         }
         let want_write = !entry.outbound.is_empty();
+        let draining = entry.lingering.as_ref().is_some_and(|l| l.draining);
         let want_read = !entry.read_closed
-            && entry.lingering.is_none()
-            && self.drain_deadline.is_none()
-            && !self.reading_blocked(key);
+            && (draining
+                || (entry.lingering.is_none()
+                    && self.drain_deadline.is_none()
+                    && !self.reading_blocked(key)));
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
@@ -963,6 +981,68 @@ impl<H: EventHandler> EventLoop<H> {
             self.settle(feeder, Action::None);
         }
         self.apply_side_effects(key, side);
+    }
+
+    // ----- lingering close (Options::lingering_close) -----
+
+    /// Closes `key` after a graceful close flushed its queue: at once, or,
+    /// with lingering enabled and the peer possibly still sending, after
+    /// shutting the write side and draining the peer's input.
+    fn finish_graceful_close(&mut self, key: SlotKey, reason: CloseReason) {
+        let Some(linger_ms) = self.settings.linger_ms else {
+            self.close_conn(key, reason);
+            return;
+        };
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        let lingers = !entry.read_closed
+            && !entry.is_datagram
+            && self.drain_deadline.is_none()
+            && socket::shutdown_write(entry.fd.as_fd()).is_ok();
+        if !lingers {
+            self.close_conn(key, reason);
+            return;
+        }
+        entry.shutdown_done = true;
+        let deadline_ms = self.now_ms + linger_ms;
+        entry.lingering = Some(Box::new(Lingering {
+            reason,
+            deadline_ms,
+            draining: true,
+        }));
+        self.timeouts_in_use = true;
+        entry.timer_tick = self.wheel.schedule(key, deadline_ms);
+        if self.settings.edge_triggered {
+            // Input already waiting brings no new edge.
+            self.continue_io.push_back(key);
+        }
+        self.settle(key, Action::None);
+    }
+
+    /// Reads and discards a lingering connection's input; closes it at the
+    /// peer's end of stream (or an error).
+    fn drain_lingering(&mut self, key: SlotKey) {
+        for _ in 0..16 {
+            let Some(entry) = self.conns.get_mut(key) else {
+                return;
+            };
+            match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
+                Ok(n) if n > 0 => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                _ => {
+                    let reason = entry
+                        .lingering
+                        .take()
+                        .map_or(CloseReason::Local, |l| l.reason);
+                    self.close_conn(key, reason);
+                    return;
+                }
+            }
+        }
+        if self.settings.edge_triggered {
+            self.continue_io.push_back(key);
+        }
     }
 
     // ----- the buffer budget (see crate::budget) -----

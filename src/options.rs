@@ -449,6 +449,15 @@ pub struct Options {
     /// [`CloseReason::BufferBudget`](crate::CloseReason::BufferBudget).
     /// Default 512 MiB.
     pub buffer_budget: usize,
+    /// A lingering close, as nginx's `lingering_close`: when this side closes
+    /// a connection gracefully (after its last reply is flushed) while the
+    /// peer may still be sending, shut the write side, read and discard the
+    /// peer's input until its end of stream or for at most this long, then
+    /// close. Without it, input arriving after the close makes the kernel
+    /// reset the connection, and the peer can lose the last reply (an error
+    /// message). The close callback runs when the connection finally closes.
+    /// Default off.
+    pub lingering_close: Option<Duration>,
     /// How long a dial may take to connect. Default 10 s.
     pub connect_timeout: Duration,
     /// How long a stop waits for connections to flush what they have queued
@@ -492,6 +501,7 @@ impl Default for Options {
             back_pressure: BackPressure::PauseReading,
             drain_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            lingering_close: None,
             max_inbound: 64 << 20,
             buffer_budget: 512 << 20,
             workers: (4 * std::thread::available_parallelism().map_or(1, usize::from)).max(4),

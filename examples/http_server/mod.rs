@@ -27,7 +27,9 @@
 //! are discarded as they arrive, never buffered. Both origin-form and
 //! absolute-form targets (`GET http://host/path`, RFC 9112 §3.2.2) are
 //! accepted; the authority of an absolute-form target takes precedence over
-//! `Host`, which is still required in HTTP/1.1.
+//! `Host`, which is still required in HTTP/1.1. A connection closed after an
+//! error reply lingers (the engine's lingering close, 5 s at most), draining
+//! what the client still sends, so the reply is not lost to a reset.
 //!
 //! # Parsing
 //!
@@ -129,6 +131,8 @@ pub fn builder() -> EngineBuilder<Http> {
     Engine::builder(move |_| Http::new(clock.clone()))
         .ticker(true)
         .timeouts(timeouts())
+        // An error reply before a close reaches a client still sending.
+        .lingering_close(Some(Duration::from_secs(5)))
 }
 
 /// The engine's default timeouts with the head ([`HEADER_TIMEOUT`]) and
