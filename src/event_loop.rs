@@ -85,6 +85,11 @@ const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 /// How often a loop with connections paused for the buffer budget looks
 /// whether the engine's total fell enough to read them again.
 const BUDGET_RETRY: Duration = Duration::from_millis(20);
+/// Bytes released by closed connections (or shrunk input buffers) after
+/// which the loop hands free heap memory back to the system...
+const TRIM_AFTER: usize = 8 << 20;
+/// ...at most this often.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// What a connection callback returned (`None`: it panicked) and what it
 /// asked of the loop beyond its own connection.
@@ -148,6 +153,9 @@ pub(crate) struct EventLoop<H: EventHandler> {
     budget: LoopBudget,
     /// The connection whose input callback is being settled, if any.
     input_key: Option<SlotKey>,
+    /// Buffer bytes released since the last trim (see `TRIM_AFTER`).
+    released: usize,
+    last_trim: Option<Instant>,
 }
 
 /// Runs a handler callback; a panic is caught and logged instead of killing
@@ -315,6 +323,8 @@ impl<H: EventHandler> EventLoop<H> {
             drain_deadline: None,
             budget,
             input_key: None,
+            released: 0,
+            last_trim: None,
         })
     }
 
@@ -347,7 +357,12 @@ impl<H: EventHandler> EventLoop<H> {
                 // Nor when other loops' connections free buffer budget.
                 Some(BUDGET_RETRY)
             } else if self.continue_io.is_empty() {
-                [self.next_tick, self.listeners_resume]
+                // A trim put off (too soon after the last) must still come.
+                let trim = self
+                    .last_trim
+                    .filter(|_| self.released >= TRIM_AFTER)
+                    .map(|t| t + TRIM_EVERY);
+                [self.next_tick, self.listeners_resume, trim]
                     .into_iter()
                     .flatten()
                     .min()
@@ -1056,6 +1071,10 @@ impl<H: EventHandler> EventLoop<H> {
         };
         let held = entry.inbound.capacity() + entry.outbound.len();
         let old = std::mem::replace(&mut entry.budget_held, held);
+        if old >= held + (1 << 20) {
+            // A large input buffer went (output blocks are reused at once).
+            self.released += old - held;
+        }
         let pause = self.budget.update(&self.engine.budget, old, held);
         if old != held {
             self.publish_buffered();
@@ -1082,6 +1101,7 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// A closed connection's bytes leave the budget.
     fn count_buffered(&mut self, old: usize, new: usize) {
+        self.released += old.saturating_sub(new);
         let _ = self.budget.update(&self.engine.budget, old, new);
         self.publish_buffered();
     }
@@ -1098,6 +1118,15 @@ impl<H: EventHandler> EventLoop<H> {
     /// is over its budget and this loop over its share; reads paused
     /// connections again once the total fell back.
     fn enforce_budget(&mut self) {
+        if self.released >= TRIM_AFTER
+            && !matches!(self.last_trim, Some(t) if t.elapsed() < TRIM_EVERY)
+        {
+            // After a burst: give the freed buffers back to the system, not
+            // only to the allocator (RSS would otherwise stay at its peak).
+            self.released = 0;
+            self.last_trim = Some(Instant::now());
+            crate::sys::memory::release_free_memory();
+        }
         if self.budget.over {
             self.budget.over = false;
             while self.budget.must_shed(&self.engine.budget) {

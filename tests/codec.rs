@@ -816,3 +816,40 @@ fn the_codec_example_drops_a_half_sent_frame() {
     assert_eq!(&back, &[0, 0, 0, 2, b'o', b'k']);
     assert!(server.stop().success());
 }
+
+#[test]
+fn the_codec_example_returns_memory_after_a_burst_of_half_frames() {
+    let server = example::Example::start(
+        "codec",
+        &[
+            "tcp://127.0.0.1:0",
+            "--loops",
+            "1",
+            "--half-frame-ms",
+            "120000",
+        ],
+    );
+    let before = server.rss();
+    // 40 clients each send 4 MiB of an 8 MiB frame and stop: the server
+    // holds ~160 MiB of partial frames (within its buffer budget).
+    let clients: Vec<TcpStream> = (0..40)
+        .map(|i| {
+            let mut c = tcp_client(server.addr);
+            c.write_all(&((8 << 20) - 4u32).to_be_bytes()).unwrap();
+            c.write_all(&payload(i, 4 << 20)).unwrap();
+            c
+        })
+        .collect();
+    wait_until("the partial frames to be buffered", || {
+        server.rss() > before + (120 << 20)
+    });
+    let peak = server.rss();
+    drop(clients);
+    // Once they are gone the memory goes back to the system, not just to
+    // the allocator's free lists.
+    wait_until("the memory to be returned", || {
+        server.rss() < before + (32 << 20)
+    });
+    assert!(peak > before);
+    assert!(server.stop().success());
+}

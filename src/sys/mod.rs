@@ -23,8 +23,10 @@
 //! leak a file descriptor (every descriptor is an [`std::os::fd::OwnedFd`]
 //! from the moment the kernel hands it over).
 //! * [`signal`]: blocking the server signals and waiting for them.
+//! * [`memory`]: returning freed heap memory to the system.
 
 pub(crate) mod io;
+pub(crate) mod memory;
 pub(crate) mod poller;
 pub(crate) mod signal;
 pub(crate) mod socket;
