@@ -182,6 +182,13 @@ impl<S> ConnEntry<S> {
         }
     }
 
+    /// Ends a lingering close; returns the reason it was closing for.
+    pub(crate) fn take_lingering_reason(&mut self) -> CloseReason {
+        self.lingering
+            .take()
+            .map_or(CloseReason::Local, |l| l.reason)
+    }
+
     /// Records why the connection must close; the first reason wins.
     pub(crate) fn close_with(&mut self, reason: CloseReason) {
         if self.close_reason.is_none() {

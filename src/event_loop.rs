@@ -817,10 +817,7 @@ impl<H: EventHandler> EventLoop<H> {
             }
         }
         if entry.lingering.as_ref().is_some_and(|l| !l.draining) && entry.outbound.is_empty() {
-            let reason = entry
-                .lingering
-                .take()
-                .map_or(CloseReason::Local, |l| l.reason);
+            let reason = entry.take_lingering_reason();
             self.finish_graceful_close(key, reason);
             return;
         }
@@ -1046,10 +1043,7 @@ impl<H: EventHandler> EventLoop<H> {
                 Ok(n) if n > 0 => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 _ => {
-                    let reason = entry
-                        .lingering
-                        .take()
-                        .map_or(CloseReason::Local, |l| l.reason);
+                    let reason = entry.take_lingering_reason();
                     self.close_conn(key, reason);
                     return;
                 }
@@ -1641,10 +1635,7 @@ impl<H: EventHandler> EventLoop<H> {
                     self.fail_dial(key, error);
                 }
                 Some((at, _)) if at <= self.now_ms && entry.lingering.is_some() => {
-                    let reason = entry
-                        .lingering
-                        .take()
-                        .map_or(CloseReason::Local, |l| l.reason);
+                    let reason = entry.take_lingering_reason();
                     log::debug!(
                         "loop {}: closing with unsent bytes after the drain deadline",
                         self.index

@@ -25,6 +25,19 @@ fn child_server() {
 
 const MIB: usize = 1 << 20;
 
+/// A one-loop engine running `hooks` with a buffer budget of `budget` bytes
+/// and no timeouts.
+fn one_loop_with_budget<S: 'static>(budget: usize, hooks: Hooks<S>) -> Running {
+    Running::start(
+        hooks
+            .builder()
+            .listen("tcp://127.0.0.1:0")
+            .loops(1)
+            .buffer_budget(budget)
+            .timeouts(Timeouts::none()),
+    )
+}
+
 #[test]
 fn near_the_budget_the_heaviest_stop_being_read_and_nothing_is_lost() {
     const CLIENTS: usize = 8;
@@ -35,7 +48,8 @@ fn near_the_budget_the_heaviest_stop_being_read_and_nothing_is_lost() {
     // acknowledges its total.
     let gate = Arc::new(AtomicBool::new(false));
     let handles = Arc::new(Mutex::new(Vec::<ConnHandle>::new()));
-    let running = Running::start(
+    let running = one_loop_with_budget(
+        BUDGET,
         Hooks::<usize>::new()
             .on_open({
                 let handles = handles.clone();
@@ -58,12 +72,7 @@ fn near_the_budget_the_heaviest_stop_being_read_and_nothing_is_lost() {
                     }
                     Action::None
                 }
-            })
-            .builder()
-            .listen("tcp://127.0.0.1:0")
-            .loops(1)
-            .buffer_budget(BUDGET)
-            .timeouts(Timeouts::none()),
+            }),
     );
     let addr = running.tcp_addr(0);
     let senders: Vec<_> = (0..CLIENTS)
@@ -106,7 +115,8 @@ fn past_the_budget_the_largest_are_closed_with_a_reason() {
     let reasons = Arc::new(Mutex::new(Vec::new()));
     let (opened_tx, opened) = mpsc::channel::<ConnHandle>();
     let opened_tx = Mutex::new(opened_tx);
-    let running = Running::start(
+    let running = one_loop_with_budget(
+        BUDGET,
         Hooks::<()>::new()
             .on_open(move |conn| {
                 opened_tx.lock().unwrap().send(conn.handle()).unwrap();
@@ -118,12 +128,7 @@ fn past_the_budget_the_largest_are_closed_with_a_reason() {
                     reasons.lock().unwrap().push(reason.to_string());
                     Action::None
                 }
-            })
-            .builder()
-            .listen("tcp://127.0.0.1:0")
-            .loops(1)
-            .buffer_budget(BUDGET)
-            .timeouts(Timeouts::none()),
+            }),
     );
     // Clients that never read; a thread writes to them without waiting for
     // completions (water marks hold completions, not the bytes).
