@@ -73,3 +73,44 @@ fn a_reading_client_gets_every_byte_back_in_order() {
     assert!(echoed == data, "the echo differs");
     assert!(server.stop().success());
 }
+
+/// The library API under it: `Conn::pause_reading` holds new bytes in the
+/// kernel (no `on_traffic`), `ConnHandle::resume_reading` from another
+/// thread lets them in.
+#[test]
+fn pause_and_resume_reading_from_another_thread() {
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+
+    let (seen_tx, seen) = mpsc::channel::<(Vec<u8>, ringloop::ConnHandle)>();
+    let seen_tx = Mutex::new(seen_tx);
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(move |conn| {
+                let bytes = conn.read_all().to_vec();
+                conn.pause_reading();
+                assert!(conn.is_reading_paused());
+                seen_tx
+                    .lock()
+                    .unwrap()
+                    .send((bytes, conn.handle()))
+                    .unwrap();
+                ringloop::Action::None
+            })
+            .builder()
+            .listen("tcp://127.0.0.1:0")
+            .loops(1),
+    );
+    let mut client = tcp_client(running.tcp_addr(0));
+    client.write_all(b"first").unwrap();
+    let (bytes, handle) = seen.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(bytes, b"first");
+    client.write_all(b"second").unwrap();
+    // Paused: the second message stays in the kernel.
+    assert!(seen.recv_timeout(Duration::from_millis(300)).is_err());
+    handle.resume_reading().unwrap();
+    let (bytes, _) = seen.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(bytes, b"second");
+    drop(client);
+    running.stop();
+}
