@@ -201,6 +201,17 @@ fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, T
         .as_ref()
         .and_then(|o| o.timeouts)
         .unwrap_or(*defaults);
+    // The common case with the default timeouts, answered in a few compares:
+    // nothing waiting either way and both directions open.
+    if t.idle.is_none()
+        && t.read.is_none()
+        && entry.outbound.is_empty()
+        && entry.inbound.is_empty()
+        && !entry.read_closed
+        && !entry.shutdown_done
+    {
+        return None;
+    }
     let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u64;
     let idle = t.idle.map(|d| {
         (
@@ -538,26 +549,22 @@ impl<H: EventHandler> EventLoop<H> {
     /// budget is spent (edge-triggered).
     fn read(&mut self, key: SlotKey) {
         let mut moved = 0;
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|e| e.lingering.as_ref().is_some_and(|l| l.draining))
-        {
-            self.drain_lingering(key);
-            return;
-        }
         loop {
-            let Some(entry) = self.conns.get_mut(key) else {
+            let Some(entry) = self.conns.get(key) else {
                 return;
             };
-            if entry.read_closed
-                || entry.lingering.is_some()
-                || self.drain_deadline.is_some()
-                || self.reading_blocked(key)
-            {
+            match &entry.lingering {
+                Some(l) if l.draining => {
+                    self.drain_lingering(key);
+                    return;
+                }
+                Some(_) => return,
+                None => {}
+            }
+            let held = entry.budget_held;
+            if entry.read_closed || self.drain_deadline.is_some() || self.reading_blocked(key) {
                 return;
             }
-            let held = self.conns.get(key).map_or(0, |e| e.budget_held);
             if LoopBudget::should_pause(&self.engine.budget, held) && self.pause_for_budget(key) {
                 // Near the budget: no more reads into a connection holding
                 // this much (checked before the read, not after).
@@ -625,23 +632,23 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Runs `on_traffic` over leftover + `fresh` bytes of the loop buffer.
     fn traffic(&mut self, key: SlotKey, fresh: usize) {
-        let queued = |conns: &Slab<ConnEntry<H::State>>| conns.get(key).map(|e| e.outbound.len());
-        let before = queued(&self.conns);
-        let was_paused = self.conns.get(key).is_some_and(|e| e.user_paused);
+        let (queued, was_paused) = self
+            .conns
+            .get(key)
+            .map_or((0, false), |e| (e.outbound.len(), e.user_paused));
         if let Some((action, side)) =
             self.run_on_input(key, fresh, "on_traffic", |h, conn| h.on_traffic(conn))
         {
-            if was_paused
-                && self.settings.edge_triggered
-                && self.conns.get(key).is_some_and(|e| !e.user_paused)
-            {
-                // Resumed: no new edge will come for bytes already waiting.
-                self.continue_io.push_back(key);
-            }
-            // Output the callback queued answers this input: past the
-            // high-water mark it stops the reading (see `settle`).
-            if queued(&self.conns) > before {
-                self.input_key = Some(key);
+            if let Some(entry) = self.conns.get(key) {
+                if was_paused && !entry.user_paused && self.settings.edge_triggered {
+                    // Resumed: no new edge will come for bytes already waiting.
+                    self.continue_io.push_back(key);
+                }
+                // Output the callback queued answers this input: past the
+                // high-water mark it stops the reading (see `settle`).
+                if entry.outbound.len() > queued {
+                    self.input_key = Some(key);
+                }
             }
             self.after_callback(key, action, side);
             self.input_key = None;
@@ -1064,6 +1071,9 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         let held = entry.inbound.capacity() + entry.outbound.len();
+        if held == entry.budget_held && held < crate::budget::PAUSE_MIN {
+            return; // nothing changed and too small to pause: the common case
+        }
         let old = std::mem::replace(&mut entry.budget_held, held);
         if old >= held + (1 << 20) {
             // A large input buffer went (output blocks are reused at once).
