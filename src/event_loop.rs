@@ -196,19 +196,19 @@ fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, T
         // A graceful close past its deadline (reported with its own reason).
         return Some((lingering.deadline_ms, TimeoutKind::Write));
     }
-    let t = entry
-        .overrides
-        .as_ref()
-        .and_then(|o| o.timeouts)
-        .unwrap_or(*defaults);
+    // By reference: the common case below must not copy the whole set.
+    let t: &Timeouts = match entry.overrides.as_ref().and_then(|o| o.timeouts.as_ref()) {
+        Some(t) => t,
+        None => defaults,
+    };
     // The common case with the default timeouts, answered in a few compares:
     // nothing waiting either way and both directions open.
-    if t.idle.is_none()
-        && t.read.is_none()
-        && entry.outbound.is_empty()
+    if entry.outbound.is_empty()
         && entry.inbound.is_empty()
         && !entry.read_closed
         && !entry.shutdown_done
+        && t.idle.is_none()
+        && t.read.is_none()
     {
         return None;
     }
