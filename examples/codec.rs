@@ -2,13 +2,26 @@
 //! length, then the payload) and sends every frame back re-encoded.
 //!
 //! ```text
-//! cargo run --release --example codec -- [ADDR ...] [--loops N]
+//! cargo run --release --example codec -- [ADDR ...] [--loops N] [--half-frame-ms MS]
 //! ```
 //! `ADDR` is a URL such as `tcp://127.0.0.1:9000` (the default) or
 //! `unix:///tmp/codec.sock`; several may be given. Stops cleanly on Ctrl-C.
 //!
-//! A peer announcing a frame over the maximum (8 MiB) is disconnected as
-//! soon as its header arrives, and the reason is logged:
+//! # What it bounds
+//!
+//! - **Frame size**: at most 8 MiB on the wire, *the 4-byte header
+//!   included*, so a payload is at most 8 MiB − 4 bytes (8,388,604). A peer
+//!   announcing more is disconnected as soon as its header arrives, and the
+//!   reason is logged.
+//! - **Half-sent frames**: a frame must arrive whole within
+//!   `--half-frame-ms` (default 30 s) of its first byte; a peer that stops
+//!   halfway (or trickles) is closed. The partial frame waits unconsumed in
+//!   the connection, so the engine's incomplete-input timeout does this, and
+//!   the engine's buffer budget bounds what all half-sent frames hold
+//!   together.
+//! - **Peers that do not read** their echoes: reading stops at the engine's
+//!   water marks (a few tens of KiB queued) and the write timeout (60 s
+//!   without progress) drops them.
 //!
 //! ```text
 //! printf '\0\0\0\5hello' | nc -q1 127.0.0.1 9000 | xxd      # the frame, echoed
@@ -18,7 +31,10 @@
 mod common;
 
 use ringloop::codec::{FrameCloseReason, FrameConn, FrameHandler, Framed, LengthFieldCodec};
-use ringloop::{Action, Engine};
+use std::time::Duration;
+
+use ringloop::codec::DEFAULT_MAX_FRAME_LENGTH;
+use ringloop::{Action, Engine, Timeouts};
 
 struct Echo;
 
@@ -42,17 +58,28 @@ impl FrameHandler for Echo {
 }
 
 fn main() {
-    let args = common::Args::parse("codec [ADDR ...] [--loops N]", &[], &[]);
+    let args = common::Args::parse(
+        "codec [ADDR ...] [--loops N] [--half-frame-ms MS]",
+        &["half-frame-ms"],
+        &[],
+    );
+    let half_frame = Duration::from_millis(args.number("half-frame-ms", 30_000).max(1));
     // 4-byte big-endian length field, stripped from decoded frames and
-    // prepended to encoded ones; frames up to 8 MiB.
-    let codec = match LengthFieldCodec::builder().length_field_length(4).build() {
+    // prepended to encoded ones; frames up to 8 MiB on the wire, header
+    // included.
+    let codec = LengthFieldCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(DEFAULT_MAX_FRAME_LENGTH)
+        .build();
+    let codec = match codec {
         Ok(codec) => codec,
         Err(e) => {
             eprintln!("codec: {e}");
             std::process::exit(1)
         }
     };
-    let mut builder = Engine::builder(move |_| Framed::new(codec, Echo));
+    let mut builder = Engine::builder(move |_| Framed::new(codec, Echo))
+        .timeouts(Timeouts::default().incomplete(half_frame));
     for addr in args.addrs_or("tcp://127.0.0.1:9000") {
         builder = builder.listen(addr);
     }

@@ -7,87 +7,67 @@
 //! cargo run --release --example echo_pool -- [ADDR ...] [--loops N] [--delay-ms 100] [--workers N]
 //! ```
 //!
-//! Bytes stay in order per connection, whatever worker runs each job:
+//! Bytes stay in order per connection: each connection has at most one job
+//! in flight. While it runs the connection is not read
+//! ([`Conn::pause_reading`]); the worker writes the reply, and the write's
+//! completion resumes the reading through the connection's handle, so the
+//! bytes that arrived meanwhile start the next job only after the reply.
+//! (A worker may equally signal the loop through a flag it sets after its
+//! `async_write` returns: the loop applies requests from any threads in
+//! causal order, so a later job's write never overtakes an earlier one;
+//! `tests/async_writes.rs` runs that pattern.)
 //!
-//! * each connection has at most one job in flight: the traffic callback
-//!   starts the next job only once it has seen the current one's `done` flag;
-//! * the worker sets `done` after its `async_write` returned, so that write
-//!   happens-before everything the loop does after seeing the flag,
-//!   including submitting the next job, whose write (on another worker
-//!   thread, through another mailbox lane) therefore happens after it;
-//! * a loop applies the writes, wakes and closes sent to it in causal order
-//!   across threads: a request that happens-before another is applied first
-//!   (ringloop-actors' mailbox orders its lanes by ticket). So the next
-//!   job's write can never overtake this one.
+//! # What it bounds
 //!
-//! The worker then wakes the connection (same thread, after the write), and
-//! the woken traffic callback starts the next job with whatever arrived
-//! meanwhile. Note what the flag does *not* mean: when the loop sees `done`,
-//! the write has been sent to the loop, not necessarily applied yet; it is
-//! the ordering guarantee above that makes that enough.
+//! A connection holds at most one read (64 KiB) in its job: what the client
+//! sends while the job runs waits in the kernel's socket buffers, and TCP
+//! slows the client down, instead of piling up in the server. A client that
+//! does not read its echoes is not read either: the engine holds the
+//! reply's completion above its water marks (64 KiB queued), and only that
+//! completion resumes the reading; the write timeout drops it after 60 s
+//! without progress. A job queue
+//! that is full closes the connection (the pool holds
+//! `--workers` × 4096 jobs at most). A stop waits at most 30 s for running
+//! jobs (the engine's pool shutdown timeout), and a second Ctrl-C exits at
+//! once.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ringloop::{Action, Conn, Engine, EventHandler};
-
-/// Per-connection state.
-#[derive(Default)]
-struct Session {
-    /// Bytes received while a job was in flight.
-    pending: Vec<u8>,
-    /// Set by the worker once its `async_write` returned (the reply is on its
-    /// way to the loop, ordered before any later request); `None` when idle.
-    in_flight: Option<Arc<AtomicBool>>,
-}
 
 struct EchoPool {
     delay: Duration,
 }
 
 impl EventHandler for EchoPool {
-    type State = Session;
+    type State = ();
 
-    fn on_open(&mut self, conn: &mut Conn<'_, Session>) -> Action {
-        conn.set_state(Session::default());
-        Action::None
-    }
-
-    fn on_traffic(&mut self, conn: &mut Conn<'_, Session>) -> Action {
-        let data = conn.read_all();
-        let engine = conn.engine();
-        let handle = conn.handle();
-        let Some(session) = conn.state_mut() else {
-            return Action::Close;
-        };
-        session.pending.extend_from_slice(data);
-        if let Some(done) = &session.in_flight {
-            // Acquire: pairs with the worker's Release below.
-            if !done.load(Ordering::Acquire) {
-                return Action::None; // the current job's wake will pick it up
-            }
-            session.in_flight = None;
-        }
-        if session.pending.is_empty() {
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        let bytes = conn.read_all().to_vec();
+        if bytes.is_empty() {
             return Action::None;
         }
-        let bytes = std::mem::take(&mut session.pending);
-        let done = Arc::new(AtomicBool::new(false));
-        session.in_flight = Some(done.clone());
+        let handle = conn.handle();
         let delay = self.delay;
         let job = move || {
             std::thread::sleep(delay); // the "blocking logic"
-            let _ = handle.async_write(bytes, |_| {});
-            // Release: the loop that sees it (Acquire) is causally after the
-            // write, so the next job's write is applied after this one.
-            done.store(true, Ordering::Release);
-            let _ = handle.wake();
+            let resume = handle.clone();
+            // Read on once the reply is written or queued within the water
+            // marks: the engine holds this completion while the client is
+            // not reading its echoes, so it is not read either.
+            let _ = handle.async_write(bytes, move |written| {
+                if written.is_ok() {
+                    let _ = resume.resume_reading();
+                }
+            });
         };
-        match engine.submit(job) {
-            Ok(()) => Action::None,
+        match conn.engine().submit(job) {
+            Ok(()) => {
+                conn.pause_reading(); // one job in flight per connection
+                Action::None
+            }
             Err(e) => {
                 eprintln!("echo_pool: {e}; closing the connection");
                 Action::Close

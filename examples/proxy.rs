@@ -20,10 +20,34 @@
 //! - **Failures**: a backend that refuses ([`EventHandler::on_dial_error`]) or
 //!   dies closes its client; a client that leaves closes its backend; other
 //!   connections are untouched.
+//!
+//! # What it bounds
+//!
+//! - **Half-closed relays**, as HAProxy's `client-fin` and `server-fin`: once
+//!   either direction of a client connection is closed, it is closed after
+//!   `--client-fin-ms` (default 30 s) with no byte moving on it; a backend
+//!   connection likewise after `--server-fin-ms` (30 s). A relay whose one
+//!   side stopped sending and whose other side never finishes cannot be held
+//!   for good.
+//! - **Memory per relay**: a few tens of KiB each way (the engine's water
+//!   marks pause the side that fills the other), plus at most 1 MiB of early
+//!   bytes sent before the backend connects; the engine's buffer budget
+//!   bounds the total.
+//! - **Slow peers**: the engine's write timeout (60 s without progress)
+//!   drops a side that stops reading; its partner goes with it.
+//! - **Its own configuration**: the backend must be a stream address
+//!   (`tcp://` or `unix://`) and must not be one of the proxy's own listen
+//!   addresses (which would relay every connection to itself until the fd
+//!   limit); either is refused at start, with exit status 2.
 
 mod common;
 
-use ringloop::{Action, CloseReason, Conn, ConnId, Engine, Error, EventHandler, LoopContext};
+use std::time::Duration;
+
+use ringloop::{
+    Action, CloseReason, Conn, ConnId, Engine, Error, EventHandler, ListenAddr, LoopContext,
+    SockAddr, Timeouts, Transport,
+};
 
 /// Bytes a client may send before its backend is connected.
 const EARLY_BYTES_LIMIT: usize = 1 << 20;
@@ -39,6 +63,10 @@ enum Side {
 
 struct Proxy {
     backend: String,
+    /// Timeouts of client connections (`half_closed` is client-fin).
+    client: Timeouts,
+    /// Timeouts of backend connections (`half_closed` is server-fin).
+    server: Timeouts,
 }
 
 impl EventHandler for Proxy {
@@ -49,6 +77,7 @@ impl EventHandler for Proxy {
             // An accepted client: dial its backend onto this loop.
             None => {
                 let me = conn.id();
+                let _ = conn.set_timeouts(self.client);
                 conn.set_state(Side::Client {
                     backend: None,
                     eof: false,
@@ -65,6 +94,7 @@ impl EventHandler for Proxy {
             // whatever the client sent meanwhile.
             Some(Side::Backend { client }) => {
                 let (client, me) = (*client, conn.id());
+                let _ = conn.set_timeouts(self.server);
                 match conn.state_of_mut(client) {
                     Ok(Some(Side::Client { backend, .. })) => *backend = Some(me),
                     _ => return Action::Close, // the client left already
@@ -157,10 +187,42 @@ impl EventHandler for Proxy {
     }
 }
 
+/// Why `backend` cannot serve a proxy listening on `listen`, if it cannot.
+fn refuse_backend(backend: &str, listen: &[String]) -> Option<String> {
+    let backend = match ListenAddr::parse(backend) {
+        Ok(addr) => addr,
+        Err(e) => return Some(e.to_string()),
+    };
+    if !matches!(backend.transport(), Transport::Tcp | Transport::Unix) {
+        return Some(format!(
+            "backend {backend} is not a stream address (tcp:// or unix://)"
+        ));
+    }
+    let same = |listen: &SockAddr| match (listen, backend.sock_addr()) {
+        (SockAddr::Inet(l), SockAddr::Inet(b)) => {
+            l.port() == b.port()
+                && (l.ip() == b.ip() || l.ip().is_unspecified() || b.ip().is_unspecified())
+        }
+        (SockAddr::Unix(Some(l)), SockAddr::Unix(Some(b))) => l == b,
+        _ => false,
+    };
+    if let SockAddr::Inet(b) = backend.sock_addr() {
+        if b.port() == 0 {
+            return Some(format!("backend {backend} has no port"));
+        }
+    }
+    listen
+        .iter()
+        .filter_map(|l| ListenAddr::parse(l).ok())
+        .find(|l| l.transport() == backend.transport() && same(l.sock_addr()))
+        .map(|l| format!("backend {backend} is this proxy's own listen address {l}"))
+}
+
 fn main() {
     let args = common::Args::parse(
-        "proxy --listen tcp://127.0.0.1:PORT --backend tcp://127.0.0.1:PORT [--loops N]",
-        &["listen", "backend"],
+        "proxy --listen tcp://127.0.0.1:PORT --backend tcp://127.0.0.1:PORT [--loops N] \
+         [--client-fin-ms MS] [--server-fin-ms MS]",
+        &["listen", "backend", "client-fin-ms", "server-fin-ms"],
         &[],
     );
     let Some(backend) = args.text("backend").map(str::to_string) else {
@@ -174,8 +236,18 @@ fn main() {
     if addrs.is_empty() {
         addrs.push("tcp://127.0.0.1:8000".into());
     }
+    if let Some(why) = refuse_backend(&backend, &addrs) {
+        eprintln!("proxy: {why}");
+        std::process::exit(2)
+    }
+    let fin = |flag: &str| {
+        Timeouts::default().half_closed(Duration::from_millis(args.number(flag, 30_000).max(1)))
+    };
+    let (client, server) = (fin("client-fin-ms"), fin("server-fin-ms"));
     let mut builder = Engine::builder(move |_| Proxy {
         backend: backend.clone(),
+        client,
+        server,
     });
     for addr in addrs {
         builder = builder.listen(addr);

@@ -75,6 +75,19 @@ pub(crate) struct ConnEntry<S> {
     /// Loop time (ms) of the last byte read / written.
     pub(crate) last_read_ms: u64,
     pub(crate) last_write_ms: u64,
+    /// When the input the handler leaves unconsumed began (or it last
+    /// consumed some); meaningful while `inbound` is not empty.
+    pub(crate) input_since_ms: u64,
+    /// Bytes last counted against the engine's buffer budget.
+    pub(crate) budget_held: usize,
+    /// Not read while the engine is near its buffer budget.
+    pub(crate) budget_paused: bool,
+    /// Not read because its own callbacks' replies passed the high-water
+    /// mark (`paused` alone, from async writes, only holds completions:
+    /// reading on lets a peer that echoes them make progress).
+    pub(crate) replies_paused: bool,
+    /// Not read because the handler paused it ([`Conn::pause_reading`]).
+    pub(crate) user_paused: bool,
     /// Tick of this connection's latest timer-wheel entry (0: none).
     pub(crate) timer_tick: u64,
     /// Per-connection settings that differ from the engine's.
@@ -101,6 +114,10 @@ pub(crate) struct Lingering {
     pub(crate) reason: CloseReason,
     /// Loop time (ms) at which it closes anyway.
     pub(crate) deadline_ms: u64,
+    /// Flushed and write side shut: reading and discarding the peer's input
+    /// until its end of stream (a lingering close), so it gets what was
+    /// written instead of a reset.
+    pub(crate) draining: bool,
 }
 
 /// A dial in progress.
@@ -141,6 +158,11 @@ impl<S> ConnEntry<S> {
             paused: false,
             last_read_ms: 0,
             last_write_ms: 0,
+            input_since_ms: 0,
+            budget_held: 0,
+            budget_paused: false,
+            replies_paused: false,
+            user_paused: false,
             timer_tick: 0,
             overrides: None,
             is_datagram: false,
@@ -164,6 +186,13 @@ impl<S> ConnEntry<S> {
             self.last_write_ms = lp.now_ms;
             crate::stats::bump(&lp.counters.bytes_out, n as u64);
         }
+    }
+
+    /// Ends a lingering close; returns the reason it was closing for.
+    pub(crate) fn take_lingering_reason(&mut self) -> CloseReason {
+        self.lingering
+            .take()
+            .map_or(CloseReason::Local, |l| l.reason)
     }
 
     /// Records why the connection must close; the first reason wins.
@@ -758,6 +787,52 @@ impl<'a, S> Conn<'a, S> {
                 entry.close_with(CloseReason::from_io(e));
                 Err(err)
             }
+        }
+    }
+
+    /// Stops reading from the connection (Netty's `autoRead` off): no more
+    /// `on_traffic` for new bytes, which wait in the kernel, so the peer is
+    /// slowed down by TCP itself instead of filling memory. Timers keep
+    /// running; the peer's end of stream is seen once reading resumes. Use
+    /// it to cap work in flight per connection, e.g. while a worker-pool job
+    /// for it runs; resume with [`resume_reading`](Self::resume_reading) or,
+    /// from another thread, [`ConnHandle::resume_reading`].
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct OneJobAtATime;
+    /// # impl EventHandler for OneJobAtATime {
+    /// #     type State = ();
+    /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     let request = conn.read_all().to_vec();
+    ///     let handle = conn.handle();
+    ///     conn.pause_reading(); // nothing more until this job answered
+    ///     let _ = conn.engine().submit(move || {
+    ///         let _ = handle.async_write(request, |_| {});
+    ///         let _ = handle.resume_reading(); // applied after the write
+    ///     });
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
+    pub fn pause_reading(&mut self) {
+        if let Some(entry) = self.entry_mut() {
+            entry.user_paused = true;
+        }
+    }
+
+    /// Reads the connection again after [`pause_reading`](Self::pause_reading).
+    pub fn resume_reading(&mut self) {
+        if let Some(entry) = self.entry_mut() {
+            entry.user_paused = false;
+        }
+    }
+
+    /// `true` while [`pause_reading`](Self::pause_reading) holds.
+    pub fn is_reading_paused(&self) -> bool {
+        match &self.backing {
+            Backing::Stream { conns, key } => conns.get(*key).is_some_and(|e| e.user_paused),
+            Backing::Datagram(_) => false,
         }
     }
 

@@ -15,7 +15,8 @@
 //!
 //! 1. the acceptor closes its listeners (no new connections);
 //! 2. the worker pool refuses new jobs, finishes (or cancels, per
-//!    [`PoolShutdown`]) the queued ones and joins; loops keep serving
+//!    [`PoolShutdown`]) the queued ones and joins, waiting at most
+//!    [`Options::pool_shutdown_timeout`]; loops keep serving
 //!    meanwhile, so the replies of finished jobs reach their connections;
 //! 3. each loop applies the messages already queued to it, closes every
 //!    connection (each close callback runs once), runs `on_shutdown` and exits.
@@ -93,6 +94,10 @@ pub(crate) struct EngineShared {
     /// Started on first use (fallible, hence once_cell rather than std).
     pool: once_cell::sync::OnceCell<WorkerPool>,
     pool_config: (usize, usize, PoolShutdown),
+    /// How long a stop waits for the worker pool.
+    pool_shutdown_timeout: std::time::Duration,
+    /// Bytes buffered by all connections, against the budget.
+    pub(crate) budget: crate::budget::SharedBudget,
     /// How long loops may spend flushing at stop (ms; set before the stop).
     drain_timeout_ms: AtomicU64,
     /// Admission control and PROXY protocol listeners.
@@ -532,7 +537,7 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             if state == RunState::Built {
-                pool.shutdown();
+                pool.shutdown_timeout(self.shared.pool_shutdown_timeout);
             }
         }
         let mut state = self
@@ -1324,6 +1329,27 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// The longest a stop waits for the worker pool (default 30 s); see
+    /// [`Options::pool_shutdown_timeout`].
+    pub fn pool_shutdown_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.options.pool_shutdown_timeout = limit;
+        self
+    }
+
+    /// Closes gracefully closed connections lingering for at most `limit`
+    /// (default off); see [`Options::lingering_close`].
+    pub fn lingering_close(mut self, limit: Option<std::time::Duration>) -> Self {
+        self.options.lingering_close = limit;
+        self
+    }
+
+    /// The most bytes all connections together may hold (default 512 MiB);
+    /// see [`Options::buffer_budget`].
+    pub fn buffer_budget(mut self, bytes: usize) -> Self {
+        self.options.buffer_budget = bytes;
+        self
+    }
+
     /// Calls [`EventHandler::on_tick`] on loop 0 (default off).
     ///
     /// ```
@@ -1472,6 +1498,8 @@ impl<H: EventHandler> EngineBuilder<H> {
                         .filter(|s| !s.listeners.is_empty())
                         .count(),
             ),
+            pool_shutdown_timeout: self.options.pool_shutdown_timeout,
+            budget: crate::budget::SharedBudget::new(self.options.buffer_budget),
         });
         let acceptor = (!acceptor_listeners.is_empty()).then(|| {
             Acceptor::new(
@@ -1673,7 +1701,7 @@ impl<H: EventHandler> Server<H> {
             join(t);
         }
         if let Some(pool) = shared.pool.get() {
-            pool.shutdown();
+            pool.shutdown_timeout(shared.pool_shutdown_timeout);
         }
         shared.stop_loops();
         for t in loop_threads {

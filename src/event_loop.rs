@@ -43,6 +43,7 @@ use crate::actors::slab::{Slab, SlotKey};
 use crate::actors::Mailbox;
 use crate::addr::{ListenAddr, SockAddr, Transport};
 use crate::admission::{accept_next, Accepted};
+use crate::budget::LoopBudget;
 use crate::conn::{
     send_datagram, Conn, ConnEntry, Connecting, Datagram, Flushed, Lingering, LoopRef, SideEffects,
     NO_LISTENER,
@@ -84,6 +85,14 @@ const WHEEL_TICK_MS: u64 = 10;
 const OVERFLOW_RETRY: Duration = Duration::from_millis(1);
 /// How long a listener rests after accept ran out of descriptors or memory.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+/// How often a loop with connections paused for the buffer budget looks
+/// whether the engine's total fell enough to read them again.
+const BUDGET_RETRY: Duration = Duration::from_millis(20);
+/// Bytes released by closed connections (or shrunk input buffers) after
+/// which the loop hands free heap memory back to the system...
+const TRIM_AFTER: usize = 8 << 20;
+/// ...at most this often.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// What a connection callback returned (`None`: it panicked) and what it
 /// asked of the loop beyond its own connection.
@@ -106,6 +115,7 @@ struct ConnSettings {
     back_pressure: BackPressure,
     connect_timeout_ms: u64,
     max_inbound: usize,
+    linger_ms: Option<u64>,
 }
 
 pub(crate) struct EventLoop<H: EventHandler> {
@@ -146,6 +156,12 @@ pub(crate) struct EventLoop<H: EventHandler> {
     /// The engine handed its listeners to a new process and this loop has
     /// closed its own and told its handler.
     upgrade_drain_seen: bool,
+    budget: LoopBudget,
+    /// The connection whose input callback is being settled, if any.
+    input_key: Option<SlotKey>,
+    /// Buffer bytes released since the last trim (see `TRIM_AFTER`).
+    released: usize,
+    last_trim: Option<Instant>,
 }
 
 /// Runs a handler callback; a panic is caught and logged instead of killing
@@ -189,11 +205,22 @@ fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, T
         // A graceful close past its deadline (reported with its own reason).
         return Some((lingering.deadline_ms, TimeoutKind::Write));
     }
-    let t = entry
-        .overrides
-        .as_ref()
-        .and_then(|o| o.timeouts)
-        .unwrap_or(*defaults);
+    // By reference: the common case below must not copy the whole set.
+    let t: &Timeouts = match entry.overrides.as_ref().and_then(|o| o.timeouts.as_ref()) {
+        Some(t) => t,
+        None => defaults,
+    };
+    // The common case with the default timeouts, answered in a few compares:
+    // nothing waiting either way and both directions open.
+    if entry.outbound.is_empty()
+        && entry.inbound.is_empty()
+        && !entry.read_closed
+        && !entry.shutdown_done
+        && t.idle.is_none()
+        && t.read.is_none()
+    {
+        return None;
+    }
     let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u64;
     let idle = t.idle.map(|d| {
         (
@@ -208,7 +235,20 @@ fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, T
         .write
         .filter(|_| !entry.outbound.is_empty())
         .map(|d| (entry.last_write_ms + ms(d), TimeoutKind::Write));
-    [idle, read, write]
+    let incomplete = t
+        .incomplete
+        .filter(|_| !entry.inbound.is_empty())
+        .map(|d| (entry.input_since_ms + ms(d), TimeoutKind::Incomplete));
+    let half_closed = t
+        .half_closed
+        .filter(|_| entry.read_closed || entry.shutdown_done)
+        .map(|d| {
+            (
+                entry.last_read_ms.max(entry.last_write_ms) + ms(d),
+                TimeoutKind::HalfClosed,
+            )
+        });
+    [idle, read, write, incomplete, half_closed]
         .into_iter()
         .flatten()
         .min_by_key(|(at, _)| *at)
@@ -254,6 +294,7 @@ impl<H: EventHandler> EventLoop<H> {
                 .map_err(|e| Error::io("register a listener", e))?;
         }
         let shared = engine.shared.clone();
+        let budget = LoopBudget::new(&shared.budget, options.loops);
         Ok(Self {
             index,
             handler,
@@ -278,6 +319,9 @@ impl<H: EventHandler> EventLoop<H> {
                 marks: options.write_water_marks,
                 back_pressure: options.back_pressure,
                 max_inbound: options.max_inbound,
+                linger_ms: options
+                    .lingering_close
+                    .map(|d| d.as_millis().min(u128::from(u32::MAX)) as u64),
                 connect_timeout_ms: options
                     .connect_timeout
                     .as_millis()
@@ -298,6 +342,10 @@ impl<H: EventHandler> EventLoop<H> {
             deferred: HashMap::new(),
             drain_deadline: None,
             upgrade_drain_seen: false,
+            budget,
+            input_key: None,
+            released: 0,
+            last_trim: None,
         })
     }
 
@@ -329,8 +377,16 @@ impl<H: EventHandler> EventLoop<H> {
             let timeout = if self.overflow_waiting {
                 // Nothing wakes a loop when another's lane frees up: retry soon.
                 Some(OVERFLOW_RETRY)
+            } else if !self.budget.paused.is_empty() {
+                // Nor when other loops' connections free buffer budget.
+                Some(BUDGET_RETRY)
             } else if self.continue_io.is_empty() {
-                [self.next_tick, self.listeners_resume]
+                // A trim put off (too soon after the last) must still come.
+                let trim = self
+                    .last_trim
+                    .filter(|_| self.released >= TRIM_AFTER)
+                    .map(|t| t + TRIM_EVERY);
+                [self.next_tick, self.listeners_resume, trim]
                     .into_iter()
                     .flatten()
                     .min()
@@ -378,6 +434,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.overflow_waiting = self.engine.flush_loop_overflow();
             self.timers();
             self.expire_timeouts();
+            self.enforce_budget();
         }
     }
 
@@ -495,6 +552,12 @@ impl<H: EventHandler> EventLoop<H> {
                 return false;
             }
         }
+        if entry.paused {
+            // Back under the low-water mark: resume before the caller reads
+            // (an edge-triggered connection gets no new event for it).
+            self.settle(key, Action::None);
+            return self.conns.get(key).is_some();
+        }
         true
     }
 
@@ -504,14 +567,25 @@ impl<H: EventHandler> EventLoop<H> {
     fn read(&mut self, key: SlotKey) {
         let mut moved = 0;
         loop {
-            let Some(entry) = self.conns.get_mut(key) else {
+            let Some(entry) = self.conns.get(key) else {
                 return;
             };
-            if entry.read_closed
-                || entry.lingering.is_some()
-                || self.drain_deadline.is_some()
-                || self.reading_blocked(key)
-            {
+            match &entry.lingering {
+                Some(l) if l.draining => {
+                    self.drain_lingering(key);
+                    return;
+                }
+                Some(_) => return,
+                None => {}
+            }
+            let held = entry.budget_held;
+            if entry.read_closed || self.drain_deadline.is_some() || self.reading_blocked(key) {
+                return;
+            }
+            if LoopBudget::should_pause(&self.engine.budget, held) && self.pause_for_budget(key) {
+                // Near the budget: no more reads into a connection holding
+                // this much (checked before the read, not after).
+                self.settle(key, Action::None);
                 return;
             }
             let Some(entry) = self.conns.get_mut(key) else {
@@ -525,8 +599,10 @@ impl<H: EventHandler> EventLoop<H> {
                 }
                 Ok(0) => {
                     // The peer closed its side: ask the handler whether to
-                    // close (once flushed) or to keep writing.
+                    // close (once flushed) or to keep writing. The end of
+                    // stream counts as input (the half-closed clock starts).
                     entry.read_closed = true;
+                    entry.last_read_ms = self.now_ms;
                     self.read_closed(key);
                     return;
                 }
@@ -573,10 +649,26 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Runs `on_traffic` over leftover + `fresh` bytes of the loop buffer.
     fn traffic(&mut self, key: SlotKey, fresh: usize) {
+        let (queued, was_paused) = self
+            .conns
+            .get(key)
+            .map_or((0, false), |e| (e.outbound.len(), e.user_paused));
         if let Some((action, side)) =
             self.run_on_input(key, fresh, "on_traffic", |h, conn| h.on_traffic(conn))
         {
+            if let Some(entry) = self.conns.get(key) {
+                if was_paused && !entry.user_paused && self.settings.edge_triggered {
+                    // Resumed: no new edge will come for bytes already waiting.
+                    self.continue_io.push_back(key);
+                }
+                // Output the callback queued answers this input: past the
+                // high-water mark it stops the reading (see `settle`).
+                if entry.outbound.len() > queued {
+                    self.input_key = Some(key);
+                }
+            }
             self.after_callback(key, action, side);
+            self.input_key = None;
         }
     }
 
@@ -618,15 +710,16 @@ impl<H: EventHandler> EventLoop<H> {
         let entry = self.conns.get_mut(key)?;
         let keeps_unread = !entry.is_datagram;
         let leftover = std::mem::take(&mut entry.inbound);
+        let had_leftover = !leftover.is_empty();
         let handler = &mut self.handler;
         let fresh = &self.read_buf[..fresh];
-        let (action, side, rest) = if leftover.is_empty() {
+        let (action, side, rest, consumed) = if leftover.is_empty() {
             let mut conn = Conn::new(fresh, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
             let consumed = conn.consumed();
             let side = conn.take_side_effects();
             let rest = (keeps_unread && consumed < fresh.len()).then(|| fresh[consumed..].to_vec());
-            (action, side, rest)
+            (action, side, rest, consumed)
         } else {
             let mut buf = leftover;
             buf.extend_from_slice(fresh);
@@ -639,9 +732,15 @@ impl<H: EventHandler> EventLoop<H> {
                 buf.drain(..consumed);
                 buf
             });
-            (action, side, rest)
+            (action, side, rest, consumed)
         };
         if let (Some(rest), Some(entry)) = (rest, self.conns.get_mut(key)) {
+            // Unfinished input starts (or restarts, after progress) the
+            // incomplete-input clock; a callback that consumes nothing of
+            // what was already waiting leaves it running.
+            if consumed > 0 || !had_leftover {
+                entry.input_since_ms = self.now_ms;
+            }
             if rest.len() > self.settings.max_inbound {
                 entry.close_with(CloseReason::InboundLimit);
             }
@@ -693,7 +792,9 @@ impl<H: EventHandler> EventLoop<H> {
         // *other* side's bytes: not reading it would not drain it, and would
         // stall a relay whose peer is blocked writing to it. Its fullness
         // stops the feeder instead (the `target.paused` check below).
-        let own = entry.paused && links.and_then(|o| o.fed_by).is_none();
+        let own = (entry.replies_paused && links.and_then(|o| o.fed_by).is_none())
+            || entry.budget_paused
+            || entry.user_paused;
         own || links
             .and_then(|o| o.feeds)
             .and_then(|target| self.conns.get(target))
@@ -728,19 +829,20 @@ impl<H: EventHandler> EventLoop<H> {
                 entry.lingering = Some(Box::new(Lingering {
                     reason,
                     deadline_ms,
+                    draining: false,
                 }));
                 entry.timer_tick = self.wheel.schedule(key, deadline_ms);
+            } else if graceful {
+                self.finish_graceful_close(key, reason);
+                return;
             } else {
                 self.close_conn(key, reason);
                 return;
             }
         }
-        if entry.lingering.is_some() && entry.outbound.is_empty() {
-            let reason = entry
-                .lingering
-                .take()
-                .map_or(CloseReason::Local, |l| l.reason);
-            self.close_conn(key, reason);
+        if entry.lingering.as_ref().is_some_and(|l| !l.draining) && entry.outbound.is_empty() {
+            let reason = entry.take_lingering_reason();
+            self.finish_graceful_close(key, reason);
             return;
         }
         if entry.shutdown_wanted && !entry.shutdown_done && entry.outbound.is_empty() {
@@ -762,8 +864,15 @@ impl<H: EventHandler> EventLoop<H> {
             self.close_conn(key, CloseReason::Shutdown);
             return;
         }
-        // Back-pressure: pause reading above the high-water mark, resume at
-        // or below the low-water mark.
+        self.account(key);
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        // Back-pressure: above the high-water mark hold async-write
+        // completions, and pause reading if the connection's own callback
+        // queued the output (its replies); resume at or below the low-water
+        // mark. Async writes alone never stop the reading: a peer echoing
+        // them back would otherwise wait for us while we wait for it.
         let marks = entry
             .overrides
             .as_ref()
@@ -780,12 +889,17 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             entry.paused = true;
+            entry.replies_paused = self.input_key == Some(key);
             if let Some(feeder) = entry.overrides.as_ref().and_then(|o| o.fed_by) {
                 // Stop reading the connection whose bytes fill this one.
                 self.settle(feeder, Action::None);
             }
+        } else if entry.paused && !entry.replies_paused && self.input_key == Some(key) {
+            // Replies to input, queued behind async writes: stop reading too.
+            entry.replies_paused = true;
         } else if entry.paused && queued <= marks.low {
             entry.paused = false;
+            entry.replies_paused = false;
             if let Some(feeder) = entry.overrides.as_ref().and_then(|o| o.fed_by) {
                 if self.settings.edge_triggered {
                     self.continue_io.push_back(feeder);
@@ -822,10 +936,12 @@ impl<H: EventHandler> EventLoop<H> {
             return; // registered once for both directions
         }
         let want_write = !entry.outbound.is_empty();
+        let draining = entry.lingering.as_ref().is_some_and(|l| l.draining);
         let want_read = !entry.read_closed
-            && entry.lingering.is_none()
-            && self.drain_deadline.is_none()
-            && !self.reading_blocked(key);
+            && (draining
+                || (entry.lingering.is_none()
+                    && self.drain_deadline.is_none()
+                    && !self.reading_blocked(key)));
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
@@ -884,20 +1000,192 @@ impl<H: EventHandler> EventLoop<H> {
             let _ = entry.flush_queue(&lp);
         }
         if let Some(held) = self.deferred.remove(&key) {
-            // Queued, but the connection closed before they drained.
-            for (done, _) in held {
-                done.complete(Err(Error::ConnectionClosed));
+            // Held for back-pressure: written if the queue got out whole,
+            // else the connection closed before they drained.
+            let delivered = entry.outbound.is_empty();
+            for (done, result) in held {
+                done.complete(if delivered {
+                    result
+                } else {
+                    Err(Error::ConnectionClosed)
+                });
             }
         }
         let _ = self.poller.delete(entry.fd.as_fd());
         let fed_by = entry.overrides.as_ref().and_then(|o| o.fed_by);
+        let held = entry.budget_held;
         drop(entry); // closes the fd, after on_close, never before
+        self.count_buffered(held, 0);
         self.engine.loops[self.index].remove_connection();
         if let Some(feeder) = fed_by {
             // Its relay target is gone: it may be read again.
             self.settle(feeder, Action::None);
         }
         self.apply_side_effects(key, side);
+    }
+
+    // ----- lingering close (Options::lingering_close) -----
+
+    /// Closes `key` after a graceful close flushed its queue: at once, or,
+    /// with lingering enabled and the peer possibly still sending, after
+    /// shutting the write side and draining the peer's input.
+    fn finish_graceful_close(&mut self, key: SlotKey, reason: CloseReason) {
+        let Some(linger_ms) = self.settings.linger_ms else {
+            self.close_conn(key, reason);
+            return;
+        };
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        let lingers = !entry.read_closed
+            && !entry.is_datagram
+            && self.drain_deadline.is_none()
+            && socket::shutdown_write(entry.fd.as_fd()).is_ok();
+        if !lingers {
+            self.close_conn(key, reason);
+            return;
+        }
+        entry.shutdown_done = true;
+        let deadline_ms = self.now_ms + linger_ms;
+        entry.lingering = Some(Box::new(Lingering {
+            reason,
+            deadline_ms,
+            draining: true,
+        }));
+        self.timeouts_in_use = true;
+        entry.timer_tick = self.wheel.schedule(key, deadline_ms);
+        if self.settings.edge_triggered {
+            // Input already waiting brings no new edge.
+            self.continue_io.push_back(key);
+        }
+        self.settle(key, Action::None);
+    }
+
+    /// Reads and discards a lingering connection's input; closes it at the
+    /// peer's end of stream (or an error).
+    fn drain_lingering(&mut self, key: SlotKey) {
+        for _ in 0..16 {
+            let Some(entry) = self.conns.get_mut(key) else {
+                return;
+            };
+            match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
+                Ok(n) if n > 0 => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                _ => {
+                    let reason = entry.take_lingering_reason();
+                    self.close_conn(key, reason);
+                    return;
+                }
+            }
+        }
+        if self.settings.edge_triggered {
+            self.continue_io.push_back(key);
+        }
+    }
+
+    // ----- the buffer budget (see crate::budget) -----
+
+    /// Counts what connection `key` holds now against the budget, and
+    /// pauses its reading if the engine is near the budget and it holds
+    /// the most.
+    fn account(&mut self, key: SlotKey) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        let held = entry.inbound.capacity() + entry.outbound.len();
+        if held == entry.budget_held && held < crate::budget::PAUSE_MIN {
+            return; // nothing changed and too small to pause: the common case
+        }
+        let old = std::mem::replace(&mut entry.budget_held, held);
+        if old >= held + (1 << 20) {
+            // A large input buffer went (output blocks are reused at once).
+            self.released += old - held;
+        }
+        let pause = self.budget.update(&self.engine.budget, old, held);
+        if old != held {
+            self.publish_buffered();
+        }
+        if pause {
+            self.pause_for_budget(key);
+        }
+    }
+
+    /// Stops reading `key` until the engine's total falls back (see
+    /// `enforce_budget`). Returns whether it was newly paused.
+    fn pause_for_budget(&mut self, key: SlotKey) -> bool {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if entry.budget_paused {
+            return false;
+        }
+        entry.budget_paused = true;
+        self.budget.paused.push(key);
+        bump(&self.engine.loops[self.index].counters.budget_pauses, 1);
+        true
+    }
+
+    /// A closed connection's bytes leave the budget.
+    fn count_buffered(&mut self, old: usize, new: usize) {
+        self.released += old.saturating_sub(new);
+        let _ = self.budget.update(&self.engine.budget, old, new);
+        self.publish_buffered();
+    }
+
+    fn publish_buffered(&self) {
+        // Relaxed: a gauge with one writer (this loop), read as a snapshot.
+        self.engine.loops[self.index].counters.buffered.store(
+            self.budget.held() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Once a turn: closes this loop's largest connections while the engine
+    /// is over its budget and this loop over its share; reads paused
+    /// connections again once the total fell back.
+    fn enforce_budget(&mut self) {
+        if self.released >= TRIM_AFTER
+            && !matches!(self.last_trim, Some(t) if t.elapsed() < TRIM_EVERY)
+        {
+            // After a burst: give the freed buffers back to the system, not
+            // only to the allocator (RSS would otherwise stay at its peak).
+            self.released = 0;
+            self.last_trim = Some(Instant::now());
+            crate::sys::memory::release_free_memory();
+        }
+        if self.budget.over {
+            self.budget.over = false;
+            while self.budget.must_shed(&self.engine.budget) {
+                let largest = self
+                    .conns
+                    .keys()
+                    .into_iter()
+                    .filter_map(|k| self.conns.get(k).map(|e| (k, e.budget_held)))
+                    .filter(|&(_, held)| held > 0)
+                    .max_by_key(|&(_, held)| held);
+                let Some((key, held)) = largest else {
+                    break;
+                };
+                log::warn!(
+                    "loop {}: buffered bytes over the engine's budget ({} in all); closing a connection holding {held}",
+                    self.index,
+                    self.engine.budget.used()
+                );
+                bump(&self.engine.loops[self.index].counters.budget_closes, 1);
+                self.close_conn(key, CloseReason::BufferBudget);
+            }
+        }
+        if !self.budget.paused.is_empty() && self.budget.may_resume(&self.engine.budget) {
+            for key in std::mem::take(&mut self.budget.paused) {
+                if let Some(entry) = self.conns.get_mut(key) {
+                    entry.budget_paused = false;
+                    if self.settings.edge_triggered {
+                        self.continue_io.push_back(key);
+                    }
+                    self.settle(key, Action::None);
+                }
+            }
+        }
     }
 
     // ----- dialling and enrolling -----
@@ -1217,6 +1505,22 @@ impl<H: EventHandler> EventLoop<H> {
                     done.complete(Ok(()));
                 }
             },
+            LoopMessage::Reading { id, on } => {
+                if let Some(key) = self.conn_key(id) {
+                    let entry = self.conns.get_mut(key).expect("checked by conn_key");
+                    entry.user_paused = !on;
+                    let waiting = on && !entry.inbound.is_empty();
+                    if on && self.settings.edge_triggered {
+                        // No new edge will come for bytes already waiting.
+                        self.continue_io.push_back(key);
+                    }
+                    if waiting {
+                        self.traffic(key, 0);
+                    } else {
+                        self.settle(key, Action::None);
+                    }
+                }
+            }
             LoopMessage::Execute(task) => {
                 let ctx = &mut self.ctx;
                 guarded("an executed task", || task(ctx));
@@ -1388,10 +1692,7 @@ impl<H: EventHandler> EventLoop<H> {
                     self.refuse_header(key, crate::proxy_protocol::ProxyHeaderError::Timeout);
                 }
                 Some((at, _)) if at <= self.now_ms && entry.lingering.is_some() => {
-                    let reason = entry
-                        .lingering
-                        .take()
-                        .map_or(CloseReason::Local, |l| l.reason);
+                    let reason = entry.take_lingering_reason();
                     log::debug!(
                         "loop {}: closing with unsent bytes after the drain deadline",
                         self.index

@@ -677,6 +677,31 @@ impl ConnHandle {
         self.send(LoopMessage::Wake { id: self.id })
     }
 
+    /// Pauses reading the connection, as
+    /// [`Conn::pause_reading`](crate::Conn::pause_reading), from any thread.
+    /// Not for datagram handles.
+    pub fn pause_reading(&self) -> Result<()> {
+        self.stream_only("pause_reading on a datagram handle")?;
+        self.send(LoopMessage::Reading {
+            id: self.id,
+            on: false,
+        })
+    }
+
+    /// Resumes reading the connection after
+    /// [`Conn::pause_reading`](crate::Conn::pause_reading), from any thread;
+    /// if unconsumed input is waiting, `on_traffic` runs for it. Applied in
+    /// order with this thread's other requests to the connection (an
+    /// `async_write` sent before it is applied first). Not for datagram
+    /// handles.
+    pub fn resume_reading(&self) -> Result<()> {
+        self.stream_only("resume_reading on a datagram handle")?;
+        self.send(LoopMessage::Reading {
+            id: self.id,
+            on: true,
+        })
+    }
+
     /// Closes the connection (its close callback runs with
     /// [`CloseReason::Requested`](crate::CloseReason::Requested)). Closing a
     /// closed connection is a no-op. Not for datagram handles.

@@ -107,6 +107,10 @@ pub enum CloseReason {
     /// connections open; the connection never opened (see
     /// [`EventHandler::on_reject`]).
     SourceLimit,
+    /// The engine's buffered bytes passed its
+    /// [`buffer_budget`](crate::Options::buffer_budget) and this connection
+    /// held the most on its loop.
+    BufferBudget,
 }
 
 /// Which timeout closed a connection.
@@ -137,6 +141,12 @@ pub enum TimeoutKind {
     Write,
     /// A dial did not connect within the connect timeout.
     Connect,
+    /// Input left unconsumed (an unfinished message) for the incomplete
+    /// timeout.
+    Incomplete,
+    /// Nothing read or written for the half-closed timeout after one
+    /// direction closed.
+    HalfClosed,
 }
 
 impl CloseReason {
@@ -162,8 +172,15 @@ impl fmt::Display for CloseReason {
             Self::Timeout(TimeoutKind::Read) => f.write_str("read timeout"),
             Self::Timeout(TimeoutKind::Write) => f.write_str("write timeout"),
             Self::Timeout(TimeoutKind::Connect) => f.write_str("connect timeout"),
+            Self::Timeout(TimeoutKind::Incomplete) => {
+                f.write_str("incomplete input timeout (an unfinished message stopped arriving)")
+            }
+            Self::Timeout(TimeoutKind::HalfClosed) => f.write_str("half-closed timeout"),
             Self::BackPressure => f.write_str("outbound queue above its high-water mark"),
             Self::InboundLimit => f.write_str("unconsumed input above the inbound limit"),
+            Self::BufferBudget => {
+                f.write_str("the engine's buffer budget is spent and this connection held the most")
+            }
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::ProxyHeader(e) => write!(f, "{e}"),
             Self::SourceLimit => f.write_str("too many connections from this source address"),

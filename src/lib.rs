@@ -15,6 +15,7 @@ mod acceptor;
 mod addr;
 mod admission;
 mod balancer;
+mod budget;
 mod buffer;
 pub mod codec;
 mod conn;

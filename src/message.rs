@@ -98,6 +98,8 @@ pub(crate) enum LoopMessage {
     Wake { id: ConnId },
     /// Close a connection.
     Close { id: ConnId, done: Completion<()> },
+    /// Pause (`on: false`) or resume (`on: true`) reading a connection.
+    Reading { id: ConnId, on: bool },
     /// Run a closure on the loop.
     Execute(LoopTask),
     /// Wake up and look at the engine's stop flag.
@@ -117,6 +119,7 @@ impl fmt::Debug for LoopMessage {
             Self::Enroll { .. } => f.write_str("Enroll"),
             Self::Wake { id } => write!(f, "Wake({id:?})"),
             Self::Close { id, .. } => write!(f, "Close({id:?})"),
+            Self::Reading { id, on } => write!(f, "Reading({id:?}, {on})"),
             Self::Execute(_) => f.write_str("Execute"),
             Self::Stop => f.write_str("Stop"),
         }

@@ -59,16 +59,33 @@ pub enum LoadBalancer {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BackPressure {
-    /// Stop reading from the connection (so it produces no more replies) and
-    /// hold the completions of async writes to it, until the queue drains
-    /// below the low-water mark. The default.
+    /// Hold the completions of async writes to the connection and, if its
+    /// own callback queued the output (replies to its input), stop reading
+    /// from it (so it produces no more replies), until the queue drains to
+    /// the low-water mark. The default. Output queued by async writes alone
+    /// does not stop the reading: a peer that echoes it back must be read
+    /// for the queue to drain.
     #[default]
     PauseReading,
     /// Close the connection with [`CloseReason::BackPressure`](crate::CloseReason::BackPressure).
     Close,
 }
 
-/// Idle, read and write timeouts of connections (`None`: no such timeout).
+/// Idle, read, write, incomplete-input and half-closed timeouts of
+/// connections (`None`: no such timeout).
+///
+/// # Defaults
+///
+/// An engine starts with [`Timeouts::default`], which bounds what a peer can
+/// hold without ever asking: a message it stops sending halfway
+/// ([`incomplete`](Self::incomplete), 60 s, as nginx's
+/// `client_header_timeout`), bytes it stops reading
+/// ([`write`](Self::write), 60 s, as nginx's `send_timeout`), and a
+/// connection left half-closed with nothing moving
+/// ([`half_closed`](Self::half_closed), 60 s, as HAProxy's
+/// `client-fin`/`server-fin`). Idle and read timeouts are off by default: a
+/// quiet connection is legitimate for many protocols (enable TCP keepalive
+/// to find dead peers). [`Timeouts::none`] turns everything off.
 ///
 /// ```
 /// use ringloop::Timeouts;
@@ -76,8 +93,12 @@ pub enum BackPressure {
 /// let t = Timeouts::none().idle(Duration::from_secs(30));
 /// assert_eq!(t.idle, Some(Duration::from_secs(30)));
 /// assert_eq!(t.read, None);
+/// let d = Timeouts::default();
+/// assert_eq!(d.incomplete, Some(Duration::from_secs(60)));
+/// assert_eq!(d.write, Some(Duration::from_secs(60)));
+/// assert_eq!(d.idle, None);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Timeouts {
     /// Close after this long with no byte read or written.
@@ -86,6 +107,31 @@ pub struct Timeouts {
     pub read: Option<Duration>,
     /// Close after this long with bytes queued and none written.
     pub write: Option<Duration>,
+    /// Close after this long holding input the handler left unconsumed (a
+    /// request head, a frame, a bulk that stops arriving) without consuming
+    /// a byte of it. Counted from when the unfinished input began, not from
+    /// the last byte read, so a peer trickling one byte at a time
+    /// (slowloris) is closed too. A handler that keeps partial input in its
+    /// own buffers instead (after `read_all`) is not covered.
+    pub incomplete: Option<Duration>,
+    /// Close after this long with no byte read or written once either
+    /// direction is closed (the peer's end of stream was read and the
+    /// connection kept open, or this side shut its writing half).
+    pub half_closed: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    /// Incomplete input 60 s, write 60 s, half-closed 60 s; no idle or read
+    /// timeout.
+    fn default() -> Self {
+        Self {
+            idle: None,
+            read: None,
+            write: Some(Duration::from_secs(60)),
+            incomplete: Some(Duration::from_secs(60)),
+            half_closed: Some(Duration::from_secs(60)),
+        }
+    }
 }
 
 impl Timeouts {
@@ -95,10 +141,17 @@ impl Timeouts {
     /// use ringloop::Timeouts;
     /// let t = Timeouts::none();
     /// assert_eq!((t.idle, t.read, t.write), (None, None, None));
-    /// assert_eq!(t, Timeouts::default());
+    /// assert_eq!((t.incomplete, t.half_closed), (None, None));
+    /// assert_ne!(t, Timeouts::default()); // the defaults bound slow peers
     /// ```
     pub fn none() -> Self {
-        Self::default()
+        Self {
+            idle: None,
+            read: None,
+            write: None,
+            incomplete: None,
+            half_closed: None,
+        }
     }
 
     /// Sets the idle timeout.
@@ -142,8 +195,32 @@ impl Timeouts {
         self
     }
 
+    /// Sets the incomplete-input timeout.
+    ///
+    /// ```
+    /// use ringloop::Timeouts;
+    /// use std::time::Duration;
+    /// // A request head must be complete within 30 s of its first byte.
+    /// let t = Timeouts::default().incomplete(Duration::from_secs(30));
+    /// assert_eq!(t.incomplete, Some(Duration::from_secs(30)));
+    /// ```
+    pub fn incomplete(mut self, d: Duration) -> Self {
+        self.incomplete = Some(d);
+        self
+    }
+
+    /// Sets the half-closed timeout.
+    pub fn half_closed(mut self, d: Duration) -> Self {
+        self.half_closed = Some(d);
+        self
+    }
+
     pub(crate) fn any(&self) -> bool {
-        self.idle.is_some() || self.read.is_some() || self.write.is_some()
+        self.idle.is_some()
+            || self.read.is_some()
+            || self.write.is_some()
+            || self.incomplete.is_some()
+            || self.half_closed.is_some()
     }
 
     fn validate(&self) -> Result<()> {
@@ -151,6 +228,8 @@ impl Timeouts {
             ("idle", self.idle),
             ("read", self.read),
             ("write", self.write),
+            ("incomplete", self.incomplete),
+            ("half-closed", self.half_closed),
         ] {
             if let Some(t) = t {
                 if t < Duration::from_millis(1) || t > Duration::from_secs(1 << 30) {
@@ -168,8 +247,8 @@ impl Timeouts {
 ///
 /// ```
 /// use ringloop::WaterMarks;
-/// let marks = WaterMarks::default();
-/// assert_eq!((marks.high, marks.low), (4 << 20, 1 << 20));
+/// let marks = WaterMarks::default(); // Netty's defaults
+/// assert_eq!((marks.high, marks.low), (64 << 10, 32 << 10));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -209,9 +288,12 @@ impl WaterMarks {
 }
 
 impl Default for WaterMarks {
-    /// 4 MiB high, 1 MiB low.
+    /// 64 KiB high, 32 KiB low: Netty's defaults, and HAProxy's order of
+    /// magnitude (16 KiB buffers). Tens of KiB queued per connection keep a
+    /// sender busy at full speed; more only costs memory when the peer is
+    /// slow.
     fn default() -> Self {
-        Self::new(4 << 20, 1 << 20)
+        Self::new(64 << 10, 32 << 10)
     }
 }
 
@@ -346,10 +428,11 @@ pub struct Options {
     pub doorbell: DoorbellKind,
     /// Call [`EventHandler::on_tick`](crate::EventHandler::on_tick). Default off.
     pub ticker: bool,
-    /// Connection timeouts. Default: none.
+    /// Connection timeouts. Default: [`Timeouts::default`] (incomplete
+    /// input, write and half-closed 60 s each; no idle or read timeout).
     pub timeouts: Timeouts,
-    /// Outbound high- and low-water marks per connection. Default 4 MiB /
-    /// 1 MiB.
+    /// Outbound high- and low-water marks per connection. Default 64 KiB /
+    /// 32 KiB.
     pub write_water_marks: WaterMarks,
     /// What passing the high-water mark does. Default: pause reading.
     pub back_pressure: BackPressure,
@@ -358,6 +441,23 @@ pub struct Options {
     /// is closed with [`CloseReason::InboundLimit`](crate::CloseReason::InboundLimit).
     /// Default 64 MiB.
     pub max_inbound: usize,
+    /// The most bytes all connections together may hold in memory
+    /// (unconsumed input by capacity, queued output). Near it (3/4) every
+    /// connection holding 64 KiB or more stops being read until the total
+    /// falls to half; past it, each loop over its share (budget / loops) closes
+    /// its largest connections with
+    /// [`CloseReason::BufferBudget`](crate::CloseReason::BufferBudget).
+    /// Default 512 MiB.
+    pub buffer_budget: usize,
+    /// A lingering close, as nginx's `lingering_close`: when this side closes
+    /// a connection gracefully (after its last reply is flushed) while the
+    /// peer may still be sending, shut the write side, read and discard the
+    /// peer's input until its end of stream or for at most this long, then
+    /// close. Without it, input arriving after the close makes the kernel
+    /// reset the connection, and the peer can lose the last reply (an error
+    /// message). The close callback runs when the connection finally closes.
+    /// Default off.
+    pub lingering_close: Option<Duration>,
     /// How long a dial may take to connect. Default 10 s.
     pub connect_timeout: Duration,
     /// How long a stop waits for connections to flush what they have queued
@@ -373,6 +473,11 @@ pub struct Options {
     /// Connection limits: a cap on open connections, per source address,
     /// and an accept rate. Default: none.
     pub limits: crate::admission::Limits,
+    /// The longest a stop waits for the worker pool (its running jobs and,
+    /// under [`PoolShutdown::Finish`], its queued ones). Past it the stop
+    /// goes on without them: queued jobs are dropped unrun, running ones are
+    /// left to end with the process. Default 30 s.
+    pub pool_shutdown_timeout: Duration,
 }
 
 impl Default for Options {
@@ -394,16 +499,19 @@ impl Default for Options {
             mailbox_capacity: crate::actors::DEFAULT_LANE_CAPACITY,
             doorbell: DoorbellKind::Auto,
             ticker: false,
-            timeouts: Timeouts::none(),
+            timeouts: Timeouts::default(),
             write_water_marks: WaterMarks::default(),
             back_pressure: BackPressure::PauseReading,
             drain_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            lingering_close: None,
             max_inbound: 64 << 20,
+            buffer_budget: 512 << 20,
             workers: (4 * std::thread::available_parallelism().map_or(1, usize::from)).max(4),
             job_queue_capacity: 4096,
             pool_shutdown: PoolShutdown::Finish,
             limits: crate::admission::Limits::default(),
+            pool_shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -499,6 +607,12 @@ impl Options {
         }
         self.write_water_marks.validate()?;
         self.limits.validate()?;
+        if self.buffer_budget < 64 * 1024 {
+            return bad(format!(
+                "buffer budget {} is below 64 KiB",
+                self.buffer_budget
+            ));
+        }
         if let Some(ka) = self.tcp_keepalive {
             if ka.idle < Duration::from_secs(1)
                 || ka.interval < Duration::from_secs(1)

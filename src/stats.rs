@@ -20,6 +20,9 @@ pub(crate) struct LoopCounters {
     pub(crate) messages: AtomicU64,
     pub(crate) back_pressure_events: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    pub(crate) buffered: AtomicU64,
+    pub(crate) budget_pauses: AtomicU64,
+    pub(crate) budget_closes: AtomicU64,
 }
 
 /// Adds `n` to a counter only its own loop writes.
@@ -78,6 +81,16 @@ pub struct LoopStats {
     pub back_pressure_events: u64,
     /// Connections closed by a timeout.
     pub timeouts: u64,
+    /// Bytes the loop's connections hold now (unconsumed input and queued
+    /// output), as counted against the engine's
+    /// [`buffer_budget`](crate::Options::buffer_budget).
+    pub buffered_bytes: u64,
+    /// Times a connection stopped being read because the engine neared its
+    /// buffer budget.
+    pub budget_pauses: u64,
+    /// Connections closed with
+    /// [`CloseReason::BufferBudget`](crate::CloseReason::BufferBudget).
+    pub budget_closes: u64,
 }
 
 impl LoopCounters {
@@ -93,6 +106,9 @@ impl LoopCounters {
             doorbell_writes,
             back_pressure_events: get(&self.back_pressure_events),
             timeouts: get(&self.timeouts),
+            buffered_bytes: get(&self.buffered),
+            budget_pauses: get(&self.budget_pauses),
+            budget_closes: get(&self.budget_closes),
         }
     }
 }
@@ -109,6 +125,9 @@ impl Add for LoopStats {
             doorbell_writes: self.doorbell_writes + o.doorbell_writes,
             back_pressure_events: self.back_pressure_events + o.back_pressure_events,
             timeouts: self.timeouts + o.timeouts,
+            buffered_bytes: self.buffered_bytes + o.buffered_bytes,
+            budget_pauses: self.budget_pauses + o.budget_pauses,
+            budget_closes: self.budget_closes + o.budget_closes,
         }
     }
 }
@@ -123,7 +142,7 @@ impl fmt::Display for LoopStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} connections open ({} opened), {} bytes in, {} bytes out, {} messages, {} doorbell writes, {} back-pressure events, {} timeouts",
+            "{} connections open ({} opened), {} bytes in, {} bytes out, {} messages, {} doorbell writes, {} back-pressure events, {} timeouts, {} bytes buffered, {} budget pauses, {} budget closes",
             self.connections,
             self.connections_opened,
             self.bytes_in,
@@ -131,7 +150,10 @@ impl fmt::Display for LoopStats {
             self.messages,
             self.doorbell_writes,
             self.back_pressure_events,
-            self.timeouts
+            self.timeouts,
+            self.buffered_bytes,
+            self.budget_pauses,
+            self.budget_closes
         )
     }
 }

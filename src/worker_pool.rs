@@ -16,7 +16,8 @@
 //! for room still gets its job in), then applies the
 //! [`PoolShutdown`] policy to the queued ones — [`Finish`](PoolShutdown::Finish)
 //! runs them all (the default), [`Cancel`](PoolShutdown::Cancel) drops them
-//! unrun — and joins every worker. An engine shuts its pool down after it has
+//! unrun — and joins every worker. [`WorkerPool::shutdown_timeout`] bounds
+//! that wait; an engine uses it. An engine shuts its pool down after it has
 //! stopped accepting and before its loops close their connections, so the
 //! replies of finished jobs still reach their connections.
 
@@ -66,7 +67,9 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PoolShutdown {
-    /// Run every job queued before the shutdown (the default).
+    /// Run every job queued before the shutdown (the default); an engine
+    /// waits for them at most
+    /// [`Options::pool_shutdown_timeout`](crate::Options::pool_shutdown_timeout).
     #[default]
     Finish,
     /// Drop queued jobs without running them.
@@ -176,7 +179,9 @@ struct Inner {
     jobs: RwLock<Option<Sender<Job>>>,
     /// For `queued()`.
     queue: Receiver<Job>,
-    cancelled: AtomicBool,
+    /// Shared with the workers, which outlive the pool after a timed-out
+    /// shutdown and must still see it.
+    cancelled: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     workers: usize,
     policy: PoolShutdown,
@@ -234,7 +239,7 @@ impl WorkerPool {
         let inner = Arc::new(Inner {
             jobs: RwLock::new(Some(jobs)),
             queue: queue.clone(),
-            cancelled: AtomicBool::new(false),
+            cancelled: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::with_capacity(workers)),
             workers,
             policy,
@@ -242,10 +247,10 @@ impl WorkerPool {
         let pool = Self { inner };
         for index in 0..workers {
             let queue = queue.clone();
-            let pool_for_worker = Arc::downgrade(&pool.inner);
+            let cancelled = pool.inner.cancelled.clone();
             let spawned = thread::Builder::new()
                 .name(format!("ringloop-worker-{index}"))
-                .spawn(move || work(queue, pool_for_worker));
+                .spawn(move || work(queue, cancelled));
             match spawned {
                 Ok(t) => pool
                     .inner
@@ -380,6 +385,73 @@ impl WorkerPool {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn shutdown(&self) {
+        self.close_queue();
+        if on_worker_thread() {
+            return;
+        }
+        let threads =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// As [`shutdown`](Self::shutdown), but waits at most `limit` for the
+    /// workers: past it, jobs still queued are dropped unrun (whatever the
+    /// policy), the workers still running a job are left to finish it on
+    /// their own, and it returns `false`. `true` if every worker was joined
+    /// in time. An engine stops its pool this way, with
+    /// [`Options::pool_shutdown_timeout`](crate::Options::pool_shutdown_timeout),
+    /// so a job that never ends cannot hang a stop.
+    ///
+    /// ```
+    /// use ringloop::{PoolShutdown, WorkerPool};
+    /// use std::time::Duration;
+    /// let pool = WorkerPool::new(1, 16, PoolShutdown::Finish)?;
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// pool.submit(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     let _ = rx.recv(); // a job that does not end on its own
+    /// })
+    /// .unwrap();
+    /// started.recv().unwrap();
+    /// assert!(!pool.shutdown_timeout(Duration::from_millis(50))); // gave up waiting
+    /// drop(tx); // the job ends later, on its own
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn shutdown_timeout(&self, limit: std::time::Duration) -> bool {
+        self.close_queue();
+        if on_worker_thread() {
+            return true;
+        }
+        let deadline = std::time::Instant::now() + limit;
+        let threads =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        // std joins have no timeout: poll `is_finished` (a stop is no hot path).
+        while threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline {
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let busy = threads.iter().filter(|t| !t.is_finished()).count();
+        if busy > 0 {
+            // Release: as in `close_queue`; workers drop what is still queued.
+            self.inner.cancelled.store(true, Ordering::Release);
+            log::warn!(
+                "worker pool: {busy} job(s) still running after {limit:?}; stopping without them ({} queued job(s) dropped)",
+                self.queued()
+            );
+        }
+        for t in threads {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+            // else: detached; it exits after its job (or with the process).
+        }
+        busy == 0
+    }
+
+    /// Refuses new jobs and applies the policy to the queued ones.
+    fn close_queue(&self) {
         let sender = {
             let mut jobs = self.inner.jobs.write().unwrap_or_else(|e| e.into_inner());
             if jobs.is_some() && self.inner.policy == PoolShutdown::Cancel {
@@ -394,26 +466,15 @@ impl WorkerPool {
         // any in-flight `submit_wait` is through: workers run what is queued
         // (or drop it, when cancelled) and then exit.
         drop(sender);
-        if on_worker_thread() {
-            return;
-        }
-        let threads =
-            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in threads {
-            let _ = t.join();
-        }
     }
 }
 
-fn work(queue: Receiver<Job>, pool: std::sync::Weak<Inner>) {
+fn work(queue: Receiver<Job>, cancelled: Arc<AtomicBool>) {
     ON_WORKER.with(|w| w.set(true));
     // Ends once the pool's sender is gone and the queue is empty.
     while let Ok(job) = queue.recv() {
         // Acquire: pairs with the Release in `shutdown`.
-        let cancelled = pool
-            .upgrade()
-            .is_some_and(|p| p.cancelled.load(Ordering::Acquire));
-        if cancelled {
+        if cancelled.load(Ordering::Acquire) {
             drop(job);
             continue;
         }

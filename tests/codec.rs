@@ -752,3 +752,104 @@ fn codec_types_can_cross_threads() {
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<CodecError>();
 }
+
+// ----- the codec example as a hardened server -----
+
+/// `examples/codec` as a child process with a small half-frame timeout.
+fn codec_example() -> example::Example {
+    example::Example::start(
+        "codec",
+        &[
+            "tcp://127.0.0.1:0",
+            "--loops",
+            "1",
+            "--half-frame-ms",
+            "300",
+        ],
+    )
+}
+
+#[test]
+fn the_codec_example_takes_frames_up_to_its_documented_limit() {
+    let server = codec_example();
+    // The limit is 8 MiB on the wire, header included: the largest payload
+    // is 8 MiB - 4 bytes, echoed whole.
+    let largest = payload(7, (8 << 20) - 4);
+    let mut client = tcp_client(server.addr);
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        let frame = [&(largest.len() as u32).to_be_bytes()[..], &largest].concat();
+        std::thread::spawn(move || client.write_all(&frame).unwrap())
+    };
+    let mut echoed = vec![0; 4 + largest.len()];
+    client.read_exact(&mut echoed).unwrap();
+    writer.join().unwrap();
+    assert_eq!(&echoed[..4], &(largest.len() as u32).to_be_bytes());
+    assert!(echoed[4..] == largest[..]);
+    // One byte more is refused when its header arrives.
+    let mut over = tcp_client(server.addr);
+    over.write_all(&(((8 << 20) - 3) as u32).to_be_bytes())
+        .unwrap();
+    assert!(read_to_end(&mut over).is_empty());
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_codec_example_drops_a_half_sent_frame() {
+    let server = codec_example();
+    let mut client = tcp_client(server.addr);
+    // A 100-byte frame of which 10 bytes come, then nothing: closed by the
+    // half-frame timeout without an answer.
+    client.write_all(&100u32.to_be_bytes()).unwrap();
+    client.write_all(&[1; 10]).unwrap();
+    let mut answer = Vec::new();
+    assert!(
+        client.read_to_end(&mut answer).is_ok(),
+        "held past PATIENCE"
+    );
+    assert!(answer.is_empty());
+    // A whole frame on a fresh connection is still served.
+    let mut fine = tcp_client(server.addr);
+    fine.write_all(&[0, 0, 0, 2, b'o', b'k']).unwrap();
+    let mut back = [0; 6];
+    fine.read_exact(&mut back).unwrap();
+    assert_eq!(&back, &[0, 0, 0, 2, b'o', b'k']);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_codec_example_returns_memory_after_a_burst_of_half_frames() {
+    let server = example::Example::start(
+        "codec",
+        &[
+            "tcp://127.0.0.1:0",
+            "--loops",
+            "1",
+            "--half-frame-ms",
+            "120000",
+        ],
+    );
+    let before = server.rss();
+    // 40 clients each send 4 MiB of an 8 MiB frame and stop: the server
+    // holds ~160 MiB of partial frames (within its buffer budget).
+    let clients: Vec<TcpStream> = (0..40)
+        .map(|i| {
+            let mut c = tcp_client(server.addr);
+            c.write_all(&((8 << 20) - 4u32).to_be_bytes()).unwrap();
+            c.write_all(&payload(i, 4 << 20)).unwrap();
+            c
+        })
+        .collect();
+    wait_until("the partial frames to be buffered", || {
+        server.rss() > before + (120 << 20)
+    });
+    let peak = server.rss();
+    drop(clients);
+    // Once they are gone the memory goes back to the system, not just to
+    // the allocator's free lists.
+    wait_until("the memory to be returned", || {
+        server.rss() < before + (32 << 20)
+    });
+    assert!(peak > before);
+    assert!(server.stop().success());
+}

@@ -8,7 +8,7 @@
 //! `haproxy`; `.ci/run` installs it).
 
 mod common;
-use common::example;
+use common::deploy_example as example;
 #[path = "common/load.rs"]
 mod load;
 

@@ -357,7 +357,15 @@ fn unknown_paths_get_404_and_keep_the_connection() {
 
 #[test]
 fn a_client_that_never_reads_is_dropped() {
-    let server = start(2);
+    // The server stops reading a client whose replies pile up (the engine's
+    // water marks) and drops it once they stop moving (the write timeout,
+    // made small here).
+    let server = Running::start(
+        http_server::builder()
+            .timeouts(http_server::timeouts().write(Duration::from_millis(300)))
+            .listen("tcp://127.0.0.1:0")
+            .loops(2),
+    );
     let addr = server.tcp_addr(0);
     let mut s = tcp_client(addr);
     // Pipeline far more replies than the cap (plus every kernel buffer on the
@@ -367,7 +375,15 @@ fn a_client_that_never_reads_is_dropped() {
     let limit = 64 * (MAX_UNREAD_REPLIES / reply_len) / 1000 + 1;
     let mut refused = false;
     for _ in 0..limit {
-        if s.write_all(&batch).is_err() {
+        if let Err(e) = s.write_all(&batch) {
+            // Closed by the server, not this client's own write timeout.
+            assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "the server neither read nor closed: {e}"
+            );
             refused = true;
             break;
         }
@@ -459,5 +475,104 @@ fn curl_fetches_plaintext() {
         .output()
         .expect("run curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    server.stop();
+}
+
+#[test]
+fn overlong_targets_get_414() {
+    let server = start(1);
+    let addr = server.tcp_addr(0);
+    let target = |len: usize| format!("/{}", "u".repeat(len - 1));
+    // At the limit: an ordinary 404 (no such path), connection kept.
+    let mut client = Client::connect(addr);
+    client.send(&get(&target(http_server::MAX_URI)));
+    assert_eq!(client.response(false).unwrap().status, 404);
+    // Over it, as a complete head (8,000 bytes, as a scanner sends) or as a
+    // request line that never ends within the head limit: 414 and close.
+    for req in [
+        get(&target(8000)),
+        format!("GET {}", target(MAX_HEAD * 2)).into_bytes(),
+    ] {
+        let mut client = Client::connect(addr);
+        client.send(&req);
+        let r = client.response(false).expect("414");
+        assert_eq!(r.status, 414);
+        assert_eq!(r.header("Connection"), Some("close"));
+        client.expect_eof();
+    }
+    server.stop();
+}
+
+#[test]
+fn curl_sends_an_absolute_form_target() {
+    if !have_tool("curl", "curl") {
+        return;
+    }
+    let server = start(1);
+    let base = format!("http://{}", server.tcp_addr(0));
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "20", "--request-target"])
+        .arg(format!("{base}/plaintext"))
+        .arg(format!("{base}/plaintext"))
+        .output()
+        .expect("run curl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("HTTP/1.1 200 OK\r\n"), "{stdout}");
+    assert!(stdout.ends_with("Hello, World!"), "{stdout}");
+    server.stop();
+}
+
+#[test]
+fn the_example_bounds_heads_and_keep_alive_in_time() {
+    let t = http_server::timeouts();
+    assert!(t.incomplete.is_some_and(|d| d <= Duration::from_secs(30)));
+    assert!(t.idle.is_some());
+    assert!(t.write.is_some());
+    // The same handler with the limits made small: a head trickled a byte
+    // at a time (slowloris) is cut off, and so is a silent kept-alive
+    // connection; neither gets an answer.
+    let small = Duration::from_millis(300);
+    let server = Running::start(
+        http_server::builder()
+            .timeouts(t.incomplete(small).idle(small * 2))
+            .listen("tcp://127.0.0.1:0")
+            .loops(1),
+    );
+    let addr = server.tcp_addr(0);
+    let mut slow = tcp_client(addr);
+    let mut trickler = slow.try_clone().unwrap();
+    let head = get("/plaintext");
+    let trickle = std::thread::spawn(move || {
+        // Every byte but the blank line, one each 50 ms, then header bytes
+        // that never end the head.
+        let bytes = head[..head.len() - 2]
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(b'x'));
+        for byte in bytes.take(20 * PATIENCE.as_secs() as usize) {
+            if trickler.write_all(&[byte]).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer); // EOF or reset, bounded by PATIENCE
+    assert!(
+        answer.is_empty(),
+        "an answer to an unfinished head: {answer:?}"
+    );
+    let cut_off = trickle.join().unwrap();
+    assert!(cut_off, "the trickled head was never cut off");
+    let mut quiet = Client::connect(addr);
+    quiet.send(&get("/plaintext"));
+    check_ok(&quiet.response(false).unwrap(), false);
+    quiet.expect_eof(); // the keep-alive timeout closes it
     server.stop();
 }

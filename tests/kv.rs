@@ -772,3 +772,93 @@ fn client_list_shows_every_client() {
     });
     server.stop();
 }
+
+// ----- the limits it advertises, errors before a close, maxclients -----
+
+#[test]
+fn the_advertised_bulk_limit_is_the_real_one() {
+    let server = start(1);
+    let mut c = Client::connect(server.tcp_addr(0));
+    let advertised = match c.call("CONFIG GET proto-max-bulk-len") {
+        Array(Some(items)) => match &items[1] {
+            Bulk(Some(v)) => String::from_utf8(v.clone())
+                .unwrap()
+                .parse::<usize>()
+                .unwrap(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(advertised, Limits::default().max_bulk);
+    // A 100 MiB SET works (the engine's own input cap once refused anything
+    // over 64 MiB with a bare reset), and reads back whole.
+    let value = payload(3, 100 << 20);
+    let writer = {
+        let mut w = c.writer.try_clone().unwrap();
+        let req = encode(&[b"SET", b"big", &value]);
+        std::thread::spawn(move || w.write_all(&req).unwrap())
+    };
+    assert_eq!(c.reply(), ok());
+    writer.join().unwrap();
+    match c.call("GET big") {
+        Bulk(Some(v)) => assert!(v == value, "GET big differs"),
+        other => panic!("{other:?}"),
+    }
+    server.stop();
+}
+
+#[test]
+fn an_over_limit_bulk_gets_its_error_before_the_close_not_a_reset() {
+    let server = start(1);
+    let mut c = Client::connect(server.tcp_addr(0));
+    // One byte over the advertised limit, and the client keeps sending the
+    // body after the header (as redis-cli would): the error must arrive,
+    // then a clean end of stream, though input was still coming.
+    let over = Limits::default().max_bulk + 1;
+    let mut w = c.writer.try_clone().unwrap();
+    let header = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${over}\r\n");
+    let sender = std::thread::spawn(move || {
+        w.write_all(header.as_bytes()).unwrap();
+        let chunk = vec![b'v'; 64 * 1024];
+        // 8 MiB of the body, or until the server's close stops us.
+        for _ in 0..128 {
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let _ = w.shutdown(std::net::Shutdown::Write);
+    });
+    expect_error(c.reply(), "Protocol error: invalid bulk length");
+    let mut rest = Vec::new();
+    let end = c.reader.read_to_end(&mut rest);
+    assert!(end.is_ok(), "a reset instead of an end of stream: {end:?}");
+    assert!(rest.is_empty());
+    sender.join().unwrap();
+    server.stop();
+}
+
+#[test]
+fn maxclients_refuses_one_more_with_an_error() {
+    let limits = Limits {
+        max_clients: 2,
+        ..Limits::default()
+    };
+    let server = start_with(1, limits);
+    let addr = server.tcp_addr(0);
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    assert_eq!(a.call("PING"), Simple("PONG".into()));
+    assert_eq!(b.call("PING"), Simple("PONG".into()));
+    let mut third = Client::connect(addr);
+    expect_error(third.reply(), "max number of clients reached");
+    third.expect_eof();
+    drop(a);
+    // A place is free again once a client left (the count is the engine's).
+    wait_until("the first client's close", || {
+        server.engine.connection_count() < 2
+    });
+    let mut fourth = Client::connect(addr);
+    assert_eq!(fourth.call("PING"), Simple("PONG".into()));
+    drop(b);
+    server.stop();
+}

@@ -30,16 +30,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::example::Example;
 use common::*;
 
 const MIB: usize = 1 << 20;
@@ -94,91 +93,39 @@ fn backend(mut s: Box<dyn PeerStream>) {
 
 // ----- the proxy process -----
 
-/// The example binary built by `cargo test` (or `cargo build --example
-/// proxy`) in this test binary's profile directory.
-fn proxy_binary() -> PathBuf {
-    common::example::example_binary("proxy")
-}
-
-/// A running proxy; killed if dropped without [`Proxy::stop`].
+/// A running proxy (the example built next to this test binary, see
+/// `common::example`); killed if dropped without [`Proxy::stop`].
 struct Proxy {
-    child: Child,
+    process: Example,
     addr: SocketAddr,
-    stderr: Arc<Mutex<Vec<String>>>,
-    stopped: bool,
 }
 
 impl Proxy {
     fn start(backend: &str, loops: usize) -> Proxy {
-        let mut cmd = Command::new(proxy_binary());
-        cmd.args(["--listen", "tcp://127.0.0.1:0", "--backend", backend])
-            .args(["--loops", &loops.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: runs in the forked child before exec and only makes the
-        // prctl(2) system call, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                // Should the test thread die first, the proxy dies with it.
-                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("start the proxy example");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        {
-            let lines = stderr.clone();
-            let err = child.stderr.take().unwrap();
-            thread::spawn(move || {
-                for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut proxy = Proxy {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            stderr,
-            stopped: false,
-        };
-        let line = rx
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("the proxy printed no address: {:?}", proxy.stderr()));
-        // "proxy listening on tcp://127.0.0.1:PORT with N loops"
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("tcp://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        proxy.addr = addr.parse().expect("the proxy's address");
-        proxy
+        Self::start_with(backend, loops, &[])
+    }
+
+    fn start_with(backend: &str, loops: usize, extra: &[&str]) -> Proxy {
+        let loops = loops.to_string();
+        let mut args = vec!["--listen", "tcp://127.0.0.1:0", "--backend", backend];
+        args.extend(["--loops", &loops]);
+        args.extend(extra);
+        let process = Example::start("proxy", &args);
+        let addr = process.addr;
+        Proxy { process, addr }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
+        self.process.stderr()
     }
 
     /// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`).
     fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
+        proc_status_bytes(self.pid(), field) / 1024
     }
 
     /// The proxy's open sockets (`socket:[INODE]`), listener included.
@@ -193,34 +140,14 @@ impl Proxy {
     }
 
     fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
+        if let Some(status) = self.process.exited() {
             panic!("the proxy exited: {status}; stderr: {:?}", self.stderr());
         }
     }
 
     /// SIGTERM, then waits (bounded) for a clean exit.
-    fn stop(mut self) -> ExitStatus {
-        self.assert_running();
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.stopped = true;
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the proxy ignored SIGTERM");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if !self.stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    fn stop(self) -> ExitStatus {
+        self.process.stop()
     }
 }
 
@@ -607,7 +534,7 @@ fn a_client_flooding_before_the_backend_connects_is_closed() {
 
 /// Clients that send a lot and never read (the backend echoes): the proxy
 /// stops reading them once a side's queue is above its high-water mark, so
-/// its memory stays near the marks (4 MiB per side by default) instead of
+/// its memory stays near the marks (64 KiB per side by default) instead of
 /// growing with the bytes sent. With `read_back`, the clients then read
 /// everything back, byte-exact; without, they leave and the proxy closes
 /// both sides of each relay.
@@ -672,8 +599,9 @@ fn slow_readers(backend: StdServer, read_back: bool) {
             "a client sent all {OFFER} bytes: no back-pressure"
         );
     }
-    // Two sides per client, 4 MiB each, plus allocator slack.
-    let bound_mib = (CLIENTS * 2 * 4 + 16) as f64;
+    // Two sides per client, each at most its high-water mark (64 KiB) plus
+    // one read (64 KiB), plus allocator slack.
+    let bound_mib = (CLIENTS * 2) as f64 * 0.125 + 16.0;
     assert!(
         growth_mib < bound_mib,
         "proxy memory grew by {growth_mib:.1} MiB (bound {bound_mib} MiB) for {sent_mib:.1?} MiB sent"
@@ -737,4 +665,66 @@ fn slow_readers_get_every_byte_once_they_read() {
 #[test]
 fn slow_readers_get_every_byte_once_they_read_unix_backend() {
     slow_readers(StdServer::unix(backend), true);
+}
+
+// ----- what the proxy refuses and bounds -----
+
+#[test]
+fn a_backend_that_cannot_serve_is_refused_at_start() {
+    // The proxy's own address (a fixed free port, so it can be named
+    // before the proxy starts), a datagram address, garbage, no port.
+    let own = closed_tcp_port();
+    let own_url = format!("tcp://{own}");
+    let wildcard = format!("tcp://0.0.0.0:{}", own.port());
+    let cases = [
+        (own_url.as_str(), own_url.as_str(), "own listen address"),
+        (own_url.as_str(), wildcard.as_str(), "own listen address"),
+        (
+            "udp://127.0.0.1:9",
+            "tcp://127.0.0.1:0",
+            "not a stream address",
+        ),
+        ("no such address", "tcp://127.0.0.1:0", "no such address"),
+        ("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "no port"),
+    ];
+    for (backend, listen, why) in cases {
+        match Example::try_start("proxy", &["--listen", listen, "--backend", backend]) {
+            Ok(_) => panic!("the proxy started with backend {backend} on {listen}"),
+            Err((status, stderr)) => {
+                assert_eq!(
+                    status.and_then(|s| s.code()),
+                    Some(2),
+                    "{backend}: {stderr:?}"
+                );
+                assert!(
+                    stderr.iter().any(|l| l.contains(why)),
+                    "{backend}: no {why:?} in {stderr:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_half_closed_relay_where_nothing_moves_is_closed() {
+    // A backend that takes the client's FIN and then neither answers nor
+    // closes: without client-fin/server-fin the relay would be held for good.
+    let backend = StdServer::tcp(|mut s| {
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink); // up to the forwarded FIN
+        thread::sleep(PATIENCE); // then silence, connection open
+    });
+    let proxy = Proxy::start_with(
+        &backend.addr.url(),
+        1,
+        &["--client-fin-ms", "300", "--server-fin-ms", "300"],
+    );
+    let mut client = tcp_client(proxy.addr);
+    client.write_all(b"Ea request, then FIN").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let ended = client.read_to_end(&mut rest); // bounded by PATIENCE
+    assert!(ended.is_ok(), "the half-closed relay was held: {ended:?}");
+    assert!(rest.is_empty());
+    assert!(proxy.stop().success());
 }

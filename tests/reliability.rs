@@ -1133,7 +1133,14 @@ fn writing_after_the_peer_closed_does_not_raise_sigpipe() {
 #[test]
 fn zero_length_writes_are_harmless() {
     let seen = Arc::new(Seen::default());
-    let server = Running::start(lab(&seen).loops(1));
+    // The commands below queue 4 MiB from a callback and expect the next
+    // command to be read behind it: marks at the former 4 MiB default (the
+    // 64 KiB default would rightly stop reading a client that does not read).
+    let server = Running::start(
+        lab(&seen)
+            .loops(1)
+            .write_water_marks(WaterMarks::new(4 << 20, 1 << 20)),
+    );
     let mut c = tcp_client(server.tcp_addr(0));
     let handle = seen.handle(0);
 

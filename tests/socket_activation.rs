@@ -5,7 +5,7 @@
 //! another process), each a clear error at build.
 
 mod common;
-use common::example;
+use common::deploy_example as example;
 
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, IntoRawFd};

@@ -8,7 +8,7 @@
 //! draining engine tells its handlers and stops at the upgrade deadline.
 
 mod common;
-use common::example;
+use common::deploy_example as example;
 #[path = "common/load.rs"]
 mod load;
 

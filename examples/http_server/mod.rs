@@ -7,9 +7,29 @@
 //! `Server`, `Date`, `Content-Type: text/plain` and `Content-Length`. Another
 //! method on those paths gets `405` (with `Allow`), any other path `404`; both
 //! keep the connection. A malformed request gets `400`, a head over
-//! [`MAX_HEAD`] bytes `431`, an unknown HTTP major version `505` and a
-//! `Transfer-Encoding` (request bodies are only framed by `Content-Length`
-//! here) `501`; each of these closes the connection after the reply.
+//! [`MAX_HEAD`] bytes `431`, a target over [`MAX_URI`] bytes `414`, an
+//! unknown HTTP major version `505` and a `Transfer-Encoding` (request bodies
+//! are only framed by `Content-Length` here) `501`; each of these closes the
+//! connection after the reply.
+//!
+//! # What it bounds
+//!
+//! A client gets [`HEADER_TIMEOUT`] (30 s, as hyper's header read timeout)
+//! from the first byte of a request head to its end, however it trickles the
+//! bytes (the engine's incomplete-input timeout: the head stays unconsumed
+//! until complete), and [`KEEPALIVE_TIMEOUT`] (60 s) of silence between
+//! requests (the idle timeout). A peer that stops reading its replies is
+//! dropped after 60 s without progress (the engine's default write timeout),
+//! and stops being read as soon as a few tens of KiB of replies wait for it
+//! (the engine's water marks); [`MAX_UNREAD_REPLIES`] caps what one read's
+//! pipelined requests may queue. A head is at most [`MAX_HEAD`] bytes (else
+//! `431`), a request target at most [`MAX_URI`] bytes (else `414`). Bodies
+//! are discarded as they arrive, never buffered. Both origin-form and
+//! absolute-form targets (`GET http://host/path`, RFC 9112 §3.2.2) are
+//! accepted; the authority of an absolute-form target takes precedence over
+//! `Host`, which is still required in HTTP/1.1. A connection closed after an
+//! error reply lingers (the engine's lingering close, 5 s at most), draining
+//! what the client still sends, so the reply is not lost to a reset.
 //!
 //! # Parsing
 //!
@@ -41,10 +61,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ringloop::{Action, Conn, Engine, EngineBuilder, EventHandler, LoopContext};
+use ringloop::{Action, Conn, Engine, EngineBuilder, EventHandler, LoopContext, Timeouts};
 
 /// Longest request head (request line and headers, with the blank line).
 pub const MAX_HEAD: usize = 8 * 1024;
+/// Longest request target (URI); a longer one gets `414`.
+pub const MAX_URI: usize = 4 * 1024;
+/// The longest a request head may take to arrive, from its first byte.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a connection may stay silent between requests.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The `Server` header's value.
 pub const SERVER: &str = "ringloop";
 /// The plaintext body.
@@ -99,10 +125,22 @@ fn unix_now() -> Duration {
 }
 
 /// An engine builder serving plaintext HTTP, with the ticker on (it drives the
-/// shared [`Clock`]). Add addresses and loops, then build.
+/// shared [`Clock`]) and the [`timeouts`]. Add addresses and loops, then build.
 pub fn builder() -> EngineBuilder<Http> {
     let clock = Arc::new(Clock::new());
-    Engine::builder(move |_| Http::new(clock.clone())).ticker(true)
+    Engine::builder(move |_| Http::new(clock.clone()))
+        .ticker(true)
+        .timeouts(timeouts())
+        // An error reply before a close reaches a client still sending.
+        .lingering_close(Some(Duration::from_secs(5)))
+}
+
+/// The engine's default timeouts with the head ([`HEADER_TIMEOUT`]) and
+/// keep-alive ([`KEEPALIVE_TIMEOUT`]) limits.
+pub fn timeouts() -> Timeouts {
+    Timeouts::default()
+        .incomplete(HEADER_TIMEOUT)
+        .idle(KEEPALIVE_TIMEOUT)
 }
 
 /// One loop's handler.
@@ -270,7 +308,13 @@ impl EventHandler for Http {
             let head_len = match head_end(window, st.scanned) {
                 Ok(len) => len,
                 Err(_) if rest.len() >= MAX_HEAD => {
-                    self.reply(Status::HeaderTooLarge, Keep::Close, false, None);
+                    // A request line that alone passes the limit is a URI
+                    // too long; otherwise the header fields are too large.
+                    let status = match memchr::memchr(b'\n', window) {
+                        None => Status::UriTooLong,
+                        Some(_) => Status::HeaderTooLarge,
+                    };
+                    self.reply(status, Keep::Close, false, None);
                     open = false;
                     break;
                 }
@@ -333,6 +377,8 @@ pub enum Status {
     NotFound,
     /// 405
     MethodNotAllowed,
+    /// 414
+    UriTooLong,
     /// 431
     HeaderTooLarge,
     /// 501
@@ -349,6 +395,7 @@ impl Status {
             Status::BadRequest => "400 Bad Request",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::UriTooLong => "414 URI Too Long",
             Status::HeaderTooLarge => "431 Request Header Fields Too Large",
             Status::NotImplemented => "501 Not Implemented",
             Status::VersionNotSupported => "505 HTTP Version Not Supported",
@@ -494,6 +541,9 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Status> {
     let (target, version) = (&after[..sp2], &after[sp2 + 1..]);
     if !is_token(method) || target.is_empty() || !all_in(target, VISIBLE) {
         return Err(Status::BadRequest);
+    }
+    if target.len() > MAX_URI {
+        return Err(Status::UriTooLong);
     }
     let minor = match version {
         b"HTTP/1.1" => 1,

@@ -34,14 +34,34 @@
 //! Lazy on access, plus an active purge run by loop 0's ticker every 100 ms
 //! ([`builder`] turns the ticker on), so keys nobody reads still go away.
 //!
-//! # Limits
+//! # Limits: what it bounds
 //!
-//! Bulk strings up to [`Limits::max_bulk`] (512 MiB by default, `--max-bulk`
-//! in the example), checked on the `$<len>` header before any of the body is
-//! buffered; nothing is allocated from an announced length. A connection
-//! whose unread replies pass [`Limits::max_output`] (1 GiB) is closed (the
-//! engine's `BackPressure::Close` policy with that high-water mark), so a
-//! client that pipelines without reading cannot exhaust memory.
+//! - **Input**: bulk strings up to [`Limits::max_bulk`] (128 MiB by
+//!   default, `--max-bulk` in the example), which `CONFIG GET
+//!   proto-max-bulk-len` reports, checked on the `$<len>` header before any
+//!   of the body is buffered; nothing is allocated from an announced length.
+//!   One pending command may hold [`Limits::max_command`] (a max bulk plus 1
+//!   MiB); the engine's own input cap (`max_inbound`) sits just above it, so
+//!   the handler always answers first: a bulk over the limit gets `-ERR
+//!   Protocol error: invalid bulk length` and a close, never a bare reset.
+//! - **Errors before a close are not lost**: the engine's lingering close
+//!   ([`LINGER`], as nginx does) flushes the error, shuts the write side and
+//!   reads and discards what the client still sends (the rest of a refused
+//!   bulk) until it closes, so its kernel does not answer with a reset that
+//!   would destroy the error reply.
+//! - **Output**: a connection whose unread replies pass
+//!   [`Limits::max_output`] (twice `max_command`) is closed (the engine's
+//!   `BackPressure::Close` policy with that high-water mark), so a client
+//!   that pipelines without reading cannot exhaust memory.
+//! - **All connections together** hold at most the engine's buffer budget
+//!   (four times the input cap, at least 512 MiB): partial bulks from many
+//!   clients are paused, then the largest closed.
+//! - **Clients**: at most [`Limits::max_clients`] (10,000, Redis'
+//!   `maxclients`); one more gets `-ERR max number of clients reached`.
+//! - **Time**: a command must arrive whole within the engine's
+//!   incomplete-input timeout (60 s without consuming a byte of it; a 128
+//!   MiB bulk needs about 2 MB/s), and a client must take its replies
+//!   within the write timeout (60 s without progress).
 
 #![allow(dead_code)] // the example and the tests each use a subset
 
@@ -56,6 +76,10 @@ use std::time::Duration;
 use ringloop::{
     Action, BackPressure, Conn, Engine, EngineBuilder, EventHandler, LoopContext, WaterMarks,
 };
+
+/// How long a closing connection may linger, draining what its client
+/// still sends, so an error sent before the close is not lost to a reset.
+pub const LINGER: Duration = Duration::from_secs(5);
 
 pub use resp::Limits;
 pub use store::Store;
@@ -76,11 +100,18 @@ pub fn builder(store: Arc<Store>, limits: Limits) -> EngineBuilder<Kv> {
     // A client whose unread replies pass the output cap is closed by the
     // engine's back-pressure (rather than merely no longer read).
     let marks = WaterMarks::new(limits.max_output, limits.max_output / 4);
+    // The engine's input cap just above the handler's, so the handler's
+    // `-ERR` comes first; a budget that fits a few such commands.
+    let max_inbound = limits.max_command.saturating_add(64 << 10);
+    let budget = max_inbound.saturating_mul(4).max(512 << 20);
     let clients = Arc::new(Clients::default());
     Engine::builder(move |_| Kv::new(store.clone(), limits.clone(), clients.clone()))
         .ticker(true)
         .write_water_marks(marks)
         .back_pressure(BackPressure::Close)
+        .max_inbound(max_inbound)
+        .buffer_budget(budget)
+        .lingering_close(Some(LINGER))
 }
 
 /// One loop's handler.
@@ -132,6 +163,10 @@ impl EventHandler for Kv {
     type State = KvConn;
 
     fn on_open(&mut self, conn: &mut Conn<'_, KvConn>) -> Action {
+        if conn.engine().connection_count() > self.limits.max_clients {
+            let _ = conn.write(b"-ERR max number of clients reached\r\n");
+            return Action::Close;
+        }
         let laddr = conn
             .local_addr()
             .map_or_else(|_| "?".into(), |a| a.to_string());

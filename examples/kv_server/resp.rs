@@ -23,7 +23,9 @@ use super::store::parse_i64;
 /// Protocol limits.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest bulk string (Redis' `proto-max-bulk-len`, 512 MiB by default).
+    /// Largest bulk string (Redis' `proto-max-bulk-len`; 128 MiB by default
+    /// here, a quarter of Redis' 512 MiB, so that what is advertised can be
+    /// received within the engine's buffer budget).
     pub max_bulk: usize,
     /// Most arguments in one command.
     pub max_args: usize,
@@ -36,17 +38,32 @@ pub struct Limits {
     /// limit), so a client that pipelines without reading cannot make the
     /// server buffer without end.
     pub max_output: usize,
+    /// Most clients connected at once (Redis' `maxclients`); past it a new
+    /// client gets `-ERR max number of clients reached` and is closed.
+    pub max_clients: usize,
+}
+
+impl Limits {
+    /// Limits for bulk strings of up to `max_bulk` bytes: a command may
+    /// hold one such bulk plus 1 MiB of other arguments, and twice that may
+    /// wait unread as replies.
+    pub fn for_max_bulk(max_bulk: usize) -> Limits {
+        let max_command = max_bulk.saturating_add(1 << 20);
+        Limits {
+            max_bulk,
+            max_args: 1 << 20,
+            max_inline: 64 << 10,
+            max_command,
+            max_output: max_command.saturating_mul(2),
+            max_clients: 10_000,
+        }
+    }
 }
 
 impl Default for Limits {
+    /// [`Limits::for_max_bulk`] of 128 MiB, 10,000 clients.
     fn default() -> Self {
-        Limits {
-            max_bulk: 512 << 20,
-            max_args: 1 << 20,
-            max_inline: 64 << 10,
-            max_command: 1 << 30,
-            max_output: 1 << 30,
-        }
+        Limits::for_max_bulk(128 << 20)
     }
 }
 

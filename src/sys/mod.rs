@@ -22,12 +22,14 @@
 //! and only as long as it is told), panic on an OS error or on bad input, or
 //! leak a file descriptor (every descriptor is an [`std::os::fd::OwnedFd`]
 //! from the moment the kernel hands it over).
-//! * [`signal`]: blocking `SIGINT`/`SIGTERM` and waiting for them.
+//! * [`signal`]: blocking the server signals and waiting for them.
+//! * [`memory`]: returning freed heap memory to the system.
 //! * [`handoff`]: descriptors that cross processes: inherited listeners
 //!   (`fd://N`, systemd) and `SCM_RIGHTS` messages (upgrades).
 
 pub(crate) mod handoff;
 pub(crate) mod io;
+pub(crate) mod memory;
 pub(crate) mod poller;
 pub(crate) mod signal;
 pub(crate) mod socket;

@@ -1,4 +1,6 @@
-//! Blocking and waiting for the termination signals (`SIGINT`, `SIGTERM`).
+//! Blocking and waiting for the signals a server handles: the termination
+//! signals (`SIGINT`, `SIGTERM`, `SIGQUIT`) and the ones it must survive
+//! (`SIGHUP`, `SIGUSR1`, `SIGUSR2`).
 //!
 //! Owns the signal mask calls. It must never install a signal handler.
 
@@ -6,29 +8,38 @@ use std::io;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-/// The blocked termination signals, ready to be waited for.
+/// The blocked signals, ready to be waited for.
 pub(crate) struct SignalWaiter {
     set: SigSet,
 }
 
-/// Blocks `SIGINT` and `SIGTERM` in the calling thread (threads it starts
-/// later inherit the mask).
-pub(crate) fn block_termination_signals() -> io::Result<SignalWaiter> {
+/// Every signal [`block_server_signals`] blocks.
+const BLOCKED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Blocks the server signals in the calling thread (threads it starts later
+/// inherit the mask).
+pub(crate) fn block_server_signals() -> io::Result<SignalWaiter> {
     let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
+    for signal in BLOCKED {
+        set.add(signal);
+    }
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
         .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
     Ok(SignalWaiter { set })
 }
 
 impl SignalWaiter {
-    /// Waits for one of the signals; returns its name.
-    pub(crate) fn wait(&self) -> io::Result<&'static str> {
-        let signal = self
-            .set
+    /// Waits for one of the blocked signals.
+    pub(crate) fn wait(&self) -> io::Result<Signal> {
+        self.set
             .wait()
-            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-        Ok(signal.as_str())
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))
     }
 }

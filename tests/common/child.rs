@@ -52,6 +52,8 @@ const LOOPS_ENV: &str = "RINGLOOP_CHILD_LOOPS";
 const REUSEPORT_ENV: &str = "RINGLOOP_CHILD_REUSEPORT";
 const MARKS_ENV: &str = "RINGLOOP_CHILD_MARKS";
 const SIGPIPE_ENV: &str = "RINGLOOP_CHILD_SIGPIPE_DEFAULT";
+const BUDGET_ENV: &str = "RINGLOOP_CHILD_BUDGET";
+const SOCK_BUFFERS_ENV: &str = "RINGLOOP_CHILD_SOCK_BUFFERS";
 
 /// Bytes per pusher write.
 pub const PUSH_CHUNK: usize = 64 * 1024;
@@ -68,6 +70,10 @@ pub struct ChildSettings {
     pub sigpipe_default: bool,
     /// Outbound water marks (high, low), else the engine's defaults.
     pub marks: Option<(usize, usize)>,
+    /// The engine's buffer budget in bytes, else the default.
+    pub budget: Option<usize>,
+    /// `SO_RCVBUF` and `SO_SNDBUF` of the child's sockets, else the kernel's.
+    pub sock_buffers: Option<usize>,
 }
 
 impl Default for ChildSettings {
@@ -78,6 +84,8 @@ impl Default for ChildSettings {
             nofile: None,
             sigpipe_default: false,
             marks: None,
+            budget: None,
+            sock_buffers: None,
         }
     }
 }
@@ -91,6 +99,9 @@ pub struct ChildStats {
     pub bytes_out: u64,
     pub back_pressure_events: u64,
     pub timeouts: u64,
+    pub buffered_bytes: u64,
+    pub budget_pauses: u64,
+    pub budget_closes: u64,
     /// Pusher writes that completed with an error.
     pub push_errors: u64,
 }
@@ -130,6 +141,12 @@ impl ChildServer {
         .stderr(Stdio::inherit());
         if let Some((high, low)) = settings.marks {
             cmd.env(MARKS_ENV, format!("{high},{low}"));
+        }
+        if let Some(budget) = settings.budget {
+            cmd.env(BUDGET_ENV, budget.to_string());
+        }
+        if let Some(n) = settings.sock_buffers {
+            cmd.env(SOCK_BUFFERS_ENV, n.to_string());
         }
         let nofile = settings.nofile;
         // SAFETY: runs in the forked child before exec and makes only the
@@ -220,6 +237,9 @@ impl ChildServer {
                 "bytes_out" => stats.bytes_out = value,
                 "back_pressure_events" => stats.back_pressure_events = value,
                 "timeouts" => stats.timeouts = value,
+                "buffered_bytes" => stats.buffered_bytes = value,
+                "budget_pauses" => stats.budget_pauses = value,
+                "budget_closes" => stats.budget_closes = value,
                 "push_errors" => stats.push_errors = value,
                 _ => {}
             }
@@ -429,6 +449,13 @@ pub fn serve_if_child() {
         builder =
             builder.write_water_marks(WaterMarks::new(high.parse().unwrap(), low.parse().unwrap()));
     }
+    if let Ok(n) = std::env::var(SOCK_BUFFERS_ENV) {
+        let n = n.parse().expect("a buffer size in bytes");
+        builder = builder.recv_buffer_size(n).send_buffer_size(n);
+    }
+    if let Ok(budget) = std::env::var(BUDGET_ENV) {
+        builder = builder.buffer_budget(budget.parse().expect("a budget in bytes"));
+    }
     let server = builder.build().expect("child engine builds");
     let engine = server.engine();
     let control = {
@@ -448,13 +475,17 @@ fn control(engine: Engine) {
                 let s = engine.total_stats();
                 println!(
                     "CHILD STATS connections={} opened={} bytes_in={} bytes_out={} \
-                     back_pressure_events={} timeouts={} push_errors={}",
+                     back_pressure_events={} timeouts={} buffered_bytes={} budget_pauses={} \
+                     budget_closes={} push_errors={}",
                     engine.connection_count(),
                     s.connections_opened,
                     s.bytes_in,
                     s.bytes_out,
                     s.back_pressure_events,
                     s.timeouts,
+                    s.buffered_bytes,
+                    s.budget_pauses,
+                    s.budget_closes,
                     PUSH_ERRORS.load(Ordering::Relaxed)
                 );
             }

@@ -1,26 +1,26 @@
-//! A server example (`target/<profile>/examples/NAME`) running as a child
-//! process, for the deployment tests: HAProxy in front of it, socket
-//! activation, upgrades. Mounted with `#[path]` by the tests that need it.
+//! An example server (`target/<profile>/examples/NAME`) as a child process:
+//! started with its arguments, its address read from its "listening on"
+//! line, its stderr collected, signalled and waited for with bounded waits,
+//! its RSS read from `/proc`. Killed if dropped while running.
 //!
-//! The child dies with the test thread that started it (`PR_SET_PDEATHSIG`)
-//! and is killed if dropped while running; its stdout and stderr lines are
-//! collected.
-
-#![allow(dead_code)]
+//! `cargo test` builds the examples; with a `--test` filter, build the ones a
+//! test uses first (`cargo build --examples`). A binary older than the
+//! sources is refused, so a test never runs yesterday's server.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::PATIENCE;
+use nix::sys::signal::Signal;
 
-/// The example `name` built by `cargo test` (or `cargo build --examples`),
-/// checked to be newer than the library's and the example's sources.
+use super::PATIENCE;
+
+/// The built example `name`, checked to be newer than its sources.
 pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
@@ -30,8 +30,7 @@ pub fn example_binary(name: &str) -> PathBuf {
     let bin = profile_dir.join("examples").join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: run `cargo test` without --test filters (it builds the \
-         examples) or `cargo build --examples` first",
+        "{} is missing: run `cargo build --examples` first",
         bin.display()
     );
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
@@ -60,245 +59,148 @@ pub fn example_binary(name: &str) -> PathBuf {
     bin
 }
 
-/// Output lines of a child, as they come.
-type Lines = mpsc::Receiver<String>;
-type Collected = (
-    Child,
-    Arc<Mutex<Vec<String>>>,
-    Lines,
-    Vec<std::thread::JoinHandle<()>>,
-);
-
-/// Spawns `cmd` (stdout and stderr piped) tied to this thread's life
-/// (`PR_SET_PDEATHSIG`) and collects its output lines.
-fn spawn_collecting(mut cmd: Command, name: &str) -> Collected {
-    // SAFETY: runs in the forked child before exec and only makes the
-    // prctl(2) system call, which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let (tx, lines) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    let err = child.stderr.take().unwrap();
-    let mut readers = Vec::new();
-    for stream in [
-        Box::new(out) as Box<dyn std::io::Read + Send>,
-        Box::new(err),
-    ] {
-        let (tx, output) = (tx.clone(), output.clone());
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                output.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        }));
-    }
-    (child, output, lines, readers)
-}
-
-/// A running example.
+/// A running example server.
 pub struct Example {
-    pub child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every line it printed (stdout and stderr), in arrival order.
-    pub output: Arc<Mutex<Vec<String>>>,
-    /// The addresses it printed (`NAME listening on URL ...`).
-    pub addrs: Vec<String>,
-    done: bool,
-    /// The threads collecting its output (joined once it exits).
-    readers: Vec<std::thread::JoinHandle<()>>,
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<String>>>,
+    exited: Option<ExitStatus>,
 }
 
 impl Example {
-    /// Starts example `name` with `args` and waits until it printed
-    /// `listeners` "listening on" lines.
-    pub fn start(name: &str, args: &[String], listeners: usize) -> Example {
-        Self::start_with(name, args, listeners, |_| {})
+    /// Starts example `name` with `args` and waits for its address.
+    pub fn start(name: &str, args: &[&str]) -> Example {
+        Self::try_start(name, args).unwrap_or_else(|(status, stderr)| {
+            panic!("{name} exited before listening ({status:?}): {stderr:?}")
+        })
     }
 
-    /// As [`start`](Self::start), with a chance to adjust the command
-    /// (environment, inherited descriptors).
-    pub fn start_with(
+    /// Starts example `name`; `Err` with its exit status and stderr if it
+    /// exits instead of printing where it listens.
+    pub fn try_start(
         name: &str,
-        args: &[String],
-        listeners: usize,
-        adjust: impl FnOnce(&mut Command),
-    ) -> Example {
+        args: &[&str],
+    ) -> Result<Example, (Option<ExitStatus>, Vec<String>)> {
         let mut cmd = Command::new(example_binary(name));
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        adjust(&mut cmd);
-        let (child, output, lines, readers) = spawn_collecting(cmd, name);
-        let mut example = Example {
-            child,
-            lines,
-            output,
-            addrs: Vec::new(),
-            done: false,
-            readers,
-        };
-        while example.addrs.len() < listeners {
-            let line = example
-                .next_line(PATIENCE)
-                .unwrap_or_else(|| panic!("{name} printed no address: {:?}", example.output()));
-            if let Some(rest) = line.split(" listening on ").nth(1) {
-                example
-                    .addrs
-                    .push(rest.split_whitespace().next().unwrap().to_string());
-            }
+        // SAFETY: runs in the forked child before exec and only makes the
+        // prctl(2) system call, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Should the test thread die first, the server dies with it.
+                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
-        example
-    }
-
-    /// The next line printed, waiting at most `within`.
-    pub fn next_line(&mut self, within: Duration) -> Option<String> {
-        self.lines.recv_timeout(within).ok()
-    }
-
-    /// Waits for a printed line containing `text`.
-    pub fn wait_for_line(&mut self, text: &str) -> String {
+        let mut child = cmd.spawn().expect("start the example");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let err_done = {
+            let lines = stderr.clone();
+            let err = child.stderr.take().unwrap();
+            thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            })
+        };
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.next_line(left) {
-                Some(line) if line.contains(text) => return line,
-                Some(_) => {}
-                None => panic!("no line with {text:?}: {:?}", self.output()),
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let Some(addr) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("tcp://"))
+                    else {
+                        continue;
+                    };
+                    return Ok(Example {
+                        child,
+                        addr: addr.parse().expect("the example's address"),
+                        stderr,
+                        exited: None,
+                    });
+                }
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten().or_else(|| {
+                        let _ = child.kill();
+                        child.wait().ok()
+                    });
+                    let _ = err_done.join();
+                    let lines = stderr.lock().unwrap().clone();
+                    return Err((status, lines));
+                }
             }
         }
-    }
-
-    /// Everything printed so far.
-    pub fn output(&self) -> Vec<String> {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// The TCP address of listener `i`.
-    pub fn tcp_addr(&self, i: usize) -> SocketAddr {
-        self.addrs[i]
-            .strip_prefix("tcp://")
-            .unwrap_or_else(|| panic!("not a TCP address: {}", self.addrs[i]))
-            .parse()
-            .unwrap()
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Sends `signal` to the child.
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Its resident set size in bytes.
+    pub fn rss(&self) -> u64 {
+        super::rss_of(self.pid())
+    }
+
+    pub fn signal(&self, signal: Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
     }
 
-    /// The exit status, if it has exited (then all its output is in).
-    pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        let status = self.child.try_wait().unwrap();
-        if status.is_some() {
-            self.done = true;
-            for reader in self.readers.drain(..) {
-                let _ = reader.join();
-            }
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().unwrap();
         }
-        status
+        self.exited
     }
 
-    /// Waits (at most `within`) for it to exit.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
+    /// Waits at most `limit` for it to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.try_exit() {
+            if let Some(status) = self.exited() {
                 return Some(status);
             }
             if Instant::now() >= deadline {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
-    /// SIGTERM, then waits for a clean exit.
-    pub fn stop(mut self) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let status = self
-            .wait_exit(PATIENCE)
-            .unwrap_or_else(|| panic!("it ignored SIGTERM: {:?}", self.output()));
-        assert!(status.success(), "exit {status}: {:?}", self.output());
+    /// SIGTERM, then waits (bounded) for it to exit.
+    pub fn stop(mut self) -> ExitStatus {
+        assert!(self.exited().is_none(), "exited early: {:?}", self.stderr());
+        self.signal(Signal::SIGTERM);
+        self.wait_exit(PATIENCE)
+            .unwrap_or_else(|| panic!("ignored SIGTERM: {:?}", self.stderr()))
     }
 }
 
 impl Drop for Example {
     fn drop(&mut self) {
-        if !self.done {
+        if self.exited().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-/// A port that was free a moment ago (for tools that need a fixed port).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// HAProxy running in the foreground with `config`; stopped on drop.
-pub struct Haproxy {
-    child: Child,
-    pub output: Arc<Mutex<Vec<String>>>,
-    _dir: crate::common::TempDir,
-}
-
-impl Haproxy {
-    /// Starts `haproxy -db -f CONFIG` and waits until every port in
-    /// `frontends` accepts connections.
-    pub fn start(config: &str, frontends: &[u16]) -> Haproxy {
-        let dir = crate::common::TempDir::new("haproxy");
-        let path = dir.join("haproxy.cfg");
-        std::fs::write(&path, config).unwrap();
-        let mut cmd = Command::new("haproxy");
-        cmd.arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let (child, output, _, _) = spawn_collecting(cmd, "haproxy");
-        let haproxy = Haproxy {
-            child,
-            output,
-            _dir: dir,
-        };
-        for &port in frontends {
-            crate::common::wait_until("haproxy listening", || {
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
-        }
-        haproxy
-    }
-
-    /// Everything HAProxy printed so far.
-    pub fn output(&self) -> Vec<String> {
-        self.output.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

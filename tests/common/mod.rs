@@ -416,6 +416,7 @@ pub fn have_tool(cmd: &str, package: &str) -> bool {
 }
 
 pub mod child;
+pub mod deploy_example;
 pub mod example;
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (children
