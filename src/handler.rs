@@ -11,6 +11,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use crate::addr::SockAddr;
 use crate::conn::Conn;
 use crate::engine::Engine;
 
@@ -97,6 +98,11 @@ pub enum CloseReason {
     /// ([`Conn::close_with_error`]; [`Framed`](crate::codec::Framed) does so
     /// for a codec error), after flushing what was queued (an error reply).
     Protocol(Box<dyn std::error::Error + Send + Sync>),
+    /// TLS failed on a `tls://` connection: the peer sent something that is
+    /// not TLS, a record that fails to decrypt or is too long, an alert, or
+    /// a certificate this side does not accept. The alert rustls owed the
+    /// peer was sent first.
+    Tls(rustls::Error),
 }
 
 /// Which timeout closed a connection.
@@ -127,6 +133,8 @@ pub enum TimeoutKind {
     Write,
     /// A dial did not connect within the connect timeout.
     Connect,
+    /// A TLS handshake did not finish within the handshake timeout.
+    Handshake,
 }
 
 impl CloseReason {
@@ -152,9 +160,11 @@ impl fmt::Display for CloseReason {
             Self::Timeout(TimeoutKind::Read) => f.write_str("read timeout"),
             Self::Timeout(TimeoutKind::Write) => f.write_str("write timeout"),
             Self::Timeout(TimeoutKind::Connect) => f.write_str("connect timeout"),
+            Self::Timeout(TimeoutKind::Handshake) => f.write_str("TLS handshake timeout"),
             Self::BackPressure => f.write_str("outbound queue above its high-water mark"),
             Self::InboundLimit => f.write_str("unconsumed input above the inbound limit"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::Tls(e) => write!(f, "TLS error: {e}"),
         }
     }
 }
@@ -512,6 +522,42 @@ pub trait EventHandler: 'static {
         error: &crate::Error,
     ) -> Action {
         let _ = (ctx, state, error);
+        Action::None
+    }
+
+    /// A connection accepted on a `tls://` address closed before its TLS
+    /// handshake finished, so [`on_open`](Self::on_open) (and `on_close`)
+    /// never ran for it: `reason` is [`CloseReason::Tls`] (not TLS, a bad
+    /// record, an alert, a refused client certificate),
+    /// [`CloseReason::Timeout`] with [`TimeoutKind::Handshake`], or the
+    /// socket's end ([`CloseReason::Eof`], [`CloseReason::Reset`]). Only that
+    /// connection is affected. Dials report a failed handshake to their
+    /// caller instead (or to [`on_dial_error`](Self::on_dial_error)).
+    ///
+    /// ```
+    /// use ringloop::{Action, CloseReason, EventHandler, LoopContext, SockAddr};
+    ///
+    /// struct Audit;
+    /// impl EventHandler for Audit {
+    ///     type State = ();
+    ///     fn on_handshake_error(
+    ///         &mut self,
+    ///         _ctx: &mut LoopContext,
+    ///         peer: &SockAddr,
+    ///         reason: &CloseReason,
+    ///     ) -> Action {
+    ///         log::info!("TLS handshake with {peer} failed: {reason}");
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
+    fn on_handshake_error(
+        &mut self,
+        ctx: &mut LoopContext,
+        peer: &SockAddr,
+        reason: &CloseReason,
+    ) -> Action {
+        let _ = (ctx, peer, reason);
         Action::None
     }
 

@@ -20,6 +20,7 @@ mod signals;
 mod stats;
 mod sys;
 mod timer_wheel;
+pub mod tls;
 mod worker_pool;
 
 pub use addr::{ListenAddr, SockAddr, Transport};
@@ -33,4 +34,5 @@ pub use options::{
 };
 pub use signals::stop_on_signals;
 pub use stats::LoopStats;
+pub use tls::TlsOptions;
 pub use worker_pool::{PoolShutdown, SubmitError, WorkerPool};

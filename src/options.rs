@@ -370,6 +370,8 @@ pub struct Options {
     pub job_queue_capacity: usize,
     /// What the worker pool does with queued jobs at shutdown.
     pub pool_shutdown: PoolShutdown,
+    /// TLS: the server and client configs, the handshake timeout.
+    pub tls: crate::tls::TlsOptions,
 }
 
 impl Default for Options {
@@ -400,6 +402,7 @@ impl Default for Options {
             workers: (4 * std::thread::available_parallelism().map_or(1, usize::from)).max(4),
             job_queue_capacity: 4096,
             pool_shutdown: PoolShutdown::Finish,
+            tls: crate::tls::TlsOptions::default(),
         }
     }
 }
@@ -494,6 +497,7 @@ impl Options {
             ));
         }
         self.write_water_marks.validate()?;
+        self.tls.validate()?;
         if let Some(ka) = self.tcp_keepalive {
             if ka.idle < Duration::from_secs(1)
                 || ka.interval < Duration::from_secs(1)
