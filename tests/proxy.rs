@@ -97,49 +97,7 @@ fn backend(mut s: Box<dyn PeerStream>) {
 /// The example binary built by `cargo test` (or `cargo build --example
 /// proxy`) in this test binary's profile directory.
 fn proxy_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/proxy-HASH -> target/<profile>/examples/proxy
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary in target/<profile>/deps");
-    let bin = profile_dir.join("examples/proxy");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo test` without --test filters (it builds the \
-         examples) or `cargo build --example proxy` first",
-        bin.display()
-    );
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut sources = vec![
-        root.join("examples/proxy.rs"),
-        root.join("examples/common/mod.rs"),
-    ];
-    let mut dirs = vec![root.join("src"), root.join("actors/src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                sources.push(path);
-            }
-        }
-    }
-    for source in sources {
-        let changed = std::fs::metadata(&source)
-            .and_then(|m| m.modified())
-            .unwrap();
-        assert!(
-            changed <= built,
-            "{} is older than {}: rebuild it with `cargo build --example proxy` \
-             (or run `cargo test` without --test filters)",
-            bin.display(),
-            source.display()
-        );
-    }
-    bin
+    example_binary("proxy")
 }
 
 /// A running proxy; killed if dropped without [`Proxy::stop`].
