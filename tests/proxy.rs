@@ -32,7 +32,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -116,17 +115,8 @@ impl Proxy {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: runs in the forked child before exec and only makes the
-        // prctl(2) system call, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                // Should the test thread die first, the proxy dies with it.
-                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // Should the test thread die first, the proxy dies with it.
+        die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("start the proxy example");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         {

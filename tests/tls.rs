@@ -104,22 +104,12 @@ impl EchoServer {
     }
 }
 
-/// A small xorshift for split sizes.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-    /// Mostly medium pieces, sometimes a few bytes, sometimes large.
-    fn split(&mut self) -> usize {
-        match self.below(8) {
-            0 => 1 + self.below(16),
-            1 => 1 + self.below(256 * 1024),
-            _ => 1 + self.below(20_000),
-        }
+/// Mostly medium pieces, sometimes a few bytes, sometimes large.
+fn split(rng: &mut Rng) -> usize {
+    match rng.below(8) {
+        0 => 1 + rng.below(16),
+        1 => 1 + rng.below(256 * 1024),
+        _ => 1 + rng.below(20_000),
     }
 }
 
@@ -148,7 +138,7 @@ fn duplex(
         );
         let mut progress = false;
         if sent < data.len() && cipher.len() - off < 256 * 1024 {
-            let n = rng.split().min(data.len() - sent);
+            let n = split(&mut rng).min(data.len() - sent);
             let took = conn.writer().write(&data[sent..sent + n]).unwrap();
             sent += took;
             while conn.wants_write() {
@@ -157,7 +147,7 @@ fn duplex(
             progress |= took > 0;
         }
         if off < cipher.len() {
-            let piece = rng.split().min(cipher.len() - off);
+            let piece = split(&mut rng).min(cipher.len() - off);
             match (&mut &*sock).write(&cipher[off..off + piece]) {
                 Ok(k) => {
                     off += k;

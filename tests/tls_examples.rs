@@ -9,7 +9,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -30,16 +29,7 @@ impl Example {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: runs in the forked child before exec and only makes the
-        // prctl(2) system call, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("start the example");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut addrs = Vec::new();
@@ -79,6 +69,11 @@ impl Example {
         let status = self.child.wait().unwrap();
         assert!(status.success(), "the example exited with {status}");
     }
+}
+
+/// `ADDR --loops N --tls-cert CERT --tls-key KEY` for a TLS server example.
+fn tls_args<'a>(addr: &'a str, loops: &'a str, cert: &'a str, key: &'a str) -> Vec<&'a str> {
+    vec![addr, "--loops", loops, "--tls-cert", cert, "--tls-key", key]
 }
 
 fn write_pem(dir: &TempDir, pki: &TestPki) -> [String; 3] {
@@ -125,19 +120,7 @@ fn http_example_serves_https_to_curl() {
     let pki = TestPki::new();
     let dir = TempDir::new("tls-http");
     let [cert, key, ca] = write_pem(&dir, &pki);
-    let http = Example::start(
-        "http",
-        &[
-            "tls://127.0.0.1:0",
-            "--loops",
-            "1",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ],
-        1,
-    );
+    let http = Example::start("http", &tls_args("tls://127.0.0.1:0", "1", &cert, &key), 1);
     let port = http.sock(0).port();
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20", "--cacert", &ca, "--resolve"])
@@ -222,19 +205,7 @@ fn proxy_originates_tls() {
     let dir = TempDir::new("tls-proxy-out");
     let [cert, key, ca] = write_pem(&dir, &pki);
     // The TLS backend: the echo example itself.
-    let backend = Example::start(
-        "echo",
-        &[
-            "tls://127.0.0.1:0",
-            "--loops",
-            "1",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ],
-        1,
-    );
+    let backend = Example::start("echo", &tls_args("tls://127.0.0.1:0", "1", &cert, &key), 1);
     let proxy = Example::start(
         "proxy",
         &[

@@ -417,6 +417,35 @@ pub fn have_tool(cmd: &str, package: &str) -> bool {
 
 pub mod certs;
 
+/// A small deterministic generator (xorshift) for batch, packet and split
+/// sizes.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Makes the child started by `cmd` die (SIGKILL) if this test process dies
+/// first, so no example outlives a failed test.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec and only makes the
+    // prctl(2) system call, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The example binary `name` built by `cargo test` (or `cargo build
 /// --example NAME`) in this test binary's profile directory; fails if any
 /// source it is built from is newer than it.
