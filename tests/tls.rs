@@ -213,7 +213,17 @@ fn rustls_client_echo_32_mib_each_way_with_arbitrary_splits() {
 
 #[test]
 fn many_clients_small_and_odd_sizes_edge_triggered() {
-    let server = echo_server(2, |b| b.edge_triggered(true));
+    many_clients(echo_server(2, |b| b.edge_triggered(true)));
+}
+
+#[test]
+fn many_clients_small_and_odd_sizes_reuseport() {
+    many_clients(echo_server(2, |b| b.reuse_port(true)));
+}
+
+/// 8 clients echo records of awkward sizes (around the 16 KiB record
+/// limit), then leave.
+fn many_clients(server: EchoServer) {
     let threads: Vec<_> = (0..8u64)
         .map(|c| {
             let addr = server.addr();
