@@ -147,3 +147,85 @@ impl TlsOptions {
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
+
+/// The TLS input path outside a loop, for the fuzz targets (`fuzz/`): not
+/// part of the supported API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::sync::Arc;
+
+    use super::session::{sink, TlsSession};
+    use crate::buffer::OutboundQueue;
+
+    /// A server session driven as the event loop drives it: ciphertext in
+    /// (any split), plaintext out through a small buffer (so it fills and
+    /// drains many times), records to `socket` or a queue when it is full.
+    pub struct ServerSide {
+        session: TlsSession,
+        socket: OwnedFd,
+        queue: OutboundQueue,
+        plaintext: Vec<u8>,
+        peer_closed: bool,
+    }
+
+    impl ServerSide {
+        /// A session under `config`, writing its records to `socket` (a
+        /// non-blocking stream socket whose peer the caller reads).
+        pub fn new(config: &Arc<rustls::ServerConfig>, socket: OwnedFd) -> crate::Result<Self> {
+            Ok(Self {
+                session: TlsSession::server(config)?,
+                socket,
+                queue: OutboundQueue::default(),
+                plaintext: Vec::new(),
+                peer_closed: false,
+            })
+        }
+
+        /// Feeds one read's worth of ciphertext. A TLS error ends the
+        /// session (its alert was sent).
+        pub fn feed(&mut self, mut data: &[u8]) -> Result<(), rustls::Error> {
+            let mut out = [0u8; 1000];
+            loop {
+                let pumped = self.session.pump(&mut data, &mut out);
+                let _ = self.session.take_opened();
+                let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024);
+                let sent = self.session.send(&mut to);
+                let pumped = pumped?;
+                sent.map_err(|e| rustls::Error::General(e.to_string()))?;
+                assert!(pumped.plain <= out.len());
+                self.plaintext.extend_from_slice(&out[..pumped.plain]);
+                self.peer_closed |= pumped.peer_closed;
+                if pumped.peer_closed || (pumped.plain == 0 && data.is_empty()) {
+                    return Ok(());
+                }
+            }
+        }
+
+        /// Encrypts `data` as a handler's write would.
+        pub fn write(&mut self, data: &[u8]) -> crate::Result<()> {
+            let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024);
+            self.session.write(data, &mut to)
+        }
+
+        /// Every plaintext byte delivered so far.
+        pub fn plaintext(&self) -> &[u8] {
+            &self.plaintext
+        }
+
+        /// The handshake has not completed.
+        pub fn is_handshaking(&self) -> bool {
+            self.session.is_handshaking()
+        }
+
+        /// The peer sent `close_notify`.
+        pub fn peer_closed(&self) -> bool {
+            self.peer_closed
+        }
+
+        /// Ciphertext waiting for the socket.
+        pub fn queued(&self) -> usize {
+            self.queue.len()
+        }
+    }
+}
