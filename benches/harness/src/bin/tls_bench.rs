@@ -5,8 +5,10 @@
 //!
 //! ```text
 //! cargo build --release --example echo          # in the repository root
-//! cargo run --release --bin tls-bench -- [--rounds 3] [--seconds 3] [--echo-bin PATH]
+//! cargo run --release --bin tls-bench -- [--rounds 3] [--seconds 3] [--echo-bin PATH] [--reuseport]
 //! ```
+//! `--reuseport` runs ringloop's echo with `--reuseport`: its loop accepts
+//! inline, with no acceptor thread handing connections over.
 //!
 //! Scenarios, each reporting the **server's** CPU (user + system, from
 //! `/proc/PID/stat`) per unit of work:
@@ -57,7 +59,8 @@ fn main() -> Result<()> {
             "/../../target/release/examples/echo"
         ),
     ));
-    bench(rounds, Duration::from_secs(seconds), &echo_bin)
+    let reuseport = args.iter().any(|a| a == "--reuseport");
+    bench(rounds, Duration::from_secs(seconds), &echo_bin, reuseport)
 }
 
 // ----- the tokio + tokio-rustls peer -----
@@ -129,7 +132,7 @@ struct Server {
     addr: SocketAddr,
 }
 
-fn start(name: &'static str, echo_bin: &Path, pki: &Pki) -> Result<Server> {
+fn start(name: &'static str, echo_bin: &Path, pki: &Pki, reuseport: bool) -> Result<Server> {
     let port = free_port()?;
     let cert = pki.dir.join("cert.pem");
     let key = pki.dir.join("key.pem");
@@ -141,6 +144,9 @@ fn start(name: &'static str, echo_bin: &Path, pki: &Pki) -> Result<Server> {
                 .arg(&cert)
                 .arg("--tls-key")
                 .arg(&key);
+            if reuseport {
+                c.arg("--reuseport");
+            }
             c
         }
         _ => {
@@ -282,7 +288,7 @@ fn handshakes(config: &Arc<ClientConfig>, addr: SocketAddr, time: Duration) -> R
     Ok(done.load(Ordering::Relaxed))
 }
 
-fn bench(rounds: usize, time: Duration, echo_bin: &Path) -> Result<()> {
+fn bench(rounds: usize, time: Duration, echo_bin: &Path, reuseport: bool) -> Result<()> {
     if !echo_bin.is_file() {
         return Err(format!(
             "{} missing: cargo build --release --example echo",
@@ -304,7 +310,7 @@ fn bench(rounds: usize, time: Duration, echo_bin: &Path) -> Result<()> {
             vec![1, 0]
         };
         for &s in &order {
-            let server = start(names[s], echo_bin, &pki)?;
+            let server = start(names[s], echo_bin, &pki, reuseport)?;
             for (i, &(label, conns, size)) in scenarios.iter().enumerate() {
                 let before = server.cpu();
                 let n = echo(&pki.client, server.addr, conns, size, time)?;
@@ -346,8 +352,13 @@ fn bench(rounds: usize, time: Duration, echo_bin: &Path) -> Result<()> {
     }
     let uptime = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "TLS benchmark: {rounds} rounds x {}s, alternated; load average {}",
+        "TLS benchmark: {rounds} rounds x {}s, alternated{}; load average {}",
         time.as_secs(),
+        if reuseport {
+            ", ringloop --reuseport"
+        } else {
+            ""
+        },
         uptime.trim()
     );
     println!();
