@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! cargo run --release --example echo -- [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et]
+//!     [--tls-cert PATH --tls-key PATH]
 //! ```
 //! `ADDR` is a URL such as `tcp://127.0.0.1:9000` (the default),
-//! `udp://127.0.0.1:9001` or `unix:///tmp/echo.sock`; any mix may be given.
+//! `udp://127.0.0.1:9001`, `unix:///tmp/echo.sock` or `tls://127.0.0.1:9443`
+//! (TLS, with the PEM certificate chain and key given by `--tls-cert` and
+//! `--tls-key`); any mix may be given.
 //! `--lb` picks the load balancer (round-robin, least-connections, source
 //! hash), `--reuseport` gives every loop its own listener, `--et` switches to
 //! edge-triggered I/O. Stops cleanly on Ctrl-C.
@@ -31,8 +34,8 @@ impl EventHandler for Echo {
 
 fn main() {
     let args = common::Args::parse(
-        "echo [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et]",
-        &["lb"],
+        "echo [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et] [--tls-cert PATH --tls-key PATH]",
+        &["lb", "tls-cert", "tls-key"],
         &["reuseport", "et"],
     );
     let lb = match args.text("lb").unwrap_or("rr") {
@@ -54,5 +57,6 @@ fn main() {
     if let Some(n) = args.loops {
         builder = builder.loops(n);
     }
+    let builder = common::with_tls(&args, &[], builder);
     common::serve("echo", builder);
 }

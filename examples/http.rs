@@ -3,12 +3,15 @@
 //! `Content-Length`, with keep-alive and pipelining.
 //!
 //! ```text
-//! cargo run --release --example http -- [ADDR ...] [--loops N]
+//! cargo run --release --example http -- [ADDR ...] [--loops N] [--tls-cert PATH --tls-key PATH]
 //! curl -i http://127.0.0.1:8080/plaintext
+//! curl -i --cacert ca.pem https://localhost:8443/plaintext   # with tls://127.0.0.1:8443
 //! wrk -t1 -c256 -d5s http://127.0.0.1:8080/plaintext
 //! ```
-//! `ADDR` is a URL such as `tcp://127.0.0.1:8080` (the default) or
-//! `unix:///tmp/http.sock`. Stops cleanly on Ctrl-C.
+//! `ADDR` is a URL such as `tcp://127.0.0.1:8080` (the default),
+//! `unix:///tmp/http.sock` or `tls://127.0.0.1:8443` (HTTPS, with the PEM
+//! certificate chain and key given by `--tls-cert` and `--tls-key`; ALPN
+//! `http/1.1`). Stops cleanly on Ctrl-C.
 //!
 //! The handler, its request parser and the cached `Date` are in
 //! `examples/http_server/mod.rs` (shared with `tests/http.rs`); its module
@@ -18,7 +21,11 @@ mod common;
 mod http_server;
 
 fn main() {
-    let args = common::Args::parse("http [ADDR ...] [--loops N]", &[], &[]);
+    let args = common::Args::parse(
+        "http [ADDR ...] [--loops N] [--tls-cert PATH --tls-key PATH]",
+        &["tls-cert", "tls-key"],
+        &[],
+    );
     let mut builder = http_server::builder();
     for addr in args.addrs_or("tcp://127.0.0.1:8080") {
         builder = builder.listen(addr);
@@ -26,5 +33,6 @@ fn main() {
     if let Some(n) = args.loops {
         builder = builder.loops(n);
     }
+    let builder = common::with_tls(&args, &[b"http/1.1"], builder);
     common::serve("http", builder);
 }

@@ -4,8 +4,14 @@
 //!
 //! ```text
 //! cargo run --release --example proxy -- --listen tcp://127.0.0.1:8000 --backend tcp://127.0.0.1:9000 [--loops N]
+//! # terminate TLS (the stunnel / HAProxy `bind … ssl crt` use):
+//! cargo run --release --example proxy -- --listen tls://127.0.0.1:8443 --tls-cert cert.pem --tls-key key.pem --backend tcp://127.0.0.1:9000
+//! # originate TLS to the backend, verified against a CA:
+//! cargo run --release --example proxy -- --listen tcp://127.0.0.1:8000 --backend tls://127.0.0.1:9443 --backend-ca ca.pem
 //! ```
-//! (Listen addresses may also be given as positional URLs.)
+//! (Listen addresses may also be given as positional URLs.) TLS on either
+//! side is done in the loop (rustls); the relay, half-close (as
+//! `close_notify` then FIN) and back-pressure work the same, on plaintext.
 //!
 //! - **Same loop**: the client's `on_open` dials the backend with
 //!   [`Conn::dial`]; the backend starts with state `Backend { client }`, and
@@ -221,8 +227,8 @@ fn refuse_backend(backend: &str, listen: &[String]) -> Option<String> {
 fn main() {
     let args = common::Args::parse(
         "proxy --listen tcp://127.0.0.1:PORT --backend tcp://127.0.0.1:PORT [--loops N] \
-         [--client-fin-ms MS] [--server-fin-ms MS]",
-        &["listen", "backend", "client-fin-ms", "server-fin-ms"],
+         [--client-fin-ms MS] [--server-fin-ms MS] [--tls-cert PATH --tls-key PATH] [--backend-ca PATH]",
+        &["listen", "backend", "client-fin-ms", "server-fin-ms", "tls-cert", "tls-key", "backend-ca"],
         &[],
     );
     let Some(backend) = args.text("backend").map(str::to_string) else {
@@ -255,5 +261,6 @@ fn main() {
     if let Some(n) = args.loops {
         builder = builder.loops(n);
     }
+    let builder = common::with_tls(&args, &[], builder);
     common::serve("proxy", builder);
 }

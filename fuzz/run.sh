@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-60}"
-targets="${FUZZ_TARGETS:-line delimiter fixed length_field proxy_header}"
+targets="${FUZZ_TARGETS:-line delimiter fixed length_field proxy_header tls}"
 max_len="${FUZZ_MAX_LEN:-16384}"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
 

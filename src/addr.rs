@@ -156,6 +156,10 @@ impl fmt::Display for Transport {
 ///   IPv6. Port 0 asks the system for a free port.
 /// * `unix:///abs/path.sock` (absolute) or `unix://relative.sock` (relative
 ///   to the working directory), at most 107 bytes.
+/// * `tls://127.0.0.1:8443` (and `tls4`, `tls6`): TCP with TLS on top, served
+///   with the builder's [`tls_server`](crate::EngineBuilder::tls_server)
+///   config or dialled with a client config. The transport is
+///   [`Transport::Tcp`]; [`is_tls`](ListenAddr::is_tls) tells them apart.
 ///
 /// Hosts must be IP literals (IPv6 in brackets) or `localhost`, which means
 /// 127.0.0.1 (`::1` under `tcp6`/`udp6`); names are never looked up. Nothing
@@ -180,6 +184,9 @@ impl fmt::Display for Transport {
 pub struct ListenAddr {
     transport: Transport,
     addr: SockAddr,
+    /// For a `tls://` address: the host as written (an IP literal or
+    /// `localhost`), the server name a dial presents by default.
+    tls_host: Option<Box<str>>,
 }
 
 /// Which IP family a scheme insists on.
@@ -234,10 +241,14 @@ impl ListenAddr {
             "udp" => (Transport::Udp, Family::Any),
             "udp4" => (Transport::Udp, Family::V4),
             "udp6" => (Transport::Udp, Family::V6),
+            "tls" => (Transport::Tcp, Family::Any),
+            "tls4" => (Transport::Tcp, Family::V4),
+            "tls6" => (Transport::Tcp, Family::V6),
             "unix" => {
                 return Ok(ListenAddr {
                     transport: Transport::Unix,
                     addr: SockAddr::Unix(Some(parse_unix_path(rest).map_err(invalid)?)),
+                    tls_host: None,
                 })
             }
             _ => {
@@ -248,9 +259,14 @@ impl ListenAddr {
             }
         };
         let inet = parse_host_port(rest, family, scheme).map_err(|reason| invalid(&reason))?;
+        let tls_host = scheme
+            .get(..3)
+            .is_some_and(|s| s.eq_ignore_ascii_case("tls"))
+            .then(|| tls_host(rest));
         Ok(ListenAddr {
             transport,
             addr: SockAddr::Inet(inet),
+            tls_host,
         })
     }
 
@@ -296,7 +312,40 @@ impl ListenAddr {
         ListenAddr {
             transport: self.transport,
             addr,
+            tls_host: self.tls_host.clone(),
         }
+    }
+
+    /// `true` for a `tls://` address (TCP with TLS on top).
+    ///
+    /// ```
+    /// use ringloop::{ListenAddr, Transport};
+    ///
+    /// let addr = ListenAddr::parse("tls://127.0.0.1:8443")?;
+    /// assert!(addr.is_tls());
+    /// assert_eq!(addr.transport(), Transport::Tcp);
+    /// assert_eq!(addr.to_string(), "tls://127.0.0.1:8443");
+    /// assert!(!ListenAddr::parse("tcp://127.0.0.1:8443")?.is_tls());
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn is_tls(&self) -> bool {
+        self.tls_host.is_some()
+    }
+
+    /// For a `tls://` address, the host as written (`localhost` or the IP
+    /// literal, without brackets): the server name a dial presents unless
+    /// another is given.
+    ///
+    /// ```
+    /// use ringloop::ListenAddr;
+    ///
+    /// assert_eq!(ListenAddr::parse("tls://localhost:443")?.tls_host(), Some("localhost"));
+    /// assert_eq!(ListenAddr::parse("tls://[::1]:443")?.tls_host(), Some("::1"));
+    /// assert_eq!(ListenAddr::parse("tcp://localhost:443")?.tls_host(), None);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn tls_host(&self) -> Option<&str> {
+        self.tls_host.as_deref()
     }
 }
 
@@ -330,8 +379,21 @@ impl FromStr for ListenAddr {
 /// ```
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_tls() {
+            return write!(f, "tls://{}", self.addr);
+        }
         write!(f, "{}://{}", self.transport, self.addr)
     }
+}
+
+/// The host part of an already validated `host:port` (brackets removed,
+/// `localhost` lowercased).
+fn tls_host(rest: &str) -> Box<str> {
+    let host = match rest.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map_or(bracketed, |(h, _)| h),
+        None => rest.rsplit_once(':').map_or(rest, |(h, _)| h),
+    };
+    host.to_ascii_lowercase().into_boxed_str()
 }
 
 /// RFC 3986 scheme syntax: a letter, then letters, digits, `+`, `-`, `.`.
@@ -670,6 +732,37 @@ mod tests {
             // The message names the address.
             assert!(shown.contains(&format!("{input:?}")), "{shown}");
         }
+    }
+
+    #[test]
+    fn tls_addresses() {
+        for (input, host, shown) in [
+            ("tls://127.0.0.1:8443", "127.0.0.1", "tls://127.0.0.1:8443"),
+            ("TLS://localhost:1", "localhost", "tls://127.0.0.1:1"),
+            ("tls6://[::1]:443", "::1", "tls://[::1]:443"),
+            ("tls4://LOCALHOST:2", "localhost", "tls://127.0.0.1:2"),
+        ] {
+            let addr = ListenAddr::parse(input).unwrap();
+            assert!(addr.is_tls(), "{input}");
+            assert_eq!(addr.transport(), Transport::Tcp, "{input}");
+            assert_eq!(addr.tls_host(), Some(host), "{input}");
+            assert_eq!(addr.to_string(), shown, "{input}");
+            assert_eq!(
+                ListenAddr::parse(&addr.to_string()).unwrap().to_string(),
+                shown
+            );
+            let bound = addr.with_sock_addr(inet("127.0.0.1:9"));
+            assert!(bound.is_tls() && bound.to_string() == "tls://127.0.0.1:9");
+        }
+        for bad in [
+            "tls://example.com:443",
+            "tls://127.0.0.1",
+            "tls4://[::1]:1",
+            "tls://",
+        ] {
+            assert!(ListenAddr::parse(bad).is_err(), "{bad}");
+        }
+        assert!(!ListenAddr::parse("tcp://127.0.0.1:1").unwrap().is_tls());
     }
 
     #[test]

@@ -39,6 +39,7 @@ use crate::message::Completion;
 use crate::options::{KeepAlive, Timeouts, WaterMarks};
 use crate::stats::LoopCounters;
 use crate::sys;
+use crate::tls::{TlsConnector, TlsInfo, TlsSession};
 use std::sync::Arc;
 
 /// How far a flush got.
@@ -107,6 +108,9 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) admission: Option<Box<crate::admission::Ticket>>,
     /// PROXY protocol: the header awaited, or what it said.
     pub(crate) proxy: Option<Box<crate::deploy::ProxyState>>,
+    /// A `tls://` connection's session: reads are decrypted and writes
+    /// encrypted through it (see [`crate::tls`]).
+    pub(crate) tls: Option<Box<TlsSession>>,
 }
 
 /// A close that waits for the outbound queue to drain first.
@@ -173,6 +177,7 @@ impl<S> ConnEntry<S> {
             lingering: None,
             admission: None,
             proxy: None,
+            tls: None,
         }
     }
 
@@ -181,7 +186,7 @@ impl<S> ConnEntry<S> {
     }
 
     /// Records `n` bytes written now.
-    fn wrote(&mut self, n: usize, lp: &LoopRef<'_>) {
+    pub(crate) fn wrote(&mut self, n: usize, lp: &LoopRef<'_>) {
         if n > 0 {
             self.last_write_ms = lp.now_ms;
             crate::stats::bump(&lp.counters.bytes_out, n as u64);
@@ -239,6 +244,9 @@ impl<S> ConnEntry<S> {
         if self.fd_gone() {
             return Err(Error::ConnectionClosed);
         }
+        if self.tls.is_some() {
+            return self.tls_write(&[data], lp);
+        }
         let mut written = 0;
         if self.outbound.is_empty() {
             match sys::io::write(self.fd.as_fd(), data) {
@@ -257,6 +265,9 @@ impl<S> ConnEntry<S> {
         let cap = lp.write_cap;
         if self.fd_gone() {
             return Err(Error::ConnectionClosed);
+        }
+        if self.tls.is_some() {
+            return self.tls_write(bufs, lp);
         }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut skip = 0;
@@ -285,6 +296,9 @@ impl<S> ConnEntry<S> {
     pub(crate) fn write_owned(&mut self, data: Vec<u8>, lp: &LoopRef<'_>) -> Result<usize> {
         if self.fd_gone() {
             return Err(Error::ConnectionClosed);
+        }
+        if self.tls.is_some() {
+            return self.tls_write(&[&data], lp);
         }
         let cap = lp.write_cap;
         let len = data.len();
@@ -361,8 +375,9 @@ enum Backing<'a, S> {
 pub(crate) struct SideEffects<S> {
     /// Other connections written to or closed (their interest must be synced).
     pub(crate) touched: Vec<SlotKey>,
-    /// Connections to dial onto this loop, with their initial state.
-    pub(crate) dials: Vec<(ListenAddr, S)>,
+    /// Connections to dial onto this loop, with their initial state (and,
+    /// for `tls://`, how to verify the server if not the engine's way).
+    pub(crate) dials: Vec<(ListenAddr, S, Option<Box<TlsConnector>>)>,
 }
 
 /// A connection (or, on a UDP address, one datagram's peer), inside a
@@ -1233,8 +1248,76 @@ impl<'a, S> Conn<'a, S> {
         if self.is_datagram() {
             return Err(Error::Unsupported("dialling from a datagram callback"));
         }
-        self.side().dials.push((addr, state));
+        self.side().dials.push((addr, state, None));
         Ok(())
+    }
+
+    /// [`dial`](Self::dial) of a `tls://` address, verifying the server
+    /// with `connector` (its config and server name) instead of the
+    /// engine's [`tls_client`](crate::EngineBuilder::tls_client) config.
+    /// `on_open` runs once the handshake is done; a failed verification
+    /// reaches [`on_dial_error`](crate::EventHandler::on_dial_error) as
+    /// [`Error::Tls`].
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, ConnId, EventHandler};
+    /// use ringloop::tls::TlsConnector;
+    ///
+    /// struct Proxy {
+    ///     backend: TlsConnector,
+    /// }
+    /// impl EventHandler for Proxy {
+    ///     type State = Option<ConnId>;
+    ///     fn on_open(&mut self, conn: &mut Conn<'_, Option<ConnId>>) -> Action {
+    ///         if conn.listener_index().is_some() {
+    ///             let client = Some(conn.id());
+    ///             let tls = self.backend.clone();
+    ///             if conn.dial_tls("tls://127.0.0.1:8443", tls, client).is_err() {
+    ///                 return Action::Close;
+    ///             }
+    ///         }
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
+    pub fn dial_tls(&mut self, addr: &str, connector: TlsConnector, state: S) -> Result<()> {
+        let addr = ListenAddr::parse(addr)?;
+        if !addr.is_tls() {
+            return Err(Error::invalid_address(
+                &addr.to_string(),
+                "dial_tls needs a tls:// address",
+            ));
+        }
+        if self.is_datagram() {
+            return Err(Error::Unsupported("dialling from a datagram callback"));
+        }
+        self.side()
+            .dials
+            .push((addr, state, Some(Box::new(connector))));
+        Ok(())
+    }
+
+    /// The TLS session of a `tls://` connection: ALPN protocol, SNI name,
+    /// peer certificates, version. `None` for plain connections.
+    ///
+    /// ```
+    /// # use ringloop::{Action, Conn, EventHandler};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///     let Some(tls) = conn.tls() else {
+    ///         return Action::Close; // this port serves TLS only
+    ///     };
+    ///     if tls.server_name() == Some("admin.example") && tls.peer_certificates().is_none() {
+    ///         return Action::Close; // the admin site needs a client certificate
+    ///     }
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
+    pub fn tls(&self) -> Option<TlsInfo<'_>> {
+        self.entry()?.tls.as_deref().map(TlsSession::info)
     }
 
     /// Overrides the engine's [`Timeouts`] for this connection (stream only).

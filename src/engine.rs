@@ -634,9 +634,59 @@ impl Engine {
                 let message = LoopMessage::Dial {
                     addr: Box::new(addr),
                     done,
+                    tls: None,
                 };
                 // On failure the message is dropped, which answers `done`.
                 let _ = self.shared.send_to_loop(index, message);
+            }
+            Err(e) => done.complete(Err(e)),
+        }
+        Pending { rx }
+    }
+
+    /// Dials a `tls://` address, verifying the server with `connector` (its
+    /// client config and server name) instead of the builder's
+    /// [`tls_client`](EngineBuilder::tls_client) config. The [`Pending`]
+    /// completes once the handshake is done (`on_open` has run), or with
+    /// the error: [`Error::Tls`] for a certificate that is untrusted or not
+    /// valid for the name, or an alert from the server.
+    ///
+    /// ```no_run
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::tls::{client_config, TlsConnector};
+    /// let ca = std::fs::read("ca.pem")?;
+    /// let connector = TlsConnector::new(client_config(&ca)?).server_name("backend.internal")?;
+    /// let server = Engine::builder(|_| Quiet).build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// match engine.dial_tls("tls://10.0.0.7:443", connector).wait() {
+    ///     Ok(handle) => drop(handle.write(b"hello".to_vec())),
+    ///     Err(ringloop::Error::Tls(e)) => eprintln!("refused the server: {e}"),
+    ///     Err(e) => eprintln!("could not connect: {e}"),
+    /// }
+    /// engine.stop()?;
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dial_tls(&self, addr: &str, connector: crate::tls::TlsConnector) -> Pending<ConnHandle> {
+        let (tx, rx) = flume::bounded(1);
+        let done = Completion::new(Some(Box::new(move |r| {
+            let _ = tx.send(r);
+        })));
+        match ListenAddr::parse(addr) {
+            Ok(addr) if !addr.is_tls() => done.complete(Err(Error::invalid_address(
+                &addr.to_string(),
+                "dial_tls needs a tls:// address",
+            ))),
+            Ok(addr) => {
+                let message = LoopMessage::Dial {
+                    addr: Box::new(addr),
+                    done,
+                    tls: Some(Box::new(connector)),
+                };
+                let _ = self.shared.send_to_loop(self.least_loaded_loop(), message);
             }
             Err(e) => done.complete(Err(e)),
         }
@@ -1367,6 +1417,69 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// The rustls server config for `tls://` listen addresses (required when
+    /// there is one); [`tls::ServerTls`](crate::tls::ServerTls) makes one
+    /// from PEM files. Handlers see plaintext and the session through
+    /// [`Conn::tls`](crate::Conn::tls).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// # let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// # let (cert_pem, key_pem) = (c.cert.pem(), c.key_pair.serialize_pem());
+    /// let config = ringloop::tls::ServerTls::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?.build()?;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tls://127.0.0.1:0")
+    ///     .listen("tcp://127.0.0.1:0") // plain and TLS side by side
+    ///     .tls_server(config)
+    ///     .build()?;
+    /// // Without a config, a tls:// address is refused.
+    /// assert!(Engine::builder(|_| Quiet).listen("tls://127.0.0.1:0").build().is_err());
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn tls_server(mut self, config: impl Into<std::sync::Arc<rustls::ServerConfig>>) -> Self {
+        self.options.tls.server = Some(config.into());
+        self
+    }
+
+    /// The rustls client config `tls://` dials verify servers with, unless
+    /// they bring a [`TlsConnector`](crate::tls::TlsConnector);
+    /// [`tls::client_config`](crate::tls::client_config) makes one from a CA
+    /// file's PEM.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// # let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// let config = ringloop::tls::client_config(c.cert.pem().as_bytes())?;
+    /// let server = Engine::builder(|_| Quiet).tls_client(config).build()?;
+    /// // engine.dial("tls://localhost:8443") now checks the server against that CA.
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn tls_client(mut self, config: impl Into<std::sync::Arc<rustls::ClientConfig>>) -> Self {
+        self.options.tls.client = Some(config.into());
+        self
+    }
+
+    /// How long a TLS handshake may take (default 10 s); a connection past
+    /// it closes with [`TimeoutKind::Handshake`](crate::TimeoutKind::Handshake).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .tls_handshake_timeout(std::time::Duration::from_secs(3))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn tls_handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.options.tls.handshake_timeout = timeout;
+        self
+    }
+
     /// Checks the settings, binds every listener and creates every mailbox.
     /// Nothing runs yet; the real addresses are in [`Server::engine`]'s
     /// [`Engine::local_addrs`].
@@ -1396,6 +1509,13 @@ impl<H: EventHandler> EngineBuilder<H> {
             return Err(Error::InvalidConfig("too many listen addresses".into()));
         }
         self.deploy.validate(&addrs)?;
+        if let Some(addr) = addrs.iter().find(|a| a.is_tls()) {
+            if self.options.tls.server.is_none() {
+                return Err(Error::InvalidConfig(format!(
+                    "{addr} needs a server config (EngineBuilder::tls_server)"
+                )));
+            }
+        }
         let loops = self.options.loops;
         let mut acceptor_listeners = Vec::new();
         let mut loop_sockets: Vec<LoopSockets> =

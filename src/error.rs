@@ -55,6 +55,9 @@ pub enum Error {
     /// The operation does not apply to this kind of connection (for example
     /// `send_to` on a stream).
     Unsupported(&'static str),
+    /// TLS failed: a handshake error (an untrusted or wrong-name certificate
+    /// when dialling, an alert from the peer), or bad TLS configuration.
+    Tls(rustls::Error),
 }
 
 impl Error {
@@ -85,7 +88,7 @@ impl fmt::Display for Error {
             Self::InvalidAddress { addr, reason } => write!(f, "invalid address {addr:?}: {reason}"),
             Self::UnsupportedScheme { addr, scheme } => write!(
                 f,
-                "unsupported scheme {scheme:?} in {addr:?} (use tcp, tcp4, tcp6, udp, udp4, udp6 or unix)"
+                "unsupported scheme {scheme:?} in {addr:?} (use tcp, tcp4, tcp6, udp, udp4, udp6, unix, tls, tls4 or tls6)"
             ),
             Self::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
             Self::Io { context, source } => write!(f, "{context}: {source}"),
@@ -93,6 +96,7 @@ impl fmt::Display for Error {
             Self::ConnectionClosed => f.write_str("the connection is closed"),
             Self::MailboxFull => f.write_str("the loop's mailbox lane is full"),
             Self::Unsupported(what) => write!(f, "unsupported operation: {what}"),
+            Self::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }
@@ -101,6 +105,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Io { source, .. } => Some(source),
+            Self::Tls(e) => Some(e),
             _ => None,
         }
     }

@@ -61,6 +61,9 @@ use crate::stats::bump;
 use crate::sys::poller::{Event, Events, Interest, Poller};
 use crate::sys::{io as sysio, socket};
 use crate::timer_wheel::TimerWheel;
+use crate::tls::{TlsConnector, TlsOptions};
+
+mod tls_io;
 
 mod admit;
 
@@ -116,6 +119,7 @@ struct ConnSettings {
     connect_timeout_ms: u64,
     max_inbound: usize,
     linger_ms: Option<u64>,
+    tls: TlsOptions,
 }
 
 pub(crate) struct EventLoop<H: EventHandler> {
@@ -162,6 +166,9 @@ pub(crate) struct EventLoop<H: EventHandler> {
     /// Buffer bytes released since the last trim (see `TRIM_AFTER`).
     released: usize,
     last_trim: Option<Instant>,
+    /// Ciphertext read from a TLS connection's socket, on its way into the
+    /// session (allocated on first use).
+    tls_in: Vec<u8>,
 }
 
 /// Runs a handler callback; a panic is caught and logged instead of killing
@@ -204,6 +211,9 @@ fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, T
     if let Some(lingering) = &entry.lingering {
         // A graceful close past its deadline (reported with its own reason).
         return Some((lingering.deadline_ms, TimeoutKind::Write));
+    }
+    if let Some(at) = entry.tls.as_ref().and_then(|t| t.handshake_deadline_ms()) {
+        return Some((at, TimeoutKind::Handshake));
     }
     // By reference: the common case below must not copy the whole set.
     let t: &Timeouts = match entry.overrides.as_ref().and_then(|o| o.timeouts.as_ref()) {
@@ -326,6 +336,7 @@ impl<H: EventHandler> EventLoop<H> {
                     .connect_timeout
                     .as_millis()
                     .min(u128::from(u32::MAX)) as u64,
+                tls: options.tls.clone(),
             },
             listeners: sockets.listeners,
             udp: sockets.udp,
@@ -346,6 +357,7 @@ impl<H: EventHandler> EventLoop<H> {
             input_key: None,
             released: 0,
             last_trim: None,
+            tls_in: Vec::new(),
         })
     }
 
@@ -591,6 +603,21 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
             };
+            if entry.tls.is_some() {
+                // As below, with the session between the socket and on_traffic.
+                let Some(n) = self.read_tls(key) else {
+                    return;
+                };
+                moved += n;
+                if !self.settings.edge_triggered || n < self.tls_in.len() {
+                    return;
+                }
+                if moved >= self.settings.chunk {
+                    self.continue_io.push_back(key);
+                    return;
+                }
+                continue;
+            }
             match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
                 Ok(0) if entry.is_datagram => {
                     // An empty datagram on a connected UDP socket.
@@ -776,8 +803,8 @@ impl<H: EventHandler> EventLoop<H> {
                 self.settle(other, Action::None);
             }
         }
-        for (addr, state) in dials {
-            self.start_dial(addr, Some(state), None);
+        for (addr, state, tls) in dials {
+            self.start_dial(addr, Some(state), None, tls);
         }
     }
 
@@ -844,6 +871,11 @@ impl<H: EventHandler> EventLoop<H> {
             let reason = entry.take_lingering_reason();
             self.finish_graceful_close(key, reason);
             return;
+        }
+        if entry.shutdown_wanted && !entry.shutdown_done && entry.tls.is_some() {
+            // TLS half-close: close_notify goes out before the FIN.
+            let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+            entry.tls_close_notify(&lp);
         }
         if entry.shutdown_wanted && !entry.shutdown_done && entry.outbound.is_empty() {
             entry.shutdown_done = true;
@@ -980,6 +1012,11 @@ impl<H: EventHandler> EventLoop<H> {
             self.refuse_unopened(key, reason);
             return;
         }
+        if entry.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            // Never opened either: no on_close, the handshake failed.
+            self.fail_handshake(key, reason);
+            return;
+        }
         let leftover = std::mem::take(&mut entry.inbound);
         let handler = &mut self.handler;
         let (action, side) = {
@@ -993,6 +1030,12 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(mut entry) = self.conns.remove(key) else {
             return;
         };
+        if !matches!(
+            reason,
+            CloseReason::Reset | CloseReason::Error(_) | CloseReason::Tls(_)
+        ) {
+            entry.tls_close_notify(&lp);
+        }
         if !entry.outbound.is_empty()
             && !matches!(reason, CloseReason::Reset | CloseReason::Error(_))
         {
@@ -1198,11 +1241,19 @@ impl<H: EventHandler> EventLoop<H> {
         addr: ListenAddr,
         state: Option<H::State>,
         done: Option<Completion<ConnHandle>>,
+        tls: Option<Box<TlsConnector>>,
     ) {
         if self.engine.loops_stopping() {
             self.dial_failed(state, done, Error::EngineStopped);
             return;
         }
+        let session = match self.dial_session(&addr, tls) {
+            Ok(session) => session,
+            Err(e) => {
+                self.dial_failed(state, done, e);
+                return;
+            }
+        };
         let attempt = match (addr.transport(), addr.sock_addr()) {
             (Transport::Tcp, SockAddr::Inet(sa)) => {
                 socket::tcp_connect(*sa).map(|(fd, now)| (fd, now, true, false))
@@ -1228,6 +1279,7 @@ impl<H: EventHandler> EventLoop<H> {
         let mut entry = ConnEntry::new(fd, addr.sock_addr().clone(), NO_LISTENER, is_tcp);
         entry.is_datagram = is_datagram;
         entry.state = state;
+        entry.tls = session;
         if connected {
             self.engine.loops[self.index].add_connection();
             self.adopt(entry, done);
@@ -1491,7 +1543,7 @@ impl<H: EventHandler> EventLoop<H> {
                 Some((fd, _)) => done.complete(send_datagram(fd.as_fd(), &data, &peer)),
                 None => done.complete(Err(Error::ConnectionClosed)),
             },
-            LoopMessage::Dial { addr, done } => self.start_dial(*addr, None, Some(done)),
+            LoopMessage::Dial { addr, done, tls } => self.start_dial(*addr, None, Some(done), tls),
             LoopMessage::Enroll { fd, done } => self.enroll(fd, done),
             LoopMessage::Wake { id } => {
                 if let Some(key) = self.conn_key(id) {
@@ -1546,8 +1598,16 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Takes ownership of a connected socket: options, registration,
     /// on_open; `done` (a dial or enroll through the engine) gets its handle.
-    fn adopt(&mut self, entry: ConnEntry<H::State>, done: Option<Completion<ConnHandle>>) {
+    fn adopt(&mut self, mut entry: ConnEntry<H::State>, done: Option<Completion<ConnHandle>>) {
         self.apply_socket_options(&entry);
+        if let Err(e) = self.accept_tls(&mut entry) {
+            log::warn!("no TLS session for a connection from {}: {e}", entry.peer);
+            self.engine.loops[self.index].remove_connection();
+            if let Some(done) = done {
+                done.complete(Err(e));
+            }
+            return;
+        }
         let Some(key) = self.conns.insert(entry) else {
             log::error!("loop {} cannot hold more connections", self.index);
             self.engine.loops[self.index].remove_connection();
@@ -1573,6 +1633,9 @@ impl<H: EventHandler> EventLoop<H> {
         }
         entry.read_armed = true;
         entry.write_armed = self.settings.edge_triggered;
+        // A dialled record moved slots: its wheel entry (the connect
+        // timeout) names the old key and will be skipped, so schedule anew.
+        entry.timer_tick = 0;
         entry.last_read_ms = self.now_ms;
         entry.last_write_ms = self.now_ms;
         if let Some((at, _)) = Self::awaiting_header(entry)
@@ -1584,16 +1647,29 @@ impl<H: EventHandler> EventLoop<H> {
             entry.timer_tick = self.wheel.schedule(key, at);
             return;
         }
-        self.open(key, done);
+        self.start_session(key, done);
     }
 
-    /// Runs `on_open` for a registered connection; `done` (a dial or enroll
-    /// through the engine) gets its handle.
-    fn open(&mut self, key: SlotKey, done: Option<Completion<ConnHandle>>) {
+    /// Starts a registered connection's session once its PROXY header (if
+    /// any) is in: counts it as opened, then runs `on_open`, or starts the
+    /// TLS handshake, whose end runs it. `done` (a dial or enroll through
+    /// the engine) gets its handle.
+    fn start_session(&mut self, key: SlotKey, done: Option<Completion<ConnHandle>>) {
         bump(
             &self.engine.loops[self.index].counters.connections_opened,
             1,
         );
+        if self.conns.get(key).is_some_and(|entry| entry.tls.is_some()) {
+            // on_open waits for the handshake.
+            self.begin_handshake(key, done);
+            return;
+        }
+        self.open(key, done);
+    }
+
+    /// Runs `on_open`; `done` (a dial or enroll through the engine) gets the
+    /// handle.
+    fn open(&mut self, key: SlotKey, done: Option<Completion<ConnHandle>>) {
         let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let handler = &mut self.handler;
         let (action, side, handle) = {

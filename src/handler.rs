@@ -11,6 +11,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use crate::addr::SockAddr;
 use crate::conn::Conn;
 use crate::engine::Engine;
 
@@ -111,6 +112,11 @@ pub enum CloseReason {
     /// [`buffer_budget`](crate::Options::buffer_budget) and this connection
     /// held the most on its loop.
     BufferBudget,
+    /// TLS failed on a `tls://` connection: the peer sent something that is
+    /// not TLS, a record that fails to decrypt or is too long, an alert, or
+    /// a certificate this side does not accept. The alert rustls owed the
+    /// peer was sent first.
+    Tls(rustls::Error),
 }
 
 /// Which timeout closed a connection.
@@ -147,6 +153,8 @@ pub enum TimeoutKind {
     /// Nothing read or written for the half-closed timeout after one
     /// direction closed.
     HalfClosed,
+    /// A TLS handshake did not finish within the handshake timeout.
+    Handshake,
 }
 
 impl CloseReason {
@@ -176,6 +184,7 @@ impl fmt::Display for CloseReason {
                 f.write_str("incomplete input timeout (an unfinished message stopped arriving)")
             }
             Self::Timeout(TimeoutKind::HalfClosed) => f.write_str("half-closed timeout"),
+            Self::Timeout(TimeoutKind::Handshake) => f.write_str("TLS handshake timeout"),
             Self::BackPressure => f.write_str("outbound queue above its high-water mark"),
             Self::InboundLimit => f.write_str("unconsumed input above the inbound limit"),
             Self::BufferBudget => {
@@ -184,6 +193,7 @@ impl fmt::Display for CloseReason {
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::ProxyHeader(e) => write!(f, "{e}"),
             Self::SourceLimit => f.write_str("too many connections from this source address"),
+            Self::Tls(e) => write!(f, "TLS error: {e}"),
         }
     }
 }
@@ -541,6 +551,42 @@ pub trait EventHandler: 'static {
         error: &crate::Error,
     ) -> Action {
         let _ = (ctx, state, error);
+        Action::None
+    }
+
+    /// A connection accepted on a `tls://` address closed before its TLS
+    /// handshake finished, so [`on_open`](Self::on_open) (and `on_close`)
+    /// never ran for it: `reason` is [`CloseReason::Tls`] (not TLS, a bad
+    /// record, an alert, a refused client certificate),
+    /// [`CloseReason::Timeout`] with [`TimeoutKind::Handshake`], or the
+    /// socket's end ([`CloseReason::Eof`], [`CloseReason::Reset`]). Only that
+    /// connection is affected. Dials report a failed handshake to their
+    /// caller instead (or to [`on_dial_error`](Self::on_dial_error)).
+    ///
+    /// ```
+    /// use ringloop::{Action, CloseReason, EventHandler, LoopContext, SockAddr};
+    ///
+    /// struct Audit;
+    /// impl EventHandler for Audit {
+    ///     type State = ();
+    ///     fn on_handshake_error(
+    ///         &mut self,
+    ///         _ctx: &mut LoopContext,
+    ///         peer: &SockAddr,
+    ///         reason: &CloseReason,
+    ///     ) -> Action {
+    ///         log::info!("TLS handshake with {peer} failed: {reason}");
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
+    fn on_handshake_error(
+        &mut self,
+        ctx: &mut LoopContext,
+        peer: &SockAddr,
+        reason: &CloseReason,
+    ) -> Action {
+        let _ = (ctx, peer, reason);
         Action::None
     }
 

@@ -33,6 +33,7 @@ mod signals;
 mod stats;
 mod sys;
 mod timer_wheel;
+pub mod tls;
 mod upgrade;
 mod worker_pool;
 
@@ -48,4 +49,5 @@ pub use options::{
 };
 pub use signals::stop_on_signals;
 pub use stats::LoopStats;
+pub use tls::TlsOptions;
 pub use worker_pool::{PoolShutdown, SubmitError, WorkerPool};

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::handle::ConnHandle;
 use crate::handle::ConnId;
 use crate::handler::LoopContext;
+use crate::tls::TlsConnector;
 
 /// A closure run on a loop.
 pub(crate) type LoopTask = Box<dyn FnOnce(&mut LoopContext) + Send>;
@@ -88,6 +89,8 @@ pub(crate) enum LoopMessage {
     Dial {
         addr: Box<ListenAddr>,
         done: Completion<ConnHandle>,
+        /// For `tls://`: how to verify the server, if not the engine's way.
+        tls: Option<Box<TlsConnector>>,
     },
     /// Adopt an already-connected socket.
     Enroll {

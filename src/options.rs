@@ -478,6 +478,8 @@ pub struct Options {
     /// goes on without them: queued jobs are dropped unrun, running ones are
     /// left to end with the process. Default 30 s.
     pub pool_shutdown_timeout: Duration,
+    /// TLS: the server and client configs, the handshake timeout.
+    pub tls: crate::tls::TlsOptions,
 }
 
 impl Default for Options {
@@ -512,6 +514,7 @@ impl Default for Options {
             pool_shutdown: PoolShutdown::Finish,
             limits: crate::admission::Limits::default(),
             pool_shutdown_timeout: Duration::from_secs(30),
+            tls: crate::tls::TlsOptions::default(),
         }
     }
 }
@@ -613,6 +616,7 @@ impl Options {
                 self.buffer_budget
             ));
         }
+        self.tls.validate()?;
         if let Some(ka) = self.tcp_keepalive {
             if ka.idle < Duration::from_secs(1)
                 || ka.interval < Duration::from_secs(1)

@@ -191,18 +191,6 @@ impl Codec for SimCodec {
     }
 }
 
-/// A small deterministic generator for batch and packet sizes.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 const MIB: usize = 1 << 20;
 
 /// Each client writes batches of 2 to 200 packets of 64 B to 1 MiB in one

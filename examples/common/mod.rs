@@ -192,3 +192,36 @@ pub fn serve<H: ringloop::EventHandler>(name: &str, builder: ringloop::EngineBui
     }
     println!("{name} stopped");
 }
+
+/// The TLS flags every server example takes: `--tls-cert PATH --tls-key PATH`
+/// (a PEM chain and its key: serve `tls://` addresses, offering `alpn`) and
+/// `--backend-ca PATH` (PEM CA certificates that `tls://` backends must be
+/// signed by), applied to `builder`. Exits with a message on a bad file.
+pub fn with_tls<H: ringloop::EventHandler>(
+    args: &Args,
+    alpn: &[&[u8]],
+    mut builder: ringloop::EngineBuilder<H>,
+) -> ringloop::EngineBuilder<H> {
+    let fail = |msg: String| -> ! {
+        eprintln!("error: {msg}");
+        exit(2)
+    };
+    match (args.text("tls-cert"), args.text("tls-key")) {
+        (Some(cert), Some(key)) => {
+            let config = ringloop::tls::ServerTls::from_pem_files(cert, key)
+                .and_then(|tls| tls.alpn(alpn).build())
+                .unwrap_or_else(|e| fail(format!("--tls-cert/--tls-key: {e}")));
+            builder = builder.tls_server(config);
+        }
+        (None, None) => {}
+        _ => fail("--tls-cert and --tls-key go together".into()),
+    }
+    if let Some(ca) = args.text("backend-ca") {
+        let config = std::fs::read(ca)
+            .map_err(|e| ringloop::Error::io("read --backend-ca", e))
+            .and_then(|pem| ringloop::tls::client_config(&pem))
+            .unwrap_or_else(|e| fail(format!("--backend-ca {ca}: {e}")));
+        builder = builder.tls_client(config);
+    }
+    builder
+}

@@ -110,11 +110,21 @@ impl<H: EventHandler> EventLoop<H> {
                         }
                     }
                     entry.proxy = Some(Box::new(ProxyState::Received { header, balancer }));
-                    entry.inbound = rest;
+                    // On a tls:// listener what follows the header is the
+                    // handshake: it goes through the session, not to the handler.
+                    let handshake = if entry.tls.is_some() {
+                        rest
+                    } else {
+                        entry.inbound = rest;
+                        Vec::new()
+                    };
                     entry.timer_tick = 0; // the header's deadline no longer applies
-                    self.open(key, None);
+                    self.start_session(key, None);
+                    if !handshake.is_empty() && self.conns.get(key).is_some() {
+                        self.deliver_tls(key, &handshake);
+                    }
                     let has_input = self.conns.get(key).is_some_and(|e| !e.inbound.is_empty());
-                    if has_input {
+                    if has_input && handshake.is_empty() {
                         self.traffic(key, 0);
                     }
                     if self.settings.edge_triggered && self.conns.get(key).is_some() {

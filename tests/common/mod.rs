@@ -415,6 +415,86 @@ pub fn have_tool(cmd: &str, package: &str) -> bool {
     false
 }
 
+pub mod certs;
+
+/// A small deterministic generator (xorshift) for batch, packet and split
+/// sizes.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Makes the child started by `cmd` die (SIGKILL) if this test process dies
+/// first, so no example outlives a failed test.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec and only makes the
+    // prctl(2) system call, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The example binary `name` built by `cargo test` (or `cargo build
+/// --example NAME`) in this test binary's profile directory; fails if any
+/// source it is built from is newer than it.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/TEST-HASH -> target/<profile>/examples/NAME
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary in target/<profile>/deps");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo test` without --test filters (it builds the \
+         examples) or `cargo build --example {name}` first",
+        bin.display()
+    );
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = vec![
+        root.join(format!("examples/{name}.rs")),
+        root.join("examples/common/mod.rs"),
+    ];
+    let mut dirs = vec![root.join("src"), root.join("actors/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                sources.push(path);
+            }
+        }
+    }
+    for source in sources {
+        let changed = std::fs::metadata(&source)
+            .and_then(|m| m.modified())
+            .unwrap();
+        assert!(
+            changed <= built,
+            "{} is older than {}: rebuild it with `cargo build --example {name}` \
+             (or run `cargo test` without --test filters)",
+            bin.display(),
+            source.display()
+        );
+    }
+    bin
+}
 pub mod child;
 pub mod deploy_example;
 pub mod example;

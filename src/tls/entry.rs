@@ -1,0 +1,75 @@
+//! The TLS side of a connection's record: writes encrypted on the owning
+//! loop, records rustls owes the peer, `close_notify`.
+//!
+//! Owns only these hooks of [`ConnEntry`]; the plain write path stays in
+//! `conn.rs`, which calls here when the connection has a session. Never
+//! reads the socket.
+
+use std::io;
+use std::os::fd::AsFd;
+
+use super::session::sink;
+use crate::conn::{ConnEntry, LoopRef};
+use crate::error::{Error, Result};
+use crate::handler::CloseReason;
+
+impl<S> ConnEntry<S> {
+    /// Encrypts `bufs`, in order, and sends or queues the records.
+    pub(crate) fn tls_write(&mut self, bufs: &[&[u8]], lp: &LoopRef<'_>) -> Result<usize> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return Err(Error::Unsupported("a TLS write on a plain connection"));
+        };
+        let mut out = sink(self.fd.as_fd(), &mut self.outbound, lp.write_cap);
+        let mut total = 0;
+        let mut result = Ok(());
+        for buf in bufs {
+            result = tls.write(buf, &mut out);
+            if result.is_err() {
+                break;
+            }
+            total += buf.len();
+        }
+        let written = out.written;
+        self.wrote(written, lp);
+        match result {
+            Ok(()) => Ok(total),
+            Err(Error::Io { source, .. }) if source.kind() != io::ErrorKind::WouldBlock => {
+                let err = Error::io("write", io::Error::new(source.kind(), source.to_string()));
+                self.close_with(CloseReason::from_io(source));
+                Err(err)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends (or queues) every record rustls has for the peer: handshake
+    /// messages, alerts, key updates.
+    pub(crate) fn tls_send(&mut self, lp: &LoopRef<'_>) -> io::Result<()> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return Ok(());
+        };
+        let mut out = sink(self.fd.as_fd(), &mut self.outbound, lp.write_cap);
+        let result = tls.send(&mut out);
+        let written = out.written;
+        self.wrote(written, lp);
+        result
+    }
+
+    /// Queues `close_notify` behind what is already queued (once, and only
+    /// on an open session: a failed handshake sent its alert instead).
+    pub(crate) fn tls_close_notify(&mut self, lp: &LoopRef<'_>) {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return;
+        };
+        if tls.is_handshaking() {
+            return;
+        }
+        let mut out = sink(self.fd.as_fd(), &mut self.outbound, lp.write_cap);
+        let result = tls.close_notify(&mut out);
+        let written = out.written;
+        self.wrote(written, lp);
+        if let Err(e) = result {
+            log::debug!("could not send close_notify to {}: {e}", self.peer);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! TLS in the loop, with rustls: `tls://` listen and dial addresses whose
+//! handlers see plaintext through the same [`Conn`](crate::Conn) as plain TCP.
+//!
+//! Owns the TLS configuration helpers ([`ServerTls`], [`client_config`],
+//! PEM loading), the per-connection session adapter that sits between a
+//! connection's socket and its handler, and [`TlsConnector`] (how a dial
+//! verifies its server). It must never own a socket, a thread or a timer:
+//! the event loop reads and writes the socket, runs the handshake timeout on
+//! its timer wheel and calls in here; rustls itself does no I/O (it is
+//! sans-I/O), so no thread or runtime is added.
+//!
+//! # Where the session sits
+//!
+//! ```text
+//!  socket ──read──▶ loop TLS scratch (ciphertext, one per loop)
+//!                      │ rustls read_tls + process_new_packets (decrypt in place)
+//!                      ▼
+//!                  loop read buffer (plaintext) ──▶ on_traffic: peek / next / read_all
+//!                                                   (leftover kept exactly as for TCP)
+//!
+//!  write / writev / write_vec / async_write (encrypted on the owning loop)
+//!                      │ rustls writer (encrypt into its buffer)
+//!                      ▼ write_tls into the sink
+//!  sink: nothing queued? ──yes──▶ writev to the socket; what it does not take ─┐
+//!         │ no                                                                  ▼
+//!         └────────────────────────────────────────────────────────▶ outbound queue
+//! ```
+//!
+//! Every ciphertext byte rustls produces leaves its buffer at once, either to
+//! the socket or into the connection's ordinary outbound queue. So the queue
+//! holds exactly what is waiting for the socket (as ciphertext): the loop's
+//! flushing, `writev` batching, write readiness, water marks and
+//! back-pressure, write timeout and graceful close work on it unchanged, and
+//! [`Conn::outbound_buffered`](crate::Conn::outbound_buffered) counts it.
+//! Plaintext is copied once, out of rustls into the loop's read buffer, where
+//! plain TCP would have copied it out of the kernel; a connection keeps only
+//! what its handler leaves unread, as for TCP.
+//!
+//! # States of a TLS connection
+//!
+//! ```text
+//!             accept / connect
+//!                    │
+//!                    ▼
+//!   ┌──────── Handshaking ─────────────┐  handshake timeout, TLS error,
+//!   │ (no on_open yet; rustls talks    │  EOF or reset ──▶ closed: on_handshake_error
+//!   │  to the peer through the queue)  │                   (a dial: its caller or
+//!   └────────────────┬─────────────────┘                    on_dial_error gets the error)
+//!                    │ handshake complete
+//!                    ▼
+//!                  Open ── on_open, then on_traffic with plaintext; ALPN and
+//!                    │     SNI readable through Conn::tls
+//!                    ├── peer's close_notify or EOF ──▶ on_read_closed (half-close as TCP)
+//!                    ├── shutdown_write ──▶ close_notify queued, then FIN
+//!                    ├── TLS error ──▶ alert sent, on_close(CloseReason::Tls)
+//!                    ▼
+//!               Closing ── close_notify queued after what is already queued,
+//!                          flushed (graceful closes linger as for TCP), fd closed
+//! ```
+//!
+//! # Bounded memory
+//!
+//! Per connection: rustls's incoming record buffer (at most one record,
+//! ~16 KiB, or a 64 KiB handshake message), its received-plaintext buffer
+//! (16 KiB; drained after every record), its outgoing buffers (capped by
+//! [`TLS_BUFFER_LIMIT`] and emptied after every write), plus the
+//! connection's ordinary outbound queue under its water marks and inbound
+//! leftover under `max_inbound`. Ciphertext read from the socket lands in
+//! one scratch buffer per loop, not per connection.
+//!
+//! # kTLS, later
+//!
+//! Kernel TLS (the kernel doing the record layer after the handshake) is not
+//! possible on the kernels this is developed on (built without
+//! `CONFIG_TLS`). The design leaves room for it: after the handshake, rustls
+//! can export the traffic secrets (`dangerous_extract_secrets`), the loop
+//! would set `TCP_ULP "tls"` and the keys on the socket, and the connection
+//! would then take the plain TCP read and write paths, because the session
+//! is a hook on the connection (`ConnEntry::tls`) rather than a different
+//! kind of connection.
+
+mod config;
+mod entry;
+mod session;
+
+pub use config::{client_config, load_certs, load_private_key, load_roots, ServerTls};
+pub(crate) use session::TlsSession;
+pub use session::{TlsConnector, TlsInfo};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The most ciphertext or early plaintext rustls may buffer for a
+/// connection before the loop moves it on (it moves it after every write,
+/// so this only bounds one large write's encryption step).
+pub const TLS_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// The engine's TLS settings (see the builder's
+/// [`tls_server`](crate::EngineBuilder::tls_server),
+/// [`tls_client`](crate::EngineBuilder::tls_client) and
+/// [`tls_handshake_timeout`](crate::EngineBuilder::tls_handshake_timeout)).
+///
+/// ```
+/// use ringloop::TlsOptions;
+/// use std::time::Duration;
+///
+/// let tls = TlsOptions::default();
+/// assert!(tls.server.is_none() && tls.client.is_none());
+/// assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TlsOptions {
+    /// Serves `tls://` listen addresses. Required when there is one.
+    pub server: Option<Arc<rustls::ServerConfig>>,
+    /// Verifies servers of `tls://` dials that do not bring their own
+    /// [`TlsConnector`].
+    pub client: Option<Arc<rustls::ClientConfig>>,
+    /// How long a TLS handshake may take, from accept (or connect) to its
+    /// last message. Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        Self {
+            server: None,
+            client: None,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TlsOptions {
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        if self.handshake_timeout < Duration::from_millis(1) {
+            return Err(crate::Error::InvalidConfig(format!(
+                "TLS handshake timeout {:?} is below 1 ms",
+                self.handshake_timeout
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The crypto provider every config made here uses (ring).
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The TLS input path outside a loop, for the fuzz targets (`fuzz/`): not
+/// part of the supported API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::sync::Arc;
+
+    use super::session::{sink, TlsSession};
+    use crate::buffer::OutboundQueue;
+
+    /// A server session driven as the event loop drives it: ciphertext in
+    /// (any split), plaintext out through a small buffer (so it fills and
+    /// drains many times), records to `socket` or a queue when it is full.
+    pub struct ServerSide {
+        session: TlsSession,
+        socket: OwnedFd,
+        queue: OutboundQueue,
+        plaintext: Vec<u8>,
+        peer_closed: bool,
+    }
+
+    impl ServerSide {
+        /// A session under `config`, writing its records to `socket` (a
+        /// non-blocking stream socket whose peer the caller reads).
+        pub fn new(config: &Arc<rustls::ServerConfig>, socket: OwnedFd) -> crate::Result<Self> {
+            Ok(Self {
+                session: TlsSession::server(config)?,
+                socket,
+                queue: OutboundQueue::default(),
+                plaintext: Vec::new(),
+                peer_closed: false,
+            })
+        }
+
+        /// Feeds one read's worth of ciphertext. A TLS error ends the
+        /// session (its alert was sent).
+        pub fn feed(&mut self, mut data: &[u8]) -> Result<(), rustls::Error> {
+            let mut out = [0u8; 1000];
+            loop {
+                let pumped = self.session.pump(&mut data, &mut out);
+                let _ = self.session.take_opened();
+                let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024);
+                let sent = self.session.send(&mut to);
+                let pumped = pumped?;
+                sent.map_err(|e| rustls::Error::General(e.to_string()))?;
+                assert!(pumped.plain <= out.len());
+                self.plaintext.extend_from_slice(&out[..pumped.plain]);
+                self.peer_closed |= pumped.peer_closed;
+                if pumped.peer_closed || (pumped.plain == 0 && data.is_empty()) {
+                    return Ok(());
+                }
+            }
+        }
+
+        /// Encrypts `data` as a handler's write would.
+        pub fn write(&mut self, data: &[u8]) -> crate::Result<()> {
+            let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024);
+            self.session.write(data, &mut to)
+        }
+
+        /// Every plaintext byte delivered so far.
+        pub fn plaintext(&self) -> &[u8] {
+            &self.plaintext
+        }
+
+        /// The handshake has not completed.
+        pub fn is_handshaking(&self) -> bool {
+            self.session.is_handshaking()
+        }
+
+        /// The peer sent `close_notify`.
+        pub fn peer_closed(&self) -> bool {
+            self.peer_closed
+        }
+
+        /// Ciphertext waiting for the socket.
+        pub fn queued(&self) -> usize {
+            self.queue.len()
+        }
+    }
+}
