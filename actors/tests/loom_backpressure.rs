@@ -31,23 +31,7 @@ fn mailbox(lane_capacity: usize) -> Mailbox<u32> {
 /// reuses the single slot while the owner's read of it is not ordered before).
 #[test]
 fn blocking_send_into_a_capacity_1_lane() {
-    loom::model(|| {
-        let mut mb = mailbox(1);
-        let mut tx = mb.sender();
-        let producer = thread::spawn(move || {
-            for i in 0..3 {
-                tx.send(i).unwrap();
-            }
-        });
-        let mut got = Vec::new();
-        while got.len() < 3 {
-            if mb.drain(usize::MAX, |m| got.push(m)) == 0 {
-                thread::yield_now();
-            }
-        }
-        assert_eq!(got, [0, 1, 2]);
-        producer.join().unwrap();
-    });
+    blocking_send_of_three(|_| thread::yield_now());
 }
 
 /// The blocking `send` above against an owner that parks (with no timeout)
@@ -64,7 +48,14 @@ fn blocking_send_into_a_capacity_1_lane() {
 /// number of branches exceeded by the sender's backoff).
 #[test]
 fn blocking_send_into_a_capacity_1_lane_to_a_parking_owner() {
-    loom::model(|| {
+    blocking_send_of_three(|mb| mb.park(None).unwrap());
+}
+
+/// The two models above: a sender thread makes three blocking `send`s into a
+/// capacity-1 lane; the owner drains, calls `idle` whenever it found nothing,
+/// and must get every message once, in order.
+fn blocking_send_of_three(idle: fn(&mut Mailbox<u32>)) {
+    loom::model(move || {
         let mut mb = mailbox(1);
         let mut tx = mb.sender();
         let producer = thread::spawn(move || {
@@ -75,7 +66,7 @@ fn blocking_send_into_a_capacity_1_lane_to_a_parking_owner() {
         let mut got = Vec::new();
         while got.len() < 3 {
             if mb.drain(usize::MAX, |m| got.push(m)) == 0 {
-                mb.park(None).unwrap();
+                idle(&mut mb);
             }
         }
         assert_eq!(got, [0, 1, 2]);
