@@ -12,7 +12,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -34,16 +33,7 @@ type Collected = (
 /// Spawns `cmd` (stdout and stderr piped) tied to this thread's life
 /// (`PR_SET_PDEATHSIG`) and collects its output lines.
 fn spawn_collecting(mut cmd: Command, name: &str) -> Collected {
-    // SAFETY: runs in the forked child before exec and only makes the
-    // prctl(2) system call, which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    super::die_with_parent(&mut cmd);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
     let output = Arc::new(Mutex::new(Vec::new()));
     let (tx, lines) = mpsc::channel();

@@ -9,7 +9,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -86,17 +85,8 @@ impl Example {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: runs in the forked child before exec and only makes the
-        // prctl(2) system call, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                // Should the test thread die first, the server dies with it.
-                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // Should the test thread die first, the server dies with it.
+        super::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("start the example");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let err_done = {

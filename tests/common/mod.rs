@@ -446,55 +446,8 @@ pub fn die_with_parent(cmd: &mut std::process::Command) {
     }
 }
 
-/// The example binary `name` built by `cargo test` (or `cargo build
-/// --example NAME`) in this test binary's profile directory; fails if any
-/// source it is built from is newer than it.
-pub fn example_binary(name: &str) -> std::path::PathBuf {
-    use std::path::PathBuf;
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/TEST-HASH -> target/<profile>/examples/NAME
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary in target/<profile>/deps");
-    let bin = profile_dir.join("examples").join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo test` without --test filters (it builds the \
-         examples) or `cargo build --example {name}` first",
-        bin.display()
-    );
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut sources = vec![
-        root.join(format!("examples/{name}.rs")),
-        root.join("examples/common/mod.rs"),
-    ];
-    let mut dirs = vec![root.join("src"), root.join("actors/src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                sources.push(path);
-            }
-        }
-    }
-    for source in sources {
-        let changed = std::fs::metadata(&source)
-            .and_then(|m| m.modified())
-            .unwrap();
-        assert!(
-            changed <= built,
-            "{} is older than {}: rebuild it with `cargo build --example {name}` \
-             (or run `cargo test` without --test filters)",
-            bin.display(),
-            source.display()
-        );
-    }
-    bin
-}
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use example::example_binary;
 pub mod child;
 pub mod deploy_example;
 pub mod example;
