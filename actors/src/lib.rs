@@ -112,6 +112,7 @@ mod outbox;
 mod padded;
 pub mod ring;
 mod sender;
+mod shared;
 pub mod slab;
 mod sync;
 pub mod wake;

@@ -87,10 +87,10 @@ use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::time::Duration;
 
 use crate::doorbell::{Doorbell, DoorbellKind};
-use crate::error::TrySendError;
 use crate::padded::CachePadded;
-use crate::ring::{self, Consumer, Producer};
+use crate::ring::{self, Consumer};
 use crate::sender::{Sender, SharedSender};
+use crate::shared::{LaneConsumer, Registry, Shared};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::wake::WakeWord;
 
@@ -109,116 +109,9 @@ pub const DEFAULT_LANE_CAPACITY: usize = 1024;
 /// gives a steady stream from several lanes one more chance.
 const SCANS_PER_DRAIN: usize = 3;
 
-/// A message in a lane, with the ticket that orders it across lanes.
-pub(crate) struct Stamped<T> {
-    pub(crate) ticket: u64,
-    pub(crate) value: T,
-}
-
-/// The producer end of a lane.
-pub(crate) type LaneProducer<T> = Producer<Stamped<T>>;
-type LaneConsumer<T> = Consumer<Stamped<T>>;
-
 /// Source of mailbox ids (keys of the per-thread lane cache). Not part of any
 /// protocol, so it is a plain std atomic even under loom.
 static NEXT_ID: StdAtomicU64 = StdAtomicU64::new(1);
-
-/// State shared by the owner and every sender.
-pub(crate) struct Shared<T> {
-    pub(crate) id: u64,
-    pub(crate) wake: WakeWord,
-    pub(crate) doorbell: Doorbell,
-    lane_capacity: usize,
-    /// Set once by [`Mailbox::close`] or drop.
-    closed: AtomicBool,
-    /// Hint that `registry.lanes` holds lanes the owner has not adopted yet.
-    new_lanes: AtomicBool,
-    registry: Mutex<Registry<T>>,
-    /// Doorbell writes made by producers (statistics).
-    rings: AtomicU64,
-    /// Source of tickets: the order of sends across lanes (module docs).
-    tickets: CachePadded<AtomicU64>,
-}
-
-struct Registry<T> {
-    lanes: Vec<LaneConsumer<T>>,
-    closed: bool,
-}
-
-impl<T> Shared<T> {
-    /// Opens a new lane and returns its producer end. After close the lane is
-    /// born closed, so sends on it fail instead of vanishing.
-    pub(crate) fn open_lane(&self) -> LaneProducer<T> {
-        let (producer, consumer) = ring::channel(self.lane_capacity);
-        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        if registry.closed {
-            drop(consumer);
-        } else {
-            registry.lanes.push(consumer);
-            // Release: with the registry mutex, hands the new consumer to the
-            // owner's Acquire swap in `adopt_new_lanes`.
-            self.new_lanes.store(true, Ordering::Release);
-        }
-        producer
-    }
-
-    pub(crate) fn doorbell_rings(&self) -> u64 {
-        // Relaxed: a statistic.
-        self.rings.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        // Acquire: pairs with the Release in `close_registry`.
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// A ticket for the next publish (one message, or one batch).
-    pub(crate) fn take_ticket(&self) -> u64 {
-        // Relaxed: only the order of the tickets matters, and read-modify-
-        // writes of one atomic are totally ordered consistently with
-        // happens-before (a send that happens-before another gets the
-        // smaller ticket). The message itself travels by the lane's
-        // Release/Acquire tail.
-        self.tickets.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Pushes one message on `lane` and wakes the owner if it is parked.
-    pub(crate) fn push(&self, lane: &mut LaneProducer<T>, value: T) -> Result<(), TrySendError<T>> {
-        if self.is_closed() {
-            return Err(TrySendError::Closed(value));
-        }
-        // Room first, then the ticket, then the publish: a full lane costs
-        // no ticket, and the ticket is taken after this send began.
-        lane.try_push_with(value, |value| Stamped {
-            ticket: self.take_ticket(),
-            value,
-        })?;
-        self.notify();
-        // After notify's SeqCst fence: if the owner dropped its end meanwhile,
-        // the message is dropped now (answering whatever it carries) rather
-        // than when this lane goes.
-        lane.reclaim_if_consumer_gone();
-        Ok(())
-    }
-
-    /// Rings the doorbell if the wake word says the owner is parked.
-    pub(crate) fn notify(&self) {
-        if self.wake.notify() {
-            // Relaxed: a statistic.
-            self.rings.fetch_add(1, Ordering::Relaxed);
-            // A failed write can only mean the doorbell is already rung.
-            let _ = self.doorbell.ring();
-        }
-    }
-
-    fn close_registry(&self) -> Vec<LaneConsumer<T>> {
-        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        registry.closed = true;
-        // Release: senders that see `closed` stop sending.
-        self.closed.store(true, Ordering::Release);
-        std::mem::take(&mut registry.lanes)
-    }
-}
 
 /// Settings for a [`Mailbox`].
 ///

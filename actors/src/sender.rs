@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 use crate::error::{SendError, SendTimeoutError, TrySendError};
-use crate::mailbox::{LaneProducer, Shared, Stamped};
 use crate::ring::{Producer, PushBatch};
+use crate::shared::{LaneProducer, Shared, Stamped};
 use crate::sync::Arc;
 
 /// Retries `attempt` with [`Backoff`] while the lane is full.
