@@ -396,7 +396,7 @@ impl<H: EventHandler> EventLoop<H> {
                 // A trim put off (too soon after the last) must still come.
                 let trim = self
                     .last_trim
-                    .filter(|_| self.released >= TRIM_AFTER)
+                    .filter(|_| self.trim_due())
                     .map(|t| t + TRIM_EVERY);
                 [self.next_tick, self.listeners_resume, trim]
                     .into_iter()
@@ -1183,13 +1183,19 @@ impl<H: EventHandler> EventLoop<H> {
         );
     }
 
+    /// Whether freed buffers should go back to the system: after a large
+    /// release, or once the loop has no connections left (the end of a
+    /// burst; without it up to `TRIM_AFTER` per loop would stay with the
+    /// allocator for good).
+    fn trim_due(&self) -> bool {
+        self.released >= TRIM_AFTER || (self.released > 0 && self.conns.is_empty())
+    }
+
     /// Once a turn: closes this loop's largest connections while the engine
     /// is over its budget and this loop over its share; reads paused
     /// connections again once the total fell back.
     fn enforce_budget(&mut self) {
-        if self.released >= TRIM_AFTER
-            && !matches!(self.last_trim, Some(t) if t.elapsed() < TRIM_EVERY)
-        {
+        if self.trim_due() && !matches!(self.last_trim, Some(t) if t.elapsed() < TRIM_EVERY) {
             // After a burst: give the freed buffers back to the system, not
             // only to the allocator (RSS would otherwise stay at its peak).
             self.released = 0;
