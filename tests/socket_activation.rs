@@ -100,7 +100,7 @@ fn echo_started_by_systemd_socket_activate() {
     }
     let port = free_port();
     let echo = example::example_binary("echo");
-    let mut activated = Example::start_with("echo", &[], 0, |cmd: &mut Command| {
+    let mut activated = Example::start_with("echo", &[] as &[&str], 0, |cmd: &mut Command| {
         *cmd = Command::new("systemd-socket-activate");
         cmd.args(["-l", &format!("127.0.0.1:{port}")])
             .arg(&echo)
@@ -127,14 +127,14 @@ fn echo_started_by_systemd_socket_activate() {
 
 #[test]
 fn sockets_meant_for_another_process_are_refused() {
-    let mut echo = Example::start_with("echo", &["--systemd".into()], 0, |cmd| {
+    let mut echo = Example::start_with("echo", &["--systemd"], 0, |cmd| {
         cmd.env("LISTEN_FDS", "1").env("LISTEN_PID", "1");
     });
     let status = echo.wait_exit(PATIENCE).expect("exits");
     assert!(!status.success());
     let out = echo.output().join("\n");
     assert!(out.contains("are for process 1, not this one"), "{out}");
-    let mut echo = Example::start_with("echo", &["--systemd".into()], 0, |cmd| {
+    let mut echo = Example::start_with("echo", &["--systemd"], 0, |cmd| {
         cmd.env_remove("LISTEN_FDS").env_remove("LISTEN_PID");
     });
     assert!(!echo.wait_exit(PATIENCE).expect("exits").success());

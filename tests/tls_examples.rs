@@ -7,69 +7,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 
 use common::certs::{tls_client, tls_round_trip, TestPki};
+use common::deploy_example::Example;
 use common::*;
-
-/// A running example; stopped with SIGINT (and checked to stop cleanly).
-struct Example {
-    child: Child,
-    addrs: Vec<String>,
-}
-
-impl Example {
-    fn start(name: &str, args: &[&str], listeners: usize) -> Example {
-        let mut cmd = Command::new(example_binary(name));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().expect("start the example");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut addrs = Vec::new();
-        while addrs.len() < listeners {
-            let mut line = String::new();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "{name} printed no address"
-            );
-            // "NAME listening on tls://127.0.0.1:PORT with N loops"
-            let addr = line
-                .split_whitespace()
-                .nth(3)
-                .expect("an address")
-                .to_string();
-            addrs.push(addr);
-        }
-        thread::spawn(move || for _ in out.lines() {});
-        Example { child, addrs }
-    }
-
-    fn sock(&self, i: usize) -> SocketAddr {
-        let addr = &self.addrs[i];
-        addr.split_once("://")
-            .unwrap()
-            .1
-            .parse()
-            .expect("an IP address")
-    }
-
-    fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "the example exited with {status}");
-    }
-}
 
 /// `ADDR --loops N --tls-cert CERT --tls-key KEY` for a TLS server example.
 fn tls_args<'a>(addr: &'a str, loops: &'a str, cert: &'a str, key: &'a str) -> Vec<&'a str> {
@@ -104,9 +50,9 @@ fn echo_example_serves_tls_and_tcp_side_by_side() {
         2,
     );
     assert!(echo.addrs[0].starts_with("tls://"), "{:?}", echo.addrs);
-    let mut tls = tls_client(pki.client_config(), echo.sock(0), "localhost");
+    let mut tls = tls_client(pki.client_config(), echo.sock_addr(0), "localhost");
     tls_round_trip(&mut tls, &payload(1, 3 << 20));
-    let mut plain = tcp_client(echo.sock(1));
+    let mut plain = tcp_client(echo.sock_addr(1));
     echo_round_trip(&mut plain, b"plain as ever");
     drop((tls, plain));
     echo.stop();
@@ -121,7 +67,7 @@ fn http_example_serves_https_to_curl() {
     let dir = TempDir::new("tls-http");
     let [cert, key, ca] = write_pem(&dir, &pki);
     let http = Example::start("http", &tls_args("tls://127.0.0.1:0", "1", &cert, &key), 1);
-    let port = http.sock(0).port();
+    let port = http.sock_addr(0).port();
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20", "--cacert", &ca, "--resolve"])
         .arg(format!("localhost:{port}:127.0.0.1"))
@@ -176,7 +122,7 @@ fn proxy_terminates_tls() {
     );
     let clients: Vec<_> = (0..4u64)
         .map(|c| {
-            let (config, addr) = (pki.client_config(), proxy.sock(0));
+            let (config, addr) = (pki.client_config(), proxy.sock_addr(0));
             thread::spawn(move || {
                 let mut s = tls_client(config, addr, "localhost");
                 for len in [1, 70_000, 1 << 20] {
@@ -218,7 +164,7 @@ fn proxy_originates_tls() {
         ],
         1,
     );
-    let mut s = tcp_client(proxy.sock(0));
+    let mut s = tcp_client(proxy.sock_addr(0));
     for len in [5, 100_000, 2 << 20] {
         echo_round_trip(&mut s, &payload(len as u64, len));
     }
@@ -240,7 +186,7 @@ fn proxy_originates_tls() {
         ],
         1,
     );
-    let mut s = tcp_client(strict.sock(0));
+    let mut s = tcp_client(strict.sock_addr(0));
     let _ = s.write_all(b"hello?");
     assert!(
         read_to_end(&mut s).is_empty(),

@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -71,7 +72,7 @@ pub struct Example {
 impl Example {
     /// Starts example `name` with `args` and waits until it printed
     /// `listeners` "listening on" lines.
-    pub fn start(name: &str, args: &[String], listeners: usize) -> Example {
+    pub fn start(name: &str, args: &[impl AsRef<OsStr>], listeners: usize) -> Example {
         Self::start_with(name, args, listeners, |_| {})
     }
 
@@ -79,7 +80,7 @@ impl Example {
     /// (environment, inherited descriptors).
     pub fn start_with(
         name: &str,
-        args: &[String],
+        args: &[impl AsRef<OsStr>],
         listeners: usize,
         adjust: impl FnOnce(&mut Command),
     ) -> Example {
@@ -132,6 +133,16 @@ impl Example {
     /// Everything printed so far.
     pub fn output(&self) -> Vec<String> {
         self.output.lock().unwrap().clone()
+    }
+
+    /// The socket address of listener `i`, whatever its scheme (`tls://`,
+    /// `tcp://`, …).
+    pub fn sock_addr(&self, i: usize) -> SocketAddr {
+        let (_, addr) = self.addrs[i]
+            .split_once("://")
+            .unwrap_or_else(|| panic!("not a URL: {}", self.addrs[i]));
+        addr.parse()
+            .unwrap_or_else(|_| panic!("not an IP address: {}", self.addrs[i]))
     }
 
     /// The TCP address of listener `i`.
