@@ -43,7 +43,7 @@ bench_cpu_sample() {
 # 0), and says what it found on stderr. Never fails.
 bench_wait_idle() {
     local what=$1 bound=${BENCH_IDLE_WAIT:-300} cpus max_load min_share start said=-60
-    cpus=$(nproc)
+    cpus=$(nproc --all)
     max_load=${BENCH_IDLE_LOAD:-$(awk -v c="$cpus" 'BEGIN { print c / 4 }')}
     min_share=${BENCH_IDLE_SHARE:-0.90}
     start=$SECONDS

@@ -38,9 +38,20 @@ fn env_f64(name: &str) -> Option<f64> {
     std::env::var(name).ok()?.trim().parse().ok()
 }
 
-/// CPUs online.
+/// CPUs online on the machine (not only those this thread may run on: a
+/// benchmark pins its threads, and the idle threshold is the machine's).
 pub fn cpus() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .map(|stat| {
+            stat.lines()
+                .filter(|l| {
+                    l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+                })
+                .count()
+        })
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The 1-minute load average, if `/proc/loadavg` can be read.
