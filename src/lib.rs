@@ -25,29 +25,36 @@ mod error;
 mod event_loop;
 mod handle;
 mod handler;
+mod id;
 mod listener;
-mod message;
 mod options;
 pub mod proxy_protocol;
+mod reason;
+mod runtime;
 mod signals;
 mod stats;
 mod sys;
 mod timer_wheel;
 pub mod tls;
 mod upgrade;
-mod worker_pool;
+
+// Old paths of moved modules, until every `use` names the new one.
+use runtime::{message, worker_pool};
 
 pub use addr::{ListenAddr, SockAddr, Transport};
 pub use admission::{AcceptRate, AdmissionStats, Limits};
 pub use conn::Conn;
 pub use engine::{Engine, EngineBuilder, Server};
 pub use error::{Error, Result};
-pub use handle::{ConnHandle, ConnId, Pending, TryWriteError, DATAGRAM_SLOT};
-pub use handler::{Action, CloseReason, EventHandler, LoopContext, TimeoutKind};
+pub use handle::{ConnHandle, Pending, TryWriteError, DATAGRAM_SLOT};
+pub use handler::{EventHandler, LoopContext};
+pub use id::ConnId;
 pub use options::{
-    BackPressure, KeepAlive, LoadBalancer, Options, Timeouts, WaterMarks, MAX_LOOPS,
+    BackPressure, KeepAlive, LoadBalancer, Options, PoolShutdown, Timeouts, WaterMarks,
+    MAX_LOOPS,
 };
+pub use reason::{Action, CloseReason, TimeoutKind};
 pub use signals::stop_on_signals;
 pub use stats::LoopStats;
 pub use tls::TlsOptions;
-pub use worker_pool::{PoolShutdown, SubmitError, WorkerPool};
+pub use worker_pool::{SubmitError, WorkerPool};
