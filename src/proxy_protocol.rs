@@ -471,6 +471,23 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderError
     Ok(Some((header, total)))
 }
 
+/// A proxied connection's PROXY protocol state.
+pub(crate) enum ProxyState {
+    /// Accepted; the header is not whole yet. Not opened.
+    Awaiting {
+        /// The bytes received so far.
+        received: Vec<u8>,
+        /// When the header is due (loop clock, ms).
+        deadline_ms: u64,
+    },
+    /// The header arrived; the connection is open.
+    Received {
+        header: ProxyHeader,
+        /// The socket's own peer: the balancer.
+        balancer: SockAddr,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,81 @@
+//! What every actor of a running engine shares about deployment: the
+//! admission gate, which listeners expect a PROXY header, the upgrade's
+//! draining flag and how many actors still accept.
+//!
+//! Owns only this state; the builder-side settings and the inherited
+//! sockets are in `crate::deploy`, the handoff in `crate::upgrade`.
+
+/// What every actor of a running engine shares about deployment.
+pub(crate) struct DeployShared {
+    pub(crate) gate: Arc<Gate>,
+    /// Set once the listeners went to a new process: accept nothing more.
+    draining: AtomicBool,
+    /// Actors (the acceptor, reuseport loops) still holding listeners;
+    /// each counts itself out once it closed them while draining.
+    accepting: AtomicUsize,
+    /// The upgrade control socket, until its thread takes it.
+    control: Mutex<Option<Control>>,
+    /// Indexed by listen address: does it expect a PROXY header?
+    proxied: Vec<bool>,
+    pub(crate) header_timeout: Duration,
+}
+
+impl DeployShared {
+    pub(crate) fn new(
+        config: &DeployConfig,
+        limits: Limits,
+        addrs: &[ListenAddr],
+        control: Option<Control>,
+        accepting_actors: usize,
+    ) -> Self {
+        let stream = |a: &ListenAddr| a.transport() != Transport::Udp;
+        Self {
+            gate: Gate::new(limits),
+            draining: AtomicBool::new(false),
+            accepting: AtomicUsize::new(accepting_actors),
+            control: Mutex::new(control),
+            proxied: addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| config.proxied.contains(&i) || (config.all_proxied && stream(a)))
+                .collect(),
+            header_timeout: config.header_timeout,
+        }
+    }
+
+    /// `true` once this engine handed its listeners to a new process.
+    pub(crate) fn is_draining(&self) -> bool {
+        // Acquire: pairs with the Release in `begin_upgrade_drain`.
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// An actor closed its listeners while draining: every connection it
+    /// accepted is counted in its loop by now.
+    pub(crate) fn stopped_accepting(&self) {
+        // Release: pairs with the Acquire in `still_accepting`, so the
+        // connection counts it updated before are seen.
+        self.accepting.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Actors that have not yet closed their listeners.
+    pub(crate) fn still_accepting(&self) -> usize {
+        // Acquire: see `stopped_accepting`.
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn take_control(&self) -> Option<Control> {
+        self.control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Whether connections from listen address `index` start with a PROXY
+    /// header.
+    pub(crate) fn is_proxied(&self, index: u16) -> bool {
+        self.proxied
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or(false)
+    }
+}
