@@ -3,7 +3,26 @@
 //!
 //! Bootstrap only: nothing runs until [`Server::run`](crate::Server::run).
 
-type Factory<H> = Arc<dyn Fn(usize) -> H + Send + Sync>;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::acceptor::Acceptor;
+use crate::actors::{DoorbellKind, Mailbox, MailboxConfig};
+use crate::addr::{ListenAddr, Transport};
+use crate::admission::{AcceptRate, Limits};
+use crate::deploy::DeployConfig;
+use crate::error::{Error, Result};
+use crate::handler::EventHandler;
+use crate::listener::{Listener, LoopSockets};
+use crate::options::{
+    BackPressure, KeepAlive, LoadBalancer, Options, PoolShutdown, Timeouts, WaterMarks,
+};
+use crate::runtime::deploy::DeployShared;
+use crate::runtime::message::{AcceptorMessage, LoopMessage};
+use crate::runtime::{Engine, EngineParts, EngineShared, PoolConfig};
+use crate::server::{Factory, Server};
 
 /// Settings and addresses of an engine; [`build`](Self::build) binds the
 /// listeners, [`run`](Self::run) also serves until stopped.
@@ -21,9 +40,9 @@ type Factory<H> = Arc<dyn Fn(usize) -> H + Send + Sync>;
 /// ```
 pub struct EngineBuilder<H> {
     factory: Factory<H>,
-    pub(crate) addrs: Vec<String>,
-    pub(crate) options: Options,
-    pub(crate) deploy: crate::deploy::DeployConfig,
+    addrs: Vec<String>,
+    options: Options,
+    deploy: DeployConfig,
 }
 
 impl<H: EventHandler> EngineBuilder<H> {
@@ -695,46 +714,30 @@ impl<H: EventHandler> EngineBuilder<H> {
             .collect::<Result<Vec<_>>>()?;
         let acceptor_mailbox =
             Mailbox::<AcceptorMessage>::with_config(mailbox_config).map_err(mailbox_error)?;
-        let shared = Arc::new(EngineShared {
-            loops: loop_mailboxes
+        let accepting_actors = usize::from(!acceptor_listeners.is_empty())
+            + loop_sockets
                 .iter()
-                .map(|m| LoopSlot {
-                    sender: m.shared_sender(),
-                    connections: CachePadded::new(AtomicUsize::new(0)),
-                    counters: CachePadded::new(LoopCounters::default()),
-                })
-                .collect(),
+                .filter(|s| !s.listeners.is_empty())
+                .count();
+        let shared = Arc::new(EngineShared::new(EngineParts {
+            loops: loop_mailboxes.iter().map(Mailbox::shared_sender).collect(),
             acceptor: (!acceptor_listeners.is_empty()).then(|| acceptor_mailbox.shared_sender()),
-            stopping: AtomicBool::new(false),
-            loops_stopping: AtomicBool::new(false),
-            run_state: Mutex::new(RunState::Built),
-            stop_requested: Condvar::new(),
-            finished: Condvar::new(),
-            first_error: Mutex::new(None),
             addrs: local_addrs,
-            pool: once_cell::sync::OnceCell::new(),
-            drain_timeout_ms: AtomicU64::new(
-                self.options.drain_timeout.as_millis().min(u64::MAX as u128) as u64,
-            ),
-            pool_config: (
-                self.options.workers,
-                self.options.job_queue_capacity,
-                self.options.pool_shutdown,
-            ),
-            deploy: crate::deploy::DeployShared::new(
-                &self.deploy,
+            drain_timeout: self.options.drain_timeout,
+            pool: PoolConfig {
+                workers: self.options.workers,
+                queue_capacity: self.options.job_queue_capacity,
+                policy: self.options.pool_shutdown,
+                shutdown_timeout: self.options.pool_shutdown_timeout,
+            },
+            buffer_budget: self.options.buffer_budget,
+            deploy: DeployShared::new(
                 self.options.limits,
-                &addrs,
-                control,
-                usize::from(!acceptor_listeners.is_empty())
-                    + loop_sockets
-                        .iter()
-                        .filter(|s| !s.listeners.is_empty())
-                        .count(),
+                self.deploy.proxied_flags(&addrs),
+                self.deploy.header_timeout,
+                accepting_actors,
             ),
-            pool_shutdown_timeout: self.options.pool_shutdown_timeout,
-            budget: crate::budget::SharedBudget::new(self.options.buffer_budget),
-        });
+        }));
         let acceptor = (!acceptor_listeners.is_empty()).then(|| {
             Acceptor::new(
                 acceptor_listeners,
@@ -745,11 +748,12 @@ impl<H: EventHandler> EngineBuilder<H> {
             )
         });
         Ok(Server {
-            engine: Engine { shared },
+            engine: Engine::from_shared(shared),
             factory: self.factory,
             loop_mailboxes,
             loop_sockets,
             acceptor,
+            control,
             options: self.options,
         })
     }
@@ -879,7 +883,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn listen_systemd(mut self) -> Self {
-        match systemd_fds() {
+        match crate::deploy::systemd_fds() {
             Ok(fds) => {
                 for fd in fds {
                     self.addrs.push(format!("fd://{fd}"));

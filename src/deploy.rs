@@ -1,12 +1,13 @@
-//! Running in production: the builder settings and engine queries for
-//! connection limits, PROXY protocol listeners, inherited sockets (`fd://N`,
-//! systemd) and upgrades.
+//! Running in production: the builder-side settings for connection limits,
+//! PROXY protocol listeners, inherited sockets (`fd://N`, systemd) and
+//! upgrades.
 //!
-//! Owns what the engine shares about them ([`DeployShared`]: the admission
-//! gate, which listeners expect a PROXY header and how long one may take,
-//! the draining flag, the upgrade control socket), which listen addresses are
-//! taken over instead of bound ([`Inherited`]) and where those sockets go,
-//! and the [`EngineBuilder`]/[`Engine`] methods that set and read all this.
+//! Owns those settings ([`DeployConfig`]), which listen addresses are taken
+//! over instead of bound ([`Inherited`]) and where those sockets go. What a
+//! running engine shares about them is `runtime::deploy::DeployShared`; the
+//! builder's setters are in `builder.rs`, the engine's queries in
+//! `engine.rs`; a proxied connection's header state is
+//! `proxy_protocol::ProxyState`.
 //! The work itself lives elsewhere: [`crate::admission`] (accepting), the
 //! loop's `admit` step (headers, draining), [`crate::upgrade`] (the handoff),
 //! [`crate::sys::handoff`] (descriptor calls). It makes no socket call of
@@ -15,20 +16,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::addr::{ListenAddr, SockAddr, Transport};
-use crate::admission::{AcceptRate, AdmissionStats, Gate, Limits};
-use crate::engine::EngineShared;
-use crate::engine::{Engine, EngineBuilder};
 use crate::error::{Error, Result};
-use crate::handler::EventHandler;
 use crate::listener::{Listener, LoopSockets};
 use crate::options::Options;
-use crate::proxy_protocol::ProxyHeader;
 use crate::sys;
 use crate::upgrade::{Control, Takeover};
 
@@ -67,6 +60,16 @@ impl Default for DeployConfig {
 }
 
 impl DeployConfig {
+    /// Indexed by listen address: does it expect a PROXY header?
+    pub(crate) fn proxied_flags(&self, addrs: &[ListenAddr]) -> Vec<bool> {
+        let stream = |a: &ListenAddr| a.transport() != Transport::Udp;
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| self.proxied.contains(&i) || (self.all_proxied && stream(a)))
+            .collect()
+    }
+
     /// Checks the settings against the parsed listen addresses.
     pub(crate) fn validate(&self, addrs: &[ListenAddr]) -> Result<()> {
         for &i in &self.proxied {
@@ -242,7 +245,7 @@ impl DeployConfig {
 
 /// The descriptors systemd passed (`LISTEN_FDS` from `SD_LISTEN_FDS_START`,
 /// for `LISTEN_PID`); removes the variables.
-fn systemd_fds() -> Result<std::ops::Range<RawFd>> {
+pub(crate) fn systemd_fds() -> Result<std::ops::Range<RawFd>> {
     const SD_LISTEN_FDS_START: RawFd = 3;
     let pid = std::env::var("LISTEN_PID").ok();
     let count = std::env::var("LISTEN_FDS").ok();

@@ -1,51 +1,33 @@
-//! The engine: [`EngineBuilder`] (settings, binding), [`Server`] (a bound
-//! engine ready to run) and [`Engine`] (a handle usable from any thread).
+//! [`Engine`]: the handle to an engine, usable from any thread. (The
+//! settings and binding are in `builder.rs`, running it in `server.rs`, the
+//! state it shares in `runtime`.)
 //!
-//! Owns the actors' wiring and lifecycle: it creates every mailbox before any
-//! thread starts, starts one thread per event loop plus the acceptor, and joins
-//! them. It must never touch a connection (only loops do) and never block a
-//! loop thread: requests made on a loop thread that find a lane full wait in a
-//! per-thread overflow that the loop flushes on its next turn.
-//!
-//! # Shutdown
-//!
-//! [`Engine::stop`] (any thread) or [`Action::Shutdown`](crate::Action::Shutdown)
-//! (a handler) sets the stop flag and wakes the thread in [`Server::run`],
-//! which then stops the actors in order:
-//!
-//! 1. the acceptor closes its listeners (no new connections);
-//! 2. the worker pool refuses new jobs, finishes (or cancels, per
-//!    [`PoolShutdown`]) the queued ones and joins, waiting at most
-//!    [`Options::pool_shutdown_timeout`]; loops keep serving
-//!    meanwhile, so the replies of finished jobs reach their connections;
-//! 3. each loop applies the messages already queued to it, closes every
-//!    connection (each close callback runs once), runs `on_shutdown` and exits.
-//!
-//! Then `run` returns.
+//! Owns only the public methods of the handle: each one asks the shared
+//! state (`runtime::EngineShared`) or sends a message to a loop. It must
+//! never touch a connection (only loops do) and never block a loop thread:
+//! requests made on a loop thread that find a lane full wait in a
+//! per-thread overflow that the loop flushes on its next turn. How the
+//! engine shuts down is described in `server.rs` ([`Server::run`]).
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::thread;
 
-use crate::acceptor::Acceptor;
-use crate::actors::{
-    CachePadded, DoorbellKind, Mailbox, MailboxConfig, SharedSender, TrySendError,
-};
-use crate::addr::{ListenAddr, Transport};
+use crate::addr::ListenAddr;
+use crate::admission::AdmissionStats;
 use crate::error::{Error, Result};
-use crate::event_loop::EventLoop;
-use crate::handle::{ConnHandle, ConnId, Pending};
-use crate::handler::{EventHandler, LoopContext};
-use crate::listener::{Listener, LoopSockets};
-use crate::message::Completion;
-use crate::message::{AcceptorMessage, LoopMessage};
-use crate::options::{BackPressure, KeepAlive, LoadBalancer, Options, Timeouts, WaterMarks};
-use crate::stats::{LoopCounters, LoopStats};
-use crate::worker_pool::{PoolShutdown, SubmitError, WorkerPool};
-use std::os::fd::OwnedFd;
+use crate::handle::{ConnHandle, Pending};
+use crate::id::ConnId;
+use crate::runtime::context;
+use crate::runtime::lifecycle::RunState;
+use crate::runtime::message::{Completion, LoopContext, LoopMessage};
+use crate::runtime::worker_pool::{SubmitError, WorkerPool};
+use crate::stats::LoopStats;
+#[cfg(doc)]
+use crate::{EngineBuilder, Server};
+
+pub use crate::runtime::Engine;
 
 impl Engine {
     /// Connections currently open on all loops.
@@ -68,12 +50,7 @@ impl Engine {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn connection_count(&self) -> usize {
-        // Relaxed: a snapshot of independent counters.
-        self.shared
-            .loops
-            .iter()
-            .map(|l| l.connections.load(Ordering::Relaxed))
-            .sum()
+        self.shared.connection_count()
     }
 
     /// Number of event loops.
@@ -87,7 +64,7 @@ impl Engine {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn loop_count(&self) -> usize {
-        self.shared.loops.len()
+        self.shared.loop_count()
     }
 
     /// The addresses the engine listens on, with the real ports.
@@ -104,7 +81,7 @@ impl Engine {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn local_addrs(&self) -> &[ListenAddr] {
-        &self.shared.addrs
+        self.shared.local_addrs()
     }
 
     /// `true` once a stop was requested.
@@ -188,32 +165,15 @@ impl Engine {
     /// ```
     pub fn stop(&self) -> Result<()> {
         self.shared.request_stop();
-        if self.shared.on_own_loop_thread() || crate::worker_pool::on_worker_thread() {
+        if self.shared.on_own_loop_thread() || context::on_worker() {
             return Ok(());
         }
-        if let Some(pool) = self.shared.pool.get() {
+        let lifecycle = self.shared.lifecycle();
+        if lifecycle.state() == RunState::Built {
             // A server that was never run: nobody else will join the pool.
-            let state = *self
-                .shared
-                .run_state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if state == RunState::Built {
-                pool.shutdown_timeout(self.shared.pool_shutdown_timeout);
-            }
+            self.shared.shutdown_pool();
         }
-        let mut state = self
-            .shared
-            .run_state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        while *state == RunState::Running {
-            state = self
-                .shared
-                .finished
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+        lifecycle.wait_until_finished();
         Ok(())
     }
 
@@ -234,13 +194,7 @@ impl Engine {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn stop_with_timeout(&self, drain: std::time::Duration) -> Result<()> {
-        if !self.shared.is_stopping() {
-            // Relaxed: published by the stop request's AcqRel swap.
-            self.shared.drain_timeout_ms.store(
-                drain.as_millis().min(u64::MAX as u128) as u64,
-                Ordering::Relaxed,
-            );
-        }
+        self.shared.lifecycle().set_drain_timeout(drain);
         self.stop()
     }
 
@@ -287,10 +241,7 @@ impl Engine {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn dial_on(&self, index: usize, addr: &str) -> Pending<ConnHandle> {
-        let (tx, rx) = flume::bounded(1);
-        let done = Completion::new(Some(Box::new(move |r| {
-            let _ = tx.send(r);
-        })));
+        let (done, pending) = self.handle_completion();
         match ListenAddr::parse(addr) {
             Ok(addr) => {
                 let message = LoopMessage::Dial {
@@ -303,7 +254,7 @@ impl Engine {
             }
             Err(e) => done.complete(Err(e)),
         }
-        Pending { rx }
+        pending
     }
 
     /// Dials a `tls://` address, verifying the server with `connector` (its
@@ -333,10 +284,7 @@ impl Engine {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn dial_tls(&self, addr: &str, connector: crate::tls::TlsConnector) -> Pending<ConnHandle> {
-        let (tx, rx) = flume::bounded(1);
-        let done = Completion::new(Some(Box::new(move |r| {
-            let _ = tx.send(r);
-        })));
+        let (done, pending) = self.handle_completion();
         match ListenAddr::parse(addr) {
             Ok(addr) if !addr.is_tls() => done.complete(Err(Error::invalid_address(
                 &addr.to_string(),
@@ -352,7 +300,7 @@ impl Engine {
             }
             Err(e) => done.complete(Err(e)),
         }
-        Pending { rx }
+        pending
     }
 
     /// Hands an already-connected stream socket (`std::net::TcpStream`,
@@ -377,16 +325,30 @@ impl Engine {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn enroll(&self, socket: impl Into<OwnedFd>) -> Pending<ConnHandle> {
-        let (tx, rx) = flume::bounded(1);
-        let done = Completion::new(Some(Box::new(move |r| {
-            let _ = tx.send(r);
-        })));
+        let (done, pending) = self.handle_completion();
         let message = LoopMessage::Enroll {
             fd: socket.into(),
             done,
         };
         let _ = self.shared.send_to_loop(self.least_loaded_loop(), message);
-        Pending { rx }
+        pending
+    }
+
+    /// A completion for a dial or an enroll (answered with the new
+    /// connection's id on its loop) and the [`Pending`] that gets its handle.
+    fn handle_completion(&self) -> (Completion<ConnId>, Pending<ConnHandle>) {
+        let (tx, rx) = flume::bounded(1);
+        // Weak: the message carrying the completion may sit in a mailbox
+        // that this engine's state owns; it must not keep the state alive.
+        let engine = Arc::downgrade(&self.shared);
+        let done = Completion::new(Some(Box::new(move |r: Result<ConnId>| {
+            let handle = r.and_then(|id| {
+                let engine = engine.upgrade().ok_or(Error::EngineStopped)?;
+                Ok(ConnHandle::new(id, engine))
+            });
+            let _ = tx.send(handle);
+        })));
+        (done, Pending { rx })
     }
 
     /// A handle to connection `id` (as seen in a callback with
@@ -430,7 +392,7 @@ impl Engine {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn stats(&self) -> Vec<LoopStats> {
-        (0..self.shared.loops.len())
+        (0..self.shared.loop_count())
             .map(|i| self.shared.stats_of(i))
             .collect()
     }
@@ -501,7 +463,7 @@ impl Engine {
         index: usize,
         task: impl FnOnce(&mut LoopContext) + Send + 'static,
     ) -> Result<()> {
-        if index >= self.shared.loops.len() {
+        if index >= self.shared.loop_count() {
             return Err(Error::InvalidConfig(format!("no loop {index}")));
         }
         self.shared
@@ -532,7 +494,7 @@ impl Engine {
         task: impl Fn(&mut LoopContext) + Send + Sync + 'static,
     ) -> Result<()> {
         let task = Arc::new(task);
-        for index in 0..self.shared.loops.len() {
+        for index in 0..self.shared.loop_count() {
             let task = task.clone();
             self.shared
                 .send_to_loop(index, LoopMessage::Execute(Box::new(move |ctx| task(ctx))))?;
@@ -544,8 +506,8 @@ impl Engine {
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
-            .field("loops", &self.shared.loops.len())
-            .field("addrs", &self.shared.addrs)
+            .field("loops", &self.shared.loop_count())
+            .field("addrs", &self.shared.local_addrs())
             .field("stopping", &self.is_stopping())
             .finish()
     }
@@ -566,7 +528,7 @@ impl Engine {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn is_draining(&self) -> bool {
-        self.shared.deploy.is_draining()
+        self.shared.deploy().is_draining()
     }
 }
 
@@ -583,6 +545,6 @@ impl Engine {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn admission_stats(&self) -> AdmissionStats {
-        self.shared.deploy.gate.stats()
+        self.shared.deploy().gate.stats()
     }
 }

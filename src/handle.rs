@@ -40,10 +40,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::addr::SockAddr;
-use crate::engine::EngineShared;
 use crate::error::{Error, Result};
-pub(crate) use crate::id::ConnId;
-use crate::message::{Completion, LoopMessage};
+use crate::id::ConnId;
+use crate::runtime::message::{Completion, LoopMessage};
+use crate::runtime::EngineShared;
 
 /// A `Send + Sync + Clone` handle to a connection, usable from any thread
 /// (worker threads, timers, other loops). Get one with

@@ -1,8 +1,9 @@
-//! The user's side of ringloop: the [`EventHandler`] trait, the [`Action`] a
-//! callback returns, why a connection closed ([`CloseReason`]) and what a
-//! handler can see of its loop ([`LoopContext`]).
+//! The user's side of ringloop: the [`EventHandler`] trait. (The [`Action`] a
+//! callback returns and why a connection closed, [`CloseReason`], are in
+//! `reason.rs`; what a handler can see of its loop, [`LoopContext`], in
+//! `runtime::message`.)
 //!
-//! Owns only these definitions. Every callback runs on the event loop that owns
+//! Owns only the trait. Every callback runs on the event loop that owns
 //! the connection, so a handler needs neither `Send`, `Sync` nor locks: each
 //! loop builds its own handler instance with the factory given to the engine
 //! builder. Handlers are actors too.
@@ -11,14 +12,14 @@ use std::time::Duration;
 
 use crate::addr::SockAddr;
 use crate::conn::Conn;
-use crate::engine::Engine;
-pub(crate) use crate::reason::{Action, CloseReason, TimeoutKind};
+use crate::reason::{Action, CloseReason};
+use crate::runtime::message::LoopContext;
 
 /// The callbacks of a ringloop server. Every method has a default that does
 /// nothing and returns [`Action::None`]; implement the ones you need.
 ///
 /// One instance per event loop, built by the factory given to
-/// [`Engine::builder`]; all callbacks of an instance run on its loop's thread.
+/// [`Engine::builder`](crate::Engine::builder); all callbacks of an instance run on its loop's thread.
 ///
 /// ```
 /// use ringloop::{Action, Conn, EventHandler};
@@ -296,7 +297,7 @@ pub trait EventHandler: 'static {
     /// handshake finished, so [`on_open`](Self::on_open) (and `on_close`)
     /// never ran for it: `reason` is [`CloseReason::Tls`] (not TLS, a bad
     /// record, an alert, a refused client certificate),
-    /// [`CloseReason::Timeout`] with [`TimeoutKind::Handshake`], or the
+    /// [`CloseReason::Timeout`] with [`TimeoutKind::Handshake`](crate::TimeoutKind::Handshake), or the
     /// socket's end ([`CloseReason::Eof`], [`CloseReason::Reset`]). Only that
     /// connection is affected. Dials report a failed handshake to their
     /// caller instead (or to [`on_dial_error`](Self::on_dial_error)).

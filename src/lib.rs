@@ -17,6 +17,7 @@ mod admission;
 mod balancer;
 mod budget;
 mod buffer;
+mod builder;
 pub mod codec;
 mod conn;
 mod deploy;
@@ -31,6 +32,7 @@ mod options;
 pub mod proxy_protocol;
 mod reason;
 mod runtime;
+mod server;
 mod signals;
 mod stats;
 mod sys;
@@ -38,23 +40,22 @@ mod timer_wheel;
 pub mod tls;
 mod upgrade;
 
-// Old paths of moved modules, until every `use` names the new one.
-use runtime::{message, worker_pool};
-
 pub use addr::{ListenAddr, SockAddr, Transport};
 pub use admission::{AcceptRate, AdmissionStats, Limits};
+pub use builder::EngineBuilder;
 pub use conn::Conn;
-pub use engine::{Engine, EngineBuilder, Server};
+pub use engine::Engine;
 pub use error::{Error, Result};
 pub use handle::{ConnHandle, Pending, TryWriteError, DATAGRAM_SLOT};
-pub use handler::{EventHandler, LoopContext};
+pub use handler::EventHandler;
 pub use id::ConnId;
 pub use options::{
-    BackPressure, KeepAlive, LoadBalancer, Options, PoolShutdown, Timeouts, WaterMarks,
-    MAX_LOOPS,
+    BackPressure, KeepAlive, LoadBalancer, Options, PoolShutdown, Timeouts, WaterMarks, MAX_LOOPS,
 };
 pub use reason::{Action, CloseReason, TimeoutKind};
+pub use runtime::message::LoopContext;
+pub use runtime::worker_pool::{SubmitError, WorkerPool};
+pub use server::Server;
 pub use signals::stop_on_signals;
 pub use stats::LoopStats;
 pub use tls::TlsOptions;
-pub use worker_pool::{SubmitError, WorkerPool};

@@ -44,7 +44,7 @@ pub enum Action {
     Shutdown,
 }
 
-/// Why a connection closed; given to [`EventHandler::on_close`].
+/// Why a connection closed; given to [`EventHandler::on_close`](crate::EventHandler::on_close).
 ///
 /// ```
 /// use ringloop::{Action, CloseReason, Conn, EventHandler};
@@ -73,7 +73,7 @@ pub enum CloseReason {
     Reset,
     /// A socket error other than a reset.
     Error(io::Error),
-    /// This side closed it: [`Action::Close`] or [`Conn::close`].
+    /// This side closed it: [`Action::Close`] or [`Conn::close`](crate::Conn::close).
     Local,
     /// A handle asked for it from another thread.
     Requested,
@@ -88,18 +88,18 @@ pub enum CloseReason {
     /// [`max_inbound`](crate::Options::max_inbound).
     InboundLimit,
     /// The handler closed it for a protocol error
-    /// ([`Conn::close_with_error`]; [`Framed`](crate::codec::Framed) does so
+    /// ([`Conn::close_with_error`](crate::Conn::close_with_error); [`Framed`](crate::codec::Framed) does so
     /// for a codec error), after flushing what was queued (an error reply).
     Protocol(Box<dyn std::error::Error + Send + Sync>),
     /// A listener added with
     /// [`listen_proxied`](crate::EngineBuilder::listen_proxied) got no valid
     /// PROXY protocol header in time; the connection never opened (see
-    /// [`EventHandler::on_reject`]).
+    /// [`EventHandler::on_reject`](crate::EventHandler::on_reject)).
     ProxyHeader(crate::proxy_protocol::ProxyHeaderError),
     /// Its source address already had
     /// [`max_conns_per_source`](crate::EngineBuilder::max_conns_per_source)
     /// connections open; the connection never opened (see
-    /// [`EventHandler::on_reject`]).
+    /// [`EventHandler::on_reject`](crate::EventHandler::on_reject)).
     SourceLimit,
     /// The engine's buffered bytes passed its
     /// [`buffer_budget`](crate::Options::buffer_budget) and this connection

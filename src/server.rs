@@ -3,6 +3,42 @@
 //!
 //! Bootstrap only: it owns the threads' start and end, never a connection.
 
+//!
+//! # Shutdown
+//!
+//! [`Engine::stop`] (any thread) or [`Action::Shutdown`](crate::Action::Shutdown)
+//! (a handler) sets the stop flag and wakes the thread in [`Server::run`],
+//! which then stops the actors in order:
+//!
+//! 1. the acceptor closes its listeners (no new connections);
+//! 2. the worker pool refuses new jobs, finishes (or cancels, per
+//!    [`PoolShutdown`](crate::PoolShutdown)) the queued ones and joins,
+//!    waiting at most [`Options::pool_shutdown_timeout`](crate::Options::pool_shutdown_timeout);
+//!    loops keep serving meanwhile, so the replies of finished jobs reach
+//!    their connections;
+//! 3. each loop applies the messages already queued to it, closes every
+//!    connection (each close callback runs once), runs `on_shutdown` and exits.
+//!
+//! Then `run` returns.
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread;
+
+use crate::acceptor::Acceptor;
+use crate::actors::Mailbox;
+use crate::error::{Error, Result};
+use crate::event_loop::EventLoop;
+use crate::handler::EventHandler;
+use crate::listener::LoopSockets;
+use crate::options::Options;
+use crate::runtime::message::LoopMessage;
+use crate::runtime::Engine;
+use crate::upgrade::Control;
+
+/// Makes each loop's handler, on the loop's thread.
+pub(crate) type Factory<H> = Arc<dyn Fn(usize) -> H + Send + Sync>;
+
 /// A bound engine, ready to [`run`](Self::run).
 ///
 /// ```
@@ -17,12 +53,14 @@
 /// # Ok::<(), ringloop::Error>(())
 /// ```
 pub struct Server<H> {
-    engine: Engine,
-    factory: Factory<H>,
-    loop_mailboxes: Vec<Mailbox<LoopMessage>>,
-    loop_sockets: Vec<LoopSockets>,
-    acceptor: Option<Acceptor>,
-    options: Options,
+    pub(crate) engine: Engine,
+    pub(crate) factory: Factory<H>,
+    pub(crate) loop_mailboxes: Vec<Mailbox<LoopMessage>>,
+    pub(crate) loop_sockets: Vec<LoopSockets>,
+    pub(crate) acceptor: Option<Acceptor>,
+    /// The upgrade control socket, if the engine serves one.
+    pub(crate) control: Option<Control>,
+    pub(crate) options: Options,
 }
 
 impl<H: EventHandler> Server<H> {
@@ -64,13 +102,7 @@ impl<H: EventHandler> Server<H> {
     /// ```
     pub fn run(self) -> Result<()> {
         let shared = self.engine.shared.clone();
-        {
-            let mut state = shared.run_state.lock().unwrap_or_else(|e| e.into_inner());
-            if *state != RunState::Built {
-                return Err(Error::EngineStopped);
-            }
-            *state = RunState::Running;
-        }
+        shared.lifecycle().start()?;
         let mut loop_threads = Vec::new();
         let spawn_error = |e| Error::io("start a thread", e);
         let mut result = Ok(());
@@ -82,7 +114,7 @@ impl<H: EventHandler> Server<H> {
             let spawned = thread::Builder::new()
                 .name(format!("ringloop-loop-{index}"))
                 .spawn(move || {
-                    engine.shared.enter_loop_thread();
+                    let _loop_thread = engine.shared.enter_loop_thread();
                     let handler = factory(index);
                     let outcome =
                         EventLoop::new(index, handler, mailbox, sockets, engine.clone(), &options)
@@ -91,7 +123,6 @@ impl<H: EventHandler> Server<H> {
                         engine.shared.record_error(e);
                         engine.shared.request_stop();
                     }
-                    engine.shared.leave_loop_thread();
                 });
             match spawned {
                 Ok(t) => loop_threads.push(t),
@@ -115,7 +146,7 @@ impl<H: EventHandler> Server<H> {
                 }
             }
         }
-        let upgrade_thread = match crate::upgrade::start(&shared) {
+        let upgrade_thread = match crate::upgrade::start(self.control, &shared) {
             Ok(t) => t,
             Err(e) => {
                 result = result.and(Err(e));
@@ -124,15 +155,7 @@ impl<H: EventHandler> Server<H> {
             }
         };
         // This thread is the shutdown coordinator: wait for a stop request...
-        {
-            let mut state = shared.run_state.lock().unwrap_or_else(|e| e.into_inner());
-            while !shared.is_stopping() {
-                state = shared
-                    .stop_requested
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-        }
+        shared.lifecycle().wait_for_stop();
         let join = |t: thread::JoinHandle<()>| {
             if t.join().is_err() {
                 shared.record_error(Error::io(
@@ -148,23 +171,13 @@ impl<H: EventHandler> Server<H> {
         if let Some(t) = upgrade_thread {
             join(t);
         }
-        if let Some(pool) = shared.pool.get() {
-            pool.shutdown_timeout(shared.pool_shutdown_timeout);
-        }
+        shared.shutdown_pool();
         shared.stop_loops();
         for t in loop_threads {
             join(t);
         }
-        let first = shared
-            .first_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        {
-            let mut state = shared.run_state.lock().unwrap_or_else(|e| e.into_inner());
-            *state = RunState::Finished;
-            shared.finished.notify_all();
-        }
+        let first = shared.lifecycle().take_error();
+        shared.lifecycle().finish();
         log::debug!("engine finished");
         result.and(first.map_or(Ok(()), Err))
     }

@@ -5,6 +5,12 @@
 //! Owns only this state; the builder-side settings and the inherited
 //! sockets are in `crate::deploy`, the handoff in `crate::upgrade`.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::admission::{Gate, Limits};
+use crate::runtime::sync::{AtomicBool, AtomicUsize, Ordering};
+
 /// What every actor of a running engine shares about deployment.
 pub(crate) struct DeployShared {
     pub(crate) gate: Arc<Gate>,
@@ -13,39 +19,39 @@ pub(crate) struct DeployShared {
     /// Actors (the acceptor, reuseport loops) still holding listeners;
     /// each counts itself out once it closed them while draining.
     accepting: AtomicUsize,
-    /// The upgrade control socket, until its thread takes it.
-    control: Mutex<Option<Control>>,
     /// Indexed by listen address: does it expect a PROXY header?
     proxied: Vec<bool>,
     pub(crate) header_timeout: Duration,
 }
 
 impl DeployShared {
+    /// The state of an engine whose admission `limits` apply, whose listen
+    /// addresses expect a PROXY header where `proxied` says so (taking at
+    /// most `header_timeout`), with `accepting_actors` holding listeners.
     pub(crate) fn new(
-        config: &DeployConfig,
         limits: Limits,
-        addrs: &[ListenAddr],
-        control: Option<Control>,
+        proxied: Vec<bool>,
+        header_timeout: Duration,
         accepting_actors: usize,
     ) -> Self {
-        let stream = |a: &ListenAddr| a.transport() != Transport::Udp;
         Self {
             gate: Gate::new(limits),
             draining: AtomicBool::new(false),
             accepting: AtomicUsize::new(accepting_actors),
-            control: Mutex::new(control),
-            proxied: addrs
-                .iter()
-                .enumerate()
-                .map(|(i, a)| config.proxied.contains(&i) || (config.all_proxied && stream(a)))
-                .collect(),
-            header_timeout: config.header_timeout,
+            proxied,
+            header_timeout,
         }
+    }
+
+    /// The listeners went to a new process: accept nothing more.
+    pub(crate) fn begin_draining(&self) {
+        // Release: an actor that sees the flag sees everything before it.
+        self.draining.store(true, Ordering::Release);
     }
 
     /// `true` once this engine handed its listeners to a new process.
     pub(crate) fn is_draining(&self) -> bool {
-        // Acquire: pairs with the Release in `begin_upgrade_drain`.
+        // Acquire: pairs with the Release in `begin_draining`.
         self.draining.load(Ordering::Acquire)
     }
 
@@ -61,13 +67,6 @@ impl DeployShared {
     pub(crate) fn still_accepting(&self) -> usize {
         // Acquire: see `stopped_accepting`.
         self.accepting.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn take_control(&self) -> Option<Control> {
-        self.control
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
     }
 
     /// Whether connections from listen address `index` start with a PROXY

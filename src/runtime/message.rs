@@ -12,9 +12,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::addr::{ListenAddr, SockAddr};
 use crate::error::{Error, Result};
-use crate::handle::ConnHandle;
-use crate::handle::ConnId;
-use crate::handler::LoopContext;
+use crate::id::ConnId;
+use crate::runtime::Engine;
 use crate::tls::TlsConnector;
 
 /// A closure run on a loop.
@@ -85,17 +84,17 @@ pub(crate) enum LoopMessage {
         data: Vec<u8>,
         done: Completion<usize>,
     },
-    /// Dial `addr` onto this loop; `done` gets the new connection's handle.
+    /// Dial `addr` onto this loop; `done` gets the new connection's id.
     Dial {
         addr: Box<ListenAddr>,
-        done: Completion<ConnHandle>,
+        done: Completion<ConnId>,
         /// For `tls://`: how to verify the server, if not the engine's way.
         tls: Option<Box<TlsConnector>>,
     },
     /// Adopt an already-connected socket.
     Enroll {
         fd: OwnedFd,
-        done: Completion<ConnHandle>,
+        done: Completion<ConnId>,
     },
     /// Run the traffic callback even without new bytes.
     Wake { id: ConnId },
@@ -130,8 +129,8 @@ impl fmt::Debug for LoopMessage {
 }
 
 /// What a handler can see of the loop it runs on, in the callbacks that have
-/// no connection: [`on_boot`](EventHandler::on_boot),
-/// [`on_tick`](EventHandler::on_tick), [`on_shutdown`](EventHandler::on_shutdown).
+/// no connection: [`on_boot`](crate::EventHandler::on_boot),
+/// [`on_tick`](crate::EventHandler::on_tick), [`on_shutdown`](crate::EventHandler::on_shutdown).
 ///
 /// ```
 /// use ringloop::{Action, Engine, EventHandler, LoopContext};

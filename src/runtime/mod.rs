@@ -1,133 +1,222 @@
 //! The runtime: what the actors of one engine share and how they reach each
-//! other.
+//! other — the shared engine state ([`EngineShared`]), its
+//! [`lifecycle`], message [`route`]ing over the loops' mailboxes, the
+//! thread-local [`context`] (which engine's loop, or a worker, the current
+//! thread is), the [`worker_pool`], the loop [`message`]s and what the
+//! deployment features share ([`deploy`]).
 //!
-//! Owns the loop messages, the worker pool, and (in later steps) the shared
-//! engine state, its lifecycle, message routing and the thread-local
-//! context. It must never touch a connection or a socket: that is the loops'
-//! job, above it.
+//! It must never touch a connection or a socket (the loops, above it, do)
+//! and never import a module above it: only the vocabulary (errors,
+//! addresses, options, stats, ids) and `ringloop-actors`. The public
+//! handles (`Engine`'s methods in `crate::engine`, `ConnHandle`), the loop
+//! and the bootstrap build on it.
+//!
+//! One knot is tied here on purpose: a loop message can carry a task that
+//! gets the loop's [`LoopContext`](message::LoopContext), which holds an
+//! [`Engine`], which holds this state, which holds the loops' senders of
+//! those messages. The types are mutually recursive, so they live in this
+//! one unit: the [`Engine`] struct is defined here (its methods are in
+//! `crate::engine`), the messages in its child `message`. The other
+//! children (`lifecycle`, `route`, `context`, `worker_pool`, `deploy`) know
+//! nothing of messages or of this state and are tested alone.
 
-/// One loop as the rest of the engine sees it.
-pub(crate) struct LoopSlot {
-    pub(crate) sender: SharedSender<LoopMessage>,
-    /// Connections assigned to the loop (counted from hand-off to close).
-    pub(crate) connections: CachePadded<AtomicUsize>,
-    /// Written by the loop only; read by [`Engine::stats`].
-    pub(crate) counters: CachePadded<LoopCounters>,
+pub(crate) mod context;
+pub(crate) mod deploy;
+pub(crate) mod lifecycle;
+#[cfg(all(test, loom))]
+mod loom_models;
+pub(crate) mod message;
+pub(crate) mod route;
+pub(crate) mod sync;
+pub(crate) mod worker_pool;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::actors::SharedSender;
+use crate::addr::ListenAddr;
+use crate::budget::SharedBudget;
+use crate::error::{Error, Result};
+use crate::options::PoolShutdown;
+use crate::runtime::context::{EngineId, LoopGuard};
+use crate::runtime::deploy::DeployShared;
+use crate::runtime::lifecycle::Lifecycle;
+use crate::runtime::message::{AcceptorMessage, LoopMessage};
+use crate::runtime::route::{LoopSlot, Router};
+use crate::runtime::worker_pool::WorkerPool;
+use crate::stats::LoopStats;
+
+/// How the engine's worker pool is made, once something needs it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolConfig {
+    pub(crate) workers: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) policy: PoolShutdown,
+    /// How long a stop waits for the pool.
+    pub(crate) shutdown_timeout: Duration,
 }
 
-impl LoopSlot {
-    /// One more connection assigned to the loop.
-    pub(crate) fn add_connection(&self) {
-        // Relaxed: a counter, read only as an estimate (balancing, stats).
-        self.connections.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// One connection fewer (closed, or never registered).
-    pub(crate) fn remove_connection(&self) {
-        // Relaxed: as in `add_connection`.
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RunState {
-    Built,
-    Running,
-    Finished,
-}
-
-/// What every actor and handle of one engine shares.
+/// What every actor and handle of one engine shares. Its parts are private;
+/// the engine's pieces reach them through the methods below.
 pub(crate) struct EngineShared {
-    pub(crate) loops: Vec<LoopSlot>,
+    router: Router<LoopMessage>,
     acceptor: Option<SharedSender<AcceptorMessage>>,
-    /// A stop was requested (phase 1 and 2 start).
-    stopping: AtomicBool,
-    /// The loops must close their connections and exit (phase 3).
-    loops_stopping: AtomicBool,
-    /// Guards the run state; `finished` and `stop_requested` wait on it.
-    run_state: Mutex<RunState>,
-    stop_requested: Condvar,
-    finished: Condvar,
-    first_error: Mutex<Option<Error>>,
+    lifecycle: Lifecycle,
     addrs: Vec<ListenAddr>,
     /// Started on first use (fallible, hence once_cell rather than std).
     pool: once_cell::sync::OnceCell<WorkerPool>,
-    pool_config: (usize, usize, PoolShutdown),
-    /// How long a stop waits for the worker pool.
-    pool_shutdown_timeout: std::time::Duration,
+    pool_config: PoolConfig,
     /// Bytes buffered by all connections, against the budget.
-    pub(crate) budget: crate::budget::SharedBudget,
-    /// How long loops may spend flushing at stop (ms; set before the stop).
-    drain_timeout_ms: AtomicU64,
-    /// Admission control and PROXY protocol listeners.
-    pub(crate) deploy: crate::deploy::DeployShared,
+    budget: SharedBudget,
+    /// Admission control, PROXY protocol listeners, the upgrade's drain.
+    deploy: DeployShared,
 }
 
-/// `true` on any engine's event-loop thread.
-pub(crate) fn on_a_loop_thread() -> bool {
-    LOOP_THREAD.with(|t| t.borrow().is_some())
-}
-
-thread_local! {
-    /// On an event loop's thread: which engine it serves, and the requests it
-    /// made to loops whose lanes were full (index = target loop).
-    static LOOP_THREAD: RefCell<Option<LoopThread>> = const { RefCell::new(None) };
-}
-
-struct LoopThread {
-    engine: *const EngineShared,
-    overflow: Vec<VecDeque<LoopMessage>>,
+/// The parts a new engine's state is made of (see [`EngineShared::new`]).
+pub(crate) struct EngineParts {
+    /// Each loop's mailbox, in loop order.
+    pub(crate) loops: Vec<SharedSender<LoopMessage>>,
+    /// The acceptor's mailbox, if the engine has an acceptor.
+    pub(crate) acceptor: Option<SharedSender<AcceptorMessage>>,
+    /// The listen addresses, with their real ports.
+    pub(crate) addrs: Vec<ListenAddr>,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) pool: PoolConfig,
+    pub(crate) buffer_budget: usize,
+    pub(crate) deploy: DeployShared,
 }
 
 impl EngineShared {
+    /// A built engine's state: nothing runs yet.
+    pub(crate) fn new(parts: EngineParts) -> Self {
+        Self {
+            router: Router::new(EngineId::next(), parts.loops),
+            acceptor: parts.acceptor,
+            lifecycle: Lifecycle::new(parts.drain_timeout),
+            addrs: parts.addrs,
+            pool: once_cell::sync::OnceCell::new(),
+            pool_config: parts.pool,
+            budget: SharedBudget::new(parts.buffer_budget),
+            deploy: parts.deploy,
+        }
+    }
+
+    // ----- the loops -----
+
+    /// Number of loops.
+    pub(crate) fn loop_count(&self) -> usize {
+        self.router.len()
+    }
+
+    /// Loop `index` as the engine sees it (its counters, its connection
+    /// count).
+    pub(crate) fn slot(&self, index: usize) -> &LoopSlot<LoopMessage> {
+        self.router.slot(index)
+    }
+
+    /// The loop holding the fewest connections.
+    pub(crate) fn least_loaded_loop(&self) -> usize {
+        self.router.least_loaded()
+    }
+
+    /// Connections open on all loops.
+    pub(crate) fn connection_count(&self) -> usize {
+        self.router.connection_count()
+    }
+
+    pub(crate) fn stats_of(&self, index: usize) -> LoopStats {
+        self.router.stats_of(index)
+    }
+
+    /// The listen addresses, with their real ports.
+    pub(crate) fn local_addrs(&self) -> &[ListenAddr] {
+        &self.addrs
+    }
+
+    /// Bytes buffered by all connections, against the budget.
+    pub(crate) fn budget(&self) -> &SharedBudget {
+        &self.budget
+    }
+
+    /// What the deployment features share.
+    pub(crate) fn deploy(&self) -> &DeployShared {
+        &self.deploy
+    }
+
+    // ----- routing (see `route`) -----
+
+    /// Marks the current thread as one of this engine's loops until the
+    /// guard drops.
+    pub(crate) fn enter_loop_thread(&self) -> LoopGuard {
+        self.router.enter_loop()
+    }
+
+    /// `true` on one of this engine's loop threads.
+    pub(crate) fn on_own_loop_thread(&self) -> bool {
+        context::on_loop_of(self.router.engine())
+    }
+
+    /// Sends `message` to loop `index`: waits for room on ordinary threads;
+    /// on this engine's loop threads never waits (overflow instead). On
+    /// failure the message is dropped, which answers its completion.
+    pub(crate) fn send_to_loop(&self, index: usize, message: LoopMessage) -> Result<()> {
+        self.router.send(index, message)
+    }
+
+    /// Sends without waiting; hands the message back with the reason.
+    #[allow(clippy::result_large_err)] // see `Router::try_send`
+    pub(crate) fn try_send_to_loop(
+        &self,
+        index: usize,
+        message: LoopMessage,
+    ) -> Result<(), (LoopMessage, Error)> {
+        self.router.try_send(index, message)
+    }
+
+    /// Called by a loop each turn: retries the requests it made that found
+    /// a lane full. Returns `true` if some are still waiting.
+    pub(crate) fn flush_loop_overflow(&self) -> bool {
+        self.router.flush_overflow()
+    }
+
+    // ----- the lifecycle (see `lifecycle`) -----
+
+    /// The engine's lifecycle, for the coordinator (`Server::run`) and
+    /// `Engine::stop`.
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
     pub(crate) fn is_stopping(&self) -> bool {
-        // Acquire: pairs with the Release in `request_stop`.
-        self.stopping.load(Ordering::Acquire)
+        self.lifecycle.is_stopping()
     }
 
     /// `true` once the loops must close their connections and exit.
     pub(crate) fn loops_stopping(&self) -> bool {
-        // Acquire: pairs with the Release in `stop_loops`.
-        self.loops_stopping.load(Ordering::Acquire)
+        self.lifecycle.loops_stopping()
     }
 
     /// Sets the stop flag, pokes the acceptor and wakes the thread in
-    /// [`Server::run`], which stops the actors in order. Never waits for
+    /// `Server::run`, which stops the actors in order. Never waits for
     /// another actor.
     pub(crate) fn request_stop(&self) {
-        // AcqRel: only the first caller pokes; everything before it is seen
-        // by actors that see the flag.
-        if self.stopping.swap(true, Ordering::AcqRel) {
+        if !self.lifecycle.request_stop() {
             return;
         }
         log::debug!("engine stopping");
         if let Some(acceptor) = &self.acceptor {
             let _ = acceptor.try_send(AcceptorMessage::Stop);
         }
-        let _state = self.run_state.lock().unwrap_or_else(|e| e.into_inner());
-        self.stop_requested.notify_all();
-    }
-
-    /// The loop holding the fewest connections.
-    pub(crate) fn least_loaded_loop(&self) -> usize {
-        // Relaxed: an estimate is all a balancer needs.
-        (0..self.loops.len())
-            .min_by_key(|&i| self.loops[i].connections.load(Ordering::Relaxed))
-            .unwrap_or(0)
+        self.lifecycle.announce_stop();
     }
 
     /// How long loops may spend flushing queued bytes at stop.
-    pub(crate) fn drain_timeout(&self) -> std::time::Duration {
-        // Relaxed: written before the stop request, whose AcqRel orders it.
-        std::time::Duration::from_millis(self.drain_timeout_ms.load(Ordering::Relaxed))
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        self.lifecycle.drain_timeout()
     }
 
-    pub(crate) fn stats_of(&self, index: usize) -> LoopStats {
-        let slot = &self.loops[index];
-        // Relaxed: a snapshot.
-        let connections = slot.connections.load(Ordering::Relaxed) as u64;
-        slot.counters
-            .snapshot(connections, slot.sender.doorbell_rings())
+    pub(crate) fn record_error(&self, error: Error) {
+        self.lifecycle.record_error(error);
     }
 
     /// Wakes the acceptor and every loop to look at the engine's flags.
@@ -135,163 +224,50 @@ impl EngineShared {
         if let Some(acceptor) = &self.acceptor {
             let _ = acceptor.try_send(AcceptorMessage::Stop);
         }
-        for slot in &self.loops {
-            // A full lane means the loop is awake with work queued anyway.
-            let _ = slot.sender.try_send(LoopMessage::Stop);
-        }
+        self.router.offer_all(|| LoopMessage::Stop);
     }
 
     /// Phase 3 of shutdown: tells every loop to close up and exit.
-    fn stop_loops(&self) {
-        // Release: a loop that sees it (Acquire) also sees the stop flag.
-        self.loops_stopping.store(true, Ordering::Release);
-        for slot in &self.loops {
-            // A full lane means the loop is awake with work queued; it checks
-            // the flag on its next turn anyway.
-            let _ = slot.sender.try_send(LoopMessage::Stop);
-        }
+    pub(crate) fn stop_loops(&self) {
+        self.lifecycle.stop_loops();
+        // A full lane means the loop is awake with work queued; it checks
+        // the flag on its next turn anyway.
+        self.router.offer_all(|| LoopMessage::Stop);
     }
+
+    /// The listeners went to a new process: every actor stops accepting
+    /// (the loops keep serving their connections and tell their handlers).
+    pub(crate) fn begin_upgrade_drain(&self) {
+        self.deploy.begin_draining();
+        self.wake_actors();
+    }
+
+    // ----- the worker pool -----
 
     /// The engine's worker pool, started on first use.
     pub(crate) fn pool(&self) -> Result<&WorkerPool> {
         if self.is_stopping() && self.pool.get().is_none() {
             return Err(Error::EngineStopped);
         }
-        let (workers, capacity, policy) = self.pool_config;
+        let PoolConfig {
+            workers,
+            queue_capacity,
+            policy,
+            ..
+        } = self.pool_config;
         self.pool
-            .get_or_try_init(|| WorkerPool::new(workers, capacity, policy))
+            .get_or_try_init(|| WorkerPool::new(workers, queue_capacity, policy))
     }
 
-    pub(crate) fn record_error(&self, error: Error) {
-        log::error!("{error}");
-        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
-        first.get_or_insert(error);
-    }
-
-    fn on_own_loop_thread(&self) -> bool {
-        LOOP_THREAD.with(|t| {
-            t.borrow()
-                .as_ref()
-                .is_some_and(|t| std::ptr::eq(t.engine, self))
-        })
-    }
-
-    /// Sends `message` to loop `index`: waits for room on ordinary threads;
-    /// on this engine's loop threads never waits (overflow instead). On
-    /// failure the message is dropped, which answers its completion.
-    pub(crate) fn send_to_loop(&self, index: usize, message: LoopMessage) -> Result<()> {
-        let slot = self.loops.get(index).ok_or(Error::EngineStopped)?;
-        if self.on_own_loop_thread() {
-            let refused = LOOP_THREAD.with(|t| {
-                let mut t = t.borrow_mut();
-                let overflow = &mut t.as_mut().expect("checked above").overflow[index];
-                if !overflow.is_empty() {
-                    overflow.push_back(message);
-                    return None;
-                }
-                match slot.sender.try_send(message) {
-                    Ok(()) => None,
-                    Err(TrySendError::Full(m)) => {
-                        overflow.push_back(m);
-                        None
-                    }
-                    Err(TrySendError::Closed(m)) => Some(m),
-                }
-            });
-            // Dropped outside the borrow: its completion may send again.
-            return match refused {
-                None => Ok(()),
-                Some(message) => {
-                    drop(message);
-                    Err(Error::EngineStopped)
-                }
-            };
+    /// Shuts the pool down if it was started: refuses new jobs, finishes (or
+    /// cancels) the queued ones and joins, waiting at most the configured
+    /// time.
+    pub(crate) fn shutdown_pool(&self) {
+        if let Some(pool) = self.pool.get() {
+            pool.shutdown_timeout(self.pool_config.shutdown_timeout);
         }
-        slot.sender.send(message).map_err(|_| Error::EngineStopped)
-    }
-
-    /// Sends without waiting; hands the message back with the reason.
-    // The error path is cold and hands the message straight back to its
-    // caller; boxing it would add an allocation to every refusal.
-    #[allow(clippy::result_large_err)]
-    pub(crate) fn try_send_to_loop(
-        &self,
-        index: usize,
-        message: LoopMessage,
-    ) -> Result<(), (LoopMessage, Error)> {
-        let Some(slot) = self.loops.get(index) else {
-            return Err((message, Error::EngineStopped));
-        };
-        // On a loop thread, requests waiting in its overflow go first: a new
-        // one may not overtake them (per-thread order), so the lane counts as
-        // full until they are through.
-        let overflowing = self.on_own_loop_thread()
-            && LOOP_THREAD.with(|t| {
-                t.borrow()
-                    .as_ref()
-                    .is_some_and(|t| !t.overflow[index].is_empty())
-            });
-        if overflowing {
-            return Err((message, Error::MailboxFull));
-        }
-        slot.sender.try_send(message).map_err(|e| match e {
-            TrySendError::Full(m) => (m, Error::MailboxFull),
-            TrySendError::Closed(m) => (m, Error::EngineStopped),
-        })
-    }
-
-    /// Called by a loop each turn: retries the requests it made that found
-    /// a lane full. Returns `true` if some are still waiting (the loop then
-    /// parks with a short timeout, since nothing wakes it when room frees up).
-    pub(crate) fn flush_loop_overflow(&self) -> bool {
-        // Undeliverable messages are dropped only after the thread-local
-        // borrow ends: dropping one answers its completion, and that user
-        // callback may itself send.
-        let mut undeliverable = Vec::new();
-        let waiting = LOOP_THREAD.with(|t| {
-            let mut t = t.borrow_mut();
-            let Some(t) = t.as_mut() else { return false };
-            let mut waiting = false;
-            for (index, queue) in t.overflow.iter_mut().enumerate() {
-                while let Some(message) = queue.pop_front() {
-                    match self.loops[index].sender.try_send(message) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(m)) => {
-                            queue.push_front(m);
-                            waiting = true;
-                            break;
-                        }
-                        Err(TrySendError::Closed(m)) => undeliverable.push(m),
-                    }
-                }
-            }
-            waiting
-        });
-        drop(undeliverable);
-        waiting
-    }
-
-    /// Marks the current thread as loop `index` of this engine.
-    pub(crate) fn enter_loop_thread(self: &Arc<Self>) {
-        let overflow = (0..self.loops.len()).map(|_| VecDeque::new()).collect();
-        LOOP_THREAD.with(|t| {
-            *t.borrow_mut() = Some(LoopThread {
-                engine: Arc::as_ptr(self),
-                overflow,
-            });
-        });
-    }
-
-    /// Forgets the loop-thread marker; undelivered overflow is dropped, which
-    /// answers each completion with "engine stopped".
-    pub(crate) fn leave_loop_thread(&self) {
-        let left = LOOP_THREAD.with(|t| t.borrow_mut().take());
-        drop(left);
     }
 }
-
-pub(crate) mod message;
-pub(crate) mod worker_pool;
 
 /// A handle to a running (or built) engine: `Send + Sync + Clone`, usable
 /// from any thread, including inside handlers.
@@ -317,21 +293,9 @@ pub struct Engine {
     pub(crate) shared: Arc<EngineShared>,
 }
 
-impl EngineShared {
-    /// The listeners went to a new process: every actor stops accepting
-    /// (the loops keep serving their connections and tell their handlers).
-    pub(crate) fn begin_upgrade_drain(&self) {
-        // Release: an actor that sees the flag sees everything before it.
-        self.deploy.draining.store(true, Ordering::Release);
-        self.wake_actors();
-    }
-
-    /// Connections open on all loops.
-    pub(crate) fn connection_count(&self) -> usize {
-        // Relaxed: an estimate, polled until it reaches zero.
-        self.loops
-            .iter()
-            .map(|l| l.connections.load(Ordering::Relaxed))
-            .sum()
+impl Engine {
+    /// The handle to the engine whose state is `shared`.
+    pub(crate) fn from_shared(shared: Arc<EngineShared>) -> Self {
+        Self { shared }
     }
 }

@@ -21,17 +21,17 @@
 //! stopped accepting and before its loops close their connections, so the
 //! replies of finished jobs still reach their connections.
 
-use std::cell::Cell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::error::{Error, Result};
-pub(crate) use crate::options::PoolShutdown;
+use crate::options::PoolShutdown;
+use crate::runtime::context;
+use crate::runtime::sync::{Arc, AtomicBool, Ordering};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -120,16 +120,6 @@ impl fmt::Display for SubmitError {
 }
 
 impl std::error::Error for SubmitError {}
-
-thread_local! {
-    /// Set on worker threads (a worker must not wait for its own pool).
-    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// `true` on a worker-pool thread.
-pub(crate) fn on_worker_thread() -> bool {
-    ON_WORKER.with(Cell::get)
-}
 
 struct Inner {
     /// The queue's sending side; taken (dropped) by shutdown, after which
@@ -276,7 +266,7 @@ impl WorkerPool {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn submit_wait(&self, job: impl FnOnce() + Send + 'static) -> Result<(), SubmitError> {
-        if crate::engine::on_a_loop_thread() {
+        if context::on_any_loop() {
             return self.submit(job);
         }
         // Wait on a clone of the sender, outside the lock: a shutdown (even
@@ -345,7 +335,7 @@ impl WorkerPool {
     /// ```
     pub fn shutdown(&self) {
         self.close_queue();
-        if on_worker_thread() {
+        if context::on_worker() {
             return;
         }
         let threads =
@@ -381,7 +371,7 @@ impl WorkerPool {
     /// ```
     pub fn shutdown_timeout(&self, limit: std::time::Duration) -> bool {
         self.close_queue();
-        if on_worker_thread() {
+        if context::on_worker() {
             return true;
         }
         let deadline = std::time::Instant::now() + limit;
@@ -429,7 +419,7 @@ impl WorkerPool {
 }
 
 fn work(queue: Receiver<Job>, cancelled: Arc<AtomicBool>) {
-    ON_WORKER.with(|w| w.set(true));
+    let _worker = context::enter_worker();
     // Ends once the pool's sender is gone and the queue is empty.
     while let Ok(job) = queue.recv() {
         // Acquire: pairs with the Release in `shutdown`.
