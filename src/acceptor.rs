@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use crate::actors::{Mailbox, Outbox, Sender};
 use crate::admission::{accept_next, Accepted};
 use crate::balancer::Balancer;
-use crate::engine::EngineShared;
 use crate::listener::Listener;
-use crate::message::{AcceptorMessage, LoopMessage};
 use crate::options::LoadBalancer;
+use crate::runtime::message::{AcceptorMessage, LoopMessage};
+use crate::runtime::EngineShared;
 use crate::sys::poller::{Events, Interest, Poller};
 
 const DOORBELL: u64 = u64::MAX;
@@ -87,7 +87,7 @@ impl Acceptor {
             if self.engine.is_stopping() {
                 return Ok(());
             }
-            if self.engine.deploy.is_draining() {
+            if self.engine.deploy().is_draining() {
                 // The listeners went to a new process: close ours (leaving
                 // Unix socket files to it), deliver what is held, stop.
                 if !self.listeners.is_empty() {
@@ -95,7 +95,7 @@ impl Acceptor {
                         let _ = poller.delete(listener.fd.as_fd());
                         listener.keep_socket_file();
                     }
-                    self.engine.deploy.stopped_accepting();
+                    self.engine.deploy().stopped_accepting();
                 }
                 if self.outboxes.iter().all(|o| o.held() == 0) {
                     return Ok(());
@@ -189,13 +189,16 @@ impl Acceptor {
         let is_tcp = listener.is_tcp();
         loop {
             let (fd, peer, admission) =
-                match accept_next(listener.fd.as_fd(), &self.engine.deploy.gate)? {
+                match accept_next(listener.fd.as_fd(), &self.engine.deploy().gate)? {
                     Accepted::Conn(fd, peer, admission) => (fd, peer, admission),
                     Accepted::Empty => return Ok(None),
                     Accepted::Wait(until) => return Ok(Some(until)),
                 };
-            let target = self.balancer.pick(&peer, &self.engine);
-            self.engine.loops[target].add_connection();
+            let engine = &self.engine;
+            let target = self
+                .balancer
+                .pick(&peer, engine.loop_count(), || engine.least_loaded_loop());
+            self.engine.slot(target).add_connection();
             let message = LoopMessage::Accepted {
                 fd,
                 peer,
@@ -206,7 +209,7 @@ impl Acceptor {
             if self.outboxes[target].send(message).is_err() {
                 // The loop is gone (engine stopping): the socket was closed
                 // by dropping the message.
-                self.engine.loops[target].remove_connection();
+                self.engine.slot(target).remove_connection();
                 return Ok(None);
             }
             if self.outboxes[target].held() >= HOLD_LIMIT {

@@ -31,12 +31,13 @@ use crate::actors::slab::Slab;
 use crate::actors::slab::SlotKey;
 use crate::addr::{ListenAddr, SockAddr};
 use crate::buffer::{OutboundQueue, MAX_IOV};
-use crate::engine::EngineShared;
 use crate::error::{Error, Result};
-use crate::handle::{ConnHandle, ConnId};
-use crate::handler::CloseReason;
-use crate::message::Completion;
+use crate::handle::ConnHandle;
+use crate::id::ConnId;
 use crate::options::{KeepAlive, Timeouts, WaterMarks};
+use crate::reason::CloseReason;
+use crate::runtime::message::Completion;
+use crate::runtime::EngineShared;
 use crate::stats::LoopCounters;
 use crate::sys;
 use crate::tls::{TlsConnector, TlsInfo, TlsSession};
@@ -107,7 +108,7 @@ pub(crate) struct ConnEntry<S> {
     /// Its place under the engine's connection limits, if it holds one.
     pub(crate) admission: Option<Box<crate::admission::Ticket>>,
     /// PROXY protocol: the header awaited, or what it said.
-    pub(crate) proxy: Option<Box<crate::deploy::ProxyState>>,
+    pub(crate) proxy: Option<Box<crate::proxy_protocol::ProxyState>>,
     /// A `tls://` connection's session: reads are decrypted and writes
     /// encrypted through it (see [`crate::tls`]).
     pub(crate) tls: Option<Box<TlsSession>>,
@@ -129,7 +130,7 @@ pub(crate) struct Connecting {
     /// Loop time (ms) at which it fails with a timeout.
     pub(crate) deadline_ms: u64,
     /// Told the outcome, for dials made through the engine.
-    pub(crate) done: Option<Completion<ConnHandle>>,
+    pub(crate) done: Option<Completion<ConnId>>,
 }
 
 /// Per-connection overrides of engine settings (boxed: most connections have
@@ -1628,8 +1629,10 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn proxy_header(&self) -> Option<(&crate::proxy_protocol::ProxyHeader, &SockAddr)> {
         match self.entry()?.proxy.as_deref()? {
-            crate::deploy::ProxyState::Received { header, balancer } => Some((header, balancer)),
-            crate::deploy::ProxyState::Awaiting { .. } => None,
+            crate::proxy_protocol::ProxyState::Received { header, balancer } => {
+                Some((header, balancer))
+            }
+            crate::proxy_protocol::ProxyState::Awaiting { .. } => None,
         }
     }
 

@@ -48,15 +48,16 @@ use crate::conn::{
     send_datagram, Conn, ConnEntry, Connecting, Datagram, Flushed, Lingering, LoopRef, SideEffects,
     NO_LISTENER,
 };
-use crate::engine::{Engine, EngineShared};
 use crate::error::{Error, Result};
-use crate::handle::ConnHandle;
-use crate::handle::ConnId;
-use crate::handler::TimeoutKind;
-use crate::handler::{Action, CloseReason, EventHandler, LoopContext};
+use crate::handler::EventHandler;
+use crate::id::ConnId;
 use crate::listener::{Listener, LoopSockets};
-use crate::message::{Completion, LoopMessage};
 use crate::options::{BackPressure, KeepAlive, Options, Timeouts, WaterMarks};
+use crate::reason::TimeoutKind;
+use crate::reason::{Action, CloseReason};
+use crate::runtime::message::LoopContext;
+use crate::runtime::message::{Completion, LoopMessage};
+use crate::runtime::{Engine, EngineShared};
 use crate::stats::bump;
 use crate::sys::poller::{Event, Events, Interest, Poller};
 use crate::sys::{io as sysio, socket};
@@ -195,7 +196,7 @@ fn loop_ref<'a>(
         loop_index: index as u32,
         write_cap: settings.write_cap,
         engine,
-        counters: &engine.loops[index].counters,
+        counters: engine.slot(index).counters(),
         now_ms,
     }
 }
@@ -205,7 +206,9 @@ fn next_deadline<S>(entry: &ConnEntry<S>, defaults: &Timeouts) -> Option<(u64, T
     if let Some(connecting) = &entry.connecting {
         return Some((connecting.deadline_ms, TimeoutKind::Connect));
     }
-    if let Some(crate::deploy::ProxyState::Awaiting { deadline_ms, .. }) = entry.proxy.as_deref() {
+    if let Some(crate::proxy_protocol::ProxyState::Awaiting { deadline_ms, .. }) =
+        entry.proxy.as_deref()
+    {
         return Some((*deadline_ms, TimeoutKind::Read));
     }
     if let Some(lingering) = &entry.lingering {
@@ -304,7 +307,7 @@ impl<H: EventHandler> EventLoop<H> {
                 .map_err(|e| Error::io("register a listener", e))?;
         }
         let shared = engine.shared.clone();
-        let budget = LoopBudget::new(&shared.budget, options.loops);
+        let budget = LoopBudget::new(shared.budget(), options.loops);
         Ok(Self {
             index,
             handler,
@@ -374,7 +377,7 @@ impl<H: EventHandler> EventLoop<H> {
 
     fn serve(&mut self) -> Result<()> {
         loop {
-            if !self.upgrade_drain_seen && self.engine.deploy.is_draining() {
+            if !self.upgrade_drain_seen && self.engine.deploy().is_draining() {
                 self.begin_upgrade_drain();
             }
             if self.engine.loops_stopping() {
@@ -594,7 +597,7 @@ impl<H: EventHandler> EventLoop<H> {
             if entry.read_closed || self.drain_deadline.is_some() || self.reading_blocked(key) {
                 return;
             }
-            if LoopBudget::should_pause(&self.engine.budget, held) && self.pause_for_budget(key) {
+            if LoopBudget::should_pause(self.engine.budget(), held) && self.pause_for_budget(key) {
                 // Near the budget: no more reads into a connection holding
                 // this much (checked before the read, not after).
                 self.settle(key, Action::None);
@@ -635,7 +638,7 @@ impl<H: EventHandler> EventLoop<H> {
                 }
                 Ok(n) => {
                     entry.last_read_ms = self.now_ms;
-                    bump(&self.engine.loops[self.index].counters.bytes_in, n as u64);
+                    bump(&self.engine.slot(self.index).counters().bytes_in, n as u64);
                     self.traffic(key, n);
                     moved += n;
                     // A short read drained the socket; new bytes make a new edge.
@@ -913,7 +916,7 @@ impl<H: EventHandler> EventLoop<H> {
         let queued = entry.outbound.len();
         if !entry.paused && queued > marks.high {
             bump(
-                &self.engine.loops[self.index].counters.back_pressure_events,
+                &self.engine.slot(self.index).counters().back_pressure_events,
                 1,
             );
             if self.settings.back_pressure == BackPressure::Close {
@@ -1059,7 +1062,7 @@ impl<H: EventHandler> EventLoop<H> {
         let held = entry.budget_held;
         drop(entry); // closes the fd, after on_close, never before
         self.count_buffered(held, 0);
-        self.engine.loops[self.index].remove_connection();
+        self.engine.slot(self.index).remove_connection();
         if let Some(feeder) = fed_by {
             // Its relay target is gone: it may be read again.
             self.settle(feeder, Action::None);
@@ -1144,7 +1147,7 @@ impl<H: EventHandler> EventLoop<H> {
             // A large input buffer went (output blocks are reused at once).
             self.released += old - held;
         }
-        let pause = self.budget.update(&self.engine.budget, old, held);
+        let pause = self.budget.update(self.engine.budget(), old, held);
         if old != held {
             self.publish_buffered();
         }
@@ -1164,20 +1167,20 @@ impl<H: EventHandler> EventLoop<H> {
         }
         entry.budget_paused = true;
         self.budget.paused.push(key);
-        bump(&self.engine.loops[self.index].counters.budget_pauses, 1);
+        bump(&self.engine.slot(self.index).counters().budget_pauses, 1);
         true
     }
 
     /// A closed connection's bytes leave the budget.
     fn count_buffered(&mut self, old: usize, new: usize) {
         self.released += old.saturating_sub(new);
-        let _ = self.budget.update(&self.engine.budget, old, new);
+        let _ = self.budget.update(self.engine.budget(), old, new);
         self.publish_buffered();
     }
 
     fn publish_buffered(&self) {
         // Relaxed: a gauge with one writer (this loop), read as a snapshot.
-        self.engine.loops[self.index].counters.buffered.store(
+        self.engine.slot(self.index).counters().buffered.store(
             self.budget.held() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
@@ -1204,7 +1207,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
         if self.budget.over {
             self.budget.over = false;
-            while self.budget.must_shed(&self.engine.budget) {
+            while self.budget.must_shed(self.engine.budget()) {
                 let largest = self
                     .conns
                     .keys()
@@ -1218,13 +1221,13 @@ impl<H: EventHandler> EventLoop<H> {
                 log::warn!(
                     "loop {}: buffered bytes over the engine's budget ({} in all); closing a connection holding {held}",
                     self.index,
-                    self.engine.budget.used()
+                    self.engine.budget().used()
                 );
-                bump(&self.engine.loops[self.index].counters.budget_closes, 1);
+                bump(&self.engine.slot(self.index).counters().budget_closes, 1);
                 self.close_conn(key, CloseReason::BufferBudget);
             }
         }
-        if !self.budget.paused.is_empty() && self.budget.may_resume(&self.engine.budget) {
+        if !self.budget.paused.is_empty() && self.budget.may_resume(self.engine.budget()) {
             for key in std::mem::take(&mut self.budget.paused) {
                 if let Some(entry) = self.conns.get_mut(key) {
                     entry.budget_paused = false;
@@ -1246,7 +1249,7 @@ impl<H: EventHandler> EventLoop<H> {
         &mut self,
         addr: ListenAddr,
         state: Option<H::State>,
-        done: Option<Completion<ConnHandle>>,
+        done: Option<Completion<ConnId>>,
         tls: Option<Box<TlsConnector>>,
     ) {
         if self.engine.loops_stopping() {
@@ -1287,7 +1290,7 @@ impl<H: EventHandler> EventLoop<H> {
         entry.state = state;
         entry.tls = session;
         if connected {
-            self.engine.loops[self.index].add_connection();
+            self.engine.slot(self.index).add_connection();
             self.adopt(entry, done);
             return;
         }
@@ -1328,7 +1331,7 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         let _ = self.poller.delete(entry.fd.as_fd());
-        self.engine.loops[self.index].add_connection();
+        self.engine.slot(self.index).add_connection();
         self.adopt(entry, done);
     }
 
@@ -1347,7 +1350,7 @@ impl<H: EventHandler> EventLoop<H> {
     fn dial_failed(
         &mut self,
         state: Option<H::State>,
-        done: Option<Completion<ConnHandle>>,
+        done: Option<Completion<ConnId>>,
         error: Error,
     ) {
         log::debug!("loop {}: dial failed: {error}", self.index);
@@ -1365,7 +1368,7 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// Adopts an already-connected stream socket handed over by the engine.
-    fn enroll(&mut self, fd: OwnedFd, done: Completion<ConnHandle>) {
+    fn enroll(&mut self, fd: OwnedFd, done: Completion<ConnId>) {
         if self.engine.loops_stopping() {
             done.complete(Err(Error::EngineStopped));
             return;
@@ -1383,7 +1386,7 @@ impl<H: EventHandler> EventLoop<H> {
         match prepared {
             Ok(peer) => {
                 let is_tcp = matches!(peer, SockAddr::Inet(_));
-                self.engine.loops[self.index].add_connection();
+                self.engine.slot(self.index).add_connection();
                 self.adopt(ConnEntry::new(fd, peer, NO_LISTENER, is_tcp), Some(done));
             }
             Err(e) => done.complete(Err(Error::io("enroll a socket", e))),
@@ -1400,10 +1403,10 @@ impl<H: EventHandler> EventLoop<H> {
             };
             let is_tcp = listener.is_tcp();
             let listen_index = *listen_index;
-            match accept_next(listener.fd.as_fd(), &self.engine.deploy.gate) {
+            match accept_next(listener.fd.as_fd(), &self.engine.deploy().gate) {
                 Ok(Accepted::Conn(fd, peer, admission)) => {
                     self.warned_exhausted = false;
-                    self.engine.loops[self.index].add_connection();
+                    self.engine.slot(self.index).add_connection();
                     self.admit(fd, peer, listen_index, is_tcp, admission);
                 }
                 Ok(Accepted::Empty) => return,
@@ -1469,7 +1472,7 @@ impl<H: EventHandler> EventLoop<H> {
                     continue;
                 }
             };
-            bump(&self.engine.loops[self.index].counters.bytes_in, n as u64);
+            bump(&self.engine.slot(self.index).counters().bytes_in, n as u64);
             let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
             let datagram = Datagram {
                 fd: fd.as_fd(),
@@ -1493,7 +1496,7 @@ impl<H: EventHandler> EventLoop<H> {
         let mut inbox = std::mem::take(&mut self.inbox);
         let n = self.mailbox.drain(MESSAGE_BUDGET, |m| inbox.push(m));
         if n > 0 {
-            bump(&self.engine.loops[self.index].counters.messages, n as u64);
+            bump(&self.engine.slot(self.index).counters().messages, n as u64);
         }
         for message in inbox.drain(..) {
             self.handle_message(message);
@@ -1516,7 +1519,7 @@ impl<H: EventHandler> EventLoop<H> {
                 admission,
             } => {
                 if self.engine.loops_stopping() {
-                    self.engine.loops[self.index].remove_connection();
+                    self.engine.slot(self.index).remove_connection();
                     return;
                 }
                 self.admit(fd, peer, listener, is_tcp, admission);
@@ -1604,11 +1607,11 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Takes ownership of a connected socket: options, registration,
     /// on_open; `done` (a dial or enroll through the engine) gets its handle.
-    fn adopt(&mut self, mut entry: ConnEntry<H::State>, done: Option<Completion<ConnHandle>>) {
+    fn adopt(&mut self, mut entry: ConnEntry<H::State>, done: Option<Completion<ConnId>>) {
         self.apply_socket_options(&entry);
         if let Err(e) = self.accept_tls(&mut entry) {
             log::warn!("no TLS session for a connection from {}: {e}", entry.peer);
-            self.engine.loops[self.index].remove_connection();
+            self.engine.slot(self.index).remove_connection();
             if let Some(done) = done {
                 done.complete(Err(e));
             }
@@ -1616,7 +1619,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let Some(key) = self.conns.insert(entry) else {
             log::error!("loop {} cannot hold more connections", self.index);
-            self.engine.loops[self.index].remove_connection();
+            self.engine.slot(self.index).remove_connection();
             if let Some(done) = done {
                 done.complete(Err(Error::ConnectionClosed));
             }
@@ -1631,7 +1634,7 @@ impl<H: EventHandler> EventLoop<H> {
         if let Err(e) = self.poller.add(entry.fd.as_fd(), key.token(), interest) {
             log::warn!("could not register a connection from {}: {e}", entry.peer);
             self.conns.remove(key);
-            self.engine.loops[self.index].remove_connection();
+            self.engine.slot(self.index).remove_connection();
             if let Some(done) = done {
                 done.complete(Err(Error::io("register a connection", e)));
             }
@@ -1660,9 +1663,9 @@ impl<H: EventHandler> EventLoop<H> {
     /// any) is in: counts it as opened, then runs `on_open`, or starts the
     /// TLS handshake, whose end runs it. `done` (a dial or enroll through
     /// the engine) gets its handle.
-    fn start_session(&mut self, key: SlotKey, done: Option<Completion<ConnHandle>>) {
+    fn start_session(&mut self, key: SlotKey, done: Option<Completion<ConnId>>) {
         bump(
-            &self.engine.loops[self.index].counters.connections_opened,
+            &self.engine.slot(self.index).counters().connections_opened,
             1,
         );
         if self.conns.get(key).is_some_and(|entry| entry.tls.is_some()) {
@@ -1675,18 +1678,18 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Runs `on_open`; `done` (a dial or enroll through the engine) gets the
     /// handle.
-    fn open(&mut self, key: SlotKey, done: Option<Completion<ConnHandle>>) {
+    fn open(&mut self, key: SlotKey, done: Option<Completion<ConnId>>) {
         let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let handler = &mut self.handler;
-        let (action, side, handle) = {
+        let (action, side, id) = {
             let mut conn = Conn::new(&[], &mut self.conns, key, &lp);
             let action = guarded("on_open", || handler.on_open(&mut conn));
-            (action, conn.take_side_effects(), conn.handle())
+            (action, conn.take_side_effects(), conn.id())
         };
         self.after_callback(key, action, side);
         if let Some(done) = done {
             match self.conns.get(key) {
-                Some(_) => done.complete(Ok(handle)),
+                Some(_) => done.complete(Ok(id)),
                 None => done.complete(Err(Error::ConnectionClosed)),
             }
         }
@@ -1782,7 +1785,7 @@ impl<H: EventHandler> EventLoop<H> {
                     self.close_conn(key, reason);
                 }
                 Some((at, kind)) if at <= self.now_ms => {
-                    bump(&self.engine.loops[self.index].counters.timeouts, 1);
+                    bump(&self.engine.slot(self.index).counters().timeouts, 1);
                     self.close_conn(key, CloseReason::Timeout(kind));
                 }
                 Some((at, _)) => entry.timer_tick = self.wheel.schedule(key, at),

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::actors::DoorbellKind;
 use crate::error::{Error, Result};
-use crate::worker_pool::PoolShutdown;
 
 /// The most event loops an engine may run.
 ///
@@ -629,4 +628,46 @@ impl Options {
         }
         Ok(())
     }
+}
+
+/// What happens to queued jobs when the pool shuts down.
+///
+/// ```
+/// use ringloop::{PoolShutdown, WorkerPool};
+/// use std::sync::mpsc::channel;
+/// let pool = WorkerPool::new(1, 16, PoolShutdown::Cancel)?;
+/// let (started, is_started) = channel();
+/// let (release, released) = channel::<()>();
+/// // Keep the only worker busy until we say so.
+/// pool.submit(move || {
+///     started.send(()).unwrap();
+///     let _ = released.recv();
+/// })
+/// .unwrap();
+/// is_started.recv().unwrap();
+/// let (tx, rx) = channel();
+/// pool.submit(move || tx.send(()).unwrap()).unwrap(); // queued behind it
+/// let closer = {
+///     let pool = pool.clone();
+///     std::thread::spawn(move || pool.shutdown())
+/// };
+/// // Once submits are refused as "shut down", queued jobs are cancelled.
+/// while pool.submit(|| ()).map_or_else(|e| e.is_full(), |_| true) {
+///     std::thread::yield_now();
+/// }
+/// drop(release); // let the busy job finish
+/// closer.join().unwrap();
+/// assert!(rx.recv().is_err(), "the queued job was dropped, not run");
+/// # Ok::<(), ringloop::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PoolShutdown {
+    /// Run every job queued before the shutdown (the default); an engine
+    /// waits for them at most
+    /// [`Options::pool_shutdown_timeout`](crate::Options::pool_shutdown_timeout).
+    #[default]
+    Finish,
+    /// Drop queued jobs without running them.
+    Cancel,
 }

@@ -29,6 +29,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::addr::SockAddr;
+
 /// The 12 bytes every v2 header starts with.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// The longest v1 header, `\r\n` included (from the specification).
@@ -469,6 +471,23 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderError
     }
     header.tlv_bytes = tlvs.to_vec();
     Ok(Some((header, total)))
+}
+
+/// A proxied connection's PROXY protocol state.
+pub(crate) enum ProxyState {
+    /// Accepted; the header is not whole yet. Not opened.
+    Awaiting {
+        /// The bytes received so far.
+        received: Vec<u8>,
+        /// When the header is due (loop clock, ms).
+        deadline_ms: u64,
+    },
+    /// The header arrived; the connection is open.
+    Received {
+        header: ProxyHeader,
+        /// The socket's own peer: the balancer.
+        balancer: SockAddr,
+    },
 }
 
 #[cfg(test)]

@@ -33,9 +33,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::addr::{ListenAddr, SockAddr};
-use crate::engine::EngineShared;
 use crate::error::{Error, Result};
 use crate::listener::{Listener, LoopSockets};
+use crate::runtime::EngineShared;
 use crate::sys::handoff;
 
 /// How long an upgrade lets old connections finish, by default.
@@ -230,8 +230,11 @@ impl Control {
 }
 
 /// Starts the thread that serves the control socket, if there is one.
-pub(crate) fn start(engine: &Arc<EngineShared>) -> Result<Option<thread::JoinHandle<()>>> {
-    let Some(control) = engine.deploy.take_control() else {
+pub(crate) fn start(
+    control: Option<Control>,
+    engine: &Arc<EngineShared>,
+) -> Result<Option<thread::JoinHandle<()>>> {
+    let Some(control) = control else {
         return Ok(None);
     };
     let engine = engine.clone();
@@ -284,7 +287,7 @@ fn serve(control: Control, engine: &EngineShared) {
         // Count only once no actor can still be accepting: one that has
         // just accepted a connection counts it before it counts itself out.
         let left = engine.connection_count();
-        if left == 0 && engine.deploy.still_accepting() == 0 {
+        if left == 0 && engine.deploy().still_accepting() == 0 {
             log::info!("upgrade: the last connection closed; stopping");
             break;
         }

@@ -118,6 +118,31 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// Sends now if nothing is held and the lane has room; otherwise hands
+    /// the message back ([`Full`](TrySendError::Full) while anything is held:
+    /// it may not overtake what waits). Never holds it.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, MailboxConfig, Outbox, TrySendError};
+    /// let mut mailbox = Mailbox::<u8>::with_config(MailboxConfig::new().lane_capacity(1))?;
+    /// let mut outbox = Outbox::new(mailbox.sender());
+    /// outbox.try_send(1).unwrap(); // into the lane
+    /// outbox.send(2).unwrap(); // held
+    /// mailbox.drain(usize::MAX, drop); // room again, but 2 waits first
+    /// assert!(matches!(outbox.try_send(3), Err(TrySendError::Full(3))));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
+        if !self.held.is_empty() {
+            return Err(if self.sender.is_closed() {
+                TrySendError::Closed(value)
+            } else {
+                TrySendError::Full(value)
+            });
+        }
+        self.sender.try_send(value)
+    }
+
     /// Moves held messages into the lane, as many as fit, with one publish.
     /// Returns `Ok(true)` when nothing is held any more. If the mailbox is
     /// closed, returns every held message.

@@ -399,6 +399,25 @@ impl<T> SharedSender<T> {
     pub fn doorbell_rings(&self) -> u64 {
         self.shared.doorbell_rings()
     }
+
+    /// A [`Sender`] with a lane of its own into the same mailbox, for a
+    /// producer that wants to own its lane (wrap it in an
+    /// [`Outbox`](crate::Outbox) to never block). Its messages are ordered
+    /// with everyone else's by the mailbox's causal order.
+    ///
+    /// ```
+    /// use ringloop_actors::{Mailbox, Outbox};
+    /// let mut mailbox = Mailbox::<u8>::new()?;
+    /// let shared = mailbox.shared_sender();
+    /// let mut outbox = Outbox::new(shared.sender()); // a lane of its own
+    /// outbox.send(1).unwrap();
+    /// shared.send(2).unwrap(); // this thread's shared lane
+    /// assert_eq!(mailbox.drain(usize::MAX, drop), 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn sender(&self) -> Sender<T> {
+        Sender::new(self.shared.clone())
+    }
 }
 
 impl<T: Send + 'static> SharedSender<T> {

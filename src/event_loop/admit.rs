@@ -18,9 +18,10 @@ use crate::actors::slab::SlotKey;
 use crate::addr::SockAddr;
 use crate::admission::Admission;
 use crate::conn::ConnEntry;
-use crate::deploy::ProxyState;
-use crate::handler::{Action, CloseReason, EventHandler};
+use crate::handler::EventHandler;
+use crate::proxy_protocol::ProxyState;
 use crate::proxy_protocol::{self, ProxyAddresses, ProxyCommand, ProxyHeaderError};
+use crate::reason::{Action, CloseReason};
 use crate::stats::bump;
 use crate::sys::io as sysio;
 
@@ -38,7 +39,7 @@ impl<H: EventHandler> EventLoop<H> {
         let ticket = match admission {
             Admission::OverSourceLimit => {
                 drop(fd);
-                self.engine.loops[self.index].remove_connection();
+                self.engine.slot(self.index).remove_connection();
                 self.report_rejection(&peer, CloseReason::SourceLimit);
                 return;
             }
@@ -47,8 +48,8 @@ impl<H: EventHandler> EventLoop<H> {
         };
         let mut entry = ConnEntry::new(fd, peer, listener, is_tcp);
         entry.admission = ticket;
-        if self.engine.deploy.is_proxied(listener) {
-            let timeout = self.engine.deploy.header_timeout.as_millis();
+        if self.engine.deploy().is_proxied(listener) {
+            let timeout = self.engine.deploy().header_timeout.as_millis();
             entry.proxy = Some(Box::new(ProxyState::Awaiting {
                 received: Vec::new(),
                 deadline_ms: self.now_ms + timeout.min(u128::from(u32::MAX)) as u64,
@@ -85,7 +86,7 @@ impl<H: EventHandler> EventLoop<H> {
                     return;
                 }
             };
-            bump(&self.engine.loops[self.index].counters.bytes_in, n as u64);
+            bump(&self.engine.slot(self.index).counters().bytes_in, n as u64);
             received.extend_from_slice(&self.read_buf[..n]);
             match proxy_protocol::parse(received) {
                 Ok(None) => {
@@ -143,7 +144,7 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Closes a connection whose PROXY header failed, counting it.
     pub(super) fn refuse_header(&mut self, key: SlotKey, error: ProxyHeaderError) {
-        self.engine.deploy.gate.count_proxy_refusal();
+        self.engine.deploy().gate.count_proxy_refusal();
         self.refuse_unopened(key, CloseReason::ProxyHeader(error));
     }
 
@@ -155,7 +156,7 @@ impl<H: EventHandler> EventLoop<H> {
         let _ = self.poller.delete(entry.fd.as_fd());
         let peer = entry.peer.clone();
         drop(entry); // closes the socket and gives back its place
-        self.engine.loops[self.index].remove_connection();
+        self.engine.slot(self.index).remove_connection();
         self.report_rejection(&peer, reason);
     }
 
@@ -169,7 +170,7 @@ impl<H: EventHandler> EventLoop<H> {
                 let _ = self.poller.delete(listener.fd.as_fd());
                 listener.keep_socket_file();
             }
-            self.engine.deploy.stopped_accepting();
+            self.engine.deploy().stopped_accepting();
         }
         // The new process reads the UDP sockets now (the same sockets: ours
         // are only our copies).

@@ -15,9 +15,10 @@ use crate::actors::slab::SlotKey;
 use crate::addr::ListenAddr;
 use crate::conn::{ConnEntry, NO_LISTENER};
 use crate::error::{Error, Result};
-use crate::handle::ConnHandle;
-use crate::handler::{Action, CloseReason, EventHandler};
-use crate::message::Completion;
+use crate::handler::EventHandler;
+use crate::id::ConnId;
+use crate::reason::{Action, CloseReason};
+use crate::runtime::message::Completion;
 use crate::stats::bump;
 use crate::sys::io as sysio;
 use crate::tls::{TlsConnector, TlsSession};
@@ -73,7 +74,7 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Starts the handshake clock and sends what the session has to say
     /// first (a client's ClientHello); `on_open` runs once it completes.
-    pub(super) fn begin_handshake(&mut self, key: SlotKey, done: Option<Completion<ConnHandle>>) {
+    pub(super) fn begin_handshake(&mut self, key: SlotKey, done: Option<Completion<ConnId>>) {
         let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let timeout = self.settings.tls.handshake_timeout.as_millis();
         let deadline_ms = self.now_ms + timeout.min(u128::from(u32::MAX)) as u64;
@@ -115,7 +116,7 @@ impl<H: EventHandler> EventLoop<H> {
             return None;
         }
         entry.last_read_ms = self.now_ms;
-        bump(&self.engine.loops[self.index].counters.bytes_in, n as u64);
+        bump(&self.engine.slot(self.index).counters().bytes_in, n as u64);
         let scratch = std::mem::take(&mut self.tls_in);
         self.deliver_tls(key, &scratch[..n]);
         self.tls_in = scratch;
@@ -210,7 +211,7 @@ impl<H: EventHandler> EventLoop<H> {
         let dialled = entry.listener == NO_LISTENER;
         let peer = entry.peer.clone();
         drop(entry);
-        self.engine.loops[self.index].remove_connection();
+        self.engine.slot(self.index).remove_connection();
         log::debug!(
             "loop {}: TLS handshake with {peer} failed: {reason}",
             self.index

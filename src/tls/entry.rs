@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use super::session::sink;
 use crate::conn::{ConnEntry, LoopRef};
 use crate::error::{Error, Result};
-use crate::handler::CloseReason;
+use crate::reason::CloseReason;
 
 impl<S> ConnEntry<S> {
     /// Encrypts `bufs`, in order, and sends or queues the records.

@@ -18,8 +18,8 @@ use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerCon
 use super::TLS_BUFFER_LIMIT;
 use crate::buffer::OutboundQueue;
 use crate::error::{Error, Result};
-use crate::handle::ConnHandle;
-use crate::message::Completion;
+use crate::id::ConnId;
+use crate::runtime::message::Completion;
 use crate::sys;
 
 /// How a `tls://` dial verifies its server: a client config (roots, client
@@ -84,7 +84,7 @@ enum Phase {
     /// dial waiting for it (a dial through the engine).
     Handshaking {
         deadline_ms: u64,
-        done: Option<Completion<ConnHandle>>,
+        done: Option<Completion<ConnId>>,
     },
     /// Handshake complete: application data flows.
     Open,
@@ -123,7 +123,7 @@ impl TlsSession {
     }
 
     /// Starts the handshake clock; `done` (a dial) hears the outcome.
-    pub(crate) fn begin(&mut self, deadline_ms: u64, done: Option<Completion<ConnHandle>>) {
+    pub(crate) fn begin(&mut self, deadline_ms: u64, done: Option<Completion<ConnId>>) {
         self.phase = Phase::Handshaking { deadline_ms, done };
     }
 
@@ -141,7 +141,7 @@ impl TlsSession {
 
     /// If rustls finished the handshake, moves to [`Phase::Open`] and
     /// returns `Some` with the dial's completion (if any).
-    pub(crate) fn take_opened(&mut self) -> Option<Option<Completion<ConnHandle>>> {
+    pub(crate) fn take_opened(&mut self) -> Option<Option<Completion<ConnId>>> {
         if self.conn.is_handshaking() || !self.is_handshaking() {
             return None;
         }
@@ -152,7 +152,7 @@ impl TlsSession {
     }
 
     /// Ends the handshake phase without opening; returns the dial waiting.
-    pub(crate) fn take_dial(&mut self) -> Option<Completion<ConnHandle>> {
+    pub(crate) fn take_dial(&mut self) -> Option<Completion<ConnId>> {
         match &mut self.phase {
             Phase::Handshaking { done, .. } => done.take(),
             Phase::Open => None,

@@ -21,60 +21,19 @@
 //! stopped accepting and before its loops close their connections, so the
 //! replies of finished jobs still reach their connections.
 
-use std::cell::Cell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::error::{Error, Result};
+use crate::options::PoolShutdown;
+use crate::runtime::context;
+use crate::runtime::sync::{Arc, AtomicBool, Ordering};
 
 type Job = Box<dyn FnOnce() + Send>;
-
-/// What happens to queued jobs when the pool shuts down.
-///
-/// ```
-/// use ringloop::{PoolShutdown, WorkerPool};
-/// use std::sync::mpsc::channel;
-/// let pool = WorkerPool::new(1, 16, PoolShutdown::Cancel)?;
-/// let (started, is_started) = channel();
-/// let (release, released) = channel::<()>();
-/// // Keep the only worker busy until we say so.
-/// pool.submit(move || {
-///     started.send(()).unwrap();
-///     let _ = released.recv();
-/// })
-/// .unwrap();
-/// is_started.recv().unwrap();
-/// let (tx, rx) = channel();
-/// pool.submit(move || tx.send(()).unwrap()).unwrap(); // queued behind it
-/// let closer = {
-///     let pool = pool.clone();
-///     std::thread::spawn(move || pool.shutdown())
-/// };
-/// // Once submits are refused as "shut down", queued jobs are cancelled.
-/// while pool.submit(|| ()).map_or_else(|e| e.is_full(), |_| true) {
-///     std::thread::yield_now();
-/// }
-/// drop(release); // let the busy job finish
-/// closer.join().unwrap();
-/// assert!(rx.recv().is_err(), "the queued job was dropped, not run");
-/// # Ok::<(), ringloop::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PoolShutdown {
-    /// Run every job queued before the shutdown (the default); an engine
-    /// waits for them at most
-    /// [`Options::pool_shutdown_timeout`](crate::Options::pool_shutdown_timeout).
-    #[default]
-    Finish,
-    /// Drop queued jobs without running them.
-    Cancel,
-}
 
 /// Why a job was not queued; the job is inside.
 ///
@@ -161,16 +120,6 @@ impl fmt::Display for SubmitError {
 }
 
 impl std::error::Error for SubmitError {}
-
-thread_local! {
-    /// Set on worker threads (a worker must not wait for its own pool).
-    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// `true` on a worker-pool thread.
-pub(crate) fn on_worker_thread() -> bool {
-    ON_WORKER.with(Cell::get)
-}
 
 struct Inner {
     /// The queue's sending side; taken (dropped) by shutdown, after which
@@ -317,7 +266,7 @@ impl WorkerPool {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn submit_wait(&self, job: impl FnOnce() + Send + 'static) -> Result<(), SubmitError> {
-        if crate::engine::on_a_loop_thread() {
+        if context::on_any_loop() {
             return self.submit(job);
         }
         // Wait on a clone of the sender, outside the lock: a shutdown (even
@@ -386,7 +335,7 @@ impl WorkerPool {
     /// ```
     pub fn shutdown(&self) {
         self.close_queue();
-        if on_worker_thread() {
+        if context::on_worker() {
             return;
         }
         let threads =
@@ -422,7 +371,7 @@ impl WorkerPool {
     /// ```
     pub fn shutdown_timeout(&self, limit: std::time::Duration) -> bool {
         self.close_queue();
-        if on_worker_thread() {
+        if context::on_worker() {
             return true;
         }
         let deadline = std::time::Instant::now() + limit;
@@ -470,7 +419,7 @@ impl WorkerPool {
 }
 
 fn work(queue: Receiver<Job>, cancelled: Arc<AtomicBool>) {
-    ON_WORKER.with(|w| w.set(true));
+    let _worker = context::enter_worker();
     // Ends once the pool's sender is gone and the queue is empty.
     while let Ok(job) = queue.recv() {
         // Acquire: pairs with the Release in `shutdown`.

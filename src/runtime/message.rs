@@ -12,9 +12,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::addr::{ListenAddr, SockAddr};
 use crate::error::{Error, Result};
-use crate::handle::ConnHandle;
-use crate::handle::ConnId;
-use crate::handler::LoopContext;
+use crate::id::ConnId;
+use crate::runtime::Engine;
 use crate::tls::TlsConnector;
 
 /// A closure run on a loop.
@@ -85,17 +84,17 @@ pub(crate) enum LoopMessage {
         data: Vec<u8>,
         done: Completion<usize>,
     },
-    /// Dial `addr` onto this loop; `done` gets the new connection's handle.
+    /// Dial `addr` onto this loop; `done` gets the new connection's id.
     Dial {
         addr: Box<ListenAddr>,
-        done: Completion<ConnHandle>,
+        done: Completion<ConnId>,
         /// For `tls://`: how to verify the server, if not the engine's way.
         tls: Option<Box<TlsConnector>>,
     },
     /// Adopt an already-connected socket.
     Enroll {
         fd: OwnedFd,
-        done: Completion<ConnHandle>,
+        done: Completion<ConnId>,
     },
     /// Run the traffic callback even without new bytes.
     Wake { id: ConnId },
@@ -126,6 +125,84 @@ impl fmt::Debug for LoopMessage {
             Self::Execute(_) => f.write_str("Execute"),
             Self::Stop => f.write_str("Stop"),
         }
+    }
+}
+
+/// What a handler can see of the loop it runs on, in the callbacks that have
+/// no connection: [`on_boot`](crate::EventHandler::on_boot),
+/// [`on_tick`](crate::EventHandler::on_tick), [`on_shutdown`](crate::EventHandler::on_shutdown).
+///
+/// ```
+/// use ringloop::{Action, Engine, EventHandler, LoopContext};
+/// use std::sync::mpsc;
+///
+/// struct Boot(mpsc::Sender<usize>);
+/// impl EventHandler for Boot {
+///     type State = ();
+///     fn on_boot(&mut self, ctx: &mut LoopContext) -> Action {
+///         let _ = self.0.send(ctx.loop_index());
+///         Action::None
+///     }
+/// }
+///
+/// let (tx, rx) = mpsc::channel();
+/// let server = Engine::builder(move |_| Boot(tx.clone())).listen("tcp://127.0.0.1:0").loops(2).build()?;
+/// let engine = server.engine();
+/// let runner = std::thread::spawn(move || server.run());
+/// let mut booted = [rx.recv().unwrap(), rx.recv().unwrap()];
+/// booted.sort();
+/// assert_eq!(booted, [0, 1]);
+/// engine.stop()?;
+/// runner.join().unwrap()?;
+/// # Ok::<(), ringloop::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct LoopContext {
+    pub(crate) index: usize,
+    pub(crate) engine: Engine,
+}
+
+impl LoopContext {
+    /// The index of this loop (0-based).
+    ///
+    /// ```
+    /// # use ringloop::{Action, EventHandler, LoopContext};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     type State = ();
+    /// fn on_boot(&mut self, ctx: &mut LoopContext) -> Action {
+    ///     log::info!("loop {} of {} is up", ctx.loop_index(), ctx.engine().loop_count());
+    ///     Action::None
+    /// }
+    /// # }
+    /// ```
+    pub fn loop_index(&self) -> usize {
+        self.index
+    }
+
+    /// A handle to the engine (connection count, stop).
+    ///
+    /// ```
+    /// use ringloop::{Action, Engine, EventHandler, LoopContext};
+    /// use std::time::Duration;
+    ///
+    /// /// Stops the engine on its first tick.
+    /// struct OneTick;
+    /// impl EventHandler for OneTick {
+    ///     type State = ();
+    ///     fn on_tick(&mut self, ctx: &mut LoopContext) -> (Duration, Action) {
+    ///         assert_eq!(ctx.engine().connection_count(), 0);
+    ///         ctx.engine().stop().unwrap(); // on a loop thread: starts the stop
+    ///         (Duration::from_secs(1), Action::None)
+    ///     }
+    /// }
+    ///
+    /// let server = Engine::builder(|_| OneTick).listen("tcp://127.0.0.1:0").loops(1).ticker(true).build()?;
+    /// server.run()?; // returns once the tick has stopped the engine
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 }
 

@@ -1,0 +1,998 @@
+//! [`EngineBuilder`]: the engine's settings, and `build`, which checks them,
+//! binds (or inherits) every listener and creates every mailbox.
+//!
+//! Bootstrap only: nothing runs until [`Server::run`](crate::Server::run).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::acceptor::Acceptor;
+use crate::actors::{DoorbellKind, Mailbox, MailboxConfig};
+use crate::addr::{ListenAddr, Transport};
+use crate::admission::{AcceptRate, Limits};
+use crate::deploy::DeployConfig;
+use crate::error::{Error, Result};
+use crate::handler::EventHandler;
+use crate::listener::{Listener, LoopSockets};
+use crate::options::{
+    BackPressure, KeepAlive, LoadBalancer, Options, PoolShutdown, Timeouts, WaterMarks,
+};
+use crate::runtime::deploy::DeployShared;
+use crate::runtime::message::{AcceptorMessage, LoopMessage};
+use crate::runtime::{Engine, EngineParts, EngineShared, PoolConfig};
+use crate::server::{Factory, Server};
+
+/// Settings and addresses of an engine; [`build`](Self::build) binds the
+/// listeners, [`run`](Self::run) also serves until stopped.
+///
+/// ```
+/// # use ringloop::{Engine, EventHandler};
+/// # struct Quiet;
+/// # impl EventHandler for Quiet { type State = (); }
+/// let server = Engine::builder(|_| Quiet)
+///     .listen("tcp://127.0.0.1:0")
+///     .loops(2)
+///     .workers(4)
+///     .build()?; // checks the settings and binds the listener
+/// # Ok::<(), ringloop::Error>(())
+/// ```
+pub struct EngineBuilder<H> {
+    factory: Factory<H>,
+    addrs: Vec<String>,
+    options: Options,
+    deploy: DeployConfig,
+}
+
+impl<H: EventHandler> EngineBuilder<H> {
+    /// Adds an address to listen on, in URL form: `tcp://127.0.0.1:9000`,
+    /// `tcp6://[::1]:9000`, `unix:///tmp/app.sock`. Port 0 picks a free port
+    /// (see [`Engine::local_addrs`]). Checked by [`build`](Self::build).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .listen("tcp://127.0.0.1:0") // a second listener
+    ///     .build()?;
+    /// let engine = server.engine();
+    /// assert_eq!(engine.local_addrs().len(), 2);
+    /// // A bad address is refused by build.
+    /// assert!(Engine::builder(|_| Quiet).listen("tulip://x").build().is_err());
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.addrs.push(addr.into());
+        self
+    }
+
+    /// Replaces every option at once.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::Options;
+    /// let mut options = Options::default(); // #[non_exhaustive]: start from the defaults
+    /// options.loops = 2;
+    /// let server = Engine::builder(|_| Quiet).options(options).listen("tcp://127.0.0.1:0").build()?;
+    /// assert_eq!(server.engine().loop_count(), 2);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Number of event loops (default: one per core; 1 ..= 1024).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
+    /// assert_eq!(server.engine().loop_count(), 2);
+    /// assert!(Engine::builder(|_| Quiet).loops(0).build().is_err()); // out of range
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn loops(mut self, n: usize) -> Self {
+        self.options.loops = n;
+        self
+    }
+
+    /// Size of each loop's read buffer (default 64 KiB).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .read_buffer_size(16 * 1024) // small requests: less memory per loop
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.options.read_buffer_size = bytes;
+        self
+    }
+
+    /// Largest block small writes are coalesced into (default 64 KiB).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .write_buffer_cap(16 * 1024)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn write_buffer_cap(mut self, bytes: usize) -> Self {
+        self.options.write_buffer_cap = bytes;
+        self
+    }
+
+    /// `TCP_NODELAY` on accepted connections (default on).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .tcp_nodelay(false) // bulk transfers: let Nagle coalesce
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn tcp_nodelay(mut self, on: bool) -> Self {
+        self.options.tcp_nodelay = on;
+        self
+    }
+
+    /// TCP keepalive on accepted connections (default off).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::KeepAlive;
+    /// use std::time::Duration;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .tcp_keepalive(Some(KeepAlive::new(Duration::from_secs(60))))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn tcp_keepalive(mut self, keepalive: Option<KeepAlive>) -> Self {
+        self.options.tcp_keepalive = keepalive;
+        self
+    }
+
+    /// `SO_RCVBUF` for listeners and connections.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .recv_buffer_size(256 * 1024)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn recv_buffer_size(mut self, bytes: usize) -> Self {
+        self.options.recv_buffer_size = Some(bytes);
+        self
+    }
+
+    /// `SO_SNDBUF` for listeners and connections.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .send_buffer_size(256 * 1024)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn send_buffer_size(mut self, bytes: usize) -> Self {
+        self.options.send_buffer_size = Some(bytes);
+        self
+    }
+
+    /// `SO_REUSEADDR` on listeners (default on).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .reuse_addr(true)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn reuse_addr(mut self, on: bool) -> Self {
+        self.options.reuse_addr = on;
+        self
+    }
+
+    /// SO_REUSEPORT mode: no acceptor; every loop owns its own listener for
+    /// each TCP address and the kernel spreads connections (default off).
+    /// Two engines in this mode can share a port.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .reuse_port(true) // one listener per loop, no acceptor
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.options.reuse_port = on;
+        self
+    }
+
+    /// Edge-triggered connection I/O (default off, level-triggered).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .edge_triggered(true)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn edge_triggered(mut self, on: bool) -> Self {
+        self.options.edge_triggered = on;
+        self
+    }
+
+    /// Per-connection byte budget per turn in edge-triggered mode (default
+    /// 1 MiB); setting it turns edge-triggered mode on.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .edge_triggered_chunk(256 * 1024) // implies edge-triggered mode
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn edge_triggered_chunk(mut self, bytes: usize) -> Self {
+        self.options.edge_triggered = true;
+        self.options.edge_triggered_chunk = bytes;
+        self
+    }
+
+    /// Listen backlog (default 1024).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .listen_backlog(4096) // large bursts of connects
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn listen_backlog(mut self, backlog: i32) -> Self {
+        self.options.listen_backlog = backlog;
+        self
+    }
+
+    /// How connections are spread over loops (default round-robin).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::LoadBalancer;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .load_balancer(LoadBalancer::LeastConnections)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn load_balancer(mut self, policy: LoadBalancer) -> Self {
+        self.options.load_balancer = policy;
+        self
+    }
+
+    /// Messages per mailbox lane (default 1024).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .mailbox_capacity(4096) // more room for bursts from other threads
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn mailbox_capacity(mut self, n: usize) -> Self {
+        self.options.mailbox_capacity = n;
+        self
+    }
+
+    /// The loops' wake-up fd (default eventfd, else a pipe).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::actors::DoorbellKind;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .doorbell(DoorbellKind::Pipe)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn doorbell(mut self, kind: DoorbellKind) -> Self {
+        self.options.doorbell = kind;
+        self
+    }
+
+    /// Connection timeouts (default none); a connection can override them
+    /// with [`Conn::set_timeouts`](crate::Conn::set_timeouts).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::Timeouts;
+    /// use std::time::Duration;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .timeouts(Timeouts::none().idle(Duration::from_secs(300)))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.options.timeouts = timeouts;
+        self
+    }
+
+    /// Outbound high- and low-water marks per connection (default 4 MiB /
+    /// 1 MiB); see [`Conn::set_write_water_marks`](crate::Conn::set_write_water_marks).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::WaterMarks;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .write_water_marks(WaterMarks::new(256 * 1024, 64 * 1024))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn write_water_marks(mut self, marks: WaterMarks) -> Self {
+        self.options.write_water_marks = marks;
+        self
+    }
+
+    /// What a connection above its high-water mark does (default: pause
+    /// reading from it).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::BackPressure;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .back_pressure(BackPressure::Close) // drop peers that do not read
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn back_pressure(mut self, policy: BackPressure) -> Self {
+        self.options.back_pressure = policy;
+        self
+    }
+
+    /// The most bytes a connection may leave unconsumed (default 64 MiB).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .max_inbound(1 << 20) // close peers that send more than 1 MiB unconsumed
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn max_inbound(mut self, bytes: usize) -> Self {
+        self.options.max_inbound = bytes;
+        self
+    }
+
+    /// How long a dial may take to connect (default 10 s).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .connect_timeout(std::time::Duration::from_secs(2))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.options.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a stop lets connections flush before closing them hard
+    /// (default 5 s).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .drain_timeout(std::time::Duration::from_millis(500))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn drain_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.options.drain_timeout = timeout;
+        self
+    }
+
+    /// Worker-pool threads (default: 4 per core, at least 4). The pool starts
+    /// on first use.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .workers(8)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn workers(mut self, n: usize) -> Self {
+        self.options.workers = n;
+        self
+    }
+
+    /// Jobs the worker pool's queue holds (default 4096).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .job_queue_capacity(100) // submit hands jobs back beyond this
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn job_queue_capacity(mut self, n: usize) -> Self {
+        self.options.job_queue_capacity = n;
+        self
+    }
+
+    /// What happens to queued jobs at shutdown (default: finish them).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::PoolShutdown;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .pool_shutdown(PoolShutdown::Cancel) // queued jobs are dropped at stop
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn pool_shutdown(mut self, policy: PoolShutdown) -> Self {
+        self.options.pool_shutdown = policy;
+        self
+    }
+
+    /// The longest a stop waits for the worker pool (default 30 s); see
+    /// [`Options::pool_shutdown_timeout`].
+    pub fn pool_shutdown_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.options.pool_shutdown_timeout = limit;
+        self
+    }
+
+    /// Closes gracefully closed connections lingering for at most `limit`
+    /// (default off); see [`Options::lingering_close`].
+    pub fn lingering_close(mut self, limit: Option<std::time::Duration>) -> Self {
+        self.options.lingering_close = limit;
+        self
+    }
+
+    /// The most bytes all connections together may hold (default 512 MiB);
+    /// see [`Options::buffer_budget`].
+    pub fn buffer_budget(mut self, bytes: usize) -> Self {
+        self.options.buffer_budget = bytes;
+        self
+    }
+
+    /// Calls [`EventHandler::on_tick`] on loop 0 (default off).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .ticker(true) // on_tick runs on loop 0
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn ticker(mut self, on: bool) -> Self {
+        self.options.ticker = on;
+        self
+    }
+
+    /// The rustls server config for `tls://` listen addresses (required when
+    /// there is one); [`tls::ServerTls`](crate::tls::ServerTls) makes one
+    /// from PEM files. Handlers see plaintext and the session through
+    /// [`Conn::tls`](crate::Conn::tls).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// # let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// # let (cert_pem, key_pem) = (c.cert.pem(), c.key_pair.serialize_pem());
+    /// let config = ringloop::tls::ServerTls::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?.build()?;
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tls://127.0.0.1:0")
+    ///     .listen("tcp://127.0.0.1:0") // plain and TLS side by side
+    ///     .tls_server(config)
+    ///     .build()?;
+    /// // Without a config, a tls:// address is refused.
+    /// assert!(Engine::builder(|_| Quiet).listen("tls://127.0.0.1:0").build().is_err());
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn tls_server(mut self, config: impl Into<std::sync::Arc<rustls::ServerConfig>>) -> Self {
+        self.options.tls.server = Some(config.into());
+        self
+    }
+
+    /// The rustls client config `tls://` dials verify servers with, unless
+    /// they bring a [`TlsConnector`](crate::tls::TlsConnector);
+    /// [`tls::client_config`](crate::tls::client_config) makes one from a CA
+    /// file's PEM.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// # let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// let config = ringloop::tls::client_config(c.cert.pem().as_bytes())?;
+    /// let server = Engine::builder(|_| Quiet).tls_client(config).build()?;
+    /// // engine.dial("tls://localhost:8443") now checks the server against that CA.
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn tls_client(mut self, config: impl Into<std::sync::Arc<rustls::ClientConfig>>) -> Self {
+        self.options.tls.client = Some(config.into());
+        self
+    }
+
+    /// How long a TLS handshake may take (default 10 s); a connection past
+    /// it closes with [`TimeoutKind::Handshake`](crate::TimeoutKind::Handshake).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .tls_handshake_timeout(std::time::Duration::from_secs(3))
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn tls_handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.options.tls.handshake_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings, binds every listener and creates every mailbox.
+    /// Nothing runs yet; the real addresses are in [`Server::engine`]'s
+    /// [`Engine::local_addrs`].
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
+    /// // Bound, not yet serving: the real port is known already.
+    /// assert_eq!(server.engine().local_addrs().len(), 1);
+    /// let err = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:99999").build().unwrap_err();
+    /// assert!(matches!(err, ringloop::Error::InvalidAddress { .. }));
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn build(mut self) -> Result<Server<H>> {
+        self.options.validate()?;
+        // No address is fine: a client engine only dials and enrolls.
+        let mut inherited = self.deploy.take_inherited(&self.addrs)?;
+        let addrs = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| inherited.addr(i).map_or_else(|| ListenAddr::parse(a), Ok))
+            .collect::<Result<Vec<_>>>()?;
+        if addrs.len() > usize::from(u16::MAX) {
+            return Err(Error::InvalidConfig("too many listen addresses".into()));
+        }
+        self.deploy.validate(&addrs)?;
+        if let Some(addr) = addrs.iter().find(|a| a.is_tls()) {
+            if self.options.tls.server.is_none() {
+                return Err(Error::InvalidConfig(format!(
+                    "{addr} needs a server config (EngineBuilder::tls_server)"
+                )));
+            }
+        }
+        let loops = self.options.loops;
+        let mut acceptor_listeners = Vec::new();
+        let mut loop_sockets: Vec<LoopSockets> =
+            (0..loops).map(|_| LoopSockets::default()).collect();
+        let mut local_addrs = Vec::with_capacity(addrs.len());
+        for (index, addr) in addrs.iter().enumerate() {
+            let index = index as u16;
+            match addr.transport() {
+                // Taken over (fd://N, systemd, an upgrade), not bound.
+                _ if inherited.has(index) => local_addrs.push(inherited.place(
+                    index,
+                    &mut acceptor_listeners,
+                    &mut loop_sockets,
+                    &self.options,
+                )?),
+                // Every loop gets its own socket on the same port (the first
+                // bind picks the port when 0 is asked for).
+                Transport::Udp => {
+                    let (fd, bound) = Listener::bind_udp(addr, &self.options, true)?;
+                    loop_sockets[0].udp.push((fd, index));
+                    for sockets in loop_sockets.iter_mut().skip(1) {
+                        let (fd, _) = Listener::bind_udp(&bound, &self.options, false)?;
+                        sockets.udp.push((fd, index));
+                    }
+                    local_addrs.push(bound);
+                }
+                Transport::Tcp if self.options.reuse_port => {
+                    let first = Listener::bind(addr, &self.options, true)?;
+                    let bound = first.addr.clone();
+                    loop_sockets[0].listeners.push((first, index));
+                    for sockets in loop_sockets.iter_mut().skip(1) {
+                        sockets
+                            .listeners
+                            .push((Listener::bind(&bound, &self.options, true)?, index));
+                    }
+                    local_addrs.push(bound);
+                }
+                // A Unix path cannot be shared: in reuseport mode loop 0
+                // serves it alone.
+                _ if self.options.reuse_port => {
+                    let listener = Listener::bind(addr, &self.options, false)?;
+                    local_addrs.push(listener.addr.clone());
+                    loop_sockets[0].listeners.push((listener, index));
+                }
+                _ => {
+                    let listener = Listener::bind(addr, &self.options, false)?;
+                    local_addrs.push(listener.addr.clone());
+                    acceptor_listeners.push((listener, index));
+                }
+            }
+        }
+        let control = self
+            .deploy
+            .finish_upgrade(&acceptor_listeners, &loop_sockets)?;
+        let mailbox_config = MailboxConfig::new()
+            .lane_capacity(self.options.mailbox_capacity)
+            .doorbell(self.options.doorbell);
+        let mailbox_error = |e| Error::io("create a mailbox", e);
+        let loop_mailboxes = (0..self.options.loops)
+            .map(|_| {
+                Mailbox::<LoopMessage>::with_config(mailbox_config.clone()).map_err(mailbox_error)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let acceptor_mailbox =
+            Mailbox::<AcceptorMessage>::with_config(mailbox_config).map_err(mailbox_error)?;
+        let accepting_actors = usize::from(!acceptor_listeners.is_empty())
+            + loop_sockets
+                .iter()
+                .filter(|s| !s.listeners.is_empty())
+                .count();
+        let shared = Arc::new(EngineShared::new(EngineParts {
+            loops: loop_mailboxes.iter().map(Mailbox::shared_sender).collect(),
+            acceptor: (!acceptor_listeners.is_empty()).then(|| acceptor_mailbox.shared_sender()),
+            addrs: local_addrs,
+            drain_timeout: self.options.drain_timeout,
+            pool: PoolConfig {
+                workers: self.options.workers,
+                queue_capacity: self.options.job_queue_capacity,
+                policy: self.options.pool_shutdown,
+                shutdown_timeout: self.options.pool_shutdown_timeout,
+            },
+            buffer_budget: self.options.buffer_budget,
+            deploy: DeployShared::new(
+                self.options.limits,
+                self.deploy.proxied_flags(&addrs),
+                self.deploy.header_timeout,
+                accepting_actors,
+            ),
+        }));
+        let acceptor = (!acceptor_listeners.is_empty()).then(|| {
+            Acceptor::new(
+                acceptor_listeners,
+                acceptor_mailbox,
+                loop_mailboxes.iter().map(Mailbox::sender).collect(),
+                self.options.load_balancer,
+                shared.clone(),
+            )
+        });
+        Ok(Server {
+            engine: Engine::from_shared(shared),
+            factory: self.factory,
+            loop_mailboxes,
+            loop_sockets,
+            acceptor,
+            control,
+            options: self.options,
+        })
+    }
+
+    /// Builds and runs the engine until it stops.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// use ringloop::{Action, LoopContext};
+    /// use std::time::Duration;
+    ///
+    /// struct StopAtOnce;
+    /// impl EventHandler for StopAtOnce {
+    ///     type State = ();
+    ///     fn on_tick(&mut self, _ctx: &mut LoopContext) -> (Duration, Action) {
+    ///         (Duration::from_secs(1), Action::Shutdown)
+    ///     }
+    /// }
+    ///
+    /// // Build and serve in one call; returns when the engine stops.
+    /// Engine::builder(|_| StopAtOnce).listen("tcp://127.0.0.1:0").loops(1).ticker(true).run()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn run(self) -> Result<()> {
+        self.build()?.run()
+    }
+}
+
+impl<H> fmt::Debug for EngineBuilder<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("addrs", &self.addrs)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts building an engine whose loops each get a handler made by
+    /// `factory(loop_index)`, on the loop's own thread.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|loop_index| {
+    ///     // Runs once per loop, on that loop's thread.
+    ///     let _ = loop_index;
+    ///     Quiet
+    /// })
+    /// .listen("tcp://127.0.0.1:0")
+    /// .build()?;
+    /// assert_eq!(server.engine().loop_count(), 2);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn builder<H, F>(factory: F) -> EngineBuilder<H>
+    where
+        H: EventHandler,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        EngineBuilder {
+            factory: Arc::new(factory),
+            addrs: Vec::new(),
+            options: Options::default(),
+            deploy: Default::default(),
+        }
+    }
+}
+
+impl<H: EventHandler> EngineBuilder<H> {
+    /// Upgrades that drop nothing, through the Unix control socket `path`.
+    ///
+    /// At [`build`](Self::build): if a ringloop process serves `path`, its
+    /// listening sockets for the same addresses (every loop's, in reuseport
+    /// mode) are taken over instead of bound, and once this engine is built
+    /// that process stops accepting and drains: it serves the connections
+    /// it has (handlers see [`Engine::is_draining`] and
+    /// [`on_drain`](EventHandler::on_drain)) until they close or the
+    /// [`upgrade_deadline`](Self::upgrade_deadline) passes, then stops. If
+    /// nobody serves `path` (no file, or a stale one), addresses are bound as
+    /// usual. Either way this engine then serves `path` for the next
+    /// upgrade. If the handoff fails, `build` returns the error and the old
+    /// process goes on serving as before.
+    ///
+    /// ```no_run
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// // Run the same command again (a new binary, new settings) to upgrade.
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:9000")
+    ///     .upgrade_socket("/run/myserver/upgrade.sock")
+    ///     .build()?;
+    /// server.run()?; // returns when stopped, or once drained after an upgrade
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn upgrade_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.deploy.upgrade_path = Some(path.into());
+        self
+    }
+
+    /// How long, after handing its listeners over, this engine keeps
+    /// serving connections that stay open before it stops anyway (default
+    /// 30 s).
+    pub fn upgrade_deadline(mut self, deadline: Duration) -> Self {
+        self.deploy.upgrade_deadline = deadline;
+        self
+    }
+}
+
+impl<H: EventHandler> EngineBuilder<H> {
+    /// Serves the listening sockets systemd passed to this process (socket
+    /// activation: `LISTEN_FDS` descriptors from 3 on, for this process as
+    /// `LISTEN_PID` says), as if each were added with `listen("fd://N")`.
+    /// The variables are removed, so child processes do not take them too.
+    /// Without them (or for another process), [`build`](Self::build) fails
+    /// saying so.
+    ///
+    /// ```no_run
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// // systemd-socket-activate -l 127.0.0.1:9000 ./server
+    /// let server = Engine::builder(|_| Quiet).listen_systemd().build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn listen_systemd(mut self) -> Self {
+        match crate::deploy::systemd_fds() {
+            Ok(fds) => {
+                for fd in fds {
+                    self.addrs.push(format!("fd://{fd}"));
+                }
+            }
+            Err(e) => self.deploy.systemd_error = Some(e),
+        }
+        self
+    }
+}
+
+impl<H: EventHandler> EngineBuilder<H> {
+    /// Listens on `addr` (a stream address: `tcp://…` or `unix://…`) for
+    /// connections relayed by a load balancer that sends the PROXY protocol
+    /// (v1 or v2, told apart by their first bytes). Each connection's header
+    /// is read before [`on_open`](EventHandler::on_open); then
+    /// [`Conn::peer_addr`](crate::Conn::peer_addr) is the client's address
+    /// and [`Conn::proxy_header`](crate::Conn::proxy_header) holds the header
+    /// and the balancer's address. A connection whose header is missing,
+    /// malformed, too long or later than
+    /// [`proxy_header_timeout`](Self::proxy_header_timeout) is closed and
+    /// reported to [`on_reject`](EventHandler::on_reject) with
+    /// [`CloseReason::ProxyHeader`](crate::CloseReason::ProxyHeader).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen_proxied("tcp://127.0.0.1:0") // behind HAProxy's send-proxy-v2
+    ///     .listen("tcp://127.0.0.1:0") // direct clients, no header
+    ///     .build()?;
+    /// assert_eq!(server.engine().local_addrs().len(), 2);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn listen_proxied(mut self, addr: impl Into<String>) -> Self {
+        self.deploy.proxied.insert(self.addrs.len());
+        self.addrs.push(addr.into());
+        self
+    }
+
+    /// Makes every stream listener (`tcp://`, `unix://`) expect a PROXY
+    /// header, as if each were added with
+    /// [`listen_proxied`](Self::listen_proxied); UDP listeners are left as
+    /// they are.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .proxy_protocol(true) // e.g. from a --proxy-protocol flag
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.deploy.all_proxied = on;
+        self
+    }
+
+    /// How long a connection on a [`listen_proxied`](Self::listen_proxied)
+    /// address may take to send its PROXY header (default 5 s).
+    pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
+        self.deploy.header_timeout = timeout;
+        self
+    }
+
+    /// Sets every connection limit at once (see [`Limits`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.options.limits = limits;
+        self
+    }
+
+    /// Caps the connections open at once (accepted from listeners; dialled
+    /// and enrolled ones do not count). At the cap the engine stops
+    /// accepting, so new connections wait in the kernel's backlog, and
+    /// resumes as soon as one closes; nobody accepted is dropped.
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .max_conns(10_000)
+    ///     .max_conns_per_source(100)
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn max_conns(mut self, n: usize) -> Self {
+        self.options.limits.max_conns = Some(n);
+        self
+    }
+
+    /// Caps the connections open at once from one source IP address; more
+    /// are accepted and closed at once, reported to
+    /// [`on_reject`](EventHandler::on_reject) with
+    /// [`CloseReason::SourceLimit`](crate::CloseReason::SourceLimit). Behind a
+    /// balancer the source is the balancer.
+    pub fn max_conns_per_source(mut self, n: usize) -> Self {
+        self.options.limits.max_conns_per_source = Some(n);
+        self
+    }
+
+    /// Limits how fast connections are accepted (a token bucket); beyond it
+    /// they wait in the kernel's backlog.
+    pub fn accept_rate(mut self, rate: AcceptRate) -> Self {
+        self.options.limits.accept_rate = Some(rate);
+        self
+    }
+}
