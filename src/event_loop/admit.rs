@@ -13,11 +13,11 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
+use super::entry::ConnEntry;
 use super::{guarded, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::addr::SockAddr;
 use crate::admission::Admission;
-use crate::conn::ConnEntry;
 use crate::deploy::ProxyState;
 use crate::handler::{Action, CloseReason, EventHandler};
 use crate::proxy_protocol::{self, ProxyAddresses, ProxyCommand, ProxyHeaderError};

@@ -10,10 +10,11 @@
 use std::io;
 use std::os::fd::AsFd;
 
+use super::entry::ConnEntry;
 use super::{guarded, loop_ref, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::addr::ListenAddr;
-use crate::conn::{ConnEntry, NO_LISTENER};
+use crate::conn::NO_LISTENER;
 use crate::error::{Error, Result};
 use crate::handle::ConnHandle;
 use crate::handler::{Action, CloseReason, EventHandler};
