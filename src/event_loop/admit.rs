@@ -164,11 +164,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// the connections go on as usual.
     pub(super) fn begin_upgrade_drain(&mut self) {
         self.upgrade_drain_seen = true;
-        if !self.listeners.is_empty() {
-            for (mut listener, _) in self.listeners.drain(..) {
-                let _ = self.poller.delete(listener.fd.as_fd());
-                listener.keep_socket_file();
-            }
+        if self.listeners.close_for_upgrade(&self.poller) {
             self.engine.deploy.stopped_accepting();
         }
         // The new process reads the UDP sockets now (the same sockets: ours
@@ -176,7 +172,6 @@ impl<H: EventHandler> EventLoop<H> {
         for (fd, _) in self.udp.drain(..) {
             let _ = self.poller.delete(fd.as_fd());
         }
-        self.listeners_resume = None;
         let (ctx, handler) = (&mut self.ctx, &mut self.handler);
         if let Some(Action::Shutdown) = guarded("on_drain", || handler.on_drain(ctx)) {
             self.engine.request_stop();

@@ -38,6 +38,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::accept::Listeners;
 use crate::actors::slab::{Slab, SlotKey};
 use crate::actors::Mailbox;
 use crate::budget::LoopBudget;
@@ -45,7 +46,7 @@ use crate::conn::SideEffects;
 use crate::engine::{Engine, EngineShared};
 use crate::error::{Error, Result};
 use crate::handler::{Action, CloseReason, EventHandler, LoopContext};
-use crate::listener::{Listener, LoopSockets};
+use crate::listener::LoopSockets;
 use crate::message::{Completion, LoopMessage};
 use crate::options::{BackPressure, KeepAlive, Options, Timeouts, WaterMarks};
 use crate::sys::poller::{Event, Events, Interest, Poller};
@@ -77,8 +78,7 @@ const UDP_BASE: u64 = RESERVED;
 const LISTENER_BASE: u64 = RESERVED + (1 << 16);
 /// Most messages handled per turn, so I/O is never starved by a flood.
 const MESSAGE_BUDGET: usize = 1024;
-/// Most connections accepted, or datagrams read, per readiness event.
-const ACCEPT_BATCH: usize = 128;
+/// Most datagrams read per readiness event.
 const DATAGRAM_BATCH: usize = 64;
 const MIN_EVENTS: usize = 128;
 const MAX_EVENTS: usize = 4096;
@@ -88,8 +88,6 @@ const WHEEL_SLOTS: usize = 1024;
 const WHEEL_TICK_MS: u64 = 10;
 /// How soon a loop retries requests waiting for room in another's lane.
 const OVERFLOW_RETRY: Duration = Duration::from_millis(1);
-/// How long a listener rests after accept ran out of descriptors or memory.
-const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 /// How often a loop with connections paused for the buffer budget looks
 /// whether the engine's total fell enough to read them again.
 const BUDGET_RETRY: Duration = Duration::from_millis(20);
@@ -137,14 +135,12 @@ pub(crate) struct EventLoop<H: EventHandler> {
     read_buf: Vec<u8>,
     engine: Arc<EngineShared>,
     settings: ConnSettings,
-    listeners: Vec<(Listener, u16)>,
+    /// This loop's own listeners (reuseport mode), with their pauses.
+    listeners: Listeners,
     udp: Vec<(OwnedFd, u16)>,
     /// Edge-triggered connections that used up their budget this turn.
     continue_io: VecDeque<SlotKey>,
     next_tick: Option<Instant>,
-    /// When paused listeners (out of descriptors) accept again.
-    listeners_resume: Option<Instant>,
-    warned_exhausted: bool,
     /// Requests to full lanes are waiting in this thread's overflow.
     overflow_waiting: bool,
     /// Connection timeouts: the wheel, the loop's clock and its origin.
@@ -224,15 +220,10 @@ impl<H: EventHandler> EventLoop<H> {
                 .add(fd.as_fd(), UDP_BASE + i as u64, Interest::READABLE)
                 .map_err(|e| Error::io("register a UDP socket", e))?;
         }
-        for (i, (listener, _)) in sockets.listeners.iter().enumerate() {
-            poller
-                .add(
-                    listener.fd.as_fd(),
-                    LISTENER_BASE + i as u64,
-                    Interest::READABLE,
-                )
-                .map_err(|e| Error::io("register a listener", e))?;
-        }
+        let listeners = Listeners::new(sockets.listeners, LISTENER_BASE, format!("loop {index}"));
+        listeners
+            .register(&poller)
+            .map_err(|e| Error::io("register a listener", e))?;
         let shared = engine.shared.clone();
         let budget = LoopBudget::new(&shared.budget, options.loops);
         Ok(Self {
@@ -268,12 +259,10 @@ impl<H: EventHandler> EventLoop<H> {
                     .min(u128::from(u32::MAX)) as u64,
                 tls: options.tls.clone(),
             },
-            listeners: sockets.listeners,
+            listeners,
             udp: sockets.udp,
             continue_io: VecDeque::new(),
             next_tick: (options.ticker && index == 0).then(Instant::now),
-            listeners_resume: None,
-            warned_exhausted: false,
             overflow_waiting: false,
             wheel: TimerWheel::new(WHEEL_SLOTS, WHEEL_TICK_MS, 0),
             epoch: Instant::now(),

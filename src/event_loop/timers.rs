@@ -84,13 +84,12 @@ pub(super) fn next_deadline<S>(
 
 impl<H: EventHandler> EventLoop<H> {
     pub(super) fn timers(&mut self) {
-        if self.next_tick.is_none() && self.listeners_resume.is_none() {
+        if self.next_tick.is_none() && self.listeners.resume_at().is_none() {
             return; // no clock read on the hot path
         }
         let now = Instant::now();
-        if self.listeners_resume.is_some_and(|t| now >= t) {
-            self.listeners_resume = None;
-            self.set_listening(true);
+        if self.listeners.resume_at().is_some() {
+            self.resume_listeners(now);
         }
         let Some(due) = self.next_tick else { return };
         if now < due {

@@ -42,7 +42,7 @@ impl<H: EventHandler> EventLoop<H> {
                     .last_trim
                     .filter(|_| self.trim_due())
                     .map(|t| t + TRIM_EVERY);
-                [self.next_tick, self.listeners_resume, trim]
+                [self.next_tick, self.listeners.resume_at(), trim]
                     .into_iter()
                     .flatten()
                     .min()

@@ -49,6 +49,13 @@ impl Interest {
         writable: true,
         edge: false,
     };
+    /// Nothing: the descriptor stays registered and reports only errors and
+    /// hang-ups (a paused listener).
+    pub(crate) const NONE: Interest = Interest {
+        readable: false,
+        writable: false,
+        edge: false,
+    };
 
     /// The same interest, edge-triggered.
     pub(crate) const fn edge_triggered(self) -> Interest {
