@@ -744,7 +744,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn shutdown_write(&mut self) {
         if let Some(entry) = self.entry_mut() {
-            entry.shutdown_wanted = true;
+            entry.want_shutdown();
         }
         if let Backing::Stream { key, .. } = self.backing {
             self.side().touched.push(key);
@@ -772,7 +772,7 @@ impl<'a, S> Conn<'a, S> {
         let key = self.other_key(other)?;
         if let Backing::Stream { conns, .. } = &mut self.backing {
             if let Some(entry) = conns.get_mut(key) {
-                entry.shutdown_wanted = true;
+                entry.want_shutdown();
             }
         }
         self.side().touched.push(key);

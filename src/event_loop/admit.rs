@@ -13,7 +13,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::entry::ConnEntry;
+use super::entry::{ConnEntry, Phase};
 use super::{guarded, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::addr::SockAddr;
@@ -49,17 +49,13 @@ impl<H: EventHandler> EventLoop<H> {
         entry.admission = ticket;
         if self.engine.deploy.is_proxied(listener) {
             let timeout = self.engine.deploy.header_timeout.as_millis();
+            entry.phase = Phase::AwaitingHeader;
             entry.proxy = Some(Box::new(ProxyState::Awaiting {
                 received: Vec::new(),
                 deadline_ms: self.now_ms + timeout.min(u128::from(u32::MAX)) as u64,
             }));
         }
         self.adopt(entry, None);
-    }
-
-    /// `true` while `entry` waits for its PROXY header (registered, not open).
-    pub(super) fn awaiting_header<S>(entry: &ConnEntry<S>) -> bool {
-        matches!(entry.proxy.as_deref(), Some(ProxyState::Awaiting { .. }))
     }
 
     /// Reads what the socket has towards the PROXY header; opens the
@@ -110,6 +106,7 @@ impl<H: EventHandler> EventLoop<H> {
                         }
                     }
                     entry.proxy = Some(Box::new(ProxyState::Received { header, balancer }));
+                    entry.phase = Phase::Open;
                     // On a tls:// listener what follows the header is the
                     // handshake: it goes through the session, not to the handler.
                     let handshake = if entry.tls.is_some() {

@@ -7,7 +7,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use super::entry::Lingering;
+use super::entry::{Lingering, Phase, WriteSide};
 use super::{guarded, loop_ref, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::conn::Conn;
@@ -22,7 +22,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        if entry.connecting.is_some() {
+        if entry.is_connecting() {
             // Never opened: the dial fails instead (no close callback).
             let error = match reason {
                 CloseReason::Shutdown => Error::EngineStopped,
@@ -31,12 +31,12 @@ impl<H: EventHandler> EventLoop<H> {
             self.fail_dial(key, error);
             return;
         }
-        if Self::awaiting_header(entry) {
+        if entry.awaiting_header() {
             // Never opened: no close callback.
             self.refuse_unopened(key, reason);
             return;
         }
-        if entry.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+        if matches!(entry.phase, Phase::Handshaking) {
             // Never opened either: no on_close, the handshake failed.
             self.fail_handshake(key, reason);
             return;
@@ -102,7 +102,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        let lingers = !entry.read_closed
+        let lingers = !entry.read_closed()
             && !entry.is_datagram
             && self.drain_deadline.is_none()
             && socket::shutdown_write(entry.fd.as_fd()).is_ok();
@@ -110,12 +110,11 @@ impl<H: EventHandler> EventLoop<H> {
             self.close_conn(key, reason);
             return;
         }
-        entry.shutdown_done = true;
+        entry.write_side = WriteSide::Shut;
         let deadline_ms = self.now_ms + linger_ms;
-        entry.lingering = Some(Box::new(Lingering {
+        entry.phase = Phase::Lingering(Box::new(Lingering {
             reason,
             deadline_ms,
-            draining: true,
         }));
         self.timeouts_in_use = true;
         entry.timer_tick = self.wheel.schedule(key, deadline_ms);

@@ -8,7 +8,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::entry::{ConnEntry, Connecting};
+use super::entry::{ConnEntry, Connecting, Phase};
 use super::{guarded, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::addr::{ListenAddr, SockAddr, Transport};
@@ -77,7 +77,7 @@ impl<H: EventHandler> EventLoop<H> {
         // In progress: wait for writability, with the connect timeout on the wheel.
         self.timeouts_in_use = true;
         let deadline_ms = self.now_ms + self.settings.connect_timeout_ms;
-        entry.connecting = Some(Box::new(Connecting { deadline_ms, done }));
+        entry.phase = Phase::Connecting(Box::new(Connecting { deadline_ms, done }));
         let Some(key) = self.conns.insert(entry) else {
             log::error!("loop {} cannot hold more connections", self.index);
             return;
@@ -90,7 +90,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.fail_dial(key, Error::io("register a connecting socket", e));
             return;
         }
-        entry.write_armed = true;
+        entry.armed = Interest::WRITABLE;
         entry.timer_tick = self.wheel.schedule(key, deadline_ms);
     }
 
@@ -106,7 +106,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
         }
-        let done = entry.connecting.take().and_then(|c| c.done);
+        let done = entry.take_connecting();
         let Some(entry) = self.conns.remove(key) else {
             return;
         };
@@ -121,7 +121,7 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         let _ = self.poller.delete(entry.fd.as_fd());
-        let done = entry.connecting.take().and_then(|c| c.done);
+        let done = entry.take_connecting();
         let state = entry.state.take();
         drop(entry);
         self.dial_failed(state, done, error);

@@ -22,6 +22,7 @@ use crate::message::Completion;
 use crate::options::{Timeouts, WaterMarks};
 use crate::stats::LoopCounters;
 use crate::sys;
+use crate::sys::poller::Interest;
 use crate::tls::TlsSession;
 
 /// How far a flush got.
@@ -42,19 +43,22 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) outbound: OutboundQueue,
     pub(crate) state: Option<S>,
     pub(crate) peer: SockAddr,
+    /// Where it is in its life (see [`Phase`]).
+    pub(crate) phase: Phase,
+    /// The peer's direction: open, ended, or ended and kept half-open.
+    pub(crate) read_side: ReadSide,
+    /// Our direction: open, to be shut once the queue is written, or shut.
+    pub(crate) write_side: WriteSide,
     /// Set when the connection must close after the current callback.
     pub(crate) close_reason: Option<CloseReason>,
-    /// The peer closed its side: stop reading, close once the queue drains.
-    pub(crate) read_closed: bool,
-    /// Write readiness is armed in the poller.
-    pub(crate) write_armed: bool,
-    /// Read readiness is armed in the poller.
-    pub(crate) read_armed: bool,
+    /// What is registered in the poller now (`settle` keeps it matching
+    /// what the connection needs).
+    pub(crate) armed: Interest,
     /// Which listener accepted it.
     pub(crate) listener: u16,
     pub(crate) is_tcp: bool,
-    /// Reading is paused by back-pressure (outbound above its high-water mark).
-    pub(crate) paused: bool,
+    /// Back-pressure: the outbound queue against its high-water mark.
+    pub(crate) pressure: Pressure,
     /// Loop time (ms) of the last byte read / written.
     pub(crate) last_read_ms: u64,
     pub(crate) last_write_ms: u64,
@@ -63,12 +67,9 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) input_since_ms: u64,
     /// Bytes last counted against the engine's buffer budget.
     pub(crate) budget_held: usize,
-    /// Not read while the engine is near its buffer budget.
+    /// Not read while the engine is near its buffer budget (independent
+    /// of everything else: the loop resumes it when the total falls).
     pub(crate) budget_paused: bool,
-    /// Not read because its own callbacks' replies passed the high-water
-    /// mark (`paused` alone, from async writes, only holds completions:
-    /// reading on lets a peer that echoes them make progress).
-    pub(crate) replies_paused: bool,
     /// Not read because the handler paused it (`Conn::pause_reading`).
     pub(crate) user_paused: bool,
     /// Tick of this connection's latest timer-wheel entry (0: none).
@@ -77,15 +78,6 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) overrides: Option<Box<ConnOverrides>>,
     /// A connected UDP socket: a zero-length read is a datagram, not EOF.
     pub(crate) is_datagram: bool,
-    /// The handler keeps the connection open after the peer's EOF.
-    pub(crate) half_open: bool,
-    /// `shutdown(SHUT_WR)` is wanted once the queue is written / was done.
-    pub(crate) shutdown_wanted: bool,
-    pub(crate) shutdown_done: bool,
-    /// Set while a dial is in progress (the connection is not open yet).
-    pub(crate) connecting: Option<Box<Connecting>>,
-    /// Set while a graceful close waits for the queue to be written.
-    pub(crate) lingering: Option<Box<Lingering>>,
     /// Its place under the engine's connection limits, if it holds one.
     pub(crate) admission: Option<Box<crate::admission::Ticket>>,
     /// PROXY protocol: the header awaited, or what it said.
@@ -95,15 +87,97 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) tls: Option<Box<TlsSession>>,
 }
 
-/// A close that waits for the outbound queue to drain first.
+/// Where a connection is in its life.
+///
+/// ```text
+///   Connecting ──▶ (adopted) ─┬─▶ AwaitingHeader ─┬─▶ Handshaking ─┬─▶ Open
+///   (accepted, enrolled) ─────┘                   └────────────────┴─▶ Open
+///   Open ──(graceful close, bytes queued)──▶ Closing ──(written)──┐
+///   Open ──(graceful close, nothing queued)───────────────────────┴─▶ Lingering
+///   (or closed at once, without lingering; any phase may close on an error)
+/// ```
+///
+/// Only an `Open`, `Closing` or `Lingering` connection has had `on_open`,
+/// so only those get `on_close`; the others fail their dial, are refused,
+/// or fail their handshake instead. The two directions of an open
+/// connection are [`ReadSide`] and [`WriteSide`].
+pub(crate) enum Phase {
+    /// A dial in progress: the connect has not completed.
+    Connecting(Box<Connecting>),
+    /// Accepted on a PROXY-protocol listener; its header is not whole yet.
+    AwaitingHeader,
+    /// A `tls://` connection whose handshake is under way.
+    Handshaking,
+    /// Opened: its handler sees it.
+    Open,
+    /// A graceful close writing its queue first (reading stopped); closes
+    /// once the queue is written, or at the deadline.
+    Closing(Box<Lingering>),
+    /// Written and write side shut: reading and discarding the peer's input
+    /// until its end of stream (a lingering close, so the peer gets what
+    /// was written instead of a reset), or the deadline.
+    Lingering(Box<Lingering>),
+}
+
+impl Phase {
+    /// `on_open` ran: the handler knows this connection (and hears of its
+    /// end through `on_close`).
+    pub(crate) fn has_opened(&self) -> bool {
+        matches!(self, Phase::Open | Phase::Closing(_) | Phase::Lingering(_))
+    }
+
+    /// The close under way, if any: its reason and deadline.
+    pub(crate) fn closing(&self) -> Option<&Lingering> {
+        match self {
+            Phase::Closing(l) | Phase::Lingering(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+/// The peer's direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadSide {
+    Open,
+    /// The peer ended its side: nothing more to read; the connection
+    /// closes once its queue is written.
+    PeerClosed,
+    /// The peer ended its side and the handler keeps writing (its
+    /// `on_read_closed` said so) until it closes or shuts its own side.
+    HalfOpen,
+}
+
+/// Our direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteSide {
+    Open,
+    /// `shutdown(SHUT_WR)` once the queue is written (`Conn::shutdown_write`).
+    ShutdownWanted,
+    /// Shut: the peer got our end of stream.
+    Shut,
+}
+
+/// Back-pressure on a connection: its outbound queue against its water
+/// marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pressure {
+    /// At or below the low-water mark, or not yet above the high one.
+    Clear,
+    /// Above the high-water mark because of async writes: their completions
+    /// are held, but reading goes on (a peer that echoes them must be able
+    /// to make progress).
+    High,
+    /// Above the high-water mark with its own callbacks' replies: reading
+    /// stops too, until the queue is back at the low-water mark.
+    HighFromReplies,
+}
+
+/// A close that waits: for the outbound queue to be written (`Closing`), or
+/// for the peer's end of stream (`Lingering`).
 pub(crate) struct Lingering {
     pub(crate) reason: CloseReason,
     /// Loop time (ms) at which it closes anyway.
     pub(crate) deadline_ms: u64,
-    /// Flushed and write side shut: reading and discarding the peer's input
-    /// until its end of stream (a lingering close), so it gets what was
-    /// written instead of a reset.
-    pub(crate) draining: bool,
 }
 
 /// A dial in progress.
@@ -135,28 +209,23 @@ impl<S> ConnEntry<S> {
             outbound: OutboundQueue::default(),
             state: None,
             peer,
+            phase: Phase::Open,
+            read_side: ReadSide::Open,
+            write_side: WriteSide::Open,
             close_reason: None,
-            read_closed: false,
-            write_armed: false,
-            read_armed: false,
+            armed: Interest::NONE,
             listener,
             is_tcp,
-            paused: false,
+            pressure: Pressure::Clear,
             last_read_ms: 0,
             last_write_ms: 0,
             input_since_ms: 0,
             budget_held: 0,
             budget_paused: false,
-            replies_paused: false,
             user_paused: false,
             timer_tick: 0,
             overrides: None,
             is_datagram: false,
-            half_open: false,
-            shutdown_wanted: false,
-            shutdown_done: false,
-            connecting: None,
-            lingering: None,
             admission: None,
             proxy: None,
             tls: None,
@@ -175,11 +244,67 @@ impl<S> ConnEntry<S> {
         }
     }
 
-    /// Ends a lingering close; returns the reason it was closing for.
+    /// Ends a graceful or lingering close; returns the reason it was
+    /// closing for.
     pub(crate) fn take_lingering_reason(&mut self) -> CloseReason {
-        self.lingering
-            .take()
-            .map_or(CloseReason::Local, |l| l.reason)
+        match std::mem::replace(&mut self.phase, Phase::Open) {
+            Phase::Closing(l) | Phase::Lingering(l) => l.reason,
+            other => {
+                self.phase = other;
+                CloseReason::Local
+            }
+        }
+    }
+
+    /// The peer ended its side (end of stream, `close_notify`).
+    pub(crate) fn peer_closed(&mut self) {
+        if self.read_side == ReadSide::Open {
+            self.read_side = ReadSide::PeerClosed;
+        }
+    }
+
+    /// The peer's side is over: nothing more will be read.
+    pub(crate) fn read_closed(&self) -> bool {
+        self.read_side != ReadSide::Open
+    }
+
+    /// Our write side is shut.
+    pub(crate) fn write_shut(&self) -> bool {
+        self.write_side == WriteSide::Shut
+    }
+
+    /// Above the high-water mark (async-write completions are held).
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.pressure != Pressure::Clear
+    }
+
+    /// A dial in progress.
+    pub(crate) fn is_connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connecting(_))
+    }
+
+    /// Ends a dial in progress (the connect completed or failed): returns
+    /// whom to tell, for a dial made through the engine.
+    pub(crate) fn take_connecting(&mut self) -> Option<Completion<ConnHandle>> {
+        match std::mem::replace(&mut self.phase, Phase::Open) {
+            Phase::Connecting(c) => c.done,
+            other => {
+                self.phase = other;
+                None
+            }
+        }
+    }
+
+    /// `Conn::shutdown_write`: shut our side once the queue is written.
+    pub(crate) fn want_shutdown(&mut self) {
+        if self.write_side == WriteSide::Open {
+            self.write_side = WriteSide::ShutdownWanted;
+        }
+    }
+
+    /// Waiting for its PROXY header (registered, not open).
+    pub(crate) fn awaiting_header(&self) -> bool {
+        matches!(self.phase, Phase::AwaitingHeader)
     }
 
     /// Records why the connection must close; the first reason wins.

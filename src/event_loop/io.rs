@@ -9,7 +9,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use super::entry::Flushed;
+use super::entry::{Flushed, Phase, Pressure, ReadSide};
 use super::{guarded, handler_panicked, loop_ref, EventLoop, Outcome};
 use crate::actors::slab::SlotKey;
 use crate::budget::LoopBudget;
@@ -20,18 +20,17 @@ use crate::sys::poller::Event;
 use crate::sys::{io as sysio, socket};
 
 impl<H: EventHandler> EventLoop<H> {
-    pub(super) fn on_io(&mut self, event: Event) {
-        let key = SlotKey::from_token(event.token);
+    pub(super) fn on_io(&mut self, key: SlotKey, event: &Event) {
         let Some(entry) = self.conns.get_mut(key) else {
             return; // an event for a connection closed earlier this turn
         };
-        if entry.connecting.is_some() {
+        if entry.is_connecting() {
             if event.writable || event.error || event.hangup {
                 self.finish_connect(key);
             }
             return;
         }
-        if Self::awaiting_header(entry) {
+        if entry.awaiting_header() {
             self.read_proxy_header(key);
             return;
         }
@@ -50,7 +49,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        if (event.readable || event.read_closed) && !entry.read_closed {
+        if (event.readable || event.read_closed) && !entry.read_closed() {
             self.read(key);
             return;
         }
@@ -90,7 +89,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return false;
             }
         }
-        if entry.paused {
+        if entry.under_pressure() {
             // Back under the low-water mark: resume before the caller reads
             // (an edge-triggered connection gets no new event for it).
             self.settle(key, Action::None);
@@ -108,16 +107,16 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(entry) = self.conns.get(key) else {
                 return;
             };
-            match &entry.lingering {
-                Some(l) if l.draining => {
+            match entry.phase {
+                Phase::Lingering(_) => {
                     self.drain_lingering(key);
                     return;
                 }
-                Some(_) => return,
-                None => {}
+                Phase::Closing(_) => return,
+                _ => {}
             }
             let held = entry.budget_held;
-            if entry.read_closed || self.drain_deadline.is_some() || self.reading_blocked(key) {
+            if entry.read_closed() || self.drain_deadline.is_some() || self.reading_blocked(key) {
                 return;
             }
             if LoopBudget::should_pause(&self.engine.budget, held) && self.pause_for_budget(key) {
@@ -154,7 +153,7 @@ impl<H: EventHandler> EventLoop<H> {
                     // The peer closed its side: ask the handler whether to
                     // close (once flushed) or to keep writing. The end of
                     // stream counts as input (the half-closed clock starts).
-                    entry.read_closed = true;
+                    entry.peer_closed();
                     entry.last_read_ms = self.now_ms;
                     self.read_closed(key);
                     return;
@@ -193,7 +192,7 @@ impl<H: EventHandler> EventLoop<H> {
             }
             self.read(key);
             if let Some(entry) = self.conns.get(key) {
-                if entry.read_closed && entry.outbound.is_empty() {
+                if entry.read_closed() && entry.outbound.is_empty() {
                     self.settle(key, Action::None);
                 }
             }
@@ -237,7 +236,7 @@ impl<H: EventHandler> EventLoop<H> {
         let action = match action {
             Some(Action::None) => {
                 if let Some(entry) = self.conns.get_mut(key) {
-                    entry.half_open = true;
+                    entry.read_side = ReadSide::HalfOpen;
                 }
                 Some(Action::None)
             }
@@ -348,13 +347,14 @@ impl<H: EventHandler> EventLoop<H> {
         // A connection fed by another (a relay's side) fills up with the
         // *other* side's bytes: not reading it would not drain it, and would
         // stall a relay whose peer is blocked writing to it. Its fullness
-        // stops the feeder instead (the `target.paused` check below).
-        let own = (entry.replies_paused && links.and_then(|o| o.fed_by).is_none())
+        // stops the feeder instead (the `target` check below).
+        let own = (entry.pressure == Pressure::HighFromReplies
+            && links.and_then(|o| o.fed_by).is_none())
             || entry.budget_paused
             || entry.user_paused;
         own || links
             .and_then(|o| o.feeds)
             .and_then(|target| self.conns.get(target))
-            .is_some_and(|target| target.paused)
+            .is_some_and(|target| target.under_pressure())
     }
 }

@@ -124,7 +124,7 @@ impl<H: EventHandler> EventLoop<H> {
     ) {
         self.settle(key, Action::None);
         match self.conns.get(key) {
-            Some(entry) if entry.paused && result.is_ok() => {
+            Some(entry) if entry.under_pressure() && result.is_ok() => {
                 self.deferred.entry(key).or_default().push((done, result));
             }
             Some(_) => done.complete(result),

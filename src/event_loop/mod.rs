@@ -53,6 +53,7 @@ use crate::sys::poller::{Event, Events, Interest, Poller};
 use crate::timer_wheel::TimerWheel;
 use crate::tls::TlsOptions;
 use entry::{ConnEntry, LoopRef};
+use token::LoopToken;
 
 mod tls_io;
 
@@ -68,14 +69,9 @@ mod messages;
 mod open;
 mod settle;
 mod timers;
+mod token;
 mod turn;
 
-/// Tokens at or above this are not connections (a connection's token is its
-/// slab key, far below with any slot count that fits in memory).
-const RESERVED: u64 = u64::MAX - (1 << 17);
-const DOORBELL: u64 = u64::MAX;
-const UDP_BASE: u64 = RESERVED;
-const LISTENER_BASE: u64 = RESERVED + (1 << 16);
 /// Most messages handled per turn, so I/O is never starved by a flood.
 const MESSAGE_BUDGET: usize = 1024;
 /// Most datagrams read per readiness event.
@@ -161,6 +157,9 @@ pub(crate) struct EventLoop<H: EventHandler> {
     budget: LoopBudget,
     /// The connection whose input callback is being settled, if any.
     input_key: Option<SlotKey>,
+    /// `settle` is running: connections it affects wait in `unsettled`.
+    settling: bool,
+    unsettled: Vec<SlotKey>,
     /// Buffer bytes released since the last trim (see `TRIM_AFTER`).
     released: usize,
     last_trim: Option<Instant>,
@@ -213,14 +212,18 @@ impl<H: EventHandler> EventLoop<H> {
     ) -> Result<Self> {
         let poller = Poller::new().map_err(|e| Error::io("create a loop's poller", e))?;
         poller
-            .add_doorbell(mailbox.doorbell(), DOORBELL)
+            .add_doorbell(mailbox.doorbell(), LoopToken::Doorbell.encode())
             .map_err(|e| Error::io("register a loop's doorbell", e))?;
         for (i, (fd, _)) in sockets.udp.iter().enumerate() {
             poller
-                .add(fd.as_fd(), UDP_BASE + i as u64, Interest::READABLE)
+                .add(fd.as_fd(), LoopToken::Udp(i).encode(), Interest::READABLE)
                 .map_err(|e| Error::io("register a UDP socket", e))?;
         }
-        let listeners = Listeners::new(sockets.listeners, LISTENER_BASE, format!("loop {index}"));
+        let listeners = Listeners::new(
+            sockets.listeners,
+            LoopToken::Listener(0).encode(),
+            format!("loop {index}"),
+        );
         listeners
             .register(&poller)
             .map_err(|e| Error::io("register a listener", e))?;
@@ -274,6 +277,8 @@ impl<H: EventHandler> EventLoop<H> {
             upgrade_drain_seen: false,
             budget,
             input_key: None,
+            settling: false,
+            unsettled: Vec::new(),
             released: 0,
             last_trim: None,
             tls_in: Vec::new(),

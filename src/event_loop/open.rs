@@ -7,7 +7,7 @@
 
 use std::os::fd::AsFd;
 
-use super::entry::ConnEntry;
+use super::entry::{ConnEntry, Phase};
 use super::timers::next_deadline;
 use super::{guarded, loop_ref, EventLoop};
 use crate::actors::slab::SlotKey;
@@ -60,14 +60,14 @@ impl<H: EventHandler> EventLoop<H> {
             }
             return;
         }
-        entry.read_armed = true;
-        entry.write_armed = self.settings.edge_triggered;
+        entry.armed = interest;
         // A dialled record moved slots: its wheel entry (the connect
         // timeout) names the old key and will be skipped, so schedule anew.
         entry.timer_tick = 0;
         entry.last_read_ms = self.now_ms;
         entry.last_write_ms = self.now_ms;
-        if let Some((at, _)) = Self::awaiting_header(entry)
+        if let Some((at, _)) = entry
+            .awaiting_header()
             .then(|| next_deadline(entry, &self.settings.timeouts))
             .flatten()
         {
@@ -88,8 +88,9 @@ impl<H: EventHandler> EventLoop<H> {
             &self.engine.loops[self.index].counters.connections_opened,
             1,
         );
-        if self.conns.get(key).is_some_and(|entry| entry.tls.is_some()) {
+        if let Some(entry) = self.conns.get_mut(key).filter(|e| e.tls.is_some()) {
             // on_open waits for the handshake.
+            entry.phase = Phase::Handshaking;
             self.begin_handshake(key, done);
             return;
         }
@@ -100,6 +101,10 @@ impl<H: EventHandler> EventLoop<H> {
     /// handle.
     pub(super) fn open(&mut self, key: SlotKey, done: Option<Completion<ConnHandle>>) {
         let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+        if let Some(entry) = self.conns.get_mut(key) {
+            // A TLS handshake that just completed.
+            entry.phase = Phase::Open;
+        }
         let handler = &mut self.handler;
         let (action, side, handle) = {
             let mut conn = Conn::new(&[], &mut self.conns, key, &lp);

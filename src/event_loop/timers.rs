@@ -8,7 +8,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::entry::ConnEntry;
+use super::entry::{ConnEntry, Phase};
 use super::{guarded, EventLoop};
 use crate::error::Error;
 use crate::handler::{Action, CloseReason, EventHandler, TimeoutKind};
@@ -20,13 +20,13 @@ pub(super) fn next_deadline<S>(
     entry: &ConnEntry<S>,
     defaults: &Timeouts,
 ) -> Option<(u64, TimeoutKind)> {
-    if let Some(connecting) = &entry.connecting {
+    if let Phase::Connecting(connecting) = &entry.phase {
         return Some((connecting.deadline_ms, TimeoutKind::Connect));
     }
     if let Some(crate::deploy::ProxyState::Awaiting { deadline_ms, .. }) = entry.proxy.as_deref() {
         return Some((*deadline_ms, TimeoutKind::Read));
     }
-    if let Some(lingering) = &entry.lingering {
+    if let Some(lingering) = entry.phase.closing() {
         // A graceful close past its deadline (reported with its own reason).
         return Some((lingering.deadline_ms, TimeoutKind::Write));
     }
@@ -42,8 +42,8 @@ pub(super) fn next_deadline<S>(
     // nothing waiting either way and both directions open.
     if entry.outbound.is_empty()
         && entry.inbound.is_empty()
-        && !entry.read_closed
-        && !entry.shutdown_done
+        && !entry.read_closed()
+        && !entry.write_shut()
         && t.idle.is_none()
         && t.read.is_none()
     {
@@ -69,7 +69,7 @@ pub(super) fn next_deadline<S>(
         .map(|d| (entry.input_since_ms + ms(d), TimeoutKind::Incomplete));
     let half_closed = t
         .half_closed
-        .filter(|_| entry.read_closed || entry.shutdown_done)
+        .filter(|_| entry.read_closed() || entry.write_shut())
         .map(|d| {
             (
                 entry.last_read_ms.max(entry.last_write_ms) + ms(d),
@@ -120,22 +120,17 @@ impl<H: EventHandler> EventLoop<H> {
             }
             entry.timer_tick = 0;
             match next_deadline(entry, &self.settings.timeouts) {
-                Some((_, TimeoutKind::Connect))
-                    if entry
-                        .connecting
-                        .as_ref()
-                        .is_some_and(|c| c.deadline_ms <= self.now_ms) =>
-                {
+                Some((at, TimeoutKind::Connect)) if at <= self.now_ms && entry.is_connecting() => {
                     let error = Error::io(
                         "connect",
                         io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
                     );
                     self.fail_dial(key, error);
                 }
-                Some((at, _)) if at <= self.now_ms && Self::awaiting_header(entry) => {
+                Some((at, _)) if at <= self.now_ms && entry.awaiting_header() => {
                     self.refuse_header(key, crate::proxy_protocol::ProxyHeaderError::Timeout);
                 }
-                Some((at, _)) if at <= self.now_ms && entry.lingering.is_some() => {
+                Some((at, _)) if at <= self.now_ms && entry.phase.closing().is_some() => {
                     let reason = entry.take_lingering_reason();
                     log::debug!(
                         "loop {}: closing with unsent bytes after the drain deadline",

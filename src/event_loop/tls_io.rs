@@ -134,7 +134,7 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
             };
-            if entry.lingering.is_some() || entry.read_closed {
+            if entry.phase.closing().is_some() || entry.read_closed() {
                 return;
             }
             let Some(tls) = entry.tls.as_deref_mut() else {
@@ -181,10 +181,10 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        if entry.read_closed {
+        if entry.read_closed() {
             return;
         }
-        entry.read_closed = true;
+        entry.peer_closed();
         if entry.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
             self.close_conn(key, CloseReason::Eof);
             return;

@@ -7,10 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{
-    guarded, EventLoop, BUDGET_RETRY, DOORBELL, LISTENER_BASE, MAX_EVENTS, OVERFLOW_RETRY,
-    TRIM_EVERY, UDP_BASE,
-};
+use super::{guarded, EventLoop, LoopToken, BUDGET_RETRY, MAX_EVENTS, OVERFLOW_RETRY, TRIM_EVERY};
 use crate::error::{Error, Result};
 use crate::handler::{Action, CloseReason, EventHandler};
 use crate::sys::poller::Events;
@@ -122,15 +119,15 @@ impl<H: EventHandler> EventLoop<H> {
             self.events = Events::with_capacity(ready.len() * 2);
         }
         for event in &ready {
-            match event.token {
-                DOORBELL => {
+            match LoopToken::decode(event.token) {
+                LoopToken::Conn(key) => self.on_io(key, event),
+                LoopToken::Doorbell => {
                     if self.mailbox.doorbell().needs_drain() {
                         let _ = self.mailbox.doorbell().drain();
                     }
                 }
-                t if t >= LISTENER_BASE => self.accept((t - LISTENER_BASE) as usize),
-                t if t >= UDP_BASE => self.receive_datagrams((t - UDP_BASE) as usize),
-                _ => self.on_io(*event),
+                LoopToken::Listener(i) => self.accept(i),
+                LoopToken::Udp(i) => self.receive_datagrams(i),
             }
         }
         self.ready = ready;
