@@ -14,12 +14,12 @@ impl<H: EventHandler> EventLoop<H> {
     /// Accepts inline on this loop's own listener `i`.
     pub(super) fn accept(&mut self, i: usize) {
         let mut accepted = Vec::new();
-        let result = self
-            .listeners
-            .accept(i, &self.poller, &self.engine.deploy.gate, |conn| {
-                accepted.push(conn);
-                true
-            });
+        let result =
+            self.listeners
+                .accept(i, self.driver.poller(), &self.engine.deploy.gate, |conn| {
+                    accepted.push(conn);
+                    true
+                });
         if let Err(e) = result {
             log::error!("loop {}: could not pause a listener: {e}", self.index);
         }
@@ -38,7 +38,10 @@ impl<H: EventHandler> EventLoop<H> {
     /// Listeners resting after a limit or exhaustion accept again once the
     /// rest is over.
     pub(super) fn resume_listeners(&mut self, now: Instant) {
-        if let Err(e) = self.listeners.resume_if_rested(&self.poller, now, false) {
+        if let Err(e) = self
+            .listeners
+            .resume_if_rested(self.driver.poller(), now, false)
+        {
             log::error!("loop {}: could not resume a listener: {e}", self.index);
         }
     }

@@ -149,7 +149,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.remove(key) else {
             return;
         };
-        let _ = self.poller.delete(entry.fd.as_fd());
+        self.driver.deregister(entry.fd.as_fd());
         let peer = entry.peer.clone();
         drop(entry); // closes the socket and gives back its place
         self.engine.loops[self.index].remove_connection();
@@ -161,13 +161,13 @@ impl<H: EventHandler> EventLoop<H> {
     /// the connections go on as usual.
     pub(super) fn begin_upgrade_drain(&mut self) {
         self.upgrade_drain_seen = true;
-        if self.listeners.close_for_upgrade(&self.poller) {
+        if self.listeners.close_for_upgrade(self.driver.poller()) {
             self.engine.deploy.stopped_accepting();
         }
         // The new process reads the UDP sockets now (the same sockets: ours
         // are only our copies).
         for (fd, _) in self.udp.drain(..) {
-            let _ = self.poller.delete(fd.as_fd());
+            self.driver.deregister(fd.as_fd());
         }
         let (ctx, handler) = (&mut self.ctx, &mut self.handler);
         if let Some(Action::Shutdown) = guarded("on_drain", || handler.on_drain(ctx)) {

@@ -13,7 +13,7 @@ use crate::actors::slab::SlotKey;
 use crate::conn::Conn;
 use crate::error::Error;
 use crate::handler::{Action, CloseReason, EventHandler};
-use crate::sys::{io as sysio, socket};
+use crate::sys::socket;
 
 impl<H: EventHandler> EventLoop<H> {
     /// Runs `on_close` once, flushes what it can, releases the socket.
@@ -78,7 +78,7 @@ impl<H: EventHandler> EventLoop<H> {
                 });
             }
         }
-        let _ = self.poller.delete(entry.fd.as_fd());
+        self.driver.deregister(entry.fd.as_fd());
         let fed_by = entry.overrides.as_ref().and_then(|o| o.fed_by);
         let held = entry.budget_held;
         drop(entry); // closes the fd, after on_close, never before
@@ -132,7 +132,13 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
             };
-            match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
+            let driver = &mut self.driver;
+            let got = driver.recv(entry.fd.as_fd()).map(|got| {
+                let n = got.len();
+                driver.release(got);
+                n
+            });
+            match got {
                 Ok(n) if n > 0 => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 _ => {

@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::entry::{ConnEntry, Connecting, Phase};
-use super::{guarded, EventLoop};
+use super::{guarded, EventLoop, LoopToken};
 use crate::actors::slab::SlotKey;
 use crate::addr::{ListenAddr, SockAddr, Transport};
 use crate::conn::NO_LISTENER;
@@ -83,9 +83,9 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         let entry = self.conns.get_mut(key).expect("just inserted");
-        if let Err(e) = self
-            .poller
-            .add(entry.fd.as_fd(), key.token(), Interest::WRITABLE)
+        if let Err(e) =
+            self.driver
+                .register(entry.fd.as_fd(), LoopToken::Conn(key), Interest::WRITABLE)
         {
             self.fail_dial(key, Error::io("register a connecting socket", e));
             return;
@@ -110,7 +110,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.remove(key) else {
             return;
         };
-        let _ = self.poller.delete(entry.fd.as_fd());
+        self.driver.deregister(entry.fd.as_fd());
         self.engine.loops[self.index].add_connection();
         self.adopt(entry, done);
     }
@@ -120,7 +120,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(mut entry) = self.conns.remove(key) else {
             return;
         };
-        let _ = self.poller.delete(entry.fd.as_fd());
+        self.driver.deregister(entry.fd.as_fd());
         let done = entry.take_connecting();
         let state = entry.state.take();
         drop(entry);

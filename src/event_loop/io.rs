@@ -9,6 +9,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
+use super::driver::Received;
 use super::entry::{Flushed, Phase, Pressure, ReadSide};
 use super::{guarded, handler_panicked, loop_ref, EventLoop, Outcome};
 use crate::actors::slab::SlotKey;
@@ -17,7 +18,16 @@ use crate::conn::{Conn, SideEffects};
 use crate::handler::{Action, CloseReason, EventHandler};
 use crate::stats::bump;
 use crate::sys::poller::Event;
-use crate::sys::{io as sysio, socket};
+use crate::sys::socket;
+
+/// Where a callback's fresh input is.
+pub(super) enum Fresh {
+    /// `n` bytes at the start of the loop's scratch buffer (TLS plaintext;
+    /// 0 for a wake, or input already waiting in the connection).
+    Scratch(usize),
+    /// What the driver received (handed back once the callback ran).
+    Received(Received),
+}
 
 impl<H: EventHandler> EventLoop<H> {
     pub(super) fn on_io(&mut self, key: SlotKey, event: &Event) {
@@ -143,13 +153,14 @@ impl<H: EventHandler> EventLoop<H> {
                 }
                 continue;
             }
-            match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
-                Ok(0) if entry.is_datagram => {
+            match self.driver.recv(entry.fd.as_fd()) {
+                Ok(got) if got.is_empty() && entry.is_datagram => {
                     // An empty datagram on a connected UDP socket.
-                    self.traffic(key, 0);
+                    self.deliver(key, Fresh::Received(got));
                     return;
                 }
-                Ok(0) => {
+                Ok(got) if got.is_empty() => {
+                    self.driver.release(got);
                     // The peer closed its side: ask the handler whether to
                     // close (once flushed) or to keep writing. The end of
                     // stream counts as input (the half-closed clock starts).
@@ -158,13 +169,14 @@ impl<H: EventHandler> EventLoop<H> {
                     self.read_closed(key);
                     return;
                 }
-                Ok(n) => {
+                Ok(got) => {
+                    let (n, filled) = (got.len(), got.filled(&self.driver));
                     entry.last_read_ms = self.now_ms;
                     bump(&self.engine.loops[self.index].counters.bytes_in, n as u64);
-                    self.traffic(key, n);
+                    self.deliver(key, Fresh::Received(got));
                     moved += n;
                     // A short read drained the socket; new bytes make a new edge.
-                    if !self.settings.edge_triggered || n < self.read_buf.len() {
+                    if !self.settings.edge_triggered || !filled {
                         return;
                     }
                     if moved >= self.settings.chunk {
@@ -199,8 +211,14 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
-    /// Runs `on_traffic` over leftover + `fresh` bytes of the loop buffer.
+    /// Runs `on_traffic` over leftover + `fresh` bytes of the loop's scratch
+    /// buffer (TLS plaintext; 0 for a wake or input already waiting).
     pub(super) fn traffic(&mut self, key: SlotKey, fresh: usize) {
+        self.deliver(key, Fresh::Scratch(fresh));
+    }
+
+    /// Runs `on_traffic` over leftover + `fresh` bytes.
+    pub(super) fn deliver(&mut self, key: SlotKey, fresh: Fresh) {
         let (queued, was_paused) = self
             .conns
             .get(key)
@@ -229,7 +247,9 @@ impl<H: EventHandler> EventLoop<H> {
     /// half-open.
     pub(super) fn read_closed(&mut self, key: SlotKey) {
         let Some((action, side)) =
-            self.run_on_input(key, 0, "on_read_closed", |h, conn| h.on_read_closed(conn))
+            self.run_on_input(key, Fresh::Scratch(0), "on_read_closed", |h, conn| {
+                h.on_read_closed(conn)
+            })
         else {
             return;
         };
@@ -248,33 +268,42 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// Runs a callback whose input is the connection's leftover plus `fresh`
-    /// bytes of the loop buffer (zero-copy when there is no leftover), and
-    /// keeps what it leaves unread (never for a datagram: its unread bytes go
-    /// with it). Returns `None` if the connection is gone.
+    /// bytes (zero-copy when there is no leftover), and keeps what it leaves
+    /// unread (never for a datagram: its unread bytes go with it); hands
+    /// received memory back to the driver. Returns `None` if the connection
+    /// is gone.
     pub(super) fn run_on_input(
         &mut self,
         key: SlotKey,
-        fresh: usize,
+        fresh: Fresh,
         what: &str,
         call: impl FnOnce(&mut H, &mut Conn<'_, H::State>) -> Action,
     ) -> Option<Outcome<H::State>> {
         let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
-        let entry = self.conns.get_mut(key)?;
+        let Some(entry) = self.conns.get_mut(key) else {
+            if let Fresh::Received(got) = fresh {
+                self.driver.release(got);
+            }
+            return None;
+        };
         let keeps_unread = !entry.is_datagram;
         let leftover = std::mem::take(&mut entry.inbound);
         let had_leftover = !leftover.is_empty();
         let handler = &mut self.handler;
-        let fresh = &self.read_buf[..fresh];
+        let input = match &fresh {
+            Fresh::Scratch(n) => &self.read_buf[..*n],
+            Fresh::Received(got) => self.driver.bytes(got),
+        };
         let (action, side, rest, consumed) = if leftover.is_empty() {
-            let mut conn = Conn::new(fresh, &mut self.conns, key, &lp);
+            let mut conn = Conn::new(input, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
             let consumed = conn.consumed();
             let side = conn.take_side_effects();
-            let rest = (keeps_unread && consumed < fresh.len()).then(|| fresh[consumed..].to_vec());
+            let rest = (keeps_unread && consumed < input.len()).then(|| input[consumed..].to_vec());
             (action, side, rest, consumed)
         } else {
             let mut buf = leftover;
-            buf.extend_from_slice(fresh);
+            buf.extend_from_slice(input);
             let mut conn = Conn::new(&buf, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
             let consumed = conn.consumed();
@@ -286,17 +315,23 @@ impl<H: EventHandler> EventLoop<H> {
             });
             (action, side, rest, consumed)
         };
-        if let (Some(rest), Some(entry)) = (rest, self.conns.get_mut(key)) {
-            // Unfinished input starts (or restarts, after progress) the
-            // incomplete-input clock; a callback that consumes nothing of
-            // what was already waiting leaves it running.
-            if consumed > 0 || !had_leftover {
-                entry.input_since_ms = self.now_ms;
+        if let Fresh::Received(got) = fresh {
+            // What the handler left unread was copied above.
+            self.driver.release(got);
+        }
+        if let Some(rest) = rest {
+            if let Some(entry) = self.conns.get_mut(key) {
+                // Unfinished input starts (or restarts, after progress) the
+                // incomplete-input clock; a callback that consumes nothing
+                // of what was already waiting leaves it running.
+                if consumed > 0 || !had_leftover {
+                    entry.input_since_ms = self.now_ms;
+                }
+                if rest.len() > self.settings.max_inbound {
+                    entry.close_with(CloseReason::InboundLimit);
+                }
+                entry.inbound = rest;
             }
-            if rest.len() > self.settings.max_inbound {
-                entry.close_with(CloseReason::InboundLimit);
-            }
-            entry.inbound = rest;
         }
         Some((action, side))
     }

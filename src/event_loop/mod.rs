@@ -49,9 +49,10 @@ use crate::handler::{Action, CloseReason, EventHandler, LoopContext};
 use crate::listener::LoopSockets;
 use crate::message::{Completion, LoopMessage};
 use crate::options::{BackPressure, KeepAlive, Options, Timeouts, WaterMarks};
-use crate::sys::poller::{Event, Events, Interest, Poller};
+use crate::sys::poller::{Event, Interest};
 use crate::timer_wheel::TimerWheel;
 use crate::tls::TlsOptions;
+use driver::Driver;
 use entry::{ConnEntry, LoopRef};
 use token::LoopToken;
 
@@ -63,6 +64,7 @@ mod budget;
 mod close;
 mod datagram;
 mod dial;
+mod driver;
 pub(crate) mod entry;
 mod io;
 mod messages;
@@ -76,8 +78,6 @@ mod turn;
 const MESSAGE_BUDGET: usize = 1024;
 /// Most datagrams read per readiness event.
 const DATAGRAM_BATCH: usize = 64;
-const MIN_EVENTS: usize = 128;
-const MAX_EVENTS: usize = 4096;
 /// The timer wheel: 1,024 slots of 10 ms (one turn is about 10 s; later
 /// deadlines wait in their slot for their turn).
 const WHEEL_SLOTS: usize = 1024;
@@ -122,12 +122,15 @@ pub(crate) struct EventLoop<H: EventHandler> {
     index: usize,
     handler: H,
     ctx: LoopContext,
-    poller: Poller,
-    events: Events,
+    /// The I/O driver: registrations, waiting, receives (see `driver.rs`).
+    driver: Driver,
+    /// The events of this turn.
     ready: Vec<Event>,
     mailbox: Mailbox<LoopMessage>,
     inbox: Vec<LoopMessage>,
     conns: Slab<ConnEntry<H::State>>,
+    /// Scratch space for what does not come through the driver yet: TLS
+    /// plaintext, PROXY headers, datagrams.
     read_buf: Vec<u8>,
     engine: Arc<EngineShared>,
     settings: ConnSettings,
@@ -210,13 +213,14 @@ impl<H: EventHandler> EventLoop<H> {
         engine: Engine,
         options: &Options,
     ) -> Result<Self> {
-        let poller = Poller::new().map_err(|e| Error::io("create a loop's poller", e))?;
-        poller
-            .add_doorbell(mailbox.doorbell(), LoopToken::Doorbell.encode())
+        let driver = Driver::new(options.read_buffer_size)
+            .map_err(|e| Error::io("create a loop's poller", e))?;
+        driver
+            .register_doorbell(mailbox.doorbell())
             .map_err(|e| Error::io("register a loop's doorbell", e))?;
         for (i, (fd, _)) in sockets.udp.iter().enumerate() {
-            poller
-                .add(fd.as_fd(), LoopToken::Udp(i).encode(), Interest::READABLE)
+            driver
+                .register(fd.as_fd(), LoopToken::Udp(i), Interest::READABLE)
                 .map_err(|e| Error::io("register a UDP socket", e))?;
         }
         let listeners = Listeners::new(
@@ -225,7 +229,7 @@ impl<H: EventHandler> EventLoop<H> {
             format!("loop {index}"),
         );
         listeners
-            .register(&poller)
+            .register(driver.poller())
             .map_err(|e| Error::io("register a listener", e))?;
         let shared = engine.shared.clone();
         let budget = LoopBudget::new(&shared.budget, options.loops);
@@ -233,9 +237,8 @@ impl<H: EventHandler> EventLoop<H> {
             index,
             handler,
             ctx: LoopContext { index, engine },
-            poller,
-            events: Events::with_capacity(MIN_EVENTS),
-            ready: Vec::with_capacity(MIN_EVENTS),
+            driver,
+            ready: Vec::new(),
             mailbox,
             inbox: Vec::new(),
             conns: Slab::new(),

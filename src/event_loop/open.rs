@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 
 use super::entry::{ConnEntry, Phase};
 use super::timers::next_deadline;
-use super::{guarded, loop_ref, EventLoop};
+use super::{guarded, loop_ref, EventLoop, LoopToken};
 use crate::actors::slab::SlotKey;
 use crate::conn::Conn;
 use crate::error::Error;
@@ -51,7 +51,10 @@ impl<H: EventHandler> EventLoop<H> {
         } else {
             Interest::READABLE
         };
-        if let Err(e) = self.poller.add(entry.fd.as_fd(), key.token(), interest) {
+        if let Err(e) = self
+            .driver
+            .register(entry.fd.as_fd(), LoopToken::Conn(key), interest)
+        {
             log::warn!("could not register a connection from {}: {e}", entry.peer);
             self.conns.remove(key);
             self.engine.loops[self.index].remove_connection();

@@ -22,7 +22,7 @@ use std::os::fd::AsFd;
 
 use super::entry::{ConnEntry, Lingering, Phase, Pressure, ReadSide, WriteSide};
 use super::timers::next_deadline;
-use super::{loop_ref, EventLoop};
+use super::{loop_ref, EventLoop, LoopToken};
 use crate::actors::slab::SlotKey;
 use crate::handler::{Action, CloseReason, EventHandler};
 use crate::options::{BackPressure, WaterMarks};
@@ -296,7 +296,10 @@ impl<H: EventHandler> EventLoop<H> {
         if want == entry.armed {
             return Continue(());
         }
-        if let Err(e) = self.poller.modify(entry.fd.as_fd(), key.token(), want) {
+        if let Err(e) = self
+            .driver
+            .reregister(entry.fd.as_fd(), LoopToken::Conn(key), want)
+        {
             self.close_conn(key, CloseReason::from_io(e));
             return Break(());
         }

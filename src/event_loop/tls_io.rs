@@ -205,7 +205,7 @@ impl<H: EventHandler> EventLoop<H> {
         {
             let _ = entry.flush_queue(&lp);
         }
-        let _ = self.poller.delete(entry.fd.as_fd());
+        self.driver.deregister(entry.fd.as_fd());
         let done = entry.tls.as_deref_mut().and_then(TlsSession::take_dial);
         let state = entry.state.take();
         let dialled = entry.listener == NO_LISTENER;

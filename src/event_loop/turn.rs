@@ -7,10 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{guarded, EventLoop, LoopToken, BUDGET_RETRY, MAX_EVENTS, OVERFLOW_RETRY, TRIM_EVERY};
+use super::{guarded, EventLoop, LoopToken, BUDGET_RETRY, OVERFLOW_RETRY, TRIM_EVERY};
 use crate::error::{Error, Result};
 use crate::handler::{Action, CloseReason, EventHandler};
-use crate::sys::poller::Events;
 
 impl<H: EventHandler> EventLoop<H> {
     pub(super) fn serve(&mut self) -> Result<()> {
@@ -55,18 +54,19 @@ impl<H: EventHandler> EventLoop<H> {
                 .drain_deadline
                 .map(|t| t.saturating_duration_since(Instant::now()));
             let timeout = [timeout, wheel, drain].into_iter().flatten().min();
-            let (poller, events) = (&self.poller, &mut self.events);
+            let (driver, ready) = (&mut self.driver, &mut self.ready);
+            ready.clear();
             if timeout == Some(Duration::ZERO) {
                 // Not going to sleep: poll without announcing a park, which
                 // would only make senders ring a doorbell nobody waits on.
-                poller
-                    .wait(events, timeout)
+                driver
+                    .wait(ready, timeout)
                     .map_err(|e| Error::io("wait for events", e))?;
             } else {
                 self.mailbox
                     .park_with(|may_block| {
-                        poller.wait(
-                            events,
+                        driver.wait(
+                            ready,
                             if may_block {
                                 timeout
                             } else {
@@ -112,12 +112,7 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     pub(super) fn process_events(&mut self) {
-        let mut ready = std::mem::take(&mut self.ready);
-        ready.clear();
-        ready.extend(self.events.iter());
-        if ready.len() == self.events.capacity() && ready.len() < MAX_EVENTS {
-            self.events = Events::with_capacity(ready.len() * 2);
-        }
+        let ready = std::mem::take(&mut self.ready);
         for event in &ready {
             match LoopToken::decode(event.token) {
                 LoopToken::Conn(key) => self.on_io(key, event),
