@@ -363,7 +363,9 @@ impl<S> ConnEntry<S> {
             }
         }
         self.wrote(written, lp);
-        self.outbound.push(&data[written..], lp.write_cap);
+        if written < data.len() {
+            self.outbound.push(&data[written..], lp.write_cap);
+        }
         Ok(data.len())
     }
 

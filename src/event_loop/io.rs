@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use super::driver::Received;
-use super::entry::{Flushed, Phase, Pressure, ReadSide};
+use super::entry::{ConnEntry, Flushed, Phase, Pressure, ReadSide};
 use super::{guarded, handler_panicked, loop_ref, EventLoop, Outcome};
 use crate::actors::slab::SlotKey;
 use crate::budget::LoopBudget;
@@ -19,6 +19,13 @@ use crate::handler::{Action, CloseReason, EventHandler};
 use crate::stats::bump;
 use crate::sys::poller::Event;
 use crate::sys::socket;
+
+/// A connection's outbound queue and user pause before its input callback.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Before {
+    queued: usize,
+    user_paused: bool,
+}
 
 /// Where a callback's fresh input is.
 pub(super) enum Fresh {
@@ -31,18 +38,21 @@ pub(super) enum Fresh {
 
 impl<H: EventHandler> EventLoop<H> {
     pub(super) fn on_io(&mut self, key: SlotKey, event: &Event) {
-        let Some(entry) = self.conns.get_mut(key) else {
+        let Some(entry) = self.conns.get(key) else {
             return; // an event for a connection closed earlier this turn
         };
-        if entry.is_connecting() {
-            if event.writable || event.error || event.hangup {
-                self.finish_connect(key);
+        match entry.phase {
+            Phase::Connecting(_) => {
+                if event.writable || event.error || event.hangup {
+                    self.finish_connect(key);
+                }
+                return;
             }
-            return;
-        }
-        if entry.awaiting_header() {
-            self.read_proxy_header(key);
-            return;
+            Phase::AwaitingHeader => {
+                self.read_proxy_header(key);
+                return;
+            }
+            _ => {}
         }
         if event.error {
             let reason = match socket::take_error(entry.fd.as_fd()) {
@@ -53,22 +63,21 @@ impl<H: EventHandler> EventLoop<H> {
             self.close_conn(key, reason);
             return;
         }
+        let read_closed = entry.read_closed();
         if event.writable && !self.flush(key) {
             return;
         }
-        let Some(entry) = self.conns.get_mut(key) else {
-            return;
-        };
-        if (event.readable || event.read_closed) && !entry.read_closed() {
+        if (event.readable || event.read_closed) && !read_closed {
             self.read(key);
             return;
         }
         if event.hangup {
             // Both directions are gone: nothing queued can be delivered.
-            let reason = if entry.outbound.is_empty() {
-                CloseReason::Eof
-            } else {
+            let queued = self.conns.get(key).is_some_and(|e| !e.outbound.is_empty());
+            let reason = if queued {
                 CloseReason::Reset
+            } else {
+                CloseReason::Eof
             };
             self.close_conn(key, reason);
             return;
@@ -125,19 +134,17 @@ impl<H: EventHandler> EventLoop<H> {
                 Phase::Closing(_) => return,
                 _ => {}
             }
-            let held = entry.budget_held;
-            if entry.read_closed() || self.drain_deadline.is_some() || self.reading_blocked(key) {
+            if entry.read_closed() || self.drain_deadline.is_some() || self.read_blocked(entry) {
                 return;
             }
-            if LoopBudget::should_pause(&self.engine.budget, held) && self.pause_for_budget(key) {
+            if LoopBudget::should_pause(&self.engine.budget, entry.budget_held) {
                 // Near the budget: no more reads into a connection holding
                 // this much (checked before the read, not after).
-                self.settle(key, Action::None);
+                if self.pause_for_budget(key) {
+                    self.settle(key, Action::None);
+                }
                 return;
             }
-            let Some(entry) = self.conns.get_mut(key) else {
-                return;
-            };
             if entry.tls.is_some() {
                 // As below, with the session between the socket and on_traffic.
                 let Some(n) = self.read_tls(key) else {
@@ -164,14 +171,16 @@ impl<H: EventHandler> EventLoop<H> {
                     // The peer closed its side: ask the handler whether to
                     // close (once flushed) or to keep writing. The end of
                     // stream counts as input (the half-closed clock starts).
-                    entry.peer_closed();
-                    entry.last_read_ms = self.now_ms;
+                    if let Some(entry) = self.conns.get_mut(key) {
+                        entry.peer_closed();
+                        entry.last_read_ms = self.now_ms;
+                    }
                     self.read_closed(key);
                     return;
                 }
                 Ok(got) => {
+                    // (The connection is stamped as read by `run_on_input`.)
                     let (n, filled) = (got.len(), got.filled(&self.driver));
-                    entry.last_read_ms = self.now_ms;
                     bump(&self.engine.loops[self.index].counters.bytes_in, n as u64);
                     self.deliver(key, Fresh::Received(got));
                     moved += n;
@@ -219,34 +228,38 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Runs `on_traffic` over leftover + `fresh` bytes.
     pub(super) fn deliver(&mut self, key: SlotKey, fresh: Fresh) {
-        let (queued, was_paused) = self
-            .conns
-            .get(key)
-            .map_or((0, false), |e| (e.outbound.len(), e.user_paused));
-        if let Some((action, side)) =
+        let Some((action, side, before)) =
             self.run_on_input(key, fresh, "on_traffic", |h, conn| h.on_traffic(conn))
-        {
-            if let Some(entry) = self.conns.get(key) {
-                if was_paused && !entry.user_paused && self.settings.edge_triggered {
-                    // Resumed: no new edge will come for bytes already waiting.
-                    self.continue_io.push_back(key);
-                }
+        else {
+            return;
+        };
+        if let Some(entry) = self.conns.get(key) {
+            if before.user_paused && !entry.user_paused && self.settings.edge_triggered {
+                // Resumed: no new edge will come for bytes already waiting.
+                self.continue_io.push_back(key);
+            }
+            if entry.outbound.len() > before.queued {
                 // Output the callback queued answers this input: past the
                 // high-water mark it stops the reading (see `settle`).
-                if entry.outbound.len() > queued {
-                    self.input_key = Some(key);
-                }
+                self.input_key = Some(key);
+            } else if matches!(action, Some(Action::None))
+                && side.is_none()
+                && self.is_settled(entry)
+            {
+                // The common case: it read and wrote through, and settling
+                // would change nothing.
+                return;
             }
-            self.after_callback(key, action, side);
-            self.input_key = None;
         }
+        self.after_callback(key, action, side);
+        self.input_key = None;
     }
 
     /// Runs `on_read_closed` (over what `on_traffic` left unread): `Close`
     /// (the default) closes once flushed, `None` keeps the connection
     /// half-open.
     pub(super) fn read_closed(&mut self, key: SlotKey) {
-        let Some((action, side)) =
+        let Some((action, side, _)) =
             self.run_on_input(key, Fresh::Scratch(0), "on_read_closed", |h, conn| {
                 h.on_read_closed(conn)
             })
@@ -286,6 +299,13 @@ impl<H: EventHandler> EventLoop<H> {
             }
             return None;
         };
+        let before = Before {
+            queued: entry.outbound.len(),
+            user_paused: entry.user_paused,
+        };
+        if matches!(&fresh, Fresh::Received(got) if !got.is_empty()) {
+            entry.last_read_ms = self.now_ms;
+        }
         let keeps_unread = !entry.is_datagram;
         let leftover = std::mem::take(&mut entry.inbound);
         let had_leftover = !leftover.is_empty();
@@ -333,7 +353,7 @@ impl<H: EventHandler> EventLoop<H> {
                 entry.inbound = rest;
             }
         }
-        Some((action, side))
+        Some((action, side, before))
     }
 
     /// After a connection's callback: its action (a panic closes it), then
@@ -373,11 +393,9 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// `true` while reading `entry` must wait: its own queue, or the queue of
-    /// the connection it feeds, is over the high-water mark.
-    pub(super) fn reading_blocked(&self, key: SlotKey) -> bool {
-        let Some(entry) = self.conns.get(key) else {
-            return true;
-        };
+    /// the connection it feeds, is over the high-water mark, or the budget
+    /// or its handler paused it.
+    pub(super) fn read_blocked(&self, entry: &ConnEntry<H::State>) -> bool {
         let links = entry.overrides.as_ref();
         // A connection fed by another (a relay's side) fills up with the
         // *other* side's bytes: not reading it would not drain it, and would

@@ -93,9 +93,10 @@ const TRIM_AFTER: usize = 8 << 20;
 /// ...at most this often.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
-/// What a connection callback returned (`None`: it panicked) and what it
-/// asked of the loop beyond its own connection.
-type Outcome<S> = (Option<Action>, Option<Box<SideEffects<S>>>);
+/// What a connection callback returned (`None`: it panicked), what it
+/// asked of the loop beyond its own connection, and how the connection
+/// stood before it.
+type Outcome<S> = (Option<Action>, Option<Box<SideEffects<S>>>, io::Before);
 
 /// An async write's completion and its outcome, held under back-pressure.
 type HeldWrite = (Completion<usize>, Result<usize>);
@@ -110,6 +111,10 @@ struct ConnSettings {
     edge_triggered: bool,
     chunk: usize,
     timeouts: Timeouts,
+    /// No default timeout applies to an open connection with nothing
+    /// waiting either way (no idle or read timeout): settling such a
+    /// connection schedules nothing.
+    quiet_timeouts: bool,
     marks: WaterMarks,
     back_pressure: BackPressure,
     connect_timeout_ms: u64,
@@ -253,6 +258,7 @@ impl<H: EventHandler> EventLoop<H> {
                 edge_triggered: options.edge_triggered,
                 chunk: options.edge_triggered_chunk,
                 timeouts: options.timeouts,
+                quiet_timeouts: options.timeouts.idle.is_none() && options.timeouts.read.is_none(),
                 marks: options.write_water_marks,
                 back_pressure: options.back_pressure,
                 max_inbound: options.max_inbound,

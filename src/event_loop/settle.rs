@@ -101,7 +101,38 @@ pub(super) fn wanted_interest<S>(entry: &ConnEntry<S>, draining: bool, blocked: 
     }
 }
 
+/// Whether settling `entry` would change nothing, as far as the entry
+/// itself tells (the loop adds its own conditions, see
+/// [`EventLoop::is_settled`]): open both ways, nothing to close or shut,
+/// nothing queued or buffered either way, no back-pressure or pause, no
+/// per-connection settings, and the interest armed that an open reader
+/// needs. Conservative: any doubt means "settle it".
+pub(super) fn quiet<S>(entry: &ConnEntry<S>, edge_triggered: bool) -> bool {
+    matches!(entry.phase, Phase::Open)
+        && entry.close_reason.is_none()
+        && entry.read_side == ReadSide::Open
+        && entry.write_side == WriteSide::Open
+        && entry.pressure == Pressure::Clear
+        && !entry.budget_paused
+        && !entry.user_paused
+        && entry.outbound.is_empty()
+        && entry.inbound.capacity() == 0
+        && entry.budget_held == 0
+        && entry.overrides.is_none()
+        && entry.tls.is_none()
+        && (edge_triggered || entry.armed == Interest::READABLE)
+}
+
 impl<H: EventHandler> EventLoop<H> {
+    /// Whether `settle` would change nothing for `entry`: it is [`quiet`],
+    /// the engine is not stopping, and no default timeout applies to an
+    /// idle open connection (so none is to be scheduled).
+    pub(super) fn is_settled(&self, entry: &ConnEntry<H::State>) -> bool {
+        self.drain_deadline.is_none()
+            && self.settings.quiet_timeouts
+            && quiet(entry, self.settings.edge_triggered)
+    }
+
     /// After a callback or I/O: apply the action, then settle the
     /// connection (see the module doc) and every connection that queues up
     /// on the way, one at a time.
@@ -291,7 +322,7 @@ impl<H: EventHandler> EventLoop<H> {
         let want = wanted_interest(
             entry,
             self.drain_deadline.is_some(),
-            self.reading_blocked(key),
+            self.read_blocked(entry),
         );
         if want == entry.armed {
             return Continue(());
@@ -413,6 +444,40 @@ mod tests {
         );
         e.peer_closed();
         assert_eq!(want(&e, false, false), (false, false));
+    }
+
+    #[test]
+    fn quiet_means_every_step_would_do_nothing() {
+        let mut e = entry();
+        e.armed = Interest::READABLE;
+        assert!(quiet(&e, false));
+        assert!(!wanted_interest(&e, false, false).writable);
+        assert_eq!(wanted_interest(&e, false, false), e.armed);
+        assert!(!ends_now(&e));
+        // Each of these leaves something for a step to do.
+        let changes: [fn(&mut ConnEntry<()>); 10] = [
+            |e| e.close_with(CloseReason::Local),
+            |e| e.peer_closed(),
+            |e| e.want_shutdown(),
+            |e| e.pressure = Pressure::High,
+            |e| e.budget_paused = true,
+            |e| e.user_paused = true,
+            |e| e.outbound.push(b"queued", 64),
+            |e| e.inbound = b"unread".to_vec(),
+            |e| e.budget_held = 1,
+            |e| e.armed = Interest::BOTH,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut e = entry();
+            e.armed = Interest::READABLE;
+            change(&mut e);
+            assert!(!quiet(&e, false), "change {i} left it quiet");
+        }
+        // Edge-triggered connections are registered once for both ways.
+        e.armed = Interest::BOTH.edge_triggered();
+        assert!(quiet(&e, true) && !quiet(&e, false));
+        e.phase = Phase::Handshaking;
+        assert!(!quiet(&e, true));
     }
 
     #[test]
