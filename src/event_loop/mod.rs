@@ -1,4 +1,4 @@
-//! The event-loop actor: owns a poller, a mailbox, the connections it was
+//! The event-loop actor: owns an I/O driver, a mailbox, the connections it was
 //! given (and, in reuseport mode, its own listeners; always its own UDP
 //! sockets), its own handler instance, and runs every callback for them.
 //!
@@ -31,6 +31,29 @@
 //! connection reads and writes until the socket would block or it has moved
 //! [`Options::edge_triggered_chunk`] bytes, and one that hit its budget is
 //! continued on the next turn, so a busy connection cannot starve the others.
+//!
+//! # Files
+//!
+//! One job per file, all of them `impl EventLoop` blocks over this struct:
+//!
+//! | file | job |
+//! |---|---|
+//! | `turn.rs` | the turn: timeout, park, the steps in order; drain; shutdown |
+//! | `driver.rs` | the I/O driver and its contract (readiness today) |
+//! | `token.rs` | what a poller token names |
+//! | `io.rs` | readiness events, reads, flushes, input callbacks |
+//! | `settle.rs` | reconciling a connection after a callback or I/O |
+//! | `close.rs` | `on_close`, graceful and lingering closes |
+//! | `open.rs` | adopting a socket, `on_open` |
+//! | `dial.rs` | connects and enrolled sockets |
+//! | `accept.rs` | inline accept (reuseport), through [`crate::accept`] |
+//! | `admit.rs` | admission limits and PROXY headers before `on_open` |
+//! | `tls_io.rs` | TLS sessions, handshakes, the read path through them |
+//! | `datagram.rs` | UDP datagrams |
+//! | `messages.rs` | messages from other threads |
+//! | `timers.rs` | the ticker, paused listeners, connection timeouts |
+//! | `budget.rs` | the buffer budget and memory trimming |
+//! | `entry.rs` | `ConnEntry`: a connection's record, lifecycle and write path |
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
@@ -188,7 +211,7 @@ fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
     }
 }
 
-/// What a [`Conn`] needs from its loop, borrowed field by field so that the
+/// What a `Conn` needs from its loop, borrowed field by field so that the
 /// handler and the connection table can be borrowed mutably beside it.
 fn loop_ref<'a>(
     index: usize,
