@@ -237,6 +237,90 @@ impl Listeners {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::ListenAddr;
+    use crate::admission::Limits;
+    use crate::options::Options;
+    use std::net::{SocketAddr, TcpStream};
+
+    /// One listener on 127.0.0.1 (listen-address index 3, token 10).
+    fn listeners(poller: &Poller) -> (Listeners, SocketAddr) {
+        let addr = ListenAddr::parse("tcp://127.0.0.1:0").unwrap();
+        let listener = Listener::bind(&addr, &Options::default(), false).unwrap();
+        let bound = listener.addr.sock_addr().as_inet().unwrap();
+        let listeners = Listeners::new(vec![(listener, 3)], 10, "test".into());
+        listeners.register(poller).unwrap();
+        (listeners, bound)
+    }
+
+    /// Connections in the listener's backlog (a loopback connect returns
+    /// once the kernel queued it).
+    fn connect(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+        (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect()
+    }
+
+    #[test]
+    fn accepts_until_the_backlog_is_empty_or_the_taker_has_enough() {
+        let poller = Poller::new().unwrap();
+        let (mut l, addr) = listeners(&poller);
+        assert_eq!(l.index_of(10), Some(0));
+        assert_eq!((l.index_of(9), l.index_of(11)), (None, None));
+        let _clients = connect(addr, 5);
+        let gate = Gate::new(Limits::default());
+        let mut got = Vec::new();
+        l.accept(0, &poller, &gate, |c| {
+            got.push(c);
+            got.len() < 2
+        })
+        .unwrap();
+        assert_eq!(got.len(), 2, "the taker said it had enough");
+        l.accept(0, &poller, &gate, |c| {
+            got.push(c);
+            true
+        })
+        .unwrap();
+        assert_eq!(got.len(), 5);
+        assert!(got.iter().all(|c| c.listener == 3 && c.is_tcp));
+        assert!(!l.is_paused(), "an empty backlog is no reason to rest");
+    }
+
+    #[test]
+    fn a_connection_cap_rests_the_listeners_until_a_place_is_free() {
+        let poller = Poller::new().unwrap();
+        let (mut l, addr) = listeners(&poller);
+        let gate = Gate::new(Limits::default().max_conns(1));
+        let _clients = connect(addr, 2);
+        let mut got = Vec::new();
+        let take = |l: &mut Listeners, got: &mut Vec<AcceptedConn>| {
+            l.accept(0, &poller, &gate, |c| {
+                got.push(c);
+                true
+            })
+            .unwrap();
+        };
+        take(&mut l, &mut got);
+        assert_eq!(got.len(), 1);
+        assert!(l.is_paused(), "at the cap the listeners rest");
+        let until = l.resume_at().expect("a time to look again");
+        l.resume_if_rested(&poller, until - Duration::from_millis(1), false)
+            .unwrap();
+        assert!(l.is_paused(), "not before the time the limit named");
+        l.resume_if_rested(&poller, until, false).unwrap();
+        assert!(!l.is_paused() && l.resume_at().is_none());
+        // Still at the cap: the next batch rests again, accepting nothing.
+        take(&mut l, &mut got);
+        assert_eq!(got.len(), 1);
+        assert!(l.is_paused());
+        // The first connection gives its place back: the second gets in.
+        got.clear();
+        let until = l.resume_at().unwrap();
+        l.resume_if_rested(&poller, until, false).unwrap();
+        take(&mut l, &mut got);
+        assert_eq!(got.len(), 1);
+        // A caller's own reason to wait keeps them resting.
+        l.set_listening(&poller, false).unwrap();
+        l.resume_if_rested(&poller, Instant::now(), true).unwrap();
+        assert!(l.is_paused());
+    }
 
     #[test]
     fn only_running_out_of_resources_pauses() {
