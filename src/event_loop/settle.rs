@@ -86,6 +86,10 @@ pub(super) fn ends_now<S>(entry: &ConnEntry<S>) -> bool {
 /// The poller interest `entry` needs (level-triggered), given whether the
 /// loop is draining for a stop and whether its reading is blocked.
 pub(super) fn wanted_interest<S>(entry: &ConnEntry<S>, draining: bool, blocked: bool) -> Interest {
+    if let Phase::Connecting(_) = entry.phase {
+        // The connect's completion is reported as writability.
+        return Interest::WRITABLE;
+    }
     let readable = !entry.read_closed()
         && match entry.phase {
             // Reading and discarding the peer's input until its end.
@@ -444,6 +448,13 @@ mod tests {
         );
         e.peer_closed();
         assert_eq!(want(&e, false, false), (false, false));
+        // A connect in progress waits for writability, whatever else holds.
+        let mut e = entry();
+        e.phase = Phase::Connecting(Box::new(super::super::entry::Connecting {
+            deadline_ms: 0,
+            done: None,
+        }));
+        assert_eq!(want(&e, false, true), (false, true));
     }
 
     #[test]
