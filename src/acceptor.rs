@@ -6,34 +6,30 @@
 //! loop, and while one holds too many the acceptor stops accepting (the
 //! kernel's backlog holds the rest) until the loop catches up.
 //!
-//! When accepting fails for lack of resources (`EMFILE`, `ENFILE`, `ENOBUFS`,
-//! `ENOMEM`), the acceptor logs it once, pauses accepting for a moment and
-//! tries again; existing connections are not affected.
+//! Accepting itself (limits, the pause when resources run out, errors that
+//! concern one connection) is [`crate::accept`]'s, shared with the loops
+//! that accept inline in reuseport mode.
 
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::accept::Listeners;
 use crate::actors::{Mailbox, Outbox, Sender};
-use crate::admission::{accept_next, Accepted};
 use crate::balancer::Balancer;
-use crate::listener::Listener;
-use crate::options::LoadBalancer;
-use crate::runtime::message::{AcceptorMessage, LoopMessage};
 use crate::runtime::EngineShared;
-use crate::sys::poller::{Events, Interest, Poller};
+use crate::listener::Listener;
+use crate::runtime::message::{AcceptorMessage, LoopMessage};
+use crate::options::LoadBalancer;
+use crate::sys::poller::{Events, Poller};
 
 const DOORBELL: u64 = u64::MAX;
 /// Hand-offs one loop may have waiting in the acceptor before it pauses.
 const HOLD_LIMIT: usize = 256;
-/// How long to wait before accepting again after running out of resources.
-const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 /// How often to retry hand-offs waiting for room in a loop's mailbox.
 const RETRY: Duration = Duration::from_millis(1);
 
 pub(crate) struct Acceptor {
-    /// Each listener with its listen-address index.
-    listeners: Vec<(Listener, u16)>,
+    listeners: Listeners,
     mailbox: Mailbox<AcceptorMessage>,
     outboxes: Vec<Outbox<LoopMessage>>,
     balancer: Balancer,
@@ -49,7 +45,7 @@ impl Acceptor {
         engine: Arc<EngineShared>,
     ) -> Self {
         Self {
-            listeners,
+            listeners: Listeners::new(listeners, 0, "the acceptor".to_string()),
             mailbox,
             outboxes: loops.into_iter().map(Outbox::new).collect(),
             balancer: Balancer::new(policy),
@@ -73,16 +69,11 @@ impl Acceptor {
         poller
             .add_doorbell(self.mailbox.doorbell(), DOORBELL)
             .map_err(io_err("register the acceptor's doorbell"))?;
-        for (i, (l, _)) in self.listeners.iter().enumerate() {
-            poller
-                .add(l.fd.as_fd(), i as u64, Interest::READABLE)
-                .map_err(io_err("register a listener"))?;
-        }
+        self.listeners
+            .register(&poller)
+            .map_err(io_err("register a listener"))?;
         let mut events = Events::with_capacity(64);
         let mut ready = Vec::with_capacity(64);
-        let mut paused = false;
-        let mut resume_at: Option<Instant> = None;
-        let mut warned = false;
         loop {
             if self.engine.is_stopping() {
                 return Ok(());
@@ -90,11 +81,7 @@ impl Acceptor {
             if self.engine.deploy().is_draining() {
                 // The listeners went to a new process: close ours (leaving
                 // Unix socket files to it), deliver what is held, stop.
-                if !self.listeners.is_empty() {
-                    for (mut listener, _) in self.listeners.drain(..) {
-                        let _ = poller.delete(listener.fd.as_fd());
-                        listener.keep_socket_file();
-                    }
+                if self.listeners.close_for_upgrade(&poller) {
                     self.engine.deploy().stopped_accepting();
                 }
                 if self.outboxes.iter().all(|o| o.held() == 0) {
@@ -105,7 +92,9 @@ impl Acceptor {
             let timeout = if holding {
                 Some(RETRY)
             } else {
-                resume_at.map(|t| t.saturating_duration_since(Instant::now()))
+                self.listeners
+                    .resume_at()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
             };
             self.mailbox
                 .park_with(|may_block| {
@@ -131,108 +120,57 @@ impl Acceptor {
                 // sockets are closed by being dropped.
                 let _ = outbox.flush();
             }
-            let congested = self.outboxes.iter().any(|o| o.held() >= HOLD_LIMIT);
-            let cooled = resume_at.map_or(true, |t| Instant::now() >= t);
-            let want_paused = congested || !cooled;
-            if want_paused != paused {
-                self.set_accepting(&poller, !want_paused)?;
-                paused = want_paused;
-                if !paused {
-                    resume_at = None;
-                }
-            }
-            if paused {
-                continue;
-            }
+            let congested = self.congested();
+            self.listeners
+                .resume_if_rested(&poller, Instant::now(), congested)
+                .map_err(io_err("pause or resume a listener"))?;
             for event in &ready {
-                let Ok(index) = usize::try_from(event.token) else {
-                    continue;
-                };
-                if index >= self.listeners.len() {
-                    continue;
-                }
-                match self.accept_all(index) {
-                    Ok(None) => warned = false,
-                    Ok(Some(until)) => {
-                        // A limit is reached: the backlog holds the rest.
-                        resume_at = Some(until);
-                        self.set_accepting(&poller, false)?;
-                        paused = true;
-                        break;
-                    }
-                    Err(e) => {
-                        if !warned {
-                            log::warn!(
-                                "accept on {} failed: {e}; pausing accepts for {:?} (open connections are unaffected)",
-                                self.listeners[index].0.addr,
-                                EXHAUSTED_PAUSE
-                            );
-                            warned = true;
-                        }
-                        resume_at = Some(Instant::now() + EXHAUSTED_PAUSE);
-                        self.set_accepting(&poller, false)?;
-                        paused = true;
-                        break;
-                    }
-                }
-                if self.outboxes.iter().any(|o| o.held() >= HOLD_LIMIT) {
+                if self.listeners.is_paused() {
                     break;
                 }
-            }
-        }
-    }
-
-    /// Accepts on listener `index` until the backlog is empty or a loop's
-    /// outbox is congested; `Some(t)` if a limit says to wait until `t`.
-    fn accept_all(&mut self, index: usize) -> std::io::Result<Option<Instant>> {
-        let (listener, listen_index) = &self.listeners[index];
-        let is_tcp = listener.is_tcp();
-        loop {
-            let (fd, peer, admission) =
-                match accept_next(listener.fd.as_fd(), &self.engine.deploy().gate)? {
-                    Accepted::Conn(fd, peer, admission) => (fd, peer, admission),
-                    Accepted::Empty => return Ok(None),
-                    Accepted::Wait(until) => return Ok(Some(until)),
+                let Some(index) = self.listeners.index_of(event.token) else {
+                    continue;
                 };
-            let engine = &self.engine;
-            let target = self
-                .balancer
-                .pick(&peer, engine.loop_count(), || engine.least_loaded_loop());
-            self.engine.slot(target).add_connection();
-            let message = LoopMessage::Accepted {
-                fd,
-                peer,
-                listener: *listen_index,
-                is_tcp,
-                admission,
-            };
-            if self.outboxes[target].send(message).is_err() {
-                // The loop is gone (engine stopping): the socket was closed
-                // by dropping the message.
-                self.engine.slot(target).remove_connection();
-                return Ok(None);
-            }
-            if self.outboxes[target].held() >= HOLD_LIMIT {
-                return Ok(None);
+                self.accept_from(index, &poller)
+                    .map_err(io_err("pause or resume a listener"))?;
+                if self.congested() {
+                    // The kernel's backlog holds the rest until loops catch up.
+                    self.listeners
+                        .set_listening(&poller, false)
+                        .map_err(io_err("pause or resume a listener"))?;
+                }
             }
         }
     }
 
-    fn set_accepting(&self, poller: &Poller, on: bool) -> crate::Result<()> {
-        let interest = if on {
-            Interest::READABLE
-        } else {
-            Interest {
-                readable: false,
-                writable: false,
-                edge: false,
-            }
-        };
-        for (i, (l, _)) in self.listeners.iter().enumerate() {
-            poller
-                .modify(l.fd.as_fd(), i as u64, interest)
-                .map_err(|e| crate::Error::io("pause or resume a listener", e))?;
-        }
-        Ok(())
+    /// A loop's outbox holds too many hand-offs.
+    fn congested(&self) -> bool {
+        self.outboxes.iter().any(|o| o.held() >= HOLD_LIMIT)
+    }
+
+    /// Accepts on listener `index` and hands each connection to the loop
+    /// the balancer picks, until the backlog is empty, a loop's outbox is
+    /// congested, or the listeners pause.
+    fn accept_from(&mut self, index: usize, poller: &Poller) -> std::io::Result<()> {
+        let (engine, balancer, outboxes) = (&self.engine, &mut self.balancer, &mut self.outboxes);
+        self.listeners
+            .accept(index, poller, &engine.deploy().gate, |conn| {
+                let target = balancer.pick(&conn.peer, engine.loop_count(), || engine.least_loaded_loop());
+                engine.slot(target).add_connection();
+                let message = LoopMessage::Accepted {
+                    fd: conn.fd,
+                    peer: conn.peer,
+                    listener: conn.listener,
+                    is_tcp: conn.is_tcp,
+                    admission: conn.admission,
+                };
+                if outboxes[target].send(message).is_err() {
+                    // The loop is gone (engine stopping): the socket was
+                    // closed by dropping the message.
+                    engine.slot(target).remove_connection();
+                    return false;
+                }
+                outboxes[target].held() < HOLD_LIMIT
+            })
     }
 }

@@ -1,5 +1,6 @@
-//! [`Conn`]: a connection as a handler sees it inside a callback, and
-//! [`ConnEntry`], the record the event loop keeps for it.
+//! [`Conn`]: a connection as a handler sees it inside a callback. The
+//! record the event loop keeps for it, and its write path, live in
+//! `event_loop/entry.rs`.
 //!
 //! Owns the per-connection read view, the write path into the socket and the
 //! outbound queue, per-connection state and socket options. A `Conn` exists
@@ -24,331 +25,20 @@
 //! flushes with `writev` when the socket is writable, and disarms once the
 //! queue is empty. Byte order is always preserved.
 
-use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::actors::slab::Slab;
 use crate::actors::slab::SlotKey;
 use crate::addr::{ListenAddr, SockAddr};
-use crate::buffer::{OutboundQueue, MAX_IOV};
 use crate::error::{Error, Result};
+use crate::event_loop::entry::{ConnEntry, LoopRef};
 use crate::handle::ConnHandle;
 use crate::id::ConnId;
-use crate::options::{KeepAlive, Timeouts, WaterMarks};
 use crate::reason::CloseReason;
-use crate::runtime::message::Completion;
-use crate::runtime::EngineShared;
-use crate::stats::LoopCounters;
+use crate::options::{KeepAlive, Timeouts, WaterMarks};
 use crate::sys;
 use crate::tls::{TlsConnector, TlsInfo, TlsSession};
-use std::sync::Arc;
-
-/// How far a flush got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flushed {
-    /// The queue is empty.
-    Drained,
-    /// The socket took no more.
-    WouldBlock,
-    /// The byte budget ran out with the socket still writable.
-    BudgetSpent,
-}
-
-/// The loop's record of one connection.
-pub(crate) struct ConnEntry<S> {
-    pub(crate) fd: OwnedFd,
-    pub(crate) inbound: Vec<u8>,
-    pub(crate) outbound: OutboundQueue,
-    pub(crate) state: Option<S>,
-    pub(crate) peer: SockAddr,
-    /// Set when the connection must close after the current callback.
-    pub(crate) close_reason: Option<CloseReason>,
-    /// The peer closed its side: stop reading, close once the queue drains.
-    pub(crate) read_closed: bool,
-    /// Write readiness is armed in the poller.
-    pub(crate) write_armed: bool,
-    /// Read readiness is armed in the poller.
-    pub(crate) read_armed: bool,
-    /// Which listener accepted it.
-    pub(crate) listener: u16,
-    pub(crate) is_tcp: bool,
-    /// Reading is paused by back-pressure (outbound above its high-water mark).
-    pub(crate) paused: bool,
-    /// Loop time (ms) of the last byte read / written.
-    pub(crate) last_read_ms: u64,
-    pub(crate) last_write_ms: u64,
-    /// When the input the handler leaves unconsumed began (or it last
-    /// consumed some); meaningful while `inbound` is not empty.
-    pub(crate) input_since_ms: u64,
-    /// Bytes last counted against the engine's buffer budget.
-    pub(crate) budget_held: usize,
-    /// Not read while the engine is near its buffer budget.
-    pub(crate) budget_paused: bool,
-    /// Not read because its own callbacks' replies passed the high-water
-    /// mark (`paused` alone, from async writes, only holds completions:
-    /// reading on lets a peer that echoes them make progress).
-    pub(crate) replies_paused: bool,
-    /// Not read because the handler paused it ([`Conn::pause_reading`]).
-    pub(crate) user_paused: bool,
-    /// Tick of this connection's latest timer-wheel entry (0: none).
-    pub(crate) timer_tick: u64,
-    /// Per-connection settings that differ from the engine's.
-    pub(crate) overrides: Option<Box<ConnOverrides>>,
-    /// A connected UDP socket: a zero-length read is a datagram, not EOF.
-    pub(crate) is_datagram: bool,
-    /// The handler keeps the connection open after the peer's EOF.
-    pub(crate) half_open: bool,
-    /// `shutdown(SHUT_WR)` is wanted once the queue is written / was done.
-    pub(crate) shutdown_wanted: bool,
-    pub(crate) shutdown_done: bool,
-    /// Set while a dial is in progress (the connection is not open yet).
-    pub(crate) connecting: Option<Box<Connecting>>,
-    /// Set while a graceful close waits for the queue to be written.
-    pub(crate) lingering: Option<Box<Lingering>>,
-    /// Its place under the engine's connection limits, if it holds one.
-    pub(crate) admission: Option<Box<crate::admission::Ticket>>,
-    /// PROXY protocol: the header awaited, or what it said.
-    pub(crate) proxy: Option<Box<crate::proxy_protocol::ProxyState>>,
-    /// A `tls://` connection's session: reads are decrypted and writes
-    /// encrypted through it (see [`crate::tls`]).
-    pub(crate) tls: Option<Box<TlsSession>>,
-}
-
-/// A close that waits for the outbound queue to drain first.
-pub(crate) struct Lingering {
-    pub(crate) reason: CloseReason,
-    /// Loop time (ms) at which it closes anyway.
-    pub(crate) deadline_ms: u64,
-    /// Flushed and write side shut: reading and discarding the peer's input
-    /// until its end of stream (a lingering close), so it gets what was
-    /// written instead of a reset.
-    pub(crate) draining: bool,
-}
-
-/// A dial in progress.
-pub(crate) struct Connecting {
-    /// Loop time (ms) at which it fails with a timeout.
-    pub(crate) deadline_ms: u64,
-    /// Told the outcome, for dials made through the engine.
-    pub(crate) done: Option<Completion<ConnId>>,
-}
-
-/// Per-connection overrides of engine settings (boxed: most connections have
-/// none, and an idle connection should stay small).
-#[derive(Debug, Default)]
-pub(crate) struct ConnOverrides {
-    pub(crate) timeouts: Option<Timeouts>,
-    pub(crate) marks: Option<WaterMarks>,
-    /// This connection's bytes are relayed to `feeds`: do not read it while
-    /// `feeds` is over its high-water mark.
-    pub(crate) feeds: Option<SlotKey>,
-    /// The connection that feeds this one (to resume it when this drains).
-    pub(crate) fed_by: Option<SlotKey>,
-}
-
-impl<S> ConnEntry<S> {
-    pub(crate) fn new(fd: OwnedFd, peer: SockAddr, listener: u16, is_tcp: bool) -> Self {
-        Self {
-            fd,
-            inbound: Vec::new(),
-            outbound: OutboundQueue::default(),
-            state: None,
-            peer,
-            close_reason: None,
-            read_closed: false,
-            write_armed: false,
-            read_armed: false,
-            listener,
-            is_tcp,
-            paused: false,
-            last_read_ms: 0,
-            last_write_ms: 0,
-            input_since_ms: 0,
-            budget_held: 0,
-            budget_paused: false,
-            replies_paused: false,
-            user_paused: false,
-            timer_tick: 0,
-            overrides: None,
-            is_datagram: false,
-            half_open: false,
-            shutdown_wanted: false,
-            shutdown_done: false,
-            connecting: None,
-            lingering: None,
-            admission: None,
-            proxy: None,
-            tls: None,
-        }
-    }
-
-    pub(crate) fn overrides_mut(&mut self) -> &mut ConnOverrides {
-        self.overrides.get_or_insert_with(Box::default)
-    }
-
-    /// Records `n` bytes written now.
-    pub(crate) fn wrote(&mut self, n: usize, lp: &LoopRef<'_>) {
-        if n > 0 {
-            self.last_write_ms = lp.now_ms;
-            crate::stats::bump(&lp.counters.bytes_out, n as u64);
-        }
-    }
-
-    /// Ends a lingering close; returns the reason it was closing for.
-    pub(crate) fn take_lingering_reason(&mut self) -> CloseReason {
-        self.lingering
-            .take()
-            .map_or(CloseReason::Local, |l| l.reason)
-    }
-
-    /// Records why the connection must close; the first reason wins.
-    pub(crate) fn close_with(&mut self, reason: CloseReason) {
-        if self.close_reason.is_none() {
-            self.close_reason = Some(reason);
-        }
-    }
-
-    /// Writes as much of the queue as the socket takes now. Returns `Ok(true)`
-    /// when the queue is empty afterwards.
-    pub(crate) fn flush_queue(&mut self, lp: &LoopRef<'_>) -> io::Result<bool> {
-        self.flush_limited(usize::MAX, lp)
-            .map(|f| f == Flushed::Drained)
-    }
-
-    /// Writes at most about `budget` bytes of the queue (whole `writev`s:
-    /// stops once the budget is spent).
-    pub(crate) fn flush_limited(&mut self, budget: usize, lp: &LoopRef<'_>) -> io::Result<Flushed> {
-        let mut written_total = 0;
-        while !self.outbound.is_empty() {
-            if written_total >= budget {
-                return Ok(Flushed::BudgetSpent);
-            }
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = self.outbound.slices(&mut slices);
-            match sys::io::writev(self.fd.as_fd(), &slices[..n]) {
-                Ok(0) => return Ok(Flushed::WouldBlock),
-                Ok(written) => {
-                    self.outbound.consume(written);
-                    self.wrote(written, lp);
-                    written_total += written;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::WouldBlock),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Flushed::Drained)
-    }
-
-    /// The write path: straight to the socket while nothing is queued,
-    /// otherwise (or for what the socket did not take) into the queue.
-    pub(crate) fn write_bytes(&mut self, data: &[u8], lp: &LoopRef<'_>) -> Result<usize> {
-        if self.fd_gone() {
-            return Err(Error::ConnectionClosed);
-        }
-        if self.tls.is_some() {
-            return self.tls_write(&[data], lp);
-        }
-        let mut written = 0;
-        if self.outbound.is_empty() {
-            match sys::io::write(self.fd.as_fd(), data) {
-                Ok(n) => written = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(self.fail_write(e)),
-            }
-        }
-        self.wrote(written, lp);
-        self.outbound.push(&data[written..], lp.write_cap);
-        Ok(data.len())
-    }
-
-    /// Vectored form of [`write_bytes`](Self::write_bytes).
-    pub(crate) fn writev_bytes(&mut self, bufs: &[&[u8]], lp: &LoopRef<'_>) -> Result<usize> {
-        let cap = lp.write_cap;
-        if self.fd_gone() {
-            return Err(Error::ConnectionClosed);
-        }
-        if self.tls.is_some() {
-            return self.tls_write(bufs, lp);
-        }
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut skip = 0;
-        if self.outbound.is_empty() {
-            let slices: Vec<IoSlice<'_>> =
-                bufs.iter().take(1024).map(|b| IoSlice::new(b)).collect();
-            match sys::io::writev(self.fd.as_fd(), &slices) {
-                Ok(n) => skip = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(self.fail_write(e)),
-            }
-        }
-        self.wrote(skip, lp);
-        for buf in bufs {
-            if skip >= buf.len() {
-                skip -= buf.len();
-                continue;
-            }
-            self.outbound.push(&buf[skip..], cap);
-            skip = 0;
-        }
-        Ok(total)
-    }
-
-    /// Queues an owned buffer (no copy when nothing could be written now).
-    pub(crate) fn write_owned(&mut self, data: Vec<u8>, lp: &LoopRef<'_>) -> Result<usize> {
-        if self.fd_gone() {
-            return Err(Error::ConnectionClosed);
-        }
-        if self.tls.is_some() {
-            return self.tls_write(&[&data], lp);
-        }
-        let cap = lp.write_cap;
-        let len = data.len();
-        if !self.outbound.is_empty() {
-            self.outbound.push_owned(data);
-            return Ok(len);
-        }
-        let written = sys::io::write(self.fd.as_fd(), &data);
-        if let Ok(n) = written {
-            self.wrote(n, lp);
-        }
-        match written {
-            Ok(n) if n == len => {}
-            Ok(n) if len - n <= cap => self.outbound.push(&data[n..], cap),
-            Ok(n) => {
-                let mut rest = data;
-                rest.drain(..n);
-                self.outbound.push_owned(rest);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.outbound.push_owned(data),
-            Err(e) => return Err(self.fail_write(e)),
-        }
-        Ok(len)
-    }
-
-    fn fail_write(&mut self, e: io::Error) -> Error {
-        let err = Error::io("write", io::Error::new(e.kind(), e.to_string()));
-        self.close_with(CloseReason::from_io(e));
-        err
-    }
-
-    /// A write error already doomed this connection.
-    fn fd_gone(&self) -> bool {
-        matches!(
-            self.close_reason,
-            Some(CloseReason::Reset) | Some(CloseReason::Error(_))
-        )
-    }
-}
-
-/// What a [`Conn`] needs from its loop.
-pub(crate) struct LoopRef<'a> {
-    pub(crate) loop_index: u32,
-    pub(crate) write_cap: usize,
-    pub(crate) engine: &'a Arc<EngineShared>,
-    pub(crate) counters: &'a LoopCounters,
-    /// The loop's clock (ms since it started), read once per turn.
-    pub(crate) now_ms: u64,
-}
 
 /// A datagram as the handler sees it: the loop's UDP socket, the sender, and
 /// state that lives only for this callback.
@@ -1055,7 +745,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn shutdown_write(&mut self) {
         if let Some(entry) = self.entry_mut() {
-            entry.shutdown_wanted = true;
+            entry.want_shutdown();
         }
         if let Backing::Stream { key, .. } = self.backing {
             self.side().touched.push(key);
@@ -1083,7 +773,7 @@ impl<'a, S> Conn<'a, S> {
         let key = self.other_key(other)?;
         if let Backing::Stream { conns, .. } = &mut self.backing {
             if let Some(entry) = conns.get_mut(key) {
-                entry.shutdown_wanted = true;
+                entry.want_shutdown();
             }
         }
         self.side().touched.push(key);
@@ -1629,9 +1319,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn proxy_header(&self) -> Option<(&crate::proxy_protocol::ProxyHeader, &SockAddr)> {
         match self.entry()?.proxy.as_deref()? {
-            crate::proxy_protocol::ProxyState::Received { header, balancer } => {
-                Some((header, balancer))
-            }
+            crate::proxy_protocol::ProxyState::Received { header, balancer } => Some((header, balancer)),
             crate::proxy_protocol::ProxyState::Awaiting { .. } => None,
         }
     }

@@ -11,6 +11,7 @@ compile_error!(
 
 pub use ringloop_actors as actors;
 
+mod accept;
 mod acceptor;
 mod addr;
 mod admission;

@@ -13,15 +13,15 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
+use super::entry::{ConnEntry, Phase};
 use super::{guarded, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::addr::SockAddr;
 use crate::admission::Admission;
-use crate::conn::ConnEntry;
-use crate::handler::EventHandler;
 use crate::proxy_protocol::ProxyState;
-use crate::proxy_protocol::{self, ProxyAddresses, ProxyCommand, ProxyHeaderError};
+use crate::handler::EventHandler;
 use crate::reason::{Action, CloseReason};
+use crate::proxy_protocol::{self, ProxyAddresses, ProxyCommand, ProxyHeaderError};
 use crate::stats::bump;
 use crate::sys::io as sysio;
 
@@ -50,17 +50,13 @@ impl<H: EventHandler> EventLoop<H> {
         entry.admission = ticket;
         if self.engine.deploy().is_proxied(listener) {
             let timeout = self.engine.deploy().header_timeout.as_millis();
+            entry.phase = Phase::AwaitingHeader;
             entry.proxy = Some(Box::new(ProxyState::Awaiting {
                 received: Vec::new(),
                 deadline_ms: self.now_ms + timeout.min(u128::from(u32::MAX)) as u64,
             }));
         }
         self.adopt(entry, None);
-    }
-
-    /// `true` while `entry` waits for its PROXY header (registered, not open).
-    pub(super) fn awaiting_header<S>(entry: &ConnEntry<S>) -> bool {
-        matches!(entry.proxy.as_deref(), Some(ProxyState::Awaiting { .. }))
     }
 
     /// Reads what the socket has towards the PROXY header; opens the
@@ -111,6 +107,7 @@ impl<H: EventHandler> EventLoop<H> {
                         }
                     }
                     entry.proxy = Some(Box::new(ProxyState::Received { header, balancer }));
+                    entry.phase = Phase::Open;
                     // On a tls:// listener what follows the header is the
                     // handshake: it goes through the session, not to the handler.
                     let handshake = if entry.tls.is_some() {
@@ -153,7 +150,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.remove(key) else {
             return;
         };
-        let _ = self.poller.delete(entry.fd.as_fd());
+        self.driver.deregister(entry.fd.as_fd());
         let peer = entry.peer.clone();
         drop(entry); // closes the socket and gives back its place
         self.engine.slot(self.index).remove_connection();
@@ -165,19 +162,14 @@ impl<H: EventHandler> EventLoop<H> {
     /// the connections go on as usual.
     pub(super) fn begin_upgrade_drain(&mut self) {
         self.upgrade_drain_seen = true;
-        if !self.listeners.is_empty() {
-            for (mut listener, _) in self.listeners.drain(..) {
-                let _ = self.poller.delete(listener.fd.as_fd());
-                listener.keep_socket_file();
-            }
+        if self.listeners.close_for_upgrade(self.driver.poller()) {
             self.engine.deploy().stopped_accepting();
         }
         // The new process reads the UDP sockets now (the same sockets: ours
         // are only our copies).
         for (fd, _) in self.udp.drain(..) {
-            let _ = self.poller.delete(fd.as_fd());
+            self.driver.deregister(fd.as_fd());
         }
-        self.listeners_resume = None;
         let (ctx, handler) = (&mut self.ctx, &mut self.handler);
         if let Some(Action::Shutdown) = guarded("on_drain", || handler.on_drain(ctx)) {
             self.engine.request_stop();

@@ -10,10 +10,11 @@
 use std::io;
 use std::os::fd::AsFd;
 
+use super::entry::ConnEntry;
 use super::{guarded, loop_ref, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::addr::ListenAddr;
-use crate::conn::{ConnEntry, NO_LISTENER};
+use crate::conn::NO_LISTENER;
 use crate::error::{Error, Result};
 use crate::handler::EventHandler;
 use crate::id::ConnId;
@@ -134,7 +135,7 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
             };
-            if entry.lingering.is_some() || entry.read_closed {
+            if entry.phase.closing().is_some() || entry.read_closed() {
                 return;
             }
             let Some(tls) = entry.tls.as_deref_mut() else {
@@ -181,10 +182,10 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        if entry.read_closed {
+        if entry.read_closed() {
             return;
         }
-        entry.read_closed = true;
+        entry.peer_closed();
         if entry.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
             self.close_conn(key, CloseReason::Eof);
             return;
@@ -205,7 +206,7 @@ impl<H: EventHandler> EventLoop<H> {
         {
             let _ = entry.flush_queue(&lp);
         }
-        let _ = self.poller.delete(entry.fd.as_fd());
+        self.driver.deregister(entry.fd.as_fd());
         let done = entry.tls.as_deref_mut().and_then(TlsSession::take_dial);
         let state = entry.state.take();
         let dialled = entry.listener == NO_LISTENER;

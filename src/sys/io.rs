@@ -14,6 +14,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
+use nix::libc;
 use nix::sys::socket::{self as nixsock, MsgFlags, SockaddrStorage};
 
 use crate::addr::SockAddr;
@@ -31,14 +32,69 @@ fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> io::Result<T> {
     }
 }
 
+/// Makes a raw system call (`call` returns what `syscall(2)` returned) until
+/// a signal does not interrupt it: a count, or the `errno` it set.
+fn retry_raw(mut call: impl FnMut() -> libc::c_long) -> io::Result<usize> {
+    loop {
+        match usize::try_from(call()) {
+            Ok(n) => return Ok(n),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// Reads into `buf`; `Ok(0)` is end of stream (or an empty `buf`).
+///
+/// The read on every message's path: it goes straight to the system call
+/// (`syscall(2)`), not through glibc's `read`, which is a thread
+/// cancellation point and pays for that with two atomic read-modify-writes
+/// per call. ringloop never cancels a thread.
+#[allow(unsafe_code)] // a raw read(2)
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    retry_eintr(|| nix::unistd::read(fd, buf))
+    retry_raw(|| {
+        // SAFETY: `fd` is a descriptor borrowed for the call, and `buf` is
+        // writable memory of `buf.len()` bytes that nothing else touches
+        // while the call runs; the kernel writes at most that many bytes.
+        unsafe {
+            libc::syscall(
+                libc::SYS_read,
+                libc::c_long::from(fd.as_raw_fd()),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        }
+    })
 }
 
 /// Sends from `buf` on a connected socket without raising `SIGPIPE`.
+///
+/// Like [`read`], a raw `sendto(2)` rather than glibc's cancellable `send`.
+/// Not inlined: one call per message written, which `benches/costs.sh`
+/// counts.
+#[inline(never)]
+#[allow(unsafe_code)] // a raw sendto(2)
 pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    retry_eintr(|| nixsock::send(fd.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL))
+    retry_raw(|| {
+        // SAFETY: `fd` is a descriptor borrowed for the call, and `buf` is
+        // readable memory of `buf.len()` bytes for its duration; no address
+        // is passed (a null pointer with length 0, as send(2) does).
+        unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                libc::c_long::from(fd.as_raw_fd()),
+                buf.as_ptr(),
+                buf.len(),
+                libc::c_long::from(libc::MSG_NOSIGNAL),
+                std::ptr::null::<libc::sockaddr>(),
+                libc::c_long::from(0u8),
+            )
+        }
+    })
 }
 
 /// Gathers `bufs` into one send without raising `SIGPIPE`. Only the first

@@ -49,6 +49,13 @@ impl Interest {
         writable: true,
         edge: false,
     };
+    /// Nothing: the descriptor stays registered and reports only errors and
+    /// hang-ups (a paused listener).
+    pub(crate) const NONE: Interest = Interest {
+        readable: false,
+        writable: false,
+        edge: false,
+    };
 
     /// The same interest, edge-triggered.
     pub(crate) const fn edge_triggered(self) -> Interest {
@@ -96,9 +103,6 @@ impl Poller {
         Ok(())
     }
 
-    /// Replaces the token and interest of a registered `fd` (`ENOENT` if it
-    /// is not registered). With an edge-triggered interest this also re-arms
-    /// the edge: a readiness that is already present is reported again.
     /// Registers a mailbox's doorbell for reading: edge-triggered when it is
     /// an eventfd (every ring is a new edge, so it is never drained),
     /// level-triggered when it is a pipe (drained each time it fires).
@@ -115,6 +119,9 @@ impl Poller {
         self.add(doorbell.as_fd(), token, interest)
     }
 
+    /// Replaces the token and interest of a registered `fd` (`ENOENT` if it
+    /// is not registered). With an edge-triggered interest this also re-arms
+    /// the edge: a readiness that is already present is reported again.
     pub(crate) fn modify(
         &self,
         fd: BorrowedFd<'_>,

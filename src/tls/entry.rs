@@ -2,15 +2,15 @@
 //! loop, records rustls owes the peer, `close_notify`.
 //!
 //! Owns only these hooks of [`ConnEntry`]; the plain write path stays in
-//! `conn.rs`, which calls here when the connection has a session. Never
+//! `event_loop/entry.rs`, which calls here when the connection has a session. Never
 //! reads the socket.
 
 use std::io;
 use std::os::fd::AsFd;
 
 use super::session::sink;
-use crate::conn::{ConnEntry, LoopRef};
 use crate::error::{Error, Result};
+use crate::event_loop::entry::{ConnEntry, LoopRef};
 use crate::reason::CloseReason;
 
 impl<S> ConnEntry<S> {

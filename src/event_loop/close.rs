@@ -1,0 +1,156 @@
+//! Closing connections: `on_close` and the release of the socket, graceful
+//! closes that flush first, and lingering closes that drain the peer.
+//!
+//! Owns the end of an opened connection; it must never run `on_close` twice
+//! nor close the descriptor before `on_close` ran.
+
+use std::io;
+use std::os::fd::AsFd;
+
+use super::entry::{Lingering, Phase, WriteSide};
+use super::{guarded, loop_ref, EventLoop};
+use crate::actors::slab::SlotKey;
+use crate::conn::Conn;
+use crate::error::Error;
+use crate::handler::EventHandler;
+use crate::reason::{Action, CloseReason};
+use crate::sys::socket;
+
+impl<H: EventHandler> EventLoop<H> {
+    /// Runs `on_close` once, flushes what it can, releases the socket.
+    pub(super) fn close_conn(&mut self, key: SlotKey, reason: CloseReason) {
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if entry.is_connecting() {
+            // Never opened: the dial fails instead (no close callback).
+            let error = match reason {
+                CloseReason::Shutdown => Error::EngineStopped,
+                other => Error::io("connect", io::Error::other(other.to_string())),
+            };
+            self.fail_dial(key, error);
+            return;
+        }
+        if entry.awaiting_header() {
+            // Never opened: no close callback.
+            self.refuse_unopened(key, reason);
+            return;
+        }
+        if matches!(entry.phase, Phase::Handshaking) {
+            // Never opened either: no on_close, the handshake failed.
+            self.fail_handshake(key, reason);
+            return;
+        }
+        let leftover = std::mem::take(&mut entry.inbound);
+        let handler = &mut self.handler;
+        let (action, side) = {
+            let mut conn = Conn::new(&leftover, &mut self.conns, key, &lp);
+            let action = guarded("on_close", || handler.on_close(&mut conn, &reason));
+            (action, conn.take_side_effects())
+        };
+        if let Some(Action::Shutdown) = action {
+            self.engine.request_stop();
+        }
+        let Some(mut entry) = self.conns.remove(key) else {
+            return;
+        };
+        if !matches!(
+            reason,
+            CloseReason::Reset | CloseReason::Error(_) | CloseReason::Tls(_)
+        ) {
+            entry.tls_close_notify(&lp);
+        }
+        if !entry.outbound.is_empty()
+            && !matches!(reason, CloseReason::Reset | CloseReason::Error(_))
+        {
+            // Best effort: whatever the socket takes right now.
+            let _ = entry.flush_queue(&lp);
+        }
+        if let Some(held) = self.deferred.remove(&key) {
+            // Held for back-pressure: written if the queue got out whole,
+            // else the connection closed before they drained.
+            let delivered = entry.outbound.is_empty();
+            for (done, result) in held {
+                done.complete(if delivered {
+                    result
+                } else {
+                    Err(Error::ConnectionClosed)
+                });
+            }
+        }
+        self.driver.deregister(entry.fd.as_fd());
+        let fed_by = entry.overrides.as_ref().and_then(|o| o.fed_by);
+        let held = entry.budget_held;
+        drop(entry); // closes the fd, after on_close, never before
+        self.count_buffered(held, 0);
+        self.engine.slot(self.index).remove_connection();
+        if let Some(feeder) = fed_by {
+            // Its relay target is gone: it may be read again.
+            self.settle(feeder, Action::None);
+        }
+        self.apply_side_effects(key, side);
+    }
+
+    /// Closes `key` after a graceful close flushed its queue: at once, or,
+    /// with lingering enabled and the peer possibly still sending, after
+    /// shutting the write side and draining the peer's input.
+    pub(super) fn finish_graceful_close(&mut self, key: SlotKey, reason: CloseReason) {
+        let Some(linger_ms) = self.settings.linger_ms else {
+            self.close_conn(key, reason);
+            return;
+        };
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        let lingers = !entry.read_closed()
+            && !entry.is_datagram
+            && self.drain_deadline.is_none()
+            && socket::shutdown_write(entry.fd.as_fd()).is_ok();
+        if !lingers {
+            self.close_conn(key, reason);
+            return;
+        }
+        entry.write_side = WriteSide::Shut;
+        let deadline_ms = self.now_ms + linger_ms;
+        entry.phase = Phase::Lingering(Box::new(Lingering {
+            reason,
+            deadline_ms,
+        }));
+        self.timeouts_in_use = true;
+        entry.timer_tick = self.wheel.schedule(key, deadline_ms);
+        if self.settings.edge_triggered {
+            // Input already waiting brings no new edge.
+            self.continue_io.push_back(key);
+        }
+        self.settle(key, Action::None);
+    }
+
+    /// Reads and discards a lingering connection's input; closes it at the
+    /// peer's end of stream (or an error).
+    pub(super) fn drain_lingering(&mut self, key: SlotKey) {
+        for _ in 0..16 {
+            let Some(entry) = self.conns.get_mut(key) else {
+                return;
+            };
+            let driver = &mut self.driver;
+            let got = driver.recv(entry.fd.as_fd()).map(|got| {
+                let n = got.len();
+                driver.release(got);
+                n
+            });
+            match got {
+                Ok(n) if n > 0 => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                _ => {
+                    let reason = entry.take_lingering_reason();
+                    self.close_conn(key, reason);
+                    return;
+                }
+            }
+        }
+        if self.settings.edge_triggered {
+            self.continue_io.push_back(key);
+        }
+    }
+}

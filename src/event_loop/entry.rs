@@ -1,0 +1,459 @@
+//! [`ConnEntry`]: the loop's record of one connection, and its write path
+//! (straight to the socket while nothing is queued, otherwise into the
+//! outbound queue, flushed with `writev` when the socket is writable).
+//!
+//! Owns the per-connection fields the loop reconciles in `settle` and the
+//! bytes on their way out; byte order is always preserved. It must never run
+//! a handler callback nor touch the poller; the user's view of an entry is
+//! `Conn` (conn.rs).
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::actors::slab::SlotKey;
+use crate::addr::SockAddr;
+use crate::buffer::{OutboundQueue, MAX_IOV};
+use crate::runtime::EngineShared;
+use crate::error::{Error, Result};
+use crate::id::ConnId;
+use crate::reason::CloseReason;
+use crate::runtime::message::Completion;
+use crate::options::{Timeouts, WaterMarks};
+use crate::stats::LoopCounters;
+use crate::sys;
+use crate::sys::poller::Interest;
+use crate::tls::TlsSession;
+
+/// How far a flush got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// The queue is empty.
+    Drained,
+    /// The socket took no more.
+    WouldBlock,
+    /// The byte budget ran out with the socket still writable.
+    BudgetSpent,
+}
+
+/// The loop's record of one connection.
+pub(crate) struct ConnEntry<S> {
+    pub(crate) fd: OwnedFd,
+    pub(crate) inbound: Vec<u8>,
+    pub(crate) outbound: OutboundQueue,
+    pub(crate) state: Option<S>,
+    pub(crate) peer: SockAddr,
+    /// Where it is in its life (see [`Phase`]).
+    pub(crate) phase: Phase,
+    /// The peer's direction: open, ended, or ended and kept half-open.
+    pub(crate) read_side: ReadSide,
+    /// Our direction: open, to be shut once the queue is written, or shut.
+    pub(crate) write_side: WriteSide,
+    /// Set when the connection must close after the current callback.
+    pub(crate) close_reason: Option<CloseReason>,
+    /// What is registered in the poller now (`settle` keeps it matching
+    /// what the connection needs).
+    pub(crate) armed: Interest,
+    /// Which listener accepted it.
+    pub(crate) listener: u16,
+    pub(crate) is_tcp: bool,
+    /// Back-pressure: the outbound queue against its high-water mark.
+    pub(crate) pressure: Pressure,
+    /// Loop time (ms) of the last byte read / written.
+    pub(crate) last_read_ms: u64,
+    pub(crate) last_write_ms: u64,
+    /// When the input the handler leaves unconsumed began (or it last
+    /// consumed some); meaningful while `inbound` is not empty.
+    pub(crate) input_since_ms: u64,
+    /// Bytes last counted against the engine's buffer budget.
+    pub(crate) budget_held: usize,
+    /// Not read while the engine is near its buffer budget (independent
+    /// of everything else: the loop resumes it when the total falls).
+    pub(crate) budget_paused: bool,
+    /// Not read because the handler paused it (`Conn::pause_reading`).
+    pub(crate) user_paused: bool,
+    /// Tick of this connection's latest timer-wheel entry (0: none).
+    pub(crate) timer_tick: u64,
+    /// Per-connection settings that differ from the engine's.
+    pub(crate) overrides: Option<Box<ConnOverrides>>,
+    /// A connected UDP socket: a zero-length read is a datagram, not EOF.
+    pub(crate) is_datagram: bool,
+    /// Its place under the engine's connection limits, if it holds one.
+    pub(crate) admission: Option<Box<crate::admission::Ticket>>,
+    /// PROXY protocol: the header awaited, or what it said.
+    pub(crate) proxy: Option<Box<crate::proxy_protocol::ProxyState>>,
+    /// A `tls://` connection's session: reads are decrypted and writes
+    /// encrypted through it (see [`crate::tls`]).
+    pub(crate) tls: Option<Box<TlsSession>>,
+}
+
+/// Where a connection is in its life.
+///
+/// ```text
+///   Connecting ──▶ (adopted) ─┬─▶ AwaitingHeader ─┬─▶ Handshaking ─┬─▶ Open
+///   (accepted, enrolled) ─────┘                   └────────────────┴─▶ Open
+///   Open ──(graceful close, bytes queued)──▶ Closing ──(written)──┐
+///   Open ──(graceful close, nothing queued)───────────────────────┴─▶ Lingering
+///   (or closed at once, without lingering; any phase may close on an error)
+/// ```
+///
+/// Only an `Open`, `Closing` or `Lingering` connection has had `on_open`,
+/// so only those get `on_close`; the others fail their dial, are refused,
+/// or fail their handshake instead. The two directions of an open
+/// connection are [`ReadSide`] and [`WriteSide`].
+pub(crate) enum Phase {
+    /// A dial in progress: the connect has not completed.
+    Connecting(Box<Connecting>),
+    /// Accepted on a PROXY-protocol listener; its header is not whole yet.
+    AwaitingHeader,
+    /// A `tls://` connection whose handshake is under way.
+    Handshaking,
+    /// Opened: its handler sees it.
+    Open,
+    /// A graceful close writing its queue first (reading stopped); closes
+    /// once the queue is written, or at the deadline.
+    Closing(Box<Lingering>),
+    /// Written and write side shut: reading and discarding the peer's input
+    /// until its end of stream (a lingering close, so the peer gets what
+    /// was written instead of a reset), or the deadline.
+    Lingering(Box<Lingering>),
+}
+
+impl Phase {
+    /// `on_open` ran: the handler knows this connection (and hears of its
+    /// end through `on_close`).
+    pub(crate) fn has_opened(&self) -> bool {
+        matches!(self, Phase::Open | Phase::Closing(_) | Phase::Lingering(_))
+    }
+
+    /// The close under way, if any: its reason and deadline.
+    pub(crate) fn closing(&self) -> Option<&Lingering> {
+        match self {
+            Phase::Closing(l) | Phase::Lingering(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+/// The peer's direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadSide {
+    Open,
+    /// The peer ended its side: nothing more to read; the connection
+    /// closes once its queue is written.
+    PeerClosed,
+    /// The peer ended its side and the handler keeps writing (its
+    /// `on_read_closed` said so) until it closes or shuts its own side.
+    HalfOpen,
+}
+
+/// Our direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteSide {
+    Open,
+    /// `shutdown(SHUT_WR)` once the queue is written (`Conn::shutdown_write`).
+    ShutdownWanted,
+    /// Shut: the peer got our end of stream.
+    Shut,
+}
+
+/// Back-pressure on a connection: its outbound queue against its water
+/// marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pressure {
+    /// At or below the low-water mark, or not yet above the high one.
+    Clear,
+    /// Above the high-water mark because of async writes: their completions
+    /// are held, but reading goes on (a peer that echoes them must be able
+    /// to make progress).
+    High,
+    /// Above the high-water mark with its own callbacks' replies: reading
+    /// stops too, until the queue is back at the low-water mark.
+    HighFromReplies,
+}
+
+/// A close that waits: for the outbound queue to be written (`Closing`), or
+/// for the peer's end of stream (`Lingering`).
+pub(crate) struct Lingering {
+    pub(crate) reason: CloseReason,
+    /// Loop time (ms) at which it closes anyway.
+    pub(crate) deadline_ms: u64,
+}
+
+/// A dial in progress.
+pub(crate) struct Connecting {
+    /// Loop time (ms) at which it fails with a timeout.
+    pub(crate) deadline_ms: u64,
+    /// Told the outcome, for dials made through the engine.
+    pub(crate) done: Option<Completion<ConnId>>,
+}
+
+/// Per-connection overrides of engine settings (boxed: most connections have
+/// none, and an idle connection should stay small).
+#[derive(Debug, Default)]
+pub(crate) struct ConnOverrides {
+    pub(crate) timeouts: Option<Timeouts>,
+    pub(crate) marks: Option<WaterMarks>,
+    /// This connection's bytes are relayed to `feeds`: do not read it while
+    /// `feeds` is over its high-water mark.
+    pub(crate) feeds: Option<SlotKey>,
+    /// The connection that feeds this one (to resume it when this drains).
+    pub(crate) fed_by: Option<SlotKey>,
+}
+
+impl<S> ConnEntry<S> {
+    pub(crate) fn new(fd: OwnedFd, peer: SockAddr, listener: u16, is_tcp: bool) -> Self {
+        Self {
+            fd,
+            inbound: Vec::new(),
+            outbound: OutboundQueue::default(),
+            state: None,
+            peer,
+            phase: Phase::Open,
+            read_side: ReadSide::Open,
+            write_side: WriteSide::Open,
+            close_reason: None,
+            armed: Interest::NONE,
+            listener,
+            is_tcp,
+            pressure: Pressure::Clear,
+            last_read_ms: 0,
+            last_write_ms: 0,
+            input_since_ms: 0,
+            budget_held: 0,
+            budget_paused: false,
+            user_paused: false,
+            timer_tick: 0,
+            overrides: None,
+            is_datagram: false,
+            admission: None,
+            proxy: None,
+            tls: None,
+        }
+    }
+
+    pub(crate) fn overrides_mut(&mut self) -> &mut ConnOverrides {
+        self.overrides.get_or_insert_with(Box::default)
+    }
+
+    /// Records `n` bytes written now.
+    pub(crate) fn wrote(&mut self, n: usize, lp: &LoopRef<'_>) {
+        if n > 0 {
+            self.last_write_ms = lp.now_ms;
+            crate::stats::bump(&lp.counters.bytes_out, n as u64);
+        }
+    }
+
+    /// Ends a graceful or lingering close; returns the reason it was
+    /// closing for.
+    pub(crate) fn take_lingering_reason(&mut self) -> CloseReason {
+        match std::mem::replace(&mut self.phase, Phase::Open) {
+            Phase::Closing(l) | Phase::Lingering(l) => l.reason,
+            other => {
+                self.phase = other;
+                CloseReason::Local
+            }
+        }
+    }
+
+    /// The peer ended its side (end of stream, `close_notify`).
+    pub(crate) fn peer_closed(&mut self) {
+        if self.read_side == ReadSide::Open {
+            self.read_side = ReadSide::PeerClosed;
+        }
+    }
+
+    /// The peer's side is over: nothing more will be read.
+    pub(crate) fn read_closed(&self) -> bool {
+        self.read_side != ReadSide::Open
+    }
+
+    /// Our write side is shut.
+    pub(crate) fn write_shut(&self) -> bool {
+        self.write_side == WriteSide::Shut
+    }
+
+    /// Above the high-water mark (async-write completions are held).
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.pressure != Pressure::Clear
+    }
+
+    /// A dial in progress.
+    pub(crate) fn is_connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connecting(_))
+    }
+
+    /// Ends a dial in progress (the connect completed or failed): returns
+    /// whom to tell, for a dial made through the engine.
+    pub(crate) fn take_connecting(&mut self) -> Option<Completion<ConnId>> {
+        match std::mem::replace(&mut self.phase, Phase::Open) {
+            Phase::Connecting(c) => c.done,
+            other => {
+                self.phase = other;
+                None
+            }
+        }
+    }
+
+    /// `Conn::shutdown_write`: shut our side once the queue is written.
+    pub(crate) fn want_shutdown(&mut self) {
+        if self.write_side == WriteSide::Open {
+            self.write_side = WriteSide::ShutdownWanted;
+        }
+    }
+
+    /// Waiting for its PROXY header (registered, not open).
+    pub(crate) fn awaiting_header(&self) -> bool {
+        matches!(self.phase, Phase::AwaitingHeader)
+    }
+
+    /// Records why the connection must close; the first reason wins.
+    pub(crate) fn close_with(&mut self, reason: CloseReason) {
+        if self.close_reason.is_none() {
+            self.close_reason = Some(reason);
+        }
+    }
+
+    /// Writes as much of the queue as the socket takes now. Returns `Ok(true)`
+    /// when the queue is empty afterwards.
+    pub(crate) fn flush_queue(&mut self, lp: &LoopRef<'_>) -> io::Result<bool> {
+        self.flush_limited(usize::MAX, lp)
+            .map(|f| f == Flushed::Drained)
+    }
+
+    /// Writes at most about `budget` bytes of the queue (whole `writev`s:
+    /// stops once the budget is spent).
+    pub(crate) fn flush_limited(&mut self, budget: usize, lp: &LoopRef<'_>) -> io::Result<Flushed> {
+        let mut written_total = 0;
+        while !self.outbound.is_empty() {
+            if written_total >= budget {
+                return Ok(Flushed::BudgetSpent);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.outbound.slices(&mut slices);
+            match sys::io::writev(self.fd.as_fd(), &slices[..n]) {
+                Ok(0) => return Ok(Flushed::WouldBlock),
+                Ok(written) => {
+                    self.outbound.consume(written);
+                    self.wrote(written, lp);
+                    written_total += written;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::WouldBlock),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Flushed::Drained)
+    }
+
+    /// The write path: straight to the socket while nothing is queued,
+    /// otherwise (or for what the socket did not take) into the queue.
+    pub(crate) fn write_bytes(&mut self, data: &[u8], lp: &LoopRef<'_>) -> Result<usize> {
+        if self.fd_gone() {
+            return Err(Error::ConnectionClosed);
+        }
+        if self.tls.is_some() {
+            return self.tls_write(&[data], lp);
+        }
+        let mut written = 0;
+        if self.outbound.is_empty() {
+            match sys::io::write(self.fd.as_fd(), data) {
+                Ok(n) => written = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(self.fail_write(e)),
+            }
+        }
+        self.wrote(written, lp);
+        if written < data.len() {
+            self.outbound.push(&data[written..], lp.write_cap);
+        }
+        Ok(data.len())
+    }
+
+    /// Vectored form of [`write_bytes`](Self::write_bytes).
+    pub(crate) fn writev_bytes(&mut self, bufs: &[&[u8]], lp: &LoopRef<'_>) -> Result<usize> {
+        let cap = lp.write_cap;
+        if self.fd_gone() {
+            return Err(Error::ConnectionClosed);
+        }
+        if self.tls.is_some() {
+            return self.tls_write(bufs, lp);
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut skip = 0;
+        if self.outbound.is_empty() {
+            let slices: Vec<IoSlice<'_>> =
+                bufs.iter().take(1024).map(|b| IoSlice::new(b)).collect();
+            match sys::io::writev(self.fd.as_fd(), &slices) {
+                Ok(n) => skip = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(self.fail_write(e)),
+            }
+        }
+        self.wrote(skip, lp);
+        for buf in bufs {
+            if skip >= buf.len() {
+                skip -= buf.len();
+                continue;
+            }
+            self.outbound.push(&buf[skip..], cap);
+            skip = 0;
+        }
+        Ok(total)
+    }
+
+    /// Queues an owned buffer (no copy when nothing could be written now).
+    pub(crate) fn write_owned(&mut self, data: Vec<u8>, lp: &LoopRef<'_>) -> Result<usize> {
+        if self.fd_gone() {
+            return Err(Error::ConnectionClosed);
+        }
+        if self.tls.is_some() {
+            return self.tls_write(&[&data], lp);
+        }
+        let cap = lp.write_cap;
+        let len = data.len();
+        if !self.outbound.is_empty() {
+            self.outbound.push_owned(data);
+            return Ok(len);
+        }
+        let written = sys::io::write(self.fd.as_fd(), &data);
+        if let Ok(n) = written {
+            self.wrote(n, lp);
+        }
+        match written {
+            Ok(n) if n == len => {}
+            Ok(n) if len - n <= cap => self.outbound.push(&data[n..], cap),
+            Ok(n) => {
+                let mut rest = data;
+                rest.drain(..n);
+                self.outbound.push_owned(rest);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.outbound.push_owned(data),
+            Err(e) => return Err(self.fail_write(e)),
+        }
+        Ok(len)
+    }
+
+    fn fail_write(&mut self, e: io::Error) -> Error {
+        let err = Error::io("write", io::Error::new(e.kind(), e.to_string()));
+        self.close_with(CloseReason::from_io(e));
+        err
+    }
+
+    /// A write error already doomed this connection.
+    fn fd_gone(&self) -> bool {
+        matches!(
+            self.close_reason,
+            Some(CloseReason::Reset) | Some(CloseReason::Error(_))
+        )
+    }
+}
+
+/// What a `Conn` (the user's view) needs from its loop.
+pub(crate) struct LoopRef<'a> {
+    pub(crate) loop_index: u32,
+    pub(crate) write_cap: usize,
+    pub(crate) engine: &'a Arc<EngineShared>,
+    pub(crate) counters: &'a LoopCounters,
+    /// The loop's clock (ms since it started), read once per turn.
+    pub(crate) now_ms: u64,
+}

@@ -1,0 +1,136 @@
+//! Messages from other threads: accepted sockets, writes, wakes, closes,
+//! dials and tasks, applied in the order they arrive per sender.
+//!
+//! Owns the mailbox side of the loop; it must never block on a sender.
+
+use std::os::fd::AsFd;
+
+use super::{guarded, loop_ref, EventLoop, MESSAGE_BUDGET};
+use crate::actors::slab::SlotKey;
+use crate::conn::send_datagram;
+use crate::error::{Error, Result};
+use crate::id::ConnId;
+use crate::handler::EventHandler;
+use crate::reason::{Action, CloseReason};
+use crate::runtime::message::{Completion, LoopMessage};
+use crate::stats::bump;
+
+impl<H: EventHandler> EventLoop<H> {
+    pub(super) fn process_messages(&mut self) {
+        let mut inbox = std::mem::take(&mut self.inbox);
+        let n = self.mailbox.drain(MESSAGE_BUDGET, |m| inbox.push(m));
+        if n > 0 {
+            bump(&self.engine.slot(self.index).counters().messages, n as u64);
+        }
+        for message in inbox.drain(..) {
+            self.handle_message(message);
+        }
+        self.inbox = inbox;
+    }
+
+    pub(super) fn conn_key(&self, id: ConnId) -> Option<SlotKey> {
+        let key = id.key();
+        (id.loop_index as usize == self.index && self.conns.get(key).is_some()).then_some(key)
+    }
+
+    pub(super) fn handle_message(&mut self, message: LoopMessage) {
+        match message {
+            LoopMessage::Accepted {
+                fd,
+                peer,
+                listener,
+                is_tcp,
+                admission,
+            } => {
+                if self.engine.loops_stopping() {
+                    self.engine.slot(self.index).remove_connection();
+                    return;
+                }
+                self.admit(fd, peer, listener, is_tcp, admission);
+            }
+            LoopMessage::Write { id, data, done } => match self.conn_key(id) {
+                None => done.complete(Err(Error::ConnectionClosed)),
+                Some(key) => {
+                    let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+                    let entry = self.conns.get_mut(key).expect("checked by conn_key");
+                    let result = entry.write_owned(data, &lp);
+                    self.complete_write(key, done, result);
+                }
+            },
+            LoopMessage::Writev { id, bufs, done } => match self.conn_key(id) {
+                None => done.complete(Err(Error::ConnectionClosed)),
+                Some(key) => {
+                    let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+                    let entry = self.conns.get_mut(key).expect("checked by conn_key");
+                    let refs: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+                    let result = entry.writev_bytes(&refs, &lp);
+                    self.complete_write(key, done, result);
+                }
+            },
+            LoopMessage::SendTo {
+                socket,
+                peer,
+                data,
+                done,
+            } => match self.udp.get(socket as usize) {
+                Some((fd, _)) => done.complete(send_datagram(fd.as_fd(), &data, &peer)),
+                None => done.complete(Err(Error::ConnectionClosed)),
+            },
+            LoopMessage::Dial { addr, done, tls } => self.start_dial(*addr, None, Some(done), tls),
+            LoopMessage::Enroll { fd, done } => self.enroll(fd, done),
+            LoopMessage::Wake { id } => {
+                if let Some(key) = self.conn_key(id) {
+                    self.traffic(key, 0);
+                }
+            }
+            LoopMessage::Close { id, done } => match self.conn_key(id) {
+                None => done.complete(Err(Error::ConnectionClosed)),
+                Some(key) => {
+                    self.close_conn(key, CloseReason::Requested);
+                    done.complete(Ok(()));
+                }
+            },
+            LoopMessage::Reading { id, on } => {
+                if let Some(key) = self.conn_key(id) {
+                    let entry = self.conns.get_mut(key).expect("checked by conn_key");
+                    entry.user_paused = !on;
+                    let waiting = on && !entry.inbound.is_empty();
+                    if on && self.settings.edge_triggered {
+                        // No new edge will come for bytes already waiting.
+                        self.continue_io.push_back(key);
+                    }
+                    if waiting {
+                        self.traffic(key, 0);
+                    } else {
+                        self.settle(key, Action::None);
+                    }
+                }
+            }
+            LoopMessage::Execute(task) => {
+                let ctx = &mut self.ctx;
+                guarded("an executed task", || task(ctx));
+            }
+            LoopMessage::Stop => {}
+        }
+    }
+
+    /// Answers an async write once applied, or holds the answer while its
+    /// connection is over the high-water mark: the writer feels the
+    /// back-pressure.
+    pub(super) fn complete_write(
+        &mut self,
+        key: SlotKey,
+        done: Completion<usize>,
+        result: Result<usize>,
+    ) {
+        self.settle(key, Action::None);
+        match self.conns.get(key) {
+            Some(entry) if entry.under_pressure() && result.is_ok() => {
+                self.deferred.entry(key).or_default().push((done, result));
+            }
+            Some(_) => done.complete(result),
+            // Closed while applying it (a write error, or back-pressure).
+            None => done.complete(result.and(Err(Error::ConnectionClosed))),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Time on the loop: the ticker, paused listeners coming back, and
+//! connection timeouts on the wheel (the earliest deadline of each
+//! connection, checked against its real state when it comes due).
+//!
+//! Owns deadlines only; it must never close a connection whose deadline
+//! moved (a stale wheel entry is ignored).
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::entry::{ConnEntry, Phase};
+use super::{guarded, EventLoop};
+use crate::error::Error;
+use crate::handler::EventHandler;
+use crate::reason::{Action, CloseReason, TimeoutKind};
+use crate::options::Timeouts;
+use crate::stats::bump;
+
+/// The earliest moment one of `entry`'s timeouts can expire, with its kind.
+pub(super) fn next_deadline<S>(
+    entry: &ConnEntry<S>,
+    defaults: &Timeouts,
+) -> Option<(u64, TimeoutKind)> {
+    if let Phase::Connecting(connecting) = &entry.phase {
+        return Some((connecting.deadline_ms, TimeoutKind::Connect));
+    }
+    if let Some(crate::proxy_protocol::ProxyState::Awaiting { deadline_ms, .. }) = entry.proxy.as_deref() {
+        return Some((*deadline_ms, TimeoutKind::Read));
+    }
+    if let Some(lingering) = entry.phase.closing() {
+        // A graceful close past its deadline (reported with its own reason).
+        return Some((lingering.deadline_ms, TimeoutKind::Write));
+    }
+    if let Some(at) = entry.tls.as_ref().and_then(|t| t.handshake_deadline_ms()) {
+        return Some((at, TimeoutKind::Handshake));
+    }
+    // By reference: the common case below must not copy the whole set.
+    let t: &Timeouts = match entry.overrides.as_ref().and_then(|o| o.timeouts.as_ref()) {
+        Some(t) => t,
+        None => defaults,
+    };
+    // The common case with the default timeouts, answered in a few compares:
+    // nothing waiting either way and both directions open.
+    if entry.outbound.is_empty()
+        && entry.inbound.is_empty()
+        && !entry.read_closed()
+        && !entry.write_shut()
+        && t.idle.is_none()
+        && t.read.is_none()
+    {
+        return None;
+    }
+    let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u64;
+    let idle = t.idle.map(|d| {
+        (
+            entry.last_read_ms.max(entry.last_write_ms) + ms(d),
+            TimeoutKind::Idle,
+        )
+    });
+    let read = t
+        .read
+        .map(|d| (entry.last_read_ms + ms(d), TimeoutKind::Read));
+    let write = t
+        .write
+        .filter(|_| !entry.outbound.is_empty())
+        .map(|d| (entry.last_write_ms + ms(d), TimeoutKind::Write));
+    let incomplete = t
+        .incomplete
+        .filter(|_| !entry.inbound.is_empty())
+        .map(|d| (entry.input_since_ms + ms(d), TimeoutKind::Incomplete));
+    let half_closed = t
+        .half_closed
+        .filter(|_| entry.read_closed() || entry.write_shut())
+        .map(|d| {
+            (
+                entry.last_read_ms.max(entry.last_write_ms) + ms(d),
+                TimeoutKind::HalfClosed,
+            )
+        });
+    [idle, read, write, incomplete, half_closed]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(at, _)| *at)
+}
+
+impl<H: EventHandler> EventLoop<H> {
+    pub(super) fn timers(&mut self) {
+        if self.next_tick.is_none() && self.listeners.resume_at().is_none() {
+            return; // no clock read on the hot path
+        }
+        let now = Instant::now();
+        if self.listeners.resume_at().is_some() {
+            self.resume_listeners(now);
+        }
+        let Some(due) = self.next_tick else { return };
+        if now < due {
+            return;
+        }
+        let (ctx, handler) = (&mut self.ctx, &mut self.handler);
+        let (delay, action) = guarded("on_tick", || handler.on_tick(ctx))
+            .unwrap_or((Duration::from_secs(1), Action::None));
+        self.next_tick = Some(now + delay);
+        if action == Action::Shutdown {
+            self.engine.request_stop();
+        }
+    }
+
+    /// Closes connections whose timeout expired; re-arms the others.
+    pub(super) fn expire_timeouts(&mut self) {
+        if self.wheel.len() == 0 {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(self.now_ms, &mut due);
+        for (key, tick) in due.drain(..) {
+            let Some(entry) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if entry.timer_tick != tick {
+                continue; // superseded by an earlier entry
+            }
+            entry.timer_tick = 0;
+            match next_deadline(entry, &self.settings.timeouts) {
+                Some((at, TimeoutKind::Connect)) if at <= self.now_ms && entry.is_connecting() => {
+                    let error = Error::io(
+                        "connect",
+                        io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+                    );
+                    self.fail_dial(key, error);
+                }
+                Some((at, _)) if at <= self.now_ms && entry.awaiting_header() => {
+                    self.refuse_header(key, crate::proxy_protocol::ProxyHeaderError::Timeout);
+                }
+                Some((at, _)) if at <= self.now_ms && entry.phase.closing().is_some() => {
+                    let reason = entry.take_lingering_reason();
+                    log::debug!(
+                        "loop {}: closing with unsent bytes after the drain deadline",
+                        self.index
+                    );
+                    self.close_conn(key, reason);
+                }
+                Some((at, kind)) if at <= self.now_ms => {
+                    bump(&self.engine.slot(self.index).counters().timeouts, 1);
+                    self.close_conn(key, CloseReason::Timeout(kind));
+                }
+                Some((at, _)) => entry.timer_tick = self.wheel.schedule(key, at),
+                None => {}
+            }
+        }
+        self.due = due;
+    }
+}
