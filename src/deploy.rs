@@ -188,9 +188,9 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// assert_eq!(server.engine().local_addrs().len(), 2);
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn listen_proxied(mut self, addr: impl Into<String>) -> Self {
+    pub fn listen_proxied(mut self, addr: impl crate::to_addr::ToAddr) -> Self {
         self.deploy.proxied.insert(self.addrs.len());
-        self.addrs.push(addr.into());
+        self.addrs.push(addr.to_url().into_owned());
         self
     }
 

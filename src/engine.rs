@@ -31,9 +31,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use crate::acceptor::Acceptor;
-use crate::actors::{
-    CachePadded, DoorbellKind, Mailbox, MailboxConfig, SharedSender, TrySendError,
-};
+use crate::actors::{CachePadded, Mailbox, MailboxConfig, SharedSender, TrySendError};
 use crate::addr::{ListenAddr, Transport};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
@@ -41,9 +39,10 @@ use crate::handle::{ConnHandle, ConnId, Pending};
 use crate::handler::{EventHandler, LoopContext};
 use crate::listener::{Listener, LoopSockets};
 use crate::message::Completion;
-use crate::message::{AcceptorMessage, LoopMessage};
+use crate::message::{AcceptorMessage, InitialState, LoopMessage};
 use crate::options::{BackPressure, KeepAlive, LoadBalancer, Options, Timeouts, WaterMarks};
 use crate::stats::{LoopCounters, LoopStats};
+use crate::to_addr::ToAddr;
 use crate::worker_pool::{PoolShutdown, SubmitError, WorkerPool};
 use std::os::fd::OwnedFd;
 
@@ -346,7 +345,7 @@ impl EngineShared {
 /// let engine = server.engine();
 /// let runner = std::thread::spawn(move || server.run());
 /// assert_eq!(engine.connection_count(), 0);
-/// engine.stop()?; // returns once every thread has finished
+/// engine.stop(); // returns once every thread has finished
 /// runner.join().unwrap()?;
 /// # Ok::<(), ringloop::Error>(())
 /// ```
@@ -401,7 +400,7 @@ impl Engine {
     /// }
     /// assert_eq!(engine.connection_count(), 1);
     /// drop(client);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -455,7 +454,7 @@ impl Engine {
     /// let engine = server.engine();
     /// let runner = std::thread::spawn(move || server.run());
     /// assert!(!engine.is_stopping());
-    /// engine.stop()?;
+    /// engine.stop();
     /// assert!(engine.is_stopping());
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
@@ -477,7 +476,7 @@ impl Engine {
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// pool.submit(move || tx.send("done").unwrap()).unwrap();
     /// assert_eq!(rx.recv().unwrap(), "done");
-    /// engine.stop()?;
+    /// engine.stop();
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn worker_pool(&self) -> Result<&WorkerPool> {
@@ -485,7 +484,9 @@ impl Engine {
     }
 
     /// Runs `job` on the worker pool, off the loops. Never waits: if the job
-    /// queue is full (or the engine stopping) the job is handed back.
+    /// queue is full (or the engine stopping) the job is handed back, with
+    /// its [`SubmitErrorKind`](crate::SubmitErrorKind) — which says how a
+    /// handler should react (neither is a reason to close the connection).
     ///
     /// ```
     /// # use ringloop::{Engine, EventHandler};
@@ -496,7 +497,7 @@ impl Engine {
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// engine.submit(move || tx.send(6 * 7).unwrap()).unwrap();
     /// assert_eq!(rx.recv().unwrap(), 42);
-    /// engine.stop()?;
+    /// engine.stop();
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), SubmitError> {
@@ -510,7 +511,9 @@ impl Engine {
     /// close every connection (each close callback runs), join every thread;
     /// then returns. Idempotent. Called from inside a handler (a loop thread)
     /// or a worker-pool job it only starts the stop, since a thread cannot
-    /// wait for itself; [`Server::run`] returns once done.
+    /// wait for itself; [`Server::run`] returns once done. Nothing in a stop
+    /// can fail, so it returns nothing; errors the engine met while running
+    /// are what [`Server::run`] returns.
     ///
     /// ```
     /// # use ringloop::{Engine, EventHandler};
@@ -519,15 +522,15 @@ impl Engine {
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
     /// let engine = server.engine();
     /// let runner = std::thread::spawn(move || server.run());
-    /// engine.stop()?; // every thread has finished when this returns
-    /// engine.stop()?; // idempotent
+    /// engine.stop(); // every thread has finished when this returns
+    /// engine.stop(); // idempotent
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn stop(&self) -> Result<()> {
+    pub fn stop(&self) {
         self.shared.request_stop();
         if self.shared.on_own_loop_thread() || crate::worker_pool::on_worker_thread() {
-            return Ok(());
+            return;
         }
         if let Some(pool) = self.shared.pool.get() {
             // A server that was never run: nobody else will join the pool.
@@ -552,7 +555,6 @@ impl Engine {
                 .wait(state)
                 .unwrap_or_else(|e| e.into_inner());
         }
-        Ok(())
     }
 
     /// Like [`stop`](Self::stop), giving connections at most `drain` to flush
@@ -567,11 +569,11 @@ impl Engine {
     /// let engine = server.engine();
     /// let runner = std::thread::spawn(move || server.run());
     /// // Give slow peers at most 100 ms to take what is queued for them.
-    /// engine.stop_with_timeout(std::time::Duration::from_millis(100))?;
+    /// engine.stop_with_timeout(std::time::Duration::from_millis(100));
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn stop_with_timeout(&self, drain: std::time::Duration) -> Result<()> {
+    pub fn stop_with_timeout(&self, drain: std::time::Duration) {
         if !self.shared.is_stopping() {
             // Relaxed: published by the stop request's AcqRel swap.
             self.shared.drain_timeout_ms.store(
@@ -600,12 +602,51 @@ impl Engine {
     /// let runner = std::thread::spawn(move || server.run());
     /// let handle = engine.dial(&addr).wait()?; // a connection to itself
     /// assert_eq!(handle.write(b"hi".to_vec()).wait()?, 2);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn dial(&self, addr: &str) -> Pending<ConnHandle> {
+    pub fn dial(&self, addr: impl ToAddr) -> Pending<ConnHandle> {
         self.dial_on(self.least_loaded_loop(), addr)
+    }
+
+    /// Like [`dial`](Self::dial), the new connection starting with `state`
+    /// (as [`Conn::dial`](crate::Conn::dial) gives it), so its `on_open`
+    /// already has it. `S` must be the handler's
+    /// [`State`](crate::EventHandler::State) type; if it is not, the dial
+    /// fails with [`Error::InvalidConfig`]. If the dial fails, the state is
+    /// dropped (this caller hears of it, not `on_dial_error`).
+    ///
+    /// ```
+    /// use ringloop::{Action, Conn, Engine, EventHandler};
+    ///
+    /// /// Greets each connection by the name its dial gave it.
+    /// struct Named;
+    /// impl EventHandler for Named {
+    ///     type State = String;
+    ///     fn on_open(&mut self, conn: &mut Conn<'_, String>) -> Action {
+    ///         let hello = format!("hello from {}\n", conn.state_or_default());
+    ///         let _ = conn.write(hello.as_bytes());
+    ///         Action::None
+    ///     }
+    /// }
+    ///
+    /// let server = Engine::builder(|_| Named).build()?; // a client only
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let peer = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let handle = engine.dial_with(peer.local_addr()?, "client 7".to_string()).wait()?;
+    /// let (mut accepted, _) = peer.accept()?;
+    /// let mut hello = [0; 19];
+    /// std::io::Read::read_exact(&mut accepted, &mut hello)?;
+    /// assert_eq!(&hello, b"hello from client 7");
+    /// # drop(handle);
+    /// engine.stop();
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dial_with<S: Send + 'static>(&self, addr: impl ToAddr, state: S) -> Pending<ConnHandle> {
+        self.dial_state_on(self.least_loaded_loop(), addr, Some(Box::new(state)))
     }
 
     /// Like [`dial`](Self::dial), onto loop `index`.
@@ -620,21 +661,31 @@ impl Engine {
     /// let runner = std::thread::spawn(move || server.run());
     /// let handle = engine.dial_on(1, &addr).wait()?;
     /// assert_eq!(handle.id().loop_index(), 1);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn dial_on(&self, index: usize, addr: &str) -> Pending<ConnHandle> {
+    pub fn dial_on(&self, index: usize, addr: impl ToAddr) -> Pending<ConnHandle> {
+        self.dial_state_on(index, addr, None)
+    }
+
+    fn dial_state_on(
+        &self,
+        index: usize,
+        addr: impl ToAddr,
+        state: Option<InitialState>,
+    ) -> Pending<ConnHandle> {
         let (tx, rx) = flume::bounded(1);
         let done = Completion::new(Some(Box::new(move |r| {
             let _ = tx.send(r);
         })));
-        match ListenAddr::parse(addr) {
+        match addr.to_listen_addr() {
             Ok(addr) => {
                 let message = LoopMessage::Dial {
                     addr: Box::new(addr),
                     done,
                     tls: None,
+                    state,
                 };
                 // On failure the message is dropped, which answers `done`.
                 let _ = self.shared.send_to_loop(index, message);
@@ -666,16 +717,20 @@ impl Engine {
     ///     Err(ringloop::Error::Tls(e)) => eprintln!("refused the server: {e}"),
     ///     Err(e) => eprintln!("could not connect: {e}"),
     /// }
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn dial_tls(&self, addr: &str, connector: crate::tls::TlsConnector) -> Pending<ConnHandle> {
+    pub fn dial_tls(
+        &self,
+        addr: impl ToAddr,
+        connector: crate::tls::TlsConnector,
+    ) -> Pending<ConnHandle> {
         let (tx, rx) = flume::bounded(1);
         let done = Completion::new(Some(Box::new(move |r| {
             let _ = tx.send(r);
         })));
-        match ListenAddr::parse(addr) {
+        match addr.to_listen_addr() {
             Ok(addr) if !addr.is_tls() => done.complete(Err(Error::invalid_address(
                 &addr.to_string(),
                 "dial_tls needs a tls:// address",
@@ -685,6 +740,7 @@ impl Engine {
                     addr: Box::new(addr),
                     done,
                     tls: Some(Box::new(connector)),
+                    state: None,
                 };
                 let _ = self.shared.send_to_loop(self.least_loaded_loop(), message);
             }
@@ -710,19 +766,50 @@ impl Engine {
     /// let stream = std::net::TcpStream::connect(addr)?;
     /// let handle = engine.enroll(stream).wait()?;
     /// assert_eq!(handle.write("hi").wait()?, 2);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn enroll(&self, socket: impl Into<OwnedFd>) -> Pending<ConnHandle> {
+        self.enroll_state(socket.into(), None)
+    }
+
+    /// Like [`enroll`](Self::enroll), the connection starting with `state`
+    /// (so its `on_open` already has it). `S` must be the handler's
+    /// [`State`](crate::EventHandler::State) type; if it is not, the enroll
+    /// fails with [`Error::InvalidConfig`] (and the socket is closed).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Tagged;
+    /// # impl EventHandler for Tagged { type State = u32; }
+    /// let server = Engine::builder(|_| Tagged).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// let engine = server.engine();
+    /// let addr = engine.local_addrs()[0].sock_addr().as_inet().unwrap();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let stream = std::net::TcpStream::connect(addr)?;
+    /// let handle = engine.enroll_with(stream, 7u32).wait()?; // on_open sees Some(&7)
+    /// assert_eq!(handle.write("hi").wait()?, 2);
+    /// let wrong = std::net::TcpStream::connect(addr)?;
+    /// assert!(engine.enroll_with(wrong, "not a u32").wait().is_err());
+    /// engine.stop();
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn enroll_with<S: Send + 'static>(
+        &self,
+        socket: impl Into<OwnedFd>,
+        state: S,
+    ) -> Pending<ConnHandle> {
+        self.enroll_state(socket.into(), Some(Box::new(state)))
+    }
+
+    fn enroll_state(&self, fd: OwnedFd, state: Option<InitialState>) -> Pending<ConnHandle> {
         let (tx, rx) = flume::bounded(1);
         let done = Completion::new(Some(Box::new(move |r| {
             let _ = tx.send(r);
         })));
-        let message = LoopMessage::Enroll {
-            fd: socket.into(),
-            done,
-        };
+        let message = LoopMessage::Enroll { fd, done, state };
         let _ = self.shared.send_to_loop(self.least_loaded_loop(), message);
         Pending { rx }
     }
@@ -742,7 +829,7 @@ impl Engine {
     /// let id = engine.dial(&addr).wait()?.id(); // keep only the id…
     /// let handle = engine.handle(id); // …and make a handle again when needed
     /// assert_eq!(handle.write("hi").wait()?, 2);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
@@ -811,7 +898,8 @@ impl Engine {
         thread::Builder::new()
             .name("ringloop-stop".into())
             .spawn(move || {
-                let _ = tx.send(engine.stop());
+                engine.stop();
+                let _ = tx.send(Ok(()));
             })
             .map(drop)
             .unwrap_or_else(|e| log::error!("could not start the stop waiter: {e}"));
@@ -830,7 +918,7 @@ impl Engine {
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// engine.execute(1, move |ctx| tx.send(ctx.loop_index()).unwrap())?;
     /// assert_eq!(rx.recv().unwrap(), 1); // it ran on loop 1
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
@@ -861,7 +949,7 @@ impl Engine {
     /// let mut ran = [rx.recv().unwrap(), rx.recv().unwrap()];
     /// ran.sort();
     /// assert_eq!(ran, [0, 1]);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
@@ -914,8 +1002,10 @@ pub struct EngineBuilder<H> {
 
 impl<H: EventHandler> EngineBuilder<H> {
     /// Adds an address to listen on, in URL form: `tcp://127.0.0.1:9000`,
-    /// `tcp6://[::1]:9000`, `unix:///tmp/app.sock`. Port 0 picks a free port
-    /// (see [`Engine::local_addrs`]). Checked by [`build`](Self::build).
+    /// `tcp6://[::1]:9000`, `unix:///tmp/app.sock`, or as a
+    /// `std::net::SocketAddr` (TCP) — anything [`ToAddr`]. Port 0 picks a
+    /// free port (see [`Engine::local_addrs`]). Checked by
+    /// [`build`](Self::build).
     ///
     /// ```
     /// # use ringloop::{Engine, EventHandler};
@@ -923,7 +1013,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet)
     ///     .listen("tcp://127.0.0.1:0")
-    ///     .listen("tcp://127.0.0.1:0") // a second listener
+    ///     .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0))) // a second listener
     ///     .build()?;
     /// let engine = server.engine();
     /// assert_eq!(engine.local_addrs().len(), 2);
@@ -931,8 +1021,8 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// assert!(Engine::builder(|_| Quiet).listen("tulip://x").build().is_err());
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn listen(mut self, addr: impl Into<String>) -> Self {
-        self.addrs.push(addr.into());
+    pub fn listen(mut self, addr: impl ToAddr) -> Self {
+        self.addrs.push(addr.to_url().into_owned());
         self
     }
 
@@ -1204,14 +1294,14 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// # use ringloop::{Engine, EventHandler};
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
-    /// use ringloop::actors::DoorbellKind;
+    /// use ringloop::Doorbell;
     /// let server = Engine::builder(|_| Quiet)
     ///     .listen("tcp://127.0.0.1:0")
-    ///     .doorbell(DoorbellKind::Pipe)
+    ///     .doorbell(Doorbell::Pipe)
     ///     .build()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn doorbell(mut self, kind: DoorbellKind) -> Self {
+    pub fn doorbell(mut self, kind: crate::doorbell::Doorbell) -> Self {
         self.options.doorbell = kind;
         self
     }
@@ -1572,7 +1662,7 @@ impl<H: EventHandler> EngineBuilder<H> {
             .finish_upgrade(&acceptor_listeners, &loop_sockets)?;
         let mailbox_config = MailboxConfig::new()
             .lane_capacity(self.options.mailbox_capacity)
-            .doorbell(self.options.doorbell);
+            .doorbell(self.options.doorbell.kind());
         let mailbox_error = |e| Error::io("create a mailbox", e);
         let loop_mailboxes = (0..self.options.loops)
             .map(|_| {
@@ -1684,7 +1774,7 @@ impl<H> fmt::Debug for EngineBuilder<H> {
 /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
 /// let engine = server.engine(); // for other threads: stop, stats, dial…
 /// let runner = std::thread::spawn(move || server.run());
-/// engine.stop()?;
+/// engine.stop();
 /// runner.join().unwrap()?;
 /// # Ok::<(), ringloop::Error>(())
 /// ```
@@ -1711,7 +1801,7 @@ impl<H: EventHandler> Server<H> {
     ///     engine.stop()
     /// });
     /// server.run()?; // returns once the other thread has stopped it
-    /// stopper.join().unwrap()?;
+    /// stopper.join().unwrap();
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn engine(&self) -> Engine {
@@ -1730,7 +1820,7 @@ impl<H: EventHandler> Server<H> {
     /// let engine = server.engine();
     /// let runner = std::thread::spawn(move || server.run()); // serves until stopped
     /// let _client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
-    /// engine.stop()?; // closes the connection too
+    /// engine.stop(); // closes the connection too
     /// runner.join().unwrap()?; // run's result: Ok, no actor failed
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -893,6 +893,16 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         if self.drain_deadline.is_some() && entry.outbound.is_empty() {
+            // Input never read (a paused connection's next requests) makes a
+            // close send a reset, and a reset throws away the replies the
+            // peer has not read yet: discard that input first, so the peer
+            // reads every reply and then the end of stream.
+            for _ in 0..16 {
+                match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
+                    Ok(n) if n > 0 => continue,
+                    _ => break,
+                }
+            }
             self.close_conn(key, CloseReason::Shutdown);
             return;
         }
@@ -1351,7 +1361,8 @@ impl<H: EventHandler> EventLoop<H> {
         error: Error,
     ) {
         log::debug!("loop {}: dial failed: {error}", self.index);
-        if let Some(state) = state {
+        // A dial through the engine reports to its caller only.
+        if let (Some(state), None) = (state, &done) {
             let (ctx, handler) = (&mut self.ctx, &mut self.handler);
             if let Some(Action::Shutdown) = guarded("on_dial_error", || {
                 handler.on_dial_error(ctx, state, &error)
@@ -1365,7 +1376,7 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// Adopts an already-connected stream socket handed over by the engine.
-    fn enroll(&mut self, fd: OwnedFd, done: Completion<ConnHandle>) {
+    fn enroll(&mut self, fd: OwnedFd, state: Option<H::State>, done: Completion<ConnHandle>) {
         if self.engine.loops_stopping() {
             done.complete(Err(Error::EngineStopped));
             return;
@@ -1384,7 +1395,9 @@ impl<H: EventHandler> EventLoop<H> {
             Ok(peer) => {
                 let is_tcp = matches!(peer, SockAddr::Inet(_));
                 self.engine.loops[self.index].add_connection();
-                self.adopt(ConnEntry::new(fd, peer, NO_LISTENER, is_tcp), Some(done));
+                let mut entry = ConnEntry::new(fd, peer, NO_LISTENER, is_tcp);
+                entry.state = state;
+                self.adopt(entry, Some(done));
             }
             Err(e) => done.complete(Err(Error::io("enroll a socket", e))),
         }
@@ -1549,8 +1562,19 @@ impl<H: EventHandler> EventLoop<H> {
                 Some((fd, _)) => done.complete(send_datagram(fd.as_fd(), &data, &peer)),
                 None => done.complete(Err(Error::ConnectionClosed)),
             },
-            LoopMessage::Dial { addr, done, tls } => self.start_dial(*addr, None, Some(done), tls),
-            LoopMessage::Enroll { fd, done } => self.enroll(fd, done),
+            LoopMessage::Dial {
+                addr,
+                done,
+                tls,
+                state,
+            } => match crate::message::initial_state(state) {
+                Ok(state) => self.start_dial(*addr, state, Some(done), tls),
+                Err(e) => done.complete(Err(e)),
+            },
+            LoopMessage::Enroll { fd, done, state } => match crate::message::initial_state(state) {
+                Ok(state) => self.enroll(fd, state, done),
+                Err(e) => done.complete(Err(e)),
+            },
             LoopMessage::Wake { id } => {
                 if let Some(key) = self.conn_key(id) {
                     self.traffic(key, 0);

@@ -71,7 +71,7 @@ use crate::message::{Completion, LoopMessage};
 /// assert_eq!(engine.handle(id).id(), id);
 /// println!("connection {id}"); // loop:slot#generation
 /// # drop(client);
-/// # engine.stop()?;
+/// # engine.stop();
 /// # runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -105,7 +105,7 @@ impl ConnId {
     /// // `handle` is the server's side of `client` (sent out by `on_open`).
     /// assert!(handle.id().loop_index() < engine.loop_count());
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -136,7 +136,7 @@ impl ConnId {
     /// let id = handle.id();
     /// assert_ne!(id.slot(), ringloop::DATAGRAM_SLOT); // a stream connection
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -172,7 +172,7 @@ impl ConnId {
     /// let second = rx.recv().unwrap().id();
     /// assert!(second.slot() != first.slot() || second.generation() != first.generation());
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -224,7 +224,7 @@ impl fmt::Display for ConnId {
 /// client.read_exact(&mut buf)?;
 /// assert_eq!(&buf, b"from a thread");
 /// # drop(client);
-/// # engine.stop()?;
+/// # engine.stop();
 /// # runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -261,7 +261,7 @@ pub struct ConnHandle {
 /// assert_ne!(handle.id().slot(), ringloop::DATAGRAM_SLOT);
 /// assert!(handle.datagram_peer().is_none());
 /// # drop(client);
-/// # engine.stop()?;
+/// # engine.stop();
 /// # runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -296,7 +296,7 @@ pub const DATAGRAM_SLOT: u32 = u32::MAX;
 ///     }
 /// }
 /// # drop(client);
-/// # engine.stop()?;
+/// # engine.stop();
 /// # runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -373,7 +373,7 @@ impl ConnHandle {
     /// // `udp://` listener's `on_traffic` names the datagram's sender.
     /// assert!(handle.datagram_peer().is_none());
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -430,7 +430,7 @@ impl ConnHandle {
     /// let again = engine.handle(id);
     /// assert_eq!(again.id(), id);
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -478,7 +478,7 @@ impl ConnHandle {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"hello");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -526,7 +526,7 @@ impl ConnHandle {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"tick\n");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -574,7 +574,7 @@ impl ConnHandle {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"head:body");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -620,7 +620,7 @@ impl ConnHandle {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"hi");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -668,7 +668,7 @@ impl ConnHandle {
     /// std::io::Read::read_exact(&mut client, &mut buf)?;
     /// assert_eq!(&buf, b"woken");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -729,7 +729,7 @@ impl ConnHandle {
     /// client.read_to_end(&mut rest)?; // the server side closed: end of stream
     /// assert!(rest.is_empty());
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -770,7 +770,7 @@ impl ConnHandle {
     /// // Later requests through the handle are refused.
     /// assert!(matches!(handle.write("late").wait(), Err(ringloop::Error::ConnectionClosed)));
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -819,7 +819,7 @@ impl fmt::Debug for ConnHandle {
 /// let pending = handle.write("ok");
 /// assert_eq!(pending.wait()?, 2);
 /// # drop(client);
-/// # engine.stop()?;
+/// # engine.stop();
 /// # runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -852,7 +852,7 @@ impl<T: Send + 'static> Pending<T> {
     /// // `handle` is the server's side of `client` (sent out by `on_open`).
     /// assert_eq!(handle.write("ok").wait()?, 2);
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -886,7 +886,7 @@ impl<T: Send + 'static> Pending<T> {
     ///     None => panic!("the loop did not answer in 5 s"),
     /// }
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

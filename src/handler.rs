@@ -222,7 +222,7 @@ impl fmt::Display for CloseReason {
 /// let mut booted = [rx.recv().unwrap(), rx.recv().unwrap()];
 /// booted.sort();
 /// assert_eq!(booted, [0, 1]);
-/// engine.stop()?;
+/// engine.stop();
 /// runner.join().unwrap()?;
 /// # Ok::<(), ringloop::Error>(())
 /// ```
@@ -262,7 +262,7 @@ impl LoopContext {
     ///     type State = ();
     ///     fn on_tick(&mut self, ctx: &mut LoopContext) -> (Duration, Action) {
     ///         assert_eq!(ctx.engine().connection_count(), 0);
-    ///         ctx.engine().stop().unwrap(); // on a loop thread: starts the stop
+    ///         ctx.engine().stop(); // on a loop thread: starts the stop
     ///         (Duration::from_secs(1), Action::None)
     ///     }
     /// }
@@ -355,7 +355,12 @@ pub trait EventHandler: 'static {
         Action::None
     }
 
-    /// A connection was accepted and registered on this loop. Bytes written
+    /// A connection opened on this loop: accepted from a listener, dialled
+    /// (once connected, through [`Conn::dial`] or
+    /// [`Engine::dial`](crate::Engine::dial); for `tls://`, once the
+    /// handshake is done) or enrolled ([`Engine::enroll`](crate::Engine::enroll)).
+    /// Tell them apart with [`Conn::listener_index`] (`None` unless
+    /// accepted) or by the state a dial gave the connection. Bytes written
     /// here (a greeting) go out before anything else.
     ///
     /// ```
@@ -379,7 +384,7 @@ pub trait EventHandler: 'static {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"welcome\n");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -419,7 +424,7 @@ pub trait EventHandler: 'static {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"5\n3\n");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -467,7 +472,7 @@ pub trait EventHandler: 'static {
     /// client.read_to_string(&mut reply)?;
     /// assert_eq!(reply, "got 3 bytes");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -500,7 +505,7 @@ pub trait EventHandler: 'static {
     /// let client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// drop(client); // the peer closes
     /// assert_eq!(rx.recv().unwrap(), "closed by peer");
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -637,7 +642,7 @@ pub trait EventHandler: 'static {
     /// let server = Engine::builder(move |_| Bye(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
     /// let engine = server.engine();
     /// let runner = std::thread::spawn(move || server.run());
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// assert_eq!(rx.recv().unwrap(), 0);
     /// # Ok::<(), ringloop::Error>(())

@@ -9,7 +9,7 @@ compile_error!(
      accept4; a kqueue driver for macOS and the BSDs is not written yet"
 );
 
-pub use ringloop_actors as actors;
+use ringloop_actors as actors;
 
 mod acceptor;
 mod addr;
@@ -17,9 +17,12 @@ mod admission;
 mod balancer;
 mod budget;
 mod buffer;
+mod close_kind;
 pub mod codec;
 mod conn;
+mod conn_state;
 mod deploy;
+mod doorbell;
 mod engine;
 mod error;
 mod event_loop;
@@ -28,18 +31,23 @@ mod handler;
 mod listener;
 mod message;
 mod options;
+mod ordered_jobs;
 pub mod proxy_protocol;
+pub mod relay;
 mod signals;
 mod stats;
 mod sys;
 mod timer_wheel;
 pub mod tls;
+mod to_addr;
 mod upgrade;
 mod worker_pool;
 
 pub use addr::{ListenAddr, SockAddr, Transport};
 pub use admission::{AcceptRate, AdmissionStats, Limits};
+pub use close_kind::CloseKind;
 pub use conn::Conn;
+pub use doorbell::Doorbell;
 pub use engine::{Engine, EngineBuilder, Server};
 pub use error::{Error, Result};
 pub use handle::{ConnHandle, ConnId, Pending, TryWriteError, DATAGRAM_SLOT};
@@ -47,7 +55,9 @@ pub use handler::{Action, CloseReason, EventHandler, LoopContext, TimeoutKind};
 pub use options::{
     BackPressure, KeepAlive, LoadBalancer, Options, Timeouts, WaterMarks, MAX_LOOPS,
 };
+pub use ordered_jobs::OrderedJobs;
 pub use signals::stop_on_signals;
 pub use stats::LoopStats;
 pub use tls::TlsOptions;
-pub use worker_pool::{PoolShutdown, SubmitError, WorkerPool};
+pub use to_addr::ToAddr;
+pub use worker_pool::{PoolShutdown, SubmitError, SubmitErrorKind, WorkerPool};

@@ -20,6 +20,23 @@ use crate::tls::TlsConnector;
 /// A closure run on a loop.
 pub(crate) type LoopTask = Box<dyn FnOnce(&mut LoopContext) + Send>;
 
+/// The initial state a dial or enroll through the engine gives its
+/// connection, typed by the engine's caller; the loop checks it is the
+/// handler's `State`.
+pub(crate) type InitialState = Box<dyn std::any::Any + Send>;
+
+/// `state` as the handler's state type `S`, or why it is not.
+pub(crate) fn initial_state<S: 'static>(state: Option<InitialState>) -> Result<Option<S>> {
+    match state.map(|s| s.downcast::<S>()) {
+        None => Ok(None),
+        Some(Ok(state)) => Ok(Some(*state)),
+        Some(Err(_)) => Err(Error::InvalidConfig(format!(
+            "the initial state given to dial or enroll is not the handler's State type ({})",
+            std::any::type_name::<S>()
+        ))),
+    }
+}
+
 /// A completion that must be answered exactly once: if the message carrying
 /// it is dropped undelivered, it answers [`Error::EngineStopped`].
 pub(crate) struct Completion<T: 'static> {
@@ -91,11 +108,15 @@ pub(crate) enum LoopMessage {
         done: Completion<ConnHandle>,
         /// For `tls://`: how to verify the server, if not the engine's way.
         tls: Option<Box<TlsConnector>>,
+        /// The new connection's initial state.
+        state: Option<InitialState>,
     },
     /// Adopt an already-connected socket.
     Enroll {
         fd: OwnedFd,
         done: Completion<ConnHandle>,
+        /// The connection's initial state.
+        state: Option<InitialState>,
     },
     /// Run the traffic callback even without new bytes.
     Wake { id: ConnId },
