@@ -251,7 +251,7 @@ fn framed_overhead(c: &mut Criterion) {
         });
         assert!(back == batch);
         drop(s);
-        engine.stop().unwrap();
+        engine.stop();
         thread.join().unwrap().unwrap();
 
         let (engine, thread, mut s) = start(Engine::builder(|_| {
@@ -262,7 +262,7 @@ fn framed_overhead(c: &mut Criterion) {
         });
         assert!(back == batch);
         drop(s);
-        engine.stop().unwrap();
+        engine.stop();
         thread.join().unwrap().unwrap();
     }
     g.finish();

@@ -50,7 +50,7 @@ use std::hint::spin_loop;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ringloop::actors::{DoorbellKind, Mailbox, MailboxConfig, Sender, TrySendError};
+use ringloop_actors::{DoorbellKind, Mailbox, MailboxConfig, Sender, TrySendError};
 
 mod common;
 use common::{runqueue_wait_ns, IdleCheck, LoadTrack, Placement, Spread};

@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
 use ringbuf::traits::{Consumer as _, Producer as _, Split as _};
-use ringloop::actors::{ring, Mailbox, MailboxConfig, TrySendError};
+use ringloop_actors::{ring, Mailbox, MailboxConfig, TrySendError};
 
 mod common;
 use common::{runqueue_wait_ns, IdleCheck, LoadTrack, Placement, Spread};
@@ -898,7 +898,7 @@ where
 fn causal_mailbox(at: Placement) -> Causal {
     let mut mailbox =
         Mailbox::<u64>::with_config(MailboxConfig::new().lane_capacity(CAP)).expect("mailbox");
-    let sender = |mut tx: ringloop::actors::Sender<u64>| {
+    let sender = |mut tx: ringloop_actors::Sender<u64>| {
         move |v: u64| {
             let mut spin = Spin::default();
             let mut v = v;

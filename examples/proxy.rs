@@ -13,19 +13,19 @@
 //! side is done in the loop (rustls); the relay, half-close (as
 //! `close_notify` then FIN) and back-pressure work the same, on plaintext.
 //!
-//! - **Same loop**: the client's `on_open` dials the backend with
-//!   [`Conn::dial`]; the backend starts with state `Backend { client }`, and
-//!   both sides then relay with [`Conn::write_to`] (a direct write, no message).
-//! - **Half-close**: when one side closes its write half, the proxy keeps the
-//!   other direction open ([`EventHandler::on_read_closed`] returns `None`)
-//!   and forwards the FIN with [`Conn::shutdown_write_of`]; each connection
-//!   closes once both of its halves are done.
-//! - **Back-pressure**: the two sides are linked ([`Conn::link`]): when one
-//!   side's outbound queue passes its high-water mark, the other side is not
-//!   read until it drains, so a slow reader cannot grow the proxy's memory.
-//! - **Failures**: a backend that refuses ([`EventHandler::on_dial_error`]) or
-//!   dies closes its client; a client that leaves closes its backend; other
-//!   connections are untouched.
+//! The pairing is [`Relay`]'s (see [`ringloop::relay`]); this file says only
+//! where the backend is and which timeouts each side gets.
+//!
+//! - **Same loop**: each client's backend is dialled onto the client's loop,
+//!   and both sides relay with direct writes (no message, no thread hop).
+//! - **Half-close**: when one side closes its write half, the other
+//!   direction stays open and the FIN is forwarded; each connection closes
+//!   once both of its halves are done.
+//! - **Back-pressure**: the two sides are linked: when one side's outbound
+//!   queue passes its high-water mark, the other side is not read until it
+//!   drains, so a slow reader cannot grow the proxy's memory.
+//! - **Failures**: a backend that refuses or dies closes its client; a
+//!   client that leaves closes its backend; other connections are untouched.
 //!
 //! # What it bounds
 //!
@@ -50,22 +50,10 @@ mod common;
 
 use std::time::Duration;
 
+use ringloop::relay::{Backend, Relay, RelayHandler, Relayed};
 use ringloop::{
-    Action, CloseReason, Conn, ConnId, Engine, Error, EventHandler, ListenAddr, LoopContext,
-    SockAddr, Timeouts, Transport,
+    Action, Conn, ConnId, Engine, Error, ListenAddr, LoopContext, SockAddr, Timeouts, Transport,
 };
-
-/// Bytes a client may send before its backend is connected.
-const EARLY_BYTES_LIMIT: usize = 1 << 20;
-
-/// Which side of a relay a connection is.
-enum Side {
-    /// A client; `backend` is set once the backend connects; `eof` records a
-    /// half-close read before then, to forward once the early bytes are.
-    Client { backend: Option<ConnId>, eof: bool },
-    /// A backend dialled for `client`.
-    Backend { client: ConnId },
-}
 
 struct Proxy {
     backend: String,
@@ -75,121 +63,21 @@ struct Proxy {
     server: Timeouts,
 }
 
-impl EventHandler for Proxy {
-    type State = Side;
+impl RelayHandler for Proxy {
+    type State = ();
 
-    fn on_open(&mut self, conn: &mut Conn<'_, Side>) -> Action {
-        match conn.state() {
-            // An accepted client: dial its backend onto this loop.
-            None => {
-                let me = conn.id();
-                let _ = conn.set_timeouts(self.client);
-                conn.set_state(Side::Client {
-                    backend: None,
-                    eof: false,
-                });
-                match conn.dial(&self.backend, Side::Backend { client: me }) {
-                    Ok(()) => Action::None,
-                    Err(e) => {
-                        eprintln!("proxy: bad backend address: {e}");
-                        Action::Close
-                    }
-                }
-            }
-            // The backend connected: tell the client, link them, and relay
-            // whatever the client sent meanwhile.
-            Some(Side::Backend { client }) => {
-                let (client, me) = (*client, conn.id());
-                let _ = conn.set_timeouts(self.server);
-                match conn.state_of_mut(client) {
-                    Ok(Some(Side::Client { backend, .. })) => *backend = Some(me),
-                    _ => return Action::Close, // the client left already
-                }
-                if conn.link(client).is_err() {
-                    return Action::Close;
-                }
-                let _ = conn.engine().handle(client).wake();
-                Action::None
-            }
-            Some(Side::Client { .. }) => Action::None,
-        }
+    fn backend(&mut self, client: &mut Conn<'_, Relayed<()>>) -> Option<Backend<'_>> {
+        let _ = client.set_timeouts(self.client);
+        Some(Backend::new(&self.backend))
     }
 
-    fn on_traffic(&mut self, conn: &mut Conn<'_, Side>) -> Action {
-        let (peer, forward_fin) = match conn.state() {
-            // `eof`: the client half-closed before its backend connected;
-            // forward the FIN after the early bytes (this call is the wake
-            // the backend sends once connected).
-            Some(Side::Client {
-                backend: Some(b),
-                eof,
-            }) => (*b, *eof),
-            Some(Side::Backend { client }) => (*client, false),
-            _ => {
-                // The backend is not connected yet: keep the bytes, within reason.
-                return if conn.inbound_buffered() > EARLY_BYTES_LIMIT {
-                    Action::Close
-                } else {
-                    Action::None
-                };
-            }
-        };
-        let data = conn.read_all();
-        if conn.write_to(peer, data).is_err() {
-            return Action::Close;
-        }
-        if forward_fin && conn.shutdown_write_of(peer).is_err() {
-            return Action::Close;
-        }
+    fn on_backend_open(&mut self, backend: &mut Conn<'_, Relayed<()>>) -> Action {
+        let _ = backend.set_timeouts(self.server);
         Action::None
     }
 
-    fn on_read_closed(&mut self, conn: &mut Conn<'_, Side>) -> Action {
-        let peer = match conn.state_mut() {
-            Some(Side::Client {
-                backend: Some(b), ..
-            }) => *b,
-            Some(Side::Backend { client }) => *client,
-            Some(Side::Client { backend: None, eof }) => {
-                // The backend is not connected yet: forward the FIN once it
-                // is (and the early bytes with it); keep this side open.
-                *eof = true;
-                return Action::None;
-            }
-            None => return Action::Close,
-        };
-        // Forward the FIN; keep this side open for the other direction.
-        match conn.shutdown_write_of(peer) {
-            Ok(()) => Action::None,
-            Err(_) => Action::Close,
-        }
-    }
-
-    fn on_close(&mut self, conn: &mut Conn<'_, Side>, reason: &CloseReason) -> Action {
-        if matches!(reason, CloseReason::Eof) {
-            // Both halves finished normally; the peer finishes on its own.
-            return Action::None;
-        }
-        let peer = match conn.state() {
-            Some(Side::Client {
-                backend: Some(b), ..
-            }) => Some(*b),
-            Some(Side::Backend { client }) => Some(*client),
-            _ => None,
-        };
-        if let Some(peer) = peer {
-            // A reset, an error, a timeout or a local close takes the peer along.
-            let _ = conn.close_other(peer);
-        }
-        Action::None
-    }
-
-    fn on_dial_error(&mut self, ctx: &mut LoopContext, state: Side, error: &Error) -> Action {
-        if let Side::Backend { client } = state {
-            eprintln!("proxy: backend {}: {error}", self.backend);
-            let _ = ctx.engine().handle(client).close();
-        }
-        Action::None
+    fn on_dial_error(&mut self, _ctx: &mut LoopContext, _client: ConnId, error: &Error) {
+        eprintln!("proxy: backend {}: {error}", self.backend);
     }
 }
 
@@ -250,10 +138,12 @@ fn main() {
         Timeouts::default().half_closed(Duration::from_millis(args.number(flag, 30_000).max(1)))
     };
     let (client, server) = (fin("client-fin-ms"), fin("server-fin-ms"));
-    let mut builder = Engine::builder(move |_| Proxy {
-        backend: backend.clone(),
-        client,
-        server,
+    let mut builder = Engine::builder(move |_| {
+        Relay::new(Proxy {
+            backend: backend.clone(),
+            client,
+            server,
+        })
     });
     for addr in addrs {
         builder = builder.listen(addr);

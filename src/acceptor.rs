@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use crate::accept::Listeners;
 use crate::actors::{Mailbox, Outbox, Sender};
 use crate::balancer::Balancer;
-use crate::runtime::EngineShared;
 use crate::listener::Listener;
-use crate::runtime::message::{AcceptorMessage, LoopMessage};
 use crate::options::LoadBalancer;
+use crate::runtime::message::{AcceptorMessage, LoopMessage};
+use crate::runtime::EngineShared;
 use crate::sys::poller::{Events, Poller};
 
 const DOORBELL: u64 = u64::MAX;
@@ -155,7 +155,9 @@ impl Acceptor {
         let (engine, balancer, outboxes) = (&self.engine, &mut self.balancer, &mut self.outboxes);
         self.listeners
             .accept(index, poller, &engine.deploy().gate, |conn| {
-                let target = balancer.pick(&conn.peer, engine.loop_count(), || engine.least_loaded_loop());
+                let target = balancer.pick(&conn.peer, engine.loop_count(), || {
+                    engine.least_loaded_loop()
+                });
                 engine.slot(target).add_connection();
                 let message = LoopMessage::Accepted {
                     fd: conn.fd,

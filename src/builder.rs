@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::acceptor::Acceptor;
-use crate::actors::{DoorbellKind, Mailbox, MailboxConfig};
+use crate::actors::{Mailbox, MailboxConfig};
 use crate::addr::{ListenAddr, Transport};
 use crate::admission::{AcceptRate, Limits};
 use crate::deploy::DeployConfig;
+use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
 use crate::handler::EventHandler;
 use crate::listener::{Listener, LoopSockets};
@@ -23,6 +24,7 @@ use crate::runtime::deploy::DeployShared;
 use crate::runtime::message::{AcceptorMessage, LoopMessage};
 use crate::runtime::{Engine, EngineParts, EngineShared, PoolConfig};
 use crate::server::{Factory, Server};
+use crate::to_addr::ToAddr;
 
 /// Settings and addresses of an engine; [`build`](Self::build) binds the
 /// listeners, [`run`](Self::run) also serves until stopped.
@@ -47,8 +49,10 @@ pub struct EngineBuilder<H> {
 
 impl<H: EventHandler> EngineBuilder<H> {
     /// Adds an address to listen on, in URL form: `tcp://127.0.0.1:9000`,
-    /// `tcp6://[::1]:9000`, `unix:///tmp/app.sock`. Port 0 picks a free port
-    /// (see [`Engine::local_addrs`]). Checked by [`build`](Self::build).
+    /// `tcp6://[::1]:9000`, `unix:///tmp/app.sock`, or as a
+    /// `std::net::SocketAddr` (TCP) — anything [`ToAddr`]. Port 0 picks a
+    /// free port (see [`Engine::local_addrs`]). Checked by
+    /// [`build`](Self::build).
     ///
     /// ```
     /// # use ringloop::{Engine, EventHandler};
@@ -56,7 +60,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet)
     ///     .listen("tcp://127.0.0.1:0")
-    ///     .listen("tcp://127.0.0.1:0") // a second listener
+    ///     .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0))) // a second listener
     ///     .build()?;
     /// let engine = server.engine();
     /// assert_eq!(engine.local_addrs().len(), 2);
@@ -64,8 +68,8 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// assert!(Engine::builder(|_| Quiet).listen("tulip://x").build().is_err());
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn listen(mut self, addr: impl Into<String>) -> Self {
-        self.addrs.push(addr.into());
+    pub fn listen(mut self, addr: impl ToAddr) -> Self {
+        self.addrs.push(addr.to_url().into_owned());
         self
     }
 
@@ -337,14 +341,14 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// # use ringloop::{Engine, EventHandler};
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
-    /// use ringloop::actors::DoorbellKind;
+    /// use ringloop::Doorbell;
     /// let server = Engine::builder(|_| Quiet)
     ///     .listen("tcp://127.0.0.1:0")
-    ///     .doorbell(DoorbellKind::Pipe)
+    ///     .doorbell(Doorbell::Pipe)
     ///     .build()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn doorbell(mut self, kind: DoorbellKind) -> Self {
+    pub fn doorbell(mut self, kind: Doorbell) -> Self {
         self.options.doorbell = kind;
         self
     }
@@ -705,7 +709,7 @@ impl<H: EventHandler> EngineBuilder<H> {
             .finish_upgrade(&acceptor_listeners, &loop_sockets)?;
         let mailbox_config = MailboxConfig::new()
             .lane_capacity(self.options.mailbox_capacity)
-            .doorbell(self.options.doorbell);
+            .doorbell(self.options.doorbell.kind());
         let mailbox_error = |e| Error::io("create a mailbox", e);
         let loop_mailboxes = (0..self.options.loops)
             .map(|_| {
@@ -919,9 +923,9 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// assert_eq!(server.engine().local_addrs().len(), 2);
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn listen_proxied(mut self, addr: impl Into<String>) -> Self {
+    pub fn listen_proxied(mut self, addr: impl ToAddr) -> Self {
         self.deploy.proxied.insert(self.addrs.len());
-        self.addrs.push(addr.into());
+        self.addrs.push(addr.to_url().into_owned());
         self
     }
 

@@ -35,10 +35,11 @@ use crate::error::{Error, Result};
 use crate::event_loop::entry::{ConnEntry, LoopRef};
 use crate::handle::ConnHandle;
 use crate::id::ConnId;
+use crate::options::{Timeouts, WaterMarks};
 use crate::reason::CloseReason;
-use crate::options::{KeepAlive, Timeouts, WaterMarks};
 use crate::sys;
 use crate::tls::{TlsConnector, TlsInfo, TlsSession};
+use crate::to_addr::ToAddr;
 
 /// A datagram as the handler sees it: the loop's UDP socket, the sender, and
 /// state that lives only for this callback.
@@ -106,7 +107,7 @@ pub(crate) struct SideEffects<S> {
 /// client.read_exact(&mut buf)?;
 /// assert_eq!(&buf, b"ping");
 /// drop(client);
-/// engine.stop()?;
+/// engine.stop();
 /// runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -510,13 +511,16 @@ impl<'a, S> Conn<'a, S> {
     /// # impl EventHandler for OneJobAtATime {
     /// #     type State = ();
     /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///     let request = conn.read_all().to_vec();
+    ///     let request = conn.peek(usize::MAX).to_vec();
     ///     let handle = conn.handle();
     ///     conn.pause_reading(); // nothing more until this job answered
-    ///     let _ = conn.engine().submit(move || {
+    ///     let submitted = conn.engine().submit(move || {
     ///         let _ = handle.async_write(request, |_| {});
     ///         let _ = handle.resume_reading(); // applied after the write
     ///     });
+    ///     if submitted.is_ok() {
+    ///         conn.read_all(); // consumed once queued; else kept (see `SubmitErrorKind`)
+    ///     }
     ///     Action::None
     /// }
     /// # }
@@ -934,8 +938,8 @@ impl<'a, S> Conn<'a, S> {
     /// }
     /// # }
     /// ```
-    pub fn dial(&mut self, addr: &str, state: S) -> Result<()> {
-        let addr = ListenAddr::parse(addr)?;
+    pub fn dial(&mut self, addr: impl ToAddr, state: S) -> Result<()> {
+        let addr = addr.to_listen_addr()?;
         if self.is_datagram() {
             return Err(Error::Unsupported("dialling from a datagram callback"));
         }
@@ -971,8 +975,8 @@ impl<'a, S> Conn<'a, S> {
     ///     }
     /// }
     /// ```
-    pub fn dial_tls(&mut self, addr: &str, connector: TlsConnector, state: S) -> Result<()> {
-        let addr = ListenAddr::parse(addr)?;
+    pub fn dial_tls(&mut self, addr: impl ToAddr, connector: TlsConnector, state: S) -> Result<()> {
+        let addr = addr.to_listen_addr()?;
         if !addr.is_tls() {
             return Err(Error::invalid_address(
                 &addr.to_string(),
@@ -1062,7 +1066,7 @@ impl<'a, S> Conn<'a, S> {
 
     // ----- state -----
 
-    fn state_slot(&mut self) -> Option<&mut Option<S>> {
+    pub(crate) fn state_slot(&mut self) -> Option<&mut Option<S>> {
         match &mut self.backing {
             Backing::Stream { conns, key } => conns.get_mut(*key).map(|e| &mut e.state),
             Backing::Datagram(d) => Some(&mut d.state),
@@ -1207,16 +1211,26 @@ impl<'a, S> Conn<'a, S> {
     /// #     type State = ();
     /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
     ///     // Hash on the worker pool, never on the loop; reply through a handle.
-    ///     let data = conn.read_all().to_vec();
+    ///     let data = conn.peek(usize::MAX).to_vec();
+    ///     let len = data.len();
     ///     let handle = conn.handle();
     ///     let submitted = conn.engine().submit(move || {
     ///         let sum = data.iter().fold(0u32, |a, &b| a.wrapping_mul(31).wrapping_add(b.into()));
     ///         let _ = handle.async_write(format!("{sum:08x}\n"), |_| {});
     ///     });
     ///     match submitted {
-    ///         Ok(()) => Action::None,
-    ///         Err(_) => Action::Close, // queue full or engine stopping
+    ///         Ok(()) => {
+    ///             conn.discard(len);
+    ///         }
+    ///         // Never close here: the replies of its queued jobs would be
+    ///         // lost. Keep the bytes and stop reading: when full, resume
+    ///         // later; when stopping, the engine closes it after those replies.
+    ///         Err(e) => {
+    ///             log::debug!("{}: {e}", conn.id());
+    ///             conn.pause_reading();
+    ///         }
     ///     }
+    ///     Action::None
     /// }
     /// # }
     /// ```
@@ -1319,7 +1333,9 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn proxy_header(&self) -> Option<(&crate::proxy_protocol::ProxyHeader, &SockAddr)> {
         match self.entry()?.proxy.as_deref()? {
-            crate::proxy_protocol::ProxyState::Received { header, balancer } => Some((header, balancer)),
+            crate::proxy_protocol::ProxyState::Received { header, balancer } => {
+                Some((header, balancer))
+            }
             crate::proxy_protocol::ProxyState::Awaiting { .. } => None,
         }
     }
@@ -1366,183 +1382,42 @@ impl<'a, S> Conn<'a, S> {
 
     // ----- socket options -----
 
-    fn tcp_fd(&self, what: &'static str) -> Result<BorrowedFd<'_>> {
-        match self.entry() {
-            Some(entry) if entry.is_tcp => Ok(entry.fd.as_fd()),
-            _ => Err(Error::Unsupported(what)),
-        }
-    }
-
-    fn any_fd(&self) -> Result<BorrowedFd<'_>> {
-        self.fd().ok_or(Error::ConnectionClosed)
-    }
-
-    /// Turns `TCP_NODELAY` on or off (TCP only).
+    /// The connection's socket, for its options — any option the OS has,
+    /// through [`socket2`]: `TCP_NODELAY`, keep-alive, buffer sizes,
+    /// `IP_TOS`, `SO_MARK`… For a datagram, the loop's UDP socket (shared by
+    /// every peer). Only for options: changing the blocking mode or shutting
+    /// the socket down behind the loop's back breaks the connection.
     ///
     /// ```
     /// # use ringloop::{Action, Conn, EventHandler};
-    /// # struct H;
-    /// # impl EventHandler for H {
-    /// #     type State = ();
-    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///     // Interactive traffic: send small writes at once (ignore non-TCP).
-    ///     let _ = conn.set_nodelay(true);
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn set_nodelay(&mut self, on: bool) -> Result<()> {
-        let fd = self.tcp_fd("TCP_NODELAY on a non-TCP connection")?;
-        sys::socket::set_nodelay(fd, on).map_err(|e| Error::io("setsockopt TCP_NODELAY", e))
-    }
-
-    /// Whether `TCP_NODELAY` is on (TCP only).
-    ///
-    /// ```
-    /// # use ringloop::{Action, Conn, EventHandler};
-    /// # struct H;
-    /// # impl EventHandler for H {
-    /// #     type State = ();
-    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///     if conn.set_nodelay(true).is_ok() {
-    ///         assert_eq!(conn.nodelay().ok(), Some(true));
-    ///     }
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn nodelay(&self) -> Result<bool> {
-        let fd = self.tcp_fd("TCP_NODELAY on a non-TCP connection")?;
-        sys::socket::nodelay(fd).map_err(|e| Error::io("getsockopt TCP_NODELAY", e))
-    }
-
-    /// Sets TCP keepalive (`None` turns it off). TCP only.
-    ///
-    /// ```
-    /// # use ringloop::{Action, Conn, EventHandler, KeepAlive};
     /// # use std::time::Duration;
+    /// use socket2::TcpKeepalive;
     /// # struct H;
     /// # impl EventHandler for H {
     /// #     type State = ();
     /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///     // Probe after 60 s of silence, every 10 s, give up after 3 misses.
-    ///     let ka = KeepAlive::new(Duration::from_secs(60)).interval(Duration::from_secs(10)).count(3);
-    ///     let _ = conn.set_keepalive(Some(ka));
+    ///     let Ok(socket) = conn.socket() else { return Action::Close };
+    ///     // Interactive traffic: small writes go out at once (errors on
+    ///     // non-TCP connections, where the option does not exist).
+    ///     let _ = socket.set_tcp_nodelay(true);
+    ///     // Probe after 60 s of silence, every 10 s.
+    ///     let probes = TcpKeepalive::new()
+    ///         .with_time(Duration::from_secs(60))
+    ///         .with_interval(Duration::from_secs(10));
+    ///     let _ = socket.set_tcp_keepalive(&probes);
+    ///     let _ = socket.set_recv_buffer_size(256 * 1024); // bulk uploads
     ///     Action::None
     /// }
     /// # }
     /// ```
-    pub fn set_keepalive(&mut self, keepalive: Option<KeepAlive>) -> Result<()> {
-        let fd = self.tcp_fd("keepalive on a non-TCP connection")?;
-        sys::socket::set_keepalive(fd, keepalive.map(KeepAlive::to_sys))
-            .map_err(|e| Error::io("setsockopt SO_KEEPALIVE", e))
-    }
-
-    /// The connection's TCP keepalive settings (`None`: off). TCP only.
-    ///
-    /// ```
-    /// use ringloop::{Action, Conn, EventHandler, KeepAlive};
-    /// use std::time::Duration;
-    ///
-    /// struct Probe;
-    ///
-    /// impl EventHandler for Probe {
-    ///     type State = ();
-    ///
-    ///     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///         let _ = conn.set_keepalive(Some(KeepAlive::new(Duration::from_secs(60))));
-    ///         if let Ok(Some(ka)) = conn.keepalive() {
-    ///             assert_eq!(ka.idle, Duration::from_secs(60));
-    ///         }
-    ///         Action::None
-    ///     }
-    /// }
-    /// # fn main() {}
-    /// ```
-    pub fn keepalive(&self) -> Result<Option<KeepAlive>> {
-        let fd = self.tcp_fd("keepalive on a non-TCP connection")?;
-        let ka = sys::socket::keepalive(fd).map_err(|e| Error::io("getsockopt SO_KEEPALIVE", e))?;
-        Ok(ka.map(|k| KeepAlive::new(k.idle).interval(k.interval).count(k.count)))
-    }
-
-    /// Sets `SO_RCVBUF` (on UDP: of the loop's socket, shared by all peers).
-    ///
-    /// ```
-    /// # use ringloop::{Action, Conn, EventHandler};
-    /// # struct H;
-    /// # impl EventHandler for H {
-    /// #     type State = ();
-    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///     let _ = conn.set_recv_buffer_size(256 * 1024); // bulk uploads
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn set_recv_buffer_size(&mut self, bytes: usize) -> Result<()> {
-        sys::socket::set_recv_buffer_size(self.any_fd()?, bytes)
-            .map_err(|e| Error::io("setsockopt SO_RCVBUF", e))
-    }
-
-    /// `SO_RCVBUF` as the kernel reports it.
-    ///
-    /// ```
-    /// # use ringloop::{Action, Conn, EventHandler};
-    /// # struct H;
-    /// # impl EventHandler for H {
-    /// #     type State = ();
-    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///     // The kernel may round (Linux doubles) the size asked for.
-    ///     if conn.set_recv_buffer_size(64 * 1024).is_ok() {
-    ///         let actual = conn.recv_buffer_size().unwrap_or(0);
-    ///         log::debug!("SO_RCVBUF is {actual}");
-    ///     }
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn recv_buffer_size(&self) -> Result<usize> {
-        sys::socket::recv_buffer_size(self.any_fd()?)
-            .map_err(|e| Error::io("getsockopt SO_RCVBUF", e))
-    }
-
-    /// Sets `SO_SNDBUF` (on UDP: of the loop's socket, shared by all peers).
-    ///
-    /// ```
-    /// # use ringloop::{Action, Conn, EventHandler};
-    /// # struct H;
-    /// # impl EventHandler for H {
-    /// #     type State = ();
-    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///     let _ = conn.set_send_buffer_size(256 * 1024); // bulk downloads
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn set_send_buffer_size(&mut self, bytes: usize) -> Result<()> {
-        sys::socket::set_send_buffer_size(self.any_fd()?, bytes)
-            .map_err(|e| Error::io("setsockopt SO_SNDBUF", e))
-    }
-
-    /// `SO_SNDBUF` as the kernel reports it.
-    ///
-    /// ```
-    /// # use ringloop::{Action, Conn, EventHandler};
-    /// # struct H;
-    /// # impl EventHandler for H {
-    /// #     type State = ();
-    /// fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///     // The kernel may round (Linux doubles) the size asked for.
-    ///     if conn.set_send_buffer_size(64 * 1024).is_ok() {
-    ///         let actual = conn.send_buffer_size().unwrap_or(0);
-    ///         log::debug!("SO_SNDBUF is {actual}");
-    ///     }
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn send_buffer_size(&self) -> Result<usize> {
-        sys::socket::send_buffer_size(self.any_fd()?)
-            .map_err(|e| Error::io("getsockopt SO_SNDBUF", e))
+    pub fn socket(&self) -> Result<socket2::SockRef<'_>> {
+        match &self.backing {
+            Backing::Stream { conns, key } => conns
+                .get(*key)
+                .map(|e| socket2::SockRef::from(&e.fd))
+                .ok_or(Error::ConnectionClosed),
+            Backing::Datagram(d) => Ok(socket2::SockRef::from(&d.fd)),
+        }
     }
 }
 

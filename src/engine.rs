@@ -21,9 +21,10 @@ use crate::handle::{ConnHandle, Pending};
 use crate::id::ConnId;
 use crate::runtime::context;
 use crate::runtime::lifecycle::RunState;
-use crate::runtime::message::{Completion, LoopContext, LoopMessage};
+use crate::runtime::message::{Completion, InitialState, LoopContext, LoopMessage};
 use crate::runtime::worker_pool::{SubmitError, WorkerPool};
 use crate::stats::LoopStats;
+use crate::to_addr::ToAddr;
 #[cfg(doc)]
 use crate::{EngineBuilder, Server};
 
@@ -45,7 +46,7 @@ impl Engine {
     /// }
     /// assert_eq!(engine.connection_count(), 1);
     /// drop(client);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -94,7 +95,7 @@ impl Engine {
     /// let engine = server.engine();
     /// let runner = std::thread::spawn(move || server.run());
     /// assert!(!engine.is_stopping());
-    /// engine.stop()?;
+    /// engine.stop();
     /// assert!(engine.is_stopping());
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
@@ -116,7 +117,7 @@ impl Engine {
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// pool.submit(move || tx.send("done").unwrap()).unwrap();
     /// assert_eq!(rx.recv().unwrap(), "done");
-    /// engine.stop()?;
+    /// engine.stop();
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn worker_pool(&self) -> Result<&WorkerPool> {
@@ -124,7 +125,9 @@ impl Engine {
     }
 
     /// Runs `job` on the worker pool, off the loops. Never waits: if the job
-    /// queue is full (or the engine stopping) the job is handed back.
+    /// queue is full (or the engine stopping) the job is handed back, with
+    /// its [`SubmitErrorKind`](crate::SubmitErrorKind) — which says how a
+    /// handler should react (neither is a reason to close the connection).
     ///
     /// ```
     /// # use ringloop::{Engine, EventHandler};
@@ -135,7 +138,7 @@ impl Engine {
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// engine.submit(move || tx.send(6 * 7).unwrap()).unwrap();
     /// assert_eq!(rx.recv().unwrap(), 42);
-    /// engine.stop()?;
+    /// engine.stop();
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), SubmitError> {
@@ -149,7 +152,9 @@ impl Engine {
     /// close every connection (each close callback runs), join every thread;
     /// then returns. Idempotent. Called from inside a handler (a loop thread)
     /// or a worker-pool job it only starts the stop, since a thread cannot
-    /// wait for itself; [`Server::run`] returns once done.
+    /// wait for itself; [`Server::run`] returns once done. Nothing in a stop
+    /// can fail, so it returns nothing; errors the engine met while running
+    /// are what [`Server::run`] returns.
     ///
     /// ```
     /// # use ringloop::{Engine, EventHandler};
@@ -158,15 +163,15 @@ impl Engine {
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
     /// let engine = server.engine();
     /// let runner = std::thread::spawn(move || server.run());
-    /// engine.stop()?; // every thread has finished when this returns
-    /// engine.stop()?; // idempotent
+    /// engine.stop(); // every thread has finished when this returns
+    /// engine.stop(); // idempotent
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn stop(&self) -> Result<()> {
+    pub fn stop(&self) {
         self.shared.request_stop();
         if self.shared.on_own_loop_thread() || context::on_worker() {
-            return Ok(());
+            return;
         }
         let lifecycle = self.shared.lifecycle();
         if lifecycle.state() == RunState::Built {
@@ -174,7 +179,6 @@ impl Engine {
             self.shared.shutdown_pool();
         }
         lifecycle.wait_until_finished();
-        Ok(())
     }
 
     /// Like [`stop`](Self::stop), giving connections at most `drain` to flush
@@ -189,11 +193,11 @@ impl Engine {
     /// let engine = server.engine();
     /// let runner = std::thread::spawn(move || server.run());
     /// // Give slow peers at most 100 ms to take what is queued for them.
-    /// engine.stop_with_timeout(std::time::Duration::from_millis(100))?;
+    /// engine.stop_with_timeout(std::time::Duration::from_millis(100));
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn stop_with_timeout(&self, drain: std::time::Duration) -> Result<()> {
+    pub fn stop_with_timeout(&self, drain: std::time::Duration) {
         self.shared.lifecycle().set_drain_timeout(drain);
         self.stop()
     }
@@ -216,12 +220,51 @@ impl Engine {
     /// let runner = std::thread::spawn(move || server.run());
     /// let handle = engine.dial(&addr).wait()?; // a connection to itself
     /// assert_eq!(handle.write(b"hi".to_vec()).wait()?, 2);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn dial(&self, addr: &str) -> Pending<ConnHandle> {
+    pub fn dial(&self, addr: impl ToAddr) -> Pending<ConnHandle> {
         self.dial_on(self.least_loaded_loop(), addr)
+    }
+
+    /// Like [`dial`](Self::dial), the new connection starting with `state`
+    /// (as [`Conn::dial`](crate::Conn::dial) gives it), so its `on_open`
+    /// already has it. `S` must be the handler's
+    /// [`State`](crate::EventHandler::State) type; if it is not, the dial
+    /// fails with [`Error::InvalidConfig`]. If the dial fails, the state is
+    /// dropped (this caller hears of it, not `on_dial_error`).
+    ///
+    /// ```
+    /// use ringloop::{Action, Conn, Engine, EventHandler};
+    ///
+    /// /// Greets each connection by the name its dial gave it.
+    /// struct Named;
+    /// impl EventHandler for Named {
+    ///     type State = String;
+    ///     fn on_open(&mut self, conn: &mut Conn<'_, String>) -> Action {
+    ///         let hello = format!("hello from {}\n", conn.state_or_default());
+    ///         let _ = conn.write(hello.as_bytes());
+    ///         Action::None
+    ///     }
+    /// }
+    ///
+    /// let server = Engine::builder(|_| Named).build()?; // a client only
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let peer = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let handle = engine.dial_with(peer.local_addr()?, "client 7".to_string()).wait()?;
+    /// let (mut accepted, _) = peer.accept()?;
+    /// let mut hello = [0; 19];
+    /// std::io::Read::read_exact(&mut accepted, &mut hello)?;
+    /// assert_eq!(&hello, b"hello from client 7");
+    /// # drop(handle);
+    /// engine.stop();
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dial_with<S: Send + 'static>(&self, addr: impl ToAddr, state: S) -> Pending<ConnHandle> {
+        self.dial_state_on(self.least_loaded_loop(), addr, Some(Box::new(state)))
     }
 
     /// Like [`dial`](Self::dial), onto loop `index`.
@@ -236,18 +279,28 @@ impl Engine {
     /// let runner = std::thread::spawn(move || server.run());
     /// let handle = engine.dial_on(1, &addr).wait()?;
     /// assert_eq!(handle.id().loop_index(), 1);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn dial_on(&self, index: usize, addr: &str) -> Pending<ConnHandle> {
+    pub fn dial_on(&self, index: usize, addr: impl ToAddr) -> Pending<ConnHandle> {
+        self.dial_state_on(index, addr, None)
+    }
+
+    fn dial_state_on(
+        &self,
+        index: usize,
+        addr: impl ToAddr,
+        state: Option<InitialState>,
+    ) -> Pending<ConnHandle> {
         let (done, pending) = self.handle_completion();
-        match ListenAddr::parse(addr) {
+        match addr.to_listen_addr() {
             Ok(addr) => {
                 let message = LoopMessage::Dial {
                     addr: Box::new(addr),
                     done,
                     tls: None,
+                    state,
                 };
                 // On failure the message is dropped, which answers `done`.
                 let _ = self.shared.send_to_loop(index, message);
@@ -279,13 +332,17 @@ impl Engine {
     ///     Err(ringloop::Error::Tls(e)) => eprintln!("refused the server: {e}"),
     ///     Err(e) => eprintln!("could not connect: {e}"),
     /// }
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn dial_tls(&self, addr: &str, connector: crate::tls::TlsConnector) -> Pending<ConnHandle> {
+    pub fn dial_tls(
+        &self,
+        addr: impl ToAddr,
+        connector: crate::tls::TlsConnector,
+    ) -> Pending<ConnHandle> {
         let (done, pending) = self.handle_completion();
-        match ListenAddr::parse(addr) {
+        match addr.to_listen_addr() {
             Ok(addr) if !addr.is_tls() => done.complete(Err(Error::invalid_address(
                 &addr.to_string(),
                 "dial_tls needs a tls:// address",
@@ -295,6 +352,7 @@ impl Engine {
                     addr: Box::new(addr),
                     done,
                     tls: Some(Box::new(connector)),
+                    state: None,
                 };
                 let _ = self.shared.send_to_loop(self.least_loaded_loop(), message);
             }
@@ -320,16 +378,47 @@ impl Engine {
     /// let stream = std::net::TcpStream::connect(addr)?;
     /// let handle = engine.enroll(stream).wait()?;
     /// assert_eq!(handle.write("hi").wait()?, 2);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn enroll(&self, socket: impl Into<OwnedFd>) -> Pending<ConnHandle> {
+        self.enroll_state(socket.into(), None)
+    }
+
+    /// Like [`enroll`](Self::enroll), the connection starting with `state`
+    /// (so its `on_open` already has it). `S` must be the handler's
+    /// [`State`](crate::EventHandler::State) type; if it is not, the enroll
+    /// fails with [`Error::InvalidConfig`] (and the socket is closed).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Tagged;
+    /// # impl EventHandler for Tagged { type State = u32; }
+    /// let server = Engine::builder(|_| Tagged).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// let engine = server.engine();
+    /// let addr = engine.local_addrs()[0].sock_addr().as_inet().unwrap();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let stream = std::net::TcpStream::connect(addr)?;
+    /// let handle = engine.enroll_with(stream, 7u32).wait()?; // on_open sees Some(&7)
+    /// assert_eq!(handle.write("hi").wait()?, 2);
+    /// let wrong = std::net::TcpStream::connect(addr)?;
+    /// assert!(engine.enroll_with(wrong, "not a u32").wait().is_err());
+    /// engine.stop();
+    /// runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn enroll_with<S: Send + 'static>(
+        &self,
+        socket: impl Into<OwnedFd>,
+        state: S,
+    ) -> Pending<ConnHandle> {
+        self.enroll_state(socket.into(), Some(Box::new(state)))
+    }
+
+    fn enroll_state(&self, fd: OwnedFd, state: Option<InitialState>) -> Pending<ConnHandle> {
         let (done, pending) = self.handle_completion();
-        let message = LoopMessage::Enroll {
-            fd: socket.into(),
-            done,
-        };
+        let message = LoopMessage::Enroll { fd, done, state };
         let _ = self.shared.send_to_loop(self.least_loaded_loop(), message);
         pending
     }
@@ -366,7 +455,7 @@ impl Engine {
     /// let id = engine.dial(&addr).wait()?.id(); // keep only the id…
     /// let handle = engine.handle(id); // …and make a handle again when needed
     /// assert_eq!(handle.write("hi").wait()?, 2);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
@@ -435,7 +524,8 @@ impl Engine {
         thread::Builder::new()
             .name("ringloop-stop".into())
             .spawn(move || {
-                let _ = tx.send(engine.stop());
+                engine.stop();
+                let _ = tx.send(Ok(()));
             })
             .map(drop)
             .unwrap_or_else(|e| log::error!("could not start the stop waiter: {e}"));
@@ -454,7 +544,7 @@ impl Engine {
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// engine.execute(1, move |ctx| tx.send(ctx.loop_index()).unwrap())?;
     /// assert_eq!(rx.recv().unwrap(), 1); // it ran on loop 1
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```
@@ -485,7 +575,7 @@ impl Engine {
     /// let mut ran = [rx.recv().unwrap(), rx.recv().unwrap()];
     /// ran.sort();
     /// assert_eq!(ran, [0, 1]);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), ringloop::Error>(())
     /// ```

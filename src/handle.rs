@@ -75,7 +75,7 @@ use crate::runtime::EngineShared;
 /// client.read_exact(&mut buf)?;
 /// assert_eq!(&buf, b"from a thread");
 /// # drop(client);
-/// # engine.stop()?;
+/// # engine.stop();
 /// # runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -112,7 +112,7 @@ pub struct ConnHandle {
 /// assert_ne!(handle.id().slot(), ringloop::DATAGRAM_SLOT);
 /// assert!(handle.datagram_peer().is_none());
 /// # drop(client);
-/// # engine.stop()?;
+/// # engine.stop();
 /// # runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -147,7 +147,7 @@ pub const DATAGRAM_SLOT: u32 = u32::MAX;
 ///     }
 /// }
 /// # drop(client);
-/// # engine.stop()?;
+/// # engine.stop();
 /// # runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -224,7 +224,7 @@ impl ConnHandle {
     /// // `udp://` listener's `on_traffic` names the datagram's sender.
     /// assert!(handle.datagram_peer().is_none());
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -281,7 +281,7 @@ impl ConnHandle {
     /// let again = engine.handle(id);
     /// assert_eq!(again.id(), id);
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -329,7 +329,7 @@ impl ConnHandle {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"hello");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -377,7 +377,7 @@ impl ConnHandle {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"tick\n");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -425,7 +425,7 @@ impl ConnHandle {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"head:body");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -471,7 +471,7 @@ impl ConnHandle {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"hi");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -519,7 +519,7 @@ impl ConnHandle {
     /// std::io::Read::read_exact(&mut client, &mut buf)?;
     /// assert_eq!(&buf, b"woken");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -580,7 +580,7 @@ impl ConnHandle {
     /// client.read_to_end(&mut rest)?; // the server side closed: end of stream
     /// assert!(rest.is_empty());
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -621,7 +621,7 @@ impl ConnHandle {
     /// // Later requests through the handle are refused.
     /// assert!(matches!(handle.write("late").wait(), Err(ringloop::Error::ConnectionClosed)));
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -670,7 +670,7 @@ impl fmt::Debug for ConnHandle {
 /// let pending = handle.write("ok");
 /// assert_eq!(pending.wait()?, 2);
 /// # drop(client);
-/// # engine.stop()?;
+/// # engine.stop();
 /// # runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -703,7 +703,7 @@ impl<T: Send + 'static> Pending<T> {
     /// // `handle` is the server's side of `client` (sent out by `on_open`).
     /// assert_eq!(handle.write("ok").wait()?, 2);
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -737,7 +737,7 @@ impl<T: Send + 'static> Pending<T> {
     ///     None => panic!("the loop did not answer in 5 s"),
     /// }
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -94,7 +94,12 @@ pub trait EventHandler: 'static {
         Action::None
     }
 
-    /// A connection was accepted and registered on this loop. Bytes written
+    /// A connection opened on this loop: accepted from a listener, dialled
+    /// (once connected, through [`Conn::dial`] or
+    /// [`Engine::dial`](crate::Engine::dial); for `tls://`, once the
+    /// handshake is done) or enrolled ([`Engine::enroll`](crate::Engine::enroll)).
+    /// Tell them apart with [`Conn::listener_index`] (`None` unless
+    /// accepted) or by the state a dial gave the connection. Bytes written
     /// here (a greeting) go out before anything else.
     ///
     /// ```
@@ -118,7 +123,7 @@ pub trait EventHandler: 'static {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"welcome\n");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -158,7 +163,7 @@ pub trait EventHandler: 'static {
     /// client.read_exact(&mut buf)?;
     /// assert_eq!(&buf, b"5\n3\n");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -206,7 +211,7 @@ pub trait EventHandler: 'static {
     /// client.read_to_string(&mut reply)?;
     /// assert_eq!(reply, "got 3 bytes");
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -239,7 +244,7 @@ pub trait EventHandler: 'static {
     /// let client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// drop(client); // the peer closes
     /// assert_eq!(rx.recv().unwrap(), "closed by peer");
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -376,7 +381,7 @@ pub trait EventHandler: 'static {
     /// let server = Engine::builder(move |_| Bye(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
     /// let engine = server.engine();
     /// let runner = std::thread::spawn(move || server.run());
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// assert_eq!(rx.recv().unwrap(), 0);
     /// # Ok::<(), ringloop::Error>(())

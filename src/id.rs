@@ -32,7 +32,7 @@ use std::fmt;
 /// assert_eq!(engine.handle(id).id(), id);
 /// println!("connection {id}"); // loop:slot#generation
 /// # drop(client);
-/// # engine.stop()?;
+/// # engine.stop();
 /// # runner.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -66,7 +66,7 @@ impl ConnId {
     /// // `handle` is the server's side of `client` (sent out by `on_open`).
     /// assert!(handle.id().loop_index() < engine.loop_count());
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -97,7 +97,7 @@ impl ConnId {
     /// let id = handle.id();
     /// assert_ne!(id.slot(), ringloop::DATAGRAM_SLOT); // a stream connection
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -133,7 +133,7 @@ impl ConnId {
     /// let second = rx.recv().unwrap().id();
     /// assert!(second.slot() != first.slot() || second.generation() != first.generation());
     /// # drop(client);
-    /// # engine.stop()?;
+    /// # engine.stop();
     /// # runner.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

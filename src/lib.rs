@@ -9,7 +9,7 @@ compile_error!(
      accept4; a kqueue driver for macOS and the BSDs is not written yet"
 );
 
-pub use ringloop_actors as actors;
+use ringloop_actors as actors;
 
 mod accept;
 mod acceptor;
@@ -19,9 +19,12 @@ mod balancer;
 mod budget;
 mod buffer;
 mod builder;
+mod close_kind;
 pub mod codec;
 mod conn;
+mod conn_state;
 mod deploy;
+mod doorbell;
 mod engine;
 mod error;
 mod event_loop;
@@ -30,8 +33,10 @@ mod handler;
 mod id;
 mod listener;
 mod options;
+mod ordered_jobs;
 pub mod proxy_protocol;
 mod reason;
+pub mod relay;
 mod runtime;
 mod server;
 mod signals;
@@ -39,12 +44,15 @@ mod stats;
 mod sys;
 mod timer_wheel;
 pub mod tls;
+mod to_addr;
 mod upgrade;
 
 pub use addr::{ListenAddr, SockAddr, Transport};
 pub use admission::{AcceptRate, AdmissionStats, Limits};
 pub use builder::EngineBuilder;
+pub use close_kind::CloseKind;
 pub use conn::Conn;
+pub use doorbell::Doorbell;
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use handle::{ConnHandle, Pending, TryWriteError, DATAGRAM_SLOT};
@@ -53,10 +61,12 @@ pub use id::ConnId;
 pub use options::{
     BackPressure, KeepAlive, LoadBalancer, Options, PoolShutdown, Timeouts, WaterMarks, MAX_LOOPS,
 };
+pub use ordered_jobs::OrderedJobs;
 pub use reason::{Action, CloseReason, TimeoutKind};
 pub use runtime::message::LoopContext;
-pub use runtime::worker_pool::{SubmitError, WorkerPool};
+pub use runtime::worker_pool::{SubmitError, SubmitErrorKind, WorkerPool};
 pub use server::Server;
 pub use signals::stop_on_signals;
 pub use stats::LoopStats;
 pub use tls::TlsOptions;
+pub use to_addr::ToAddr;

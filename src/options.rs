@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::actors::DoorbellKind;
+use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
 
 /// The most event loops an engine may run.
@@ -424,7 +424,7 @@ pub struct Options {
     /// Messages each mailbox lane holds. Default 1024.
     pub mailbox_capacity: usize,
     /// The loops' wake-up fd. Default: eventfd, else a pipe.
-    pub doorbell: DoorbellKind,
+    pub doorbell: Doorbell,
     /// Call [`EventHandler::on_tick`](crate::EventHandler::on_tick). Default off.
     pub ticker: bool,
     /// Connection timeouts. Default: [`Timeouts::default`] (incomplete
@@ -498,7 +498,7 @@ impl Default for Options {
             listen_backlog: 1024,
             load_balancer: LoadBalancer::RoundRobin,
             mailbox_capacity: crate::actors::DEFAULT_LANE_CAPACITY,
-            doorbell: DoorbellKind::Auto,
+            doorbell: Doorbell::Auto,
             ticker: false,
             timeouts: Timeouts::default(),
             write_water_marks: WaterMarks::default(),

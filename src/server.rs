@@ -48,7 +48,7 @@ pub(crate) type Factory<H> = Arc<dyn Fn(usize) -> H + Send + Sync>;
 /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
 /// let engine = server.engine(); // for other threads: stop, stats, dial…
 /// let runner = std::thread::spawn(move || server.run());
-/// engine.stop()?;
+/// engine.stop();
 /// runner.join().unwrap()?;
 /// # Ok::<(), ringloop::Error>(())
 /// ```
@@ -77,7 +77,7 @@ impl<H: EventHandler> Server<H> {
     ///     engine.stop()
     /// });
     /// server.run()?; // returns once the other thread has stopped it
-    /// stopper.join().unwrap()?;
+    /// stopper.join().unwrap();
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn engine(&self) -> Engine {
@@ -96,7 +96,7 @@ impl<H: EventHandler> Server<H> {
     /// let engine = server.engine();
     /// let runner = std::thread::spawn(move || server.run()); // serves until stopped
     /// let _client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
-    /// engine.stop()?; // closes the connection too
+    /// engine.stop(); // closes the connection too
     /// runner.join().unwrap()?; // run's result: Ok, no actor failed
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

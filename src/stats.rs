@@ -59,7 +59,7 @@ pub struct LoopStats {
     ///     std::thread::sleep(std::time::Duration::from_millis(1)); // accepted soon
     /// }
     /// drop(client);
-    /// engine.stop()?;
+    /// engine.stop();
     /// runner.join().unwrap()?;
     /// // Once stopped, the counters are final: none open, one opened in all.
     /// let stats = engine.total_stats();

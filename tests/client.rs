@@ -558,7 +558,7 @@ fn conn_dial_outcomes_reach_the_handler_with_their_state() {
     let (builder, knobs, mut rec) = client_engine(Knobs::default());
     let client = Running::start(builder.loops(2).connect_timeout(Duration::from_millis(300)));
     // A control connection on loop 1: waking it makes the dials.
-    let control = wait_pending("control dial", client.engine.dial_on(1, &peer.addr().url()))
+    let control = wait_pending("control dial", client.engine.dial_on(1, peer.addr().url()))
         .expect("control connection");
     assert_eq!(control.id().loop_index(), 1);
     *knobs.dials.lock().unwrap() = vec![
@@ -679,7 +679,7 @@ fn read_on_eof(unix: bool) {
                 }
                 client.engine.enroll(fd)
             } else if i % 2 == 0 {
-                client.engine.dial(&peer.addr.url())
+                client.engine.dial(peer.addr.url())
             } else {
                 client.engine.enroll(peer.addr.connect())
             };
@@ -851,11 +851,8 @@ fn udp_client(peer_addr: std::net::SocketAddr) {
         ..Knobs::default()
     });
     let client = Running::start(builder.loops(2));
-    let h = wait_pending(
-        "udp dial",
-        client.engine.dial(&format!("udp://{peer_addr}")),
-    )
-    .expect("udp dial");
+    let h = wait_pending("udp dial", client.engine.dial(format!("udp://{peer_addr}")))
+        .expect("udp dial");
     let id = h.id();
     rec.wait_for("greeting echo", |seen| !bytes_in(seen, id).is_empty());
     for k in 0..20usize {
@@ -949,7 +946,7 @@ fn udp_dial_keeps_datagram_boundaries() {
         })
         .loops(1),
     );
-    let h = wait_pending("udp dial", client.engine.dial(&format!("udp://{addr}"))).unwrap();
+    let h = wait_pending("udp dial", client.engine.dial(format!("udp://{addr}"))).unwrap();
     h.write(b"hello".to_vec()).wait().unwrap();
     let mut buf = [0u8; 64];
     let (_, from) = peer.recv_from(&mut buf).expect("the client's datagram");

@@ -114,3 +114,38 @@ fn pause_and_resume_reading_from_another_thread() {
     drop(client);
     running.stop();
 }
+
+/// A job queue far too small (one worker, room for one job) and clients
+/// that all want an echo at once: the example backs off and retries
+/// instead of closing connections, so every client gets every echo.
+#[test]
+fn a_full_job_queue_slows_clients_down_instead_of_closing_them() {
+    let server = Example::start(
+        "echo_pool",
+        &[
+            "tcp://127.0.0.1:0",
+            "--loops",
+            "2",
+            "--delay-ms",
+            "2",
+            "--workers",
+            "1",
+            "--queue",
+            "1",
+        ],
+    );
+    let clients: Vec<_> = (0..8u64)
+        .map(|seed| {
+            let mut client = tcp_client(server.addr);
+            std::thread::spawn(move || {
+                for round in 0..10 {
+                    echo_round_trip(&mut client, &payload(seed * 100 + round, 100));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("every client gets every echo");
+    }
+    assert!(server.stop().success());
+}

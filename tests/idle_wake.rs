@@ -18,7 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use ringloop::actors::DoorbellKind;
+use ringloop::Doorbell;
 use ringloop::{Action, ConnHandle, Engine, EventHandler, Timeouts};
 
 /// Writer threads, writes per thread, and the longest random pause before a
@@ -138,12 +138,12 @@ fn pauses(seed: u64) -> impl Iterator<Item = Duration> {
 /// the other, so that the process has one event loop at a time.
 #[test]
 fn an_idle_loop_without_timers_wakes_for_every_cross_thread_write() {
-    for doorbell in [DoorbellKind::EventFd, DoorbellKind::Pipe] {
+    for doorbell in [Doorbell::EventFd, Doorbell::Pipe] {
         writes_to_an_idle_loop(doorbell);
     }
 }
 
-fn writes_to_an_idle_loop(doorbell: DoorbellKind) {
+fn writes_to_an_idle_loop(doorbell: Doorbell) {
     let (tx, rx) = mpsc::channel();
     let server = Running::start(
         Engine::builder(move |_| GiveHandle(tx.clone()))

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use common::*;
-use ringloop::actors::DoorbellKind;
+use ringloop::Doorbell;
 use ringloop::{
     Action, CloseReason, Conn, ConnHandle, ConnId, Engine, Error, EventHandler, LoadBalancer,
 };
@@ -125,7 +125,7 @@ fn echo_server(seen: &Arc<Seen>, greet: bool, loops: usize) -> Running {
 
 /// gnet's echo scenario: greeting, then clients writing random payloads up
 /// to 1 MiB and reading them back byte-exact.
-fn echo_scenario(loops: usize, lb: LoadBalancer, doorbell: DoorbellKind) {
+fn echo_scenario(loops: usize, lb: LoadBalancer, doorbell: Doorbell) {
     let seen = Arc::new(Seen::default());
     let server = Running::start(
         echo_engine(&seen, true)
@@ -168,17 +168,17 @@ fn echo_scenario(loops: usize, lb: LoadBalancer, doorbell: DoorbellKind) {
 
 #[test]
 fn echo_one_loop() {
-    echo_scenario(1, LoadBalancer::RoundRobin, DoorbellKind::Auto);
+    echo_scenario(1, LoadBalancer::RoundRobin, Doorbell::Auto);
 }
 
 #[test]
 fn echo_four_loops_least_connections() {
-    echo_scenario(4, LoadBalancer::LeastConnections, DoorbellKind::Auto);
+    echo_scenario(4, LoadBalancer::LeastConnections, Doorbell::Auto);
 }
 
 #[test]
 fn echo_with_pipe_doorbells() {
-    echo_scenario(2, LoadBalancer::SourceAddrHash, DoorbellKind::Pipe);
+    echo_scenario(2, LoadBalancer::SourceAddrHash, Doorbell::Pipe);
 }
 
 #[test]
@@ -242,9 +242,7 @@ fn stop_from_another_thread_closes_every_connection() {
         seen.opened.load(Ordering::SeqCst) == 100
     });
     let engine = server.engine.clone();
-    thread::spawn(move || engine.stop().unwrap())
-        .join()
-        .unwrap();
+    thread::spawn(move || engine.stop()).join().unwrap();
     // stop() returned, so run() has finished too.
     server.join();
     for c in &mut clients {
@@ -672,7 +670,14 @@ fn keepalive_set_by_the_engine_reads_back_on_the_connection() {
     impl EventHandler for Probe {
         type State = ();
         fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-            self.0.lock().unwrap().push(conn.keepalive().unwrap());
+            // The engine's setting, read back through socket2.
+            let socket = conn.socket().unwrap();
+            let ka = socket.keepalive().unwrap().then(|| {
+                ringloop::KeepAlive::new(socket.tcp_keepalive_time().unwrap())
+                    .interval(socket.tcp_keepalive_interval().unwrap())
+                    .count(socket.tcp_keepalive_retries().unwrap())
+            });
+            self.0.lock().unwrap().push(ka);
             Action::None
         }
     }

@@ -856,7 +856,7 @@ fn engine_dials_tls_and_verifies_the_server() {
         TlsConnector::new(ringloop::tls::client_config(other_ca.pem().as_bytes()).unwrap());
     match client
         .engine
-        .dial_tls(&format!("tls://127.0.0.1:{port}"), untrusted)
+        .dial_tls(format!("tls://127.0.0.1:{port}"), untrusted)
         .wait()
     {
         Err(Error::Tls(rustls::Error::InvalidCertificate(
@@ -873,7 +873,7 @@ fn engine_dials_tls_and_verifies_the_server() {
         .unwrap();
     match client
         .engine
-        .dial_tls(&format!("tls://127.0.0.1:{port}"), wrong)
+        .dial_tls(format!("tls://127.0.0.1:{port}"), wrong)
         .wait()
     {
         Err(Error::Tls(rustls::Error::InvalidCertificate(e))) => {
@@ -901,7 +901,7 @@ fn engine_dials_tls_and_verifies_the_server() {
     // No client config: refused up front.
     let bare = Running::start(Hooks::<()>::new().builder().loops(1));
     assert!(matches!(
-        bare.engine.dial(&format!("tls://127.0.0.1:{port}")).wait(),
+        bare.engine.dial(format!("tls://127.0.0.1:{port}")).wait(),
         Err(Error::InvalidConfig(_))
     ));
     bare.stop();

@@ -71,7 +71,7 @@
 //! client.read_exact(&mut back)?;
 //! assert_eq!(&back, b"\0\0\0\x05hello\0\0\0\x02hi");
 //!
-//! engine.stop()?;
+//! engine.stop();
 //! runner.join().unwrap()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

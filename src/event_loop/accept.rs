@@ -14,12 +14,15 @@ impl<H: EventHandler> EventLoop<H> {
     /// Accepts inline on this loop's own listener `i`.
     pub(super) fn accept(&mut self, i: usize) {
         let mut accepted = Vec::new();
-        let result =
-            self.listeners
-                .accept(i, self.driver.poller(), &self.engine.deploy().gate, |conn| {
-                    accepted.push(conn);
-                    true
-                });
+        let result = self.listeners.accept(
+            i,
+            self.driver.poller(),
+            &self.engine.deploy().gate,
+            |conn| {
+                accepted.push(conn);
+                true
+            },
+        );
         if let Err(e) = result {
             log::error!("loop {}: could not pause a listener: {e}", self.index);
         }

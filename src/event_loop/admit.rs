@@ -18,10 +18,10 @@ use super::{guarded, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::addr::SockAddr;
 use crate::admission::Admission;
-use crate::proxy_protocol::ProxyState;
 use crate::handler::EventHandler;
-use crate::reason::{Action, CloseReason};
+use crate::proxy_protocol::ProxyState;
 use crate::proxy_protocol::{self, ProxyAddresses, ProxyCommand, ProxyHeaderError};
+use crate::reason::{Action, CloseReason};
 use crate::stats::bump;
 use crate::sys::io as sysio;
 

@@ -14,8 +14,8 @@ use crate::actors::slab::SlotKey;
 use crate::addr::{ListenAddr, SockAddr, Transport};
 use crate::conn::NO_LISTENER;
 use crate::error::Error;
-use crate::id::ConnId;
 use crate::handler::EventHandler;
+use crate::id::ConnId;
 use crate::reason::Action;
 use crate::runtime::message::Completion;
 use crate::sys::poller::Interest;
@@ -135,7 +135,8 @@ impl<H: EventHandler> EventLoop<H> {
         error: Error,
     ) {
         log::debug!("loop {}: dial failed: {error}", self.index);
-        if let Some(state) = state {
+        // A dial through the engine reports to its caller only.
+        if let (Some(state), None) = (state, &done) {
             let (ctx, handler) = (&mut self.ctx, &mut self.handler);
             if let Some(Action::Shutdown) = guarded("on_dial_error", || {
                 handler.on_dial_error(ctx, state, &error)
@@ -149,7 +150,12 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// Adopts an already-connected stream socket handed over by the engine.
-    pub(super) fn enroll(&mut self, fd: OwnedFd, done: Completion<ConnId>) {
+    pub(super) fn enroll(
+        &mut self,
+        fd: OwnedFd,
+        state: Option<H::State>,
+        done: Completion<ConnId>,
+    ) {
         if self.engine.loops_stopping() {
             done.complete(Err(Error::EngineStopped));
             return;
@@ -168,7 +174,9 @@ impl<H: EventHandler> EventLoop<H> {
             Ok(peer) => {
                 let is_tcp = matches!(peer, SockAddr::Inet(_));
                 self.engine.slot(self.index).add_connection();
-                self.adopt(ConnEntry::new(fd, peer, NO_LISTENER, is_tcp), Some(done));
+                let mut entry = ConnEntry::new(fd, peer, NO_LISTENER, is_tcp);
+                entry.state = state;
+                self.adopt(entry, Some(done));
             }
             Err(e) => done.complete(Err(Error::io("enroll a socket", e))),
         }

@@ -9,10 +9,10 @@ use super::{guarded, loop_ref, EventLoop, MESSAGE_BUDGET};
 use crate::actors::slab::SlotKey;
 use crate::conn::send_datagram;
 use crate::error::{Error, Result};
-use crate::id::ConnId;
 use crate::handler::EventHandler;
+use crate::id::ConnId;
 use crate::reason::{Action, CloseReason};
-use crate::runtime::message::{Completion, LoopMessage};
+use crate::runtime::message::{initial_state, Completion, LoopMessage};
 use crate::stats::bump;
 
 impl<H: EventHandler> EventLoop<H> {
@@ -76,8 +76,19 @@ impl<H: EventHandler> EventLoop<H> {
                 Some((fd, _)) => done.complete(send_datagram(fd.as_fd(), &data, &peer)),
                 None => done.complete(Err(Error::ConnectionClosed)),
             },
-            LoopMessage::Dial { addr, done, tls } => self.start_dial(*addr, None, Some(done), tls),
-            LoopMessage::Enroll { fd, done } => self.enroll(fd, done),
+            LoopMessage::Dial {
+                addr,
+                done,
+                tls,
+                state,
+            } => match initial_state(state) {
+                Ok(state) => self.start_dial(*addr, state, Some(done), tls),
+                Err(e) => done.complete(Err(e)),
+            },
+            LoopMessage::Enroll { fd, done, state } => match initial_state(state) {
+                Ok(state) => self.enroll(fd, state, done),
+                Err(e) => done.complete(Err(e)),
+            },
             LoopMessage::Wake { id } => {
                 if let Some(key) = self.conn_key(id) {
                     self.traffic(key, 0);

@@ -25,9 +25,10 @@ use super::timers::next_deadline;
 use super::{loop_ref, EventLoop, LoopToken};
 use crate::actors::slab::SlotKey;
 use crate::handler::EventHandler;
-use crate::reason::{Action, CloseReason};
 use crate::options::{BackPressure, WaterMarks};
+use crate::reason::{Action, CloseReason};
 use crate::stats::bump;
+use crate::sys::io as sysio;
 use crate::sys::poller::Interest;
 use crate::sys::socket;
 
@@ -230,6 +231,16 @@ impl<H: EventHandler> EventLoop<H> {
             return Break(());
         }
         if self.drain_deadline.is_some() && entry.outbound.is_empty() {
+            // Input never read (a paused connection's next requests) makes a
+            // close send a reset, and a reset throws away the replies the
+            // peer has not read yet: discard that input first, so the peer
+            // reads every reply and then the end of stream.
+            for _ in 0..16 {
+                match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
+                    Ok(n) if n > 0 => continue,
+                    _ => break,
+                }
+            }
             self.close_conn(key, CloseReason::Shutdown);
             return Break(());
         }

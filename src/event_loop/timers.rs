@@ -12,8 +12,8 @@ use super::entry::{ConnEntry, Phase};
 use super::{guarded, EventLoop};
 use crate::error::Error;
 use crate::handler::EventHandler;
-use crate::reason::{Action, CloseReason, TimeoutKind};
 use crate::options::Timeouts;
+use crate::reason::{Action, CloseReason, TimeoutKind};
 use crate::stats::bump;
 
 /// The earliest moment one of `entry`'s timeouts can expire, with its kind.
@@ -24,7 +24,9 @@ pub(super) fn next_deadline<S>(
     if let Phase::Connecting(connecting) = &entry.phase {
         return Some((connecting.deadline_ms, TimeoutKind::Connect));
     }
-    if let Some(crate::proxy_protocol::ProxyState::Awaiting { deadline_ms, .. }) = entry.proxy.as_deref() {
+    if let Some(crate::proxy_protocol::ProxyState::Awaiting { deadline_ms, .. }) =
+        entry.proxy.as_deref()
+    {
         return Some((*deadline_ms, TimeoutKind::Read));
     }
     if let Some(lingering) = entry.phase.closing() {

@@ -19,6 +19,23 @@ use crate::tls::TlsConnector;
 /// A closure run on a loop.
 pub(crate) type LoopTask = Box<dyn FnOnce(&mut LoopContext) + Send>;
 
+/// The initial state a dial or enroll through the engine gives its
+/// connection, typed by the engine's caller; the loop checks it is the
+/// handler's `State`.
+pub(crate) type InitialState = Box<dyn std::any::Any + Send>;
+
+/// `state` as the handler's state type `S`, or why it is not.
+pub(crate) fn initial_state<S: 'static>(state: Option<InitialState>) -> Result<Option<S>> {
+    match state.map(|s| s.downcast::<S>()) {
+        None => Ok(None),
+        Some(Ok(state)) => Ok(Some(*state)),
+        Some(Err(_)) => Err(Error::InvalidConfig(format!(
+            "the initial state given to dial or enroll is not the handler's State type ({})",
+            std::any::type_name::<S>()
+        ))),
+    }
+}
+
 /// A completion that must be answered exactly once: if the message carrying
 /// it is dropped undelivered, it answers [`Error::EngineStopped`].
 pub(crate) struct Completion<T: 'static> {
@@ -90,11 +107,15 @@ pub(crate) enum LoopMessage {
         done: Completion<ConnId>,
         /// For `tls://`: how to verify the server, if not the engine's way.
         tls: Option<Box<TlsConnector>>,
+        /// The new connection's initial state.
+        state: Option<InitialState>,
     },
     /// Adopt an already-connected socket.
     Enroll {
         fd: OwnedFd,
         done: Completion<ConnId>,
+        /// The connection's initial state.
+        state: Option<InitialState>,
     },
     /// Run the traffic callback even without new bytes.
     Wake { id: ConnId },
@@ -152,7 +173,7 @@ impl fmt::Debug for LoopMessage {
 /// let mut booted = [rx.recv().unwrap(), rx.recv().unwrap()];
 /// booted.sort();
 /// assert_eq!(booted, [0, 1]);
-/// engine.stop()?;
+/// engine.stop();
 /// runner.join().unwrap()?;
 /// # Ok::<(), ringloop::Error>(())
 /// ```
@@ -192,7 +213,7 @@ impl LoopContext {
     ///     type State = ();
     ///     fn on_tick(&mut self, ctx: &mut LoopContext) -> (Duration, Action) {
     ///         assert_eq!(ctx.engine().connection_count(), 0);
-    ///         ctx.engine().stop().unwrap(); // on a loop thread: starts the stop
+    ///         ctx.engine().stop(); // on a loop thread: starts the stop
     ///         (Duration::from_secs(1), Action::None)
     ///     }
     /// }

@@ -284,7 +284,7 @@ impl EngineShared {
 /// let engine = server.engine();
 /// let runner = std::thread::spawn(move || server.run());
 /// assert_eq!(engine.connection_count(), 0);
-/// engine.stop()?; // returns once every thread has finished
+/// engine.stop(); // returns once every thread has finished
 /// runner.join().unwrap()?;
 /// # Ok::<(), ringloop::Error>(())
 /// ```

@@ -53,12 +53,100 @@ type Job = Box<dyn FnOnce() + Send>;
 /// ```
 pub struct SubmitError {
     job: Job,
-    full: bool,
+    kind: SubmitErrorKind,
+}
+
+/// Why [`submit`](WorkerPool::submit) refused a job: see
+/// [`SubmitError::kind`]. The two call for opposite handling, and neither
+/// for closing the connection, which would throw away the replies of its
+/// jobs still queued.
+///
+/// - [`Full`](Self::Full): the pool is busy. Back off and keep the request:
+///   leave its bytes unconsumed, pause reading the connection
+///   ([`Conn::pause_reading`](crate::Conn::pause_reading)) and resume it
+///   later ([`ConnHandle::resume_reading`](crate::ConnHandle::resume_reading)
+///   runs `on_traffic` again for the bytes left).
+/// - [`Stopped`](Self::Stopped): the engine is stopping. Stop reading and
+///   leave the connection open: the engine closes it (with
+///   [`CloseReason::Shutdown`](crate::CloseReason::Shutdown)) once the jobs
+///   already queued have run and their replies are written.
+///
+/// ```
+/// use ringloop::{Action, Conn, EventHandler, SubmitErrorKind};
+///
+/// struct Rpc;
+/// impl EventHandler for Rpc {
+///     type State = ();
+///     fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+///         let request = conn.peek(usize::MAX).to_vec(); // consumed once queued
+///         let handle = conn.handle();
+///         let job = move || drop(handle.async_write(request, |_| {}));
+///         match conn.engine().submit(job) {
+///             Ok(()) => {
+///                 conn.read_all();
+///             }
+///             // Busy: keep the request, read nothing more, retry later
+///             // (say, from `on_tick` with `ConnHandle::resume_reading`).
+///             Err(e) if e.kind() == SubmitErrorKind::Full => conn.pause_reading(),
+///             // Stopping: the queued replies still go out, then the engine
+///             // closes the connection.
+///             Err(_) => conn.pause_reading(),
+///         }
+///         Action::None
+///     }
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SubmitErrorKind {
+    /// The job queue is full: try again later.
+    Full,
+    /// The pool is shut down (the engine is stopping): it takes no more jobs.
+    Stopped,
 }
 
 impl SubmitError {
     pub(crate) fn stopped(job: Job) -> Self {
-        Self { job, full: false }
+        Self {
+            job,
+            kind: SubmitErrorKind::Stopped,
+        }
+    }
+
+    fn full(job: Job) -> Self {
+        Self {
+            job,
+            kind: SubmitErrorKind::Full,
+        }
+    }
+
+    /// The same refusal, carrying `job` instead.
+    pub(crate) fn with_job(self, job: Job) -> Self {
+        Self {
+            job,
+            kind: self.kind,
+        }
+    }
+
+    /// Why the job was refused.
+    ///
+    /// ```
+    /// use ringloop::{PoolShutdown, SubmitErrorKind, WorkerPool};
+    /// let pool = WorkerPool::new(1, 1, PoolShutdown::Finish)?;
+    /// pool.shutdown();
+    /// let err = pool.submit(|| {}).unwrap_err();
+    /// assert_eq!(err.kind(), SubmitErrorKind::Stopped);
+    /// assert!(err.is_stopped());
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn kind(&self) -> SubmitErrorKind {
+        self.kind
+    }
+
+    /// `true` if the pool is shut down (the engine is stopping): see
+    /// [`SubmitErrorKind::Stopped`].
+    pub fn is_stopped(&self) -> bool {
+        self.kind == SubmitErrorKind::Stopped
     }
 
     /// `true` if the queue was full (try again later); `false` if the pool is
@@ -83,7 +171,7 @@ impl SubmitError {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn is_full(&self) -> bool {
-        self.full
+        self.kind == SubmitErrorKind::Full
     }
 
     /// Takes the job back, to run it elsewhere or later.
@@ -104,17 +192,16 @@ impl SubmitError {
 impl fmt::Debug for SubmitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubmitError")
-            .field("full", &self.full)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }
 
 impl fmt::Display for SubmitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.full {
-            "the worker pool's job queue is full"
-        } else {
-            "the worker pool is shut down"
+        f.write_str(match self.kind {
+            SubmitErrorKind::Full => "the worker pool's job queue is full",
+            SubmitErrorKind::Stopped => "the worker pool is shut down",
         })
     }
 }
@@ -238,13 +325,13 @@ impl WorkerPool {
     fn submit_boxed(&self, job: Job) -> Result<(), SubmitError> {
         let jobs = self.inner.jobs.read().unwrap_or_else(|e| e.into_inner());
         let Some(jobs) = jobs.as_ref() else {
-            return Err(SubmitError { job, full: false });
+            return Err(SubmitError::stopped(job));
         };
         // try_send never blocks, so the read lock is held only briefly.
         match jobs.try_send(job) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(job)) => Err(SubmitError { job, full: true }),
-            Err(TrySendError::Disconnected(job)) => Err(SubmitError { job, full: false }),
+            Err(TrySendError::Full(job)) => Err(SubmitError::full(job)),
+            Err(TrySendError::Disconnected(job)) => Err(SubmitError::stopped(job)),
         }
     }
 
@@ -279,10 +366,10 @@ impl WorkerPool {
             .clone();
         let job: Job = Box::new(job);
         let Some(jobs) = jobs else {
-            return Err(SubmitError { job, full: false });
+            return Err(SubmitError::stopped(job));
         };
         jobs.send(job)
-            .map_err(|crossbeam_channel::SendError(job)| SubmitError { job, full: false })
+            .map_err(|crossbeam_channel::SendError(job)| SubmitError::stopped(job))
     }
 
     /// Number of worker threads.

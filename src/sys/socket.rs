@@ -310,6 +310,7 @@ pub(crate) fn set_nodelay(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     Ok(nixsock::setsockopt(&fd, sockopt::TcpNoDelay, &on)?)
 }
 
+#[cfg(test)] // the getters serve this layer's tests; users read options through `Conn::socket`
 /// Whether `TCP_NODELAY` is set.
 pub(crate) fn nodelay(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(nixsock::getsockopt(&fd, sockopt::TcpNoDelay)?)
@@ -336,6 +337,7 @@ pub(crate) fn set_keepalive(fd: BorrowedFd<'_>, keepalive: Option<KeepAlive>) ->
     }
 }
 
+#[cfg(test)] // the getters serve this layer's tests; users read options through `Conn::socket`
 /// The keep-alive setting as the kernel has it: `None` when off.
 pub(crate) fn keepalive(fd: BorrowedFd<'_>) -> io::Result<Option<KeepAlive>> {
     if !nixsock::getsockopt(&fd, sockopt::KeepAlive)? {
@@ -365,6 +367,7 @@ pub(crate) fn set_recv_buffer_size(fd: BorrowedFd<'_>, n: usize) -> io::Result<(
     Ok(nixsock::setsockopt(&fd, sockopt::RcvBuf, &buffer_size(n)?)?)
 }
 
+#[cfg(test)] // the getters serve this layer's tests; users read options through `Conn::socket`
 /// `SO_RCVBUF` as granted.
 pub(crate) fn recv_buffer_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(nixsock::getsockopt(&fd, sockopt::RcvBuf)?)
@@ -376,6 +379,7 @@ pub(crate) fn set_send_buffer_size(fd: BorrowedFd<'_>, n: usize) -> io::Result<(
     Ok(nixsock::setsockopt(&fd, sockopt::SndBuf, &buffer_size(n)?)?)
 }
 
+#[cfg(test)] // the getters serve this layer's tests; users read options through `Conn::socket`
 /// `SO_SNDBUF` as granted.
 pub(crate) fn send_buffer_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(nixsock::getsockopt(&fd, sockopt::SndBuf)?)

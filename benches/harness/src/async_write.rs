@@ -864,7 +864,7 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
         }
     }
     if let Some((e, runner)) = engine {
-        e.stop()?;
+        e.stop();
         runner.join().expect("engine thread panicked")?;
     }
     outcome
