@@ -107,6 +107,7 @@ impl LoopBudget {
     }
 
     /// Whether a connection holding `held` bytes should not be read now.
+    #[inline]
     pub(crate) fn should_pause(shared: &SharedBudget, held: usize) -> bool {
         held >= PAUSE_MIN && shared.used() > fraction(shared.limit, PAUSE_AT)
     }

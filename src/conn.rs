@@ -2,8 +2,9 @@
 //! record the event loop keeps for it, and its write path, live in
 //! `event_loop/entry.rs`.
 //!
-//! Owns the per-connection read view, the write path into the socket and the
-//! outbound queue, per-connection state and socket options. A `Conn` exists
+//! Owns the per-connection read view and what a handler may ask of its
+//! connection (writes, which go through the entry's write path; pauses,
+//! closes, relays, state, socket options). A `Conn` exists
 //! only for the duration of one callback on the owning loop; it must never be
 //! stored or sent elsewhere (use [`Conn::handle`] for that).
 //!

@@ -26,6 +26,7 @@ pub(crate) struct LoopCounters {
 }
 
 /// Adds `n` to a counter only its own loop writes.
+#[inline]
 pub(crate) fn bump(counter: &AtomicU64, n: u64) {
     // Relaxed load + store: one writer, so no increment can be lost, and
     // readers only need some recent value.

@@ -86,16 +86,19 @@ pub(crate) struct Received {
 
 impl Received {
     /// How many bytes arrived (0: the peer ended its side).
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// The peer ended its side (nothing arrived).
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The receive filled the driver's buffer: more may be waiting.
+    #[inline]
     pub(crate) fn filled(&self, driver: &Driver) -> bool {
         self.len == driver.recv_buf.len()
     }
@@ -178,11 +181,13 @@ impl Driver {
     }
 
     /// The bytes of `got`.
+    #[inline]
     pub(crate) fn bytes(&self, got: &Received) -> &[u8] {
         &self.recv_buf[..got.len]
     }
 
     /// Hands `got`'s memory back (a readiness driver reuses its buffer).
+    #[inline]
     pub(crate) fn release(&mut self, got: Received) {
         let Received { len: _ } = got;
     }

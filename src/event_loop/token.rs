@@ -29,6 +29,7 @@ pub(super) enum LoopToken {
 }
 
 impl LoopToken {
+    #[inline]
     pub(super) fn encode(self) -> Token {
         match self {
             LoopToken::Conn(key) => key.token(),
@@ -38,6 +39,7 @@ impl LoopToken {
         }
     }
 
+    #[inline]
     pub(super) fn decode(token: Token) -> LoopToken {
         match token {
             DOORBELL => LoopToken::Doorbell,
