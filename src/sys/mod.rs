@@ -33,6 +33,7 @@ pub(crate) mod memory;
 pub(crate) mod poller;
 pub(crate) mod signal;
 pub(crate) mod socket;
+pub(crate) mod uring;
 
 use std::io as stdio;
 use std::path::Path;

@@ -21,14 +21,20 @@ mod procfs;
 mod proxy_bench;
 mod serve_epoll;
 mod serve_may_http;
+mod serve_monoio;
 mod serve_tokio;
 mod serve_tokio_http;
 mod serve_tokio_udp;
+mod serve_uring;
 mod server;
 mod soak;
 mod stream;
 mod tools;
 mod udp_load;
+/// ringloop's io_uring groundwork (crate-private in ringloop), compiled in
+/// for the `uring` echo server.
+#[path = "../../../src/sys/uring/mod.rs"]
+mod uring;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +57,7 @@ usage:
                [--delay-ms 1] [--blocking-threads N] [--buf 16384]
   harness serve tokio-udp udp://127.0.0.1:PORT [--threads 2 | --current-thread]
   harness serve epoll tcp://127.0.0.1:PORT
+  harness serve monoio|uring tcp://127.0.0.1:PORT [--buf 16384]
   harness serve tokio-http tcp://127.0.0.1:PORT [--threads 2]
   harness serve may-http tcp://127.0.0.1:PORT [--threads 2]
   harness load tcp://127.0.0.1:PORT|udp://127.0.0.1:PORT --conns C --size S --seconds T
@@ -129,7 +136,7 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
         &["--current-thread"],
     )?;
     let [kind, url] = args.positional(&[
-        "tokio|tokio-blocking|tokio-udp|epoll|tokio-http|may-http",
+        "tokio|tokio-blocking|tokio-udp|epoll|monoio|uring|tokio-http|may-http",
         "URL",
     ])?
     else {
@@ -185,6 +192,16 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
             }
             serve_epoll::run(addr)?;
         }
+        "monoio" | "uring" => {
+            if args.value::<usize>("--threads")?.is_some() || current_thread {
+                return Err(format!("the {kind} server is single-threaded").into());
+            }
+            if kind == "monoio" {
+                serve_monoio::run(addr, buf)?;
+            } else {
+                serve_uring::run(addr, buf)?;
+            }
+        }
         "tokio-http" | "may-http" => {
             if args.value::<usize>("--buf")?.is_some() || current_thread {
                 return Err(
@@ -200,7 +217,7 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
         other => {
             return Err(format!(
                 "unknown server {other:?}: expected tokio, tokio-blocking, tokio-udp, epoll, \
-                 tokio-http or may-http"
+                 monoio, uring, tokio-http or may-http"
             )
             .into())
         }
@@ -395,10 +412,14 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
             "epoll" => Kind::Epoll {
                 harness: harness.clone(),
             },
+            // Single-threaded io_uring peers: monoio, and ringloop's io_uring
+            // groundwork driven directly (issue 14).
+            "monoio" | "uring" => Kind::command(&harness, &["serve", name.as_str(), "{url}"]),
             other => {
                 return Err(format!(
                     "unknown server {other:?}: expected ringloop, ringloop-reuseport, ringloop-et, \
-                     ringloop-reuseport-et, echo-pool, tokio, tokio-blocking, tokio-udp or epoll"
+                     ringloop-reuseport-et, echo-pool, tokio, tokio-blocking, tokio-udp, epoll, \
+                     monoio or uring"
                 )
                 .into())
             }

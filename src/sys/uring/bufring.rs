@@ -1,0 +1,368 @@
+//! The provided buffer ring of one loop: `count` buffers of `buf_size` bytes
+//! in one allocation, lent to the kernel through a ring-mapped buffer ring
+//! (`IORING_REGISTER_PBUF_RING`, Linux 5.19).
+//!
+//! The kernel picks a buffer when bytes arrive for a receive armed with
+//! buffer select and names it in the completion; [`BufRing::take`] turns that
+//! into a [`RecvBuf`], an owned view of the bytes, and dropping the `RecvBuf`
+//! writes the buffer back into the ring for the kernel to use again. Nothing
+//! else hands buffers back, so a buffer is either the kernel's (in the ring)
+//! or exactly one `RecvBuf`'s.
+//!
+//! Owns the buffer memory and the ring entries. Never frees either while
+//! registered with a ring that may still select from it: the owning
+//! [`Ring`](super::ring::Ring) unregisters first, or leaks the memory
+//! ([`BufRing::leak`]) when it cannot be sure the kernel is done.
+
+use std::alloc::{self, Layout};
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::ptr::{self, NonNull};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::IoUring;
+
+/// The kernel's `struct io_uring_buf`. In the ring's first entry the last
+/// two bytes (`resv`) are the shared tail.
+#[repr(C)]
+struct BufEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<BufEntry>() == 16);
+
+/// Offset of the tail (`struct io_uring_buf_ring.tail`) from the ring's start.
+const TAIL_OFFSET: usize = 14;
+
+/// The most buffers one ring may hold (a kernel limit).
+pub(crate) const MAX_BUFFERS: u16 = 1 << 15;
+
+/// The size of a provided buffer ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BufRingConfig {
+    /// How many buffers: a power of two, at most [`MAX_BUFFERS`].
+    pub(crate) count: u16,
+    /// Bytes per buffer: one receive completion carries at most this much.
+    pub(crate) buf_size: u32,
+    /// The buffer group id receives name.
+    pub(crate) group: u16,
+}
+
+impl Default for BufRingConfig {
+    /// 1,024 buffers of 4 KiB (4 MiB per loop), group 0.
+    fn default() -> Self {
+        BufRingConfig {
+            count: 1024,
+            buf_size: 4096,
+            group: 0,
+        }
+    }
+}
+
+/// The memory both the ring and every outstanding [`RecvBuf`] point into.
+struct Shared {
+    /// `count` entries, page-aligned, read by the kernel.
+    entries: NonNull<BufEntry>,
+    entries_layout: Layout,
+    /// `count * buf_size` bytes, written by the kernel.
+    slab: NonNull<u8>,
+    slab_layout: Layout,
+    count: u16,
+    buf_size: u32,
+    /// The next tail to publish (our producer index).
+    tail: Cell<u16>,
+    /// Buffers the kernel has handed out that have not come back.
+    lent: Cell<u32>,
+}
+
+impl Shared {
+    /// Writes buffer `bid` at the tail and publishes it to the kernel.
+    fn provide(&self, bid: u16) {
+        let tail = self.tail.get();
+        let index = usize::from(tail & (self.count - 1));
+        let addr = self.slab.as_ptr() as u64 + u64::from(bid) * u64::from(self.buf_size);
+        // SAFETY: `index < count`, so the entry is inside the allocation. The
+        // kernel reads entries only between its head and the published tail,
+        // and this slot is at the unpublished tail: nobody reads it now.
+        // Fields are written through raw places (no reference), because in
+        // entry 0 the kernel may read the neighbouring tail concurrently.
+        unsafe {
+            let entry = self.entries.as_ptr().add(index);
+            ptr::addr_of_mut!((*entry).addr).write(addr);
+            ptr::addr_of_mut!((*entry).len).write(self.buf_size);
+            ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
+        let next = tail.wrapping_add(1);
+        self.tail.set(next);
+        // SAFETY: the tail is a naturally aligned u16 at byte 14 of the live,
+        // page-aligned entry array, and it is only ever accessed atomically
+        // (by us here, by the kernel with an acquire load).
+        let shared_tail = unsafe {
+            AtomicU16::from_ptr(self.entries.as_ptr().cast::<u8>().add(TAIL_OFFSET).cast())
+        };
+        // Release: the kernel's acquire load of the tail must see the entry.
+        shared_tail.store(next, Ordering::Release);
+    }
+
+    fn buffer(&self, bid: u16) -> *mut u8 {
+        // SAFETY: callers pass `bid < count`, so the offset is inside the slab.
+        unsafe {
+            self.slab
+                .as_ptr()
+                .add(usize::from(bid) * self.buf_size as usize)
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: both blocks were allocated in `BufRing::new` with exactly
+        // these layouts, and the last reference is going away: no `RecvBuf`
+        // remains and the owning ring has unregistered them (or leaked this
+        // `Shared` instead of dropping it).
+        unsafe {
+            alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
+            alloc::dealloc(self.slab.as_ptr(), self.slab_layout);
+        }
+    }
+}
+
+/// The provided buffer ring of one loop. `!Send`: it belongs to the loop's
+/// thread, as its [`RecvBuf`]s do.
+pub(crate) struct BufRing {
+    shared: Rc<Shared>,
+    group: u16,
+    registered: bool,
+}
+
+impl BufRing {
+    /// Allocates the buffers, registers them with `uring` as buffer group
+    /// `config.group` and lends every buffer to the kernel.
+    ///
+    /// `InvalidInput` for a count that is not a power of two (or above
+    /// [`MAX_BUFFERS`]) or a zero buffer size; the kernel's error if it
+    /// refuses the registration (before 5.19: `EINVAL`).
+    pub(crate) fn register(uring: &IoUring, config: BufRingConfig) -> io::Result<BufRing> {
+        let BufRingConfig {
+            count,
+            buf_size,
+            group,
+        } = config;
+        if !count.is_power_of_two() || count > MAX_BUFFERS || buf_size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a provided buffer ring needs a power-of-two count up to {MAX_BUFFERS} \
+                     and a non-zero buffer size (got {count} x {buf_size})"
+                ),
+            ));
+        }
+        let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "buffer ring too large");
+        let page = page_size();
+        let entries_bytes = (usize::from(count) * std::mem::size_of::<BufEntry>()).max(page);
+        let entries_layout = Layout::from_size_align(entries_bytes, page).map_err(|_| too_big())?;
+        let slab_bytes = usize::from(count)
+            .checked_mul(buf_size as usize)
+            .ok_or_else(too_big)?;
+        // Alignment 16 (the allocator's natural one): `alloc_zeroed` is then
+        // `calloc`, whose large blocks are fresh zero pages the process only
+        // pays for once the kernel writes into them; a larger alignment
+        // would be zeroed by hand, touching every buffer up front.
+        let slab_layout = Layout::from_size_align(slab_bytes, 16).map_err(|_| too_big())?;
+        // SAFETY: both layouts have a non-zero size (count >= 1, buf_size >= 1).
+        let (entries, slab) = unsafe {
+            (
+                alloc::alloc_zeroed(entries_layout),
+                alloc::alloc_zeroed(slab_layout),
+            )
+        };
+        let (Some(entries), Some(slab)) = (NonNull::new(entries.cast()), NonNull::new(slab)) else {
+            // SAFETY: whichever pointer is non-null came from `alloc_zeroed`
+            // with the layout named next to it.
+            unsafe {
+                if !entries.is_null() {
+                    alloc::dealloc(entries, entries_layout);
+                }
+                if !slab.is_null() {
+                    alloc::dealloc(slab, slab_layout);
+                }
+            }
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        };
+        let shared = Rc::new(Shared {
+            entries,
+            entries_layout,
+            slab,
+            slab_layout,
+            count,
+            buf_size,
+            tail: Cell::new(0),
+            lent: Cell::new(0),
+        });
+        // SAFETY: the entry array is page-aligned, `count` entries long, and
+        // lives in `shared` until the ring unregisters it (`unregister`) or
+        // leaks it (`leak`); `Drop for Ring` guarantees one of the two before
+        // the memory can be freed.
+        unsafe {
+            uring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                count,
+                group,
+                0,
+            )?;
+        }
+        for bid in 0..count {
+            shared.provide(bid);
+        }
+        Ok(BufRing {
+            shared,
+            group,
+            registered: true,
+        })
+    }
+
+    /// The buffer group id receives must name.
+    pub(crate) fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// How many buffers the ring has in all.
+    pub(crate) fn capacity(&self) -> u32 {
+        u32::from(self.shared.count)
+    }
+
+    /// Bytes per buffer.
+    pub(crate) fn buf_size(&self) -> u32 {
+        self.shared.buf_size
+    }
+
+    /// Buffers handed out to [`RecvBuf`]s and not yet back.
+    pub(crate) fn lent(&self) -> u32 {
+        self.shared.lent.get()
+    }
+
+    /// Buffers the kernel can pick right now.
+    pub(crate) fn available(&self) -> u32 {
+        self.capacity() - self.lent()
+    }
+
+    /// Takes buffer `bid`, which a completion says holds `len` bytes, out of
+    /// the kernel's hands. `None` (and the buffer stays where it is) for an id
+    /// or a length this ring never provided: a completion from elsewhere.
+    pub(crate) fn take(&self, bid: u16, len: u32) -> Option<RecvBuf> {
+        if bid >= self.shared.count || len > self.shared.buf_size {
+            return None;
+        }
+        self.shared.lent.set(self.shared.lent.get() + 1);
+        Some(RecvBuf {
+            shared: Rc::clone(&self.shared),
+            bid,
+            start: 0,
+            end: len,
+        })
+    }
+
+    /// Withdraws the ring from the kernel. Afterwards the kernel selects no
+    /// buffer from it; the memory is freed once the last [`RecvBuf`] is gone.
+    pub(crate) fn unregister(&mut self, uring: &IoUring) -> io::Result<()> {
+        if self.registered {
+            uring.submitter().unregister_buf_ring(self.group)?;
+            self.registered = false;
+        }
+        Ok(())
+    }
+
+    /// Gives up the memory without ever freeing it (a reference that is
+    /// never dropped): for a teardown that could not confirm the kernel is
+    /// done with it.
+    pub(crate) fn leak(&self) {
+        std::mem::forget(Rc::clone(&self.shared));
+    }
+}
+
+impl fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufRing")
+            .field("group", &self.group)
+            .field("capacity", &self.capacity())
+            .field("buf_size", &self.buf_size())
+            .field("lent", &self.lent())
+            .finish()
+    }
+}
+
+/// Bytes a receive completion delivered, in a provided buffer. Dropping it
+/// gives the buffer back to the kernel. It can be kept (the connection holds
+/// unconsumed bytes), consumed in parts ([`RecvBuf::advance`]) or moved into a
+/// send ([`OutBuf::Recv`](super::ring::OutBuf::Recv)) so an echo copies nothing.
+pub(crate) struct RecvBuf {
+    shared: Rc<Shared>,
+    bid: u16,
+    start: u32,
+    end: u32,
+}
+
+impl RecvBuf {
+    /// The buffer id the kernel picked.
+    pub(crate) fn bid(&self) -> u16 {
+        self.bid
+    }
+
+    /// Marks the first `n` bytes as consumed (all of them if `n` is larger).
+    pub(crate) fn advance(&mut self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.start = self.start.saturating_add(n).min(self.end);
+    }
+
+    /// The unconsumed bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        let len = (self.end - self.start) as usize;
+        // SAFETY: `bid < count` and `end <= buf_size` were checked in `take`.
+        // The kernel wrote these bytes before posting the completion we read
+        // (the completion queue's acquire load orders them), and it cannot
+        // select this buffer again before `drop` provides it back.
+        unsafe {
+            std::slice::from_raw_parts(self.shared.buffer(self.bid).add(self.start as usize), len)
+        }
+    }
+}
+
+impl Deref for RecvBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        self.shared.lent.set(self.shared.lent.get() - 1);
+        self.shared.provide(self.bid);
+    }
+}
+
+impl fmt::Debug for RecvBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvBuf")
+            .field("bid", &self.bid)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// The system page size (the buffer ring's required alignment).
+fn page_size() -> usize {
+    // SAFETY: sysconf reads a constant and touches no memory of ours.
+    let size = unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096)
+}

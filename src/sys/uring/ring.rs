@@ -1,0 +1,1102 @@
+//! One io_uring per loop, with its provided buffer ring, the descriptors its
+//! operations target (sources) and every buffer the kernel may touch.
+//!
+//! The caller hands descriptors over with [`Ring::adopt`] and gets a
+//! [`SourceId`] (slot index + generation). Operations only fill submission
+//! entries; [`Ring::submit_and_wait`] submits everything queued since the last
+//! call and waits, in one `io_uring_enter`; [`Ring::complete`] turns the
+//! completions into [`Event`]s.
+//!
+//! The rules that keep the kernel's view of memory sound:
+//!
+//! * every buffer, address or timespec an entry points at lives in a heap
+//!   block owned by the source's slot (or the ring), whose address does not
+//!   change when the slot table grows, until the operation's **final**
+//!   completion arrives;
+//! * a slot, its descriptor and its buffers are released only when its last
+//!   operation has completed ([`Ring::close`] cancels them first), so neither
+//!   a descriptor number nor a slot is reused while the kernel may still act
+//!   on the old one;
+//! * dropping the ring cancels everything and waits, bounded, for the
+//!   completions; past the bound it leaks instead of freeing.
+//!
+//! Never panics on a completion: unknown or stale `user_data` is counted
+//! ([`RingStats::stale`]) and dropped, and a selected buffer always goes back
+//! to the buffer ring.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use nix::libc;
+use nix::sys::socket::{SockaddrLike, SockaddrStorage};
+
+use super::bufring::{BufRing, BufRingConfig, RecvBuf};
+use super::user_data::{OpKind, UserData, GENERATION_MASK, NO_SOURCE};
+
+/// How a [`Ring`] is sized.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingConfig {
+    /// Submission queue entries (a power of two; the kernel rounds up). The
+    /// completion queue gets four times as many.
+    pub(crate) entries: u32,
+    /// The provided buffer ring.
+    pub(crate) buffers: BufRingConfig,
+    /// How long dropping the ring waits for cancelled operations to complete
+    /// before it leaks their buffers instead of freeing them.
+    pub(crate) teardown_bound: Duration,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            entries: 256,
+            buffers: BufRingConfig::default(),
+            teardown_bound: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A descriptor owned by a [`Ring`]: slot index and the slot's generation.
+/// An id whose slot has since been released (and maybe reused) is refused by
+/// every operation with `NotFound`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SourceId {
+    index: u32,
+    generation: u32,
+}
+
+impl SourceId {
+    /// The slot index (stable while the source lives; reused after release).
+    pub(crate) fn index(self) -> u32 {
+        self.index
+    }
+
+    fn user_data(self, kind: OpKind) -> u64 {
+        UserData::new(self.index, self.generation, kind).encode()
+    }
+}
+
+/// Bytes handed to [`Ring::send`]: the ring owns them until the send's
+/// completion arrives.
+pub(crate) enum OutBuf {
+    /// Bytes the caller produced.
+    Owned(Vec<u8>),
+    /// Bytes received into a provided buffer, sent back without a copy (the
+    /// buffer returns to the kernel once the send completes).
+    Recv(RecvBuf),
+}
+
+impl OutBuf {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            OutBuf::Owned(v) => v,
+            OutBuf::Recv(b) => b,
+        }
+    }
+}
+
+impl From<Vec<u8>> for OutBuf {
+    fn from(v: Vec<u8>) -> Self {
+        OutBuf::Owned(v)
+    }
+}
+
+impl From<RecvBuf> for OutBuf {
+    fn from(b: RecvBuf) -> Self {
+        OutBuf::Recv(b)
+    }
+}
+
+impl fmt::Debug for OutBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutBuf::Owned(v) => write!(f, "OutBuf::Owned({} bytes)", v.len()),
+            OutBuf::Recv(b) => write!(f, "OutBuf::Recv({b:?})"),
+        }
+    }
+}
+
+/// What the completions of one [`Ring::complete`] call mean for the caller.
+#[derive(Debug)]
+#[non_exhaustive]
+pub(crate) enum Event {
+    /// The multishot accept on `listener` produced a connection (non-blocking,
+    /// close-on-exec).
+    Accepted {
+        /// The listener's source.
+        listener: SourceId,
+        /// The new connection, owned by the caller (adopt it to use the ring).
+        fd: OwnedFd,
+    },
+    /// The multishot accept on `listener` stopped (for instance `EMFILE`);
+    /// call [`Ring::accept_multishot`] again when it should resume.
+    AcceptEnded {
+        /// The listener's source.
+        listener: SourceId,
+        /// Why, when it was an error.
+        error: Option<io::Error>,
+    },
+    /// Bytes arrived.
+    Received {
+        /// The connection.
+        source: SourceId,
+        /// The bytes; dropping them gives the buffer back to the kernel.
+        buf: RecvBuf,
+    },
+    /// The peer closed its side; the receive is disarmed.
+    Eof {
+        /// The connection.
+        source: SourceId,
+    },
+    /// The receive failed and is disarmed.
+    RecvFailed {
+        /// The connection.
+        source: SourceId,
+        /// The kernel's error.
+        error: io::Error,
+    },
+    /// A send completed `bytes`; `queued` bytes are still waiting or in flight.
+    Sent {
+        /// The connection.
+        source: SourceId,
+        /// Bytes this completion sent.
+        bytes: usize,
+        /// Bytes not yet sent.
+        queued: usize,
+    },
+    /// A send failed; everything queued on the connection was discarded.
+    SendFailed {
+        /// The connection.
+        source: SourceId,
+        /// The kernel's error.
+        error: io::Error,
+    },
+    /// A connect finished: `TimedOut` when its timeout fired first.
+    Connected {
+        /// The socket.
+        source: SourceId,
+        /// The outcome.
+        result: io::Result<()>,
+    },
+    /// The doorbell rang (at least once since the last time).
+    Doorbell,
+    /// A closed source's last operation completed: its descriptor is closed
+    /// and its buffers are freed.
+    Released {
+        /// The source that was closed.
+        source: SourceId,
+    },
+}
+
+/// Counters of one ring, for tests and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RingStats {
+    /// `io_uring_enter` calls.
+    pub(crate) enters: u64,
+    /// Submission entries the kernel accepted.
+    pub(crate) submitted: u64,
+    /// Completions processed.
+    pub(crate) completions: u64,
+    /// Multishot receives stopped by an empty buffer ring (`ENOBUFS`).
+    pub(crate) starved: u64,
+    /// Starved receives re-armed after buffers came back.
+    pub(crate) rearmed: u64,
+    /// Completions dropped because their `user_data` named no live operation.
+    pub(crate) stale: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    Open,
+    /// Closed by the caller; waits for its operations' completions.
+    Closing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecvState {
+    Idle,
+    /// Armed, or wanted armed again once a pause's cancellation completes.
+    Armed,
+    /// Stopped by `ENOBUFS`; re-armed when buffers come back.
+    Starved,
+    /// [`Ring::pause_recv`] cancelled it; the cancellation has not completed.
+    Pausing,
+}
+
+/// The connection's outgoing bytes: at most one send in flight.
+#[derive(Default)]
+struct Outbound {
+    /// The buffer the kernel is sending from.
+    in_flight: Option<OutBuf>,
+    /// Bytes of `in_flight` already sent (short sends resume here).
+    sent: usize,
+    /// Bytes sent while a send was in flight, to go out next as one send.
+    queued: Vec<u8>,
+}
+
+impl Outbound {
+    fn pending(&self) -> usize {
+        self.in_flight
+            .as_ref()
+            .map_or(0, |b| b.as_slice().len().saturating_sub(self.sent))
+            + self.queued.len()
+    }
+}
+
+/// A connect in flight: the kernel reads the address and the timespec.
+struct ConnectOp {
+    addr: SockaddrStorage,
+    timeout: types::Timespec,
+    has_timer: bool,
+    result: Option<i32>,
+    timer: Option<i32>,
+}
+
+struct Slot {
+    fd: Option<OwnedFd>,
+    generation: u32,
+    state: SlotState,
+    /// Operations submitted whose final completion has not arrived.
+    in_flight: u32,
+    recv: RecvState,
+    accept_armed: bool,
+    out: Outbound,
+    connect: Option<Box<ConnectOp>>,
+}
+
+impl Slot {
+    fn vacant() -> Slot {
+        Slot {
+            fd: None,
+            generation: 0,
+            state: SlotState::Free,
+            in_flight: 0,
+            recv: RecvState::Idle,
+            accept_armed: false,
+            out: Outbound::default(),
+            connect: None,
+        }
+    }
+}
+
+/// The eventfd read through the ring: a poll linked to an 8-byte read, so a
+/// non-blocking eventfd (which a plain read would answer with `EAGAIN`) works.
+///
+/// The poll posts nothing when it succeeds (`CQE_SKIP_SUCCESS`); when it
+/// fails (cancelled, say), the kernel fails the linked read *without* a
+/// completion of its own. So the pair owes exactly one completion: the read's
+/// or the poll's failure. Each arming has its own generation, so a completion
+/// from an earlier pair can never settle the current one.
+struct Doorbell {
+    fd: OwnedFd,
+    /// Boxed: the kernel writes here, and the ring may move.
+    buf: Box<[u8; 8]>,
+    armed: bool,
+    generation: u32,
+}
+
+/// One io_uring with its provided buffer ring. `!Send`: create it on the
+/// thread that drives it.
+pub(crate) struct Ring {
+    uring: IoUring,
+    bufs: BufRing,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    starved: VecDeque<SourceId>,
+    released: Vec<SourceId>,
+    doorbell: Option<Doorbell>,
+    /// Final completions still owed by the kernel (all kinds).
+    in_flight: u64,
+    tearing_down: bool,
+    cqes: Vec<(u64, i32, u32)>,
+    stats: RingStats,
+    teardown_bound: Duration,
+}
+
+impl Ring {
+    /// Sets up the ring and registers its buffer ring.
+    pub(crate) fn new(config: RingConfig) -> io::Result<Ring> {
+        let uring = build_uring(config.entries)?;
+        let bufs = BufRing::register(&uring, config.buffers)?;
+        Ok(Ring {
+            uring,
+            bufs,
+            slots: Vec::new(),
+            free: Vec::new(),
+            starved: VecDeque::new(),
+            released: Vec::new(),
+            doorbell: None,
+            in_flight: 0,
+            tearing_down: false,
+            cqes: Vec::new(),
+            stats: RingStats::default(),
+            teardown_bound: config.teardown_bound,
+        })
+    }
+
+    /// Takes ownership of `fd` for operations on it.
+    pub(crate) fn adopt(&mut self, fd: OwnedFd) -> SourceId {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.slots.push(Slot::vacant());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.fd = Some(fd);
+        slot.state = SlotState::Open;
+        SourceId {
+            index,
+            generation: slot.generation,
+        }
+    }
+
+    /// The descriptor of a live source.
+    pub(crate) fn fd(&self, id: SourceId) -> Option<BorrowedFd<'_>> {
+        let slot = self.slots.get(id.index as usize)?;
+        if slot.generation != id.generation || slot.state != SlotState::Open {
+            return None;
+        }
+        slot.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// Counters since the ring was made.
+    pub(crate) fn stats(&self) -> RingStats {
+        self.stats
+    }
+
+    /// Operations whose final completion has not arrived yet.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight
+    }
+
+    /// The provided buffer ring (capacity, buffers lent out).
+    pub(crate) fn buffers(&self) -> &BufRing {
+        &self.bufs
+    }
+
+    /// Bytes queued or in flight on `id`.
+    pub(crate) fn pending_send(&self, id: SourceId) -> usize {
+        self.open_slot_ref(id).map_or(0, |s| s.out.pending())
+    }
+
+    /// Arms a multishot accept on a listening socket. Already armed: nothing.
+    pub(crate) fn accept_multishot(&mut self, listener: SourceId) -> io::Result<()> {
+        let (fd, slot) = self.open_slot(listener)?;
+        if slot.accept_armed {
+            return Ok(());
+        }
+        let entry = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(listener.user_data(OpKind::Accept));
+        self.push_for(listener, &[entry], 1)?;
+        self.slots[listener.index as usize].accept_armed = true;
+        Ok(())
+    }
+
+    /// Arms a multishot receive into the buffer ring. Already armed (or
+    /// starved, waiting for buffers): nothing. While a pause is being
+    /// cancelled, it is re-armed as soon as the cancellation completes.
+    pub(crate) fn recv_multishot(&mut self, id: SourceId) -> io::Result<()> {
+        let group = self.bufs.group();
+        let (fd, slot) = self.open_slot(id)?;
+        match slot.recv {
+            RecvState::Idle => {}
+            RecvState::Pausing => {
+                slot.recv = RecvState::Armed;
+                return Ok(());
+            }
+            RecvState::Armed | RecvState::Starved => return Ok(()),
+        }
+        let entry = opcode::RecvMulti::new(types::Fd(fd), group)
+            .build()
+            .user_data(id.user_data(OpKind::Recv));
+        self.push_for(id, &[entry], 1)?;
+        self.slots[id.index as usize].recv = RecvState::Armed;
+        Ok(())
+    }
+
+    /// Stops reading `id` (back-pressure): cancels its multishot receive.
+    /// Bytes already received are still delivered; later ones wait in the
+    /// socket until [`Ring::recv_multishot`] arms it again.
+    pub(crate) fn pause_recv(&mut self, id: SourceId) -> io::Result<()> {
+        let (_, slot) = self.open_slot(id)?;
+        match slot.recv {
+            RecvState::Idle | RecvState::Pausing => return Ok(()),
+            // Not in flight: forgetting it is enough (the starved list skips
+            // sources that are no longer starved).
+            RecvState::Starved => {
+                slot.recv = RecvState::Idle;
+                return Ok(());
+            }
+            RecvState::Armed => {}
+        }
+        let target = types::CancelBuilder::user_data(id.user_data(OpKind::Recv)).all();
+        let cancel = opcode::AsyncCancel2::new(target)
+            .build()
+            .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode());
+        self.push(&[cancel])?;
+        self.in_flight += 1;
+        self.slots[id.index as usize].recv = RecvState::Pausing;
+        Ok(())
+    }
+
+    /// Sends `buf` on `id`. With no send in flight it goes out as it is (no
+    /// copy); otherwise its bytes are queued behind the one in flight and go
+    /// out together when it completes. Only fills a submission entry: the
+    /// next [`Ring::submit_and_wait`] submits it.
+    pub(crate) fn send(&mut self, id: SourceId, buf: impl Into<OutBuf>) -> io::Result<()> {
+        let buf = buf.into();
+        let (_, slot) = self.open_slot(id)?;
+        if buf.as_slice().is_empty() {
+            return Ok(());
+        }
+        if slot.out.in_flight.is_some() {
+            slot.out.queued.extend_from_slice(buf.as_slice());
+            return Ok(());
+        }
+        slot.out.in_flight = Some(buf);
+        slot.out.sent = 0;
+        self.push_send(id)
+    }
+
+    /// Connects socket `id` to `addr`, giving up after `timeout` (a linked
+    /// timeout: the connect is cancelled and reported `TimedOut`). One connect
+    /// per source at a time (`AlreadyExists` otherwise).
+    pub(crate) fn connect(
+        &mut self,
+        id: SourceId,
+        addr: SocketAddr,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let (fd, slot) = self.open_slot(id)?;
+        if slot.connect.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a connect is already in flight on this socket",
+            ));
+        }
+        let op = Box::new(ConnectOp {
+            addr: SockaddrStorage::from(addr),
+            timeout: types::Timespec::from(timeout.unwrap_or_default()),
+            has_timer: timeout.is_some(),
+            result: None,
+            timer: None,
+        });
+        let connect = opcode::Connect::new(types::Fd(fd), op.addr.as_ptr(), op.addr.len())
+            .build()
+            .user_data(id.user_data(OpKind::Connect));
+        let pushed = if op.has_timer {
+            let timer = opcode::LinkTimeout::new(&op.timeout)
+                .build()
+                .user_data(id.user_data(OpKind::ConnectTimeout));
+            self.push_for(id, &[connect.flags(squeue::Flags::IO_LINK), timer], 2)
+        } else {
+            self.push_for(id, &[connect], 1)
+        };
+        // The box moves into the slot; its heap address (which the entries
+        // point at) does not change.
+        if pushed.is_ok() {
+            self.slots[id.index as usize].connect = Some(op);
+        }
+        pushed
+    }
+
+    /// Reads the mailbox's doorbell (an eventfd, blocking or not) through the
+    /// ring: [`Event::Doorbell`] each time it rang, re-armed automatically.
+    /// The ring keeps `fd` (pass a duplicate of the mailbox's).
+    pub(crate) fn watch_doorbell(&mut self, fd: OwnedFd) -> io::Result<()> {
+        if self.doorbell.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the ring already watches a doorbell",
+            ));
+        }
+        self.doorbell = Some(Doorbell {
+            fd,
+            buf: Box::new([0; 8]),
+            armed: false,
+            generation: 0,
+        });
+        self.arm_doorbell()
+    }
+
+    /// Closes source `id`: cancels its operations and discards bytes not yet
+    /// sent. The descriptor and the buffers stay alive until the last
+    /// completion arrives; then [`Event::Released`] reports the slot free.
+    pub(crate) fn close(&mut self, id: SourceId) -> io::Result<()> {
+        let (fd, slot) = self.open_slot(id)?;
+        slot.state = SlotState::Closing;
+        slot.out.queued = Vec::new();
+        if slot.in_flight == 0 {
+            self.release(id.index);
+            return Ok(());
+        }
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode());
+        self.push(&[cancel])?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Submits everything queued and waits until `want` completions are
+    /// ready or `timeout` passes (`None`: no limit), in one `io_uring_enter`.
+    /// With nothing to submit and `want == 0`, makes no system call. Returns
+    /// how many entries the kernel accepted.
+    pub(crate) fn submit_and_wait(
+        &mut self,
+        want: usize,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        self.rearm_starved()?;
+        let sq = self.uring.submission();
+        let idle = sq.is_empty() && !sq.cq_overflow();
+        drop(sq);
+        if want == 0 && idle {
+            return Ok(0);
+        }
+        self.enter(want, timeout)
+    }
+
+    /// Turns every completion ready now into events appended to `events`;
+    /// returns how many were appended.
+    pub(crate) fn complete(&mut self, events: &mut Vec<Event>) -> usize {
+        let before = events.len();
+        for source in self.released.drain(..) {
+            events.push(Event::Released { source });
+        }
+        let mut cqes = mem::take(&mut self.cqes);
+        cqes.extend(
+            self.uring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(user_data, result, flags) in &cqes {
+            self.dispatch(user_data, result, flags, events);
+        }
+        cqes.clear();
+        self.cqes = cqes;
+        for source in self.released.drain(..) {
+            events.push(Event::Released { source });
+        }
+        events.len() - before
+    }
+
+    // ---- internals -------------------------------------------------------
+
+    fn open_slot_ref(&self, id: SourceId) -> Option<&Slot> {
+        self.slots
+            .get(id.index as usize)
+            .filter(|s| s.generation == id.generation && s.state == SlotState::Open)
+    }
+
+    /// The raw descriptor and the slot of a live source, or `NotFound`.
+    fn open_slot(&mut self, id: SourceId) -> io::Result<(RawFd, &mut Slot)> {
+        let slot = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation && s.state == SlotState::Open)
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "io_uring source closed or unknown")
+            })?;
+        let fd = slot.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+        Ok((fd, slot))
+    }
+
+    /// Queues entries, making room with a submit when the queue is full.
+    /// Linked entries go in together or not at all.
+    fn push(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
+        let room = {
+            let sq = self.uring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room < entries.len() {
+            self.enter(0, None)?;
+        }
+        // SAFETY: every pointer in these entries is to memory the ring owns
+        // until the operation's final completion (module rules): send bytes
+        // and connect ops in the source's slot (heap blocks that do not move),
+        // the doorbell's boxed buffer, the buffer ring. Slots are released
+        // and the ring is freed only after those completions (or leaked).
+        unsafe { self.uring.submission().push_multiple(entries) }.map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "io_uring submission queue full after a submit",
+            )
+        })
+    }
+
+    /// [`Ring::push`] for operations of source `id`, `finals` of which will
+    /// post a final completion.
+    fn push_for(&mut self, id: SourceId, entries: &[squeue::Entry], finals: u32) -> io::Result<()> {
+        self.push(entries)?;
+        self.slots[id.index as usize].in_flight += finals;
+        self.in_flight += u64::from(finals);
+        Ok(())
+    }
+
+    /// Submits a send of the unsent rest of the source's in-flight buffer.
+    fn push_send(&mut self, id: SourceId) -> io::Result<()> {
+        let slot = &self.slots[id.index as usize];
+        let fd = slot.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+        let Some(buf) = slot.out.in_flight.as_ref() else {
+            return Ok(());
+        };
+        let rest = buf.as_slice().get(slot.out.sent..).unwrap_or_default();
+        let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+        let entry = opcode::Send::new(types::Fd(fd), rest.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(id.user_data(OpKind::Send));
+        self.push_for(id, &[entry], 1)
+    }
+
+    fn arm_doorbell(&mut self) -> io::Result<()> {
+        let Some(bell) = self.doorbell.as_mut() else {
+            return Ok(());
+        };
+        if bell.armed || self.tearing_down {
+            return Ok(());
+        }
+        let fd = bell.fd.as_raw_fd();
+        let generation = bell.generation.wrapping_add(1) & GENERATION_MASK;
+        let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .build()
+            .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
+            .user_data(UserData::new(NO_SOURCE, generation, OpKind::DoorbellPoll).encode());
+        let read = opcode::Read::new(types::Fd(fd), bell.buf.as_mut_ptr(), 8)
+            .build()
+            .user_data(UserData::new(NO_SOURCE, generation, OpKind::Doorbell).encode());
+        self.push(&[poll, read])?;
+        // The pair owes one completion (see `Doorbell`).
+        self.in_flight += 1;
+        if let Some(bell) = self.doorbell.as_mut() {
+            bell.armed = true;
+            bell.generation = generation;
+        }
+        Ok(())
+    }
+
+    /// Re-arms receives stopped by `ENOBUFS`, as many as there are buffers.
+    fn rearm_starved(&mut self) -> io::Result<()> {
+        let mut budget = self.bufs.available();
+        while budget > 0 {
+            let Some(id) = self.starved.pop_front() else {
+                break;
+            };
+            let Some(slot) = self
+                .slots
+                .get_mut(id.index as usize)
+                .filter(|s| s.generation == id.generation && s.state == SlotState::Open)
+            else {
+                continue;
+            };
+            if slot.recv != RecvState::Starved {
+                continue;
+            }
+            slot.recv = RecvState::Idle;
+            if let Err(e) = self.recv_multishot(id) {
+                self.slots[id.index as usize].recv = RecvState::Starved;
+                self.starved.push_front(id);
+                return Err(e);
+            }
+            self.stats.rearmed += 1;
+            budget -= 1;
+        }
+        Ok(())
+    }
+
+    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
+        self.stats.enters += 1;
+        let submitter = self.uring.submitter();
+        let result = match timeout {
+            Some(t) if want > 0 => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args(want, &args)
+            }
+            _ => submitter.submit_and_wait(want),
+        };
+        match result {
+            Ok(n) => {
+                self.stats.submitted += n as u64;
+                Ok(n)
+            }
+            // ETIME: the wait timed out; EINTR: a signal; EBUSY: completions
+            // are backed up and must be reaped first. None is a failure.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn dispatch(&mut self, raw: u64, res: i32, flags: u32, events: &mut Vec<Event>) {
+        self.stats.completions += 1;
+        // A selected buffer goes back to the ring whatever happens below.
+        let buf = cqueue::buffer_select(flags)
+            .and_then(|bid| self.bufs.take(bid, u32::try_from(res).unwrap_or(0)));
+        let Some(ud) = UserData::decode(raw) else {
+            self.stats.stale += 1;
+            log::warn!("io_uring: completion with unknown user_data {raw:#x} dropped");
+            return;
+        };
+        match ud.kind {
+            OpKind::Cancel => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                return;
+            }
+            OpKind::DoorbellPoll | OpKind::Doorbell => {
+                self.on_doorbell(ud, res, events);
+                return;
+            }
+            _ => {}
+        }
+        let index = ud.index as usize;
+        let live = self
+            .slots
+            .get(index)
+            .is_some_and(|s| s.generation == ud.generation && s.state != SlotState::Free);
+        if !live {
+            self.stats.stale += 1;
+            log::warn!("io_uring: completion for a released source dropped ({ud:?})");
+            return;
+        }
+        let more = cqueue::more(flags);
+        let is_final = match ud.kind {
+            OpKind::Recv | OpKind::Accept => !more,
+            _ => true,
+        };
+        let source = SourceId {
+            index: ud.index,
+            generation: ud.generation,
+        };
+        let closing = self.tearing_down || self.slots[index].state == SlotState::Closing;
+        if is_final {
+            self.slots[index].in_flight = self.slots[index].in_flight.saturating_sub(1);
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        match ud.kind {
+            OpKind::Recv => self.on_recv(source, res, is_final, closing, buf, events),
+            OpKind::Accept => self.on_accept(source, res, is_final, closing, events),
+            OpKind::Send => self.on_send(source, res, closing, events),
+            OpKind::Connect | OpKind::ConnectTimeout => {
+                self.on_connect(source, ud.kind, res, closing, events)
+            }
+            _ => {}
+        }
+        let slot = &self.slots[index];
+        if slot.state == SlotState::Closing && slot.in_flight == 0 {
+            self.release(ud.index);
+        }
+    }
+
+    fn on_doorbell(&mut self, ud: UserData, res: i32, events: &mut Vec<Event>) {
+        let Some(bell) = self
+            .doorbell
+            .as_mut()
+            .filter(|b| b.armed && b.generation == ud.generation)
+        else {
+            self.stats.stale += 1;
+            return;
+        };
+        if ud.kind == OpKind::DoorbellPoll && res >= 0 {
+            return; // not expected (success is skipped), and not the end
+        }
+        bell.armed = false;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if res == 8 && ud.kind == OpKind::Doorbell {
+            events.push(Event::Doorbell);
+        } else if res != -libc::EAGAIN {
+            // Cancelled (teardown) or broken: do not spin on it.
+            if res != -libc::ECANCELED {
+                log::error!(
+                    "io_uring: doorbell read failed: {}; cross-thread wake-ups stop",
+                    io::Error::from_raw_os_error(-res)
+                );
+            }
+            return;
+        }
+        if let Err(e) = self.arm_doorbell() {
+            log::error!("io_uring: cannot re-arm the doorbell read: {e}");
+        }
+    }
+
+    fn on_recv(
+        &mut self,
+        source: SourceId,
+        res: i32,
+        is_final: bool,
+        closing: bool,
+        buf: Option<RecvBuf>,
+        events: &mut Vec<Event>,
+    ) {
+        let slot = &mut self.slots[source.index as usize];
+        // Armed: the caller wants it running (also after a pause it took back).
+        let wanted = slot.recv == RecvState::Armed;
+        if is_final {
+            slot.recv = RecvState::Idle;
+        }
+        if closing {
+            return; // `buf` drops here: back to the kernel
+        }
+        if res > 0 {
+            match buf {
+                Some(buf) => events.push(Event::Received { source, buf }),
+                None => {
+                    self.stats.stale += 1;
+                    log::warn!("io_uring: receive of {res} bytes without a buffer dropped");
+                }
+            }
+        } else if res == 0 {
+            events.push(Event::Eof { source });
+            return;
+        } else if res == -libc::ENOBUFS {
+            if wanted {
+                slot.recv = RecvState::Starved;
+                self.starved.push_back(source);
+                self.stats.starved += 1;
+            }
+            return;
+        } else if res != -libc::ECANCELED {
+            events.push(Event::RecvFailed {
+                source,
+                error: io::Error::from_raw_os_error(-res),
+            });
+            return;
+        }
+        // Bytes, or the end of a pause: if the multishot ended while the
+        // caller wants it (the kernel may end it on a full completion queue;
+        // a pause may have been taken back), keep reading.
+        if is_final && wanted {
+            if let Err(error) = self.recv_multishot(source) {
+                events.push(Event::RecvFailed { source, error });
+            }
+        }
+    }
+
+    fn on_accept(
+        &mut self,
+        listener: SourceId,
+        res: i32,
+        is_final: bool,
+        closing: bool,
+        events: &mut Vec<Event>,
+    ) {
+        if res >= 0 {
+            // SAFETY: a successful accept returns a new descriptor that
+            // nothing else owns; wrapping it makes sure it is closed.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            if !closing {
+                events.push(Event::Accepted { listener, fd });
+            }
+        }
+        if is_final {
+            self.slots[listener.index as usize].accept_armed = false;
+            if !closing {
+                events.push(Event::AcceptEnded {
+                    listener,
+                    error: (res < 0).then(|| io::Error::from_raw_os_error(-res)),
+                });
+            }
+        }
+    }
+
+    fn on_send(&mut self, source: SourceId, res: i32, closing: bool, events: &mut Vec<Event>) {
+        let out = &mut self.slots[source.index as usize].out;
+        if closing {
+            *out = Outbound::default();
+            return;
+        }
+        let failed = |out: &mut Outbound, error: io::Error| {
+            *out = Outbound::default();
+            Event::SendFailed { source, error }
+        };
+        if res <= 0 {
+            let error = if res == 0 {
+                io::Error::from(io::ErrorKind::WriteZero)
+            } else {
+                io::Error::from_raw_os_error(-res)
+            };
+            events.push(failed(out, error));
+            return;
+        }
+        let bytes = res as usize;
+        out.sent += bytes;
+        let total = out.in_flight.as_ref().map_or(0, |b| b.as_slice().len());
+        if out.sent >= total {
+            let done = out.in_flight.take();
+            out.sent = 0;
+            if !out.queued.is_empty() {
+                // Reuse the finished buffer's allocation for the next queue.
+                let mut spare = match done {
+                    Some(OutBuf::Owned(mut v)) => {
+                        v.clear();
+                        v
+                    }
+                    _ => Vec::new(),
+                };
+                mem::swap(&mut spare, &mut out.queued);
+                out.in_flight = Some(OutBuf::Owned(spare));
+            }
+        }
+        let queued = out.pending();
+        let resume = out.in_flight.is_some();
+        events.push(Event::Sent {
+            source,
+            bytes,
+            queued,
+        });
+        if resume {
+            if let Err(error) = self.push_send(source) {
+                let out = &mut self.slots[source.index as usize].out;
+                events.push(failed(out, error));
+            }
+        }
+    }
+
+    fn on_connect(
+        &mut self,
+        source: SourceId,
+        kind: OpKind,
+        res: i32,
+        closing: bool,
+        events: &mut Vec<Event>,
+    ) {
+        let slot = &mut self.slots[source.index as usize];
+        let Some(op) = slot.connect.as_mut() else {
+            self.stats.stale += 1;
+            return;
+        };
+        if kind == OpKind::Connect {
+            op.result = Some(res);
+        } else {
+            op.timer = Some(res);
+        }
+        let Some(result) = op.result else { return };
+        if op.has_timer && op.timer.is_none() {
+            return;
+        }
+        let timed_out = op.timer == Some(-libc::ETIME);
+        slot.connect = None;
+        if closing {
+            return;
+        }
+        let result = match result {
+            0 => Ok(()),
+            r if r == -libc::ECANCELED && timed_out => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+            }
+            r => Err(io::Error::from_raw_os_error(-r)),
+        };
+        events.push(Event::Connected { source, result });
+    }
+
+    /// Frees a closing slot whose operations have all completed.
+    fn release(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        let source = SourceId {
+            index,
+            generation: slot.generation,
+        };
+        let generation = (slot.generation + 1) & GENERATION_MASK;
+        *slot = Slot::vacant();
+        slot.generation = generation;
+        self.free.push(index);
+        self.released.push(source);
+    }
+}
+
+impl Drop for Ring {
+    /// Cancels everything in flight and waits (at most `teardown_bound`)
+    /// for the completions, so no buffer is freed while the kernel may use
+    /// it. Past the bound, leaks the buffers and descriptors instead.
+    fn drop(&mut self) {
+        self.tearing_down = true;
+        if self.in_flight > 0 {
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode());
+            if self.push(&[cancel]).is_ok() {
+                self.in_flight += 1;
+            }
+            let deadline = Instant::now() + self.teardown_bound;
+            let mut events = Vec::new();
+            while self.in_flight > 0 {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                let wait = (deadline - now).min(Duration::from_millis(100));
+                if let Err(e) = self.enter(1, Some(wait)) {
+                    log::error!("io_uring teardown: io_uring_enter failed: {e}");
+                    break;
+                }
+                self.complete(&mut events);
+                events.clear(); // accepted descriptors close, buffers go back
+            }
+        }
+        if self.in_flight > 0 {
+            log::error!(
+                "io_uring teardown: {} operations still in flight after {:?}; \
+                 leaking their buffers rather than freeing memory the kernel may use",
+                self.in_flight,
+                self.teardown_bound
+            );
+            self.bufs.leak();
+            for slot in self.slots.drain(..) {
+                mem::forget(slot);
+            }
+            mem::forget(self.doorbell.take());
+        } else if let Err(e) = self.bufs.unregister(&self.uring) {
+            log::error!("io_uring teardown: unregistering the buffer ring failed: {e}; leaking it");
+            self.bufs.leak();
+        }
+    }
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("sources", &(self.slots.len() - self.free.len()))
+            .field("in_flight", &self.in_flight)
+            .field("buffers", &self.bufs)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Sets up the io_uring: a completion queue four times the submission queue,
+/// one issuer (the loop's thread) and cooperative task running where the
+/// kernel has them, plain otherwise.
+fn build_uring(entries: u32) -> io::Result<IoUring> {
+    let cq = entries.saturating_mul(4);
+    let tuned = IoUring::<squeue::Entry, cqueue::Entry>::builder()
+        .setup_cqsize(cq)
+        .setup_coop_taskrun()
+        .setup_single_issuer()
+        .build(entries);
+    match tuned {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            IoUring::<squeue::Entry, cqueue::Entry>::builder()
+                .setup_cqsize(cq)
+                .build(entries)
+        }
+        other => other,
+    }
+}
