@@ -102,7 +102,6 @@ mod frame_handle;
 mod framed;
 mod length_field;
 mod line;
-mod search;
 
 pub use delimiter::{DelimiterCodec, DelimiterCodecBuilder};
 pub use error::{CodecError, ConfigError};
