@@ -988,16 +988,24 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
         cfg.warmup.as_secs_f64(),
         cfg.duration.as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "- **ringloop**: `ConnHandle::async_write(msg, on_done)` from each worker; a lane per \
-         worker thread into each loop, a doorbell write only when the loop is parked.\n\
-         - **ringloop-framed**: the same through `codec::Framed`: each message sent as a frame with \
-         `FrameHandle::send_frame(&msg, on_done)`, encoded on the worker by a `FixedLengthCodec` of \
-         the message size (its encoding is the message, so the bytes on the wire are the same).\n\
-         - **naive**: a bounded `crossbeam-channel` per loop ({CHANNEL_PER_WORKER} × workers) plus \
-         one eventfd write per message; the loop reads the eventfd, drains the channel, writes.\n"
-    );
+    for design in &cfg.designs {
+        let how = match design {
+            Design::Ringloop => "`ConnHandle::async_write(msg, on_done)` from each worker; a lane \
+                 per worker thread into each loop, a doorbell write only when the loop is parked."
+                .to_string(),
+            Design::Framed => "the same through `codec::Framed`: each message sent as a frame \
+                 with `FrameHandle::send_frame(&msg, on_done)`, encoded on the worker by a \
+                 `FixedLengthCodec` of the message size (its encoding is the message, so the \
+                 bytes on the wire are the same)."
+                .to_string(),
+            Design::Naive => format!(
+                "a bounded `crossbeam-channel` per loop ({CHANNEL_PER_WORKER} × workers) plus one \
+                 eventfd write per message; the loop reads the eventfd, drains the channel, writes."
+            ),
+        };
+        let _ = writeln!(out, "- **{}**: {how}", design.name());
+    }
+    let _ = writeln!(out);
     let _ = write!(
         out,
         "| offered | design | msgs/s | spread | p50 µs | p99 µs | p99.9 µs | loop CPU µs/msg | worker CPU µs/msg | process CPU µs/msg | doorbell writes/msg | loop switches per 1k msgs | loop run-queue wait µs/msg |"
