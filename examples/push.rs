@@ -6,11 +6,13 @@
 //! cargo run --release --example push -- [ADDR ...] [--loops N] [--interval-ms 1000]
 //! ```
 //!
-//! Handlers register each connection's handle in a shared table on open and
-//! remove it on close; the pusher thread walks the table. A handle whose
-//! connection closed in between is refused by its loop (stale generation),
-//! so a push never reaches the wrong client. Ctrl-C stops the engine, and the
-//! pusher thread stops with it.
+//! Connections speak lines (`Framed` with a `LineCodec`). Handlers register
+//! each connection's `FrameHandle` in a shared table on open and remove it
+//! on close; the pusher thread walks the table and sends each client the
+//! line as a frame, encoded with the connection's codec (no `\n` appended
+//! by hand). A handle whose connection closed in between is refused by its
+//! loop (stale generation), so a push never reaches the wrong client.
+//! Ctrl-C stops the engine, and the pusher thread stops with it.
 
 mod common;
 
@@ -18,30 +20,30 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ringloop::{Action, CloseReason, Conn, ConnHandle, ConnId, Engine, EventHandler};
+use ringloop::codec::{FrameCloseReason, FrameConn, FrameHandle, FrameHandler, Framed, LineCodec};
+use ringloop::{Action, ConnId, Engine};
 
-type Clients = Arc<Mutex<HashMap<ConnId, ConnHandle>>>;
+type Clients = Arc<Mutex<HashMap<ConnId, FrameHandle>>>;
 
 struct Push {
     clients: Clients,
 }
 
-impl EventHandler for Push {
+impl FrameHandler for Push {
     type State = ();
 
-    fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-        let handle = conn.handle();
-        self.clients.lock().unwrap().insert(handle.id(), handle);
+    fn on_open(&mut self, conn: &mut FrameConn<'_, ()>) -> Action {
+        let frames = conn.frame_handle();
+        self.clients.lock().unwrap().insert(conn.id(), frames);
         Action::None
     }
 
-    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-        conn.discard(usize::MAX); // clients only listen
-        Action::None
+    fn on_frame(&mut self, _conn: &mut FrameConn<'_, ()>, _line: &[u8]) -> Action {
+        Action::None // clients only listen
     }
 
-    fn on_close(&mut self, conn: &mut Conn<'_, ()>, _reason: &CloseReason) -> Action {
-        self.clients.lock().unwrap().remove(&conn.handle().id());
+    fn on_close(&mut self, conn: &mut FrameConn<'_, ()>, _reason: FrameCloseReason<'_>) -> Action {
+        self.clients.lock().unwrap().remove(&conn.id());
         Action::None
     }
 }
@@ -55,15 +57,15 @@ fn pusher(engine: Engine, clients: Clients, interval: Duration) {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let line = format!(
-            "tick {tick} at {}.{:06}\n",
+            "tick {tick} at {}.{:06}",
             now.as_secs(),
             now.subsec_micros()
         );
-        let targets: Vec<ConnHandle> = clients.lock().unwrap().values().cloned().collect();
-        for handle in targets {
+        let targets: Vec<FrameHandle> = clients.lock().unwrap().values().cloned().collect();
+        for frames in targets {
             // try_: a client too slow to keep up skips a tick instead of
             // making the pusher wait.
-            let _ = handle.try_async_write(line.clone().into_bytes());
+            let _ = frames.try_send_frame(line.as_bytes());
         }
     }
 }
@@ -77,8 +79,22 @@ fn main() {
     let interval = Duration::from_millis(args.number("interval-ms", 1000).max(1));
     let clients: Clients = Arc::default();
     let table = clients.clone();
-    let mut builder = Engine::builder(move |_| Push {
-        clients: table.clone(),
+    // Lines from clients are ignored, but are still bounded: a peer that
+    // sends 1 KiB without a newline is disconnected.
+    let codec = match LineCodec::builder().max_frame_length(1024).build() {
+        Ok(codec) => codec,
+        Err(e) => {
+            eprintln!("push: {e}");
+            std::process::exit(1)
+        }
+    };
+    let mut builder = Engine::builder(move |_| {
+        Framed::new(
+            codec.clone(),
+            Push {
+                clients: table.clone(),
+            },
+        )
     });
     for addr in args.addrs_or("tcp://127.0.0.1:9000") {
         builder = builder.listen(addr);

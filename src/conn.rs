@@ -1437,6 +1437,75 @@ pub(crate) fn send_datagram(fd: BorrowedFd<'_>, data: &[u8], to: &SockAddr) -> R
     }
 }
 
+/// What a reborrowed [`Conn`] did that belongs to the `Conn` it came from.
+pub(crate) struct Reborrowed<S> {
+    consumed: usize,
+    side: Option<Box<SideEffects<S>>>,
+    /// A datagram's callback-long state, moved into the reborrow.
+    datagram_state: Option<Option<S>>,
+}
+
+impl<S> Conn<'_, S> {
+    /// The same connection as a `Conn` of a shorter lifetime, which an
+    /// adapter (`codec::Framed`) can own for one callback; hand what it did
+    /// back with [`end_reborrow`](Self::end_reborrow) before the callback
+    /// returns.
+    pub(crate) fn reborrow(&mut self) -> Conn<'_, S> {
+        let backing = match &mut self.backing {
+            Backing::Stream { conns, key } => Backing::Stream {
+                conns: &mut **conns,
+                key: *key,
+            },
+            Backing::Datagram(d) => Backing::Datagram(Datagram {
+                fd: d.fd,
+                peer: d.peer.clone(),
+                socket: d.socket,
+                listener: d.listener,
+                state: d.state.take(),
+            }),
+        };
+        Conn {
+            input: self.input,
+            consumed: self.consumed,
+            backing,
+            lp: self.lp,
+            side: self.side.take(),
+        }
+    }
+
+    /// Ends a [`reborrow`](Self::reborrow): what it consumed, asked of the
+    /// loop and (for a datagram) set as state.
+    pub(crate) fn into_reborrowed(self) -> Reborrowed<S> {
+        Reborrowed {
+            consumed: self.consumed,
+            side: self.side,
+            datagram_state: match self.backing {
+                Backing::Datagram(d) => Some(d.state),
+                Backing::Stream { .. } => None,
+            },
+        }
+    }
+
+    /// Takes back what a reborrow of this `Conn` did.
+    pub(crate) fn end_reborrow(&mut self, back: Reborrowed<S>) {
+        self.consumed = back.consumed;
+        self.side = back.side;
+        if let (Backing::Datagram(d), Some(state)) = (&mut self.backing, back.datagram_state) {
+            d.state = state;
+        }
+    }
+
+    /// The connection's slot on its loop; `None` for a datagram of a
+    /// `udp://` listener, which has none. (Cheaper than `id()`, which
+    /// builds a handle.)
+    pub(crate) fn slot(&self) -> Option<u32> {
+        match &self.backing {
+            Backing::Stream { key, .. } => Some(key.index),
+            Backing::Datagram(_) => None,
+        }
+    }
+}
+
 impl<S> io::Read for Conn<'_, S> {
     /// Copies unread bytes out (consuming them).
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -6,8 +6,8 @@
 //! * a close, a wake or an `Engine::execute` (how a pool job hands its
 //!   result back to the loop) sent after another thread's write comes after
 //!   that write;
-//! * `Framed` frames written by a chain of pool workers arrive in chain
-//!   order;
+//! * `Framed` frames sent by a chain of pool workers through their
+//!   connections' `FrameHandle`s arrive in chain order;
 //! * `examples/echo_pool` (one job in flight per connection, any worker)
 //!   echoes byte-exact with no delay and four workers, as a black box.
 //!
@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::thread;
 
 use common::*;
-use ringloop::codec::{Codec, FrameConn, FrameHandler, Framed, LengthFieldCodec};
-use ringloop::{Action, CloseReason, Conn, ConnHandle, Engine, EventHandler};
+use ringloop::codec::{Codec, FrameConn, FrameHandle, FrameHandler, Framed, LengthFieldCodec};
+use ringloop::{Action, CloseReason, Conn, Engine, EventHandler};
 
 /// Waits (yielding) until `flag` is set.
 fn wait_for(flag: &AtomicBool) {
@@ -234,7 +234,7 @@ fn an_execute_after_another_threads_write_runs_after_it() {
 /// A job for the test's own worker pool: write frame `turn` of a connection
 /// once the previous turn's write has returned.
 struct FrameJob {
-    handle: ConnHandle,
+    frames: FrameHandle,
     chain: Arc<AtomicU64>,
     turn: u64,
     frame: Vec<u8>,
@@ -263,12 +263,12 @@ impl FrameHandler for FrameRelay {
     }
 
     fn on_frame(&mut self, conn: &mut FrameConn<'_, Chained>, frame: &[u8]) -> Action {
-        let handle = conn.handle();
+        let frames = conn.frame_handle();
         let Some(state) = conn.state_mut() else {
             return Action::Close;
         };
         let job = FrameJob {
-            handle,
+            frames,
             chain: state.chain.clone(),
             turn: state.issued,
             frame: frame.to_vec(),
@@ -281,18 +281,17 @@ impl FrameHandler for FrameRelay {
     }
 }
 
-/// A worker: encodes each job's frame and writes it when its turn comes.
+/// A worker: sends each job's frame (encoded through the connection's
+/// codec) when its turn comes.
 fn frame_worker(jobs: crossbeam_channel::Receiver<FrameJob>) {
     for job in jobs {
         // Acquire: the previous turn's write returned before its Release.
         while job.chain.load(Ordering::Acquire) != job.turn {
             thread::yield_now();
         }
-        let mut wire = Vec::with_capacity(job.frame.len() + 4);
-        LengthFieldCodec::default()
-            .encode(&job.frame, &mut wire)
-            .expect("encode");
-        let _ = job.handle.async_write(wire, |_| {});
+        job.frames
+            .send_frame(&job.frame, |_| {})
+            .expect("the codec takes the frame");
         // Release: hands "turn written" to whichever worker has the next.
         job.chain.store(job.turn + 1, Ordering::Release);
     }

@@ -8,36 +8,77 @@
 
 use std::sync::Arc;
 
-use super::search::find_byte;
 use super::{Codec, CodecError, ConfigError, Frame, DEFAULT_MAX_LINE_LENGTH};
 
 /// The delimiters, shared by every connection's copy of a codec.
 #[derive(Debug)]
 struct Delimiters {
     list: Vec<Box<[u8]>>,
-    /// `last_byte[b]`: some delimiter ends with byte `b`.
-    last_byte: [bool; 256],
-    /// The byte every delimiter ends with, if they all end with the same one.
-    common_last: Option<u8>,
+    /// The bytes delimiters end with: where a search looks for candidates.
+    ends: Ends,
+    /// A single delimiter of two bytes or more is searched for whole
+    /// (`memchr::memmem`), so the search skips over bytes that only end
+    /// it, say the `\n` of every header line before `\r\n\r\n`.
+    whole: Option<memchr::memmem::Finder<'static>>,
     longest: usize,
+}
+
+/// The distinct bytes the delimiters end with, in the form the fastest
+/// search for them takes: up to three bytes are found with `memchr`'s
+/// vectorised `memchr`/`memchr2`/`memchr3`, more through a table.
+#[derive(Debug)]
+enum Ends {
+    One(u8),
+    Two(u8, u8),
+    Three(u8, u8, u8),
+    /// `Many(table)`: `table[b]` is true when some delimiter ends with `b`.
+    Many(Box<[bool; 256]>),
+}
+
+impl Ends {
+    fn new(list: &[Box<[u8]>]) -> Self {
+        let mut bytes: Vec<u8> = list.iter().filter_map(|d| d.last().copied()).collect();
+        bytes.sort_unstable();
+        bytes.dedup();
+        match *bytes.as_slice() {
+            [a] => Self::One(a),
+            [a, b] => Self::Two(a, b),
+            [a, b, c] => Self::Three(a, b, c),
+            // No delimiter at all (refused by `build`) finds nothing.
+            _ => {
+                let mut table = Box::new([false; 256]);
+                for b in bytes {
+                    table[usize::from(b)] = true;
+                }
+                Self::Many(table)
+            }
+        }
+    }
+
+    /// The first index in `hay` holding one of the bytes.
+    #[inline]
+    fn find(&self, hay: &[u8]) -> Option<usize> {
+        match self {
+            Self::One(a) => memchr::memchr(*a, hay),
+            Self::Two(a, b) => memchr::memchr2(*a, *b, hay),
+            Self::Three(a, b, c) => memchr::memchr3(*a, *b, *c, hay),
+            Self::Many(table) => hay.iter().position(|&b| table[usize::from(b)]),
+        }
+    }
 }
 
 impl Delimiters {
     fn new(list: Vec<Box<[u8]>>) -> Self {
-        let mut last_byte = [false; 256];
-        let mut lasts = list.iter().filter_map(|d| d.last().copied());
-        let first_last = lasts.next();
-        let common_last = first_last.filter(|&b| lasts.all(|l| l == b));
-        for d in &list {
-            if let Some(&b) = d.last() {
-                last_byte[usize::from(b)] = true;
-            }
-        }
+        let ends = Ends::new(&list);
         let longest = list.iter().map(|d| d.len()).max().unwrap_or(0);
+        let whole = match list.as_slice() {
+            [only] if only.len() >= 2 => Some(memchr::memmem::Finder::new(only).into_owned()),
+            _ => None,
+        };
         Self {
             list,
-            last_byte,
-            common_last,
+            ends,
+            whole,
             longest,
         }
     }
@@ -45,10 +86,7 @@ impl Delimiters {
     /// The next index in `hay` holding a byte some delimiter ends with.
     #[inline]
     fn next_candidate(&self, hay: &[u8]) -> Option<usize> {
-        match self.common_last {
-            Some(b) => find_byte(b, hay),
-            None => hay.iter().position(|&b| self.last_byte[usize::from(b)]),
-        }
+        self.ends.find(hay)
     }
 
     /// The longest delimiter ending exactly at `end` in `buf`, if any.
@@ -66,6 +104,18 @@ impl Delimiters {
     /// the frame's end (delimiter included) and the delimiter's length.
     #[inline]
     fn find(&self, window: &[u8], mut from: usize) -> Option<(usize, usize)> {
+        if let Some(whole) = &self.whole {
+            // Ends before `from` were searched already: start where a match
+            // ending at `from` would start.
+            if from >= window.len() {
+                return None;
+            }
+            let len = whole.needle().len();
+            let start = from.saturating_sub(len - 1);
+            return whole
+                .find(&window[start..])
+                .map(|at| (start + at + len, len));
+        }
         while from < window.len() {
             let at = from + self.next_candidate(&window[from..])?;
             if let Some(len) = self.longest_ending_at(window, at + 1) {
@@ -442,6 +492,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn every_form_of_the_end_search_finds_the_first_end(
+            ends in proptest::collection::vec(prop::sample::select(vec![0u8, 1, 2, 3, 4, b'\n', 0xff]), 1..7),
+            hay in proptest::collection::vec(prop::sample::select(vec![0u8, 1, 2, 3, 4, 5, b'\n', 0xfe, 0xff]), 0..80),
+        ) {
+            let list: Vec<Box<[u8]>> = ends.iter().map(|&b| Box::from([b'x', b])).collect();
+            let found = Ends::new(&list).find(&hay);
+            prop_assert_eq!(found, hay.iter().position(|b| ends.contains(b)));
+        }
+
         #[test]
         fn any_split_decodes_as_the_whole(
             delims in proptest::collection::vec(proptest::collection::vec(small_bytes(), 1..4), 1..4),

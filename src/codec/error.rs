@@ -86,8 +86,12 @@ pub enum CodecError {
     Misbehaved(&'static str),
     /// A user-defined codec's own error.
     Custom(Box<dyn std::error::Error + Send + Sync>),
-    /// Writing the encoded frame to the connection failed (the connection
-    /// closes after the callback).
+    /// Writing the encoded frame failed: on the loop, the connection's
+    /// write (it closes after the callback); through a
+    /// [`FrameHandle`](super::FrameHandle), the request could not be
+    /// delivered ([`Error::EngineStopped`](crate::Error::EngineStopped),
+    /// or [`Error::MailboxFull`](crate::Error::MailboxFull) from
+    /// `try_send_frame`).
     Io(crate::Error),
 }
 

@@ -1,11 +1,13 @@
 //! [`Framed`]: runs a [`FrameHandler`] on a server through a [`Codec`], so
 //! the handler receives whole frames one at a time and writes frames.
 //!
-//! Owns the decode loop over a connection's read view, the per-connection
-//! codec copy ([`FramedState`]), the coalescing of encoded output within one
-//! callback, and turning a codec error into a closed connection whose
-//! reason reaches [`FrameHandler::on_close`]. It uses only the public
-//! [`Conn`] API.
+//! Owns the decode loop over a connection's read view, each connection's
+//! copy of the codec, the output buffer that coalesces one callback's
+//! frames, holding frames back while the handler has paused reading, and
+//! turning a codec error into a closed connection whose reason reaches
+//! [`FrameHandler::on_close`]. The connection a handler sees is a
+//! [`FrameConn`] (its own file); frames from other threads go through a
+//! [`FrameHandle`](super::FrameHandle).
 //!
 //! # One `on_traffic`
 //!
@@ -19,15 +21,12 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
+use super::frame_conn::{write_out, FrameConn};
+use super::frame_handle::{FrameEncoder, Prototype};
 use super::{Codec, CodecError};
-use crate::{Action, CloseReason, Conn, ConnHandle, EventHandler, LoopContext, SockAddr};
-
-/// Encoded output is written to the connection once it reaches this size,
-/// and at the end of every callback.
-const FLUSH_AT: usize = 64 * 1024;
-/// The output buffer is shrunk back when a large frame grew it past this.
-const KEEP_CAPACITY: usize = 1024 * 1024;
+use crate::{Action, CloseReason, Conn, EventHandler, LoopContext, SockAddr};
 
 /// Why a framed connection closed; given to [`FrameHandler::on_close`].
 ///
@@ -66,8 +65,10 @@ impl fmt::Display for FrameCloseReason<'_> {
 
 /// The callbacks of a server speaking frames. Like
 /// [`EventHandler`](crate::EventHandler), but traffic arrives as whole frames
-/// through [`on_frame`](Self::on_frame); every other method has a default
-/// that does nothing. Run it with [`Framed`].
+/// through [`on_frame`](Self::on_frame) and the connection is a
+/// [`FrameConn`] (a [`Conn`] that writes frames). Every other method has
+/// the same default as `EventHandler`'s: nothing, except that
+/// [`on_read_closed`](Self::on_read_closed) closes. Run it with [`Framed`].
 ///
 /// ```
 /// use ringloop::codec::{FrameCloseReason, FrameConn, FrameHandler};
@@ -111,8 +112,9 @@ pub trait FrameHandler: 'static {
         Action::None
     }
 
-    /// A connection was accepted. Frames written here (a greeting) go out
-    /// before anything else.
+    /// A connection opened: accepted, dialled ([`FrameConn::dial`],
+    /// [`Engine::dial`](crate::Engine::dial)) or enrolled. Frames written
+    /// here (a greeting) go out before anything else.
     fn on_open(&mut self, conn: &mut FrameConn<'_, Self::State>) -> Action {
         let _ = conn;
         Action::None
@@ -126,7 +128,10 @@ pub trait FrameHandler: 'static {
     fn on_frame(&mut self, conn: &mut FrameConn<'_, Self::State>, frame: &[u8]) -> Action;
 
     /// The connection was woken through
-    /// [`ConnHandle::wake`](crate::ConnHandle::wake) without new bytes.
+    /// [`ConnHandle::wake`](crate::ConnHandle::wake) without new bytes. It
+    /// also runs when reading resumes from another thread
+    /// ([`ConnHandle::resume_reading`](crate::ConnHandle::resume_reading))
+    /// over frames held while paused; those are delivered right after it.
     ///
     /// ```
     /// use ringloop::codec::{FrameConn, FrameHandler};
@@ -160,7 +165,7 @@ pub trait FrameHandler: 'static {
 
     /// The connection is closing; runs exactly once per connection. A codec
     /// error comes as [`FrameCloseReason::Codec`]. Frames written here are
-    /// flushed best-effort; [`FrameConn::inbound_buffered`] tells how many
+    /// flushed best-effort; [`Conn::inbound_buffered`] tells how many
     /// bytes of an incomplete frame are lost.
     fn on_close(
         &mut self,
@@ -181,13 +186,127 @@ pub trait FrameHandler: 'static {
     fn on_shutdown(&mut self, ctx: &mut LoopContext) {
         let _ = ctx;
     }
+
+    /// The peer closed its side (end of stream) and every whole frame it
+    /// sent has been delivered; the bytes of an incomplete last frame, if
+    /// any, are still unread ([`Conn::inbound_buffered`], and readable raw
+    /// with [`Conn::read_all`] through the [`FrameConn`]). Return
+    /// [`Action::Close`] (the default) to close once what is queued is
+    /// written, or [`Action::None`] to keep the connection half-open and
+    /// go on writing frames (see
+    /// [`EventHandler::on_read_closed`](crate::EventHandler::on_read_closed)).
+    ///
+    /// ```
+    /// use ringloop::codec::{FrameConn, FrameHandler};
+    /// use ringloop::Action;
+    ///
+    /// /// Counts lines until the peer's FIN, then answers with the count.
+    /// struct Count;
+    /// impl FrameHandler for Count {
+    ///     type State = u64;
+    ///     fn on_frame(&mut self, conn: &mut FrameConn<'_, u64>, _line: &[u8]) -> Action {
+    ///         let n = conn.state().copied().unwrap_or(0);
+    ///         conn.set_state(n + 1);
+    ///         Action::None
+    ///     }
+    ///     fn on_read_closed(&mut self, conn: &mut FrameConn<'_, u64>) -> Action {
+    ///         let n = conn.state().copied().unwrap_or(0);
+    ///         let _ = conn.write_frame(format!("{n} lines").as_bytes());
+    ///         if conn.inbound_buffered() > 0 {
+    ///             let rest = conn.read_all(); // a last line without its '\n'
+    ///             let _ = conn.write_frame(&[&b"and: "[..], rest].concat());
+    ///         }
+    ///         Action::Close // after the replies are written
+    ///     }
+    /// }
+    /// ```
+    fn on_read_closed(&mut self, conn: &mut FrameConn<'_, Self::State>) -> Action {
+        let _ = conn;
+        Action::Close
+    }
+
+    /// A dial made from a callback with [`FrameConn::dial`] failed
+    /// (refused, unreachable, timed out, a refused TLS certificate);
+    /// `state` is the state given to it (see
+    /// [`EventHandler::on_dial_error`](crate::EventHandler::on_dial_error)).
+    ///
+    /// ```
+    /// use ringloop::codec::{FrameConn, FrameHandler};
+    /// use ringloop::{Action, ConnId, LoopContext};
+    ///
+    /// /// A line gateway: each client gets a backend; the client's id is
+    /// /// the backend dial's state.
+    /// struct Gateway;
+    /// impl FrameHandler for Gateway {
+    ///     type State = Option<ConnId>;
+    ///     fn on_open(&mut self, conn: &mut FrameConn<'_, Self::State>) -> Action {
+    ///         if conn.listener_index().is_some() {
+    ///             let client = conn.id();
+    ///             let _ = conn.dial("tcp://127.0.0.1:7000", Some(client));
+    ///         }
+    ///         Action::None
+    ///     }
+    ///     fn on_frame(&mut self, _: &mut FrameConn<'_, Self::State>, _: &[u8]) -> Action {
+    ///         Action::None
+    ///     }
+    ///     fn on_dial_error(
+    ///         &mut self,
+    ///         ctx: &mut LoopContext,
+    ///         state: Self::State,
+    ///         error: &ringloop::Error,
+    ///     ) -> Action {
+    ///         if let Some(client) = state {
+    ///             let handle = ctx.engine().handle(client);
+    ///             let _ = handle.async_write(format!("backend down: {error}\n"), |_| {});
+    ///             let _ = handle.close();
+    ///         }
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
+    fn on_dial_error(
+        &mut self,
+        ctx: &mut LoopContext,
+        state: Self::State,
+        error: &crate::Error,
+    ) -> Action {
+        let _ = (ctx, state, error);
+        Action::None
+    }
+
+    /// A `tls://` connection closed before its handshake finished (see
+    /// [`EventHandler::on_handshake_error`](crate::EventHandler::on_handshake_error)).
+    fn on_handshake_error(
+        &mut self,
+        ctx: &mut LoopContext,
+        peer: &SockAddr,
+        reason: &CloseReason,
+    ) -> Action {
+        let _ = (ctx, peer, reason);
+        Action::None
+    }
+
+    /// An accepted connection was refused before it opened (see
+    /// [`EventHandler::on_reject`](crate::EventHandler::on_reject)). The
+    /// default logs it at debug level.
+    fn on_reject(&mut self, ctx: &mut LoopContext, peer: &SockAddr, reason: &CloseReason) {
+        log::debug!("loop {}: refused {peer}: {reason}", ctx.loop_index());
+    }
+
+    /// The engine handed its listeners to a new process (see
+    /// [`EventHandler::on_drain`](crate::EventHandler::on_drain)).
+    fn on_drain(&mut self, ctx: &mut LoopContext) -> Action {
+        let _ = ctx;
+        Action::None
+    }
 }
 
-/// What [`Framed`] keeps per connection: the connection's own copy of the
-/// codec (decoders remember how far they searched), the handler's state,
-/// and the codec error that is closing the connection, if any. Reached by
-/// handlers only through [`FrameConn`]; it appears in user code only as
-/// the [`EventHandler::State`] of a [`Framed`].
+/// What [`Framed`] keeps in each connection's state: the handler's state,
+/// the codec error that is closing the connection, if any, and where the
+/// delivery of frames stands. (The connection's own copy of the codec is
+/// kept by [`Framed`] beside it.) Reached by handlers only through
+/// [`FrameConn`]; it appears in user code only as the
+/// [`EventHandler::State`] of a [`Framed`].
 ///
 /// ```
 /// use ringloop::codec::{FrameConn, FrameHandler, Framed, FramedState, LineCodec};
@@ -201,19 +320,29 @@ pub trait FrameHandler: 'static {
 /// fn state_of<H: EventHandler>(_: &H) -> &'static str { std::any::type_name::<H::State>() }
 /// let framed = Framed::new(LineCodec::new(), Sink);
 /// assert!(state_of(&framed).contains("FramedState"));
-/// # let _: Option<FramedState<LineCodec, u32>> = None;
+/// # let _: Option<FramedState<u32>> = None;
 /// ```
-pub struct FramedState<C, S> {
-    codec: C,
-    user: Option<S>,
-    error: Option<CodecError>,
+pub struct FramedState<S> {
+    pub(super) user: Option<S>,
+    pub(super) error: Option<CodecError>,
     /// The handler closed the connection: deliver no more frames.
-    closing: bool,
+    pub(super) closing: bool,
     /// Bytes left unconsumed by the previous `on_traffic`.
     buffered: usize,
 }
 
-impl<C, S> fmt::Debug for FramedState<C, S> {
+impl<S> FramedState<S> {
+    pub(super) fn new(user: Option<S>) -> Self {
+        Self {
+            user,
+            error: None,
+            closing: false,
+            buffered: 0,
+        }
+    }
+}
+
+impl<S> fmt::Debug for FramedState<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FramedState")
             .field("has_state", &self.user.is_some())
@@ -221,6 +350,46 @@ impl<C, S> fmt::Debug for FramedState<C, S> {
             .field("closing", &self.closing)
             .field("buffered", &self.buffered)
             .finish_non_exhaustive()
+    }
+}
+
+/// Each connection's own copy of the codec (decoders remember how far they
+/// searched), by slot: kept beside the connection's state rather than in
+/// it, so that [`FramedState`] and [`FrameConn`] need not name the codec's
+/// type while decoding stays statically dispatched.
+struct Codecs<C> {
+    prototype: C,
+    by_slot: Vec<Option<C>>,
+    /// A `udp://` listener's datagram has no slot: its copy lasts one
+    /// callback, as its state does.
+    datagram: Option<C>,
+}
+
+impl<C: Clone> Codecs<C> {
+    /// The copy for the connection in `slot` (`None`: the datagram of this
+    /// callback), made if missing.
+    fn of(&mut self, slot: Option<u32>) -> &mut C {
+        let prototype = &self.prototype;
+        let Some(slot) = slot else {
+            return self.datagram.get_or_insert_with(|| prototype.clone());
+        };
+        let index = slot as usize;
+        if index >= self.by_slot.len() {
+            self.by_slot.resize_with(index + 1, || None);
+        }
+        self.by_slot[index].get_or_insert_with(|| prototype.clone())
+    }
+
+    /// Forgets the copy of `slot` (a connection that opened or closed, or
+    /// a new datagram): the next use starts from the prototype.
+    fn reset(&mut self, slot: Option<u32>) {
+        let copy = match slot {
+            Some(slot) => self.by_slot.get_mut(slot as usize),
+            None => Some(&mut self.datagram),
+        };
+        if let Some(copy) = copy {
+            *copy = None;
+        }
     }
 }
 
@@ -232,7 +401,14 @@ impl<C, S> fmt::Debug for FramedState<C, S> {
 ///
 /// Frames written during one callback are encoded into one buffer and
 /// written together at its end (or whenever 64 KiB have accumulated), so a
-/// read carrying many requests is answered with one `write`.
+/// read carrying many requests is answered with one `write`. Other threads
+/// send frames through a [`FrameHandle`](super::FrameHandle)
+/// ([`FrameConn::frame_handle`]).
+///
+/// While the handler has paused reading ([`Conn::pause_reading`], reached
+/// through [`FrameConn`]), no further frame is delivered, even one already
+/// received: the rest wait, decoded lazily, until reading resumes. That is
+/// how a handler caps the work in flight per connection.
 ///
 /// A user-defined codec that waits for more bytes while the maximum frame
 /// length is already buffered is cut off with [`CodecError::BufferLimit`].
@@ -256,12 +432,17 @@ impl<C, S> fmt::Debug for FramedState<C, S> {
 /// # Ok::<(), ringloop::Error>(())
 /// ```
 pub struct Framed<C, H> {
-    codec: C,
+    codecs: Codecs<C>,
     handler: H,
     out: Vec<u8>,
+    /// What this loop's frame handles encode with.
+    encoder: Arc<dyn FrameEncoder>,
 }
 
-impl<C, H> Framed<C, H> {
+impl<C, H> Framed<C, H>
+where
+    C: Codec + Clone + Send + Sync + 'static,
+{
     /// Wraps `handler`; every connection gets a clone of `codec`.
     ///
     /// ```
@@ -278,12 +459,19 @@ impl<C, H> Framed<C, H> {
     /// ```
     pub fn new(codec: C, handler: H) -> Self {
         Self {
-            codec,
+            encoder: Arc::new(Prototype(codec.clone())),
+            codecs: Codecs {
+                prototype: codec,
+                by_slot: Vec::new(),
+                datagram: None,
+            },
             handler,
             out: Vec::new(),
         }
     }
+}
 
+impl<C, H> Framed<C, H> {
     /// The wrapped handler.
     ///
     /// ```
@@ -304,18 +492,6 @@ impl<C, H> Framed<C, H> {
     }
 
     /// The wrapped handler, mutably (see [`handler`](Self::handler)).
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler, Framed, LineCodec};
-    /// # use ringloop::Action;
-    /// # struct Named(&'static str);
-    /// # impl FrameHandler for Named {
-    /// #     type State = ();
-    /// #     fn on_frame(&mut self, _: &mut FrameConn<'_, ()>, _: &[u8]) -> Action { Action::None }
-    /// # }
-    /// let mut framed = Framed::new(LineCodec::new(), Named("a"));
-    /// framed.handler_mut().0 = "b";
-    /// ```
     pub fn handler_mut(&mut self) -> &mut H {
         &mut self.handler
     }
@@ -334,7 +510,7 @@ impl<C, H> Framed<C, H> {
     /// assert_eq!(framed.codec().max_frame_length(), 64 * 1024);
     /// ```
     pub fn codec(&self) -> &C {
-        &self.codec
+        &self.codecs.prototype
     }
 }
 
@@ -347,55 +523,39 @@ impl<C, H> fmt::Debug for Framed<C, H> {
     }
 }
 
-type StateOf<C, H> = FramedState<C, <H as FrameHandler>::State>;
+type StateOf<H> = FramedState<<H as FrameHandler>::State>;
 
 impl<C, H> Framed<C, H>
 where
     C: Codec + Clone + 'static,
     H: FrameHandler,
 {
-    /// The connection's framing state, created if missing (only if a
-    /// connection reached a callback before `on_open`, which the engine
-    /// never does).
-    fn ensure_state(&self, conn: &mut Conn<'_, StateOf<C, H>>) {
-        if conn.state().is_none() {
-            conn.set_state(FramedState {
-                codec: self.codec.clone(),
-                user: None,
-                error: None,
-                closing: false,
-                buffered: 0,
-            });
-        }
-    }
-
-    /// Decodes and delivers every whole frame in the read view.
-    fn deliver(&mut self, conn: &mut Conn<'_, StateOf<C, H>>) -> Action {
-        loop {
+    /// Decodes and delivers every whole frame in the read view, then writes
+    /// what the handler encoded.
+    fn deliver(&mut self, conn: &mut Conn<'_, StateOf<H>>) -> Action {
+        let slot = conn.slot();
+        let action = loop {
             let input = conn.peek(usize::MAX);
             if input.is_empty() {
-                return Action::None;
+                break Action::None;
             }
-            let Some(state) = conn.state_mut() else {
-                return Action::None;
-            };
-            if state.closing || state.error.is_some() {
-                return Action::None;
+            match conn.state() {
+                Some(state) if !state.closing && state.error.is_none() => {}
+                _ => break Action::None,
             }
-            let max = state.codec.max_frame_length();
-            let frame = match state.codec.decode(input) {
+            if conn.is_reading_paused() {
+                break Action::None; // held until reading resumes
+            }
+            let codec = self.codecs.of(slot);
+            let max = codec.max_frame_length();
+            let frame = match codec.decode(input) {
                 Ok(Some(frame)) => frame,
-                Ok(None) if input.len() < max => return Action::None,
+                Ok(None) if input.len() < max => break Action::None,
                 Ok(None) => {
-                    return fail(
-                        conn,
-                        CodecError::BufferLimit {
-                            buffered: input.len(),
-                            max,
-                        },
-                    )
+                    let buffered = input.len();
+                    break fail(conn, CodecError::BufferLimit { buffered, max });
                 }
-                Err(e) => return fail(conn, e),
+                Err(e) => break fail(conn, e),
             };
             if frame.consumed == 0 || frame.consumed > input.len() {
                 let what = if frame.consumed == 0 {
@@ -403,64 +563,61 @@ where
                 } else {
                     "a frame consumed more input than given"
                 };
-                return fail(conn, CodecError::Misbehaved(what));
+                break fail(conn, CodecError::Misbehaved(what));
             }
             if frame.consumed > max || frame.data.len() > max {
-                let length = frame.consumed.max(frame.data.len());
-                return fail(
-                    conn,
-                    CodecError::FrameTooLong {
-                        length: length as u64,
-                        max,
-                    },
-                );
+                let length = frame.consumed.max(frame.data.len()) as u64;
+                break fail(conn, CodecError::FrameTooLong { length, max });
             }
             conn.discard(frame.consumed);
-            let action = {
-                let mut link = Link {
-                    conn,
-                    out: &mut self.out,
-                };
-                self.handler
-                    .on_frame(&mut FrameConn { io: &mut link }, &frame.data)
-            };
+            let action = self.call(conn, |h, c| h.on_frame(c, &frame.data));
             if action != Action::None {
-                return action;
+                break action;
             }
-        }
-    }
-
-    /// Writes what the callback encoded, and forgets it.
-    fn write_out(&mut self, conn: &mut Conn<'_, StateOf<C, H>>) {
-        let mut link = Link {
-            conn,
-            out: &mut self.out,
         };
         // A failed write has already doomed the connection: the loop closes
         // it with the socket's error after this callback.
-        let _ = link.write_out();
+        let _ = write_out(conn, &mut self.out);
+        action
     }
 
-    /// Runs `f` with a [`FrameConn`], then writes what it encoded.
-    fn with_frame_conn<R>(
+    /// Runs `f` with a [`FrameConn`] over `conn`; what it encodes stays in
+    /// the output buffer.
+    fn call<R>(
         &mut self,
-        conn: &mut Conn<'_, StateOf<C, H>>,
+        conn: &mut Conn<'_, StateOf<H>>,
         f: impl FnOnce(&mut H, &mut FrameConn<'_, H::State>) -> R,
     ) -> R {
-        let result = {
-            let mut link = Link {
-                conn: &mut *conn,
-                out: &mut self.out,
-            };
-            f(&mut self.handler, &mut FrameConn { io: &mut link })
-        };
-        self.write_out(conn);
+        let codec: &mut dyn Codec = self.codecs.of(conn.slot());
+        let mut frame_conn = FrameConn::new(conn.reborrow(), &mut self.out, codec, &self.encoder);
+        let result = f(&mut self.handler, &mut frame_conn);
+        let back = frame_conn.into_conn().into_reborrowed();
+        conn.end_reborrow(back);
+        result
+    }
+
+    /// [`call`](Self::call), then writes what it encoded.
+    fn call_and_write<R>(
+        &mut self,
+        conn: &mut Conn<'_, StateOf<H>>,
+        f: impl FnOnce(&mut H, &mut FrameConn<'_, H::State>) -> R,
+    ) -> R {
+        let result = self.call(conn, f);
+        let _ = write_out(conn, &mut self.out); // see `deliver`
         result
     }
 }
 
+/// Gives the connection its framing state if it has none yet (accepted
+/// connections, and those dialled through the engine).
+fn ensure_state<S>(conn: &mut Conn<'_, FramedState<S>>) {
+    if conn.state().is_none() {
+        conn.set_state(FramedState::new(None));
+    }
+}
+
 /// Gives up on the stream: remembers why, drops the unread bytes, closes.
-fn fail<C, S>(conn: &mut Conn<'_, FramedState<C, S>>, error: CodecError) -> Action {
+fn fail<S>(conn: &mut Conn<'_, FramedState<S>>, error: CodecError) -> Action {
     // The engine's close reason says it too (CloseReason::Protocol), for its
     // logs and counters; the frame handler gets the typed error.
     let message = error.to_string();
@@ -477,7 +634,7 @@ where
     C: Codec + Clone + 'static,
     H: FrameHandler,
 {
-    type State = FramedState<C, H::State>;
+    type State = FramedState<H::State>;
 
     fn on_boot(&mut self, ctx: &mut LoopContext) -> Action {
         self.handler.on_boot(ctx)
@@ -486,27 +643,41 @@ where
     fn on_open(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
         // A panic in an earlier callback may have left output behind.
         self.out.clear();
-        self.ensure_state(conn);
-        self.with_frame_conn(conn, |h, c| h.on_open(c))
+        ensure_state(conn);
+        self.codecs.reset(conn.slot());
+        self.call_and_write(conn, |h, c| h.on_open(c))
     }
 
     fn on_traffic(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
         self.out.clear();
-        self.ensure_state(conn);
+        ensure_state(conn);
+        if conn.slot().is_none() {
+            self.codecs.reset(None); // a datagram: decoded on its own
+        }
         let buffered = conn.inbound_buffered();
         let woken = conn.state().is_some_and(|s| s.buffered == buffered);
         let action = if woken {
-            self.with_frame_conn(conn, |h, c| h.on_wake(c))
+            // A wake, or reading resumed over frames held while paused.
+            let action = self.call_and_write(conn, |h, c| h.on_wake(c));
+            if action == Action::None {
+                self.deliver(conn)
+            } else {
+                action
+            }
         } else {
-            let action = self.deliver(conn);
-            self.write_out(conn);
-            action
+            self.deliver(conn)
         };
         let left = conn.inbound_buffered();
         if let Some(state) = conn.state_mut() {
             state.buffered = left;
         }
         action
+    }
+
+    fn on_read_closed(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
+        self.out.clear();
+        ensure_state(conn);
+        self.call_and_write(conn, |h, c| h.on_read_closed(c))
     }
 
     fn on_close(&mut self, conn: &mut Conn<'_, Self::State>, reason: &CloseReason) -> Action {
@@ -516,7 +687,30 @@ where
             Some(e) => FrameCloseReason::Codec(e),
             None => FrameCloseReason::Conn(reason),
         };
-        self.with_frame_conn(conn, |h, c| h.on_close(c, reason))
+        let action = self.call_and_write(conn, |h, c| h.on_close(c, reason));
+        self.codecs.reset(conn.slot());
+        action
+    }
+
+    fn on_dial_error(
+        &mut self,
+        ctx: &mut LoopContext,
+        state: Self::State,
+        error: &crate::Error,
+    ) -> Action {
+        match state.user {
+            Some(user) => self.handler.on_dial_error(ctx, user, error),
+            None => Action::None,
+        }
+    }
+
+    fn on_handshake_error(
+        &mut self,
+        ctx: &mut LoopContext,
+        peer: &SockAddr,
+        reason: &CloseReason,
+    ) -> Action {
+        self.handler.on_handshake_error(ctx, peer, reason)
     }
 
     fn on_tick(&mut self, ctx: &mut LoopContext) -> (std::time::Duration, Action) {
@@ -526,466 +720,12 @@ where
     fn on_shutdown(&mut self, ctx: &mut LoopContext) {
         self.handler.on_shutdown(ctx)
     }
-}
 
-/// What a [`FrameConn`] needs from the connection and the codec, behind a
-/// trait object so that handlers need not name the codec's type.
-trait FrameIo<S> {
-    fn write_frame(&mut self, frame: &[u8]) -> Result<(), CodecError>;
-    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), CodecError>;
-    fn write_out(&mut self) -> Result<(), CodecError>;
-    fn flush(&mut self) -> Result<(), CodecError>;
-    fn pending(&self) -> usize;
-    fn conn_outbound(&self) -> usize;
-    fn inbound_buffered(&self) -> usize;
-    fn close(&mut self);
-    fn user(&self) -> Option<&S>;
-    fn user_slot(&mut self) -> Option<&mut Option<S>>;
-    fn handle(&self) -> ConnHandle;
-    fn loop_index(&self) -> usize;
-    fn listener_index(&self) -> Option<usize>;
-    fn peer_addr(&self) -> &SockAddr;
-    fn local_addr(&self) -> crate::Result<SockAddr>;
-}
-
-/// The connection and the loop's output buffer, for one callback.
-struct Link<'c, 'a, C, S> {
-    conn: &'c mut Conn<'a, FramedState<C, S>>,
-    out: &'c mut Vec<u8>,
-}
-
-impl<C: Codec, S> FrameIo<S> for Link<'_, '_, C, S> {
-    fn write_frame(&mut self, frame: &[u8]) -> Result<(), CodecError> {
-        let Some(state) = self.conn.state_mut() else {
-            return Err(CodecError::Io(crate::Error::ConnectionClosed));
-        };
-        let start = self.out.len();
-        if let Err(e) = state.codec.encode(frame, self.out) {
-            self.out.truncate(start); // in case the codec did not
-            return Err(e);
-        }
-        if self.out.len() >= FLUSH_AT {
-            self.write_out()?;
-        }
-        Ok(())
+    fn on_reject(&mut self, ctx: &mut LoopContext, peer: &SockAddr, reason: &CloseReason) {
+        self.handler.on_reject(ctx, peer, reason)
     }
 
-    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
-        self.out.extend_from_slice(bytes);
-        if self.out.len() >= FLUSH_AT {
-            self.write_out()?;
-        }
-        Ok(())
-    }
-
-    fn write_out(&mut self) -> Result<(), CodecError> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let result = self.conn.write(self.out);
-        self.out.clear();
-        if self.out.capacity() > KEEP_CAPACITY {
-            self.out.shrink_to(FLUSH_AT);
-        }
-        result.map(drop).map_err(CodecError::Io)
-    }
-
-    fn flush(&mut self) -> Result<(), CodecError> {
-        self.write_out()?;
-        self.conn.flush().map_err(CodecError::Io)
-    }
-
-    fn pending(&self) -> usize {
-        self.out.len()
-    }
-
-    fn conn_outbound(&self) -> usize {
-        self.conn.outbound_buffered()
-    }
-
-    fn inbound_buffered(&self) -> usize {
-        self.conn.inbound_buffered()
-    }
-
-    fn close(&mut self) {
-        if let Some(state) = self.conn.state_mut() {
-            state.closing = true;
-        }
-        self.conn.close();
-    }
-
-    fn user(&self) -> Option<&S> {
-        self.conn.state().and_then(|s| s.user.as_ref())
-    }
-
-    fn user_slot(&mut self) -> Option<&mut Option<S>> {
-        self.conn.state_mut().map(|s| &mut s.user)
-    }
-
-    fn handle(&self) -> ConnHandle {
-        self.conn.handle()
-    }
-
-    fn loop_index(&self) -> usize {
-        self.conn.loop_index()
-    }
-
-    fn listener_index(&self) -> Option<usize> {
-        self.conn.listener_index()
-    }
-
-    fn peer_addr(&self) -> &SockAddr {
-        self.conn.peer_addr()
-    }
-
-    fn local_addr(&self) -> crate::Result<SockAddr> {
-        self.conn.local_addr()
-    }
-}
-
-/// A framed connection, inside a [`FrameHandler`] callback on the loop
-/// that owns it. Frames written here go through the connection's codec.
-///
-/// `S` is the handler's [`State`](FrameHandler::State) type.
-///
-/// ```
-/// use ringloop::codec::{FrameConn, FrameHandler};
-/// use ringloop::Action;
-///
-/// struct Echo;
-/// impl FrameHandler for Echo {
-///     type State = ();
-///     fn on_frame(&mut self, conn: &mut FrameConn<'_, ()>, frame: &[u8]) -> Action {
-///         match conn.write_frame(frame) {
-///             Ok(()) => Action::None,
-///             Err(_) => Action::Close,
-///         }
-///     }
-/// }
-/// ```
-pub struct FrameConn<'c, S> {
-    io: &'c mut (dyn FrameIo<S> + 'c),
-}
-
-impl<S> FrameConn<'_, S> {
-    /// Encodes `frame` with the connection's codec and queues it; what a
-    /// callback writes goes out in one write when it returns (or as soon as
-    /// 64 KiB are queued). Fails if the codec refuses the frame (nothing is
-    /// written then) or the connection is broken.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Echo;
-    /// # impl FrameHandler for Echo {
-    /// #     type State = ();
-    /// fn on_frame(&mut self, conn: &mut FrameConn<'_, ()>, frame: &[u8]) -> Action {
-    ///     if conn.write_frame(frame).is_err() {
-    ///         return Action::Close;
-    ///     }
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn write_frame(&mut self, frame: &[u8]) -> Result<(), CodecError> {
-        self.io.write_frame(frame)
-    }
-
-    /// Queues bytes as they are, bypassing the codec, in order with the
-    /// frames written before and after.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Hello;
-    /// # impl FrameHandler for Hello {
-    /// #     type State = ();
-    /// #     fn on_frame(&mut self, _: &mut FrameConn<'_, ()>, _: &[u8]) -> Action { Action::None }
-    /// fn on_open(&mut self, conn: &mut FrameConn<'_, ()>) -> Action {
-    ///     let _ = conn.write_raw(b"SERVER READY\r\n"); // a banner outside the framing
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
-        self.io.write_raw(bytes)
-    }
-
-    /// Writes the queued frames to the connection now, and tries to write
-    /// its outbound queue to the socket.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Eager;
-    /// # impl FrameHandler for Eager {
-    /// #     type State = ();
-    /// fn on_frame(&mut self, conn: &mut FrameConn<'_, ()>, frame: &[u8]) -> Action {
-    ///     let _ = conn.write_frame(frame);
-    ///     let _ = conn.flush(); // do not wait for the end of the callback
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn flush(&mut self) -> Result<(), CodecError> {
-        self.io.flush()
-    }
-
-    /// Bytes written but not yet taken by the socket (queued frames plus
-    /// the connection's outbound queue): a measure of back-pressure.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Polite;
-    /// # impl FrameHandler for Polite {
-    /// #     type State = ();
-    /// fn on_frame(&mut self, conn: &mut FrameConn<'_, ()>, frame: &[u8]) -> Action {
-    ///     if conn.outbound_buffered() > 64 << 20 {
-    ///         return Action::Close; // the peer does not read its replies
-    ///     }
-    ///     let _ = conn.write_frame(frame);
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn outbound_buffered(&self) -> usize {
-        self.io.pending() + self.io.conn_outbound()
-    }
-
-    /// Bytes received but not yet delivered as a frame (the start of an
-    /// incomplete frame, or frames not delivered after a close).
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameCloseReason, FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Audit;
-    /// # impl FrameHandler for Audit {
-    /// #     type State = ();
-    /// #     fn on_frame(&mut self, _: &mut FrameConn<'_, ()>, _: &[u8]) -> Action { Action::None }
-    /// fn on_close(&mut self, conn: &mut FrameConn<'_, ()>, _: FrameCloseReason<'_>) -> Action {
-    ///     if conn.inbound_buffered() > 0 {
-    ///         eprintln!("peer left in the middle of a frame");
-    ///     }
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn inbound_buffered(&self) -> usize {
-        self.io.inbound_buffered()
-    }
-
-    /// Closes the connection after this callback (after writing what was
-    /// written); no further frame is delivered.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Quit;
-    /// # impl FrameHandler for Quit {
-    /// #     type State = ();
-    /// fn on_frame(&mut self, conn: &mut FrameConn<'_, ()>, frame: &[u8]) -> Action {
-    ///     if frame == b"QUIT" {
-    ///         let _ = conn.write_frame(b"BYE");
-    ///         conn.close();
-    ///     }
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn close(&mut self) {
-        self.io.close()
-    }
-
-    /// This connection's state, if set.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Login;
-    /// # impl FrameHandler for Login {
-    /// #     type State = String;
-    /// fn on_frame(&mut self, conn: &mut FrameConn<'_, String>, frame: &[u8]) -> Action {
-    ///     if conn.state().is_none() {
-    ///         conn.set_state(String::from_utf8_lossy(frame).into_owned()); // first frame: user name
-    ///     }
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn state(&self) -> Option<&S> {
-        self.io.user()
-    }
-
-    /// This connection's state, mutably, if set.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Count;
-    /// # impl FrameHandler for Count {
-    /// #     type State = u32;
-    /// fn on_frame(&mut self, conn: &mut FrameConn<'_, u32>, _frame: &[u8]) -> Action {
-    ///     *conn.state_mut().unwrap_or(&mut 0) += 1;
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn state_mut(&mut self) -> Option<&mut S> {
-        self.io.user_slot().and_then(Option::as_mut)
-    }
-
-    /// Sets this connection's state, returning the old one.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Count;
-    /// # impl FrameHandler for Count {
-    /// #     type State = u32;
-    /// #     fn on_frame(&mut self, _: &mut FrameConn<'_, u32>, _: &[u8]) -> Action { Action::None }
-    /// fn on_open(&mut self, conn: &mut FrameConn<'_, u32>) -> Action {
-    ///     conn.set_state(0);
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn set_state(&mut self, state: S) -> Option<S> {
-        self.io.user_slot().and_then(|slot| slot.replace(state))
-    }
-
-    /// Removes this connection's state.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameCloseReason, FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Keep(Vec<String>);
-    /// # impl FrameHandler for Keep {
-    /// #     type State = String;
-    /// #     fn on_frame(&mut self, _: &mut FrameConn<'_, String>, _: &[u8]) -> Action { Action::None }
-    /// fn on_close(&mut self, conn: &mut FrameConn<'_, String>, _: FrameCloseReason<'_>) -> Action {
-    ///     self.0.extend(conn.take_state());
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn take_state(&mut self) -> Option<S> {
-        self.io.user_slot().and_then(Option::take)
-    }
-
-    /// A `Send + Sync + Clone` handle to this connection, for other threads
-    /// (see [`ConnHandle`]). Bytes sent through it bypass the codec: encode
-    /// them first.
-    ///
-    /// ```
-    /// # use ringloop::codec::{Codec, FrameConn, FrameHandler, LineCodec};
-    /// # use ringloop::Action;
-    /// # struct Later;
-    /// # impl FrameHandler for Later {
-    /// #     type State = ();
-    /// fn on_frame(&mut self, conn: &mut FrameConn<'_, ()>, _frame: &[u8]) -> Action {
-    ///     let handle = conn.handle();
-    ///     std::thread::spawn(move || {
-    ///         let mut reply = Vec::new();
-    ///         if LineCodec::new().encode(b"done", &mut reply).is_ok() {
-    ///             let _ = handle.async_write(reply, |_| {});
-    ///         }
-    ///     });
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn handle(&self) -> ConnHandle {
-        self.io.handle()
-    }
-
-    /// Index of the loop that owns this connection.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Where;
-    /// # impl FrameHandler for Where {
-    /// #     type State = ();
-    /// fn on_frame(&mut self, conn: &mut FrameConn<'_, ()>, _: &[u8]) -> Action {
-    ///     let _ = conn.write_frame(format!("loop {}", conn.loop_index()).as_bytes());
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn loop_index(&self) -> usize {
-        self.io.loop_index()
-    }
-
-    /// Index (in the order given to the builder) of the listener that
-    /// accepted this connection.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Admin;
-    /// # impl FrameHandler for Admin {
-    /// #     type State = ();
-    /// fn on_frame(&mut self, conn: &mut FrameConn<'_, ()>, frame: &[u8]) -> Action {
-    ///     if frame == b"shutdown" && conn.listener_index() == Some(1) {
-    ///         return Action::Shutdown; // only from the admin listener
-    ///     }
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn listener_index(&self) -> Option<usize> {
-        self.io.listener_index()
-    }
-
-    /// The peer's address.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Log;
-    /// # impl FrameHandler for Log {
-    /// #     type State = ();
-    /// #     fn on_frame(&mut self, _: &mut FrameConn<'_, ()>, _: &[u8]) -> Action { Action::None }
-    /// fn on_open(&mut self, conn: &mut FrameConn<'_, ()>) -> Action {
-    ///     println!("hello, {}", conn.peer_addr());
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn peer_addr(&self) -> &SockAddr {
-        self.io.peer_addr()
-    }
-
-    /// This side's address.
-    ///
-    /// ```
-    /// # use ringloop::codec::{FrameConn, FrameHandler};
-    /// # use ringloop::Action;
-    /// # struct Log;
-    /// # impl FrameHandler for Log {
-    /// #     type State = ();
-    /// #     fn on_frame(&mut self, _: &mut FrameConn<'_, ()>, _: &[u8]) -> Action { Action::None }
-    /// fn on_open(&mut self, conn: &mut FrameConn<'_, ()>) -> Action {
-    ///     if let Ok(local) = conn.local_addr() {
-    ///         println!("accepted on {local}");
-    ///     }
-    ///     Action::None
-    /// }
-    /// # }
-    /// ```
-    pub fn local_addr(&self) -> crate::Result<SockAddr> {
-        self.io.local_addr()
-    }
-}
-
-impl<S> fmt::Debug for FrameConn<'_, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FrameConn")
-            .field("loop", &self.loop_index())
-            .field("peer", self.peer_addr())
-            .field("inbound", &self.inbound_buffered())
-            .field("outbound", &self.outbound_buffered())
-            .finish()
+    fn on_drain(&mut self, ctx: &mut LoopContext) -> Action {
+        self.handler.on_drain(ctx)
     }
 }

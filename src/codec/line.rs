@@ -4,8 +4,8 @@
 //! previous call stopped, so a long line arriving in small reads is scanned
 //! once.
 
-use super::search::find_byte;
 use super::{Codec, CodecError, ConfigError, Frame, DEFAULT_MAX_LINE_LENGTH};
+use memchr::memchr;
 
 /// Lines: a frame ends at the first `\n`; a `\r` just before it is part of
 /// the terminator. The encoder appends `\n`.
@@ -84,7 +84,7 @@ impl LineCodec {
         } else {
             0
         };
-        match find_byte(b'\n', &window[start..]) {
+        match memchr(b'\n', &window[start..]) {
             Some(i) => {
                 self.scanned = 0;
                 Ok(Some(start + i))
@@ -142,7 +142,7 @@ impl Codec for LineCodec {
                 max: self.max,
             });
         }
-        if frame.last() == Some(&b'\r') || find_byte(b'\n', frame).is_some() {
+        if frame.last() == Some(&b'\r') || memchr(b'\n', frame).is_some() {
             return Err(CodecError::DelimiterInFrame);
         }
         dst.reserve(length);

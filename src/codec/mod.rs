@@ -4,8 +4,11 @@
 //! Owns the [`Codec`] trait, the built-in codecs ([`LineCodec`],
 //! [`DelimiterCodec`], [`FixedLengthCodec`], [`LengthFieldCodec`]) and
 //! [`Framed`], the adapter that runs a [`FrameHandler`] on a server so that
-//! it receives whole frames one at a time. It builds only on the public
-//! [`Conn`](crate::Conn) read view and write path; it never touches a socket.
+//! it receives whole frames one at a time, [`FrameConn`] (a connection that
+//! writes frames) and [`FrameHandle`] (other threads send frames through
+//! the connection's codec). It builds on the [`Conn`](crate::Conn) read
+//! view and write path and on [`ConnHandle`](crate::ConnHandle); it never
+//! touches a socket.
 //!
 //! # Zero copy
 //!
@@ -33,6 +36,17 @@
 //! Settings that cannot work (a length field of 5 bytes, stripping beyond
 //! the header, a zero maximum, an empty delimiter, …) are refused by the
 //! codec's `build` with a [`ConfigError`].
+//!
+//! # A framed connection is a whole connection
+//!
+//! A [`FrameHandler`] sees each connection as a [`FrameConn`]: a
+//! [`Conn`](crate::Conn) (reached through `Deref`: id, engine, dial, link,
+//! half-close, pause and resume, addresses, TLS details) whose writes go
+//! through the codec, in order with any raw bytes it writes. Other threads
+//! (worker-pool jobs, broadcasters) send frames through a [`FrameHandle`],
+//! which encodes them on the sending thread with the connection's codec;
+//! its docs say why there and what that keeps (order, back-pressure,
+//! errors).
 //!
 //! # Example
 //!
@@ -83,15 +97,18 @@ use std::borrow::Cow;
 mod delimiter;
 mod error;
 mod fixed;
+mod frame_conn;
+mod frame_handle;
 mod framed;
 mod length_field;
 mod line;
-mod search;
 
 pub use delimiter::{DelimiterCodec, DelimiterCodecBuilder};
 pub use error::{CodecError, ConfigError};
 pub use fixed::{FixedLengthCodec, FixedLengthCodecBuilder};
-pub use framed::{FrameCloseReason, FrameConn, FrameHandler, Framed, FramedState};
+pub use frame_conn::FrameConn;
+pub use frame_handle::FrameHandle;
+pub use framed::{FrameCloseReason, FrameHandler, Framed, FramedState};
 pub use length_field::{ByteOrder, LengthFieldCodec, LengthFieldCodecBuilder};
 pub use line::{LineCodec, LineCodecBuilder};
 

@@ -14,6 +14,15 @@
 //! * **ringloop**: an `Engine` with no listener; the server ends are
 //!   `enroll`ed; a worker calls `handle.async_write(msg, on_done)`. `on_done`
 //!   runs on the loop once the bytes are written or queued on the socket.
+//! * **ringloop-framed** (`--designs framed,ringloop`): the same engine
+//!   running `codec::Framed`; a worker sends each message as a frame through
+//!   the connection's `codec::FrameHandle` (`send_frame(&msg, on_done)`),
+//!   which encodes it on the worker, then writes it as `async_write` does.
+//!   The codec is a `FixedLengthCodec` of the message size, whose encoding
+//!   is the message itself, so the reader checks the very same bytes: what
+//!   differs from **ringloop** is only what the frame API costs (the
+//!   encoding copy into a buffer of its own, the codec's checks). With
+//!   `naive` absent, ratios are against **ringloop**.
 //! * **naive**: one thread per loop with a mio poll holding an eventfd and
 //!   the sockets; a worker sends `(conn, msg, time)` on the loop's bounded
 //!   crossbeam channel (capacity 1024 per worker, the same room as ringloop's
@@ -41,7 +50,8 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use ringloop::{ConnHandle, Engine, EventHandler};
+use ringloop::codec::{FixedLengthCodec, FrameConn, FrameHandle, FrameHandler, Framed};
+use ringloop::{Action, ConnHandle, Engine, EventHandler};
 
 use crate::args::{seconds, Args};
 use crate::bench::{ratio_cell, spread};
@@ -61,6 +71,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Design {
     Ringloop,
+    Framed,
     Naive,
 }
 
@@ -68,13 +79,14 @@ impl Design {
     fn name(self) -> &'static str {
         match self {
             Design::Ringloop => "ringloop",
+            Design::Framed => "ringloop-framed",
             Design::Naive => "naive",
         }
     }
 
     fn loop_thread_prefix(self) -> &'static str {
         match self {
-            Design::Ringloop => "ringloop-loop-",
+            Design::Ringloop | Design::Framed => "ringloop-loop-",
             Design::Naive => "naive-loop-",
         }
     }
@@ -129,8 +141,11 @@ pub fn main(argv: &[String]) -> Result<ExitCode> {
         .split(',')
         .map(|d| match d.trim() {
             "ringloop" => Ok(Design::Ringloop),
+            "framed" => Ok(Design::Framed),
             "naive" => Ok(Design::Naive),
-            other => Err(format!("unknown design {other:?}: expected ringloop or naive").into()),
+            other => {
+                Err(format!("unknown design {other:?}: expected ringloop, framed or naive").into())
+            }
         })
         .collect::<Result<Vec<Design>>>()?;
     let cfg = Config {
@@ -343,6 +358,21 @@ impl Target for RingloopTarget {
         let handle = self.handles[conn].as_ref().expect("an owned connection");
         handle
             .async_write(data, move |r| {
+                RINGLOOP_SIDE.with(|s| on_written(&mut s.borrow_mut(), sent_at, r.is_ok()))
+            })
+            .is_ok()
+    }
+}
+
+struct FramedTarget {
+    handles: Vec<Option<FrameHandle>>,
+}
+
+impl Target for FramedTarget {
+    fn send(&mut self, conn: usize, data: Vec<u8>, sent_at: Instant) -> bool {
+        let frames = self.handles[conn].as_ref().expect("an owned connection");
+        frames
+            .send_frame(&data, move |r| {
                 RINGLOOP_SIDE.with(|s| on_written(&mut s.borrow_mut(), sent_at, r.is_ok()))
             })
             .is_ok()
@@ -629,6 +659,37 @@ impl EventHandler for Sink {
     type State = ();
 }
 
+/// The framed design's loop-side handler: ignores input too.
+struct FrameSink;
+
+impl FrameHandler for FrameSink {
+    type State = ();
+
+    fn on_frame(&mut self, _conn: &mut FrameConn<'_, ()>, _frame: &[u8]) -> Action {
+        Action::None
+    }
+}
+
+/// Runs an engine with no listener and enrolls `server_ends` in it.
+#[allow(clippy::type_complexity)]
+fn enroll_all<H: EventHandler>(
+    builder: ringloop::EngineBuilder<H>,
+    server_ends: Vec<TcpStream>,
+) -> Result<(
+    Engine,
+    std::thread::JoinHandle<ringloop::Result<()>>,
+    Vec<ConnHandle>,
+)> {
+    let server = builder.build()?;
+    let e = server.engine();
+    let runner = std::thread::spawn(move || server.run());
+    let mut handles = Vec::with_capacity(server_ends.len());
+    for s in server_ends {
+        handles.push(e.enroll(s).wait()?);
+    }
+    Ok((e, runner, handles))
+}
+
 /// `conns` connected loopback pairs: (server end, client end).
 fn socket_pairs(conns: usize) -> Result<Vec<(TcpStream, TcpStream)>> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -661,13 +722,8 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
     let mut targets: Vec<Box<dyn Target>> = Vec::new();
     match design {
         Design::Ringloop => {
-            let server = Engine::builder(|_| Sink).loops(cfg.loops).build()?;
-            let e = server.engine();
-            let runner = std::thread::spawn(move || server.run());
-            let mut handles = Vec::with_capacity(cfg.conns);
-            for s in server_ends {
-                handles.push(e.enroll(s).wait()?);
-            }
+            let builder = Engine::builder(|_| Sink).loops(cfg.loops);
+            let (e, runner, handles) = enroll_all(builder, server_ends)?;
             for w in 0..cfg.workers {
                 let mine = handles
                     .iter()
@@ -675,6 +731,22 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
                     .map(|(c, h)| (c % cfg.workers == w).then(|| h.clone()))
                     .collect();
                 targets.push(Box::new(RingloopTarget { handles: mine }));
+            }
+            engine = Some((e, runner));
+        }
+        Design::Framed => {
+            let codec = FixedLengthCodec::new(cfg.size)?;
+            let builder = Engine::builder(move |_| Framed::new(codec, FrameSink)).loops(cfg.loops);
+            let (e, runner, handles) = enroll_all(builder, server_ends)?;
+            for w in 0..cfg.workers {
+                let mine = handles
+                    .iter()
+                    .enumerate()
+                    .map(|(c, h)| {
+                        (c % cfg.workers == w).then(|| FrameHandle::new(h.clone(), codec))
+                    })
+                    .collect();
+                targets.push(Box::new(FramedTarget { handles: mine }));
             }
             engine = Some((e, runner));
         }
@@ -833,7 +905,7 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
             .into());
         }
         let (doorbell_writes, doorbell_messages) = match design {
-            Design::Ringloop => (
+            Design::Ringloop | Design::Framed => (
                 s1.4.doorbell_writes - s0.4.doorbell_writes,
                 s1.4.messages - s0.4.messages,
             ),
@@ -874,7 +946,18 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
 
 fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> String {
     let names: Vec<&str> = cfg.designs.iter().map(|d| d.name()).collect();
-    let peer = cfg.designs.iter().position(|d| *d == Design::Naive);
+    // The peer of the ratio columns: the naive design, or else (framed
+    // against plain async writes) ringloop's own `async_write`.
+    let peer = cfg
+        .designs
+        .iter()
+        .position(|d| *d == Design::Naive)
+        .or_else(|| {
+            cfg.designs
+                .contains(&Design::Framed)
+                .then(|| cfg.designs.iter().position(|d| *d == Design::Ringloop))
+                .flatten()
+        });
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -905,19 +988,31 @@ fn render(cfg: &Config, results: &[Vec<Vec<RunReport>>], load_before: &str) -> S
         cfg.warmup.as_secs_f64(),
         cfg.duration.as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "- **ringloop**: `ConnHandle::async_write(msg, on_done)` from each worker; a lane per \
-         worker thread into each loop, a doorbell write only when the loop is parked.\n\
-         - **naive**: a bounded `crossbeam-channel` per loop ({CHANNEL_PER_WORKER} × workers) plus \
-         one eventfd write per message; the loop reads the eventfd, drains the channel, writes.\n"
-    );
+    for design in &cfg.designs {
+        let how = match design {
+            Design::Ringloop => "`ConnHandle::async_write(msg, on_done)` from each worker; a lane \
+                 per worker thread into each loop, a doorbell write only when the loop is parked."
+                .to_string(),
+            Design::Framed => "the same through `codec::Framed`: each message sent as a frame \
+                 with `FrameHandle::send_frame(&msg, on_done)`, encoded on the worker by a \
+                 `FixedLengthCodec` of the message size (its encoding is the message, so the \
+                 bytes on the wire are the same)."
+                .to_string(),
+            Design::Naive => format!(
+                "a bounded `crossbeam-channel` per loop ({CHANNEL_PER_WORKER} × workers) plus one \
+                 eventfd write per message; the loop reads the eventfd, drains the channel, writes."
+            ),
+        };
+        let _ = writeln!(out, "- **{}**: {how}", design.name());
+    }
+    let _ = writeln!(out);
     let _ = write!(
         out,
         "| offered | design | msgs/s | spread | p50 µs | p99 µs | p99.9 µs | loop CPU µs/msg | worker CPU µs/msg | process CPU µs/msg | doorbell writes/msg | loop switches per 1k msgs | loop run-queue wait µs/msg |"
     );
-    if peer.is_some() {
-        let _ = write!(out, " msgs/s ÷ naive | loop+worker CPU/msg ÷ naive |");
+    if let Some(p) = peer {
+        let name = names[p];
+        let _ = write!(out, " msgs/s ÷ {name} | loop+worker CPU/msg ÷ {name} |");
     }
     let _ = writeln!(out);
     let _ = writeln!(
@@ -1036,7 +1131,7 @@ mod tests {
 
     #[test]
     fn both_designs_deliver_and_verify() {
-        for design in [Design::Ringloop, Design::Naive] {
+        for design in [Design::Ringloop, Design::Framed, Design::Naive] {
             let cfg = Config {
                 loops: 2,
                 workers: 2,

@@ -70,7 +70,7 @@ usage:
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
                 [--idle-only]
   harness async-write [--quick] [--title TEXT] [--loops 1] [--workers 2] [--conns 64] [--size 64]
-                [--rates 20000,0] [--rounds 3] [--seconds 3] [--designs ringloop,naive]
+                [--rates 20000,0] [--rounds 3] [--seconds 3] [--designs ringloop,naive|framed,ringloop]
   harness bench-http [--quick] [--ringloop PATH] [--loops 2] [--threads 2] [--skip-may]
                      [--rounds N] [--seconds T] [--warmup T] [--conns 256] [--depth 16]
   harness bench-kv [--quick] [--ringloop PATH] [--loops 1,2] [--rounds N]
