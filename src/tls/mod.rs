@@ -58,6 +58,11 @@
 //!                          flushed (graceful closes linger as for TCP), fd closed
 //! ```
 //!
+//! A peer that ends its TCP stream without `close_notify` has abandoned the
+//! session: closing on that end of stream sends no `close_notify` back
+//! (as nginx does), unless something was written to the peer after it or
+//! the handler kept the connection half-open.
+//!
 //! # Bounded memory
 //!
 //! Per connection: rustls's incoming record buffer (at most one record,
@@ -205,7 +210,7 @@ pub mod fuzzing {
         /// Encrypts `data` as a handler's write would.
         pub fn write(&mut self, data: &[u8]) -> crate::Result<()> {
             let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024);
-            self.session.write(data, &mut to)
+            self.session.write(&[data], &mut to)
         }
 
         /// Every plaintext byte delivered so far.
