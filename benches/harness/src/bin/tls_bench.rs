@@ -7,7 +7,7 @@
 //! ```text
 //! cargo build --release --example echo --example proxy     # in the repository root
 //! cargo build --release --manifest-path benches/harness/Cargo.toml
-//! target/release/tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--echo-bin PATH]
+//! target/release/tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--echo-bin PATH]
 //! target/release/tls-bench proxy [--rounds 3] [--seconds 3] [--proxy-bin PATH] [--haproxy PATH]
 //! target/release/tls-bench callgrind [--echo-bin PATH] [--out DIR]
 //! ```
@@ -24,7 +24,8 @@
 //!   server's RSS growth per connection.
 //!
 //! `--reuseport` runs ringloop's echo with `--reuseport`: its loop accepts
-//! inline, with no acceptor thread handing connections over.
+//! inline, with no acceptor thread handing connections over; `--et` with
+//! `--et` (edge-triggered epoll, as tokio's).
 //!
 //! `proxy`: see [`proxy`]. `callgrind`: see [`callgrind`] (instructions,
 //! which the machine's load does not change).
@@ -54,7 +55,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 const USAGE: &str = "\
 tls-bench: ringloop's TLS against tokio + tokio-rustls and HAProxy (server CPU from /proc)
 
-  tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--echo-bin PATH]
+  tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--echo-bin PATH]
       echo 50x512 B and 100x16 KiB, full handshakes, idle RSS: ringloop's echo
       example (--loops 1) against tokio + tokio-rustls (current_thread)
   tls-bench proxy [--rounds 3] [--seconds 3] [--proxy-bin PATH] [--haproxy PATH]
@@ -73,9 +74,7 @@ build them with `cargo build --release --example echo --example proxy`.
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("serve-tokio") if args.len() == 4 => {
-            return serve_tokio(&args[1], &args[2], &args[3])
-        }
+        Some("serve-tokio") if args.len() == 4 => return serve_tokio(&args[1], &args[2], &args[3]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return Ok(());
@@ -100,6 +99,7 @@ pub struct Opts {
     time: Duration,
     idle: usize,
     reuseport: bool,
+    edge_triggered: bool,
     echo_bin: PathBuf,
     proxy_bin: PathBuf,
     haproxy: Option<PathBuf>,
@@ -124,7 +124,7 @@ impl Opts {
         while i < args.len() {
             match args[i].as_str() {
                 a if VALUED.contains(&a) => i += 2,
-                "--reuseport" => i += 1,
+                "--reuseport" | "--et" => i += 1,
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
             }
         }
@@ -135,14 +135,18 @@ impl Opts {
                 .cloned()
         };
         let example = |name: &str| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/examples"))
-                .join(name)
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../target/release/examples"
+            ))
+            .join(name)
         };
         Ok(Opts {
             rounds: value("--rounds").map_or(Ok(3), |v| v.parse())?,
             time: Duration::from_secs(value("--seconds").map_or(Ok(3), |v| v.parse())?),
             idle: value("--idle").map_or(Ok(2000), |v| v.parse())?,
             reuseport: args.iter().any(|a| a == "--reuseport"),
+            edge_triggered: args.iter().any(|a| a == "--et"),
             echo_bin: value("--echo-bin").map_or_else(|| example("echo"), PathBuf::from),
             proxy_bin: value("--proxy-bin").map_or_else(|| example("proxy"), PathBuf::from),
             haproxy: value("--haproxy").map(PathBuf::from),
@@ -287,6 +291,9 @@ fn echo_command(name: &str, opts: &Opts, pki: &Pki, port: u16) -> Result<Command
                 .arg(pki.key());
             if opts.reuseport {
                 c.arg("--reuseport");
+            }
+            if opts.edge_triggered {
+                c.arg("--et");
             }
             c
         }
@@ -533,15 +540,27 @@ fn bench(opts: &Opts) -> Result<()> {
             };
             for (i, &(label, conns, size)) in scenarios.iter().enumerate() {
                 let probe = || server.cpu();
-                let (n, cpu) =
-                    echo(&pki.client, server.addr, conns, size, Until::Elapsed(opts.time), &probe)?;
-                eprintln!("round {round} {:9} {label}: {n} msgs, {cpu:?} CPU", server.name);
+                let (n, cpu) = echo(
+                    &pki.client,
+                    server.addr,
+                    conns,
+                    size,
+                    Until::Elapsed(opts.time),
+                    &probe,
+                )?;
+                eprintln!(
+                    "round {round} {:9} {label}: {n} msgs, {cpu:?} CPU",
+                    server.name
+                );
                 record(i, n, cpu);
             }
             let before = server.cpu();
             let n = handshakes(&pki.client, server.addr, Until::Elapsed(opts.time))?;
             let cpu = server.cpu() - before;
-            eprintln!("round {round} {:9} handshakes: {n}, {cpu:?} CPU", server.name);
+            eprintln!(
+                "round {round} {:9} handshakes: {n}, {cpu:?} CPU",
+                server.name
+            );
             record(scenarios.len(), n, cpu);
             // Idle connections: RSS growth per connection.
             let rss0 = server.rss_kib();
@@ -556,7 +575,10 @@ fn bench(opts: &Opts) -> Result<()> {
             }
             thread::sleep(Duration::from_millis(200));
             let per = (server.rss_kib().saturating_sub(rss0)) as f64 / opts.idle.max(1) as f64;
-            eprintln!("round {round} {:9} idle: {per:.1} KiB per connection", server.name);
+            eprintln!(
+                "round {round} {:9} idle: {per:.1} KiB per connection",
+                server.name
+            );
             idle_kib[s].push(per);
             drop(idle);
             server.stop();
@@ -566,10 +588,11 @@ fn bench(opts: &Opts) -> Result<()> {
         "TLS benchmark: {} rounds x {}s, alternated{}; load average {} before, {} after\n",
         opts.rounds,
         opts.time.as_secs(),
-        if opts.reuseport {
-            ", ringloop --reuseport"
-        } else {
-            ""
+        match (opts.reuseport, opts.edge_triggered) {
+            (true, true) => ", ringloop --reuseport --et",
+            (true, false) => ", ringloop --reuseport",
+            (false, true) => ", ringloop --et",
+            (false, false) => "",
         },
         load_before,
         loadavg()

@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{echo, echo_command, free_port, handshakes, need, pki, spawn, Opts, Pki, Result, Until};
+use crate::{
+    echo, echo_command, free_port, handshakes, need, pki, spawn, Opts, Pki, Result, Until,
+};
 
 /// One measured scenario: `conns` connections, `size`-byte messages, or
 /// handshakes when `conns` is 0; `lo` and `hi` units of work per run.
@@ -70,8 +72,22 @@ pub fn run(opts: &Opts) -> Result<()> {
         let mut per_unit = [0f64; 2];
         for (s, name) in names.iter().enumerate() {
             let tag = work.label.replace(' ', "-");
-            let lo = measure(opts, &pki, name, work, work.lo, &out.join(format!("{name}-{tag}-lo.out")))?;
-            let hi = measure(opts, &pki, name, work, work.hi, &out.join(format!("{name}-{tag}-hi.out")))?;
+            let lo = measure(
+                opts,
+                &pki,
+                name,
+                work,
+                work.lo,
+                &out.join(format!("{name}-{tag}-lo.out")),
+            )?;
+            let hi = measure(
+                opts,
+                &pki,
+                name,
+                work,
+                work.hi,
+                &out.join(format!("{name}-{tag}-hi.out")),
+            )?;
             let units = (work.hi - work.lo) * work.conns.max(1) as u64;
             per_unit[s] = hi.saturating_sub(lo) as f64 / units as f64;
             eprintln!(
@@ -91,7 +107,14 @@ pub fn run(opts: &Opts) -> Result<()> {
 }
 
 /// The server's total instructions for `units` of `work`.
-fn measure(opts: &Opts, pki: &Pki, name: &str, work: &Work, units: u64, file: &Path) -> Result<u64> {
+fn measure(
+    opts: &Opts,
+    pki: &Pki,
+    name: &str,
+    work: &Work,
+    units: u64,
+    file: &Path,
+) -> Result<u64> {
     let port = free_port()?;
     let inner = echo_command(name, opts, pki, port)?;
     let mut cmd = Command::new(&opts.valgrind);
@@ -130,7 +153,10 @@ fn totals(file: &Path) -> Result<u64> {
         .map_err(|e| format!("{}: {e} (did the server exit cleanly?)", file.display()))?;
     text.lines()
         .rev()
-        .find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")))
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("{}: no totals line", file.display()).into())
