@@ -42,10 +42,10 @@
 //!             accept / connect
 //!                    │
 //!                    ▼
-//!   ┌──────── Handshaking ─────────────┐  handshake timeout, TLS error,
-//!   │ (no on_open yet; rustls talks    │  EOF or reset ──▶ closed: on_handshake_error
-//!   │  to the peer through the queue)  │                   (a dial: its caller or
-//!   └────────────────┬─────────────────┘                    on_dial_error gets the error)
+//!   ┌──────── Handshaking ─────────────┐  handshake timeout, TLS error, EOF, reset,
+//!   │ (no on_open yet; rustls talks    │  engine stop ──▶ closed: on_handshake_error
+//!   │  to the peer through the queue)  │                  (Shutdown for a stop; a dial:
+//!   └────────────────┬─────────────────┘                   its caller or on_dial_error)
 //!                    │ handshake complete
 //!                    ▼
 //!                  Open ── on_open, then on_traffic with plaintext; ALPN and
