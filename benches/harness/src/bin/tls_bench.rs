@@ -626,3 +626,29 @@ fn bench(opts: &Opts) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_range() {
+        assert_eq!(median_range(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(median_range(&[4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
+        assert_eq!(ratio_cell(&[1.0, 0.9, 1.2]), "1.00 (0.90–1.20)");
+        assert_eq!(ratio_cell(&[]), "n/a");
+    }
+
+    #[test]
+    fn options() {
+        let args: Vec<String> = ["--rounds", "5", "--et", "--idle", "10"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let opts = Opts::parse(&args).unwrap();
+        assert_eq!((opts.rounds, opts.idle), (5, 10));
+        assert!(opts.edge_triggered && !opts.reuseport);
+        assert_eq!(opts.time, Duration::from_secs(3));
+        assert!(Opts::parse(&["--bogus".to_string()]).is_err());
+    }
+}

@@ -150,3 +150,22 @@ fn haproxy_config(port: u16, backend: u16, crt: &std::path::Path) -> String {
         crt.display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haproxy_terminates_tls_in_front_of_the_backend() {
+        let text = haproxy_config(8443, 9000, std::path::Path::new("/tmp/x.pem"));
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for want in [
+            "nbthread 1",
+            "mode tcp",
+            "bind 127.0.0.1:8443 ssl crt /tmp/x.pem",
+            "server echo1 127.0.0.1:9000",
+        ] {
+            assert!(lines.contains(&want), "{want:?} missing in:\n{text}");
+        }
+    }
+}
