@@ -307,6 +307,14 @@ pub trait EventHandler: 'static {
     /// connection is affected. Dials report a failed handshake to their
     /// caller instead (or to [`on_dial_error`](Self::on_dial_error)).
     ///
+    /// When the engine stops ([`Engine::stop`](crate::Engine::stop) or
+    /// [`Action::Shutdown`]) while a handshake runs, the handshake is not
+    /// waited for: the loop stops reading, writes what it already queued
+    /// for the peer (until the drain deadline), then closes the socket
+    /// without an alert and calls this with [`CloseReason::Shutdown`],
+    /// before [`on_shutdown`](Self::on_shutdown). A dial in its handshake
+    /// fails with [`Error::EngineStopped`](crate::Error::EngineStopped).
+    ///
     /// ```
     /// use ringloop::{Action, CloseReason, EventHandler, LoopContext, SockAddr};
     ///

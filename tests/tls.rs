@@ -991,3 +991,85 @@ fn a_proxy_protocol_header_before_the_handshake_is_read_raw() {
     assert_eq!(server.next_close(), "close eof");
     server.running.stop();
 }
+
+/// Stopping the engine while handshakes run closes those connections with
+/// `CloseReason::Shutdown` through `on_handshake_error` (never `on_close`:
+/// they never opened), and their peers see the socket close.
+#[test]
+fn engine_stop_during_handshakes_reports_shutdown() {
+    let server = echo_server(1, |b| b);
+    let hello = client_hello(&server.pki);
+    // One peer sent half its ClientHello ...
+    let mut half = tcp_client(server.addr());
+    half.write_all(&hello[..hello.len() / 2]).unwrap();
+    // ... the other all of it, and got the server's first flight.
+    let mut whole = tcp_client(server.addr());
+    whole.write_all(&hello).unwrap();
+    let mut flight = [0u8; 5];
+    whole.read_exact(&mut flight).expect("the ServerHello");
+    assert_eq!(flight[0], 0x16, "a handshake record");
+    wait_until("both connections on the loop", || {
+        server.running.engine.connection_count() == 2
+    });
+    let closes = server.closes;
+    server.running.stop();
+    for _ in 0..2 {
+        let why = closes.recv_timeout(PATIENCE).expect("a handshake report");
+        assert_eq!(why, "handshake shutdown");
+    }
+    assert!(
+        closes.try_recv().is_err(),
+        "no on_close for connections that never opened"
+    );
+    assert!(closed_by_server(&half));
+    assert!(closed_by_server(&whole));
+}
+
+/// A peer that ends its TCP stream without `close_notify` abandoned the
+/// session: closing on that end of stream sends nothing back; a reply
+/// written after it is still followed by `close_notify`.
+#[test]
+fn an_abandoned_session_gets_close_notify_only_after_a_reply() {
+    struct ByeOnEof(bool);
+    impl EventHandler for ByeOnEof {
+        type State = ();
+        fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+            echo_now(conn)
+        }
+        fn on_read_closed(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+            if self.0 {
+                let _ = conn.write(b"bye");
+            }
+            Action::Close
+        }
+    }
+    for answer in [false, true] {
+        let pki = TestPki::new();
+        let running = Running::start(
+            Engine::builder(move |_| ByeOnEof(answer))
+                .listen("tls://127.0.0.1:0")
+                .loops(1)
+                .tls_server(pki.server_tls().build().unwrap()),
+        );
+        let mut client = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
+        tls_round_trip(&mut client, b"hello");
+        client.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        if answer {
+            let mut got = Vec::new();
+            // read_to_end fails with UnexpectedEof unless close_notify came.
+            client
+                .read_to_end(&mut got)
+                .expect("the reply, then close_notify");
+            assert_eq!(got, b"bye");
+        } else {
+            let mut rest = Vec::new();
+            client.sock.read_to_end(&mut rest).expect("end of stream");
+            assert!(
+                rest.is_empty(),
+                "{} bytes after an abandoned session",
+                rest.len()
+            );
+        }
+        running.stop();
+    }
+}

@@ -110,8 +110,9 @@ impl<H: EventHandler> EventLoop<H> {
             }
         };
         if n == 0 {
-            if !entry.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            if let Some(tls) = entry.tls.as_deref_mut().filter(|t| !t.is_handshaking()) {
                 log::debug!("{}: TCP end of stream without close_notify", entry.peer);
+                tls.peer_abandoned();
             }
             self.peer_closed(key);
             return None;
@@ -129,8 +130,13 @@ impl<H: EventHandler> EventLoop<H> {
     /// goes to `on_traffic` through the loop's read buffer. Stops early if
     /// the connection closes or starts closing (the rest is dropped, as
     /// unread socket bytes would be).
+    ///
+    /// Settles the connection once per round through the session: the
+    /// callback that took its plaintext (`on_traffic` or `on_open`) settles
+    /// it, and only a round that ran no callback settles it here.
     pub(super) fn deliver_tls(&mut self, key: SlotKey, mut input: &[u8]) {
         loop {
+            let mut settled = false;
             let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
@@ -161,16 +167,22 @@ impl<H: EventHandler> EventLoop<H> {
                 if self.conns.get(key).is_none() {
                     return;
                 }
+                settled = true;
             }
             if pumped.plain > 0 {
                 self.traffic(key, pumped.plain);
+                settled = true;
             }
             if pumped.peer_closed {
                 self.peer_closed(key);
                 return;
             }
-            if pumped.plain == 0 && input.is_empty() {
-                self.settle(key, Action::None);
+            // A pump that stopped short of filling the buffer drained the
+            // session's plaintext; with no ciphertext left, it has no more.
+            if input.is_empty() && pumped.plain < self.read_buf.len() {
+                if !settled {
+                    self.settle(key, Action::None);
+                }
                 return;
             }
         }

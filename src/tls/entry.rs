@@ -20,19 +20,11 @@ impl<S> ConnEntry<S> {
             return Err(Error::Unsupported("a TLS write on a plain connection"));
         };
         let mut out = sink(self.fd.as_fd(), &mut self.outbound, lp.write_cap);
-        let mut total = 0;
-        let mut result = Ok(());
-        for buf in bufs {
-            result = tls.write(buf, &mut out);
-            if result.is_err() {
-                break;
-            }
-            total += buf.len();
-        }
+        let result = tls.write(bufs, &mut out);
         let written = out.written;
         self.wrote(written, lp);
         match result {
-            Ok(()) => Ok(total),
+            Ok(()) => Ok(bufs.iter().map(|b| b.len()).sum()),
             Err(Error::Io { source, .. }) if source.kind() != io::ErrorKind::WouldBlock => {
                 let err = Error::io("write", io::Error::new(source.kind(), source.to_string()));
                 self.close_with(CloseReason::from_io(source));
@@ -56,12 +48,17 @@ impl<S> ConnEntry<S> {
     }
 
     /// Queues `close_notify` behind what is already queued (once, and only
-    /// on an open session: a failed handshake sent its alert instead).
+    /// on an open session: a failed handshake sent its alert instead; and
+    /// not to a peer that ended its TCP stream without one and was sent
+    /// nothing since, unless the handler kept the connection half-open).
     pub(crate) fn tls_close_notify(&mut self, lp: &LoopRef<'_>) {
         let Some(tls) = self.tls.as_deref_mut() else {
             return;
         };
-        if tls.is_handshaking() {
+        if !tls.owes_close_notify()
+            && (tls.is_handshaking()
+                || self.read_side != crate::event_loop::entry::ReadSide::HalfOpen)
+        {
             return;
         }
         let mut out = sink(self.fd.as_fd(), &mut self.outbound, lp.write_cap);

@@ -42,10 +42,10 @@
 //!             accept / connect
 //!                    │
 //!                    ▼
-//!   ┌──────── Handshaking ─────────────┐  handshake timeout, TLS error,
-//!   │ (no on_open yet; rustls talks    │  EOF or reset ──▶ closed: on_handshake_error
-//!   │  to the peer through the queue)  │                   (a dial: its caller or
-//!   └────────────────┬─────────────────┘                    on_dial_error gets the error)
+//!   ┌──────── Handshaking ─────────────┐  handshake timeout, TLS error, EOF, reset,
+//!   │ (no on_open yet; rustls talks    │  engine stop ──▶ closed: on_handshake_error
+//!   │  to the peer through the queue)  │                  (Shutdown for a stop; a dial:
+//!   └────────────────┬─────────────────┘                   its caller or on_dial_error)
 //!                    │ handshake complete
 //!                    ▼
 //!                  Open ── on_open, then on_traffic with plaintext; ALPN and
@@ -57,6 +57,11 @@
 //!               Closing ── close_notify queued after what is already queued,
 //!                          flushed (graceful closes linger as for TCP), fd closed
 //! ```
+//!
+//! A peer that ends its TCP stream without `close_notify` has abandoned the
+//! session: closing on that end of stream sends no `close_notify` back
+//! (as nginx does), unless something was written to the peer after it or
+//! the handler kept the connection half-open.
 //!
 //! # Bounded memory
 //!
@@ -205,7 +210,7 @@ pub mod fuzzing {
         /// Encrypts `data` as a handler's write would.
         pub fn write(&mut self, data: &[u8]) -> crate::Result<()> {
             let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024);
-            self.session.write(data, &mut to)
+            self.session.write(&[data], &mut to)
         }
 
         /// Every plaintext byte delivered so far.

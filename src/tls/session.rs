@@ -94,6 +94,11 @@ enum Phase {
 pub(crate) struct TlsSession {
     conn: Connection,
     phase: Phase,
+    /// The peer ended its TCP stream without `close_notify` and nothing
+    /// was written since: it abandoned the session, so no `close_notify`
+    /// is owed to it (as nginx does; a reply written after the end of
+    /// stream is still followed by one).
+    abandoned: bool,
 }
 
 /// What [`TlsSession::pump`] got out of the session.
@@ -113,6 +118,7 @@ impl TlsSession {
                 deadline_ms: u64::MAX,
                 done: None,
             },
+            abandoned: false,
         }
     }
 
@@ -207,29 +213,43 @@ impl TlsSession {
         }
     }
 
-    /// Encrypts `data` and hands the records to `sink`.
-    pub(crate) fn write(&mut self, mut data: &[u8], sink: &mut SocketSink<'_>) -> Result<()> {
-        while !data.is_empty() {
-            let n = self
-                .conn
-                .writer()
-                .write(data)
-                .map_err(|e| Error::io("TLS write", e))?;
-            if n == 0 {
-                // Only before the handshake completes, with early plaintext
-                // over its limit: nothing can take it now.
-                return Err(Error::io(
-                    "TLS write",
-                    io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        "more plaintext than the session buffers before its handshake",
-                    ),
-                ));
+    /// Encrypts `bufs`, in order, and hands the records to `sink` in one
+    /// go (one `writev` for a connection with nothing queued), or in
+    /// [`TLS_BUFFER_LIMIT`]-sized steps for more than that.
+    pub(crate) fn write(&mut self, bufs: &[&[u8]], sink: &mut SocketSink<'_>) -> Result<()> {
+        self.abandoned = false;
+        for buf in bufs {
+            let mut data = *buf;
+            while !data.is_empty() {
+                let mut n = self.encrypt(data)?;
+                if n == 0 && self.conn.wants_write() {
+                    // rustls holds its limit of ciphertext: move it on.
+                    self.send(sink).map_err(|e| Error::io("write", e))?;
+                    n = self.encrypt(data)?;
+                }
+                if n == 0 {
+                    // Only before the handshake completes, with early
+                    // plaintext over its limit: nothing can take it now.
+                    return Err(Error::io(
+                        "TLS write",
+                        io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            "more plaintext than the session buffers before its handshake",
+                        ),
+                    ));
+                }
+                data = &data[n..];
             }
-            data = &data[n..];
-            self.send(sink).map_err(|e| Error::io("write", e))?;
         }
-        Ok(())
+        self.send(sink).map_err(|e| Error::io("write", e))
+    }
+
+    /// Encrypts what rustls takes of `data` (up to its buffer limit).
+    fn encrypt(&mut self, data: &[u8]) -> Result<usize> {
+        self.conn
+            .writer()
+            .write(data)
+            .map_err(|e| Error::io("TLS write", e))
     }
 
     /// Hands every record rustls wants sent (handshake, alerts, data) to
@@ -239,6 +259,19 @@ impl TlsSession {
             self.conn.write_tls(sink)?;
         }
         Ok(())
+    }
+
+    /// The peer's TCP stream ended without `close_notify` (see
+    /// [`owes_close_notify`](Self::owes_close_notify)).
+    pub(crate) fn peer_abandoned(&mut self) {
+        self.abandoned = true;
+    }
+
+    /// Whether a local close should send `close_notify`: once the
+    /// handshake is done, unless the peer abandoned the session and was
+    /// sent nothing since.
+    pub(crate) fn owes_close_notify(&self) -> bool {
+        !self.is_handshaking() && !self.abandoned
     }
 
     /// Queues `close_notify` (once; never after a fatal alert) and sends it.
