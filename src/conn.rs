@@ -501,7 +501,10 @@ impl<'a, S> Conn<'a, S> {
     /// Stops reading from the connection (Netty's `autoRead` off): no more
     /// `on_traffic` for new bytes, which wait in the kernel, so the peer is
     /// slowed down by TCP itself instead of filling memory. Timers keep
-    /// running; the peer's end of stream is seen once reading resumes. Use
+    /// running, except the incomplete-input timeout for input the handler
+    /// left unconsumed: holding it is the handler's choice, and its clock
+    /// starts afresh on resume. The peer's end of stream is seen once
+    /// reading resumes. Use
     /// it to cap work in flight per connection, e.g. while a worker-pool job
     /// for it runs; resume with [`resume_reading`](Self::resume_reading) or,
     /// from another thread, [`ConnHandle::resume_reading`].
@@ -534,7 +537,12 @@ impl<'a, S> Conn<'a, S> {
 
     /// Reads the connection again after [`pause_reading`](Self::pause_reading).
     pub fn resume_reading(&mut self) {
+        let now_ms = self.lp.now_ms;
         if let Some(entry) = self.entry_mut() {
+            if entry.user_paused {
+                // Held-back input starts its incomplete-input clock afresh.
+                entry.input_since_ms = now_ms;
+            }
             entry.user_paused = false;
         }
     }

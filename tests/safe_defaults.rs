@@ -185,3 +185,61 @@ fn a_half_closed_connection_where_nothing_moves_is_closed() {
     );
     running.stop();
 }
+
+/// Pauses reading on a request it cannot take yet (as a handler does when
+/// its worker pool is full), leaving the bytes unconsumed, and answers the
+/// request once resumed from another thread.
+struct Pauser {
+    paused: mpsc::Sender<ringloop::ConnHandle>,
+    closed: mpsc::Sender<String>,
+}
+
+impl EventHandler for Pauser {
+    type State = bool; // answered once already: later input is echoed at once
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, bool>) -> Action {
+        if !conn.state().copied().unwrap_or(false) {
+            let _ = conn.set_state(true);
+            conn.pause_reading();
+            let _ = self.paused.send(conn.handle());
+            return Action::None;
+        }
+        let all = conn.read_all();
+        let _ = conn.write(all);
+        Action::None
+    }
+
+    fn on_close(&mut self, _conn: &mut Conn<'_, bool>, reason: &CloseReason) -> Action {
+        let _ = self.closed.send(reason.to_string());
+        Action::None
+    }
+}
+
+#[test]
+fn input_held_back_by_a_pause_is_not_incomplete_input() {
+    let (paused_tx, paused) = mpsc::channel();
+    let (closed_tx, closed) = mpsc::channel();
+    let running = Running::start(
+        Engine::builder(move |_| Pauser {
+            paused: paused_tx.clone(),
+            closed: closed_tx.clone(),
+        })
+        .listen("tcp://127.0.0.1:0")
+        .loops(1)
+        .timeouts(Timeouts::none().incomplete(SMALL)),
+    );
+    let mut client = tcp_client(running.tcp_addr(0));
+    client.write_all(b"request").unwrap();
+    let handle = paused.recv_timeout(PATIENCE).unwrap();
+    // The handler holds the request for three times the incomplete-input
+    // timeout (a long job): that is the handler's choice, not a slow peer.
+    std::thread::sleep(SMALL * 3);
+    assert!(closed.try_recv().is_err(), "a paused connection was closed");
+    handle.resume_reading().unwrap();
+    let mut reply = [0; 7];
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"request");
+    assert!(closed.try_recv().is_err());
+    running.stop();
+}

@@ -104,6 +104,10 @@ impl<H: EventHandler> EventLoop<H> {
             LoopMessage::Reading { id, on } => {
                 if let Some(key) = self.conn_key(id) {
                     let entry = self.conns.get_mut(key).expect("checked by conn_key");
+                    if on && entry.user_paused {
+                        // Held-back input starts its incomplete-input clock afresh.
+                        entry.input_since_ms = self.now_ms;
+                    }
                     entry.user_paused = !on;
                     let waiting = on && !entry.inbound.is_empty();
                     if on && self.settings.edge_triggered {

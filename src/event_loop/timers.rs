@@ -66,9 +66,11 @@ pub(super) fn next_deadline<S>(
         .write
         .filter(|_| !entry.outbound.is_empty())
         .map(|d| (entry.last_write_ms + ms(d), TimeoutKind::Write));
+    // Input the handler holds back by pausing (a job in flight) is its
+    // choice, not a slow peer's: the clock restarts when it resumes.
     let incomplete = t
         .incomplete
-        .filter(|_| !entry.inbound.is_empty())
+        .filter(|_| !entry.inbound.is_empty() && !entry.user_paused)
         .map(|d| (entry.input_since_ms + ms(d), TimeoutKind::Incomplete));
     let half_closed = t
         .half_closed
