@@ -319,8 +319,7 @@ impl<H: EventHandler> EventLoop<H> {
         let (action, side, rest, consumed) = if leftover.is_empty() {
             let mut conn = Conn::new(input, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
-            let consumed = conn.consumed();
-            let side = conn.take_side_effects();
+            let (consumed, side) = conn.finish();
             let rest = (keeps_unread && consumed < input.len()).then(|| input[consumed..].to_vec());
             (action, side, rest, consumed)
         } else {
@@ -328,9 +327,7 @@ impl<H: EventHandler> EventLoop<H> {
             buf.extend_from_slice(input);
             let mut conn = Conn::new(&buf, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
-            let consumed = conn.consumed();
-            let side = conn.take_side_effects();
-            drop(conn);
+            let (consumed, side) = conn.finish();
             let rest = (keeps_unread && consumed < buf.len()).then(|| {
                 buf.drain(..consumed);
                 buf
