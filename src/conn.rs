@@ -150,14 +150,18 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
-    /// Bytes consumed by the callback so far.
-    pub(crate) fn consumed(&self) -> usize {
-        self.consumed
-    }
-
     /// What the callback asked of the loop beyond this connection.
     pub(crate) fn take_side_effects(&mut self) -> Option<Box<SideEffects<S>>> {
         self.side.take()
+    }
+
+    /// Ends the callback: the bytes it consumed and what it asked of the
+    /// loop beyond this connection. Taking the view apart (rather than
+    /// dropping it) spares an out-of-line drop of its emptied side effects.
+    #[inline]
+    pub(crate) fn finish(self) -> (usize, Option<Box<SideEffects<S>>>) {
+        let Conn { consumed, side, .. } = self;
+        (consumed, side)
     }
 
     fn side(&mut self) -> &mut SideEffects<S> {

@@ -347,26 +347,62 @@ impl<S> ConnEntry<S> {
 
     /// The write path: straight to the socket while nothing is queued,
     /// otherwise (or for what the socket did not take) into the queue.
+    /// Inlined into `Conn::write`: the common case (nothing queued, the
+    /// socket takes it all) is one system call and a counter.
+    #[inline]
     pub(crate) fn write_bytes(&mut self, data: &[u8], lp: &LoopRef<'_>) -> Result<usize> {
+        if self.outbound.is_empty() && self.tls.is_none() && !self.fd_gone() {
+            match sys::io::write(self.fd.as_fd(), data) {
+                Ok(n) if n == data.len() => {
+                    self.wrote(n, lp);
+                    return Ok(n);
+                }
+                sent => return self.write_rest(data, sent, lp),
+            }
+        }
+        self.write_bytes_slow(data, lp)
+    }
+
+    /// After a send straight to the socket that did not take all of
+    /// `data`: what it did not take goes into the queue (a failure other
+    /// than `WouldBlock` fails the write).
+    #[cold]
+    #[inline(never)]
+    fn write_rest(
+        &mut self,
+        data: &[u8],
+        sent: io::Result<usize>,
+        lp: &LoopRef<'_>,
+    ) -> Result<usize> {
+        let written = match sent {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(self.fail_write(e)),
+        };
+        self.wrote(written, lp);
+        if written < data.len() {
+            self.outbound.push(&data[written..], lp.write_cap);
+        }
+        Ok(data.len())
+    }
+
+    /// [`write_bytes`](Self::write_bytes) when it cannot go straight
+    /// through: a closed descriptor, TLS, or bytes already queued.
+    #[cold]
+    #[inline(never)]
+    fn write_bytes_slow(&mut self, data: &[u8], lp: &LoopRef<'_>) -> Result<usize> {
         if self.fd_gone() {
             return Err(Error::ConnectionClosed);
         }
         if self.tls.is_some() {
             return self.tls_write(&[data], lp);
         }
-        let mut written = 0;
         if self.outbound.is_empty() {
-            match sys::io::write(self.fd.as_fd(), data) {
-                Ok(n) => written = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(self.fail_write(e)),
-            }
+            let sent = sys::io::write(self.fd.as_fd(), data);
+            return self.write_rest(data, sent, lp);
         }
-        self.wrote(written, lp);
-        if written < data.len() {
-            self.outbound.push(&data[written..], lp.write_cap);
-        }
-        Ok(data.len())
+        // Behind what is queued: all of it waits its turn.
+        self.write_rest(data, Ok(0), lp)
     }
 
     /// Vectored form of [`write_bytes`](Self::write_bytes).

@@ -39,6 +39,12 @@ pub(super) enum Fresh {
 
 impl<H: EventHandler> EventLoop<H> {
     pub(super) fn on_io(&mut self, key: SlotKey, event: &Event) {
+        if event.readable && !(event.writable || event.error || event.hangup) {
+            // The common event, input alone: `read_input` makes the checks
+            // below with its own lookup of the entry (one, not two).
+            self.read_input(key, true);
+            return;
+        }
         let Some(entry) = self.conns.get(key) else {
             return; // an event for a connection closed earlier this turn
         };
@@ -122,11 +128,34 @@ impl<H: EventHandler> EventLoop<H> {
     /// (level-triggered), or until the socket is drained or the per-turn
     /// budget is spent (edge-triggered).
     pub(super) fn read(&mut self, key: SlotKey) {
+        self.read_input(key, false);
+    }
+
+    /// [`read`](Self::read); `from_event`: called by `on_io` for an event
+    /// that reports input alone, so first do what `on_io` does for one (a
+    /// dial waits, a PROXY header is read first, a connection whose read
+    /// side is closed is settled).
+    #[inline]
+    fn read_input(&mut self, key: SlotKey, mut from_event: bool) {
         let mut moved = 0;
         loop {
             let Some(entry) = self.conns.get(key) else {
-                return;
+                return; // (for an event: a connection closed earlier this turn)
             };
+            if std::mem::take(&mut from_event) {
+                match entry.phase {
+                    Phase::Connecting(_) => return,
+                    Phase::AwaitingHeader => {
+                        self.read_proxy_header(key);
+                        return;
+                    }
+                    _ if entry.read_closed() => {
+                        self.settle(key, Action::None);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
             match entry.phase {
                 Phase::Lingering(_) => {
                     self.drain_lingering(key);
@@ -320,8 +349,7 @@ impl<H: EventHandler> EventLoop<H> {
         let (action, side, rest, consumed) = if leftover.is_empty() {
             let mut conn = Conn::new(input, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
-            let consumed = conn.consumed();
-            let side = conn.take_side_effects();
+            let (consumed, side) = conn.finish();
             let rest = (keeps_unread && consumed < input.len()).then(|| input[consumed..].to_vec());
             (action, side, rest, consumed)
         } else {
@@ -329,9 +357,7 @@ impl<H: EventHandler> EventLoop<H> {
             buf.extend_from_slice(input);
             let mut conn = Conn::new(&buf, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
-            let consumed = conn.consumed();
-            let side = conn.take_side_effects();
-            drop(conn);
+            let (consumed, side) = conn.finish();
             let rest = (keeps_unread && consumed < buf.len()).then(|| {
                 buf.drain(..consumed);
                 buf

@@ -32,18 +32,72 @@ fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> io::Result<T> {
     }
 }
 
-/// Makes a raw system call (`call` returns what `syscall(2)` returned) until
-/// a signal does not interrupt it: a count, or the `errno` it set.
-fn retry_raw(mut call: impl FnMut() -> libc::c_long) -> io::Result<usize> {
+/// A system call of up to six arguments, made directly: on x86-64 Linux
+/// the `syscall` instruction itself (as rustix's `linux_raw` backend does:
+/// no glibc stub, no `errno` round trip), elsewhere glibc's `syscall(2)`.
+/// Returns the count, or the error number.
+///
+/// # Safety
+///
+/// The caller guarantees that `nr` with `args` is a valid system call whose
+/// pointer arguments point at memory valid for what the call does with it.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[inline(always)]
+#[allow(unsafe_code)] // the syscall instruction
+unsafe fn syscall6(nr: libc::c_long, args: [libc::c_long; 6]) -> Result<usize, i32> {
+    let ret: libc::c_long;
+    // SAFETY: the Linux x86-64 system call ABI: number in rax, arguments in
+    // rdi, rsi, rdx, r10, r8, r9, result in rax; the kernel clobbers rcx
+    // (return address) and r11 (saved flags, restored on return) and
+    // touches no stack. What the call does to memory is the caller's
+    // contract (see above), and the asm is not `nomem`, so the compiler
+    // assumes memory may be read or written.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            in("r8") args[4],
+            in("r9") args[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack, preserves_flags),
+        );
+    }
+    // The kernel returns -errno (-4095..=-1) on failure.
+    if (-4095..0).contains(&ret) {
+        Err(-ret as i32)
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Portable form of the above: glibc's `syscall(2)` and `errno`.
+///
+/// # Safety
+///
+/// As above.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[inline(always)]
+#[allow(unsafe_code)] // syscall(2)
+unsafe fn syscall6(nr: libc::c_long, args: [libc::c_long; 6]) -> Result<usize, i32> {
+    // SAFETY: the caller's contract (see the x86-64 form).
+    let ret = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) };
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+/// Makes a raw system call (`call` returns what [`syscall6`] returned)
+/// until a signal does not interrupt it: a count, or the error.
+#[inline(always)]
+fn retry_raw(mut call: impl FnMut() -> Result<usize, i32>) -> io::Result<usize> {
     loop {
-        match usize::try_from(call()) {
+        match call() {
             Ok(n) => return Ok(n),
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+            Err(libc::EINTR) => {}
+            Err(e) => return Err(io::Error::from_raw_os_error(e)),
         }
     }
 }
@@ -51,7 +105,7 @@ fn retry_raw(mut call: impl FnMut() -> libc::c_long) -> io::Result<usize> {
 /// Reads into `buf`; `Ok(0)` is end of stream (or an empty `buf`).
 ///
 /// The read on every message's path: it goes straight to the system call
-/// (`syscall(2)`), not through glibc's `read`, which is a thread
+/// (see [`syscall6`]), not through glibc's `read`, which is a thread
 /// cancellation point and pays for that with two atomic read-modify-writes
 /// per call. ringloop never cancels a thread.
 #[allow(unsafe_code)] // a raw read(2)
@@ -61,11 +115,16 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
         // writable memory of `buf.len()` bytes that nothing else touches
         // while the call runs; the kernel writes at most that many bytes.
         unsafe {
-            libc::syscall(
+            syscall6(
                 libc::SYS_read,
-                libc::c_long::from(fd.as_raw_fd()),
-                buf.as_mut_ptr(),
-                buf.len(),
+                [
+                    libc::c_long::from(fd.as_raw_fd()),
+                    buf.as_mut_ptr() as libc::c_long,
+                    buf.len() as libc::c_long,
+                    0,
+                    0,
+                    0,
+                ],
             )
         }
     })
@@ -84,14 +143,16 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
         // readable memory of `buf.len()` bytes for its duration; no address
         // is passed (a null pointer with length 0, as send(2) does).
         unsafe {
-            libc::syscall(
+            syscall6(
                 libc::SYS_sendto,
-                libc::c_long::from(fd.as_raw_fd()),
-                buf.as_ptr(),
-                buf.len(),
-                libc::c_long::from(libc::MSG_NOSIGNAL),
-                std::ptr::null::<libc::sockaddr>(),
-                libc::c_long::from(0u8),
+                [
+                    libc::c_long::from(fd.as_raw_fd()),
+                    buf.as_ptr() as libc::c_long,
+                    buf.len() as libc::c_long,
+                    libc::c_long::from(libc::MSG_NOSIGNAL),
+                    0, // no address
+                    0,
+                ],
             )
         }
     })
