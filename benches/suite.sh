@@ -7,6 +7,7 @@
 #   D. UDP echo                ringloop vs tokio UDP, at 1 thread (and 2 in full mode)
 #   E. worker pool             echo_pool vs tokio spawn_blocking, --delay-ms 1 and 100
 #   F. async writes            ConnHandle::async_write vs crossbeam-channel + eventfd
+#   G. frames from workers     FrameHandle::send_frame vs plain async_write (issue 13 item 1)
 #
 #   benches/suite.sh            # full: ~12 minutes
 #   benches/suite.sh --quick    # ~2.5 minutes, 2 rounds of 1 s: a smoke test, noisy
@@ -139,6 +140,11 @@ run "E. worker pool, 100 ms" "${bench[@]}" \
 run "F. async writes" "$harness" async-write \
     --title "F. Cross-thread async writes: 2 worker threads → 1 loop, 64 connections, 64-byte messages" \
     --loops 1 --workers 2 --conns 64 --size 64 \
+    --rates "$aw_rates" --rounds "$aw_rounds" --seconds "$aw_secs"
+
+run "G. frames from workers" "$harness" async-write \
+    --title "G. Frames from workers: FrameHandle::send_frame vs plain async_write of the same bytes, 2 workers → 1 loop, 64 connections, 64-byte messages" \
+    --designs framed,ringloop --loops 1 --workers 2 --conns 64 --size 64 \
     --rates "$aw_rates" --rounds "$aw_rounds" --seconds "$aw_secs"
 
 echo "Suite finished in $((SECONDS - started)) s; load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
