@@ -415,6 +415,27 @@ pub fn have_tool(cmd: &str, package: &str) -> bool {
     false
 }
 
+/// Fetches `{base}/plaintext` and `{base}/` of the http example with one
+/// curl run (`-i -v`, HTTP/1.1; `extra` comes first, e.g. `--cacert` and
+/// `--resolve` for TLS), checks that curl succeeded and both answered
+/// `200 OK` with the example's body, and returns curl's output and its
+/// verbose log for the caller's own checks.
+pub fn curl_plaintext_twice(base: &str, extra: &[String]) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "-v", "--http1.1", "--max-time", "20"])
+        .args(extra)
+        .arg(format!("{base}/plaintext"))
+        .arg(format!("{base}/"))
+        .output()
+        .expect("run curl");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "curl failed: {stderr}");
+    assert_eq!(stdout.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("Hello, World!").count(), 2, "{stdout}");
+    (stdout, stderr)
+}
+
 pub mod certs;
 
 /// A small deterministic generator (xorshift) for batch, packet and split
