@@ -6,7 +6,8 @@
 //! figures.
 //!
 //! It never fails a benchmark and never measures anything itself. The
-//! thresholds match `benches/common/mod.rs` and `benches/lib.sh`:
+//! sampling and the idle rule are `benches/common/mod.rs`'s (compiled in
+//! by path); `benches/lib.sh` applies the same thresholds:
 //! `BENCH_IDLE_WAIT` (seconds, default 300; 0 measures at once),
 //! `BENCH_IDLE_LOAD` (highest 1-minute load average counted as idle, default
 //! a quarter of the CPU count), `BENCH_IDLE_SHARE` (lowest idle share of the
@@ -15,28 +16,18 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+// The Rust benches' machine-state module: one sampling and one idle rule
+// for both workspaces.
+#[path = "../../common/mod.rs"]
+mod common;
+use common::Load;
+
 /// 1-minute load averages noted at the start of each run since the last
 /// [`take_run_loads`].
 static RUN_LOADS: Mutex<Vec<f64>> = Mutex::new(Vec::new());
 
 fn env_f64(name: &str) -> Option<f64> {
     std::env::var(name).ok()?.trim().parse().ok()
-}
-
-/// CPUs online on the machine, not only those this process may run on (the
-/// idle threshold is the machine's, and a run may be pinned).
-fn cpus() -> usize {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .map(|stat| {
-            stat.lines()
-                .filter(|l| {
-                    l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
-                })
-                .count()
-        })
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The 1-minute load average as printed by the kernel, or `?`.
@@ -47,38 +38,6 @@ pub fn loadavg() -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
-fn loadavg1() -> Option<f64> {
-    loadavg().parse().ok()
-}
-
-/// `(idle, total)` jiffies of all CPUs (idle counts iowait too).
-fn cpu_jiffies() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-    Some((idle, fields.iter().take(8).sum()))
-}
-
-/// The 1-minute load average and the CPUs' idle share over a 1 s sample.
-fn sample() -> Option<(f64, f64)> {
-    let (idle0, total0) = cpu_jiffies()?;
-    std::thread::sleep(Duration::from_secs(1));
-    let (idle1, total1) = cpu_jiffies()?;
-    let share = idle1.saturating_sub(idle0) as f64 / total1.saturating_sub(total0).max(1) as f64;
-    Some((loadavg1()?, share))
-}
-
-fn is_idle((load, share): (f64, f64)) -> bool {
-    load <= env_f64("BENCH_IDLE_LOAD").unwrap_or(cpus() as f64 / 4.0)
-        && share >= env_f64("BENCH_IDLE_SHARE").unwrap_or(0.90)
-}
-
 /// Waits for an idle machine (at most `BENCH_IDLE_WAIT` seconds), says what
 /// it found on stderr and returns one sentence for the report.
 pub fn wait_for_idle(what: &str) -> String {
@@ -87,12 +46,12 @@ pub fn wait_for_idle(what: &str) -> String {
     let start = Instant::now();
     let mut said: Option<Instant> = None;
     let line = loop {
-        let Some(s) = sample() else {
+        let Some(load) = Load::sample(Duration::from_secs(1)) else {
             break "machine state unknown (no /proc/loadavg or /proc/stat)".to_string();
         };
         let waited = start.elapsed().as_secs();
-        let state = format!("load {:.2}, CPUs {:.0}% idle", s.0, s.1 * 100.0);
-        if is_idle(s) {
+        let state = load.to_string();
+        if load.is_idle() {
             break format!("idle machine ({state}; waited {waited} s)");
         }
         if start.elapsed() >= bound {
@@ -115,7 +74,7 @@ pub fn wait_for_idle(what: &str) -> String {
 
 /// Notes the 1-minute load average at the start of a run.
 pub fn note_run_load() {
-    if let Some(l) = loadavg1() {
+    if let Some(l) = common::loadavg1() {
         RUN_LOADS.lock().unwrap_or_else(|e| e.into_inner()).push(l);
     }
 }
