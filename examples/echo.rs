@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example echo -- [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et]
+//!     [--acceptor-thread]
 //!     [--tls-cert PATH --tls-key PATH]
 //! ```
 //! `ADDR` is a URL such as `tcp://127.0.0.1:9000` (the default),
@@ -10,7 +11,9 @@
 //! `--tls-key`); any mix may be given.
 //! `--lb` picks the load balancer (round-robin, least-connections, source
 //! hash), `--reuseport` gives every loop its own listener, `--et` switches to
-//! edge-triggered I/O. Stops cleanly on Ctrl-C.
+//! edge-triggered I/O, `--acceptor-thread` hands connections over from an
+//! acceptor thread even with one loop (which otherwise accepts itself).
+//! Stops cleanly on Ctrl-C.
 
 mod common;
 
@@ -34,9 +37,9 @@ impl EventHandler for Echo {
 
 fn main() {
     let args = common::Args::parse(
-        "echo [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et] [--tls-cert PATH --tls-key PATH]",
+        "echo [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et] [--acceptor-thread] [--tls-cert PATH --tls-key PATH]",
         &["lb", "tls-cert", "tls-key"],
-        &["reuseport", "et"],
+        &["reuseport", "et", "acceptor-thread"],
     );
     let lb = match args.text("lb").unwrap_or("rr") {
         "rr" => LoadBalancer::RoundRobin,
@@ -50,6 +53,7 @@ fn main() {
     let mut builder = Engine::builder(|_| Echo)
         .load_balancer(lb)
         .reuse_port(args.switch("reuseport"))
+        .acceptor_thread(args.switch("acceptor-thread"))
         .edge_triggered(args.switch("et"));
     for addr in args.addrs_or("tcp://127.0.0.1:9000") {
         builder = builder.listen(addr);

@@ -220,6 +220,16 @@ impl Listeners {
         Ok(())
     }
 
+    /// The engine is stopping: closes these listeners (removing Unix socket
+    /// files), so no connection is accepted that would only be closed by the
+    /// drain; connections waiting in the backlog are reset by the kernel.
+    pub(crate) fn close(&mut self, poller: &Poller) {
+        for (listener, _) in self.list.drain(..) {
+            let _ = poller.delete(listener.fd.as_fd());
+        }
+        self.resume_at = None;
+    }
+
     /// The engine handed its listeners to a new process: closes these
     /// (leaving Unix socket files to the new process). Returns whether
     /// there were any.

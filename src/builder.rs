@@ -247,6 +247,26 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// Accept on a separate acceptor thread even with one loop (default
+    /// off: a single loop accepts on its own listeners; several loops use
+    /// the acceptor unless [`reuse_port`](Self::reuse_port) is on).
+    ///
+    /// ```
+    /// # use ringloop::{Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .loops(1)
+    ///     .acceptor_thread(true) // hand connections over from a thread of its own
+    ///     .build()?;
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn acceptor_thread(mut self, on: bool) -> Self {
+        self.options.acceptor_thread = on;
+        self
+    }
+
     /// Edge-triggered connection I/O (default off, level-triggered).
     ///
     /// ```
@@ -654,6 +674,7 @@ impl<H: EventHandler> EngineBuilder<H> {
             }
         }
         let loops = self.options.loops;
+        let inline = self.options.accepts_inline();
         let mut acceptor_listeners = Vec::new();
         let mut loop_sockets: Vec<LoopSockets> =
             (0..loops).map(|_| LoopSockets::default()).collect();
@@ -691,8 +712,8 @@ impl<H: EventHandler> EngineBuilder<H> {
                     local_addrs.push(bound);
                 }
                 // A Unix path cannot be shared: in reuseport mode loop 0
-                // serves it alone.
-                _ if self.options.reuse_port => {
+                // serves it alone (as it serves everything with one loop).
+                _ if inline => {
                     let listener = Listener::bind(addr, &self.options, false)?;
                     local_addrs.push(listener.addr.clone());
                     loop_sockets[0].listeners.push((listener, index));

@@ -139,7 +139,7 @@ impl Inherited {
             }
             return Ok(addr);
         }
-        if !options.reuse_port {
+        if !options.accepts_inline() {
             acceptor.extend(
                 fds.into_iter()
                     .map(|fd| (Listener::adopt(fd, addr.clone(), owns_file), index)),

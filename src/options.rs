@@ -410,6 +410,12 @@ pub struct Options {
     /// for each address and the kernel spreads connections (Unix listeners
     /// are then served by loop 0). Default off.
     pub reuse_port: bool,
+    /// Accept on a separate acceptor thread even when there is only one
+    /// loop. Default off: a single loop accepts on its own listeners (no
+    /// hand-off message, doorbell wake or thread switch per connection, as
+    /// tokio's current-thread runtime); with several loops (and reuseport
+    /// off) the acceptor thread is used anyway.
+    pub acceptor_thread: bool,
     /// Edge-triggered I/O on connections, with at most
     /// [`edge_triggered_chunk`](Self::edge_triggered_chunk) bytes read and
     /// written per connection per loop turn. Default off (level-triggered).
@@ -493,6 +499,7 @@ impl Default for Options {
             send_buffer_size: None,
             reuse_addr: true,
             reuse_port: false,
+            acceptor_thread: false,
             edge_triggered: false,
             edge_triggered_chunk: 1 << 20,
             listen_backlog: 1024,
@@ -531,6 +538,13 @@ impl Timeouts {
 }
 
 impl Options {
+    /// The loops accept on their own listeners (reuseport mode, or a single
+    /// loop not asked to use the acceptor thread) rather than an acceptor
+    /// thread handing connections over.
+    pub(crate) fn accepts_inline(&self) -> bool {
+        self.reuse_port || (self.loops == 1 && !self.acceptor_thread)
+    }
+
     /// Checks every value; the first bad one is reported.
     pub(crate) fn validate(&self) -> Result<()> {
         fn bad(what: String) -> Result<()> {

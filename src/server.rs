@@ -10,7 +10,8 @@
 //! (a handler) sets the stop flag and wakes the thread in [`Server::run`],
 //! which then stops the actors in order:
 //!
-//! 1. the acceptor closes its listeners (no new connections);
+//! 1. the acceptor closes its listeners (no new connections; a loop that
+//!    accepts on its own closes its listeners at the next connection);
 //! 2. the worker pool refuses new jobs, finishes (or cancels, per
 //!    [`PoolShutdown`](crate::PoolShutdown)) the queued ones and joins,
 //!    waiting at most [`Options::pool_shutdown_timeout`](crate::Options::pool_shutdown_timeout);

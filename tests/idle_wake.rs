@@ -149,6 +149,8 @@ fn writes_to_an_idle_loop(doorbell: Doorbell) {
         Engine::builder(move |_| GiveHandle(tx.clone()))
             .listen("tcp://127.0.0.1:0")
             .loops(1)
+            // The accepted connection is itself a hand-off message to wake for.
+            .acceptor_thread(true)
             .doorbell(doorbell)
             // No timers at all: nothing but the doorbell may wake the loop.
             .timeouts(Timeouts::none())

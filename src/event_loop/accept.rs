@@ -1,6 +1,8 @@
-//! Accepting inline on this loop's own listeners (reuseport mode), through
-//! the engine's one accept path ([`crate::accept`]): the same limits, the
-//! same pause when resources run out, as the acceptor actor.
+//! Accepting inline on this loop's own listeners (reuseport mode, or a
+//! single loop without an acceptor thread), through the engine's one accept
+//! path ([`crate::accept`]): the same limits, the same pause when resources
+//! run out, as the acceptor actor; and, as the acceptor, no new connection
+//! once the engine is stopping.
 //!
 //! Owns only the loop's side: each accepted socket goes to admission on
 //! this loop. Must never accept more than one batch per readiness event.
@@ -13,6 +15,12 @@ use crate::handler::EventHandler;
 impl<H: EventHandler> EventLoop<H> {
     /// Accepts inline on this loop's own listener `i`.
     pub(super) fn accept(&mut self, i: usize) {
+        if self.engine.is_stopping() {
+            // As the acceptor at a stop: close the listeners rather than
+            // accept connections the drain would only close.
+            self.listeners.close(self.driver.poller());
+            return;
+        }
         let mut accepted = Vec::new();
         let result = self.listeners.accept(
             i,

@@ -7,7 +7,7 @@
 //! ```text
 //! cargo build --release --example echo --example proxy     # in the repository root
 //! cargo build --release --manifest-path benches/harness/Cargo.toml
-//! target/release/tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--echo-bin PATH]
+//! target/release/tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--acceptor-thread] [--echo-bin PATH]
 //! target/release/tls-bench proxy [--rounds 3] [--seconds 3] [--proxy-bin PATH] [--haproxy PATH]
 //! target/release/tls-bench callgrind [--echo-bin PATH] [--out DIR]
 //! ```
@@ -23,9 +23,11 @@
 //! * `idle`: `--idle` connections after their handshake and one echo; the
 //!   server's RSS growth per connection.
 //!
-//! `--reuseport` runs ringloop's echo with `--reuseport`: its loop accepts
-//! inline, with no acceptor thread handing connections over; `--et` with
-//! `--et` (edge-triggered epoll, as tokio's).
+//! ringloop's one loop accepts inline (its default with one loop);
+//! `--acceptor-thread` runs it with an acceptor thread handing connections
+//! over instead; `--reuseport` with `--reuseport` (the loop accepts inline on
+//! a SO_REUSEPORT listener); `--et` with `--et` (edge-triggered epoll, as
+//! tokio's).
 //!
 //! `proxy`: see [`proxy`]. `callgrind`: see [`callgrind`] (instructions,
 //! which the machine's load does not change).
@@ -55,7 +57,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 const USAGE: &str = "\
 tls-bench: ringloop's TLS against tokio + tokio-rustls and HAProxy (server CPU from /proc)
 
-  tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--echo-bin PATH]
+  tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--acceptor-thread] [--echo-bin PATH]
       echo 50x512 B and 100x16 KiB, full handshakes, idle RSS: ringloop's echo
       example (--loops 1) against tokio + tokio-rustls (current_thread)
   tls-bench proxy [--rounds 3] [--seconds 3] [--proxy-bin PATH] [--haproxy PATH]
@@ -100,6 +102,7 @@ pub struct Opts {
     idle: usize,
     reuseport: bool,
     edge_triggered: bool,
+    acceptor_thread: bool,
     echo_bin: PathBuf,
     proxy_bin: PathBuf,
     haproxy: Option<PathBuf>,
@@ -124,7 +127,7 @@ impl Opts {
         while i < args.len() {
             match args[i].as_str() {
                 a if VALUED.contains(&a) => i += 2,
-                "--reuseport" | "--et" => i += 1,
+                "--reuseport" | "--et" | "--acceptor-thread" => i += 1,
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
             }
         }
@@ -147,6 +150,7 @@ impl Opts {
             idle: value("--idle").map_or(Ok(2000), |v| v.parse())?,
             reuseport: args.iter().any(|a| a == "--reuseport"),
             edge_triggered: args.iter().any(|a| a == "--et"),
+            acceptor_thread: args.iter().any(|a| a == "--acceptor-thread"),
             echo_bin: value("--echo-bin").map_or_else(|| example("echo"), PathBuf::from),
             proxy_bin: value("--proxy-bin").map_or_else(|| example("proxy"), PathBuf::from),
             haproxy: value("--haproxy").map(PathBuf::from),
@@ -294,6 +298,9 @@ fn echo_command(name: &str, opts: &Opts, pki: &Pki, port: u16) -> Result<Command
             }
             if opts.edge_triggered {
                 c.arg("--et");
+            }
+            if opts.acceptor_thread {
+                c.arg("--acceptor-thread");
             }
             c
         }
@@ -585,7 +592,7 @@ fn bench(opts: &Opts) -> Result<()> {
         }
     }
     println!(
-        "TLS benchmark: {} rounds x {}s, alternated{}; load average {} before, {} after\n",
+        "TLS benchmark: {} rounds x {}s, alternated{}{}; load average {} before, {} after\n",
         opts.rounds,
         opts.time.as_secs(),
         match (opts.reuseport, opts.edge_triggered) {
@@ -593,6 +600,11 @@ fn bench(opts: &Opts) -> Result<()> {
             (true, false) => ", ringloop --reuseport",
             (false, true) => ", ringloop --et",
             (false, false) => "",
+        },
+        if opts.acceptor_thread {
+            ", ringloop --acceptor-thread"
+        } else {
+            ""
         },
         load_before,
         loadavg()
