@@ -125,7 +125,8 @@ pub(super) fn quiet<S>(entry: &ConnEntry<S>, edge_triggered: bool) -> bool {
         && entry.inbound.capacity() == 0
         && entry.budget_held == 0
         && entry.overrides.is_none()
-        && entry.tls.is_none()
+        // An open TLS session holds nothing to settle: its records went to
+        // the socket or the queue as they were made.
         && (edge_triggered || entry.armed == Interest::READABLE)
 }
 

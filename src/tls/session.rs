@@ -99,6 +99,11 @@ pub(crate) struct TlsSession {
     /// is owed to it (as nginx does; a reply written after the end of
     /// stream is still followed by one).
     abandoned: bool,
+    /// Plaintext rustls holds, not yet read (as of the last
+    /// `process_new_packets`, less what was read since).
+    plain_held: usize,
+    /// The peer's `close_notify` came (no plaintext after what is held).
+    close_notified: bool,
 }
 
 /// What [`TlsSession::pump`] got out of the session.
@@ -119,6 +124,8 @@ impl TlsSession {
                 done: None,
             },
             abandoned: false,
+            plain_held: 0,
+            close_notified: false,
         }
     }
 
@@ -169,6 +176,10 @@ impl TlsSession {
     /// plaintext into `out`, until `out` is full, or `input` is used up and
     /// no plaintext is left. A TLS error is returned after rustls queued the
     /// alert it owes the peer (send it with [`send`](Self::send)).
+    ///
+    /// Reads plaintext only when rustls said it holds some (the state
+    /// `process_new_packets` returns), so a record costs one read of it,
+    /// not that plus the reads that find nothing.
     pub(crate) fn pump(
         &mut self,
         input: &mut &[u8],
@@ -176,24 +187,21 @@ impl TlsSession {
     ) -> std::result::Result<Pumped, rustls::Error> {
         let mut plain = 0;
         loop {
-            while plain < out.len() {
+            while self.plain_held > 0 && plain < out.len() {
                 match self.conn.reader().read(&mut out[plain..]) {
-                    Ok(0) => {
-                        return Ok(Pumped {
-                            plain,
-                            peer_closed: true,
-                        })
+                    Ok(n) if n > 0 => {
+                        plain += n;
+                        self.plain_held = self.plain_held.saturating_sub(n);
                     }
-                    Ok(n) => plain += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    // Only after read_tls saw EOF, which it never does here.
-                    Err(_) => {
-                        return Ok(Pumped {
-                            plain,
-                            peer_closed: true,
-                        })
-                    }
+                    // Nothing after all (never, as rustls counted it).
+                    _ => self.plain_held = 0,
                 }
+            }
+            if self.plain_held == 0 && self.close_notified {
+                return Ok(Pumped {
+                    plain,
+                    peer_closed: true,
+                });
             }
             if plain == out.len() || input.is_empty() {
                 return Ok(Pumped {
@@ -209,7 +217,9 @@ impl TlsSession {
                 // plaintext; for records it means an oversized message.
                 Err(e) => return Err(rustls::Error::General(e.to_string())),
             }
-            self.conn.process_new_packets()?;
+            let state = self.conn.process_new_packets()?;
+            self.plain_held = state.plaintext_bytes_to_read();
+            self.close_notified = state.peer_has_closed();
         }
     }
 
