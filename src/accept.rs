@@ -1,6 +1,7 @@
 //! The one accept path: [`Listeners`], the listening sockets of one
-//! accepting thread, used both by the acceptor actor and by every loop in
-//! reuseport mode, so the two behave the same way.
+//! accepting thread, used both by the acceptor actor and by every loop that
+//! accepts inline (reuseport mode, or a single loop), so the two behave the
+//! same way.
 //!
 //! Owns the listeners' poller registration, the accept batch and the pauses:
 //!

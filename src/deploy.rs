@@ -111,7 +111,7 @@ impl Inherited {
     }
 
     /// Hands the sockets of listen address `index` to whoever accepts: the
-    /// acceptor, or in reuseport mode the loops, spread evenly (a TCP
+    /// acceptor, or the loops that accept inline, spread evenly (a TCP
     /// address with fewer sockets than loops gets new ones bound beside
     /// them, joining their `SO_REUSEPORT` group). Every socket taken over
     /// is served: closing one would drop the connections in its queue.

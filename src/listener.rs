@@ -1,7 +1,8 @@
 //! [`Listener`]: one bound, listening socket of the engine.
 //!
 //! Owns the listening fd and, for Unix sockets, the socket file, which it
-//! removes when dropped. It must never accept (the acceptor does that).
+//! removes when dropped. It must never accept (the acceptor, or a loop
+//! accepting inline, does that through `crate::accept`).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;

@@ -16,7 +16,7 @@ pub(crate) struct DeployShared {
     pub(crate) gate: Arc<Gate>,
     /// Set once the listeners went to a new process: accept nothing more.
     draining: AtomicBool,
-    /// Actors (the acceptor, reuseport loops) still holding listeners;
+    /// Actors (the acceptor, loops accepting inline) still holding listeners;
     /// each counts itself out once it closed them while draining.
     accepting: AtomicUsize,
     /// Indexed by listen address: does it expect a PROXY header?

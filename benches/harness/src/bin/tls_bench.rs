@@ -21,7 +21,10 @@
 //!   (no resumption: the client disables it), echo one byte and close, for
 //!   `--seconds`; CPU per handshake;
 //! * `idle`: `--idle` connections after their handshake and one echo; the
-//!   server's RSS growth per connection.
+//!   server's RSS growth per connection;
+//! * context switches of the server's threads per handshake (from
+//!   `/proc/PID/task/*/status`): a thread hand-off per connection shows
+//!   there even when the load drowns it in the CPU-time ratio.
 //!
 //! ringloop's one loop accepts inline (its default with one loop);
 //! `--acceptor-thread` runs it with an acceptor thread handing connections
@@ -319,6 +322,28 @@ impl Server {
     fn cpu(&self) -> Duration {
         cpu_time(self.child.id())
     }
+    /// Context switches (voluntary and not) of all the server's threads so
+    /// far: what a thread hand-off per connection costs shows here whatever
+    /// the load (a CPU-time ratio drowns it on a loaded machine).
+    fn switches(&self) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .flat_map(|status| {
+                status
+                    .lines()
+                    .filter_map(|l| {
+                        l.strip_prefix("voluntary_ctxt_switches:")
+                            .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -530,6 +555,8 @@ fn bench(opts: &Opts) -> Result<()> {
     let mut per_unit = vec![vec![Vec::new(); scenarios.len() + 1]; 2];
     let mut units = vec![vec![0u64; scenarios.len() + 1]; 2];
     let mut idle_kib = vec![Vec::new(); 2];
+    // switches_per_handshake[server]: one figure per round.
+    let mut switches_per_handshake = vec![Vec::new(); 2];
     let load_before = loadavg();
     for round in 0..opts.rounds {
         let order: Vec<usize> = if round % 2 == 0 {
@@ -561,11 +588,13 @@ fn bench(opts: &Opts) -> Result<()> {
                 );
                 record(i, n, cpu);
             }
-            let before = server.cpu();
+            let (before, switched) = (server.cpu(), server.switches());
             let n = handshakes(&pki.client, server.addr, Until::Elapsed(opts.time))?;
             let cpu = server.cpu() - before;
+            let switches = server.switches().saturating_sub(switched) as f64 / n.max(1) as f64;
+            switches_per_handshake[s].push(switches);
             eprintln!(
-                "round {round} {:9} handshakes: {n}, {cpu:?} CPU",
+                "round {round} {:9} handshakes: {n}, {cpu:?} CPU, {switches:.2} context switches each",
                 server.name
             );
             record(scenarios.len(), n, cpu);
@@ -635,6 +664,15 @@ fn bench(opts: &Opts) -> Result<()> {
         median_range(&idle_kib[0]).0,
         median_range(&idle_kib[1]).0,
         ratio_cell(&ratios(&idle_kib[0], &idle_kib[1]))
+    );
+    println!(
+        "| context switches per handshake (server threads) | | | {:.2} | {:.2} | {} |",
+        median_range(&switches_per_handshake[0]).0,
+        median_range(&switches_per_handshake[1]).0,
+        ratio_cell(&ratios(
+            &switches_per_handshake[0],
+            &switches_per_handshake[1]
+        ))
     );
     Ok(())
 }
