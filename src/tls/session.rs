@@ -316,7 +316,14 @@ impl Write for SocketSink<'_> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut skip = 0;
         if self.queue.is_empty() {
-            match sys::io::writev(self.fd, bufs) {
+            // One record (the common case: a reply of up to 16 KiB) goes
+            // by the raw send, without glibc's cancellable sendmsg and the
+            // kernel's copy of a msghdr and an iovec array.
+            let sent = match bufs {
+                [one] => sys::io::write(self.fd, one),
+                _ => sys::io::writev(self.fd, bufs),
+            };
+            match sent {
                 Ok(n) => skip = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
