@@ -113,6 +113,7 @@ pub(super) fn wanted_interest<S>(entry: &ConnEntry<S>, draining: bool, blocked: 
 /// nothing queued or buffered either way, no back-pressure or pause, no
 /// per-connection settings, and the interest armed that an open reader
 /// needs. Conservative: any doubt means "settle it".
+#[inline(always)]
 pub(super) fn quiet<S>(entry: &ConnEntry<S>, edge_triggered: bool) -> bool {
     matches!(entry.phase, Phase::Open)
         && entry.close_reason.is_none()
