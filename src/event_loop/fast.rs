@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use super::io::Before;
-use super::settle::quiet;
+use super::settle::{quiet, still_quiet};
 use super::{guarded, loop_ref, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::conn::Conn;
@@ -65,7 +65,7 @@ impl<H: EventHandler> EventLoop<H> {
         let (consumed, side) = conn.finish();
         if consumed == n && side.is_none() && matches!(action, Some(Action::None)) {
             if let Some(entry) = self.conns.get(key) {
-                if quiet(entry, false) {
+                if still_quiet(entry) {
                     // Read and wrote through: settling would change nothing.
                     // (`side` is `None`: forgetting it saves a drop call.)
                     std::mem::forget(side);
