@@ -1,5 +1,6 @@
 //! The fast path of the commonest event: input alone, on an open,
-//! level-triggered connection with nothing waiting either way. One lookup
+//! level-triggered connection with nothing waiting either way (and no
+//! timer to move). One lookup
 //! of the entry says whether it applies; then one receive, `on_traffic`
 //! over the received bytes, and — when the callback only read and wrote
 //! through — one more lookup to see that settling would change nothing.
@@ -27,10 +28,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// done (the caller takes the general path).
     #[inline]
     pub(super) fn read_fast(&mut self, key: SlotKey) -> bool {
-        if self.settings.edge_triggered
-            || self.drain_deadline.is_some()
-            || !self.settings.quiet_timeouts
-        {
+        if self.settings.edge_triggered || self.drain_deadline.is_some() {
             return false;
         }
         let Some(entry) = self.conns.get_mut(key) else {
@@ -39,7 +37,15 @@ impl<H: EventHandler> EventLoop<H> {
         // Quiet: open both ways, no leftover (the input is what arrives
         // now), nothing queued, no pause, pressure, budget hold, TLS or
         // per-connection settings (so no relay link blocks the reading).
-        if !quiet(entry, false) || entry.is_datagram {
+        // Timeouts: none applies to a quiet connection, or its entry on the
+        // wheel is already there. (A quiet connection's deadlines are the
+        // idle and read timeouts, counted from stamps that reading and
+        // writing only move later: an entry already on the wheel is never
+        // later than they are, and `schedule_timer` would do nothing.)
+        if !quiet(entry, false)
+            || entry.is_datagram
+            || !(self.settings.quiet_timeouts || entry.timer_tick != 0)
+        {
             return false;
         }
         let got = match self.driver.recv(entry.fd.as_fd()) {
