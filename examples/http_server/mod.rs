@@ -286,6 +286,9 @@ impl EventHandler for Http {
         self.out.clear();
         let mut pos = 0;
         let mut open = true;
+        // Replies already waiting for the peer (only this callback's own
+        // writes below change it).
+        let mut queued = conn.outbound_buffered();
         while open {
             if st.body_left > 0 {
                 let n = st.body_left.min((input.len() - pos) as u64);
@@ -340,8 +343,9 @@ impl EventHandler for Http {
                     return Action::Close;
                 }
                 self.out.clear();
+                queued = conn.outbound_buffered();
             }
-            if conn.outbound_buffered() + self.out.len() > MAX_UNREAD_REPLIES {
+            if queued + self.out.len() > MAX_UNREAD_REPLIES {
                 return Action::Close;
             }
         }
@@ -351,8 +355,12 @@ impl EventHandler for Http {
         }
         conn.discard(pos);
         conn.set_state(st);
-        if !self.out.is_empty() && conn.write(&self.out).is_err() {
-            return Action::Close;
+        if !self.out.is_empty() {
+            // (A match, not `is_err()`: the common `Ok` needs no drop call.)
+            match conn.write(&self.out) {
+                Ok(_) => {}
+                Err(_) => return Action::Close,
+            }
         }
         if open {
             Action::None
@@ -432,7 +440,7 @@ impl Request<'_> {
 /// `resume` once more bytes arrived.
 pub fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
     let mut i = from.min(buf.len());
-    while let Some(offset) = memchr::memchr(b'\n', &buf[i..]) {
+    while let Some(offset) = find_newline(&buf[i..]) {
         let nl = i + offset;
         match buf.get(nl + 1) {
             None => return Err(nl),
@@ -447,6 +455,32 @@ pub fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
         i = nl + 1;
     }
     Err(buf.len())
+}
+
+/// The first `\n` in `s`. Head lines are short (tens of bytes), where
+/// `memchr`'s setup costs more than the search: this looks at eight bytes
+/// per step (the classic zero-byte test on `word ^ 0x0a0a…`), then bytewise.
+fn find_newline(s: &[u8]) -> Option<usize> {
+    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ LF;
+        let zero = word.wrapping_sub(LOW) & !word & HIGH;
+        if zero != 0 {
+            // The lowest flagged byte is the first `\n` (flags above a
+            // true zero byte may be false, never those below it).
+            return Some(at + zero.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| at + i)
 }
 
 /// Byte classes, so that validating a field costs one table lookup a byte.
@@ -499,8 +533,11 @@ fn all_in(s: &[u8], class: u8) -> bool {
     s.iter().all(|&b| CLASSES[usize::from(b)] & class != 0)
 }
 
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && all_in(s, TCHAR)
+/// How many leading bytes of `s` are of `class`.
+fn class_run(s: &[u8], class: u8) -> usize {
+    s.iter()
+        .position(|&b| CLASSES[usize::from(b)] & class == 0)
+        .unwrap_or(s.len())
 }
 
 fn trim_ows(mut s: &[u8]) -> &[u8] {
@@ -523,7 +560,7 @@ impl<'a> Iterator for Lines<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        let nl = memchr::memchr(b'\n', self.rest)?;
+        let nl = find_newline(self.rest)?;
         let line = &self.rest[..nl];
         self.rest = &self.rest[nl + 1..];
         Some(line.strip_suffix(b"\r").unwrap_or(line))
@@ -534,14 +571,19 @@ impl<'a> Iterator for Lines<'a> {
 pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Status> {
     let mut lines = Lines { rest: head };
     let request_line = lines.next().ok_or(Status::BadRequest)?;
-    // method SP request-target SP HTTP-version
-    let sp1 = memchr::memchr(b' ', request_line).ok_or(Status::BadRequest)?;
-    let (method, after) = (&request_line[..sp1], &request_line[sp1 + 1..]);
-    let sp2 = memchr::memchr(b' ', after).ok_or(Status::BadRequest)?;
-    let (target, version) = (&after[..sp2], &after[sp2 + 1..]);
-    if !is_token(method) || target.is_empty() || !all_in(target, VISIBLE) {
-        return Err(Status::BadRequest);
-    }
+    // method SP request-target SP HTTP-version: each part is the run of
+    // its byte class, checked and delimited in one pass (a part that is
+    // empty or not followed by its space is malformed).
+    let (method, after) = request_line.split_at(class_run(request_line, TCHAR));
+    let after = match after {
+        [b' ', after @ ..] if !method.is_empty() => after,
+        _ => return Err(Status::BadRequest),
+    };
+    let (target, version) = after.split_at(class_run(after, VISIBLE));
+    let version = match version {
+        [b' ', version @ ..] if !target.is_empty() => version,
+        _ => return Err(Status::BadRequest),
+    };
     if target.len() > MAX_URI {
         return Err(Status::UriTooLong);
     }
@@ -573,9 +615,12 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Status> {
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(Status::BadRequest); // obsolete line folding
         }
-        let colon = memchr::memchr(b':', line).ok_or(Status::BadRequest)?;
-        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
-        if !is_token(name) || !all_in(value, FIELD) {
+        // field-name ":" OWS field-value OWS (the name is a token run).
+        let (name, value) = match line.split_at(class_run(line, TCHAR)) {
+            (name, [b':', value @ ..]) if !name.is_empty() => (name, trim_ows(value)),
+            _ => return Err(Status::BadRequest),
+        };
+        if !all_in(value, FIELD) {
             return Err(Status::BadRequest);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -724,6 +769,23 @@ mod unit {
         assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(&http_date(1_709_251_199), b"Thu, 29 Feb 2024 23:59:59 GMT");
         assert_eq!(&http_date(4_107_542_400), b"Mon, 01 Mar 2100 00:00:00 GMT");
+    }
+
+    #[test]
+    fn finds_newlines_like_memchr() {
+        let mut line = b"GET /plaintext HTTP/1.1 \xff\x8a\x0b\x09 ".to_vec();
+        for len in 0..line.len() {
+            for nl in 0..=len {
+                let mut s = line[..len].to_vec();
+                if nl < len {
+                    s[nl] = b'\n';
+                    s.extend_from_slice(b"\n");
+                }
+                assert_eq!(find_newline(&s), memchr::memchr(b'\n', &s), "{s:?}");
+            }
+        }
+        line.fill(b'\n');
+        assert_eq!(find_newline(&line), Some(0));
     }
 
     #[test]
