@@ -308,26 +308,38 @@ impl EventHandler for Http {
                 break;
             }
             let window = &rest[..rest.len().min(MAX_HEAD)];
-            let head_len = match head_end(window, st.scanned) {
-                Ok(len) => len,
-                Err(_) if rest.len() >= MAX_HEAD => {
-                    // A request line that alone passes the limit is a URI
-                    // too long; otherwise the header fields are too large.
-                    let status = match memchr::memchr(b'\n', window) {
-                        None => Status::UriTooLong,
-                        Some(_) => Status::HeaderTooLarge,
-                    };
-                    self.reply(status, Keep::Close, false, None);
-                    open = false;
-                    break;
-                }
-                Err(resume) => {
-                    st.scanned = resume;
-                    break;
-                }
+            // The common case, a whole valid head, in one pass; else find
+            // where the head ends (or how far it got), then parse it.
+            let quick = if st.scanned == 0 {
+                parse_complete_head(window)
+            } else {
+                None
+            };
+            let (head_len, parsed) = if let Some((len, req)) = quick {
+                (len, Ok(req))
+            } else {
+                let head_len = match head_end(window, st.scanned) {
+                    Ok(len) => len,
+                    Err(_) if rest.len() >= MAX_HEAD => {
+                        // A request line that alone passes the limit is a URI
+                        // too long; otherwise the header fields are too large.
+                        let status = match memchr::memchr(b'\n', window) {
+                            None => Status::UriTooLong,
+                            Some(_) => Status::HeaderTooLarge,
+                        };
+                        self.reply(status, Keep::Close, false, None);
+                        open = false;
+                        break;
+                    }
+                    Err(resume) => {
+                        st.scanned = resume;
+                        break;
+                    }
+                };
+                (head_len, parse_head(&rest[..head_len]))
             };
             st.scanned = 0;
-            match parse_head(&rest[..head_len]) {
+            match parsed {
                 Ok(req) => {
                     pos += head_len;
                     st.body_left = req.content_length;
@@ -460,6 +472,7 @@ pub fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
 /// The first `\n` in `s`. Head lines are short (tens of bytes), where
 /// `memchr`'s setup costs more than the search: this looks at eight bytes
 /// per step (the classic zero-byte test on `word ^ 0x0a0a…`), then bytewise.
+#[inline]
 fn find_newline(s: &[u8]) -> Option<usize> {
     const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
     const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -559,6 +572,7 @@ struct Lines<'a> {
 impl<'a> Iterator for Lines<'a> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         let nl = find_newline(self.rest)?;
         let line = &self.rest[..nl];
@@ -569,7 +583,25 @@ impl<'a> Iterator for Lines<'a> {
 
 /// Parses a complete request head (as delimited by [`head_end`]).
 pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Status> {
-    let mut lines = Lines { rest: head };
+    parse_lines(&mut Lines { rest: head }, &mut false)
+}
+
+/// The common case in one pass: `buf` starts with a complete, valid head.
+/// Returns its length and the request; `None` if the head is not complete
+/// yet or not valid (then [`head_end`] and [`parse_head`] say which, and
+/// how far the search got).
+pub fn parse_complete_head(buf: &[u8]) -> Option<(usize, Request<'_>)> {
+    let mut lines = Lines { rest: buf };
+    let mut ended = false;
+    match parse_lines(&mut lines, &mut ended) {
+        Ok(req) if ended => Some((buf.len() - lines.rest.len(), req)),
+        _ => None,
+    }
+}
+
+/// [`parse_head`] over `lines`; sets `ended` when it reached the blank
+/// line that ends the head (`lines` then holds what follows it).
+fn parse_lines<'a>(lines: &mut Lines<'a>, ended: &mut bool) -> Result<Request<'a>, Status> {
     let request_line = lines.next().ok_or(Status::BadRequest)?;
     // method SP request-target SP HTTP-version: each part is the run of
     // its byte class, checked and delimited in one pass (a part that is
@@ -610,6 +642,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Status> {
     let mut transfer_encoding = false;
     for line in lines {
         if line.is_empty() {
+            *ended = true;
             break; // the blank line ending the head
         }
         if line[0] == b' ' || line[0] == b'\t' {
@@ -667,6 +700,7 @@ fn parse_length(s: &[u8]) -> Option<u64> {
 
 /// The path of a request target (origin-form, absolute-form, or `*` for
 /// `OPTIONS`), without its query.
+#[inline]
 fn request_path<'a>(method: &[u8], target: &'a [u8]) -> Result<&'a [u8], Status> {
     let path = if target[0] == b'/' {
         target
@@ -832,6 +866,28 @@ mod unit {
                 "{:?}",
                 String::from_utf8_lossy(head)
             );
+        }
+        // The one-pass form agrees on every complete head and declines the
+        // rest (incomplete or invalid), leaving them to head_end + parse_head.
+        let good: &[&[u8]] = &[
+            b"GET /plaintext?x=1 HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, close\r\nContent-Length: 5\r\n\r\nBODY",
+            b"HEAD http://example.com HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\nGET",
+        ];
+        for head in good.iter().chain(bad) {
+            let whole = head_end(head, 0)
+                .ok()
+                .map(|len| (len, parse_head(&head[..len])));
+            let quick = parse_complete_head(head);
+            match whole {
+                Some((len, Ok(req))) => assert_eq!(quick, Some((len, req))),
+                _ => assert_eq!(quick, None, "{:?}", String::from_utf8_lossy(head)),
+            }
+            for cut in 0..head.len() {
+                if head_end(&head[..cut], 0).is_err() {
+                    assert_eq!(parse_complete_head(&head[..cut]), None, "cut at {cut}");
+                }
+            }
         }
         assert_eq!(
             parse_head(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
