@@ -496,6 +496,36 @@ fn find_newline(s: &[u8]) -> Option<usize> {
         .map(|i| at + i)
 }
 
+/// How many leading bytes of `s` are within `lo..=hi` (`0 < lo <= hi <
+/// 0x7f`), eight bytes per step: a byte below `lo` borrows into its top bit
+/// (`word - lo…`, where `!word` keeps bytes with the top bit clear), a byte
+/// above `hi` (or past 0x7f) carries into it (`word + (0x7f - hi)…`, or'd
+/// with `word`). Borrows and carries only spill upwards, so the lowest
+/// flagged byte is the first one out of range.
+#[inline]
+fn run_within(s: &[u8], lo: u8, hi: u8) -> usize {
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = LOW * u64::from(lo);
+    let above = LOW * u64::from(0x7f - hi);
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let out =
+            (word.wrapping_sub(below) & !word & HIGH) | ((word.wrapping_add(above) | word) & HIGH);
+        if out != 0 {
+            return at + out.trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    at + rest
+        .iter()
+        .position(|b| !(lo..=hi).contains(b))
+        .unwrap_or(rest.len())
+}
+
 /// Byte classes, so that validating a field costs one table lookup a byte.
 const TCHAR: u8 = 1; // RFC 9110 §5.6.2 token characters
 const VISIBLE: u8 = 2; // VCHAR: allowed in a request target
@@ -611,7 +641,7 @@ fn parse_lines<'a>(lines: &mut Lines<'a>, ended: &mut bool) -> Result<Request<'a
         [b' ', after @ ..] if !method.is_empty() => after,
         _ => return Err(Status::BadRequest),
     };
-    let (target, version) = after.split_at(class_run(after, VISIBLE));
+    let (target, version) = after.split_at(run_within(after, 0x21, 0x7e)); // VISIBLE
     let version = match version {
         [b' ', version @ ..] if !target.is_empty() => version,
         _ => return Err(Status::BadRequest),
@@ -653,7 +683,9 @@ fn parse_lines<'a>(lines: &mut Lines<'a>, ended: &mut bool) -> Result<Request<'a
             (name, [b':', value @ ..]) if !name.is_empty() => (name, trim_ows(value)),
             _ => return Err(Status::BadRequest),
         };
-        if !all_in(value, FIELD) {
+        // Printable ASCII and spaces (the common value) at eight bytes a
+        // step; tabs and obs-text through the table.
+        if run_within(value, 0x20, 0x7e) != value.len() && !all_in(value, FIELD) {
             return Err(Status::BadRequest);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -820,6 +852,29 @@ mod unit {
         }
         line.fill(b'\n');
         assert_eq!(find_newline(&line), Some(0));
+    }
+
+    #[test]
+    fn ranges_run_like_the_table() {
+        let visible = |s: &[u8]| class_run(s, VISIBLE);
+        let printable = |s: &[u8]| {
+            s.iter()
+                .position(|&b| !(0x20..=0x7e).contains(&b))
+                .unwrap_or(s.len())
+        };
+        for odd in 0..=255u8 {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut s = vec![b'a'; len];
+                    s[at] = odd;
+                    if at + 1 < len {
+                        s[at + 1] = 0xff; // a carry just above must not matter
+                    }
+                    assert_eq!(run_within(&s, 0x21, 0x7e), visible(&s), "{s:?}");
+                    assert_eq!(run_within(&s, 0x20, 0x7e), printable(&s), "{s:?}");
+                }
+            }
+        }
     }
 
     #[test]
