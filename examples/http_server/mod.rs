@@ -452,7 +452,7 @@ impl Request<'_> {
 /// `resume` once more bytes arrived.
 pub fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
     let mut i = from.min(buf.len());
-    while let Some(offset) = find_newline(&buf[i..]) {
+    while let Some(offset) = find_byte(&buf[i..], b'\n') {
         let nl = i + offset;
         match buf.get(nl + 1) {
             None => return Err(nl),
@@ -469,21 +469,21 @@ pub fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
     Err(buf.len())
 }
 
-/// The first `\n` in `s`. Head lines are short (tens of bytes), where
+/// The first `byte` in `s`. Head lines are short (tens of bytes), where
 /// `memchr`'s setup costs more than the search: this looks at eight bytes
-/// per step (the classic zero-byte test on `word ^ 0x0a0a…`), then bytewise.
+/// per step (the classic zero-byte test on `word ^ byte…`), then bytewise.
 #[inline]
-fn find_newline(s: &[u8]) -> Option<usize> {
-    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+fn find_byte(s: &[u8], byte: u8) -> Option<usize> {
     const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = LOW * u64::from(byte);
     let mut chunks = s.chunks_exact(8);
     let mut at = 0;
     for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ LF;
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ pattern;
         let zero = word.wrapping_sub(LOW) & !word & HIGH;
         if zero != 0 {
-            // The lowest flagged byte is the first `\n` (flags above a
+            // The lowest flagged byte is the first match (flags above a
             // true zero byte may be false, never those below it).
             return Some(at + zero.trailing_zeros() as usize / 8);
         }
@@ -492,7 +492,7 @@ fn find_newline(s: &[u8]) -> Option<usize> {
     chunks
         .remainder()
         .iter()
-        .position(|&b| b == b'\n')
+        .position(|&b| b == byte)
         .map(|i| at + i)
 }
 
@@ -604,7 +604,7 @@ impl<'a> Iterator for Lines<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
-        let nl = find_newline(self.rest)?;
+        let nl = find_byte(self.rest, b'\n')?;
         let line = &self.rest[..nl];
         self.rest = &self.rest[nl + 1..];
         Some(line.strip_suffix(b"\r").unwrap_or(line))
@@ -752,7 +752,7 @@ fn request_path<'a>(method: &[u8], target: &'a [u8]) -> Result<&'a [u8], Status>
             None => b"/",
         }
     };
-    Ok(match path.iter().position(|&b| b == b'?') {
+    Ok(match find_byte(path, b'?') {
         Some(q) => &path[..q],
         None => path,
     })
@@ -838,7 +838,7 @@ mod unit {
     }
 
     #[test]
-    fn finds_newlines_like_memchr() {
+    fn finds_bytes_like_memchr() {
         let mut line = b"GET /plaintext HTTP/1.1 \xff\x8a\x0b\x09 ".to_vec();
         for len in 0..line.len() {
             for nl in 0..=len {
@@ -847,11 +847,12 @@ mod unit {
                     s[nl] = b'\n';
                     s.extend_from_slice(b"\n");
                 }
-                assert_eq!(find_newline(&s), memchr::memchr(b'\n', &s), "{s:?}");
+                assert_eq!(find_byte(&s, b'\n'), memchr::memchr(b'\n', &s), "{s:?}");
+                assert_eq!(find_byte(&s, 0xff), memchr::memchr(0xff, &s), "{s:?}");
             }
         }
         line.fill(b'\n');
-        assert_eq!(find_newline(&line), Some(0));
+        assert_eq!(find_byte(&line, b'\n'), Some(0));
     }
 
     #[test]
