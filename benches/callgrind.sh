@@ -68,20 +68,6 @@ server_cmd() { # NAME
     esac
 }
 
-listening_port() { # OUTPUT-FILE
-    for _ in $(seq 300); do
-        local p
-        p=$(sed -n 's/.*listening on tcp:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" | head -1)
-        if [[ -n $p ]]; then
-            echo "$p"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "callgrind.sh: the server did not say where it listens (see $1)" >&2
-    return 1
-}
-
 measure() { # NAME RUN: prints "MESSAGES INSTRUCTIONS-PER-MESSAGE"
     local out=$work/cg.$mode.$1.$2
     # shellcheck disable=SC2046
@@ -89,7 +75,7 @@ measure() { # NAME RUN: prints "MESSAGES INSTRUCTIONS-PER-MESSAGE"
     local pid=$!
     pids+=("$pid")
     local p
-    p=$(listening_port "$out.log")
+    p=$(bench_listening_port "$out.log")
     if [[ $mode == echo ]]; then
         "$harness" load "tcp://127.0.0.1:$p" --conns "$conns" --size "$size" --seconds 7 \
             --warmup 1.5 >/dev/null &
@@ -109,27 +95,7 @@ measure() { # NAME RUN: prints "MESSAGES INSTRUCTIONS-PER-MESSAGE"
     wait "$pid" 2>/dev/null || true
     local dump
     dump=$(ls "$out".* | grep -v '\.log$\|\.wrk$' | head -1)
-    awk -v depth="$depth" '
-        /^summary:/ { total = $2 }
-        /^cfn=/ {
-            id = $1; sub(/^cfn=/, "", id)
-            name = $0; sub(/^cfn=\([0-9]+\) ?/, "", name)
-            if (name != "") names[id] = name
-            cur = names[id]; next
-        }
-        /^fn=/ {
-            id = $1; sub(/^fn=/, "", id)
-            name = $0; sub(/^fn=\([0-9]+\) ?/, "", name)
-            if (name != "") names[id] = name
-            next
-        }
-        /^calls=/ { split($0, a, /[= ]/); if (cur == "send") sends += a[2]; if (cur == "ringloop::sys::io::write") writes += a[2]; cur = ""; next }
-        END {
-            if (writes) sends = writes
-            m = sends * depth
-            if (m) printf "%d %.0f\n", m, total / m; else print "0 ?"
-        }
-    ' "$dump"
+    awk -v depth="$depth" -f benches/cg_messages.awk "$dump"
 }
 
 runs=${CG_RUNS:-1}
