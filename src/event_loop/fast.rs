@@ -1,6 +1,5 @@
-//! The fast path of the commonest event: input alone, on an open,
-//! level-triggered connection with nothing waiting either way (and no
-//! timer to move). One lookup
+//! The fast path of the commonest event: input alone, on an open
+//! connection with nothing waiting either way (and no timer to move). One lookup
 //! of the entry says whether it applies; then one receive, `on_traffic`
 //! over the received bytes, and — when the callback only read and wrote
 //! through — one more lookup to see that settling would change nothing.
@@ -9,6 +8,12 @@
 //! callback that leaves something to do) goes through the general path in
 //! `io.rs` and `settle.rs`, which must stay able to handle everything this
 //! path declines. It must never decide a connection's state itself.
+//!
+//! Edge-triggered, a receive that filled the driver's buffer may have left
+//! more in the socket: the connection joins the turn's edge-triggered
+//! continuation (`continue_io`), which reads on until the socket would
+//! block or the per-turn chunk is spent (so this turn may move one buffer
+//! more than the chunk).
 
 use std::io;
 use std::os::fd::AsFd;
@@ -28,9 +33,10 @@ impl<H: EventHandler> EventLoop<H> {
     /// done (the caller takes the general path).
     #[inline]
     pub(super) fn read_fast(&mut self, key: SlotKey) -> bool {
-        if self.settings.edge_triggered || self.drain_deadline.is_some() {
+        if self.drain_deadline.is_some() {
             return false;
         }
+        let edge = self.settings.edge_triggered;
         let Some(entry) = self.conns.get_mut(key) else {
             return true; // an event for a connection closed earlier this turn
         };
@@ -42,7 +48,7 @@ impl<H: EventHandler> EventLoop<H> {
         // idle and read timeouts, counted from stamps that reading and
         // writing only move later: an entry already on the wheel is never
         // later than they are, and `schedule_timer` would do nothing.)
-        if !quiet(entry, false)
+        if !quiet(entry, edge)
             || entry.is_datagram
             || !(self.settings.quiet_timeouts || entry.timer_tick != 0)
         {
@@ -64,6 +70,9 @@ impl<H: EventHandler> EventLoop<H> {
         let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let n = got.len();
         bump(&lp.counters.bytes_in, n as u64);
+        if edge && got.filled(&self.driver) {
+            self.continue_io.push_back(key);
+        }
         let handler = &mut self.handler;
         let input = self.driver.bytes(&got);
         let mut conn = Conn::new(input, &mut self.conns, key, &lp);
@@ -71,7 +80,7 @@ impl<H: EventHandler> EventLoop<H> {
         let (consumed, side) = conn.finish();
         if consumed == n && side.is_none() && matches!(action, Some(Action::None)) {
             if let Some(entry) = self.conns.get(key) {
-                if still_quiet(entry) {
+                if still_quiet(entry, edge) {
                     // Read and wrote through: settling would change nothing.
                     // (`side` is `None`: forgetting it saves a drop call.)
                     std::mem::forget(side);

@@ -40,14 +40,18 @@ pub(super) enum Fresh {
 impl<H: EventHandler> EventLoop<H> {
     pub(super) fn on_io(&mut self, key: SlotKey, event: &Event) {
         // (Bitwise: one test of the flags instead of a branch per flag.)
-        if event.readable & !(event.writable | event.error | event.hangup) {
-            // The common event, input alone: the fast path if it applies,
-            // else `read_input` makes the checks below with its own lookup
-            // of the entry (one, not two).
-            if !self.read_fast(key) {
-                self.read_input(key, true);
+        if event.readable & !(event.error | event.hangup) {
+            // The common event, input: the fast path if it applies (also
+            // when writable: a quiet connection has nothing to flush).
+            if self.read_fast(key) {
+                return;
             }
-            return;
+            if !event.writable {
+                // Input alone: `read_input` makes the checks below with its
+                // own lookup of the entry (one, not two).
+                self.read_input(key, true);
+                return;
+            }
         }
         let Some(entry) = self.conns.get(key) else {
             return; // an event for a connection closed earlier this turn
@@ -275,8 +279,9 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// After `on_traffic` (`before`: how the connection stood before it):
-    /// settles the connection unless nothing about it changed.
-    #[inline]
+    /// settles the connection unless nothing about it changed. (Inlined:
+    /// its early return is the general path's common case.)
+    #[inline(always)]
     pub(super) fn after_traffic(
         &mut self,
         key: SlotKey,

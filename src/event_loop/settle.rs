@@ -136,14 +136,14 @@ pub(super) fn quiet<S>(entry: &ConnEntry<S>, edge_triggered: bool) -> bool {
 /// armed interest, TLS); it can close, shut its side, pause, queue output
 /// and give the connection its own settings.
 #[inline(always)]
-pub(super) fn still_quiet<S>(entry: &ConnEntry<S>) -> bool {
+pub(super) fn still_quiet<S>(entry: &ConnEntry<S>, edge_triggered: bool) -> bool {
     let quiet_after = entry.close_reason.is_none()
         && entry.write_side == WriteSide::Open
         && !entry.user_paused
         && entry.outbound.is_empty()
         && entry.overrides.is_none();
     debug_assert!(
-        !quiet_after || quiet(entry, false),
+        !quiet_after || quiet(entry, edge_triggered),
         "a callback changed a field the loop keeps"
     );
     quiet_after
@@ -527,7 +527,7 @@ mod tests {
     fn still_quiet_sees_every_change_a_callback_can_make() {
         let mut e = entry();
         e.armed = Interest::READABLE;
-        assert!(still_quiet(&e));
+        assert!(still_quiet(&e, false));
         // What `Conn` can do to its own connection: each leaves a step to do.
         let changes: [fn(&mut ConnEntry<()>); 5] = [
             |e| e.close_with(CloseReason::Local),
@@ -540,7 +540,7 @@ mod tests {
             let mut e = entry();
             e.armed = Interest::READABLE;
             change(&mut e);
-            assert!(!still_quiet(&e), "change {i} left it quiet");
+            assert!(!still_quiet(&e, false), "change {i} left it quiet");
             assert!(!quiet(&e, false), "change {i}: quiet disagrees");
         }
     }
