@@ -469,61 +469,74 @@ pub fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
     Err(buf.len())
 }
 
-/// The first `byte` in `s`. Head lines are short (tens of bytes), where
-/// `memchr`'s setup costs more than the search: this looks at eight bytes
-/// per step (the classic zero-byte test on `word ^ byte…`), then bytewise.
-#[inline]
-fn find_byte(s: &[u8], byte: u8) -> Option<usize> {
-    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let pattern = LOW * u64::from(byte);
-    let mut chunks = s.chunks_exact(8);
+const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The first byte of `s` that `marks` picks, eight bytes per step: `flag`
+/// maps a word of `s` (little-endian) to one with the top bit set in the
+/// picked bytes — exactly in the lowest one, possibly spuriously above it
+/// (borrows and carries spill upwards), never below. `marks` is the same
+/// test on one byte, for a slice shorter than a word.
+#[inline(always)]
+fn first_marked(s: &[u8], flag: impl Fn(u64) -> u64, marks: impl Fn(u8) -> bool) -> Option<usize> {
+    if s.len() < 8 {
+        return s.iter().position(|&b| marks(b));
+    }
+    let word_at = |i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
     let mut at = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ pattern;
-        let zero = word.wrapping_sub(LOW) & !word & HIGH;
-        if zero != 0 {
-            // The lowest flagged byte is the first match (flags above a
-            // true zero byte may be false, never those below it).
-            return Some(at + zero.trailing_zeros() as usize / 8);
+    while at + 8 <= s.len() {
+        let flags = flag(word_at(at));
+        if flags != 0 {
+            return Some(at + flags.trailing_zeros() as usize / 8);
         }
         at += 8;
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == byte)
-        .map(|i| at + i)
+    if at < s.len() {
+        // The tail as one last word, overlapping bytes already known not to
+        // be picked: a spurious flag needs a picked byte below it, so none
+        // lands there, and the lowest flag is the first pick of the tail.
+        let last = s.len() - 8;
+        let flags = flag(word_at(last));
+        if flags != 0 {
+            return Some(last + flags.trailing_zeros() as usize / 8);
+        }
+    }
+    None
+}
+
+/// The first `byte` in `s`. Head lines are short (tens of bytes), where
+/// `memchr`'s setup costs more than the search: the classic zero-byte test
+/// on `word ^ byte…`, eight bytes per step.
+#[inline]
+fn find_byte(s: &[u8], byte: u8) -> Option<usize> {
+    let pattern = LOW * u64::from(byte);
+    first_marked(
+        s,
+        |word| {
+            let x = word ^ pattern;
+            x.wrapping_sub(LOW) & !x & HIGH
+        },
+        |b| b == byte,
+    )
 }
 
 /// How many leading bytes of `s` are within `lo..=hi` (`0 < lo <= hi <
 /// 0x7f`), eight bytes per step: a byte below `lo` borrows into its top bit
 /// (`word - lo…`, where `!word` keeps bytes with the top bit clear), a byte
 /// above `hi` (or past 0x7f) carries into it (`word + (0x7f - hi)…`, or'd
-/// with `word`). Borrows and carries only spill upwards, so the lowest
-/// flagged byte is the first one out of range.
+/// with `word`).
 #[inline]
 fn run_within(s: &[u8], lo: u8, hi: u8) -> usize {
-    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let below = LOW * u64::from(lo);
     let above = LOW * u64::from(0x7f - hi);
-    let mut chunks = s.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let out =
-            (word.wrapping_sub(below) & !word & HIGH) | ((word.wrapping_add(above) | word) & HIGH);
-        if out != 0 {
-            return at + out.trailing_zeros() as usize / 8;
-        }
-        at += 8;
-    }
-    let rest = chunks.remainder();
-    at + rest
-        .iter()
-        .position(|b| !(lo..=hi).contains(b))
-        .unwrap_or(rest.len())
+    first_marked(
+        s,
+        |word| {
+            (word.wrapping_sub(below) & !word & HIGH) | ((word.wrapping_add(above) | word) & HIGH)
+        },
+        |b| !(lo..=hi).contains(&b),
+    )
+    .unwrap_or(s.len())
 }
 
 /// Byte classes, so that validating a field costs one table lookup a byte.
