@@ -46,20 +46,6 @@ server_cmd() { # NAME
     esac
 }
 
-listening_port() { # OUTPUT-FILE: waits up to 30 s for the line, prints the port
-    for _ in $(seq 300); do
-        local p
-        p=$(sed -n 's/.*listening on tcp:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" | head -1)
-        if [[ -n $p ]]; then
-            echo "$p"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "costs.sh: the server did not say where it listens (see $1)" >&2
-    return 1
-}
-
 stop() { # PID
     kill -TERM "$1" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
@@ -75,7 +61,7 @@ syscalls() {
     local pid=$!
     pids+=("$pid")
     local p
-    p=$(listening_port "$work/out.$1")
+    p=$(bench_listening_port "$work/out.$1")
     "$harness" load "tcp://127.0.0.1:$p" --conns "$conns" --size "$size" --seconds 3.5 --warmup 0.5 \
         >"$work/load" &
     local load=$!
@@ -105,7 +91,7 @@ instructions() {
     local pid=$!
     pids+=("$pid")
     local p
-    p=$(listening_port "$work/vg.$1")
+    p=$(bench_listening_port "$work/vg.$1")
     "$harness" load "tcp://127.0.0.1:$p" --conns "$conns" --size "$size" --seconds 5 --warmup 1.5 \
         >/dev/null &
     local load=$!
@@ -117,28 +103,7 @@ instructions() {
     stop "$pid"
     local dump
     dump=$(ls "$work/cg.$1".* | head -1)
-    awk '
-        /^summary:/ { total = $2 }
-        /^cfn=/ {
-            id = $1; sub(/^cfn=/, "", id)
-            name = $0; sub(/^cfn=\([0-9]+\) ?/, "", name)
-            if (name != "") names[id] = name
-            cur = names[id]; next
-        }
-        /^fn=/ {
-            id = $1; sub(/^fn=/, "", id)
-            name = $0; sub(/^fn=\([0-9]+\) ?/, "", name)
-            if (name != "") names[id] = name
-            next
-        }
-        /^calls=/ { split($0, a, /[= ]/); if (cur == "send") sends += a[2]; if (cur == "ringloop::sys::io::write") writes += a[2]; cur = ""; next }
-        END {
-            # No send counted in the window (the server starved under load): no figure.
-            # ringloop makes the system call itself: its own write counts.
-            if (writes) sends = writes
-            if (sends) printf "%d %.0f\n", sends, total / sends; else print "0 ?"
-        }
-    ' "$dump"
+    awk -f "$root/benches/cg_messages.awk" "$dump"
 }
 
 bench_wait_idle costs.sh

@@ -372,12 +372,13 @@ impl<'a, S> Conn<'a, S> {
     /// }
     /// # }
     /// ```
+    #[inline]
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
         let lp = self.lp;
         match &mut self.backing {
             Backing::Stream { conns, key } => conns
                 .get_mut(*key)
-                .ok_or(Error::ConnectionClosed)?
+                .ok_or_else(|| Error::ConnectionClosed)?
                 .write_bytes(data, lp),
             Backing::Datagram(d) => send_datagram(d.fd, data, &d.peer),
         }
@@ -407,7 +408,7 @@ impl<'a, S> Conn<'a, S> {
         match &mut self.backing {
             Backing::Stream { conns, key } => conns
                 .get_mut(*key)
-                .ok_or(Error::ConnectionClosed)?
+                .ok_or_else(|| Error::ConnectionClosed)?
                 .writev_bytes(bufs, lp),
             Backing::Datagram(d) => send_datagram(d.fd, &bufs.concat(), &d.peer),
         }
@@ -435,7 +436,7 @@ impl<'a, S> Conn<'a, S> {
         match &mut self.backing {
             Backing::Stream { conns, key } => conns
                 .get_mut(*key)
-                .ok_or(Error::ConnectionClosed)?
+                .ok_or_else(|| Error::ConnectionClosed)?
                 .write_owned(data, lp),
             Backing::Datagram(d) => send_datagram(d.fd, &data, &d.peer),
         }
@@ -709,7 +710,7 @@ impl<'a, S> Conn<'a, S> {
         let result = match &mut self.backing {
             Backing::Stream { conns, .. } => conns
                 .get_mut(key)
-                .ok_or(Error::ConnectionClosed)?
+                .ok_or_else(|| Error::ConnectionClosed)?
                 .write_bytes(data, lp),
             Backing::Datagram(_) => unreachable!("other_key refuses datagrams"),
         };
@@ -1389,7 +1390,7 @@ impl<'a, S> Conn<'a, S> {
     /// # }
     /// ```
     pub fn local_addr(&self) -> Result<SockAddr> {
-        let fd = self.fd().ok_or(Error::ConnectionClosed)?;
+        let fd = self.fd().ok_or_else(|| Error::ConnectionClosed)?;
         sys::socket::local_addr(fd).map_err(|e| Error::io("getsockname", e))
     }
 

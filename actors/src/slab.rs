@@ -105,11 +105,13 @@ impl<T> Slab<T> {
         }
     }
 
+    #[inline]
     fn slot(&self, index: u32) -> Option<&Slot<T>> {
         let index = index as usize;
         self.pages.get(index / PAGE)?.get(index % PAGE)
     }
 
+    #[inline]
     fn slot_mut(&mut self, index: u32) -> Option<&mut Slot<T>> {
         let index = index as usize;
         self.pages.get_mut(index / PAGE)?.get_mut(index % PAGE)
@@ -159,6 +161,7 @@ impl<T> Slab<T> {
     /// slab.remove(key);
     /// assert_eq!(slab.get(key), None);
     /// ```
+    #[inline]
     pub fn get(&self, key: SlotKey) -> Option<&T> {
         let slot = self.slot(key.index)?;
         if slot.generation == key.generation {
@@ -177,6 +180,7 @@ impl<T> Slab<T> {
     /// *slab.get_mut(key).unwrap() += 1;
     /// assert_eq!(slab.get(key), Some(&2));
     /// ```
+    #[inline]
     pub fn get_mut(&mut self, key: SlotKey) -> Option<&mut T> {
         let slot = self.slot_mut(key.index)?;
         if slot.generation == key.generation {

@@ -286,6 +286,9 @@ impl EventHandler for Http {
         self.out.clear();
         let mut pos = 0;
         let mut open = true;
+        // Replies already waiting for the peer (only this callback's own
+        // writes below change it).
+        let mut queued = conn.outbound_buffered();
         while open {
             if st.body_left > 0 {
                 let n = st.body_left.min((input.len() - pos) as u64);
@@ -305,26 +308,38 @@ impl EventHandler for Http {
                 break;
             }
             let window = &rest[..rest.len().min(MAX_HEAD)];
-            let head_len = match head_end(window, st.scanned) {
-                Ok(len) => len,
-                Err(_) if rest.len() >= MAX_HEAD => {
-                    // A request line that alone passes the limit is a URI
-                    // too long; otherwise the header fields are too large.
-                    let status = match memchr::memchr(b'\n', window) {
-                        None => Status::UriTooLong,
-                        Some(_) => Status::HeaderTooLarge,
-                    };
-                    self.reply(status, Keep::Close, false, None);
-                    open = false;
-                    break;
-                }
-                Err(resume) => {
-                    st.scanned = resume;
-                    break;
-                }
+            // The common case, a whole valid head, in one pass; else find
+            // where the head ends (or how far it got), then parse it.
+            let quick = if st.scanned == 0 {
+                parse_complete_head(window)
+            } else {
+                None
+            };
+            let (head_len, parsed) = if let Some((len, req)) = quick {
+                (len, Ok(req))
+            } else {
+                let head_len = match head_end(window, st.scanned) {
+                    Ok(len) => len,
+                    Err(_) if rest.len() >= MAX_HEAD => {
+                        // A request line that alone passes the limit is a URI
+                        // too long; otherwise the header fields are too large.
+                        let status = match memchr::memchr(b'\n', window) {
+                            None => Status::UriTooLong,
+                            Some(_) => Status::HeaderTooLarge,
+                        };
+                        self.reply(status, Keep::Close, false, None);
+                        open = false;
+                        break;
+                    }
+                    Err(resume) => {
+                        st.scanned = resume;
+                        break;
+                    }
+                };
+                (head_len, parse_head(&rest[..head_len]))
             };
             st.scanned = 0;
-            match parse_head(&rest[..head_len]) {
+            match parsed {
                 Ok(req) => {
                     pos += head_len;
                     st.body_left = req.content_length;
@@ -340,8 +355,9 @@ impl EventHandler for Http {
                     return Action::Close;
                 }
                 self.out.clear();
+                queued = conn.outbound_buffered();
             }
-            if conn.outbound_buffered() + self.out.len() > MAX_UNREAD_REPLIES {
+            if queued + self.out.len() > MAX_UNREAD_REPLIES {
                 return Action::Close;
             }
         }
@@ -351,8 +367,12 @@ impl EventHandler for Http {
         }
         conn.discard(pos);
         conn.set_state(st);
-        if !self.out.is_empty() && conn.write(&self.out).is_err() {
-            return Action::Close;
+        if !self.out.is_empty() {
+            // (A match, not `is_err()`: the common `Ok` needs no drop call.)
+            match conn.write(&self.out) {
+                Ok(_) => {}
+                Err(_) => return Action::Close,
+            }
         }
         if open {
             Action::None
@@ -432,7 +452,7 @@ impl Request<'_> {
 /// `resume` once more bytes arrived.
 pub fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
     let mut i = from.min(buf.len());
-    while let Some(offset) = memchr::memchr(b'\n', &buf[i..]) {
+    while let Some(offset) = find_byte(&buf[i..], b'\n') {
         let nl = i + offset;
         match buf.get(nl + 1) {
             None => return Err(nl),
@@ -447,6 +467,76 @@ pub fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
         i = nl + 1;
     }
     Err(buf.len())
+}
+
+const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The first byte of `s` that `marks` picks, eight bytes per step: `flag`
+/// maps a word of `s` (little-endian) to one with the top bit set in the
+/// picked bytes — exactly in the lowest one, possibly spuriously above it
+/// (borrows and carries spill upwards), never below. `marks` is the same
+/// test on one byte, for a slice shorter than a word.
+#[inline(always)]
+fn first_marked(s: &[u8], flag: impl Fn(u64) -> u64, marks: impl Fn(u8) -> bool) -> Option<usize> {
+    if s.len() < 8 {
+        return s.iter().position(|&b| marks(b));
+    }
+    let word_at = |i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let mut at = 0;
+    while at + 8 <= s.len() {
+        let flags = flag(word_at(at));
+        if flags != 0 {
+            return Some(at + flags.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    if at < s.len() {
+        // The tail as one last word, overlapping bytes already known not to
+        // be picked: a spurious flag needs a picked byte below it, so none
+        // lands there, and the lowest flag is the first pick of the tail.
+        let last = s.len() - 8;
+        let flags = flag(word_at(last));
+        if flags != 0 {
+            return Some(last + flags.trailing_zeros() as usize / 8);
+        }
+    }
+    None
+}
+
+/// The first `byte` in `s`. Head lines are short (tens of bytes), where
+/// `memchr`'s setup costs more than the search: the classic zero-byte test
+/// on `word ^ byte…`, eight bytes per step.
+#[inline]
+fn find_byte(s: &[u8], byte: u8) -> Option<usize> {
+    let pattern = LOW * u64::from(byte);
+    first_marked(
+        s,
+        |word| {
+            let x = word ^ pattern;
+            x.wrapping_sub(LOW) & !x & HIGH
+        },
+        |b| b == byte,
+    )
+}
+
+/// How many leading bytes of `s` are within `lo..=hi` (`0 < lo <= hi <
+/// 0x7f`), eight bytes per step: a byte below `lo` borrows into its top bit
+/// (`word - lo…`, where `!word` keeps bytes with the top bit clear), a byte
+/// above `hi` (or past 0x7f) carries into it (`word + (0x7f - hi)…`, or'd
+/// with `word`).
+#[inline]
+fn run_within(s: &[u8], lo: u8, hi: u8) -> usize {
+    let below = LOW * u64::from(lo);
+    let above = LOW * u64::from(0x7f - hi);
+    first_marked(
+        s,
+        |word| {
+            (word.wrapping_sub(below) & !word & HIGH) | ((word.wrapping_add(above) | word) & HIGH)
+        },
+        |b| !(lo..=hi).contains(&b),
+    )
+    .unwrap_or(s.len())
 }
 
 /// Byte classes, so that validating a field costs one table lookup a byte.
@@ -499,8 +589,11 @@ fn all_in(s: &[u8], class: u8) -> bool {
     s.iter().all(|&b| CLASSES[usize::from(b)] & class != 0)
 }
 
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && all_in(s, TCHAR)
+/// How many leading bytes of `s` are of `class`.
+fn class_run(s: &[u8], class: u8) -> usize {
+    s.iter()
+        .position(|&b| CLASSES[usize::from(b)] & class == 0)
+        .unwrap_or(s.len())
 }
 
 fn trim_ows(mut s: &[u8]) -> &[u8] {
@@ -522,8 +615,9 @@ struct Lines<'a> {
 impl<'a> Iterator for Lines<'a> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
-        let nl = memchr::memchr(b'\n', self.rest)?;
+        let nl = find_byte(self.rest, b'\n')?;
         let line = &self.rest[..nl];
         self.rest = &self.rest[nl + 1..];
         Some(line.strip_suffix(b"\r").unwrap_or(line))
@@ -532,16 +626,39 @@ impl<'a> Iterator for Lines<'a> {
 
 /// Parses a complete request head (as delimited by [`head_end`]).
 pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Status> {
-    let mut lines = Lines { rest: head };
-    let request_line = lines.next().ok_or(Status::BadRequest)?;
-    // method SP request-target SP HTTP-version
-    let sp1 = memchr::memchr(b' ', request_line).ok_or(Status::BadRequest)?;
-    let (method, after) = (&request_line[..sp1], &request_line[sp1 + 1..]);
-    let sp2 = memchr::memchr(b' ', after).ok_or(Status::BadRequest)?;
-    let (target, version) = (&after[..sp2], &after[sp2 + 1..]);
-    if !is_token(method) || target.is_empty() || !all_in(target, VISIBLE) {
-        return Err(Status::BadRequest);
+    parse_lines(&mut Lines { rest: head }, &mut false)
+}
+
+/// The common case in one pass: `buf` starts with a complete, valid head.
+/// Returns its length and the request; `None` if the head is not complete
+/// yet or not valid (then [`head_end`] and [`parse_head`] say which, and
+/// how far the search got).
+pub fn parse_complete_head(buf: &[u8]) -> Option<(usize, Request<'_>)> {
+    let mut lines = Lines { rest: buf };
+    let mut ended = false;
+    match parse_lines(&mut lines, &mut ended) {
+        Ok(req) if ended => Some((buf.len() - lines.rest.len(), req)),
+        _ => None,
     }
+}
+
+/// [`parse_head`] over `lines`; sets `ended` when it reached the blank
+/// line that ends the head (`lines` then holds what follows it).
+fn parse_lines<'a>(lines: &mut Lines<'a>, ended: &mut bool) -> Result<Request<'a>, Status> {
+    let request_line = lines.next().ok_or(Status::BadRequest)?;
+    // method SP request-target SP HTTP-version: each part is the run of
+    // its byte class, checked and delimited in one pass (a part that is
+    // empty or not followed by its space is malformed).
+    let (method, after) = request_line.split_at(class_run(request_line, TCHAR));
+    let after = match after {
+        [b' ', after @ ..] if !method.is_empty() => after,
+        _ => return Err(Status::BadRequest),
+    };
+    let (target, version) = after.split_at(run_within(after, 0x21, 0x7e)); // VISIBLE
+    let version = match version {
+        [b' ', version @ ..] if !target.is_empty() => version,
+        _ => return Err(Status::BadRequest),
+    };
     if target.len() > MAX_URI {
         return Err(Status::UriTooLong);
     }
@@ -568,14 +685,20 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Status> {
     let mut transfer_encoding = false;
     for line in lines {
         if line.is_empty() {
+            *ended = true;
             break; // the blank line ending the head
         }
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(Status::BadRequest); // obsolete line folding
         }
-        let colon = memchr::memchr(b':', line).ok_or(Status::BadRequest)?;
-        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
-        if !is_token(name) || !all_in(value, FIELD) {
+        // field-name ":" OWS field-value OWS (the name is a token run).
+        let (name, value) = match line.split_at(class_run(line, TCHAR)) {
+            (name, [b':', value @ ..]) if !name.is_empty() => (name, trim_ows(value)),
+            _ => return Err(Status::BadRequest),
+        };
+        // Printable ASCII and spaces (the common value) at eight bytes a
+        // step; tabs and obs-text through the table.
+        if run_within(value, 0x20, 0x7e) != value.len() && !all_in(value, FIELD) {
             return Err(Status::BadRequest);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -622,6 +745,7 @@ fn parse_length(s: &[u8]) -> Option<u64> {
 
 /// The path of a request target (origin-form, absolute-form, or `*` for
 /// `OPTIONS`), without its query.
+#[inline]
 fn request_path<'a>(method: &[u8], target: &'a [u8]) -> Result<&'a [u8], Status> {
     let path = if target[0] == b'/' {
         target
@@ -641,7 +765,7 @@ fn request_path<'a>(method: &[u8], target: &'a [u8]) -> Result<&'a [u8], Status>
             None => b"/",
         }
     };
-    Ok(match path.iter().position(|&b| b == b'?') {
+    Ok(match find_byte(path, b'?') {
         Some(q) => &path[..q],
         None => path,
     })
@@ -727,6 +851,47 @@ mod unit {
     }
 
     #[test]
+    fn finds_bytes_like_memchr() {
+        let mut line = b"GET /plaintext HTTP/1.1 \xff\x8a\x0b\x09 ".to_vec();
+        for len in 0..line.len() {
+            for nl in 0..=len {
+                let mut s = line[..len].to_vec();
+                if nl < len {
+                    s[nl] = b'\n';
+                    s.extend_from_slice(b"\n");
+                }
+                assert_eq!(find_byte(&s, b'\n'), memchr::memchr(b'\n', &s), "{s:?}");
+                assert_eq!(find_byte(&s, 0xff), memchr::memchr(0xff, &s), "{s:?}");
+            }
+        }
+        line.fill(b'\n');
+        assert_eq!(find_byte(&line, b'\n'), Some(0));
+    }
+
+    #[test]
+    fn ranges_run_like_the_table() {
+        let visible = |s: &[u8]| class_run(s, VISIBLE);
+        let printable = |s: &[u8]| {
+            s.iter()
+                .position(|&b| !(0x20..=0x7e).contains(&b))
+                .unwrap_or(s.len())
+        };
+        for odd in 0..=255u8 {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut s = vec![b'a'; len];
+                    s[at] = odd;
+                    if at + 1 < len {
+                        s[at + 1] = 0xff; // a carry just above must not matter
+                    }
+                    assert_eq!(run_within(&s, 0x21, 0x7e), visible(&s), "{s:?}");
+                    assert_eq!(run_within(&s, 0x20, 0x7e), printable(&s), "{s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn head_end_resumes() {
         let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest";
         assert_eq!(head_end(head, 0), Ok(27));
@@ -770,6 +935,28 @@ mod unit {
                 "{:?}",
                 String::from_utf8_lossy(head)
             );
+        }
+        // The one-pass form agrees on every complete head and declines the
+        // rest (incomplete or invalid), leaving them to head_end + parse_head.
+        let good: &[&[u8]] = &[
+            b"GET /plaintext?x=1 HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, close\r\nContent-Length: 5\r\n\r\nBODY",
+            b"HEAD http://example.com HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\nGET",
+        ];
+        for head in good.iter().chain(bad) {
+            let whole = head_end(head, 0)
+                .ok()
+                .map(|len| (len, parse_head(&head[..len])));
+            let quick = parse_complete_head(head);
+            match whole {
+                Some((len, Ok(req))) => assert_eq!(quick, Some((len, req))),
+                _ => assert_eq!(quick, None, "{:?}", String::from_utf8_lossy(head)),
+            }
+            for cut in 0..head.len() {
+                if head_end(&head[..cut], 0).is_err() {
+                    assert_eq!(parse_complete_head(&head[..cut]), None, "cut at {cut}");
+                }
+            }
         }
         assert_eq!(
             parse_head(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"),

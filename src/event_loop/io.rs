@@ -24,8 +24,8 @@ use crate::sys::socket;
 /// A connection's outbound queue and user pause before its input callback.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Before {
-    queued: usize,
-    user_paused: bool,
+    pub(super) queued: usize,
+    pub(super) user_paused: bool,
 }
 
 /// Where a callback's fresh input is.
@@ -39,11 +39,19 @@ pub(super) enum Fresh {
 
 impl<H: EventHandler> EventLoop<H> {
     pub(super) fn on_io(&mut self, key: SlotKey, event: &Event) {
-        if event.readable && !(event.writable || event.error || event.hangup) {
-            // The common event, input alone: `read_input` makes the checks
-            // below with its own lookup of the entry (one, not two).
-            self.read_input(key, true);
-            return;
+        // (Bitwise: one test of the flags instead of a branch per flag.)
+        if event.readable & !(event.error | event.hangup) {
+            // The common event, input: the fast path if it applies (also
+            // when writable: a quiet connection has nothing to flush).
+            if self.read_fast(key) {
+                return;
+            }
+            if !event.writable {
+                // Input alone: `read_input` makes the checks below with its
+                // own lookup of the entry (one, not two).
+                self.read_input(key, true);
+                return;
+            }
         }
         let Some(entry) = self.conns.get(key) else {
             return; // an event for a connection closed earlier this turn
@@ -197,15 +205,7 @@ impl<H: EventHandler> EventLoop<H> {
                     return;
                 }
                 Ok(got) if got.is_empty() => {
-                    self.driver.release(got);
-                    // The peer closed its side: ask the handler whether to
-                    // close (once flushed) or to keep writing. The end of
-                    // stream counts as input (the half-closed clock starts).
-                    if let Some(entry) = self.conns.get_mut(key) {
-                        entry.peer_closed();
-                        entry.last_read_ms = self.now_ms;
-                    }
-                    self.read_closed(key);
+                    self.end_of_stream(key, got);
                     return;
                 }
                 Ok(got) => {
@@ -263,6 +263,32 @@ impl<H: EventHandler> EventLoop<H> {
         else {
             return;
         };
+        self.after_traffic(key, action, side, before);
+    }
+
+    /// The peer ended its side (a receive of 0 bytes, handed back here):
+    /// ask the handler whether to close (once flushed) or to keep writing.
+    /// The end of stream counts as input (the half-closed clock starts).
+    pub(super) fn end_of_stream(&mut self, key: SlotKey, got: Received) {
+        self.driver.release(got);
+        if let Some(entry) = self.conns.get_mut(key) {
+            entry.peer_closed();
+            entry.last_read_ms = self.now_ms;
+        }
+        self.read_closed(key);
+    }
+
+    /// After `on_traffic` (`before`: how the connection stood before it):
+    /// settles the connection unless nothing about it changed. (Inlined:
+    /// its early return is the general path's common case.)
+    #[inline(always)]
+    pub(super) fn after_traffic(
+        &mut self,
+        key: SlotKey,
+        action: Option<Action>,
+        side: Option<Box<SideEffects<H::State>>>,
+        before: Before,
+    ) {
         if let Some(entry) = self.conns.get(key) {
             if before.user_paused && !entry.user_paused && self.settings.edge_triggered {
                 // Resumed: no new edge will come for bytes already waiting.
@@ -369,20 +395,33 @@ impl<H: EventHandler> EventLoop<H> {
             self.driver.release(got);
         }
         if let Some(rest) = rest {
-            if let Some(entry) = self.conns.get_mut(key) {
-                // Unfinished input starts (or restarts, after progress) the
-                // incomplete-input clock; a callback that consumes nothing
-                // of what was already waiting leaves it running.
-                if consumed > 0 || !had_leftover {
-                    entry.input_since_ms = self.now_ms;
-                }
-                if rest.len() > self.settings.max_inbound {
-                    entry.close_with(CloseReason::InboundLimit);
-                }
-                entry.inbound = rest;
-            }
+            self.keep_unread(key, rest, consumed, had_leftover);
         }
         Some((action, side, before))
+    }
+
+    /// Keeps what an input callback left unread (`rest`) as the
+    /// connection's leftover, after it consumed `consumed` bytes of its
+    /// input (`had_leftover`: which began with an earlier leftover).
+    pub(super) fn keep_unread(
+        &mut self,
+        key: SlotKey,
+        rest: Vec<u8>,
+        consumed: usize,
+        had_leftover: bool,
+    ) {
+        if let Some(entry) = self.conns.get_mut(key) {
+            // Unfinished input starts (or restarts, after progress) the
+            // incomplete-input clock; a callback that consumes nothing
+            // of what was already waiting leaves it running.
+            if consumed > 0 || !had_leftover {
+                entry.input_since_ms = self.now_ms;
+            }
+            if rest.len() > self.settings.max_inbound {
+                entry.close_with(CloseReason::InboundLimit);
+            }
+            entry.inbound = rest;
+        }
     }
 
     /// After a connection's callback: its action (a panic closes it), then

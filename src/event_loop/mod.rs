@@ -42,6 +42,7 @@
 //! | `driver.rs` | the I/O driver and its contract (readiness today) |
 //! | `token.rs` | what a poller token names |
 //! | `io.rs` | readiness events, reads, flushes, input callbacks |
+//! | `fast.rs` | the shortcut for input alone on a quiet connection |
 //! | `settle.rs` | reconciling a connection after a callback or I/O |
 //! | `close.rs` | `on_close`, graceful and lingering closes |
 //! | `open.rs` | adopting a socket, `on_open` |
@@ -91,6 +92,7 @@ mod datagram;
 mod dial;
 mod driver;
 pub(crate) mod entry;
+mod fast;
 mod io;
 mod messages;
 mod open;
@@ -203,6 +205,7 @@ pub(crate) struct EventLoop<H: EventHandler> {
 
 /// Runs a handler callback; a panic is caught and logged instead of killing
 /// the loop (and every other connection on it).
+#[inline(always)]
 fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => Some(r),

@@ -113,6 +113,7 @@ pub(super) fn wanted_interest<S>(entry: &ConnEntry<S>, draining: bool, blocked: 
 /// nothing queued or buffered either way, no back-pressure or pause, no
 /// per-connection settings, and the interest armed that an open reader
 /// needs. Conservative: any doubt means "settle it".
+#[inline(always)]
 pub(super) fn quiet<S>(entry: &ConnEntry<S>, edge_triggered: bool) -> bool {
     matches!(entry.phase, Phase::Open)
         && entry.close_reason.is_none()
@@ -128,6 +129,25 @@ pub(super) fn quiet<S>(entry: &ConnEntry<S>, edge_triggered: bool) -> bool {
         // An open TLS session holds nothing to settle: its records went to
         // the socket or the queue as they were made.
         && (edge_triggered || entry.armed == Interest::READABLE)
+}
+
+/// [`quiet`] again after a callback on a connection that was quiet before
+/// it, checking only what a callback can change: a `Conn` never touches
+/// the fields the loop keeps (phase, read side, pressure, budget, inbound,
+/// armed interest, TLS); it can close, shut its side, pause, queue output
+/// and give the connection its own settings.
+#[inline(always)]
+pub(super) fn still_quiet<S>(entry: &ConnEntry<S>, edge_triggered: bool) -> bool {
+    let quiet_after = entry.close_reason.is_none()
+        && entry.write_side == WriteSide::Open
+        && !entry.user_paused
+        && entry.outbound.is_empty()
+        && entry.overrides.is_none();
+    debug_assert!(
+        !quiet_after || quiet(entry, edge_triggered),
+        "a callback changed a field the loop keeps"
+    );
+    quiet_after
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -502,6 +522,28 @@ mod tests {
         assert!(quiet(&e, true) && !quiet(&e, false));
         e.phase = Phase::Handshaking;
         assert!(!quiet(&e, true));
+    }
+
+    #[test]
+    fn still_quiet_sees_every_change_a_callback_can_make() {
+        let mut e = entry();
+        e.armed = Interest::READABLE;
+        assert!(still_quiet(&e, false));
+        // What `Conn` can do to its own connection: each leaves a step to do.
+        let changes: [fn(&mut ConnEntry<()>); 5] = [
+            |e| e.close_with(CloseReason::Local),
+            |e| e.want_shutdown(),
+            |e| e.user_paused = true,
+            |e| e.outbound.push(b"queued", 64),
+            |e| e.overrides_mut().marks = Some(MARKS),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut e = entry();
+            e.armed = Interest::READABLE;
+            change(&mut e);
+            assert!(!still_quiet(&e, false), "change {i} left it quiet");
+            assert!(!quiet(&e, false), "change {i}: quiet disagrees");
+        }
     }
 
     #[test]

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# User-space instructions per echoed message or per HTTP request, counted by
+# callgrind (the counts do not depend on the machine's load, unlike every
+# wall-clock figure), for ringloop and its peers at one loop / one thread.
+#
+#   benches/callgrind.sh echo [CONNS SIZE]   # ringloop echo --loops 1, tokio current_thread,
+#                                            # the hand-written mio loop (default 50 × 512 B)
+#   benches/callgrind.sh http [DEPTH]        # ringloop examples/http --loops 1 and tokio +
+#                                            # httparse (1 worker), wrk -t1 -c50, DEPTH
+#                                            # pipelined requests per write (default 1)
+#   CG_RUNS=2 benches/callgrind.sh echo      # runs per server (default 1), alternated
+#   CG_KEEP=DIR benches/callgrind.sh …       # keep the callgrind dumps in DIR
+#
+# Each server runs under valgrind --tool=callgrind; the load starts, the
+# counters are zeroed after 2.5 s of warm-up and dumped 3.5–4 s later. The
+# figure is the dump's total divided by the messages it covers: calls of
+# glibc's `send` (tokio, the mio loop) or of `ringloop::sys::io::write`
+# (ringloop makes the system call itself), one reply per call — for HTTP
+# times DEPTH (wrk writes DEPTH requests and waits for their DEPTH replies,
+# which every server answers with one write; checked against httparse's
+# parse calls). Output: one markdown row per run. Needs valgrind and, for
+# http, wrk. Servers bind 127.0.0.1 only and are stopped by pid.
+set -euo pipefail
+
+mode=${1:-echo}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
+target_dir=$(bench_target_dir)
+cargo build --release --example echo --example http -p ringloop >&2
+CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
+bin=$target_dir/release
+harness=$bin/harness
+work=${CG_KEEP:-$(mktemp -d)}
+mkdir -p "$work"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    [[ -n ${CG_KEEP:-} ]] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+case $mode in
+    echo)
+        conns=${2:-50}
+        size=${3:-512}
+        depth=1
+        servers=(ringloop tokio epoll)
+        ;;
+    http)
+        depth=${2:-1}
+        servers=(ringloop tokio)
+        ;;
+    *)
+        echo "usage: benches/callgrind.sh echo [CONNS SIZE] | http [DEPTH]" >&2
+        exit 2
+        ;;
+esac
+
+server_cmd() { # NAME
+    case $mode:$1 in
+        echo:ringloop) echo "$bin/examples/echo tcp://127.0.0.1:0 --loops 1" ;;
+        echo:tokio) echo "$harness serve tokio tcp://127.0.0.1:0 --current-thread" ;;
+        echo:epoll) echo "$harness serve epoll tcp://127.0.0.1:0" ;;
+        http:ringloop) echo "$bin/examples/http tcp://127.0.0.1:0 --loops 1" ;;
+        http:tokio) echo "$harness serve tokio-http tcp://127.0.0.1:0 --threads 1" ;;
+    esac
+}
+
+measure() { # NAME RUN: prints "MESSAGES INSTRUCTIONS-PER-MESSAGE"
+    local out=$work/cg.$mode.$1.$2
+    # shellcheck disable=SC2046
+    valgrind --tool=callgrind --callgrind-out-file="$out" $(server_cmd "$1") >"$out.log" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    local p
+    p=$(bench_listening_port "$out.log")
+    if [[ $mode == echo ]]; then
+        "$harness" load "tcp://127.0.0.1:$p" --conns "$conns" --size "$size" --seconds 7 \
+            --warmup 1.5 >/dev/null &
+    elif [[ $depth == 1 ]]; then
+        wrk -t1 -c50 -d8s "http://127.0.0.1:$p/plaintext" >"$out.wrk" &
+    else
+        wrk -t1 -c50 -d8s -s benches/harness/pipeline.lua "http://127.0.0.1:$p/plaintext" \
+            -- "$depth" >"$out.wrk" &
+    fi
+    local load=$!
+    sleep 2.5
+    callgrind_control -z "$pid" >/dev/null
+    sleep 3.5
+    callgrind_control -d "$pid" >/dev/null
+    wait "$load" || true
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local dump
+    dump=$(ls "$out".* | grep -v '\.log$\|\.wrk$' | head -1)
+    awk -v depth="$depth" -f benches/cg_messages.awk "$dump"
+}
+
+runs=${CG_RUNS:-1}
+if [[ $mode == echo ]]; then
+    what="echoed message ($conns conns × $size B, harness load generator)"
+else
+    what="HTTP request (wrk -t1 -c50, $depth per write)"
+fi
+echo "### User-space instructions per $what, 1 loop / 1 thread (callgrind)"
+echo
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, Linux $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg) (instruction counts do not depend on it); commit $(git rev-parse --short HEAD)."
+echo
+echo "| server | run | messages counted | instructions per message |"
+echo "|---|---|---|---|"
+for run in $(seq 1 "$runs"); do
+    for name in "${servers[@]}"; do
+        echo "callgrind.sh: $mode $name, run $run of $runs" >&2
+        read -r m i <<<"$(measure "$name" "$run")"
+        echo "| $name | $run | $m | $i |"
+    done
+done

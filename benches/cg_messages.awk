@@ -1,0 +1,26 @@
+# Messages covered by a callgrind dump, and user-space instructions per
+# message: prints "MESSAGES INSTRUCTIONS-PER-MESSAGE" ("0 ?" when no message
+# was counted, e.g. a server starved under load). Messages are calls of
+# glibc's `send` (tokio, the mio loop) or, for ringloop, which makes the
+# system call itself, of `ringloop::sys::io::write`; times `depth` (-v
+# depth=N, default 1: replies per write, e.g. pipelined HTTP requests).
+# Used by benches/costs.sh and benches/callgrind.sh.
+/^summary:/ { total = $2 }
+/^cfn=/ {
+    id = $1; sub(/^cfn=/, "", id)
+    name = $0; sub(/^cfn=\([0-9]+\) ?/, "", name)
+    if (name != "") names[id] = name
+    cur = names[id]; next
+}
+/^fn=/ {
+    id = $1; sub(/^fn=/, "", id)
+    name = $0; sub(/^fn=\([0-9]+\) ?/, "", name)
+    if (name != "") names[id] = name
+    next
+}
+/^calls=/ { split($0, a, /[= ]/); if (cur == "send") sends += a[2]; if (cur == "ringloop::sys::io::write") writes += a[2]; cur = ""; next }
+END {
+    if (writes) sends = writes
+    m = sends * (depth ? depth : 1)
+    if (m) printf "%d %.0f\n", m, total / m; else print "0 ?"
+}

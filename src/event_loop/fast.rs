@@ -1,0 +1,108 @@
+//! The fast path of the commonest event: input alone, on an open
+//! connection with nothing waiting either way (and no timer to move). One lookup
+//! of the entry says whether it applies; then one receive, `on_traffic`
+//! over the received bytes, and — when the callback only read and wrote
+//! through — one more lookup to see that settling would change nothing.
+//!
+//! Owns only that shortcut: every other case (and every outcome of the
+//! callback that leaves something to do) goes through the general path in
+//! `io.rs` and `settle.rs`, which must stay able to handle everything this
+//! path declines. It must never decide a connection's state itself.
+//!
+//! Edge-triggered, a receive that filled the driver's buffer may have left
+//! more in the socket: the connection joins the turn's edge-triggered
+//! continuation (`continue_io`), which reads on until the socket would
+//! block or the per-turn chunk is spent (so this turn may move one buffer
+//! more than the chunk).
+
+use std::io;
+use std::os::fd::AsFd;
+
+use super::io::Before;
+use super::settle::{quiet, still_quiet};
+use super::{guarded, loop_ref, EventLoop};
+use crate::actors::slab::SlotKey;
+use crate::conn::Conn;
+use crate::handler::EventHandler;
+use crate::reason::{Action, CloseReason};
+use crate::stats::bump;
+
+impl<H: EventHandler> EventLoop<H> {
+    /// Handles an input-only readiness event of `key` if the fast path
+    /// applies (see the module doc); `false`: it does not, and nothing was
+    /// done (the caller takes the general path).
+    #[inline]
+    pub(super) fn read_fast(&mut self, key: SlotKey) -> bool {
+        if self.drain_deadline.is_some() {
+            return false;
+        }
+        let edge = self.settings.edge_triggered;
+        let Some(entry) = self.conns.get_mut(key) else {
+            return true; // an event for a connection closed earlier this turn
+        };
+        // Quiet: open both ways, no leftover (the input is what arrives
+        // now), nothing queued, no pause, pressure, budget hold, TLS or
+        // per-connection settings (so no relay link blocks the reading).
+        // Timeouts: none applies to a quiet connection, or its entry on the
+        // wheel is already there. (A quiet connection's deadlines are the
+        // idle and read timeouts, counted from stamps that reading and
+        // writing only move later: an entry already on the wheel is never
+        // later than they are, and `schedule_timer` would do nothing.)
+        if !quiet(entry, edge)
+            || entry.is_datagram
+            || !(self.settings.quiet_timeouts || entry.timer_tick != 0)
+        {
+            return false;
+        }
+        let got = match self.driver.recv(entry.fd.as_fd()) {
+            Ok(got) if !got.is_empty() => got,
+            Ok(got) => {
+                self.end_of_stream(key, got);
+                return true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) => {
+                self.close_conn(key, CloseReason::from_io(e));
+                return true;
+            }
+        };
+        entry.last_read_ms = self.now_ms;
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+        let n = got.len();
+        bump(&lp.counters.bytes_in, n as u64);
+        if edge && got.filled(&self.driver) {
+            self.continue_io.push_back(key);
+        }
+        let handler = &mut self.handler;
+        let input = self.driver.bytes(&got);
+        let mut conn = Conn::new(input, &mut self.conns, key, &lp);
+        let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
+        let (consumed, side) = conn.finish();
+        if consumed == n && side.is_none() && matches!(action, Some(Action::None)) {
+            if let Some(entry) = self.conns.get(key) {
+                if still_quiet(entry, edge) {
+                    // Read and wrote through: settling would change nothing.
+                    // (`side` is `None`: forgetting it saves a drop call.)
+                    std::mem::forget(side);
+                    self.driver.release(got);
+                    return true;
+                }
+            }
+        }
+        // Something to do: what it left unread is kept, then the general
+        // path settles it.
+        if consumed < n {
+            let rest = input[consumed..].to_vec();
+            self.driver.release(got);
+            self.keep_unread(key, rest, consumed, false);
+        } else {
+            self.driver.release(got);
+        }
+        let before = Before {
+            queued: 0,
+            user_paused: false,
+        };
+        self.after_traffic(key, action, side, before);
+        true
+    }
+}
