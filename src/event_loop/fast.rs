@@ -50,6 +50,9 @@ impl<H: EventHandler> EventLoop<H> {
         // later than they are, and `schedule_timer` would do nothing.)
         if !quiet(entry, edge)
             || entry.is_datagram
+            // `quiet` admits an open TLS session (nothing to settle after
+            // its callback), but its input must go through the session.
+            || entry.tls.is_some()
             || !(self.settings.quiet_timeouts || entry.timer_tick != 0)
         {
             return false;
