@@ -327,7 +327,8 @@ impl<H: RelayHandler> EventHandler for Relay<H> {
                 }
             }
             // Its backend connected: pair them, link them, and relay what the
-            // client sent meanwhile (the wake runs the client's on_traffic).
+            // client sent meanwhile (the wake runs the client's on_traffic,
+            // through the default on_wake).
             Some((Side::Backend, Some(client))) => {
                 let me = conn.id();
                 match conn.state_of_mut(client) {

@@ -128,10 +128,13 @@ pub trait FrameHandler: 'static {
     fn on_frame(&mut self, conn: &mut FrameConn<'_, Self::State>, frame: &[u8]) -> Action;
 
     /// The connection was woken through
-    /// [`ConnHandle::wake`](crate::ConnHandle::wake) without new bytes. It
-    /// also runs when reading resumes from another thread
-    /// ([`ConnHandle::resume_reading`](crate::ConnHandle::resume_reading))
-    /// over frames held while paused; those are delivered right after it.
+    /// [`ConnHandle::wake`](crate::ConnHandle::wake): exactly once per
+    /// wake, never for arriving bytes (see
+    /// [`EventHandler::on_wake`](crate::EventHandler::on_wake) for the
+    /// ordering rules). Whole frames already waiting (say, held while
+    /// reading was paused) are delivered to [`on_frame`](Self::on_frame)
+    /// right after it if it returns [`Action::None`]. The default does
+    /// nothing.
     ///
     /// ```
     /// use ringloop::codec::{FrameConn, FrameHandler};
@@ -327,8 +330,6 @@ pub struct FramedState<S> {
     pub(super) error: Option<CodecError>,
     /// The handler closed the connection: deliver no more frames.
     pub(super) closing: bool,
-    /// Bytes left unconsumed by the previous `on_traffic`.
-    buffered: usize,
 }
 
 impl<S> FramedState<S> {
@@ -337,7 +338,6 @@ impl<S> FramedState<S> {
             user,
             error: None,
             closing: false,
-            buffered: 0,
         }
     }
 }
@@ -348,7 +348,6 @@ impl<S> fmt::Debug for FramedState<S> {
             .field("has_state", &self.user.is_some())
             .field("error", &self.error)
             .field("closing", &self.closing)
-            .field("buffered", &self.buffered)
             .finish_non_exhaustive()
     }
 }
@@ -654,24 +653,19 @@ where
         if conn.slot().is_none() {
             self.codecs.reset(None); // a datagram: decoded on its own
         }
-        let buffered = conn.inbound_buffered();
-        let woken = conn.state().is_some_and(|s| s.buffered == buffered);
-        let action = if woken {
-            // A wake, or reading resumed over frames held while paused.
-            let action = self.call_and_write(conn, |h, c| h.on_wake(c));
-            if action == Action::None {
-                self.deliver(conn)
-            } else {
-                action
-            }
-        } else {
+        self.deliver(conn)
+    }
+
+    fn on_wake(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
+        self.out.clear();
+        ensure_state(conn);
+        let action = self.call_and_write(conn, |h, c| h.on_wake(c));
+        if action == Action::None {
+            // Frames left waiting (say, reading was paused) go on after it.
             self.deliver(conn)
-        };
-        let left = conn.inbound_buffered();
-        if let Some(state) = conn.state_mut() {
-            state.buffered = left;
+        } else {
+            action
         }
-        action
     }
 
     fn on_read_closed(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
