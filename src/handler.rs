@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::addr::SockAddr;
 use crate::conn::Conn;
+use crate::datagram::Datagram;
 use crate::reason::{Action, CloseReason};
 use crate::runtime::message::LoopContext;
 
@@ -230,6 +231,39 @@ pub trait EventHandler: 'static {
     /// ```
     fn on_wake(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
         self.on_traffic(conn)
+    }
+
+    /// A datagram arrived on a `udp://` listener: one call per datagram,
+    /// with its payload, its sender and the socket to answer on
+    /// ([`Datagram::reply`], [`Datagram::send_to`], and
+    /// [`Datagram::handle`] for other threads). UDP has no connection: no
+    /// `on_open`, `on_close` or state. [`Action::Shutdown`] stops the
+    /// engine; other actions change nothing. The default drops the datagram
+    /// (logged at debug level): a handler serving `udp://` implements this.
+    /// (A dialled `udp://` address is a connected socket, a [`Conn`] with
+    /// one `on_traffic` per datagram.)
+    ///
+    /// ```
+    /// use ringloop::{Action, Datagram, EventHandler};
+    ///
+    /// /// Answers each datagram with its length.
+    /// struct Len;
+    /// impl EventHandler for Len {
+    ///     type State = ();
+    ///     fn on_datagram(&mut self, dgram: &mut Datagram<'_>) -> Action {
+    ///         let len = dgram.payload().len();
+    ///         let _ = dgram.reply(format!("{len}\n").as_bytes());
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
+    fn on_datagram(&mut self, dgram: &mut Datagram<'_>) -> Action {
+        log::debug!(
+            "loop {}: datagram from {} dropped (no on_datagram)",
+            dgram.loop_index(),
+            dgram.peer_addr()
+        );
+        Action::None
     }
 
     /// The peer closed its side (end of stream) and every byte it sent has

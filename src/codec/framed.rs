@@ -650,9 +650,6 @@ where
     fn on_traffic(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
         self.out.clear();
         ensure_state(conn);
-        if conn.slot().is_none() {
-            self.codecs.reset(None); // a datagram: decoded on its own
-        }
         self.deliver(conn)
     }
 
