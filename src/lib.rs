@@ -61,7 +61,7 @@ pub use handle::{ConnHandle, Pending, TryWriteError};
 pub use handler::EventHandler;
 pub use id::ConnId;
 pub use options::{
-    BackPressure, KeepAlive, LoadBalancer, Options, PoolShutdown, Timeouts, WaterMarks, MAX_LOOPS,
+    BackPressure, KeepAlive, LoadBalancer, PoolShutdown, Timeouts, WaterMarks, MAX_LOOPS,
 };
 pub use ordered_jobs::OrderedJobs;
 pub use reason::{Action, CloseReason, TimeoutKind};
