@@ -1398,13 +1398,11 @@ impl<S> Conn<'_, S> {
         self.side = back.side;
     }
 
-    /// The connection's slot on its loop (always `Some`; an `Option` for the
-    /// codecs' table, see `codec::framed`). (Cheaper than `id()`, which
+    /// The connection's slot on its loop. (Cheaper than `id()`, which
     /// builds a handle.)
-    pub(crate) fn slot(&self) -> Option<u32> {
-        match &self.backing {
-            Backing::Stream { key, .. } => Some(key.index),
-        }
+    pub(crate) fn slot(&self) -> u32 {
+        let Backing::Stream { key, .. } = &self.backing;
+        key.index
     }
 }
 

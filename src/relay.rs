@@ -194,8 +194,8 @@ pub trait RelayHandler: 'static {
 /// A proxy's whole pairing protocol as an [`EventHandler`] (see the module
 /// docs): give it a [`RelayHandler`] that says where backends are.
 ///
-/// Serves stream connections (`tcp://`, `unix://`, `tls://`); a datagram
-/// is discarded.
+/// Serves stream connections (`tcp://`, `unix://`, `tls://`); datagrams
+/// (of a `udp://` listener, or a dialled `udp://` backend) are discarded.
 ///
 /// ```
 /// use ringloop::relay::{Backend, Relay, RelayHandler, Relayed};

@@ -7,6 +7,7 @@
 mod common;
 
 use std::io::Write;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -51,10 +52,9 @@ impl EventHandler for Overrides {
     }
 }
 
-#[test]
-fn every_wake_reaches_on_wake_once_and_never_on_traffic() {
-    const THREADS: usize = 4;
-    const PER_THREAD: usize = 50;
+/// An `Overrides` server on `loops` loops, one client, and the server's
+/// handle to it.
+fn overrides_server(loops: usize) -> (Running, Arc<Counts>, TcpStream, ConnHandle) {
     let counts = Arc::new(Counts::default());
     let (tx, rx) = mpsc::channel();
     let c = counts.clone();
@@ -64,10 +64,18 @@ fn every_wake_reaches_on_wake_once_and_never_on_traffic() {
             handles: tx.clone(),
         })
         .listen("tcp://127.0.0.1:0")
-        .loops(1),
+        .loops(loops),
     );
-    let mut client = tcp_client(server.tcp_addr(0));
+    let client = tcp_client(server.tcp_addr(0));
     let handle = rx.recv_timeout(PATIENCE).expect("on_open ran");
+    (server, counts, client, handle)
+}
+
+#[test]
+fn every_wake_reaches_on_wake_once_and_never_on_traffic() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 50;
+    let (server, counts, mut client, handle) = overrides_server(1);
     // Wakes from several threads at once, many landing in one loop turn:
     // none is merged with another.
     thread::scope(|t| {
@@ -94,19 +102,7 @@ fn every_wake_reaches_on_wake_once_and_never_on_traffic() {
 
 #[test]
 fn a_wake_follows_the_writes_sent_before_it_from_the_same_thread() {
-    let counts = Arc::new(Counts::default());
-    let (tx, rx) = mpsc::channel();
-    let c = counts.clone();
-    let server = Running::start(
-        Engine::builder(move |_| Overrides {
-            counts: c.clone(),
-            handles: tx.clone(),
-        })
-        .listen("tcp://127.0.0.1:0")
-        .loops(2),
-    );
-    let mut client = tcp_client(server.tcp_addr(0));
-    let handle = rx.recv_timeout(PATIENCE).expect("on_open ran");
+    let (server, counts, mut client, handle) = overrides_server(2);
     for _ in 0..20 {
         handle.try_async_write(b"A".to_vec()).unwrap();
         handle.wake().unwrap();
@@ -219,7 +215,7 @@ fn framed_wakes_reach_on_wake_once_each_and_frames_do_not() {
     assert_eq!(wakes.load(Ordering::SeqCst), 5);
 }
 
-fn read_exactly(s: &mut std::net::TcpStream, n: usize) -> Vec<u8> {
+fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
     std::io::Read::read_exact(s, &mut buf).expect("read the reply");
     buf

@@ -359,19 +359,12 @@ impl<S> fmt::Debug for FramedState<S> {
 struct Codecs<C> {
     prototype: C,
     by_slot: Vec<Option<C>>,
-    /// A `udp://` listener's datagram has no slot: its copy lasts one
-    /// callback, as its state does.
-    datagram: Option<C>,
 }
 
 impl<C: Clone> Codecs<C> {
-    /// The copy for the connection in `slot` (`None`: the datagram of this
-    /// callback), made if missing.
-    fn of(&mut self, slot: Option<u32>) -> &mut C {
+    /// The copy for the connection in `slot`, made if missing.
+    fn of(&mut self, slot: u32) -> &mut C {
         let prototype = &self.prototype;
-        let Some(slot) = slot else {
-            return self.datagram.get_or_insert_with(|| prototype.clone());
-        };
         let index = slot as usize;
         if index >= self.by_slot.len() {
             self.by_slot.resize_with(index + 1, || None);
@@ -379,14 +372,10 @@ impl<C: Clone> Codecs<C> {
         self.by_slot[index].get_or_insert_with(|| prototype.clone())
     }
 
-    /// Forgets the copy of `slot` (a connection that opened or closed, or
-    /// a new datagram): the next use starts from the prototype.
-    fn reset(&mut self, slot: Option<u32>) {
-        let copy = match slot {
-            Some(slot) => self.by_slot.get_mut(slot as usize),
-            None => Some(&mut self.datagram),
-        };
-        if let Some(copy) = copy {
+    /// Forgets the copy of `slot` (a connection that opened or closed):
+    /// the next use starts from the prototype.
+    fn reset(&mut self, slot: u32) {
+        if let Some(copy) = self.by_slot.get_mut(slot as usize) {
             *copy = None;
         }
     }
@@ -462,7 +451,6 @@ where
             codecs: Codecs {
                 prototype: codec,
                 by_slot: Vec::new(),
-                datagram: None,
             },
             handler,
             out: Vec::new(),
