@@ -17,7 +17,7 @@
 
 mod common;
 
-use ringloop::{Action, Conn, Engine, EventHandler, LoadBalancer};
+use ringloop::{Action, Conn, Datagram, Engine, EventHandler, LoadBalancer};
 
 struct Echo;
 
@@ -32,6 +32,12 @@ impl EventHandler for Echo {
             Ok(_) => Action::None,
             Err(_) => Action::Close,
         }
+    }
+
+    fn on_datagram(&mut self, dgram: &mut Datagram<'_>) -> Action {
+        // `udp://` listeners: each datagram back to its sender.
+        let _ = dgram.reply(dgram.payload());
+        Action::None
     }
 }
 

@@ -73,175 +73,64 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
-    /// Replaces every option at once.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// use ringloop::Options;
-    /// let mut options = Options::default(); // #[non_exhaustive]: start from the defaults
-    /// options.loops = 2;
-    /// let server = Engine::builder(|_| Quiet).options(options).listen("tcp://127.0.0.1:0").build()?;
-    /// assert_eq!(server.engine().loop_count(), 2);
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
-    pub fn options(mut self, options: Options) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// Number of event loops (default: one per core; 1 ..= 1024).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
-    /// assert_eq!(server.engine().loop_count(), 2);
-    /// assert!(Engine::builder(|_| Quiet).loops(0).build().is_err()); // out of range
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// Number of event loops, the threads serving connections (default: one
+    /// per core; 1 ..= [`MAX_LOOPS`](crate::MAX_LOOPS)).
     pub fn loops(mut self, n: usize) -> Self {
         self.options.loops = n;
         self
     }
 
-    /// Size of each loop's read buffer (default 64 KiB).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .read_buffer_size(16 * 1024) // small requests: less memory per loop
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// Size of each loop's shared read buffer: the most bytes one `read`
+    /// takes from a socket (default 64 KiB; 1 KiB ..= 64 MiB).
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.options.read_buffer_size = bytes;
         self
     }
 
-    /// Largest block small writes are coalesced into (default 64 KiB).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .write_buffer_cap(16 * 1024)
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// The largest block small writes are coalesced into in a connection's
+    /// outbound queue (default 64 KiB; 1 KiB ..= 64 MiB).
     pub fn write_buffer_cap(mut self, bytes: usize) -> Self {
         self.options.write_buffer_cap = bytes;
         self
     }
 
-    /// `TCP_NODELAY` on accepted connections (default on).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .tcp_nodelay(false) // bulk transfers: let Nagle coalesce
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// `TCP_NODELAY` on accepted TCP connections (default on).
     pub fn tcp_nodelay(mut self, on: bool) -> Self {
         self.options.tcp_nodelay = on;
         self
     }
 
-    /// TCP keepalive on accepted connections (default off).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// use ringloop::KeepAlive;
-    /// use std::time::Duration;
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .tcp_keepalive(Some(KeepAlive::new(Duration::from_secs(60))))
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// TCP keepalive on accepted connections (default off; idle and
+    /// interval at least 1 s, count at least 1).
     pub fn tcp_keepalive(mut self, keepalive: Option<KeepAlive>) -> Self {
         self.options.tcp_keepalive = keepalive;
         self
     }
 
-    /// `SO_RCVBUF` for listeners and connections.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .recv_buffer_size(256 * 1024)
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// `SO_RCVBUF` for listeners and accepted sockets (default: the
+    /// kernel's; 1 ..= `i32::MAX`).
     pub fn recv_buffer_size(mut self, bytes: usize) -> Self {
         self.options.recv_buffer_size = Some(bytes);
         self
     }
 
-    /// `SO_SNDBUF` for listeners and connections.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .send_buffer_size(256 * 1024)
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// `SO_SNDBUF` for listeners and accepted sockets (default: the
+    /// kernel's; 1 ..= `i32::MAX`).
     pub fn send_buffer_size(mut self, bytes: usize) -> Self {
         self.options.send_buffer_size = Some(bytes);
         self
     }
 
     /// `SO_REUSEADDR` on listeners (default on).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .reuse_addr(true)
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn reuse_addr(mut self, on: bool) -> Self {
         self.options.reuse_addr = on;
         self
     }
 
     /// SO_REUSEPORT mode: no acceptor; every loop owns its own listener for
-    /// each TCP address and the kernel spreads connections (default off).
-    /// Two engines in this mode can share a port.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .reuse_port(true) // one listener per loop, no acceptor
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// each TCP address and the kernel spreads connections (Unix listeners are
+    /// then served by loop 0). Default off. Two engines in this mode can share a
+    /// port.
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.options.reuse_port = on;
         self
@@ -250,325 +139,156 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// Accept on a separate acceptor thread even with one loop (default
     /// off: a single loop accepts on its own listeners; several loops use
     /// the acceptor unless [`reuse_port`](Self::reuse_port) is on).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .loops(1)
-    ///     .acceptor_thread(true) // hand connections over from a thread of its own
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn acceptor_thread(mut self, on: bool) -> Self {
         self.options.acceptor_thread = on;
         self
     }
 
-    /// Edge-triggered connection I/O (default off, level-triggered).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .edge_triggered(true)
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// Edge-triggered I/O on connections, with at most
+    /// [`edge_triggered_chunk`](Self::edge_triggered_chunk) bytes read and
+    /// written per connection per loop turn (default off: level-triggered).
     pub fn edge_triggered(mut self, on: bool) -> Self {
         self.options.edge_triggered = on;
         self
     }
 
-    /// Per-connection byte budget per turn in edge-triggered mode (default
-    /// 1 MiB); setting it turns edge-triggered mode on.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .edge_triggered_chunk(256 * 1024) // implies edge-triggered mode
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// Per-connection, per-turn byte budget in edge-triggered mode, so one
+    /// busy connection cannot starve the others (default 1 MiB, at least
+    /// 1 KiB); setting it turns edge-triggered mode on.
     pub fn edge_triggered_chunk(mut self, bytes: usize) -> Self {
         self.options.edge_triggered = true;
         self.options.edge_triggered_chunk = bytes;
         self
     }
 
-    /// Listen backlog (default 1024).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .listen_backlog(4096) // large bursts of connects
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// Listen backlog (default 1024; positive).
     pub fn listen_backlog(mut self, backlog: i32) -> Self {
         self.options.listen_backlog = backlog;
         self
     }
 
-    /// How connections are spread over loops (default round-robin).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// use ringloop::LoadBalancer;
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .load_balancer(LoadBalancer::LeastConnections)
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// How accepted connections are spread over loops (default
+    /// round-robin).
     pub fn load_balancer(mut self, policy: LoadBalancer) -> Self {
         self.options.load_balancer = policy;
         self
     }
 
-    /// Messages per mailbox lane (default 1024).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .mailbox_capacity(4096) // more room for bursts from other threads
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// Messages each mailbox lane holds (default 1024; 1 ..= 1048576).
     pub fn mailbox_capacity(mut self, n: usize) -> Self {
         self.options.mailbox_capacity = n;
         self
     }
 
     /// The loops' wake-up fd (default eventfd, else a pipe).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// use ringloop::Doorbell;
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .doorbell(Doorbell::Pipe)
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn doorbell(mut self, kind: Doorbell) -> Self {
         self.options.doorbell = kind;
         self
     }
 
-    /// Connection timeouts (default none); a connection can override them
-    /// with [`Conn::set_timeouts`](crate::Conn::set_timeouts).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// use ringloop::Timeouts;
-    /// use std::time::Duration;
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .timeouts(Timeouts::none().idle(Duration::from_secs(300)))
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// Connection timeouts (default [`Timeouts::default`]: incomplete
+    /// input, write and half-closed 60 s each; no idle or read timeout); a
+    /// connection can override them with
+    /// [`Conn::set_timeouts`](crate::Conn::set_timeouts).
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
         self.options.timeouts = timeouts;
         self
     }
 
-    /// Outbound high- and low-water marks per connection (default 4 MiB /
-    /// 1 MiB); see [`Conn::set_write_water_marks`](crate::Conn::set_write_water_marks).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// use ringloop::WaterMarks;
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .write_water_marks(WaterMarks::new(256 * 1024, 64 * 1024))
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// Outbound high- and low-water marks per connection (default
+    /// [`WaterMarks::default`], 64 KiB / 32 KiB); a connection can override them
+    /// with [`Conn::set_write_water_marks`](crate::Conn::set_write_water_marks).
     pub fn write_water_marks(mut self, marks: WaterMarks) -> Self {
         self.options.write_water_marks = marks;
         self
     }
 
-    /// What a connection above its high-water mark does (default: pause
-    /// reading from it).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// use ringloop::BackPressure;
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .back_pressure(BackPressure::Close) // drop peers that do not read
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// What passing the high-water mark does (default: pause reading the
+    /// connection).
     pub fn back_pressure(mut self, policy: BackPressure) -> Self {
         self.options.back_pressure = policy;
         self
     }
 
-    /// The most bytes a connection may leave unconsumed (default 64 MiB).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .max_inbound(1 << 20) // close peers that send more than 1 MiB unconsumed
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// The most bytes a connection may leave unconsumed between callbacks
+    /// (a partial request waiting for the rest); a peer that pushes past it is
+    /// closed with [`CloseReason::InboundLimit`](crate::CloseReason::InboundLimit)
+    /// (default 64 MiB; at least the read buffer size).
     pub fn max_inbound(mut self, bytes: usize) -> Self {
         self.options.max_inbound = bytes;
         self
     }
 
-    /// How long a dial may take to connect (default 10 s).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .connect_timeout(std::time::Duration::from_secs(2))
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// How long a dial may take to connect (default 10 s; at least 1 ms).
     pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.options.connect_timeout = timeout;
         self
     }
 
-    /// How long a stop lets connections flush before closing them hard
-    /// (default 5 s).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .drain_timeout(std::time::Duration::from_millis(500))
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// How long a stop waits for connections to flush what they have queued
+    /// before closing them hard; also how long a connection closed with
+    /// [`Action::Close`](crate::Action::Close) may take to flush (default 5 s).
     pub fn drain_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.options.drain_timeout = timeout;
         self
     }
 
-    /// Worker-pool threads (default: 4 per core, at least 4). The pool starts
-    /// on first use.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .workers(8)
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// Worker-pool threads (default: 4 per core, at least 4; 1 ..= 4096).
+    /// The pool starts on first use.
     pub fn workers(mut self, n: usize) -> Self {
         self.options.workers = n;
         self
     }
 
-    /// Jobs the worker pool's queue holds (default 4096).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .job_queue_capacity(100) // submit hands jobs back beyond this
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// Jobs the worker pool's queue holds (default 4096; 1 ..= 16777216);
+    /// [`Engine::submit`](crate::Engine::submit) hands jobs back beyond it.
     pub fn job_queue_capacity(mut self, n: usize) -> Self {
         self.options.job_queue_capacity = n;
         self
     }
 
-    /// What happens to queued jobs at shutdown (default: finish them).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// use ringloop::PoolShutdown;
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .pool_shutdown(PoolShutdown::Cancel) // queued jobs are dropped at stop
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
+    /// What the worker pool does with queued jobs at shutdown (default:
+    /// finish them, see [`PoolShutdown`]).
     pub fn pool_shutdown(mut self, policy: PoolShutdown) -> Self {
         self.options.pool_shutdown = policy;
         self
     }
 
-    /// The longest a stop waits for the worker pool (default 30 s); see
-    /// [`Options::pool_shutdown_timeout`].
+    /// The longest a stop waits for the worker pool (its running jobs and,
+    /// under [`PoolShutdown::Finish`], its queued ones). Past it the stop goes
+    /// on without them: queued jobs are dropped unrun, running ones are left to
+    /// end with the process. Default 30 s.
     pub fn pool_shutdown_timeout(mut self, limit: std::time::Duration) -> Self {
         self.options.pool_shutdown_timeout = limit;
         self
     }
 
-    /// Closes gracefully closed connections lingering for at most `limit`
-    /// (default off); see [`Options::lingering_close`].
+    /// A lingering close, as nginx's `lingering_close`: when this side closes
+    /// a connection gracefully (after its last reply is flushed) while the
+    /// peer may still be sending, shut the write side, read and discard the
+    /// peer's input until its end of stream or for at most `limit`, then
+    /// close. Without it, input arriving after the close makes the kernel
+    /// reset the connection, and the peer can lose the last reply (an error
+    /// message). The close callback runs when the connection finally closes.
+    /// Default off.
     pub fn lingering_close(mut self, limit: Option<std::time::Duration>) -> Self {
         self.options.lingering_close = limit;
         self
     }
 
-    /// The most bytes all connections together may hold (default 512 MiB);
-    /// see [`Options::buffer_budget`].
+    /// The most bytes all connections together may hold in memory
+    /// (unconsumed input by capacity, queued output). Near it (3/4) every
+    /// connection holding 64 KiB or more stops being read until the total falls
+    /// to half; past it, each loop over its share (budget / loops) closes its
+    /// largest connections with
+    /// [`CloseReason::BufferBudget`](crate::CloseReason::BufferBudget).
+    /// Default 512 MiB, at least 64 KiB.
     pub fn buffer_budget(mut self, bytes: usize) -> Self {
         self.options.buffer_budget = bytes;
         self
     }
 
     /// Calls [`EventHandler::on_tick`] on loop 0 (default off).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .listen("tcp://127.0.0.1:0")
-    ///     .ticker(true) // on_tick runs on loop 0
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn ticker(mut self, on: bool) -> Self {
         self.options.ticker = on;
         self
@@ -604,17 +324,6 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// they bring a [`TlsConnector`](crate::tls::TlsConnector);
     /// [`tls::client_config`](crate::tls::client_config) makes one from a CA
     /// file's PEM.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// # let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    /// let config = ringloop::tls::client_config(c.cert.pem().as_bytes())?;
-    /// let server = Engine::builder(|_| Quiet).tls_client(config).build()?;
-    /// // engine.dial("tls://localhost:8443") now checks the server against that CA.
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn tls_client(mut self, config: impl Into<std::sync::Arc<rustls::ClientConfig>>) -> Self {
         self.options.tls.client = Some(config.into());
         self
@@ -622,16 +331,6 @@ impl<H: EventHandler> EngineBuilder<H> {
 
     /// How long a TLS handshake may take (default 10 s); a connection past
     /// it closes with [`TimeoutKind::Handshake`](crate::TimeoutKind::Handshake).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet)
-    ///     .tls_handshake_timeout(std::time::Duration::from_secs(3))
-    ///     .build()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn tls_handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.options.tls.handshake_timeout = timeout;
         self

@@ -42,17 +42,6 @@ use crate::sys;
 use crate::tls::{TlsConnector, TlsInfo, TlsSession};
 use crate::to_addr::ToAddr;
 
-/// A datagram as the handler sees it: the loop's UDP socket, the sender, and
-/// state that lives only for this callback.
-pub(crate) struct Datagram<'a, S> {
-    pub(crate) fd: BorrowedFd<'a>,
-    pub(crate) peer: SockAddr,
-    /// Index of the loop's UDP socket (for handles).
-    pub(crate) socket: u32,
-    pub(crate) listener: u16,
-    pub(crate) state: Option<S>,
-}
-
 enum Backing<'a, S> {
     /// A stream connection: the loop's whole table, so that a handler can
     /// also reach the other connections of its loop (a proxy's backend).
@@ -60,7 +49,6 @@ enum Backing<'a, S> {
         conns: &'a mut Slab<ConnEntry<S>>,
         key: SlotKey,
     },
-    Datagram(Datagram<'a, S>),
 }
 
 /// What a callback asked of its loop beyond its own connection, applied by
@@ -73,14 +61,16 @@ pub(crate) struct SideEffects<S> {
     pub(crate) dials: Vec<(ListenAddr, S, Option<Box<TlsConnector>>)>,
 }
 
-/// A connection (or, on a UDP address, one datagram's peer), inside a
-/// callback on the loop that owns it.
+/// A stream connection (or a dialled, connected `udp://` socket), inside a
+/// callback on the loop that owns it. (Datagrams of `udp://` listeners come
+/// as a [`Datagram`](crate::Datagram) to
+/// [`on_datagram`](crate::EventHandler::on_datagram) instead.)
 ///
 /// `S` is the handler's [`State`](crate::EventHandler::State) type.
 ///
-/// For UDP, each datagram is one `on_traffic` call: the input is the
-/// datagram, [`write`](Self::write) replies to its sender, bytes left unread
-/// are discarded with it, and state set here lasts only for this callback.
+/// On a dialled `udp://` connection, each datagram is one `on_traffic`
+/// call, [`write`](Self::write) sends one datagram, and bytes left unread
+/// are discarded with their datagram.
 ///
 /// ```
 /// use ringloop::{Action, Conn, Engine, EventHandler};
@@ -136,20 +126,6 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
-    pub(crate) fn datagram(
-        input: &'a [u8],
-        datagram: Datagram<'a, S>,
-        lp: &'a LoopRef<'a>,
-    ) -> Self {
-        Self {
-            input,
-            consumed: 0,
-            backing: Backing::Datagram(datagram),
-            lp,
-            side: None,
-        }
-    }
-
     /// What the callback asked of the loop beyond this connection.
     pub(crate) fn take_side_effects(&mut self) -> Option<Box<SideEffects<S>>> {
         self.side.take()
@@ -178,14 +154,12 @@ impl<'a, S> Conn<'a, S> {
     fn entry(&self) -> Option<&ConnEntry<S>> {
         match &self.backing {
             Backing::Stream { conns, key } => conns.get(*key),
-            Backing::Datagram(_) => None,
         }
     }
 
     fn entry_mut(&mut self) -> Option<&mut ConnEntry<S>> {
         match &mut self.backing {
             Backing::Stream { conns, key } => conns.get_mut(*key),
-            Backing::Datagram(_) => None,
         }
     }
 
@@ -196,12 +170,11 @@ impl<'a, S> Conn<'a, S> {
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.backing {
             Backing::Stream { conns, key } => conns.get(*key).map(|e| e.fd.as_fd()),
-            Backing::Datagram(d) => Some(d.fd),
         }
     }
 
-    /// `true` for a UDP datagram (received on a `udp://` listener, or on a
-    /// dialled `udp://` connection), `false` for a stream connection.
+    /// `true` for a dialled `udp://` connection (a connected UDP socket:
+    /// one `on_traffic` per datagram), `false` for a stream.
     ///
     /// ```
     /// # use ringloop::{Action, Conn, EventHandler};
@@ -211,17 +184,16 @@ impl<'a, S> Conn<'a, S> {
     /// fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
     ///     let data = conn.read_all();
     ///     if conn.is_datagram() {
-    ///         let _ = conn.write(data); // one datagram back to its sender
+    ///         let _ = conn.write(data); // one datagram back to the peer dialled
     ///         Action::None
     ///     } else {
-    ///         Action::Close // this handler serves UDP only
+    ///         Action::Close // this handler serves dialled UDP only
     ///     }
     /// }
     /// # }
     /// ```
     pub fn is_datagram(&self) -> bool {
         match &self.backing {
-            Backing::Datagram(_) => true,
             Backing::Stream { conns, key } => conns.get(*key).is_some_and(|e| e.is_datagram),
         }
     }
@@ -354,7 +326,7 @@ impl<'a, S> Conn<'a, S> {
     /// (or for what the socket does not take now) into the outbound queue,
     /// flushed when the socket is writable. Returns `data.len()`. Fails if
     /// the socket is broken (the connection then closes after this callback).
-    /// On UDP, sends `data` as one datagram to the sender of this one.
+    /// On a dialled `udp://` connection, sends `data` as one datagram.
     ///
     /// ```
     /// # use ringloop::{Action, Conn, EventHandler};
@@ -380,12 +352,12 @@ impl<'a, S> Conn<'a, S> {
                 .get_mut(*key)
                 .ok_or_else(|| Error::ConnectionClosed)?
                 .write_bytes(data, lp),
-            Backing::Datagram(d) => send_datagram(d.fd, data, &d.peer),
         }
     }
 
     /// Writes several buffers with one `writev` (same rules as
-    /// [`write`](Self::write)); on UDP they form one datagram.
+    /// [`write`](Self::write)); on a dialled `udp://` connection they form
+    /// one datagram.
     ///
     /// ```
     /// # use ringloop::{Action, Conn, EventHandler};
@@ -410,7 +382,6 @@ impl<'a, S> Conn<'a, S> {
                 .get_mut(*key)
                 .ok_or_else(|| Error::ConnectionClosed)?
                 .writev_bytes(bufs, lp),
-            Backing::Datagram(d) => send_datagram(d.fd, &bufs.concat(), &d.peer),
         }
     }
 
@@ -438,35 +409,6 @@ impl<'a, S> Conn<'a, S> {
                 .get_mut(*key)
                 .ok_or_else(|| Error::ConnectionClosed)?
                 .write_owned(data, lp),
-            Backing::Datagram(d) => send_datagram(d.fd, &data, &d.peer),
-        }
-    }
-
-    /// Sends one datagram to any address (UDP only).
-    ///
-    /// ```
-    /// use ringloop::{Action, Conn, EventHandler, SockAddr};
-    ///
-    /// /// Copies every datagram to a fixed monitoring address as well.
-    /// struct Mirror {
-    ///     monitor: SockAddr,
-    /// }
-    ///
-    /// impl EventHandler for Mirror {
-    ///     type State = ();
-    ///     fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///         let data = conn.read_all();
-    ///         let _ = conn.send_to(data, &self.monitor);
-    ///         Action::None
-    ///     }
-    /// }
-    ///
-    /// let _mirror = Mirror { monitor: SockAddr::Inet("127.0.0.1:9999".parse().unwrap()) };
-    /// ```
-    pub fn send_to(&mut self, data: &[u8], to: &SockAddr) -> Result<usize> {
-        match &self.backing {
-            Backing::Datagram(d) => send_datagram(d.fd, data, to),
-            Backing::Stream { .. } => Err(Error::Unsupported("send_to on a stream connection")),
         }
     }
 
@@ -491,7 +433,7 @@ impl<'a, S> Conn<'a, S> {
     pub fn flush(&mut self) -> Result<()> {
         let lp = self.lp;
         let Some(entry) = self.entry_mut() else {
-            return Ok(()); // datagrams are never queued
+            return Ok(()); // the record is gone: nothing to flush
         };
         match entry.flush_queue(lp) {
             Ok(_) => Ok(()),
@@ -556,7 +498,6 @@ impl<'a, S> Conn<'a, S> {
     pub fn is_reading_paused(&self) -> bool {
         match &self.backing {
             Backing::Stream { conns, key } => conns.get(*key).is_some_and(|e| e.user_paused),
-            Backing::Datagram(_) => false,
         }
     }
 
@@ -584,7 +525,6 @@ impl<'a, S> Conn<'a, S> {
 
     /// Closes the connection after this callback returns (after flushing what
     /// was written). Same as returning [`Action::Close`](crate::Action::Close).
-    /// Does nothing for a datagram.
     ///
     /// ```
     /// # use ringloop::{Action, Conn, EventHandler};
@@ -607,8 +547,7 @@ impl<'a, S> Conn<'a, S> {
 
     /// Closes the connection for a protocol error, after this callback and
     /// after flushing what is queued (say, an error reply); the close
-    /// callback gets [`CloseReason::Protocol`] with `error`. Does nothing for
-    /// a datagram.
+    /// callback gets [`CloseReason::Protocol`] with `error`.
     ///
     /// ```
     /// use ringloop::{Action, Conn, EventHandler};
@@ -639,7 +578,7 @@ impl<'a, S> Conn<'a, S> {
 
     // ----- the other connections of this loop -----
 
-    /// This connection's identity (for a datagram, that of its handle).
+    /// This connection's identity.
     ///
     /// ```
     /// use ringloop::{Action, CloseReason, Conn, ConnId, EventHandler};
@@ -674,9 +613,6 @@ impl<'a, S> Conn<'a, S> {
         match &self.backing {
             Backing::Stream { conns, .. } if conns.get(other.key()).is_some() => Ok(other.key()),
             Backing::Stream { .. } => Err(Error::ConnectionClosed),
-            Backing::Datagram(_) => Err(Error::Unsupported(
-                "reaching other connections from a datagram",
-            )),
         }
     }
 
@@ -712,7 +648,6 @@ impl<'a, S> Conn<'a, S> {
                 .get_mut(key)
                 .ok_or_else(|| Error::ConnectionClosed)?
                 .write_bytes(data, lp),
-            Backing::Datagram(_) => unreachable!("other_key refuses datagrams"),
         };
         self.side().touched.push(key);
         result
@@ -741,7 +676,6 @@ impl<'a, S> Conn<'a, S> {
         let key = self.other_key(other)?;
         match &self.backing {
             Backing::Stream { conns, .. } => Ok(conns.get(key).map_or(0, |e| e.outbound.len())),
-            Backing::Datagram(_) => unreachable!("other_key refuses datagrams"),
         }
     }
 
@@ -765,9 +699,8 @@ impl<'a, S> Conn<'a, S> {
         if let Some(entry) = self.entry_mut() {
             entry.want_shutdown();
         }
-        if let Backing::Stream { key, .. } = self.backing {
-            self.side().touched.push(key);
-        }
+        let Backing::Stream { key, .. } = self.backing;
+        self.side().touched.push(key);
     }
 
     /// [`shutdown_write`](Self::shutdown_write) for another connection of
@@ -789,10 +722,9 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn shutdown_write_of(&mut self, other: ConnId) -> Result<()> {
         let key = self.other_key(other)?;
-        if let Backing::Stream { conns, .. } = &mut self.backing {
-            if let Some(entry) = conns.get_mut(key) {
-                entry.want_shutdown();
-            }
+        let Backing::Stream { conns, .. } = &mut self.backing;
+        if let Some(entry) = conns.get_mut(key) {
+            entry.want_shutdown();
         }
         self.side().touched.push(key);
         Ok(())
@@ -823,7 +755,6 @@ impl<'a, S> Conn<'a, S> {
         let key = self.other_key(other)?;
         match &mut self.backing {
             Backing::Stream { conns, .. } => Ok(conns.get_mut(key).and_then(|e| e.state.as_mut())),
-            Backing::Datagram(_) => unreachable!("other_key refuses datagrams"),
         }
     }
 
@@ -845,10 +776,9 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn close_other(&mut self, other: ConnId) -> Result<()> {
         let key = self.other_key(other)?;
-        if let Backing::Stream { conns, .. } = &mut self.backing {
-            if let Some(entry) = conns.get_mut(key) {
-                entry.close_with(CloseReason::Local);
-            }
+        let Backing::Stream { conns, .. } = &mut self.backing;
+        if let Some(entry) = conns.get_mut(key) {
+            entry.close_with(CloseReason::Local);
         }
         self.side().touched.push(key);
         Ok(())
@@ -881,14 +811,13 @@ impl<'a, S> Conn<'a, S> {
     pub fn link(&mut self, other: ConnId) -> Result<()> {
         self.feed(other)?;
         let other_key = self.other_key(other)?;
-        if let Backing::Stream { conns, key } = &mut self.backing {
-            let key = *key;
-            if let Some(entry) = conns.get_mut(other_key) {
-                entry.overrides_mut().feeds = Some(key);
-            }
-            if let Some(entry) = conns.get_mut(key) {
-                entry.overrides_mut().fed_by = Some(other_key);
-            }
+        let Backing::Stream { conns, key } = &mut self.backing;
+        let key = *key;
+        if let Some(entry) = conns.get_mut(other_key) {
+            entry.overrides_mut().feeds = Some(key);
+        }
+        if let Some(entry) = conns.get_mut(key) {
+            entry.overrides_mut().fed_by = Some(other_key);
         }
         Ok(())
     }
@@ -914,9 +843,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn feed(&mut self, other: ConnId) -> Result<()> {
         let other_key = self.other_key(other)?;
-        let Backing::Stream { conns, key } = &mut self.backing else {
-            unreachable!("other_key refuses datagrams");
-        };
+        let Backing::Stream { conns, key } = &mut self.backing;
         let key = *key;
         if let Some(entry) = conns.get_mut(key) {
             entry.overrides_mut().feeds = Some(other_key);
@@ -954,9 +881,6 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn dial(&mut self, addr: impl ToAddr, state: S) -> Result<()> {
         let addr = addr.to_listen_addr()?;
-        if self.is_datagram() {
-            return Err(Error::Unsupported("dialling from a datagram callback"));
-        }
         self.side().dials.push((addr, state, None));
         Ok(())
     }
@@ -996,9 +920,6 @@ impl<'a, S> Conn<'a, S> {
                 &addr.to_string(),
                 "dial_tls needs a tls:// address",
             ));
-        }
-        if self.is_datagram() {
-            return Err(Error::Unsupported("dialling from a datagram callback"));
         }
         self.side()
             .dials
@@ -1047,9 +968,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<()> {
         timeouts.check()?;
-        let entry = self
-            .entry_mut()
-            .ok_or(Error::Unsupported("timeouts on a datagram"))?;
+        let entry = self.entry_mut().ok_or(Error::ConnectionClosed)?;
         entry.overrides_mut().timeouts = Some(timeouts);
         Ok(())
     }
@@ -1071,9 +990,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn set_write_water_marks(&mut self, marks: WaterMarks) -> Result<()> {
         marks.check()?;
-        let entry = self
-            .entry_mut()
-            .ok_or(Error::Unsupported("water marks on a datagram"))?;
+        let entry = self.entry_mut().ok_or(Error::ConnectionClosed)?;
         entry.overrides_mut().marks = Some(marks);
         Ok(())
     }
@@ -1083,7 +1000,6 @@ impl<'a, S> Conn<'a, S> {
     pub(crate) fn state_slot(&mut self) -> Option<&mut Option<S>> {
         match &mut self.backing {
             Backing::Stream { conns, key } => conns.get_mut(*key).map(|e| &mut e.state),
-            Backing::Datagram(d) => Some(&mut d.state),
         }
     }
 
@@ -1108,7 +1024,6 @@ impl<'a, S> Conn<'a, S> {
     pub fn state(&self) -> Option<&S> {
         match &self.backing {
             Backing::Stream { conns, key } => conns.get(*key)?.state.as_ref(),
-            Backing::Datagram(d) => d.state.as_ref(),
         }
     }
 
@@ -1177,7 +1092,6 @@ impl<'a, S> Conn<'a, S> {
     // ----- identity and addresses -----
 
     /// A `Send + Sync + Clone` handle to this connection, for other threads.
-    /// For a datagram, the handle sends datagrams to its sender.
     ///
     /// ```
     /// # use ringloop::{Action, Conn, EventHandler};
@@ -1207,9 +1121,6 @@ impl<'a, S> Conn<'a, S> {
                 },
                 engine,
             ),
-            Backing::Datagram(d) => {
-                ConnHandle::datagram(self.lp.loop_index, d.socket, d.peer.clone(), engine)
-            }
         }
     }
 
@@ -1273,7 +1184,7 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Index (in the order given to the builder) of the listener that
-    /// accepted this connection (or received this datagram); `None` for a
+    /// accepted this connection; `None` for a
     /// dialled or enrolled connection.
     ///
     /// ```
@@ -1299,7 +1210,6 @@ impl<'a, S> Conn<'a, S> {
             Backing::Stream { .. } => self
                 .entry()
                 .and_then(|e| (e.listener != NO_LISTENER).then_some(usize::from(e.listener))),
-            Backing::Datagram(d) => Some(usize::from(d.listener)),
         }
     }
 
@@ -1322,7 +1232,6 @@ impl<'a, S> Conn<'a, S> {
     pub fn peer_addr(&self) -> &SockAddr {
         match &self.backing {
             Backing::Stream { conns, key } => conns.get(*key).map_or(&UNKNOWN_PEER, |e| &e.peer),
-            Backing::Datagram(d) => &d.peer,
         }
     }
 
@@ -1398,8 +1307,7 @@ impl<'a, S> Conn<'a, S> {
 
     /// The connection's socket, for its options — any option the OS has,
     /// through [`socket2`]: `TCP_NODELAY`, keep-alive, buffer sizes,
-    /// `IP_TOS`, `SO_MARK`… For a datagram, the loop's UDP socket (shared by
-    /// every peer). Only for options: changing the blocking mode or shutting
+    /// `IP_TOS`, `SO_MARK`… Only for options: changing the blocking mode or shutting
     /// the socket down behind the loop's back breaks the connection.
     ///
     /// ```
@@ -1430,7 +1338,6 @@ impl<'a, S> Conn<'a, S> {
                 .get(*key)
                 .map(|e| socket2::SockRef::from(&e.fd))
                 .ok_or(Error::ConnectionClosed),
-            Backing::Datagram(d) => Ok(socket2::SockRef::from(&d.fd)),
         }
     }
 }
@@ -1454,8 +1361,6 @@ pub(crate) fn send_datagram(fd: BorrowedFd<'_>, data: &[u8], to: &SockAddr) -> R
 pub(crate) struct Reborrowed<S> {
     consumed: usize,
     side: Option<Box<SideEffects<S>>>,
-    /// A datagram's callback-long state, moved into the reborrow.
-    datagram_state: Option<Option<S>>,
 }
 
 impl<S> Conn<'_, S> {
@@ -1469,13 +1374,6 @@ impl<S> Conn<'_, S> {
                 conns: &mut **conns,
                 key: *key,
             },
-            Backing::Datagram(d) => Backing::Datagram(Datagram {
-                fd: d.fd,
-                peer: d.peer.clone(),
-                socket: d.socket,
-                listener: d.listener,
-                state: d.state.take(),
-            }),
         };
         Conn {
             input: self.input,
@@ -1487,15 +1385,11 @@ impl<S> Conn<'_, S> {
     }
 
     /// Ends a [`reborrow`](Self::reborrow): what it consumed, asked of the
-    /// loop and (for a datagram) set as state.
+    /// loop.
     pub(crate) fn into_reborrowed(self) -> Reborrowed<S> {
         Reborrowed {
             consumed: self.consumed,
             side: self.side,
-            datagram_state: match self.backing {
-                Backing::Datagram(d) => Some(d.state),
-                Backing::Stream { .. } => None,
-            },
         }
     }
 
@@ -1503,19 +1397,13 @@ impl<S> Conn<'_, S> {
     pub(crate) fn end_reborrow(&mut self, back: Reborrowed<S>) {
         self.consumed = back.consumed;
         self.side = back.side;
-        if let (Backing::Datagram(d), Some(state)) = (&mut self.backing, back.datagram_state) {
-            d.state = state;
-        }
     }
 
-    /// The connection's slot on its loop; `None` for a datagram of a
-    /// `udp://` listener, which has none. (Cheaper than `id()`, which
+    /// The connection's slot on its loop. (Cheaper than `id()`, which
     /// builds a handle.)
-    pub(crate) fn slot(&self) -> Option<u32> {
-        match &self.backing {
-            Backing::Stream { key, .. } => Some(key.index),
-            Backing::Datagram(_) => None,
-        }
+    pub(crate) fn slot(&self) -> u32 {
+        let Backing::Stream { key, .. } = &self.backing;
+        key.index
     }
 }
 

@@ -32,94 +32,27 @@ pub use crate::runtime::Engine;
 
 impl Engine {
     /// Connections currently open on all loops.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
-    /// let runner = std::thread::spawn(move || server.run());
-    /// let client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
-    /// while engine.connection_count() == 0 {
-    ///     std::thread::sleep(std::time::Duration::from_millis(1)); // accepted soon
-    /// }
-    /// assert_eq!(engine.connection_count(), 1);
-    /// drop(client);
-    /// engine.stop();
-    /// runner.join().unwrap()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
     pub fn connection_count(&self) -> usize {
         self.shared.connection_count()
     }
 
     /// Number of event loops.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(3).build()?;
-    /// assert_eq!(server.engine().loop_count(), 3);
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn loop_count(&self) -> usize {
         self.shared.loop_count()
     }
 
     /// The addresses the engine listens on, with the real ports.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// let engine = server.engine();
-    /// let addr = &engine.local_addrs()[0]; // port 0 became a real port
-    /// assert_ne!(addr.sock_addr().as_inet().unwrap().port(), 0);
-    /// println!("listening on {addr}"); // tcp://127.0.0.1:PORT
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn local_addrs(&self) -> &[ListenAddr] {
         self.shared.local_addrs()
     }
 
     /// `true` once a stop was requested.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// let engine = server.engine();
-    /// let runner = std::thread::spawn(move || server.run());
-    /// assert!(!engine.is_stopping());
-    /// engine.stop();
-    /// assert!(engine.is_stopping());
-    /// runner.join().unwrap()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn is_stopping(&self) -> bool {
         self.shared.is_stopping()
     }
 
     /// The engine's worker pool (see [`WorkerPool`]), started on first use
     /// with the builder's [`workers`](EngineBuilder::workers) settings.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").workers(2).build()?;
-    /// let engine = server.engine();
-    /// let pool = engine.worker_pool()?; // starts the pool
-    /// let (tx, rx) = std::sync::mpsc::channel();
-    /// pool.submit(move || tx.send("done").unwrap()).unwrap();
-    /// assert_eq!(rx.recv().unwrap(), "done");
-    /// engine.stop();
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn worker_pool(&self) -> Result<&WorkerPool> {
         self.shared.pool()
     }
@@ -184,19 +117,6 @@ impl Engine {
     /// Like [`stop`](Self::stop), giving connections at most `drain` to flush
     /// what is queued for them before they are closed hard (the default is the
     /// builder's [`drain_timeout`](EngineBuilder::drain_timeout)).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// let engine = server.engine();
-    /// let runner = std::thread::spawn(move || server.run());
-    /// // Give slow peers at most 100 ms to take what is queued for them.
-    /// engine.stop_with_timeout(std::time::Duration::from_millis(100));
-    /// runner.join().unwrap()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn stop_with_timeout(&self, drain: std::time::Duration) {
         self.shared.lifecycle().set_drain_timeout(drain);
         self.stop()
@@ -234,55 +154,11 @@ impl Engine {
     /// [`State`](crate::EventHandler::State) type; if it is not, the dial
     /// fails with [`Error::InvalidConfig`]. If the dial fails, the state is
     /// dropped (this caller hears of it, not `on_dial_error`).
-    ///
-    /// ```
-    /// use ringloop::{Action, Conn, Engine, EventHandler};
-    ///
-    /// /// Greets each connection by the name its dial gave it.
-    /// struct Named;
-    /// impl EventHandler for Named {
-    ///     type State = String;
-    ///     fn on_open(&mut self, conn: &mut Conn<'_, String>) -> Action {
-    ///         let hello = format!("hello from {}\n", conn.state_or_default());
-    ///         let _ = conn.write(hello.as_bytes());
-    ///         Action::None
-    ///     }
-    /// }
-    ///
-    /// let server = Engine::builder(|_| Named).build()?; // a client only
-    /// let engine = server.engine();
-    /// let runner = std::thread::spawn(move || server.run());
-    /// let peer = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// let handle = engine.dial_with(peer.local_addr()?, "client 7".to_string()).wait()?;
-    /// let (mut accepted, _) = peer.accept()?;
-    /// let mut hello = [0; 19];
-    /// std::io::Read::read_exact(&mut accepted, &mut hello)?;
-    /// assert_eq!(&hello, b"hello from client 7");
-    /// # drop(handle);
-    /// engine.stop();
-    /// runner.join().unwrap()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
     pub fn dial_with<S: Send + 'static>(&self, addr: impl ToAddr, state: S) -> Pending<ConnHandle> {
         self.dial_state_on(self.least_loaded_loop(), addr, Some(Box::new(state)))
     }
 
     /// Like [`dial`](Self::dial), onto loop `index`.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
-    /// let engine = server.engine();
-    /// let addr = engine.local_addrs()[0].to_string();
-    /// let runner = std::thread::spawn(move || server.run());
-    /// let handle = engine.dial_on(1, &addr).wait()?;
-    /// assert_eq!(handle.id().loop_index(), 1);
-    /// engine.stop();
-    /// runner.join().unwrap()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn dial_on(&self, index: usize, addr: impl ToAddr) -> Pending<ConnHandle> {
         self.dial_state_on(index, addr, None)
     }
@@ -390,24 +266,6 @@ impl Engine {
     /// (so its `on_open` already has it). `S` must be the handler's
     /// [`State`](crate::EventHandler::State) type; if it is not, the enroll
     /// fails with [`Error::InvalidConfig`] (and the socket is closed).
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Tagged;
-    /// # impl EventHandler for Tagged { type State = u32; }
-    /// let server = Engine::builder(|_| Tagged).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
-    /// let addr = engine.local_addrs()[0].sock_addr().as_inet().unwrap();
-    /// let runner = std::thread::spawn(move || server.run());
-    /// let stream = std::net::TcpStream::connect(addr)?;
-    /// let handle = engine.enroll_with(stream, 7u32).wait()?; // on_open sees Some(&7)
-    /// assert_eq!(handle.write("hi").wait()?, 2);
-    /// let wrong = std::net::TcpStream::connect(addr)?;
-    /// assert!(engine.enroll_with(wrong, "not a u32").wait().is_err());
-    /// engine.stop();
-    /// runner.join().unwrap()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
     pub fn enroll_with<S: Send + 'static>(
         &self,
         socket: impl Into<OwnedFd>,
@@ -468,18 +326,6 @@ impl Engine {
     }
 
     /// Counters of every loop, by loop index.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
-    /// let engine = server.engine();
-    /// let stats = engine.stats();
-    /// assert_eq!(stats.len(), 2); // one entry per loop
-    /// println!("{:?}", stats[0]);
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn stats(&self) -> Vec<LoopStats> {
         (0..self.shared.loop_count())
             .map(|i| self.shared.stats_of(i))
@@ -487,36 +333,12 @@ impl Engine {
     }
 
     /// Counters of all loops summed.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// let engine = server.engine();
-    /// let total = engine.total_stats();
-    /// println!("{total:?}"); // the per-loop counters, summed
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn total_stats(&self) -> LoopStats {
         self.stats().into_iter().sum()
     }
 
     /// The awaitable form of [`stop`](Self::stop): starts the stop and returns
     /// a [`Pending`] that completes once the engine has finished.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// let engine = server.engine();
-    /// let runner = std::thread::spawn(move || server.run());
-    /// let stopped = engine.stop_pending(); // starts the stop, returns at once
-    /// stopped.wait()?; // or `.await` it
-    /// runner.join().unwrap()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn stop_pending(&self) -> Pending<()> {
         self.shared.request_stop();
         let (tx, rx) = flume::bounded(1);
@@ -561,24 +383,6 @@ impl Engine {
     }
 
     /// Runs a copy of `task` on every loop.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
-    /// let engine = server.engine();
-    /// let runner = std::thread::spawn(move || server.run());
-    /// let (tx, rx) = std::sync::mpsc::channel();
-    /// let tx = std::sync::Mutex::new(tx);
-    /// engine.execute_all(move |ctx| tx.lock().unwrap().send(ctx.loop_index()).unwrap())?;
-    /// let mut ran = [rx.recv().unwrap(), rx.recv().unwrap()];
-    /// ran.sort();
-    /// assert_eq!(ran, [0, 1]);
-    /// engine.stop();
-    /// runner.join().unwrap()?;
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn execute_all(
         &self,
         task: impl Fn(&mut LoopContext) + Send + Sync + 'static,
@@ -608,15 +412,6 @@ impl Engine {
     /// [`EngineBuilder::upgrade_socket`]): it accepts nothing more and will
     /// stop when its connections have closed. A protocol can use it to
     /// finish the request in hand and close at a message boundary.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// assert!(!server.engine().is_draining());
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn is_draining(&self) -> bool {
         self.shared.deploy().is_draining()
     }
@@ -625,15 +420,6 @@ impl Engine {
 impl Engine {
     /// What admission control did so far: connections admitted, open under
     /// the cap, pauses at the cap or the rate, refusals.
-    ///
-    /// ```
-    /// # use ringloop::{Engine, EventHandler};
-    /// # struct Quiet;
-    /// # impl EventHandler for Quiet { type State = (); }
-    /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// assert_eq!(server.engine().admission_stats().admitted, 0);
-    /// # Ok::<(), ringloop::Error>(())
-    /// ```
     pub fn admission_stats(&self) -> AdmissionStats {
         self.shared.deploy().gate.stats()
     }

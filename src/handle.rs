@@ -39,7 +39,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::addr::SockAddr;
 use crate::error::{Error, Result};
 use crate::id::ConnId;
 use crate::runtime::message::{Completion, LoopMessage};
@@ -82,41 +81,8 @@ use crate::runtime::EngineShared;
 #[derive(Clone)]
 pub struct ConnHandle {
     id: ConnId,
-    /// For a datagram peer: where its replies go.
-    peer: Option<SockAddr>,
     engine: Arc<EngineShared>,
 }
-
-/// The slot number of every datagram handle's [`ConnId`] (whose generation
-/// then names the loop's UDP socket).
-///
-/// ```
-/// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
-/// # use std::{io::Read, net::TcpStream, sync::mpsc};
-/// # struct Give(mpsc::Sender<ConnHandle>);
-/// # impl EventHandler for Give {
-/// #     type State = ();
-/// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-/// #         let _ = self.0.send(conn.handle());
-/// #         Action::None
-/// #     }
-/// # }
-/// # let (tx, rx) = mpsc::channel();
-/// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-/// # let engine = server.engine();
-/// # let runner = std::thread::spawn(move || server.run());
-/// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
-/// # let handle: ConnHandle = rx.recv().unwrap();
-/// // `handle` is the server's side of `client` (sent out by `on_open`).
-/// // A stream connection's handle; a UDP peer's would have this slot.
-/// assert_ne!(handle.id().slot(), ringloop::DATAGRAM_SLOT);
-/// assert!(handle.datagram_peer().is_none());
-/// # drop(client);
-/// # engine.stop();
-/// # runner.join().unwrap()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub const DATAGRAM_SLOT: u32 = u32::MAX;
 
 /// A [`ConnHandle::try_async_write`] that could not be queued; the data is
 /// handed back.
@@ -176,83 +142,15 @@ impl std::error::Error for TryWriteError {}
 
 impl ConnHandle {
     pub(crate) fn new(id: ConnId, engine: Arc<EngineShared>) -> Self {
-        Self {
-            id,
-            peer: None,
-            engine,
-        }
+        Self { id, engine }
     }
 
-    pub(crate) fn datagram(
-        loop_index: u32,
-        socket: u32,
-        peer: SockAddr,
-        engine: Arc<EngineShared>,
-    ) -> Self {
-        Self {
-            id: ConnId {
-                loop_index,
-                slot: DATAGRAM_SLOT,
-                generation: socket,
-            },
-            peer: Some(peer),
-            engine,
-        }
-    }
-
-    /// For a datagram handle, the peer its writes go to.
-    ///
-    /// ```
-    /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
-    /// # use std::{io::Read, net::TcpStream, sync::mpsc};
-    /// # struct Give(mpsc::Sender<ConnHandle>);
-    /// # impl EventHandler for Give {
-    /// #     type State = ();
-    /// #     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    /// #         let _ = self.0.send(conn.handle());
-    /// #         Action::None
-    /// #     }
-    /// # }
-    /// # let (tx, rx) = mpsc::channel();
-    /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
-    /// # let runner = std::thread::spawn(move || server.run());
-    /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
-    /// # let handle: ConnHandle = rx.recv().unwrap();
-    /// // `handle` is the server's side of `client` (sent out by `on_open`).
-    /// // A TCP connection's handle has no datagram peer; a handle taken in a
-    /// // `udp://` listener's `on_traffic` names the datagram's sender.
-    /// assert!(handle.datagram_peer().is_none());
-    /// # drop(client);
-    /// # engine.stop();
-    /// # runner.join().unwrap()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn datagram_peer(&self) -> Option<&SockAddr> {
-        self.peer.as_ref()
-    }
-
-    /// Builds the message that writes `data` to this handle's target.
+    /// Builds the message that writes `data` to the connection.
     fn write_message(&self, data: Vec<u8>, done: Completion<usize>) -> LoopMessage {
-        match &self.peer {
-            Some(peer) => LoopMessage::SendTo {
-                socket: self.id.generation,
-                peer: Box::new(peer.clone()),
-                data,
-                done,
-            },
-            None => LoopMessage::Write {
-                id: self.id,
-                data,
-                done,
-            },
-        }
-    }
-
-    fn stream_only(&self, what: &'static str) -> Result<()> {
-        match self.peer {
-            Some(_) => Err(Error::Unsupported(what)),
-            None => Ok(()),
+        LoopMessage::Write {
+            id: self.id,
+            data,
+            done,
         }
     }
 
@@ -386,16 +284,13 @@ impl ConnHandle {
         self.engine
             .try_send_to_loop(self.id.loop_index as usize, message)
             .map_err(|(message, error)| match message {
-                LoopMessage::Write { data, .. } | LoopMessage::SendTo { data, .. } => {
-                    TryWriteError { data, error }
-                }
+                LoopMessage::Write { data, .. } => TryWriteError { data, error },
                 _ => unreachable!("try_send_to_loop hands back the message it was given"),
             })
     }
 
     /// Writes several buffers, in order, with one message (and one `writev`
-    /// on the loop when the socket takes them). For a datagram handle they
-    /// form one datagram.
+    /// on the loop when the socket takes them).
     ///
     /// ```
     /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
@@ -434,9 +329,6 @@ impl ConnHandle {
         bufs: Vec<Vec<u8>>,
         on_done: impl FnOnce(Result<usize>) + Send + 'static,
     ) -> Result<()> {
-        if self.peer.is_some() {
-            return self.async_write(bufs.concat(), on_done);
-        }
         self.send(LoopMessage::Writev {
             id: self.id,
             bufs,
@@ -483,15 +375,17 @@ impl ConnHandle {
         Pending { rx }
     }
 
-    /// Runs the traffic callback on the owning loop even if no bytes arrived
-    /// (for example to process what a worker left in the connection's state).
-    /// A wake for a closed connection is ignored. Not for datagram handles.
+    /// Runs [`EventHandler::on_wake`](crate::EventHandler::on_wake) on the
+    /// owning loop (for example to process what a worker left in the
+    /// connection's state): once per call that returns `Ok`, in order with
+    /// this thread's other requests. A wake for a closed connection is
+    /// ignored.
     ///
     /// ```
     /// use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
     /// use std::sync::mpsc;
     ///
-    /// /// Replies to a wake (no bytes arrived) with "woken".
+    /// /// Replies to a wake with "woken".
     /// struct Wakeable(mpsc::Sender<ConnHandle>);
     /// impl EventHandler for Wakeable {
     ///     type State = ();
@@ -499,10 +393,8 @@ impl ConnHandle {
     ///         let _ = self.0.send(conn.handle());
     ///         Action::None
     ///     }
-    ///     fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-    ///         if conn.inbound_buffered() == 0 {
-    ///             let _ = conn.write(b"woken");
-    ///         }
+    ///     fn on_wake(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///         let _ = conn.write(b"woken");
     ///         Action::None
     ///     }
     /// }
@@ -524,15 +416,12 @@ impl ConnHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wake(&self) -> Result<()> {
-        self.stream_only("wake on a datagram handle")?;
         self.send(LoopMessage::Wake { id: self.id })
     }
 
     /// Pauses reading the connection, as
     /// [`Conn::pause_reading`](crate::Conn::pause_reading), from any thread.
-    /// Not for datagram handles.
     pub fn pause_reading(&self) -> Result<()> {
-        self.stream_only("pause_reading on a datagram handle")?;
         self.send(LoopMessage::Reading {
             id: self.id,
             on: false,
@@ -543,10 +432,8 @@ impl ConnHandle {
     /// [`Conn::pause_reading`](crate::Conn::pause_reading), from any thread;
     /// if unconsumed input is waiting, `on_traffic` runs for it. Applied in
     /// order with this thread's other requests to the connection (an
-    /// `async_write` sent before it is applied first). Not for datagram
-    /// handles.
+    /// `async_write` sent before it is applied first).
     pub fn resume_reading(&self) -> Result<()> {
-        self.stream_only("resume_reading on a datagram handle")?;
         self.send(LoopMessage::Reading {
             id: self.id,
             on: true,
@@ -555,7 +442,7 @@ impl ConnHandle {
 
     /// Closes the connection (its close callback runs with
     /// [`CloseReason::Requested`](crate::CloseReason::Requested)). Closing a
-    /// closed connection is a no-op. Not for datagram handles.
+    /// closed connection is a no-op.
     ///
     /// ```
     /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
@@ -585,7 +472,6 @@ impl ConnHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn close(&self) -> Result<()> {
-        self.stream_only("close on a datagram handle")?;
         self.send(LoopMessage::Close {
             id: self.id,
             done: Completion::new(None),
@@ -626,12 +512,6 @@ impl ConnHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn close_with(&self, on_done: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
-        if self.peer.is_some() {
-            // Every callback runs exactly once, refusals included.
-            let what = "close on a datagram handle";
-            Completion::new(Some(Box::new(on_done))).complete(Err(Error::Unsupported(what)));
-            return Err(Error::Unsupported(what));
-        }
         self.send(LoopMessage::Close {
             id: self.id,
             done: Completion::new(Some(Box::new(on_done))),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::addr::SockAddr;
 use crate::conn::Conn;
+use crate::datagram::Datagram;
 use crate::reason::{Action, CloseReason};
 use crate::runtime::message::LoopContext;
 
@@ -132,7 +133,8 @@ pub trait EventHandler: 'static {
         Action::None
     }
 
-    /// New bytes arrived (or the connection was woken). The bytes are in
+    /// New bytes arrived (or reading resumed over bytes held while
+    /// paused). The bytes are in
     /// [`Conn::peek`] / [`Conn::next`] / [`Conn::read_all`] without a copy;
     /// whatever the callback leaves unconsumed is kept for the next call.
     ///
@@ -169,6 +171,98 @@ pub trait EventHandler: 'static {
     /// ```
     fn on_traffic(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
         let _ = conn;
+        Action::None
+    }
+
+    /// The connection was woken from another thread with
+    /// [`ConnHandle::wake`](crate::ConnHandle::wake) (or from the loop with
+    /// [`Conn::handle`]`().wake()`): run whatever the wake was for — write
+    /// replies a worker left in shared state, flush a broadcast queue.
+    /// Whatever input is waiting unread is visible through [`Conn::peek`]
+    /// and friends, but nothing new arrived.
+    ///
+    /// **Once per wake, never merged:** every `wake()` that returned `Ok`
+    /// gives exactly one `on_wake` call, in order with the other requests
+    /// from the same thread (a write sent before the wake is queued before
+    /// `on_wake` runs), unless the connection closed first (then nothing).
+    /// Two wakes are two calls even if they arrive in the same loop turn.
+    ///
+    /// **The default calls [`on_traffic`](Self::on_traffic)**, which is what
+    /// a wake did before this callback existed: a handler written for that
+    /// keeps working unchanged (its `on_traffic` sees the waiting input,
+    /// possibly empty). Override `on_wake` to tell a wake apart; then a
+    /// wake never reaches `on_traffic`.
+    ///
+    /// ```
+    /// use ringloop::{Action, Conn, Engine, EventHandler};
+    /// use std::io::Read;
+    ///
+    /// /// Greets on every wake; echoes traffic.
+    /// struct Waker;
+    /// impl EventHandler for Waker {
+    ///     type State = ();
+    ///     fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///         let handle = conn.handle();
+    ///         std::thread::spawn(move || handle.wake());
+    ///         Action::None
+    ///     }
+    ///     fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///         let data = conn.read_all();
+    ///         let _ = conn.write(data);
+    ///         Action::None
+    ///     }
+    ///     fn on_wake(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+    ///         let _ = conn.write(b"woken\n");
+    ///         Action::None
+    ///     }
+    /// }
+    ///
+    /// let server = Engine::builder(|_| Waker).listen("tcp://127.0.0.1:0").loops(1).build()?;
+    /// let engine = server.engine();
+    /// let runner = std::thread::spawn(move || server.run());
+    /// let mut client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
+    /// let mut buf = [0; 6];
+    /// client.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"woken\n");
+    /// # drop(client);
+    /// # engine.stop();
+    /// # runner.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn on_wake(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
+        self.on_traffic(conn)
+    }
+
+    /// A datagram arrived on a `udp://` listener: one call per datagram,
+    /// with its payload, its sender and the socket to answer on
+    /// ([`Datagram::reply`], [`Datagram::send_to`], and
+    /// [`Datagram::handle`] for other threads). UDP has no connection: no
+    /// `on_open`, `on_close` or state. [`Action::Shutdown`] stops the
+    /// engine; other actions change nothing. The default drops the datagram
+    /// (logged at debug level): a handler serving `udp://` implements this.
+    /// (A dialled `udp://` address is a connected socket, a [`Conn`] with
+    /// one `on_traffic` per datagram.)
+    ///
+    /// ```
+    /// use ringloop::{Action, Datagram, EventHandler};
+    ///
+    /// /// Answers each datagram with its length.
+    /// struct Len;
+    /// impl EventHandler for Len {
+    ///     type State = ();
+    ///     fn on_datagram(&mut self, dgram: &mut Datagram<'_>) -> Action {
+    ///         let len = dgram.payload().len();
+    ///         let _ = dgram.reply(format!("{len}\n").as_bytes());
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
+    fn on_datagram(&mut self, dgram: &mut Datagram<'_>) -> Action {
+        log::debug!(
+            "loop {}: datagram from {} dropped (no on_datagram)",
+            dgram.loop_index(),
+            dgram.peer_addr()
+        );
         Action::None
     }
 

@@ -95,7 +95,7 @@ impl ConnId {
     /// # let handle: ConnHandle = rx.recv().unwrap();
     /// // `handle` is the server's side of `client` (sent out by `on_open`).
     /// let id = handle.id();
-    /// assert_ne!(id.slot(), ringloop::DATAGRAM_SLOT); // a stream connection
+    /// assert_eq!(id.slot(), 0); // the loop's first connection
     /// # drop(client);
     /// # engine.stop();
     /// # runner.join().unwrap()?;

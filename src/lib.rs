@@ -23,6 +23,7 @@ mod close_kind;
 pub mod codec;
 mod conn;
 mod conn_state;
+mod datagram;
 mod deploy;
 mod doorbell;
 mod engine;
@@ -52,14 +53,15 @@ pub use admission::{AcceptRate, AdmissionStats, Limits};
 pub use builder::EngineBuilder;
 pub use close_kind::CloseKind;
 pub use conn::Conn;
+pub use datagram::{Datagram, DatagramHandle};
 pub use doorbell::Doorbell;
 pub use engine::Engine;
 pub use error::{Error, Result};
-pub use handle::{ConnHandle, Pending, TryWriteError, DATAGRAM_SLOT};
+pub use handle::{ConnHandle, Pending, TryWriteError};
 pub use handler::EventHandler;
 pub use id::ConnId;
 pub use options::{
-    BackPressure, KeepAlive, LoadBalancer, Options, PoolShutdown, Timeouts, WaterMarks, MAX_LOOPS,
+    BackPressure, KeepAlive, LoadBalancer, PoolShutdown, Timeouts, WaterMarks, MAX_LOOPS,
 };
 pub use ordered_jobs::OrderedJobs;
 pub use reason::{Action, CloseReason, TimeoutKind};

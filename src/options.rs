@@ -23,10 +23,15 @@ pub const MAX_LOOPS: usize = 1024;
 /// How the acceptor picks the loop for a new connection.
 ///
 /// ```
-/// use ringloop::{LoadBalancer, Options};
+/// use ringloop::{Engine, EventHandler, LoadBalancer};
+/// # struct Quiet;
+/// # impl EventHandler for Quiet { type State = (); }
 /// assert_eq!(LoadBalancer::default(), LoadBalancer::RoundRobin);
-/// let mut options = Options::default();
-/// options.load_balancer = LoadBalancer::SourceAddrHash; // a client sticks to one loop
+/// let server = Engine::builder(|_| Quiet)
+///     .listen("tcp://127.0.0.1:0")
+///     .load_balancer(LoadBalancer::SourceAddrHash) // a client sticks to one loop
+///     .build()?;
+/// # Ok::<(), ringloop::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -369,83 +374,73 @@ impl KeepAlive {
     }
 }
 
-/// Every setting of an engine. Built through [`EngineBuilder`]'s setters;
-/// the defaults suit most servers.
+/// Every setting of an engine, filled by [`EngineBuilder`]'s setters (the
+/// only way to configure an engine; each setter documents its setting, its
+/// default and its range) and checked by [`validate`](Self::validate) in
+/// `build`. Internal: the loops derive their own per-connection settings
+/// from it once, at start.
 ///
 /// [`EngineBuilder`]: crate::EngineBuilder
-///
-/// ```
-/// use ringloop::{Engine, EventHandler, Options};
-/// # struct Quiet;
-/// # impl EventHandler for Quiet { type State = (); }
-/// let mut options = Options::default(); // non-exhaustive: start from the defaults
-/// options.loops = 2;
-/// options.tcp_nodelay = false;
-/// let server = Engine::builder(|_| Quiet).options(options).listen("tcp://127.0.0.1:0").build()?;
-/// assert_eq!(server.engine().loop_count(), 2);
-/// # Ok::<(), ringloop::Error>(())
-/// ```
 #[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Options {
+pub(crate) struct Options {
     /// Event loops (threads serving connections). Default: one per core.
-    pub loops: usize,
+    pub(crate) loops: usize,
     /// Size of each loop's shared read buffer: the most bytes one `read`
     /// takes from a socket. Default 64 KiB.
-    pub read_buffer_size: usize,
+    pub(crate) read_buffer_size: usize,
     /// The largest block small writes are coalesced into in a connection's
     /// outbound queue. Default 64 KiB.
-    pub write_buffer_cap: usize,
+    pub(crate) write_buffer_cap: usize,
     /// `TCP_NODELAY` on accepted TCP connections. Default on.
-    pub tcp_nodelay: bool,
+    pub(crate) tcp_nodelay: bool,
     /// TCP keepalive on accepted connections. Default off.
-    pub tcp_keepalive: Option<KeepAlive>,
+    pub(crate) tcp_keepalive: Option<KeepAlive>,
     /// `SO_RCVBUF` for listeners and accepted sockets. Default: the kernel's.
-    pub recv_buffer_size: Option<usize>,
+    pub(crate) recv_buffer_size: Option<usize>,
     /// `SO_SNDBUF` for listeners and accepted sockets. Default: the kernel's.
-    pub send_buffer_size: Option<usize>,
+    pub(crate) send_buffer_size: Option<usize>,
     /// `SO_REUSEADDR` on listeners. Default on.
-    pub reuse_addr: bool,
+    pub(crate) reuse_addr: bool,
     /// SO_REUSEPORT mode: no acceptor; every loop owns its own TCP listener
     /// for each address and the kernel spreads connections (Unix listeners
     /// are then served by loop 0). Default off.
-    pub reuse_port: bool,
+    pub(crate) reuse_port: bool,
     /// Accept on a separate acceptor thread even when there is only one
     /// loop. Default off: a single loop accepts on its own listeners (no
     /// hand-off message, doorbell wake or thread switch per connection, as
     /// tokio's current-thread runtime); with several loops (and reuseport
     /// off) the acceptor thread is used anyway.
-    pub acceptor_thread: bool,
+    pub(crate) acceptor_thread: bool,
     /// Edge-triggered I/O on connections, with at most
     /// [`edge_triggered_chunk`](Self::edge_triggered_chunk) bytes read and
     /// written per connection per loop turn. Default off (level-triggered).
-    pub edge_triggered: bool,
+    pub(crate) edge_triggered: bool,
     /// Per-connection, per-turn byte budget in edge-triggered mode, so one
     /// busy connection cannot starve the others. Default 1 MiB.
-    pub edge_triggered_chunk: usize,
+    pub(crate) edge_triggered_chunk: usize,
     /// Listen backlog. Default 1024.
-    pub listen_backlog: i32,
+    pub(crate) listen_backlog: i32,
     /// How accepted connections are spread over loops.
-    pub load_balancer: LoadBalancer,
+    pub(crate) load_balancer: LoadBalancer,
     /// Messages each mailbox lane holds. Default 1024.
-    pub mailbox_capacity: usize,
+    pub(crate) mailbox_capacity: usize,
     /// The loops' wake-up fd. Default: eventfd, else a pipe.
-    pub doorbell: Doorbell,
+    pub(crate) doorbell: Doorbell,
     /// Call [`EventHandler::on_tick`](crate::EventHandler::on_tick). Default off.
-    pub ticker: bool,
+    pub(crate) ticker: bool,
     /// Connection timeouts. Default: [`Timeouts::default`] (incomplete
     /// input, write and half-closed 60 s each; no idle or read timeout).
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
     /// Outbound high- and low-water marks per connection. Default 64 KiB /
     /// 32 KiB.
-    pub write_water_marks: WaterMarks,
+    pub(crate) write_water_marks: WaterMarks,
     /// What passing the high-water mark does. Default: pause reading.
-    pub back_pressure: BackPressure,
+    pub(crate) back_pressure: BackPressure,
     /// The most bytes a connection may leave unconsumed between callbacks
     /// (a partial request waiting for the rest). A peer that pushes past it
     /// is closed with [`CloseReason::InboundLimit`](crate::CloseReason::InboundLimit).
     /// Default 64 MiB.
-    pub max_inbound: usize,
+    pub(crate) max_inbound: usize,
     /// The most bytes all connections together may hold in memory
     /// (unconsumed input by capacity, queued output). Near it (3/4) every
     /// connection holding 64 KiB or more stops being read until the total
@@ -453,7 +448,7 @@ pub struct Options {
     /// its largest connections with
     /// [`CloseReason::BufferBudget`](crate::CloseReason::BufferBudget).
     /// Default 512 MiB.
-    pub buffer_budget: usize,
+    pub(crate) buffer_budget: usize,
     /// A lingering close, as nginx's `lingering_close`: when this side closes
     /// a connection gracefully (after its last reply is flushed) while the
     /// peer may still be sending, shut the write side, read and discard the
@@ -462,29 +457,29 @@ pub struct Options {
     /// reset the connection, and the peer can lose the last reply (an error
     /// message). The close callback runs when the connection finally closes.
     /// Default off.
-    pub lingering_close: Option<Duration>,
+    pub(crate) lingering_close: Option<Duration>,
     /// How long a dial may take to connect. Default 10 s.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// How long a stop waits for connections to flush what they have queued
     /// before closing them hard; also how long a connection closed with
     /// [`Action::Close`](crate::Action::Close) may take to flush. Default 5 s.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// Worker-pool threads. Default: 4 per core, at least 4.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Jobs the worker pool's queue holds. Default 4096.
-    pub job_queue_capacity: usize,
+    pub(crate) job_queue_capacity: usize,
     /// What the worker pool does with queued jobs at shutdown.
-    pub pool_shutdown: PoolShutdown,
+    pub(crate) pool_shutdown: PoolShutdown,
     /// Connection limits: a cap on open connections, per source address,
     /// and an accept rate. Default: none.
-    pub limits: crate::admission::Limits,
+    pub(crate) limits: crate::admission::Limits,
     /// The longest a stop waits for the worker pool (its running jobs and,
     /// under [`PoolShutdown::Finish`], its queued ones). Past it the stop
     /// goes on without them: queued jobs are dropped unrun, running ones are
     /// left to end with the process. Default 30 s.
-    pub pool_shutdown_timeout: Duration,
+    pub(crate) pool_shutdown_timeout: Duration,
     /// TLS: the server and client configs, the handshake timeout.
-    pub tls: crate::tls::TlsOptions,
+    pub(crate) tls: crate::tls::TlsOptions,
 }
 
 impl Default for Options {
@@ -545,7 +540,8 @@ impl Options {
         self.reuse_port || (self.loops == 1 && !self.acceptor_thread)
     }
 
-    /// Checks every value; the first bad one is reported.
+    /// Checks every value; the first bad one is reported as
+    /// [`Error::InvalidConfig`].
     pub(crate) fn validate(&self) -> Result<()> {
         fn bad(what: String) -> Result<()> {
             Err(Error::InvalidConfig(what))
@@ -679,9 +675,22 @@ impl Options {
 pub enum PoolShutdown {
     /// Run every job queued before the shutdown (the default); an engine
     /// waits for them at most
-    /// [`Options::pool_shutdown_timeout`](crate::Options::pool_shutdown_timeout).
+    /// [`EngineBuilder::pool_shutdown_timeout`](crate::EngineBuilder::pool_shutdown_timeout).
     #[default]
     Finish,
     /// Drop queued jobs without running them.
     Cancel,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_defaults_are_the_value_types_defaults() {
+        let o = Options::default();
+        assert_eq!(o.timeouts, Timeouts::default());
+        assert_eq!(o.write_water_marks, WaterMarks::default());
+        assert!(o.validate().is_ok());
+    }
 }

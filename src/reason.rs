@@ -85,7 +85,7 @@ pub enum CloseReason {
     /// [`BackPressure::Close`](crate::BackPressure::Close) policy.
     BackPressure,
     /// The peer sent more than the handler consumed, past the engine's
-    /// [`max_inbound`](crate::Options::max_inbound).
+    /// [`max_inbound`](crate::EngineBuilder::max_inbound).
     InboundLimit,
     /// The handler closed it for a protocol error
     /// ([`Conn::close_with_error`](crate::Conn::close_with_error); [`Framed`](crate::codec::Framed) does so
@@ -102,7 +102,7 @@ pub enum CloseReason {
     /// [`EventHandler::on_reject`](crate::EventHandler::on_reject)).
     SourceLimit,
     /// The engine's buffered bytes passed its
-    /// [`buffer_budget`](crate::Options::buffer_budget) and this connection
+    /// [`buffer_budget`](crate::EngineBuilder::buffer_budget) and this connection
     /// held the most on its loop.
     BufferBudget,
     /// TLS failed on a `tls://` connection: the peer sent something that is

@@ -194,8 +194,8 @@ pub trait RelayHandler: 'static {
 /// A proxy's whole pairing protocol as an [`EventHandler`] (see the module
 /// docs): give it a [`RelayHandler`] that says where backends are.
 ///
-/// Serves stream connections (`tcp://`, `unix://`, `tls://`); a datagram
-/// is discarded.
+/// Serves stream connections (`tcp://`, `unix://`, `tls://`); datagrams
+/// (of a `udp://` listener, or a dialled `udp://` backend) are discarded.
 ///
 /// ```
 /// use ringloop::relay::{Backend, Relay, RelayHandler, Relayed};
@@ -327,7 +327,8 @@ impl<H: RelayHandler> EventHandler for Relay<H> {
                 }
             }
             // Its backend connected: pair them, link them, and relay what the
-            // client sent meanwhile (the wake runs the client's on_traffic).
+            // client sent meanwhile (the wake runs the client's on_traffic,
+            // through the default on_wake).
             Some((Side::Backend, Some(client))) => {
                 let me = conn.id();
                 match conn.state_of_mut(client) {

@@ -14,7 +14,7 @@
 //!    accepts on its own closes its listeners at the next connection);
 //! 2. the worker pool refuses new jobs, finishes (or cancels, per
 //!    [`PoolShutdown`](crate::PoolShutdown)) the queued ones and joins,
-//!    waiting at most [`Options::pool_shutdown_timeout`](crate::Options::pool_shutdown_timeout);
+//!    waiting at most [`EngineBuilder::pool_shutdown_timeout`](crate::EngineBuilder::pool_shutdown_timeout);
 //!    loops keep serving meanwhile, so the replies of finished jobs reach
 //!    their connections;
 //! 3. each loop applies the messages already queued to it, closes every

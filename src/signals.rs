@@ -20,7 +20,7 @@ use crate::sys;
 ///
 /// | signal | what it does |
 /// |---|---|
-/// | `SIGINT`, `SIGTERM` (first) | a graceful stop, as [`Engine::stop`]: no new connections, the worker pool finishes its jobs (bounded by [`Options::pool_shutdown_timeout`](crate::Options::pool_shutdown_timeout)), queued bytes are flushed (bounded by [`Options::drain_timeout`](crate::Options::drain_timeout)) |
+/// | `SIGINT`, `SIGTERM` (first) | a graceful stop, as [`Engine::stop`]: no new connections, the worker pool finishes its jobs (bounded by [`EngineBuilder::pool_shutdown_timeout`](crate::EngineBuilder::pool_shutdown_timeout)), queued bytes are flushed (bounded by [`EngineBuilder::drain_timeout`](crate::EngineBuilder::drain_timeout)) |
 /// | `SIGINT`, `SIGTERM` (second) | exits the process at once, status 128 + the signal's number (130, 143), as Redis does on a second Ctrl-C |
 /// | `SIGQUIT` (Ctrl-\\) | exits the process at once (status 131), without the core dump of its default action |
 /// | `SIGHUP` | ignored (logged): a server outlives the terminal it was started from. ringloop has no configuration to reload |

@@ -84,7 +84,7 @@ pub struct LoopStats {
     pub timeouts: u64,
     /// Bytes the loop's connections hold now (unconsumed input and queued
     /// output), as counted against the engine's
-    /// [`buffer_budget`](crate::Options::buffer_budget).
+    /// [`buffer_budget`](crate::EngineBuilder::buffer_budget).
     pub buffered_bytes: u64,
     /// Times a connection stopped being read because the engine neared its
     /// buffer budget.

@@ -215,3 +215,68 @@ fn close_kinds_compare_and_stop_cannot_fail() {
     );
     server.join();
 }
+
+/// The builder is the one way to configure an engine: every setter, at the
+/// value its documentation suggests, builds an engine that serves (the
+/// checks of out-of-range values are in modes.rs).
+#[test]
+fn every_builder_setter_builds_an_engine_that_serves() {
+    use ringloop::{
+        BackPressure, Doorbell, KeepAlive, LoadBalancer, PoolShutdown, Timeouts, WaterMarks,
+    };
+    use std::time::Duration;
+    let server = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(echo_now)
+            .builder()
+            .listen("tcp://127.0.0.1:0")
+            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .loops(2)
+            .read_buffer_size(16 * 1024)
+            .write_buffer_cap(16 * 1024)
+            .tcp_nodelay(false)
+            .tcp_keepalive(Some(KeepAlive::new(Duration::from_secs(60))))
+            .recv_buffer_size(256 * 1024)
+            .send_buffer_size(256 * 1024)
+            .reuse_addr(true)
+            .edge_triggered_chunk(256 * 1024)
+            .listen_backlog(4096)
+            .load_balancer(LoadBalancer::LeastConnections)
+            .mailbox_capacity(4096)
+            .doorbell(Doorbell::Pipe)
+            .timeouts(Timeouts::none().idle(Duration::from_secs(300)))
+            .write_water_marks(WaterMarks::new(256 * 1024, 64 * 1024))
+            .back_pressure(BackPressure::Close)
+            .max_inbound(1 << 20)
+            .connect_timeout(Duration::from_secs(2))
+            .drain_timeout(Duration::from_millis(500))
+            .workers(8)
+            .job_queue_capacity(100)
+            .pool_shutdown(PoolShutdown::Cancel)
+            .pool_shutdown_timeout(Duration::from_secs(5))
+            .lingering_close(Some(Duration::from_secs(1)))
+            .buffer_budget(64 << 20)
+            .ticker(true)
+            .tls_handshake_timeout(Duration::from_secs(3)),
+    );
+    assert_eq!(server.engine.loop_count(), 2);
+    assert_eq!(server.engine.local_addrs().len(), 2);
+    for i in 0..2 {
+        echo_round_trip(&mut tcp_client(server.tcp_addr(i)), b"configured");
+    }
+    server.stop();
+    // Reuse-port and level/edge switches build too.
+    for (reuse_port, edge) in [(true, false), (false, true)] {
+        let server = Running::start(
+            Hooks::<()>::new()
+                .on_traffic(echo_now)
+                .builder()
+                .listen("tcp://127.0.0.1:0")
+                .loops(2)
+                .reuse_port(reuse_port)
+                .edge_triggered(edge),
+        );
+        echo_round_trip(&mut tcp_client(server.tcp_addr(0)), b"configured");
+        server.stop();
+    }
+}

@@ -284,6 +284,10 @@ impl EventHandler for Echo {
             Err(_) => Action::Close,
         }
     }
+    fn on_datagram(&mut self, dgram: &mut ringloop::Datagram<'_>) -> Action {
+        let _ = dgram.reply(dgram.payload());
+        Action::None
+    }
 }
 
 /// A peer for the client tests: a ringloop server or a std one.
@@ -928,11 +932,10 @@ impl EventHandler for PartialReader {
     }
 }
 
-/// What `Conn` documents for UDP ("each datagram is one on_traffic call:
-/// the input is the datagram, … bytes left unread are discarded with it";
-/// `is_datagram` is true for a UDP datagram) holds for a dialled UDP
-/// connection too: unread bytes are not carried into the next datagram, and
-/// `is_datagram()` is true.
+/// What `Conn` documents for a dialled UDP connection ("each datagram is
+/// one on_traffic call, … bytes left unread are discarded with their
+/// datagram"; `is_datagram` is true for it): unread bytes are not carried
+/// into the next datagram, and `is_datagram()` is true.
 #[test]
 fn udp_dial_keeps_datagram_boundaries() {
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

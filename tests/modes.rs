@@ -18,18 +18,28 @@ use std::time::Duration;
 use common::*;
 use crossbeam_channel::unbounded;
 use ringloop::{
-    Action, Conn, ConnHandle, Engine, EngineBuilder, Error, EventHandler, KeepAlive, LoadBalancer,
-    LoopContext, SockAddr, Transport, DATAGRAM_SLOT, MAX_LOOPS,
+    Action, Conn, Datagram, DatagramHandle, Engine, EngineBuilder, Error, EventHandler, KeepAlive,
+    LoadBalancer, LoopContext, SockAddr, Transport, MAX_LOOPS,
 };
 
 /// Replies to every input with `tag` followed by the input.
-fn tagged_echo(tag: impl Fn(&Conn<'_, ()>) -> u8 + Send + Sync + 'static) -> Hooks<()> {
-    Hooks::<()>::new().on_traffic(move |conn| {
-        let mut reply = vec![tag(conn)];
-        reply.extend_from_slice(conn.read_all());
-        let _ = conn.write(&reply);
-        Action::None
-    })
+/// (`tag` sees the listener's index, if any, and the peer's address.)
+fn tagged_echo(tag: impl Fn(Option<usize>, &SockAddr) -> u8 + Send + Sync + 'static) -> Hooks<()> {
+    let tag = Arc::new(tag);
+    let on_datagram = tag.clone();
+    Hooks::<()>::new()
+        .on_traffic(move |conn| {
+            let mut reply = vec![tag(conn.listener_index(), conn.peer_addr())];
+            reply.extend_from_slice(conn.read_all());
+            let _ = conn.write(&reply);
+            Action::None
+        })
+        .on_datagram(move |dgram| {
+            let mut reply = vec![on_datagram(Some(dgram.listener_index()), dgram.peer_addr())];
+            reply.extend_from_slice(dgram.payload());
+            let _ = dgram.reply(&reply);
+            Action::None
+        })
 }
 
 fn tagged_round_trip<S: Read + Write>(s: &mut S, data: &[u8]) -> u8 {
@@ -50,7 +60,7 @@ fn tagged_round_trip<S: Read + Write>(s: &mut S, data: &[u8]) -> u8 {
 fn one_engine_serves_several_addresses_and_tells_them_apart() {
     let dir = TempDir::new("multi-addr");
     let server = Running::start(
-        tagged_echo(|conn| conn.listener_index().map_or(u8::MAX, |i| i as u8))
+        tagged_echo(|listener, _| listener.map_or(u8::MAX, |i| i as u8))
             .builder()
             .listen("tcp://127.0.0.1:0")
             .listen("udp://127.0.0.1:0")
@@ -173,7 +183,7 @@ fn tags_on(addr: SocketAddr, expect: &[u8], tries: usize) -> HashSet<u8> {
 fn two_reuseport_engines_share_a_port_and_stop_independently() {
     let start = |tag: u8, addr: String| {
         Running::start(
-            tagged_echo(move |_| tag)
+            tagged_echo(move |_, _| tag)
                 .builder()
                 .listen(addr)
                 .loops(2)
@@ -222,15 +232,15 @@ fn udp_send_to_reaches_every_known_peer_and_there_are_no_open_or_close_callbacks
                 c.fetch_add(1, Ordering::SeqCst);
                 Action::None
             })
-            .on_traffic(move |conn| {
-                assert!(conn.is_datagram());
-                let data = conn.read_all();
+            .on_traffic(move |_| panic!("a datagram reached on_traffic"))
+            .on_datagram(move |dgram| {
+                let data = dgram.payload();
                 let mut peers = p.lock().unwrap();
-                if !peers.contains(conn.peer_addr()) {
-                    peers.push(conn.peer_addr().clone());
+                if !peers.contains(dgram.peer_addr()) {
+                    peers.push(dgram.peer_addr().clone());
                 }
                 for peer in peers.iter() {
-                    conn.send_to(data, peer).unwrap();
+                    dgram.send_to(data, peer).unwrap();
                 }
                 Action::None
             })
@@ -263,13 +273,16 @@ fn udp_send_to_reaches_every_known_peer_and_there_are_no_open_or_close_callbacks
     assert_eq!(closes.load(Ordering::SeqCst), 0);
 }
 
-fn datagram_handle_server() -> (Running, crossbeam_channel::Receiver<ConnHandle>) {
+fn datagram_handle_server() -> (
+    Running,
+    crossbeam_channel::Receiver<(DatagramHandle, SockAddr)>,
+) {
     let (tx, rx) = unbounded();
     let server = Running::start(
         Hooks::<()>::new()
-            .on_traffic(move |conn| {
-                let _ = conn.read_all();
-                tx.send(conn.handle()).unwrap();
+            .on_datagram(move |dgram| {
+                tx.send((dgram.handle(), dgram.peer_addr().clone()))
+                    .unwrap();
                 Action::None
             })
             .builder()
@@ -285,12 +298,10 @@ fn a_datagram_handle_writes_to_its_peer_from_any_thread() {
     let addr = server.udp_addr(0);
     let client = udp_client();
     client.send_to(b"hello", addr).unwrap();
-    let handle = handles.recv_timeout(PATIENCE).unwrap();
-    assert_eq!(handle.id().slot(), DATAGRAM_SLOT);
-    assert_eq!(
-        handle.datagram_peer(),
-        Some(&SockAddr::Inet(client.local_addr().unwrap()))
-    );
+    let (handle, peer) = handles.recv_timeout(PATIENCE).unwrap();
+    // (A datagram handle is its own type: it cannot be woken or closed,
+    // see the compile_fail examples on `DatagramHandle`.)
+    assert_eq!(peer, SockAddr::Inet(client.local_addr().unwrap()));
     let recv = || {
         let mut buf = [0u8; 64];
         let (n, from) = client.recv_from(&mut buf).unwrap();
@@ -301,56 +312,57 @@ fn a_datagram_handle_writes_to_its_peer_from_any_thread() {
         t.spawn(|| {
             let (tx, rx) = unbounded();
             handle
-                .async_write(b"pushed".to_vec(), move |r| tx.send(r).unwrap())
+                .async_send_to(b"pushed".to_vec(), peer.clone(), move |r| {
+                    tx.send(r).unwrap()
+                })
                 .unwrap();
             assert_eq!(rx.recv_timeout(PATIENCE).unwrap().unwrap(), 6);
         });
     });
     assert_eq!(recv(), b"pushed");
-    // writev forms one datagram.
     assert_eq!(
-        handle.write(b"x".to_vec()).wait().unwrap(),
+        handle.send_to(b"x".to_vec(), peer.clone()).wait().unwrap(),
         1,
         "awaitable datagram write"
     );
     assert_eq!(recv(), b"x");
     let (tx, rx) = unbounded();
+    // sendv forms one datagram.
     handle
-        .async_writev(vec![b"ab".to_vec(), b"cd".to_vec()], move |r| {
-            tx.send(r).unwrap()
-        })
+        .async_sendv_to(
+            vec![b"ab".to_vec(), b"cd".to_vec()],
+            peer.clone(),
+            move |r| tx.send(r).unwrap(),
+        )
         .unwrap();
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap().unwrap(), 4);
     assert_eq!(recv(), b"abcd");
-    handle.try_async_write(b"tried".to_vec()).unwrap();
+    handle.try_send_to(b"tried".to_vec(), peer.clone()).unwrap();
     assert_eq!(recv(), b"tried");
-    // Streams only.
-    assert!(matches!(handle.wake(), Err(Error::Unsupported(_))));
-    assert!(matches!(handle.close(), Err(Error::Unsupported(_))));
-    assert!(matches!(
-        handle.close_with(|_| {}),
-        Err(Error::Unsupported(_))
-    ));
     server.stop();
     assert!(matches!(
-        handle.async_write(b"late".to_vec(), |_| {}),
+        handle.async_send_to(b"late".to_vec(), peer, |_| {}),
         Err(Error::EngineStopped)
     ));
 }
 
-/// The handle module promises that every callback runs exactly once.
+/// The handle module promises that every callback runs exactly once: a
+/// datagram handle's too, when the engine has stopped.
 #[test]
-fn close_with_on_a_datagram_handle_still_answers_its_callback() {
+fn a_datagram_handle_send_still_answers_its_callback_after_the_stop() {
     let (server, handles) = datagram_handle_server();
     let client = udp_client();
     client.send_to(b"hello", server.udp_addr(0)).unwrap();
-    let handle = handles.recv_timeout(PATIENCE).unwrap();
-    let (tx, rx) = unbounded();
-    let r = handle.close_with(move |r| tx.send(format!("{r:?}")).unwrap());
-    assert!(matches!(r, Err(Error::Unsupported(_))));
-    let answer = rx.recv_timeout(PATIENCE);
+    let (handle, peer) = handles.recv_timeout(PATIENCE).unwrap();
     server.stop();
-    assert!(answer.is_ok(), "the close_with callback never ran");
+    let (tx, rx) = unbounded();
+    let r = handle.async_send_to(b"late".to_vec(), peer, move |r| {
+        tx.send(format!("{r:?}")).unwrap()
+    });
+    assert!(matches!(r, Err(Error::EngineStopped)));
+    let answer = rx.recv_timeout(PATIENCE);
+    assert!(answer.is_ok(), "the async_send_to callback never ran");
+    assert!(answer.unwrap().contains("EngineStopped"));
 }
 
 // ----- load balancers -----
@@ -598,7 +610,7 @@ fn ipv6_loopback_echo() {
         return;
     }
     let server = Running::start(
-        tagged_echo(|conn| u8::from(conn.peer_addr().as_inet().is_some_and(|a| a.is_ipv6())))
+        tagged_echo(|_, peer| u8::from(peer.as_inet().is_some_and(|a| a.is_ipv6())))
             .builder()
             .listen("tcp://[::1]:0")
             .listen("tcp6://[::1]:0")
@@ -624,18 +636,14 @@ fn ipv6_loopback_echo() {
 
 // ----- socket options -----
 
-/// Checks every socket option on a connection and reports what was wrong.
-fn check_options(conn: &mut Conn<'_, ()>, expect_nodelay: bool) -> Vec<String> {
+/// Checks every socket option on a socket and reports what was wrong.
+fn check_socket(socket: socket2::SockRef<'_>, tcp: bool, expect_nodelay: bool) -> Vec<String> {
     let mut wrong = Vec::new();
     let mut check = |what: &str, ok: bool| {
         if !ok {
             wrong.push(what.to_string());
         }
     };
-    let tcp = !conn.is_datagram() && conn.peer_addr().as_inet().is_some();
-    let socket = conn
-        .socket()
-        .expect("a connection's socket during its callback");
     if tcp {
         check(
             "nodelay default",
@@ -666,37 +674,56 @@ fn check_options(conn: &mut Conn<'_, ()>, expect_nodelay: bool) -> Vec<String> {
             socket.set_tcp_keepalive(&ka).is_err(),
         );
     }
-    if !conn.is_datagram() {
-        check(
-            "send_to on a stream",
-            matches!(
-                conn.send_to(b"x", &SockAddr::Inet("127.0.0.1:9".parse().unwrap())),
-                Err(Error::Unsupported(_))
-            ),
-        );
-    }
     let size = 32 * 1024; // well below any rmem_max/wmem_max
-    let socket = conn
-        .socket()
-        .expect("a connection's socket during its callback");
     check("set rcvbuf", socket.set_recv_buffer_size(size).is_ok());
     check("rcvbuf", socket.recv_buffer_size().is_ok_and(|n| n >= size));
     check("set sndbuf", socket.set_send_buffer_size(size).is_ok());
     check("sndbuf", socket.send_buffer_size().is_ok_and(|n| n >= size));
-    check("local address", conn.local_addr().is_ok());
-    check("flush", conn.flush().is_ok());
+    wrong
+}
+
+/// Checks every socket option on a stream connection. (A stream has no
+/// `send_to`: that is a compile error now, see the `compile_fail` example
+/// on `ringloop::Datagram`.)
+fn check_options(conn: &mut Conn<'_, ()>, expect_nodelay: bool) -> Vec<String> {
+    let tcp = conn.peer_addr().as_inet().is_some();
+    let socket = conn
+        .socket()
+        .expect("a connection's socket during its callback");
+    let mut wrong = check_socket(socket, tcp, expect_nodelay);
+    if conn.local_addr().is_err() {
+        wrong.push("local address".into());
+    }
+    if conn.flush().is_err() {
+        wrong.push("flush".into());
+    }
+    wrong
+}
+
+/// Checks every socket option on a datagram's (shared) socket.
+fn check_datagram_options(dgram: &Datagram<'_>) -> Vec<String> {
+    let mut wrong = check_socket(dgram.socket(), false, false);
+    if dgram.local_addr().is_err() {
+        wrong.push("local address".into());
+    }
     wrong
 }
 
 fn options_server(nodelay: bool) -> (Running, crossbeam_channel::Receiver<Vec<String>>, TempDir) {
     let dir = TempDir::new("sockopts");
     let (tx, rx) = unbounded();
+    let tx2 = tx.clone();
     let server = Running::start(
         Hooks::<()>::new()
             .on_traffic(move |conn| {
                 let _ = conn.read_all();
                 tx.send(check_options(conn, nodelay)).unwrap();
                 let _ = conn.write(b"ok");
+                Action::None
+            })
+            .on_datagram(move |dgram| {
+                tx2.send(check_datagram_options(dgram)).unwrap();
+                let _ = dgram.reply(b"ok");
                 Action::None
             })
             .builder()

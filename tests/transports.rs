@@ -15,7 +15,7 @@ use std::thread;
 
 use common::*;
 use ringloop::{
-    Action, CloseReason, Conn, ConnId, Engine, EngineBuilder, EventHandler, LoadBalancer,
+    Action, CloseReason, Conn, ConnId, Datagram, Engine, EngineBuilder, EventHandler, LoadBalancer,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,27 +87,56 @@ struct MatrixEcho {
     seen: Arc<Seen>,
 }
 
+impl MatrixEcho {
+    /// Counts a reply that did not write the whole echo.
+    fn reply_check(&self, len: usize) -> impl FnOnce(ringloop::Result<usize>) + Send + 'static {
+        let failures = self.seen.clone();
+        move |r: ringloop::Result<usize>| {
+            if r.ok() != Some(len) {
+                failures.reply_failures.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
 impl EventHandler for MatrixEcho {
     type State = ();
 
-    fn on_open(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-        assert!(!conn.is_datagram());
+    fn on_open(&mut self, _conn: &mut Conn<'_, ()>) -> Action {
         self.seen.opened.fetch_add(1, Ordering::SeqCst);
         Action::None
     }
 
-    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-        if conn.is_datagram() {
-            self.seen.datagrams.fetch_add(1, Ordering::SeqCst);
-        }
-        let data = conn.read_all();
-        let failures = self.seen.clone();
-        let len = data.len();
-        let check = move |r: ringloop::Result<usize>| {
-            if r.ok() != Some(len) {
-                failures.reply_failures.fetch_add(1, Ordering::SeqCst);
+    fn on_datagram(&mut self, dgram: &mut Datagram<'_>) -> Action {
+        self.seen.datagrams.fetch_add(1, Ordering::SeqCst);
+        let data = dgram.payload();
+        let check = self.reply_check(data.len());
+        let sent = match self.reply {
+            Reply::Direct => dgram.reply(data).map(drop),
+            Reply::Async => {
+                dgram
+                    .handle()
+                    .async_send_to(data.to_vec(), dgram.peer_addr().clone(), check)
+            }
+            Reply::AsyncWritev => {
+                let (a, b) = data.split_at(data.len() / 2);
+                dgram.handle().async_sendv_to(
+                    vec![a.to_vec(), b.to_vec()],
+                    dgram.peer_addr().clone(),
+                    check,
+                )
             }
         };
+        if sent.is_err() {
+            self.seen.reply_failures.fetch_add(1, Ordering::SeqCst);
+        }
+        Action::None
+    }
+
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        let data = conn.read_all();
+        let len = data.len();
+        let check = self.reply_check(len);
         let sent = match self.reply {
             Reply::Direct => conn.write(data).map(drop),
             Reply::Async => conn.handle().async_write(data.to_vec(), check),

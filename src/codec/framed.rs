@@ -128,10 +128,13 @@ pub trait FrameHandler: 'static {
     fn on_frame(&mut self, conn: &mut FrameConn<'_, Self::State>, frame: &[u8]) -> Action;
 
     /// The connection was woken through
-    /// [`ConnHandle::wake`](crate::ConnHandle::wake) without new bytes. It
-    /// also runs when reading resumes from another thread
-    /// ([`ConnHandle::resume_reading`](crate::ConnHandle::resume_reading))
-    /// over frames held while paused; those are delivered right after it.
+    /// [`ConnHandle::wake`](crate::ConnHandle::wake): exactly once per
+    /// wake, never for arriving bytes (see
+    /// [`EventHandler::on_wake`](crate::EventHandler::on_wake) for the
+    /// ordering rules). Whole frames already waiting (say, held while
+    /// reading was paused) are delivered to [`on_frame`](Self::on_frame)
+    /// right after it if it returns [`Action::None`]. The default does
+    /// nothing.
     ///
     /// ```
     /// use ringloop::codec::{FrameConn, FrameHandler};
@@ -327,8 +330,6 @@ pub struct FramedState<S> {
     pub(super) error: Option<CodecError>,
     /// The handler closed the connection: deliver no more frames.
     pub(super) closing: bool,
-    /// Bytes left unconsumed by the previous `on_traffic`.
-    buffered: usize,
 }
 
 impl<S> FramedState<S> {
@@ -337,7 +338,6 @@ impl<S> FramedState<S> {
             user,
             error: None,
             closing: false,
-            buffered: 0,
         }
     }
 }
@@ -348,7 +348,6 @@ impl<S> fmt::Debug for FramedState<S> {
             .field("has_state", &self.user.is_some())
             .field("error", &self.error)
             .field("closing", &self.closing)
-            .field("buffered", &self.buffered)
             .finish_non_exhaustive()
     }
 }
@@ -360,19 +359,12 @@ impl<S> fmt::Debug for FramedState<S> {
 struct Codecs<C> {
     prototype: C,
     by_slot: Vec<Option<C>>,
-    /// A `udp://` listener's datagram has no slot: its copy lasts one
-    /// callback, as its state does.
-    datagram: Option<C>,
 }
 
 impl<C: Clone> Codecs<C> {
-    /// The copy for the connection in `slot` (`None`: the datagram of this
-    /// callback), made if missing.
-    fn of(&mut self, slot: Option<u32>) -> &mut C {
+    /// The copy for the connection in `slot`, made if missing.
+    fn of(&mut self, slot: u32) -> &mut C {
         let prototype = &self.prototype;
-        let Some(slot) = slot else {
-            return self.datagram.get_or_insert_with(|| prototype.clone());
-        };
         let index = slot as usize;
         if index >= self.by_slot.len() {
             self.by_slot.resize_with(index + 1, || None);
@@ -380,14 +372,10 @@ impl<C: Clone> Codecs<C> {
         self.by_slot[index].get_or_insert_with(|| prototype.clone())
     }
 
-    /// Forgets the copy of `slot` (a connection that opened or closed, or
-    /// a new datagram): the next use starts from the prototype.
-    fn reset(&mut self, slot: Option<u32>) {
-        let copy = match slot {
-            Some(slot) => self.by_slot.get_mut(slot as usize),
-            None => Some(&mut self.datagram),
-        };
-        if let Some(copy) = copy {
+    /// Forgets the copy of `slot` (a connection that opened or closed):
+    /// the next use starts from the prototype.
+    fn reset(&mut self, slot: u32) {
+        if let Some(copy) = self.by_slot.get_mut(slot as usize) {
             *copy = None;
         }
     }
@@ -463,7 +451,6 @@ where
             codecs: Codecs {
                 prototype: codec,
                 by_slot: Vec::new(),
-                datagram: None,
             },
             handler,
             out: Vec::new(),
@@ -651,27 +638,19 @@ where
     fn on_traffic(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
         self.out.clear();
         ensure_state(conn);
-        if conn.slot().is_none() {
-            self.codecs.reset(None); // a datagram: decoded on its own
-        }
-        let buffered = conn.inbound_buffered();
-        let woken = conn.state().is_some_and(|s| s.buffered == buffered);
-        let action = if woken {
-            // A wake, or reading resumed over frames held while paused.
-            let action = self.call_and_write(conn, |h, c| h.on_wake(c));
-            if action == Action::None {
-                self.deliver(conn)
-            } else {
-                action
-            }
-        } else {
+        self.deliver(conn)
+    }
+
+    fn on_wake(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {
+        self.out.clear();
+        ensure_state(conn);
+        let action = self.call_and_write(conn, |h, c| h.on_wake(c));
+        if action == Action::None {
+            // Frames left waiting (say, reading was paused) go on after it.
             self.deliver(conn)
-        };
-        let left = conn.inbound_buffered();
-        if let Some(state) = conn.state_mut() {
-            state.buffered = left;
+        } else {
+            action
         }
-        action
     }
 
     fn on_read_closed(&mut self, conn: &mut Conn<'_, Self::State>) -> Action {

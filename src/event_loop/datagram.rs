@@ -1,4 +1,4 @@
-//! Datagrams on this loop's UDP sockets: one `on_traffic` per datagram.
+//! Datagrams on this loop's UDP sockets: one `on_datagram` per datagram.
 //!
 //! Owns only the receive side of unconnected UDP sockets; it must never
 //! keep state for a datagram's sender beyond its callback.
@@ -7,14 +7,14 @@ use std::io;
 use std::os::fd::AsFd;
 
 use super::{guarded, loop_ref, EventLoop, DATAGRAM_BATCH};
-use crate::conn::{Conn, Datagram};
+use crate::datagram::Datagram;
 use crate::handler::EventHandler;
 use crate::reason::Action;
 use crate::stats::bump;
 use crate::sys::io as sysio;
 
 impl<H: EventHandler> EventLoop<H> {
-    /// Reads datagrams from UDP socket `i`: one `on_traffic` each.
+    /// Reads datagrams from UDP socket `i`: one `on_datagram` each.
     pub(super) fn receive_datagrams(&mut self, i: usize) {
         for _ in 0..DATAGRAM_BATCH {
             let Some((fd, listener)) = self.udp.get(i) else {
@@ -32,16 +32,11 @@ impl<H: EventHandler> EventLoop<H> {
             };
             bump(&self.engine.slot(self.index).counters().bytes_in, n as u64);
             let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
-            let datagram = Datagram {
-                fd: fd.as_fd(),
-                peer,
-                socket: i as u32,
-                listener: *listener,
-                state: None,
-            };
             let handler = &mut self.handler;
-            let mut conn = Conn::datagram(&self.read_buf[..n], datagram, &lp);
-            if let Some(Action::Shutdown) = guarded("on_traffic", || handler.on_traffic(&mut conn))
+            let payload = &self.read_buf[..n];
+            let mut dgram = Datagram::new(payload, fd.as_fd(), peer, i as u32, *listener, &lp);
+            if let Some(Action::Shutdown) =
+                guarded("on_datagram", || handler.on_datagram(&mut dgram))
             {
                 self.engine.request_stop();
             }

@@ -5,6 +5,7 @@
 
 use std::os::fd::AsFd;
 
+use super::io::Fresh;
 use super::{guarded, loop_ref, EventLoop, MESSAGE_BUDGET};
 use crate::actors::slab::SlotKey;
 use crate::conn::send_datagram;
@@ -91,7 +92,7 @@ impl<H: EventHandler> EventLoop<H> {
             },
             LoopMessage::Wake { id } => {
                 if let Some(key) = self.conn_key(id) {
-                    self.traffic(key, 0);
+                    self.woken(key);
                 }
             }
             LoopMessage::Close { id, done } => match self.conn_key(id) {
@@ -127,6 +128,34 @@ impl<H: EventHandler> EventLoop<H> {
             }
             LoopMessage::Stop => {}
         }
+    }
+
+    /// Runs `on_wake` for a wake (over the input waiting unread, if any;
+    /// nothing new is read). One call per wake message: wakes are not
+    /// merged.
+    fn woken(&mut self, key: SlotKey) {
+        let Some(entry) = self.conns.get(key) else {
+            return;
+        };
+        let (queued, paused) = (entry.outbound.len(), entry.user_paused);
+        let Some((action, side, _)) =
+            self.run_on_input(key, Fresh::Scratch(0), "on_wake", |h, conn| h.on_wake(conn))
+        else {
+            return;
+        };
+        if let Some(entry) = self.conns.get(key) {
+            if paused && !entry.user_paused && self.settings.edge_triggered {
+                // Resumed: no new edge will come for bytes already waiting.
+                self.continue_io.push_back(key);
+            }
+            if entry.outbound.len() > queued {
+                // Replies past the high-water mark stop the reading, as
+                // after `on_traffic` (see `settle`).
+                self.input_key = Some(key);
+            }
+        }
+        self.after_callback(key, action, side);
+        self.input_key = None;
     }
 
     /// Answers an async write once applied, or holds the answer while its

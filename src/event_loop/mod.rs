@@ -29,7 +29,7 @@
 //! readiness armed only while a connection has bytes queued. Edge-triggered:
 //! connections are registered once for both directions; each turn a
 //! connection reads and writes until the socket would block or it has moved
-//! [`Options::edge_triggered_chunk`] bytes, and one that hit its budget is
+//! [`EngineBuilder::edge_triggered_chunk`](crate::EngineBuilder::edge_triggered_chunk) bytes, and one that hit its budget is
 //! continued on the next turn, so a busy connection cannot starve the others.
 //!
 //! # Files

@@ -437,7 +437,7 @@ impl WorkerPool {
     /// policy), the workers still running a job are left to finish it on
     /// their own, and it returns `false`. `true` if every worker was joined
     /// in time. An engine stops its pool this way, with
-    /// [`Options::pool_shutdown_timeout`](crate::Options::pool_shutdown_timeout),
+    /// [`EngineBuilder::pool_shutdown_timeout`](crate::EngineBuilder::pool_shutdown_timeout),
     /// so a job that never ends cannot hang a stop.
     ///
     /// ```

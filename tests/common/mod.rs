@@ -11,7 +11,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringloop::{Action, CloseReason, Conn, Engine, EngineBuilder, EventHandler, SockAddr};
+use ringloop::{
+    Action, CloseReason, Conn, Datagram, Engine, EngineBuilder, EventHandler, SockAddr,
+};
 
 /// Generous bound on any single wait, so a broken server fails a test
 /// instead of hanging it.
@@ -269,12 +271,14 @@ impl Gate {
 
 type OpenHook<S> = Arc<dyn Fn(&mut Conn<'_, S>) -> Action + Send + Sync>;
 type CloseHook<S> = Arc<dyn Fn(&mut Conn<'_, S>, &CloseReason) -> Action + Send + Sync>;
+type DatagramHook = Arc<dyn Fn(&mut Datagram<'_>) -> Action + Send + Sync>;
 
 /// A handler made of closures, shared by every loop (one clone per loop).
 pub struct Hooks<S> {
     open: Option<OpenHook<S>>,
     traffic: Option<OpenHook<S>>,
     close: Option<CloseHook<S>>,
+    datagram: Option<DatagramHook>,
 }
 
 impl<S> Clone for Hooks<S> {
@@ -283,6 +287,7 @@ impl<S> Clone for Hooks<S> {
             open: self.open.clone(),
             traffic: self.traffic.clone(),
             close: self.close.clone(),
+            datagram: self.datagram.clone(),
         }
     }
 }
@@ -293,6 +298,7 @@ impl<S: 'static> Hooks<S> {
             open: None,
             traffic: None,
             close: None,
+            datagram: None,
         }
     }
 
@@ -320,6 +326,14 @@ impl<S: 'static> Hooks<S> {
         self
     }
 
+    pub fn on_datagram(
+        mut self,
+        f: impl Fn(&mut Datagram<'_>) -> Action + Send + Sync + 'static,
+    ) -> Self {
+        self.datagram = Some(Arc::new(f));
+        self
+    }
+
     /// An engine builder whose every loop runs these hooks.
     pub fn builder(self) -> EngineBuilder<Hooks<S>> {
         Engine::builder(move |_| self.clone())
@@ -341,6 +355,10 @@ impl<S: 'static> EventHandler for Hooks<S> {
         self.close
             .as_ref()
             .map_or(Action::None, |f| f(conn, reason))
+    }
+
+    fn on_datagram(&mut self, dgram: &mut Datagram<'_>) -> Action {
+        self.datagram.as_ref().map_or(Action::None, |f| f(dgram))
     }
 }
 
