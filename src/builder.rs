@@ -283,6 +283,26 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// The I/O driver: [`Backend::Auto`](crate::Backend::Auto) (io_uring
+    /// where it works, else epoll), `Epoll` or `IoUring` (building fails
+    /// where io_uring cannot run). Not set: `RINGLOOP_BACKEND`, else `Auto`.
+    ///
+    /// ```
+    /// # use ringloop::{Backend, Engine, EventHandler};
+    /// # struct Quiet;
+    /// # impl EventHandler for Quiet { type State = (); }
+    /// let server = Engine::builder(|_| Quiet)
+    ///     .listen("tcp://127.0.0.1:0")
+    ///     .backend(Backend::Epoll)
+    ///     .build()?;
+    /// assert_eq!(server.engine().backend(), Backend::Epoll);
+    /// # Ok::<(), ringloop::Error>(())
+    /// ```
+    pub fn backend(mut self, backend: crate::Backend) -> Self {
+        self.options.backend = Some(backend);
+        self
+    }
+
     /// Listen backlog (default 1024).
     ///
     /// ```
@@ -634,6 +654,8 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// ```
     pub fn build(mut self) -> Result<Server<H>> {
         self.options.validate()?;
+        let backend = crate::sys::backend::choose(self.options.backend)?;
+        self.options.backend = Some(backend);
         // No address is fine: a client engine only dials and enrolls.
         let mut inherited = self.deploy.take_inherited(&self.addrs)?;
         let addrs = self
@@ -735,6 +757,7 @@ impl<H: EventHandler> EngineBuilder<H> {
                 shutdown_timeout: self.options.pool_shutdown_timeout,
             },
             buffer_budget: self.options.buffer_budget,
+            backend,
             deploy: DeployShared::new(
                 self.options.limits,
                 self.deploy.proxied_flags(&addrs),

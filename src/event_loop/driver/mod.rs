@@ -3,12 +3,15 @@
 //! timers, callbacks) calls only through [`Driver`]; it never holds a
 //! poller, an event buffer or a receive buffer of its own.
 //!
-//! Two kinds of driver are designed for; the readiness one is built:
+//! Two drivers, chosen per engine ([`crate::Backend`]):
 //!
-//! * **Readiness** (epoll, this file): the kernel says a descriptor *may*
+//! * **Readiness** (epoll, `epoll.rs`): the kernel says a descriptor *may*
 //!   be read or written; the loop then receives or sends when it chooses.
-//! * **Completion** (io_uring, a later issue): the loop submits receives
-//!   and sends ahead; the kernel reports them *done*, with the bytes.
+//! * **Completion** (io_uring, `uring.rs`): receives are submitted ahead
+//!   (a multishot receive per plain stream connection, into a provided
+//!   buffer ring); the kernel reports them *done*, with the bytes. What
+//!   still needs readiness there (listeners, UDP, connects, TLS and PROXY
+//!   reads, write readiness) goes through an epoll instance the ring polls.
 //!
 //! # The contract
 //!
@@ -58,11 +61,24 @@
 //! sleeps no longer than it is told (the loop's timers depend on it); a
 //! driver never blocks anywhere else.
 //!
-//! This file must never interpret tokens beyond carrying them, nor keep
-//! state about connections. Still outside the seam: the TLS read path and
-//! the PROXY header read (they read the socket themselves, into the loop's
-//! scratch buffer) and UDP datagrams; they move behind it with the
-//! completion driver.
+//! **Which registration.** [`Driver::register_stream`] is for a plain
+//! stream connection whose input the loop only ever takes through
+//! [`Driver::recv`]: the completion driver reads it through the ring.
+//! [`Driver::register`] is for everything the loop reads itself (TLS
+//! ciphertext, PROXY headers, datagrams, listeners) or waits on (connects):
+//! readiness on both drivers. A connection stays with the registration it
+//! was adopted with.
+//!
+//! **Edge-triggered mode** only exists on the readiness driver: a multishot
+//! receive reports every arrival; the loop turns the option off on
+//! io_uring ([`Driver::is_readiness`]).
+//!
+//! This module must never interpret tokens beyond carrying them, nor keep
+//! state about connections beyond what a completion in flight needs. Still
+//! outside the seam: the TLS read path and the PROXY header read (they read
+//! the socket themselves, into the loop's scratch buffer) and UDP datagrams,
+//! all readiness-driven on both drivers; and sends, which go straight to the
+//! socket on both.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -70,18 +86,25 @@ use std::time::Duration;
 
 use super::token::LoopToken;
 use crate::actors::Doorbell;
+use crate::backend::Backend;
 use crate::sys::io as sysio;
-use crate::sys::poller::{Event, Events, Interest, Poller};
+use crate::sys::poller::{Event, Interest, Poller};
+use crate::sys::uring::bufring::RecvBuf;
 
-/// Fewest and most events one wait collects (the buffer grows when full).
-const MIN_EVENTS: usize = 128;
-const MAX_EVENTS: usize = 4096;
+mod epoll;
+mod uring;
+
+use epoll::Readiness;
+use uring::Completion;
 
 /// Bytes a receive put in driver-owned memory, until
 /// [`Driver::release`]. Not `Clone`: each is released exactly once.
 #[derive(Debug)]
 pub(crate) struct Received {
     len: usize,
+    /// A provided buffer of the ring (completion driver); `None`: the
+    /// driver's own buffer.
+    buf: Option<RecvBuf>,
 }
 
 impl Received {
@@ -97,64 +120,122 @@ impl Received {
         self.len == 0
     }
 
-    /// The receive filled the driver's buffer: more may be waiting.
+    /// The receive filled the driver's buffer: more may be waiting. (A
+    /// completion is never followed by a readiness edge: always `false`.)
     #[inline]
     pub(crate) fn filled(&self, driver: &Driver) -> bool {
-        self.len == driver.recv_buf.len()
+        self.buf.is_none() && self.len == driver.recv_buf.len()
     }
 }
 
-/// The readiness (epoll) driver.
+enum Kind {
+    Epoll(Readiness),
+    Uring(Box<Completion>),
+}
+
+/// The loop's I/O driver: epoll or io_uring, behind one set of calls.
 pub(crate) struct Driver {
-    poller: Poller,
-    events: Events,
-    /// Where receives land (one per loop: a receive is consumed by its
-    /// callback before the next one is made).
+    kind: Kind,
+    /// Where readiness receives land (one per loop: a receive is consumed
+    /// by its callback before the next one is made).
     recv_buf: Vec<u8>,
 }
 
 impl Driver {
-    pub(crate) fn new(recv_buffer: usize) -> io::Result<Driver> {
+    /// The driver for `backend` (`Auto` is resolved when the engine is
+    /// built; here it means epoll). Made on the loop's own thread.
+    pub(crate) fn new(backend: Backend, recv_buffer: usize) -> io::Result<Driver> {
+        let kind = match backend {
+            Backend::IoUring => Kind::Uring(Box::new(Completion::new(recv_buffer)?)),
+            _ => Kind::Epoll(Readiness::new()?),
+        };
         Ok(Driver {
-            poller: Poller::new()?,
-            events: Events::with_capacity(MIN_EVENTS),
+            kind,
             recv_buf: vec![0; recv_buffer.max(1)],
         })
+    }
+
+    /// A readiness driver (edge-triggered mode has a meaning).
+    pub(crate) fn is_readiness(&self) -> bool {
+        matches!(self.kind, Kind::Epoll(_))
+    }
+
+    fn readiness(&self) -> &Readiness {
+        match &self.kind {
+            Kind::Epoll(r) => r,
+            Kind::Uring(c) => c.readiness(),
+        }
     }
 
     /// The poller, for the listeners' own registration
     /// ([`crate::accept::Listeners`]).
     pub(crate) fn poller(&self) -> &Poller {
-        &self.poller
+        match &self.kind {
+            Kind::Epoll(r) => r.poller(),
+            Kind::Uring(c) => c.poller(),
+        }
     }
 
+    /// Readiness registration (see "Which registration").
     pub(crate) fn register(
         &self,
         fd: BorrowedFd<'_>,
         token: LoopToken,
         interest: Interest,
     ) -> io::Result<()> {
-        self.poller.add(fd, token.encode(), interest)
+        self.readiness().register(fd, token, interest)
     }
 
-    pub(crate) fn register_doorbell(&self, doorbell: &Doorbell) -> io::Result<()> {
-        self.poller
-            .add_doorbell(doorbell, LoopToken::Doorbell.encode())
-    }
-
-    pub(crate) fn reregister(
-        &self,
+    /// A plain stream connection (see "Which registration").
+    pub(crate) fn register_stream(
+        &mut self,
         fd: BorrowedFd<'_>,
         token: LoopToken,
         interest: Interest,
     ) -> io::Result<()> {
-        self.poller.modify(fd, token.encode(), interest)
+        match &mut self.kind {
+            Kind::Epoll(r) => r.register(fd, token, interest),
+            Kind::Uring(c) => c.register_stream(fd, token, interest),
+        }
+    }
+
+    pub(crate) fn register_doorbell(&mut self, doorbell: &Doorbell) -> io::Result<()> {
+        match &mut self.kind {
+            Kind::Epoll(r) => r.register_doorbell(doorbell),
+            Kind::Uring(c) => c.register_doorbell(doorbell),
+        }
+    }
+
+    pub(crate) fn reregister(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: LoopToken,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match &mut self.kind {
+            Kind::Epoll(r) => r.reregister(fd, token, interest),
+            Kind::Uring(c) => {
+                if c.reregister(fd, token, interest)? {
+                    return Ok(());
+                }
+                c.readiness().reregister(fd, token, interest)
+            }
+        }
     }
 
     /// Before the descriptor closes (the kernel would drop it silently on
-    /// the last close, but a duplicate would keep it registered).
-    pub(crate) fn deregister(&self, fd: BorrowedFd<'_>) {
-        let _ = self.poller.delete(fd);
+    /// the last close, but a duplicate would keep it registered; and an
+    /// attached connection's receive must be cancelled). The loop may close
+    /// the descriptor right after.
+    pub(crate) fn deregister(&mut self, fd: BorrowedFd<'_>) {
+        match &mut self.kind {
+            Kind::Epoll(r) => r.deregister(fd),
+            Kind::Uring(c) => {
+                if !c.deregister(fd) {
+                    c.readiness().deregister(fd);
+                }
+            }
+        }
     }
 
     /// Waits for events (at most `timeout`; `None`: until one comes) and
@@ -164,31 +245,43 @@ impl Driver {
         ready: &mut Vec<Event>,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
-        self.poller.wait(&mut self.events, timeout)?;
-        ready.extend(self.events.iter());
-        if ready.len() == self.events.capacity() && ready.len() < MAX_EVENTS {
-            // A full batch: collect more per wait from now on.
-            self.events = Events::with_capacity(ready.len() * 2);
+        match &mut self.kind {
+            Kind::Epoll(r) => r.wait(ready, timeout),
+            Kind::Uring(c) => c.wait(ready, timeout),
         }
-        Ok(())
     }
 
-    /// Receives what the socket has now, into driver-owned memory.
+    /// Receives what the socket has now, into driver-owned memory (or, for
+    /// an attached connection, the next completion the ring delivered).
     /// `WouldBlock`: nothing now.
+    #[inline]
     pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<Received> {
+        if let Kind::Uring(c) = &mut self.kind {
+            if let Some(taken) = c.take(fd) {
+                return taken.map(|buf| Received {
+                    len: buf.as_ref().map_or(0, |b| b.as_slice().len()),
+                    buf,
+                });
+            }
+        }
         let len = sysio::read(fd, &mut self.recv_buf)?;
-        Ok(Received { len })
+        Ok(Received { len, buf: None })
     }
 
     /// The bytes of `got`.
     #[inline]
-    pub(crate) fn bytes(&self, got: &Received) -> &[u8] {
-        &self.recv_buf[..got.len]
+    pub(crate) fn bytes<'a>(&'a self, got: &'a Received) -> &'a [u8] {
+        match &got.buf {
+            None => &self.recv_buf[..got.len],
+            Some(buf) => buf.as_slice(),
+        }
     }
 
-    /// Hands `got`'s memory back (a readiness driver reuses its buffer).
+    /// Hands `got`'s memory back (a readiness receive reuses the loop's
+    /// buffer; a provided buffer goes back to the kernel).
     #[inline]
     pub(crate) fn release(&mut self, got: Received) {
-        let Received { len: _ } = got;
+        let Received { len: _, buf } = got;
+        drop(buf);
     }
 }
