@@ -395,3 +395,47 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Every server example takes the driver on its command line (`--backend`;
+/// `--driver` in the proxy, whose `--backend` is its upstream) and says on
+/// its "listening" line which one it runs on.
+#[test]
+fn the_server_examples_take_the_backend_and_print_it() {
+    use common::deploy_example::Example;
+    let mut drivers = vec!["epoll"];
+    if uring_available() {
+        drivers.push("io-uring");
+    }
+    let upstream = echo_server(Backend::Epoll, 1);
+    let upstream_url = format!("tcp://{}", upstream.tcp_addr(0));
+    for driver in drivers {
+        for name in ["echo", "echo_pool", "codec", "http", "kv", "push", "proxy"] {
+            let mut args = vec!["--loops", "1"];
+            if name == "proxy" {
+                args.extend(["--listen", "tcp://127.0.0.1:0", "--backend", &upstream_url]);
+                args.extend(["--driver", driver]);
+            } else {
+                args.extend(["tcp://127.0.0.1:0", "--backend", driver]);
+            }
+            let example = Example::start(name, &args, 1);
+            let line = example
+                .output()
+                .into_iter()
+                .find(|l| l.contains(" listening on "))
+                .expect("a listening line");
+            assert!(line.ends_with(&format!(" on {driver}")), "{name}: {line}");
+            example.stop();
+        }
+    }
+    upstream.stop();
+    let refused = Command::new(common::example::example_binary("echo"))
+        .args(["tcp://127.0.0.1:0", "--backend", "kqueue"])
+        .output()
+        .expect("run echo");
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "a bad --backend is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("kqueue"));
+}
