@@ -355,21 +355,8 @@ impl Ring {
 
     /// Takes ownership of `fd` for operations on it.
     pub(crate) fn adopt(&mut self, fd: OwnedFd) -> SourceId {
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                self.slots.push(Slot::vacant());
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slot = &mut self.slots[index as usize];
-        slot.raw = fd.as_raw_fd();
-        slot.fd = Some(fd);
-        slot.state = SlotState::Open;
-        SourceId {
-            index,
-            generation: slot.generation,
-        }
+        let raw = fd.as_raw_fd();
+        self.open_source(raw, Some(fd))
     }
 
     /// Operations on a descriptor the caller keeps owning (the event loop's
@@ -379,6 +366,11 @@ impl Ring {
     /// closed right after, while the kernel still holds its own reference
     /// to the socket until the cancellations complete.
     pub(crate) fn attach(&mut self, fd: BorrowedFd<'_>) -> SourceId {
+        self.open_source(fd.as_raw_fd(), None)
+    }
+
+    /// A free slot (or a new one), opened for descriptor `raw`, owned or not.
+    fn open_source(&mut self, raw: RawFd, owned: Option<OwnedFd>) -> SourceId {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -387,8 +379,8 @@ impl Ring {
             }
         };
         let slot = &mut self.slots[index as usize];
-        slot.raw = fd.as_raw_fd();
-        slot.fd = None;
+        slot.raw = raw;
+        slot.fd = owned;
         slot.state = SlotState::Open;
         SourceId {
             index,
