@@ -81,3 +81,26 @@ bench_spread() {
                 printf "%.*f (%.*f–%.*f)\n", d, m, d, v[1], d, v[NR]
             }'
 }
+
+# bench_listening_port FILE: waits up to 30 s for a server's "… listening on
+# tcp://127.0.0.1:PORT …" line in FILE and prints PORT.
+bench_listening_port() {
+    for _ in $(seq 300); do
+        local p
+        p=$(sed -n 's/.*listening on tcp:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" | head -1)
+        if [[ -n $p ]]; then
+            echo "$p"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "benches: the server did not say where it listens (see $1)" >&2
+    return 1
+}
+
+# bench_stop PID: SIGTERM, then SIGKILL after 5 s.
+bench_stop() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+}
