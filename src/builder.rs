@@ -247,7 +247,8 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
-    /// Edge-triggered connection I/O (default off, level-triggered).
+    /// Edge-triggered connection I/O (default off, level-triggered). An
+    /// epoll mode: ignored on the io_uring driver (see [`crate::Backend`]).
     ///
     /// ```
     /// # use ringloop::{Engine, EventHandler};

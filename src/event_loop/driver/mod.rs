@@ -19,9 +19,10 @@
 //! an [`Interest`]; every event about it carries that token. The loop
 //! deregisters a descriptor before closing it. A registration survives
 //! `reregister`, which is how a level-triggered connection arms and disarms
-//! writing as its queue fills and empties. A completion driver takes the
-//! same calls as "keep a receive armed / don't" (multishot receive) and
-//! ignores write interest (it sends when the loop hands it bytes).
+//! writing as its queue fills and empties. The completion driver takes the
+//! read half of the same calls as "keep the multishot receive armed /
+//! pause it", and the write half as write readiness on its epoll instance
+//! (sends still take the readiness path, see below).
 //!
 //! **What an event means.** A readiness event is a hint, never a promise:
 //! a receive after it may still say `WouldBlock`, which the loop treats as
@@ -47,8 +48,9 @@
 //! * Sends: bytes a handler writes are the connection's. With readiness the
 //!   connection's write path offers them to the socket at once and queues
 //!   what it did not take in its `OutboundQueue` (flushed on writability).
-//!   With completion every write is queued, and the driver submits the
-//!   queue's head chunks; while a send is in flight those chunks belong to
+//!   Designed, not built yet (today the completion driver sends through
+//!   the readiness path too): with completion every write is queued, and
+//!   the driver submits the queue's head chunks; while a send is in flight those chunks belong to
 //!   the kernel and must stay where they are (not moved, coalesced into or
 //!   freed) until the send completes with its byte count, after which the
 //!   loop consumes that many bytes from the queue. Closing a connection with
