@@ -26,9 +26,10 @@ use crate::error::{Error, Result};
 ///
 /// On io_uring, plain stream connections (TCP and Unix, no TLS, no PROXY
 /// header pending) receive through multishot receives into a provided
-/// buffer ring; everything else (listeners, UDP, connects in progress, TLS
-/// and PROXY-header reads, write readiness) is watched by an epoll instance
-/// that the ring itself polls, so a turn is still one `io_uring_enter`.
+/// buffer ring and send through the ring; everything else (listeners, UDP,
+/// connects in progress, TLS and PROXY-header reads) is watched by an epoll
+/// instance that the ring itself polls, so a turn is still one
+/// `io_uring_enter`.
 /// Edge-triggered mode has no meaning there and is ignored (a multishot
 /// receive reports every arrival).
 ///

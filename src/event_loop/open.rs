@@ -59,6 +59,7 @@ impl<H: EventHandler> EventLoop<H> {
         let registered = if plain_stream {
             self.driver
                 .register_stream(entry.fd.as_fd(), token, interest)
+                .map(|through_ring| entry.ring_sends = through_ring)
         } else {
             self.driver.register(entry.fd.as_fd(), token, interest)
         };

@@ -11,7 +11,8 @@
 //!   (a multishot receive per plain stream connection, into a provided
 //!   buffer ring); the kernel reports them *done*, with the bytes. What
 //!   still needs readiness there (listeners, UDP, connects, TLS and PROXY
-//!   reads, write readiness) goes through an epoll instance the ring polls.
+//!   reads) goes through an epoll instance the ring polls; the same
+//!   connections' sends are submitted through the ring.
 //!
 //! # The contract
 //!
@@ -21,8 +22,8 @@
 //! `reregister`, which is how a level-triggered connection arms and disarms
 //! writing as its queue fills and empties. The completion driver takes the
 //! read half of the same calls as "keep the multishot receive armed /
-//! pause it", and the write half as write readiness on its epoll instance
-//! (sends still take the readiness path, see below).
+//! pause it" and ignores the write half for connections whose sends go
+//! through the ring (their completions say when the queue moved).
 //!
 //! **What an event means.** A readiness event is a hint, never a promise:
 //! a receive after it may still say `WouldBlock`, which the loop treats as
@@ -48,14 +49,16 @@
 //! * Sends: bytes a handler writes are the connection's. With readiness the
 //!   connection's write path offers them to the socket at once and queues
 //!   what it did not take in its `OutboundQueue` (flushed on writability).
-//!   Designed, not built yet (today the completion driver sends through
-//!   the readiness path too): with completion every write is queued, and
-//!   the driver submits the queue's head chunks; while a send is in flight those chunks belong to
-//!   the kernel and must stay where they are (not moved, coalesced into or
-//!   freed) until the send completes with its byte count, after which the
-//!   loop consumes that many bytes from the queue. Closing a connection with
-//!   a send in flight cancels it and frees the chunks only on the
-//!   cancellation's completion.
+//!   With completion (a connection registered with
+//!   [`Driver::register_stream`]) every write is queued, and settling the
+//!   connection hands the queue to [`Driver::submit_sends`], which copies
+//!   it into a buffer the ring owns until the send's final completion (so
+//!   the queue may grow or move meanwhile); the queue keeps the bytes, and
+//!   counts them, until the completion's writable event, when the loop takes
+//!   [`Driver::take_sent`] bytes off it. Closing a connection with a send in
+//!   flight cancels it (as epoll's best-effort flush, what the kernel has
+//!   not taken is lost); with none in flight the loop writes the rest
+//!   directly, as on epoll.
 //!
 //! **What the loop may assume.** Events of one turn are delivered in one
 //! batch, after `wait` returns; the driver never calls back into the loop;
@@ -79,8 +82,7 @@
 //! state about connections beyond what a completion in flight needs. Still
 //! outside the seam: the TLS read path and the PROXY header read (they read
 //! the socket themselves, into the loop's scratch buffer) and UDP datagrams,
-//! all readiness-driven on both drivers; and sends, which go straight to the
-//! socket on both.
+//! all readiness-driven on both drivers.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -188,16 +190,50 @@ impl Driver {
         self.readiness().register(fd, token, interest)
     }
 
-    /// A plain stream connection (see "Which registration").
+    /// A plain stream connection (see "Which registration"). `Ok(true)`:
+    /// its input and output complete through the ring (the loop queues
+    /// every write and hands the queue over with [`Driver::submit_sends`]).
     pub(crate) fn register_stream(
         &mut self,
         fd: BorrowedFd<'_>,
         token: LoopToken,
         interest: Interest,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         match &mut self.kind {
-            Kind::Epoll(r) => r.register(fd, token, interest),
-            Kind::Uring(c) => c.register_stream(fd, token, interest),
+            Kind::Epoll(r) => r.register(fd, token, interest).map(|()| false),
+            Kind::Uring(c) => c.register_stream(fd, token, interest).map(|()| true),
+        }
+    }
+
+    /// Hands an attached connection's queue to the ring (a copy: the queue
+    /// keeps the bytes, and counts them, until [`Driver::take_sent`] says
+    /// they went), unless a send is already in flight. `Ok(true)`: a send
+    /// started (the write-timeout clock starts with it).
+    pub(crate) fn submit_sends(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        queue: &crate::buffer::OutboundQueue,
+    ) -> io::Result<bool> {
+        match &mut self.kind {
+            Kind::Epoll(_) => Ok(false),
+            Kind::Uring(c) => c.submit_sends(fd, queue),
+        }
+    }
+
+    /// Bytes of an attached connection's queue the ring has sent since the
+    /// last call: the loop consumes them from the queue.
+    pub(crate) fn take_sent(&mut self, fd: BorrowedFd<'_>) -> usize {
+        match &mut self.kind {
+            Kind::Epoll(_) => 0,
+            Kind::Uring(c) => c.take_sent(fd),
+        }
+    }
+
+    /// A send of an attached connection's queue is in the ring.
+    pub(crate) fn send_in_flight(&self, fd: BorrowedFd<'_>) -> bool {
+        match &self.kind {
+            Kind::Epoll(_) => false,
+            Kind::Uring(c) => c.send_in_flight(fd),
         }
     }
 

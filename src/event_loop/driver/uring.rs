@@ -28,8 +28,20 @@
 //! reference to the socket until the cancellation completes, and the ring
 //! never submits anything for a closed source again.
 //!
-//! Sends still go straight to the socket (the loop's readiness write path);
-//! submitting them through the ring is not done yet.
+//! **Sends** of an attached connection go through the ring too: its writes
+//! are only queued (`ConnEntry::ring_sends`), settling the connection hands
+//! a copy of the queue to [`Completion::submit_sends`] (one send in flight
+//! per connection; the ring resumes short sends itself), and the send's
+//! completion comes back as a writable event after which the loop takes the
+//! sent bytes off the queue ([`Completion::take_sent`]). The queue keeps
+//! counting the bytes until then, so back-pressure, graceful closes and the
+//! write timeout see what is really unsent. Every send of a turn goes to
+//! the kernel with the turn's one `io_uring_enter`.
+//!
+//! **Before a close** the driver submits what is queued in the ring (the
+//! connection's last send, the cancellations): an entry that names a
+//! descriptor must reach the kernel while that number still names the
+//! same socket, never one opened after the loop closed it.
 //!
 //! Owns the ring, the stash and which descriptor is whose; never interprets
 //! payload bytes and never frees a buffer the kernel may still write (the
@@ -81,6 +93,10 @@ struct Source {
     listed: bool,
     /// The end of stream was taken: later receives say so again.
     ended: bool,
+    /// A send of the connection's queue is in the ring.
+    sending: bool,
+    /// Bytes the ring sent that the loop has not taken off the queue yet.
+    sent: usize,
 }
 
 pub(crate) struct Completion {
@@ -196,6 +212,8 @@ impl Completion {
             in_epoll: interest.writable,
             listed: false,
             ended: false,
+            sending: false,
+            sent: 0,
         });
         if self.by_fd.len() <= raw {
             self.by_fd.resize(raw + 1, 0);
@@ -219,14 +237,8 @@ impl Completion {
             return Ok(false);
         };
         let id = source.id;
-        if interest.writable != source.in_epoll {
-            if interest.writable {
-                self.readiness.register(fd, token, Interest::WRITABLE)?;
-            } else {
-                self.readiness.deregister(fd);
-            }
-            source.in_epoll = interest.writable;
-        }
+        // Its sends complete through the ring: no write readiness needed.
+        let _ = token;
         if interest.readable != source.reading {
             source.reading = interest.readable;
             if interest.readable {
@@ -264,6 +276,12 @@ impl Completion {
             // Not fatal: the ring releases the slot when its operations end.
             log::warn!("io_uring: closing a connection's operations failed: {e}");
         }
+        // The loop closes the descriptor next: entries queued for it (a
+        // receive, a send, the cancellations) must reach the kernel while
+        // its number still names this socket, never one opened after.
+        if let Err(e) = self.ring.submit_and_wait(0, None) {
+            log::warn!("io_uring: submitting before a close failed: {e}");
+        }
         // The stash drops here: its buffers go back to the kernel.
         true
     }
@@ -283,6 +301,70 @@ impl Completion {
             None if source.ended => Ok(None),
             None => Err(io::ErrorKind::WouldBlock.into()),
         })
+    }
+
+    fn live(&mut self, id: SourceId) -> Option<&mut Source> {
+        self.sources
+            .get_mut(id.index() as usize)
+            .and_then(Option::as_mut)
+            .filter(|s| s.id == id)
+    }
+
+    /// Hands the connection's queued bytes to the ring, unless a send is
+    /// already in flight (its completion brings the loop back here).
+    /// `Ok(true)`: a send started.
+    pub(crate) fn submit_sends(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        queue: &crate::buffer::OutboundQueue,
+    ) -> io::Result<bool> {
+        let Some(source) = self.source_mut(fd) else {
+            return Ok(false);
+        };
+        if source.sending || queue.len() <= source.sent {
+            return Ok(false);
+        }
+        let id = source.id;
+        // Copied: the queue may move or grow while the kernel reads these.
+        let mut bytes = Vec::with_capacity(queue.len() - source.sent);
+        let mut slices = [io::IoSlice::new(&[]); crate::buffer::MAX_IOV];
+        let mut skip = source.sent;
+        // At most MAX_IOV chunks per send: the rest goes when it completes.
+        let n = queue.slices(&mut slices);
+        for slice in &slices[..n] {
+            let s: &[u8] = slice;
+            if skip >= s.len() {
+                skip -= s.len();
+            } else {
+                bytes.extend_from_slice(&s[skip..]);
+                skip = 0;
+            }
+        }
+        if bytes.is_empty() {
+            return Ok(false);
+        }
+        source.sending = true;
+        if let Err(e) = self.ring.send(id, bytes) {
+            if let Some(s) = self.live(id) {
+                s.sending = false;
+            }
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Bytes sent since the last call (the loop consumes them from the
+    /// queue); 0 for a source not attached.
+    pub(crate) fn take_sent(&mut self, fd: BorrowedFd<'_>) -> usize {
+        self.source_mut(fd)
+            .map_or(0, |s| std::mem::take(&mut s.sent))
+    }
+
+    /// A send is in the ring for `fd`.
+    pub(crate) fn send_in_flight(&self, fd: BorrowedFd<'_>) -> bool {
+        self.source_index(fd)
+            .and_then(|i| self.sources.get(i)?.as_ref())
+            .is_some_and(|s| s.sending)
     }
 
     fn stash(&mut self, id: SourceId, item: Stashed) {
@@ -345,6 +427,23 @@ impl Completion {
                     self.stash(source, Stashed::Failed(error))
                 }
                 RingEvent::Readiness => poll_readiness = true,
+                RingEvent::Sent {
+                    source,
+                    bytes,
+                    queued,
+                } => {
+                    if let Some(s) = self.live(source) {
+                        s.sent += bytes;
+                        s.sending = queued > 0;
+                        ready.push(sent_event(s.token, false));
+                    }
+                }
+                RingEvent::SendFailed { source, .. } => {
+                    if let Some(s) = self.live(source) {
+                        s.sending = false;
+                        ready.push(sent_event(s.token, true));
+                    }
+                }
                 RingEvent::Doorbell => ready.push(readable(LoopToken::Doorbell)),
                 // Released slots, and operations this driver does not use.
                 _ => {}
@@ -377,6 +476,19 @@ impl Completion {
         self.announce = keep;
         self.spare = listed;
         Ok(())
+    }
+}
+
+/// A send completed (`failed`: with an error): the loop takes the bytes
+/// off the connection's queue (or closes it).
+fn sent_event(token: LoopToken, failed: bool) -> Event {
+    Event {
+        token: token.encode(),
+        readable: false,
+        writable: true,
+        read_closed: false,
+        hangup: false,
+        error: failed,
     }
 }
 

@@ -98,10 +98,10 @@
 #![allow(unsafe_code)]
 // the io_uring ABI: shared rings, raw descriptors, kernel-written memory
 // The loop's completion driver (event_loop/driver/uring.rs) uses attached
-// sources, multishot receive, pause, close, the doorbell and the readiness
-// poll; multishot accept, sends and connects are driven only by
-// tests/uring.rs so far (the loop accepts, sends and connects through
-// readiness on both drivers).
+// sources, multishot receive, sends, pause, close, the doorbell and the
+// readiness poll; multishot accept and connects are driven only by
+// tests/uring.rs so far (the loop accepts and connects through readiness on
+// both drivers).
 #![allow(dead_code)]
 
 pub(crate) mod bufring;
