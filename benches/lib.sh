@@ -97,3 +97,10 @@ bench_listening_port() {
     echo "benches: the server did not say where it listens (see $1)" >&2
     return 1
 }
+
+# bench_stop PID: SIGTERM, then SIGKILL after 5 s.
+bench_stop() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+}

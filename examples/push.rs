@@ -116,8 +116,9 @@ fn main() {
     }
     for addr in engine.local_addrs() {
         println!(
-            "push listening on {addr} with {} loops",
-            engine.loop_count()
+            "push listening on {addr} with {} loops on {}",
+            engine.loop_count(),
+            engine.backend()
         );
     }
     let thread = std::thread::spawn({

@@ -147,6 +147,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// Edge-triggered I/O on connections, with at most
     /// [`edge_triggered_chunk`](Self::edge_triggered_chunk) bytes read and
     /// written per connection per loop turn (default off: level-triggered).
+    /// An epoll mode: ignored on the io_uring driver (see [`crate::Backend`]).
     pub fn edge_triggered(mut self, on: bool) -> Self {
         self.options.edge_triggered = on;
         self
@@ -158,6 +159,14 @@ impl<H: EventHandler> EngineBuilder<H> {
     pub fn edge_triggered_chunk(mut self, bytes: usize) -> Self {
         self.options.edge_triggered = true;
         self.options.edge_triggered_chunk = bytes;
+        self
+    }
+
+    /// The I/O driver: [`Backend::Auto`](crate::Backend::Auto) (io_uring
+    /// where it works, else epoll), `Epoll` or `IoUring` (building fails
+    /// where io_uring cannot run). Not set: `RINGLOOP_BACKEND`, else `Auto`.
+    pub fn backend(mut self, backend: crate::Backend) -> Self {
+        self.options.backend = Some(backend);
         self
     }
 
@@ -353,6 +362,8 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// ```
     pub fn build(mut self) -> Result<Server<H>> {
         self.options.validate()?;
+        let backend = crate::sys::backend::choose(self.options.backend)?;
+        self.options.backend = Some(backend);
         // No address is fine: a client engine only dials and enrolls.
         let mut inherited = self.deploy.take_inherited(&self.addrs)?;
         let addrs = self
@@ -455,6 +466,7 @@ impl<H: EventHandler> EngineBuilder<H> {
                 shutdown_timeout: self.options.pool_shutdown_timeout,
             },
             buffer_budget: self.options.buffer_budget,
+            backend,
             deploy: DeployShared::new(
                 self.options.limits,
                 self.deploy.proxied_flags(&addrs),

@@ -31,6 +31,16 @@ use crate::{EngineBuilder, Server};
 pub use crate::runtime::Engine;
 
 impl Engine {
+    /// The I/O driver this engine's loops run on: [`Backend::Epoll`] or
+    /// [`Backend::IoUring`] (never `Auto`, which is resolved when the
+    /// engine is built).
+    ///
+    /// [`Backend::Epoll`]: crate::Backend::Epoll
+    /// [`Backend::IoUring`]: crate::Backend::IoUring
+    pub fn backend(&self) -> crate::Backend {
+        self.shared.backend()
+    }
+
     /// Connections currently open on all loops.
     pub fn connection_count(&self) -> usize {
         self.shared.connection_count()

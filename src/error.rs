@@ -58,6 +58,15 @@ pub enum Error {
     /// TLS failed: a handshake error (an untrusted or wrong-name certificate
     /// when dialling, an alert from the peer), or bad TLS configuration.
     Tls(rustls::Error),
+    /// The engine was asked for an I/O driver this system cannot run
+    /// ([`Backend::IoUring`](crate::Backend::IoUring) where io_uring is
+    /// refused or lacks a needed feature); `reason` names what is missing.
+    BackendUnavailable {
+        /// The driver asked for.
+        backend: crate::Backend,
+        /// What is missing.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -97,6 +106,9 @@ impl fmt::Display for Error {
             Self::MailboxFull => f.write_str("the loop's mailbox lane is full"),
             Self::Unsupported(what) => write!(f, "unsupported operation: {what}"),
             Self::Tls(e) => write!(f, "TLS: {e}"),
+            Self::BackendUnavailable { backend, reason } => {
+                write!(f, "the {backend} backend is unavailable: {reason}")
+            }
         }
     }
 }
@@ -136,7 +148,7 @@ impl From<Error> for io::Error {
             Error::InvalidConfig(_) => io::ErrorKind::InvalidInput,
             Error::ConnectionClosed => io::ErrorKind::NotConnected,
             Error::MailboxFull => io::ErrorKind::WouldBlock,
-            Error::Unsupported(_) => io::ErrorKind::Unsupported,
+            Error::Unsupported(_) | Error::BackendUnavailable { .. } => io::ErrorKind::Unsupported,
             // EngineStopped, and whatever later variants have no closer kind.
             #[allow(unreachable_patterns)]
             _ => io::ErrorKind::Other,

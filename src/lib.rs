@@ -15,6 +15,7 @@ mod accept;
 mod acceptor;
 mod addr;
 mod admission;
+mod backend;
 mod balancer;
 mod budget;
 mod buffer;
@@ -50,6 +51,7 @@ mod upgrade;
 
 pub use addr::{ListenAddr, SockAddr, Transport};
 pub use admission::{AcceptRate, AdmissionStats, Limits};
+pub use backend::Backend;
 pub use builder::EngineBuilder;
 pub use close_kind::CloseKind;
 pub use conn::Conn;

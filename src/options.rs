@@ -418,6 +418,9 @@ pub(crate) struct Options {
     /// Per-connection, per-turn byte budget in edge-triggered mode, so one
     /// busy connection cannot starve the others. Default 1 MiB.
     pub(crate) edge_triggered_chunk: usize,
+    /// The I/O driver (see [`Backend`](crate::Backend)). `None` (the
+    /// default): `RINGLOOP_BACKEND`, else [`Backend::Auto`](crate::Backend::Auto).
+    pub(crate) backend: Option<crate::Backend>,
     /// Listen backlog. Default 1024.
     pub(crate) listen_backlog: i32,
     /// How accepted connections are spread over loops.
@@ -497,6 +500,7 @@ impl Default for Options {
             acceptor_thread: false,
             edge_triggered: false,
             edge_triggered_chunk: 1 << 20,
+            backend: None,
             listen_backlog: 1024,
             load_balancer: LoadBalancer::RoundRobin,
             mailbox_capacity: crate::actors::DEFAULT_LANE_CAPACITY,

@@ -240,14 +240,19 @@ fn many_never_reading_clients_keep_the_server_within_its_budget() {
     drop(clients);
     server.wait_stats("every client gone", |s| s.connections == 0);
     let peak = grown;
+    // On io_uring each loop's provided buffers (256 x 16 KiB) stay resident
+    // once the kernel has written into them: a fixed cost per loop, like
+    // epoll's one receive buffer per loop, not memory the burst kept.
+    let fixed = if stats.io_uring == 1 { 2 * 4 * MIB } else { 0 };
+    let settled = (4 * MIB + fixed) as u64;
     let deadline = std::time::Instant::now() + PATIENCE;
     let mut now = server.rss().saturating_sub(before);
-    while now > (4 * MIB) as u64 && std::time::Instant::now() < deadline {
+    while now > settled && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
         now = server.rss().saturating_sub(before);
     }
     assert!(
-        now <= (4 * MIB) as u64,
+        now <= settled,
         "RSS still {} KiB over the start (peak {} KiB)",
         now / 1024,
         peak / 1024

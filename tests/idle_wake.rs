@@ -48,7 +48,8 @@ impl EventHandler for GiveHandle {
 /// Where a thread is blocked, from `/proc/self/task/TID/syscall`.
 #[derive(Debug, PartialEq)]
 enum Blocked {
-    /// In `epoll_wait`/`epoll_pwait(2)` with no timeout: only an fd wakes it.
+    /// In `epoll_wait`/`epoll_pwait(2)` (or, on io_uring, `io_uring_enter`)
+    /// with no timeout: only an fd wakes it.
     EpollForever,
     /// Anything else: running, another call, or an epoll wait with a timeout
     /// (the raw line, for the failure message).
@@ -84,6 +85,13 @@ fn classify(line: &str) -> Blocked {
         ("x86_64", Some(232 | 281)) | ("aarch64", Some(22)) => arg(4).map(|t| t as u32 == u32::MAX),
         // epoll_pwait2: a timespec pointer, NULL for no timeout.
         (_, Some(441)) => arg(4).map(|t| t == 0),
+        // io_uring_enter (the io_uring driver): waiting for at least one
+        // completion (GETEVENTS) without IORING_ENTER_EXT_ARG, which is how
+        // the driver passes a timeout.
+        (_, Some(426)) => match (arg(3), arg(4)) {
+            (Some(min), Some(flags)) => Some(min >= 1 && flags & 1 == 1 && flags & 8 == 0),
+            _ => None,
+        },
         _ => None,
     };
     if forever == Some(true) {

@@ -777,7 +777,7 @@ fn close_after_a_large_write(unix: bool, edge: bool) {
         .listen(format!("unix://{}", dir.join("c.sock").display()))
         .loops(1);
     if edge {
-        b = b.edge_triggered(true);
+        b = edge_triggered_on_epoll(b, None);
     }
     let server = Running::start(b);
     let got = if unix {

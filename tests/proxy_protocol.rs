@@ -96,12 +96,14 @@ fn local_port(s: &TcpStream) -> u16 {
 fn v1_header_then_data_in_one_write() {
     for (reuseport, edge) in [(false, false), (true, false), (false, true)] {
         let g = Greeter::default();
-        let server = Running::start(
-            builder(&g)
-                .listen_proxied("tcp://127.0.0.1:0")
-                .reuse_port(reuseport)
-                .edge_triggered(edge),
-        );
+        let b = builder(&g)
+            .listen_proxied("tcp://127.0.0.1:0")
+            .reuse_port(reuseport);
+        let server = Running::start(if edge {
+            edge_triggered_on_epoll(b, None)
+        } else {
+            b
+        });
         let mut s = tcp_client(server.tcp_addr(0));
         s.write_all(b"PROXY TCP4 203.0.113.7 192.0.2.1 4242 80\r\nping")
             .unwrap();

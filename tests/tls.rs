@@ -213,7 +213,7 @@ fn rustls_client_echo_32_mib_each_way_with_arbitrary_splits() {
 
 #[test]
 fn many_clients_small_and_odd_sizes_edge_triggered() {
-    many_clients(echo_server(2, |b| b.edge_triggered(true)));
+    many_clients(echo_server(2, |b| edge_triggered_on_epoll(b, None)));
 }
 
 #[test]

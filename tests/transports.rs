@@ -203,10 +203,7 @@ fn configure(case: &Case, seen: &Arc<Seen>, addr: String) -> EngineBuilder<Matri
         b = b.reuse_port(true);
     }
     if matches!(case.mode, Mode::EdgeTriggered | Mode::ReuseportEdge) {
-        b = match case.chunk {
-            Some(bytes) => b.edge_triggered_chunk(bytes),
-            None => b.edge_triggered(true),
-        };
+        b = edge_triggered_on_epoll(b, case.chunk);
     }
     b
 }

@@ -1,6 +1,9 @@
 //! Command-line handling shared by the server examples: addresses as
 //! positional URLs, `--loops N`, example-specific `--flag value` options, and
-//! the deployment options every server takes (see [`DEPLOY_USAGE`]).
+//! the options every server takes (see [`DEPLOY_USAGE`]): the I/O driver
+//! (`--backend auto|epoll|io-uring`; `--driver` in an example whose own
+//! `--backend` names something else, the proxy's upstream) and the
+//! deployment options.
 
 #![allow(dead_code)] // each example uses a different subset
 
@@ -10,8 +13,9 @@ use std::sync::OnceLock;
 
 /// The deployment options every server example takes.
 pub const DEPLOY_USAGE: &str =
-    "[--max-conns N] [--max-conns-per-source N] [--accept-rate PER_SECOND] [--proxy-protocol] [--systemd] [--upgrade PATH] [--upgrade-deadline-ms MS]";
+    "[--backend auto|epoll|io-uring] [--max-conns N] [--max-conns-per-source N] [--accept-rate PER_SECOND] [--proxy-protocol] [--systemd] [--upgrade PATH] [--upgrade-deadline-ms MS]";
 const DEPLOY_VALUED: &[&str] = &[
+    "driver",
     "max-conns",
     "max-conns-per-source",
     "accept-rate",
@@ -42,7 +46,17 @@ impl Args {
             loops: None,
             flags: HashMap::new(),
         };
-        let usage = format!("{usage} {DEPLOY_USAGE}");
+        // The driver is `--backend`, unless the example's own `--backend`
+        // means something else: then it is `--driver` (always accepted).
+        let backend_is_driver = !valued.contains(&"backend");
+        let usage = if backend_is_driver {
+            format!("{usage} {DEPLOY_USAGE}")
+        } else {
+            format!(
+                "{usage} {}",
+                DEPLOY_USAGE.replace("--backend auto", "--driver auto")
+            )
+        };
         let fail = |msg: String| -> ! {
             eprintln!("error: {msg}\nusage: {usage}");
             exit(2)
@@ -57,10 +71,13 @@ impl Args {
                 args.addrs.push(arg);
                 continue;
             };
-            let (name, inline) = match name.split_once('=') {
+            let (mut name, inline) = match name.split_once('=') {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),
                 None => (name.to_string(), None),
             };
+            if name == "backend" && backend_is_driver {
+                name = "driver".into();
+            }
             if switches.contains(&name.as_str()) || DEPLOY_SWITCHES.contains(&name.as_str()) {
                 args.flags.insert(name, "true".into());
                 continue;
@@ -127,8 +144,9 @@ impl Args {
     }
 }
 
-/// Applies the deployment options given on the command line: connection
-/// limits and the PROXY protocol on every stream listener.
+/// Applies the driver and deployment options given on the command line: the
+/// backend, connection limits and the PROXY protocol on every stream
+/// listener.
 pub fn deploy<H: ringloop::EventHandler>(
     mut builder: ringloop::EngineBuilder<H>,
 ) -> ringloop::EngineBuilder<H> {
@@ -143,6 +161,13 @@ pub fn deploy<H: ringloop::EventHandler>(
             })
         })
     };
+    if let Some(name) = flags.get("driver") {
+        let backend = name.parse::<ringloop::Backend>().unwrap_or_else(|e| {
+            eprintln!("error: --backend/--driver: {e}");
+            exit(2)
+        });
+        builder = builder.backend(backend);
+    }
     if let Some(n) = number("max-conns") {
         builder = builder.max_conns(n as usize);
     }
@@ -182,8 +207,9 @@ pub fn serve<H: ringloop::EventHandler>(name: &str, builder: ringloop::EngineBui
     }
     for addr in engine.local_addrs() {
         println!(
-            "{name} listening on {addr} with {} loops",
-            engine.loop_count()
+            "{name} listening on {addr} with {} loops on {}",
+            engine.loop_count(),
+            engine.backend()
         );
     }
     if let Err(e) = server.run() {

@@ -61,6 +61,13 @@ impl<H: EventHandler> EventLoop<H> {
         ) {
             entry.tls_close_notify(&lp);
         }
+        if entry.ring_sends {
+            // io_uring: what the ring sent leaves the queue; with nothing
+            // in flight the rest may be written directly, as on epoll.
+            let sent = self.driver.take_sent(entry.fd.as_fd());
+            entry.outbound.consume(sent);
+            entry.ring_sends = self.driver.send_in_flight(entry.fd.as_fd());
+        }
         if !entry.outbound.is_empty()
             && !matches!(reason, CloseReason::Reset | CloseReason::Error(_))
         {

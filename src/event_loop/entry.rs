@@ -78,6 +78,9 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) overrides: Option<Box<ConnOverrides>>,
     /// A connected UDP socket: a zero-length read is a datagram, not EOF.
     pub(crate) is_datagram: bool,
+    /// Its sends go through the io_uring driver: every write is queued and
+    /// the loop hands the queue to the driver when it settles.
+    pub(crate) ring_sends: bool,
     /// Its place under the engine's connection limits, if it holds one.
     pub(crate) admission: Option<Box<crate::admission::Ticket>>,
     /// PROXY protocol: the header awaited, or what it said.
@@ -226,6 +229,7 @@ impl<S> ConnEntry<S> {
             timer_tick: 0,
             overrides: None,
             is_datagram: false,
+            ring_sends: false,
             admission: None,
             proxy: None,
             tls: None,
@@ -324,6 +328,11 @@ impl<S> ConnEntry<S> {
     /// Writes at most about `budget` bytes of the queue (whole `writev`s:
     /// stops once the budget is spent).
     pub(crate) fn flush_limited(&mut self, budget: usize, lp: &LoopRef<'_>) -> io::Result<Flushed> {
+        if self.ring_sends {
+            // The driver sends the queue (see `ring_sends`); writing it here
+            // could overtake a send in flight.
+            return Ok(Flushed::WouldBlock);
+        }
         let mut written_total = 0;
         while !self.outbound.is_empty() {
             if written_total >= budget {
@@ -351,7 +360,7 @@ impl<S> ConnEntry<S> {
     /// socket takes it all) is one system call and a counter.
     #[inline]
     pub(crate) fn write_bytes(&mut self, data: &[u8], lp: &LoopRef<'_>) -> Result<usize> {
-        if self.outbound.is_empty() && self.tls.is_none() && !self.fd_gone() {
+        if self.outbound.is_empty() && self.tls.is_none() && !self.ring_sends && !self.fd_gone() {
             match sys::io::write(self.fd.as_fd(), data) {
                 Ok(n) if n == data.len() => {
                     self.wrote(n, lp);
@@ -397,7 +406,7 @@ impl<S> ConnEntry<S> {
         if self.tls.is_some() {
             return self.tls_write(&[data], lp);
         }
-        if self.outbound.is_empty() {
+        if self.outbound.is_empty() && !self.ring_sends {
             let sent = sys::io::write(self.fd.as_fd(), data);
             return self.write_rest(data, sent, lp);
         }
@@ -416,7 +425,7 @@ impl<S> ConnEntry<S> {
         }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut skip = 0;
-        if self.outbound.is_empty() {
+        if self.outbound.is_empty() && !self.ring_sends {
             let slices: Vec<IoSlice<'_>> =
                 bufs.iter().take(1024).map(|b| IoSlice::new(b)).collect();
             match sys::io::writev(self.fd.as_fd(), &slices) {
@@ -447,7 +456,7 @@ impl<S> ConnEntry<S> {
         }
         let cap = lp.write_cap;
         let len = data.len();
-        if !self.outbound.is_empty() {
+        if !self.outbound.is_empty() || self.ring_sends {
             self.outbound.push_owned(data);
             return Ok(len);
         }

@@ -112,6 +112,13 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return false;
         };
+        if entry.ring_sends {
+            // io_uring: a send completed; what it sent leaves the queue
+            // (settling hands the rest to the driver).
+            let sent = self.driver.take_sent(entry.fd.as_fd());
+            entry.outbound.consume(sent);
+            entry.wrote(sent, &lp);
+        }
         if entry.outbound.is_empty() {
             return true;
         }

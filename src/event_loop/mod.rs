@@ -246,8 +246,13 @@ impl<H: EventHandler> EventLoop<H> {
         engine: Engine,
         options: &Options,
     ) -> Result<Self> {
-        let driver = Driver::new(options.read_buffer_size)
-            .map_err(|e| Error::io("create a loop's poller", e))?;
+        let backend = options.backend.unwrap_or(crate::Backend::Epoll);
+        let mut driver = Driver::new(backend, options.read_buffer_size)
+            .map_err(|e| Error::io("create a loop's I/O driver", e))?;
+        let edge_triggered = options.edge_triggered && driver.is_readiness();
+        if options.edge_triggered && !edge_triggered && index == 0 {
+            log::info!("edge-triggered mode has no meaning on io_uring: ignored");
+        }
         driver
             .register_doorbell(mailbox.doorbell())
             .map_err(|e| Error::io("register a loop's doorbell", e))?;
@@ -283,7 +288,7 @@ impl<H: EventHandler> EventLoop<H> {
                 keepalive: options.tcp_keepalive,
                 recv_buffer: options.recv_buffer_size,
                 send_buffer: options.send_buffer_size,
-                edge_triggered: options.edge_triggered,
+                edge_triggered,
                 chunk: options.edge_triggered_chunk,
                 timeouts: options.timeouts,
                 quiet_timeouts: options.timeouts.idle.is_none() && options.timeouts.read.is_none(),

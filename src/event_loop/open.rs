@@ -51,10 +51,19 @@ impl<H: EventHandler> EventLoop<H> {
         } else {
             Interest::READABLE
         };
-        if let Err(e) = self
-            .driver
-            .register(entry.fd.as_fd(), LoopToken::Conn(key), interest)
-        {
+        // Input the loop only takes through the driver completes through
+        // the ring on io_uring; TLS, PROXY headers and datagrams stay with
+        // readiness (the loop reads those sockets itself).
+        let plain_stream = entry.tls.is_none() && !entry.awaiting_header() && !entry.is_datagram;
+        let token = LoopToken::Conn(key);
+        let registered = if plain_stream {
+            self.driver
+                .register_stream(entry.fd.as_fd(), token, interest)
+                .map(|through_ring| entry.ring_sends = through_ring)
+        } else {
+            self.driver.register(entry.fd.as_fd(), token, interest)
+        };
+        if let Err(e) = registered {
             log::warn!("could not register a connection from {}: {e}", entry.peer);
             self.conns.remove(key);
             self.engine.slot(self.index).remove_connection();

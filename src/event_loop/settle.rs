@@ -353,6 +353,21 @@ impl<H: EventHandler> EventLoop<H> {
         if self.settings.edge_triggered {
             return Continue(());
         }
+        if let Some(entry) = self.conns.get_mut(key).filter(|e| e.ring_sends) {
+            if !entry.outbound.is_empty() {
+                // io_uring: the queue goes out with the turn's one submit.
+                match self.driver.submit_sends(entry.fd.as_fd(), &entry.outbound) {
+                    Ok(false) => {}
+                    // As a write straight to the socket would, it stamps
+                    // the connection: the write timeout counts from here.
+                    Ok(true) => entry.last_write_ms = self.now_ms,
+                    Err(e) => {
+                        self.close_conn(key, CloseReason::from_io(e));
+                        return Break(());
+                    }
+                }
+            }
+        }
         let Some(entry) = self.conns.get(key) else {
             return Break(());
         };

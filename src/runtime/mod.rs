@@ -70,6 +70,7 @@ pub(crate) struct EngineShared {
     budget: SharedBudget,
     /// Admission control, PROXY protocol listeners, the upgrade's drain.
     deploy: DeployShared,
+    backend: crate::backend::Backend,
 }
 
 /// The parts a new engine's state is made of (see [`EngineShared::new`]).
@@ -84,6 +85,8 @@ pub(crate) struct EngineParts {
     pub(crate) pool: PoolConfig,
     pub(crate) buffer_budget: usize,
     pub(crate) deploy: DeployShared,
+    /// The I/O driver the loops run on (never `Auto`: chosen at build).
+    pub(crate) backend: crate::backend::Backend,
 }
 
 impl EngineShared {
@@ -98,6 +101,7 @@ impl EngineShared {
             pool_config: parts.pool,
             budget: SharedBudget::new(parts.buffer_budget),
             deploy: parts.deploy,
+            backend: parts.backend,
         }
     }
 
@@ -141,6 +145,11 @@ impl EngineShared {
     /// What the deployment features share.
     pub(crate) fn deploy(&self) -> &DeployShared {
         &self.deploy
+    }
+
+    /// The I/O driver the loops run on.
+    pub(crate) fn backend(&self) -> crate::backend::Backend {
+        self.backend
     }
 
     // ----- routing (see `route`) -----

@@ -27,6 +27,7 @@
 //! * [`handoff`]: descriptors that cross processes: inherited listeners
 //!   (`fd://N`, systemd) and `SCM_RIGHTS` messages (upgrades).
 
+pub(crate) mod backend;
 pub(crate) mod handoff;
 pub(crate) mod io;
 pub(crate) mod memory;

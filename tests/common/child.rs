@@ -104,6 +104,8 @@ pub struct ChildStats {
     pub budget_closes: u64,
     /// Pusher writes that completed with an error.
     pub push_errors: u64,
+    /// The child runs on io_uring (1) or epoll (0).
+    pub io_uring: u64,
 }
 
 /// The parent's side: a running child server.
@@ -241,6 +243,7 @@ impl ChildServer {
                 "budget_pauses" => stats.budget_pauses = value,
                 "budget_closes" => stats.budget_closes = value,
                 "push_errors" => stats.push_errors = value,
+                "io_uring" => stats.io_uring = value,
                 _ => {}
             }
         }
@@ -476,7 +479,7 @@ fn control(engine: Engine) {
                 println!(
                     "CHILD STATS connections={} opened={} bytes_in={} bytes_out={} \
                      back_pressure_events={} timeouts={} buffered_bytes={} budget_pauses={} \
-                     budget_closes={} push_errors={}",
+                     budget_closes={} push_errors={} io_uring={}",
                     engine.connection_count(),
                     s.connections_opened,
                     s.bytes_in,
@@ -486,7 +489,8 @@ fn control(engine: Engine) {
                     s.buffered_bytes,
                     s.budget_pauses,
                     s.budget_closes,
-                    PUSH_ERRORS.load(Ordering::Relaxed)
+                    PUSH_ERRORS.load(Ordering::Relaxed),
+                    u8::from(engine.backend() == ringloop::Backend::IoUring)
                 );
             }
             "stop" => break,

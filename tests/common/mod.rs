@@ -982,3 +982,21 @@ impl SplitClient {
         self.writer.write_all(bytes).expect("write a request");
     }
 }
+
+/// Edge-triggered mode for `b` (with `chunk` bytes per connection and turn,
+/// if given), on the epoll driver: the mode has no meaning on io_uring
+/// (a multishot receive reports every arrival), so a suite run on io_uring
+/// (`RINGLOOP_BACKEND=io-uring`) says so and runs these cases on epoll.
+pub fn edge_triggered_on_epoll<H: EventHandler>(
+    b: EngineBuilder<H>,
+    chunk: Option<usize>,
+) -> EngineBuilder<H> {
+    if std::env::var("RINGLOOP_BACKEND").is_ok_and(|v| v != "epoll") {
+        eprintln!("edge-triggered mode has no meaning on io_uring: this case runs on epoll");
+    }
+    let b = b.backend(ringloop::Backend::Epoll);
+    match chunk {
+        Some(bytes) => b.edge_triggered_chunk(bytes),
+        None => b.edge_triggered(true),
+    }
+}

@@ -415,10 +415,19 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
             // Single-threaded io_uring peers: monoio, and ringloop's io_uring
             // groundwork driven directly (issue 14).
             "monoio" | "uring" => Kind::command(&harness, &["serve", name.as_str(), "{url}"]),
+            // ringloop's echo pinned to one driver (issue 14).
+            "ringloop-epoll" | "ringloop-io-uring" => {
+                let driver = name.trim_start_matches("ringloop-");
+                let loops = loops.to_string();
+                Kind::command(
+                    binary(&echo, "echo")?,
+                    &["{url}", "--loops", &loops, "--backend", driver],
+                )
+            }
             other => {
                 return Err(format!(
-                    "unknown server {other:?}: expected ringloop, ringloop-reuseport, ringloop-et, \
-                     ringloop-reuseport-et, echo-pool, tokio, tokio-blocking, tokio-udp, epoll, \
+                    "unknown server {other:?}: expected ringloop, ringloop-epoll, ringloop-io-uring, \
+                     ringloop-reuseport, ringloop-et, ringloop-reuseport-et, echo-pool, tokio, tokio-blocking, tokio-udp, epoll, \
                      monoio or uring"
                 )
                 .into())

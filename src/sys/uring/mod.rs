@@ -97,8 +97,11 @@
 
 #![allow(unsafe_code)]
 // the io_uring ABI: shared rings, raw descriptors, kernel-written memory
-// Nothing in the loop calls this module yet: the completion driver that uses
-// it is the next step of issue 14. The tests in tests/uring.rs drive it.
+// The loop's completion driver (event_loop/driver/uring.rs) uses attached
+// sources, multishot receive, sends, pause, close, the doorbell and the
+// readiness poll; multishot accept and connects are driven only by
+// tests/uring.rs so far (the loop accepts and connects through readiness on
+// both drivers).
 #![allow(dead_code)]
 
 pub(crate) mod bufring;

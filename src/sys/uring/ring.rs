@@ -186,6 +186,8 @@ pub(crate) enum Event {
     },
     /// The doorbell rang (at least once since the last time).
     Doorbell,
+    /// The descriptor watched with [`Ring::watch_readiness`] is readable.
+    Readiness,
     /// A closed source's last operation completed: its descriptor is closed
     /// and its buffers are freed.
     Released {
@@ -260,7 +262,11 @@ struct ConnectOp {
 }
 
 struct Slot {
+    /// The descriptor, when the ring owns it ([`Ring::adopt`]); `None` for
+    /// a source the caller owns ([`Ring::attach`]).
     fd: Option<OwnedFd>,
+    /// The descriptor's number (owned or not).
+    raw: RawFd,
     generation: u32,
     state: SlotState,
     /// Operations submitted whose final completion has not arrived.
@@ -275,6 +281,7 @@ impl Slot {
     fn vacant() -> Slot {
         Slot {
             fd: None,
+            raw: -1,
             generation: 0,
             state: SlotState::Free,
             in_flight: 0,
@@ -312,6 +319,9 @@ pub(crate) struct Ring {
     starved: VecDeque<SourceId>,
     released: Vec<SourceId>,
     doorbell: Option<Doorbell>,
+    /// The descriptor polled by [`Ring::watch_readiness`], while armed.
+    readiness: Option<RawFd>,
+    readiness_armed: bool,
     /// Final completions still owed by the kernel (all kinds).
     in_flight: u64,
     tearing_down: bool,
@@ -333,6 +343,8 @@ impl Ring {
             starved: VecDeque::new(),
             released: Vec::new(),
             doorbell: None,
+            readiness: None,
+            readiness_armed: false,
             in_flight: 0,
             tearing_down: false,
             cqes: Vec::new(),
@@ -343,6 +355,22 @@ impl Ring {
 
     /// Takes ownership of `fd` for operations on it.
     pub(crate) fn adopt(&mut self, fd: OwnedFd) -> SourceId {
+        let raw = fd.as_raw_fd();
+        self.open_source(raw, Some(fd))
+    }
+
+    /// Operations on a descriptor the caller keeps owning (the event loop's
+    /// connections own theirs). The caller must keep `fd` open while the
+    /// source is open and call [`Ring::close`] before closing it: closing
+    /// cancels by operation (not by descriptor), so the descriptor may be
+    /// closed right after, while the kernel still holds its own reference
+    /// to the socket until the cancellations complete.
+    pub(crate) fn attach(&mut self, fd: BorrowedFd<'_>) -> SourceId {
+        self.open_source(fd.as_raw_fd(), None)
+    }
+
+    /// A free slot (or a new one), opened for descriptor `raw`, owned or not.
+    fn open_source(&mut self, raw: RawFd, owned: Option<OwnedFd>) -> SourceId {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -351,12 +379,22 @@ impl Ring {
             }
         };
         let slot = &mut self.slots[index as usize];
-        slot.fd = Some(fd);
+        slot.raw = raw;
+        slot.fd = owned;
         slot.state = SlotState::Open;
         SourceId {
             index,
             generation: slot.generation,
         }
+    }
+
+    /// Polls `fd` (an epoll descriptor, say) for input with a multishot
+    /// poll: [`Event::Readiness`] each time it becomes readable, re-armed
+    /// when the kernel ends the multishot. The caller keeps `fd` open for
+    /// the ring's lifetime.
+    pub(crate) fn watch_readiness(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.readiness = Some(fd.as_raw_fd());
+        self.arm_readiness()
     }
 
     /// The descriptor of a live source.
@@ -541,6 +579,33 @@ impl Ring {
             self.release(id.index);
             return Ok(());
         }
+        if slot.fd.is_none() {
+            // Attached: the caller closes the descriptor right after, so
+            // cancel by operation (the descriptor number may be reused).
+            let kinds = [
+                (
+                    OpKind::Recv,
+                    matches!(slot.recv, RecvState::Armed | RecvState::Pausing),
+                ),
+                (OpKind::Send, slot.out.in_flight.is_some()),
+                (OpKind::Connect, slot.connect.is_some()),
+                (OpKind::Accept, slot.accept_armed),
+            ];
+            let cancels: Vec<squeue::Entry> = kinds
+                .iter()
+                .filter(|(_, in_flight)| *in_flight)
+                .map(|&(kind, _)| {
+                    opcode::AsyncCancel2::new(
+                        types::CancelBuilder::user_data(id.user_data(kind)).all(),
+                    )
+                    .build()
+                    .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode())
+                })
+                .collect();
+            self.push(&cancels)?;
+            self.in_flight += cancels.len() as u64;
+            return Ok(());
+        }
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
             .build()
             .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode());
@@ -609,7 +674,7 @@ impl Ring {
             .ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, "io_uring source closed or unknown")
             })?;
-        let fd = slot.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+        let fd = slot.raw;
         Ok((fd, slot))
     }
 
@@ -648,7 +713,7 @@ impl Ring {
     /// Submits a send of the unsent rest of the source's in-flight buffer.
     fn push_send(&mut self, id: SourceId) -> io::Result<()> {
         let slot = &self.slots[id.index as usize];
-        let fd = slot.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+        let fd = slot.raw;
         let Some(buf) = slot.out.in_flight.as_ref() else {
             return Ok(());
         };
@@ -685,6 +750,48 @@ impl Ring {
             bell.generation = generation;
         }
         Ok(())
+    }
+
+    fn arm_readiness(&mut self) -> io::Result<()> {
+        let Some(fd) = self.readiness else {
+            return Ok(());
+        };
+        if self.readiness_armed || self.tearing_down {
+            return Ok(());
+        }
+        let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(UserData::new(NO_SOURCE, 0, OpKind::Readiness).encode());
+        self.push(&[poll])?;
+        self.in_flight += 1;
+        self.readiness_armed = true;
+        Ok(())
+    }
+
+    fn on_readiness(&mut self, res: i32, flags: u32, events: &mut Vec<Event>) {
+        if res >= 0 {
+            events.push(Event::Readiness);
+        }
+        if cqueue::more(flags) {
+            return;
+        }
+        self.readiness_armed = false;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if res < 0 && res != -libc::ECANCELED {
+            log::warn!(
+                "io_uring: the readiness poll ended: {}; re-arming",
+                io::Error::from_raw_os_error(-res)
+            );
+            // Report it: the caller polls its readiness descriptor once
+            // rather than miss an edge.
+            events.push(Event::Readiness);
+        }
+        if res != -libc::ECANCELED {
+            if let Err(e) = self.arm_readiness() {
+                log::error!("io_uring: cannot re-arm the readiness poll: {e}");
+            }
+        }
     }
 
     /// Re-arms receives stopped by `ENOBUFS`, as many as there are buffers.
@@ -763,6 +870,10 @@ impl Ring {
             }
             OpKind::DoorbellPoll | OpKind::Doorbell => {
                 self.on_doorbell(ud, res, events);
+                return;
+            }
+            OpKind::Readiness => {
+                self.on_readiness(res, flags, events);
                 return;
             }
             _ => {}

@@ -26,6 +26,8 @@ pub(crate) enum OpKind {
     Doorbell = 7,
     /// An async cancel request (its own completion carries nothing to route).
     Cancel = 8,
+    /// A multishot poll of a readiness descriptor (the driver's epoll fd).
+    Readiness = 9,
 }
 
 impl OpKind {
@@ -39,6 +41,7 @@ impl OpKind {
             6 => OpKind::DoorbellPoll,
             7 => OpKind::Doorbell,
             8 => OpKind::Cancel,
+            9 => OpKind::Readiness,
             _ => return None,
         })
     }

@@ -1,0 +1,504 @@
+//! The completion driver: one io_uring per loop ([`Ring`]) with a provided
+//! buffer ring, plus an epoll instance for what still needs readiness.
+//!
+//! * **Plain stream connections** (TCP, Unix; no TLS session, no PROXY
+//!   header pending) are *attached* to the ring ([`Ring::attach`]: the loop's
+//!   `ConnEntry` keeps owning the descriptor) and read by a multishot
+//!   receive into the buffer ring. Each completion's [`RecvBuf`] waits in
+//!   the connection's stash until the loop asks [`Driver::recv`]; the loop
+//!   hands the handler a slice of it and copies only what stays unread.
+//!   Dropping the `RecvBuf` ([`Driver::release`]) gives it back to the
+//!   kernel.
+//! * **Everything else** (listeners, UDP sockets, connects in progress, TLS
+//!   and PROXY-header reads, and write readiness of any connection whose
+//!   queue is not empty) is registered with the embedded epoll instance,
+//!   whose descriptor the ring polls with a multishot poll; only when that
+//!   fires does the driver make an `epoll_wait` with a zero timeout. A turn
+//!   is thus one `io_uring_enter` that submits what the last turn queued
+//!   and waits.
+//! * The mailbox's doorbell (an eventfd) is read through the ring.
+//!
+//! The stash is level-triggered: a connection whose stash is not empty and
+//! whose reading is wanted is announced at every wait (one readable event
+//! per stashed completion), so nothing is lost when the loop reads one
+//! completion per event; a paused connection's stash waits for the loop to
+//! want reading again. Closing (`deregister`) cancels the receive by
+//! operation, drops the stash (the buffers go back to the kernel) and lets
+//! the loop close the descriptor at once: the kernel keeps its own
+//! reference to the socket until the cancellation completes, and the ring
+//! never submits anything for a closed source again.
+//!
+//! **Sends** of an attached connection go through the ring too: its writes
+//! are only queued (`ConnEntry::ring_sends`), settling the connection hands
+//! a copy of the queue to [`Completion::submit_sends`] (one send in flight
+//! per connection; the ring resumes short sends itself), and the send's
+//! completion comes back as a writable event after which the loop takes the
+//! sent bytes off the queue ([`Completion::take_sent`]). The queue keeps
+//! counting the bytes until then, so back-pressure, graceful closes and the
+//! write timeout see what is really unsent. Every send of a turn goes to
+//! the kernel with the turn's one `io_uring_enter`.
+//!
+//! **Before a close** the driver submits what is queued in the ring (the
+//! connection's last send, the cancellations): an entry that names a
+//! descriptor must reach the kernel while that number still names the
+//! same socket, never one opened after the loop closed it.
+//!
+//! Owns the ring, the stash and which descriptor is whose; never interprets
+//! payload bytes and never frees a buffer the kernel may still write (the
+//! [`Ring`] guarantees that, also when the loop stops).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use super::super::token::LoopToken;
+use super::epoll::Readiness;
+use crate::actors::Doorbell;
+use crate::sys::poller::{Event, Interest, Poller};
+use crate::sys::uring::bufring::{BufRingConfig, RecvBuf};
+use crate::sys::uring::ring::{Event as RingEvent, Ring, RingConfig, SourceId};
+
+/// Submission entries per loop (the completion queue gets four times more).
+const RING_ENTRIES: u32 = 512;
+/// Provided buffers per loop. The kernel walks the ring in order, so every
+/// buffer ends up touched: this times the buffer size is the resident cost
+/// of a busy loop (4 MiB at the default 16 KiB).
+const BUFFERS: u16 = 256;
+/// Overrides [`BUFFERS`] (a power of two, 1 to 32,768): for tests that
+/// want the buffer ring to run dry, and for tuning.
+const BUFFERS_ENV: &str = "RINGLOOP_URING_BUFFERS";
+/// Bounds of one provided buffer (the loop's `read_buffer_size`, clamped).
+const MIN_BUF: usize = 4096;
+const MAX_BUF: usize = 16 * 1024;
+
+/// What a receive completion left for the loop.
+enum Stashed {
+    Bytes(RecvBuf),
+    Eof,
+    Failed(io::Error),
+}
+
+/// A connection attached to the ring.
+struct Source {
+    id: SourceId,
+    token: LoopToken,
+    /// Completions not yet taken by the loop, in arrival order.
+    stash: VecDeque<Stashed>,
+    /// The loop wants it read (its multishot receive is armed or re-arming).
+    reading: bool,
+    /// Registered with the epoll instance for write readiness.
+    in_epoll: bool,
+    /// In `announce` (so it is listed once).
+    listed: bool,
+    /// The end of stream was taken: later receives say so again.
+    ended: bool,
+    /// A send of the connection's queue is in the ring.
+    sending: bool,
+    /// Bytes the ring sent that the loop has not taken off the queue yet.
+    sent: usize,
+}
+
+pub(crate) struct Completion {
+    /// Declared first: dropped (cancelling and waiting for everything in
+    /// flight) before the epoll descriptor it polls is closed.
+    ring: Ring,
+    readiness: Readiness,
+    /// By ring slot index.
+    sources: Vec<Option<Source>>,
+    /// Descriptor number -> ring slot index + 1 (0: not attached).
+    by_fd: Vec<u32>,
+    /// Sources with stashed completions to announce.
+    announce: Vec<u32>,
+    spare: Vec<u32>,
+    events: Vec<RingEvent>,
+    /// The last readiness poll reported events: poll again before sleeping.
+    readiness_pending: bool,
+}
+
+impl Completion {
+    pub(crate) fn new(recv_buffer: usize) -> io::Result<Completion> {
+        let buf_size = recv_buffer.clamp(MIN_BUF, MAX_BUF) as u32;
+        let count = std::env::var(BUFFERS_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u16>().ok())
+            .filter(|n| n.is_power_of_two())
+            .unwrap_or(BUFFERS);
+        let mut ring = Ring::new(RingConfig {
+            entries: RING_ENTRIES,
+            buffers: BufRingConfig {
+                count,
+                buf_size,
+                group: 0,
+            },
+            ..RingConfig::default()
+        })?;
+        let readiness = Readiness::new()?;
+        ring.watch_readiness(readiness.poller().as_fd())?;
+        Ok(Completion {
+            ring,
+            readiness,
+            sources: Vec::new(),
+            by_fd: Vec::new(),
+            announce: Vec::new(),
+            spare: Vec::new(),
+            events: Vec::new(),
+            readiness_pending: false,
+        })
+    }
+
+    pub(crate) fn poller(&self) -> &Poller {
+        self.readiness.poller()
+    }
+
+    pub(crate) fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// The eventfd doorbell is read through the ring (a pipe doorbell,
+    /// which must be drained by the loop, stays with epoll).
+    pub(crate) fn register_doorbell(&mut self, doorbell: &Doorbell) -> io::Result<()> {
+        if doorbell.needs_drain() {
+            return self.readiness.register_doorbell(doorbell);
+        }
+        let fd = doorbell.as_fd().try_clone_to_owned()?;
+        self.ring.watch_doorbell(fd)
+    }
+
+    fn source_index(&self, fd: BorrowedFd<'_>) -> Option<usize> {
+        let raw = usize::try_from(fd.as_raw_fd()).ok()?;
+        match self.by_fd.get(raw) {
+            Some(&i) if i > 0 => Some(i as usize - 1),
+            _ => None,
+        }
+    }
+
+    fn source_mut(&mut self, fd: BorrowedFd<'_>) -> Option<&mut Source> {
+        let i = self.source_index(fd)?;
+        self.sources.get_mut(i)?.as_mut()
+    }
+
+    /// Attaches a stream connection: reads complete through the ring.
+    pub(crate) fn register_stream(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: LoopToken,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let raw = usize::try_from(fd.as_raw_fd())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        if interest.writable {
+            self.readiness.register(fd, token, Interest::WRITABLE)?;
+        }
+        let id = self.ring.attach(fd);
+        if interest.readable {
+            if let Err(e) = self.ring.recv_multishot(id) {
+                let _ = self.ring.close(id);
+                if interest.writable {
+                    self.readiness.deregister(fd);
+                }
+                return Err(e);
+            }
+        }
+        let index = id.index() as usize;
+        if self.sources.len() <= index {
+            self.sources.resize_with(index + 1, || None);
+        }
+        self.sources[index] = Some(Source {
+            id,
+            token,
+            stash: VecDeque::new(),
+            reading: interest.readable,
+            in_epoll: interest.writable,
+            listed: false,
+            ended: false,
+            sending: false,
+            sent: 0,
+        });
+        if self.by_fd.len() <= raw {
+            self.by_fd.resize(raw + 1, 0);
+        }
+        self.by_fd[raw] = id.index() + 1;
+        Ok(())
+    }
+
+    /// Arms or pauses the receive, and watches write readiness while the
+    /// connection has bytes queued. `Ok(false)`: not an attached source.
+    pub(crate) fn reregister(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: LoopToken,
+        interest: Interest,
+    ) -> io::Result<bool> {
+        let Some(i) = self.source_index(fd) else {
+            return Ok(false);
+        };
+        let Some(source) = self.sources.get_mut(i).and_then(Option::as_mut) else {
+            return Ok(false);
+        };
+        let id = source.id;
+        // Its sends complete through the ring: no write readiness needed.
+        let _ = token;
+        if interest.readable != source.reading {
+            source.reading = interest.readable;
+            if interest.readable {
+                if !source.stash.is_empty() && !source.listed {
+                    // Received while paused: announce it at the next wait.
+                    source.listed = true;
+                    self.announce.push(i as u32);
+                }
+                self.ring.recv_multishot(id)?;
+            } else {
+                self.ring.pause_recv(id)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Before the loop closes `fd`. `false`: not an attached source.
+    pub(crate) fn deregister(&mut self, fd: BorrowedFd<'_>) -> bool {
+        let Some(i) = self.source_index(fd) else {
+            return false;
+        };
+        if let Some(raw) = usize::try_from(fd.as_raw_fd())
+            .ok()
+            .and_then(|r| self.by_fd.get_mut(r))
+        {
+            *raw = 0;
+        }
+        let Some(source) = self.sources.get_mut(i).and_then(Option::take) else {
+            return true;
+        };
+        if source.in_epoll {
+            self.readiness.deregister(fd);
+        }
+        if let Err(e) = self.ring.close(source.id) {
+            // Not fatal: the ring releases the slot when its operations end.
+            log::warn!("io_uring: closing a connection's operations failed: {e}");
+        }
+        // The loop closes the descriptor next: entries queued for it (a
+        // receive, a send, the cancellations) must reach the kernel while
+        // its number still names this socket, never one opened after.
+        if let Err(e) = self.ring.submit_and_wait(0, None) {
+            log::warn!("io_uring: submitting before a close failed: {e}");
+        }
+        // The stash drops here: its buffers go back to the kernel.
+        true
+    }
+
+    /// The next completion stashed for `fd`, if it is attached: bytes,
+    /// the end of stream (`Ok(None)`), a failure, or `WouldBlock`.
+    pub(crate) fn take(&mut self, fd: BorrowedFd<'_>) -> Option<io::Result<Option<RecvBuf>>> {
+        let source = self.source_mut(fd)?;
+        Some(match source.stash.pop_front() {
+            Some(Stashed::Bytes(buf)) => Ok(Some(buf)),
+            Some(Stashed::Eof) => {
+                // Later receives see the end again, as on a socket.
+                source.ended = true;
+                Ok(None)
+            }
+            Some(Stashed::Failed(e)) => Err(e),
+            None if source.ended => Ok(None),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        })
+    }
+
+    fn live(&mut self, id: SourceId) -> Option<&mut Source> {
+        self.sources
+            .get_mut(id.index() as usize)
+            .and_then(Option::as_mut)
+            .filter(|s| s.id == id)
+    }
+
+    /// Hands the connection's queued bytes to the ring, unless a send is
+    /// already in flight (its completion brings the loop back here).
+    /// `Ok(true)`: a send started.
+    pub(crate) fn submit_sends(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        queue: &crate::buffer::OutboundQueue,
+    ) -> io::Result<bool> {
+        let Some(source) = self.source_mut(fd) else {
+            return Ok(false);
+        };
+        if source.sending || queue.len() <= source.sent {
+            return Ok(false);
+        }
+        let id = source.id;
+        // Copied: the queue may move or grow while the kernel reads these.
+        let mut bytes = Vec::with_capacity(queue.len() - source.sent);
+        let mut slices = [io::IoSlice::new(&[]); crate::buffer::MAX_IOV];
+        let mut skip = source.sent;
+        // At most MAX_IOV chunks per send: the rest goes when it completes.
+        let n = queue.slices(&mut slices);
+        for slice in &slices[..n] {
+            let s: &[u8] = slice;
+            if skip >= s.len() {
+                skip -= s.len();
+            } else {
+                bytes.extend_from_slice(&s[skip..]);
+                skip = 0;
+            }
+        }
+        if bytes.is_empty() {
+            return Ok(false);
+        }
+        source.sending = true;
+        if let Err(e) = self.ring.send(id, bytes) {
+            if let Some(s) = self.live(id) {
+                s.sending = false;
+            }
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Bytes sent since the last call (the loop consumes them from the
+    /// queue); 0 for a source not attached.
+    pub(crate) fn take_sent(&mut self, fd: BorrowedFd<'_>) -> usize {
+        self.source_mut(fd)
+            .map_or(0, |s| std::mem::take(&mut s.sent))
+    }
+
+    /// A send is in the ring for `fd`.
+    pub(crate) fn send_in_flight(&self, fd: BorrowedFd<'_>) -> bool {
+        self.source_index(fd)
+            .and_then(|i| self.sources.get(i)?.as_ref())
+            .is_some_and(|s| s.sending)
+    }
+
+    fn stash(&mut self, id: SourceId, item: Stashed) {
+        let index = id.index() as usize;
+        let Some(source) = self
+            .sources
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .filter(|s| s.id == id)
+        else {
+            return; // closed meanwhile: a RecvBuf goes back to the kernel
+        };
+        if matches!(source.stash.back(), Some(Stashed::Eof | Stashed::Failed(_))) {
+            return; // nothing follows an end
+        }
+        source.stash.push_back(item);
+        if !source.listed {
+            source.listed = true;
+            self.announce.push(index as u32);
+        }
+    }
+
+    /// Submits what the turn queued and waits (one `io_uring_enter`), then
+    /// appends the turn's events to `ready`.
+    pub(crate) fn wait(
+        &mut self,
+        ready: &mut Vec<Event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let leftovers = self.announce.iter().any(|&i| {
+            self.sources[i as usize]
+                .as_ref()
+                .is_some_and(|s| s.reading && !s.stash.is_empty())
+        });
+        // A level-triggered source the last poll reported may still be
+        // ready, and the epoll descriptor wakes the ring's poll only for
+        // new events: ask epoll again before sleeping.
+        let mut polled_readiness = false;
+        if std::mem::take(&mut self.readiness_pending) {
+            let before = ready.len();
+            self.readiness.wait(ready, Some(Duration::ZERO))?;
+            self.readiness_pending = ready.len() > before;
+            polled_readiness = true;
+        }
+        let timeout = if leftovers || self.readiness_pending {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
+        let want = usize::from(timeout != Some(Duration::ZERO));
+        self.ring.submit_and_wait(want, timeout)?;
+        self.ring.complete(&mut self.events);
+        let mut poll_readiness = false;
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            match event {
+                RingEvent::Received { source, buf } => self.stash(source, Stashed::Bytes(buf)),
+                RingEvent::Eof { source } => self.stash(source, Stashed::Eof),
+                RingEvent::RecvFailed { source, error } => {
+                    self.stash(source, Stashed::Failed(error))
+                }
+                RingEvent::Readiness => poll_readiness = true,
+                RingEvent::Sent {
+                    source,
+                    bytes,
+                    queued,
+                } => {
+                    if let Some(s) = self.live(source) {
+                        s.sent += bytes;
+                        s.sending = queued > 0;
+                        ready.push(sent_event(s.token, false));
+                    }
+                }
+                RingEvent::SendFailed { source, .. } => {
+                    if let Some(s) = self.live(source) {
+                        s.sending = false;
+                        ready.push(sent_event(s.token, true));
+                    }
+                }
+                RingEvent::Doorbell => ready.push(readable(LoopToken::Doorbell)),
+                // Released slots, and operations this driver does not use.
+                _ => {}
+            }
+        }
+        self.events = events;
+        if poll_readiness && !(polled_readiness && self.readiness_pending) {
+            let before = ready.len();
+            self.readiness.wait(ready, Some(Duration::ZERO))?;
+            self.readiness_pending |= ready.len() > before;
+        }
+        // One readable event per stashed completion of every source the
+        // loop reads; the others stay listed until it does.
+        let mut listed = std::mem::take(&mut self.announce);
+        let mut keep = std::mem::take(&mut self.spare);
+        for i in listed.drain(..) {
+            let Some(source) = self.sources[i as usize].as_mut() else {
+                continue;
+            };
+            if source.stash.is_empty() {
+                source.listed = false;
+                continue;
+            }
+            keep.push(i);
+            if source.reading {
+                let event = readable(source.token);
+                ready.extend(std::iter::repeat(event).take(source.stash.len()));
+            }
+        }
+        self.announce = keep;
+        self.spare = listed;
+        Ok(())
+    }
+}
+
+/// A send completed (`failed`: with an error): the loop takes the bytes
+/// off the connection's queue (or closes it).
+fn sent_event(token: LoopToken, failed: bool) -> Event {
+    Event {
+        token: token.encode(),
+        readable: false,
+        writable: true,
+        read_closed: false,
+        hangup: false,
+        error: failed,
+    }
+}
+
+fn readable(token: LoopToken) -> Event {
+    Event {
+        token: token.encode(),
+        readable: true,
+        writable: false,
+        read_closed: false,
+        hangup: false,
+        error: false,
+    }
+}
