@@ -164,7 +164,7 @@ impl<H: EventHandler> EngineBuilder<H> {
 
     /// The I/O driver: [`Backend::Auto`](crate::Backend::Auto) (io_uring
     /// where it works, else epoll), `Epoll` or `IoUring` (building fails
-    /// where io_uring cannot run). Not set: `RINGLOOP_BACKEND`, else `Auto`.
+    /// where io_uring cannot run). Not set: `RINGLOOP_BACKEND`, else `Epoll`.
     pub fn backend(mut self, backend: crate::Backend) -> Self {
         self.options.backend = Some(backend);
         self

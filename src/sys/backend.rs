@@ -1,5 +1,5 @@
 //! Choosing an engine's I/O driver at build time: the backend asked for (or
-//! `RINGLOOP_BACKEND`, or `auto`), checked against what the kernel allows.
+//! `RINGLOOP_BACKEND`, or epoll), checked against what the kernel allows.
 //!
 //! Owns the probe's cache (one probe per process and probe options: a probe
 //! sets up a ring and a socket pair) and the one log line of a fallback. It
@@ -29,7 +29,7 @@ fn uring_works(options: ProbeOptions) -> std::result::Result<(), String> {
 }
 
 /// The driver an engine runs on: `requested` (the builder's), else
-/// `RINGLOOP_BACKEND`, else [`Backend::Auto`]; `Auto` resolved by probing
+/// `RINGLOOP_BACKEND`, else [`Backend::Epoll`] (the default); `Auto` resolved by probing
 /// (a fallback to epoll is logged once per engine). Never returns `Auto`.
 pub(crate) fn choose(requested: Option<Backend>) -> Result<Backend> {
     let requested = match requested {
