@@ -22,7 +22,7 @@ use ringloop::codec::{
     Codec, DelimiterCodec, FixedLengthCodec, FrameConn, FrameHandler, Framed, LengthFieldCodec,
     LineCodec,
 };
-use ringloop::{Action, Conn, Engine, EventHandler};
+use ringloop::{Action, Conn, Engine, EngineHandle, EventHandler};
 
 mod common;
 
@@ -217,7 +217,7 @@ fn round_trip(s: &mut TcpStream, batch: &[u8], back: &mut [u8]) {
 fn start<H: EventHandler>(
     builder: ringloop::EngineBuilder<H>,
 ) -> (
-    Engine,
+    EngineHandle,
     std::thread::JoinHandle<ringloop::Result<()>>,
     TcpStream,
 ) {
@@ -226,7 +226,7 @@ fn start<H: EventHandler>(
         .loops(1)
         .build()
         .unwrap();
-    let engine = server.engine();
+    let engine = server.handle();
     let addr = engine.local_addrs()[0].sock_addr().as_inet().unwrap();
     let thread = std::thread::spawn(move || server.run());
     let s = TcpStream::connect(addr).unwrap();

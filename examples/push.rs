@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ringloop::codec::{FrameCloseReason, FrameConn, FrameHandle, FrameHandler, Framed, LineCodec};
-use ringloop::{Action, ConnId, Engine};
+use ringloop::{Action, ConnId, Engine, EngineHandle};
 
 type Clients = Arc<Mutex<HashMap<ConnId, FrameHandle>>>;
 
@@ -48,7 +48,7 @@ impl FrameHandler for Push {
     }
 }
 
-fn pusher(engine: Engine, clients: Clients, interval: Duration) {
+fn pusher(engine: EngineHandle, clients: Clients, interval: Duration) {
     let mut tick = 0u64;
     while !engine.is_stopping() {
         std::thread::sleep(interval);
@@ -109,7 +109,7 @@ fn main() {
             std::process::exit(1)
         }
     };
-    let engine = server.engine();
+    let engine = server.handle();
     if let Err(e) = ringloop::stop_on_signals(&engine) {
         eprintln!("push: {e}");
         std::process::exit(1)

@@ -128,14 +128,14 @@ impl Limits {
 }
 
 /// What admission control did, engine-wide
-/// ([`Engine::admission_stats`](crate::Engine::admission_stats)).
+/// ([`EngineHandle::admission_stats`](crate::EngineHandle::admission_stats)).
 ///
 /// ```
 /// use ringloop::{Engine, EventHandler};
 /// # struct Quiet;
 /// # impl EventHandler for Quiet { type State = (); }
 /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").max_conns(100).build()?;
-/// let stats = server.engine().admission_stats();
+/// let stats = server.handle().admission_stats();
 /// assert_eq!((stats.admitted, stats.open, stats.paused_at_cap), (0, 0, 0));
 /// # Ok::<(), ringloop::Error>(())
 /// ```

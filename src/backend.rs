@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// (`benches/uring.sh`); today it does not at 16 KiB messages, nor in
 /// idle memory per connection (its per-loop buffer ring), so it is opt-in. `IoUring` insists: an engine
 /// asked for io_uring where it cannot work fails to build with
-/// [`Error::BackendUnavailable`]. [`Engine::backend`](crate::Engine::backend)
+/// [`Error::BackendUnavailable`]. [`EngineHandle::backend`](crate::EngineHandle::backend)
 /// tells which driver an engine runs on.
 ///
 /// When the builder is not told, the environment variable

@@ -1,7 +1,7 @@
 //! [`EngineBuilder`]: the engine's settings, and `build`, which checks them,
 //! binds (or inherits) every listener and creates every mailbox.
 //!
-//! Bootstrap only: nothing runs until [`Server::run`](crate::Server::run).
+//! Bootstrap only: nothing runs until [`Engine::run`](crate::Engine::run).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -22,8 +22,8 @@ use crate::options::{
 };
 use crate::runtime::deploy::DeployShared;
 use crate::runtime::message::{AcceptorMessage, LoopMessage};
-use crate::runtime::{Engine, EngineParts, EngineShared, PoolConfig};
-use crate::server::{Factory, Server};
+use crate::runtime::{EngineHandle, EngineParts, EngineShared, PoolConfig};
+use crate::server::{Engine, Factory};
 use crate::to_addr::ToAddr;
 
 /// Settings and addresses of an engine; [`build`](Self::build) binds the
@@ -51,7 +51,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// Adds an address to listen on, in URL form: `tcp://127.0.0.1:9000`,
     /// `tcp6://[::1]:9000`, `unix:///tmp/app.sock`, or as a
     /// `std::net::SocketAddr` (TCP) — anything [`ToAddr`]. Port 0 picks a
-    /// free port (see [`Engine::local_addrs`]). Checked by
+    /// free port (see [`EngineHandle::local_addrs`]). Checked by
     /// [`build`](Self::build).
     ///
     /// ```
@@ -62,7 +62,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     ///     .listen("tcp://127.0.0.1:0")
     ///     .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0))) // a second listener
     ///     .build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// assert_eq!(engine.local_addrs().len(), 2);
     /// // A bad address is refused by build.
     /// assert!(Engine::builder(|_| Quiet).listen("tulip://x").build().is_err());
@@ -250,7 +250,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     }
 
     /// Jobs the worker pool's queue holds (default 4096; 1 ..= 16777216);
-    /// [`Engine::submit`](crate::Engine::submit) hands jobs back beyond it.
+    /// [`EngineHandle::submit`](crate::EngineHandle::submit) hands jobs back beyond it.
     pub fn job_queue_capacity(mut self, n: usize) -> Self {
         self.options.job_queue_capacity = n;
         self
@@ -346,8 +346,8 @@ impl<H: EventHandler> EngineBuilder<H> {
     }
 
     /// Checks the settings, binds every listener and creates every mailbox.
-    /// Nothing runs yet; the real addresses are in [`Server::engine`]'s
-    /// [`Engine::local_addrs`].
+    /// Nothing runs yet; the real addresses are in [`Engine::handle`]'s
+    /// [`EngineHandle::local_addrs`].
     ///
     /// ```
     /// # use ringloop::{Engine, EventHandler};
@@ -355,12 +355,12 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
     /// // Bound, not yet serving: the real port is known already.
-    /// assert_eq!(server.engine().local_addrs().len(), 1);
+    /// assert_eq!(server.handle().local_addrs().len(), 1);
     /// let err = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:99999").build().unwrap_err();
     /// assert!(matches!(err, ringloop::Error::InvalidAddress { .. }));
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn build(mut self) -> Result<Server<H>> {
+    pub fn build(mut self) -> Result<Engine<H>> {
         self.options.validate()?;
         let backend = crate::sys::backend::choose(self.options.backend)?;
         self.options.backend = Some(backend);
@@ -483,8 +483,8 @@ impl<H: EventHandler> EngineBuilder<H> {
                 shared.clone(),
             )
         });
-        Ok(Server {
-            engine: Engine::from_shared(shared),
+        Ok(Engine {
+            engine: EngineHandle::from_shared(shared),
             factory: self.factory,
             loop_mailboxes,
             loop_sockets,
@@ -529,7 +529,7 @@ impl<H> fmt::Debug for EngineBuilder<H> {
     }
 }
 
-impl Engine {
+impl<H: EventHandler> Engine<H> {
     /// Starts building an engine whose loops each get a handler made by
     /// `factory(loop_index)`, on the loop's own thread.
     ///
@@ -544,12 +544,11 @@ impl Engine {
     /// })
     /// .listen("tcp://127.0.0.1:0")
     /// .build()?;
-    /// assert_eq!(server.engine().loop_count(), 2);
+    /// assert_eq!(server.handle().loop_count(), 2);
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn builder<H, F>(factory: F) -> EngineBuilder<H>
+    pub fn builder<F>(factory: F) -> EngineBuilder<H>
     where
-        H: EventHandler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
         EngineBuilder {
@@ -568,7 +567,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// listening sockets for the same addresses (every loop's, in reuseport
     /// mode) are taken over instead of bound, and once this engine is built
     /// that process stops accepting and drains: it serves the connections
-    /// it has (handlers see [`Engine::is_draining`] and
+    /// it has (handlers see [`EngineHandle::is_draining`] and
     /// [`on_drain`](EventHandler::on_drain)) until they close or the
     /// [`upgrade_deadline`](Self::upgrade_deadline) passes, then stops. If
     /// nobody serves `path` (no file, or a stale one), addresses are bound as
@@ -652,7 +651,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     ///     .listen_proxied("tcp://127.0.0.1:0") // behind HAProxy's send-proxy-v2
     ///     .listen("tcp://127.0.0.1:0") // direct clients, no header
     ///     .build()?;
-    /// assert_eq!(server.engine().local_addrs().len(), 2);
+    /// assert_eq!(server.handle().local_addrs().len(), 2);
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn listen_proxied(mut self, addr: impl ToAddr) -> Self {

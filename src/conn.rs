@@ -90,7 +90,7 @@ pub(crate) struct SideEffects<S> {
 /// }
 ///
 /// let server = Engine::builder(|_| Echo).listen("tcp://127.0.0.1:0").loops(1).build()?;
-/// let engine = server.engine();
+/// let engine = server.handle();
 /// let runner = std::thread::spawn(move || server.run());
 /// let mut client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
 /// client.write_all(b"ping")?;
@@ -1124,10 +1124,10 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
-    /// A handle to the engine: its worker pool ([`Engine::submit`]), stop,
+    /// A handle to the engine: its worker pool ([`EngineHandle::submit`]), stop,
     /// connection count.
     ///
-    /// [`Engine::submit`]: crate::Engine::submit
+    /// [`EngineHandle::submit`]: crate::EngineHandle::submit
     ///
     /// ```
     /// # use ringloop::{Action, Conn, EventHandler};
@@ -1159,8 +1159,8 @@ impl<'a, S> Conn<'a, S> {
     /// }
     /// # }
     /// ```
-    pub fn engine(&self) -> crate::Engine {
-        crate::Engine {
+    pub fn engine(&self) -> crate::EngineHandle {
+        crate::EngineHandle {
             shared: self.lp.engine.clone(),
         }
     }

@@ -41,7 +41,7 @@ use crate::runtime::EngineShared;
 /// }
 ///
 /// let server = Engine::builder(|_| UdpEcho).listen("udp://127.0.0.1:0").loops(1).build()?;
-/// let engine = server.engine();
+/// let engine = server.handle();
 /// let runner = std::thread::spawn(move || server.run());
 /// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
 /// client.send_to(b"ping", engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
@@ -151,8 +151,8 @@ impl<'a> Datagram<'a> {
     }
 
     /// A handle to the engine (worker pool, stop, counts).
-    pub fn engine(&self) -> crate::Engine {
-        crate::Engine {
+    pub fn engine(&self) -> crate::EngineHandle {
+        crate::EngineHandle {
             shared: self.lp.engine.clone(),
         }
     }
@@ -215,7 +215,7 @@ impl fmt::Debug for Datagram<'_> {
 ///
 /// let (tx, rx) = mpsc::channel();
 /// let server = Engine::builder(move |_| Give(tx.clone())).listen("udp://127.0.0.1:0").loops(1).build()?;
-/// let engine = server.engine();
+/// let engine = server.handle();
 /// let runner = std::thread::spawn(move || server.run());
 /// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
 /// client.send_to(b"hello", engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;

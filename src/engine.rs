@@ -1,4 +1,4 @@
-//! [`Engine`]: the handle to an engine, usable from any thread. (The
+//! [`EngineHandle`]: the handle to an engine, usable from any thread. (The
 //! settings and binding are in `builder.rs`, running it in `server.rs`, the
 //! state it shares in `runtime`.)
 //!
@@ -7,7 +7,7 @@
 //! never touch a connection (only loops do) and never block a loop thread:
 //! requests made on a loop thread that find a lane full wait in a
 //! per-thread overflow that the loop flushes on its next turn. How the
-//! engine shuts down is described in `server.rs` ([`Server::run`]).
+//! engine shuts down is described in `server.rs` ([`Engine::run`]).
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -26,11 +26,11 @@ use crate::runtime::worker_pool::{SubmitError, WorkerPool};
 use crate::stats::LoopStats;
 use crate::to_addr::ToAddr;
 #[cfg(doc)]
-use crate::{EngineBuilder, Server};
+use crate::{Engine, EngineBuilder};
 
-pub use crate::runtime::Engine;
+pub use crate::runtime::EngineHandle;
 
-impl Engine {
+impl EngineHandle {
     /// The I/O driver this engine's loops run on: [`Backend::Epoll`] or
     /// [`Backend::IoUring`] (never `Auto`, which is resolved when the
     /// engine is built).
@@ -77,7 +77,7 @@ impl Engine {
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").workers(2).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// engine.submit(move || tx.send(6 * 7).unwrap()).unwrap();
     /// assert_eq!(rx.recv().unwrap(), 42);
@@ -95,16 +95,16 @@ impl Engine {
     /// close every connection (each close callback runs), join every thread;
     /// then returns. Idempotent. Called from inside a handler (a loop thread)
     /// or a worker-pool job it only starts the stop, since a thread cannot
-    /// wait for itself; [`Server::run`] returns once done. Nothing in a stop
+    /// wait for itself; [`Engine::run`] returns once done. Nothing in a stop
     /// can fail, so it returns nothing; errors the engine met while running
-    /// are what [`Server::run`] returns.
+    /// are what [`Engine::run`] returns.
     ///
     /// ```
     /// # use ringloop::{Engine, EventHandler};
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// engine.stop(); // every thread has finished when this returns
     /// engine.stop(); // idempotent
@@ -145,7 +145,7 @@ impl Engine {
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let addr = engine.local_addrs()[0].to_string();
     /// let runner = std::thread::spawn(move || server.run());
     /// let handle = engine.dial(&addr).wait()?; // a connection to itself
@@ -211,7 +211,7 @@ impl Engine {
     /// let ca = std::fs::read("ca.pem")?;
     /// let connector = TlsConnector::new(client_config(&ca)?).server_name("backend.internal")?;
     /// let server = Engine::builder(|_| Quiet).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// match engine.dial_tls("tls://10.0.0.7:443", connector).wait() {
     ///     Ok(handle) => drop(handle.write(b"hello".to_vec())),
@@ -257,7 +257,7 @@ impl Engine {
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let addr = engine.local_addrs()[0].sock_addr().as_inet().unwrap();
     /// let runner = std::thread::spawn(move || server.run());
     /// // A socket connected elsewhere (here: to the engine itself), handed over.
@@ -317,7 +317,7 @@ impl Engine {
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let addr = engine.local_addrs()[0].to_string();
     /// let runner = std::thread::spawn(move || server.run());
     /// let id = engine.dial(&addr).wait()?.id(); // keep only the id…
@@ -371,7 +371,7 @@ impl Engine {
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(2).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// engine.execute(1, move |ctx| tx.send(ctx.loop_index()).unwrap())?;
@@ -407,9 +407,9 @@ impl Engine {
     }
 }
 
-impl fmt::Debug for Engine {
+impl fmt::Debug for EngineHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine")
+        f.debug_struct("EngineHandle")
             .field("loops", &self.shared.loop_count())
             .field("addrs", &self.shared.local_addrs())
             .field("stopping", &self.is_stopping())
@@ -417,7 +417,7 @@ impl fmt::Debug for Engine {
     }
 }
 
-impl Engine {
+impl EngineHandle {
     /// `true` once this engine handed its listeners to a new process (see
     /// [`EngineBuilder::upgrade_socket`]): it accepts nothing more and will
     /// stop when its connections have closed. A protocol can use it to
@@ -427,7 +427,7 @@ impl Engine {
     }
 }
 
-impl Engine {
+impl EngineHandle {
     /// What admission control did so far: connections admitted, open under
     /// the cap, pauses at the cap or the rate, refusals.
     pub fn admission_stats(&self) -> AdmissionStats {

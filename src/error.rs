@@ -160,7 +160,7 @@ impl From<Error> for io::Error {
 /// `Result` with ringloop's [`Error`].
 ///
 /// ```
-/// fn listen_port(engine: &ringloop::Engine) -> ringloop::Result<u16> {
+/// fn listen_port(engine: &ringloop::EngineHandle) -> ringloop::Result<u16> {
 ///     engine.local_addrs()[0]
 ///         .sock_addr()
 ///         .as_inet()

@@ -62,7 +62,7 @@ use crate::runtime::EngineShared;
 /// # }
 /// # let (tx, rx) = mpsc::channel();
 /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-/// # let engine = server.engine();
+/// # let engine = server.handle();
 /// # let runner = std::thread::spawn(move || server.run());
 /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
 /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -100,7 +100,7 @@ pub struct ConnHandle {
 /// # }
 /// # let (tx, rx) = mpsc::channel();
 /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-/// # let engine = server.engine();
+/// # let engine = server.handle();
 /// # let runner = std::thread::spawn(move || server.run());
 /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
 /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -169,7 +169,7 @@ impl ConnHandle {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -213,7 +213,7 @@ impl ConnHandle {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -255,7 +255,7 @@ impl ConnHandle {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -305,7 +305,7 @@ impl ConnHandle {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -352,7 +352,7 @@ impl ConnHandle {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -401,7 +401,7 @@ impl ConnHandle {
     ///
     /// let (tx, rx) = mpsc::channel();
     /// let server = Engine::builder(move |_| Wakeable(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// let mut client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// let handle = rx.recv().unwrap();
@@ -457,7 +457,7 @@ impl ConnHandle {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -494,7 +494,7 @@ impl ConnHandle {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -541,7 +541,7 @@ impl fmt::Debug for ConnHandle {
 /// # }
 /// # let (tx, rx) = mpsc::channel();
 /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-/// # let engine = server.engine();
+/// # let engine = server.handle();
 /// # let runner = std::thread::spawn(move || server.run());
 /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
 /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -576,7 +576,7 @@ impl<T: Send + 'static> Pending<T> {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -606,7 +606,7 @@ impl<T: Send + 'static> Pending<T> {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();

@@ -97,8 +97,8 @@ pub trait EventHandler: 'static {
 
     /// A connection opened on this loop: accepted from a listener, dialled
     /// (once connected, through [`Conn::dial`] or
-    /// [`Engine::dial`](crate::Engine::dial); for `tls://`, once the
-    /// handshake is done) or enrolled ([`Engine::enroll`](crate::Engine::enroll)).
+    /// [`EngineHandle::dial`](crate::EngineHandle::dial); for `tls://`, once the
+    /// handshake is done) or enrolled ([`EngineHandle::enroll`](crate::EngineHandle::enroll)).
     /// Tell them apart with [`Conn::listener_index`] (`None` unless
     /// accepted) or by the state a dial gave the connection. Bytes written
     /// here (a greeting) go out before anything else.
@@ -117,7 +117,7 @@ pub trait EventHandler: 'static {
     /// }
     ///
     /// let server = Engine::builder(|_| Greeter).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// let mut client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// let mut buf = [0; 8];
@@ -156,7 +156,7 @@ pub trait EventHandler: 'static {
     /// }
     ///
     /// let server = Engine::builder(|_| LineLen).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// let mut client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// client.write_all(b"hello\nab")?;
@@ -218,7 +218,7 @@ pub trait EventHandler: 'static {
     /// }
     ///
     /// let server = Engine::builder(|_| Waker).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// let mut client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// let mut buf = [0; 6];
@@ -296,7 +296,7 @@ pub trait EventHandler: 'static {
     /// }
     ///
     /// let server = Engine::builder(|_| UntilEof).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// let mut client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// client.write_all(b"abc")?;
@@ -333,7 +333,7 @@ pub trait EventHandler: 'static {
     ///
     /// let (tx, rx) = mpsc::channel();
     /// let server = Engine::builder(move |_| Report(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// let client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// drop(client); // the peer closes
@@ -349,7 +349,7 @@ pub trait EventHandler: 'static {
 
     /// A dial made from a callback with [`Conn::dial`] failed (refused,
     /// unreachable, timed out); `state` is the state given to it. Dials made
-    /// through [`Engine::dial`](crate::Engine::dial) report to their caller
+    /// through [`EngineHandle::dial`](crate::EngineHandle::dial) report to their caller
     /// instead.
     ///
     /// ```
@@ -401,7 +401,7 @@ pub trait EventHandler: 'static {
     /// connection is affected. Dials report a failed handshake to their
     /// caller instead (or to [`on_dial_error`](Self::on_dial_error)).
     ///
-    /// When the engine stops ([`Engine::stop`](crate::Engine::stop) or
+    /// When the engine stops ([`EngineHandle::stop`](crate::EngineHandle::stop) or
     /// [`Action::Shutdown`]) while a handshake runs, the handshake is not
     /// waited for: the loop stops reading, writes what it already queued
     /// for the peer (until the drain deadline), then closes the socket
@@ -481,7 +481,7 @@ pub trait EventHandler: 'static {
     ///
     /// let (tx, rx) = mpsc::channel();
     /// let server = Engine::builder(move |_| Bye(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// engine.stop();
     /// runner.join().unwrap()?;
@@ -516,7 +516,7 @@ pub trait EventHandler: 'static {
     /// [`EngineBuilder::upgrade_socket`](crate::EngineBuilder::upgrade_socket)):
     /// nothing more is accepted, this loop's connections are served as
     /// usual until they close or the upgrade deadline passes. Called once
-    /// per loop; [`Engine::is_draining`](crate::Engine::is_draining) tells
+    /// per loop; [`EngineHandle::is_draining`](crate::EngineHandle::is_draining) tells
     /// the same from anywhere, e.g. to close a connection after the
     /// response in hand. `Shutdown` stops the engine at once.
     ///

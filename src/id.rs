@@ -21,7 +21,7 @@ use std::fmt;
 /// # }
 /// # let (tx, rx) = mpsc::channel();
 /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-/// # let engine = server.engine();
+/// # let engine = server.handle();
 /// # let runner = std::thread::spawn(move || server.run());
 /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
 /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -59,7 +59,7 @@ impl ConnId {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -89,7 +89,7 @@ impl ConnId {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();
@@ -120,7 +120,7 @@ impl ConnId {
     /// # }
     /// # let (tx, rx) = mpsc::channel();
     /// # let server = Engine::builder(move |_| Give(tx.clone())).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// # let engine = server.engine();
+    /// # let engine = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// # let mut client = TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// # let handle: ConnHandle = rx.recv().unwrap();

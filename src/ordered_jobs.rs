@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use crate::engine::Engine;
+use crate::engine::EngineHandle;
 use crate::runtime::worker_pool::SubmitError;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -76,11 +76,11 @@ impl OrderedJobs {
     /// Runs `job` on `engine`'s worker pool after every job submitted to
     /// this sequence before it. Never waits. Fails (handing the job back)
     /// only when the sequence is idle and the pool refuses to start it —
-    /// full or stopping, as [`Engine::submit`]; a job queued behind a
+    /// full or stopping, as [`EngineHandle::submit`]; a job queued behind a
     /// running one is always taken.
     pub fn submit(
         &self,
-        engine: &Engine,
+        engine: &EngineHandle,
         job: impl FnOnce() + Send + 'static,
     ) -> Result<(), SubmitError> {
         let mut queue = self.lock();

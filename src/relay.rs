@@ -30,8 +30,8 @@ use crate::tls::TlsConnector;
 #[non_exhaustive]
 pub enum Side {
     /// A connection the relay dials a backend for: accepted, enrolled
-    /// ([`Engine::enroll`](crate::Engine::enroll)) or dialled through
-    /// [`Engine::dial`](crate::Engine::dial).
+    /// ([`EngineHandle::enroll`](crate::EngineHandle::enroll)) or dialled through
+    /// [`EngineHandle::dial`](crate::EngineHandle::dial).
     Client,
     /// The connection the relay dialled for a client.
     Backend,
@@ -237,7 +237,7 @@ pub trait RelayHandler: 'static {
 ///     .listen("tcp://127.0.0.1:0")
 ///     .loops(1)
 ///     .build()?;
-/// let engine = server.engine();
+/// let engine = server.handle();
 /// let runner = std::thread::spawn(move || server.run());
 /// let mut client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
 /// client.write_all(b"hello")?; // may arrive before the backend is connected

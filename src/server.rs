@@ -1,4 +1,4 @@
-//! [`Server`]: a bound engine, and [`Server::run`], which starts every actor
+//! [`Engine`]: a bound engine, and [`Engine::run`], which starts every actor
 //! thread, coordinates the shutdown and joins them.
 //!
 //! Bootstrap only: it owns the threads' start and end, never a connection.
@@ -6,8 +6,8 @@
 //!
 //! # Shutdown
 //!
-//! [`Engine::stop`] (any thread) or [`Action::Shutdown`](crate::Action::Shutdown)
-//! (a handler) sets the stop flag and wakes the thread in [`Server::run`],
+//! [`EngineHandle::stop`] (any thread) or [`Action::Shutdown`](crate::Action::Shutdown)
+//! (a handler) sets the stop flag and wakes the thread in [`Engine::run`],
 //! which then stops the actors in order:
 //!
 //! 1. the acceptor closes its listeners (no new connections; a loop that
@@ -34,7 +34,7 @@ use crate::handler::EventHandler;
 use crate::listener::LoopSockets;
 use crate::options::Options;
 use crate::runtime::message::LoopMessage;
-use crate::runtime::Engine;
+use crate::runtime::EngineHandle;
 use crate::upgrade::Control;
 
 /// Makes each loop's handler, on the loop's thread.
@@ -47,14 +47,14 @@ pub(crate) type Factory<H> = Arc<dyn Fn(usize) -> H + Send + Sync>;
 /// # struct Quiet;
 /// # impl EventHandler for Quiet { type State = (); }
 /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-/// let engine = server.engine(); // for other threads: stop, stats, dial…
+/// let engine = server.handle(); // for other threads: stop, stats, dial…
 /// let runner = std::thread::spawn(move || server.run());
 /// engine.stop();
 /// runner.join().unwrap()?;
 /// # Ok::<(), ringloop::Error>(())
 /// ```
-pub struct Server<H> {
-    pub(crate) engine: Engine,
+pub struct Engine<H> {
+    pub(crate) engine: EngineHandle,
     pub(crate) factory: Factory<H>,
     pub(crate) loop_mailboxes: Vec<Mailbox<LoopMessage>>,
     pub(crate) loop_sockets: Vec<LoopSockets>,
@@ -64,7 +64,7 @@ pub struct Server<H> {
     pub(crate) options: Options,
 }
 
-impl<H: EventHandler> Server<H> {
+impl<H: EventHandler> Engine<H> {
     /// A handle to the engine, for other threads.
     ///
     /// ```
@@ -72,7 +72,7 @@ impl<H: EventHandler> Server<H> {
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").build()?;
-    /// let engine = server.engine(); // Clone + Send + Sync
+    /// let engine = server.handle(); // Clone + Send + Sync
     /// let stopper = std::thread::spawn(move || {
     ///     std::thread::sleep(std::time::Duration::from_millis(20));
     ///     engine.stop()
@@ -81,11 +81,11 @@ impl<H: EventHandler> Server<H> {
     /// stopper.join().unwrap();
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn engine(&self) -> Engine {
+    pub fn handle(&self) -> EngineHandle {
         self.engine.clone()
     }
 
-    /// Serves until the engine is stopped ([`Engine::stop`] or
+    /// Serves until the engine is stopped ([`EngineHandle::stop`] or
     /// [`Action::Shutdown`](crate::Action::Shutdown)). Returns the first fatal
     /// error an actor met, if any.
     ///
@@ -94,7 +94,7 @@ impl<H: EventHandler> Server<H> {
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run()); // serves until stopped
     /// let _client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// engine.stop(); // closes the connection too
@@ -184,9 +184,9 @@ impl<H: EventHandler> Server<H> {
     }
 }
 
-impl<H> fmt::Debug for Server<H> {
+impl<H> fmt::Debug for Engine<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server")
+        f.debug_struct("Engine")
             .field("engine", &self.engine)
             .finish_non_exhaustive()
     }

@@ -7,12 +7,12 @@
 //! so every thread it starts afterwards (the loops, the acceptor, the worker
 //! pool) inherits the mask, and one watcher thread takes them synchronously
 //! with `sigwait`. It must never block on the engine: the stop it starts runs
-//! on the thread in [`Server::run`](crate::Server::run), so the watcher is
+//! on the thread in [`Engine::run`](crate::Engine::run), so the watcher is
 //! always free to take the next signal.
 
 use nix::sys::signal::Signal;
 
-use crate::engine::Engine;
+use crate::engine::EngineHandle;
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -20,13 +20,13 @@ use crate::sys;
 ///
 /// | signal | what it does |
 /// |---|---|
-/// | `SIGINT`, `SIGTERM` (first) | a graceful stop, as [`Engine::stop`]: no new connections, the worker pool finishes its jobs (bounded by [`EngineBuilder::pool_shutdown_timeout`](crate::EngineBuilder::pool_shutdown_timeout)), queued bytes are flushed (bounded by [`EngineBuilder::drain_timeout`](crate::EngineBuilder::drain_timeout)) |
+/// | `SIGINT`, `SIGTERM` (first) | a graceful stop, as [`EngineHandle::stop`]: no new connections, the worker pool finishes its jobs (bounded by [`EngineBuilder::pool_shutdown_timeout`](crate::EngineBuilder::pool_shutdown_timeout)), queued bytes are flushed (bounded by [`EngineBuilder::drain_timeout`](crate::EngineBuilder::drain_timeout)) |
 /// | `SIGINT`, `SIGTERM` (second) | exits the process at once, status 128 + the signal's number (130, 143), as Redis does on a second Ctrl-C |
 /// | `SIGQUIT` (Ctrl-\\) | exits the process at once (status 131), without the core dump of its default action |
 /// | `SIGHUP` | ignored (logged): a server outlives the terminal it was started from. ringloop has no configuration to reload |
 /// | `SIGUSR1`, `SIGUSR2` | ignored (logged), rather than killing the process |
 ///
-/// Call it before [`Server::run`](crate::Server::run), on the thread that will
+/// Call it before [`Engine::run`](crate::Engine::run), on the thread that will
 /// call `run` (in practice `main`, before starting any thread), so every
 /// thread of the process inherits the blocked signals; a thread that does not
 /// would take them with their default actions. Child processes started later
@@ -39,11 +39,11 @@ use crate::sys;
 /// impl EventHandler for Quiet { type State = (); }
 ///
 /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:9000").build()?;
-/// ringloop::stop_on_signals(&server.engine())?;
+/// ringloop::stop_on_signals(&server.handle())?;
 /// server.run()?; // returns after Ctrl-C, once every connection is closed
 /// # Ok::<(), ringloop::Error>(())
 /// ```
-pub fn stop_on_signals(engine: &Engine) -> Result<()> {
+pub fn stop_on_signals(engine: &EngineHandle) -> Result<()> {
     let waiter = sys::signal::block_server_signals()
         .map_err(|e| Error::io("block the server signals", e))?;
     let engine = engine.clone();

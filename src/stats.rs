@@ -4,7 +4,7 @@
 //! Owns only the numbers. Each counter has a single writer (its loop), so it
 //! is bumped with a relaxed load and store rather than a locked
 //! read-modify-write; any thread may read a snapshot through the
-//! [`Engine`](crate::Engine).
+//! [`EngineHandle`](crate::EngineHandle).
 
 use std::fmt;
 use std::iter::Sum;
@@ -53,7 +53,7 @@ pub struct LoopStats {
     /// # struct Quiet;
     /// # impl EventHandler for Quiet { type State = (); }
     /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(1).build()?;
-    /// let engine = server.engine();
+    /// let engine = server.handle();
     /// let runner = std::thread::spawn(move || server.run());
     /// let client = std::net::TcpStream::connect(engine.local_addrs()[0].sock_addr().as_inet().unwrap())?;
     /// while engine.total_stats().connections_opened == 0 {

@@ -10,7 +10,7 @@ use crate::addr::ListenAddr;
 use crate::error::Result;
 
 /// An address for [`EngineBuilder::listen`](crate::EngineBuilder::listen),
-/// [`Engine::dial`](crate::Engine::dial) and [`Conn::dial`](crate::Conn::dial):
+/// [`EngineHandle::dial`](crate::EngineHandle::dial) and [`Conn::dial`](crate::Conn::dial):
 ///
 /// - a URL (`&str`, `String`): `tcp://127.0.0.1:9000`, `udp://…`,
 ///   `unix:///path`, `tls://…` (see [`ListenAddr`] for the syntax), checked

@@ -1,7 +1,7 @@
 //! The API a new user asked for (issue 13), over real sockets: addresses as
-//! `SocketAddr`, initial state for `Engine::dial` / `enroll`, state without
+//! `SocketAddr`, initial state for `EngineHandle::dial` / `enroll`, state without
 //! the `Option` dance and together with I/O, `CloseReason::kind`, an
-//! infallible `Engine::stop`.
+//! infallible `EngineHandle::stop`.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Issue 4 over real sockets: writes, wakes and closes sent to connections
 //! from other threads through `ConnHandle`s, their ordering and exactly-once
 //! completions, stale handles, back-pressure, shutdown with requests in
-//! flight, awaitable completions and `Engine::execute`.
+//! flight, awaitable completions and `EngineHandle::execute`.
 
 mod common;
 
@@ -1071,7 +1071,7 @@ fn write_completions_can_be_waited_on_or_awaited() {
     });
     assert_eq!((both.0.unwrap(), both.1.unwrap()), (3, 3));
     expect(b"onetwo");
-    // Engine::stop_pending
+    // EngineHandle::stop_pending
     let stopping = server.engine.stop_pending();
     assert!(stopping.wait().is_ok());
     assert!(server.engine.is_stopping());
@@ -1085,7 +1085,7 @@ fn write_completions_can_be_waited_on_or_awaited() {
     assert!(matches!(r, Err(Error::EngineStopped)), "{r:?}");
 }
 
-// ----- Engine::execute -----
+// ----- EngineHandle::execute -----
 
 #[test]
 fn execute_runs_on_the_given_loop_and_execute_all_on_every_loop_once() {

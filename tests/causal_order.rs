@@ -3,7 +3,7 @@
 //! happens-before another's (the first returned, a flag was set, another
 //! thread saw the flag and sent), the loop applies the first first:
 //!
-//! * a close, a wake or an `Engine::execute` (how a pool job hands its
+//! * a close, a wake or an `EngineHandle::execute` (how a pool job hands its
 //!   result back to the loop) sent after another thread's write comes after
 //!   that write;
 //! * `Framed` frames sent by a chain of pool workers through their

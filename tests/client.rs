@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringloop::{
-    Action, CloseReason, Conn, ConnHandle, ConnId, Engine, EngineBuilder, Error, EventHandler,
-    LoopContext,
+    Action, CloseReason, Conn, ConnHandle, ConnId, Engine, EngineBuilder, EngineHandle, Error,
+    EventHandler, LoopContext,
 };
 
 const GREETING: &[u8] = b"andypan\r\n";
@@ -765,7 +765,7 @@ fn wake_and_close_right_after_dial() {
     let mut wants: Vec<(ConnId, Want)> = Vec::new();
     let mut refused_on_open = 0;
     for i in 0..60 {
-        let connect = |engine: &Engine| {
+        let connect = |engine: &EngineHandle| {
             if i % 4 == 3 {
                 engine.enroll(tcp_client(server.tcp_addr(0)))
             } else {

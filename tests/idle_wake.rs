@@ -18,8 +18,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use ringloop::Doorbell;
-use ringloop::{Action, ConnHandle, Engine, EventHandler, Timeouts};
+use ringloop::{Action, ConnHandle, EventHandler, Timeouts};
+use ringloop::{Doorbell, Engine};
 
 /// Writer threads, writes per thread, and the longest random pause before a
 /// write (long enough that the loop goes back to `epoll_wait` in between).

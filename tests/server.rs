@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use common::*;
-use ringloop::Doorbell;
 use ringloop::{
-    Action, CloseReason, Conn, ConnHandle, ConnId, Engine, Error, EventHandler, LoadBalancer,
+    Action, CloseReason, Conn, ConnHandle, ConnId, EngineHandle, Error, EventHandler, LoadBalancer,
 };
+use ringloop::{Doorbell, Engine};
 
 const GREETING: &[u8] = b"andypan\r\n";
 
@@ -505,14 +505,14 @@ fn bad_configuration_is_refused_before_anything_starts() {
 fn public_types_have_the_documented_bounds() {
     fn send_sync_clone<T: Send + Sync + Clone>() {}
     fn send_sync<T: Send + Sync + 'static>() {}
-    send_sync_clone::<Engine>();
+    send_sync_clone::<EngineHandle>();
     send_sync_clone::<ConnHandle>();
     send_sync_clone::<ConnId>();
     send_sync::<Error>();
     send_sync::<ringloop::TryWriteError>();
     fn send<T: Send>() {}
     send::<ringloop::Pending<usize>>();
-    send::<ringloop::Server<Echo>>();
+    send::<ringloop::Engine<Echo>>();
 }
 
 /// Consumes nothing until a newline arrives (a "frame" with no size limit of

@@ -168,8 +168,8 @@ fn child_backend_from_env() {
         .build()
     {
         Ok(server) => {
-            assert_eq!(server.engine().backend(), Backend::IoUring);
-            server.engine().stop();
+            assert_eq!(server.handle().backend(), Backend::IoUring);
+            server.handle().stop();
             server.run().expect("engine run");
         }
         Err(Error::BackendUnavailable { backend, .. }) => assert_eq!(backend, Backend::IoUring),

@@ -286,7 +286,7 @@ thread_local! {
     static EXIT_GUARD: std::cell::RefCell<Option<DropCount>> = const { std::cell::RefCell::new(None) };
 }
 
-/// `Engine::stop` returns only once every worker thread has exited.
+/// `EngineHandle::stop` returns only once every worker thread has exited.
 #[test]
 fn stop_joins_the_worker_threads() {
     const WORKERS: usize = 3;

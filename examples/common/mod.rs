@@ -200,7 +200,7 @@ pub fn serve<H: ringloop::EventHandler>(name: &str, builder: ringloop::EngineBui
             exit(1)
         }
     };
-    let engine = server.engine();
+    let engine = server.handle();
     if let Err(e) = ringloop::stop_on_signals(&engine) {
         eprintln!("{name}: {e}");
         exit(1)

@@ -22,7 +22,7 @@
 //! Every loop's handler holds the same [`Store`]: one key space shared by
 //! all loops, split into 64 mutex-protected shards (see `store.rs` for the
 //! locking order, atomic MSET and expiry). The alternative, keys owned by
-//! loops and commands forwarded between loop actors with `Engine::execute`,
+//! loops and commands forwarded between loop actors with `EngineHandle::execute`,
 //! was rejected: with N loops a fraction (N−1)/N of commands would be remote,
 //! each costing two cross-thread messages and a wake-up instead of one
 //! uncontended lock (tens of nanoseconds), and pipelined replies would have

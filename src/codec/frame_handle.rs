@@ -44,7 +44,7 @@ impl<C: Codec + Clone + Send + Sync> FrameEncoder for Prototype<C> {
 /// [`FrameConn::frame_handle`](super::FrameConn::frame_handle) in a
 /// callback, or make one from any [`ConnHandle`] and a codec with
 /// [`FrameHandle::new`] (a connection dialled with
-/// [`Engine::dial`](crate::Engine::dial), say).
+/// [`EngineHandle::dial`](crate::EngineHandle::dial), say).
 ///
 /// It is a [`ConnHandle`] too (through `Deref`): [`id`](ConnHandle::id),
 /// [`wake`](ConnHandle::wake), [`close`](ConnHandle::close),
@@ -112,7 +112,7 @@ impl<C: Codec + Clone + Send + Sync> FrameEncoder for Prototype<C> {
 ///     .listen("tcp://127.0.0.1:0")
 ///     .loops(1)
 ///     .build()?;
-/// let engine = server.engine();
+/// let engine = server.handle();
 /// let addr = engine.local_addrs()[0].sock_addr().as_inet().unwrap();
 /// let runner = std::thread::spawn(move || server.run());
 ///
@@ -147,14 +147,14 @@ impl FrameHandle {
     /// #     type State = ();
     /// #     fn on_frame(&mut self, _: &mut ringloop::codec::FrameConn<'_, ()>, _: &[u8]) -> ringloop::Action { ringloop::Action::None }
     /// # }
-    /// # let addr = server.engine().local_addrs()[0].to_string();
-    /// # let listener = server.engine();
+    /// # let addr = server.handle().local_addrs()[0].to_string();
+    /// # let listener = server.handle();
     /// # let runner = std::thread::spawn(move || server.run());
     /// // A client engine dials a line-speaking server and sends it a line.
     /// # struct Client;
     /// # impl ringloop::EventHandler for Client { type State = (); }
     /// let client = Engine::builder(|_| Client).loops(1).build()?;
-    /// let engine = client.engine();
+    /// let engine = client.handle();
     /// let running = std::thread::spawn(move || client.run());
     /// let conn = engine.dial(&addr).wait()?;
     /// let lines = FrameHandle::new(conn, LineCodec::new());

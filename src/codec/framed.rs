@@ -113,7 +113,7 @@ pub trait FrameHandler: 'static {
     }
 
     /// A connection opened: accepted, dialled ([`FrameConn::dial`],
-    /// [`Engine::dial`](crate::Engine::dial)) or enrolled. Frames written
+    /// [`EngineHandle::dial`](crate::EngineHandle::dial)) or enrolled. Frames written
     /// here (a greeting) go out before anything else.
     fn on_open(&mut self, conn: &mut FrameConn<'_, Self::State>) -> Action {
         let _ = conn;

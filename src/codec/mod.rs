@@ -75,7 +75,7 @@
 //!     .listen("tcp://127.0.0.1:0")
 //!     .loops(1)
 //!     .build()?;
-//! let engine = server.engine();
+//! let engine = server.handle();
 //! let addr = engine.local_addrs()[0].sock_addr().as_inet().unwrap();
 //! let runner = std::thread::spawn(move || server.run());
 //!

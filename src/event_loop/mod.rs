@@ -74,7 +74,7 @@ use crate::options::{BackPressure, KeepAlive, Options, Timeouts, WaterMarks};
 use crate::reason::{Action, CloseReason};
 use crate::runtime::message::LoopContext;
 use crate::runtime::message::{Completion, LoopMessage};
-use crate::runtime::{Engine, EngineShared};
+use crate::runtime::{EngineHandle, EngineShared};
 use crate::sys::poller::{Event, Interest};
 use crate::timer_wheel::TimerWheel;
 use crate::tls::TlsOptions;
@@ -243,7 +243,7 @@ impl<H: EventHandler> EventLoop<H> {
         handler: H,
         mailbox: Mailbox<LoopMessage>,
         sockets: LoopSockets,
-        engine: Engine,
+        engine: EngineHandle,
         options: &Options,
     ) -> Result<Self> {
         let backend = options.backend.unwrap_or(crate::Backend::Epoll);

@@ -5,8 +5,8 @@
 //! Owns only these flags and the waiting on them; it knows nothing of
 //! actors or messages (the engine pokes them after asking this type). It
 //! must never block a loop: the only waits are [`Lifecycle::wait_for_stop`]
-//! (the thread in `Server::run`) and [`Lifecycle::wait_until_finished`]
-//! (a thread in `Engine::stop`, never a loop or a worker).
+//! (the thread in `Engine::run`) and [`Lifecycle::wait_until_finished`]
+//! (a thread in `EngineHandle::stop`, never a loop or a worker).
 //!
 //! # Phases
 //!
@@ -147,7 +147,7 @@ impl Lifecycle {
         *self.lock_state()
     }
 
-    /// Waits until a stop is requested (the coordinator, in `Server::run`).
+    /// Waits until a stop is requested (the coordinator, in `Engine::run`).
     pub(crate) fn wait_for_stop(&self) {
         let mut state = self.lock_state();
         while !self.is_stopping() {

@@ -1,5 +1,5 @@
 //! loom models of the engine's own concurrency, on the code that ships:
-//! the lifecycle (stop request, the coordinator's wait, `Engine::stop`'s
+//! the lifecycle (stop request, the coordinator's wait, `EngineHandle::stop`'s
 //! wait, the drain time) and routing with its overflow (a loop never waits
 //! on a full lane; an overflowed request is ordered from its flush on). The
 //! runtime's atomics, locks and condition variables come from
@@ -59,7 +59,7 @@ fn a_stop_request_always_wakes_the_coordinator_and_one_caller_goes_on() {
     });
 }
 
-/// `Engine::stop` on one thread, the coordinator on another: `stop` returns
+/// `EngineHandle::stop` on one thread, the coordinator on another: `stop` returns
 /// only once the run finished, and the loops were told to go home before.
 #[test]
 fn stop_returns_only_after_the_run_finished() {

@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::addr::{ListenAddr, SockAddr};
 use crate::error::{Error, Result};
 use crate::id::ConnId;
-use crate::runtime::Engine;
+use crate::runtime::EngineHandle;
 use crate::tls::TlsConnector;
 
 /// A closure run on a loop.
@@ -168,7 +168,7 @@ impl fmt::Debug for LoopMessage {
 ///
 /// let (tx, rx) = mpsc::channel();
 /// let server = Engine::builder(move |_| Boot(tx.clone())).listen("tcp://127.0.0.1:0").loops(2).build()?;
-/// let engine = server.engine();
+/// let engine = server.handle();
 /// let runner = std::thread::spawn(move || server.run());
 /// let mut booted = [rx.recv().unwrap(), rx.recv().unwrap()];
 /// booted.sort();
@@ -180,7 +180,7 @@ impl fmt::Debug for LoopMessage {
 #[derive(Debug)]
 pub struct LoopContext {
     pub(crate) index: usize,
-    pub(crate) engine: Engine,
+    pub(crate) engine: EngineHandle,
 }
 
 impl LoopContext {
@@ -222,7 +222,7 @@ impl LoopContext {
     /// server.run()?; // returns once the tick has stopped the engine
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &EngineHandle {
         &self.engine
     }
 }

@@ -8,14 +8,14 @@
 //! It must never touch a connection or a socket (the loops, above it, do)
 //! and never import a module above it: only the vocabulary (errors,
 //! addresses, options, stats, ids) and `ringloop-actors`. The public
-//! handles (`Engine`'s methods in `crate::engine`, `ConnHandle`), the loop
+//! handles (`EngineHandle`'s methods in `crate::engine`, `ConnHandle`), the loop
 //! and the bootstrap build on it.
 //!
 //! One knot is tied here on purpose: a loop message can carry a task that
 //! gets the loop's [`LoopContext`](message::LoopContext), which holds an
-//! [`Engine`], which holds this state, which holds the loops' senders of
+//! [`EngineHandle`], which holds this state, which holds the loops' senders of
 //! those messages. The types are mutually recursive, so they live in this
-//! one unit: the [`Engine`] struct is defined here (its methods are in
+//! one unit: the [`EngineHandle`] struct is defined here (its methods are in
 //! `crate::engine`), the messages in its child `message`. The other
 //! children (`lifecycle`, `route`, `context`, `worker_pool`, `deploy`) know
 //! nothing of messages or of this state and are tested alone.
@@ -190,8 +190,8 @@ impl EngineShared {
 
     // ----- the lifecycle (see `lifecycle`) -----
 
-    /// The engine's lifecycle, for the coordinator (`Server::run`) and
-    /// `Engine::stop`.
+    /// The engine's lifecycle, for the coordinator (`Engine::run`) and
+    /// `EngineHandle::stop`.
     pub(crate) fn lifecycle(&self) -> &Lifecycle {
         &self.lifecycle
     }
@@ -206,7 +206,7 @@ impl EngineShared {
     }
 
     /// Sets the stop flag, pokes the acceptor and wakes the thread in
-    /// `Server::run`, which stops the actors in order. Never waits for
+    /// `Engine::run`, which stops the actors in order. Never waits for
     /// another actor.
     pub(crate) fn request_stop(&self) {
         if !self.lifecycle.request_stop() {
@@ -290,7 +290,7 @@ impl EngineShared {
 /// }
 ///
 /// let server = Engine::builder(|_| Quiet).listen("tcp://127.0.0.1:0").loops(1).build()?;
-/// let engine = server.engine();
+/// let engine = server.handle();
 /// let runner = std::thread::spawn(move || server.run());
 /// assert_eq!(engine.connection_count(), 0);
 /// engine.stop(); // returns once every thread has finished
@@ -298,11 +298,11 @@ impl EngineShared {
 /// # Ok::<(), ringloop::Error>(())
 /// ```
 #[derive(Clone)]
-pub struct Engine {
+pub struct EngineHandle {
     pub(crate) shared: Arc<EngineShared>,
 }
 
-impl Engine {
+impl EngineHandle {
     /// The handle to the engine whose state is `shared`.
     pub(crate) fn from_shared(shared: Arc<EngineShared>) -> Self {
         Self { shared }

@@ -140,7 +140,7 @@ pub fn client_config(ca_pem: &[u8]) -> Result<ClientConfig> {
 ///     .listen("tls://127.0.0.1:0")
 ///     .tls_server(config)
 ///     .build()?;
-/// assert!(server.engine().local_addrs()[0].is_tls());
+/// assert!(server.handle().local_addrs()[0].is_tls());
 /// # Ok::<(), ringloop::Error>(())
 /// ```
 #[derive(Debug)]

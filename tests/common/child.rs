@@ -17,9 +17,9 @@
 //! once every loop has booted, and then talks over its standard streams:
 //!
 //! * stdin `stats` → stdout `CHILD STATS connections=… opened=… …` (the
-//!   engine's [`total_stats`](ringloop::Engine::total_stats));
+//!   engine's [`total_stats`](ringloop::EngineHandle::total_stats));
 //! * ringloop's warnings and errors → stdout `CHILD LOG WARN …`;
-//! * stdin closed (or `stop`) → `Engine::stop`, then the process exits 0.
+//! * stdin closed (or `stop`) → `EngineHandle::stop`, then the process exits 0.
 //!
 //! The parent also sets `PR_SET_PDEATHSIG`, so a child never outlives the
 //! test thread that started it, and [`ChildServer`]'s `Drop` kills it.
@@ -43,7 +43,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::libc;
-use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler, LoopContext, SockAddr, WaterMarks};
+use ringloop::{
+    Action, Conn, ConnHandle, Engine, EngineHandle, EventHandler, LoopContext, SockAddr, WaterMarks,
+};
 
 use super::{stream_bytes, PATIENCE};
 
@@ -460,7 +462,7 @@ pub fn serve_if_child() {
         builder = builder.buffer_budget(budget.parse().expect("a budget in bytes"));
     }
     let server = builder.build().expect("child engine builds");
-    let engine = server.engine();
+    let engine = server.handle();
     let control = {
         let engine = engine.clone();
         std::thread::spawn(move || control(engine))
@@ -470,7 +472,7 @@ pub fn serve_if_child() {
 }
 
 /// Answers `stats` on stdin; stops the engine on `stop` or end of input.
-fn control(engine: Engine) {
+fn control(engine: EngineHandle) {
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         match line.trim() {

@@ -12,7 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringloop::{
-    Action, CloseReason, Conn, Datagram, Engine, EngineBuilder, EventHandler, SockAddr,
+    Action, CloseReason, Conn, Datagram, Engine, EngineBuilder, EngineHandle, EventHandler,
+    SockAddr,
 };
 
 /// Generous bound on any single wait, so a broken server fails a test
@@ -21,14 +22,14 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A running engine and the thread running it.
 pub struct Running {
-    pub engine: Engine,
+    pub engine: EngineHandle,
     pub thread: JoinHandle<ringloop::Result<()>>,
 }
 
 impl Running {
     pub fn start<H: EventHandler>(builder: EngineBuilder<H>) -> Running {
         let server = builder.build().expect("engine builds");
-        let engine = server.engine();
+        let engine = server.handle();
         let thread = std::thread::spawn(move || server.run());
         Running { engine, thread }
     }

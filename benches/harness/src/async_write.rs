@@ -11,7 +11,7 @@
 //! header (connection `u32`, sequence `u64`) and the pattern bytes of that
 //! (connection, sequence), so the reader checks every byte and the order.
 //!
-//! * **ringloop**: an `Engine` with no listener; the server ends are
+//! * **ringloop**: an `EngineHandle` with no listener; the server ends are
 //!   `enroll`ed; a worker calls `handle.async_write(msg, on_done)`. `on_done`
 //!   runs on the loop once the bytes are written or queued on the socket.
 //! * **ringloop-framed** (`--designs framed,ringloop`): the same engine
@@ -51,7 +51,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use ringloop::codec::{FixedLengthCodec, FrameConn, FrameHandle, FrameHandler, Framed};
-use ringloop::{Action, ConnHandle, Engine, EventHandler};
+use ringloop::{Action, ConnHandle, Engine, EngineHandle, EventHandler};
 
 use crate::args::{seconds, Args};
 use crate::bench::{ratio_cell, spread};
@@ -676,12 +676,12 @@ fn enroll_all<H: EventHandler>(
     builder: ringloop::EngineBuilder<H>,
     server_ends: Vec<TcpStream>,
 ) -> Result<(
-    Engine,
+    EngineHandle,
     std::thread::JoinHandle<ringloop::Result<()>>,
     Vec<ConnHandle>,
 )> {
     let server = builder.build()?;
-    let e = server.engine();
+    let e = server.handle();
     let runner = std::thread::spawn(move || server.run());
     let mut handles = Vec::with_capacity(server_ends.len());
     for s in server_ends {
@@ -717,7 +717,7 @@ fn run_once(cfg: &Config, design: Design, rate: f64) -> Result<RunReport> {
         .collect();
 
     // The server side, and one target per worker.
-    let mut engine: Option<(Engine, std::thread::JoinHandle<ringloop::Result<()>>)> = None;
+    let mut engine: Option<(EngineHandle, std::thread::JoinHandle<ringloop::Result<()>>)> = None;
     let mut naive: Vec<(NaiveLoop, std::thread::JoinHandle<Result<LoopSide>>)> = Vec::new();
     let mut targets: Vec<Box<dyn Target>> = Vec::new();
     match design {

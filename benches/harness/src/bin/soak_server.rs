@@ -195,7 +195,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let engine = server.engine();
+    let engine = server.handle();
     if let Err(e) = ringloop::stop_on_signals(&engine) {
         eprintln!("soak-server: {e}");
         return ExitCode::FAILURE;
