@@ -46,12 +46,6 @@ server_cmd() { # NAME
     esac
 }
 
-stop() { # PID
-    kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL "$1" 2>/dev/null || true
-}
-
 events='syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl'
 
 # syscalls NAME: "read recvfrom write sendto writev epoll_wait epoll_ctl" per message.
@@ -68,7 +62,7 @@ syscalls() {
     sleep 1.2 # connections set up and warmed
     timeout 10 perf stat -x, -e "$events" -p "$pid" -o "$work/perf" -- sleep 2 >/dev/null 2>&1
     wait "$load"
-    stop "$pid"
+    bench_stop "$pid"
     # Messages echoed while perf counted = sendto calls (one per message for all three).
     awk -F, '/syscalls/ { n[$3] = $1 }
         END {
@@ -100,7 +94,7 @@ instructions() {
     sleep 3.5
     callgrind_control -d "$pid" >/dev/null
     wait "$load"
-    stop "$pid"
+    bench_stop "$pid"
     local dump
     dump=$(ls "$work/cg.$1".* | head -1)
     awk -f "$root/benches/cg_messages.awk" "$dump"
