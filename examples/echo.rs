@@ -61,7 +61,7 @@ fn main() {
         .reuse_port(args.switch("reuseport"))
         .acceptor_thread(args.switch("acceptor-thread"))
         .edge_triggered(args.switch("et"));
-    for addr in args.addrs_or("tcp://127.0.0.1:9000") {
+    for addr in args.addrs_with_datagrams_or("tcp://127.0.0.1:9000") {
         builder = builder.listen(addr);
     }
     if let Some(n) = args.loops {

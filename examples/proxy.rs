@@ -130,6 +130,7 @@ fn main() {
     if addrs.is_empty() {
         addrs.push("tcp://127.0.0.1:8000".into());
     }
+    common::refuse_datagrams(&addrs);
     if let Some(why) = refuse_backend(&backend, &addrs) {
         eprintln!("proxy: {why}");
         std::process::exit(2)

@@ -322,3 +322,43 @@ fn matrix_reuseport_level_triggered() {
 fn matrix_reuseport_edge_triggered() {
     run_mode(Mode::ReuseportEdge);
 }
+
+/// The examples whose handler serves streams only refuse a `udp://`
+/// address with a usage error naming the reason (their handlers have no
+/// `on_datagram`, so datagrams would be dropped unseen); the echo example,
+/// which answers datagrams, serves it.
+#[test]
+fn stream_only_examples_refuse_udp_and_echo_serves_it() {
+    use std::process::Command;
+    for name in ["http", "kv", "echo_pool", "push", "codec", "proxy"] {
+        // (Bounded: an example that served the address instead would be
+        // stopped by `timeout`, exit 124 and fail the check below.)
+        let mut cmd = Command::new("timeout");
+        cmd.arg("10").arg(common::example::example_binary(name));
+        if name == "proxy" {
+            cmd.args([
+                "--listen",
+                "udp://127.0.0.1:0",
+                "--backend",
+                "tcp://127.0.0.1:9",
+            ]);
+        } else {
+            cmd.args(["udp://127.0.0.1:0", "--loops", "1"]);
+        }
+        let out = cmd.output().expect("run the example");
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("on_datagram"), "{name}: {err}");
+    }
+    let echo =
+        common::deploy_example::Example::start("echo", &["udp://127.0.0.1:0", "--loops", "1"], 1);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket.send_to(b"a datagram", echo.sock_addr(0)).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = socket
+        .recv_from(&mut buf)
+        .expect("the echo example answers a datagram");
+    assert_eq!(&buf[..n], b"a datagram");
+    echo.stop();
+}

@@ -24,6 +24,18 @@ const DEPLOY_VALUED: &[&str] = &[
 ];
 const DEPLOY_SWITCHES: &[&str] = &["proxy-protocol", "systemd"];
 
+/// Exits with a message if any of `addrs` is a `udp://` address: for the
+/// examples whose handler serves streams only.
+pub fn refuse_datagrams(addrs: &[String]) {
+    if let Some(udp) = addrs.iter().find(|a| a.starts_with("udp://")) {
+        eprintln!(
+            "error: {udp}: this example serves streams (tcp://, unix://, tls://); \
+             its handler has no on_datagram (the echo example answers datagrams)"
+        );
+        exit(2);
+    }
+}
+
 /// The deployment options given, for [`deploy`].
 static DEPLOY: OnceLock<HashMap<String, String>> = OnceLock::new();
 
@@ -112,9 +124,19 @@ impl Args {
         args
     }
 
-    /// The addresses, or `default` if none was given (none with
-    /// `--systemd`: the sockets come from systemd).
+    /// The stream addresses (`tcp://`, `unix://`, `tls://`, `fd://`), or
+    /// `default` if none was given (none with `--systemd`: the sockets come
+    /// from systemd). A `udp://` address is refused with a message: this
+    /// example's handler has no `on_datagram`, so datagrams would be dropped.
     pub fn addrs_or(&self, default: &str) -> Vec<String> {
+        let addrs = self.addrs_with_datagrams_or(default);
+        refuse_datagrams(&addrs);
+        addrs
+    }
+
+    /// [`addrs_or`](Self::addrs_or) for an example that also serves
+    /// `udp://` (its handler implements `on_datagram`).
+    pub fn addrs_with_datagrams_or(&self, default: &str) -> Vec<String> {
         if self.addrs.is_empty() && !self.switch("systemd") {
             vec![default.to_string()]
         } else {
