@@ -34,26 +34,38 @@ pub fn example_binary(name: &str) -> PathBuf {
     );
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // Its sources: the crates, the examples' shared module, its own file
+    // and its own module directory (`examples/NAME_server/`) — not the
+    // other examples, which cargo does not relink it for.
+    let examples = root.join("examples");
     let mut dirs = vec![
         root.join("src"),
         root.join("actors/src"),
-        root.join("examples"),
+        examples.join("common"),
     ];
+    let own_dir = examples.join(format!("{name}_server"));
+    if own_dir.is_dir() {
+        dirs.push(own_dir);
+    }
+    let mut sources = vec![examples.join(format!("{name}.rs"))];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
             if path.is_dir() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let changed = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap();
-                assert!(
-                    changed <= built,
-                    "{} is older than {}: run `cargo build --examples`",
-                    bin.display(),
-                    path.display()
-                );
+                sources.push(path);
             }
         }
+    }
+    for path in sources {
+        let changed = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap();
+        assert!(
+            changed <= built,
+            "{} is older than {}: run `cargo build --examples`",
+            bin.display(),
+            path.display()
+        );
     }
     bin
 }
