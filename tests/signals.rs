@@ -23,16 +23,23 @@ fn stuck_echo_pool() -> (Example, std::net::TcpStream) {
     );
     let mut client = tcp_client(server.addr);
     client.write_all(b"a job that takes ten minutes").unwrap();
-    // The pool starts on the first submit: once its threads exist, the job
-    // is queued or running, and a graceful stop must wait for it.
+    // Wait until a worker is *in* the job (asleep in nanosleep or
+    // clock_nanosleep, per /proc/PID/task/TID/syscall): only then must a
+    // graceful stop wait for it. (Waiting for the pool's threads to exist
+    // was not enough: the pool starts on the first submit, and under load a
+    // stop could land between the threads' start and the job's queueing,
+    // so the job was refused as "stopping" and the server exited at once.)
     let pid = server.pid();
-    wait_until("the worker pool to start", || {
+    wait_until("a worker to run the job", || {
         std::fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
             .flatten()
             .any(|t| {
-                std::fs::read_to_string(t.path().join("comm"))
-                    .is_ok_and(|name| name.starts_with("ringloop-worker"))
+                let worker = std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|name| name.starts_with("ringloop-worker"));
+                let sleeping = std::fs::read_to_string(t.path().join("syscall"))
+                    .is_ok_and(|call| matches!(call.split(' ').next(), Some("35" | "230")));
+                worker && sleeping
             })
     });
     (server, client)
