@@ -273,23 +273,6 @@ fn wait_pending(what: &str, p: ringloop::Pending<ConnHandle>) -> ringloop::Resul
 
 // ----- ringloop echo server -----
 
-struct Echo;
-
-impl EventHandler for Echo {
-    type State = ();
-    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-        let data = conn.read_all();
-        match conn.write(data) {
-            Ok(_) => Action::None,
-            Err(_) => Action::Close,
-        }
-    }
-    fn on_datagram(&mut self, dgram: &mut ringloop::Datagram<'_>) -> Action {
-        let _ = dgram.reply(dgram.payload());
-        Action::None
-    }
-}
-
 /// A peer for the client tests: a ringloop server or a std one.
 enum Peer {
     Ringloop(Running, PeerAddr, #[allow(dead_code)] Option<TempDir>),

@@ -10,17 +10,6 @@ use std::time::Duration;
 use common::*;
 use ringloop::{Action, Conn, Engine, EventHandler};
 
-struct Echo;
-
-impl EventHandler for Echo {
-    type State = ();
-    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-        let data = conn.read_all();
-        let _ = conn.write(data);
-        Action::None
-    }
-}
-
 /// Dials whatever the test asks for from a callback, with `Conn::dial`.
 struct Dialer {
     targets: Vec<String>,

@@ -6,18 +6,7 @@ mod common;
 use std::io::{Read, Write};
 
 use common::*;
-use ringloop::{Action, Conn, Engine, EventHandler};
-
-struct Echo;
-
-impl EventHandler for Echo {
-    type State = ();
-    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-        let data = conn.read_all();
-        let _ = conn.write(data);
-        Action::None
-    }
-}
+use ringloop::Engine;
 
 #[test]
 fn an_engine_leaves_no_descriptor_behind() {

@@ -10,22 +10,8 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::{tcp_client, wait_until, Running};
-use ringloop::{Action, Conn, Engine, EventHandler, Timeouts};
-
-struct Echo;
-
-impl EventHandler for Echo {
-    type State = ();
-
-    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-        let data = conn.read_all().to_vec();
-        match conn.write(&data) {
-            Ok(_) => Action::None,
-            Err(_) => Action::Close,
-        }
-    }
-}
+use common::{tcp_client, wait_until, Echo, Running};
+use ringloop::{Engine, Timeouts};
 
 /// Voluntary context switches of this process's thread called `name`.
 fn sleeps_of_thread(name: &str) -> u64 {

@@ -37,19 +37,6 @@ fn uring_available() -> bool {
     }
 }
 
-struct Echo;
-
-impl EventHandler for Echo {
-    type State = ();
-    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
-        let data = conn.read_all();
-        match conn.write(data) {
-            Ok(_) => Action::None,
-            Err(_) => Action::Close,
-        }
-    }
-}
-
 fn echo_server(backend: Backend, loops: usize) -> Running {
     Running::start(
         Engine::builder(|_| Echo)

@@ -363,6 +363,21 @@ impl<S: 'static> EventHandler for Hooks<S> {
     }
 }
 
+/// The tests' echo server handler: stream bytes straight back
+/// ([`echo_now`]), each datagram back to its sender.
+pub struct Echo;
+
+impl EventHandler for Echo {
+    type State = ();
+    fn on_traffic(&mut self, conn: &mut Conn<'_, ()>) -> Action {
+        echo_now(conn)
+    }
+    fn on_datagram(&mut self, dgram: &mut Datagram<'_>) -> Action {
+        let _ = dgram.reply(dgram.payload());
+        Action::None
+    }
+}
+
 /// Echoes every byte straight back.
 pub fn echo_now<S>(conn: &mut Conn<'_, S>) -> Action {
     let data = conn.read_all();
