@@ -4,10 +4,18 @@
 //! Owns only byte storage and the bookkeeping of partial writes; it never
 //! touches a socket (the event loop hands its slices to `writev`). Byte order
 //! is always preserved. An empty queue holds no heap memory, so an idle
-//! connection costs only the queue header.
+//! connection costs only the queue header. Its chunks come from and go back
+//! to the loop's [`buffer_pool`](crate::buffer_pool).
+//!
+//! A completion driver (io_uring) takes the oldest bytes out with
+//! [`OutboundQueue::lend`] (the front chunk itself when it can, so nothing is
+//! copied) and owns them until the send completes; the queue keeps counting
+//! them until [`OutboundQueue::consume`] says they went.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+
+use crate::buffer_pool;
 
 /// Most slices handed to one `writev`.
 pub(crate) const MAX_IOV: usize = 64;
@@ -17,8 +25,11 @@ pub(crate) struct OutboundQueue {
     chunks: VecDeque<Vec<u8>>,
     /// Bytes of `chunks[0]` already written.
     head: usize,
-    /// Unwritten bytes in all chunks.
+    /// Unwritten bytes: in all chunks, plus those lent.
     len: usize,
+    /// Bytes [`lend`](Self::lend) handed out and [`consume`](Self::consume)
+    /// has not taken off yet: the oldest of `len`, no longer in `chunks`.
+    lent: usize,
 }
 
 impl OutboundQueue {
@@ -46,7 +57,7 @@ impl OutboundQueue {
                 return;
             }
         }
-        let mut chunk = Vec::with_capacity(data.len().max(cap.min(4096)));
+        let mut chunk = buffer_pool::take(data.len().max(cap.min(buffer_pool::MIN_CLASS)));
         chunk.extend_from_slice(data);
         self.chunks.push_back(chunk);
     }
@@ -60,9 +71,63 @@ impl OutboundQueue {
         self.chunks.push_back(data);
     }
 
+    /// Moves the oldest unsent bytes out for a send that owns them until it
+    /// completes; they keep counting in [`len`](Self::len) until
+    /// [`consume`](Self::consume). `None` while bytes are lent (one send at
+    /// a time keeps the order) or when nothing is queued.
+    ///
+    /// The front chunk goes out as it is, without a copy, when it is whole
+    /// and either alone or at least a pool class in size; smaller chunks
+    /// are gathered (copied) into one pooled buffer of at most `max` bytes,
+    /// so many small writes still leave in one send.
+    pub(crate) fn lend(&mut self, max: usize) -> Option<Vec<u8>> {
+        if self.lent > 0 || self.len == 0 {
+            return None;
+        }
+        let front = self.chunks.front()?;
+        if self.head == 0 && (self.chunks.len() == 1 || front.len() >= buffer_pool::MIN_CLASS) {
+            let chunk = self.chunks.pop_front()?;
+            self.lent = chunk.len();
+            return Some(chunk);
+        }
+        let mut out = buffer_pool::take(self.len.min(max.max(1)));
+        let room = out.capacity().min(max.max(1));
+        while out.len() < room {
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
+            let rest = &front[self.head..];
+            let n = rest.len().min(room - out.len());
+            out.extend_from_slice(&rest[..n]);
+            if n == rest.len() {
+                self.head = 0;
+                if let Some(done) = self.chunks.pop_front() {
+                    buffer_pool::give(done);
+                }
+            } else {
+                self.head += n;
+            }
+        }
+        self.lent = out.len();
+        Some(out)
+    }
+
+    /// Forgets the lent bytes: the send that owned them failed or was
+    /// cancelled, so they will never be consumed.
+    pub(crate) fn abandon_lent(&mut self) {
+        self.len -= self.lent;
+        self.lent = 0;
+        self.free_if_empty();
+    }
+
     /// Fills `out` with slices of the unwritten bytes, oldest first; returns
-    /// how many it filled.
+    /// how many it filled (none while bytes are lent).
     pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        if self.lent > 0 {
+            // Written now, these bytes would overtake the lent ones (or
+            // leave a hole, if their send failed).
+            return 0;
+        }
         let mut n = 0;
         for (i, chunk) in self.chunks.iter().enumerate() {
             if n == out.len() {
@@ -84,6 +149,9 @@ impl OutboundQueue {
         debug_assert!(n <= self.len);
         n = n.min(self.len);
         self.len -= n;
+        let from_lent = n.min(self.lent);
+        self.lent -= from_lent;
+        n -= from_lent;
         while n > 0 {
             let Some(front) = self.chunks.front() else {
                 break;
@@ -92,12 +160,18 @@ impl OutboundQueue {
             if n >= left {
                 n -= left;
                 self.head = 0;
-                self.chunks.pop_front();
+                if let Some(done) = self.chunks.pop_front() {
+                    buffer_pool::give(done);
+                }
             } else {
                 self.head += n;
                 n = 0;
             }
         }
+        self.free_if_empty();
+    }
+
+    fn free_if_empty(&mut self) {
         if self.len == 0 {
             // Give the memory back: an idle connection holds no buffer.
             self.chunks = VecDeque::new();
@@ -154,5 +228,59 @@ mod tests {
         assert_eq!(q.len(), 1000);
         assert!(q.chunks.iter().all(|c| c.len() <= 64));
         assert_eq!(q.chunks.len(), 1000usize.div_ceil(60));
+    }
+
+    #[test]
+    fn lends_the_front_chunk_without_a_copy_and_counts_it_until_consumed() {
+        let mut q = OutboundQueue::default();
+        q.push(&[7u8; 16 * 1024], 64 * 1024);
+        let front = q.chunks[0].as_ptr();
+        let lent = q.lend(64 * 1024).expect("bytes to lend");
+        assert_eq!(lent.as_ptr(), front, "the chunk itself, not a copy");
+        assert_eq!(lent.len(), 16 * 1024);
+        assert_eq!(q.len(), 16 * 1024, "lent bytes still count");
+        assert!(q.lend(64 * 1024).is_none(), "one send at a time");
+        // Written meanwhile: a new chunk, behind the lent bytes.
+        q.push(b"later", 64 * 1024);
+        assert!(collect(&q).is_empty(), "nothing may overtake lent bytes");
+        q.consume(1000);
+        assert_eq!(q.len(), 16 * 1024 - 1000 + 5);
+        q.consume(16 * 1024 - 1000);
+        assert_eq!(q.lend(64 * 1024).as_deref(), Some(&b"later"[..]));
+        q.consume(5);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn gathers_small_chunks_into_one_send_in_order() {
+        let mut q = OutboundQueue::default();
+        let mut expected = Vec::new();
+        for i in 0..40u8 {
+            let data = vec![i; 100 + i as usize];
+            expected.extend_from_slice(&data);
+            q.push_owned(data);
+        }
+        let total = q.len();
+        let mut got = Vec::new();
+        while let Some(buf) = q.lend(1000) {
+            assert!(buf.len() <= 1000);
+            got.extend_from_slice(&buf);
+            q.consume(buf.len());
+        }
+        assert_eq!(got.len(), total);
+        assert_eq!(got, expected);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn abandoned_lent_bytes_leave_the_count() {
+        let mut q = OutboundQueue::default();
+        q.push(b"in flight", 64);
+        let _lent = q.lend(64).unwrap();
+        q.push(b"next", 64);
+        assert!(collect(&q).is_empty());
+        q.abandon_lent();
+        assert_eq!(q.len(), 4);
+        assert_eq!(collect(&q), b"next");
     }
 }

@@ -19,6 +19,7 @@ mod backend;
 mod balancer;
 mod budget;
 mod buffer;
+mod buffer_pool;
 mod builder;
 mod close_kind;
 pub mod codec;

@@ -11,6 +11,10 @@
 
 #[path = "../src/sys/uring/mod.rs"]
 mod uring;
+// The ring gives finished send buffers to the loop's pool.
+#[allow(dead_code)]
+#[path = "../src/buffer_pool.rs"]
+mod buffer_pool;
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};

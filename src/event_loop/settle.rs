@@ -356,7 +356,10 @@ impl<H: EventHandler> EventLoop<H> {
         if let Some(entry) = self.conns.get_mut(key).filter(|e| e.ring_sends) {
             if !entry.outbound.is_empty() {
                 // io_uring: the queue goes out with the turn's one submit.
-                match self.driver.submit_sends(entry.fd.as_fd(), &entry.outbound) {
+                match self
+                    .driver
+                    .submit_sends(entry.fd.as_fd(), &mut entry.outbound)
+                {
                     Ok(false) => {}
                     // As a write straight to the socket would, it stamps
                     // the connection: the write timeout counts from here.

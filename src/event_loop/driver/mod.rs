@@ -51,11 +51,11 @@
 //!   what it did not take in its `OutboundQueue` (flushed on writability).
 //!   With completion (a connection registered with
 //!   [`Driver::register_stream`]) every write is queued, and settling the
-//!   connection hands the queue to [`Driver::submit_sends`], which copies
-//!   it into a buffer the ring owns until the send's final completion (so
-//!   the queue may grow or move meanwhile); the queue keeps the bytes, and
-//!   counts them, until the completion's writable event, when the loop takes
-//!   [`Driver::take_sent`] bytes off it. Closing a connection with a send in
+//!   connection hands the queue to [`Driver::submit_sends`], which moves
+//!   its oldest chunk (lent, not copied) into the ring, which owns it until
+//!   the send's final completion and then recycles it through the loop's
+//!   buffer pool; the queue keeps counting the bytes until the completion's
+//!   writable event, when the loop takes [`Driver::take_sent`] bytes off it. Closing a connection with a send in
 //!   flight cancels it (as epoll's best-effort flush, what the kernel has
 //!   not taken is lost); with none in flight the loop writes the rest
 //!   directly, as on epoll.
@@ -205,14 +205,14 @@ impl Driver {
         }
     }
 
-    /// Hands an attached connection's queue to the ring (a copy: the queue
-    /// keeps the bytes, and counts them, until [`Driver::take_sent`] says
-    /// they went), unless a send is already in flight. `Ok(true)`: a send
+    /// Hands an attached connection's oldest queued bytes to the ring
+    /// (lent: the queue counts them until [`Driver::take_sent`] says they
+    /// went), unless a send is already in flight. `Ok(true)`: a send
     /// started (the write-timeout clock starts with it).
     pub(crate) fn submit_sends(
         &mut self,
         fd: BorrowedFd<'_>,
-        queue: &crate::buffer::OutboundQueue,
+        queue: &mut crate::buffer::OutboundQueue,
     ) -> io::Result<bool> {
         match &mut self.kind {
             Kind::Epoll(_) => Ok(false),
@@ -283,6 +283,14 @@ impl Driver {
         ready: &mut Vec<Event>,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
+        // An idle loop gives its pooled send buffers back (see buffer_pool).
+        let timeout = if crate::buffer_pool::idle_turn() {
+            Some(timeout.map_or(crate::buffer_pool::IDLE_RELEASE, |t| {
+                t.min(crate::buffer_pool::IDLE_RELEASE)
+            }))
+        } else {
+            timeout
+        };
         match &mut self.kind {
             Kind::Epoll(r) => r.wait(ready, timeout),
             Kind::Uring(c) => c.wait(ready, timeout),

@@ -30,13 +30,18 @@
 //!
 //! **Sends** of an attached connection go through the ring too: its writes
 //! are only queued (`ConnEntry::ring_sends`), settling the connection hands
-//! a copy of the queue to [`Completion::submit_sends`] (one send in flight
-//! per connection; the ring resumes short sends itself), and the send's
-//! completion comes back as a writable event after which the loop takes the
-//! sent bytes off the queue ([`Completion::take_sent`]). The queue keeps
-//! counting the bytes until then, so back-pressure, graceful closes and the
-//! write timeout see what is really unsent. Every send of a turn goes to
-//! the kernel with the turn's one `io_uring_enter`.
+//! the queue's oldest bytes to [`Completion::submit_sends`] (one send in
+//! flight per connection; the ring resumes short sends itself), and the
+//! send's completion comes back as a writable event after which the loop
+//! takes the sent bytes off the queue ([`Completion::take_sent`]). The bytes
+//! are *lent*, not copied: the queue's front chunk itself moves into the
+//! ring, which owns it until the send's final completion (also across a
+//! close or the engine's stop) and then gives it to the loop's
+//! [`buffer_pool`](crate::buffer_pool), from which the next write's chunk
+//! comes: a busy connection cycles through the same few blocks. The queue
+//! keeps counting lent bytes until then, so back-pressure, graceful closes
+//! and the write timeout see what is really unsent. Every send of a turn
+//! goes to the kernel with the turn's one `io_uring_enter`.
 //!
 //! **Before a close** the driver submits what is queued in the ring (the
 //! connection's last send, the cancellations): an entry that names a
@@ -55,6 +60,7 @@ use std::time::Duration;
 use super::super::token::LoopToken;
 use super::epoll::Readiness;
 use crate::actors::Doorbell;
+use crate::buffer::OutboundQueue;
 use crate::sys::poller::{Event, Interest, Poller};
 use crate::sys::uring::bufring::{BufRingConfig, RecvBuf};
 use crate::sys::uring::ring::{Event as RingEvent, Ring, RingConfig, SourceId};
@@ -68,6 +74,9 @@ const BUFFERS: u16 = 256;
 /// Overrides [`BUFFERS`] (a power of two, 1 to 32,768): for tests that
 /// want the buffer ring to run dry, and for tuning.
 const BUFFERS_ENV: &str = "RINGLOOP_URING_BUFFERS";
+/// Most bytes of small queued chunks copied into one send (a pool class:
+/// the gathering buffer is reused too).
+const MAX_GATHER: usize = crate::buffer_pool::MAX_CLASS;
 /// Bounds of one provided buffer (the loop's `read_buffer_size`, clamped).
 const MIN_BUF: usize = 4096;
 const MAX_BUF: usize = 16 * 1024;
@@ -310,44 +319,36 @@ impl Completion {
             .filter(|s| s.id == id)
     }
 
-    /// Hands the connection's queued bytes to the ring, unless a send is
-    /// already in flight (its completion brings the loop back here).
-    /// `Ok(true)`: a send started.
+    /// Hands the connection's oldest queued bytes to the ring, unless a
+    /// send is already in flight (its completion brings the loop back
+    /// here). The queue lends them ([`OutboundQueue::lend`]: its front
+    /// chunk itself when it can, no copy) and keeps counting them until
+    /// [`Completion::take_sent`] says they went; the ring owns the buffer
+    /// until the send's final completion and then gives it to the loop's
+    /// buffer pool. `Ok(true)`: a send started.
     pub(crate) fn submit_sends(
         &mut self,
         fd: BorrowedFd<'_>,
-        queue: &crate::buffer::OutboundQueue,
+        queue: &mut OutboundQueue,
     ) -> io::Result<bool> {
         let Some(source) = self.source_mut(fd) else {
             return Ok(false);
         };
-        if source.sending || queue.len() <= source.sent {
+        if source.sending {
             return Ok(false);
         }
-        let id = source.id;
-        // Copied: the queue may move or grow while the kernel reads these.
-        let mut bytes = Vec::with_capacity(queue.len() - source.sent);
-        let mut slices = [io::IoSlice::new(&[]); crate::buffer::MAX_IOV];
-        let mut skip = source.sent;
-        // At most MAX_IOV chunks per send: the rest goes when it completes.
-        let n = queue.slices(&mut slices);
-        for slice in &slices[..n] {
-            let s: &[u8] = slice;
-            if skip >= s.len() {
-                skip -= s.len();
-            } else {
-                bytes.extend_from_slice(&s[skip..]);
-                skip = 0;
-            }
-        }
-        if bytes.is_empty() {
+        // Nothing while bytes sent are not taken off yet: the completion's
+        // writable event consumes them, then settles here again.
+        let Some(bytes) = queue.lend(MAX_GATHER) else {
             return Ok(false);
-        }
+        };
         source.sending = true;
+        let id = source.id;
         if let Err(e) = self.ring.send(id, bytes) {
             if let Some(s) = self.live(id) {
                 s.sending = false;
             }
+            queue.abandon_lent();
             return Err(e);
         }
         Ok(true)

@@ -244,6 +244,20 @@ struct Outbound {
 }
 
 impl Outbound {
+    /// Drops everything (a failed or cancelled send, a close); owned
+    /// buffers go back to the loop's pool once the kernel is done with them
+    /// (callers only come here after the send's final completion, or with
+    /// none in flight).
+    fn recycle(&mut self) {
+        let Outbound {
+            in_flight, queued, ..
+        } = mem::take(self);
+        if let Some(OutBuf::Owned(v)) = in_flight {
+            crate::buffer_pool::give(v);
+        }
+        crate::buffer_pool::give(queued);
+    }
+
     fn pending(&self) -> usize {
         self.in_flight
             .as_ref()
@@ -1031,11 +1045,11 @@ impl Ring {
     fn on_send(&mut self, source: SourceId, res: i32, closing: bool, events: &mut Vec<Event>) {
         let out = &mut self.slots[source.index as usize].out;
         if closing {
-            *out = Outbound::default();
+            out.recycle();
             return;
         }
         let failed = |out: &mut Outbound, error: io::Error| {
-            *out = Outbound::default();
+            out.recycle();
             Event::SendFailed { source, error }
         };
         if res <= 0 {
@@ -1064,6 +1078,9 @@ impl Ring {
                 };
                 mem::swap(&mut spare, &mut out.queued);
                 out.in_flight = Some(OutBuf::Owned(spare));
+            } else if let Some(OutBuf::Owned(v)) = done {
+                // Sent whole: the next write of the loop reuses it.
+                crate::buffer_pool::give(v);
             }
         }
         let queued = out.pending();

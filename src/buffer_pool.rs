@@ -1,0 +1,222 @@
+//! The loop's pool of outgoing byte buffers: a bounded free list per
+//! thread, shared by the outbound queues ([`crate::buffer::OutboundQueue`])
+//! and the io_uring driver's send path, so a busy connection reuses the
+//! same few blocks instead of allocating and freeing one per message.
+//!
+//! Why it exists: a 16 KiB echo used to allocate a fresh 16 KiB block for
+//! the queue and free it when the send completed; glibc returns such frees
+//! at the top of the heap to the kernel (trim, `madvise`) and the next
+//! allocation faults the pages back in, ~7 page faults per message.
+//!
+//! * **Per loop.** An event loop is one thread and nothing else allocates
+//!   outgoing chunks there, so the pool is thread-local: the loop's write
+//!   path and its driver reach it without passing it around, and no lock
+//!   or atomic is involved. A buffer that ends on another thread (a queue
+//!   dropped elsewhere) simply joins that thread's pool or is freed.
+//! * **Classes.** Buffers are 4, 8, 16, 32 or 64 KiB of capacity
+//!   ([`take`] rounds the request up); anything larger is allocated and
+//!   freed as usual, and [`give`] frees a buffer of any other capacity.
+//! * **Bounded.** The free list keeps at most [`MAX_KEPT`] bytes of
+//!   capacity; past that [`give`] frees. So memory stays bounded whatever
+//!   the traffic.
+//! * **Idle loops give memory back.** Before each wait the driver calls
+//!   [`idle_turn`], which frees everything kept once a whole turn went by
+//!   without a buffer taken or given; while it keeps memory the driver
+//!   sleeps at most [`IDLE_RELEASE`], so a loop that goes quiet frees it
+//!   within about two seconds (see `Driver::wait`).
+//!
+//! Owns only free capacity (never bytes anybody still reads or the kernel
+//! may still read: a buffer comes here only after its last use). It never
+//! touches a socket.
+
+use std::cell::RefCell;
+
+/// Smallest pooled capacity (also the smallest buffer [`take`] hands out).
+pub(crate) const MIN_CLASS: usize = 4 * 1024;
+/// Largest pooled capacity.
+pub(crate) const MAX_CLASS: usize = 64 * 1024;
+/// Capacity classes: 4, 8, 16, 32, 64 KiB.
+const CLASSES: usize = 5;
+/// Bytes of free capacity one thread's pool keeps at most: room for a turn
+/// in which 256 connections each finish a 16 KiB send before any of them
+/// writes again.
+pub(crate) const MAX_KEPT: usize = 4 << 20;
+
+#[derive(Default)]
+struct Pool {
+    free: [Vec<Vec<u8>>; CLASSES],
+    /// Capacity held in `free`, in bytes.
+    kept: usize,
+    /// A buffer was taken or given since the last [`idle_turn`].
+    used: bool,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = const {
+        RefCell::new(Pool {
+            free: [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()],
+            kept: 0,
+            used: false,
+        })
+    };
+}
+
+/// The class whose buffers have at least `n` bytes of capacity.
+fn class_for_request(n: usize) -> Option<usize> {
+    if n > MAX_CLASS {
+        return None;
+    }
+    let size = n.max(MIN_CLASS).next_power_of_two();
+    Some((size / MIN_CLASS).trailing_zeros() as usize)
+}
+
+/// The class a buffer of capacity `cap` can serve (`None`: not pooled).
+fn class_for_capacity(cap: usize) -> Option<usize> {
+    if !(MIN_CLASS..=MAX_CLASS).contains(&cap) {
+        return None;
+    }
+    // The largest class not above `cap`.
+    Some((usize::BITS - 1 - (cap / MIN_CLASS).leading_zeros()) as usize)
+}
+
+/// An empty buffer with room for at least `n` bytes: a kept one when there
+/// is one, else a new one of the class's size.
+pub(crate) fn take(n: usize) -> Vec<u8> {
+    let Some(class) = class_for_request(n) else {
+        return Vec::with_capacity(n);
+    };
+    let kept = POOL
+        .try_with(|pool| {
+            let mut pool = pool.try_borrow_mut().ok()?;
+            pool.used = true;
+            let buf = pool.free[class].pop()?;
+            pool.kept -= buf.capacity();
+            Some(buf)
+        })
+        .ok()
+        .flatten();
+    kept.unwrap_or_else(|| Vec::with_capacity(MIN_CLASS << class))
+}
+
+/// Takes back a buffer nobody uses any more (its bytes are dropped): kept
+/// for the next [`take`] when its capacity is a pooled one and the pool is
+/// under [`MAX_KEPT`], freed otherwise.
+pub(crate) fn give(mut buf: Vec<u8>) {
+    let cap = buf.capacity();
+    let Some(class) = class_for_capacity(cap) else {
+        return;
+    };
+    buf.clear();
+    let _ = POOL.try_with(|pool| {
+        if let Ok(mut pool) = pool.try_borrow_mut() {
+            pool.used = true;
+            if pool.kept + cap <= MAX_KEPT {
+                pool.kept += cap;
+                pool.free[class].push(buf);
+            }
+        }
+    });
+}
+
+/// Frees every kept buffer of this thread's pool.
+#[cfg(test)]
+fn release_idle() {
+    let _ = POOL.try_with(|pool| {
+        if let Ok(mut pool) = pool.try_borrow_mut() {
+            if pool.kept > 0 {
+                *pool = Pool::default();
+            }
+        }
+    });
+}
+
+/// Called by the loop's driver before each wait: if no buffer was taken or
+/// given since the last call (a whole turn without outgoing traffic that
+/// needed one), frees what the pool keeps. Returns whether it still keeps
+/// memory: then the driver bounds its sleep ([`IDLE_RELEASE`]) so an idle
+/// loop comes back to give it up.
+pub(crate) fn idle_turn() -> bool {
+    POOL.try_with(|pool| {
+        let Ok(mut pool) = pool.try_borrow_mut() else {
+            return false;
+        };
+        if pool.kept == 0 {
+            return false;
+        }
+        if !std::mem::take(&mut pool.used) {
+            *pool = Pool::default();
+            return false;
+        }
+        true
+    })
+    .unwrap_or(false)
+}
+
+/// How long a loop whose pool keeps memory sleeps at most, so that an idle
+/// loop gives the memory back within about twice this.
+pub(crate) const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Bytes of free capacity this thread's pool keeps now.
+#[cfg(test)]
+fn kept() -> usize {
+    POOL.try_with(|pool| pool.try_borrow().map_or(0, |p| p.kept))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_round_up_on_take_and_down_on_give() {
+        assert_eq!(class_for_request(1), Some(0));
+        assert_eq!(class_for_request(4096), Some(0));
+        assert_eq!(class_for_request(4097), Some(1));
+        assert_eq!(class_for_request(16 * 1024), Some(2));
+        assert_eq!(class_for_request(MAX_CLASS), Some(4));
+        assert_eq!(class_for_request(MAX_CLASS + 1), None);
+        assert_eq!(class_for_capacity(4095), None);
+        assert_eq!(class_for_capacity(4096), Some(0));
+        assert_eq!(class_for_capacity(24 * 1024), Some(2));
+        assert_eq!(class_for_capacity(MAX_CLASS), Some(4));
+        assert_eq!(class_for_capacity(MAX_CLASS + 1), None);
+    }
+
+    #[test]
+    fn reuses_a_given_buffer_and_stays_bounded() {
+        release_idle();
+        let mut a = take(16 * 1024);
+        assert!(a.capacity() >= 16 * 1024);
+        a.extend_from_slice(b"old bytes");
+        let ptr = a.as_ptr();
+        give(a);
+        assert_eq!(kept(), 16 * 1024);
+        let b = take(10_000);
+        assert_eq!(b.as_ptr(), ptr, "the kept buffer is reused");
+        assert!(b.is_empty(), "a reused buffer comes back empty");
+        give(b);
+        // Never more than the bound, however much comes back.
+        for _ in 0..(MAX_KEPT / MAX_CLASS + 10) {
+            give(Vec::with_capacity(MAX_CLASS));
+        }
+        assert!(kept() <= MAX_KEPT);
+        // Odd sizes are not kept.
+        let before = kept();
+        give(Vec::with_capacity(100));
+        give(Vec::with_capacity(MAX_CLASS * 2));
+        assert_eq!(kept(), before);
+        release_idle();
+        assert_eq!(kept(), 0);
+    }
+
+    #[test]
+    fn a_turn_without_use_releases_what_is_kept() {
+        release_idle();
+        give(take(MIN_CLASS));
+        assert!(idle_turn(), "used this turn: kept");
+        assert_eq!(kept(), MIN_CLASS);
+        assert!(!idle_turn(), "a turn without use: released");
+        assert_eq!(kept(), 0);
+        assert!(!idle_turn(), "nothing kept, nothing to wake up for");
+    }
+}
