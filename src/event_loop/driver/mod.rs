@@ -96,6 +96,7 @@ use crate::sys::poller::{Event, Interest, Poller};
 use crate::sys::uring::bufring::RecvBuf;
 
 mod epoll;
+mod stash;
 mod uring;
 
 use epoll::Readiness;

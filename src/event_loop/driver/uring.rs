@@ -52,13 +52,13 @@
 //! payload bytes and never frees a buffer the kernel may still write (the
 //! [`Ring`] guarantees that, also when the loop stops).
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use super::super::token::LoopToken;
 use super::epoll::Readiness;
+use super::stash::Stash;
 use crate::actors::Doorbell;
 use crate::buffer::OutboundQueue;
 use crate::sys::poller::{Event, Interest, Poller};
@@ -93,7 +93,7 @@ struct Source {
     id: SourceId,
     token: LoopToken,
     /// Completions not yet taken by the loop, in arrival order.
-    stash: VecDeque<Stashed>,
+    stash: Stash<Stashed>,
     /// The loop wants it read (its multishot receive is armed or re-arming).
     reading: bool,
     /// Registered with the epoll instance for write readiness.
@@ -216,7 +216,7 @@ impl Completion {
         self.sources[index] = Some(Source {
             id,
             token,
-            stash: VecDeque::new(),
+            stash: Stash::new(),
             reading: interest.readable,
             in_epoll: interest.writable,
             listed: false,

@@ -1,6 +1,16 @@
-//! The provided buffer ring of one loop: `count` buffers of `buf_size` bytes
-//! in one allocation, lent to the kernel through a ring-mapped buffer ring
+//! The provided buffer ring of one loop: up to `count` buffers of `buf_size`
+//! bytes, lent to the kernel through a ring-mapped buffer ring
 //! (`IORING_REGISTER_PBUF_RING`, Linux 5.19).
+//!
+//! **Lazy.** The ring is registered with room for `count` buffers, but
+//! buffers are allocated and provided in blocks of [`BLOCK`] as demand
+//! shows: one block at first, another whenever half of those provided are
+//! out of the kernel's hands at once ([`BufRing::wants_more`]) or a receive
+//! starved, until `count`. The kernel walks the ring in order, so every
+//! provided buffer ends up touched: provided buffers are resident memory,
+//! and a loop that never has more than a few receives pending keeps only a
+//! block. Blocks are never withdrawn (the kernel may pick any provided
+//! buffer at any time); they are freed with the ring.
 //!
 //! The kernel picks a buffer when bytes arrive for a receive armed with
 //! buffer select and names it in the completion; [`BufRing::take`] turns that
@@ -43,6 +53,9 @@ const TAIL_OFFSET: usize = 14;
 /// The most buffers one ring may hold (a kernel limit).
 pub(crate) const MAX_BUFFERS: u16 = 1 << 15;
 
+/// Buffers allocated and provided together (fewer when the ring holds fewer).
+pub(crate) const BLOCK: u16 = 16;
+
 /// The size of a provided buffer ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BufRingConfig {
@@ -70,11 +83,17 @@ struct Shared {
     /// `count` entries, page-aligned, read by the kernel.
     entries: NonNull<BufEntry>,
     entries_layout: Layout,
-    /// `count * buf_size` bytes, written by the kernel.
-    slab: NonNull<u8>,
+    /// `count / block` slabs of `block * buf_size` bytes, written by the
+    /// kernel; null until allocated, in order (block `i` holds buffer ids
+    /// `i * block ..`).
+    slabs: Box<[Cell<*mut u8>]>,
     slab_layout: Layout,
+    /// Buffers per slab (a power of two dividing `count`).
+    block: u16,
     count: u16,
     buf_size: u32,
+    /// Buffers allocated and provided so far (ids `0..provided`).
+    provided: Cell<u16>,
     /// The next tail to publish (our producer index).
     tail: Cell<u16>,
     /// Buffers the kernel has handed out that have not come back.
@@ -86,7 +105,7 @@ impl Shared {
     fn provide(&self, bid: u16) {
         let tail = self.tail.get();
         let index = usize::from(tail & (self.count - 1));
-        let addr = self.slab.as_ptr() as u64 + u64::from(bid) * u64::from(self.buf_size);
+        let addr = self.buffer(bid) as u64;
         // SAFETY: `index < count`, so the entry is inside the allocation. The
         // kernel reads entries only between its head and the published tail,
         // and this slot is at the unpublished tail: nobody reads it now.
@@ -110,25 +129,54 @@ impl Shared {
         shared_tail.store(next, Ordering::Release);
     }
 
+    /// The start of buffer `bid`, which must be provided (`bid < provided`,
+    /// so its slab is allocated).
     fn buffer(&self, bid: u16) -> *mut u8 {
-        // SAFETY: callers pass `bid < count`, so the offset is inside the slab.
-        unsafe {
-            self.slab
-                .as_ptr()
-                .add(usize::from(bid) * self.buf_size as usize)
+        let slab = self.slabs[usize::from(bid / self.block)].get();
+        debug_assert!(!slab.is_null());
+        // SAFETY: the slab holds `block` buffers of `buf_size` bytes and
+        // `bid % block < block`, so the offset is inside it.
+        unsafe { slab.add(usize::from(bid % self.block) * self.buf_size as usize) }
+    }
+
+    /// Allocates the next slab and provides its buffers. `false`: all are
+    /// provided already, or the allocation failed (the ring keeps working
+    /// with what it has).
+    fn grow(&self) -> bool {
+        let provided = self.provided.get();
+        if provided >= self.count {
+            return false;
         }
+        // SAFETY: the layout has a non-zero size (block >= 1, buf_size >= 1).
+        // Alignment 16 (the allocator's natural one): `alloc_zeroed` is then
+        // `calloc`, whose large blocks are fresh zero pages the process only
+        // pays for once the kernel writes into them.
+        let slab = unsafe { alloc::alloc_zeroed(self.slab_layout) };
+        if slab.is_null() {
+            log::warn!("io_uring: cannot allocate more receive buffers; keeping {provided}");
+            return false;
+        }
+        self.slabs[usize::from(provided / self.block)].set(slab);
+        self.provided.set(provided + self.block);
+        for bid in provided..provided + self.block {
+            self.provide(bid);
+        }
+        true
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // SAFETY: both blocks were allocated in `BufRing::new` with exactly
-        // these layouts, and the last reference is going away: no `RecvBuf`
-        // remains and the owning ring has unregistered them (or leaked this
-        // `Shared` instead of dropping it).
+        // SAFETY: the entries and every non-null slab were allocated (in
+        // `register`, `grow`) with exactly these layouts, and the last
+        // reference is going away: no `RecvBuf` remains and the owning ring
+        // has unregistered them (or leaked this `Shared` instead of dropping
+        // it).
         unsafe {
             alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
-            alloc::dealloc(self.slab.as_ptr(), self.slab_layout);
+            for slab in self.slabs.iter().map(Cell::get).filter(|p| !p.is_null()) {
+                alloc::dealloc(slab, self.slab_layout);
+            }
         }
     }
 }
@@ -142,8 +190,9 @@ pub(crate) struct BufRing {
 }
 
 impl BufRing {
-    /// Allocates the buffers, registers them with `uring` as buffer group
-    /// `config.group` and lends every buffer to the kernel.
+    /// Registers a ring for `config.count` buffers with `uring` as buffer
+    /// group `config.group`, and allocates and lends the kernel its first
+    /// block of them.
     ///
     /// `InvalidInput` for a count that is not a power of two (or above
     /// [`MAX_BUFFERS`]) or a zero buffer size; the kernel's error if it
@@ -167,41 +216,25 @@ impl BufRing {
         let page = page_size();
         let entries_bytes = (usize::from(count) * std::mem::size_of::<BufEntry>()).max(page);
         let entries_layout = Layout::from_size_align(entries_bytes, page).map_err(|_| too_big())?;
-        let slab_bytes = usize::from(count)
+        let block = BLOCK.min(count);
+        let slab_bytes = usize::from(block)
             .checked_mul(buf_size as usize)
             .ok_or_else(too_big)?;
-        // Alignment 16 (the allocator's natural one): `alloc_zeroed` is then
-        // `calloc`, whose large blocks are fresh zero pages the process only
-        // pays for once the kernel writes into them; a larger alignment
-        // would be zeroed by hand, touching every buffer up front.
         let slab_layout = Layout::from_size_align(slab_bytes, 16).map_err(|_| too_big())?;
-        // SAFETY: both layouts have a non-zero size (count >= 1, buf_size >= 1).
-        let (entries, slab) = unsafe {
-            (
-                alloc::alloc_zeroed(entries_layout),
-                alloc::alloc_zeroed(slab_layout),
-            )
-        };
-        let (Some(entries), Some(slab)) = (NonNull::new(entries.cast()), NonNull::new(slab)) else {
-            // SAFETY: whichever pointer is non-null came from `alloc_zeroed`
-            // with the layout named next to it.
-            unsafe {
-                if !entries.is_null() {
-                    alloc::dealloc(entries, entries_layout);
-                }
-                if !slab.is_null() {
-                    alloc::dealloc(slab, slab_layout);
-                }
-            }
+        // SAFETY: the layout has a non-zero size (count >= 1).
+        let entries = unsafe { alloc::alloc_zeroed(entries_layout) };
+        let Some(entries) = NonNull::new(entries.cast()) else {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         };
         let shared = Rc::new(Shared {
             entries,
             entries_layout,
-            slab,
+            slabs: (0..count / block).map(|_| Cell::new(ptr::null_mut())).collect(),
             slab_layout,
+            block,
             count,
             buf_size,
+            provided: Cell::new(0),
             tail: Cell::new(0),
             lent: Cell::new(0),
         });
@@ -217,8 +250,8 @@ impl BufRing {
                 0,
             )?;
         }
-        for bid in 0..count {
-            shared.provide(bid);
+        if !shared.grow() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
         Ok(BufRing {
             shared,
@@ -232,9 +265,27 @@ impl BufRing {
         self.group
     }
 
-    /// How many buffers the ring has in all.
+    /// How many buffers the ring may hold (at most this many are provided).
     pub(crate) fn capacity(&self) -> u32 {
         u32::from(self.shared.count)
+    }
+
+    /// How many buffers are allocated and provided so far.
+    pub(crate) fn provided(&self) -> u32 {
+        u32::from(self.shared.provided.get())
+    }
+
+    /// Half the provided buffers are out of the kernel's hands and the ring
+    /// may grow: call [`BufRing::grow`].
+    pub(crate) fn wants_more(&self) -> bool {
+        let provided = self.shared.provided.get();
+        provided < self.shared.count && self.lent() * 2 >= u32::from(provided)
+    }
+
+    /// Allocates and provides another block of buffers (see the module
+    /// doc). `false`: the ring is full grown (or out of memory).
+    pub(crate) fn grow(&self) -> bool {
+        self.shared.grow()
     }
 
     /// Bytes per buffer.
@@ -249,14 +300,14 @@ impl BufRing {
 
     /// Buffers the kernel can pick right now.
     pub(crate) fn available(&self) -> u32 {
-        self.capacity() - self.lent()
+        self.provided() - self.lent()
     }
 
     /// Takes buffer `bid`, which a completion says holds `len` bytes, out of
     /// the kernel's hands. `None` (and the buffer stays where it is) for an id
     /// or a length this ring never provided: a completion from elsewhere.
     pub(crate) fn take(&self, bid: u16, len: u32) -> Option<RecvBuf> {
-        if bid >= self.shared.count || len > self.shared.buf_size {
+        if bid >= self.shared.provided.get() || len > self.shared.buf_size {
             return None;
         }
         self.shared.lent.set(self.shared.lent.get() + 1);
@@ -291,6 +342,7 @@ impl fmt::Debug for BufRing {
         f.debug_struct("BufRing")
             .field("group", &self.group)
             .field("capacity", &self.capacity())
+            .field("provided", &self.provided())
             .field("buf_size", &self.buf_size())
             .field("lent", &self.lent())
             .finish()

@@ -665,6 +665,11 @@ impl Ring {
         }
         cqes.clear();
         self.cqes = cqes;
+        if self.bufs.wants_more() {
+            // Half the provided buffers are held at once: grow before the
+            // kernel runs dry (see bufring's module doc).
+            self.bufs.grow();
+        }
         for source in self.released.drain(..) {
             events.push(Event::Released { source });
         }
@@ -810,6 +815,10 @@ impl Ring {
 
     /// Re-arms receives stopped by `ENOBUFS`, as many as there are buffers.
     fn rearm_starved(&mut self) -> io::Result<()> {
+        if !self.starved.is_empty() && self.bufs.available() == 0 {
+            // Demand beyond what is provided: more buffers, if it may grow.
+            self.bufs.grow();
+        }
         let mut budget = self.bufs.available();
         while budget > 0 {
             let Some(id) = self.starved.pop_front() else {
