@@ -4,7 +4,7 @@
 //!
 //! **Lazy.** The ring is registered with room for `count` buffers, but
 //! buffers are allocated and provided in blocks of [`BLOCK`] as demand
-//! shows: one block at first, another whenever half of those provided are
+//! shows: one block at first, another whenever all of those provided are
 //! out of the kernel's hands at once ([`BufRing::wants_more`]) or a receive
 //! starved, until `count`. The kernel walks the ring in order, so every
 //! provided buffer ends up touched: provided buffers are resident memory,
@@ -229,7 +229,9 @@ impl BufRing {
         let shared = Rc::new(Shared {
             entries,
             entries_layout,
-            slabs: (0..count / block).map(|_| Cell::new(ptr::null_mut())).collect(),
+            slabs: (0..count / block)
+                .map(|_| Cell::new(ptr::null_mut()))
+                .collect(),
             slab_layout,
             block,
             count,
@@ -275,11 +277,11 @@ impl BufRing {
         u32::from(self.shared.provided.get())
     }
 
-    /// Half the provided buffers are out of the kernel's hands and the ring
-    /// may grow: call [`BufRing::grow`].
+    /// Every provided buffer is out of the kernel's hands and the ring may
+    /// grow: call [`BufRing::grow`].
     pub(crate) fn wants_more(&self) -> bool {
         let provided = self.shared.provided.get();
-        provided < self.shared.count && self.lent() * 2 >= u32::from(provided)
+        provided < self.shared.count && self.lent() >= u32::from(provided)
     }
 
     /// Allocates and provides another block of buffers (see the module

@@ -666,8 +666,8 @@ impl Ring {
         cqes.clear();
         self.cqes = cqes;
         if self.bufs.wants_more() {
-            // Half the provided buffers are held at once: grow before the
-            // kernel runs dry (see bufring's module doc).
+            // Every provided buffer is held at once: grow before the kernel
+            // runs dry (see bufring's module doc).
             self.bufs.grow();
         }
         for source in self.released.drain(..) {
