@@ -52,6 +52,36 @@ server_cmd() { # NAME
 # minflt utime+stime (ticks) of PID
 stat_of() { awk '{ print $10, $14 + $15 }' "/proc/$1/stat"; }
 
+# measure NAME CONNS SIZE SCENARIO ROUND: one table row (non-zero: the run failed).
+measure() {
+    # shellcheck disable=SC2046
+    $(server_cmd "$1") >"$work/out" 2>&1 &
+    local pid=$! port load f0 c0 f1 c1 t0 t1 rate
+    pids+=("$pid")
+    port=$(bench_listening_port "$work/out") || { bench_stop "$pid"; return 1; }
+    # Warm up (connections, buffers), then measure a window.
+    "$HARNESS" load "tcp://127.0.0.1:$port" --conns "$2" --size "$3" \
+        --seconds "$seconds" --warmup 1 >"$work/load" 2>&1 &
+    load=$!
+    sleep 1.2
+    read -r f0 c0 <<<"$(stat_of "$pid")" || { bench_stop "$pid"; return 1; }
+    t0=$(date +%s.%N)
+    sleep "$((seconds - 1))"
+    read -r f1 c1 <<<"$(stat_of "$pid")" || { bench_stop "$pid"; return 1; }
+    t1=$(date +%s.%N)
+    wait "$load" || true
+    bench_stop "$pid"
+    rate=$(grep -o '[0-9]* msgs/s' "$work/load" | head -1 | cut -d' ' -f1)
+    if [[ ${rate:-0} == 0 ]]; then
+        echo "| $4 | $1 | $5 | (the load reported no rate: $(tail -1 "$work/load")) | | | |"
+        return 0
+    fi
+    awk -v f="$((f1 - f0))" -v c="$((c1 - c0))" -v t0="$t0" -v t1="$t1" -v r="${rate:-0}" \
+        -v tick="$tick" -v s="$4" -v n="$1" -v round="$5" -v l="$(cut -d' ' -f1 /proc/loadavg)" \
+        'BEGIN { m = r * (t1 - t0); if (m < 1) m = 1
+                 printf "| %s | %s | %d | %d | %.3f | %.2f | %s |\n", s, n, round, r, f / m, c / tick * 1e6 / m, l }'
+}
+
 echo "# Server page faults and CPU per echoed message ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo
 echo "uptime before: $(uptime)"
@@ -66,28 +96,8 @@ for s in "${scen[@]}"; do
     for round in $(seq 1 "$rounds"); do
         for i in $(seq 0 $((${#servers[@]} - 1))); do
             name=${servers[$(((i + round - 1) % ${#servers[@]}))]}
-            # shellcheck disable=SC2046
-            $(server_cmd "$name") >"$work/out" 2>&1 &
-            pid=$!
-            pids+=("$pid")
-            port=$(bench_listening_port "$work/out")
-            # Warm up (connections, buffers), then measure a window.
-            "$HARNESS" load "tcp://127.0.0.1:$port" --conns "$conns" --size "$size" \
-                --seconds "$seconds" --warmup 1 >"$work/load" 2>&1 &
-            load=$!
-            sleep 1.2
-            read -r f0 c0 <<<"$(stat_of "$pid")"
-            t0=$(date +%s.%N)
-            sleep "$((seconds - 1))"
-            read -r f1 c1 <<<"$(stat_of "$pid")"
-            t1=$(date +%s.%N)
-            wait "$load" || true
-            bench_stop "$pid"
-            rate=$(grep -o '[0-9]* msgs/s' "$work/load" | head -1 | cut -d' ' -f1)
-            awk -v f="$((f1 - f0))" -v c="$((c1 - c0))" -v t0="$t0" -v t1="$t1" -v r="${rate:-0}" \
-                -v tick="$tick" -v s="$s" -v n="$name" -v round="$round" -v l="$(cut -d' ' -f1 /proc/loadavg)" \
-                'BEGIN { m = r * (t1 - t0); if (m < 1) m = 1
-                         printf "| %s | %s | %d | %d | %.3f | %.2f | %s |\n", s, n, round, r, f / m, c / tick * 1e6 / m, l }'
+            measure "$name" "$conns" "$size" "$s" "$round" ||
+                echo "| $s | $name | $round | (run failed: $(tail -1 "$work/out" 2>/dev/null)) | | | |"
         done
     done
 done

@@ -43,6 +43,16 @@
 //! and the write timeout see what is really unsent. Every send of a turn
 //! goes to the kernel with the turn's one `io_uring_enter`.
 //!
+//! **No `SEND_ZC`.** Zero-copy sends (`IORING_OP_SEND_ZC`) are not used:
+//! measured on this project's loopback (`cargo bench --bench send_zc`,
+//! benches/results/ubuf-20261205.md), they cost 1.8-1.9x the process CPU
+//! per message of a plain send at 16 KiB and 1.2-1.3x at 64 KiB, and
+//! deliver fewer messages per second (median 0.81x at 16 KiB, 0.57x at
+//! 64 KiB): loopback delivery copies the pages anyway, and each send adds
+//! a notification completion before its buffer may be reused. There is no
+//! size on loopback where it pays; over a real NIC it may, which would
+//! need a benchmark on one before a threshold can be chosen.
+//!
 //! **Before a close** the driver submits what is queued in the ring (the
 //! connection's last send, the cancellations): an entry that names a
 //! descriptor must reach the kernel while that number still names the
