@@ -20,16 +20,20 @@ use crate::buffer_pool;
 /// Most slices handed to one `writev`.
 pub(crate) const MAX_IOV: usize = 64;
 
+/// Largest chunk (larger writes are split): offsets into a chunk then fit
+/// the `u32` fields that keep the queue header at 48 bytes per connection.
+const MAX_CHUNK: usize = 1 << 30;
+
 #[derive(Debug, Default)]
 pub(crate) struct OutboundQueue {
     chunks: VecDeque<Vec<u8>>,
     /// Bytes of `chunks[0]` already written.
-    head: usize,
+    head: u32,
     /// Unwritten bytes: in all chunks, plus those lent.
     len: usize,
     /// Bytes [`lend`](Self::lend) handed out and [`consume`](Self::consume)
     /// has not taken off yet: the oldest of `len`, no longer in `chunks`.
-    lent: usize,
+    lent: u32,
 }
 
 impl OutboundQueue {
@@ -45,6 +49,12 @@ impl OutboundQueue {
     /// most `cap` bytes.
     pub(crate) fn push(&mut self, data: &[u8], cap: usize) {
         if data.is_empty() {
+            return;
+        }
+        if data.len() > MAX_CHUNK {
+            for piece in data.chunks(MAX_CHUNK) {
+                self.push(piece, cap);
+            }
             return;
         }
         self.len += data.len();
@@ -67,6 +77,13 @@ impl OutboundQueue {
         if data.is_empty() {
             return;
         }
+        if data.len() > MAX_CHUNK {
+            // (Copied: only for writes of over a gigabyte.)
+            for piece in data.chunks(MAX_CHUNK) {
+                self.push_owned(piece.to_vec());
+            }
+            return;
+        }
         self.len += data.len();
         self.chunks.push_back(data);
     }
@@ -87,7 +104,7 @@ impl OutboundQueue {
         let front = self.chunks.front()?;
         if self.head == 0 && (self.chunks.len() == 1 || front.len() >= buffer_pool::MIN_CLASS) {
             let chunk = self.chunks.pop_front()?;
-            self.lent = chunk.len();
+            self.lent = chunk.len() as u32; // at most MAX_CHUNK
             return Some(chunk);
         }
         let mut out = buffer_pool::take(self.len.min(max.max(1)));
@@ -96,7 +113,7 @@ impl OutboundQueue {
             let Some(front) = self.chunks.front() else {
                 break;
             };
-            let rest = &front[self.head..];
+            let rest = &front[self.head as usize..];
             let n = rest.len().min(room - out.len());
             out.extend_from_slice(&rest[..n]);
             if n == rest.len() {
@@ -105,17 +122,17 @@ impl OutboundQueue {
                     buffer_pool::give(done);
                 }
             } else {
-                self.head += n;
+                self.head += n as u32; // n < rest.len() <= MAX_CHUNK
             }
         }
-        self.lent = out.len();
+        self.lent = out.len() as u32; // at most max(MAX_CLASS, capacity)
         Some(out)
     }
 
     /// Forgets the lent bytes: the send that owned them failed or was
     /// cancelled, so they will never be consumed.
     pub(crate) fn abandon_lent(&mut self) {
-        self.len -= self.lent;
+        self.len -= self.lent as usize;
         self.lent = 0;
         self.free_if_empty();
     }
@@ -134,7 +151,7 @@ impl OutboundQueue {
                 break;
             }
             let bytes = if i == 0 {
-                &chunk[self.head..]
+                &chunk[self.head as usize..]
             } else {
                 &chunk[..]
             };
@@ -149,14 +166,14 @@ impl OutboundQueue {
         debug_assert!(n <= self.len);
         n = n.min(self.len);
         self.len -= n;
-        let from_lent = n.min(self.lent);
-        self.lent -= from_lent;
+        let from_lent = n.min(self.lent as usize);
+        self.lent -= from_lent as u32;
         n -= from_lent;
         while n > 0 {
             let Some(front) = self.chunks.front() else {
                 break;
             };
-            let left = front.len() - self.head;
+            let left = front.len() - self.head as usize;
             if n >= left {
                 n -= left;
                 self.head = 0;
@@ -164,7 +181,7 @@ impl OutboundQueue {
                     buffer_pool::give(done);
                 }
             } else {
-                self.head += n;
+                self.head += n as u32; // n < left <= MAX_CHUNK
                 n = 0;
             }
         }
@@ -282,5 +299,10 @@ mod tests {
         q.abandon_lent();
         assert_eq!(q.len(), 4);
         assert_eq!(collect(&q), b"next");
+    }
+
+    #[test]
+    fn the_header_stays_small() {
+        assert!(std::mem::size_of::<OutboundQueue>() <= 48);
     }
 }
