@@ -23,7 +23,8 @@
 //!   [`idle_turn`], which frees everything kept once a whole turn went by
 //!   without a buffer taken or given; while it keeps memory the driver
 //!   sleeps at most [`IDLE_RELEASE`], so a loop that goes quiet frees it
-//!   within about two seconds (see `Driver::wait`).
+//!   within about two seconds, and then asks the allocator to hand the
+//!   free pages back to the system (see `Driver::wait`).
 //!
 //! Owns only free capacity (never bytes anybody still reads or the kernel
 //! may still read: a buffer comes here only after its last use). It never
@@ -130,26 +131,38 @@ fn release_idle() {
     });
 }
 
+/// What [`idle_turn`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IdleTurn {
+    /// The pool keeps nothing.
+    Empty,
+    /// Buffers were used this turn: the pool keeps them. The driver bounds
+    /// its sleep ([`IDLE_RELEASE`]) so an idle loop comes back to free them.
+    Keeps,
+    /// A turn without use: this many bytes of capacity were freed (the
+    /// caller may hand the allocator's free pages back to the system).
+    Released(usize),
+}
+
 /// Called by the loop's driver before each wait: if no buffer was taken or
 /// given since the last call (a whole turn without outgoing traffic that
-/// needed one), frees what the pool keeps. Returns whether it still keeps
-/// memory: then the driver bounds its sleep ([`IDLE_RELEASE`]) so an idle
-/// loop comes back to give it up.
-pub(crate) fn idle_turn() -> bool {
+/// needed one), frees what the pool keeps.
+pub(crate) fn idle_turn() -> IdleTurn {
     POOL.try_with(|pool| {
         let Ok(mut pool) = pool.try_borrow_mut() else {
-            return false;
+            return IdleTurn::Empty;
         };
         if pool.kept == 0 {
-            return false;
+            return IdleTurn::Empty;
         }
         if !std::mem::take(&mut pool.used) {
+            let freed = pool.kept;
             *pool = Pool::default();
-            return false;
+            return IdleTurn::Released(freed);
         }
-        true
+        IdleTurn::Keeps
     })
-    .unwrap_or(false)
+    .unwrap_or(IdleTurn::Empty)
 }
 
 /// How long a loop whose pool keeps memory sleeps at most, so that an idle
@@ -213,10 +226,14 @@ mod tests {
     fn a_turn_without_use_releases_what_is_kept() {
         release_idle();
         give(take(MIN_CLASS));
-        assert!(idle_turn(), "used this turn: kept");
+        assert_eq!(idle_turn(), IdleTurn::Keeps, "used this turn: kept");
         assert_eq!(kept(), MIN_CLASS);
-        assert!(!idle_turn(), "a turn without use: released");
+        assert_eq!(
+            idle_turn(),
+            IdleTurn::Released(MIN_CLASS),
+            "a turn without use: released"
+        );
         assert_eq!(kept(), 0);
-        assert!(!idle_turn(), "nothing kept, nothing to wake up for");
+        assert_eq!(idle_turn(), IdleTurn::Empty, "nothing kept");
     }
 }

@@ -91,6 +91,7 @@ use std::time::Duration;
 use super::token::LoopToken;
 use crate::actors::Doorbell;
 use crate::backend::Backend;
+use crate::buffer_pool::{IdleTurn, IDLE_RELEASE};
 use crate::sys::io as sysio;
 use crate::sys::poller::{Event, Interest, Poller};
 use crate::sys::uring::bufring::RecvBuf;
@@ -285,12 +286,14 @@ impl Driver {
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         // An idle loop gives its pooled send buffers back (see buffer_pool).
-        let timeout = if crate::buffer_pool::idle_turn() {
-            Some(timeout.map_or(crate::buffer_pool::IDLE_RELEASE, |t| {
-                t.min(crate::buffer_pool::IDLE_RELEASE)
-            }))
-        } else {
-            timeout
+        let timeout = match crate::buffer_pool::idle_turn() {
+            IdleTurn::Empty => timeout,
+            IdleTurn::Keeps => Some(timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE))),
+            IdleTurn::Released(_) => {
+                // To the system, not only to the allocator's free lists.
+                crate::sys::memory::release_free_memory();
+                timeout
+            }
         };
         match &mut self.kind {
             Kind::Epoll(r) => r.wait(ready, timeout),
