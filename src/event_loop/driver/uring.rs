@@ -77,9 +77,10 @@ use crate::sys::uring::ring::{Event as RingEvent, Ring, RingConfig, SourceId};
 
 /// Submission entries per loop (the completion queue gets four times more).
 const RING_ENTRIES: u32 = 512;
-/// Provided buffers per loop. The kernel walks the ring in order, so every
-/// buffer ends up touched: this times the buffer size is the resident cost
-/// of a busy loop (4 MiB at the default 16 KiB).
+/// Most provided buffers per loop. The ring starts with a block of 16 and
+/// grows with demand up to this (see `bufring`); the kernel walks it in
+/// order, so every provided buffer ends up touched: this times the buffer
+/// size bounds the resident cost of a busy loop (4 MiB at 16 KiB).
 const BUFFERS: u16 = 256;
 /// Overrides [`BUFFERS`] (a power of two, 1 to 32,768): for tests that
 /// want the buffer ring to run dry, and for tuning.
