@@ -54,11 +54,14 @@ stat_of() { awk '{ print $10, $14 + $15 }' "/proc/$1/stat"; }
 
 # measure NAME CONNS SIZE SCENARIO ROUND: one table row (non-zero: the run failed).
 measure() {
+    # A file of its own: the background redirection may truncate a shared
+    # one only after the port is read from it (the last run's port).
+    local out=$work/out.$1.$4.$5
     # shellcheck disable=SC2046
-    $(server_cmd "$1") >"$work/out" 2>&1 &
+    $(server_cmd "$1") >"$out" 2>&1 &
     local pid=$! port load f0 c0 f1 c1 t0 t1 rate
     pids+=("$pid")
-    port=$(bench_listening_port "$work/out") || { bench_stop "$pid"; return 1; }
+    port=$(bench_listening_port "$out") || { bench_stop "$pid"; return 1; }
     # Warm up (connections, buffers), then measure a window.
     "$HARNESS" load "tcp://127.0.0.1:$port" --conns "$2" --size "$3" \
         --seconds "$seconds" --warmup 1 >"$work/load" 2>&1 &
@@ -97,7 +100,7 @@ for s in "${scen[@]}"; do
         for i in $(seq 0 $((${#servers[@]} - 1))); do
             name=${servers[$(((i + round - 1) % ${#servers[@]}))]}
             measure "$name" "$conns" "$size" "$s" "$round" ||
-                echo "| $s | $name | $round | (run failed: $(tail -1 "$work/out" 2>/dev/null)) | | | |"
+                echo "| $s | $name | $round | (run failed: $(tail -1 "$work/out.$name.$s.$round" 2>/dev/null)) | | | |"
         done
     done
 done
