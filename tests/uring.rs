@@ -258,8 +258,39 @@ fn an_exhausted_buffer_ring_loses_no_data_and_reading_resumes() {
     }
     // 4 buffers of 1 KiB, 8 connections with 3,000 bytes each waiting.
     let mut ring = ring_with(4, 1024);
-    let addr = listening(&mut ring);
-    let expected: Vec<Vec<u8>> = (0..8).map(|i| pattern(3000, i as u8 * 17 + 1)).collect();
+    exhaust_then_drain(&mut ring, 8, |_| true);
+}
+
+#[test]
+fn a_lazy_buffer_ring_grows_with_demand_up_to_its_count_and_loses_no_data() {
+    if !uring_available() {
+        return;
+    }
+    // Room for 64 buffers of 1 KiB; 40 connections with 3,000 bytes each
+    // need ~120: the ring starts with one block, grows while every buffer
+    // is held, stops at 64 and runs dry; then every byte still arrives.
+    let mut ring = ring_with(64, 1024);
+    assert_eq!(ring.buffers().capacity(), 64);
+    assert_eq!(
+        ring.buffers().provided(),
+        u32::from(uring::bufring::BLOCK),
+        "only one block is provided before any receive needs more"
+    );
+    exhaust_then_drain(&mut ring, 40, |ring| {
+        ring.buffers().provided() == 64 && ring.buffers().available() == 0
+    });
+    assert_eq!(ring.buffers().provided(), 64, "never beyond its count");
+}
+
+/// `conns` clients each send 3,000 bytes to `ring`'s listener; every
+/// buffer the ring hands out is held until it runs dry (`ENOBUFS`) and
+/// `dry` holds; then all are given back, and every byte must arrive once,
+/// in order per connection.
+fn exhaust_then_drain(ring: &mut Ring, conns: usize, dry: impl Fn(&Ring) -> bool) {
+    let addr = listening(ring);
+    let expected: Vec<Vec<u8>> = (0..conns)
+        .map(|i| pattern(3000, (i as u8).wrapping_mul(17).wrapping_add(1)))
+        .collect();
     let clients: Vec<TcpStream> = expected
         .iter()
         .map(|data| {
@@ -273,7 +304,7 @@ fn an_exhausted_buffer_ring_loses_no_data_and_reading_resumes() {
     let mut received: Vec<(SourceId, Vec<u8>)> = Vec::new();
     let mut held = Vec::new();
     let mut accepted = 0;
-    turn_until(&mut ring, "ENOBUFS", |ring, event| {
+    turn_until(ring, "ENOBUFS", |ring, event| {
         match event {
             Event::Accepted { fd, .. } => {
                 let id = ring.adopt(fd);
@@ -284,7 +315,7 @@ fn an_exhausted_buffer_ring_loses_no_data_and_reading_resumes() {
             Event::Received { source, buf } => held.push((source, buf)),
             other => panic!("unexpected {other:?}"),
         }
-        ring.stats().starved > 0 && accepted == 8
+        ring.stats().starved > 0 && accepted == conns && dry(ring)
     });
     assert_eq!(ring.buffers().available(), 0);
 
@@ -298,7 +329,7 @@ fn an_exhausted_buffer_ring_loses_no_data_and_reading_resumes() {
     }
     let total: usize = expected.iter().map(Vec::len).sum();
     let mut got: usize = received.iter().map(|(_, v)| v.len()).sum();
-    turn_until(&mut ring, "every byte", |_, event| {
+    turn_until(ring, "every byte", |_, event| {
         match event {
             Event::Received { source, buf } => {
                 got += buf.len();
