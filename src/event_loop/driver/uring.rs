@@ -414,7 +414,7 @@ impl Completion {
         } else {
             timeout
         };
-        let want = usize::from(timeout != Some(Duration::ZERO));
+        let (want, timeout) = wait_past_sends(timeout, self.ring.sends_queued());
         self.ring.submit_and_wait(want, timeout)?;
         self.ring.complete(&mut self.events);
         let mut poll_readiness = false;
@@ -478,6 +478,37 @@ impl Completion {
         Ok(())
     }
 }
+
+/// How many completions the turn's one `io_uring_enter` waits for, and how
+/// long, given the loop's `timeout` and the `sends` it submits.
+///
+/// A writable socket takes a send's bytes during the submit, so the sends'
+/// completions are posted before the enter starts waiting: waiting for one
+/// completion would return at once, and the loop would need a second enter
+/// (a turn with nothing but those completions) to sleep until the next
+/// receive. Waiting for `1 + sends` makes the one enter submit and sleep.
+/// A send that cannot complete at once (a full socket buffer: its peer
+/// reads slowly) would hold the wake-up back until one more completion,
+/// so such a wait is bounded by [`SEND_GRACE`]; shorter than the loop's
+/// timeout is always allowed (the loop just turns again).
+fn wait_past_sends(timeout: Option<Duration>, sends: usize) -> (usize, Option<Duration>) {
+    match timeout {
+        Some(Duration::ZERO) => (0, timeout),
+        _ if sends == 0 => (1, timeout),
+        _ => (
+            1 + sends,
+            Some(timeout.map_or(SEND_GRACE, |t| t.min(SEND_GRACE))),
+        ),
+    }
+}
+
+/// The longest a turn's wait may be held back by a send of that turn that
+/// did not complete at once (see [`wait_past_sends`]): the next event is
+/// delivered at most this late, and only in that case. When every send
+/// completed at once and nothing else comes, the sends' own completions
+/// (the loop takes the bytes off the queues) are what waits this long.
+/// Timers never wait: the loop's timeout is kept when it is shorter.
+const SEND_GRACE: Duration = Duration::from_micros(100);
 
 /// A send completed (`failed`: with an error): the loop takes the bytes
 /// off the connection's queue (or closes it).

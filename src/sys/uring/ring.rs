@@ -324,6 +324,9 @@ pub(crate) struct Ring {
     readiness_armed: bool,
     /// Final completions still owed by the kernel (all kinds).
     in_flight: u64,
+    /// Sends queued since the last `io_uring_enter` (see
+    /// [`Ring::sends_queued`]).
+    sends_queued: usize,
     tearing_down: bool,
     cqes: Vec<(u64, i32, u32)>,
     stats: RingStats,
@@ -346,6 +349,7 @@ impl Ring {
             readiness: None,
             readiness_armed: false,
             in_flight: 0,
+            sends_queued: 0,
             tearing_down: false,
             cqes: Vec::new(),
             stats: RingStats::default(),
@@ -409,6 +413,15 @@ impl Ring {
     /// Counters since the ring was made.
     pub(crate) fn stats(&self) -> RingStats {
         self.stats
+    }
+
+    /// Sends queued since the last `io_uring_enter`: the completions the
+    /// next enter will most likely post at once (a loopback or otherwise
+    /// writable socket takes the bytes inline, during the submit), which a
+    /// caller that wants to sleep until something *else* happens adds to the
+    /// completions it waits for.
+    pub(crate) fn sends_queued(&self) -> usize {
+        self.sends_queued
     }
 
     /// Operations whose final completion has not arrived yet.
@@ -723,7 +736,9 @@ impl Ring {
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(id.user_data(OpKind::Send));
-        self.push_for(id, &[entry], 1)
+        self.push_for(id, &[entry], 1)?;
+        self.sends_queued += 1;
+        Ok(())
     }
 
     fn arm_doorbell(&mut self) -> io::Result<()> {
@@ -825,6 +840,7 @@ impl Ring {
 
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
         self.stats.enters += 1;
+        self.sends_queued = 0;
         let submitter = self.uring.submitter();
         let result = match timeout {
             Some(t) if want > 0 => {
