@@ -391,7 +391,6 @@ pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(nixsock::shutdown(fd.as_raw_fd(), Shutdown::Write)?)
 }
 
-#[cfg(test)] // used by this layer's tests only
 /// `SO_LINGER` on with a zero timeout: closing the socket then discards
 /// unsent data and sends a reset instead of a graceful FIN.
 pub(crate) fn set_linger_zero(fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -276,6 +276,16 @@ impl Driver {
         }
     }
 
+    /// Drops input received for `fd` that the loop has not taken yet (the
+    /// completion driver's stash; on epoll it is still in the socket, where
+    /// the caller reads and discards it). A close with unread input resets
+    /// the connection on both drivers; after this it ends the stream.
+    pub(crate) fn discard_unread(&mut self, fd: BorrowedFd<'_>) {
+        if let Kind::Uring(c) = &mut self.kind {
+            c.discard_unread(fd);
+        }
+    }
+
     /// Waits for events (at most `timeout`; `None`: until one comes) and
     /// appends them to `ready`.
     pub(crate) fn wait(

@@ -56,6 +56,7 @@ use super::super::token::LoopToken;
 use super::epoll::Readiness;
 use crate::actors::Doorbell;
 use crate::sys::poller::{Event, Interest, Poller};
+use crate::sys::socket;
 use crate::sys::uring::bufring::{BufRingConfig, RecvBuf};
 use crate::sys::uring::ring::{Event as RingEvent, Ring, RingConfig, SourceId};
 
@@ -272,6 +273,14 @@ impl Completion {
         if source.in_epoll {
             self.readiness.deregister(fd);
         }
+        if source.stash.iter().any(|s| matches!(s, Stashed::Bytes(_))) {
+            // Input the loop never read: on epoll it would still be in the
+            // socket, and closing would reset the connection. The ring has
+            // drained the socket into its buffers, so ask for the reset.
+            if let Err(e) = socket::set_linger_zero(fd) {
+                log::debug!("io_uring: SO_LINGER before a close with unread input: {e}");
+            }
+        }
         if let Err(e) = self.ring.close(source.id) {
             // Not fatal: the ring releases the slot when its operations end.
             log::warn!("io_uring: closing a connection's operations failed: {e}");
@@ -284,6 +293,14 @@ impl Completion {
         }
         // The stash drops here: its buffers go back to the kernel.
         true
+    }
+
+    /// Drops the input stashed for `fd` that the loop has not read (a stop
+    /// discards it so the close ends the stream rather than resetting it).
+    pub(crate) fn discard_unread(&mut self, fd: BorrowedFd<'_>) {
+        if let Some(source) = self.source_mut(fd) {
+            source.stash.retain(|s| !matches!(s, Stashed::Bytes(_)));
+        }
     }
 
     /// The next completion stashed for `fd`, if it is attached: bytes,
