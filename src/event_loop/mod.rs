@@ -267,7 +267,7 @@ impl<H: EventHandler> EventLoop<H> {
             format!("loop {index}"),
         );
         listeners
-            .register(driver.poller())
+            .register(&mut driver)
             .map_err(|e| Error::io("register a listener", e))?;
         let shared = engine.shared.clone();
         let budget = LoopBudget::new(shared.budget(), options.loops);

@@ -10,8 +10,9 @@
 //! * **Completion** (io_uring, `uring.rs`): receives are submitted ahead
 //!   (a multishot receive per plain stream connection, into a provided
 //!   buffer ring); the kernel reports them *done*, with the bytes. What
-//!   still needs readiness there (listeners, UDP, connects, TLS and PROXY
-//!   reads) goes through an epoll instance the ring polls; the same
+//!   still needs readiness there (UDP, connects, TLS and PROXY reads)
+//!   goes through an epoll instance the ring polls; the loop's own
+//!   listeners accept through the ring (multishot accept); the plain
 //!   connections' sends are submitted through the ring.
 //!
 //! # The contract
@@ -70,7 +71,7 @@
 //! stream connection whose input the loop only ever takes through
 //! [`Driver::recv`]: the completion driver reads it through the ring.
 //! [`Driver::register`] is for everything the loop reads itself (TLS
-//! ciphertext, PROXY headers, datagrams, listeners) or waits on (connects):
+//! ciphertext, PROXY headers, datagrams) or waits on (connects):
 //! readiness on both drivers. A connection stays with the registration it
 //! was adopted with.
 //!
@@ -85,14 +86,16 @@
 //! all readiness-driven on both drivers.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use super::token::LoopToken;
+use crate::accept::ListenerPoll;
 use crate::actors::Doorbell;
+use crate::addr::SockAddr;
 use crate::backend::Backend;
 use crate::sys::io as sysio;
-use crate::sys::poller::{Event, Interest, Poller};
+use crate::sys::poller::{Event, Interest};
 use crate::sys::uring::bufring::RecvBuf;
 
 mod epoll;
@@ -100,6 +103,41 @@ mod uring;
 
 use epoll::Readiness;
 use uring::Completion;
+
+/// The loop's own listeners (reuseport mode, or one loop without an
+/// acceptor): readiness and `accept4` on epoll; on io_uring a multishot
+/// accept per listener, whose connections wait in the driver until the
+/// loop's accept path ([`crate::accept::Listeners`], with its limits and
+/// pauses) takes them.
+impl ListenerPoll for Driver {
+    fn add_listener(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        match &mut self.kind {
+            Kind::Epoll(r) => r.poller_mut().add_listener(fd, token),
+            Kind::Uring(c) => c.add_listener(fd, token),
+        }
+    }
+
+    fn listen(&mut self, fd: BorrowedFd<'_>, token: u64, on: bool) -> io::Result<()> {
+        match &mut self.kind {
+            Kind::Epoll(r) => r.poller_mut().listen(fd, token, on),
+            Kind::Uring(c) => c.listen(fd, on),
+        }
+    }
+
+    fn remove_listener(&mut self, fd: BorrowedFd<'_>) {
+        match &mut self.kind {
+            Kind::Epoll(r) => r.poller_mut().remove_listener(fd),
+            Kind::Uring(c) => c.remove_listener(fd),
+        }
+    }
+
+    fn accept_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, SockAddr)>> {
+        match &mut self.kind {
+            Kind::Epoll(r) => r.poller_mut().accept_from(fd),
+            Kind::Uring(c) => c.accept_from(fd),
+        }
+    }
+}
 
 /// Bytes a receive put in driver-owned memory, until
 /// [`Driver::release`]. Not `Clone`: each is released exactly once.
@@ -168,15 +206,6 @@ impl Driver {
         match &self.kind {
             Kind::Epoll(r) => r,
             Kind::Uring(c) => c.readiness(),
-        }
-    }
-
-    /// The poller, for the listeners' own registration
-    /// ([`crate::accept::Listeners`]).
-    pub(crate) fn poller(&self) -> &Poller {
-        match &self.kind {
-            Kind::Epoll(r) => r.poller(),
-            Kind::Uring(c) => c.poller(),
         }
     }
 

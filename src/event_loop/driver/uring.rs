@@ -9,7 +9,13 @@
 //!   hands the handler a slice of it and copies only what stays unread.
 //!   Dropping the `RecvBuf` ([`Driver::release`]) gives it back to the
 //!   kernel.
-//! * **Everything else** (listeners, UDP sockets, connects in progress, TLS
+//! * **The loop's own listeners** (one loop, or reuseport mode; not the
+//!   acceptor thread's, which has no ring) accept through the ring: a
+//!   multishot accept per listener, whose connections wait in the driver
+//!   until the loop's accept path takes them with their peer address
+//!   ([`Completion::accept_from`]), under the same limits and pauses as on
+//!   epoll (a pause cancels the accept; the backlog holds the rest).
+//! * **Everything else** (UDP sockets, connects in progress, TLS
 //!   and PROXY-header reads, and write readiness of any connection whose
 //!   queue is not empty) is registered with the embedded epoll instance,
 //!   whose descriptor the ring polls with a multishot poll; only when that
@@ -49,13 +55,13 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::super::token::LoopToken;
 use super::epoll::Readiness;
 use crate::actors::Doorbell;
-use crate::sys::poller::{Event, Interest, Poller};
+use crate::sys::poller::{Event, Interest};
 use crate::sys::socket;
 use crate::sys::uring::bufring::{BufRingConfig, RecvBuf};
 use crate::sys::uring::ring::{Event as RingEvent, Ring, RingConfig, SourceId};
@@ -72,6 +78,20 @@ const BUFFERS_ENV: &str = "RINGLOOP_URING_BUFFERS";
 /// Bounds of one provided buffer (the loop's `read_buffer_size`, clamped).
 const MIN_BUF: usize = 4096;
 const MAX_BUF: usize = 16 * 1024;
+
+/// A listener of the loop's own, accepting through the ring.
+struct RingListener {
+    id: SourceId,
+    raw: RawFd,
+    token: u64,
+    /// The loop wants connections (not paused for a limit or exhaustion).
+    wanted: bool,
+    /// A multishot accept is in the ring (until its final completion).
+    armed: bool,
+    /// What the kernel accepted (or the error that ended the multishot),
+    /// waiting for the loop's accept path to take it.
+    accepted: VecDeque<io::Result<OwnedFd>>,
+}
 
 /// What a receive completion left for the loop.
 enum Stashed {
@@ -115,6 +135,8 @@ pub(crate) struct Completion {
     events: Vec<RingEvent>,
     /// The last readiness poll reported events: poll again before sleeping.
     readiness_pending: bool,
+    /// The loop's own listeners (few: a linear search is the fastest).
+    listeners: Vec<RingListener>,
 }
 
 impl Completion {
@@ -145,11 +167,8 @@ impl Completion {
             spare: Vec::new(),
             events: Vec::new(),
             readiness_pending: false,
+            listeners: Vec::new(),
         })
-    }
-
-    pub(crate) fn poller(&self) -> &Poller {
-        self.readiness.poller()
     }
 
     pub(crate) fn readiness(&self) -> &Readiness {
@@ -293,6 +312,137 @@ impl Completion {
         }
         // The stash drops here: its buffers go back to the kernel.
         true
+    }
+
+    /// Starts accepting on listener `fd` through the ring (a multishot
+    /// accept); its connections are announced as readable events for
+    /// `token`.
+    pub(crate) fn add_listener(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let id = self.ring.attach(fd);
+        if let Err(e) = self.ring.accept_multishot(id) {
+            let _ = self.ring.close(id);
+            return Err(e);
+        }
+        self.listeners.push(RingListener {
+            id,
+            raw: fd.as_raw_fd(),
+            token,
+            wanted: true,
+            armed: true,
+            accepted: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    fn listener_mut(&mut self, fd: BorrowedFd<'_>) -> Option<&mut RingListener> {
+        let raw = fd.as_raw_fd();
+        self.listeners.iter_mut().find(|l| l.raw == raw)
+    }
+
+    /// Accepting on or paused: pausing cancels the multishot accept (the
+    /// backlog holds new connections); resuming re-arms it once what was
+    /// already accepted has been taken.
+    pub(crate) fn listen(&mut self, fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+        let Some(l) = self.listener_mut(fd) else {
+            return Ok(());
+        };
+        l.wanted = on;
+        let (id, armed, drained) = (l.id, l.armed, l.accepted.is_empty());
+        if on && !armed && drained {
+            self.ring.accept_multishot(id)?;
+            if let Some(l) = self.listener_mut(fd) {
+                l.armed = true;
+            }
+        } else if !on && armed {
+            self.ring.pause_accept(id)?;
+        }
+        Ok(())
+    }
+
+    /// Before the listener is closed: cancels its accept; connections the
+    /// kernel accepted and the loop did not take are closed.
+    pub(crate) fn remove_listener(&mut self, fd: BorrowedFd<'_>) {
+        let raw = fd.as_raw_fd();
+        let Some(at) = self.listeners.iter().position(|l| l.raw == raw) else {
+            return;
+        };
+        let l = self.listeners.swap_remove(at);
+        if let Err(e) = self.ring.close(l.id) {
+            log::warn!("io_uring: closing a listener's accept failed: {e}");
+        }
+        // The cancellation must reach the kernel while the descriptor
+        // number still names this listener.
+        if let Err(e) = self.ring.submit_and_wait(0, None) {
+            log::warn!("io_uring: submitting before a listener's close failed: {e}");
+        }
+    }
+
+    /// The next connection the ring accepted on `fd`, with its peer's
+    /// address (`getpeername`: a multishot accept has no per-connection
+    /// address buffer); `Ok(None)` when none is waiting (the multishot
+    /// accept is re-armed then, if it ended and the loop still wants).
+    pub(crate) fn accept_from(
+        &mut self,
+        fd: BorrowedFd<'_>,
+    ) -> io::Result<Option<(OwnedFd, crate::addr::SockAddr)>> {
+        loop {
+            let Some(l) = self.listener_mut(fd) else {
+                return Ok(None);
+            };
+            match l.accepted.pop_front() {
+                Some(Ok(conn)) => match socket::peer_addr(conn.as_fd()) {
+                    Ok(peer) => return Ok(Some((conn, peer))),
+                    // Reset before we asked: as good as ECONNABORTED.
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOTCONN) => continue,
+                    Err(e) => return Err(e),
+                },
+                Some(Err(e))
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EINTR | nix::libc::ECONNABORTED)
+                    ) =>
+                {
+                    continue
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    if l.wanted && !l.armed {
+                        let id = l.id;
+                        l.armed = true;
+                        if let Err(e) = self.ring.accept_multishot(id) {
+                            if let Some(l) = self.listener_mut(fd) {
+                                l.armed = false;
+                            }
+                            return Err(e);
+                        }
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn on_accept(&mut self, listener: SourceId, got: Option<io::Result<OwnedFd>>, ended: bool) {
+        let Some(at) = self.listeners.iter().position(|l| l.id == listener) else {
+            return; // removed meanwhile: a descriptor closes here
+        };
+        let l = &mut self.listeners[at];
+        match got {
+            Some(Err(e)) if e.raw_os_error() == Some(nix::libc::ECANCELED) => {}
+            Some(got) => l.accepted.push_back(got),
+            None => {}
+        }
+        if ended {
+            l.armed = false;
+            // A pause taken back before its cancellation completed.
+            if l.wanted && l.accepted.is_empty() {
+                l.armed = true;
+                if let Err(e) = self.ring.accept_multishot(listener) {
+                    l.armed = false;
+                    l.accepted.push_back(Err(e));
+                }
+            }
+        }
     }
 
     /// Drops the input stashed for `fd` that the loop has not read (a stop
@@ -462,6 +612,12 @@ impl Completion {
                     }
                 }
                 RingEvent::Doorbell => ready.push(readable(LoopToken::Doorbell)),
+                RingEvent::Accepted { listener, fd } => {
+                    self.on_accept(listener, Some(Ok(fd)), false)
+                }
+                RingEvent::AcceptEnded { listener, error } => {
+                    self.on_accept(listener, error.map(Err), true)
+                }
                 // Released slots, and operations this driver does not use.
                 _ => {}
             }
@@ -471,6 +627,16 @@ impl Completion {
             let before = ready.len();
             self.readiness.wait(ready, Some(Duration::ZERO))?;
             self.readiness_pending |= ready.len() > before;
+        }
+        // A listener with connections waiting is announced at every wait
+        // until the loop has taken them (it takes a bounded batch per event).
+        for l in &self.listeners {
+            if l.wanted && !l.accepted.is_empty() {
+                ready.push(Event {
+                    token: l.token,
+                    ..readable(LoopToken::Doorbell)
+                });
+            }
         }
         // One readable event per stashed completion of every source the
         // loop reads; the others stay listed until it does.

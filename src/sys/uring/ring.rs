@@ -454,6 +454,24 @@ impl Ring {
         Ok(())
     }
 
+    /// Stops accepting on `listener` (a limit, or running out of
+    /// descriptors): cancels its multishot accept, whose final completion
+    /// ([`Event::AcceptEnded`], `ECANCELED`) says when it stopped; the
+    /// kernel's backlog holds new connections meanwhile. Not armed: nothing.
+    pub(crate) fn pause_accept(&mut self, listener: SourceId) -> io::Result<()> {
+        let (_, slot) = self.open_slot(listener)?;
+        if !slot.accept_armed {
+            return Ok(());
+        }
+        let target = types::CancelBuilder::user_data(listener.user_data(OpKind::Accept)).all();
+        let cancel = opcode::AsyncCancel2::new(target)
+            .build()
+            .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode());
+        self.push(&[cancel])?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
     /// Arms a multishot receive into the buffer ring. Already armed (or
     /// starved, waiting for buffers): nothing. While a pause is being
     /// cancelled, it is re-armed as soon as the cancellation completes.
