@@ -14,23 +14,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use ringloop::{Action, Backend, ConnHandle, Engine, Error};
-
-/// Whether io_uring works here.
-fn uring_available() -> bool {
-    match Engine::builder(|_| Echo)
-        .backend(Backend::IoUring)
-        .loops(1)
-        .build()
-    {
-        Ok(_) => true,
-        Err(Error::BackendUnavailable { reason, .. }) => {
-            eprintln!("io_uring unavailable here ({reason}): skipping the io_uring part");
-            false
-        }
-        Err(e) => panic!("unexpected build error: {e}"),
-    }
-}
+use ringloop::{Action, Backend, ConnHandle};
 
 fn backends() -> Vec<Backend> {
     let mut list = vec![Backend::Epoll];

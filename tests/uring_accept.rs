@@ -17,23 +17,7 @@ use std::collections::HashSet;
 use std::os::fd::BorrowedFd;
 
 use common::*;
-use ringloop::{Backend, Engine, Error};
-
-/// Whether io_uring works here.
-fn uring_available() -> bool {
-    match Engine::builder(|_| Echo)
-        .backend(Backend::IoUring)
-        .loops(1)
-        .build()
-    {
-        Ok(_) => true,
-        Err(Error::BackendUnavailable { reason, .. }) => {
-            eprintln!("io_uring unavailable here ({reason}): skipping the io_uring part");
-            false
-        }
-        Err(e) => panic!("unexpected build error: {e}"),
-    }
-}
+use ringloop::{Backend, Engine};
 
 /// The descriptors of this process that are listening sockets.
 fn listening_fds() -> HashSet<i32> {

@@ -463,7 +463,13 @@ impl Ring {
         if !slot.accept_armed {
             return Ok(());
         }
-        let target = types::CancelBuilder::user_data(listener.user_data(OpKind::Accept)).all();
+        self.cancel_op(listener, OpKind::Accept)
+    }
+
+    /// Queues the cancellation of `id`'s operations of `kind` (its own
+    /// completion is owed too).
+    fn cancel_op(&mut self, id: SourceId, kind: OpKind) -> io::Result<()> {
+        let target = types::CancelBuilder::user_data(id.user_data(kind)).all();
         let cancel = opcode::AsyncCancel2::new(target)
             .build()
             .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode());
@@ -509,12 +515,7 @@ impl Ring {
             }
             RecvState::Armed => {}
         }
-        let target = types::CancelBuilder::user_data(id.user_data(OpKind::Recv)).all();
-        let cancel = opcode::AsyncCancel2::new(target)
-            .build()
-            .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode());
-        self.push(&[cancel])?;
-        self.in_flight += 1;
+        self.cancel_op(id, OpKind::Recv)?;
         self.slots[id.index as usize].recv = RecvState::Pausing;
         Ok(())
     }
