@@ -10,9 +10,10 @@
 //! * **Completion** (io_uring, `uring.rs`): receives are submitted ahead
 //!   (a multishot receive per plain stream connection, into a provided
 //!   buffer ring); the kernel reports them *done*, with the bytes. What
-//!   still needs readiness there (UDP, connects, TLS and PROXY reads)
+//!   still needs readiness there (UDP, Unix connects, TLS and PROXY reads)
 //!   goes through an epoll instance the ring polls; the loop's own
-//!   listeners accept through the ring (multishot accept); the plain
+//!   listeners accept through the ring (multishot accept), TCP connects
+//!   are ring operations; the plain
 //!   connections' sends are submitted through the ring.
 //!
 //! # The contract
@@ -302,6 +303,36 @@ impl Driver {
                     c.readiness().deregister(fd);
                 }
             }
+        }
+    }
+
+    /// Starts connecting TCP socket `fd` (made with `socket::tcp_socket`)
+    /// to `addr` through the ring. `Ok(false)`: this driver does not
+    /// (epoll): the caller connects and waits for writability itself. Its
+    /// end is a writable event for `token`; then [`Driver::connect_result`].
+    pub(crate) fn connect(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: LoopToken,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<bool> {
+        match &mut self.kind {
+            Kind::Epoll(_) => Ok(false),
+            Kind::Uring(c) => c.connect(fd, token, addr).map(|()| true),
+        }
+    }
+
+    /// Whether TCP connects go through [`Driver::connect`].
+    pub(crate) fn connects(&self) -> bool {
+        matches!(self.kind, Kind::Uring(_))
+    }
+
+    /// The outcome of a connect made with [`Driver::connect`], once its
+    /// writable event came (`None` for any other socket: ask `SO_ERROR`).
+    pub(crate) fn connect_result(&mut self, fd: BorrowedFd<'_>) -> Option<io::Result<()>> {
+        match &mut self.kind {
+            Kind::Epoll(_) => None,
+            Kind::Uring(c) => c.connect_result(fd),
         }
     }
 

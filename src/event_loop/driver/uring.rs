@@ -15,7 +15,11 @@
 //!   until the loop's accept path takes them with their peer address
 //!   ([`Completion::accept_from`]), under the same limits and pauses as on
 //!   epoll (a pause cancels the accept; the backlog holds the rest).
-//! * **Everything else** (UDP sockets, connects in progress, TLS
+//! * **TCP connects** (dials) go through the ring too
+//!   ([`Completion::connect`]): the completion is the loop's writable event
+//!   and carries the outcome, so no `connect`, `epoll_ctl` or `SO_ERROR`
+//!   call of our own.
+//! * **Everything else** (UDP sockets, Unix connects in progress, TLS
 //!   and PROXY-header reads, and write readiness of any connection whose
 //!   queue is not empty) is registered with the embedded epoll instance,
 //!   whose descriptor the ring polls with a multishot poll; only when that
@@ -118,6 +122,9 @@ struct Source {
     sending: bool,
     /// Bytes the ring sent that the loop has not taken off the queue yet.
     sent: usize,
+    /// A connect through the ring finished, with this outcome (until the
+    /// loop takes it).
+    connected: Option<io::Result<()>>,
 }
 
 pub(crate) struct Completion {
@@ -234,6 +241,7 @@ impl Completion {
             ended: false,
             sending: false,
             sent: 0,
+            connected: None,
         });
         if self.by_fd.len() <= raw {
             self.by_fd.resize(raw + 1, 0);
@@ -445,6 +453,33 @@ impl Completion {
         }
     }
 
+    /// Connects TCP socket `fd` to `addr` through the ring; its completion
+    /// comes back as a writable event for `token` (with `error` set when it
+    /// failed), after which [`Completion::connect_result`] tells the outcome.
+    /// The loop's wheel keeps the connect timeout (a timeout deregisters,
+    /// which cancels the connect).
+    pub(crate) fn connect(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: LoopToken,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<()> {
+        self.register_stream(fd, token, Interest::NONE)?;
+        let Some(id) = self.source_mut(fd).map(|s| s.id) else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
+        if let Err(e) = self.ring.connect(id, addr, None) {
+            self.deregister(fd);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The outcome of a connect through the ring on `fd`, once it finished.
+    pub(crate) fn connect_result(&mut self, fd: BorrowedFd<'_>) -> Option<io::Result<()>> {
+        self.source_mut(fd)?.connected.take()
+    }
+
     /// Drops the input stashed for `fd` that the loop has not read (a stop
     /// discards it so the close ends the stream rather than resetting it).
     pub(crate) fn discard_unread(&mut self, fd: BorrowedFd<'_>) {
@@ -612,6 +647,13 @@ impl Completion {
                     }
                 }
                 RingEvent::Doorbell => ready.push(readable(LoopToken::Doorbell)),
+                RingEvent::Connected { source, result } => {
+                    if let Some(s) = self.live(source) {
+                        let failed = result.is_err();
+                        s.connected = Some(result);
+                        ready.push(sent_event(s.token, failed));
+                    }
+                }
                 RingEvent::Accepted { listener, fd } => {
                     self.on_accept(listener, Some(Ok(fd)), false)
                 }
