@@ -14,7 +14,11 @@
 //!   multishot accept per listener, whose connections wait in the driver
 //!   until the loop's accept path takes them with their peer address
 //!   ([`Completion::accept_from`]), under the same limits and pauses as on
-//!   epoll (a pause cancels the accept; the backlog holds the rest).
+//!   epoll (a pause cancels the accept; the backlog holds the rest). Not
+//!   in an engine with an upgrade socket: there the backlog is shared with
+//!   the next process, and a connection the ring accepted just before the
+//!   listeners go over could be neither admitted here nor handed over, so
+//!   those listeners stay with epoll (`Driver::keep_listeners_on_epoll`).
 //! * **TCP connects** (dials) go through the ring too
 //!   ([`Completion::connect`]): the completion is the loop's writable event
 //!   and carries the outcome, so no `connect`, `epoll_ctl` or `SO_ERROR`
@@ -180,6 +184,10 @@ impl Completion {
 
     pub(crate) fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+
+    pub(crate) fn readiness_mut(&mut self) -> &mut Readiness {
+        &mut self.readiness
     }
 
     /// The eventfd doorbell is read through the ring (a pipe doorbell,
@@ -600,7 +608,10 @@ impl Completion {
             self.sources[i as usize]
                 .as_ref()
                 .is_some_and(|s| s.reading && !s.stash.is_empty())
-        });
+        }) || self
+            .listeners
+            .iter()
+            .any(|l| l.wanted && !l.accepted.is_empty());
         // A level-triggered source the last poll reported may still be
         // ready, and the epoll descriptor wakes the ring's poll only for
         // new events: ask epoll again before sleeping.
