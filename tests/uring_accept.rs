@@ -7,6 +7,9 @@
 //! descriptors are listeners. One test in this binary, so the only
 //! listeners in the process are the ones it starts.
 //!
+//! With an upgrade socket the listeners stay with epoll on both drivers
+//! (their backlog is shared with the next process).
+//!
 //! What accepting does (limits, out-of-descriptor pauses, the balancers,
 //! reuseport, a stop) is tested by the rest of the suite, which runs once
 //! on each driver (tests/emfile.rs, limits.rs, modes.rs, inline_accept.rs).
@@ -19,8 +22,11 @@ use std::os::fd::BorrowedFd;
 use common::*;
 use ringloop::{Backend, Engine};
 
-/// The descriptors of this process that are listening sockets.
-fn listening_fds() -> HashSet<i32> {
+/// The descriptors of this process that are listening sockets bound to
+/// TCP `port` or Unix `path` (the engine's listeners, not its upgrade
+/// socket).
+fn listening_fds(port: u16, path: &std::path::Path) -> HashSet<i32> {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, SockaddrStorage};
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
@@ -28,8 +34,18 @@ fn listening_fds() -> HashSet<i32> {
             // SAFETY: only asks the kernel about the number; a descriptor
             // closed meanwhile makes getsockopt fail, which is a `false`.
             let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            nix::sys::socket::getsockopt(&borrowed, nix::sys::socket::sockopt::AcceptConn)
-                .unwrap_or(false)
+            if !getsockopt(&borrowed, sockopt::AcceptConn).unwrap_or(false) {
+                return false;
+            }
+            let Ok(local) = getsockname::<SockaddrStorage>(fd) else {
+                return false;
+            };
+            let tcp = local.as_sockaddr_in().is_some_and(|a| a.port() == port);
+            let unix = local
+                .as_unix_addr()
+                .and_then(|u| u.path())
+                .is_some_and(|p| p == path);
+            tcp || unix
         })
         .collect()
 }
@@ -65,37 +81,44 @@ fn on_io_uring_a_loop_accepts_through_the_ring_not_through_epoll() {
         backends.push(Backend::IoUring);
     }
     for backend in backends {
-        for reuse_port in [false, true] {
+        // (reuseport, an upgrade socket)
+        for (reuse_port, upgradable) in [(false, false), (true, false), (false, true)] {
             let dir = TempDir::new("uring-accept");
             let loops = if reuse_port { 2 } else { 1 };
-            let server = Running::start(
-                Engine::builder(|_| Echo)
-                    .listen("tcp://127.0.0.1:0")
-                    .listen(format!("unix://{}", dir.join("echo.sock").display()))
-                    .backend(backend)
-                    .loops(loops)
-                    .reuse_port(reuse_port),
-            );
+            let mut builder = Engine::builder(|_| Echo)
+                .listen("tcp://127.0.0.1:0")
+                .listen(format!("unix://{}", dir.join("echo.sock").display()))
+                .backend(backend)
+                .loops(loops)
+                .reuse_port(reuse_port);
+            if upgradable {
+                builder = builder.upgrade_socket(dir.join("upgrade.sock"));
+            }
+            let server = Running::start(builder);
             // Connections are accepted and served on both listeners.
             for _ in 0..3 {
                 echo_round_trip(&mut tcp_client(server.tcp_addr(0)), b"over tcp");
                 echo_round_trip(&mut unix_client(&server.unix_path(1)), b"over unix");
             }
-            let listeners = listening_fds();
+            let listeners = listening_fds(server.tcp_addr(0).port(), &server.unix_path(1));
             // TCP and Unix, one per loop with reuseport (the Unix one is
             // shared: one socket, each loop holding a duplicate or not).
             assert!(listeners.len() >= 2, "{backend:?}: listeners {listeners:?}");
             let watched = epoll_watched_fds();
             let in_epoll: Vec<_> = listeners.intersection(&watched).collect();
             match backend {
-                Backend::IoUring => assert!(
+                // With an upgrade socket the backlog is shared with the next
+                // process: the listeners stay with epoll.
+                Backend::IoUring if !upgradable => assert!(
                     in_epoll.is_empty(),
                     "reuseport {reuse_port}: listeners {in_epoll:?} are still watched by epoll"
                 ),
-                _ => assert_eq!(
-                    in_epoll.len(),
-                    listeners.len(),
-                    "reuseport {reuse_port}: epoll watches {in_epoll:?} of {listeners:?}"
+                // TCP and Unix each watched (an engine with an upgrade
+                // socket also keeps unwatched copies for the handoff).
+                _ => assert!(
+                    in_epoll.len() >= 2,
+                    "{backend:?}, reuseport {reuse_port}, upgradable {upgradable}: \
+                     epoll watches {in_epoll:?} of {listeners:?}"
                 ),
             }
             server.stop();

@@ -112,29 +112,37 @@ use uring::Completion;
 /// pauses) takes them.
 impl ListenerPoll for Driver {
     fn add_listener(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let on_epoll = self.listeners_on_epoll;
         match &mut self.kind {
             Kind::Epoll(r) => r.poller_mut().add_listener(fd, token),
+            Kind::Uring(c) if on_epoll => c.readiness_mut().poller_mut().add_listener(fd, token),
             Kind::Uring(c) => c.add_listener(fd, token),
         }
     }
 
     fn listen(&mut self, fd: BorrowedFd<'_>, token: u64, on: bool) -> io::Result<()> {
+        let on_epoll = self.listeners_on_epoll;
         match &mut self.kind {
             Kind::Epoll(r) => r.poller_mut().listen(fd, token, on),
+            Kind::Uring(c) if on_epoll => c.readiness_mut().poller_mut().listen(fd, token, on),
             Kind::Uring(c) => c.listen(fd, on),
         }
     }
 
     fn remove_listener(&mut self, fd: BorrowedFd<'_>) {
+        let on_epoll = self.listeners_on_epoll;
         match &mut self.kind {
             Kind::Epoll(r) => r.poller_mut().remove_listener(fd),
+            Kind::Uring(c) if on_epoll => c.readiness_mut().poller_mut().remove_listener(fd),
             Kind::Uring(c) => c.remove_listener(fd),
         }
     }
 
     fn accept_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, SockAddr)>> {
+        let on_epoll = self.listeners_on_epoll;
         match &mut self.kind {
             Kind::Epoll(r) => r.poller_mut().accept_from(fd),
+            Kind::Uring(c) if on_epoll => c.readiness_mut().poller_mut().accept_from(fd),
             Kind::Uring(c) => c.accept_from(fd),
         }
     }
@@ -182,6 +190,9 @@ pub(crate) struct Driver {
     /// Where readiness receives land (one per loop: a receive is consumed
     /// by its callback before the next one is made).
     recv_buf: Vec<u8>,
+    /// Listeners are watched with epoll even on io_uring (see
+    /// [`Driver::keep_listeners_on_epoll`]).
+    listeners_on_epoll: bool,
 }
 
 impl Driver {
@@ -195,7 +206,17 @@ impl Driver {
         Ok(Driver {
             kind,
             recv_buf: vec![0; recv_buffer.max(1)],
+            listeners_on_epoll: false,
         })
+    }
+
+    /// Listeners registered from now on are watched with epoll and
+    /// accepted from with `accept4`, also on io_uring: for an engine whose
+    /// listeners may go to a new process (an upgrade), where a connection
+    /// must stay in the shared backlog until one of the processes admits
+    /// it, never be accepted by a ring that is about to stop accepting.
+    pub(crate) fn keep_listeners_on_epoll(&mut self) {
+        self.listeners_on_epoll = true;
     }
 
     /// A readiness driver (edge-triggered mode has a meaning).
