@@ -50,19 +50,7 @@ events='syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_w
 
 # syscalls NAME: "read recvfrom write sendto writev epoll_wait epoll_ctl" per message.
 syscalls() {
-    # shellcheck disable=SC2046
-    $(server_cmd "$1") >"$work/out.$1" 2>&1 &
-    local pid=$!
-    pids+=("$pid")
-    local p
-    p=$(bench_listening_port "$work/out.$1")
-    "$harness" load "tcp://127.0.0.1:$p" --conns "$conns" --size "$size" --seconds 3.5 --warmup 0.5 \
-        >"$work/load" &
-    local load=$!
-    sleep 1.2 # connections set up and warmed
-    timeout 10 perf stat -x, -e "$events" -p "$pid" -o "$work/perf" -- sleep 2 >/dev/null 2>&1
-    wait "$load"
-    bench_stop "$pid"
+    bench_perf_under_load "$(server_cmd "$1")" "$conns" "$size" "$events" "$work/perf" "$work/load"
     # Messages echoed while perf counted = sendto calls (one per message for all three).
     awk -F, '/syscalls/ { n[$3] = $1 }
         END {

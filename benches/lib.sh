@@ -104,3 +104,30 @@ bench_stop() {
     for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
     kill -KILL "$1" 2>/dev/null || true
 }
+
+# bench_perf_under_load SERVER-COMMAND CONNS SIZE EVENTS PERF-OUT LOAD-OUT:
+# starts SERVER-COMMAND (word-split; it prints "… listening on
+# tcp://127.0.0.1:PORT …"), drives it with a 3.5 s closed-loop
+# `$harness load` of CONNS connections x SIZE bytes (LOAD-OUT gets its
+# report), counts the perf EVENTS (comma-separated tracepoints) of every
+# thread of the server for the 2 s in the middle (`perf stat -x,` into
+# PERF-OUT), then stops the server. Needs $harness, $work and the caller's
+# pids array (its EXIT trap stops what is left). Returns the load's status.
+bench_perf_under_load() {
+    local out=$work/server.out
+    # shellcheck disable=SC2086
+    $1 >"$out" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    local p
+    p=$(bench_listening_port "$out")
+    "$harness" load "tcp://127.0.0.1:$p" --conns "$2" --size "$3" --seconds 3.5 --warmup 0.5 \
+        >"$6" 2>&1 &
+    local load=$!
+    sleep 1.2 # connections set up and warmed
+    timeout 10 perf stat -x, -e "$4" -p "$pid" -o "$5" -- sleep 2 >/dev/null 2>&1
+    local status=0
+    wait "$load" || status=$?
+    bench_stop "$pid"
+    return "$status"
+}

@@ -72,19 +72,7 @@ events='raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_en
 
 # syscalls NAME CONNS SIZE: "msgs total io_uring_enter epoll_wait sends reads" per message.
 syscalls() {
-    # shellcheck disable=SC2046
-    $(server_cmd "$1") >"$work/out" 2>&1 &
-    local pid=$!
-    pids+=("$pid")
-    local p
-    p=$(bench_listening_port "$work/out")
-    "$harness" load "tcp://127.0.0.1:$p" --conns "$2" --size "$3" --seconds 3.5 --warmup 0.5 \
-        >"$work/load" 2>&1 &
-    local load=$!
-    sleep 1.2
-    timeout 10 perf stat -x, -e "$events" -p "$pid" -o "$work/perf" -- sleep 2 >/dev/null 2>&1
-    wait "$load" || true
-    bench_stop "$pid"
+    bench_perf_under_load "$(server_cmd "$1")" "$2" "$3" "$events" "$work/perf" "$work/load" || true
     local rate
     rate=$(grep -o '[0-9]* msgs/s' "$work/load" | head -1 | cut -d' ' -f1)
     awk -F, -v rate="${rate:-0}" '/sys_enter/ { n[$3] = $1 }

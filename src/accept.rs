@@ -19,9 +19,14 @@
 //! What happens to an accepted socket is the caller's business (a hand-off
 //! to a loop, or admission on the loop itself); this module must never touch
 //! a connection beyond accepting it, and never block.
+//!
+//! How listeners are watched and accepted from is the caller's too
+//! ([`ListenerPoll`]): the acceptor's epoll [`Poller`] (readiness, then
+//! `accept4`), or a loop's I/O driver, which on io_uring accepts through the
+//! ring (a multishot accept per listener) and hands out what it accepted.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +58,45 @@ impl AcceptError {
             ) => AcceptError::Exhausted,
             _ => AcceptError::Transient,
         }
+    }
+}
+
+/// How an accepting thread watches its listeners and takes connections
+/// from them: readiness and `accept4` ([`Poller`]), or a completion
+/// driver's accepts (a loop's `Driver`).
+pub(crate) trait ListenerPoll {
+    /// Starts watching listener `fd` under `token` (accepting at once).
+    fn add_listener(&mut self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()>;
+    /// Accepting on (`true`) or paused (`false`: the kernel's backlog holds
+    /// new connections).
+    fn listen(&mut self, fd: BorrowedFd<'_>, token: Token, on: bool) -> io::Result<()>;
+    /// Stops watching `fd` before it is closed.
+    fn remove_listener(&mut self, fd: BorrowedFd<'_>);
+    /// The next connection of listener `fd` (non-blocking, close-on-exec)
+    /// with its peer's address; `None`: none now. Errors are the OS's.
+    fn accept_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, SockAddr)>>;
+}
+
+impl ListenerPoll for Poller {
+    fn add_listener(&mut self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()> {
+        self.add(fd, token, Interest::READABLE)
+    }
+
+    fn listen(&mut self, fd: BorrowedFd<'_>, token: Token, on: bool) -> io::Result<()> {
+        let interest = if on {
+            Interest::READABLE
+        } else {
+            Interest::NONE
+        };
+        self.modify(fd, token, interest)
+    }
+
+    fn remove_listener(&mut self, fd: BorrowedFd<'_>) {
+        let _ = self.delete(fd);
+    }
+
+    fn accept_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, SockAddr)>> {
+        crate::sys::socket::accept(fd)
     }
 }
 
@@ -100,14 +144,10 @@ impl Listeners {
         (i < self.list.len()).then_some(i)
     }
 
-    /// Registers every listener for read readiness.
-    pub(crate) fn register(&self, poller: &Poller) -> io::Result<()> {
+    /// Starts watching every listener.
+    pub(crate) fn register(&self, poller: &mut impl ListenerPoll) -> io::Result<()> {
         for (i, (listener, _)) in self.list.iter().enumerate() {
-            poller.add(
-                listener.fd.as_fd(),
-                self.first_token + i as u64,
-                Interest::READABLE,
-            )?;
+            poller.add_listener(listener.fd.as_fd(), self.first_token + i as u64)?;
         }
         Ok(())
     }
@@ -123,24 +163,27 @@ impl Listeners {
 
     /// Turns read interest on or off for every listener (nothing if it is
     /// already so).
-    pub(crate) fn set_listening(&mut self, poller: &Poller, on: bool) -> io::Result<()> {
+    pub(crate) fn set_listening(
+        &mut self,
+        poller: &mut impl ListenerPoll,
+        on: bool,
+    ) -> io::Result<()> {
         if self.paused != on {
             return Ok(());
         }
-        let interest = if on {
-            Interest::READABLE
-        } else {
-            Interest::NONE
-        };
         for (i, (listener, _)) in self.list.iter().enumerate() {
-            poller.modify(listener.fd.as_fd(), self.first_token + i as u64, interest)?;
+            poller.listen(listener.fd.as_fd(), self.first_token + i as u64, on)?;
         }
         self.paused = !on;
         Ok(())
     }
 
     /// Rests the listeners until `until`.
-    pub(crate) fn pause_until(&mut self, poller: &Poller, until: Instant) -> io::Result<()> {
+    pub(crate) fn pause_until(
+        &mut self,
+        poller: &mut impl ListenerPoll,
+        until: Instant,
+    ) -> io::Result<()> {
         self.resume_at = Some(until);
         self.set_listening(poller, false)
     }
@@ -154,7 +197,7 @@ impl Listeners {
     /// (the caller has its own reason to wait, such as congested loops).
     pub(crate) fn resume_if_rested(
         &mut self,
-        poller: &Poller,
+        poller: &mut impl ListenerPoll,
         now: Instant,
         hold: bool,
     ) -> io::Result<()> {
@@ -172,7 +215,7 @@ impl Listeners {
     pub(crate) fn accept(
         &mut self,
         i: usize,
-        poller: &Poller,
+        poller: &mut impl ListenerPoll,
         gate: &Arc<Gate>,
         mut take: impl FnMut(AcceptedConn) -> bool,
     ) -> io::Result<()> {
@@ -180,7 +223,7 @@ impl Listeners {
             let Some((listener, listen_index)) = self.list.get(i) else {
                 return Ok(());
             };
-            match accept_next(listener.fd.as_fd(), gate) {
+            match accept_next(listener.fd.as_fd(), gate, |fd| poller.accept_from(fd)) {
                 Ok(Accepted::Conn(fd, peer, admission)) => {
                     let conn = AcceptedConn {
                         fd,
@@ -224,9 +267,9 @@ impl Listeners {
     /// The engine is stopping: closes these listeners (removing Unix socket
     /// files), so no connection is accepted that would only be closed by the
     /// drain; connections waiting in the backlog are reset by the kernel.
-    pub(crate) fn close(&mut self, poller: &Poller) {
+    pub(crate) fn close(&mut self, poller: &mut impl ListenerPoll) {
         for (listener, _) in self.list.drain(..) {
-            let _ = poller.delete(listener.fd.as_fd());
+            poller.remove_listener(listener.fd.as_fd());
         }
         self.resume_at = None;
     }
@@ -234,10 +277,10 @@ impl Listeners {
     /// The engine handed its listeners to a new process: closes these
     /// (leaving Unix socket files to the new process). Returns whether
     /// there were any.
-    pub(crate) fn close_for_upgrade(&mut self, poller: &Poller) -> bool {
+    pub(crate) fn close_for_upgrade(&mut self, poller: &mut impl ListenerPoll) -> bool {
         let had = !self.list.is_empty();
         for (mut listener, _) in self.list.drain(..) {
-            let _ = poller.delete(listener.fd.as_fd());
+            poller.remove_listener(listener.fd.as_fd());
             listener.keep_socket_file();
         }
         self.resume_at = None;
@@ -254,7 +297,7 @@ mod tests {
     use std::net::{SocketAddr, TcpStream};
 
     /// One listener on 127.0.0.1 (listen-address index 3, token 10).
-    fn listeners(poller: &Poller) -> (Listeners, SocketAddr) {
+    fn listeners(poller: &mut Poller) -> (Listeners, SocketAddr) {
         let addr = ListenAddr::parse("tcp://127.0.0.1:0").unwrap();
         let listener = Listener::bind(&addr, &Options::default(), false).unwrap();
         let bound = listener.addr.sock_addr().as_inet().unwrap();
@@ -271,20 +314,20 @@ mod tests {
 
     #[test]
     fn accepts_until_the_backlog_is_empty_or_the_taker_has_enough() {
-        let poller = Poller::new().unwrap();
-        let (mut l, addr) = listeners(&poller);
+        let mut poller = Poller::new().unwrap();
+        let (mut l, addr) = listeners(&mut poller);
         assert_eq!(l.index_of(10), Some(0));
         assert_eq!((l.index_of(9), l.index_of(11)), (None, None));
         let _clients = connect(addr, 5);
         let gate = Gate::new(Limits::default());
         let mut got = Vec::new();
-        l.accept(0, &poller, &gate, |c| {
+        l.accept(0, &mut poller, &gate, |c| {
             got.push(c);
             got.len() < 2
         })
         .unwrap();
         assert_eq!(got.len(), 2, "the taker said it had enough");
-        l.accept(0, &poller, &gate, |c| {
+        l.accept(0, &mut poller, &gate, |c| {
             got.push(c);
             true
         })
@@ -296,40 +339,41 @@ mod tests {
 
     #[test]
     fn a_connection_cap_rests_the_listeners_until_a_place_is_free() {
-        let poller = Poller::new().unwrap();
-        let (mut l, addr) = listeners(&poller);
+        let mut poller = Poller::new().unwrap();
+        let (mut l, addr) = listeners(&mut poller);
         let gate = Gate::new(Limits::default().max_conns(1));
         let _clients = connect(addr, 2);
         let mut got = Vec::new();
-        let take = |l: &mut Listeners, got: &mut Vec<AcceptedConn>| {
-            l.accept(0, &poller, &gate, |c| {
+        let take = |l: &mut Listeners, poller: &mut Poller, got: &mut Vec<AcceptedConn>| {
+            l.accept(0, poller, &gate, |c| {
                 got.push(c);
                 true
             })
             .unwrap();
         };
-        take(&mut l, &mut got);
+        take(&mut l, &mut poller, &mut got);
         assert_eq!(got.len(), 1);
         assert!(l.is_paused(), "at the cap the listeners rest");
         let until = l.resume_at().expect("a time to look again");
-        l.resume_if_rested(&poller, until - Duration::from_millis(1), false)
+        l.resume_if_rested(&mut poller, until - Duration::from_millis(1), false)
             .unwrap();
         assert!(l.is_paused(), "not before the time the limit named");
-        l.resume_if_rested(&poller, until, false).unwrap();
+        l.resume_if_rested(&mut poller, until, false).unwrap();
         assert!(!l.is_paused() && l.resume_at().is_none());
         // Still at the cap: the next batch rests again, accepting nothing.
-        take(&mut l, &mut got);
+        take(&mut l, &mut poller, &mut got);
         assert_eq!(got.len(), 1);
         assert!(l.is_paused());
         // The first connection gives its place back: the second gets in.
         got.clear();
         let until = l.resume_at().unwrap();
-        l.resume_if_rested(&poller, until, false).unwrap();
-        take(&mut l, &mut got);
+        l.resume_if_rested(&mut poller, until, false).unwrap();
+        take(&mut l, &mut poller, &mut got);
         assert_eq!(got.len(), 1);
         // A caller's own reason to wait keeps them resting.
-        l.set_listening(&poller, false).unwrap();
-        l.resume_if_rested(&poller, Instant::now(), true).unwrap();
+        l.set_listening(&mut poller, false).unwrap();
+        l.resume_if_rested(&mut poller, Instant::now(), true)
+            .unwrap();
         assert!(l.is_paused());
     }
 

@@ -65,12 +65,12 @@ impl Acceptor {
 
     fn serve(&mut self) -> crate::Result<()> {
         let io_err = |context| move |e| crate::Error::io(context, e);
-        let poller = Poller::new().map_err(io_err("create the acceptor's poller"))?;
+        let mut poller = Poller::new().map_err(io_err("create the acceptor's poller"))?;
         poller
             .add_doorbell(self.mailbox.doorbell(), DOORBELL)
             .map_err(io_err("register the acceptor's doorbell"))?;
         self.listeners
-            .register(&poller)
+            .register(&mut poller)
             .map_err(io_err("register a listener"))?;
         let mut events = Events::with_capacity(64);
         let mut ready = Vec::with_capacity(64);
@@ -81,7 +81,7 @@ impl Acceptor {
             if self.engine.deploy().is_draining() {
                 // The listeners went to a new process: close ours (leaving
                 // Unix socket files to it), deliver what is held, stop.
-                if self.listeners.close_for_upgrade(&poller) {
+                if self.listeners.close_for_upgrade(&mut poller) {
                     self.engine.deploy().stopped_accepting();
                 }
                 if self.outboxes.iter().all(|o| o.held() == 0) {
@@ -122,7 +122,7 @@ impl Acceptor {
             }
             let congested = self.congested();
             self.listeners
-                .resume_if_rested(&poller, Instant::now(), congested)
+                .resume_if_rested(&mut poller, Instant::now(), congested)
                 .map_err(io_err("pause or resume a listener"))?;
             for event in &ready {
                 if self.listeners.is_paused() {
@@ -131,12 +131,12 @@ impl Acceptor {
                 let Some(index) = self.listeners.index_of(event.token) else {
                     continue;
                 };
-                self.accept_from(index, &poller)
+                self.accept_from(index, &mut poller)
                     .map_err(io_err("pause or resume a listener"))?;
                 if self.congested() {
                     // The kernel's backlog holds the rest until loops catch up.
                     self.listeners
-                        .set_listening(&poller, false)
+                        .set_listening(&mut poller, false)
                         .map_err(io_err("pause or resume a listener"))?;
                 }
             }
@@ -151,7 +151,7 @@ impl Acceptor {
     /// Accepts on listener `index` and hands each connection to the loop
     /// the balancer picks, until the backlog is empty, a loop's outbox is
     /// congested, or the listeners pause.
-    fn accept_from(&mut self, index: usize, poller: &Poller) -> std::io::Result<()> {
+    fn accept_from(&mut self, index: usize, poller: &mut Poller) -> std::io::Result<()> {
         let (engine, balancer, outboxes) = (&self.engine, &mut self.balancer, &mut self.outboxes);
         self.listeners
             .accept(index, poller, &engine.deploy().gate, |conn| {

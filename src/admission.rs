@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use crate::addr::SockAddr;
 use crate::error::{Error, Result};
-use crate::sys::socket;
 
 /// How often a paused listener looks again whether the engine fell below its
 /// connection cap.
@@ -347,7 +346,11 @@ impl Drop for Ticket {
 /// The one accept step: checks the limits, accepts one connection from
 /// `listener` and decides its admission. An error is the OS's (the caller
 /// decides whether to back off).
-pub(crate) fn accept_next(listener: BorrowedFd<'_>, gate: &Arc<Gate>) -> io::Result<Accepted> {
+pub(crate) fn accept_next(
+    listener: BorrowedFd<'_>,
+    gate: &Arc<Gate>,
+    accept: impl FnOnce(BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, SockAddr)>>,
+) -> io::Result<Accepted> {
     if gate.bucket.is_some() {
         // The clock is read only when a rate is set.
         if let Err(at) = gate.take_token(Instant::now()) {
@@ -367,7 +370,7 @@ pub(crate) fn accept_next(listener: BorrowedFd<'_>, gate: &Arc<Gate>) -> io::Res
         }
         gate.return_token();
     };
-    let (fd, peer) = match socket::accept(listener) {
+    let (fd, peer) = match accept(listener) {
         Ok(Some(got)) => got,
         Ok(None) => {
             undo();

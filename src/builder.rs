@@ -472,6 +472,7 @@ impl<H: EventHandler> EngineBuilder<H> {
                 self.deploy.proxied_flags(&addrs),
                 self.deploy.header_timeout,
                 accepting_actors,
+                self.deploy.upgrade_path.is_some(),
             ),
         }));
         let acceptor = (!acceptor_listeners.is_empty()).then(|| {

@@ -4,7 +4,10 @@
 //! of loopback, more than one process may hold under the hard limit of
 //! 20,000; and a process of its own gives an undisturbed view of the
 //! server's descriptors and memory. The two tests take turns (each needs
-//! the cores and thousands of descriptors).
+//! the cores and thousands of descriptors). Both drivers: scripts/check
+//! runs the suite once with `RINGLOOP_BACKEND=epoll` and once with
+//! `io-uring`; the child inherits it, and each test checks that the child
+//! runs that driver (not a fallback).
 
 mod common;
 
@@ -27,6 +30,21 @@ fn child_server() {
 static HEAVY: Mutex<()> = Mutex::new(());
 
 const CLIENT_THREADS: usize = 4;
+
+/// The child runs the driver the suite's run names (`RINGLOOP_BACKEND`:
+/// scripts/check runs these tests once on epoll and once on io_uring), not
+/// a silent fallback; returns its name for the log.
+fn expect_suite_backend(stats: &common::child::ChildStats) -> &'static str {
+    let running = if stats.io_uring == 1 {
+        "io-uring"
+    } else {
+        "epoll"
+    };
+    if let Ok(wanted @ ("io-uring" | "epoll")) = std::env::var("RINGLOOP_BACKEND").as_deref() {
+        assert_eq!(running, wanted, "the child server runs the wrong driver");
+    }
+    running
+}
 
 /// Opens `n` connections to `addr` and checks one echo on each; returns them open.
 fn open_and_echo(addr: SocketAddr, n: usize, seed: usize) -> Vec<TcpStream> {
@@ -79,6 +97,7 @@ fn ten_thousand_concurrent_connections() {
     });
     assert_eq!(streams.len(), N);
     let stats = server.wait_stats("10,000 connections", |s| s.connections == N as u64);
+    let backend = expect_suite_backend(&stats);
     assert_eq!(stats.opened, N as u64 + 1);
     assert!(server.fd_count() >= fds_idle + N);
     let opened_in = started.elapsed();
@@ -97,7 +116,7 @@ fn ten_thousand_concurrent_connections() {
         std::thread::sleep(Duration::from_millis(10));
     }
     eprintln!(
-        "10,000 connections opened and echoed in {opened_in:?}, all closed after {:?}",
+        "{backend}: 10,000 connections opened and echoed in {opened_in:?}, all closed after {:?}",
         started.elapsed()
     );
     server.stop();
@@ -146,11 +165,12 @@ fn hundred_thousand_connect_close_cycles_leak_nothing() {
     churn(addr, CYCLES);
     let churn_time = started.elapsed();
     let stats = server.wait_stats("every connection closed", |s| s.connections == 0);
+    let backend = expect_suite_backend(&stats);
     std::thread::sleep(Duration::from_millis(100));
     let fds_after = server.fd_count();
     let rss_after = server.rss();
     eprintln!(
-        "{CYCLES} cycles in {churn_time:?} ({:.0}/s); server fds {fds_before} -> {fds_after}, \
+        "{backend}: {CYCLES} cycles in {churn_time:?} ({:.0}/s); server fds {fds_before} -> {fds_after}, \
          VmRSS {} KiB -> {} KiB; {stats:?}",
         CYCLES as f64 / churn_time.as_secs_f64(),
         rss_before / 1024,

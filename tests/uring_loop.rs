@@ -20,23 +20,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use ringloop::{Action, Backend, Conn, Engine, Error, EventHandler};
 
-/// Whether io_uring works here (else the io_uring-only tests say so and
-/// check the fallback instead).
-fn uring_available() -> bool {
-    match Engine::builder(|_| Echo)
-        .backend(Backend::IoUring)
-        .loops(1)
-        .build()
-    {
-        Ok(_) => true,
-        Err(Error::BackendUnavailable { reason, .. }) => {
-            eprintln!("io_uring unavailable here ({reason}): skipping the io_uring part");
-            false
-        }
-        Err(e) => panic!("unexpected build error: {e}"),
-    }
-}
-
 fn echo_server(backend: Backend, loops: usize) -> Running {
     Running::start(
         Engine::builder(|_| Echo)

@@ -18,19 +18,16 @@ impl<H: EventHandler> EventLoop<H> {
         if self.engine.is_stopping() {
             // As the acceptor at a stop: close the listeners rather than
             // accept connections the drain would only close.
-            self.listeners.close(self.driver.poller());
+            self.listeners.close(&mut self.driver);
             return;
         }
         let mut accepted = Vec::new();
-        let result = self.listeners.accept(
-            i,
-            self.driver.poller(),
-            &self.engine.deploy().gate,
-            |conn| {
-                accepted.push(conn);
-                true
-            },
-        );
+        let result =
+            self.listeners
+                .accept(i, &mut self.driver, &self.engine.deploy().gate, |conn| {
+                    accepted.push(conn);
+                    true
+                });
         if let Err(e) = result {
             log::error!("loop {}: could not pause a listener: {e}", self.index);
         }
@@ -51,7 +48,7 @@ impl<H: EventHandler> EventLoop<H> {
     pub(super) fn resume_listeners(&mut self, now: Instant) {
         if let Err(e) = self
             .listeners
-            .resume_if_rested(self.driver.poller(), now, false)
+            .resume_if_rested(&mut self.driver, now, false)
         {
             log::error!("loop {}: could not resume a listener: {e}", self.index);
         }

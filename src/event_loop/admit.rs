@@ -162,7 +162,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// the connections go on as usual.
     pub(super) fn begin_upgrade_drain(&mut self) {
         self.upgrade_drain_seen = true;
-        if self.listeners.close_for_upgrade(self.driver.poller()) {
+        if self.listeners.close_for_upgrade(&mut self.driver) {
             self.engine.deploy().stopped_accepting();
         }
         // The new process reads the UDP sockets now (the same sockets: ours

@@ -45,6 +45,11 @@ impl<H: EventHandler> EventLoop<H> {
             }
         };
         let attempt = match (addr.transport(), addr.sock_addr()) {
+            // io_uring: the ring connects (no connect, epoll_ctl, SO_ERROR
+            // calls of our own).
+            (Transport::Tcp, SockAddr::Inet(sa)) if self.driver.connects() => {
+                socket::tcp_socket(*sa).map(|fd| (fd, false, true, false))
+            }
             (Transport::Tcp, SockAddr::Inet(sa)) => {
                 socket::tcp_connect(*sa).map(|(fd, now)| (fd, now, true, false))
             }
@@ -84,10 +89,16 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         let entry = self.conns.get_mut(key).expect("just inserted");
-        if let Err(e) =
-            self.driver
-                .register(entry.fd.as_fd(), LoopToken::Conn(key), Interest::WRITABLE)
-        {
+        let registered = match (addr.transport(), addr.sock_addr()) {
+            (Transport::Tcp, SockAddr::Inet(sa)) if self.driver.connects() => self
+                .driver
+                .connect(entry.fd.as_fd(), LoopToken::Conn(key), *sa)
+                .map(|_| ()),
+            _ => self
+                .driver
+                .register(entry.fd.as_fd(), LoopToken::Conn(key), Interest::WRITABLE),
+        };
+        if let Err(e) = registered {
             self.fail_dial(key, Error::io("register a connecting socket", e));
             return;
         }
@@ -100,7 +111,11 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        match socket::take_error(entry.fd.as_fd()) {
+        let outcome = match self.driver.connect_result(entry.fd.as_fd()) {
+            Some(result) => result.map(|()| None),
+            None => socket::take_error(entry.fd.as_fd()),
+        };
+        match outcome {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => {
                 self.fail_dial(key, Error::io("connect", e));

@@ -261,13 +261,18 @@ impl<H: EventHandler> EventLoop<H> {
                 .register(fd.as_fd(), LoopToken::Udp(i), Interest::READABLE)
                 .map_err(|e| Error::io("register a UDP socket", e))?;
         }
+        if engine.shared.deploy().upgradable {
+            // What the ring accepted is this process's; an upgrade hands
+            // over only the backlog, so accept from it directly.
+            driver.keep_listeners_on_epoll();
+        }
         let listeners = Listeners::new(
             sockets.listeners,
             LoopToken::Listener(0).encode(),
             format!("loop {index}"),
         );
         listeners
-            .register(driver.poller())
+            .register(&mut driver)
             .map_err(|e| Error::io("register a listener", e))?;
         let shared = engine.shared.clone();
         let budget = LoopBudget::new(shared.budget(), options.loops);

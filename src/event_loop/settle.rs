@@ -256,6 +256,7 @@ impl<H: EventHandler> EventLoop<H> {
             // close send a reset, and a reset throws away the replies the
             // peer has not read yet: discard that input first, so the peer
             // reads every reply and then the end of stream.
+            self.driver.discard_unread(entry.fd.as_fd());
             for _ in 0..16 {
                 match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
                     Ok(n) if n > 0 => continue,

@@ -22,6 +22,9 @@ pub(crate) struct DeployShared {
     /// Indexed by listen address: does it expect a PROXY header?
     proxied: Vec<bool>,
     pub(crate) header_timeout: Duration,
+    /// An upgrade socket is configured: the listeners may go to a new
+    /// process, whose accepts share their backlog.
+    pub(crate) upgradable: bool,
 }
 
 impl DeployShared {
@@ -33,6 +36,7 @@ impl DeployShared {
         proxied: Vec<bool>,
         header_timeout: Duration,
         accepting_actors: usize,
+        upgradable: bool,
     ) -> Self {
         Self {
             gate: Gate::new(limits),
@@ -40,6 +44,7 @@ impl DeployShared {
             accepting: AtomicUsize::new(accepting_actors),
             proxied,
             header_timeout,
+            upgradable,
         }
     }
 

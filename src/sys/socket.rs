@@ -258,6 +258,12 @@ pub(crate) fn tcp_connect(addr: SocketAddr) -> io::Result<(OwnedFd, bool)> {
     start_connect(fd, &SockaddrStorage::from(addr))
 }
 
+/// A non-blocking TCP socket of `addr`'s family, not connected yet (the
+/// caller connects it, through io_uring for instance).
+pub(crate) fn tcp_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+    new_socket(family_of(&addr), SockType::Stream, Some(SockProtocol::Tcp))
+}
+
 /// A non-blocking Unix-domain stream connect to `path`; `true` if already
 /// connected. A listener whose backlog is full makes this fail with
 /// `WouldBlock` (Unix connects never go on in the background).
@@ -391,7 +397,6 @@ pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(nixsock::shutdown(fd.as_raw_fd(), Shutdown::Write)?)
 }
 
-#[cfg(test)] // used by this layer's tests only
 /// `SO_LINGER` on with a zero timeout: closing the socket then discards
 /// unsent data and sends a reset instead of a graceful FIN.
 pub(crate) fn set_linger_zero(fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -1016,3 +1016,20 @@ pub fn edge_triggered_on_epoll<H: EventHandler>(
         None => b.edge_triggered(true),
     }
 }
+
+/// Whether io_uring works here (else the io_uring-only tests say so and
+/// check the fallback instead).
+pub fn uring_available() -> bool {
+    match ringloop::Engine::builder(|_| Echo)
+        .backend(ringloop::Backend::IoUring)
+        .loops(1)
+        .build()
+    {
+        Ok(_) => true,
+        Err(ringloop::Error::BackendUnavailable { reason, .. }) => {
+            eprintln!("io_uring unavailable here ({reason}): skipping the io_uring part");
+            false
+        }
+        Err(e) => panic!("unexpected build error: {e}"),
+    }
+}

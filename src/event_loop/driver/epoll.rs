@@ -35,6 +35,10 @@ impl Readiness {
         &self.poller
     }
 
+    pub(crate) fn poller_mut(&mut self) -> &mut Poller {
+        &mut self.poller
+    }
+
     pub(crate) fn register(
         &self,
         fd: BorrowedFd<'_>,

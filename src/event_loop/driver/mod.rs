@@ -10,8 +10,10 @@
 //! * **Completion** (io_uring, `uring.rs`): receives are submitted ahead
 //!   (a multishot receive per plain stream connection, into a provided
 //!   buffer ring); the kernel reports them *done*, with the bytes. What
-//!   still needs readiness there (listeners, UDP, connects, TLS and PROXY
-//!   reads) goes through an epoll instance the ring polls; the same
+//!   still needs readiness there (UDP, Unix connects, TLS and PROXY reads)
+//!   goes through an epoll instance the ring polls; the loop's own
+//!   listeners accept through the ring (multishot accept), TCP connects
+//!   are ring operations; the plain
 //!   connections' sends are submitted through the ring.
 //!
 //! # The contract
@@ -70,7 +72,7 @@
 //! stream connection whose input the loop only ever takes through
 //! [`Driver::recv`]: the completion driver reads it through the ring.
 //! [`Driver::register`] is for everything the loop reads itself (TLS
-//! ciphertext, PROXY headers, datagrams, listeners) or waits on (connects):
+//! ciphertext, PROXY headers, datagrams) or waits on (connects):
 //! readiness on both drivers. A connection stays with the registration it
 //! was adopted with.
 //!
@@ -85,15 +87,17 @@
 //! all readiness-driven on both drivers.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use super::token::LoopToken;
+use crate::accept::ListenerPoll;
 use crate::actors::Doorbell;
+use crate::addr::SockAddr;
 use crate::backend::Backend;
 use crate::buffer_pool::{IdleTurn, IDLE_RELEASE};
 use crate::sys::io as sysio;
-use crate::sys::poller::{Event, Interest, Poller};
+use crate::sys::poller::{Event, Interest};
 use crate::sys::uring::bufring::RecvBuf;
 
 mod epoll;
@@ -102,6 +106,49 @@ mod uring;
 
 use epoll::Readiness;
 use uring::Completion;
+
+/// The loop's own listeners (reuseport mode, or one loop without an
+/// acceptor): readiness and `accept4` on epoll; on io_uring a multishot
+/// accept per listener, whose connections wait in the driver until the
+/// loop's accept path ([`crate::accept::Listeners`], with its limits and
+/// pauses) takes them.
+impl ListenerPoll for Driver {
+    fn add_listener(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let on_epoll = self.listeners_on_epoll;
+        match &mut self.kind {
+            Kind::Epoll(r) => r.poller_mut().add_listener(fd, token),
+            Kind::Uring(c) if on_epoll => c.readiness_mut().poller_mut().add_listener(fd, token),
+            Kind::Uring(c) => c.add_listener(fd, token),
+        }
+    }
+
+    fn listen(&mut self, fd: BorrowedFd<'_>, token: u64, on: bool) -> io::Result<()> {
+        let on_epoll = self.listeners_on_epoll;
+        match &mut self.kind {
+            Kind::Epoll(r) => r.poller_mut().listen(fd, token, on),
+            Kind::Uring(c) if on_epoll => c.readiness_mut().poller_mut().listen(fd, token, on),
+            Kind::Uring(c) => c.listen(fd, on),
+        }
+    }
+
+    fn remove_listener(&mut self, fd: BorrowedFd<'_>) {
+        let on_epoll = self.listeners_on_epoll;
+        match &mut self.kind {
+            Kind::Epoll(r) => r.poller_mut().remove_listener(fd),
+            Kind::Uring(c) if on_epoll => c.readiness_mut().poller_mut().remove_listener(fd),
+            Kind::Uring(c) => c.remove_listener(fd),
+        }
+    }
+
+    fn accept_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, SockAddr)>> {
+        let on_epoll = self.listeners_on_epoll;
+        match &mut self.kind {
+            Kind::Epoll(r) => r.poller_mut().accept_from(fd),
+            Kind::Uring(c) if on_epoll => c.readiness_mut().poller_mut().accept_from(fd),
+            Kind::Uring(c) => c.accept_from(fd),
+        }
+    }
+}
 
 /// Bytes a receive put in driver-owned memory, until
 /// [`Driver::release`]. Not `Clone`: each is released exactly once.
@@ -145,6 +192,9 @@ pub(crate) struct Driver {
     /// Where readiness receives land (one per loop: a receive is consumed
     /// by its callback before the next one is made).
     recv_buf: Vec<u8>,
+    /// Listeners are watched with epoll even on io_uring (see
+    /// [`Driver::keep_listeners_on_epoll`]).
+    listeners_on_epoll: bool,
 }
 
 impl Driver {
@@ -158,7 +208,17 @@ impl Driver {
         Ok(Driver {
             kind,
             recv_buf: vec![0; recv_buffer.max(1)],
+            listeners_on_epoll: false,
         })
+    }
+
+    /// Listeners registered from now on are watched with epoll and
+    /// accepted from with `accept4`, also on io_uring: for an engine whose
+    /// listeners may go to a new process (an upgrade), where a connection
+    /// must stay in the shared backlog until one of the processes admits
+    /// it, never be accepted by a ring that is about to stop accepting.
+    pub(crate) fn keep_listeners_on_epoll(&mut self) {
+        self.listeners_on_epoll = true;
     }
 
     /// A readiness driver (edge-triggered mode has a meaning).
@@ -170,15 +230,6 @@ impl Driver {
         match &self.kind {
             Kind::Epoll(r) => r,
             Kind::Uring(c) => c.readiness(),
-        }
-    }
-
-    /// The poller, for the listeners' own registration
-    /// ([`crate::accept::Listeners`]).
-    pub(crate) fn poller(&self) -> &Poller {
-        match &self.kind {
-            Kind::Epoll(r) => r.poller(),
-            Kind::Uring(c) => c.poller(),
         }
     }
 
@@ -275,6 +326,46 @@ impl Driver {
                     c.readiness().deregister(fd);
                 }
             }
+        }
+    }
+
+    /// Starts connecting TCP socket `fd` (made with `socket::tcp_socket`)
+    /// to `addr` through the ring. `Ok(false)`: this driver does not
+    /// (epoll): the caller connects and waits for writability itself. Its
+    /// end is a writable event for `token`; then [`Driver::connect_result`].
+    pub(crate) fn connect(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: LoopToken,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<bool> {
+        match &mut self.kind {
+            Kind::Epoll(_) => Ok(false),
+            Kind::Uring(c) => c.connect(fd, token, addr).map(|()| true),
+        }
+    }
+
+    /// Whether TCP connects go through [`Driver::connect`].
+    pub(crate) fn connects(&self) -> bool {
+        matches!(self.kind, Kind::Uring(_))
+    }
+
+    /// The outcome of a connect made with [`Driver::connect`], once its
+    /// writable event came (`None` for any other socket: ask `SO_ERROR`).
+    pub(crate) fn connect_result(&mut self, fd: BorrowedFd<'_>) -> Option<io::Result<()>> {
+        match &mut self.kind {
+            Kind::Epoll(_) => None,
+            Kind::Uring(c) => c.connect_result(fd),
+        }
+    }
+
+    /// Drops input received for `fd` that the loop has not taken yet (the
+    /// completion driver's stash; on epoll it is still in the socket, where
+    /// the caller reads and discards it). A close with unread input resets
+    /// the connection on both drivers; after this it ends the stream.
+    pub(crate) fn discard_unread(&mut self, fd: BorrowedFd<'_>) {
+        if let Kind::Uring(c) = &mut self.kind {
+            c.discard_unread(fd);
         }
     }
 

@@ -66,6 +66,25 @@ impl<T> Stash<T> {
         }
         Some(item)
     }
+
+    /// The items, oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
+    }
+
+    /// Keeps only the items `keep` accepts, in order (the others are
+    /// dropped here), and frees the backlog if it empties.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        let mut kept = Stash::new();
+        while let Some(item) = self.pop_front() {
+            if keep(&item) {
+                kept.push_back(item);
+            }
+        }
+        *self = kept;
+    }
 }
 
 #[cfg(test)]
@@ -98,5 +117,19 @@ mod tests {
         assert_eq!(s.pop_front(), Some(4));
         assert_eq!(s.pop_front(), None);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn retain_keeps_order_and_the_first_item_inline() {
+        let mut s = Stash::new();
+        for i in 1..=5 {
+            s.push_back(i);
+        }
+        assert_eq!(s.iter().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        s.retain(|&i| i % 2 == 0);
+        assert_eq!(s.iter().copied().collect::<Vec<_>>(), [2, 4]);
+        assert_eq!(s.first, Some(2));
+        s.retain(|_| false);
+        assert!(s.is_empty() && s.rest.is_none());
     }
 }

@@ -9,7 +9,21 @@
 //!   hands the handler a slice of it and copies only what stays unread.
 //!   Dropping the `RecvBuf` ([`Driver::release`]) gives it back to the
 //!   kernel.
-//! * **Everything else** (listeners, UDP sockets, connects in progress, TLS
+//! * **The loop's own listeners** (one loop, or reuseport mode; not the
+//!   acceptor thread's, which has no ring) accept through the ring: a
+//!   multishot accept per listener, whose connections wait in the driver
+//!   until the loop's accept path takes them with their peer address
+//!   ([`Completion::accept_from`]), under the same limits and pauses as on
+//!   epoll (a pause cancels the accept; the backlog holds the rest). Not
+//!   in an engine with an upgrade socket: there the backlog is shared with
+//!   the next process, and a connection the ring accepted just before the
+//!   listeners go over could be neither admitted here nor handed over, so
+//!   those listeners stay with epoll (`Driver::keep_listeners_on_epoll`).
+//! * **TCP connects** (dials) go through the ring too
+//!   ([`Completion::connect`]): the completion is the loop's writable event
+//!   and carries the outcome, so no `connect`, `epoll_ctl` or `SO_ERROR`
+//!   call of our own.
+//! * **Everything else** (UDP sockets, Unix connects in progress, TLS
 //!   and PROXY-header reads, and write readiness of any connection whose
 //!   queue is not empty) is registered with the embedded epoll instance,
 //!   whose descriptor the ring polls with a multishot poll; only when that
@@ -62,8 +76,9 @@
 //! payload bytes and never frees a buffer the kernel may still write (the
 //! [`Ring`] guarantees that, also when the loop stops).
 
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::super::token::LoopToken;
@@ -71,7 +86,8 @@ use super::epoll::Readiness;
 use super::stash::Stash;
 use crate::actors::Doorbell;
 use crate::buffer::OutboundQueue;
-use crate::sys::poller::{Event, Interest, Poller};
+use crate::sys::poller::{Event, Interest};
+use crate::sys::socket;
 use crate::sys::uring::bufring::{BufRingConfig, RecvBuf};
 use crate::sys::uring::ring::{Event as RingEvent, Ring, RingConfig, SourceId};
 
@@ -91,6 +107,20 @@ const MAX_GATHER: usize = crate::buffer_pool::MAX_CLASS;
 /// Bounds of one provided buffer (the loop's `read_buffer_size`, clamped).
 const MIN_BUF: usize = 4096;
 const MAX_BUF: usize = 16 * 1024;
+
+/// A listener of the loop's own, accepting through the ring.
+struct RingListener {
+    id: SourceId,
+    raw: RawFd,
+    token: u64,
+    /// The loop wants connections (not paused for a limit or exhaustion).
+    wanted: bool,
+    /// A multishot accept is in the ring (until its final completion).
+    armed: bool,
+    /// What the kernel accepted (or the error that ended the multishot),
+    /// waiting for the loop's accept path to take it.
+    accepted: VecDeque<io::Result<OwnedFd>>,
+}
 
 /// What a receive completion left for the loop.
 enum Stashed {
@@ -117,6 +147,9 @@ struct Source {
     sending: bool,
     /// Bytes the ring sent that the loop has not taken off the queue yet.
     sent: usize,
+    /// A connect through the ring finished, with this outcome (until the
+    /// loop takes it).
+    connected: Option<io::Result<()>>,
 }
 
 pub(crate) struct Completion {
@@ -134,6 +167,8 @@ pub(crate) struct Completion {
     events: Vec<RingEvent>,
     /// The last readiness poll reported events: poll again before sleeping.
     readiness_pending: bool,
+    /// The loop's own listeners (few: a linear search is the fastest).
+    listeners: Vec<RingListener>,
 }
 
 impl Completion {
@@ -164,15 +199,16 @@ impl Completion {
             spare: Vec::new(),
             events: Vec::new(),
             readiness_pending: false,
+            listeners: Vec::new(),
         })
-    }
-
-    pub(crate) fn poller(&self) -> &Poller {
-        self.readiness.poller()
     }
 
     pub(crate) fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+
+    pub(crate) fn readiness_mut(&mut self) -> &mut Readiness {
+        &mut self.readiness
     }
 
     /// The eventfd doorbell is read through the ring (a pipe doorbell,
@@ -234,6 +270,7 @@ impl Completion {
             ended: false,
             sending: false,
             sent: 0,
+            connected: None,
         });
         if self.by_fd.len() <= raw {
             self.by_fd.resize(raw + 1, 0);
@@ -292,6 +329,14 @@ impl Completion {
         if source.in_epoll {
             self.readiness.deregister(fd);
         }
+        if source.stash.iter().any(|s| matches!(s, Stashed::Bytes(_))) {
+            // Input the loop never read: on epoll it would still be in the
+            // socket, and closing would reset the connection. The ring has
+            // drained the socket into its buffers, so ask for the reset.
+            if let Err(e) = socket::set_linger_zero(fd) {
+                log::debug!("io_uring: SO_LINGER before a close with unread input: {e}");
+            }
+        }
         if let Err(e) = self.ring.close(source.id) {
             // Not fatal: the ring releases the slot when its operations end.
             log::warn!("io_uring: closing a connection's operations failed: {e}");
@@ -304,6 +349,172 @@ impl Completion {
         }
         // The stash drops here: its buffers go back to the kernel.
         true
+    }
+
+    /// Starts accepting on listener `fd` through the ring (a multishot
+    /// accept); its connections are announced as readable events for
+    /// `token`.
+    pub(crate) fn add_listener(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let id = self.ring.attach(fd);
+        if let Err(e) = self.ring.accept_multishot(id) {
+            let _ = self.ring.close(id);
+            return Err(e);
+        }
+        self.listeners.push(RingListener {
+            id,
+            raw: fd.as_raw_fd(),
+            token,
+            wanted: true,
+            armed: true,
+            accepted: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    fn listener_mut(&mut self, fd: BorrowedFd<'_>) -> Option<&mut RingListener> {
+        let raw = fd.as_raw_fd();
+        self.listeners.iter_mut().find(|l| l.raw == raw)
+    }
+
+    /// Accepting on or paused: pausing cancels the multishot accept (the
+    /// backlog holds new connections); resuming re-arms it once what was
+    /// already accepted has been taken.
+    pub(crate) fn listen(&mut self, fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+        let Some(l) = self.listener_mut(fd) else {
+            return Ok(());
+        };
+        l.wanted = on;
+        let (id, armed, drained) = (l.id, l.armed, l.accepted.is_empty());
+        if on && !armed && drained {
+            self.ring.accept_multishot(id)?;
+            if let Some(l) = self.listener_mut(fd) {
+                l.armed = true;
+            }
+        } else if !on && armed {
+            self.ring.pause_accept(id)?;
+        }
+        Ok(())
+    }
+
+    /// Before the listener is closed: cancels its accept; connections the
+    /// kernel accepted and the loop did not take are closed.
+    pub(crate) fn remove_listener(&mut self, fd: BorrowedFd<'_>) {
+        let raw = fd.as_raw_fd();
+        let Some(at) = self.listeners.iter().position(|l| l.raw == raw) else {
+            return;
+        };
+        let l = self.listeners.swap_remove(at);
+        if let Err(e) = self.ring.close(l.id) {
+            log::warn!("io_uring: closing a listener's accept failed: {e}");
+        }
+        // The cancellation must reach the kernel while the descriptor
+        // number still names this listener.
+        if let Err(e) = self.ring.submit_and_wait(0, None) {
+            log::warn!("io_uring: submitting before a listener's close failed: {e}");
+        }
+    }
+
+    /// The next connection the ring accepted on `fd`, with its peer's
+    /// address (`getpeername`: a multishot accept has no per-connection
+    /// address buffer); `Ok(None)` when none is waiting (the multishot
+    /// accept is re-armed then, if it ended and the loop still wants).
+    pub(crate) fn accept_from(
+        &mut self,
+        fd: BorrowedFd<'_>,
+    ) -> io::Result<Option<(OwnedFd, crate::addr::SockAddr)>> {
+        loop {
+            let Some(l) = self.listener_mut(fd) else {
+                return Ok(None);
+            };
+            match l.accepted.pop_front() {
+                Some(Ok(conn)) => match socket::peer_addr(conn.as_fd()) {
+                    Ok(peer) => return Ok(Some((conn, peer))),
+                    // Reset before we asked: as good as ECONNABORTED.
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOTCONN) => continue,
+                    Err(e) => return Err(e),
+                },
+                Some(Err(e))
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EINTR | nix::libc::ECONNABORTED)
+                    ) =>
+                {
+                    continue
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    if l.wanted && !l.armed {
+                        let id = l.id;
+                        l.armed = true;
+                        if let Err(e) = self.ring.accept_multishot(id) {
+                            if let Some(l) = self.listener_mut(fd) {
+                                l.armed = false;
+                            }
+                            return Err(e);
+                        }
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn on_accept(&mut self, listener: SourceId, got: Option<io::Result<OwnedFd>>, ended: bool) {
+        let Some(at) = self.listeners.iter().position(|l| l.id == listener) else {
+            return; // removed meanwhile: a descriptor closes here
+        };
+        let l = &mut self.listeners[at];
+        match got {
+            Some(Err(e)) if e.raw_os_error() == Some(nix::libc::ECANCELED) => {}
+            Some(got) => l.accepted.push_back(got),
+            None => {}
+        }
+        if ended {
+            l.armed = false;
+            // A pause taken back before its cancellation completed.
+            if l.wanted && l.accepted.is_empty() {
+                l.armed = true;
+                if let Err(e) = self.ring.accept_multishot(listener) {
+                    l.armed = false;
+                    l.accepted.push_back(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Connects TCP socket `fd` to `addr` through the ring; its completion
+    /// comes back as a writable event for `token` (with `error` set when it
+    /// failed), after which [`Completion::connect_result`] tells the outcome.
+    /// The loop's wheel keeps the connect timeout (a timeout deregisters,
+    /// which cancels the connect).
+    pub(crate) fn connect(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: LoopToken,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<()> {
+        self.register_stream(fd, token, Interest::NONE)?;
+        let Some(id) = self.source_mut(fd).map(|s| s.id) else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
+        if let Err(e) = self.ring.connect(id, addr, None) {
+            self.deregister(fd);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The outcome of a connect through the ring on `fd`, once it finished.
+    pub(crate) fn connect_result(&mut self, fd: BorrowedFd<'_>) -> Option<io::Result<()>> {
+        self.source_mut(fd)?.connected.take()
+    }
+
+    /// Drops the input stashed for `fd` that the loop has not read (a stop
+    /// discards it so the close ends the stream rather than resetting it).
+    pub(crate) fn discard_unread(&mut self, fd: BorrowedFd<'_>) {
+        if let Some(source) = self.source_mut(fd) {
+            source.stash.retain(|s| !matches!(s, Stashed::Bytes(_)));
+        }
     }
 
     /// The next completion stashed for `fd`, if it is attached: bytes,
@@ -410,7 +621,10 @@ impl Completion {
             self.sources[i as usize]
                 .as_ref()
                 .is_some_and(|s| s.reading && !s.stash.is_empty())
-        });
+        }) || self
+            .listeners
+            .iter()
+            .any(|l| l.wanted && !l.accepted.is_empty());
         // A level-triggered source the last poll reported may still be
         // ready, and the epoll descriptor wakes the ring's poll only for
         // new events: ask epoll again before sleeping.
@@ -426,7 +640,7 @@ impl Completion {
         } else {
             timeout
         };
-        let want = usize::from(timeout != Some(Duration::ZERO));
+        let (want, timeout) = wait_past_sends(timeout, self.ring.sends_queued());
         self.ring.submit_and_wait(want, timeout)?;
         self.ring.complete(&mut self.events);
         let mut poll_readiness = false;
@@ -457,6 +671,19 @@ impl Completion {
                     }
                 }
                 RingEvent::Doorbell => ready.push(readable(LoopToken::Doorbell)),
+                RingEvent::Connected { source, result } => {
+                    if let Some(s) = self.live(source) {
+                        let failed = result.is_err();
+                        s.connected = Some(result);
+                        ready.push(sent_event(s.token, failed));
+                    }
+                }
+                RingEvent::Accepted { listener, fd } => {
+                    self.on_accept(listener, Some(Ok(fd)), false)
+                }
+                RingEvent::AcceptEnded { listener, error } => {
+                    self.on_accept(listener, error.map(Err), true)
+                }
                 // Released slots, and operations this driver does not use.
                 _ => {}
             }
@@ -466,6 +693,16 @@ impl Completion {
             let before = ready.len();
             self.readiness.wait(ready, Some(Duration::ZERO))?;
             self.readiness_pending |= ready.len() > before;
+        }
+        // A listener with connections waiting is announced at every wait
+        // until the loop has taken them (it takes a bounded batch per event).
+        for l in &self.listeners {
+            if l.wanted && !l.accepted.is_empty() {
+                ready.push(Event {
+                    token: l.token,
+                    ..readable(LoopToken::Doorbell)
+                });
+            }
         }
         // One readable event per stashed completion of every source the
         // loop reads; the others stay listed until it does.
@@ -490,6 +727,37 @@ impl Completion {
         Ok(())
     }
 }
+
+/// How many completions the turn's one `io_uring_enter` waits for, and how
+/// long, given the loop's `timeout` and the `sends` it submits.
+///
+/// A writable socket takes a send's bytes during the submit, so the sends'
+/// completions are posted before the enter starts waiting: waiting for one
+/// completion would return at once, and the loop would need a second enter
+/// (a turn with nothing but those completions) to sleep until the next
+/// receive. Waiting for `1 + sends` makes the one enter submit and sleep.
+/// A send that cannot complete at once (a full socket buffer: its peer
+/// reads slowly) would hold the wake-up back until one more completion,
+/// so such a wait is bounded by [`SEND_GRACE`]; shorter than the loop's
+/// timeout is always allowed (the loop just turns again).
+fn wait_past_sends(timeout: Option<Duration>, sends: usize) -> (usize, Option<Duration>) {
+    match timeout {
+        Some(Duration::ZERO) => (0, timeout),
+        _ if sends == 0 => (1, timeout),
+        _ => (
+            1 + sends,
+            Some(timeout.map_or(SEND_GRACE, |t| t.min(SEND_GRACE))),
+        ),
+    }
+}
+
+/// The longest a turn's wait may be held back by a send of that turn that
+/// did not complete at once (see [`wait_past_sends`]): the next event is
+/// delivered at most this late, and only in that case. When every send
+/// completed at once and nothing else comes, the sends' own completions
+/// (the loop takes the bytes off the queues) are what waits this long.
+/// Timers never wait: the loop's timeout is kept when it is shorter.
+const SEND_GRACE: Duration = Duration::from_micros(100);
 
 /// A send completed (`failed`: with an error): the loop takes the bytes
 /// off the connection's queue (or closes it).

@@ -338,6 +338,9 @@ pub(crate) struct Ring {
     readiness_armed: bool,
     /// Final completions still owed by the kernel (all kinds).
     in_flight: u64,
+    /// Sends queued since the last `io_uring_enter` (see
+    /// [`Ring::sends_queued`]).
+    sends_queued: usize,
     tearing_down: bool,
     cqes: Vec<(u64, i32, u32)>,
     stats: RingStats,
@@ -360,6 +363,7 @@ impl Ring {
             readiness: None,
             readiness_armed: false,
             in_flight: 0,
+            sends_queued: 0,
             tearing_down: false,
             cqes: Vec::new(),
             stats: RingStats::default(),
@@ -425,6 +429,15 @@ impl Ring {
         self.stats
     }
 
+    /// Sends queued since the last `io_uring_enter`: the completions the
+    /// next enter will most likely post at once (a loopback or otherwise
+    /// writable socket takes the bytes inline, during the submit), which a
+    /// caller that wants to sleep until something *else* happens adds to the
+    /// completions it waits for.
+    pub(crate) fn sends_queued(&self) -> usize {
+        self.sends_queued
+    }
+
     /// Operations whose final completion has not arrived yet.
     pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight
@@ -452,6 +465,30 @@ impl Ring {
             .user_data(listener.user_data(OpKind::Accept));
         self.push_for(listener, &[entry], 1)?;
         self.slots[listener.index as usize].accept_armed = true;
+        Ok(())
+    }
+
+    /// Stops accepting on `listener` (a limit, or running out of
+    /// descriptors): cancels its multishot accept, whose final completion
+    /// ([`Event::AcceptEnded`], `ECANCELED`) says when it stopped; the
+    /// kernel's backlog holds new connections meanwhile. Not armed: nothing.
+    pub(crate) fn pause_accept(&mut self, listener: SourceId) -> io::Result<()> {
+        let (_, slot) = self.open_slot(listener)?;
+        if !slot.accept_armed {
+            return Ok(());
+        }
+        self.cancel_op(listener, OpKind::Accept)
+    }
+
+    /// Queues the cancellation of `id`'s operations of `kind` (its own
+    /// completion is owed too).
+    fn cancel_op(&mut self, id: SourceId, kind: OpKind) -> io::Result<()> {
+        let target = types::CancelBuilder::user_data(id.user_data(kind)).all();
+        let cancel = opcode::AsyncCancel2::new(target)
+            .build()
+            .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode());
+        self.push(&[cancel])?;
+        self.in_flight += 1;
         Ok(())
     }
 
@@ -492,12 +529,7 @@ impl Ring {
             }
             RecvState::Armed => {}
         }
-        let target = types::CancelBuilder::user_data(id.user_data(OpKind::Recv)).all();
-        let cancel = opcode::AsyncCancel2::new(target)
-            .build()
-            .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode());
-        self.push(&[cancel])?;
-        self.in_flight += 1;
+        self.cancel_op(id, OpKind::Recv)?;
         self.slots[id.index as usize].recv = RecvState::Pausing;
         Ok(())
     }
@@ -742,7 +774,9 @@ impl Ring {
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(id.user_data(OpKind::Send));
-        self.push_for(id, &[entry], 1)
+        self.push_for(id, &[entry], 1)?;
+        self.sends_queued += 1;
+        Ok(())
     }
 
     fn arm_doorbell(&mut self) -> io::Result<()> {
@@ -848,6 +882,7 @@ impl Ring {
 
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
         self.stats.enters += 1;
+        self.sends_queued = 0;
         let submitter = self.uring.submitter();
         let result = match timeout {
             Some(t) if want > 0 => {
