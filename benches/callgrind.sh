@@ -6,7 +6,7 @@
 #   benches/callgrind.sh echo [CONNS SIZE]   # ringloop echo --loops 1, tokio current_thread,
 #                                            # the hand-written mio loop (default 50 × 512 B)
 #   benches/callgrind.sh http [DEPTH]        # ringloop examples/http --loops 1 and tokio +
-#                                            # httparse (1 worker), wrk -t1 -c50, DEPTH
+#                                            # httparse (current_thread), wrk -t1 -c50, DEPTH
 #                                            # pipelined requests per write (default 1)
 #   CG_RUNS=2 benches/callgrind.sh echo      # runs per server (default 1), alternated
 #   CG_KEEP=DIR benches/callgrind.sh …       # keep the callgrind dumps in DIR

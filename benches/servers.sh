@@ -7,6 +7,11 @@
 #   benches/servers.sh --quick          # both, 1 round, short runs (~2 min)
 #   benches/servers.sh                  # both, 3 rounds (~9 min)
 #   benches/servers.sh --rounds 3 kv    # only kv, 3 rounds
+#   benches/servers.sh --pin http       # http with every server on CPU 0 and wrk on CPU 1
+# wrk shares the machine's 2 cores with the server: unpinned, the rate can be
+# wrk's rather than the server's (the http report gives both processes' CPU
+# share to tell). --pin gives each its own core, the same for every server,
+# so req/s follows the server's cost per request (needs 2 CPUs).
 # The markdown report goes to stdout, progress to stderr. Needs wrk, redis-tools
 # and redis-server (Debian packages); see benches/harness/README.md.
 set -euo pipefail
@@ -15,14 +20,16 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 common=()
+http_only=()
 which=()
 while (($#)); do
     case $1 in
         --quick) common+=(--quick) ;;
         --rounds) common+=(--rounds "${2:?--rounds needs a value}"); shift ;;
         --rounds=*) common+=("$1") ;;
+        --pin) http_only+=(--pin) ;;
         http | kv) which+=("$1") ;;
-        *) echo "servers.sh: unknown argument $1 (use --quick, --rounds N, http, kv)" >&2; exit 2 ;;
+        *) echo "servers.sh: unknown argument $1 (use --quick, --rounds N, --pin, http, kv)" >&2; exit 2 ;;
     esac
     shift
 done
@@ -48,8 +55,11 @@ CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/har
 
 status=0
 for bench in "${which[@]}"; do
+    extra=()
+    [[ $bench == http ]] && extra=(${http_only[@]+"${http_only[@]}"})
     "$target_dir/release/harness" "bench-$bench" \
-        --ringloop "$target_dir/release/examples/$bench" ${common[@]+"${common[@]}"} || status=1
+        --ringloop "$target_dir/release/examples/$bench" ${common[@]+"${common[@]}"} \
+        ${extra[@]+"${extra[@]}"} || status=1
     echo
 done
 exit $status

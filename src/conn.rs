@@ -108,6 +108,13 @@ pub struct Conn<'a, S> {
     backing: Backing<'a, S>,
     lp: &'a LoopRef<'a>,
     side: Option<Box<SideEffects<S>>>,
+    /// The callback may have changed something of its own connection that
+    /// settling acts on (a close, a shutdown, a pause, queued output, its
+    /// own settings): every mutable access to the entry sets it, except a
+    /// write that went straight through with nothing queued. While it is
+    /// clear, the loop knows without looking that a connection quiet
+    /// before the callback still is (`event_loop/fast.rs`).
+    own_changed: bool,
 }
 
 impl<'a, S> Conn<'a, S> {
@@ -123,7 +130,15 @@ impl<'a, S> Conn<'a, S> {
             backing: Backing::Stream { conns, key },
             lp,
             side: None,
+            own_changed: false,
         }
+    }
+
+    /// Whether the callback may have changed its own connection (see the
+    /// field); ask before [`finish`](Self::finish).
+    #[inline]
+    pub(crate) fn own_changed(&self) -> bool {
+        self.own_changed
     }
 
     /// What the callback asked of the loop beyond this connection.
@@ -158,6 +173,7 @@ impl<'a, S> Conn<'a, S> {
     }
 
     fn entry_mut(&mut self) -> Option<&mut ConnEntry<S>> {
+        self.own_changed = true;
         match &mut self.backing {
             Backing::Stream { conns, key } => conns.get_mut(*key),
         }
@@ -347,12 +363,16 @@ impl<'a, S> Conn<'a, S> {
     #[inline]
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
         let lp = self.lp;
-        match &mut self.backing {
-            Backing::Stream { conns, key } => conns
-                .get_mut(*key)
-                .ok_or_else(|| Error::ConnectionClosed)?
-                .write_bytes(data, lp),
+        let Backing::Stream { conns, key } = &mut self.backing;
+        let Some(entry) = conns.get_mut(*key) else {
+            return Err(Error::ConnectionClosed);
+        };
+        let written = entry.write_bytes(data, lp);
+        // Straight through, nothing queued: nothing for settling to do.
+        if written.is_err() || !entry.outbound.is_empty() {
+            self.own_changed = true;
         }
+        written
     }
 
     /// Writes several buffers with one `writev` (same rules as
@@ -377,6 +397,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn writev(&mut self, bufs: &[&[u8]]) -> Result<usize> {
         let lp = self.lp;
+        self.own_changed = true;
         match &mut self.backing {
             Backing::Stream { conns, key } => conns
                 .get_mut(*key)
@@ -404,6 +425,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn write_vec(&mut self, data: Vec<u8>) -> Result<usize> {
         let lp = self.lp;
+        self.own_changed = true;
         match &mut self.backing {
             Backing::Stream { conns, key } => conns
                 .get_mut(*key)
@@ -811,6 +833,7 @@ impl<'a, S> Conn<'a, S> {
     pub fn link(&mut self, other: ConnId) -> Result<()> {
         self.feed(other)?;
         let other_key = self.other_key(other)?;
+        self.own_changed = true;
         let Backing::Stream { conns, key } = &mut self.backing;
         let key = *key;
         if let Some(entry) = conns.get_mut(other_key) {
@@ -843,6 +866,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn feed(&mut self, other: ConnId) -> Result<()> {
         let other_key = self.other_key(other)?;
+        self.own_changed = true;
         let Backing::Stream { conns, key } = &mut self.backing;
         let key = *key;
         if let Some(entry) = conns.get_mut(key) {
@@ -1361,6 +1385,7 @@ pub(crate) fn send_datagram(fd: BorrowedFd<'_>, data: &[u8], to: &SockAddr) -> R
 pub(crate) struct Reborrowed<S> {
     consumed: usize,
     side: Option<Box<SideEffects<S>>>,
+    own_changed: bool,
 }
 
 impl<S> Conn<'_, S> {
@@ -1381,6 +1406,7 @@ impl<S> Conn<'_, S> {
             backing,
             lp: self.lp,
             side: self.side.take(),
+            own_changed: false,
         }
     }
 
@@ -1390,6 +1416,7 @@ impl<S> Conn<'_, S> {
         Reborrowed {
             consumed: self.consumed,
             side: self.side,
+            own_changed: self.own_changed,
         }
     }
 
@@ -1397,6 +1424,7 @@ impl<S> Conn<'_, S> {
     pub(crate) fn end_reborrow(&mut self, back: Reborrowed<S>) {
         self.consumed = back.consumed;
         self.side = back.side;
+        self.own_changed |= back.own_changed;
     }
 
     /// The connection's slot on its loop. (Cheaper than `id()`, which

@@ -1,8 +1,10 @@
 //! The fast path of the commonest event: input alone, on an open
 //! connection with nothing waiting either way (and no timer to move). One lookup
 //! of the entry says whether it applies; then one receive, `on_traffic`
-//! over the received bytes, and — when the callback only read and wrote
-//! through — one more lookup to see that settling would change nothing.
+//! over the received bytes; when the callback only read and wrote through
+//! (its `Conn` says whether it touched its connection otherwise), settling
+//! would change nothing and the event is done. (A callback that did touch
+//! it costs one more lookup to see whether it is still quiet.)
 //!
 //! Owns only that shortcut: every other case (and every outcome of the
 //! callback that leaves something to do) goes through the general path in
@@ -80,16 +82,26 @@ impl<H: EventHandler> EventLoop<H> {
         let input = self.driver.bytes(&got);
         let mut conn = Conn::new(input, &mut self.conns, key, &lp);
         let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
+        let own_changed = conn.own_changed();
         let (consumed, side) = conn.finish();
         if consumed == n && side.is_none() && matches!(action, Some(Action::None)) {
-            if let Some(entry) = self.conns.get(key) {
-                if still_quiet(entry, edge) {
-                    // Read and wrote through: settling would change nothing.
-                    // (`side` is `None`: forgetting it saves a drop call.)
-                    std::mem::forget(side);
-                    self.driver.release(got);
-                    return true;
-                }
+            // Unchanged (it at most wrote straight through): still quiet,
+            // without a second lookup. Changed: look.
+            let quiet_now = if own_changed {
+                self.conns.get(key).is_some_and(|e| still_quiet(e, edge))
+            } else {
+                debug_assert!(
+                    self.conns.get(key).is_some_and(|e| still_quiet(e, edge)),
+                    "a callback changed its connection without saying so"
+                );
+                true
+            };
+            if quiet_now {
+                // Read and wrote through: settling would change nothing.
+                // (`side` is `None`: forgetting it saves a drop call.)
+                std::mem::forget(side);
+                self.driver.release(got);
+                return true;
             }
         }
         // Something to do: what it left unread is kept, then the general

@@ -108,6 +108,7 @@ fn retry_raw(mut call: impl FnMut() -> Result<usize, i32>) -> io::Result<usize> 
 /// (see [`syscall6`]), not through glibc's `read`, which is a thread
 /// cancellation point and pays for that with two atomic read-modify-writes
 /// per call. ringloop never cancels a thread.
+#[inline]
 #[allow(unsafe_code)] // a raw read(2)
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     retry_raw(|| {

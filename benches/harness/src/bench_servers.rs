@@ -34,6 +34,10 @@ pub struct HttpConfig {
     pub conns: usize,
     /// Requests per write in the pipelined scenario.
     pub depth: usize,
+    /// Pin every server to CPU 0 and wrk to CPU 1 (`--pin`), so that the
+    /// load generator cannot take the server's core and the rate follows
+    /// the server's cost per request.
+    pub pin: bool,
 }
 
 /// Settings of `harness bench-kv`.
@@ -66,6 +70,9 @@ struct Run {
     p99_us: Option<f64>,
     /// Server CPU over the run (`None` if it could not be read).
     cpu: Option<Duration>,
+    /// The load generator's CPU over the run (wrk; `None` where not
+    /// measured).
+    load_cpu: Option<Duration>,
 }
 
 /// One table row: all rounds of one server in one scenario.
@@ -122,6 +129,50 @@ fn summarize(runs: &[Run]) -> Row {
 /// Server CPU time, if readable.
 fn cpu(running: &Running) -> Option<Duration> {
     procfs::cpu_time(running.pid()).ok()
+}
+
+/// CPU time of the harness's children that have been waited for (wrk, once
+/// `run_wrk` returns; the servers still running do not count).
+fn children_cpu() -> Option<Duration> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).ok()?;
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    Some(tv(usage.user_time()) + tv(usage.system_time()))
+}
+
+/// The harness (and so whatever it starts next) on `cpu` only, or on
+/// every CPU again (`None`).
+fn pin_to(cpu: Option<usize>) -> Result<()> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let mut set = CpuSet::new();
+    match cpu {
+        Some(c) => set.set(c)?,
+        None => {
+            for c in 0..CpuSet::count() {
+                let _ = set.set(c);
+            }
+        }
+    }
+    sched_setaffinity(Pid::from_raw(0), &set)
+        .map_err(|e| format!("--pin: cannot run on CPU {cpu:?} ({e}); it needs 2 CPUs").into())
+}
+
+/// Mean share of one core over the runs that have the figure.
+fn core_share(runs: &[Run], what: impl Fn(&Run) -> Option<Duration>) -> String {
+    let shares: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| what(r).map(|c| c.as_secs_f64() / r.seconds.max(1e-9)))
+        .collect();
+    if shares.is_empty() {
+        return "?".to_string();
+    }
+    format!(
+        "{:.0} %",
+        100.0 * shares.iter().sum::<f64>() / shares.len() as f64
+    )
 }
 
 fn stop(running: Running, problems: &mut Vec<String>) -> Result<()> {
@@ -217,6 +268,32 @@ pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
     }
     let _ = writeln!(
         out,
+        "\nCPU shares (mean over the rounds, % of one core over the measured run): whether the \
+         server or wrk is the bottleneck. Near 100 % for wrk and below it for the server: the rate \
+         is wrk's, not the server's ({}).\n",
+        if cfg.pin {
+            "--pin: every server on CPU 0, wrk on CPU 1"
+        } else {
+            "not pinned: server and wrk share the CPUs; --pin separates them"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | server | server CPU | wrk CPU |\n|---|---|---|---|"
+    );
+    for (s, (label, _)) in scenarios.iter().enumerate() {
+        for (k, runs) in results[s].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {} |",
+                cfg.servers[k].name,
+                core_share(runs, |r| r.cpu),
+                core_share(runs, |r| r.load_cpu),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
         "\nreq/s: responses per second over all rounds (wrk); spread: (max − min) / mean of the \
          per-run rates; p50/p99: wrk's latency percentiles, mean over the runs; server CPU: the \
          server's utime + stime over the measured wrk run divided by its responses. Ratios: median \
@@ -270,30 +347,54 @@ fn http_rounds(cfg: &HttpConfig, script: &str) -> Result<(Results, Vec<String>, 
             for (k, server) in cfg.servers.iter().enumerate() {
                 eprintln!("{label} · round {round}/{} · {}", cfg.rounds, server.name);
                 note_run_load();
+                if cfg.pin {
+                    // The server inherits CPU 0 from the harness, wrk (started
+                    // after it) CPU 1.
+                    pin_to(Some(0))?;
+                }
                 let running = server.start()?;
+                if cfg.pin {
+                    pin_to(Some(1))?;
+                }
                 let url = format!("http://{}/plaintext", running.addr);
                 let warm = cfg.warmup.as_secs_f64();
                 let measured = cfg.duration.as_secs_f64();
-                let outcome = (|| -> Result<(WrkReport, Option<Duration>)> {
+                type Measured = (WrkReport, Option<Duration>, Option<Duration>);
+                let outcome = (|| -> Result<Measured> {
                     if warm > 0.0 {
                         run_wrk(&wrk_args(cfg, *depth, warm, script), &url, warm)?;
                     }
                     let before = cpu(&running);
+                    let load_before = children_cpu();
                     let report = run_wrk(&wrk_args(cfg, *depth, measured, script), &url, measured)?;
+                    let load_cpu = children_cpu()
+                        .zip(load_before)
+                        .map(|(a, b)| a.saturating_sub(b));
                     let after = cpu(&running);
-                    Ok((report, after.zip(before).map(|(a, b)| a.saturating_sub(b))))
+                    let cpu = after.zip(before).map(|(a, b)| a.saturating_sub(b));
+                    Ok((report, cpu, load_cpu))
                 })();
                 stop(running, &mut problems)?;
-                let (report, cpu) =
+                let (report, cpu, load_cpu) =
                     outcome.map_err(|e| format!("{} under {label}: {e}", server.name))?;
+                let share = |c: Option<Duration>| {
+                    c.map_or("?".to_string(), |c| {
+                        format!(
+                            "{:.0} %",
+                            100.0 * c.as_secs_f64() / report.seconds.max(1e-9)
+                        )
+                    })
+                };
                 eprintln!(
-                    "    {:.0} req/s, p99 {:.2} ms, server CPU {}",
+                    "    {:.0} req/s, p99 {:.2} ms, server CPU {} ({} of a core; wrk {})",
                     report.requests as f64 / report.seconds,
                     report.p99_us / 1e3,
                     cpu.map_or("?".to_string(), |c| format!(
                         "{:.2} µs/req",
                         c.as_secs_f64() * 1e6 / report.requests.max(1) as f64
-                    ))
+                    )),
+                    share(cpu),
+                    share(load_cpu),
                 );
                 if report.socket_errors > 0 || report.non_2xx > 0 {
                     problems.push(format!(
@@ -308,9 +409,13 @@ fn http_rounds(cfg: &HttpConfig, script: &str) -> Result<(Results, Vec<String>, 
                     p50_us: (report.p50_us > 0.0).then_some(report.p50_us),
                     p99_us: (report.p99_us > 0.0).then_some(report.p99_us),
                     cpu,
+                    load_cpu,
                 });
             }
         }
+    }
+    if cfg.pin {
+        pin_to(None)?;
     }
     Ok((results, problems, load_before))
 }
@@ -503,6 +608,7 @@ fn kv_tests(
             ))
         );
         runs.push(Run {
+            load_cpu: None,
             requests,
             seconds: requests as f64 / rps.max(f64::MIN_POSITIVE),
             rate: rps,

@@ -73,6 +73,7 @@ usage:
                 [--rates 20000,0] [--rounds 3] [--seconds 3] [--designs ringloop,naive|framed,ringloop]
   harness bench-http [--quick] [--ringloop PATH] [--loops 2] [--threads 2] [--skip-may]
                      [--rounds N] [--seconds T] [--warmup T] [--conns 256] [--depth 16]
+                     [--pin]   (servers on CPU 0, wrk on CPU 1: a server-bound rate)
   harness bench-kv [--quick] [--ringloop PATH] [--loops 1,2] [--rounds N]
                    [--requests N] [--requests-p1 N] [--clients 50] [--keyspace N]
   harness soak [--server PATH] [--seconds 180] [--loops 2]
@@ -640,7 +641,7 @@ fn bench_http(argv: &[String]) -> Result<ExitCode> {
             "--conns",
             "--depth",
         ],
-        &["--quick", "--skip-may"],
+        &["--quick", "--skip-may", "--pin"],
     )?;
     args.positional(&[])?;
     let quick = args.switch("--quick");
@@ -688,6 +689,7 @@ fn bench_http(argv: &[String]) -> Result<ExitCode> {
         )?,
         conns: args.value("--conns")?.unwrap_or(256),
         depth: args.value("--depth")?.unwrap_or(16),
+        pin: args.switch("--pin"),
     };
     if cfg.rounds == 0 || cfg.conns == 0 || cfg.depth == 0 || cfg.duration.is_zero() {
         return Err("--rounds, --conns, --depth and --seconds must be above zero".into());

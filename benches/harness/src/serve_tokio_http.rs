@@ -1,6 +1,9 @@
 //! The tokio peer for the HTTP benchmark: a plaintext server written the way
-//! a tokio user would (multi-thread runtime, a task per connection, requests
-//! parsed with `httparse`). Every complete request of a read is answered into
+//! a tokio user would (a task per connection, requests parsed with
+//! `httparse`; a current_thread runtime for `--threads 1`, the fair peer of
+//! a one-loop server, which would otherwise pay for a multi-thread
+//! scheduler's work stealing and wake-ups between the driver thread and one
+//! worker; a multi-thread runtime with that many workers otherwise). Every complete request of a read is answered into
 //! one buffer written with one `write_all`, so it pipelines as well as the
 //! ringloop server. As there, the whole `200 OK` reply is prebuilt and
 //! re-rendered only when the second in its `Date` changes (per thread,
@@ -24,10 +27,16 @@ const MAX_BUFFER: usize = 64 * 1024;
 
 /// Serves until SIGINT or SIGTERM.
 pub fn run(addr: SocketAddr, threads: usize) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(serve(addr, threads))?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
@@ -37,8 +46,13 @@ async fn serve(addr: SocketAddr, threads: usize) -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let listener = TcpListener::bind(addr).await?;
+    let runtime = if threads <= 1 {
+        "current_thread runtime".to_string()
+    } else {
+        format!("multi-thread runtime, {threads} worker threads")
+    };
     println!(
-        "tokio http listening on tcp://{} ({threads} worker threads)",
+        "tokio http listening on tcp://{} ({runtime})",
         listener.local_addr()?
     );
     loop {

@@ -395,22 +395,36 @@ impl Driver {
     /// Receives what the socket has now, into driver-owned memory (or, for
     /// an attached connection, the next completion the ring delivered).
     /// `WouldBlock`: nothing now.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<Received> {
-        if let Kind::Uring(c) = &mut self.kind {
-            if let Some(taken) = c.take(fd) {
-                return taken.map(|buf| Received {
-                    len: buf.as_ref().map_or(0, |b| b.as_slice().len()),
-                    buf,
-                });
+        // The readiness driver's receive is the hot one: inline it, and
+        // keep the completion driver's hand-over out of line.
+        if matches!(self.kind, Kind::Uring(_)) {
+            if let Some(taken) = self.take_completed(fd) {
+                return taken;
             }
         }
         let len = sysio::read(fd, &mut self.recv_buf)?;
         Ok(Received { len, buf: None })
     }
 
+    /// The completion driver's receive: what a completion delivered for
+    /// `fd`, if one did (`None`: read it as the readiness driver would).
+    #[cold]
+    #[inline(never)]
+    fn take_completed(&mut self, fd: BorrowedFd<'_>) -> Option<io::Result<Received>> {
+        let Kind::Uring(c) = &mut self.kind else {
+            return None;
+        };
+        let taken = c.take(fd)?;
+        Some(taken.map(|buf| Received {
+            len: buf.as_ref().map_or(0, |b| b.as_slice().len()),
+            buf,
+        }))
+    }
+
     /// The bytes of `got`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bytes<'a>(&'a self, got: &'a Received) -> &'a [u8] {
         match &got.buf {
             None => &self.recv_buf[..got.len],
@@ -420,9 +434,20 @@ impl Driver {
 
     /// Hands `got`'s memory back (a readiness receive reuses the loop's
     /// buffer; a provided buffer goes back to the kernel).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release(&mut self, got: Received) {
         let Received { len: _, buf } = got;
-        drop(buf);
+        if let Some(buf) = buf {
+            // Out of line: only the completion driver lends buffers, and
+            // the readiness driver's path then skips a drop call.
+            return_buffer(buf);
+        }
     }
+}
+
+/// Gives a provided buffer back to its ring (see [`Driver::release`]).
+#[cold]
+#[inline(never)]
+fn return_buffer(buf: RecvBuf) {
+    drop(buf);
 }
