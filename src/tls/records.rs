@@ -11,7 +11,7 @@
 //! keeps what was not consumed), the outgoing buffers and the destination.
 
 use std::cell::Cell;
-use std::io::{self, Write};
+use std::io;
 
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
@@ -135,7 +135,7 @@ impl Tx<'_, '_> {
     fn flush_handshake(&mut self) -> io::Result<()> {
         if let Some(sink) = self.sink.as_deref_mut() {
             if !self.handshake.is_empty() {
-                sink.write_all(self.handshake)?;
+                sink.put(self.handshake)?;
                 *self.handshake = Vec::new();
             }
         }
@@ -201,6 +201,7 @@ pub(super) fn drive<C: Records>(
         };
         let mut stop = None;
         let mut fault = None;
+        let mut drained = false;
         match state {
             ConnectionState::ReadTraffic(mut records) => {
                 while let Some(record) = records.next_record() {
@@ -212,8 +213,12 @@ pub(super) fn drive<C: Records>(
                         }
                     }
                 }
-                if matches!(job, Job::Read) && plain.full() {
-                    stop = Some(Stop::Full);
+                if matches!(job, Job::Read) {
+                    if plain.full() {
+                        stop = Some(Stop::Full);
+                    } else {
+                        drained = true;
+                    }
                 }
             }
             ConnectionState::ReadEarlyData(mut early) => {
@@ -249,9 +254,45 @@ pub(super) fn drive<C: Records>(
         if let Some(fault) = fault {
             return (consumed, Err(fault));
         }
+        if drained && !starts_with_record(&buf[consumed..]) {
+            // A read that took application data stops when no whole record
+            // is left, without asking rustls again (it would only say so).
+            return (consumed, Ok(Stop::Idle));
+        }
         if let Some(stop) = stop {
             return (consumed, Ok(stop));
         }
+    }
+}
+
+/// The common write, without [`drive`]'s generality: an open session that
+/// owes the peer nothing and holds no input (the caller checks) is asked
+/// once for its state, which is then `WriteTraffic`. Returns `None`, having
+/// lost nothing, when it is not: the caller then runs [`drive`]. (With no
+/// records queued and no input, rustls can only answer `WriteTraffic`,
+/// `Closed`, `BlockedHandshake` or, once, `PeerClosed`, noted here.)
+pub(super) fn seal_open<C: Records>(
+    conn: &mut C,
+    bufs: &[&[u8]],
+    sink: &mut SocketSink<'_>,
+    peer_closed: &mut bool,
+) -> Option<Result<(), Fault>> {
+    let UnbufferedStatus { state, .. } = conn.process(&mut []);
+    match state {
+        Ok(ConnectionState::WriteTraffic(mut traffic)) => Some(seal(&mut traffic, bufs, sink)),
+        Ok(ConnectionState::PeerClosed) => {
+            *peer_closed = true;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Whether `input` starts with a whole TLS record (header and body).
+fn starts_with_record(input: &[u8]) -> bool {
+    match input.get(..5) {
+        Some(header) => input.len() >= 5 + usize::from(u16::from_be_bytes([header[3], header[4]])),
+        None => false,
     }
 }
 
@@ -323,7 +364,7 @@ fn write_job<D>(
                     Err(e) => return Err(Fault::Io(io::Error::other(e.to_string()))),
                 }
             };
-            sink.write_all(&scratch[..n]).map_err(Fault::Io)
+            sink.put(&scratch[..n]).map_err(Fault::Io)
         }),
         Job::Read | Job::Send => Ok(()),
     }
@@ -349,26 +390,30 @@ fn seal<D>(
 ) -> Result<(), Fault> {
     with_scratch(|scratch| {
         let mut filled = 0;
-        for chunk in bufs.iter().flat_map(|b| b.chunks(SEAL_STEP)) {
-            loop {
-                match traffic.encrypt(chunk, &mut scratch[filled..]) {
-                    Ok(n) => {
-                        filled += n;
-                        break;
+        for buf in bufs {
+            for chunk in buf.chunks(SEAL_STEP) {
+                loop {
+                    match traffic.encrypt(chunk, &mut scratch[filled..]) {
+                        Ok(n) => {
+                            filled += n;
+                            break;
+                        }
+                        Err(EncryptError::InsufficientSize(_)) if filled > 0 => {
+                            sink.put(&scratch[..filled]).map_err(Fault::Io)?;
+                            filled = 0;
+                        }
+                        Err(EncryptError::InsufficientSize(e))
+                            if e.required_size > scratch.len() =>
+                        {
+                            scratch.resize(e.required_size, 0);
+                        }
+                        Err(e) => return Err(Fault::Io(io::Error::other(e.to_string()))),
                     }
-                    Err(EncryptError::InsufficientSize(_)) if filled > 0 => {
-                        sink.write_all(&scratch[..filled]).map_err(Fault::Io)?;
-                        filled = 0;
-                    }
-                    Err(EncryptError::InsufficientSize(e)) if e.required_size > scratch.len() => {
-                        scratch.resize(e.required_size, 0);
-                    }
-                    Err(e) => return Err(Fault::Io(io::Error::other(e.to_string()))),
                 }
             }
         }
         if filled > 0 {
-            sink.write_all(&scratch[..filled]).map_err(Fault::Io)?;
+            sink.put(&scratch[..filled]).map_err(Fault::Io)?;
         }
         Ok(())
     })

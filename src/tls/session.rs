@@ -10,7 +10,7 @@
 //! keeps only the ciphertext of a record cut short (until the rest is read)
 //! and a handshake flight (until the loop sends it).
 
-use std::io::{self, IoSlice, Write};
+use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::UnbufferedServerConnection;
 use rustls::{ClientConfig, CommonState, ServerConfig};
 
-use super::records::{drain_alerts, drive, Fault, Job, Plain, Stop, Tx};
+use super::records::{drain_alerts, drive, seal_open, Fault, Job, Plain, Stop, Tx};
 use super::{sni, TLS_BUFFER_LIMIT};
 use crate::buffer::OutboundQueue;
 use crate::error::{Error, Result};
@@ -385,6 +385,20 @@ impl TlsSession {
     /// to [`TLS_BUFFER_LIMIT`]) to send once it has.
     pub(crate) fn write(&mut self, bufs: &[&[u8]], sink: &mut SocketSink<'_>) -> Result<()> {
         self.abandoned = false;
+        if self.pending.is_empty()
+            && self.handshake_out.is_empty()
+            && self.early.is_empty()
+            && self.failed.is_none()
+            && !self.side.common().wants_write()
+        {
+            let notified = &mut self.close_notified;
+            match with_side!(&mut self.side, c => seal_open(c, bufs, sink, notified)) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(Fault::Io(e))) => return Err(Error::io("write", e)),
+                Some(Err(Fault::Tls(e))) => return Err(Error::Tls(e)),
+                None => {}
+            }
+        }
         match self.run(Job::Seal(bufs), sink) {
             Ok(Stop::Idle | Stop::Full) => Ok(()),
             Ok(Stop::Handshaking) => {
@@ -417,7 +431,7 @@ impl TlsSession {
     /// `sink`.
     pub(crate) fn send(&mut self, sink: &mut SocketSink<'_>) -> io::Result<()> {
         if !self.handshake_out.is_empty() {
-            sink.write_all(&self.handshake_out)?;
+            sink.put(&self.handshake_out)?;
             self.handshake_out = Vec::new();
         }
         if self.failed.is_some() {
@@ -482,41 +496,22 @@ pub(crate) struct SocketSink<'a> {
     pub(crate) written: usize,
 }
 
-impl Write for SocketSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(buf)])
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut skip = 0;
+impl SocketSink<'_> {
+    /// Sends `buf` (one write while nothing is queued) and queues what the
+    /// socket does not take: it always takes everything.
+    pub(crate) fn put(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut sent = 0;
         if self.queue.is_empty() {
-            // One record (the common case: a reply of up to 16 KiB) goes
-            // by the raw send, without glibc's cancellable sendmsg and the
-            // kernel's copy of a msghdr and an iovec array.
-            let sent = match bufs {
-                [one] => sys::io::write(self.fd, one),
-                _ => sys::io::writev(self.fd, bufs),
-            };
-            match sent {
-                Ok(n) => skip = n,
+            match sys::io::write(self.fd, buf) {
+                Ok(n) => sent = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
         }
-        self.written += skip;
-        for buf in bufs {
-            if skip >= buf.len() {
-                skip -= buf.len();
-                continue;
-            }
-            self.queue.push(&buf[skip..], self.cap);
-            skip = 0;
+        self.written += sent;
+        if sent < buf.len() {
+            self.queue.push(&buf[sent..], self.cap);
         }
-        Ok(total)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
