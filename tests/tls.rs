@@ -248,6 +248,27 @@ fn many_clients(server: EchoServer) {
     server.running.stop();
 }
 
+/// TLS 1.3 key updates in mid-stream, asked for by the client (which asks
+/// the server to update its keys too): the echo goes on under the new keys
+/// both ways, on small and record-spanning messages.
+#[test]
+fn key_updates_in_mid_stream() {
+    let server = echo_server(1, |b| b);
+    let mut s = server.client();
+    assert_eq!(
+        s.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    tls_round_trip(&mut s, b"under the first keys");
+    for i in 0..4u64 {
+        s.conn.refresh_traffic_keys().expect("a key update");
+        tls_round_trip(&mut s, &payload(i, [5, 20_000][i as usize % 2]));
+    }
+    drop(s);
+    assert_eq!(server.next_close(), "close eof");
+    server.running.stop();
+}
+
 /// The server sees SNI and ALPN in on_open; the client sees ALPN.
 #[test]
 fn alpn_and_sni_are_visible_on_conn() {
