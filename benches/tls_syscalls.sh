@@ -3,7 +3,7 @@
 # counted by perf tracepoints: figures that do not depend on the machine's load.
 #   benches/tls_syscalls.sh echo [ECHO_BIN]    # ringloop's echo and the tokio-rustls peer,
 #                                              # one `tls-bench` round, per 1 s interval
-#   benches/tls_syscalls.sh proxy [PROXY_BIN]  # the TLS-terminating proxy, whole run
+#   benches/tls_syscalls.sh proxy [PROXY_BIN]  # the TLS-terminating proxy and HAProxy, whole runs
 # Binaries default to target/release/examples/{echo,proxy}; the harness must be
 # built (benches/tls.sh builds both). Needs perf (Debian: linux-perf) and root or
 # perf_event_paranoid <= 1. Results: benches/results/tls-unbuffered-20261205-0250.md.
@@ -53,6 +53,7 @@ case $mode in
         "$bench" proxy --rounds 1 --seconds 3 --proxy-bin "$bin" >"$out/bench.log" 2>&1 &
         run=$!
         count ringloop-proxy "$(pid_of "^$bin ")"
+        count haproxy "$(pid_of "^haproxy .*/tls-bench-$run/")"
         ;;
     *) echo "usage: $0 echo|proxy [BIN]" >&2; exit 2 ;;
 esac
