@@ -271,12 +271,13 @@ impl TlsSession {
             }
             self.plain_rest = Vec::new();
         }
+        // Straight from the loop's buffer, or after what the session kept.
+        let direct = self.pending.is_empty();
+        if !direct {
+            self.pending.extend_from_slice(input);
+        }
         if matches!(self.sni, SniState::Unread) {
-            let first = if self.pending.is_empty() {
-                &*input
-            } else {
-                &self.pending
-            };
+            let first = if direct { &*input } else { &self.pending };
             if let sni::Sni::Known(name) = sni::client_hello_sni(first) {
                 self.sni = SniState::Read(name);
             }
@@ -292,11 +293,10 @@ impl TlsSession {
             sink: None,
         };
         let notified = &mut self.close_notified;
-        let (stop, kept) = if self.pending.is_empty() {
+        let (stop, kept) = if direct {
             let (consumed, stop) = with_side!(&mut self.side, c => drive(c, input, &mut tx, &mut dest, Job::Read, notified));
             (stop, &input[consumed..])
         } else {
-            self.pending.extend_from_slice(input);
             let (consumed, stop) = with_side!(&mut self.side, c =>
                 drive(c, &mut self.pending, &mut tx, &mut dest, Job::Read, notified));
             self.pending.drain(..consumed);
@@ -589,5 +589,47 @@ pub(crate) fn sink<'a>(
         queue,
         cap,
         written: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SNI name is read even when the ClientHello comes in pieces.
+    #[test]
+    fn sni_from_a_client_hello_split_over_reads() {
+        let cert = rcgen::generate_simple_self_signed(vec!["sni.example".into()]).unwrap();
+        let config = Arc::new(
+            crate::tls::ServerTls::from_pem(
+                cert.cert.pem().as_bytes(),
+                cert.key_pair.serialize_pem().as_bytes(),
+            )
+            .unwrap()
+            .build()
+            .unwrap(),
+        );
+        let client_config = rustls::ClientConfig::builder_with_provider(super::super::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = ServerName::try_from("sni.example").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        for cut in [1, 4, 5, 6, 100, hello.len() - 1] {
+            let mut server = TlsSession::server(&config).unwrap();
+            let mut out = [0u8; 64];
+            let (first, rest) = hello.split_at(cut);
+            server.pump(&mut first.to_vec(), &mut out).unwrap();
+            assert_eq!(server.info().server_name(), None, "cut {cut}: not yet");
+            server.pump(&mut rest.to_vec(), &mut out).unwrap();
+            assert_eq!(
+                server.info().server_name(),
+                Some("sni.example"),
+                "cut {cut}"
+            );
+        }
     }
 }
