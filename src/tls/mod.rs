@@ -45,9 +45,8 @@
 //! handler leaves unread, as for TCP.
 //!
 //! rustls 0.23's unbuffered server does not expose the SNI name it acted
-//! on, so the session reads it from the ClientHello's first record before
-//! rustls takes it (a ClientHello split over records, which no client in
-//! use sends, leaves it `None`).
+//! on, so the session reads it from the ClientHello (in one record or
+//! several) before rustls takes it.
 //!
 //! # States of a TLS connection
 //!

@@ -2,8 +2,8 @@
 //! the ciphertext before rustls takes it.
 //!
 //! rustls's unbuffered server connection (0.23) does not expose the SNI it
-//! acted on, so the session reads it here, once, from the first record of
-//! the connection. Owns only this parse; it never decides anything (rustls
+//! acted on, so the session reads it here, once, from the ClientHello at
+//! the start of the connection. Owns only this parse; it never decides anything (rustls
 //! still validates the ClientHello and fails the handshake on a bad one),
 //! and it reads bounded, untrusted input without panicking.
 
@@ -13,34 +13,65 @@ use rustls::pki_types::DnsName;
 /// header may declare; anything longer is not a ClientHello.
 const MAX_RECORD: usize = 16 * 1024 + 2048;
 
+/// The largest handshake message rustls accepts (header included).
+const MAX_HANDSHAKE: usize = 0xffff + 4;
+
 /// What the start of a connection's input says about its SNI.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Sni {
-    /// The first record is not complete yet: ask again with more input.
+    /// The ClientHello is not complete yet: ask again with more input.
     Incomplete,
     /// The name asked for (lower-cased, as rustls keeps it), or `None`: no
-    /// SNI, an IP address, not a ClientHello, or a ClientHello split over
-    /// records (which no client in use sends).
+    /// SNI, an IP address, or not a ClientHello.
     Known(Option<Box<str>>),
 }
 
-/// Reads the SNI host name from a ClientHello at the start of `input`.
+/// Reads the SNI host name from a ClientHello at the start of `input`, in
+/// one handshake record (as clients send it) or spread over several.
 pub(super) fn client_hello_sni(input: &[u8]) -> Sni {
-    let Some(header) = input.get(..5) else {
-        return Sni::Incomplete;
-    };
-    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-    if header[0] != 22 || len > MAX_RECORD {
-        return Sni::Known(None);
+    let mut rest = input;
+    let mut joined: Vec<u8> = Vec::new();
+    loop {
+        let Some(header) = rest.get(..5) else {
+            return Sni::Incomplete;
+        };
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if header[0] != 22 || len > MAX_RECORD {
+            return Sni::Known(None);
+        }
+        let Some(body) = rest.get(5..5 + len) else {
+            return Sni::Incomplete;
+        };
+        rest = &rest[5 + len..];
+        let message = if joined.is_empty() && whole_message(body) {
+            body // the usual case: one record, no copy
+        } else {
+            joined.extend_from_slice(body);
+            if !whole_message(&joined) {
+                if joined.len() >= MAX_HANDSHAKE {
+                    return Sni::Known(None);
+                }
+                continue;
+            }
+            &joined[..]
+        };
+        return Sni::Known(host_name(message).and_then(|name| {
+            let name = std::str::from_utf8(name).ok()?;
+            let name = DnsName::try_from(name).ok()?;
+            Some(name.to_lowercase_owned().as_ref().into())
+        }));
     }
-    let Some(record) = input.get(5..5 + len) else {
-        return Sni::Incomplete;
-    };
-    Sni::Known(host_name(record).and_then(|name| {
-        let name = std::str::from_utf8(name).ok()?;
-        let name = DnsName::try_from(name).ok()?;
-        Some(name.to_lowercase_owned().as_ref().into())
-    }))
+}
+
+/// Whether `bytes` hold a whole handshake message (header and body).
+fn whole_message(bytes: &[u8]) -> bool {
+    match bytes.get(..4) {
+        Some(h) => {
+            let len = usize::from(h[1]) << 16 | usize::from(h[2]) << 8 | usize::from(h[3]);
+            bytes.len() >= 4 + len
+        }
+        None => false,
+    }
 }
 
 /// The first `host_name` entry of a ClientHello's server_name extension,
@@ -156,19 +187,43 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_name_from_a_hello_split_over_records() {
+        let bytes = hello("split.example");
+        let body = &bytes[5..];
+        for cut in [1, 3, 4, 50, body.len() - 1] {
+            let mut records = Vec::new();
+            for part in [&body[..cut], &body[cut..]] {
+                records.extend_from_slice(&[22, 3, 1]);
+                records.extend_from_slice(&(part.len() as u16).to_be_bytes());
+                records.extend_from_slice(part);
+            }
+            let first_record = 5 + cut;
+            assert_eq!(client_hello_sni(&records[..first_record]), Sni::Incomplete);
+            assert_eq!(
+                client_hello_sni(&records),
+                Sni::Known(Some("split.example".into())),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn no_name_for_ip_addresses_plaintext_and_garbage() {
         // rustls sends no SNI for an IP address.
         assert_eq!(client_hello_sni(&hello("127.0.0.1")), Sni::Known(None));
         assert_eq!(client_hello_sni(b"GET / HTTP/1.1\r\n"), Sni::Known(None));
         let mut bytes = hello("a.example");
-        // Every truncation of the ClientHello inside a record claiming its
-        // full length reads no name and does not panic.
+        // Every truncation of the ClientHello, in a record of that length,
+        // reads no name and does not panic: its message continues in a
+        // record yet to come, then garbage ends it.
         let len = bytes.len();
-        for cut in 9..len {
+        for cut in 6..len {
             let mut short = bytes[..cut].to_vec();
             let body = (cut - 5) as u16;
             short[3..5].copy_from_slice(&body.to_be_bytes());
-            assert!(matches!(client_hello_sni(&short), Sni::Known(_)));
+            assert_eq!(client_hello_sni(&short), Sni::Incomplete, "cut {cut}");
+            short.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            assert_eq!(client_hello_sni(&short), Sni::Known(None), "cut {cut}");
         }
         bytes[5] = 2; // a ServerHello type
         assert_eq!(client_hello_sni(&bytes), Sni::Known(None));
