@@ -303,24 +303,25 @@ impl TlsSession {
             (stop, &[][..])
         };
         plain += dest.len;
-        if self.close_notified || matches!(stop, Ok(Stop::Closed)) {
-            // Whatever follows close_notify is ignored.
-            self.pending = Vec::new();
-        } else if !kept.is_empty() {
-            // Kept even after an error: rustls's handshake deframer may
-            // still point into it.
-            self.pending.extend_from_slice(kept);
-        }
         let stop = match stop {
             Ok(stop) => stop,
+            // A failed session reads nothing more (its alert goes out
+            // without rustls looking at input again): the input is dropped.
             Err(Fault::Tls(e)) => return Err(self.fail(e)),
             Err(Fault::Io(e)) => return Err(self.fail(rustls::Error::General(e.to_string()))),
         };
+        if self.close_notified || stop == Stop::Closed {
+            // Whatever follows close_notify is ignored.
+            self.pending = Vec::new();
+        } else if !kept.is_empty() {
+            self.pending.extend_from_slice(kept);
+        }
         if self.pending.len() > MAX_PENDING {
-            return Err(rustls::Error::General(format!(
+            let e = format!(
                 "{} bytes of ciphertext without a complete message",
                 self.pending.len()
-            )));
+            );
+            return Err(self.fail(rustls::Error::General(e)));
         }
         if self.pending.is_empty() {
             self.pending = Vec::new();
@@ -343,9 +344,9 @@ impl TlsSession {
     /// Keeps `input` for a later pump.
     fn keep(&mut self, input: &[u8]) -> std::result::Result<(), rustls::Error> {
         if self.pending.len() + input.len() > MAX_PENDING {
-            return Err(rustls::Error::General(
+            return Err(self.fail(rustls::Error::General(
                 "too much ciphertext waiting behind undelivered plaintext".into(),
-            ));
+            )));
         }
         self.pending.extend_from_slice(input);
         Ok(())
