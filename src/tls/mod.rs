@@ -102,6 +102,7 @@ mod config;
 mod entry;
 mod records;
 mod session;
+mod sink;
 mod sni;
 
 pub use config::{client_config, load_certs, load_private_key, load_roots, ServerTls};
@@ -175,7 +176,8 @@ pub mod fuzzing {
     use std::os::fd::{AsFd, OwnedFd};
     use std::sync::Arc;
 
-    use super::session::{sink, TlsSession};
+    use super::session::TlsSession;
+    use super::sink::sink;
     use crate::buffer::OutboundQueue;
 
     /// A server session driven as the event loop drives it: ciphertext in

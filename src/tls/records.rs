@@ -21,7 +21,7 @@ use rustls::unbuffered::{
 };
 use rustls::CommonState;
 
-use super::session::SocketSink;
+use super::sink::SocketSink;
 
 /// Plaintext handed to one `encrypt` call (four full records).
 const SEAL_STEP: usize = 4 * 16 * 1024;

@@ -11,7 +11,6 @@
 //! and a handshake flight (until the loop sends it).
 
 use std::io;
-use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use rustls::client::UnbufferedClientConnection;
@@ -20,12 +19,11 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::{ClientConfig, CommonState, ServerConfig};
 
 use super::records::{drain_alerts, drive, seal_open, Fault, Job, Plain, Stop, Tx};
+use super::sink::SocketSink;
 use super::{sni, TLS_BUFFER_LIMIT};
-use crate::buffer::OutboundQueue;
 use crate::error::{Error, Result};
 use crate::id::ConnId;
 use crate::runtime::message::Completion;
-use crate::sys;
 
 /// How a `tls://` dial verifies its server: a client config (roots, client
 /// certificate, ALPN) and the server name to present and check (SNI). By
@@ -485,38 +483,6 @@ impl TlsSession {
     }
 }
 
-/// Where ciphertext goes: straight to the socket while the connection has
-/// nothing queued, into its outbound queue otherwise (and for whatever the
-/// socket does not take). It always takes everything, so rustls never keeps
-/// ciphertext, and byte order is kept.
-pub(crate) struct SocketSink<'a> {
-    pub(crate) fd: BorrowedFd<'a>,
-    pub(crate) queue: &'a mut OutboundQueue,
-    pub(crate) cap: usize,
-    /// Bytes the socket took.
-    pub(crate) written: usize,
-}
-
-impl SocketSink<'_> {
-    /// Sends `buf` (one write while nothing is queued) and queues what the
-    /// socket does not take: it always takes everything.
-    pub(crate) fn put(&mut self, buf: &[u8]) -> io::Result<()> {
-        let mut sent = 0;
-        if self.queue.is_empty() {
-            match sys::io::write(self.fd, buf) {
-                Ok(n) => sent = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.written += sent;
-        if sent < buf.len() {
-            self.queue.push(&buf[sent..], self.cap);
-        }
-        Ok(())
-    }
-}
-
 /// What a handler can read of a connection's TLS session
 /// ([`Conn::tls`](crate::Conn::tls)).
 ///
@@ -576,20 +542,6 @@ impl std::fmt::Debug for TlsInfo<'_> {
             .field("alpn", &self.alpn_protocol())
             .field("server_name", &self.server_name())
             .finish()
-    }
-}
-
-/// A sink for `entry`'s socket and queue.
-pub(crate) fn sink<'a>(
-    fd: BorrowedFd<'a>,
-    queue: &'a mut OutboundQueue,
-    cap: usize,
-) -> SocketSink<'a> {
-    SocketSink {
-        fd,
-        queue,
-        cap,
-        written: 0,
     }
 }
 
