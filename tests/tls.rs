@@ -248,6 +248,51 @@ fn many_clients(server: EchoServer) {
     server.running.stop();
 }
 
+/// A read buffer smaller than a record: the plaintext of one read reaches
+/// the handler in 1 KiB pieces, the rest of it (and the records after it)
+/// waiting in the session, byte-exact whatever the splits.
+#[test]
+fn records_larger_than_the_read_buffer_arrive_in_pieces() {
+    let server = echo_server(1, |b| b.read_buffer_size(1024));
+    let data = payload(21, 4 << 20);
+    let mut conn = new_session(&server.pki, "localhost");
+    let sock = tcp_client(server.addr());
+    let back = duplex(&mut conn, &sock, &data, data.len(), 11);
+    assert!(
+        back == data,
+        "4 MiB echo through a 1 KiB read buffer differs"
+    );
+    let mut s = server.client();
+    for len in [1usize, 1023, 1024, 1025, 16_384, 16_385, 100_000] {
+        tls_round_trip(&mut s, &payload(len as u64, len));
+    }
+    drop((sock, s));
+    assert_eq!(server.next_close(), "close eof");
+    assert_eq!(server.next_close(), "close eof");
+    server.running.stop();
+}
+
+/// TLS 1.3 key updates in mid-stream, asked for by the client (which asks
+/// the server to update its keys too): the echo goes on under the new keys
+/// both ways, on small and record-spanning messages.
+#[test]
+fn key_updates_in_mid_stream() {
+    let server = echo_server(1, |b| b);
+    let mut s = server.client();
+    assert_eq!(
+        s.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    tls_round_trip(&mut s, b"under the first keys");
+    for i in 0..4u64 {
+        s.conn.refresh_traffic_keys().expect("a key update");
+        tls_round_trip(&mut s, &payload(i, [5, 20_000][i as usize % 2]));
+    }
+    drop(s);
+    assert_eq!(server.next_close(), "close eof");
+    server.running.stop();
+}
+
 /// The server sees SNI and ALPN in on_open; the client sees ALPN.
 #[test]
 fn alpn_and_sni_are_visible_on_conn() {

@@ -110,7 +110,7 @@ impl<H: EventHandler> EventLoop<H> {
                     entry.phase = Phase::Open;
                     // On a tls:// listener what follows the header is the
                     // handshake: it goes through the session, not to the handler.
-                    let handshake = if entry.tls.is_some() {
+                    let mut handshake = if entry.tls.is_some() {
                         rest
                     } else {
                         entry.inbound = rest;
@@ -119,7 +119,7 @@ impl<H: EventHandler> EventLoop<H> {
                     entry.timer_tick = 0; // the header's deadline no longer applies
                     self.start_session(key, None);
                     if !handshake.is_empty() && self.conns.get(key).is_some() {
-                        self.deliver_tls(key, &handshake);
+                        self.deliver_tls(key, &mut handshake);
                     }
                     let has_input = self.conns.get(key).is_some_and(|e| !e.inbound.is_empty());
                     if has_input && handshake.is_empty() {

@@ -119,22 +119,22 @@ impl<H: EventHandler> EventLoop<H> {
         }
         entry.last_read_ms = self.now_ms;
         bump(&self.engine.slot(self.index).counters().bytes_in, n as u64);
-        let scratch = std::mem::take(&mut self.tls_in);
-        self.deliver_tls(key, &scratch[..n]);
+        let mut scratch = std::mem::take(&mut self.tls_in);
+        self.deliver_tls(key, &mut scratch[..n]);
         self.tls_in = scratch;
         Some(n)
     }
 
-    /// Feeds `input` (ciphertext) through the session: handshake records
-    /// are answered, `on_open` runs when the handshake completes, plaintext
-    /// goes to `on_traffic` through the loop's read buffer. Stops early if
-    /// the connection closes or starts closing (the rest is dropped, as
-    /// unread socket bytes would be).
+    /// Feeds `input` (ciphertext, decrypted in place) through the session:
+    /// handshake records are answered, `on_open` runs when the handshake
+    /// completes, plaintext goes to `on_traffic` through the loop's read
+    /// buffer. Stops early if the connection closes or starts closing (the
+    /// rest is dropped, as unread socket bytes would be).
     ///
     /// Settles the connection once per round through the session: the
     /// callback that took its plaintext (`on_traffic` or `on_open`) settles
     /// it, and only a round that ran no callback settles it here.
-    pub(super) fn deliver_tls(&mut self, key: SlotKey, mut input: &[u8]) {
+    pub(super) fn deliver_tls(&mut self, key: SlotKey, mut input: &mut [u8]) {
         loop {
             let mut settled = false;
             let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
@@ -147,7 +147,8 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(tls) = entry.tls.as_deref_mut() else {
                 return;
             };
-            let pumped = tls.pump(&mut input, &mut self.read_buf);
+            let pumped = tls.pump(input, &mut self.read_buf);
+            input = &mut [];
             let opened = tls.take_opened();
             // Handshake answers and alerts go out before anything else.
             if let Err(e) = entry.tls_send(&lp) {
@@ -177,9 +178,9 @@ impl<H: EventHandler> EventLoop<H> {
                 self.peer_closed(key);
                 return;
             }
-            // A pump that stopped short of filling the buffer drained the
-            // session's plaintext; with no ciphertext left, it has no more.
-            if input.is_empty() && pumped.plain < self.read_buf.len() {
+            // A pump that did not fill the buffer took all the input and
+            // left no plaintext behind.
+            if !pumped.more {
                 if !settled {
                     self.settle(key, Action::None);
                 }

@@ -8,7 +8,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use super::session::sink;
+use super::sink::sink;
 use crate::error::{Error, Result};
 use crate::event_loop::entry::{ConnEntry, LoopRef};
 use crate::reason::CloseReason;

@@ -11,30 +11,42 @@
 //!
 //! # Where the session sits
 //!
+//! rustls is driven through its unbuffered API (`rustls::unbuffered`): it
+//! keeps no ciphertext or plaintext queues of its own, so the loop's
+//! buffers are the only ones.
+//!
 //! ```text
 //!  socket ──read──▶ loop TLS scratch (ciphertext, one per loop)
-//!                      │ rustls read_tls + process_new_packets (decrypt in place)
+//!                      │ process_tls_records: records decrypted in place there
+//!                      │ (a record cut short waits in the session until the rest comes)
 //!                      ▼
 //!                  loop read buffer (plaintext) ──▶ on_traffic: peek / next / read_all
 //!                                                   (leftover kept exactly as for TCP)
 //!
 //!  write / writev / write_vec / async_write (encrypted on the owning loop)
-//!                      │ rustls writer (encrypt into its buffer)
-//!                      ▼ write_tls into the sink
-//!  sink: nothing queued? ──yes──▶ writev to the socket; what it does not take ─┐
-//!         │ no                                                                  ▼
-//!         └────────────────────────────────────────────────────────▶ outbound queue
+//!                      │ WriteTraffic::encrypt into the loop thread's seal buffer
+//!                      ▼
+//!  sink: nothing queued? ──yes──▶ write to the socket; what it does not take ─┐
+//!         │ no                                                                 ▼
+//!         └───────────────────────────────────────────────────────▶ outbound queue
 //! ```
 //!
-//! Every ciphertext byte rustls produces leaves its buffer at once, either to
-//! the socket or into the connection's ordinary outbound queue. So the queue
-//! holds exactly what is waiting for the socket (as ciphertext): the loop's
-//! flushing, `writev` batching, write readiness, water marks and
-//! back-pressure, write timeout and graceful close work on it unchanged, and
+//! Every ciphertext byte rustls produces leaves the seal buffer at once,
+//! either to the socket or into the connection's ordinary outbound queue
+//! (handshake records and alerts the same way, through a small per-session
+//! buffer emptied after every flight). So the queue holds exactly what is
+//! waiting for the socket (as ciphertext): the loop's flushing, `writev`
+//! batching, write readiness, water marks and back-pressure, write timeout
+//! and graceful close work on it unchanged, and
 //! [`Conn::outbound_buffered`](crate::Conn::outbound_buffered) counts it.
-//! Plaintext is copied once, out of rustls into the loop's read buffer, where
-//! plain TCP would have copied it out of the kernel; a connection keeps only
-//! what its handler leaves unread, as for TCP.
+//! Plaintext is copied once into the loop's read buffer (rustls 0.23 hands
+//! a record's plaintext out of its own allocation), where plain TCP would
+//! have copied it out of the kernel; a connection keeps only what its
+//! handler leaves unread, as for TCP.
+//!
+//! rustls 0.23's unbuffered server does not expose the SNI name it acted
+//! on, so the session reads it from the ClientHello (in one record or
+//! several) before rustls takes it.
 //!
 //! # States of a TLS connection
 //!
@@ -65,13 +77,15 @@
 //!
 //! # Bounded memory
 //!
-//! Per connection: rustls's incoming record buffer (at most one record,
-//! ~16 KiB, or a 64 KiB handshake message), its received-plaintext buffer
-//! (16 KiB; drained after every record), its outgoing buffers (capped by
-//! [`TLS_BUFFER_LIMIT`] and emptied after every write), plus the
-//! connection's ordinary outbound queue under its water marks and inbound
-//! leftover under `max_inbound`. Ciphertext read from the socket lands in
-//! one scratch buffer per loop, not per connection.
+//! Per connection: the start of one record (~16 KiB) or of a handshake
+//! message (64 KiB) waiting for the rest, at most one record of decrypted
+//! plaintext beyond the loop's read buffer, one handshake flight until it is
+//! sent, and plaintext written before the handshake completed (at most
+//! [`TLS_BUFFER_LIMIT`]); each is empty, without an allocation, between
+//! messages. Then the connection's ordinary outbound queue under its water
+//! marks and inbound leftover under `max_inbound`. Ciphertext read from the
+//! socket lands in one scratch buffer per loop, and writes are encrypted in
+//! one buffer per loop thread, not per connection.
 //!
 //! # kTLS, later
 //!
@@ -86,7 +100,10 @@
 
 mod config;
 mod entry;
+mod records;
 mod session;
+mod sink;
+mod sni;
 
 pub use config::{client_config, load_certs, load_private_key, load_roots, ServerTls};
 pub(crate) use session::TlsSession;
@@ -95,9 +112,8 @@ pub use session::{TlsConnector, TlsInfo};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The most ciphertext or early plaintext rustls may buffer for a
-/// connection before the loop moves it on (it moves it after every write,
-/// so this only bounds one large write's encryption step).
+/// The most plaintext a connection keeps when written before its
+/// handshake completed (more is refused with `WouldBlock`).
 pub const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 
 /// The engine's TLS settings (see the builder's
@@ -160,7 +176,8 @@ pub mod fuzzing {
     use std::os::fd::{AsFd, OwnedFd};
     use std::sync::Arc;
 
-    use super::session::{sink, TlsSession};
+    use super::session::TlsSession;
+    use super::sink::sink;
     use crate::buffer::OutboundQueue;
 
     /// A server session driven as the event loop drives it: ciphertext in
@@ -189,10 +206,13 @@ pub mod fuzzing {
 
         /// Feeds one read's worth of ciphertext. A TLS error ends the
         /// session (its alert was sent).
-        pub fn feed(&mut self, mut data: &[u8]) -> Result<(), rustls::Error> {
+        pub fn feed(&mut self, data: &[u8]) -> Result<(), rustls::Error> {
             let mut out = [0u8; 1000];
+            let mut input = data.to_vec();
+            let mut input = &mut input[..];
             loop {
-                let pumped = self.session.pump(&mut data, &mut out);
+                let pumped = self.session.pump(input, &mut out);
+                input = &mut [];
                 let _ = self.session.take_opened();
                 let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024);
                 let sent = self.session.send(&mut to);
@@ -201,7 +221,7 @@ pub mod fuzzing {
                 assert!(pumped.plain <= out.len());
                 self.plaintext.extend_from_slice(&out[..pumped.plain]);
                 self.peer_closed |= pumped.peer_closed;
-                if pumped.peer_closed || (pumped.plain == 0 && data.is_empty()) {
+                if pumped.peer_closed || !pumped.more {
                     return Ok(());
                 }
             }

@@ -2,25 +2,28 @@
 //! [`TlsConnector`]: how a dial verifies its server; [`TlsInfo`]: what a
 //! handler may read of a session.
 //!
-//! Owns the session and moving bytes through it: ciphertext in (from a
-//! slice the loop read), plaintext out (into the loop's read buffer),
-//! plaintext in (encrypted), ciphertext out (into a [`SocketSink`]). It
-//! never reads a socket, never calls a handler and never keeps ciphertext
-//! for later: what rustls produces is handed to the sink at once.
+//! Owns the session and moving bytes through it: ciphertext in (a slice
+//! the loop read, decrypted in place), plaintext out (into the loop's read
+//! buffer), plaintext in (encrypted), ciphertext out (into a
+//! [`SocketSink`]); the steps of rustls's unbuffered state machine are in
+//! `records.rs`. It never reads a socket and never calls a handler; it
+//! keeps only the ciphertext of a record cut short (until the rest is read)
+//! and a handshake flight (until the loop sends it).
 
-use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::BorrowedFd;
+use std::io;
 use std::sync::Arc;
 
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+use rustls::server::UnbufferedServerConnection;
+use rustls::{ClientConfig, CommonState, ServerConfig};
 
-use super::TLS_BUFFER_LIMIT;
-use crate::buffer::OutboundQueue;
+use super::records::{drain_alerts, drive, seal_open, Fault, Job, Plain, Stop, Tx};
+use super::sink::SocketSink;
+use super::{sni, TLS_BUFFER_LIMIT};
 use crate::error::{Error, Result};
 use crate::id::ConnId;
 use crate::runtime::message::Completion;
-use crate::sys;
 
 /// How a `tls://` dial verifies its server: a client config (roots, client
 /// certificate, ALPN) and the server name to present and check (SNI). By
@@ -73,8 +76,9 @@ impl TlsConnector {
                 Error::InvalidConfig(format!("{host:?} is not a valid TLS server name: {e}"))
             })?,
         };
-        let conn = ClientConnection::new(self.config.clone(), name).map_err(Error::Tls)?;
-        Ok(TlsSession::new(conn.into()))
+        let conn =
+            UnbufferedClientConnection::new(self.config.clone(), name).map_err(Error::Tls)?;
+        Ok(TlsSession::new(Side::Client(conn)))
     }
 }
 
@@ -90,49 +94,111 @@ enum Phase {
     Open,
 }
 
+/// The rustls connection, unbuffered: records are decrypted in buffers the
+/// loop owns and encrypted straight into its scratch buffer.
+enum Side {
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection),
+}
+
+/// Runs `$body` with `$c` bound to whichever side the session is.
+macro_rules! with_side {
+    ($side:expr, $c:ident => $body:expr) => {
+        match $side {
+            Side::Server($c) => $body,
+            Side::Client($c) => $body,
+        }
+    };
+}
+
+impl Side {
+    fn common(&self) -> &CommonState {
+        match self {
+            Side::Server(c) => c,
+            Side::Client(c) => c,
+        }
+    }
+}
+
+/// Whether the SNI a server was asked for has been read yet.
+enum SniState {
+    /// Not yet (a server before its first complete record).
+    Unread,
+    /// Read (or a client: `None`).
+    Read(Option<Box<str>>),
+}
+
 /// One connection's TLS session.
 pub(crate) struct TlsSession {
-    conn: Connection,
+    side: Side,
     phase: Phase,
+    sni: SniState,
     /// The peer ended its TCP stream without `close_notify` and nothing
     /// was written since: it abandoned the session, so no `close_notify`
     /// is owed to it (as nginx does; a reply written after the end of
     /// stream is still followed by one).
     abandoned: bool,
-    /// Plaintext rustls holds, not yet read (as of the last
-    /// `process_new_packets`, less what was read since).
-    plain_held: usize,
+    /// Ciphertext read and not yet consumed: the start of a record (or of a
+    /// handshake message spread over records) waiting for the rest, or
+    /// records left when the plaintext destination filled. Empty (and
+    /// without an allocation) between messages.
+    pending: Vec<u8>,
+    /// Plaintext decrypted and not yet delivered (what did not fit in the
+    /// loop's read buffer); at most about a record beyond it.
+    plain_rest: Vec<u8>,
+    /// Handshake records and alerts encoded and not yet sent.
+    handshake_out: Vec<u8>,
+    /// Plaintext written before the handshake completed (at most
+    /// [`TLS_BUFFER_LIMIT`]), encrypted first once it has.
+    early: Vec<u8>,
     /// The peer's `close_notify` came (no plaintext after what is held).
     close_notified: bool,
+    /// The session failed with this error: nothing is read or written
+    /// any more, only the alert it owes is sent.
+    failed: Option<rustls::Error>,
 }
 
 /// What [`TlsSession::pump`] got out of the session.
 pub(crate) struct Pumped {
     /// Plaintext bytes placed at the start of the output buffer.
     pub(crate) plain: usize,
-    /// The peer sent `close_notify`: no more plaintext will come.
+    /// The peer sent `close_notify` and every byte before it was delivered.
     pub(crate) peer_closed: bool,
+    /// The output buffer filled: pump again (with no new input) for more.
+    pub(crate) more: bool,
 }
 
+/// The most ciphertext a session keeps waiting for the rest of a record or
+/// handshake message (rustls refuses larger ones before this is reached).
+const MAX_PENDING: usize = 96 * 1024;
+
 impl TlsSession {
-    fn new(mut conn: Connection) -> Self {
-        conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+    fn new(side: Side) -> Self {
+        let sni = match side {
+            Side::Server(_) => SniState::Unread,
+            Side::Client(_) => SniState::Read(None),
+        };
         Self {
-            conn,
+            side,
             phase: Phase::Handshaking {
                 deadline_ms: u64::MAX,
                 done: None,
             },
+            sni,
             abandoned: false,
-            plain_held: 0,
+            pending: Vec::new(),
+            plain_rest: Vec::new(),
+            handshake_out: Vec::new(),
+            early: Vec::new(),
             close_notified: false,
+            failed: None,
         }
     }
 
     /// A server session under `config`.
     pub(crate) fn server(config: &Arc<ServerConfig>) -> Result<Self> {
-        let conn = ServerConnection::new(config.clone()).map_err(Error::Tls)?;
-        Ok(Self::new(conn.into()))
+        let conn = UnbufferedServerConnection::new(config.clone()).map_err(Error::Tls)?;
+        Ok(Self::new(Side::Server(conn)))
     }
 
     /// Starts the handshake clock; `done` (a dial) hears the outcome.
@@ -155,7 +221,7 @@ impl TlsSession {
     /// If rustls finished the handshake, moves to [`Phase::Open`] and
     /// returns `Some` with the dial's completion (if any).
     pub(crate) fn take_opened(&mut self) -> Option<Option<Completion<ConnId>>> {
-        if self.conn.is_handshaking() || !self.is_handshaking() {
+        if self.side.common().is_handshaking() || !self.is_handshaking() {
             return None;
         }
         match std::mem::replace(&mut self.phase, Phase::Open) {
@@ -172,74 +238,171 @@ impl TlsSession {
         }
     }
 
-    /// Moves ciphertext from `input` (advancing it) through the session and
-    /// plaintext into `out`, until `out` is full, or `input` is used up and
-    /// no plaintext is left. A TLS error is returned after rustls queued the
-    /// alert it owes the peer (send it with [`send`](Self::send)).
-    ///
-    /// Reads plaintext only when rustls said it holds some (the state
-    /// `process_new_packets` returns), so a record costs one read of it,
-    /// not that plus the reads that find nothing.
+    /// Decrypts `input` (ciphertext just read; decrypted in place) and the
+    /// session's own leftovers, placing plaintext in `out`: all of `input`
+    /// is taken (what is not consumed now is kept). Stops when `out` is
+    /// full (`more`: call again with empty input) or the input is used up.
+    /// Handshake answers wait for [`send`](Self::send). A TLS error is
+    /// returned after rustls queued the alert it owes the peer (`send`
+    /// sends it).
     pub(crate) fn pump(
         &mut self,
-        input: &mut &[u8],
+        input: &mut [u8],
         out: &mut [u8],
     ) -> std::result::Result<Pumped, rustls::Error> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let mut plain = 0;
-        loop {
-            while self.plain_held > 0 && plain < out.len() {
-                match self.conn.reader().read(&mut out[plain..]) {
-                    Ok(n) if n > 0 => {
-                        plain += n;
-                        self.plain_held = self.plain_held.saturating_sub(n);
-                    }
-                    // Nothing after all (never, as rustls counted it).
-                    _ => self.plain_held = 0,
-                }
-            }
-            if self.plain_held == 0 && self.close_notified {
-                return Ok(Pumped {
-                    plain,
-                    peer_closed: true,
-                });
-            }
-            if plain == out.len() || input.is_empty() {
+        if !self.plain_rest.is_empty() {
+            plain = self.plain_rest.len().min(out.len());
+            out[..plain].copy_from_slice(&self.plain_rest[..plain]);
+            self.plain_rest.drain(..plain);
+            if !self.plain_rest.is_empty() {
+                // The input waits behind the plaintext already decrypted.
+                self.keep(input)?;
                 return Ok(Pumped {
                     plain,
                     peer_closed: false,
+                    more: true,
                 });
             }
-            match self.conn.read_tls(input) {
-                // close_notify came already: whatever follows is ignored.
-                Ok(0) => *input = &[],
-                Ok(_) => {}
-                // Its buffers are full, which draining above rules out for
-                // plaintext; for records it means an oversized message.
-                Err(e) => return Err(rustls::Error::General(e.to_string())),
-            }
-            let state = self.conn.process_new_packets()?;
-            self.plain_held = state.plaintext_bytes_to_read();
-            self.close_notified = state.peer_has_closed();
+            self.plain_rest = Vec::new();
         }
+        // Straight from the loop's buffer, or after what the session kept.
+        let direct = self.pending.is_empty();
+        if !direct {
+            self.pending.extend_from_slice(input);
+        }
+        if matches!(self.sni, SniState::Unread) {
+            let first = if direct { &*input } else { &self.pending };
+            if let sni::Sni::Known(name) = sni::client_hello_sni(first) {
+                self.sni = SniState::Read(name);
+            }
+        }
+        let mut dest = Plain {
+            out: &mut out[plain..],
+            len: 0,
+            rest: &mut self.plain_rest,
+        };
+        let mut tx = Tx {
+            handshake: &mut self.handshake_out,
+            early: &mut self.early,
+            sink: None,
+        };
+        let notified = &mut self.close_notified;
+        let (stop, kept) = if direct {
+            let (consumed, stop) = with_side!(&mut self.side, c => drive(c, input, &mut tx, &mut dest, Job::Read, notified));
+            (stop, &input[consumed..])
+        } else {
+            let (consumed, stop) = with_side!(&mut self.side, c =>
+                drive(c, &mut self.pending, &mut tx, &mut dest, Job::Read, notified));
+            self.pending.drain(..consumed);
+            (stop, &[][..])
+        };
+        plain += dest.len;
+        let stop = match stop {
+            Ok(stop) => stop,
+            // A failed session reads nothing more (its alert goes out
+            // without rustls looking at input again): the input is dropped.
+            Err(Fault::Tls(e)) => return Err(self.fail(e)),
+            Err(Fault::Io(e)) => return Err(self.fail(rustls::Error::General(e.to_string()))),
+        };
+        if self.close_notified || stop == Stop::Closed {
+            // Whatever follows close_notify is ignored.
+            self.pending = Vec::new();
+        } else if !kept.is_empty() {
+            self.pending.extend_from_slice(kept);
+        }
+        if self.pending.len() > MAX_PENDING {
+            let e = format!(
+                "{} bytes of ciphertext without a complete message",
+                self.pending.len()
+            );
+            return Err(self.fail(rustls::Error::General(e)));
+        }
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
+        let more = stop == Stop::Full || !self.plain_rest.is_empty();
+        Ok(Pumped {
+            plain,
+            peer_closed: self.close_notified && !more,
+            more,
+        })
+    }
+
+    /// Records that the session failed with `e` (returned).
+    fn fail(&mut self, e: rustls::Error) -> rustls::Error {
+        self.failed = Some(e.clone());
+        self.pending = Vec::new();
+        e
+    }
+
+    /// Keeps `input` for a later pump.
+    fn keep(&mut self, input: &[u8]) -> std::result::Result<(), rustls::Error> {
+        if self.pending.len() + input.len() > MAX_PENDING {
+            return Err(self.fail(rustls::Error::General(
+                "too much ciphertext waiting behind undelivered plaintext".into(),
+            )));
+        }
+        self.pending.extend_from_slice(input);
+        Ok(())
+    }
+
+    /// One run of the session over its leftovers with `sink` for records.
+    fn run(&mut self, job: Job<'_>, sink: &mut SocketSink<'_>) -> Result<Stop, Fault> {
+        if let Some(e) = &self.failed {
+            return Err(Fault::Tls(e.clone()));
+        }
+        let mut tx = Tx {
+            handshake: &mut self.handshake_out,
+            early: &mut self.early,
+            sink: Some(sink),
+        };
+        let mut dest = Plain {
+            out: &mut [],
+            len: 0,
+            rest: &mut self.plain_rest,
+        };
+        let notified = &mut self.close_notified;
+        let (consumed, stop) = with_side!(&mut self.side, c =>
+            drive(c, &mut self.pending, &mut tx, &mut dest, job, notified));
+        self.pending.drain(..consumed);
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
+        if let Err(Fault::Tls(e)) = &stop {
+            self.fail(e.clone());
+        }
+        stop
     }
 
     /// Encrypts `bufs`, in order, and hands the records to `sink` in one
-    /// go (one `writev` for a connection with nothing queued), or in
-    /// [`TLS_BUFFER_LIMIT`]-sized steps for more than that.
+    /// go (one write for a connection with nothing queued, up to 64 KiB of
+    /// plaintext). Before the handshake completes, keeps the plaintext (up
+    /// to [`TLS_BUFFER_LIMIT`]) to send once it has.
     pub(crate) fn write(&mut self, bufs: &[&[u8]], sink: &mut SocketSink<'_>) -> Result<()> {
         self.abandoned = false;
-        for buf in bufs {
-            let mut data = *buf;
-            while !data.is_empty() {
-                let mut n = self.encrypt(data)?;
-                if n == 0 && self.conn.wants_write() {
-                    // rustls holds its limit of ciphertext: move it on.
-                    self.send(sink).map_err(|e| Error::io("write", e))?;
-                    n = self.encrypt(data)?;
-                }
-                if n == 0 {
-                    // Only before the handshake completes, with early
-                    // plaintext over its limit: nothing can take it now.
+        if self.pending.is_empty()
+            && self.handshake_out.is_empty()
+            && self.early.is_empty()
+            && self.failed.is_none()
+            && !self.side.common().wants_write()
+        {
+            let notified = &mut self.close_notified;
+            match with_side!(&mut self.side, c => seal_open(c, bufs, sink, notified)) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(Fault::Io(e))) => return Err(Error::io("write", e)),
+                Some(Err(Fault::Tls(e))) => return Err(Error::Tls(e)),
+                None => {}
+            }
+        }
+        match self.run(Job::Seal(bufs), sink) {
+            Ok(Stop::Idle | Stop::Full) => Ok(()),
+            Ok(Stop::Handshaking) => {
+                let len: usize = bufs.iter().map(|b| b.len()).sum();
+                if self.early.len() + len > TLS_BUFFER_LIMIT {
                     return Err(Error::io(
                         "TLS write",
                         io::Error::new(
@@ -248,27 +411,44 @@ impl TlsSession {
                         ),
                     ));
                 }
-                data = &data[n..];
+                for buf in bufs {
+                    self.early.extend_from_slice(buf);
+                }
+                Ok(())
             }
+            Ok(Stop::Closed) => Err(Error::io(
+                "TLS write",
+                io::Error::new(io::ErrorKind::BrokenPipe, "the TLS session is closed"),
+            )),
+            Err(Fault::Io(e)) => Err(Error::io("write", e)),
+            Err(Fault::Tls(e)) => Err(Error::Tls(e)),
         }
-        self.send(sink).map_err(|e| Error::io("write", e))
     }
 
-    /// Encrypts what rustls takes of `data` (up to its buffer limit).
-    fn encrypt(&mut self, data: &[u8]) -> Result<usize> {
-        self.conn
-            .writer()
-            .write(data)
-            .map_err(|e| Error::io("TLS write", e))
-    }
-
-    /// Hands every record rustls wants sent (handshake, alerts, data) to
+    /// Hands every record the session owes the peer (handshake messages,
+    /// alerts, key updates, and plaintext written during the handshake) to
     /// `sink`.
     pub(crate) fn send(&mut self, sink: &mut SocketSink<'_>) -> io::Result<()> {
-        while self.conn.wants_write() {
-            self.conn.write_tls(sink)?;
+        if !self.handshake_out.is_empty() {
+            sink.put(&self.handshake_out)?;
+            self.handshake_out = Vec::new();
         }
-        Ok(())
+        if self.failed.is_some() {
+            let mut tx = Tx {
+                handshake: &mut self.handshake_out,
+                early: &mut self.early,
+                sink: Some(sink),
+            };
+            return with_side!(&mut self.side, c => drain_alerts(c, &mut tx));
+        }
+        if !self.side.common().wants_write() && (self.early.is_empty() || self.is_handshaking()) {
+            return Ok(());
+        }
+        match self.run(Job::Send, sink) {
+            Err(Fault::Io(e)) => Err(e),
+            // A failed session's error was reported by the read that failed.
+            _ => Ok(()),
+        }
     }
 
     /// The peer's TCP stream ended without `close_notify` (see
@@ -284,65 +464,22 @@ impl TlsSession {
         !self.is_handshaking() && !self.abandoned
     }
 
-    /// Queues `close_notify` (once; never after a fatal alert) and sends it.
+    /// Sends `close_notify` (once; never after a fatal alert).
     pub(crate) fn close_notify(&mut self, sink: &mut SocketSink<'_>) -> io::Result<()> {
-        self.conn.send_close_notify();
-        self.send(sink)
+        match self.run(Job::CloseNotify, sink) {
+            Err(Fault::Io(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn info(&self) -> TlsInfo<'_> {
-        TlsInfo { conn: &self.conn }
-    }
-}
-
-/// Where ciphertext goes: straight to the socket while the connection has
-/// nothing queued, into its outbound queue otherwise (and for whatever the
-/// socket does not take). It always takes everything, so rustls never keeps
-/// ciphertext, and byte order is kept.
-pub(crate) struct SocketSink<'a> {
-    pub(crate) fd: BorrowedFd<'a>,
-    pub(crate) queue: &'a mut OutboundQueue,
-    pub(crate) cap: usize,
-    /// Bytes the socket took.
-    pub(crate) written: usize,
-}
-
-impl Write for SocketSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(buf)])
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut skip = 0;
-        if self.queue.is_empty() {
-            // One record (the common case: a reply of up to 16 KiB) goes
-            // by the raw send, without glibc's cancellable sendmsg and the
-            // kernel's copy of a msghdr and an iovec array.
-            let sent = match bufs {
-                [one] => sys::io::write(self.fd, one),
-                _ => sys::io::writev(self.fd, bufs),
-            };
-            match sent {
-                Ok(n) => skip = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
+        TlsInfo {
+            common: self.side.common(),
+            sni: match &self.sni {
+                SniState::Read(name) => name.as_deref(),
+                SniState::Unread => None,
+            },
         }
-        self.written += skip;
-        for buf in bufs {
-            if skip >= buf.len() {
-                skip -= buf.len();
-                continue;
-            }
-            self.queue.push(&buf[skip..], self.cap);
-            skip = 0;
-        }
-        Ok(total)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -365,38 +502,36 @@ impl Write for SocketSink<'_> {
 /// }
 /// ```
 pub struct TlsInfo<'a> {
-    conn: &'a Connection,
+    common: &'a CommonState,
+    sni: Option<&'a str>,
 }
 
 impl<'a> TlsInfo<'a> {
     /// The ALPN protocol agreed on, if any.
     pub fn alpn_protocol(&self) -> Option<&'a [u8]> {
-        self.conn.alpn_protocol()
+        self.common.alpn_protocol()
     }
 
     /// On a server: the name the client asked for (SNI), if it sent one.
     /// On a client: `None`.
     pub fn server_name(&self) -> Option<&'a str> {
-        match self.conn {
-            Connection::Server(s) => s.server_name(),
-            Connection::Client(_) => None,
-        }
+        self.sni
     }
 
     /// The peer's certificate chain, if it sent one (a client certificate
     /// on a server; the server's chain on a client).
     pub fn peer_certificates(&self) -> Option<&'a [CertificateDer<'static>]> {
-        self.conn.peer_certificates()
+        self.common.peer_certificates()
     }
 
     /// The protocol version agreed on (`TLSv1_3`, `TLSv1_2`).
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
-        self.conn.protocol_version()
+        self.common.protocol_version()
     }
 
     /// The cipher suite agreed on.
     pub fn cipher_suite(&self) -> Option<rustls::SupportedCipherSuite> {
-        self.conn.negotiated_cipher_suite()
+        self.common.negotiated_cipher_suite()
     }
 }
 
@@ -410,16 +545,44 @@ impl std::fmt::Debug for TlsInfo<'_> {
     }
 }
 
-/// A sink for `entry`'s socket and queue.
-pub(crate) fn sink<'a>(
-    fd: BorrowedFd<'a>,
-    queue: &'a mut OutboundQueue,
-    cap: usize,
-) -> SocketSink<'a> {
-    SocketSink {
-        fd,
-        queue,
-        cap,
-        written: 0,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SNI name is read even when the ClientHello comes in pieces.
+    #[test]
+    fn sni_from_a_client_hello_split_over_reads() {
+        let cert = rcgen::generate_simple_self_signed(vec!["sni.example".into()]).unwrap();
+        let config = Arc::new(
+            crate::tls::ServerTls::from_pem(
+                cert.cert.pem().as_bytes(),
+                cert.key_pair.serialize_pem().as_bytes(),
+            )
+            .unwrap()
+            .build()
+            .unwrap(),
+        );
+        let client_config = rustls::ClientConfig::builder_with_provider(super::super::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = ServerName::try_from("sni.example").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        for cut in [1, 4, 5, 6, 100, hello.len() - 1] {
+            let mut server = TlsSession::server(&config).unwrap();
+            let mut out = [0u8; 64];
+            let (first, rest) = hello.split_at(cut);
+            server.pump(&mut first.to_vec(), &mut out).unwrap();
+            assert_eq!(server.info().server_name(), None, "cut {cut}: not yet");
+            server.pump(&mut rest.to_vec(), &mut out).unwrap();
+            assert_eq!(
+                server.info().server_name(),
+                Some("sni.example"),
+                "cut {cut}"
+            );
+        }
     }
 }

@@ -1,0 +1,57 @@
+//! [`SocketSink`]: where a TLS connection's ciphertext goes.
+//!
+//! Owns handing records to the socket, or to the connection's outbound
+//! queue behind what is already queued. It never encrypts and never keeps
+//! bytes itself.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use crate::buffer::OutboundQueue;
+use crate::sys;
+
+/// Where ciphertext goes: straight to the socket while the connection has
+/// nothing queued, into its outbound queue otherwise (and for whatever the
+/// socket does not take). It always takes everything, so rustls never keeps
+/// ciphertext, and byte order is kept.
+pub(crate) struct SocketSink<'a> {
+    pub(crate) fd: BorrowedFd<'a>,
+    pub(crate) queue: &'a mut OutboundQueue,
+    pub(crate) cap: usize,
+    /// Bytes the socket took.
+    pub(crate) written: usize,
+}
+
+impl SocketSink<'_> {
+    /// Sends `buf` (one write while nothing is queued) and queues what the
+    /// socket does not take: it always takes everything.
+    pub(crate) fn put(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut sent = 0;
+        if self.queue.is_empty() {
+            match sys::io::write(self.fd, buf) {
+                Ok(n) => sent = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.written += sent;
+        if sent < buf.len() {
+            self.queue.push(&buf[sent..], self.cap);
+        }
+        Ok(())
+    }
+}
+
+/// A sink for `entry`'s socket and queue.
+pub(crate) fn sink<'a>(
+    fd: BorrowedFd<'a>,
+    queue: &'a mut OutboundQueue,
+    cap: usize,
+) -> SocketSink<'a> {
+    SocketSink {
+        fd,
+        queue,
+        cap,
+        written: 0,
+    }
+}
