@@ -423,38 +423,57 @@ fn a_full_queue_refuses_on_a_loop_thread_and_never_waits() {
 /// waiter that pushes after the close (its job held and never run).
 #[test]
 fn a_submit_waiting_for_room_gets_in_or_its_job_back_at_a_stop() {
-    loom::model(|| {
-        let ledger = std::sync::Arc::new(Ledger::default());
-        let (mut inbox, router) = reply_path();
-        let pool = WorkerPool::new(1, 1, PoolShutdown::Finish).unwrap();
-        let gate = Arc::new(Gate::default());
-        pool.submit(job(0, &ledger, &router, Some(gate.clone())))
-            .unwrap();
-        let waiter = {
-            let (pool, ledger, router) = (pool.clone(), ledger.clone(), router.clone());
-            thread::spawn(move || {
-                let mut taken = Vec::new();
-                for id in 1..3 {
-                    match pool.submit_wait(job(id, &ledger, &router, None)) {
-                        Ok(()) => taken.push(id),
-                        Err(e) => {
-                            assert_eq!(e.kind(), SubmitErrorKind::Stopped);
-                            drop(e.into_job());
-                        }
+    loom::model(|| submit_wait_at_a_stop(PoolShutdown::Finish));
+}
+
+/// As above under `PoolShutdown::Cancel`, where the waiter is woken by the
+/// cancel, not by a worker taking a job: a job it got in runs once or is
+/// dropped unrun once.
+///
+/// Catches: a cancel that does not wake the waiters (a deadlock here).
+#[test]
+fn a_submit_waiting_for_room_at_a_cancel_is_woken_and_keeps_its_job() {
+    loom::model(|| submit_wait_at_a_stop(PoolShutdown::Cancel));
+}
+
+fn submit_wait_at_a_stop(policy: PoolShutdown) {
+    let ledger = std::sync::Arc::new(Ledger::default());
+    let (mut inbox, router) = reply_path();
+    let pool = WorkerPool::new(1, 1, policy).unwrap();
+    let gate = Arc::new(Gate::default());
+    pool.submit(job(0, &ledger, &router, Some(gate.clone())))
+        .unwrap();
+    let waiter = {
+        let (pool, ledger, router) = (pool.clone(), ledger.clone(), router.clone());
+        thread::spawn(move || {
+            let mut taken = Vec::new();
+            for id in 1..3 {
+                match pool.submit_wait(job(id, &ledger, &router, None)) {
+                    Ok(()) => taken.push(id),
+                    Err(e) => {
+                        assert_eq!(e.kind(), SubmitErrorKind::Stopped);
+                        drop(e.into_job());
                     }
                 }
-                taken
-            })
-        };
-        gate.open();
-        pool.shutdown();
-        let mut taken = waiter.join().unwrap();
-        taken.insert(0, 0);
-        assert_eq!(replies(&mut inbox), taken);
-        for id in 0..3 {
-            let took = usize::from(taken.contains(&id));
-            assert_eq!((ledger.ran(id), ledger.dropped_unrun(id)), (took, 1 - took));
+            }
+            taken
+        })
+    };
+    gate.open();
+    pool.shutdown();
+    let mut taken = waiter.join().unwrap();
+    taken.insert(0, 0);
+    let ran: Vec<usize> = (0..3).filter(|&id| ledger.ran(id) == 1).collect();
+    assert_eq!(replies(&mut inbox), ran, "each reply exactly once");
+    for id in 0..3 {
+        let (runs, drops) = (ledger.ran(id), ledger.dropped_unrun(id));
+        if !taken.contains(&id) {
+            assert_eq!((runs, drops), (0, 1), "job {id} was refused");
+        } else if policy == PoolShutdown::Finish {
+            assert_eq!((runs, drops), (1, 0), "job {id} was taken");
+        } else {
+            assert_eq!(runs + drops, 1, "job {id} was taken");
         }
-        assert_eq!(ledger.live(), 0);
-    });
+    }
+    assert_eq!(ledger.live(), 0);
 }
