@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::runtime::sync::{Condvar, Mutex, MutexGuard};
+use crate::runtime::sync::{thread, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
 
 /// Where the queue is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +30,25 @@ enum Phase {
     /// Refusing jobs; the queued ones were handed back unrun and no worker
     /// takes another.
     Cancelled,
+}
+
+/// How many times an idle worker looks for a job again (spinning, then
+/// yielding) before it sleeps. One under loom: the looks are only a delay,
+/// and each would multiply the interleavings.
+#[cfg(not(loom))]
+const LOOKS_BEFORE_SLEEP: u32 = 10;
+#[cfg(loom)]
+const LOOKS_BEFORE_SLEEP: u32 = 1;
+
+/// The pause before look `n`: a short spin that doubles, then a yield.
+fn pause(n: u32) {
+    if n < 6 && !cfg!(loom) {
+        for _ in 0..(1u32 << n) {
+            std::hint::spin_loop();
+        }
+    } else {
+        thread::yield_now();
+    }
 }
 
 /// Why a job was refused; the job is handed back with it.
@@ -62,6 +81,9 @@ pub(crate) struct JobQueue<T> {
     room_ready: Condvar,
     /// A shutdown waits here for the last worker to exit.
     all_exited: Condvar,
+    /// The number of queued jobs, for idle workers to watch without the
+    /// lock; written under it.
+    queued_hint: AtomicUsize,
     capacity: usize,
 }
 
@@ -80,6 +102,7 @@ impl<T> JobQueue<T> {
             job_ready: Condvar::new(),
             room_ready: Condvar::new(),
             all_exited: Condvar::new(),
+            queued_hint: AtomicUsize::new(0),
             capacity: capacity.max(1),
         }
     }
@@ -126,6 +149,8 @@ impl<T> JobQueue<T> {
 
     fn push_locked(&self, mut state: MutexGuard<'_, State<T>>, job: T) {
         state.jobs.push_back(job);
+        // Relaxed: a hint for looking workers; the lock orders the jobs.
+        self.queued_hint.store(state.jobs.len(), Ordering::Relaxed);
         let wake = state.idle_workers > 0;
         drop(state);
         if wake {
@@ -137,11 +162,14 @@ impl<T> JobQueue<T> {
     /// and empty, or cancelled: the worker then exits.
     pub(crate) fn pop(&self) -> Option<T> {
         let mut state = self.lock();
+        let mut looks = 0;
         loop {
             if state.phase == Phase::Cancelled {
                 return None;
             }
             if let Some(job) = state.jobs.pop_front() {
+                // Relaxed: as in `push_locked`.
+                self.queued_hint.store(state.jobs.len(), Ordering::Relaxed);
                 let wake = state.waiting_pushers > 0;
                 drop(state);
                 if wake {
@@ -152,6 +180,23 @@ impl<T> JobQueue<T> {
             if state.phase == Phase::Closed {
                 return None;
             }
+            if looks < LOOKS_BEFORE_SLEEP {
+                // Look again before sleeping, without the lock: a busy
+                // submitter's next job is often on its way, and waking a
+                // sleeper costs it a system call (benches/pool.rs).
+                drop(state);
+                while looks < LOOKS_BEFORE_SLEEP {
+                    pause(looks);
+                    looks += 1;
+                    // Relaxed: a hint; the lock decides.
+                    if self.queued_hint.load(Ordering::Relaxed) > 0 {
+                        break;
+                    }
+                }
+                state = self.lock();
+                continue;
+            }
+            looks = 0;
             state.idle_workers += 1;
             state = self
                 .job_ready
@@ -180,6 +225,8 @@ impl<T> JobQueue<T> {
         let mut state = self.lock();
         state.phase = Phase::Cancelled;
         let unrun = std::mem::take(&mut state.jobs);
+        // Relaxed: as in `push_locked`.
+        self.queued_hint.store(0, Ordering::Relaxed);
         drop(state);
         self.job_ready.notify_all();
         self.room_ready.notify_all();
