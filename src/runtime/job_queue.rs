@@ -282,3 +282,57 @@ impl<T> JobQueue<T> {
         state.live_workers
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_refuses_and_hands_the_job_back() {
+        let q = JobQueue::new(2);
+        q.try_push(1).unwrap();
+        q.try_push(2).unwrap();
+        assert_eq!(q.try_push(3), Err((3, Refused::Full)));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop(), Some(1)); // first in, first out
+        q.try_push(3).unwrap();
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_but_hands_out_what_it_holds() {
+        let q = JobQueue::new(4);
+        q.try_push(1).unwrap();
+        q.close();
+        assert_eq!(q.try_push(2), Err((2, Refused::Closed)));
+        assert_eq!(q.push_wait(3), Err(3));
+        assert_eq!(q.pop(), Some(1));
+        assert_eq!(q.pop(), None); // closed and empty: the worker exits
+        q.close(); // idempotent
+        assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn a_cancel_hands_the_queued_jobs_back_and_no_worker_takes_more() {
+        let q = JobQueue::new(4);
+        q.try_push(1).unwrap();
+        q.try_push(2).unwrap();
+        assert_eq!(Vec::from(q.cancel()), [1, 2]);
+        assert_eq!(q.pop(), None);
+        assert_eq!(q.try_push(3), Err((3, Refused::Closed)));
+        q.close(); // does not undo the cancel
+        assert_eq!(q.try_push(4), Err((4, Refused::Closed)));
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn waiting_for_workers_counts_those_not_yet_out() {
+        let q = JobQueue::<u8>::new(1);
+        q.worker_started();
+        q.worker_started();
+        assert_eq!(q.wait_for_workers(Some(Instant::now())), 2);
+        q.worker_exited();
+        q.worker_exited();
+        assert_eq!(q.wait_for_workers(None), 0);
+    }
+}
