@@ -5,6 +5,7 @@
 
 use std::os::fd::AsFd;
 
+use super::entry::ConnEntry;
 use super::io::Fresh;
 use super::{guarded, loop_ref, EventLoop, MESSAGE_BUDGET};
 use crate::actors::slab::SlotKey;
@@ -160,7 +161,8 @@ impl<H: EventHandler> EventLoop<H> {
         }
         self.after_callback(key, action, side);
         self.input_key = None;
-        if held_input && self.conns.get(key).is_some_and(|e| !e.user_paused) {
+        let still_reading = |e: &ConnEntry<H::State>| !e.user_paused && e.close_reason.is_none();
+        if held_input && self.conns.get(key).is_some_and(still_reading) {
             // As `ConnHandle::resume_reading` does (`Reading` above).
             self.traffic(key, 0);
         }
