@@ -20,8 +20,8 @@
 //! unrun, at once, on the thread that shuts down — and joins every worker.
 //! Either way every job the pool took is run exactly once or dropped unrun
 //! exactly once (its captures' `Drop` is the report: a dropped `ConnHandle`,
-//! a disconnected reply channel), and none is taken after the shutdown. [`WorkerPool::shutdown_timeout`] bounds
-//! that wait; an engine uses it. An engine shuts its pool down after it has
+//! a disconnected reply channel), and none is taken after the shutdown.
+//! [`WorkerPool::shutdown_timeout`] bounds that wait; an engine uses it. An engine shuts its pool down after it has
 //! stopped accepting and before its loops close their connections, so the
 //! replies of finished jobs still reach their connections.
 
@@ -339,9 +339,10 @@ impl WorkerPool {
             })
     }
 
-    /// Queues `job`, waiting for room while the queue is full. On an event
-    /// loop's thread it does not wait (a loop must never block) and behaves
-    /// like [`submit`](Self::submit).
+    /// Queues `job`, waiting for room while the queue is full; if the pool
+    /// shuts down meanwhile, the job comes back refused as stopped. On an
+    /// event loop's thread it does not wait (a loop must never block) and
+    /// behaves like [`submit`](Self::submit).
     ///
     /// ```
     /// use ringloop::{PoolShutdown, WorkerPool};
