@@ -7,6 +7,7 @@
 #
 #   benches/costs.sh [CONNS SIZE]      # ~3 minutes; markdown on stdout
 #   COSTS_RUNS=1 benches/costs.sh      # one run per server (~1 minute)
+#   RINGLOOP_BACKEND=io-uring benches/costs.sh   # ringloop on io_uring
 #
 # Each server is measured COSTS_RUNS times (default 3), runs of the servers
 # alternated; a row per run, then per server the median and range of the
@@ -46,18 +47,25 @@ server_cmd() { # NAME
     esac
 }
 
-events='syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl'
+events='syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_io_uring_enter'
 
-# syscalls NAME: "read recvfrom write sendto writev epoll_wait epoll_ctl" per message.
+# load_rate FILE: the msgs/s a `harness load` printed (0 if none).
+load_rate() { grep -o '[0-9]* msgs/s' "$1" | head -1 | cut -d' ' -f1 || echo 0; }
+
+# syscalls NAME: "read recvfrom write sendto writev epoll_wait epoll_ctl
+# io_uring_enter" per message.
 syscalls() {
     bench_perf_under_load "$(server_cmd "$1")" "$conns" "$size" "$events" "$work/perf" "$work/load"
-    # Messages echoed while perf counted = sendto calls (one per message for all three).
-    awk -F, '/syscalls/ { n[$3] = $1 }
+    # Messages echoed while perf counted = send calls (one per message on
+    # epoll, for all three); on io_uring sends go through the ring, so the
+    # load's msgs/s x the 2 s counted (as benches/uring.sh does).
+    awk -F, -v rate="$(load_rate "$work/load")" '/syscalls/ { n[$3] = $1 }
         END {
             m = n["syscalls:sys_enter_sendto"] + n["syscalls:sys_enter_write"] + n["syscalls:sys_enter_writev"]
-            split("read recvfrom write sendto writev epoll_wait epoll_ctl", k, " ")
+            if (n["syscalls:sys_enter_io_uring_enter"] > 0) m = rate * 2
+            split("read recvfrom write sendto writev epoll_wait epoll_ctl io_uring_enter", k, " ")
             printf "%d", m
-            for (i = 1; i <= 7; i++) printf " %.3f", n["syscalls:sys_enter_" k[i]] / (m ? m : 1)
+            for (i = 1; i <= 8; i++) printf " %.3f", n["syscalls:sys_enter_" k[i]] / (m ? m : 1)
             printf "\n"
         }' "$work/perf"
 }
@@ -65,7 +73,9 @@ syscalls() {
 # instructions NAME: user-space instructions per message (callgrind, counters
 # zeroed after warm-up, dumped before the load ends; messages = calls of
 # glibc's send, or for ringloop, which makes the system call itself, of
-# ringloop::sys::io::write).
+# ringloop::sys::io::write; on io_uring, whose sends go through the ring,
+# the load's msgs/s x the 3.5 s between zeroing and dump, all inside the
+# load's measured time).
 instructions() {
     # shellcheck disable=SC2046
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1" $(server_cmd "$1") \
@@ -75,7 +85,7 @@ instructions() {
     local p
     p=$(bench_listening_port "$work/vg.$1")
     "$harness" load "tcp://127.0.0.1:$p" --conns "$conns" --size "$size" --seconds 5 --warmup 1.5 \
-        >/dev/null &
+        >"$work/cgload" 2>&1 &
     local load=$!
     sleep 2
     callgrind_control -z "$pid" >/dev/null
@@ -85,7 +95,16 @@ instructions() {
     bench_stop "$pid"
     local dump
     dump=$(ls "$work/cg.$1".* | head -1)
-    awk -f "$root/benches/cg_messages.awk" "$dump"
+    local counted
+    counted=$(awk -f "$root/benches/cg_messages.awk" "$dump")
+    if [ "${counted%% *}" = 0 ]; then
+        # No send call (io_uring): counters zeroed 2 s in and dumped 3.5 s
+        # later, inside the load's 5 s measured after its 1.5 s warm-up.
+        awk -v rate="$(load_rate "$work/cgload")" '/^summary:/ { t = $2 }
+            END { m = rate * 3.5; if (m) printf "%d %.0f\n", m, t / m; else print "0 ?" }' "$dump"
+    else
+        echo "$counted"
+    fi
 }
 
 bench_wait_idle costs.sh
@@ -94,19 +113,21 @@ echo
 runs=${COSTS_RUNS:-3}
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, Linux $(uname -r); before measuring: $BENCH_IDLE_LINE. $runs run(s) per server, servers alternated. System calls: perf syscall tracepoints over 2 s of load; user-space instructions: callgrind (the server runs ~50× slower in user space, the kernel at full speed), counters zeroed after warm-up; messages = \`send\` calls."
 echo
-echo "| server | run | read | recvfrom | write | sendto | writev | epoll_wait | epoll_ctl | syscalls per msg | messages counted | user-space instructions per msg | messages counted | load 1m after |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "ringloop's driver: ${RINGLOOP_BACKEND:-epoll} (RINGLOOP_BACKEND). On io_uring the messages are the load's msgs/s x the seconds counted (no send call to count)."
+echo
+echo "| server | run | read | recvfrom | write | sendto | writev | epoll_wait | epoll_ctl | io_uring_enter | syscalls per msg | messages counted | user-space instructions per msg | messages counted | load 1m after |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 declare -A totals instrs
 for run in $(seq 1 "$runs"); do
     for name in ringloop tokio epoll; do
         echo "costs.sh: $name, run $run of $runs" >&2
-        read -r m r rf w s wv ew ec <<<"$(syscalls "$name")"
+        read -r m r rf w s wv ew ec ue <<<"$(syscalls "$name")"
         read -r cm ir <<<"$(instructions "$name")"
-        total=$(awk -v a="$r" -v b="$rf" -v c="$w" -v d="$s" -v e="$wv" -v f="$ew" -v g="$ec" \
-            'BEGIN { printf "%.2f", a + b + c + d + e + f + g }')
+        total=$(awk -v a="$r" -v b="$rf" -v c="$w" -v d="$s" -v e="$wv" -v f="$ew" -v g="$ec" -v h="$ue" \
+            'BEGIN { printf "%.2f", a + b + c + d + e + f + g + h }')
         totals[$name]+="$total "
         instrs[$name]+="$ir "
-        echo "| $name | $run | $r | $rf | $w | $s | $wv | $ew | $ec | $total | $m | $ir | $cm | $(cut -d' ' -f1 /proc/loadavg) |"
+        echo "| $name | $run | $r | $rf | $w | $s | $wv | $ew | $ec | $ue | $total | $m | $ir | $cm | $(cut -d' ' -f1 /proc/loadavg) |"
     done
 done
 echo

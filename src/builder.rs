@@ -376,6 +376,13 @@ impl<H: EventHandler> EngineBuilder<H> {
             return Err(Error::InvalidConfig("too many listen addresses".into()));
         }
         self.deploy.validate(&addrs)?;
+        if !H::SERVES_DATAGRAMS {
+            if let Some(addr) = addrs.iter().find(|a| a.transport() == Transport::Udp) {
+                return Err(Error::InvalidConfig(format!(
+                    "{addr}: this handler serves streams only (a Framed handler has no datagram callback; serve udp:// with an EventHandler's on_datagram)"
+                )));
+            }
+        }
         if let Some(addr) = addrs.iter().find(|a| a.is_tls()) {
             if self.options.tls.server.is_none() {
                 return Err(Error::InvalidConfig(format!(

@@ -505,6 +505,10 @@ impl<'a, S> Conn<'a, S> {
     }
 
     /// Reads the connection again after [`pause_reading`](Self::pause_reading).
+    /// Called from [`on_wake`](crate::EventHandler::on_wake) with input
+    /// already waiting unread, `on_traffic` runs for it once `on_wake`
+    /// returns (as after [`ConnHandle::resume_reading`](crate::ConnHandle::resume_reading)),
+    /// without waiting for more bytes.
     pub fn resume_reading(&mut self) {
         let now_ms = self.lp.now_ms;
         if let Some(entry) = self.entry_mut() {

@@ -266,6 +266,12 @@ pub trait EventHandler: 'static {
         Action::None
     }
 
+    /// `false` for a handler that cannot serve `udp://` listeners at all
+    /// (its datagrams would all be dropped): the builder then refuses such
+    /// an address. Only [`Framed`](crate::codec::Framed) says so.
+    #[doc(hidden)]
+    const SERVES_DATAGRAMS: bool = true;
+
     /// The peer closed its side (end of stream) and every byte it sent has
     /// been through [`on_traffic`](Self::on_traffic); whatever that left
     /// unread (say, a last request without its terminator) is readable here

@@ -542,3 +542,69 @@ fn pausing_in_on_frame_holds_received_frames_until_resumed() {
     );
     server.stop();
 }
+
+/// Answers each line with `frame:<line>`; greets with `hi` on open.
+struct LineEcho;
+
+impl FrameHandler for LineEcho {
+    type State = ();
+    fn on_open(&mut self, conn: &mut FrameConn<'_, ()>) -> Action {
+        let _ = conn.write_frame(b"hi");
+        Action::None
+    }
+    fn on_frame(&mut self, conn: &mut FrameConn<'_, ()>, frame: &[u8]) -> Action {
+        let _ = conn.write_frame(&[b"frame:", frame].concat());
+        Action::None
+    }
+}
+
+/// Frames live in streams: a `udp://` listener for a `Framed` handler is
+/// refused at build with a typed error naming the address (its datagrams
+/// would all be dropped), alone or beside a stream listener; the streams
+/// alone build.
+#[test]
+fn a_framed_engine_refuses_a_udp_listener_at_build() {
+    let build = |addrs: &[&str]| {
+        let mut builder = Engine::builder(|_| Framed::new(LineCodec::new(), LineEcho));
+        for addr in addrs {
+            builder = builder.listen(*addr);
+        }
+        builder.build().map(drop)
+    };
+    for addrs in [
+        &["udp://127.0.0.1:0"][..],
+        &["tcp://127.0.0.1:0", "udp://127.0.0.1:0"][..],
+    ] {
+        match build(addrs) {
+            Err(ringloop::Error::InvalidConfig(why)) => {
+                assert!(why.contains("udp://127.0.0.1:0"), "{addrs:?}: {why}")
+            }
+            other => panic!("{addrs:?}: built or failed otherwise: {other:?}"),
+        }
+    }
+    build(&["tcp://127.0.0.1:0"]).expect("streams build");
+}
+
+/// A dialled `udp://` address is a connected socket: a `Framed` handler
+/// decodes each datagram it receives as frames and its answers to one
+/// datagram go out as one datagram.
+#[test]
+fn a_framed_dialled_udp_socket_decodes_its_datagrams_as_frames() {
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(PATIENCE)).unwrap();
+    let client =
+        Running::start(Engine::builder(|_| Framed::new(LineCodec::new(), LineEcho)).loops(1));
+    client
+        .engine
+        .dial(format!("udp://{}", peer.local_addr().unwrap()))
+        .wait_timeout(PATIENCE)
+        .expect("the dial finished in time")
+        .expect("udp dial");
+    let mut buf = [0u8; 256];
+    let (n, from) = peer.recv_from(&mut buf).expect("the greeting");
+    assert_eq!(&buf[..n], b"hi\n");
+    peer.send_to(b"a\nb\n", from).unwrap();
+    let (n, _) = peer.recv_from(&mut buf).expect("the answers");
+    assert_eq!(&buf[..n], b"frame:a\nframe:b\n");
+    client.stop();
+}

@@ -220,3 +220,74 @@ fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
     std::io::Read::read_exact(s, &mut buf).expect("read the reply");
     buf
 }
+
+/// Holds its input (reading paused) until woken; `on_wake` resumes reading
+/// with `Conn::resume_reading`, on the loop.
+struct HoldUntilWoken {
+    handles: mpsc::Sender<ConnHandle>,
+    /// Bytes held each time `on_traffic` holds.
+    held: mpsc::Sender<usize>,
+}
+
+impl EventHandler for HoldUntilWoken {
+    /// Whether a wake has released the input.
+    type State = bool;
+    fn on_open(&mut self, conn: &mut Conn<'_, bool>) -> Action {
+        conn.set_state(false);
+        let _ = self.handles.send(conn.handle());
+        Action::None
+    }
+    fn on_traffic(&mut self, conn: &mut Conn<'_, bool>) -> Action {
+        if conn.state() != Some(&true) {
+            conn.pause_reading(); // keep the input, read nothing more
+            let _ = self.held.send(conn.peek(usize::MAX).len());
+            return Action::None;
+        }
+        let data = conn.read_all();
+        let _ = conn.write(data);
+        Action::None
+    }
+    fn on_wake(&mut self, conn: &mut Conn<'_, bool>) -> Action {
+        conn.set_state(true);
+        conn.resume_reading();
+        Action::None
+    }
+}
+
+/// Input held back while reading was paused is handed to `on_traffic` as
+/// soon as `Conn::resume_reading` is called on the loop (here in
+/// `on_wake`), as `ConnHandle::resume_reading` does, not only once more
+/// bytes arrive (the client sends nothing more).
+#[test]
+fn resume_reading_on_the_loop_delivers_the_input_held_while_paused() {
+    for edge in [false, true] {
+        let (tx, rx) = mpsc::channel();
+        let (held_tx, held) = mpsc::channel();
+        let server = Running::start(
+            Engine::builder(move |_| HoldUntilWoken {
+                handles: tx.clone(),
+                held: held_tx.clone(),
+            })
+            .listen("tcp://127.0.0.1:0")
+            .loops(1)
+            .edge_triggered(edge),
+        );
+        let mut client = tcp_client(server.tcp_addr(0));
+        let handle = rx.recv_timeout(PATIENCE).expect("on_open ran");
+        client.write_all(b"held").unwrap();
+        // Wait until the loop has read all the bytes and paused: the wake
+        // must find them buffered, not on the socket.
+        while held
+            .recv_timeout(PATIENCE)
+            .expect("on_traffic held the input")
+            < 4
+        {}
+        handle.wake().unwrap();
+        assert_eq!(
+            read_exactly(&mut client, 4),
+            b"held",
+            "edge-triggered: {edge}"
+        );
+        server.stop();
+    }
+}

@@ -346,12 +346,20 @@ impl<T: 'static> CachedLane for Producer<T> {
     }
 }
 
+#[cfg(not(loom))]
 thread_local! {
     /// This thread's lanes, keyed by mailbox id. Entries hold only ring
     /// producers, never the mailbox itself, so a closed mailbox's doorbell fd
     /// is released at once; entries of dead mailboxes are pruned whenever a
     /// new lane is added.
     static THREAD_LANES: RefCell<Vec<(u64, Box<dyn CachedLane>)>> = const { RefCell::new(Vec::new()) };
+}
+
+// loom runs its threads on one OS thread: a std thread-local would be one
+// lane shared by every model thread (and outlive the model).
+#[cfg(loom)]
+loom::thread_local! {
+    static THREAD_LANES: RefCell<Vec<(u64, Box<dyn CachedLane>)>> = RefCell::new(Vec::new());
 }
 
 /// A `Send + Sync + Clone` sender for any thread: each thread that sends gets

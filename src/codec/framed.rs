@@ -393,6 +393,15 @@ impl<C: Clone> Codecs<C> {
 /// send frames through a [`FrameHandle`](super::FrameHandle)
 /// ([`FrameConn::frame_handle`]).
 ///
+/// Frames live in streams: an engine with a `Framed` handler serves
+/// `tcp://`, `unix://` and their TLS forms, and
+/// [`build`](crate::EngineBuilder::build) refuses a `udp://` listen address
+/// with [`Error::InvalidConfig`](crate::Error::InvalidConfig) rather than
+/// drop its datagrams (serve UDP with an
+/// [`EventHandler::on_datagram`](crate::EventHandler::on_datagram)). A
+/// dialled `udp://` address is a connected socket, a stream of datagrams
+/// like any connection, and is decoded as frames.
+///
 /// While the handler has paused reading ([`Conn::pause_reading`], reached
 /// through [`FrameConn`]), no further frame is delivered, even one already
 /// received: the rest wait, decoded lazily, until reading resumes. That is
@@ -622,6 +631,10 @@ where
     H: FrameHandler,
 {
     type State = FramedState<H::State>;
+
+    // Frames live in streams: an engine refuses to build a `udp://`
+    // listener for a framed handler rather than drop its datagrams.
+    const SERVES_DATAGRAMS: bool = false;
 
     fn on_boot(&mut self, ctx: &mut LoopContext) -> Action {
         self.handler.on_boot(ctx)

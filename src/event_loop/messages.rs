@@ -5,6 +5,7 @@
 
 use std::os::fd::AsFd;
 
+use super::entry::ConnEntry;
 use super::io::Fresh;
 use super::{guarded, loop_ref, EventLoop, MESSAGE_BUDGET};
 use crate::actors::slab::SlotKey;
@@ -143,11 +144,15 @@ impl<H: EventHandler> EventLoop<H> {
         else {
             return;
         };
+        let mut held_input = false;
         if let Some(entry) = self.conns.get(key) {
-            if paused && !entry.user_paused && self.settings.edge_triggered {
+            let resumed = paused && !entry.user_paused;
+            if resumed && self.settings.edge_triggered {
                 // Resumed: no new edge will come for bytes already waiting.
                 self.continue_io.push_back(key);
             }
+            // Resumed with input already read: no read will bring it back.
+            held_input = resumed && !entry.inbound.is_empty();
             if entry.outbound.len() > queued {
                 // Replies past the high-water mark stop the reading, as
                 // after `on_traffic` (see `settle`).
@@ -156,6 +161,11 @@ impl<H: EventHandler> EventLoop<H> {
         }
         self.after_callback(key, action, side);
         self.input_key = None;
+        let still_reading = |e: &ConnEntry<H::State>| !e.user_paused && e.close_reason.is_none();
+        if held_input && self.conns.get(key).is_some_and(still_reading) {
+            // As `ConnHandle::resume_reading` does (`Reading` above).
+            self.traffic(key, 0);
+        }
     }
 
     /// Answers an async write once applied, or holds the answer while its

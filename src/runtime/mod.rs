@@ -22,6 +22,7 @@
 
 pub(crate) mod context;
 pub(crate) mod deploy;
+pub(crate) mod job_queue;
 pub(crate) mod lifecycle;
 #[cfg(all(test, loom))]
 mod loom_models;

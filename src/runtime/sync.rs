@@ -1,6 +1,7 @@
 //! The synchronisation shim of the runtime: the atomics, locks and
 //! condition variables of the engine's own shared state (lifecycle, loop
-//! counters, the pool's cancel flag) are imported from here.
+//! counters, the worker pool's queue) and the pool's threads are imported
+//! from here.
 //!
 //! Built normally these are `std`'s types; built with
 //! `RUSTFLAGS="--cfg loom"` they are loom's, so the models in
@@ -12,9 +13,13 @@ pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     Arc, Condvar, Mutex, MutexGuard,
 };
+#[cfg(loom)]
+pub(crate) use loom::thread;
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     Arc, Condvar, Mutex, MutexGuard,
 };
+#[cfg(not(loom))]
+pub(crate) use std::thread;

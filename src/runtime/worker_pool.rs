@@ -1,7 +1,8 @@
 //! The worker-pool actor: threads that run blocking user work (a database
 //! call, a sleep, heavy CPU) off the event loops.
 //!
-//! Owns the job queue (a bounded `crossbeam-channel`) and the worker threads.
+//! Owns the worker threads and their job queue (`runtime::job_queue`: one
+//! lock over the jobs and the shutdown phase, model-checked under loom).
 //! It must never run a job on a loop thread and never let a submit block a
 //! loop: [`WorkerPool::submit`] hands the job back when the queue is full.
 //! Workers answer connections through [`ConnHandle`](crate::ConnHandle)s;
@@ -12,26 +13,29 @@
 //!
 //! # Shutdown
 //!
-//! [`WorkerPool::shutdown`] refuses new jobs (a `submit_wait` already waiting
-//! for room still gets its job in), then applies the
+//! [`WorkerPool::shutdown`] refuses new jobs (a `submit_wait` still waiting
+//! for room gets its job back, refused as stopped), then applies the
 //! [`PoolShutdown`] policy to the queued ones — [`Finish`](PoolShutdown::Finish)
 //! runs them all (the default), [`Cancel`](PoolShutdown::Cancel) drops them
-//! unrun — and joins every worker. [`WorkerPool::shutdown_timeout`] bounds
-//! that wait; an engine uses it. An engine shuts its pool down after it has
+//! unrun, at once, on the thread that shuts down — and joins every worker.
+//! Either way every job the pool took is run exactly once or dropped unrun
+//! exactly once (its captures' `Drop` is the report: a dropped `ConnHandle`,
+//! a disconnected reply channel), and none is taken after the shutdown.
+//! [`WorkerPool::shutdown_timeout`] bounds that wait; an engine uses it. An engine shuts its pool down after it has
 //! stopped accepting and before its loops close their connections, so the
 //! replies of finished jobs still reach their connections.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, RwLock};
-use std::thread::{self, JoinHandle};
-
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::options::PoolShutdown;
 use crate::runtime::context;
-use crate::runtime::sync::{Arc, AtomicBool, Ordering};
+use crate::runtime::job_queue::{JobQueue, Refused};
+use crate::runtime::sync::thread::{self, JoinHandle};
+use crate::runtime::sync::{Arc, Mutex};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -209,18 +213,20 @@ impl fmt::Display for SubmitError {
 impl std::error::Error for SubmitError {}
 
 struct Inner {
-    /// The queue's sending side; taken (dropped) by shutdown, after which
-    /// workers finish what is queued and see the queue disconnected. Never
-    /// held locked across a blocking call.
-    jobs: RwLock<Option<Sender<Job>>>,
-    /// For `queued()`.
-    queue: Receiver<Job>,
-    /// Shared with the workers, which outlive the pool after a timed-out
-    /// shutdown and must still see it.
-    cancelled: Arc<AtomicBool>,
+    /// The jobs, the shutdown phase and the workers' attendance, shared
+    /// with the workers (which outlive the pool after a timed-out shutdown).
+    queue: Arc<JobQueue<Job>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     workers: usize,
     policy: PoolShutdown,
+}
+
+impl Drop for Inner {
+    /// The last handle gone without a shutdown: the workers still finish
+    /// (or, under `Cancel`, drop) what is queued and exit.
+    fn drop(&mut self) {
+        drop(close_queue(&self.queue, self.policy));
+    }
 }
 
 /// A pool of worker threads with a bounded job queue (see the module docs).
@@ -271,22 +277,22 @@ impl WorkerPool {
                 "the job queue needs room for at least one job".into(),
             ));
         }
-        let (jobs, queue) = crossbeam_channel::bounded(queue_capacity);
+        let queue = Arc::new(JobQueue::new(queue_capacity));
         let inner = Arc::new(Inner {
-            jobs: RwLock::new(Some(jobs)),
             queue: queue.clone(),
-            cancelled: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::with_capacity(workers)),
             workers,
             policy,
         });
         let pool = Self { inner };
         for index in 0..workers {
-            let queue = queue.clone();
-            let cancelled = pool.inner.cancelled.clone();
+            // Counted in before it starts: a shutdown racing the start
+            // still waits for it.
+            queue.worker_started();
+            let worker_queue = queue.clone();
             let spawned = thread::Builder::new()
                 .name(format!("ringloop-worker-{index}"))
-                .spawn(move || work(queue, cancelled));
+                .spawn(move || work(&worker_queue));
             match spawned {
                 Ok(t) => pool
                     .inner
@@ -295,6 +301,7 @@ impl WorkerPool {
                     .unwrap_or_else(|e| e.into_inner())
                     .push(t),
                 Err(e) => {
+                    queue.worker_exited(); // never started
                     pool.shutdown();
                     return Err(Error::io("start a worker thread", e));
                 }
@@ -323,21 +330,19 @@ impl WorkerPool {
     }
 
     fn submit_boxed(&self, job: Job) -> Result<(), SubmitError> {
-        let jobs = self.inner.jobs.read().unwrap_or_else(|e| e.into_inner());
-        let Some(jobs) = jobs.as_ref() else {
-            return Err(SubmitError::stopped(job));
-        };
-        // try_send never blocks, so the read lock is held only briefly.
-        match jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job)) => Err(SubmitError::full(job)),
-            Err(TrySendError::Disconnected(job)) => Err(SubmitError::stopped(job)),
-        }
+        self.inner
+            .queue
+            .try_push(job)
+            .map_err(|(job, why)| match why {
+                Refused::Full => SubmitError::full(job),
+                Refused::Closed => SubmitError::stopped(job),
+            })
     }
 
-    /// Queues `job`, waiting for room while the queue is full. On an event
-    /// loop's thread it does not wait (a loop must never block) and behaves
-    /// like [`submit`](Self::submit).
+    /// Queues `job`, waiting for room while the queue is full; if the pool
+    /// shuts down meanwhile, the job comes back refused as stopped. On an
+    /// event loop's thread it does not wait (a loop must never block) and
+    /// behaves like [`submit`](Self::submit).
     ///
     /// ```
     /// use ringloop::{PoolShutdown, WorkerPool};
@@ -356,20 +361,10 @@ impl WorkerPool {
         if context::on_any_loop() {
             return self.submit(job);
         }
-        // Wait on a clone of the sender, outside the lock: a shutdown (even
-        // one started by a job) must never wait for this send.
-        let jobs = self
-            .inner
-            .jobs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let job: Job = Box::new(job);
-        let Some(jobs) = jobs else {
-            return Err(SubmitError::stopped(job));
-        };
-        jobs.send(job)
-            .map_err(|crossbeam_channel::SendError(job)| SubmitError::stopped(job))
+        self.inner
+            .queue
+            .push_wait(Box::new(job))
+            .map_err(SubmitError::stopped)
     }
 
     /// Number of worker threads.
@@ -421,13 +416,11 @@ impl WorkerPool {
     /// # Ok::<(), ringloop::Error>(())
     /// ```
     pub fn shutdown(&self) {
-        self.close_queue();
+        drop(close_queue(&self.inner.queue, self.inner.policy));
         if context::on_worker() {
             return;
         }
-        let threads =
-            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in threads {
+        for t in self.take_threads() {
             let _ = t.join();
         }
     }
@@ -456,64 +449,70 @@ impl WorkerPool {
     /// drop(tx); // the job ends later, on its own
     /// # Ok::<(), ringloop::Error>(())
     /// ```
-    pub fn shutdown_timeout(&self, limit: std::time::Duration) -> bool {
-        self.close_queue();
+    pub fn shutdown_timeout(&self, limit: Duration) -> bool {
+        drop(close_queue(&self.inner.queue, self.inner.policy));
         if context::on_worker() {
             return true;
         }
-        let deadline = std::time::Instant::now() + limit;
-        let threads =
-            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        // std joins have no timeout: poll `is_finished` (a stop is no hot path).
-        while threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline {
-            thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let busy = threads.iter().filter(|t| !t.is_finished()).count();
+        let threads = self.take_threads();
+        let busy = self
+            .inner
+            .queue
+            .wait_for_workers(Some(Instant::now() + limit));
         if busy > 0 {
-            // Release: as in `close_queue`; workers drop what is still queued.
-            self.inner.cancelled.store(true, Ordering::Release);
+            let unrun = self.inner.queue.cancel();
             log::warn!(
                 "worker pool: {busy} job(s) still running after {limit:?}; stopping without them ({} queued job(s) dropped)",
-                self.queued()
+                unrun.len()
             );
+            drop(unrun); // after the lock: a job's captures may run code on drop
+                         // The threads are detached: each exits after its job (or with
+                         // the process).
+            return false;
         }
         for t in threads {
-            if t.is_finished() {
-                let _ = t.join();
-            }
-            // else: detached; it exits after its job (or with the process).
+            let _ = t.join(); // each has counted itself out: it is ending
         }
-        busy == 0
+        true
     }
 
-    /// Refuses new jobs and applies the policy to the queued ones.
-    fn close_queue(&self) {
-        let sender = {
-            let mut jobs = self.inner.jobs.write().unwrap_or_else(|e| e.into_inner());
-            if jobs.is_some() && self.inner.policy == PoolShutdown::Cancel {
-                // Release: workers that see it (Acquire) drop what is queued.
-                // Set before the queue closes, so a submit refused as
-                // "shut down" implies queued jobs are already cancelled.
-                self.inner.cancelled.store(true, Ordering::Release);
-            }
-            jobs.take()
-        };
-        // Dropping the sender (outside the lock) disconnects the queue once
-        // any in-flight `submit_wait` is through: workers run what is queued
-        // (or drop it, when cancelled) and then exit.
-        drop(sender);
+    /// Waits for every worker to exit, even detached ones (for the models,
+    /// which must see a timed-out shutdown's jobs end).
+    #[cfg(all(test, loom))]
+    pub(crate) fn wait_for_workers(&self) {
+        self.inner.queue.wait_for_workers(None);
+    }
+
+    fn take_threads(&self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
-fn work(queue: Receiver<Job>, cancelled: Arc<AtomicBool>) {
-    let _worker = context::enter_worker();
-    // Ends once the pool's sender is gone and the queue is empty.
-    while let Ok(job) = queue.recv() {
-        // Acquire: pairs with the Release in `shutdown`.
-        if cancelled.load(Ordering::Acquire) {
-            drop(job);
-            continue;
+/// Refuses new jobs and applies the policy to the queued ones: under
+/// `Cancel` they come back, for the caller to drop outside the queue's
+/// lock; under `Finish` the workers run them.
+fn close_queue(queue: &JobQueue<Job>, policy: PoolShutdown) -> VecDeque<Job> {
+    match policy {
+        PoolShutdown::Cancel => queue.cancel(),
+        PoolShutdown::Finish => {
+            queue.close();
+            VecDeque::new()
         }
+    }
+}
+
+/// A worker: runs jobs until the queue is closed and empty, or cancelled.
+fn work(queue: &JobQueue<Job>) {
+    /// Counts the worker out however its loop ends.
+    struct Attendance<'a>(&'a JobQueue<Job>);
+    impl Drop for Attendance<'_> {
+        fn drop(&mut self) {
+            self.0.worker_exited();
+        }
+    }
+    let _attendance = Attendance(queue);
+    let _worker = context::enter_worker();
+    while let Some(job) = queue.pop() {
         if catch_unwind(AssertUnwindSafe(job)).is_err() {
             log::error!("a worker-pool job panicked; the worker carries on");
         }
