@@ -20,7 +20,20 @@ fn uring_works(options: ProbeOptions) -> std::result::Result<(), String> {
     if let Some((_, outcome)) = cache.iter().find(|(o, _)| *o == options) {
         return outcome.clone();
     }
-    let outcome = probe(&options).map(|_| ()).map_err(|e| e.to_string());
+    // On a thread of its own: the probe's ring is created, used and dropped
+    // there, and io_uring may still queue task work for the ring's issuer
+    // after the drop (its teardown is asynchronous). Queued on the caller's
+    // thread, that work would interrupt the caller's next blocking call with
+    // a timeout (a socket read with SO_RCVTIMEO fails with EINTR); on a
+    // thread that has ended it is dropped harmlessly.
+    let outcome = std::thread::Builder::new()
+        .name("ringloop-probe".into())
+        .spawn(move || probe(&options).map(|_| ()).map_err(|e| e.to_string()))
+        .map_err(|e| format!("io_uring probe: cannot start its thread: {e}"))
+        .and_then(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err("io_uring probe: its thread panicked".into()))
+        });
     if let Ok(()) = outcome {
         log::debug!("io_uring probe: the completion driver can run here");
     }
