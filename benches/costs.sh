@@ -25,18 +25,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 # shellcheck source=benches/lib.sh
 source "$root/benches/lib.sh"
-target_dir=$(bench_target_dir)
-cargo build --release --example echo -p ringloop >&2
-CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
-bin=$target_dir/release
-harness=$bin/harness
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_build_echo
+bench_workdir
 
 # Every server binds port 0 and prints "… listening on tcp://127.0.0.1:PORT …".
 server_cmd() { # NAME

@@ -131,3 +131,27 @@ bench_perf_under_load() {
     bench_stop "$pid"
     return "$status"
 }
+
+# bench_build_echo: builds the echo example and the harness in release and
+# sets target_dir, bin (their release directory) and harness.
+bench_build_echo() {
+    target_dir=$(bench_target_dir)
+    cargo build --release --example echo -p ringloop >&2
+    CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
+    bin=$target_dir/release
+    harness=$bin/harness
+}
+
+# bench_workdir: a fresh temporary directory in $work and an empty pids
+# list; at exit, every pid in the list is sent SIGTERM and the directory
+# removed.
+bench_workdir() {
+    work=$(mktemp -d)
+    pids=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}

@@ -20,17 +20,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 # shellcheck source=benches/lib.sh
 source "$root/benches/lib.sh"
-target_dir=$(bench_target_dir)
-cargo build --release --example echo -p ringloop >&2
-CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
-bin=$target_dir/release
-work=$(mktemp -d)
-pid=
-cleanup() {
-    [[ -z $pid ]] || kill -TERM "$pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_build_echo
+bench_workdir
 
 server_cmd() { # NAME
     case $1 in
@@ -51,6 +42,7 @@ for name in ringloop ringloop-et tokio epoll; do
     # shellcheck disable=SC2046
     $(server_cmd "$name") >"$work/$name.log" 2>&1 &
     pid=$!
+    pids=("$pid")
     port=$(bench_listening_port "$work/$name.log")
     "$bin/harness" load "tcp://127.0.0.1:$port" --conns "$conns" --size "$size" \
         --seconds 4 --warmup 0.5 >/dev/null &
@@ -60,7 +52,7 @@ for name in ringloop ringloop-et tokio epoll; do
     wait "$load" || true
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    pid=
+    pids=()
     # One reply per message: the sends (sendto, or write) count the messages.
     awk -v name="$name" '
         /^ *[a-z_0-9]+ +[0-9]+ +[0-9]+ / { calls[$1] = $2; errs[$1] = $3; order[++n] = $1 }

@@ -25,23 +25,13 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 # shellcheck source=benches/lib.sh
 source "$root/benches/lib.sh"
-target_dir=$(bench_target_dir)
-cargo build --release --example echo -p ringloop >&2
-CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
-bin=$target_dir/release
-harness=$bin/harness
+bench_build_echo
 rounds=${URING_ROUNDS:-3}
 seconds=${URING_SECONDS:-5}
 idle_conns=${URING_IDLE_CONNS:-10000}
 scenarios=${URING_SCENARIOS:-50x512,1000x512,100x16384}
 servers=ringloop-io-uring,ringloop-epoll,tokio,monoio,epoll
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir
 
 echo "# io_uring driver benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, Linux $(uname -r))"
 echo

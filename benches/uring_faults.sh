@@ -30,13 +30,7 @@ rounds=${FAULTS_ROUNDS:-3}
 seconds=${FAULTS_SECONDS:-4}
 scenarios=${FAULTS_SCENARIOS:-100x16384}
 read -r -a servers <<<"${FAULTS_SERVERS:-new-uring new-epoll tokio monoio}"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir
 
 server_cmd() { # NAME
     case $1 in

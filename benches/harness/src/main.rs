@@ -35,6 +35,10 @@ mod udp_load;
 /// for the `uring` echo server.
 #[path = "../../../src/sys/uring/mod.rs"]
 mod uring;
+// The ring gives finished send buffers back to the loop's pool.
+#[allow(dead_code)]
+#[path = "../../../src/buffer_pool.rs"]
+mod buffer_pool;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
