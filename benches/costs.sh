@@ -39,9 +39,6 @@ server_cmd() { # NAME
 
 events='syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_io_uring_enter'
 
-# load_rate FILE: the msgs/s a `harness load` printed (0 if none).
-load_rate() { grep -o '[0-9]* msgs/s' "$1" | head -1 | cut -d' ' -f1 || echo 0; }
-
 # syscalls NAME: "read recvfrom write sendto writev epoll_wait epoll_ctl
 # io_uring_enter" per message.
 syscalls() {
@@ -49,7 +46,7 @@ syscalls() {
     # Messages echoed while perf counted = send calls (one per message on
     # epoll, for all three); on io_uring sends go through the ring, so the
     # load's msgs/s x the 2 s counted (as benches/uring.sh does).
-    awk -F, -v rate="$(load_rate "$work/load")" '/syscalls/ { n[$3] = $1 }
+    awk -F, -v rate="$(bench_load_rate "$work/load")" '/syscalls/ { n[$3] = $1 }
         END {
             m = n["syscalls:sys_enter_sendto"] + n["syscalls:sys_enter_write"] + n["syscalls:sys_enter_writev"]
             if (n["syscalls:sys_enter_io_uring_enter"] > 0) m = rate * 2
@@ -67,22 +64,14 @@ syscalls() {
 # the load's msgs/s x the 3.5 s between zeroing and dump, all inside the
 # load's measured time).
 instructions() {
-    # shellcheck disable=SC2046
-    valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1" $(server_cmd "$1") \
-        >"$work/vg.$1" 2>&1 &
-    local pid=$!
-    pids+=("$pid")
-    local p
-    p=$(bench_listening_port "$work/vg.$1")
-    "$harness" load "tcp://127.0.0.1:$p" --conns "$conns" --size "$size" --seconds 5 --warmup 1.5 \
-        >"$work/cgload" 2>&1 &
-    local load=$!
+    bench_serve_under_load "valgrind --tool=callgrind --callgrind-out-file=$work/cg.$1 $(server_cmd "$1")" \
+        "$work/vg.$1" "$conns" "$size" 5 1.5 "$work/cgload"
     sleep 2
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -z "$served" >/dev/null
     sleep 3.5
-    callgrind_control -d "$pid" >/dev/null
-    wait "$load"
-    bench_stop "$pid"
+    callgrind_control -d "$served" >/dev/null
+    wait "$loading"
+    bench_stop "$served"
     local dump
     dump=$(ls "$work/cg.$1".* | head -1)
     local counted
@@ -90,7 +79,7 @@ instructions() {
     if [ "${counted%% *}" = 0 ]; then
         # No send call (io_uring): counters zeroed 2 s in and dumped 3.5 s
         # later, inside the load's 5 s measured after its 1.5 s warm-up.
-        awk -v rate="$(load_rate "$work/cgload")" '/^summary:/ { t = $2 }
+        awk -v rate="$(bench_load_rate "$work/cgload")" '/^summary:/ { t = $2 }
             END { m = rate * 3.5; if (m) printf "%d %.0f\n", m, t / m; else print "0 ?" }' "$dump"
     else
         echo "$counted"

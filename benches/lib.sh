@@ -105,30 +105,46 @@ bench_stop() {
     kill -KILL "$1" 2>/dev/null || true
 }
 
-# bench_perf_under_load SERVER-COMMAND CONNS SIZE EVENTS PERF-OUT LOAD-OUT:
+# bench_serve_under_load SERVER-COMMAND SERVER-OUT CONNS SIZE SECONDS WARMUP LOAD-OUT:
 # starts SERVER-COMMAND (word-split; it prints "… listening on
-# tcp://127.0.0.1:PORT …"), drives it with a 3.5 s closed-loop
-# `$harness load` of CONNS connections x SIZE bytes (LOAD-OUT gets its
-# report), counts the perf EVENTS (comma-separated tracepoints) of every
-# thread of the server for the 2 s in the middle (`perf stat -x,` into
-# PERF-OUT), then stops the server. Needs $harness, $work and the caller's
-# pids array (its EXIT trap stops what is left). Returns the load's status.
-bench_perf_under_load() {
-    local out=$work/server.out
+# tcp://127.0.0.1:PORT …" into SERVER-OUT, a file of the caller's: a
+# reused one may still hold the last run's port) and drives it with a
+# closed-loop `$harness load` of CONNS connections x SIZE bytes for WARMUP
+# then SECONDS seconds in the background (LOAD-OUT gets its report). Sets
+# served (the server's pid, also added to the caller's pids array, whose
+# EXIT trap stops what is left) and loading (the load's pid). Returns 1,
+# the server stopped, when it never said where it listens.
+bench_serve_under_load() {
     # shellcheck disable=SC2086
-    $1 >"$out" 2>&1 &
-    local pid=$!
-    pids+=("$pid")
+    $1 >"$2" 2>&1 &
+    served=$!
+    pids+=("$served")
     local p
-    p=$(bench_listening_port "$out")
-    "$harness" load "tcp://127.0.0.1:$p" --conns "$2" --size "$3" --seconds 3.5 --warmup 0.5 \
-        >"$6" 2>&1 &
-    local load=$!
+    p=$(bench_listening_port "$2") || { bench_stop "$served"; return 1; }
+    "$harness" load "tcp://127.0.0.1:$p" --conns "$3" --size "$4" --seconds "$5" --warmup "$6" \
+        >"$7" 2>&1 &
+    loading=$!
+}
+
+# bench_load_rate LOAD-OUT: the msgs/s a `harness load` reported (0: none).
+bench_load_rate() {
+    local rate
+    rate=$(grep -o '[0-9]* msgs/s' "$1" | head -1 | cut -d' ' -f1) || true
+    echo "${rate:-0}"
+}
+
+# bench_perf_under_load SERVER-COMMAND CONNS SIZE EVENTS PERF-OUT LOAD-OUT:
+# runs SERVER-COMMAND under a 3.5 s load (bench_serve_under_load), counts
+# the perf EVENTS (comma-separated tracepoints) of every thread of the
+# server for the 2 s in the middle (`perf stat -x,` into PERF-OUT), then
+# stops the server. Needs $harness and $work. Returns the load's status.
+bench_perf_under_load() {
+    bench_serve_under_load "$1" "$work/server.out.$RANDOM" "$2" "$3" 3.5 0.5 "$6" || return 1
     sleep 1.2 # connections set up and warmed
-    timeout 10 perf stat -x, -e "$4" -p "$pid" -o "$5" -- sleep 2 >/dev/null 2>&1
+    timeout 10 perf stat -x, -e "$4" -p "$served" -o "$5" -- sleep 2 >/dev/null 2>&1
     local status=0
-    wait "$load" || status=$?
-    bench_stop "$pid"
+    wait "$loading" || status=$?
+    bench_stop "$served"
     return "$status"
 }
 

@@ -63,9 +63,7 @@ events='raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_en
 # syscalls NAME CONNS SIZE: "msgs total io_uring_enter epoll_wait sends reads" per message.
 syscalls() {
     bench_perf_under_load "$(server_cmd "$1")" "$2" "$3" "$events" "$work/perf" "$work/load" || true
-    local rate
-    rate=$(grep -o '[0-9]* msgs/s' "$work/load" | head -1 | cut -d' ' -f1)
-    awk -F, -v rate="${rate:-0}" '/sys_enter/ { n[$3] = $1 }
+    awk -F, -v rate="$(bench_load_rate "$work/load")" '/sys_enter/ { n[$3] = $1 }
         END {
             m = rate * 2
             d = (m ? m : 1)

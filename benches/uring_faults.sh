@@ -25,6 +25,7 @@ if [[ -z ${HARNESS:-} ]]; then
     CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
     HARNESS=$target_dir/release/harness
 fi
+harness=$HARNESS # what bench_serve_under_load runs
 echo_bin=$target_dir/release/examples/echo
 rounds=${FAULTS_ROUNDS:-3}
 seconds=${FAULTS_SECONDS:-4}
@@ -51,15 +52,10 @@ measure() {
     # A file of its own: the background redirection may truncate a shared
     # one only after the port is read from it (the last run's port).
     local out=$work/out.$1.$4.$5
-    # shellcheck disable=SC2046
-    $(server_cmd "$1") >"$out" 2>&1 &
-    local pid=$! port load f0 c0 f1 c1 t0 t1 rate
-    pids+=("$pid")
-    port=$(bench_listening_port "$out") || { bench_stop "$pid"; return 1; }
+    local f0 c0 f1 c1 t0 t1 rate
     # Warm up (connections, buffers), then measure a window.
-    "$HARNESS" load "tcp://127.0.0.1:$port" --conns "$2" --size "$3" \
-        --seconds "$seconds" --warmup 1 >"$work/load" 2>&1 &
-    load=$!
+    bench_serve_under_load "$(server_cmd "$1")" "$out" "$2" "$3" "$seconds" 1 "$work/load" || return 1
+    local pid=$served load=$loading
     sleep 1.2
     read -r f0 c0 <<<"$(stat_of "$pid")" || { bench_stop "$pid"; return 1; }
     t0=$(date +%s.%N)
@@ -68,8 +64,8 @@ measure() {
     t1=$(date +%s.%N)
     wait "$load" || true
     bench_stop "$pid"
-    rate=$(grep -o '[0-9]* msgs/s' "$work/load" | head -1 | cut -d' ' -f1)
-    if [[ ${rate:-0} == 0 ]]; then
+    rate=$(bench_load_rate "$work/load")
+    if [[ $rate == 0 ]]; then
         echo "| $4 | $1 | $5 | (the load reported no rate: $(tail -1 "$work/load")) | | | |"
         return 0
     fi
