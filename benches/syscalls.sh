@@ -39,20 +39,11 @@ echo
 echo "| server | messages | calls per message (failed) |"
 echo "|---|---|---|"
 for name in ringloop ringloop-et tokio epoll; do
-    # shellcheck disable=SC2046
-    $(server_cmd "$name") >"$work/$name.log" 2>&1 &
-    pid=$!
-    pids=("$pid")
-    port=$(bench_listening_port "$work/$name.log")
-    "$bin/harness" load "tcp://127.0.0.1:$port" --conns "$conns" --size "$size" \
-        --seconds 4 --warmup 0.5 >/dev/null &
-    load=$!
+    bench_serve_under_load "$(server_cmd "$name")" "$work/$name.log" "$conns" "$size" 4 0.5 /dev/null
     sleep 1.5
-    perf trace -s -p "$pid" -o "$work/$name.trace" -- sleep 2 >/dev/null 2>&1
-    wait "$load" || true
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pids=()
+    perf trace -s -p "$served" -o "$work/$name.trace" -- sleep 2 >/dev/null 2>&1
+    wait "$loading" || true
+    bench_stop "$served"
     # One reply per message: the sends (sendto, or write) count the messages.
     awk -v name="$name" '
         /^ *[a-z_0-9]+ +[0-9]+ +[0-9]+ / { calls[$1] = $2; errs[$1] = $3; order[++n] = $1 }
