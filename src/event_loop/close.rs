@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use super::entry::{Lingering, Phase, WriteSide};
+use super::tls_ring::take_ring_sends;
 use super::{guarded, loop_ref, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::conn::Conn;
@@ -61,13 +62,9 @@ impl<H: EventHandler> EventLoop<H> {
         ) {
             entry.tls_close_notify(&lp);
         }
-        if entry.ring_sends {
-            // io_uring: what the ring sent leaves the queue; with nothing
-            // in flight the rest may be written directly, as on epoll.
-            let sent = self.driver.take_sent(entry.fd.as_fd());
-            entry.outbound.consume(sent);
-            entry.ring_sends = self.driver.send_in_flight(entry.fd.as_fd());
-        }
+        // io_uring: what the ring sent leaves the queue; with nothing in
+        // flight the rest may be written directly, as on epoll.
+        take_ring_sends(&mut self.driver, &mut entry);
         if !entry.outbound.is_empty()
             && !matches!(reason, CloseReason::Reset | CloseReason::Error(_))
         {

@@ -191,8 +191,14 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             if entry.tls.is_some() {
-                // As below, with the session between the socket and on_traffic.
-                let Some(n) = self.read_tls(key) else {
+                // As below, with the session between the socket and on_traffic
+                // (on io_uring, between the ring's completion and on_traffic).
+                let read = if entry.ring_sends {
+                    self.read_tls_completed(key)
+                } else {
+                    self.read_tls(key)
+                };
+                let Some(n) = read else {
                     return;
                 };
                 moved += n;

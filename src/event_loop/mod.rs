@@ -83,6 +83,7 @@ use entry::{ConnEntry, LoopRef};
 use token::LoopToken;
 
 mod tls_io;
+mod tls_ring;
 
 mod accept;
 mod admit;

@@ -52,9 +52,10 @@ impl<H: EventHandler> EventLoop<H> {
             Interest::READABLE
         };
         // Input the loop only takes through the driver completes through
-        // the ring on io_uring; TLS, PROXY headers and datagrams stay with
-        // readiness (the loop reads those sockets itself).
-        let plain_stream = entry.tls.is_none() && !entry.awaiting_header() && !entry.is_datagram;
+        // the ring on io_uring (TLS too: see tls_ring.rs); PROXY headers
+        // and datagrams stay with readiness (the loop reads those sockets
+        // itself).
+        let plain_stream = !entry.awaiting_header() && !entry.is_datagram;
         let token = LoopToken::Conn(key);
         let registered = if plain_stream {
             self.driver

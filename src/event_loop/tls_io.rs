@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use super::entry::ConnEntry;
+use super::tls_ring::take_ring_sends;
 use super::{guarded, loop_ref, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::addr::ListenAddr;
@@ -110,11 +111,7 @@ impl<H: EventHandler> EventLoop<H> {
             }
         };
         if n == 0 {
-            if let Some(tls) = entry.tls.as_deref_mut().filter(|t| !t.is_handshaking()) {
-                log::debug!("{}: TCP end of stream without close_notify", entry.peer);
-                tls.peer_abandoned();
-            }
-            self.peer_closed(key);
+            self.tls_end_of_stream(key);
             return None;
         }
         entry.last_read_ms = self.now_ms;
@@ -189,6 +186,19 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
+    /// The TCP stream ended (a read of 0 bytes): without `close_notify` on
+    /// an open session, the peer abandoned it.
+    pub(super) fn tls_end_of_stream(&mut self, key: SlotKey) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(tls) = entry.tls.as_deref_mut().filter(|t| !t.is_handshaking()) {
+            log::debug!("{}: TCP end of stream without close_notify", entry.peer);
+            tls.peer_abandoned();
+        }
+        self.peer_closed(key);
+    }
+
     /// The peer ended its side (`close_notify` or TCP end of stream): as
     /// TCP's EOF once open; a failed handshake before that.
     fn peer_closed(&mut self, key: SlotKey) {
@@ -214,6 +224,8 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(mut entry) = self.conns.remove(key) else {
             return;
         };
+        // The alert may wait behind a flight the ring is sending.
+        take_ring_sends(&mut self.driver, &mut entry);
         if !entry.outbound.is_empty()
             && !matches!(reason, CloseReason::Reset | CloseReason::Error(_))
         {

@@ -8,18 +8,32 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use super::sink::sink;
+use super::sink::{sink, SocketSink};
+use super::TlsSession;
 use crate::error::{Error, Result};
 use crate::event_loop::entry::{ConnEntry, LoopRef};
 use crate::reason::CloseReason;
 
 impl<S> ConnEntry<S> {
+    /// The session and a sink for its records: the socket and queue, or
+    /// the queue alone when the connection's sends go through the ring.
+    fn session_and_sink<'a>(
+        &'a mut self,
+        lp: &LoopRef<'_>,
+    ) -> Option<(&'a mut TlsSession, SocketSink<'a>)> {
+        let tls = self.tls.as_deref_mut()?;
+        let direct = !self.ring_sends;
+        Some((
+            tls,
+            sink(self.fd.as_fd(), &mut self.outbound, lp.write_cap, direct),
+        ))
+    }
+
     /// Encrypts `bufs`, in order, and sends or queues the records.
     pub(crate) fn tls_write(&mut self, bufs: &[&[u8]], lp: &LoopRef<'_>) -> Result<usize> {
-        let Some(tls) = self.tls.as_deref_mut() else {
+        let Some((tls, mut out)) = self.session_and_sink(lp) else {
             return Err(Error::Unsupported("a TLS write on a plain connection"));
         };
-        let mut out = sink(self.fd.as_fd(), &mut self.outbound, lp.write_cap);
         let result = tls.write(bufs, &mut out);
         let written = out.written;
         self.wrote(written, lp);
@@ -37,10 +51,9 @@ impl<S> ConnEntry<S> {
     /// Sends (or queues) every record rustls has for the peer: handshake
     /// messages, alerts, key updates.
     pub(crate) fn tls_send(&mut self, lp: &LoopRef<'_>) -> io::Result<()> {
-        let Some(tls) = self.tls.as_deref_mut() else {
+        let Some((tls, mut out)) = self.session_and_sink(lp) else {
             return Ok(());
         };
-        let mut out = sink(self.fd.as_fd(), &mut self.outbound, lp.write_cap);
         let result = tls.send(&mut out);
         let written = out.written;
         self.wrote(written, lp);
@@ -52,7 +65,7 @@ impl<S> ConnEntry<S> {
     /// not to a peer that ended its TCP stream without one and was sent
     /// nothing since, unless the handler kept the connection half-open).
     pub(crate) fn tls_close_notify(&mut self, lp: &LoopRef<'_>) {
-        let Some(tls) = self.tls.as_deref_mut() else {
+        let Some(tls) = self.tls.as_deref() else {
             return;
         };
         if !tls.owes_close_notify()
@@ -61,7 +74,9 @@ impl<S> ConnEntry<S> {
         {
             return;
         }
-        let mut out = sink(self.fd.as_fd(), &mut self.outbound, lp.write_cap);
+        let Some((tls, mut out)) = self.session_and_sink(lp) else {
+            return;
+        };
         let result = tls.close_notify(&mut out);
         let written = out.written;
         self.wrote(written, lp);

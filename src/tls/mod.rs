@@ -39,6 +39,14 @@
 //! batching, write readiness, water marks and back-pressure, write timeout
 //! and graceful close work on it unchanged, and
 //! [`Conn::outbound_buffered`](crate::Conn::outbound_buffered) counts it.
+//! On the io_uring driver the same session sits between the ring and the
+//! handler: ciphertext arrives in the ring's provided buffers (a multishot
+//! receive) and is decrypted there, in place, instead of in the loop's
+//! scratch; the sink never writes, it queues every record, and settling the
+//! connection hands the queue to the ring with the turn's other sends
+//! (`event_loop/tls_ring.rs`). A TLS connection then makes no system call
+//! of its own.
+//!
 //! Plaintext is copied once into the loop's read buffer (rustls 0.23 hands
 //! a record's plaintext out of its own allocation), where plain TCP would
 //! have copied it out of the kernel; a connection keeps only what its
@@ -214,7 +222,7 @@ pub mod fuzzing {
                 let pumped = self.session.pump(input, &mut out);
                 input = &mut [];
                 let _ = self.session.take_opened();
-                let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024);
+                let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024, true);
                 let sent = self.session.send(&mut to);
                 let pumped = pumped?;
                 sent.map_err(|e| rustls::Error::General(e.to_string()))?;
@@ -229,7 +237,7 @@ pub mod fuzzing {
 
         /// Encrypts `data` as a handler's write would.
         pub fn write(&mut self, data: &[u8]) -> crate::Result<()> {
-            let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024);
+            let mut to = sink(self.socket.as_fd(), &mut self.queue, 64 * 1024, true);
             self.session.write(&[data], &mut to)
         }
 

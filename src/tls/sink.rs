@@ -1,8 +1,10 @@
 //! [`SocketSink`]: where a TLS connection's ciphertext goes.
 //!
 //! Owns handing records to the socket, or to the connection's outbound
-//! queue behind what is already queued. It never encrypts and never keeps
-//! bytes itself.
+//! queue behind what is already queued (always to the queue for a
+//! connection whose sends go through the io_uring driver: the loop hands
+//! the queue to the ring when it settles the connection). It never encrypts
+//! and never keeps bytes itself.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -18,6 +20,9 @@ pub(crate) struct SocketSink<'a> {
     pub(crate) fd: BorrowedFd<'a>,
     pub(crate) queue: &'a mut OutboundQueue,
     pub(crate) cap: usize,
+    /// Writing to the socket is allowed (`false`: the connection's sends go
+    /// through the io_uring driver, so every record is queued for it).
+    pub(crate) direct: bool,
     /// Bytes the socket took.
     pub(crate) written: usize,
 }
@@ -27,7 +32,7 @@ impl SocketSink<'_> {
     /// socket does not take: it always takes everything.
     pub(crate) fn put(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut sent = 0;
-        if self.queue.is_empty() {
+        if self.direct && self.queue.is_empty() {
             match sys::io::write(self.fd, buf) {
                 Ok(n) => sent = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -42,16 +47,19 @@ impl SocketSink<'_> {
     }
 }
 
-/// A sink for `entry`'s socket and queue.
+/// A sink for a connection's socket and queue; `direct`: it may write to
+/// the socket (see [`SocketSink::direct`]).
 pub(crate) fn sink<'a>(
     fd: BorrowedFd<'a>,
     queue: &'a mut OutboundQueue,
     cap: usize,
+    direct: bool,
 ) -> SocketSink<'a> {
     SocketSink {
         fd,
         queue,
         cap,
+        direct,
         written: 0,
     }
 }

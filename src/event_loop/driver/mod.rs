@@ -10,7 +10,7 @@
 //! * **Completion** (io_uring, `uring.rs`): receives are submitted ahead
 //!   (a multishot receive per plain stream connection, into a provided
 //!   buffer ring); the kernel reports them *done*, with the bytes. What
-//!   still needs readiness there (UDP, Unix connects, TLS and PROXY reads)
+//!   still needs readiness there (UDP, Unix connects, PROXY reads)
 //!   goes through an epoll instance the ring polls; the loop's own
 //!   listeners accept through the ring (multishot accept), TCP connects
 //!   are ring operations; the plain
@@ -71,9 +71,12 @@
 //! **Which registration.** [`Driver::register_stream`] is for a plain
 //! stream connection whose input the loop only ever takes through
 //! [`Driver::recv`]: the completion driver reads it through the ring.
-//! [`Driver::register`] is for everything the loop reads itself (TLS
-//! ciphertext, PROXY headers, datagrams) or waits on (connects):
-//! readiness on both drivers. A connection stays with the registration it
+//! A TLS connection is registered the same way: the loop takes its
+//! ciphertext through [`Driver::recv`] too (on io_uring; see
+//! `event_loop/tls_ring.rs`). [`Driver::register`] is for everything the
+//! loop reads itself (PROXY headers, and a TLS connection's ciphertext
+//! after one, datagrams) or waits on (connects): readiness on both
+//! drivers. A connection stays with the registration it
 //! was adopted with.
 //!
 //! **Edge-triggered mode** only exists on the readiness driver: a multishot
@@ -82,9 +85,9 @@
 //!
 //! This module must never interpret tokens beyond carrying them, nor keep
 //! state about connections beyond what a completion in flight needs. Still
-//! outside the seam: the TLS read path and the PROXY header read (they read
-//! the socket themselves, into the loop's scratch buffer) and UDP datagrams,
-//! all readiness-driven on both drivers.
+//! outside the seam: the TLS read path on epoll and the PROXY header read
+//! (they read the socket themselves, into the loop's scratch buffer) and UDP
+//! datagrams, all readiness-driven on both drivers.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -171,6 +174,13 @@ impl Received {
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The bytes, to change in place, when they are in a provided buffer
+    /// of the ring (owned by this `Received`, not by the driver): a TLS
+    /// connection's records are decrypted where they landed.
+    pub(crate) fn owned_bytes_mut(&mut self) -> Option<&mut [u8]> {
+        self.buf.as_mut().map(RecvBuf::as_mut_slice)
     }
 
     /// The receive filled the driver's buffer: more may be waiting. (A

@@ -1,12 +1,14 @@
 //! The completion driver: one io_uring per loop ([`Ring`]) with a provided
 //! buffer ring, plus an epoll instance for what still needs readiness.
 //!
-//! * **Plain stream connections** (TCP, Unix; no TLS session, no PROXY
-//!   header pending) are *attached* to the ring ([`Ring::attach`]: the loop's
+//! * **Stream connections** (TCP, Unix, TLS too; no PROXY header
+//!   pending) are *attached* to the ring ([`Ring::attach`]: the loop's
 //!   `ConnEntry` keeps owning the descriptor) and read by a multishot
 //!   receive into the buffer ring. Each completion's [`RecvBuf`] waits in
 //!   the connection's stash until the loop asks [`Driver::recv`]; the loop
-//!   hands the handler a slice of it and copies only what stays unread.
+//!   hands the handler a slice of it and copies only what stays unread
+//!   (a TLS connection's session decrypts it in place first, see
+//!   `event_loop/tls_ring.rs`).
 //!   Dropping the `RecvBuf` ([`Driver::release`]) gives it back to the
 //!   kernel.
 //! * **The loop's own listeners** (one loop, or reuseport mode; not the
@@ -23,8 +25,8 @@
 //!   ([`Completion::connect`]): the completion is the loop's writable event
 //!   and carries the outcome, so no `connect`, `epoll_ctl` or `SO_ERROR`
 //!   call of our own.
-//! * **Everything else** (UDP sockets, Unix connects in progress, TLS
-//!   and PROXY-header reads, and write readiness of any connection whose
+//! * **Everything else** (UDP sockets, Unix connects in progress,
+//!   PROXY-header reads, and write readiness of any connection whose
 //!   queue is not empty) is registered with the embedded epoll instance,
 //!   whose descriptor the ring polls with a multishot poll; only when that
 //!   fires does the driver make an `epoll_wait` with a zero timeout. A turn

@@ -387,6 +387,24 @@ impl RecvBuf {
     }
 }
 
+impl RecvBuf {
+    /// The unconsumed bytes, to change in place (a TLS record is decrypted
+    /// where it landed).
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        let len = (self.end - self.start) as usize;
+        // SAFETY: as in `as_slice`; and the buffer is this `RecvBuf`'s alone
+        // until `drop` provides it back (the kernel does not write a buffer
+        // it has not been given, and no other `RecvBuf` names this `bid`),
+        // so `&mut self` makes this the only reference to these bytes.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.shared.buffer(self.bid).add(self.start as usize),
+                len,
+            )
+        }
+    }
+}
+
 impl Deref for RecvBuf {
     type Target = [u8];
 
