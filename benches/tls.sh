@@ -9,6 +9,9 @@
 #                                  # (bind ... ssl crt), msgs/s and CPU per message
 #   benches/tls.sh callgrind       # instructions per message / handshake under
 #                                  # valgrind --tool=callgrind (load-insensitive)
+#   benches/tls.sh --backend io-uring        # ringloop on its io_uring driver (the
+#                                  # echo example's --backend, the proxy's --driver);
+#                                  # also with `proxy` and `callgrind`
 # Other arguments go to tls-bench (`--rounds N --seconds S`, see --help).
 # Results and how they were taken: benches/RESULTS-tls.md.
 set -euo pipefail

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # System calls and context switches per message of the TLS servers (issue 15),
 # counted by perf tracepoints: figures that do not depend on the machine's load.
-#   benches/tls_syscalls.sh echo [ECHO_BIN]    # ringloop's echo and the tokio-rustls peer,
-#                                              # one `tls-bench` round, per 1 s interval
-#   benches/tls_syscalls.sh proxy [PROXY_BIN]  # the TLS-terminating proxy and HAProxy, whole runs
+#   benches/tls_syscalls.sh echo [ECHO_BIN] [TLS_BENCH_ARGS]  # ringloop's echo and the tokio-rustls
+#                                              # peer: one `tls-bench --only SCENARIO` round per
+#                                              # echo scenario, each server counted over its whole
+#                                              # life and divided by the messages it echoed
+#                                              # (e.g. `echo target/release/examples/echo --backend io-uring`)
+#   benches/tls_syscalls.sh proxy [PROXY_BIN] [TLS_BENCH_ARGS]  # the TLS-terminating proxy and HAProxy, whole runs
 # Binaries default to target/release/examples/{echo,proxy}; the harness must be
 # built (benches/tls.sh builds both). Needs perf (Debian: linux-perf) and root or
-# perf_event_paranoid <= 1. Results: benches/results/tls-unbuffered-20261205-0250.md.
+# perf_event_paranoid <= 1. Results: benches/results/tls-unbuffered-20261205-0250.md,
+# benches/results/tlsu-session6-20261205.md.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,15 +21,23 @@ target_dir=$(bench_target_dir) || exit 1
 bench="$target_dir/release/tls-bench"
 [[ -x $bench ]] || bench="$root/benches/harness/target/release/tls-bench"
 mode=${1:-echo}
-bin=$(realpath "${2:-$target_dir/release/examples/$mode}")
-events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,context-switches
+shift || true
+bin=$target_dir/release/examples/$mode
+if [[ $# -gt 0 && $1 != --* ]]; then
+    bin=$1
+    shift
+fi
+bin=$(realpath "$bin")
+extra=("$@")
+events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,context-switches
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-# pid_of PATTERN: the newest process of ours matching PATTERN, waited for.
+# pid_of PATTERN: the newest process of ours matching PATTERN, waited for
+# (up to 60 s).
 pid_of() {
     local pid
-    for _ in $(seq 1 600); do
+    for _ in $(seq 1 1200); do
         pid=$(pgrep -n -f "$1" || true)
         [[ -n $pid ]] && { echo "$pid"; return 0; }
         sleep 0.05
@@ -33,9 +45,9 @@ pid_of() {
     return 1
 }
 
-# count WHO PID: perf stat on PID, in 1 s intervals, until it exits.
+# count WHO PID: perf stat on PID, over its whole life.
 count() {
-    perf stat -I 1000 -x, -e "$events" -p "$2" -o "$out/$1.csv" &
+    perf stat -x, -e "$events" -p "$2" -o "$out/$1.csv" &
     local perf=$!
     while kill -0 "$2" 2>/dev/null; do sleep 0.2; done
     wait "$perf" || true
@@ -44,51 +56,65 @@ count() {
 uptime
 case $mode in
     echo)
-        "$bench" --rounds 1 --seconds 3 --idle 200 --echo-bin "$bin" >"$out/bench.log" 2>&1 &
-        run=$!
-        count ringloop "$(pid_of "^$bin ")"
-        count tokio "$(pid_of "tls-bench serve-tokio")"
+        for scenario in 512 16KiB; do
+            "$bench" --rounds 1 --seconds 3 --only "$scenario" --echo-bin "$bin" "${extra[@]}" \
+                >"$out/bench-$scenario.log" 2>&1 &
+            run=$!
+            # Both watchers start now, so perf is attached to each server
+            # from its first moments (the second starts when the first ends).
+            count "ringloop-$scenario" "$(pid_of "^$bin ")" &
+            count "tokio-$scenario" "$(pid_of "tls-bench serve-tokio")" &
+            wait
+            grep '^round' "$out/bench-$scenario.log"
+        done
         ;;
     proxy)
-        "$bench" proxy --rounds 1 --seconds 3 --proxy-bin "$bin" >"$out/bench.log" 2>&1 &
+        "$bench" proxy --rounds 1 --seconds 3 --proxy-bin "$bin" "${extra[@]}" >"$out/bench.log" 2>&1 &
         run=$!
-        count ringloop-proxy "$(pid_of "^$bin ")"
-        count haproxy "$(pid_of "^haproxy .*/tls-bench-$run/")"
+        count ringloop-proxy "$(pid_of "^$bin ")" &
+        count haproxy "$(pid_of "^haproxy .*/tls-bench-$run/")" &
+        wait
+        grep '^round' "$out/bench.log"
         ;;
-    *) echo "usage: $0 echo|proxy [BIN]" >&2; exit 2 ;;
+    *) echo "usage: $0 echo|proxy [BIN] [TLS_BENCH_ARGS]" >&2; exit 2 ;;
 esac
-wait "$run"
-grep '^round' "$out/bench.log"
-# Per interval (echo) or summed (proxy): sends are messages for the echo and
-# twice the messages for the proxy (one send to each side).
-python3 - "$out" "$mode" <<'EOF'
-import collections, glob, os, sys
+# Per message: the echo's messages are those tls-bench counted for that
+# server and scenario (its few handshakes are included in the counts); the
+# proxy's are its sends / 2 (one send to each side; not with io_uring, whose
+# sends are no system calls: there the proxy's figures are per run).
+python3 - "$out" "$mode" <<'PY'
+import collections, glob, os, re, sys
 out, mode = sys.argv[1], sys.argv[2]
+msgs = {}
+for log in glob.glob(os.path.join(out, "bench*.log")):
+    for line in open(log):
+        m = re.match(r"round \d+ (\S+)\s+echo \S+: (\d+) msgs", line)
+        if m:
+            who = "ringloop" if m.group(1) == "ringloop" else "tokio"
+            scenario = "512" if "x512" in line else "16KiB"
+            msgs[f"{who}-{scenario}"] = int(m.group(2))
 for path in sorted(glob.glob(os.path.join(out, "*.csv"))):
-    rows = collections.OrderedDict()
+    d = collections.Counter()
     for line in open(path):
         f = line.strip().split(",")
-        if line.startswith("#") or len(f) < 4:
+        if line.startswith("#") or len(f) < 3:
             continue
         try:
-            rows.setdefault(f[0], collections.Counter())[f[3]] += float(f[1])
+            d[f[2]] += float(f[0])
         except ValueError:
             pass
-    if mode == "proxy":
-        total = collections.Counter()
-        for d in rows.values():
-            total.update(d)
-        rows = collections.OrderedDict(all=total)
-    print(os.path.basename(path)[:-4])
-    for t, d in rows.items():
-        sends = sum(d[k] for k in d if k.split("_")[-1] in ("write", "sendto", "sendmsg", "writev"))
-        reads = d["syscalls:sys_enter_read"] + d["syscalls:sys_enter_recvfrom"]
-        msgs = sends / (2 if mode == "proxy" else 1)
-        if msgs < 5000:
-            continue
-        print(f"  {t}: {msgs:.0f} messages; per message: syscalls {d['raw_syscalls:sys_enter'] / msgs:.3f}, "
-              f"reads {reads / msgs:.3f}, sends {sends / msgs:.3f}, "
-              f"epoll_wait {d['syscalls:sys_enter_epoll_wait'] / msgs:.3f}, "
-              f"context switches {d['context-switches'] / msgs:.3f}")
-EOF
+    name = os.path.basename(path)[:-4]
+    sends = sum(d[k] for k in d if k.split("_")[-1] in ("write", "sendto", "sendmsg", "writev"))
+    reads = d["syscalls:sys_enter_read"] + d["syscalls:sys_enter_recvfrom"]
+    n = msgs.get(name) or sends / 2
+    if not n:
+        print(f"{name}: no messages counted")
+        continue
+    print(f"{name}: {n:.0f} messages; per message: syscalls {d['raw_syscalls:sys_enter'] / n:.3f}, "
+          f"reads {reads / n:.3f}, sends {sends / n:.3f}, "
+          f"epoll_wait {d['syscalls:sys_enter_epoll_wait'] / n:.3f}, "
+          f"epoll_ctl {d['syscalls:sys_enter_epoll_ctl'] / n:.3f}, "
+          f"io_uring_enter {d['syscalls:sys_enter_io_uring_enter'] / n:.3f}, "
+          f"context switches {d['context-switches'] / n:.3f}")
+PY
 uptime

@@ -7,8 +7,8 @@
 //! ```text
 //! cargo build --release --example echo --example proxy     # in the repository root
 //! cargo build --release --manifest-path benches/harness/Cargo.toml
-//! target/release/tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--acceptor-thread] [--echo-bin PATH]
-//! target/release/tls-bench proxy [--rounds 3] [--seconds 3] [--proxy-bin PATH] [--haproxy PATH]
+//! target/release/tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--acceptor-thread] [--backend epoll|io-uring] [--echo-bin PATH]
+//! target/release/tls-bench proxy [--rounds 3] [--seconds 3] [--backend epoll|io-uring] [--proxy-bin PATH] [--haproxy PATH]
 //! target/release/tls-bench callgrind [--echo-bin PATH] [--out DIR]
 //! ```
 //! (`benches/tls.sh` does all of it.) Default mode, each scenario reporting
@@ -30,7 +30,9 @@
 //! `--acceptor-thread` runs it with an acceptor thread handing connections
 //! over instead; `--reuseport` with `--reuseport` (the loop accepts inline on
 //! a SO_REUSEPORT listener); `--et` with `--et` (edge-triggered epoll, as
-//! tokio's).
+//! tokio's); `--backend io-uring` runs ringloop's echo (and proxy) on its
+//! io_uring driver (default: the examples' own, epoll unless
+//! `RINGLOOP_BACKEND` says otherwise).
 //!
 //! `proxy`: see [`proxy`]. `callgrind`: see [`callgrind`] (instructions,
 //! which the machine's load does not change).
@@ -60,10 +62,11 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 const USAGE: &str = "\
 tls-bench: ringloop's TLS against tokio + tokio-rustls and HAProxy (server CPU from /proc)
 
-  tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--acceptor-thread] [--echo-bin PATH]
+  tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--acceptor-thread] [--backend epoll|io-uring] [--only 512|16KiB] [--echo-bin PATH]
       echo 50x512 B and 100x16 KiB, full handshakes, idle RSS: ringloop's echo
-      example (--loops 1) against tokio + tokio-rustls (current_thread)
-  tls-bench proxy [--rounds 3] [--seconds 3] [--proxy-bin PATH] [--haproxy PATH]
+      example (--loops 1, on the given driver) against tokio + tokio-rustls (current_thread);
+      --only: just that echo scenario
+  tls-bench proxy [--rounds 3] [--seconds 3] [--backend epoll|io-uring] [--proxy-bin PATH] [--haproxy PATH]
       TLS-terminating proxy: examples/proxy (--listen tls:// --loops 1) against
       HAProxy (bind ... ssl crt, nbthread 1), both in front of `harness serve epoll`
   tls-bench callgrind [--echo-bin PATH] [--out DIR] [--valgrind PATH]
@@ -106,6 +109,13 @@ pub struct Opts {
     reuseport: bool,
     edge_triggered: bool,
     acceptor_thread: bool,
+    /// ringloop's driver (`--backend` of the echo example, `--driver` of
+    /// the proxy's); `None`: the example's default.
+    backend: Option<String>,
+    /// Runs only the scenarios whose label contains this (`512`, `16KiB`,
+    /// `handshakes`, `idle`): e.g. for counting one scenario's system calls
+    /// over a server's whole life.
+    only: Option<String>,
     echo_bin: PathBuf,
     proxy_bin: PathBuf,
     haproxy: Option<PathBuf>,
@@ -115,7 +125,9 @@ pub struct Opts {
 
 impl Opts {
     fn parse(args: &[String]) -> Result<Opts> {
-        const VALUED: [&str; 9] = [
+        const VALUED: [&str; 11] = [
+            "--backend",
+            "--only",
             "--rounds",
             "--seconds",
             "--idle",
@@ -154,12 +166,23 @@ impl Opts {
             reuseport: args.iter().any(|a| a == "--reuseport"),
             edge_triggered: args.iter().any(|a| a == "--et"),
             acceptor_thread: args.iter().any(|a| a == "--acceptor-thread"),
+            backend: value("--backend"),
+            only: value("--only"),
             echo_bin: value("--echo-bin").map_or_else(|| example("echo"), PathBuf::from),
             proxy_bin: value("--proxy-bin").map_or_else(|| example("proxy"), PathBuf::from),
             haproxy: value("--haproxy").map(PathBuf::from),
             valgrind: value("--valgrind").map_or_else(|| PathBuf::from("valgrind"), PathBuf::from),
             out: value("--out").map(PathBuf::from),
         })
+    }
+}
+
+impl Opts {
+    /// Whether the scenario `label` runs (see `--only`).
+    fn runs(&self, label: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| label.contains(o.as_str()))
     }
 }
 
@@ -304,6 +327,9 @@ fn echo_command(name: &str, opts: &Opts, pki: &Pki, port: u16) -> Result<Command
             }
             if opts.acceptor_thread {
                 c.arg("--acceptor-thread");
+            }
+            if let Some(backend) = &opts.backend {
+                c.args(["--backend", backend]);
             }
             c
         }
@@ -515,6 +541,9 @@ fn handshakes(config: &Arc<ClientConfig>, addr: SocketAddr, until: Until) -> Res
 
 /// Median, least and greatest of `v` (not empty).
 pub fn median_range(v: &[f64]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
@@ -573,6 +602,9 @@ fn bench(opts: &Opts) -> Result<()> {
                 per_unit[s][i].push(cpu.as_secs_f64() * 1e6 / n.max(1) as f64);
             };
             for (i, &(label, conns, size)) in scenarios.iter().enumerate() {
+                if !opts.runs(label) {
+                    continue;
+                }
                 let probe = || server.cpu();
                 let (n, cpu) = echo(
                     &pki.client,
@@ -587,6 +619,10 @@ fn bench(opts: &Opts) -> Result<()> {
                     server.name
                 );
                 record(i, n, cpu);
+            }
+            if !opts.runs("handshakes") && !opts.runs("idle") {
+                server.stop();
+                continue;
             }
             let (before, switched) = (server.cpu(), server.switches());
             let n = handshakes(&pki.client, server.addr, Until::Elapsed(opts.time))?;
@@ -621,7 +657,7 @@ fn bench(opts: &Opts) -> Result<()> {
         }
     }
     println!(
-        "TLS benchmark: {} rounds x {}s, alternated{}{}; load average {} before, {} after\n",
+        "TLS benchmark: {} rounds x {}s, alternated{}{}{}; load average {} before, {} after\n",
         opts.rounds,
         opts.time.as_secs(),
         match (opts.reuseport, opts.edge_triggered) {
@@ -635,6 +671,9 @@ fn bench(opts: &Opts) -> Result<()> {
         } else {
             ""
         },
+        opts.backend
+            .as_ref()
+            .map_or(String::new(), |b| format!(", ringloop --backend {b}")),
         load_before,
         loadavg()
     );

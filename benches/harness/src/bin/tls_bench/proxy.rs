@@ -61,6 +61,9 @@ pub fn run(opts: &Opts) -> Result<()> {
                             .arg(pki.cert())
                             .arg("--tls-key")
                             .arg(pki.key());
+                        if let Some(driver) = &opts.backend {
+                            cmd.args(["--driver", driver]);
+                        }
                         spawn(NAMES[c], cmd, port, Duration::from_secs(10))
                     }
                     _ => {
@@ -104,9 +107,12 @@ pub fn run(opts: &Opts) -> Result<()> {
     }
     println!(
         "TLS-terminating proxy: {} rounds x {}s, alternated; 1 loop / nbthread 1; \
-         backend `harness serve epoll`; load average {} before, {} after\n",
+         backend `harness serve epoll`{}; load average {} before, {} after\n",
         opts.rounds,
         opts.time.as_secs(),
+        opts.backend
+            .as_ref()
+            .map_or(String::new(), |b| format!("; proxy --driver {b}")),
         load_before,
         crate::loadavg()
     );
