@@ -96,6 +96,27 @@ impl<H: EventHandler> EventLoop<H> {
         self.apply_side_effects(key, side);
     }
 
+    /// A close asked from another thread (`ConnHandle::close`): at once,
+    /// with a best-effort flush, unless the connection's sends go through
+    /// the io_uring driver and one is in flight. Then what is queued behind
+    /// that send (replies to earlier messages, a TLS `close_notify`) cannot
+    /// be written directly without overtaking it, and would be lost; so the
+    /// close waits for the queue to go out, as a graceful close (bounded by
+    /// the drain timeout), which is what epoll's direct flush delivers.
+    pub(super) fn close_requested(&mut self, key: SlotKey) {
+        let waits = self.conns.get(key).is_some_and(|e| {
+            e.ring_sends && e.phase.has_opened() && self.driver.send_in_flight(e.fd.as_fd())
+        });
+        if !waits {
+            self.close_conn(key, CloseReason::Requested);
+            return;
+        }
+        if let Some(entry) = self.conns.get_mut(key) {
+            entry.close_with(CloseReason::Requested);
+        }
+        self.settle(key, Action::None);
+    }
+
     /// Closes `key` after a graceful close flushed its queue: at once, or,
     /// with lingering enabled and the peer possibly still sending, after
     /// shutting the write side and draining the peer's input.

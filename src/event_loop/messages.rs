@@ -13,7 +13,7 @@ use crate::conn::send_datagram;
 use crate::error::{Error, Result};
 use crate::handler::EventHandler;
 use crate::id::ConnId;
-use crate::reason::{Action, CloseReason};
+use crate::reason::Action;
 use crate::runtime::message::{initial_state, Completion, LoopMessage};
 use crate::stats::bump;
 
@@ -99,7 +99,7 @@ impl<H: EventHandler> EventLoop<H> {
             LoopMessage::Close { id, done } => match self.conn_key(id) {
                 None => done.complete(Err(Error::ConnectionClosed)),
                 Some(key) => {
-                    self.close_conn(key, CloseReason::Requested);
+                    self.close_requested(key);
                     done.complete(Ok(()));
                 }
             },
