@@ -1105,3 +1105,59 @@ fn an_abandoned_session_gets_close_notify_only_after_a_reply() {
         running.stop();
     }
 }
+
+/// On the io_uring driver a TLS connection's ciphertext comes in through
+/// the ring (a multishot receive into its provided buffers, decrypted
+/// there): the loop thread makes no `read` of its own per message (`syscr`
+/// in `/proc/PID/task/TID/io` counts them). Through readiness, as before
+/// this path existed, every echoed message cost the loop one `read`.
+#[test]
+fn tls_on_io_uring_reads_through_the_ring() {
+    if !uring_available() {
+        return;
+    }
+    let pki = TestPki::new();
+    let (tx, rx) = unbounded();
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_open(move |_| {
+                // The loop thread's own I/O counters.
+                let _ = tx.send(std::fs::read_link("/proc/thread-self").expect("thread-self"));
+                Action::None
+            })
+            .on_traffic(|conn| {
+                let data = conn.read_all();
+                let _ = conn.write(data);
+                Action::None
+            })
+            .builder()
+            .listen("tls://127.0.0.1:0")
+            .loops(1)
+            .backend(ringloop::Backend::IoUring)
+            .tls_server(pki.server_tls().build().unwrap()),
+    );
+    assert_eq!(running.engine.backend(), ringloop::Backend::IoUring);
+    let mut client = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
+    let thread = rx.recv_timeout(PATIENCE).expect("on_open ran");
+    let io = std::path::Path::new("/proc").join(thread).join("io");
+    let reads = || -> u64 {
+        let text = std::fs::read_to_string(&io).expect("the loop thread's io counters");
+        text.lines()
+            .find_map(|l| l.strip_prefix("syscr:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no syscr in {text}"))
+    };
+    tls_round_trip(&mut client, b"warm up");
+    let before = reads();
+    const MESSAGES: u64 = 200;
+    for i in 0..MESSAGES {
+        tls_round_trip(&mut client, format!("message {i} ").repeat(20).as_bytes());
+    }
+    let made = reads() - before;
+    assert!(
+        made < MESSAGES / 4,
+        "{made} read calls on the loop thread for {MESSAGES} echoed messages"
+    );
+    drop(client);
+    running.stop();
+}
