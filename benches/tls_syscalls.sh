@@ -80,8 +80,8 @@ case $mode in
 esac
 # Per message: the echo's messages are those tls-bench counted for that
 # server and scenario (its few handshakes are included in the counts); the
-# proxy's are its sends / 2 (one send to each side; not with io_uring, whose
-# sends are no system calls: there the proxy's figures are per run).
+# proxy's are its sends / 2 (one send to each side; on io_uring, whose sends
+# are no system calls, the proxy gets no per-message figure).
 python3 - "$out" "$mode" <<'PY'
 import collections, glob, os, re, sys
 out, mode = sys.argv[1], sys.argv[2]
