@@ -442,7 +442,11 @@ impl ConnHandle {
 
     /// Closes the connection (its close callback runs with
     /// [`CloseReason::Requested`](crate::CloseReason::Requested)). Closing a
-    /// closed connection is a no-op.
+    /// closed connection is a no-op. What is queued for the peer is written
+    /// as far as the socket takes it at once (and a TLS connection's
+    /// `close_notify` after it); on io_uring, with a send of the connection
+    /// still in the ring, the close waits for the queue to go out first (at
+    /// most the engine's drain timeout).
     ///
     /// ```
     /// # use ringloop::{Action, Conn, ConnHandle, Engine, EventHandler};
