@@ -258,6 +258,10 @@ impl Outbound {
         crate::buffer_pool::give(queued);
     }
 
+    fn is_empty(&self) -> bool {
+        self.in_flight.is_none() && self.queued.is_empty()
+    }
+
     fn pending(&self) -> usize {
         self.in_flight
             .as_ref()
@@ -287,7 +291,10 @@ struct Slot {
     in_flight: u32,
     recv: RecvState,
     accept_armed: bool,
-    out: Outbound,
+    /// Its outgoing bytes, while it has any (boxed: an idle connection
+    /// pays one pointer, not the 64 bytes of an [`Outbound`]; the boxes are
+    /// reused through [`Ring::spare_out`], so a send allocates nothing).
+    out: Option<Box<Outbound>>,
     connect: Option<Box<ConnectOp>>,
 }
 
@@ -301,7 +308,7 @@ impl Slot {
             in_flight: 0,
             recv: RecvState::Idle,
             accept_armed: false,
-            out: Outbound::default(),
+            out: None,
             connect: None,
         }
     }
@@ -345,7 +352,13 @@ pub(crate) struct Ring {
     cqes: Vec<(u64, i32, u32)>,
     stats: RingStats,
     teardown_bound: Duration,
+    /// Empty [`Outbound`] boxes of sources with nothing to send, for the
+    /// next source that sends (at most [`SPARE_OUT`]).
+    spare_out: Vec<Box<Outbound>>,
 }
+
+/// Most empty [`Outbound`] boxes a ring keeps for reuse.
+const SPARE_OUT: usize = 256;
 
 impl Ring {
     /// Sets up the ring and registers its buffer ring.
@@ -368,6 +381,7 @@ impl Ring {
             cqes: Vec::new(),
             stats: RingStats::default(),
             teardown_bound: config.teardown_bound,
+            spare_out: Vec::new(),
         })
     }
 
@@ -450,7 +464,9 @@ impl Ring {
 
     /// Bytes queued or in flight on `id`.
     pub(crate) fn pending_send(&self, id: SourceId) -> usize {
-        self.open_slot_ref(id).map_or(0, |s| s.out.pending())
+        self.open_slot_ref(id)
+            .and_then(|s| s.out.as_deref())
+            .map_or(0, Outbound::pending)
     }
 
     /// Arms a multishot accept on a listening socket. Already armed: nothing.
@@ -540,16 +556,22 @@ impl Ring {
     /// next [`Ring::submit_and_wait`] submits it.
     pub(crate) fn send(&mut self, id: SourceId, buf: impl Into<OutBuf>) -> io::Result<()> {
         let buf = buf.into();
-        let (_, slot) = self.open_slot(id)?;
+        self.open_slot(id)?;
         if buf.as_slice().is_empty() {
             return Ok(());
         }
-        if slot.out.in_flight.is_some() {
-            slot.out.queued.extend_from_slice(buf.as_slice());
+        let slot = &mut self.slots[id.index as usize];
+        let spare = match slot.out {
+            None => self.spare_out.pop(),
+            Some(_) => None,
+        };
+        let out = slot.out.get_or_insert_with(|| spare.unwrap_or_default());
+        if out.in_flight.is_some() {
+            out.queued.extend_from_slice(buf.as_slice());
             return Ok(());
         }
-        slot.out.in_flight = Some(buf);
-        slot.out.sent = 0;
+        out.in_flight = Some(buf);
+        out.sent = 0;
         self.push_send(id)
     }
 
@@ -620,7 +642,9 @@ impl Ring {
     pub(crate) fn close(&mut self, id: SourceId) -> io::Result<()> {
         let (fd, slot) = self.open_slot(id)?;
         slot.state = SlotState::Closing;
-        slot.out.queued = Vec::new();
+        if let Some(out) = slot.out.as_mut() {
+            out.queued = Vec::new();
+        }
         if slot.in_flight == 0 {
             self.release(id.index);
             return Ok(());
@@ -633,7 +657,10 @@ impl Ring {
                     OpKind::Recv,
                     matches!(slot.recv, RecvState::Armed | RecvState::Pausing),
                 ),
-                (OpKind::Send, slot.out.in_flight.is_some()),
+                (
+                    OpKind::Send,
+                    slot.out.as_ref().is_some_and(|o| o.in_flight.is_some()),
+                ),
                 (OpKind::Connect, slot.connect.is_some()),
                 (OpKind::Accept, slot.accept_armed),
             ];
@@ -765,10 +792,14 @@ impl Ring {
     fn push_send(&mut self, id: SourceId) -> io::Result<()> {
         let slot = &self.slots[id.index as usize];
         let fd = slot.raw;
-        let Some(buf) = slot.out.in_flight.as_ref() else {
+        let Some((buf, sent)) = slot
+            .out
+            .as_deref()
+            .and_then(|o| Some((o.in_flight.as_ref()?, o.sent)))
+        else {
             return Ok(());
         };
-        let rest = buf.as_slice().get(slot.out.sent..).unwrap_or_default();
+        let rest = buf.as_slice().get(sent..).unwrap_or_default();
         let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
         let entry = opcode::Send::new(types::Fd(fd), rest.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
@@ -1087,22 +1118,26 @@ impl Ring {
     }
 
     fn on_send(&mut self, source: SourceId, res: i32, closing: bool, events: &mut Vec<Event>) {
-        let out = &mut self.slots[source.index as usize].out;
+        let index = source.index as usize;
+        // Out of the slot while it is worked on; back in if it still holds
+        // bytes, otherwise to the spares.
+        let Some(mut out) = self.slots[index].out.take() else {
+            return; // no send of this source: stale
+        };
         if closing {
             out.recycle();
+            self.spare(out);
             return;
         }
-        let failed = |out: &mut Outbound, error: io::Error| {
-            out.recycle();
-            Event::SendFailed { source, error }
-        };
         if res <= 0 {
             let error = if res == 0 {
                 io::Error::from(io::ErrorKind::WriteZero)
             } else {
                 io::Error::from_raw_os_error(-res)
             };
-            events.push(failed(out, error));
+            out.recycle();
+            self.spare(out);
+            events.push(Event::SendFailed { source, error });
             return;
         }
         let bytes = res as usize;
@@ -1134,11 +1169,25 @@ impl Ring {
             bytes,
             queued,
         });
-        if resume {
-            if let Err(error) = self.push_send(source) {
-                let out = &mut self.slots[source.index as usize].out;
-                events.push(failed(out, error));
+        if !resume {
+            self.spare(out);
+            return;
+        }
+        self.slots[index].out = Some(out);
+        if let Err(error) = self.push_send(source) {
+            if let Some(mut out) = self.slots[index].out.take() {
+                out.recycle();
+                self.spare(out);
             }
+            events.push(Event::SendFailed { source, error });
+        }
+    }
+
+    /// Keeps an emptied [`Outbound`] box for the next source that sends.
+    fn spare(&mut self, out: Box<Outbound>) {
+        debug_assert!(out.is_empty());
+        if self.spare_out.len() < SPARE_OUT {
+            self.spare_out.push(out);
         }
     }
 
@@ -1187,9 +1236,14 @@ impl Ring {
             generation: slot.generation,
         };
         let generation = (slot.generation + 1) & GENERATION_MASK;
-        *slot = Slot::vacant();
+        let out = mem::replace(slot, Slot::vacant()).out;
         slot.generation = generation;
         self.free.push(index);
+        if let Some(mut out) = out {
+            // Its last operation completed: nothing of it is in flight.
+            out.recycle();
+            self.spare(out);
+        }
         self.released.push(source);
     }
 }
