@@ -49,8 +49,10 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) read_side: ReadSide,
     /// Our direction: open, to be shut once the queue is written, or shut.
     pub(crate) write_side: WriteSide,
-    /// Set when the connection must close after the current callback.
-    pub(crate) close_reason: Option<CloseReason>,
+    /// Set when the connection must close after the current callback
+    /// (boxed: a `CloseReason` is 64 bytes, and only a closing connection
+    /// has one).
+    pub(crate) close_reason: Option<Box<CloseReason>>,
     /// What is registered in the poller now (`settle` keeps it matching
     /// what the connection needs).
     pub(crate) armed: Interest,
@@ -314,7 +316,7 @@ impl<S> ConnEntry<S> {
     /// Records why the connection must close; the first reason wins.
     pub(crate) fn close_with(&mut self, reason: CloseReason) {
         if self.close_reason.is_none() {
-            self.close_reason = Some(reason);
+            self.close_reason = Some(Box::new(reason));
         }
     }
 
@@ -487,7 +489,7 @@ impl<S> ConnEntry<S> {
     /// A write error already doomed this connection.
     fn fd_gone(&self) -> bool {
         matches!(
-            self.close_reason,
+            self.close_reason.as_deref(),
             Some(CloseReason::Reset) | Some(CloseReason::Error(_))
         )
     }

@@ -205,7 +205,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return Break(());
         };
-        if let Some(reason) = entry.close_reason.take() {
+        if let Some(reason) = entry.close_reason.take().map(|r| *r) {
             let graceful = matches!(
                 reason,
                 CloseReason::Local | CloseReason::Requested | CloseReason::Protocol(_)
@@ -588,6 +588,6 @@ mod tests {
         // The first close reason wins.
         e.close_with(CloseReason::Eof);
         e.close_with(CloseReason::Local);
-        assert!(matches!(e.close_reason, Some(CloseReason::Eof)));
+        assert!(matches!(e.close_reason.as_deref(), Some(CloseReason::Eof)));
     }
 }

@@ -353,7 +353,9 @@ pub(crate) struct Ring {
     stats: RingStats,
     teardown_bound: Duration,
     /// Empty [`Outbound`] boxes of sources with nothing to send, for the
-    /// next source that sends (at most [`SPARE_OUT`]).
+    /// next source that sends (at most [`SPARE_OUT`]; boxed: they move
+    /// into slots whole).
+    #[allow(clippy::vec_box)]
     spare_out: Vec<Box<Outbound>>,
 }
 
@@ -467,6 +469,23 @@ impl Ring {
         self.open_slot_ref(id)
             .and_then(|s| s.out.as_deref())
             .map_or(0, Outbound::pending)
+    }
+
+    /// The live source in slot `index`, if one is open there (a caller
+    /// that keeps its own record per slot index needs not store the id).
+    pub(crate) fn source_at(&self, index: u32) -> Option<SourceId> {
+        let slot = self.slots.get(index as usize)?;
+        (slot.state == SlotState::Open).then_some(SourceId {
+            index,
+            generation: slot.generation,
+        })
+    }
+
+    /// A send of `id` is in flight (until its final completion).
+    pub(crate) fn sending(&self, id: SourceId) -> bool {
+        self.open_slot_ref(id)
+            .and_then(|s| s.out.as_deref())
+            .is_some_and(|o| o.in_flight.is_some())
     }
 
     /// Arms a multishot accept on a listening socket. Already armed: nothing.
@@ -1324,5 +1343,21 @@ fn build_uring(entries: u32) -> io::Result<IoUring> {
                 .build(entries)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Issue 14's idle-memory budget (256 bytes per connection on io_uring,
+    /// everything included): every source pays for its slot, and an idle
+    /// one has nothing in flight, so what operations need is boxed. See
+    /// also `event_loop::driver::uring`'s and `event_loop::entry`'s tests.
+    #[test]
+    fn a_slot_stays_small() {
+        assert!(
+            std::mem::size_of::<super::Slot>() <= 40,
+            "Slot grew to {} bytes",
+            std::mem::size_of::<super::Slot>()
+        );
     }
 }
