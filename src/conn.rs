@@ -514,7 +514,7 @@ impl<'a, S> Conn<'a, S> {
         if let Some(entry) = self.entry_mut() {
             if entry.user_paused {
                 // Held-back input starts its incomplete-input clock afresh.
-                entry.input_since_ms = now_ms;
+                entry.input_since_ms = crate::event_loop::entry::Stamp::at(now_ms);
             }
             entry.user_paused = false;
         }
