@@ -29,7 +29,7 @@ use std::fmt;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -279,16 +279,21 @@ struct ConnectOp {
     timer: Option<i32>,
 }
 
+/// One source. Every connection on the ring has one for its whole life, and
+/// an idle one has nothing in flight: what operations need is boxed, and
+/// the rest is packed (see the size test below).
 struct Slot {
-    /// The descriptor, when the ring owns it ([`Ring::adopt`]); `None` for
-    /// a source the caller owns ([`Ring::attach`]).
-    fd: Option<OwnedFd>,
     /// The descriptor's number (owned or not).
     raw: RawFd,
     generation: u32,
     state: SlotState,
-    /// Operations submitted whose final completion has not arrived.
-    in_flight: u32,
+    /// The ring owns the descriptor ([`Ring::adopt`]) and closes it when
+    /// the slot is released (see `Drop`); `false` for a source the caller
+    /// owns ([`Ring::attach`]).
+    owned: bool,
+    /// Operations submitted whose final completion has not arrived (a few
+    /// at most: a receive, a send, a connect and its timer, cancellations).
+    in_flight: u16,
     recv: RecvState,
     accept_armed: bool,
     /// Its outgoing bytes, while it has any (boxed: an idle connection
@@ -301,15 +306,29 @@ struct Slot {
 impl Slot {
     fn vacant() -> Slot {
         Slot {
-            fd: None,
             raw: -1,
             generation: 0,
             state: SlotState::Free,
+            owned: false,
             in_flight: 0,
             recv: RecvState::Idle,
             accept_armed: false,
             out: None,
             connect: None,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.owned {
+            // SAFETY: `owned` says the slot took this descriptor over from
+            // an `OwnedFd` (`open_source`) and nothing else closes it; the
+            // flag is cleared so it is closed once. A slot whose operations
+            // may still be in flight is never dropped (the ring releases a
+            // slot after its last completion, or leaks it on teardown).
+            drop(unsafe { OwnedFd::from_raw_fd(self.raw) });
+            self.owned = false;
         }
     }
 }
@@ -414,7 +433,8 @@ impl Ring {
         };
         let slot = &mut self.slots[index as usize];
         slot.raw = raw;
-        slot.fd = owned;
+        // The slot owns it from here (closed by `Slot`'s drop).
+        slot.owned = owned.map(IntoRawFd::into_raw_fd).is_some();
         slot.state = SlotState::Open;
         SourceId {
             index,
@@ -437,7 +457,10 @@ impl Ring {
         if slot.generation != id.generation || slot.state != SlotState::Open {
             return None;
         }
-        slot.fd.as_ref().map(|fd| fd.as_fd())
+        // SAFETY: an owned slot's descriptor stays open until the slot is
+        // released, which needs `&mut self`: not while this borrow lives.
+        slot.owned
+            .then(|| unsafe { BorrowedFd::borrow_raw(slot.raw) })
     }
 
     /// Counters since the ring was made.
@@ -668,7 +691,7 @@ impl Ring {
             self.release(id.index);
             return Ok(());
         }
-        if slot.fd.is_none() {
+        if !slot.owned {
             // Attached: the caller closes the descriptor right after, so
             // cancel by operation (the descriptor number may be reused).
             let kinds = [
@@ -802,7 +825,10 @@ impl Ring {
     /// post a final completion.
     fn push_for(&mut self, id: SourceId, entries: &[squeue::Entry], finals: u32) -> io::Result<()> {
         self.push(entries)?;
-        self.slots[id.index as usize].in_flight += finals;
+        let slot = &mut self.slots[id.index as usize];
+        slot.in_flight = slot
+            .in_flight
+            .saturating_add(u16::try_from(finals).unwrap_or(u16::MAX));
         self.in_flight += u64::from(finals);
         Ok(())
     }
@@ -1255,7 +1281,8 @@ impl Ring {
             generation: slot.generation,
         };
         let generation = (slot.generation + 1) & GENERATION_MASK;
-        let out = mem::replace(slot, Slot::vacant()).out;
+        // The old slot drops here (closing an owned descriptor).
+        let out = mem::replace(slot, Slot::vacant()).out.take();
         slot.generation = generation;
         self.free.push(index);
         if let Some(mut out) = out {
@@ -1355,7 +1382,7 @@ mod size_tests {
     #[test]
     fn a_slot_stays_small() {
         assert!(
-            std::mem::size_of::<super::Slot>() <= 40,
+            std::mem::size_of::<super::Slot>() <= 32,
             "Slot grew to {} bytes",
             std::mem::size_of::<super::Slot>()
         );
