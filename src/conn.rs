@@ -1283,7 +1283,7 @@ impl<'a, S> Conn<'a, S> {
     /// # }
     /// ```
     pub fn proxy_header(&self) -> Option<(&crate::proxy_protocol::ProxyHeader, &SockAddr)> {
-        match self.entry()?.proxy.as_deref()? {
+        match self.entry()?.proxy()? {
             crate::proxy_protocol::ProxyState::Received { header, balancer } => {
                 Some((header, balancer))
             }

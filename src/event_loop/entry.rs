@@ -83,10 +83,9 @@ pub(crate) struct ConnEntry<S> {
     /// Its sends go through the io_uring driver: every write is queued and
     /// the loop hands the queue to the driver when it settles.
     pub(crate) ring_sends: bool,
-    /// Its place under the engine's connection limits, if it holds one.
-    pub(crate) admission: Option<Box<crate::admission::Ticket>>,
-    /// PROXY protocol: the header awaited, or what it said.
-    pub(crate) proxy: Option<Box<crate::proxy_protocol::ProxyState>>,
+    /// Its place under the engine's limits and its PROXY header, if it has
+    /// either (one box for both: most connections have neither).
+    pub(crate) admitted: Option<Box<Admitted>>,
     /// A `tls://` connection's session: reads are decrypted and writes
     /// encrypted through it (see [`crate::tls`]).
     pub(crate) tls: Option<Box<TlsSession>>,
@@ -217,6 +216,16 @@ pub(crate) struct Connecting {
     pub(crate) done: Option<Completion<ConnId>>,
 }
 
+/// How a connection was admitted, when there is something to keep.
+#[derive(Default)]
+pub(crate) struct Admitted {
+    /// Its place under the engine's connection limits (given back when it
+    /// drops).
+    pub(crate) ticket: Option<crate::admission::Ticket>,
+    /// PROXY protocol: the header awaited, or what it said.
+    pub(crate) proxy: Option<Box<crate::proxy_protocol::ProxyState>>,
+}
+
 /// Per-connection overrides of engine settings (boxed: most connections have
 /// none, and an idle connection should stay small).
 #[derive(Debug, Default)]
@@ -256,10 +265,18 @@ impl<S> ConnEntry<S> {
             overrides: None,
             is_datagram: false,
             ring_sends: false,
-            admission: None,
-            proxy: None,
+            admitted: None,
             tls: None,
         }
+    }
+
+    /// PROXY protocol: the header awaited, or what it said.
+    pub(crate) fn proxy(&self) -> Option<&crate::proxy_protocol::ProxyState> {
+        self.admitted.as_ref()?.proxy.as_deref()
+    }
+
+    pub(crate) fn set_proxy(&mut self, state: crate::proxy_protocol::ProxyState) {
+        self.admitted.get_or_insert_with(Box::default).proxy = Some(Box::new(state));
     }
 
     pub(crate) fn overrides_mut(&mut self) -> &mut ConnOverrides {
@@ -542,7 +559,7 @@ mod tests {
     #[test]
     fn an_idle_connection_record_stays_small() {
         let size = std::mem::size_of::<ConnEntry<()>>();
-        assert!(size <= 168, "ConnEntry<()> grew to {size} bytes");
+        assert!(size <= 160, "ConnEntry<()> grew to {size} bytes");
     }
 
     #[test]

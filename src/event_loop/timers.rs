@@ -25,9 +25,7 @@ pub(super) fn next_deadline<S>(
     if let Phase::Connecting(connecting) = &entry.phase {
         return Some((connecting.deadline_ms, TimeoutKind::Connect));
     }
-    if let Some(crate::proxy_protocol::ProxyState::Awaiting { deadline_ms, .. }) =
-        entry.proxy.as_deref()
-    {
+    if let Some(crate::proxy_protocol::ProxyState::Awaiting { deadline_ms, .. }) = entry.proxy() {
         return Some((*deadline_ms, TimeoutKind::Read));
     }
     if let Some(lingering) = entry.phase.closing() {
