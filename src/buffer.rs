@@ -4,8 +4,11 @@
 //! Owns only byte storage and the bookkeeping of partial writes; it never
 //! touches a socket (the event loop hands its slices to `writev`). Byte order
 //! is always preserved. An empty queue holds no heap memory, so an idle
-//! connection costs only the queue header. Its chunks come from and go back
-//! to the loop's [`buffer_pool`](crate::buffer_pool).
+//! connection costs only the queue's header: one pointer (its bookkeeping
+//! is boxed while something is queued, and the boxes of emptied queues are
+//! reused on the loop's thread, so queueing allocates nothing in steady
+//! state). Its chunks come from and go back to the loop's
+//! [`buffer_pool`](crate::buffer_pool).
 //!
 //! A completion driver (io_uring) takes the oldest bytes out with
 //! [`OutboundQueue::lend`] (the front chunk itself when it can, so nothing is
@@ -21,11 +24,32 @@ use crate::buffer_pool;
 pub(crate) const MAX_IOV: usize = 64;
 
 /// Largest chunk (larger writes are split): offsets into a chunk then fit
-/// the `u32` fields that keep the queue header at 48 bytes per connection.
+/// the `u32` fields of the bookkeeping.
 const MAX_CHUNK: usize = 1 << 30;
 
+/// Most emptied bookkeeping boxes a loop thread keeps for reuse.
+const SPARE_QUEUES: usize = 256;
+/// An emptied queue whose chunk list grew past this many entries is freed
+/// rather than kept (a spare should not pin a burst's memory).
+const SPARE_MAX_CHUNKS: usize = 16;
+
+thread_local! {
+    /// Emptied queues' boxes, for the next connection that queues bytes.
+    #[allow(clippy::vec_box)] // whole boxes move in and out of queues
+    static SPARES: std::cell::RefCell<Vec<Box<Queue>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The bytes a connection has been asked to write and the socket has not
+/// taken yet: nothing at all (one null pointer) while it is empty, which is
+/// what every idle connection is.
 #[derive(Debug, Default)]
 pub(crate) struct OutboundQueue {
+    /// `Some` exactly while bytes are queued or lent (`len > 0`).
+    inner: Option<Box<Queue>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
     chunks: VecDeque<Vec<u8>>,
     /// Bytes of `chunks[0]` already written.
     head: u32,
@@ -38,16 +62,99 @@ pub(crate) struct OutboundQueue {
 
 impl OutboundQueue {
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.inner.as_ref().map_or(0, |q| q.len)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.inner.is_none()
+    }
+
+    /// The bookkeeping, made (or taken from the spares) on first use.
+    fn queue(&mut self) -> &mut Queue {
+        self.inner.get_or_insert_with(|| {
+            SPARES
+                .try_with(|s| s.borrow_mut().pop())
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        })
     }
 
     /// Appends a copy of `data`, coalescing small writes into blocks of at
     /// most `cap` bytes.
     pub(crate) fn push(&mut self, data: &[u8], cap: usize) {
+        if !data.is_empty() {
+            self.queue().push(data, cap);
+        }
+    }
+
+    /// Appends an owned buffer without copying it.
+    pub(crate) fn push_owned(&mut self, data: Vec<u8>) {
+        if !data.is_empty() {
+            self.queue().push_owned(data);
+        }
+    }
+
+    /// Moves the oldest unsent bytes out for a send that owns them until it
+    /// completes; they keep counting in [`len`](Self::len) until
+    /// [`consume`](Self::consume). `None` while bytes are lent (one send at
+    /// a time keeps the order) or when nothing is queued.
+    ///
+    /// The front chunk goes out as it is, without a copy, when it is whole
+    /// and either alone or at least a pool class in size; smaller chunks
+    /// are gathered (copied) into one pooled buffer of at most `max` bytes,
+    /// so many small writes still leave in one send.
+    pub(crate) fn lend(&mut self, max: usize) -> Option<Vec<u8>> {
+        self.inner.as_mut()?.lend(max)
+    }
+
+    /// Forgets the lent bytes: the send that owned them failed or was
+    /// cancelled, so they will never be consumed.
+    pub(crate) fn abandon_lent(&mut self) {
+        if let Some(q) = self.inner.as_mut() {
+            q.abandon_lent();
+        }
+        self.free_if_empty();
+    }
+
+    /// Fills `out` with slices of the unwritten bytes, oldest first; returns
+    /// how many it filled (none while bytes are lent).
+    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        self.inner.as_ref().map_or(0, |q| q.slices(out))
+    }
+
+    /// Marks `n` bytes as written.
+    pub(crate) fn consume(&mut self, n: usize) {
+        if let Some(q) = self.inner.as_mut() {
+            q.consume(n);
+        }
+        self.free_if_empty();
+    }
+
+    /// Gives the bookkeeping back once nothing is queued or lent: an idle
+    /// connection holds no memory for its queue.
+    fn free_if_empty(&mut self) {
+        if self.inner.as_ref().is_some_and(|q| q.len == 0) {
+            if let Some(mut q) = self.inner.take() {
+                q.head = 0;
+                q.lent = 0;
+                if q.chunks.capacity() <= SPARE_MAX_CHUNKS {
+                    // (Chunks are gone already: `len == 0`.)
+                    q.chunks.clear();
+                    let _ = SPARES.try_with(|s| {
+                        let mut s = s.borrow_mut();
+                        if s.len() < SPARE_QUEUES {
+                            s.push(q);
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Queue {
+    fn push(&mut self, data: &[u8], cap: usize) {
         if data.is_empty() {
             return;
         }
@@ -72,8 +179,7 @@ impl OutboundQueue {
         self.chunks.push_back(chunk);
     }
 
-    /// Appends an owned buffer without copying it.
-    pub(crate) fn push_owned(&mut self, data: Vec<u8>) {
+    fn push_owned(&mut self, data: Vec<u8>) {
         if data.is_empty() {
             return;
         }
@@ -88,16 +194,7 @@ impl OutboundQueue {
         self.chunks.push_back(data);
     }
 
-    /// Moves the oldest unsent bytes out for a send that owns them until it
-    /// completes; they keep counting in [`len`](Self::len) until
-    /// [`consume`](Self::consume). `None` while bytes are lent (one send at
-    /// a time keeps the order) or when nothing is queued.
-    ///
-    /// The front chunk goes out as it is, without a copy, when it is whole
-    /// and either alone or at least a pool class in size; smaller chunks
-    /// are gathered (copied) into one pooled buffer of at most `max` bytes,
-    /// so many small writes still leave in one send.
-    pub(crate) fn lend(&mut self, max: usize) -> Option<Vec<u8>> {
+    fn lend(&mut self, max: usize) -> Option<Vec<u8>> {
         if self.lent > 0 || self.len == 0 {
             return None;
         }
@@ -129,17 +226,12 @@ impl OutboundQueue {
         Some(out)
     }
 
-    /// Forgets the lent bytes: the send that owned them failed or was
-    /// cancelled, so they will never be consumed.
-    pub(crate) fn abandon_lent(&mut self) {
+    fn abandon_lent(&mut self) {
         self.len -= self.lent as usize;
         self.lent = 0;
-        self.free_if_empty();
     }
 
-    /// Fills `out` with slices of the unwritten bytes, oldest first; returns
-    /// how many it filled (none while bytes are lent).
-    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
         if self.lent > 0 {
             // Written now, these bytes would overtake the lent ones (or
             // leave a hole, if their send failed).
@@ -161,8 +253,7 @@ impl OutboundQueue {
         n
     }
 
-    /// Marks `n` bytes as written.
-    pub(crate) fn consume(&mut self, mut n: usize) {
+    fn consume(&mut self, mut n: usize) {
         debug_assert!(n <= self.len);
         n = n.min(self.len);
         self.len -= n;
@@ -184,15 +275,6 @@ impl OutboundQueue {
                 self.head += n as u32; // n < left <= MAX_CHUNK
                 n = 0;
             }
-        }
-        self.free_if_empty();
-    }
-
-    fn free_if_empty(&mut self) {
-        if self.len == 0 {
-            // Give the memory back: an idle connection holds no buffer.
-            self.chunks = VecDeque::new();
-            self.head = 0;
         }
     }
 }
@@ -229,11 +311,7 @@ mod tests {
         assert_eq!(collect(&q), expected);
         q.consume(q.len());
         assert!(q.is_empty());
-        assert_eq!(
-            q.chunks.capacity(),
-            0,
-            "an empty queue must free its memory"
-        );
+        assert!(q.inner.is_none(), "an empty queue must free its memory");
     }
 
     #[test]
@@ -243,15 +321,16 @@ mod tests {
             q.push(b"0123456789", 64);
         }
         assert_eq!(q.len(), 1000);
-        assert!(q.chunks.iter().all(|c| c.len() <= 64));
-        assert_eq!(q.chunks.len(), 1000usize.div_ceil(60));
+        let chunks = &q.inner.as_ref().expect("bytes queued").chunks;
+        assert!(chunks.iter().all(|c| c.len() <= 64));
+        assert_eq!(chunks.len(), 1000usize.div_ceil(60));
     }
 
     #[test]
     fn lends_the_front_chunk_without_a_copy_and_counts_it_until_consumed() {
         let mut q = OutboundQueue::default();
         q.push(&[7u8; 16 * 1024], 64 * 1024);
-        let front = q.chunks[0].as_ptr();
+        let front = q.inner.as_ref().expect("bytes queued").chunks[0].as_ptr();
         let lent = q.lend(64 * 1024).expect("bytes to lend");
         assert_eq!(lent.as_ptr(), front, "the chunk itself, not a copy");
         assert_eq!(lent.len(), 16 * 1024);
@@ -301,8 +380,32 @@ mod tests {
         assert_eq!(collect(&q), b"next");
     }
 
+    /// Every connection has a queue, and an idle one's is empty: issue
+    /// 14's budget (256 bytes per idle connection, everything included)
+    /// has room for one pointer here.
     #[test]
-    fn the_header_stays_small() {
-        assert!(std::mem::size_of::<OutboundQueue>() <= 48);
+    fn the_header_stays_one_pointer() {
+        assert_eq!(
+            std::mem::size_of::<OutboundQueue>(),
+            std::mem::size_of::<usize>()
+        );
+    }
+
+    #[test]
+    fn an_emptied_queue_is_reused_not_reallocated() {
+        let mut q = OutboundQueue::default();
+        q.push(b"one", 64);
+        let first = q.inner.as_deref().map(|b| b as *const Queue);
+        q.consume(3);
+        assert!(q.is_empty() && q.inner.is_none());
+        let mut other = OutboundQueue::default();
+        other.push(b"two", 64);
+        assert_eq!(
+            other.inner.as_deref().map(|b| b as *const Queue),
+            first,
+            "the spare box is taken again"
+        );
+        assert_eq!(other.len(), 3);
+        assert_eq!(collect(&other), b"two");
     }
 }

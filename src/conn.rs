@@ -514,7 +514,7 @@ impl<'a, S> Conn<'a, S> {
         if let Some(entry) = self.entry_mut() {
             if entry.user_paused {
                 // Held-back input starts its incomplete-input clock afresh.
-                entry.input_since_ms = now_ms;
+                entry.input_since_ms = crate::event_loop::entry::Stamp::at(now_ms);
             }
             entry.user_paused = false;
         }
@@ -1283,7 +1283,7 @@ impl<'a, S> Conn<'a, S> {
     /// # }
     /// ```
     pub fn proxy_header(&self) -> Option<(&crate::proxy_protocol::ProxyHeader, &SockAddr)> {
-        match self.entry()?.proxy.as_deref()? {
+        match self.entry()?.proxy()? {
             crate::proxy_protocol::ProxyState::Received { header, balancer } => {
                 Some((header, balancer))
             }

@@ -47,14 +47,16 @@ impl<H: EventHandler> EventLoop<H> {
             Admission::Free => None,
         };
         let mut entry = ConnEntry::new(fd, peer, listener, is_tcp);
-        entry.admission = ticket;
+        if let Some(ticket) = ticket {
+            entry.admitted.get_or_insert_with(Box::default).ticket = Some(*ticket);
+        }
         if self.engine.deploy().is_proxied(listener) {
             let timeout = self.engine.deploy().header_timeout.as_millis();
             entry.phase = Phase::AwaitingHeader;
-            entry.proxy = Some(Box::new(ProxyState::Awaiting {
+            entry.set_proxy(ProxyState::Awaiting {
                 received: Vec::new(),
                 deadline_ms: self.now_ms + timeout.min(u128::from(u32::MAX)) as u64,
-            }));
+            });
         }
         self.adopt(entry, None);
     }
@@ -66,7 +68,8 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(entry) = self.conns.get_mut(key) else {
                 return;
             };
-            let Some(ProxyState::Awaiting { received, .. }) = entry.proxy.as_deref_mut() else {
+            let awaiting = entry.admitted.as_mut().and_then(|a| a.proxy.as_deref_mut());
+            let Some(ProxyState::Awaiting { received, .. }) = awaiting else {
                 return;
             };
             let n = match sysio::read(entry.fd.as_fd(), &mut self.read_buf) {
@@ -106,7 +109,7 @@ impl<H: EventHandler> EventLoop<H> {
                             _ => {}
                         }
                     }
-                    entry.proxy = Some(Box::new(ProxyState::Received { header, balancer }));
+                    entry.set_proxy(ProxyState::Received { header, balancer });
                     entry.phase = Phase::Open;
                     // On a tls:// listener what follows the header is the
                     // handshake: it goes through the session, not to the handler.

@@ -49,8 +49,10 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) read_side: ReadSide,
     /// Our direction: open, to be shut once the queue is written, or shut.
     pub(crate) write_side: WriteSide,
-    /// Set when the connection must close after the current callback.
-    pub(crate) close_reason: Option<CloseReason>,
+    /// Set when the connection must close after the current callback
+    /// (boxed: a `CloseReason` is 64 bytes, and only a closing connection
+    /// has one).
+    pub(crate) close_reason: Option<Box<CloseReason>>,
     /// What is registered in the poller now (`settle` keeps it matching
     /// what the connection needs).
     pub(crate) armed: Interest,
@@ -59,12 +61,12 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) is_tcp: bool,
     /// Back-pressure: the outbound queue against its high-water mark.
     pub(crate) pressure: Pressure,
-    /// Loop time (ms) of the last byte read / written.
-    pub(crate) last_read_ms: u64,
-    pub(crate) last_write_ms: u64,
+    /// Loop time of the last byte read / written.
+    pub(crate) last_read_ms: Stamp,
+    pub(crate) last_write_ms: Stamp,
     /// When the input the handler leaves unconsumed began (or it last
     /// consumed some); meaningful while `inbound` is not empty.
-    pub(crate) input_since_ms: u64,
+    pub(crate) input_since_ms: Stamp,
     /// Bytes last counted against the engine's buffer budget.
     pub(crate) budget_held: usize,
     /// Not read while the engine is near its buffer budget (independent
@@ -81,13 +83,36 @@ pub(crate) struct ConnEntry<S> {
     /// Its sends go through the io_uring driver: every write is queued and
     /// the loop hands the queue to the driver when it settles.
     pub(crate) ring_sends: bool,
-    /// Its place under the engine's connection limits, if it holds one.
-    pub(crate) admission: Option<Box<crate::admission::Ticket>>,
-    /// PROXY protocol: the header awaited, or what it said.
-    pub(crate) proxy: Option<Box<crate::proxy_protocol::ProxyState>>,
+    /// Its place under the engine's limits and its PROXY header, if it has
+    /// either (one box for both: most connections have neither).
+    pub(crate) admitted: Option<Box<Admitted>>,
     /// A `tls://` connection's session: reads are decrypted and writes
     /// encrypted through it (see [`crate::tls`]).
     pub(crate) tls: Option<Box<TlsSession>>,
+}
+
+/// A moment of loop time (ms since the loop started) in 32 bits: every
+/// connection keeps three, for its timeouts, and 4 bytes instead of 8 each
+/// is part of keeping an idle connection small. [`Stamp::ms`] gives the full
+/// time back, exactly while the stamp is less than 2^32 ms (49.7 days)
+/// old; timeouts are capped below that, so a stamp whose deadline matters
+/// is always read in time (one older than that only ever belongs to a
+/// connection without a timeout of that kind).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stamp(u32);
+
+impl Stamp {
+    /// The stamp of loop time `now_ms`.
+    #[inline(always)]
+    pub(crate) fn at(now_ms: u64) -> Stamp {
+        Stamp(now_ms as u32) // the low 32 bits (see `ms`)
+    }
+
+    /// The loop time it stamped, given the loop time now.
+    #[inline]
+    pub(crate) fn ms(self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(u64::from((now_ms as u32).wrapping_sub(self.0)))
+    }
 }
 
 /// Where a connection is in its life.
@@ -191,6 +216,16 @@ pub(crate) struct Connecting {
     pub(crate) done: Option<Completion<ConnId>>,
 }
 
+/// How a connection was admitted, when there is something to keep.
+#[derive(Default)]
+pub(crate) struct Admitted {
+    /// Its place under the engine's connection limits (given back when it
+    /// drops).
+    pub(crate) ticket: Option<crate::admission::Ticket>,
+    /// PROXY protocol: the header awaited, or what it said.
+    pub(crate) proxy: Option<Box<crate::proxy_protocol::ProxyState>>,
+}
+
 /// Per-connection overrides of engine settings (boxed: most connections have
 /// none, and an idle connection should stay small).
 #[derive(Debug, Default)]
@@ -220,9 +255,9 @@ impl<S> ConnEntry<S> {
             listener,
             is_tcp,
             pressure: Pressure::Clear,
-            last_read_ms: 0,
-            last_write_ms: 0,
-            input_since_ms: 0,
+            last_read_ms: Stamp::default(),
+            last_write_ms: Stamp::default(),
+            input_since_ms: Stamp::default(),
             budget_held: 0,
             budget_paused: false,
             user_paused: false,
@@ -230,10 +265,18 @@ impl<S> ConnEntry<S> {
             overrides: None,
             is_datagram: false,
             ring_sends: false,
-            admission: None,
-            proxy: None,
+            admitted: None,
             tls: None,
         }
+    }
+
+    /// PROXY protocol: the header awaited, or what it said.
+    pub(crate) fn proxy(&self) -> Option<&crate::proxy_protocol::ProxyState> {
+        self.admitted.as_ref()?.proxy.as_deref()
+    }
+
+    pub(crate) fn set_proxy(&mut self, state: crate::proxy_protocol::ProxyState) {
+        self.admitted.get_or_insert_with(Box::default).proxy = Some(Box::new(state));
     }
 
     pub(crate) fn overrides_mut(&mut self) -> &mut ConnOverrides {
@@ -243,7 +286,7 @@ impl<S> ConnEntry<S> {
     /// Records `n` bytes written now.
     pub(crate) fn wrote(&mut self, n: usize, lp: &LoopRef<'_>) {
         if n > 0 {
-            self.last_write_ms = lp.now_ms;
+            self.last_write_ms = Stamp::at(lp.now_ms);
             crate::stats::bump(&lp.counters.bytes_out, n as u64);
         }
     }
@@ -314,7 +357,7 @@ impl<S> ConnEntry<S> {
     /// Records why the connection must close; the first reason wins.
     pub(crate) fn close_with(&mut self, reason: CloseReason) {
         if self.close_reason.is_none() {
-            self.close_reason = Some(reason);
+            self.close_reason = Some(Box::new(reason));
         }
     }
 
@@ -487,7 +530,7 @@ impl<S> ConnEntry<S> {
     /// A write error already doomed this connection.
     fn fd_gone(&self) -> bool {
         matches!(
-            self.close_reason,
+            self.close_reason.as_deref(),
             Some(CloseReason::Reset) | Some(CloseReason::Error(_))
         )
     }
@@ -501,4 +544,31 @@ pub(crate) struct LoopRef<'a> {
     pub(crate) counters: &'a LoopCounters,
     /// The loop's clock (ms since it started), read once per turn.
     pub(crate) now_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: at most 256 bytes of memory per idle connection on io_uring
+    /// (and less on epoll), everything included (benches/uring.sh measures
+    /// it). Every connection pays for its `ConnEntry` (plus the slab's 4-byte
+    /// generation), and an idle one uses none of what is boxed: its close
+    /// reason, queue bookkeeping, overrides, TLS, PROXY and admission state.
+    /// Growing it needs a reason and a new measurement.
+    #[test]
+    fn an_idle_connection_record_stays_small() {
+        let size = std::mem::size_of::<ConnEntry<()>>();
+        assert!(size <= 160, "ConnEntry<()> grew to {size} bytes");
+    }
+
+    #[test]
+    fn a_stamp_gives_the_time_back_across_the_32_bit_wrap() {
+        for &then in &[0u64, 1_000, u64::from(u32::MAX) - 5, 5 << 32, (7 << 32) + 9] {
+            let stamp = Stamp::at(then);
+            for &later in &[0u64, 1, 60_000, u64::from(u32::MAX)] {
+                assert_eq!(stamp.ms(then + later), then, "{then} read {later} ms later");
+            }
+        }
+    }
 }

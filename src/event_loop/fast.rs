@@ -71,7 +71,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return true;
             }
         };
-        entry.last_read_ms = self.now_ms;
+        entry.last_read_ms = super::entry::Stamp::at(self.now_ms);
         let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let n = got.len();
         bump(&lp.counters.bytes_in, n as u64);

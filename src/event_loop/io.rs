@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use super::driver::Received;
-use super::entry::{ConnEntry, Flushed, Phase, Pressure, ReadSide};
+use super::entry::{ConnEntry, Flushed, Phase, Pressure, ReadSide, Stamp};
 use super::{guarded, handler_panicked, loop_ref, EventLoop, Outcome};
 use crate::actors::slab::SlotKey;
 use crate::budget::LoopBudget;
@@ -286,7 +286,7 @@ impl<H: EventHandler> EventLoop<H> {
         self.driver.release(got);
         if let Some(entry) = self.conns.get_mut(key) {
             entry.peer_closed();
-            entry.last_read_ms = self.now_ms;
+            entry.last_read_ms = Stamp::at(self.now_ms);
         }
         self.read_closed(key);
     }
@@ -375,7 +375,7 @@ impl<H: EventHandler> EventLoop<H> {
             user_paused: entry.user_paused,
         };
         if matches!(&fresh, Fresh::Received(got) if !got.is_empty()) {
-            entry.last_read_ms = self.now_ms;
+            entry.last_read_ms = Stamp::at(self.now_ms);
         }
         let keeps_unread = !entry.is_datagram;
         let leftover = std::mem::take(&mut entry.inbound);
@@ -428,7 +428,7 @@ impl<H: EventHandler> EventLoop<H> {
             // incomplete-input clock; a callback that consumes nothing
             // of what was already waiting leaves it running.
             if consumed > 0 || !had_leftover {
-                entry.input_since_ms = self.now_ms;
+                entry.input_since_ms = Stamp::at(self.now_ms);
             }
             if rest.len() > self.settings.max_inbound {
                 entry.close_with(CloseReason::InboundLimit);

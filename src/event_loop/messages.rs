@@ -5,7 +5,7 @@
 
 use std::os::fd::AsFd;
 
-use super::entry::ConnEntry;
+use super::entry::{ConnEntry, Stamp};
 use super::io::Fresh;
 use super::{guarded, loop_ref, EventLoop, MESSAGE_BUDGET};
 use crate::actors::slab::SlotKey;
@@ -108,7 +108,7 @@ impl<H: EventHandler> EventLoop<H> {
                     let entry = self.conns.get_mut(key).expect("checked by conn_key");
                     if on && entry.user_paused {
                         // Held-back input starts its incomplete-input clock afresh.
-                        entry.input_since_ms = self.now_ms;
+                        entry.input_since_ms = Stamp::at(self.now_ms);
                     }
                     entry.user_paused = !on;
                     let waiting = on && !entry.inbound.is_empty();

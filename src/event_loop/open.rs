@@ -7,7 +7,7 @@
 
 use std::os::fd::AsFd;
 
-use super::entry::{ConnEntry, Phase};
+use super::entry::{ConnEntry, Phase, Stamp};
 use super::timers::next_deadline;
 use super::{guarded, loop_ref, EventLoop, LoopToken};
 use crate::actors::slab::SlotKey;
@@ -77,11 +77,11 @@ impl<H: EventHandler> EventLoop<H> {
         // A dialled record moved slots: its wheel entry (the connect
         // timeout) names the old key and will be skipped, so schedule anew.
         entry.timer_tick = 0;
-        entry.last_read_ms = self.now_ms;
-        entry.last_write_ms = self.now_ms;
+        entry.last_read_ms = Stamp::at(self.now_ms);
+        entry.last_write_ms = Stamp::at(self.now_ms);
         if let Some((at, _)) = entry
             .awaiting_header()
-            .then(|| next_deadline(entry, &self.settings.timeouts))
+            .then(|| next_deadline(entry, &self.settings.timeouts, self.now_ms))
             .flatten()
         {
             // Opened once its PROXY header is in (or refused at the deadline).

@@ -20,7 +20,7 @@
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::os::fd::AsFd;
 
-use super::entry::{ConnEntry, Lingering, Phase, Pressure, ReadSide, WriteSide};
+use super::entry::{ConnEntry, Lingering, Phase, Pressure, ReadSide, Stamp, WriteSide};
 use super::timers::next_deadline;
 use super::{loop_ref, EventLoop, LoopToken};
 use crate::actors::slab::SlotKey;
@@ -205,7 +205,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get_mut(key) else {
             return Break(());
         };
-        if let Some(reason) = entry.close_reason.take() {
+        if let Some(reason) = entry.close_reason.take().map(|r| *r) {
             let graceful = matches!(
                 reason,
                 CloseReason::Local | CloseReason::Requested | CloseReason::Protocol(_)
@@ -340,7 +340,7 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         self.timeouts_in_use = true;
-        if let Some((at, _)) = next_deadline(entry, &self.settings.timeouts) {
+        if let Some((at, _)) = next_deadline(entry, &self.settings.timeouts, self.now_ms) {
             if entry.timer_tick == 0 || self.wheel.tick_of(at) < entry.timer_tick {
                 entry.timer_tick = self.wheel.schedule(key, at);
             }
@@ -364,7 +364,7 @@ impl<H: EventHandler> EventLoop<H> {
                     Ok(false) => {}
                     // As a write straight to the socket would, it stamps
                     // the connection: the write timeout counts from here.
-                    Ok(true) => entry.last_write_ms = self.now_ms,
+                    Ok(true) => entry.last_write_ms = Stamp::at(self.now_ms),
                     Err(e) => {
                         self.close_conn(key, CloseReason::from_io(e));
                         return Break(());
@@ -588,6 +588,6 @@ mod tests {
         // The first close reason wins.
         e.close_with(CloseReason::Eof);
         e.close_with(CloseReason::Local);
-        assert!(matches!(e.close_reason, Some(CloseReason::Eof)));
+        assert!(matches!(e.close_reason.as_deref(), Some(CloseReason::Eof)));
     }
 }

@@ -20,13 +20,12 @@ use crate::stats::bump;
 pub(super) fn next_deadline<S>(
     entry: &ConnEntry<S>,
     defaults: &Timeouts,
+    now_ms: u64,
 ) -> Option<(u64, TimeoutKind)> {
     if let Phase::Connecting(connecting) = &entry.phase {
         return Some((connecting.deadline_ms, TimeoutKind::Connect));
     }
-    if let Some(crate::proxy_protocol::ProxyState::Awaiting { deadline_ms, .. }) =
-        entry.proxy.as_deref()
-    {
+    if let Some(crate::proxy_protocol::ProxyState::Awaiting { deadline_ms, .. }) = entry.proxy() {
         return Some((*deadline_ms, TimeoutKind::Read));
     }
     if let Some(lingering) = entry.phase.closing() {
@@ -52,35 +51,34 @@ pub(super) fn next_deadline<S>(
     {
         return None;
     }
+    // At most u32::MAX ms: a stamp is then exact whenever it is read (a
+    // deadline fires before its stamp is 2^32 ms old; see `Stamp`).
     let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u64;
-    let idle = t.idle.map(|d| {
-        (
-            entry.last_read_ms.max(entry.last_write_ms) + ms(d),
-            TimeoutKind::Idle,
-        )
-    });
-    let read = t
-        .read
-        .map(|d| (entry.last_read_ms + ms(d), TimeoutKind::Read));
+    let last_read = entry.last_read_ms.ms(now_ms);
+    let last_write = entry.last_write_ms.ms(now_ms);
+    let idle = t
+        .idle
+        .map(|d| (last_read.max(last_write) + ms(d), TimeoutKind::Idle));
+    let read = t.read.map(|d| (last_read + ms(d), TimeoutKind::Read));
     let write = t
         .write
         .filter(|_| !entry.outbound.is_empty())
-        .map(|d| (entry.last_write_ms + ms(d), TimeoutKind::Write));
+        .map(|d| (last_write + ms(d), TimeoutKind::Write));
     // Input the handler holds back by pausing (a job in flight) is its
     // choice, not a slow peer's: the clock restarts when it resumes.
     let incomplete = t
         .incomplete
         .filter(|_| !entry.inbound.is_empty() && !entry.user_paused)
-        .map(|d| (entry.input_since_ms + ms(d), TimeoutKind::Incomplete));
+        .map(|d| {
+            (
+                entry.input_since_ms.ms(now_ms) + ms(d),
+                TimeoutKind::Incomplete,
+            )
+        });
     let half_closed = t
         .half_closed
         .filter(|_| entry.read_closed() || entry.write_shut())
-        .map(|d| {
-            (
-                entry.last_read_ms.max(entry.last_write_ms) + ms(d),
-                TimeoutKind::HalfClosed,
-            )
-        });
+        .map(|d| (last_read.max(last_write) + ms(d), TimeoutKind::HalfClosed));
     [idle, read, write, incomplete, half_closed]
         .into_iter()
         .flatten()
@@ -124,7 +122,7 @@ impl<H: EventHandler> EventLoop<H> {
                 continue; // superseded by an earlier entry
             }
             entry.timer_tick = 0;
-            match next_deadline(entry, &self.settings.timeouts) {
+            match next_deadline(entry, &self.settings.timeouts, self.now_ms) {
                 Some((at, TimeoutKind::Connect)) if at <= self.now_ms && entry.is_connecting() => {
                     let error = Error::io(
                         "connect",

@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use super::entry::ConnEntry;
+use super::entry::{ConnEntry, Stamp};
 use super::tls_ring::take_ring_sends;
 use super::{guarded, loop_ref, EventLoop};
 use crate::actors::slab::SlotKey;
@@ -114,7 +114,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.tls_end_of_stream(key);
             return None;
         }
-        entry.last_read_ms = self.now_ms;
+        entry.last_read_ms = Stamp::at(self.now_ms);
         bump(&self.engine.slot(self.index).counters().bytes_in, n as u64);
         let mut scratch = std::mem::take(&mut self.tls_in);
         self.deliver_tls(key, &mut scratch[..n]);

@@ -24,7 +24,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use super::driver::Driver;
-use super::entry::ConnEntry;
+use super::entry::{ConnEntry, Stamp};
 use super::EventLoop;
 use crate::actors::slab::SlotKey;
 use crate::handler::EventHandler;
@@ -52,7 +52,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.tls_end_of_stream(key);
             return None;
         }
-        entry.last_read_ms = self.now_ms;
+        entry.last_read_ms = Stamp::at(self.now_ms);
         bump(&self.engine.slot(self.index).counters().bytes_in, n as u64);
         match got.owned_bytes_mut() {
             // Decrypted where the kernel put it.

@@ -1,89 +1,105 @@
 //! [`Stash`]: a connection's completions waiting for the loop, oldest
-//! first, in a queue that holds no heap memory while at most one waits.
+//! first, in a queue that costs an idle connection one pointer.
 //!
 //! The completion driver keeps one per attached connection, and an idle
-//! connection is the common case at scale: a `VecDeque` would keep the
-//! allocation its first completion made (~150 bytes with the allocator's
-//! overhead) for the connection's whole life. Here the oldest item sits
-//! inline and only a backlog of two or more uses the heap (boxed, so an
-//! idle connection pays one pointer for it), which is given back as soon
-//! as the backlog drains.
+//! connection is the common case at scale (issue 14: at most 256 bytes of
+//! memory per idle connection, everything included). So the queue is a
+//! boxed `VecDeque` that exists only while something waits, and the boxes
+//! of drained stashes go to the driver's [`Spares`] for the next one:
+//! a busy loop stashes and takes completions without allocating, and an
+//! idle connection holds no heap memory for it.
 //!
 //! Owns only the items; never looks inside them.
 
+// The boxes are the point: a connection's record holds one pointer, and
+// whole boxes move between stashes and the spares.
+#![allow(clippy::box_collection, clippy::vec_box)]
+
 use std::collections::VecDeque;
 
+/// Most drained queues a driver keeps for reuse (each holds the capacity
+/// its busiest use gave it, a few items as a rule).
+const SPARES: usize = 256;
+
+/// Drained queues, reused by the next stash that receives something.
+pub(super) struct Spares<T>(Vec<Box<VecDeque<T>>>);
+
+impl<T> Spares<T> {
+    pub(super) const fn new() -> Self {
+        Spares(Vec::new())
+    }
+
+    fn take(&mut self) -> Box<VecDeque<T>> {
+        self.0.pop().unwrap_or_default()
+    }
+
+    fn give(&mut self, queue: Box<VecDeque<T>>) {
+        debug_assert!(queue.is_empty());
+        if self.0.len() < SPARES {
+            self.0.push(queue);
+        }
+    }
+}
+
 pub(super) struct Stash<T> {
-    /// The oldest item (`None` only when the stash is empty).
-    first: Option<T>,
-    /// The items after `first`, in order (`None`: none). Boxed on purpose:
-    /// one pointer in every connection's record instead of a `VecDeque`'s
-    /// four words, for a backlog most connections never have.
-    #[allow(clippy::box_collection)]
-    rest: Option<Box<VecDeque<T>>>,
+    /// The items, oldest first (`None`: none). Boxed on purpose: one
+    /// pointer in every connection's record instead of a `VecDeque`'s
+    /// four words, for items most connections hold only for a moment.
+    items: Option<Box<VecDeque<T>>>,
 }
 
 impl<T> Stash<T> {
     pub(super) const fn new() -> Self {
-        Stash {
-            first: None,
-            rest: None,
-        }
+        Stash { items: None }
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.first.is_none()
+        self.items.is_none()
     }
 
     pub(super) fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
+        self.items.as_ref().map_or(0, |q| q.len())
     }
 
     /// The newest item.
     pub(super) fn back(&self) -> Option<&T> {
-        self.rest
-            .as_ref()
-            .and_then(|r| r.back())
-            .or(self.first.as_ref())
+        self.items.as_ref().and_then(|q| q.back())
     }
 
-    pub(super) fn push_back(&mut self, item: T) {
-        if self.first.is_none() {
-            self.first = Some(item);
-        } else {
-            self.rest.get_or_insert_with(Box::default).push_back(item);
-        }
+    pub(super) fn push_back(&mut self, item: T, spares: &mut Spares<T>) {
+        self.items
+            .get_or_insert_with(|| spares.take())
+            .push_back(item);
     }
 
-    pub(super) fn pop_front(&mut self) -> Option<T> {
-        let item = self.first.take()?;
-        if let Some(rest) = self.rest.as_mut() {
-            self.first = rest.pop_front();
-            if rest.is_empty() {
-                // The backlog drained: give its memory back.
-                self.rest = None;
+    pub(super) fn pop_front(&mut self, spares: &mut Spares<T>) -> Option<T> {
+        let queue = self.items.as_mut()?;
+        let item = queue.pop_front();
+        if queue.is_empty() {
+            if let Some(queue) = self.items.take() {
+                spares.give(queue);
             }
         }
-        Some(item)
+        item
     }
 
     /// The items, oldest first.
     pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.first
-            .iter()
-            .chain(self.rest.iter().flat_map(|r| r.iter()))
+        self.items.iter().flat_map(|q| q.iter())
     }
 
     /// Keeps only the items `keep` accepts, in order (the others are
-    /// dropped here), and frees the backlog if it empties.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
-        let mut kept = Stash::new();
-        while let Some(item) = self.pop_front() {
-            if keep(&item) {
-                kept.push_back(item);
+    /// dropped here), and gives the queue back if it empties.
+    pub(super) fn retain(&mut self, keep: impl FnMut(&T) -> bool, spares: &mut Spares<T>) {
+        let Some(queue) = self.items.as_mut() else {
+            return;
+        };
+        queue.retain(keep);
+        if queue.is_empty() {
+            if let Some(queue) = self.items.take() {
+                spares.give(queue);
             }
         }
-        *self = kept;
     }
 }
 
@@ -92,44 +108,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_stash_is_small() {
-        // The oldest item inline and a pointer for the backlog.
+    fn an_empty_stash_is_one_pointer() {
+        // Part of the idle-connection budget (see `driver::uring`'s size test).
         assert_eq!(
             std::mem::size_of::<Stash<u64>>(),
-            std::mem::size_of::<Option<u64>>() + std::mem::size_of::<usize>()
+            std::mem::size_of::<usize>()
         );
     }
 
     #[test]
-    fn keeps_order_and_frees_the_backlog_once_drained() {
+    fn keeps_order_and_reuses_drained_queues() {
+        let mut spares = Spares::new();
         let mut s = Stash::new();
         assert!(s.is_empty() && s.back().is_none());
-        s.push_back(1);
-        assert!(s.rest.is_none(), "one item needs no heap");
-        s.push_back(2);
-        s.push_back(3);
+        s.push_back(1, &mut spares);
+        s.push_back(2, &mut spares);
+        s.push_back(3, &mut spares);
         assert_eq!((s.len(), s.back()), (3, Some(&3)));
-        assert_eq!(s.pop_front(), Some(1));
-        assert_eq!(s.pop_front(), Some(2));
-        assert!(s.rest.is_none(), "drained backlog freed");
-        s.push_back(4);
-        assert_eq!(s.pop_front(), Some(3));
-        assert_eq!(s.pop_front(), Some(4));
-        assert_eq!(s.pop_front(), None);
-        assert!(s.is_empty());
+        assert_eq!(s.pop_front(&mut spares), Some(1));
+        assert_eq!(s.pop_front(&mut spares), Some(2));
+        s.push_back(4, &mut spares);
+        assert_eq!(s.pop_front(&mut spares), Some(3));
+        assert_eq!(s.pop_front(&mut spares), Some(4));
+        assert!(s.is_empty() && s.items.is_none(), "drained: no heap held");
+        assert_eq!(spares.0.len(), 1, "the drained queue is kept for reuse");
+        let kept = spares.0[0].capacity();
+        s.push_back(5, &mut spares);
+        assert!(spares.0.is_empty(), "the next stash reuses it");
+        assert_eq!(s.items.as_ref().map(|q| q.capacity()), Some(kept));
+        assert_eq!(s.pop_front(&mut spares), Some(5));
+        assert_eq!(s.pop_front(&mut spares), None);
     }
 
     #[test]
-    fn retain_keeps_order_and_the_first_item_inline() {
+    fn retain_keeps_order_and_gives_back_an_emptied_queue() {
+        let mut spares = Spares::new();
         let mut s = Stash::new();
         for i in 1..=5 {
-            s.push_back(i);
+            s.push_back(i, &mut spares);
         }
         assert_eq!(s.iter().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-        s.retain(|&i| i % 2 == 0);
+        s.retain(|&i| i % 2 == 0, &mut spares);
         assert_eq!(s.iter().copied().collect::<Vec<_>>(), [2, 4]);
-        assert_eq!(s.first, Some(2));
-        s.retain(|_| false);
-        assert!(s.is_empty() && s.rest.is_none());
+        s.retain(|_| false, &mut spares);
+        assert!(s.is_empty() && s.items.is_none());
+        assert_eq!(spares.0.len(), 1);
     }
 }

@@ -85,10 +85,10 @@ use std::time::Duration;
 
 use super::super::token::LoopToken;
 use super::epoll::Readiness;
-use super::stash::Stash;
+use super::stash::{Spares, Stash};
 use crate::actors::Doorbell;
 use crate::buffer::OutboundQueue;
-use crate::sys::poller::{Event, Interest};
+use crate::sys::poller::{Event, Interest, Token};
 use crate::sys::socket;
 use crate::sys::uring::bufring::{BufRingConfig, RecvBuf};
 use crate::sys::uring::ring::{Event as RingEvent, Ring, RingConfig, SourceId};
@@ -136,12 +136,21 @@ enum Stashed {
     Failed(io::Error),
 }
 
-/// A connection attached to the ring.
+/// What the driver keeps about a connection attached to the ring, beside
+/// the ring's own slot for it (same index): only what the ring does not
+/// know. Its id is the ring's ([`Ring::source_at`]), whether a send is in
+/// flight too ([`Ring::sending`]); a finished connect's outcome waits in
+/// [`Completion::connected`]. Kept small on purpose: every idle connection
+/// pays for it (see the size test below).
 struct Source {
-    id: SourceId,
-    token: LoopToken,
+    /// The loop's token, encoded (what its events carry).
+    token: Token,
     /// Completions not yet taken by the loop, in arrival order.
     stash: Stash<Stashed>,
+    /// Bytes the ring sent that the loop has not taken off the queue yet
+    /// (at most the one lent buffer: `OutboundQueue` lends at most
+    /// `MAX_CHUNK` < 4 GiB bytes at a time).
+    sent: u32,
     /// The loop wants it read (its multishot receive is armed or re-arming).
     reading: bool,
     /// Registered with the epoll instance for write readiness.
@@ -150,13 +159,6 @@ struct Source {
     listed: bool,
     /// The end of stream was taken: later receives say so again.
     ended: bool,
-    /// A send of the connection's queue is in the ring.
-    sending: bool,
-    /// Bytes the ring sent that the loop has not taken off the queue yet.
-    sent: usize,
-    /// A connect through the ring finished, with this outcome (until the
-    /// loop takes it).
-    connected: Option<io::Result<()>>,
 }
 
 pub(crate) struct Completion {
@@ -166,6 +168,11 @@ pub(crate) struct Completion {
     readiness: Readiness,
     /// By ring slot index.
     sources: Vec<Option<Source>>,
+    /// Drained stash queues, for the next completion to stash.
+    spares: Spares<Stashed>,
+    /// Connects through the ring that finished, by ring slot index, with
+    /// their outcome (until the loop takes it; few at a time).
+    connected: Vec<(u32, io::Result<()>)>,
     /// Descriptor number -> ring slot index + 1 (0: not attached).
     by_fd: Vec<u32>,
     /// Sources with stashed completions to announce.
@@ -201,6 +208,8 @@ impl Completion {
             ring,
             readiness,
             sources: Vec::new(),
+            spares: Spares::new(),
+            connected: Vec::new(),
             by_fd: Vec::new(),
             announce: Vec::new(),
             spare: Vec::new(),
@@ -268,16 +277,13 @@ impl Completion {
             self.sources.resize_with(index + 1, || None);
         }
         self.sources[index] = Some(Source {
-            id,
-            token,
+            token: token.encode(),
             stash: Stash::new(),
+            sent: 0,
             reading: interest.readable,
             in_epoll: interest.writable,
             listed: false,
             ended: false,
-            sending: false,
-            sent: 0,
-            connected: None,
         });
         if self.by_fd.len() <= raw {
             self.by_fd.resize(raw + 1, 0);
@@ -300,7 +306,9 @@ impl Completion {
         let Some(source) = self.sources.get_mut(i).and_then(Option::as_mut) else {
             return Ok(false);
         };
-        let id = source.id;
+        let Some(id) = self.ring.source_at(i as u32) else {
+            return Ok(false);
+        };
         // Its sends complete through the ring: no write readiness needed.
         let _ = token;
         if interest.readable != source.reading {
@@ -330,9 +338,10 @@ impl Completion {
         {
             *raw = 0;
         }
-        let Some(source) = self.sources.get_mut(i).and_then(Option::take) else {
+        let Some(mut source) = self.sources.get_mut(i).and_then(Option::take) else {
             return true;
         };
+        self.connected.retain(|(at, _)| *at as usize != i);
         if source.in_epoll {
             self.readiness.deregister(fd);
         }
@@ -344,7 +353,8 @@ impl Completion {
                 log::debug!("io_uring: SO_LINGER before a close with unread input: {e}");
             }
         }
-        if let Err(e) = self.ring.close(source.id) {
+        // (Always found: the ring's slot stays open until this close.)
+        if let Some(Err(e)) = self.ring.source_at(i as u32).map(|id| self.ring.close(id)) {
             // Not fatal: the ring releases the slot when its operations end.
             log::warn!("io_uring: closing a connection's operations failed: {e}");
         }
@@ -354,7 +364,8 @@ impl Completion {
         if let Err(e) = self.ring.submit_and_wait(0, None) {
             log::warn!("io_uring: submitting before a close failed: {e}");
         }
-        // The stash drops here: its buffers go back to the kernel.
+        // Its buffers go back to the kernel.
+        while source.stash.pop_front(&mut self.spares).is_some() {}
         true
     }
 
@@ -501,7 +512,10 @@ impl Completion {
         addr: std::net::SocketAddr,
     ) -> io::Result<()> {
         self.register_stream(fd, token, Interest::NONE)?;
-        let Some(id) = self.source_mut(fd).map(|s| s.id) else {
+        let Some(id) = self
+            .source_index(fd)
+            .and_then(|i| self.ring.source_at(i as u32))
+        else {
             return Err(io::ErrorKind::NotFound.into());
         };
         if let Err(e) = self.ring.connect(id, addr, None) {
@@ -513,22 +527,30 @@ impl Completion {
 
     /// The outcome of a connect through the ring on `fd`, once it finished.
     pub(crate) fn connect_result(&mut self, fd: BorrowedFd<'_>) -> Option<io::Result<()>> {
-        self.source_mut(fd)?.connected.take()
+        let i = self.source_index(fd)? as u32;
+        let at = self.connected.iter().position(|(at, _)| *at == i)?;
+        Some(self.connected.swap_remove(at).1)
     }
 
     /// Drops the input stashed for `fd` that the loop has not read (a stop
     /// discards it so the close ends the stream rather than resetting it).
     pub(crate) fn discard_unread(&mut self, fd: BorrowedFd<'_>) {
-        if let Some(source) = self.source_mut(fd) {
-            source.stash.retain(|s| !matches!(s, Stashed::Bytes(_)));
+        let Some(i) = self.source_index(fd) else {
+            return;
+        };
+        if let Some(source) = self.sources.get_mut(i).and_then(Option::as_mut) {
+            source
+                .stash
+                .retain(|s| !matches!(s, Stashed::Bytes(_)), &mut self.spares);
         }
     }
 
     /// The next completion stashed for `fd`, if it is attached: bytes,
     /// the end of stream (`Ok(None)`), a failure, or `WouldBlock`.
     pub(crate) fn take(&mut self, fd: BorrowedFd<'_>) -> Option<io::Result<Option<RecvBuf>>> {
-        let source = self.source_mut(fd)?;
-        Some(match source.stash.pop_front() {
+        let i = self.source_index(fd)?;
+        let source = self.sources.get_mut(i)?.as_mut()?;
+        Some(match source.stash.pop_front(&mut self.spares) {
             Some(Stashed::Bytes(buf)) => Ok(Some(buf)),
             Some(Stashed::Eof) => {
                 // Later receives see the end again, as on a socket.
@@ -541,11 +563,15 @@ impl Completion {
         })
     }
 
+    /// The driver's record of source `id`, if `id` is still the live
+    /// source of its slot (a completion for a closed one finds nothing).
     fn live(&mut self, id: SourceId) -> Option<&mut Source> {
+        if self.ring.source_at(id.index()) != Some(id) {
+            return None;
+        }
         self.sources
             .get_mut(id.index() as usize)
             .and_then(Option::as_mut)
-            .filter(|s| s.id == id)
     }
 
     /// Hands the connection's oldest queued bytes to the ring, unless a
@@ -560,10 +586,13 @@ impl Completion {
         fd: BorrowedFd<'_>,
         queue: &mut OutboundQueue,
     ) -> io::Result<bool> {
-        let Some(source) = self.source_mut(fd) else {
+        let Some(id) = self
+            .source_index(fd)
+            .and_then(|i| self.ring.source_at(i as u32))
+        else {
             return Ok(false);
         };
-        if source.sending {
+        if self.ring.sending(id) {
             return Ok(false);
         }
         // Nothing while bytes sent are not taken off yet: the completion's
@@ -571,12 +600,7 @@ impl Completion {
         let Some(bytes) = queue.lend(MAX_GATHER) else {
             return Ok(false);
         };
-        source.sending = true;
-        let id = source.id;
         if let Err(e) = self.ring.send(id, bytes) {
-            if let Some(s) = self.live(id) {
-                s.sending = false;
-            }
             queue.abandon_lent();
             return Err(e);
         }
@@ -587,30 +611,29 @@ impl Completion {
     /// queue); 0 for a source not attached.
     pub(crate) fn take_sent(&mut self, fd: BorrowedFd<'_>) -> usize {
         self.source_mut(fd)
-            .map_or(0, |s| std::mem::take(&mut s.sent))
+            .map_or(0, |s| std::mem::take(&mut s.sent) as usize)
     }
 
     /// A send is in the ring for `fd`.
     pub(crate) fn send_in_flight(&self, fd: BorrowedFd<'_>) -> bool {
         self.source_index(fd)
-            .and_then(|i| self.sources.get(i)?.as_ref())
-            .is_some_and(|s| s.sending)
+            .and_then(|i| self.ring.source_at(i as u32))
+            .is_some_and(|id| self.ring.sending(id))
     }
 
     fn stash(&mut self, id: SourceId, item: Stashed) {
         let index = id.index() as usize;
-        let Some(source) = self
-            .sources
-            .get_mut(index)
-            .and_then(Option::as_mut)
-            .filter(|s| s.id == id)
-        else {
+        let spares = &mut self.spares;
+        let Some(source) = self.sources.get_mut(index).and_then(Option::as_mut) else {
             return; // closed meanwhile: a RecvBuf goes back to the kernel
         };
+        if self.ring.source_at(id.index()) != Some(id) {
+            return; // (the ring reuses a slot only after its last completion)
+        }
         if matches!(source.stash.back(), Some(Stashed::Eof | Stashed::Failed(_))) {
             return; // nothing follows an end
         }
-        source.stash.push_back(item);
+        source.stash.push_back(item, spares);
         if !source.listed {
             source.listed = true;
             self.announce.push(index as u32);
@@ -665,15 +688,15 @@ impl Completion {
                     bytes,
                     queued,
                 } => {
+                    let _ = queued; // the ring knows (`Ring::sending`)
                     if let Some(s) = self.live(source) {
-                        s.sent += bytes;
-                        s.sending = queued > 0;
+                        // At most the one lent buffer (see `Source::sent`).
+                        s.sent = s.sent.saturating_add(bytes as u32);
                         ready.push(sent_event(s.token, false));
                     }
                 }
                 RingEvent::SendFailed { source, .. } => {
                     if let Some(s) = self.live(source) {
-                        s.sending = false;
                         ready.push(sent_event(s.token, true));
                     }
                 }
@@ -681,8 +704,8 @@ impl Completion {
                 RingEvent::Connected { source, result } => {
                     if let Some(s) = self.live(source) {
                         let failed = result.is_err();
-                        s.connected = Some(result);
                         ready.push(sent_event(s.token, failed));
+                        self.connected.push((source.index(), result));
                     }
                 }
                 RingEvent::Accepted { listener, fd } => {
@@ -725,7 +748,7 @@ impl Completion {
             }
             keep.push(i);
             if source.reading {
-                let event = readable(source.token);
+                let event = readable_token(source.token);
                 ready.extend(std::iter::repeat(event).take(source.stash.len()));
             }
         }
@@ -768,9 +791,9 @@ const SEND_GRACE: Duration = Duration::from_micros(100);
 
 /// A send completed (`failed`: with an error): the loop takes the bytes
 /// off the connection's queue (or closes it).
-fn sent_event(token: LoopToken, failed: bool) -> Event {
+fn sent_event(token: Token, failed: bool) -> Event {
     Event {
-        token: token.encode(),
+        token,
         readable: false,
         writable: true,
         read_closed: false,
@@ -780,12 +803,34 @@ fn sent_event(token: LoopToken, failed: bool) -> Event {
 }
 
 fn readable(token: LoopToken) -> Event {
+    readable_token(token.encode())
+}
+
+fn readable_token(token: Token) -> Event {
     Event {
-        token: token.encode(),
+        token,
         readable: true,
         writable: false,
         read_closed: false,
         hangup: false,
         error: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue 14: at most 256 bytes of memory per idle connection on
+    /// io_uring, everything included (benches/uring.sh measures it). An
+    /// attached connection pays for this record, the ring's slot
+    /// (`sys::uring::ring`'s size test) and the loop's `ConnEntry`
+    /// (`event_loop::entry`'s); growing any of them needs a reason and a new
+    /// measurement.
+    #[test]
+    fn an_attached_connection_record_stays_small() {
+        assert!(
+            std::mem::size_of::<Option<super::Source>>() <= 24,
+            "Source grew to {} bytes",
+            std::mem::size_of::<Option<super::Source>>()
+        );
     }
 }

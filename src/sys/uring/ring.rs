@@ -29,7 +29,7 @@ use std::fmt;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -258,6 +258,10 @@ impl Outbound {
         crate::buffer_pool::give(queued);
     }
 
+    fn is_empty(&self) -> bool {
+        self.in_flight.is_none() && self.queued.is_empty()
+    }
+
     fn pending(&self) -> usize {
         self.in_flight
             .as_ref()
@@ -275,34 +279,56 @@ struct ConnectOp {
     timer: Option<i32>,
 }
 
+/// One source. Every connection on the ring has one for its whole life, and
+/// an idle one has nothing in flight: what operations need is boxed, and
+/// the rest is packed (see the size test below).
 struct Slot {
-    /// The descriptor, when the ring owns it ([`Ring::adopt`]); `None` for
-    /// a source the caller owns ([`Ring::attach`]).
-    fd: Option<OwnedFd>,
     /// The descriptor's number (owned or not).
     raw: RawFd,
     generation: u32,
     state: SlotState,
-    /// Operations submitted whose final completion has not arrived.
-    in_flight: u32,
+    /// The ring owns the descriptor ([`Ring::adopt`]) and closes it when
+    /// the slot is released (see `Drop`); `false` for a source the caller
+    /// owns ([`Ring::attach`]).
+    owned: bool,
+    /// Operations submitted whose final completion has not arrived (a few
+    /// at most: a receive, a send, a connect and its timer, cancellations).
+    in_flight: u16,
     recv: RecvState,
     accept_armed: bool,
-    out: Outbound,
+    /// Its outgoing bytes, while it has any (boxed: an idle connection
+    /// pays one pointer, not the 64 bytes of an [`Outbound`]; the boxes are
+    /// reused through [`Ring::spare_out`], so a send allocates nothing).
+    out: Option<Box<Outbound>>,
     connect: Option<Box<ConnectOp>>,
 }
 
 impl Slot {
     fn vacant() -> Slot {
         Slot {
-            fd: None,
             raw: -1,
             generation: 0,
             state: SlotState::Free,
+            owned: false,
             in_flight: 0,
             recv: RecvState::Idle,
             accept_armed: false,
-            out: Outbound::default(),
+            out: None,
             connect: None,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.owned {
+            // SAFETY: `owned` says the slot took this descriptor over from
+            // an `OwnedFd` (`open_source`) and nothing else closes it; the
+            // flag is cleared so it is closed once. A slot whose operations
+            // may still be in flight is never dropped (the ring releases a
+            // slot after its last completion, or leaks it on teardown).
+            drop(unsafe { OwnedFd::from_raw_fd(self.raw) });
+            self.owned = false;
         }
     }
 }
@@ -345,7 +371,15 @@ pub(crate) struct Ring {
     cqes: Vec<(u64, i32, u32)>,
     stats: RingStats,
     teardown_bound: Duration,
+    /// Empty [`Outbound`] boxes of sources with nothing to send, for the
+    /// next source that sends (at most [`SPARE_OUT`]; boxed: they move
+    /// into slots whole).
+    #[allow(clippy::vec_box)]
+    spare_out: Vec<Box<Outbound>>,
 }
+
+/// Most empty [`Outbound`] boxes a ring keeps for reuse.
+const SPARE_OUT: usize = 256;
 
 impl Ring {
     /// Sets up the ring and registers its buffer ring.
@@ -368,6 +402,7 @@ impl Ring {
             cqes: Vec::new(),
             stats: RingStats::default(),
             teardown_bound: config.teardown_bound,
+            spare_out: Vec::new(),
         })
     }
 
@@ -398,7 +433,8 @@ impl Ring {
         };
         let slot = &mut self.slots[index as usize];
         slot.raw = raw;
-        slot.fd = owned;
+        // The slot owns it from here (closed by `Slot`'s drop).
+        slot.owned = owned.map(IntoRawFd::into_raw_fd).is_some();
         slot.state = SlotState::Open;
         SourceId {
             index,
@@ -421,7 +457,10 @@ impl Ring {
         if slot.generation != id.generation || slot.state != SlotState::Open {
             return None;
         }
-        slot.fd.as_ref().map(|fd| fd.as_fd())
+        // SAFETY: an owned slot's descriptor stays open until the slot is
+        // released, which needs `&mut self`: not while this borrow lives.
+        slot.owned
+            .then(|| unsafe { BorrowedFd::borrow_raw(slot.raw) })
     }
 
     /// Counters since the ring was made.
@@ -450,7 +489,26 @@ impl Ring {
 
     /// Bytes queued or in flight on `id`.
     pub(crate) fn pending_send(&self, id: SourceId) -> usize {
-        self.open_slot_ref(id).map_or(0, |s| s.out.pending())
+        self.open_slot_ref(id)
+            .and_then(|s| s.out.as_deref())
+            .map_or(0, Outbound::pending)
+    }
+
+    /// The live source in slot `index`, if one is open there (a caller
+    /// that keeps its own record per slot index needs not store the id).
+    pub(crate) fn source_at(&self, index: u32) -> Option<SourceId> {
+        let slot = self.slots.get(index as usize)?;
+        (slot.state == SlotState::Open).then_some(SourceId {
+            index,
+            generation: slot.generation,
+        })
+    }
+
+    /// A send of `id` is in flight (until its final completion).
+    pub(crate) fn sending(&self, id: SourceId) -> bool {
+        self.open_slot_ref(id)
+            .and_then(|s| s.out.as_deref())
+            .is_some_and(|o| o.in_flight.is_some())
     }
 
     /// Arms a multishot accept on a listening socket. Already armed: nothing.
@@ -540,16 +598,22 @@ impl Ring {
     /// next [`Ring::submit_and_wait`] submits it.
     pub(crate) fn send(&mut self, id: SourceId, buf: impl Into<OutBuf>) -> io::Result<()> {
         let buf = buf.into();
-        let (_, slot) = self.open_slot(id)?;
+        self.open_slot(id)?;
         if buf.as_slice().is_empty() {
             return Ok(());
         }
-        if slot.out.in_flight.is_some() {
-            slot.out.queued.extend_from_slice(buf.as_slice());
+        let slot = &mut self.slots[id.index as usize];
+        let spare = match slot.out {
+            None => self.spare_out.pop(),
+            Some(_) => None,
+        };
+        let out = slot.out.get_or_insert_with(|| spare.unwrap_or_default());
+        if out.in_flight.is_some() {
+            out.queued.extend_from_slice(buf.as_slice());
             return Ok(());
         }
-        slot.out.in_flight = Some(buf);
-        slot.out.sent = 0;
+        out.in_flight = Some(buf);
+        out.sent = 0;
         self.push_send(id)
     }
 
@@ -620,12 +684,14 @@ impl Ring {
     pub(crate) fn close(&mut self, id: SourceId) -> io::Result<()> {
         let (fd, slot) = self.open_slot(id)?;
         slot.state = SlotState::Closing;
-        slot.out.queued = Vec::new();
+        if let Some(out) = slot.out.as_mut() {
+            out.queued = Vec::new();
+        }
         if slot.in_flight == 0 {
             self.release(id.index);
             return Ok(());
         }
-        if slot.fd.is_none() {
+        if !slot.owned {
             // Attached: the caller closes the descriptor right after, so
             // cancel by operation (the descriptor number may be reused).
             let kinds = [
@@ -633,7 +699,10 @@ impl Ring {
                     OpKind::Recv,
                     matches!(slot.recv, RecvState::Armed | RecvState::Pausing),
                 ),
-                (OpKind::Send, slot.out.in_flight.is_some()),
+                (
+                    OpKind::Send,
+                    slot.out.as_ref().is_some_and(|o| o.in_flight.is_some()),
+                ),
                 (OpKind::Connect, slot.connect.is_some()),
                 (OpKind::Accept, slot.accept_armed),
             ];
@@ -756,7 +825,10 @@ impl Ring {
     /// post a final completion.
     fn push_for(&mut self, id: SourceId, entries: &[squeue::Entry], finals: u32) -> io::Result<()> {
         self.push(entries)?;
-        self.slots[id.index as usize].in_flight += finals;
+        let slot = &mut self.slots[id.index as usize];
+        slot.in_flight = slot
+            .in_flight
+            .saturating_add(u16::try_from(finals).unwrap_or(u16::MAX));
         self.in_flight += u64::from(finals);
         Ok(())
     }
@@ -765,10 +837,14 @@ impl Ring {
     fn push_send(&mut self, id: SourceId) -> io::Result<()> {
         let slot = &self.slots[id.index as usize];
         let fd = slot.raw;
-        let Some(buf) = slot.out.in_flight.as_ref() else {
+        let Some((buf, sent)) = slot
+            .out
+            .as_deref()
+            .and_then(|o| Some((o.in_flight.as_ref()?, o.sent)))
+        else {
             return Ok(());
         };
-        let rest = buf.as_slice().get(slot.out.sent..).unwrap_or_default();
+        let rest = buf.as_slice().get(sent..).unwrap_or_default();
         let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
         let entry = opcode::Send::new(types::Fd(fd), rest.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
@@ -1087,22 +1163,26 @@ impl Ring {
     }
 
     fn on_send(&mut self, source: SourceId, res: i32, closing: bool, events: &mut Vec<Event>) {
-        let out = &mut self.slots[source.index as usize].out;
+        let index = source.index as usize;
+        // Out of the slot while it is worked on; back in if it still holds
+        // bytes, otherwise to the spares.
+        let Some(mut out) = self.slots[index].out.take() else {
+            return; // no send of this source: stale
+        };
         if closing {
             out.recycle();
+            self.spare(out);
             return;
         }
-        let failed = |out: &mut Outbound, error: io::Error| {
-            out.recycle();
-            Event::SendFailed { source, error }
-        };
         if res <= 0 {
             let error = if res == 0 {
                 io::Error::from(io::ErrorKind::WriteZero)
             } else {
                 io::Error::from_raw_os_error(-res)
             };
-            events.push(failed(out, error));
+            out.recycle();
+            self.spare(out);
+            events.push(Event::SendFailed { source, error });
             return;
         }
         let bytes = res as usize;
@@ -1134,11 +1214,25 @@ impl Ring {
             bytes,
             queued,
         });
-        if resume {
-            if let Err(error) = self.push_send(source) {
-                let out = &mut self.slots[source.index as usize].out;
-                events.push(failed(out, error));
+        if !resume {
+            self.spare(out);
+            return;
+        }
+        self.slots[index].out = Some(out);
+        if let Err(error) = self.push_send(source) {
+            if let Some(mut out) = self.slots[index].out.take() {
+                out.recycle();
+                self.spare(out);
             }
+            events.push(Event::SendFailed { source, error });
+        }
+    }
+
+    /// Keeps an emptied [`Outbound`] box for the next source that sends.
+    fn spare(&mut self, out: Box<Outbound>) {
+        debug_assert!(out.is_empty());
+        if self.spare_out.len() < SPARE_OUT {
+            self.spare_out.push(out);
         }
     }
 
@@ -1187,9 +1281,15 @@ impl Ring {
             generation: slot.generation,
         };
         let generation = (slot.generation + 1) & GENERATION_MASK;
-        *slot = Slot::vacant();
+        // The old slot drops here (closing an owned descriptor).
+        let out = mem::replace(slot, Slot::vacant()).out.take();
         slot.generation = generation;
         self.free.push(index);
+        if let Some(mut out) = out {
+            // Its last operation completed: nothing of it is in flight.
+            out.recycle();
+            self.spare(out);
+        }
         self.released.push(source);
     }
 }
@@ -1270,5 +1370,21 @@ fn build_uring(entries: u32) -> io::Result<IoUring> {
                 .build(entries)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Issue 14's idle-memory budget (256 bytes per connection on io_uring,
+    /// everything included): every source pays for its slot, and an idle
+    /// one has nothing in flight, so what operations need is boxed. See
+    /// also `event_loop::driver::uring`'s and `event_loop::entry`'s tests.
+    #[test]
+    fn a_slot_stays_small() {
+        assert!(
+            std::mem::size_of::<super::Slot>() <= 32,
+            "Slot grew to {} bytes",
+            std::mem::size_of::<super::Slot>()
+        );
     }
 }
