@@ -115,7 +115,7 @@ impl<H: EventHandler> EventLoop<H> {
     pub(super) fn process_events(&mut self) {
         let ready = std::mem::take(&mut self.ready);
         for event in &ready {
-            match LoopToken::decode(event.token) {
+            match LoopToken::decode(event.token()) {
                 LoopToken::Conn(key) => self.on_io(key, event),
                 LoopToken::Doorbell => {
                     if self.mailbox.doorbell().needs_drain() {

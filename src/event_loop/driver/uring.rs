@@ -698,10 +698,7 @@ impl Completion {
         // until the loop has taken them (it takes a bounded batch per event).
         for l in &self.listeners {
             if l.wanted && !l.accepted.is_empty() {
-                ready.push(Event {
-                    token: l.token,
-                    ..readable(LoopToken::Doorbell)
-                });
+                ready.push(Event::new(l.token, Event::READABLE));
             }
         }
         // One readable event per stashed completion of every source the
@@ -762,23 +759,10 @@ const SEND_GRACE: Duration = Duration::from_micros(100);
 /// A send completed (`failed`: with an error): the loop takes the bytes
 /// off the connection's queue (or closes it).
 fn sent_event(token: LoopToken, failed: bool) -> Event {
-    Event {
-        token: token.encode(),
-        readable: false,
-        writable: true,
-        read_closed: false,
-        hangup: false,
-        error: failed,
-    }
+    let error = if failed { Event::ERROR } else { 0 };
+    Event::new(token.encode(), Event::WRITABLE | error)
 }
 
 fn readable(token: LoopToken) -> Event {
-    Event {
-        token: token.encode(),
-        readable: true,
-        writable: false,
-        read_closed: false,
-        hangup: false,
-        error: false,
-    }
+    Event::new(token.encode(), Event::READABLE)
 }
