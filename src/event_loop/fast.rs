@@ -20,9 +20,10 @@
 use std::io;
 use std::os::fd::AsFd;
 
+use super::entry::LoopRef;
 use super::io::Before;
 use super::settle::{quiet, still_quiet};
-use super::{guarded, loop_ref, EventLoop};
+use super::{guarded, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::conn::Conn;
 use crate::handler::EventHandler;
@@ -33,8 +34,10 @@ impl<H: EventHandler> EventLoop<H> {
     /// Handles an input-only readiness event of `key` if the fast path
     /// applies (see the module doc); `false`: it does not, and nothing was
     /// done (the caller takes the general path).
+    ///
+    /// `lp`: the turn's [`LoopRef`] (made once per turn, not per event).
     #[inline]
-    pub(super) fn read_fast(&mut self, key: SlotKey) -> bool {
+    pub(super) fn read_fast(&mut self, key: SlotKey, lp: &LoopRef<'_>) -> bool {
         if self.drain_deadline.is_some() {
             return false;
         }
@@ -71,8 +74,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return true;
             }
         };
-        entry.last_read_ms = self.now_ms;
-        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+        entry.last_read_ms = lp.now_ms;
         let n = got.len();
         bump(&lp.counters.bytes_in, n as u64);
         if edge && got.filled(&self.driver) {
@@ -80,7 +82,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let handler = &mut self.handler;
         let input = self.driver.bytes(&got);
-        let mut conn = Conn::new(input, &mut self.conns, key, &lp);
+        let mut conn = Conn::new(input, &mut self.conns, key, lp);
         let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
         let own_changed = conn.own_changed();
         let (consumed, side) = conn.finish();

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use super::driver::Received;
-use super::entry::{ConnEntry, Flushed, Phase, Pressure, ReadSide};
+use super::entry::{ConnEntry, Flushed, LoopRef, Phase, Pressure, ReadSide};
 use super::{guarded, handler_panicked, loop_ref, EventLoop, Outcome};
 use crate::actors::slab::SlotKey;
 use crate::budget::LoopBudget;
@@ -38,12 +38,14 @@ pub(super) enum Fresh {
 }
 
 impl<H: EventHandler> EventLoop<H> {
-    pub(super) fn on_io(&mut self, key: SlotKey, event: &Event) {
+    /// A readiness event of connection `key`; `lp` is the turn's
+    /// [`LoopRef`].
+    pub(super) fn on_io(&mut self, key: SlotKey, event: &Event, lp: &LoopRef<'_>) {
         // (Masks of epoll's own flags word: no branch per flag.)
         if event.plain_input() {
             // The common event, input: the fast path if it applies (also
             // when writable: a quiet connection has nothing to flush).
-            if self.read_fast(key) {
+            if self.read_fast(key, lp) {
                 return;
             }
             if !event.writable() {

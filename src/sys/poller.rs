@@ -302,8 +302,12 @@ impl Event {
     /// told by one test of the flags.
     #[inline(always)]
     pub(crate) fn plain_input(&self) -> bool {
-        let flags = self.flags();
-        flags & Self::INPUT != 0 && flags & (Self::ERROR | Self::HANGUP) == 0
+        // `INPUT` is the two lowest bits, below `ERROR` and `HANGUP`: the
+        // three masked together are 1..=INPUT exactly when some input bit
+        // and neither of the others is set (one compare, see the test).
+        const _: () = assert!(Event::INPUT == 0b11 && Event::ERROR > 0b11 && Event::HANGUP > 0b11);
+        let masked = self.flags() & (Self::INPUT | Self::ERROR | Self::HANGUP);
+        masked.wrapping_sub(1) < Self::INPUT
     }
 
     /// Output would not block (`EPOLLOUT`).
@@ -530,6 +534,27 @@ mod tests {
         // What the io_uring driver makes.
         assert!(Event::new(1, Event::WRITABLE | Event::ERROR).error());
         assert!(Event::new(1, Event::READABLE).plain_input());
+        // Every combination of the bits `plain_input` reads, against its
+        // definition.
+        let bits = [
+            libc::EPOLLIN,
+            libc::EPOLLPRI,
+            libc::EPOLLOUT,
+            libc::EPOLLERR,
+            libc::EPOLLHUP,
+            libc::EPOLLRDHUP,
+        ];
+        for set in 0..1u32 << bits.len() {
+            let f = (0..bits.len())
+                .filter(|i| set & (1 << i) != 0)
+                .fold(0, |f, i| f | bits[i]);
+            let e = flags(f);
+            assert_eq!(
+                e.plain_input(),
+                e.readable() && !e.error() && !e.hangup(),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]
