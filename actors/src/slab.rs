@@ -5,8 +5,8 @@
 //! time it is freed, so a key that outlived its value (a late poller event, a
 //! stale connection handle arriving through a mailbox) never reaches the value
 //! that reused the slot. `tests/loom_generation.rs` checks that rule against a
-//! concurrent sender. Storage grows in fixed pages, so it never holds more
-//! than one page of slack. It is owned by one thread and has no atomics.
+//! concurrent sender. Storage grows in fixed pages (of 256 slots), so it
+//! never holds more than one page of slack. It is owned by one thread and has no atomics.
 //!
 //! **Marks.** A caller may *mark* a value it has checked (see
 //! [`Slab::get_mut_vouched`]); the mark stays valid until any value of the
@@ -68,6 +68,21 @@ impl SlotKey {
     }
 }
 
+/// A page of empty slots.
+fn new_page<T>() -> Box<[Slot<T>; PAGE]> {
+    let slots: Box<[Slot<T>]> = (0..PAGE)
+        .map(|_| Slot {
+            generation: 0,
+            mark: 0,
+            value: None,
+        })
+        .collect();
+    match slots.try_into() {
+        Ok(page) => page,
+        Err(_) => unreachable!("a page is made of PAGE slots"),
+    }
+}
+
 struct Slot<T> {
     generation: u32,
     /// The slab's `epoch` when the value was last marked (0: never).
@@ -88,7 +103,11 @@ struct Slot<T> {
 /// assert_eq!(slab.get(new), Some(&"second"));
 /// ```
 pub struct Slab<T> {
-    pages: Vec<Vec<Slot<T>>>,
+    /// Fixed-size pages (the size is in the type: a slot's lookup checks
+    /// only which page).
+    pages: Vec<Box<[Slot<T>; PAGE]>>,
+    /// Slots handed out so far (all below it are in use or free).
+    used: usize,
     free: Vec<u32>,
     len: usize,
     /// Changes whenever a value may have changed (see "Marks"); never 0.
@@ -112,6 +131,7 @@ impl<T> Slab<T> {
     pub fn new() -> Self {
         Self {
             pages: Vec::new(),
+            used: 0,
             free: Vec::new(),
             len: 0,
             epoch: 1,
@@ -121,13 +141,15 @@ impl<T> Slab<T> {
     #[inline]
     fn slot(&self, index: u32) -> Option<&Slot<T>> {
         let index = index as usize;
-        self.pages.get(index / PAGE)?.get(index % PAGE)
+        let page = self.pages.get(index / PAGE)?;
+        Some(&page[index % PAGE])
     }
 
     #[inline]
     fn slot_mut(&mut self, index: u32) -> Option<&mut Slot<T>> {
         let index = index as usize;
-        self.pages.get_mut(index / PAGE)?.get_mut(index % PAGE)
+        let page = self.pages.get_mut(index / PAGE)?;
+        Some(&mut page[index % PAGE])
     }
 
     /// Stores `value`; `None` only if 2^32 slots are in use.
@@ -147,18 +169,12 @@ impl<T> Slab<T> {
             self.len += 1;
             return Some(SlotKey { index, generation });
         }
-        let total = self.pages.len() * PAGE;
-        let index =
-            u32::try_from(self.pages.last().map_or(total, |p| total - PAGE + p.len())).ok()?;
-        if self.pages.last().map_or(true, |p| p.len() == PAGE) {
-            self.pages.push(Vec::with_capacity(PAGE));
+        let index = u32::try_from(self.used).ok()?;
+        if self.used == self.pages.len() * PAGE {
+            self.pages.push(new_page());
         }
-        let page = self.pages.last_mut()?;
-        page.push(Slot {
-            generation: 0,
-            mark: 0,
-            value: Some(value),
-        });
+        self.slot_mut(index)?.value = Some(value);
+        self.used += 1;
         self.len += 1;
         Some(SlotKey {
             index,
@@ -280,7 +296,7 @@ impl<T> Slab<T> {
     /// epochs ago passes for a valid one.
     #[cold]
     fn restart_marks(&mut self) {
-        for slot in self.pages.iter_mut().flatten() {
+        for slot in self.pages.iter_mut().flat_map(|page| page.iter_mut()) {
             slot.mark = 0;
         }
         self.epoch = 1;
