@@ -112,7 +112,8 @@ impl Acceptor {
             ready.extend(events.iter());
             // Stop is the only message; the flag is checked at the top.
             self.mailbox.drain(usize::MAX, drop);
-            if self.mailbox.doorbell().needs_drain() && ready.iter().any(|e| e.token == DOORBELL) {
+            if self.mailbox.doorbell().needs_drain() && ready.iter().any(|e| e.token() == DOORBELL)
+            {
                 let _ = self.mailbox.doorbell().drain();
             }
             for outbox in &mut self.outboxes {
@@ -128,7 +129,7 @@ impl Acceptor {
                 if self.listeners.is_paused() {
                     break;
                 }
-                let Some(index) = self.listeners.index_of(event.token) else {
+                let Some(index) = self.listeners.index_of(event.token()) else {
                     continue;
                 };
                 self.accept_from(index, &mut poller)

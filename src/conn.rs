@@ -364,13 +364,17 @@ impl<'a, S> Conn<'a, S> {
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
         let lp = self.lp;
         let Backing::Stream { conns, key } = &mut self.backing;
-        let Some(entry) = conns.get_mut(*key) else {
+        // A write straight through changes nothing that makes a connection
+        // quiet or not (the loop's marks, see `event_loop/fast.rs`); any
+        // other outcome voids them.
+        let Some(entry) = conns.get_mut_keeping_marks(*key) else {
             return Err(Error::ConnectionClosed);
         };
         let written = entry.write_bytes(data, lp);
         // Straight through, nothing queued: nothing for settling to do.
         if written.is_err() || !entry.outbound.is_empty() {
             self.own_changed = true;
+            conns.void_marks();
         }
         written
     }

@@ -5,8 +5,16 @@
 //! time it is freed, so a key that outlived its value (a late poller event, a
 //! stale connection handle arriving through a mailbox) never reaches the value
 //! that reused the slot. `tests/loom_generation.rs` checks that rule against a
-//! concurrent sender. Storage grows in fixed pages, so it never holds more
-//! than one page of slack. It is owned by one thread and has no atomics.
+//! concurrent sender. Storage grows in fixed pages (of 256 slots), so it
+//! never holds more than one page of slack. It is owned by one thread and has no atomics.
+//!
+//! **Marks.** A caller may *mark* a value it has checked (see
+//! [`Slab::get_mut_vouched`]); the mark stays valid until any value of the
+//! slab is next reached mutably — through [`Slab::get_mut`], an insert, a
+//! remove or [`Slab::void_marks`] — so a valid mark means that no value has
+//! changed since (the one exception, [`Slab::get_mut_keeping_marks`], is
+//! for a change the caller knows leaves what it checked as it was). An event
+//! loop uses a mark to skip re-checking that a connection is quiet.
 
 const PAGE: usize = 256;
 
@@ -60,8 +68,25 @@ impl SlotKey {
     }
 }
 
+/// A page of empty slots.
+fn new_page<T>() -> Box<[Slot<T>; PAGE]> {
+    let slots: Box<[Slot<T>]> = (0..PAGE)
+        .map(|_| Slot {
+            generation: 0,
+            mark: 0,
+            value: None,
+        })
+        .collect();
+    match slots.try_into() {
+        Ok(page) => page,
+        Err(_) => unreachable!("a page is made of PAGE slots"),
+    }
+}
+
 struct Slot<T> {
     generation: u32,
+    /// The slab's `epoch` when the value was last marked (0: never).
+    mark: u32,
     value: Option<T>,
 }
 
@@ -78,9 +103,15 @@ struct Slot<T> {
 /// assert_eq!(slab.get(new), Some(&"second"));
 /// ```
 pub struct Slab<T> {
-    pages: Vec<Vec<Slot<T>>>,
+    /// Fixed-size pages (the size is in the type: a slot's lookup checks
+    /// only which page).
+    pages: Vec<Box<[Slot<T>; PAGE]>>,
+    /// Slots handed out so far (all below it are in use or free).
+    used: usize,
     free: Vec<u32>,
     len: usize,
+    /// Changes whenever a value may have changed (see "Marks"); never 0.
+    epoch: u32,
 }
 
 impl<T> Default for Slab<T> {
@@ -100,21 +131,25 @@ impl<T> Slab<T> {
     pub fn new() -> Self {
         Self {
             pages: Vec::new(),
+            used: 0,
             free: Vec::new(),
             len: 0,
+            epoch: 1,
         }
     }
 
     #[inline]
     fn slot(&self, index: u32) -> Option<&Slot<T>> {
         let index = index as usize;
-        self.pages.get(index / PAGE)?.get(index % PAGE)
+        let page = self.pages.get(index / PAGE)?;
+        Some(&page[index % PAGE])
     }
 
     #[inline]
     fn slot_mut(&mut self, index: u32) -> Option<&mut Slot<T>> {
         let index = index as usize;
-        self.pages.get_mut(index / PAGE)?.get_mut(index % PAGE)
+        let page = self.pages.get_mut(index / PAGE)?;
+        Some(&mut page[index % PAGE])
     }
 
     /// Stores `value`; `None` only if 2^32 slots are in use.
@@ -126,6 +161,7 @@ impl<T> Slab<T> {
     /// assert_eq!(slab.get(key), Some(&"conn"));
     /// ```
     pub fn insert(&mut self, value: T) -> Option<SlotKey> {
+        self.void_marks();
         if let Some(index) = self.free.pop() {
             let slot = self.slot_mut(index)?;
             slot.value = Some(value);
@@ -133,17 +169,12 @@ impl<T> Slab<T> {
             self.len += 1;
             return Some(SlotKey { index, generation });
         }
-        let total = self.pages.len() * PAGE;
-        let index =
-            u32::try_from(self.pages.last().map_or(total, |p| total - PAGE + p.len())).ok()?;
-        if self.pages.last().map_or(true, |p| p.len() == PAGE) {
-            self.pages.push(Vec::with_capacity(PAGE));
+        let index = u32::try_from(self.used).ok()?;
+        if self.used == self.pages.len() * PAGE {
+            self.pages.push(new_page());
         }
-        let page = self.pages.last_mut()?;
-        page.push(Slot {
-            generation: 0,
-            value: Some(value),
-        });
+        self.slot_mut(index)?.value = Some(value);
+        self.used += 1;
         self.len += 1;
         Some(SlotKey {
             index,
@@ -182,12 +213,93 @@ impl<T> Slab<T> {
     /// ```
     #[inline]
     pub fn get_mut(&mut self, key: SlotKey) -> Option<&mut T> {
+        self.void_marks();
+        self.get_mut_keeping_marks(key)
+    }
+
+    /// [`get_mut`](Self::get_mut) for a change that leaves whatever the
+    /// slab's marks vouch for as it was (so they stay valid); a caller
+    /// whose change turns out otherwise calls [`void_marks`](Self::void_marks).
+    ///
+    /// ```
+    /// use ringloop_actors::slab::Slab;
+    /// let mut slab = Slab::new();
+    /// let key = slab.insert(vec![1]).unwrap();
+    /// let _ = slab.get_mut_vouched(key, |v| v.len() == 1); // marked
+    /// slab.get_mut_keeping_marks(key).unwrap()[0] = 2; // the length is kept
+    /// assert_eq!(slab.get_mut_vouched(key, |_| false).map(|(_, m)| m), Some(true));
+    /// ```
+    #[inline]
+    pub fn get_mut_keeping_marks(&mut self, key: SlotKey) -> Option<&mut T> {
         let slot = self.slot_mut(key.index)?;
         if slot.generation == key.generation {
             slot.value.as_mut()
         } else {
             None
         }
+    }
+
+    /// The value at `key` mutably (keeping marks, as
+    /// [`get_mut_keeping_marks`](Self::get_mut_keeping_marks)), and whether
+    /// it is vouched for: it carries a valid mark (see "Marks" in the
+    /// module doc), or else `vouch` approves it now, which marks it.
+    /// `None` if `key` is stale.
+    ///
+    /// ```
+    /// use ringloop_actors::slab::Slab;
+    /// let mut slab = Slab::new();
+    /// let key = slab.insert(0).unwrap();
+    /// let even = |v: &i32| v % 2 == 0;
+    /// assert_eq!(slab.get_mut_vouched(key, even).map(|(_, m)| m), Some(true));
+    /// // Marked: not asked again while nothing is reached mutably.
+    /// assert_eq!(slab.get_mut_vouched(key, |_| unreachable!()).map(|(_, m)| m), Some(true));
+    /// *slab.get_mut(key).unwrap() = 1; // voids every mark
+    /// assert_eq!(slab.get_mut_vouched(key, even).map(|(_, m)| m), Some(false));
+    /// ```
+    #[inline]
+    pub fn get_mut_vouched(
+        &mut self,
+        key: SlotKey,
+        vouch: impl FnOnce(&T) -> bool,
+    ) -> Option<(&mut T, bool)> {
+        let epoch = self.epoch;
+        let Slot {
+            generation,
+            mark,
+            value,
+        } = self.slot_mut(key.index)?;
+        if *generation != key.generation {
+            return None;
+        }
+        let value = value.as_mut()?;
+        if *mark == epoch {
+            return Some((value, true));
+        }
+        let vouched = vouch(value);
+        if vouched {
+            *mark = epoch;
+        }
+        Some((value, vouched))
+    }
+
+    /// Voids every mark (see "Marks" in the module doc): a value may have
+    /// changed.
+    #[inline]
+    pub fn void_marks(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.restart_marks();
+        }
+    }
+
+    /// The epoch wrapped around: clear every mark, so that none made 2^32
+    /// epochs ago passes for a valid one.
+    #[cold]
+    fn restart_marks(&mut self) {
+        for slot in self.pages.iter_mut().flat_map(|page| page.iter_mut()) {
+            slot.mark = 0;
+        }
+        self.epoch = 1;
     }
 
     /// Frees the slot, so that `key` and every copy of it go stale.
@@ -200,6 +312,7 @@ impl<T> Slab<T> {
     /// assert_eq!(slab.remove(key), None); // already gone
     /// ```
     pub fn remove(&mut self, key: SlotKey) -> Option<T> {
+        self.void_marks();
         let slot = self.slot_mut(key.index)?;
         if slot.generation != key.generation {
             return None;
@@ -281,6 +394,58 @@ mod tests {
         assert_eq!(slab.remove(a), None);
         assert_eq!(slab.get(b), Some(&"b"));
         assert_eq!(SlotKey::from_token(b.token()), b);
+    }
+
+    #[test]
+    fn a_mark_lasts_until_any_value_is_reached_mutably() {
+        let mut slab = Slab::new();
+        let a = slab.insert(0).unwrap();
+        let b = slab.insert(0).unwrap();
+        let marked = |slab: &mut Slab<i32>, k| slab.get_mut_vouched(k, |_| false).unwrap().1;
+        let mark = |slab: &mut Slab<i32>, k| assert!(slab.get_mut_vouched(k, |_| true).unwrap().1);
+        assert!(!marked(&mut slab, a), "a new value carries no mark");
+        mark(&mut slab, a);
+        assert!(marked(&mut slab, a));
+        // Reading, and changes vouched to keep what was checked, keep it.
+        let _ = slab.get(b);
+        *slab.get_mut_keeping_marks(b).unwrap() += 1;
+        assert!(marked(&mut slab, a));
+        // Anything else voids every mark, on any value.
+        let voiders: [fn(&mut Slab<i32>, SlotKey, SlotKey); 4] = [
+            |s, _, b| *s.get_mut(b).unwrap() += 1,
+            |s, _, _| {
+                s.insert(7).unwrap();
+            },
+            |s, _, b| {
+                s.remove(b).unwrap();
+            },
+            |s, _, _| s.void_marks(),
+        ];
+        for (i, void) in voiders.iter().enumerate() {
+            mark(&mut slab, a);
+            void(&mut slab, a, b);
+            assert!(!marked(&mut slab, a), "change {i} kept the mark");
+        }
+        // A stale key reaches nothing, marked or not.
+        assert!(slab.get_mut_vouched(b, |_| true).is_none());
+    }
+
+    #[test]
+    fn marks_survive_no_epoch_wrap_around() {
+        let mut slab = Slab::new();
+        let a = slab.insert(0).unwrap();
+        assert!(slab.get_mut_vouched(a, |_| true).unwrap().1);
+        let marked_at = slab.epoch;
+        // 2^32 voids later the epoch is back where the mark was made: the
+        // wrap clears the marks instead.
+        slab.epoch = u32::MAX;
+        slab.void_marks();
+        assert_eq!(slab.epoch, 1);
+        for _ in 1..marked_at {
+            slab.void_marks();
+        }
+        assert_eq!(slab.epoch, marked_at);
+        assert!(!slab.get_mut_vouched(a, |_| false).unwrap().1);
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! would change nothing and the event is done. (A callback that did touch
 //! it costs one more lookup to see whether it is still quiet.)
 //!
+//! Whether it applies is a dozen tests of the entry; a connection that
+//! passed them keeps a *mark* in the connection table (see
+//! `actors::slab`'s "Marks") until anything reaches any entry mutably —
+//! every path but this one and a write straight through — so a busy
+//! connection pays for the tests only after something changed.
+//!
 //! Owns only that shortcut: every other case (and every outcome of the
 //! callback that leaves something to do) goes through the general path in
 //! `io.rs` and `settle.rs`, which must stay able to handle everything this
@@ -20,9 +26,11 @@
 use std::io;
 use std::os::fd::AsFd;
 
+use super::entry::ConnEntry;
+use super::entry::LoopRef;
 use super::io::Before;
 use super::settle::{quiet, still_quiet};
-use super::{guarded, loop_ref, EventLoop};
+use super::{guarded, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::conn::Conn;
 use crate::handler::EventHandler;
@@ -33,30 +41,27 @@ impl<H: EventHandler> EventLoop<H> {
     /// Handles an input-only readiness event of `key` if the fast path
     /// applies (see the module doc); `false`: it does not, and nothing was
     /// done (the caller takes the general path).
+    ///
+    /// `lp`: the turn's [`LoopRef`] (made once per turn, not per event).
     #[inline]
-    pub(super) fn read_fast(&mut self, key: SlotKey) -> bool {
+    pub(super) fn read_fast(&mut self, key: SlotKey, lp: &LoopRef<'_>) -> bool {
         if self.drain_deadline.is_some() {
             return false;
         }
         let edge = self.settings.edge_triggered;
-        let Some(entry) = self.conns.get_mut(key) else {
+        let quiet_timeouts = self.settings.quiet_timeouts;
+        let fits = |e: &ConnEntry<H::State>| fast_path_fits(e, edge, quiet_timeouts);
+        // A connection that fitted at its last event and that nothing has
+        // reached mutably since (but writes straight through) still fits:
+        // its mark says so without the dozen tests.
+        let Some((entry, fit)) = self.conns.get_mut_vouched(key, fits) else {
             return true; // an event for a connection closed earlier this turn
         };
-        // Quiet: open both ways, no leftover (the input is what arrives
-        // now), nothing queued, no pause, pressure, budget hold, TLS or
-        // per-connection settings (so no relay link blocks the reading).
-        // Timeouts: none applies to a quiet connection, or its entry on the
-        // wheel is already there. (A quiet connection's deadlines are the
-        // idle and read timeouts, counted from stamps that reading and
-        // writing only move later: an entry already on the wheel is never
-        // later than they are, and `schedule_timer` would do nothing.)
-        if !quiet(entry, edge)
-            || entry.is_datagram
-            // `quiet` admits an open TLS session (nothing to settle after
-            // its callback), but its input must go through the session.
-            || entry.tls.is_some()
-            || !(self.settings.quiet_timeouts || entry.timer_tick != 0)
-        {
+        debug_assert!(
+            !fit || fits(entry),
+            "a connection changed without voiding the marks"
+        );
+        if !fit {
             return false;
         }
         let got = match self.driver.recv(entry.fd.as_fd()) {
@@ -71,8 +76,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return true;
             }
         };
-        entry.last_read_ms = super::entry::Stamp::at(self.now_ms);
-        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+        entry.last_read_ms = super::entry::Stamp::at(lp.now_ms);
         let n = got.len();
         bump(&lp.counters.bytes_in, n as u64);
         if edge && got.filled(&self.driver) {
@@ -80,7 +84,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let handler = &mut self.handler;
         let input = self.driver.bytes(&got);
-        let mut conn = Conn::new(input, &mut self.conns, key, &lp);
+        let mut conn = Conn::new(input, &mut self.conns, key, lp);
         let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
         let own_changed = conn.own_changed();
         let (consumed, side) = conn.finish();
@@ -97,7 +101,8 @@ impl<H: EventHandler> EventLoop<H> {
                 true
             };
             if quiet_now {
-                // Read and wrote through: settling would change nothing.
+                // Read and wrote through: settling would change nothing
+                // (and its mark, if it has one, stays valid).
                 // (`side` is `None`: forgetting it saves a drop call.)
                 std::mem::forget(side);
                 self.driver.release(got);
@@ -105,7 +110,8 @@ impl<H: EventHandler> EventLoop<H> {
             }
         }
         // Something to do: what it left unread is kept, then the general
-        // path settles it.
+        // path settles it. (A change the marks did not see: void them.)
+        self.conns.void_marks();
         if consumed < n {
             let rest = input[consumed..].to_vec();
             self.driver.release(got);
@@ -120,4 +126,23 @@ impl<H: EventHandler> EventLoop<H> {
         self.after_traffic(key, action, side, before);
         true
     }
+}
+
+/// Whether an input event of `entry` can take the fast path: it is
+/// [`quiet`] (open both ways, no leftover (the input is what arrives now),
+/// nothing queued, no pause, pressure, budget hold or per-connection
+/// settings, so no relay link blocks the reading), a stream without TLS,
+/// and no timeout applies to it, or its entry on the wheel is already
+/// there. (A quiet connection's deadlines are the idle and read timeouts,
+/// counted from stamps that reading and writing only move later: an entry
+/// already on the wheel is never later than they are, and `schedule_timer`
+/// would do nothing.)
+#[inline(always)]
+fn fast_path_fits<S>(entry: &ConnEntry<S>, edge: bool, quiet_timeouts: bool) -> bool {
+    quiet(entry, edge)
+        && !entry.is_datagram
+        // `quiet` admits an open TLS session (nothing to settle after its
+        // callback), but its input must go through the session.
+        && entry.tls.is_none()
+        && (quiet_timeouts || entry.timer_tick != 0)
 }

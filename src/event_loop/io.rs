@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use super::driver::Received;
-use super::entry::{ConnEntry, Flushed, Phase, Pressure, ReadSide, Stamp};
+use super::entry::{ConnEntry, Flushed, LoopRef, Phase, Pressure, ReadSide, Stamp};
 use super::{guarded, handler_panicked, loop_ref, EventLoop, Outcome};
 use crate::actors::slab::SlotKey;
 use crate::budget::LoopBudget;
@@ -38,15 +38,17 @@ pub(super) enum Fresh {
 }
 
 impl<H: EventHandler> EventLoop<H> {
-    pub(super) fn on_io(&mut self, key: SlotKey, event: &Event) {
-        // (Bitwise: one test of the flags instead of a branch per flag.)
-        if event.readable & !(event.error | event.hangup) {
+    /// A readiness event of connection `key`; `lp` is the turn's
+    /// [`LoopRef`].
+    pub(super) fn on_io(&mut self, key: SlotKey, event: &Event, lp: &LoopRef<'_>) {
+        // (Masks of epoll's own flags word: no branch per flag.)
+        if event.plain_input() {
             // The common event, input: the fast path if it applies (also
             // when writable: a quiet connection has nothing to flush).
-            if self.read_fast(key) {
+            if self.read_fast(key, lp) {
                 return;
             }
-            if !event.writable {
+            if !event.writable() {
                 // Input alone: `read_input` makes the checks below with its
                 // own lookup of the entry (one, not two).
                 self.read_input(key, true);
@@ -58,7 +60,7 @@ impl<H: EventHandler> EventLoop<H> {
         };
         match entry.phase {
             Phase::Connecting(_) => {
-                if event.writable || event.error || event.hangup {
+                if event.writable() || event.error() || event.hangup() {
                     self.finish_connect(key);
                 }
                 return;
@@ -69,7 +71,7 @@ impl<H: EventHandler> EventLoop<H> {
             }
             _ => {}
         }
-        if event.error {
+        if event.error() {
             let reason = match socket::take_error(entry.fd.as_fd()) {
                 Ok(Some(e)) => CloseReason::from_io(e),
                 Ok(None) => CloseReason::Error(io::Error::other("socket error")),
@@ -79,14 +81,14 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         let read_closed = entry.read_closed();
-        if event.writable && !self.flush(key) {
+        if event.writable() && !self.flush(key) {
             return;
         }
-        if (event.readable || event.read_closed) && !read_closed {
+        if (event.readable() || event.read_closed()) && !read_closed {
             self.read(key);
             return;
         }
-        if event.hangup {
+        if event.hangup() {
             // Both directions are gone: nothing queued can be delivered.
             let queued = self.conns.get(key).is_some_and(|e| !e.outbound.is_empty());
             let reason = if queued {

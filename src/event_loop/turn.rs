@@ -5,9 +5,10 @@
 //! Owns only the order of the steps of a turn; each step lives in its own
 //! file. Must never block anywhere but in the poller's wait.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{guarded, EventLoop, LoopToken, BUDGET_RETRY, OVERFLOW_RETRY, TRIM_EVERY};
+use super::{guarded, loop_ref, EventLoop, LoopToken, BUDGET_RETRY, OVERFLOW_RETRY, TRIM_EVERY};
 use crate::error::{Error, Result};
 use crate::handler::EventHandler;
 use crate::reason::{Action, CloseReason};
@@ -114,9 +115,14 @@ impl<H: EventHandler> EventLoop<H> {
 
     pub(super) fn process_events(&mut self) {
         let ready = std::mem::take(&mut self.ready);
+        // What a callback's `Conn` needs from the loop, made once per turn
+        // (the clock is the turn's): its own handle on the engine keeps it
+        // apart from the loop, which every event borrows mutably.
+        let engine = Arc::clone(&self.engine);
+        let lp = loop_ref(self.index, &self.settings, &engine, self.now_ms);
         for event in &ready {
-            match LoopToken::decode(event.token) {
-                LoopToken::Conn(key) => self.on_io(key, event),
+            match LoopToken::decode(event.token()) {
+                LoopToken::Conn(key) => self.on_io(key, event, &lp),
                 LoopToken::Doorbell => {
                     if self.mailbox.doorbell().needs_drain() {
                         let _ = self.mailbox.doorbell().drain();

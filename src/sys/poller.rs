@@ -8,11 +8,11 @@
 //! told to.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::libc;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 /// The caller's name for a registered descriptor, handed back in every
 /// [`Event`] about it.
@@ -147,23 +147,54 @@ impl Poller {
     /// `i32::MAX` ms; the caller re-waits if it wanted longer. A wait
     /// interrupted by a signal returns `Ok(0)`.
     pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
-        events.len = 0;
+        events.buf.clear();
+        self.wait_into(&mut events.buf, events.cap, timeout)
+    }
+
+    /// [`wait`](Self::wait), appending at most `max` events to `ready` as
+    /// the kernel wrote them (no copy, no translation: an event loop reads
+    /// its events where `epoll_wait` put them).
+    #[allow(unsafe_code)] // epoll_wait(2) into the vector's spare capacity
+    pub(crate) fn wait_into(
+        &self,
+        ready: &mut Vec<Event>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
         let timeout = match timeout {
-            None => EpollTimeout::NONE,
-            Some(t) => {
-                let ms = ceil_millis(t).min(i32::MAX as u128) as i32;
-                EpollTimeout::try_from(ms)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+            None => -1,
+            Some(t) => ceil_millis(t).min(i32::MAX as u128) as i32,
+        };
+        // epoll_wait takes the count as a C int, and refuses 0.
+        let max = max.clamp(1, i32::MAX as usize);
+        ready.reserve(max);
+        let spare = ready.spare_capacity_mut();
+        // SAFETY: `Event` is `repr(transparent)` over `epoll_event`, so the
+        // spare capacity is room for `max` (reserved above) `epoll_event`s;
+        // the kernel writes at most `max` of them, and nothing else touches
+        // the vector while it does. `self.epoll` is an open epoll descriptor.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.0.as_raw_fd(),
+                spare.as_mut_ptr().cast::<libc::epoll_event>(),
+                max as libc::c_int,
+                timeout,
+            )
+        };
+        let n = match usize::try_from(n) {
+            Ok(n) => n,
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EINTR) => Ok(0),
+                    _ => Err(e),
+                };
             }
         };
-        match self.epoll.wait(&mut events.buf, timeout) {
-            Ok(n) => {
-                events.len = n;
-                Ok(n)
-            }
-            Err(Errno::EINTR) => Ok(0),
-            Err(e) => Err(e.into()),
-        }
+        // SAFETY: the kernel initialised the first `n` (≤ `max`) entries of
+        // the spare capacity, each a valid `Event` (any bit pattern is).
+        unsafe { ready.set_len(ready.len() + n) };
+        Ok(n)
     }
 }
 
@@ -181,8 +212,9 @@ fn ceil_millis(t: Duration) -> u128 {
 
 /// A reusable buffer for the events of one [`Poller::wait`].
 pub(crate) struct Events {
-    buf: Vec<EpollEvent>,
-    len: usize,
+    buf: Vec<Event>,
+    /// The most events one wait returns.
+    cap: usize,
 }
 
 impl Events {
@@ -192,31 +224,32 @@ impl Events {
         // epoll_wait takes the count as a C int.
         let n = n.clamp(1, i32::MAX as usize);
         Events {
-            buf: vec![EpollEvent::empty(); n],
-            len: 0,
+            buf: Vec::with_capacity(n),
+            cap: n,
         }
     }
 
+    #[cfg(test)] // used by this layer's tests only
     /// How many events one wait can return.
     pub(crate) fn capacity(&self) -> usize {
-        self.buf.len()
+        self.cap
     }
 
     #[cfg(test)] // used by this layer's tests only
     /// How many events the last wait returned.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.buf.len()
     }
 
     #[cfg(test)] // used by this layer's tests only
     /// Whether the last wait returned nothing.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.buf.is_empty()
     }
 
     /// The events of the last wait.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Event> + '_ {
-        self.buf[..self.len].iter().map(Event::from_epoll)
+        self.buf.iter().copied()
     }
 }
 
@@ -226,35 +259,98 @@ impl std::fmt::Debug for Events {
     }
 }
 
-/// One readiness report.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Event {
-    /// The token the descriptor was registered under.
-    pub(crate) token: Token,
-    /// Input is available (`EPOLLIN` or `EPOLLPRI`).
-    pub(crate) readable: bool,
-    /// Output would not block (`EPOLLOUT`).
-    pub(crate) writable: bool,
-    /// The peer will send nothing more (`EPOLLRDHUP` or `EPOLLHUP`); reads
-    /// drain what is buffered and then return 0.
-    pub(crate) read_closed: bool,
-    /// Both directions are closed (`EPOLLHUP`).
-    pub(crate) hangup: bool,
-    /// An error is pending (`EPOLLERR`); fetch it with `socket::take_error`.
-    pub(crate) error: bool,
-}
+/// One readiness report: epoll's own record (the kernel writes it straight
+/// into the caller's buffer, see [`Poller::wait_into`]), read through
+/// masks of its flags word rather than translated per event.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct Event(libc::epoll_event);
 
 impl Event {
-    fn from_epoll(raw: &EpollEvent) -> Event {
-        let flags = raw.events();
-        Event {
-            token: raw.data(),
-            readable: flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLPRI),
-            writable: flags.contains(EpollFlags::EPOLLOUT),
-            read_closed: flags.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP),
-            hangup: flags.contains(EpollFlags::EPOLLHUP),
-            error: flags.contains(EpollFlags::EPOLLERR),
-        }
+    /// Input is available.
+    pub(crate) const READABLE: u32 = libc::EPOLLIN as u32;
+    /// Output would not block.
+    pub(crate) const WRITABLE: u32 = libc::EPOLLOUT as u32;
+    /// An error is pending.
+    pub(crate) const ERROR: u32 = libc::EPOLLERR as u32;
+    const INPUT: u32 = (libc::EPOLLIN | libc::EPOLLPRI) as u32;
+    const HANGUP: u32 = libc::EPOLLHUP as u32;
+    const READ_CLOSED: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32;
+
+    /// An event made by a driver rather than by epoll (a completion): its
+    /// `flags` are `READABLE`, `WRITABLE` and `ERROR` or'ed together.
+    pub(crate) const fn new(token: Token, flags: u32) -> Event {
+        Event(libc::epoll_event {
+            events: flags,
+            u64: token,
+        })
+    }
+
+    /// The token the descriptor was registered under.
+    #[inline(always)]
+    pub(crate) fn token(&self) -> Token {
+        self.0.u64
+    }
+
+    /// Input is available (`EPOLLIN` or `EPOLLPRI`).
+    #[inline(always)]
+    pub(crate) fn readable(&self) -> bool {
+        self.flags() & Self::INPUT != 0
+    }
+
+    /// Input, and neither an error nor a hang-up: the commonest event,
+    /// told by one test of the flags.
+    #[inline(always)]
+    pub(crate) fn plain_input(&self) -> bool {
+        // `INPUT` is the two lowest bits, below `ERROR` and `HANGUP`: the
+        // three masked together are 1..=INPUT exactly when some input bit
+        // and neither of the others is set (one compare, see the test).
+        const _: () = assert!(Event::INPUT == 0b11 && Event::ERROR > 0b11 && Event::HANGUP > 0b11);
+        let masked = self.flags() & (Self::INPUT | Self::ERROR | Self::HANGUP);
+        masked.wrapping_sub(1) < Self::INPUT
+    }
+
+    /// Output would not block (`EPOLLOUT`).
+    #[inline(always)]
+    pub(crate) fn writable(&self) -> bool {
+        self.flags() & Self::WRITABLE != 0
+    }
+
+    /// The peer will send nothing more (`EPOLLRDHUP` or `EPOLLHUP`); reads
+    /// drain what is buffered and then return 0.
+    #[inline(always)]
+    pub(crate) fn read_closed(&self) -> bool {
+        self.flags() & Self::READ_CLOSED != 0
+    }
+
+    /// Both directions are closed (`EPOLLHUP`).
+    #[inline(always)]
+    pub(crate) fn hangup(&self) -> bool {
+        self.flags() & Self::HANGUP != 0
+    }
+
+    /// An error is pending (`EPOLLERR`); fetch it with `socket::take_error`.
+    #[inline(always)]
+    pub(crate) fn error(&self) -> bool {
+        self.flags() & Self::ERROR != 0
+    }
+
+    #[inline(always)]
+    fn flags(&self) -> u32 {
+        self.0.events
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("token", &self.token())
+            .field("readable", &self.readable())
+            .field("writable", &self.writable())
+            .field("read_closed", &self.read_closed())
+            .field("hangup", &self.hangup())
+            .field("error", &self.error())
+            .finish()
     }
 }
 
@@ -263,6 +359,7 @@ mod tests {
     use super::*;
     use crate::sys::io as sysio;
     use crate::sys::testutil::{tcp_pair, BOUND};
+    use nix::errno::Errno;
     use std::time::Instant;
 
     /// Waits (bounded) until an event for `token` arrives and returns it.
@@ -273,7 +370,7 @@ mod tests {
             poller
                 .wait(&mut events, Some(Duration::from_millis(100)))
                 .unwrap();
-            if let Some(ev) = events.iter().find(|e| e.token == token) {
+            if let Some(ev) = events.iter().find(|e| e.token() == token) {
                 return ev;
             }
         }
@@ -336,10 +433,10 @@ mod tests {
         poller.add(server.as_fd(), 42, Interest::READABLE).unwrap();
         sysio::write(client.as_fd(), b"hello").unwrap();
         let ev = wait_for(&poller, 42);
-        assert!(ev.readable);
-        assert!(!ev.writable);
-        assert!(!ev.error);
-        assert!(!ev.read_closed);
+        assert!(ev.readable());
+        assert!(!ev.writable());
+        assert!(!ev.error());
+        assert!(!ev.read_closed());
     }
 
     #[test]
@@ -350,13 +447,13 @@ mod tests {
         let level = Poller::new().unwrap();
         level.add(server.as_fd(), 1, Interest::READABLE).unwrap();
         // Not reading: level-triggered keeps reporting.
-        assert!(wait_for(&level, 1).readable);
-        assert!(wait_for(&level, 1).readable);
+        assert!(wait_for(&level, 1).readable());
+        assert!(wait_for(&level, 1).readable());
 
         let edge = Poller::new().unwrap();
         edge.add(server.as_fd(), 2, Interest::READABLE.edge_triggered())
             .unwrap();
-        assert!(wait_for(&edge, 2).readable);
+        assert!(wait_for(&edge, 2).readable());
         // Same unread data, no new edge: nothing more.
         let mut events = Events::with_capacity(4);
         assert_eq!(
@@ -366,11 +463,11 @@ mod tests {
         );
         // New data is a new edge.
         sysio::write(client.as_fd(), b"more").unwrap();
-        assert!(wait_for(&edge, 2).readable);
+        assert!(wait_for(&edge, 2).readable());
         // Re-arming through modify reports the present readiness again.
         edge.modify(server.as_fd(), 3, Interest::READABLE.edge_triggered())
             .unwrap();
-        assert!(wait_for(&edge, 3).readable);
+        assert!(wait_for(&edge, 3).readable());
     }
 
     #[test]
@@ -386,8 +483,8 @@ mod tests {
             .modify(server.as_fd(), 8, Interest::WRITABLE)
             .unwrap();
         let ev = wait_for(&poller, 8);
-        assert!(ev.writable);
-        assert!(!ev.readable);
+        assert!(ev.writable());
+        assert!(!ev.readable());
 
         poller.delete(server.as_fd()).unwrap();
         assert_eq!(
@@ -414,13 +511,96 @@ mod tests {
     }
 
     #[test]
+    fn event_masks_read_epolls_flags() {
+        let flags = |f: libc::c_int| Event::new(9, f as u32);
+        let input = flags(libc::EPOLLIN);
+        assert_eq!(input.token(), 9);
+        assert!(input.readable() && input.plain_input());
+        assert!(!input.writable() && !input.error() && !input.hangup() && !input.read_closed());
+        // Urgent data is input too; writability does not spoil plain input.
+        assert!(flags(libc::EPOLLPRI).readable() && flags(libc::EPOLLPRI).plain_input());
+        assert!(flags(libc::EPOLLIN | libc::EPOLLOUT).plain_input());
+        // An error or a hang-up beside the input: not the plain case.
+        assert!(!flags(libc::EPOLLIN | libc::EPOLLERR).plain_input());
+        assert!(!flags(libc::EPOLLIN | libc::EPOLLHUP).plain_input());
+        assert!(!flags(libc::EPOLLOUT).plain_input());
+        // The peer's end of stream alone is input (read to 0), with a flag.
+        let rdhup = flags(libc::EPOLLIN | libc::EPOLLRDHUP);
+        assert!(rdhup.plain_input() && rdhup.read_closed() && !rdhup.hangup());
+        let hup = flags(libc::EPOLLHUP);
+        assert!(hup.hangup() && hup.read_closed() && !hup.readable());
+        let err = flags(libc::EPOLLERR | libc::EPOLLOUT);
+        assert!(err.error() && err.writable() && !err.plain_input());
+        // What the io_uring driver makes.
+        assert!(Event::new(1, Event::WRITABLE | Event::ERROR).error());
+        assert!(Event::new(1, Event::READABLE).plain_input());
+        // Every combination of the bits `plain_input` reads, against its
+        // definition.
+        let bits = [
+            libc::EPOLLIN,
+            libc::EPOLLPRI,
+            libc::EPOLLOUT,
+            libc::EPOLLERR,
+            libc::EPOLLHUP,
+            libc::EPOLLRDHUP,
+        ];
+        for set in 0..1u32 << bits.len() {
+            let f = (0..bits.len())
+                .filter(|i| set & (1 << i) != 0)
+                .fold(0, |f, i| f | bits[i]);
+            let e = flags(f);
+            assert_eq!(
+                e.plain_input(),
+                e.readable() && !e.error() && !e.hangup(),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wait_into_appends_at_most_max() {
+        let poller = Poller::new().unwrap();
+        let (c1, s1) = tcp_pair();
+        let (c2, s2) = tcp_pair();
+        poller.add(s1.as_fd(), 1, Interest::READABLE).unwrap();
+        poller.add(s2.as_fd(), 2, Interest::READABLE).unwrap();
+        sysio::write(c1.as_fd(), b"a").unwrap();
+        sysio::write(c2.as_fd(), b"b").unwrap();
+        let mut ready = vec![Event::new(77, 0)];
+        let deadline = Instant::now() + BOUND;
+        // Level-triggered: both stay ready; one per call, appended.
+        while ready.len() < 3 && Instant::now() < deadline {
+            let n = poller
+                .wait_into(&mut ready, 1, Some(Duration::from_millis(100)))
+                .unwrap();
+            assert!(n <= 1);
+        }
+        assert_eq!(ready.len(), 3);
+        assert_eq!(ready[0].token(), 77, "what was there stays");
+        assert!(ready[1..]
+            .iter()
+            .all(|e| e.readable() && [1, 2].contains(&e.token())));
+        // A wait that finds nothing appends nothing.
+        let (_c3, s3) = tcp_pair();
+        let quiet = Poller::new().unwrap();
+        quiet.add(s3.as_fd(), 3, Interest::READABLE).unwrap();
+        assert_eq!(
+            quiet
+                .wait_into(&mut ready, 8, Some(Duration::ZERO))
+                .unwrap(),
+            0
+        );
+        assert_eq!(ready.len(), 3);
+    }
+
+    #[test]
     fn peer_close_reports_read_closed() {
         let poller = Poller::new().unwrap();
         let (client, server) = tcp_pair();
         poller.add(server.as_fd(), 5, Interest::READABLE).unwrap();
         drop(client);
         let ev = wait_for(&poller, 5);
-        assert!(ev.read_closed);
+        assert!(ev.read_closed());
         let mut buf = [0u8; 8];
         assert_eq!(sysio::read(server.as_fd(), &mut buf).unwrap(), 0);
     }

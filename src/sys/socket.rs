@@ -434,8 +434,8 @@ mod tests {
         let (client, connected) = tcp_connect(addr).unwrap();
         if !connected {
             let ev = wait_writable(&client);
-            assert!(ev.writable);
-            assert!(!ev.error);
+            assert!(ev.writable());
+            assert!(!ev.error());
         }
         assert!(take_error(client.as_fd()).unwrap().is_none());
 
@@ -465,7 +465,7 @@ mod tests {
             Ok((fd, true)) => panic!("connected to a closed port: {fd:?}"),
             Ok((fd, false)) => {
                 let ev = wait_writable(&fd);
-                assert!(ev.error || ev.hangup, "{ev:?}");
+                assert!(ev.error() || ev.hangup(), "{ev:?}");
                 let err = take_error(fd.as_fd()).unwrap().expect("a pending error");
                 assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
                 // Taking it cleared it.

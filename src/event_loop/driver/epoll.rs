@@ -4,7 +4,9 @@
 //! readiness), which is why it has no receive of its own: receiving into
 //! the loop's buffer is [`super::Driver`]'s, shared by both drivers.
 //!
-//! Owns the epoll descriptor and its event buffer; never interprets tokens.
+//! Owns the epoll descriptor and how many events one wait collects; the
+//! kernel writes them straight into the loop's `ready` list. Never
+//! interprets tokens.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use super::super::token::LoopToken;
 use crate::actors::Doorbell;
-use crate::sys::poller::{Event, Events, Interest, Poller};
+use crate::sys::poller::{Event, Interest, Poller};
 
 /// Fewest and most events one wait collects (the buffer grows when full).
 const MIN_EVENTS: usize = 128;
@@ -20,14 +22,15 @@ const MAX_EVENTS: usize = 4096;
 
 pub(crate) struct Readiness {
     poller: Poller,
-    events: Events,
+    /// The most events the next wait collects.
+    batch: usize,
 }
 
 impl Readiness {
     pub(crate) fn new() -> io::Result<Readiness> {
         Ok(Readiness {
             poller: Poller::new()?,
-            events: Events::with_capacity(MIN_EVENTS),
+            batch: MIN_EVENTS,
         })
     }
 
@@ -73,13 +76,10 @@ impl Readiness {
         ready: &mut Vec<Event>,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
-        self.poller.wait(&mut self.events, timeout)?;
-        let before = ready.len();
-        ready.extend(self.events.iter());
-        let got = ready.len() - before;
-        if got == self.events.capacity() && got < MAX_EVENTS {
+        let got = self.poller.wait_into(ready, self.batch, timeout)?;
+        if got == self.batch && got < MAX_EVENTS {
             // A full batch: collect more per wait from now on.
-            self.events = Events::with_capacity(got * 2);
+            self.batch = got * 2;
         }
         Ok(())
     }

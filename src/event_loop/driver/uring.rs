@@ -728,10 +728,7 @@ impl Completion {
         // until the loop has taken them (it takes a bounded batch per event).
         for l in &self.listeners {
             if l.wanted && !l.accepted.is_empty() {
-                ready.push(Event {
-                    token: l.token,
-                    ..readable(LoopToken::Doorbell)
-                });
+                ready.push(Event::new(l.token, Event::READABLE));
             }
         }
         // One readable event per stashed completion of every source the
@@ -792,14 +789,8 @@ const SEND_GRACE: Duration = Duration::from_micros(100);
 /// A send completed (`failed`: with an error): the loop takes the bytes
 /// off the connection's queue (or closes it).
 fn sent_event(token: Token, failed: bool) -> Event {
-    Event {
-        token,
-        readable: false,
-        writable: true,
-        read_closed: false,
-        hangup: false,
-        error: failed,
-    }
+    let error = if failed { Event::ERROR } else { 0 };
+    Event::new(token, Event::WRITABLE | error)
 }
 
 fn readable(token: LoopToken) -> Event {
@@ -807,14 +798,7 @@ fn readable(token: LoopToken) -> Event {
 }
 
 fn readable_token(token: Token) -> Event {
-    Event {
-        token,
-        readable: true,
-        writable: false,
-        read_closed: false,
-        hangup: false,
-        error: false,
-    }
+    Event::new(token, Event::READABLE)
 }
 
 #[cfg(test)]
