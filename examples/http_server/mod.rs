@@ -652,6 +652,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Status> {
 /// Returns its length and the request; `None` if the head is not complete
 /// yet or not valid (then [`head_end`] and [`parse_head`] say which, and
 /// how far the search got).
+#[inline(always)] // into the handler's loop: no copy of the request out and in
 pub fn parse_complete_head(buf: &[u8]) -> Option<(usize, Request<'_>)> {
     match scan_head(buf) {
         Scan::Complete(len, req) => Some((len, req)),
@@ -663,6 +664,7 @@ pub fn parse_complete_head(buf: &[u8]) -> Option<(usize, Request<'_>)> {
 /// looked at once, by the check that validates it, and the same checks find
 /// the ends of lines (a header value's run of printable bytes stops at its
 /// `\r`), so there is no separate search for line ends.
+#[inline(always)]
 fn scan_head(buf: &[u8]) -> Scan<'_> {
     use Scan::{Invalid, Partial};
     let bad = Invalid(Status::BadRequest);
@@ -771,7 +773,11 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
             _ => return bad,
         };
         rest = next;
-        let value = trim_ows(value);
+        // (Leading white space is already skipped.)
+        let mut value = value;
+        while let [rest @ .., b' ' | b'\t'] = value {
+            value = rest;
+        }
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => hosts += 1,
             10 if name.eq_ignore_ascii_case(b"connection") => {
