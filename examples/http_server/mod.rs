@@ -736,8 +736,10 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
     let mut transfer_encoding = false;
     loop {
         // A blank line ends the head; a line starting with white space is
-        // obsolete line folding.
+        // obsolete line folding. (A field name starts above the space: one
+        // test passes the common line.)
         match rest {
+            [first, ..] if *first > b' ' => {}
             [] | [b'\r'] => return Partial,
             [b'\n', ..] => {
                 rest = &rest[1..];
@@ -747,8 +749,7 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
                 rest = &rest[2..];
                 break;
             }
-            [b' ' | b'\t' | b'\r', ..] => return bad,
-            _ => {}
+            _ => return bad,
         }
         // field-name ":" OWS field-value OWS (the name is a token run).
         let (name, after) = rest.split_at(class_run(rest, TCHAR));
@@ -757,8 +758,14 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
             [b':', after @ ..] if !name.is_empty() => after,
             _ => return bad,
         };
-        while let [b' ' | b'\t', more @ ..] = after {
-            after = more;
+        // Commonly one space, then the value.
+        match after {
+            [b' ', next, ..] if *next > b' ' => after = &after[1..],
+            _ => {
+                while let [b' ' | b'\t', more @ ..] = after {
+                    after = more;
+                }
+            }
         }
         // Printable ASCII and spaces (the common value) at eight bytes a
         // step; tabs and obs-text through the table. The first other byte
