@@ -667,7 +667,7 @@ pub fn parse_complete_head(buf: &[u8]) -> Option<(usize, Request<'_>)> {
 #[inline(always)]
 fn scan_head(buf: &[u8]) -> Scan<'_> {
     use Scan::{Invalid, Partial};
-    let bad = Invalid(Status::BadRequest);
+    const BAD: Scan<'static> = Invalid(Status::BadRequest);
     // method SP request-target SP HTTP-version: each part is the run of
     // its byte class, checked and delimited in one pass (a part that is
     // empty or not followed by its space is malformed).
@@ -678,7 +678,7 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
         match after {
             [] => return Partial,
             [b' ', after @ ..] if !method.is_empty() => (method, after),
-            _ => return bad,
+            _ => return BAD,
         }
     };
     // The target, noting where its query starts on the way.
@@ -691,7 +691,7 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
     let version = match version {
         [] => return Partial,
         [b' ', version @ ..] if !target.is_empty() => version,
-        _ => return bad,
+        _ => return BAD,
     };
     if target.len() > MAX_URI {
         return Invalid(Status::UriTooLong);
@@ -711,7 +711,7 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
             {
                 return Invalid(Status::VersionNotSupported)
             }
-            _ => return bad,
+            _ => return BAD,
         };
         (minor, &version[nl + 1..])
     };
@@ -749,14 +749,14 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
                 rest = &rest[2..];
                 break;
             }
-            _ => return bad,
+            _ => return BAD,
         }
         // field-name ":" OWS field-value OWS (the name is a token run).
         let (name, after) = rest.split_at(class_run(rest, TCHAR));
         let mut after = match after {
             [] => return Partial,
             [b':', after @ ..] if !name.is_empty() => after,
-            _ => return bad,
+            _ => return BAD,
         };
         // Commonly one space, then the value.
         match after {
@@ -771,13 +771,14 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
         // step; tabs and obs-text through the table. The first other byte
         // must end the line.
         let mut len = run_within(after, 0x20, 0x7e);
-        if matches!(after.get(len), Some(&b) if b == b'\t' || b >= 0x80) {
-            len += class_run(&after[len..], FIELD);
-        }
-        let (value, next) = match &after[len..] {
-            [b'\n', next @ ..] | [b'\r', b'\n', next @ ..] => (&after[..len], next),
-            [] | [b'\r'] => return Partial,
-            _ => return bad,
+        let (value, next) = loop {
+            match &after[len..] {
+                [b'\r', b'\n', next @ ..] | [b'\n', next @ ..] => break (&after[..len], next),
+                [] | [b'\r'] => return Partial,
+                // (At most once: the run through the table stops at neither.)
+                [b, ..] if *b == b'\t' || *b >= 0x80 => len += class_run(&after[len..], FIELD),
+                _ => return BAD,
+            }
         };
         rest = next;
         // (Leading white space is already skipped.)
@@ -795,10 +796,10 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 let Some(n) = parse_length(value) else {
-                    return bad;
+                    return BAD;
                 };
                 if content_length.is_some_and(|m| m != n) {
-                    return bad;
+                    return BAD;
                 }
                 content_length = Some(n);
             }
@@ -808,7 +809,7 @@ fn scan_head(buf: &[u8]) -> Scan<'_> {
     }
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
     if hosts > 1 || (minor == 1 && hosts == 0) {
-        return bad;
+        return BAD;
     }
     if transfer_encoding {
         // With Content-Length too it is a smuggling attempt (§6.3); in 1.0 it
