@@ -203,6 +203,23 @@ fn edge_triggered_mode_answers_large_batches_and_trickles() {
     server.stop();
 }
 
+/// The example binary takes `--edge-triggered` and serves pipelined
+/// requests in that mode.
+#[test]
+fn the_example_binary_runs_edge_triggered() {
+    let server = example::Example::start(
+        "http",
+        &["tcp://127.0.0.1:0", "--loops", "1", "--edge-triggered"],
+    );
+    let mut client = Client::connect(server.addr);
+    let batch: Vec<u8> = (0..100).flat_map(|_| get("/plaintext")).collect();
+    client.send(&batch);
+    for _ in 0..100 {
+        check_ok(&client.response(false).expect("a response"), false);
+    }
+    assert!(server.stop().success());
+}
+
 #[test]
 fn requests_split_at_every_byte() {
     let server = start(2);
