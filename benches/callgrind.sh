@@ -10,6 +10,8 @@
 #                                            # pipelined requests per write (default 1)
 #   CG_RUNS=2 benches/callgrind.sh echo      # runs per server (default 1), alternated
 #   CG_KEEP=DIR benches/callgrind.sh …       # keep the callgrind dumps in DIR
+#   CG_HTTP=PATH benches/callgrind.sh http 16 # another build of examples/http as
+#                                            # `ringloop` (an A/B of two commits)
 #
 # Each server runs under valgrind --tool=callgrind; the load starts, the
 # counters are zeroed after 2.5 s of warm-up and dumped 3.5–4 s later. The
@@ -63,7 +65,7 @@ server_cmd() { # NAME
         echo:ringloop) echo "$bin/examples/echo tcp://127.0.0.1:0 --loops 1" ;;
         echo:tokio) echo "$harness serve tokio tcp://127.0.0.1:0 --current-thread" ;;
         echo:epoll) echo "$harness serve epoll tcp://127.0.0.1:0" ;;
-        http:ringloop) echo "$bin/examples/http tcp://127.0.0.1:0 --loops 1" ;;
+        http:ringloop) echo "${CG_HTTP:-$bin/examples/http} tcp://127.0.0.1:0 --loops 1" ;;
         http:tokio) echo "$harness serve tokio-http tcp://127.0.0.1:0 --threads 1" ;;
     esac
 }

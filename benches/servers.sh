@@ -8,6 +8,8 @@
 #   benches/servers.sh                  # both, 3 rounds (~9 min)
 #   benches/servers.sh --rounds 3 kv    # only kv, 3 rounds
 #   benches/servers.sh --pin http       # http with every server on CPU 0 and wrk on CPU 1
+#   benches/servers.sh --client harness http   # http driven by the harness's own client
+#                                       # (`harness http-load`, cheaper than wrk) instead of wrk
 # wrk shares the machine's 2 cores with the server: unpinned, the rate can be
 # wrk's rather than the server's (the http report gives both processes' CPU
 # share to tell). --pin gives each its own core, the same for every server,
@@ -28,8 +30,9 @@ while (($#)); do
         --rounds) common+=(--rounds "${2:?--rounds needs a value}"); shift ;;
         --rounds=*) common+=("$1") ;;
         --pin) http_only+=(--pin) ;;
+        --client) http_only+=(--client "${2:?--client needs wrk or harness}"); shift ;;
         http | kv) which+=("$1") ;;
-        *) echo "servers.sh: unknown argument $1 (use --quick, --rounds N, --pin, http, kv)" >&2; exit 2 ;;
+        *) echo "servers.sh: unknown argument $1 (use --quick, --rounds N, --pin, --client wrk|harness, http, kv)" >&2; exit 2 ;;
     esac
     shift
 done

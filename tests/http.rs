@@ -166,6 +166,60 @@ fn pipelined_batches_are_answered_in_order() {
     server.stop();
 }
 
+/// `examples/http --edge-triggered`: the same answers when every read must
+/// drain what the socket holds (batches far larger than one read buffer,
+/// and a request trickled in a byte at a time).
+#[test]
+fn edge_triggered_mode_answers_large_batches_and_trickles() {
+    let server = Running::start(
+        http_server::builder()
+            .listen("tcp://127.0.0.1:0")
+            .loops(1)
+            .edge_triggered(true),
+    );
+    let mut client = Client::connect(server.tcp_addr(0));
+    for n in [1usize, 16, 3000] {
+        let batch: Vec<u8> = (0..n)
+            .flat_map(|i| get(if i % 7 == 3 { "/nope" } else { "/plaintext" }))
+            .collect();
+        client.send(&batch);
+        for i in 0..n {
+            let r = client.response(false).expect("a response");
+            if i % 7 == 3 {
+                assert_eq!(r.status, 404, "batch of {n}, response {i}");
+            } else {
+                check_ok(&r, false);
+            }
+        }
+    }
+    for &b in get("/plaintext").iter() {
+        client.send(&[b]);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    check_ok(
+        &client.response(false).expect("the trickled request"),
+        false,
+    );
+    server.stop();
+}
+
+/// The example binary takes `--edge-triggered` and serves pipelined
+/// requests in that mode.
+#[test]
+fn the_example_binary_runs_edge_triggered() {
+    let server = example::Example::start(
+        "http",
+        &["tcp://127.0.0.1:0", "--loops", "1", "--edge-triggered"],
+    );
+    let mut client = Client::connect(server.addr);
+    let batch: Vec<u8> = (0..100).flat_map(|_| get("/plaintext")).collect();
+    client.send(&batch);
+    for _ in 0..100 {
+        check_ok(&client.response(false).expect("a response"), false);
+    }
+    assert!(server.stop().success());
+}
+
 #[test]
 fn requests_split_at_every_byte() {
     let server = start(2);

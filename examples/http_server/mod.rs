@@ -33,10 +33,14 @@
 //!
 //! # Parsing
 //!
-//! Hand-written and zero-copy over [`Conn::peek`]: the handler looks at
-//! everything buffered for the connection, answers every complete request in
-//! it into one reply buffer, consumes exactly those bytes and leaves the rest
-//! (a partial head) for the next read. A partial head is not rescanned from
+//! Hand-written, one pass and zero-copy over [`Conn::peek`]: each byte of
+//! a head is looked at once, by the check that validates it (method and
+//! field names through a byte-class table, the target and field values
+//! eight bytes a step), and those checks also find where lines end, so
+//! there is no separate search for line ends or for the target's query.
+//! The handler looks at everything buffered for the connection, answers
+//! every complete request in it into one reply buffer, consumes exactly
+//! those bytes and leaves the rest (a partial head) for the next read. A partial head is not rescanned from
 //! its start: the connection's state remembers how far the search for the
 //! blank line got. Request bodies (`Content-Length`) are discarded as they
 //! arrive, so they are never buffered, however large. All the replies of one
@@ -539,6 +543,25 @@ fn run_within(s: &[u8], lo: u8, hi: u8) -> usize {
     .unwrap_or(s.len())
 }
 
+/// [`run_within`], stopping at `stop` too (one more test in the same pass).
+#[inline]
+fn run_within_or(s: &[u8], lo: u8, hi: u8, stop: u8) -> usize {
+    let below = LOW * u64::from(lo);
+    let above = LOW * u64::from(0x7f - hi);
+    let pattern = LOW * u64::from(stop);
+    first_marked(
+        s,
+        |word| {
+            let x = word ^ pattern;
+            (word.wrapping_sub(below) & !word & HIGH)
+                | ((word.wrapping_add(above) | word) & HIGH)
+                | (x.wrapping_sub(LOW) & !x & HIGH)
+        },
+        |b| !(lo..=hi).contains(&b) || b == stop,
+    )
+    .unwrap_or(s.len())
+}
+
 /// Byte classes, so that validating a field costs one table lookup a byte.
 const TCHAR: u8 = 1; // RFC 9110 §5.6.2 token characters
 const VISIBLE: u8 = 2; // VCHAR: allowed in a request target
@@ -585,10 +608,6 @@ const fn classes() -> [u8; 256] {
     table
 }
 
-fn all_in(s: &[u8], class: u8) -> bool {
-    s.iter().all(|&b| CLASSES[usize::from(b)] & class != 0)
-}
-
 /// How many leading bytes of `s` are of `class`.
 fn class_run(s: &[u8], class: u8) -> usize {
     s.iter()
@@ -606,75 +625,107 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// The lines of a complete head (ending with its blank line), each without
-/// its `\n` and an optional `\r` before it.
-struct Lines<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = &'a [u8];
-
-    #[inline]
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let nl = find_byte(self.rest, b'\n')?;
-        let line = &self.rest[..nl];
-        self.rest = &self.rest[nl + 1..];
-        Some(line.strip_suffix(b"\r").unwrap_or(line))
-    }
+/// How a scan of the bytes at the start of a buffer ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan<'a> {
+    /// A complete, valid head of this many bytes (up to and including its
+    /// blank line).
+    Complete(usize, Request<'a>),
+    /// Valid so far, but the buffer ends before the blank line.
+    Partial,
+    /// Malformed.
+    Invalid(Status),
 }
 
 /// Parses a complete request head (as delimited by [`head_end`]).
 pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Status> {
-    parse_lines(&mut Lines { rest: head }, &mut false)
+    match scan_head(head) {
+        Scan::Complete(_, req) => Ok(req),
+        Scan::Invalid(status) => Err(status),
+        // `head_end` delimited it, so it ends with its blank line; a head
+        // that does not was not delimited by it.
+        Scan::Partial => Err(Status::BadRequest),
+    }
 }
 
 /// The common case in one pass: `buf` starts with a complete, valid head.
 /// Returns its length and the request; `None` if the head is not complete
 /// yet or not valid (then [`head_end`] and [`parse_head`] say which, and
 /// how far the search got).
+#[inline(always)] // into the handler's loop: no copy of the request out and in
 pub fn parse_complete_head(buf: &[u8]) -> Option<(usize, Request<'_>)> {
-    let mut lines = Lines { rest: buf };
-    let mut ended = false;
-    match parse_lines(&mut lines, &mut ended) {
-        Ok(req) if ended => Some((buf.len() - lines.rest.len(), req)),
+    match scan_head(buf) {
+        Scan::Complete(len, req) => Some((len, req)),
         _ => None,
     }
 }
 
-/// [`parse_head`] over `lines`; sets `ended` when it reached the blank
-/// line that ends the head (`lines` then holds what follows it).
-fn parse_lines<'a>(lines: &mut Lines<'a>, ended: &mut bool) -> Result<Request<'a>, Status> {
-    let request_line = lines.next().ok_or(Status::BadRequest)?;
+/// One forward pass over the head at the start of `buf`: every byte is
+/// looked at once, by the check that validates it, and the same checks find
+/// the ends of lines (a header value's run of printable bytes stops at its
+/// `\r`), so there is no separate search for line ends.
+#[inline(always)]
+fn scan_head(buf: &[u8]) -> Scan<'_> {
+    use Scan::{Invalid, Partial};
+    const BAD: Scan<'static> = Invalid(Status::BadRequest);
     // method SP request-target SP HTTP-version: each part is the run of
     // its byte class, checked and delimited in one pass (a part that is
     // empty or not followed by its space is malformed).
-    let (method, after) = request_line.split_at(class_run(request_line, TCHAR));
-    let after = match after {
-        [b' ', after @ ..] if !method.is_empty() => after,
-        _ => return Err(Status::BadRequest),
+    let (method, after) = if buf.starts_with(b"GET ") {
+        (&buf[..3], &buf[4..])
+    } else {
+        let (method, after) = buf.split_at(class_run(buf, TCHAR));
+        match after {
+            [] => return Partial,
+            [b' ', after @ ..] if !method.is_empty() => (method, after),
+            _ => return BAD,
+        }
     };
-    let (target, version) = after.split_at(run_within(after, 0x21, 0x7e)); // VISIBLE
+    // The target, noting where its query starts on the way.
+    let mut end = run_within_or(after, 0x21, 0x7e, b'?'); // VISIBLE, or '?'
+    let query = (after.get(end) == Some(&b'?')).then_some(end);
+    if query.is_some() {
+        end += run_within(&after[end..], 0x21, 0x7e);
+    }
+    let (target, version) = after.split_at(end);
     let version = match version {
+        [] => return Partial,
         [b' ', version @ ..] if !target.is_empty() => version,
-        _ => return Err(Status::BadRequest),
+        _ => return BAD,
     };
     if target.len() > MAX_URI {
-        return Err(Status::UriTooLong);
+        return Invalid(Status::UriTooLong);
     }
-    let minor = match version {
-        b"HTTP/1.1" => 1,
-        b"HTTP/1.0" => 0,
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
-            return Err(Status::VersionNotSupported)
-        }
-        _ => return Err(Status::BadRequest),
+    let (minor, mut rest) = if version.starts_with(b"HTTP/1.1\r\n") {
+        (1, &version[10..])
+    } else {
+        let Some(nl) = find_byte(version, b'\n') else {
+            return Partial;
+        };
+        let line = &version[..nl];
+        let minor = match line.strip_suffix(b"\r").unwrap_or(line) {
+            b"HTTP/1.1" => 1,
+            b"HTTP/1.0" => 0,
+            [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+                if major.is_ascii_digit() && minor.is_ascii_digit() =>
+            {
+                return Invalid(Status::VersionNotSupported)
+            }
+            _ => return BAD,
+        };
+        (minor, &version[nl + 1..])
+    };
+    let path = match (target.first(), query) {
+        (Some(b'/'), Some(q)) => &target[..q],
+        (Some(b'/'), None) => target,
+        _ => match request_path(method, target) {
+            Ok(path) => path,
+            Err(status) => return Invalid(status),
+        },
     };
     let mut req = Request {
         method,
-        path: request_path(method, target)?,
+        path,
         minor,
         content_length: 0,
         close: false,
@@ -683,56 +734,94 @@ fn parse_lines<'a>(lines: &mut Lines<'a>, ended: &mut bool) -> Result<Request<'a
     let mut content_length = None;
     let mut hosts = 0;
     let mut transfer_encoding = false;
-    for line in lines {
-        if line.is_empty() {
-            *ended = true;
-            break; // the blank line ending the head
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            return Err(Status::BadRequest); // obsolete line folding
+    loop {
+        // A blank line ends the head; a line starting with white space is
+        // obsolete line folding. (A field name starts above the space: one
+        // test passes the common line.)
+        match rest {
+            [first, ..] if *first > b' ' => {}
+            [] | [b'\r'] => return Partial,
+            [b'\n', ..] => {
+                rest = &rest[1..];
+                break;
+            }
+            [b'\r', b'\n', ..] => {
+                rest = &rest[2..];
+                break;
+            }
+            _ => return BAD,
         }
         // field-name ":" OWS field-value OWS (the name is a token run).
-        let (name, value) = match line.split_at(class_run(line, TCHAR)) {
-            (name, [b':', value @ ..]) if !name.is_empty() => (name, trim_ows(value)),
-            _ => return Err(Status::BadRequest),
+        let (name, after) = rest.split_at(class_run(rest, TCHAR));
+        let mut after = match after {
+            [] => return Partial,
+            [b':', after @ ..] if !name.is_empty() => after,
+            _ => return BAD,
         };
-        // Printable ASCII and spaces (the common value) at eight bytes a
-        // step; tabs and obs-text through the table.
-        if run_within(value, 0x20, 0x7e) != value.len() && !all_in(value, FIELD) {
-            return Err(Status::BadRequest);
+        // Commonly one space, then the value.
+        match after {
+            [b' ', next, ..] if *next > b' ' => after = &after[1..],
+            _ => {
+                while let [b' ' | b'\t', more @ ..] = after {
+                    after = more;
+                }
+            }
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(value).ok_or(Status::BadRequest)?;
-            if content_length.is_some_and(|m| m != n) {
-                return Err(Status::BadRequest);
+        // Printable ASCII and spaces (the common value) at eight bytes a
+        // step; tabs and obs-text through the table. The first other byte
+        // must end the line.
+        let mut len = run_within(after, 0x20, 0x7e);
+        let (value, next) = loop {
+            match &after[len..] {
+                [b'\r', b'\n', next @ ..] | [b'\n', next @ ..] => break (&after[..len], next),
+                [] | [b'\r'] => return Partial,
+                // (At most once: the run through the table stops at neither.)
+                [b, ..] if *b == b'\t' || *b >= 0x80 => len += class_run(&after[len..], FIELD),
+                _ => return BAD,
             }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            transfer_encoding = true;
-        } else if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for option in value.split(|&b| b == b',').map(trim_ows) {
-                req.close |= option.eq_ignore_ascii_case(b"close");
-                req.keep_alive_token |= option.eq_ignore_ascii_case(b"keep-alive");
+        };
+        rest = next;
+        // (Leading white space is already skipped.)
+        let mut value = value;
+        while let [rest @ .., b' ' | b'\t'] = value {
+            value = rest;
+        }
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => hosts += 1,
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for option in value.split(|&b| b == b',').map(trim_ows) {
+                    req.close |= option.eq_ignore_ascii_case(b"close");
+                    req.keep_alive_token |= option.eq_ignore_ascii_case(b"keep-alive");
+                }
             }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                let Some(n) = parse_length(value) else {
+                    return BAD;
+                };
+                if content_length.is_some_and(|m| m != n) {
+                    return BAD;
+                }
+                content_length = Some(n);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => transfer_encoding = true,
+            _ => {}
         }
     }
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
     if hosts > 1 || (minor == 1 && hosts == 0) {
-        return Err(Status::BadRequest);
+        return BAD;
     }
     if transfer_encoding {
         // With Content-Length too it is a smuggling attempt (§6.3); in 1.0 it
         // is not allowed; otherwise it is a coding this server does not decode.
-        return Err(if content_length.is_some() || minor == 0 {
+        return Invalid(if content_length.is_some() || minor == 0 {
             Status::BadRequest
         } else {
             Status::NotImplemented
         });
     }
     req.content_length = content_length.unwrap_or(0);
-    Ok(req)
+    Scan::Complete(buf.len() - rest.len(), req)
 }
 
 /// `1*DIGIT`, without overflow.
@@ -886,6 +975,13 @@ mod unit {
                     }
                     assert_eq!(run_within(&s, 0x21, 0x7e), visible(&s), "{s:?}");
                     assert_eq!(run_within(&s, 0x20, 0x7e), printable(&s), "{s:?}");
+                    let visible_or_query =
+                        visible(&s).min(s.iter().position(|&b| b == b'?').unwrap_or(s.len()));
+                    assert_eq!(
+                        run_within_or(&s, 0x21, 0x7e, b'?'),
+                        visible_or_query,
+                        "{s:?}"
+                    );
                 }
             }
         }
@@ -927,6 +1023,15 @@ mod unit {
             b"GET nope HTTP/1.1\r\nHost: a\r\n\r\n",
             b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+            b"GET ?x HTTP/1.1\r\nHost: h\r\n\r\n", // not a path
+            b"GET / HTTP/1.1\r\r\nHost: h\r\n\r\n", // CR CR LF
+            b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n", // space after the version
+            b"GET / HTTP/1.1\r\n\rHost: h\r\n\r\n", // CR starting a field line
+            b"GET / HTTP/1.1\r\nHost: h\x7f\r\n\r\n", // DEL in a value
+            b"GET / HTTP/1.1\r\nHost: h\tx\x01\r\n\r\n", // control after a tab
+            b"GET\t/ HTTP/1.1\r\nHost: h\r\n\r\n", // tab as separator
+            b"GET /\x80 HTTP/1.1\r\nHost: h\r\n\r\n", // obs-text in the target
+            b"GET / HTTP/1.1\r\n: h\r\n\r\n",      // empty field name
         ];
         for head in bad {
             assert_eq!(
@@ -966,5 +1071,100 @@ mod unit {
             parse_head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(Status::NotImplemented)
         );
+    }
+
+    #[test]
+    fn one_pass_scan_reads_every_part() {
+        // (head, method, path, minor, Content-Length, keep-alive)
+        type Case = (&'static [u8], &'static str, &'static str, u8, u64, bool);
+        let cases: &[Case] = &[
+            // The query ends the path, in origin-form and absolute-form; a
+            // second `?` belongs to the query.
+            (
+                b"GET /a?b?c HTTP/1.1\r\nHost: h\r\n\r\n",
+                "GET",
+                "/a",
+                1,
+                0,
+                true,
+            ),
+            (
+                b"GET /? HTTP/1.1\r\nHost: h\r\n\r\n",
+                "GET",
+                "/",
+                1,
+                0,
+                true,
+            ),
+            (
+                b"PUT http://h/x/y?z HTTP/1.1\r\nhost: h\r\ncontent-length:\t7 \t\r\n\r\n",
+                "PUT",
+                "/x/y",
+                1,
+                7,
+                true,
+            ),
+            (
+                b"OPTIONS * HTTP/1.1\nHost: h\n\n",
+                "OPTIONS",
+                "*",
+                1,
+                0,
+                true,
+            ),
+            // HTTP/1.0 (the slow version path), bare LF line ends, tabs and
+            // obs-text in values, names of the dispatched lengths that are
+            // not the dispatched names.
+            (
+                b"GET / HTTP/1.0\nX: a\tb\xff\nConnection:keep-alive\r\nHosx: 1\n\n",
+                "GET",
+                "/",
+                0,
+                0,
+                true,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnectiom: close\r\nContent-Lengtx: z\r\n\r\n",
+                "GET",
+                "/",
+                1,
+                0,
+                true,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHOST: h\r\nCONNECTION: Close\r\n\r\n",
+                "GET",
+                "/",
+                1,
+                0,
+                false,
+            ),
+        ];
+        for &(head, method, path, minor, len, keep) in cases {
+            let req = parse_head(head).unwrap_or_else(|s| panic!("{s:?}: {head:?}"));
+            assert_eq!(
+                (
+                    req.method,
+                    req.path,
+                    req.minor,
+                    req.content_length,
+                    req.keep_alive()
+                ),
+                (method.as_bytes(), path.as_bytes(), minor, len, keep),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        // Every proper prefix of a valid head is a partial one.
+        let good: &[&[u8]] = &[
+            b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+            b"POST http://h/x?y HTTP/1.0\nContent-Length: 3\nX: \t\xfe\t\n\n",
+        ];
+        for head in good {
+            assert!(matches!(scan_head(head), Scan::Complete(n, _) if n == head.len()));
+            for cut in 0..head.len() {
+                assert_eq!(scan_head(&head[..cut]), Scan::Partial, "cut at {cut}");
+            }
+        }
     }
 }

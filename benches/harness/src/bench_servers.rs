@@ -38,6 +38,29 @@ pub struct HttpConfig {
     /// load generator cannot take the server's core and the rate follows
     /// the server's cost per request.
     pub pin: bool,
+    /// What generates the load.
+    pub client: HttpClient,
+}
+
+/// The HTTP load generator of `harness bench-http`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpClient {
+    /// `wrk -t1`, a real client (and on 2 cores the bottleneck: it spends
+    /// more CPU per request than the servers).
+    Wrk,
+    /// The harness's own closed-loop generator ([`crate::http_load`]), run
+    /// in-process on one thread: far cheaper per request, so the server is
+    /// what limits the rate.
+    Harness,
+}
+
+impl HttpClient {
+    fn name(self) -> &'static str {
+        match self {
+            HttpClient::Wrk => "wrk",
+            HttpClient::Harness => "harness http-load",
+        }
+    }
 }
 
 /// Settings of `harness bench-kv`.
@@ -211,6 +234,40 @@ fn wrk_args(cfg: &HttpConfig, depth: usize, seconds: f64, script: &str) -> Vec<S
     args
 }
 
+/// One run of the in-process load generator (warm-up included), as a
+/// [`WrkReport`] with the server's and the generator's CPU over the window.
+fn run_http_load(
+    cfg: &HttpConfig,
+    depth: usize,
+    running: &Running,
+) -> Result<(WrkReport, Option<Duration>, Option<Duration>)> {
+    let report = crate::http_load::run(&crate::http_load::HttpLoadConfig {
+        addr: running.addr,
+        path: "/plaintext".to_string(),
+        conns: cfg.conns,
+        depth,
+        warmup: cfg.warmup,
+        duration: cfg.duration,
+        server_pid: Some(running.pid()),
+    })?;
+    if report.stalled > 0 {
+        return Err(format!(
+            "{} of {} connections completed no request in the window",
+            report.stalled, cfg.conns
+        )
+        .into());
+    }
+    let wrk = WrkReport {
+        requests: report.requests,
+        seconds: report.seconds,
+        p50_us: report.latency.quantile(0.50) as f64 / 1e3,
+        p99_us: report.latency.quantile(0.99) as f64 / 1e3,
+        socket_errors: 0,
+        non_2xx: 0,
+    };
+    Ok((wrk, report.server_cpu, report.client_cpu))
+}
+
 fn run_wrk(args: &[String], url: &str, seconds: f64) -> Result<WrkReport> {
     let mut cmd = Command::new("wrk");
     cmd.args(args.iter().map(|a| a.replace("{URL}", url)));
@@ -221,7 +278,7 @@ fn run_wrk(args: &[String], url: &str, seconds: f64) -> Result<WrkReport> {
 /// Runs the HTTP benchmark and prints its report. Returns whether every
 /// run was clean.
 pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
-    if !tools::on_path("wrk") {
+    if cfg.client == HttpClient::Wrk && !tools::on_path("wrk") {
         return Err("wrk is not installed (Debian package `wrk`)".into());
     }
     let script = std::env::temp_dir().join(format!("ringloop-pipeline-{}.lua", std::process::id()));
@@ -233,11 +290,12 @@ pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
 
     let scenarios = http_scenarios(cfg);
     let mut out = String::new();
-    let _ = writeln!(out, "## HTTP plaintext benchmark (loopback, wrk)\n");
+    let client = cfg.client.name();
+    let _ = writeln!(out, "## HTTP plaintext benchmark (loopback, {client})\n");
     let _ = writeln!(
         out,
         "{}; load average {} before, {} after.{} {} round(s) per scenario, servers alternated ({}), \
-         each run {:.1} s of wrk warm-up (not measured) then {:.1} s measured, a fresh server per run.\n",
+         each run {:.1} s of {client} warm-up (not measured) then {:.1} s measured, a fresh server per run.\n",
         machine(),
         load_before,
         loadavg(),
@@ -269,17 +327,17 @@ pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
     let _ = writeln!(
         out,
         "\nCPU shares (mean over the rounds, % of one core over the measured run): whether the \
-         server or wrk is the bottleneck. Near 100 % for wrk and below it for the server: the rate \
-         is wrk's, not the server's ({}).\n",
+         server or the load generator is the bottleneck. Near 100 % for the load and below it for \
+         the server: the rate is the load generator's, not the server's ({}).\n",
         if cfg.pin {
-            "--pin: every server on CPU 0, wrk on CPU 1"
+            "--pin: every server on CPU 0, the load on CPU 1"
         } else {
-            "not pinned: server and wrk share the CPUs; --pin separates them"
+            "not pinned: server and load share the CPUs; --pin separates them"
         }
     );
     let _ = writeln!(
         out,
-        "| scenario | server | server CPU | wrk CPU |\n|---|---|---|---|"
+        "| scenario | server | server CPU | {client} CPU |\n|---|---|---|---|"
     );
     for (s, (label, _)) in scenarios.iter().enumerate() {
         for (k, runs) in results[s].iter().enumerate() {
@@ -294,9 +352,10 @@ pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
     }
     let _ = writeln!(
         out,
-        "\nreq/s: responses per second over all rounds (wrk); spread: (max − min) / mean of the \
-         per-run rates; p50/p99: wrk's latency percentiles, mean over the runs; server CPU: the \
-         server's utime + stime over the measured wrk run divided by its responses. Ratios: median \
+        "\nreq/s: responses per second over all rounds ({client}); spread: (max − min) / mean of the \
+         per-run rates; p50/p99: {client}'s latency percentiles (http-load: of each write's \
+         round trip, all its pipelined responses), mean over the runs; server CPU: the \
+         server's utime + stime over the measured run divided by its responses. Ratios: median \
          of the per-round ratios, their range in brackets. A req/s ratio above 1 and a CPU/req ratio below 1 favour the row's server.\n"
     );
     let _ = writeln!(out, "Commands (PORT is a fresh loopback port per run):\n");
@@ -305,6 +364,18 @@ pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
         let _ = writeln!(out, "{}", server.command_line());
     }
     for (label, depth) in &scenarios {
+        if cfg.client == HttpClient::Harness {
+            let _ = writeln!(
+                out,
+                "harness http-load tcp://127.0.0.1:PORT --conns {} --depth {depth} --seconds {} \
+                 --warmup {}    # {label} (in-process in bench-http{})",
+                cfg.conns,
+                cfg.duration.as_secs_f64(),
+                cfg.warmup.as_secs_f64(),
+                if cfg.pin { ", on CPU 1" } else { "" }
+            );
+            continue;
+        }
         let args = wrk_args(
             cfg,
             *depth,
@@ -361,6 +432,9 @@ fn http_rounds(cfg: &HttpConfig, script: &str) -> Result<(Results, Vec<String>, 
                 let measured = cfg.duration.as_secs_f64();
                 type Measured = (WrkReport, Option<Duration>, Option<Duration>);
                 let outcome = (|| -> Result<Measured> {
+                    if cfg.client == HttpClient::Harness {
+                        return run_http_load(cfg, *depth, &running);
+                    }
                     if warm > 0.0 {
                         run_wrk(&wrk_args(cfg, *depth, warm, script), &url, warm)?;
                     }
@@ -386,7 +460,7 @@ fn http_rounds(cfg: &HttpConfig, script: &str) -> Result<(Results, Vec<String>, 
                     })
                 };
                 eprintln!(
-                    "    {:.0} req/s, p99 {:.2} ms, server CPU {} ({} of a core; wrk {})",
+                    "    {:.0} req/s, p99 {:.2} ms, server CPU {} ({} of a core; load {})",
                     report.requests as f64 / report.seconds,
                     report.p99_us / 1e3,
                     cpu.map_or("?".to_string(), |c| format!(

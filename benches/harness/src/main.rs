@@ -13,6 +13,7 @@ mod bench;
 mod bench_servers;
 mod connect;
 mod hist;
+mod http_load;
 mod idle;
 mod load;
 mod machine;
@@ -66,6 +67,8 @@ usage:
   harness serve may-http tcp://127.0.0.1:PORT [--threads 2]
   harness load tcp://127.0.0.1:PORT|udp://127.0.0.1:PORT --conns C --size S --seconds T
                [--threads 1] [--warmup 0.5] [--pid SERVER_PID]
+  harness http-load tcp://127.0.0.1:PORT [--conns 256] [--depth 16] [--seconds 3]
+                    [--warmup 1] [--path /plaintext] [--pid SERVER_PID]
   harness idle tcp://127.0.0.1:PORT --conns 10000 --pid SERVER_PID
   harness bench [--quick] [--servers ringloop,tokio,epoll] [--peers tokio,epoll]
                 [--scenarios 50x512,1000x512,100x16384] [--udp] [--title TEXT]
@@ -78,6 +81,8 @@ usage:
   harness bench-http [--quick] [--ringloop PATH] [--loops 2] [--threads 2] [--skip-may]
                      [--rounds N] [--seconds T] [--warmup T] [--conns 256] [--depth 16]
                      [--pin]   (servers on CPU 0, wrk on CPU 1: a server-bound rate)
+                     [--client wrk|harness]   (harness: the cheap in-process load of
+                                               `http-load` instead of wrk)
   harness bench-kv [--quick] [--ringloop PATH] [--loops 1,2] [--rounds N]
                    [--requests N] [--requests-p1 N] [--clients 50] [--keyspace N]
   harness soak [--server PATH] [--seconds 180] [--loops 2]
@@ -119,6 +124,7 @@ fn run() -> Result<ExitCode> {
     match command.as_str() {
         "serve" => serve(rest),
         "load" => load(rest),
+        "http-load" => http_load(rest),
         "idle" => idle(rest),
         "bench" => bench(rest),
         "async-write" => async_write::main(rest),
@@ -287,6 +293,49 @@ fn load(argv: &[String]) -> Result<ExitCode> {
         println!("  error: {e}");
     }
     Ok(if report.errors == 0 && report.stalled == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn http_load(argv: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        argv,
+        &[
+            "--conns",
+            "--depth",
+            "--seconds",
+            "--warmup",
+            "--path",
+            "--pid",
+        ],
+        &[],
+    )?;
+    let [url] = args.positional(&["URL"])? else {
+        unreachable!("positional() checked the count")
+    };
+    let cfg = http_load::HttpLoadConfig {
+        addr: parse_url(url)?,
+        path: args
+            .value::<String>("--path")?
+            .unwrap_or_else(|| "/plaintext".to_string()),
+        conns: args.value("--conns")?.unwrap_or(256),
+        depth: args.value("--depth")?.unwrap_or(16),
+        duration: seconds(args.value("--seconds")?.unwrap_or(3.0), "--seconds")?,
+        warmup: seconds(args.value("--warmup")?.unwrap_or(1.0), "--warmup")?,
+        server_pid: args.value("--pid")?,
+    };
+    let report = http_load::run(&cfg)?;
+    println!(
+        "{} conns × {} pipelined, {:.1} s: {} responses, {}",
+        cfg.conns,
+        cfg.depth,
+        report.seconds,
+        report.requests,
+        report.summary()
+    );
+    Ok(if report.stalled == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -644,6 +693,7 @@ fn bench_http(argv: &[String]) -> Result<ExitCode> {
             "--warmup",
             "--conns",
             "--depth",
+            "--client",
         ],
         &["--quick", "--skip-may", "--pin"],
     )?;
@@ -694,6 +744,13 @@ fn bench_http(argv: &[String]) -> Result<ExitCode> {
         conns: args.value("--conns")?.unwrap_or(256),
         depth: args.value("--depth")?.unwrap_or(16),
         pin: args.switch("--pin"),
+        client: match args.value::<String>("--client")?.as_deref() {
+            None | Some("wrk") => bench_servers::HttpClient::Wrk,
+            Some("harness") => bench_servers::HttpClient::Harness,
+            Some(other) => {
+                return Err(format!("--client {other:?}: expected wrk or harness").into())
+            }
+        },
     };
     if cfg.rounds == 0 || cfg.conns == 0 || cfg.depth == 0 || cfg.duration.is_zero() {
         return Err("--rounds, --conns, --depth and --seconds must be above zero".into());
