@@ -805,7 +805,9 @@ enum Wait {
 /// see `build_uring` in `ring.rs`). A lone connection (`batch` 1) is
 /// answered at once. Without the kernel's min-wait: [`wait_past_sends`].
 fn plan_wait(timeout: Option<Duration>, sends: usize, batch: usize, min_wait: bool) -> Wait {
-    if timeout == Some(Duration::ZERO) || !min_wait {
+    // Waiting for one (nothing sent, a batch of 1) needs no min-wait: the
+    // first completion ends it anyway (an idle loop sleeps in a plain wait).
+    if timeout == Some(Duration::ZERO) || !min_wait || sends + batch <= 1 {
         let (want, timeout) = wait_past_sends(timeout, sends);
         return Wait::Each { want, timeout };
     }
@@ -918,13 +920,21 @@ mod tests {
             }
         );
         assert_eq!(
-            plan_wait(None, 0, 0, true),
-            Wait::Batch {
+            plan_wait(None, 0, 1, true),
+            Wait::Each {
                 want: 1,
-                min_wait: BATCH_WAIT,
                 timeout: None
             },
             "an idle loop waits for one, without a timeout"
+        );
+        assert_eq!(
+            plan_wait(None, 1, 1, true),
+            Wait::Batch {
+                want: 2,
+                min_wait: BATCH_WAIT,
+                timeout: None
+            },
+            "a send and the next receive"
         );
     }
 
