@@ -194,6 +194,7 @@ impl Completion {
                 group: 0,
             },
             min_wait: env_number(BATCH_ENV) != Some(0),
+            defer_taskrun: env_number(DEFER_ENV) != Some(0),
             ..RingConfig::default()
         })?;
         let readiness = Readiness::new()?;
@@ -845,6 +846,10 @@ const MAX_BATCH: usize = BUFFERS as usize / 4;
 /// Overrides [`MAX_BATCH`], for tuning; `0` turns batched waits off, as on
 /// a kernel without min-wait (tests simulate one with it).
 const BATCH_ENV: &str = "RINGLOOP_URING_BATCH";
+
+/// `0` sets the ring up without deferred task running (cooperative task
+/// running instead), for measuring what deferring buys.
+const DEFER_ENV: &str = "RINGLOOP_URING_DEFER";
 
 /// A number from environment variable `name`, if set and valid.
 fn env_number(name: &str) -> Option<usize> {

@@ -54,6 +54,10 @@ pub(crate) struct RingConfig {
     /// `IORING_FEAT_MIN_TIMEOUT`, Linux 6.12) where it has it. `false`
     /// waits as on a kernel without it (tests simulate one so).
     pub(crate) min_wait: bool,
+    /// Set the ring up with deferred task running where the kernel has it
+    /// (see `build_uring`); `false` starts at cooperative task running
+    /// (for measuring what deferring buys).
+    pub(crate) defer_taskrun: bool,
 }
 
 impl Default for RingConfig {
@@ -63,6 +67,7 @@ impl Default for RingConfig {
             buffers: BufRingConfig::default(),
             teardown_bound: Duration::from_secs(5),
             min_wait: true,
+            defer_taskrun: true,
         }
     }
 }
@@ -363,7 +368,7 @@ pub(crate) struct Ring {
 impl Ring {
     /// Sets up the ring and registers its buffer ring.
     pub(crate) fn new(config: RingConfig) -> io::Result<Ring> {
-        let uring = build_uring(config.entries)?;
+        let uring = build_uring(config.entries, config.defer_taskrun)?;
         let bufs = BufRing::register(&uring, config.buffers)?;
         let min_wait = config.min_wait && uring.params().is_feature_min_timeout();
         Ok(Ring {
@@ -1323,14 +1328,16 @@ impl fmt::Debug for Ring {
 /// to run that work. The work runs only inside an `io_uring_enter` that
 /// gets events; the task-run flag (`IORING_SQ_TASKRUN`) tells
 /// [`Ring::submit_and_wait`] when some is pending.
-fn build_uring(entries: u32) -> io::Result<IoUring> {
+fn build_uring(entries: u32, defer: bool) -> io::Result<IoUring> {
     let cq = entries.saturating_mul(4);
-    let deferred = IoUring::<squeue::Entry, cqueue::Entry>::builder()
-        .setup_cqsize(cq)
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_taskrun_flag()
-        .build(entries);
+    let deferred = || {
+        IoUring::<squeue::Entry, cqueue::Entry>::builder()
+            .setup_cqsize(cq)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(entries)
+    };
     let cooperative = || {
         IoUring::<squeue::Entry, cqueue::Entry>::builder()
             .setup_cqsize(cq)
@@ -1345,7 +1352,11 @@ fn build_uring(entries: u32) -> io::Result<IoUring> {
     };
     let refused =
         |r: &io::Result<IoUring>| matches!(r, Err(e) if e.raw_os_error() == Some(libc::EINVAL));
-    let mut built = deferred;
+    let mut built = if defer {
+        deferred()
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    };
     if refused(&built) {
         built = cooperative();
     }
