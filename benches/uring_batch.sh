@@ -45,7 +45,8 @@ server_cmd() { # NAME
 
 # measure NAME CONNS SIZE: "msgs/s syscalls/msg enters/msg cpu_us/msg"
 measure() {
-    bench_serve_under_load "$(server_cmd "$1")" "$work/server.out" "$2" "$3" 3.5 0.5 "$work/load" ||
+    # A fresh output file per run: a reused one still names the last port.
+    bench_serve_under_load "$(server_cmd "$1")" "$work/server.$1.$2x$3.$RANDOM" "$2" "$3" 3.5 0.5 "$work/load" ||
         { echo "0 0 0 0"; return; }
     # `env` execs the server: the pid is the server's.
     sleep 1.2

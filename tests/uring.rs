@@ -848,6 +848,22 @@ fn batches(ring: &Ring) -> bool {
     yes
 }
 
+/// One batched wait on `ring`: how long it took and the events it brought.
+fn timed_batch_wait(
+    ring: &mut Ring,
+    batch: usize,
+    min_wait: Duration,
+    timeout: Option<Duration>,
+) -> (Duration, Vec<Event>) {
+    let start = Instant::now();
+    ring.submit_and_wait_batch(batch, min_wait, timeout)
+        .unwrap();
+    let waited = start.elapsed();
+    let mut events = Vec::new();
+    ring.complete(&mut events);
+    (waited, events)
+}
+
 fn received_bytes(events: &[Event], id: SourceId) -> Vec<u8> {
     let mut bytes = Vec::new();
     for event in events {
@@ -871,14 +887,9 @@ fn a_batched_wait_returns_what_came_once_its_min_wait_passed() {
     }
     let (id, mut peer) = receiving_connection(&mut ring);
     peer.write_all(b"alone").unwrap();
-    let start = Instant::now();
     // 16 completions never come: the 1 ms min-wait ends the wait, long
     // before the overall timeout.
-    ring.submit_and_wait_batch(16, Duration::from_millis(1), Some(BOUND))
-        .unwrap();
-    let waited = start.elapsed();
-    let mut events = Vec::new();
-    ring.complete(&mut events);
+    let (waited, events) = timed_batch_wait(&mut ring, 16, Duration::from_millis(1), Some(BOUND));
     assert!(waited < BOUND / 2, "a lone completion waited {waited:?}");
     assert_eq!(received_bytes(&events, id), b"alone");
 }
@@ -892,14 +903,12 @@ fn an_idle_batched_wait_sleeps_until_its_timeout_or_an_event() {
     if !batches(&ring) {
         return;
     }
-    let start = Instant::now();
-    ring.submit_and_wait_batch(
+    let (waited, _) = timed_batch_wait(
+        &mut ring,
         8,
         Duration::from_micros(50),
         Some(Duration::from_millis(200)),
-    )
-    .unwrap();
-    let waited = start.elapsed();
+    );
     assert!(
         waited >= Duration::from_millis(150),
         "nothing came, yet the wait ended after {waited:?}"
@@ -947,18 +956,14 @@ fn without_the_kernels_min_wait_a_batched_wait_is_a_plain_wait() {
     assert!(!ring.batches_waits());
     let (id, mut peer) = receiving_connection(&mut ring);
     peer.write_all(b"one").unwrap();
-    let start = Instant::now();
     // Two wanted, one comes: only the timeout ends it (callers that know
     // there is no min-wait wait for fewer).
-    ring.submit_and_wait_batch(
+    let (waited, events) = timed_batch_wait(
+        &mut ring,
         2,
         Duration::from_micros(50),
         Some(Duration::from_millis(200)),
-    )
-    .unwrap();
-    let waited = start.elapsed();
-    let mut events = Vec::new();
-    ring.complete(&mut events);
+    );
     assert!(
         waited >= Duration::from_millis(150),
         "the min-wait applied anyway: {waited:?}"

@@ -29,7 +29,12 @@
 //!   whose descriptor the ring polls with a multishot poll; only when that
 //!   fires does the driver make an `epoll_wait` with a zero timeout. A turn
 //!   is thus one `io_uring_enter` that submits what the last turn queued
-//!   and waits.
+//!   and waits: for the sends' completions plus a batch of receives, which
+//!   follows how many connections had input in the last wait, bounded by
+//!   the kernel's min-wait (100 µs: after it, whatever came ends the wait;
+//!   see `plan_wait` and `next_batch`). A lone connection is answered at
+//!   once, an idle loop sleeps, and a busy one makes one enter per many
+//!   messages (benches/uring_batch.sh).
 //! * The mailbox's doorbell (an eventfd) is read through the ring.
 //!
 //! The stash is level-triggered: a connection whose stash is not empty and
