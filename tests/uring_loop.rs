@@ -452,6 +452,22 @@ fn child_without_min_wait() {
     lone_request_after_busy_batch();
 }
 
+/// The same on a kernel without deferred task running (simulated: the
+/// ring set up with cooperative task running, as before 6.1).
+#[test]
+fn without_deferred_task_running_batched_waits_still_answer_at_once() {
+    run_child("child_without_defer", &[("RINGLOOP_URING_DEFER", "0")]);
+}
+
+#[test]
+#[ignore = "run by without_deferred_task_running_batched_waits_still_answer_at_once in a child process"]
+fn child_without_defer() {
+    if !uring_available() {
+        return;
+    }
+    lone_request_after_busy_batch();
+}
+
 fn lone_request_after_busy_batch() {
     let server = echo_server(Backend::IoUring, 1);
     let addr = server.tcp_addr(0);
