@@ -836,6 +836,141 @@ fn the_doorbell_wakes_a_waiting_ring_every_time_it_rings() {
     assert!(ring.in_flight() >= 1, "the doorbell read is re-armed");
 }
 
+// ---- batched waits ----------------------------------------------------------
+
+/// Whether `ring` bounds batched waits with the kernel's min-wait; says so
+/// when it does not.
+fn batches(ring: &Ring) -> bool {
+    let yes = ring.batches_waits();
+    if !yes {
+        eprintln!("this kernel has no io_uring min-wait (6.12): skipping");
+    }
+    yes
+}
+
+/// One batched wait on `ring`: how long it took and the events it brought.
+fn timed_batch_wait(
+    ring: &mut Ring,
+    batch: usize,
+    min_wait: Duration,
+    timeout: Option<Duration>,
+) -> (Duration, Vec<Event>) {
+    let start = Instant::now();
+    ring.submit_and_wait_batch(batch, min_wait, timeout)
+        .unwrap();
+    let waited = start.elapsed();
+    let mut events = Vec::new();
+    ring.complete(&mut events);
+    (waited, events)
+}
+
+fn received_bytes(events: &[Event], id: SourceId) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for event in events {
+        if let Event::Received { source, buf } = event {
+            if *source == id {
+                bytes.extend_from_slice(buf.as_slice());
+            }
+        }
+    }
+    bytes
+}
+
+#[test]
+fn a_batched_wait_returns_what_came_once_its_min_wait_passed() {
+    if !uring_available() {
+        return;
+    }
+    let mut ring = ring_with(16, 4096);
+    if !batches(&ring) {
+        return;
+    }
+    let (id, mut peer) = receiving_connection(&mut ring);
+    peer.write_all(b"alone").unwrap();
+    // 16 completions never come: the 1 ms min-wait ends the wait, long
+    // before the overall timeout.
+    let (waited, events) = timed_batch_wait(&mut ring, 16, Duration::from_millis(1), Some(BOUND));
+    assert!(waited < BOUND / 2, "a lone completion waited {waited:?}");
+    assert_eq!(received_bytes(&events, id), b"alone");
+}
+
+#[test]
+fn an_idle_batched_wait_sleeps_until_its_timeout_or_an_event() {
+    if !uring_available() {
+        return;
+    }
+    let mut ring = ring_with(4, 1024);
+    if !batches(&ring) {
+        return;
+    }
+    let (waited, _) = timed_batch_wait(
+        &mut ring,
+        8,
+        Duration::from_micros(50),
+        Some(Duration::from_millis(200)),
+    );
+    assert!(
+        waited >= Duration::from_millis(150),
+        "nothing came, yet the wait ended after {waited:?}"
+    );
+    // No timeout at all: it sleeps until the doorbell rings (the kernel
+    // alone would end a min-wait without an overall timeout at the
+    // min-wait, waking an idle loop every 50 µs).
+    let bell =
+        Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).unwrap());
+    ring.watch_doorbell(bell.as_fd().try_clone_to_owned().unwrap())
+        .unwrap();
+    let ringer = Arc::clone(&bell);
+    let ring_later = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(200));
+        ringer.write(1).unwrap();
+    });
+    let before = ring.stats().enters;
+    let mut events = Vec::new();
+    while !events.iter().any(|e| matches!(e, Event::Doorbell)) {
+        ring.submit_and_wait_batch(8, Duration::from_micros(50), None)
+            .unwrap();
+        ring.complete(&mut events);
+        let enters = ring.stats().enters - before;
+        assert!(enters < 100, "an idle batched wait woke {enters} times");
+    }
+    ring_later.join().unwrap();
+}
+
+#[test]
+fn without_the_kernels_min_wait_a_batched_wait_is_a_plain_wait() {
+    if !uring_available() {
+        return;
+    }
+    // A kernel without IORING_FEAT_MIN_TIMEOUT, simulated.
+    let mut ring = Ring::new(RingConfig {
+        buffers: BufRingConfig {
+            count: 16,
+            buf_size: 4096,
+            group: 0,
+        },
+        min_wait: false,
+        ..RingConfig::default()
+    })
+    .expect("ring");
+    assert!(!ring.batches_waits());
+    let (id, mut peer) = receiving_connection(&mut ring);
+    peer.write_all(b"one").unwrap();
+    // Two wanted, one comes: only the timeout ends it (callers that know
+    // there is no min-wait wait for fewer).
+    let (waited, events) = timed_batch_wait(
+        &mut ring,
+        2,
+        Duration::from_micros(50),
+        Some(Duration::from_millis(200)),
+    );
+    assert!(
+        waited >= Duration::from_millis(150),
+        "the min-wait applied anyway: {waited:?}"
+    );
+    assert_eq!(received_bytes(&events, id), b"one");
+}
+
 #[test]
 fn dropping_the_ring_with_operations_in_flight_cancels_waits_and_closes_everything() {
     if !uring_available() {

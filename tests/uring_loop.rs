@@ -422,3 +422,79 @@ fn the_server_examples_take_the_backend_and_print_it() {
     );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("kqueue"));
 }
+
+/// The completion driver gathers receives into batches (a wait for
+/// several completions, bounded by the kernel's min-wait): many busy
+/// connections grow the batch, and a request that then comes alone must
+/// still be answered at once, not wait for a batch that never fills (the
+/// loop has no timer here: a wait that is not bounded would never end).
+#[test]
+fn a_lone_request_after_a_busy_batch_is_answered_at_once() {
+    if !uring_available() {
+        return;
+    }
+    lone_request_after_busy_batch();
+}
+
+/// The same on a kernel without the min-wait (simulated: batched waits
+/// off): the loop waits for one completion at a time, as before.
+#[test]
+fn without_the_kernels_min_wait_the_loop_waits_per_completion() {
+    run_child("child_without_min_wait", &[("RINGLOOP_URING_BATCH", "0")]);
+}
+
+#[test]
+#[ignore = "run by without_the_kernels_min_wait_the_loop_waits_per_completion in a child process"]
+fn child_without_min_wait() {
+    if !uring_available() {
+        return;
+    }
+    lone_request_after_busy_batch();
+}
+
+/// The same on a kernel without deferred task running (simulated: the
+/// ring set up with cooperative task running, as before 6.1).
+#[test]
+fn without_deferred_task_running_batched_waits_still_answer_at_once() {
+    run_child("child_without_defer", &[("RINGLOOP_URING_DEFER", "0")]);
+}
+
+#[test]
+#[ignore = "run by without_deferred_task_running_batched_waits_still_answer_at_once in a child process"]
+fn child_without_defer() {
+    if !uring_available() {
+        return;
+    }
+    lone_request_after_busy_batch();
+}
+
+fn lone_request_after_busy_batch() {
+    let server = echo_server(Backend::IoUring, 1);
+    let addr = server.tcp_addr(0);
+    // 32 connections in lockstep: each turn finds many with input.
+    let busy: Vec<_> = (0..32u64)
+        .map(|seed| {
+            thread::spawn(move || {
+                let mut c = tcp_client(addr);
+                for round in 0..200 {
+                    echo_round_trip(&mut c, &payload(seed * 1000 + round, 256));
+                }
+                c
+            })
+        })
+        .collect();
+    // Kept open (quiet): their closes would shrink the batch first.
+    let quiet: Vec<TcpStream> = busy
+        .into_iter()
+        .map(|b| b.join().expect("a busy client"))
+        .collect();
+    // Now one connection alone, one request at a time. A reply held back
+    // for a batch would hit the read timeout.
+    let mut lone = tcp_client(addr);
+    lone.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for round in 0..100 {
+        echo_round_trip(&mut lone, &payload(round, 100));
+    }
+    drop(quiet);
+    server.stop();
+}

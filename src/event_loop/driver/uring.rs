@@ -31,7 +31,12 @@
 //!   whose descriptor the ring polls with a multishot poll; only when that
 //!   fires does the driver make an `epoll_wait` with a zero timeout. A turn
 //!   is thus one `io_uring_enter` that submits what the last turn queued
-//!   and waits.
+//!   and waits: for the sends' completions plus a batch of receives, which
+//!   follows how many connections had input in the last wait, bounded by
+//!   the kernel's min-wait (100 µs: after it, whatever came ends the wait;
+//!   see `plan_wait` and `next_batch`). A lone connection is answered at
+//!   once, an idle loop sleeps, and a busy one makes one enter per many
+//!   messages (benches/uring_batch.sh).
 //! * The mailbox's doorbell (an eventfd) is read through the ring.
 //!
 //! The stash is level-triggered: a connection whose stash is not empty and
@@ -183,6 +188,13 @@ pub(crate) struct Completion {
     readiness_pending: bool,
     /// The loop's own listeners (few: a linear search is the fastest).
     listeners: Vec<RingListener>,
+    /// Receive completions the next wait gathers before it returns (see
+    /// [`plan_wait`] and [`next_batch`]).
+    batch: usize,
+    /// Its bound ([`MAX_BATCH`], or [`BATCH_ENV`]'s).
+    batch_cap: usize,
+    /// Connections with input that had none stashed, in the last wait.
+    newly_received: usize,
 }
 
 impl Completion {
@@ -200,6 +212,8 @@ impl Completion {
                 buf_size,
                 group: 0,
             },
+            min_wait: env_number(BATCH_ENV) != Some(0),
+            defer_taskrun: env_number(DEFER_ENV) != Some(0),
             ..RingConfig::default()
         })?;
         let readiness = Readiness::new()?;
@@ -216,6 +230,9 @@ impl Completion {
             events: Vec::new(),
             readiness_pending: false,
             listeners: Vec::new(),
+            batch: 1,
+            batch_cap: env_number(BATCH_ENV).unwrap_or(MAX_BATCH),
+            newly_received: 0,
         })
     }
 
@@ -637,6 +654,7 @@ impl Completion {
         if !source.listed {
             source.listed = true;
             self.announce.push(index as u32);
+            self.newly_received += 1;
         }
     }
 
@@ -670,9 +688,17 @@ impl Completion {
         } else {
             timeout
         };
-        let (want, timeout) = wait_past_sends(timeout, self.ring.sends_queued());
-        self.ring.submit_and_wait(want, timeout)?;
+        let sends = self.ring.sends_queued();
+        match plan_wait(timeout, sends, self.batch, self.ring.batches_waits()) {
+            Wait::Each { want, timeout } => self.ring.submit_and_wait(want, timeout)?,
+            Wait::Batch {
+                want,
+                min_wait,
+                timeout,
+            } => self.ring.submit_and_wait_batch(want, min_wait, timeout)?,
+        };
         self.ring.complete(&mut self.events);
+        self.newly_received = 0;
         let mut poll_readiness = false;
         let mut events = std::mem::take(&mut self.events);
         for event in events.drain(..) {
@@ -719,6 +745,7 @@ impl Completion {
             }
         }
         self.events = events;
+        self.batch = next_batch(self.batch, self.newly_received, self.batch_cap);
         if poll_readiness && !(polled_readiness && self.readiness_pending) {
             let before = ready.len();
             self.readiness.wait(ready, Some(Duration::ZERO))?;
@@ -778,6 +805,89 @@ fn wait_past_sends(timeout: Option<Duration>, sends: usize) -> (usize, Option<Du
     }
 }
 
+/// How one turn's `io_uring_enter` waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// Until `want` completions, at most `timeout` ([`wait_past_sends`]).
+    Each {
+        want: usize,
+        timeout: Option<Duration>,
+    },
+    /// Until `want` completions, but once `min_wait` has passed until any
+    /// (the kernel's min-wait, [`Ring::submit_and_wait_batch`]); at most
+    /// `timeout`.
+    Batch {
+        want: usize,
+        min_wait: Duration,
+        timeout: Option<Duration>,
+    },
+}
+
+/// How the turn's one `io_uring_enter` waits, given the loop's `timeout`,
+/// the `sends` it submits, the receive `batch` to gather, and whether the
+/// kernel bounds a batched wait (`min_wait`).
+///
+/// Why batch: on loopback a message's receive completes moments after the
+/// last reply left, so a wait that returns at the first completion makes a
+/// turn (an enter, a wake-up) per one or two messages. A batched wait asks
+/// for the sends' own completions (posted during the submit, see
+/// [`wait_past_sends`]) plus `batch` more, and once [`BATCH_WAIT`] has
+/// passed returns with whatever has come: latency is bounded by it, and
+/// a loop with nothing to do still sleeps until its timeout (the kernel
+/// wakes the thread only when the batch is complete or the min-wait ends;
+/// see `build_uring` in `ring.rs`). A lone connection (`batch` 1) is
+/// answered at once. Without the kernel's min-wait: [`wait_past_sends`].
+fn plan_wait(timeout: Option<Duration>, sends: usize, batch: usize, min_wait: bool) -> Wait {
+    // Waiting for one (nothing sent, a batch of 1) needs no min-wait: the
+    // first completion ends it anyway (an idle loop sleeps in a plain wait).
+    if timeout == Some(Duration::ZERO) || !min_wait || sends + batch <= 1 {
+        let (want, timeout) = wait_past_sends(timeout, sends);
+        return Wait::Each { want, timeout };
+    }
+    Wait::Batch {
+        want: sends + batch.max(1),
+        min_wait: BATCH_WAIT,
+        timeout,
+    }
+}
+
+/// The next wait's receive batch, from this one's: `got` connections
+/// received (each counted once per wait). More than waited for (they
+/// arrived while the kernel ran the batch's work): others are busy too,
+/// gather that many next time. Fewer (the min-wait ended it): what came
+/// is what a min-wait gathers. Bounded by `cap`. A lone connection never
+/// brings more than one, so its batch stays 1 and it waits for no one.
+fn next_batch(batch: usize, got: usize, cap: usize) -> usize {
+    if got > batch {
+        got.min(cap.max(1))
+    } else if got < batch {
+        got.max(1)
+    } else {
+        batch
+    }
+}
+
+/// The longest a batched wait holds back completions that have arrived
+/// (see [`plan_wait`]): as long as [`SEND_GRACE`].
+const BATCH_WAIT: Duration = SEND_GRACE;
+
+/// Most connections' receives one wait gathers (see [`next_batch`]): a
+/// quarter of the buffer ring, so a batch never starves it.
+const MAX_BATCH: usize = BUFFERS as usize / 4;
+
+/// Overrides [`MAX_BATCH`], for tuning; `0` turns batched waits off, as on
+/// a kernel without min-wait (tests simulate one with it).
+const BATCH_ENV: &str = "RINGLOOP_URING_BATCH";
+
+/// `0` sets the ring up without deferred task running (cooperative task
+/// running instead), for measuring what deferring buys.
+const DEFER_ENV: &str = "RINGLOOP_URING_DEFER";
+
+/// A number from environment variable `name`, if set and valid.
+fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
 /// The longest a turn's wait may be held back by a send of that turn that
 /// did not complete at once (see [`wait_past_sends`]): the next event is
 /// delivered at most this late, and only in that case. When every send
@@ -803,6 +913,8 @@ fn readable_token(token: Token) -> Event {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// Issue 14: at most 256 bytes of memory per idle connection on
     /// io_uring, everything included (benches/uring.sh measures it). An
     /// attached connection pays for this record, the ring's slot
@@ -815,6 +927,85 @@ mod tests {
             std::mem::size_of::<Option<super::Source>>() <= 24,
             "Source grew to {} bytes",
             std::mem::size_of::<Option<super::Source>>()
+        );
+    }
+
+    const CAP: usize = 64;
+
+    #[test]
+    fn a_lone_connection_keeps_a_batch_of_one() {
+        let mut batch = 1;
+        for _ in 0..10 {
+            batch = next_batch(batch, 1, CAP);
+            assert_eq!(batch, 1);
+        }
+    }
+
+    #[test]
+    fn the_batch_grows_to_what_came_and_shrinks_to_what_a_min_wait_gathered() {
+        assert_eq!(next_batch(1, 7, CAP), 7, "more came than waited for");
+        assert_eq!(next_batch(7, 7, CAP), 7, "as many as waited for");
+        assert_eq!(next_batch(7, 3, CAP), 3, "the min-wait ended it");
+        assert_eq!(next_batch(7, 0, CAP), 1, "only sends or a timer");
+        assert_eq!(next_batch(7, 500, CAP), CAP, "bounded");
+        assert_eq!(next_batch(1, 5, 0), 1, "a zero cap still waits for one");
+    }
+
+    #[test]
+    fn a_batched_wait_asks_for_the_sends_and_the_batch_bounded_by_the_min_wait() {
+        let t = Some(Duration::from_secs(1));
+        assert_eq!(
+            plan_wait(t, 3, 5, true),
+            Wait::Batch {
+                want: 8,
+                min_wait: BATCH_WAIT,
+                timeout: t
+            }
+        );
+        assert_eq!(
+            plan_wait(None, 0, 1, true),
+            Wait::Each {
+                want: 1,
+                timeout: None
+            },
+            "an idle loop waits for one, without a timeout"
+        );
+        assert_eq!(
+            plan_wait(None, 1, 1, true),
+            Wait::Batch {
+                want: 2,
+                min_wait: BATCH_WAIT,
+                timeout: None
+            },
+            "a send and the next receive"
+        );
+    }
+
+    #[test]
+    fn a_poll_never_waits_and_without_min_wait_each_completion_ends_the_wait() {
+        assert_eq!(
+            plan_wait(Some(Duration::ZERO), 3, 5, true),
+            Wait::Each {
+                want: 0,
+                timeout: Some(Duration::ZERO)
+            }
+        );
+        // A kernel without min-wait: the sends and one more, the sends'
+        // grace bounding the wait (the batch is ignored: nothing would
+        // bound a wait for it).
+        assert_eq!(
+            plan_wait(None, 3, 5, false),
+            Wait::Each {
+                want: 4,
+                timeout: Some(SEND_GRACE)
+            }
+        );
+        assert_eq!(
+            plan_wait(None, 0, 5, false),
+            Wait::Each {
+                want: 1,
+                timeout: None
+            }
         );
     }
 }

@@ -38,7 +38,11 @@
 //!    connects (each only fills submission entries, no system call);
 //! 2. [`Ring::submit_and_wait`](ring::Ring::submit_and_wait) makes **one**
 //!    `io_uring_enter` that submits them all and waits for at least one
-//!    completion or the timer wheel's next deadline;
+//!    completion or the timer wheel's next deadline (or
+//!    [`Ring::submit_and_wait_batch`](ring::Ring::submit_and_wait_batch):
+//!    for a batch of them, bounded by the kernel's min-wait; the ring is
+//!    set up with deferred task running, so the kernel wakes the thread
+//!    only when the batch is complete or the min-wait ends);
 //! 3. [`Ring::complete`](ring::Ring::complete) turns the completion queue into
 //!    [`Event`](ring::Event)s the loop dispatches to its connections.
 //!

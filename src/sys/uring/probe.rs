@@ -344,6 +344,7 @@ pub(crate) fn probe(options: &ProbeOptions) -> Result<Support, Unsupported> {
             group: 0,
         },
         teardown_bound: CHECK_BOUND,
+        ..RingConfig::default()
     };
     options.simulate(Feature::BufRing)?;
     let mut ring = Ring::new(config).map_err(|e| missing(Feature::BufRing, Some(e)))?;

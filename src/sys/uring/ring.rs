@@ -50,6 +50,14 @@ pub(crate) struct RingConfig {
     /// How long dropping the ring waits for cancelled operations to complete
     /// before it leaks their buffers instead of freeing them.
     pub(crate) teardown_bound: Duration,
+    /// Use the kernel's bounded batch wait ([`Ring::submit_and_wait_batch`],
+    /// `IORING_FEAT_MIN_TIMEOUT`, Linux 6.12) where it has it. `false`
+    /// waits as on a kernel without it (tests simulate one so).
+    pub(crate) min_wait: bool,
+    /// Set the ring up with deferred task running where the kernel has it
+    /// (see `build_uring`); `false` starts at cooperative task running
+    /// (for measuring what deferring buys).
+    pub(crate) defer_taskrun: bool,
 }
 
 impl Default for RingConfig {
@@ -58,9 +66,17 @@ impl Default for RingConfig {
             entries: 256,
             buffers: BufRingConfig::default(),
             teardown_bound: Duration::from_secs(5),
+            min_wait: true,
+            defer_taskrun: true,
         }
     }
 }
+
+/// The overall timeout of a batched wait the caller gave none: the kernel
+/// ends a min-wait at its own end when the wait has no overall timeout
+/// (its "no general timeout, we are done"), which would wake an idle loop
+/// every `min_wait`. An hour is far from the kernel's "no limit".
+const BATCH_WAIT_FOREVER: Duration = Duration::from_secs(3600);
 
 /// A descriptor owned by a [`Ring`]: slot index and the slot's generation.
 /// An id whose slot has since been released (and maybe reused) is refused by
@@ -376,6 +392,8 @@ pub(crate) struct Ring {
     /// into slots whole).
     #[allow(clippy::vec_box)]
     spare_out: Vec<Box<Outbound>>,
+    /// The kernel bounds batched waits (see [`RingConfig::min_wait`]).
+    min_wait: bool,
 }
 
 /// Most empty [`Outbound`] boxes a ring keeps for reuse.
@@ -384,9 +402,11 @@ const SPARE_OUT: usize = 256;
 impl Ring {
     /// Sets up the ring and registers its buffer ring.
     pub(crate) fn new(config: RingConfig) -> io::Result<Ring> {
-        let uring = build_uring(config.entries)?;
+        let uring = build_uring(config.entries, config.defer_taskrun)?;
         let bufs = BufRing::register(&uring, config.buffers)?;
+        let min_wait = config.min_wait && uring.params().is_feature_min_timeout();
         Ok(Ring {
+            min_wait,
             uring,
             bufs,
             slots: Vec::new(),
@@ -739,13 +759,40 @@ impl Ring {
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
         self.rearm_starved()?;
+        // Deferred task work (a completion the kernel has not posted yet)
+        // is only run by an enter that gets events: not idle then.
         let sq = self.uring.submission();
-        let idle = sq.is_empty() && !sq.cq_overflow();
+        let idle = sq.is_empty() && !sq.cq_overflow() && !sq.taskrun();
         drop(sq);
         if want == 0 && idle {
             return Ok(0);
         }
-        self.enter(want, timeout)
+        self.enter(want, None, timeout)
+    }
+
+    /// Whether [`Ring::submit_and_wait_batch`] bounds its wait for a batch
+    /// (the kernel's min-wait, `IORING_FEAT_MIN_TIMEOUT`).
+    pub(crate) fn batches_waits(&self) -> bool {
+        self.min_wait
+    }
+
+    /// Submits everything queued, then waits for `batch` completions (at
+    /// least 1), but once `min_wait` has passed returns as soon as any
+    /// completion is ready (one already there then ends the wait; with
+    /// none it waits on for the first); never longer than `timeout`
+    /// (`None`: no limit). One `io_uring_enter`. Without the kernel's
+    /// min-wait ([`Ring::batches_waits`] is `false`) `min_wait` is ignored
+    /// and this is `submit_and_wait(batch, timeout)`: callers choose
+    /// `batch` knowing that.
+    pub(crate) fn submit_and_wait_batch(
+        &mut self,
+        batch: usize,
+        min_wait: Duration,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        self.rearm_starved()?;
+        let min_wait = self.min_wait.then_some(min_wait);
+        self.enter(batch.max(1), min_wait, timeout)
     }
 
     /// Turns every completion ready now into events appended to `events`;
@@ -806,7 +853,7 @@ impl Ring {
             sq.capacity() - sq.len()
         };
         if room < entries.len() {
-            self.enter(0, None)?;
+            self.enter(0, None, None)?;
         }
         // SAFETY: every pointer in these entries is to memory the ring owns
         // until the operation's final completion (module rules): send bytes
@@ -956,12 +1003,27 @@ impl Ring {
         Ok(())
     }
 
-    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
+    /// One `io_uring_enter`: submits what is queued and waits for `want`
+    /// completions, at most `timeout`; with `min_wait` (only when the
+    /// kernel has it) for any completion once that has passed.
+    fn enter(
+        &mut self,
+        want: usize,
+        min_wait: Option<Duration>,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
         self.stats.enters += 1;
         self.sends_queued = 0;
         let submitter = self.uring.submitter();
-        let result = match timeout {
-            Some(t) if want > 0 => {
+        let result = match (min_wait, timeout) {
+            (Some(min), _) if want > 0 => {
+                let ts = types::Timespec::from(timeout.unwrap_or(BATCH_WAIT_FOREVER));
+                // At least 1 µs: 0 would mean "no min-wait".
+                let usec = u32::try_from(min.as_micros()).unwrap_or(u32::MAX).max(1);
+                let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(usec);
+                submitter.submit_with_args(want, &args)
+            }
+            (_, Some(t)) if want > 0 => {
                 let ts = types::Timespec::from(t);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 submitter.submit_with_args(want, &args)
@@ -1315,7 +1377,7 @@ impl Drop for Ring {
                     break;
                 }
                 let wait = (deadline - now).min(Duration::from_millis(100));
-                if let Err(e) = self.enter(1, Some(wait)) {
+                if let Err(e) = self.enter(1, None, Some(wait)) {
                     log::error!("io_uring teardown: io_uring_enter failed: {e}");
                     break;
                 }
@@ -1354,23 +1416,54 @@ impl fmt::Debug for Ring {
 }
 
 /// Sets up the io_uring: a completion queue four times the submission queue,
-/// one issuer (the loop's thread) and cooperative task running where the
-/// kernel has them, plain otherwise.
-fn build_uring(entries: u32) -> io::Result<IoUring> {
+/// one issuer (the loop's thread) and deferred task running where the
+/// kernel has them (Linux 6.1), else cooperative task running (5.19), plain
+/// otherwise.
+///
+/// Deferred task running (`IORING_SETUP_DEFER_TASKRUN`) is what lets a
+/// wait for several completions sleep through the first ones: the kernel
+/// queues the work of an arrival (the receive itself) for the waiting
+/// thread and wakes it only when enough has queued for the completions it
+/// waits for (or a min-wait ends), instead of waking it at every arrival
+/// to run that work. The work runs only inside an `io_uring_enter` that
+/// gets events; the task-run flag (`IORING_SQ_TASKRUN`) tells
+/// [`Ring::submit_and_wait`] when some is pending.
+fn build_uring(entries: u32, defer: bool) -> io::Result<IoUring> {
     let cq = entries.saturating_mul(4);
-    let tuned = IoUring::<squeue::Entry, cqueue::Entry>::builder()
-        .setup_cqsize(cq)
-        .setup_coop_taskrun()
-        .setup_single_issuer()
-        .build(entries);
-    match tuned {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            IoUring::<squeue::Entry, cqueue::Entry>::builder()
-                .setup_cqsize(cq)
-                .build(entries)
-        }
-        other => other,
+    let deferred = || {
+        IoUring::<squeue::Entry, cqueue::Entry>::builder()
+            .setup_cqsize(cq)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(entries)
+    };
+    let cooperative = || {
+        IoUring::<squeue::Entry, cqueue::Entry>::builder()
+            .setup_cqsize(cq)
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .build(entries)
+    };
+    let plain = || {
+        IoUring::<squeue::Entry, cqueue::Entry>::builder()
+            .setup_cqsize(cq)
+            .build(entries)
+    };
+    let refused =
+        |r: &io::Result<IoUring>| matches!(r, Err(e) if e.raw_os_error() == Some(libc::EINVAL));
+    let mut built = if defer {
+        deferred()
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    };
+    if refused(&built) {
+        built = cooperative();
     }
+    if refused(&built) {
+        built = plain();
+    }
+    built
 }
 
 #[cfg(test)]
