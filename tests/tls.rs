@@ -393,6 +393,34 @@ fn local_close_sends_close_notify() {
     running.stop();
 }
 
+/// With a lingering close the write side is shut before the socket is
+/// closed: close_notify must still go out first, or the client sees a
+/// truncation instead of a clean end.
+#[test]
+fn a_lingering_close_still_sends_close_notify() {
+    let pki = TestPki::new();
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(|conn| {
+                conn.read_all();
+                let _ = conn.write(b"bye");
+                Action::Close
+            })
+            .builder()
+            .listen("tls://127.0.0.1:0")
+            .loops(1)
+            .lingering_close(Some(std::time::Duration::from_secs(5)))
+            .tls_server(pki.server_tls().build().unwrap()),
+    );
+    let mut client = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
+    client.write_all(b"hello").unwrap();
+    let mut got = Vec::new();
+    // read_to_end fails with UnexpectedEof unless close_notify came.
+    client.read_to_end(&mut got).expect("a clean TLS close");
+    assert_eq!(got, b"bye");
+    running.stop();
+}
+
 /// Half-close both ways: the client's close_notify is the handler's
 /// on_read_closed; it still answers, then shuts its side with close_notify.
 #[test]

@@ -125,13 +125,22 @@ impl<H: EventHandler> EventLoop<H> {
             self.close_conn(key, reason);
             return;
         };
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        let lingers = !entry.read_closed()
-            && !entry.is_datagram
-            && self.drain_deadline.is_none()
-            && socket::shutdown_write(entry.fd.as_fd()).is_ok();
+        let mut lingers =
+            !entry.read_closed() && !entry.is_datagram && self.drain_deadline.is_none();
+        if lingers && entry.tls.is_some() {
+            // close_notify goes out before the FIN. Written here, directly,
+            // only with nothing of this connection in the ring (order); if
+            // it cannot all go now, close without lingering instead (the
+            // close writes what it can and then closes).
+            entry.tls_close_notify(&lp);
+            take_ring_sends(&mut self.driver, entry);
+            lingers = !entry.ring_sends && matches!(entry.flush_queue(&lp), Ok(true));
+        }
+        let lingers = lingers && socket::shutdown_write(entry.fd.as_fd()).is_ok();
         if !lingers {
             self.close_conn(key, reason);
             return;
