@@ -371,26 +371,7 @@ fn sni_chooses_the_certificate() {
 /// the reply and then a clean end (not a truncation).
 #[test]
 fn local_close_sends_close_notify() {
-    let pki = TestPki::new();
-    let running = Running::start(
-        Hooks::<()>::new()
-            .on_traffic(|conn| {
-                conn.read_all();
-                let _ = conn.write(b"bye");
-                Action::Close
-            })
-            .builder()
-            .listen("tls://127.0.0.1:0")
-            .loops(1)
-            .tls_server(pki.server_tls().build().unwrap()),
-    );
-    let mut client = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
-    client.write_all(b"hello").unwrap();
-    let mut got = Vec::new();
-    // read_to_end fails with UnexpectedEof unless close_notify came.
-    client.read_to_end(&mut got).expect("a clean TLS close");
-    assert_eq!(got, b"bye");
-    running.stop();
+    close_after_reply_sends_close_notify(None);
 }
 
 /// With a lingering close the write side is shut before the socket is
@@ -398,6 +379,12 @@ fn local_close_sends_close_notify() {
 /// truncation instead of a clean end.
 #[test]
 fn a_lingering_close_still_sends_close_notify() {
+    close_after_reply_sends_close_notify(Some(std::time::Duration::from_secs(5)));
+}
+
+/// The handler answers "bye" and closes; the client must read exactly that
+/// and then close_notify, with or without a lingering close.
+fn close_after_reply_sends_close_notify(linger: Option<std::time::Duration>) {
     let pki = TestPki::new();
     let running = Running::start(
         Hooks::<()>::new()
@@ -409,7 +396,7 @@ fn a_lingering_close_still_sends_close_notify() {
             .builder()
             .listen("tls://127.0.0.1:0")
             .loops(1)
-            .lingering_close(Some(std::time::Duration::from_secs(5)))
+            .lingering_close(linger)
             .tls_server(pki.server_tls().build().unwrap()),
     );
     let mut client = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
