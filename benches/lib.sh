@@ -10,6 +10,13 @@
 #                     sample counted as idle (default 0.90)
 # A machine that stays busy is measured anyway and said so beside the figures.
 
+# A ringloop server that is not told its driver runs on epoll here, so a
+# "ringloop" row keeps meaning epoll now that the library's default is
+# auto (io_uring where the kernel allows it); rows on io_uring pass
+# `--backend io-uring`, which wins over the environment. Set
+# RINGLOOP_BACKEND=auto (or io-uring) to measure the default instead.
+export RINGLOOP_BACKEND="${RINGLOOP_BACKEND:-epoll}"
+
 # bench_target_dir: where cargo puts binaries (honours CARGO_TARGET_DIR and
 # build.target-dir); prints it, or fails with a message.
 bench_target_dir() {

@@ -11,13 +11,11 @@ use crate::error::{Error, Result};
 
 /// The I/O driver of an engine's event loops.
 ///
-/// `Epoll` is the default. `Auto` uses io_uring where the kernel allows it
-/// (the probe checks `io_uring_setup`, the opcodes and the features the
-/// driver needs: many container sandboxes refuse io_uring by seccomp) and
-/// falls back to epoll otherwise, saying so once in the log. The default
-/// becomes `Auto` once the io_uring driver leads epoll in the benchmarks
-/// (`benches/uring.sh`); today it does not at 16 KiB messages, nor in
-/// idle memory per connection (its per-loop buffer ring), so it is opt-in. `IoUring` insists: an engine
+/// `Auto` is the default: io_uring where the kernel allows it (the probe
+/// checks `io_uring_setup`, the opcodes and the features the driver needs:
+/// many container sandboxes refuse io_uring by seccomp), epoll otherwise,
+/// saying so once in the log. `Epoll` asks for the readiness driver
+/// (edge-triggered mode is an epoll feature). `IoUring` insists: an engine
 /// asked for io_uring where it cannot work fails to build with
 /// [`Error::BackendUnavailable`]. [`EngineHandle::backend`](crate::EngineHandle::backend)
 /// tells which driver an engine runs on.
@@ -27,29 +25,31 @@ use crate::error::{Error, Result};
 /// a whole test suite or a deployed binary can be switched without a
 /// rebuild.
 ///
-/// On io_uring, plain stream connections (TCP and Unix, no TLS, no PROXY
-/// header pending) receive through multishot receives into a provided
-/// buffer ring and send through the ring; everything else (listeners, UDP,
-/// connects in progress, TLS and PROXY-header reads) is watched by an epoll
-/// instance that the ring itself polls, so a turn is still one
-/// `io_uring_enter`.
-/// Edge-triggered mode has no meaning there and is ignored (a multishot
+/// On io_uring, plain and TLS stream connections receive through multishot
+/// receives into a provided buffer ring and send through the ring; a loop's
+/// own listeners accept through the ring (multishot accept) and TCP connects
+/// are ring operations. The rest (UDP, Unix connects, PROXY-header reads,
+/// the acceptor thread's listeners) is watched by an epoll instance that
+/// the ring itself polls, so a turn is still one `io_uring_enter`.
+/// Edge-triggered mode has no meaning there: with `Auto`, asking for it
+/// chooses epoll; on an engine told `IoUring` it is ignored (a multishot
 /// receive reports every arrival).
 ///
 /// ```
 /// use ringloop::Backend;
 /// assert_eq!("io-uring".parse::<Backend>()?, Backend::IoUring);
-/// assert_eq!(Backend::default(), Backend::Epoll);
+/// assert_eq!(Backend::default(), Backend::Auto);
 /// assert_eq!(Backend::Epoll.to_string(), "epoll");
 /// # Ok::<(), ringloop::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Backend {
-    /// io_uring where it works, else epoll (one log line says why).
-    Auto,
-    /// The readiness driver (epoll); the default.
+    /// io_uring where it works, else epoll (one log line says why); the
+    /// default.
     #[default]
+    Auto,
+    /// The readiness driver (epoll).
     Epoll,
     /// The completion driver (io_uring); building fails where it cannot work.
     IoUring,

@@ -147,7 +147,9 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// Edge-triggered I/O on connections, with at most
     /// [`edge_triggered_chunk`](Self::edge_triggered_chunk) bytes read and
     /// written per connection per loop turn (default off: level-triggered).
-    /// An epoll mode: ignored on the io_uring driver (see [`crate::Backend`]).
+    /// An epoll mode: with the default [`Backend::Auto`](crate::Backend::Auto)
+    /// it makes the engine choose epoll; on an engine told to use io_uring
+    /// it is ignored (see [`crate::Backend`]).
     pub fn edge_triggered(mut self, on: bool) -> Self {
         self.options.edge_triggered = on;
         self
@@ -164,7 +166,7 @@ impl<H: EventHandler> EngineBuilder<H> {
 
     /// The I/O driver: [`Backend::Auto`](crate::Backend::Auto) (io_uring
     /// where it works, else epoll), `Epoll` or `IoUring` (building fails
-    /// where io_uring cannot run). Not set: `RINGLOOP_BACKEND`, else `Epoll`.
+    /// where io_uring cannot run). Not set: `RINGLOOP_BACKEND`, else `Auto`.
     pub fn backend(mut self, backend: crate::Backend) -> Self {
         self.options.backend = Some(backend);
         self
@@ -362,7 +364,8 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// ```
     pub fn build(mut self) -> Result<Engine<H>> {
         self.options.validate()?;
-        let backend = crate::sys::backend::choose(self.options.backend)?;
+        let backend =
+            crate::sys::backend::choose(self.options.backend, self.options.edge_triggered)?;
         self.options.backend = Some(backend);
         // No address is fine: a client engine only dials and enrolls.
         let mut inherited = self.deploy.take_inherited(&self.addrs)?;

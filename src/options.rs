@@ -419,7 +419,7 @@ pub(crate) struct Options {
     /// busy connection cannot starve the others. Default 1 MiB.
     pub(crate) edge_triggered_chunk: usize,
     /// The I/O driver (see [`Backend`](crate::Backend)). `None` (the
-    /// default): `RINGLOOP_BACKEND`, else [`Backend::Epoll`](crate::Backend::Epoll).
+    /// default): `RINGLOOP_BACKEND`, else [`Backend::Auto`](crate::Backend::Auto).
     pub(crate) backend: Option<crate::Backend>,
     /// Listen backlog. Default 1024.
     pub(crate) listen_backlog: i32,

@@ -121,10 +121,26 @@ fn child_backend_from_env() {
     // (The parent removes RINGLOOP_BACKEND; this child sets it for itself
     // before any engine is built, with no other thread running.)
     assert!(std::env::var("RINGLOOP_BACKEND_CHILD").is_ok());
-    // Told nothing, an engine runs on epoll (the default).
+    // Told nothing, an engine runs on auto (the default): io_uring where
+    // the kernel allows it, else epoll.
     let server = Running::start(
         Engine::builder(|_| Echo)
             .listen("tcp://127.0.0.1:0")
+            .loops(1),
+    );
+    let expected = if uring_available() {
+        Backend::IoUring
+    } else {
+        Backend::Epoll
+    };
+    assert_eq!(server.engine.backend(), expected);
+    server.stop();
+    // Edge-triggered mode is an epoll feature: asking for it with the
+    // default backend chooses epoll.
+    let server = Running::start(
+        Engine::builder(|_| Echo)
+            .listen("tcp://127.0.0.1:0")
+            .edge_triggered(true)
             .loops(1),
     );
     assert_eq!(server.engine.backend(), Backend::Epoll);

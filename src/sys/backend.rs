@@ -42,9 +42,11 @@ fn uring_works(options: ProbeOptions) -> std::result::Result<(), String> {
 }
 
 /// The driver an engine runs on: `requested` (the builder's), else
-/// `RINGLOOP_BACKEND`, else [`Backend::Epoll`] (the default); `Auto` resolved by probing
-/// (a fallback to epoll is logged once per engine). Never returns `Auto`.
-pub(crate) fn choose(requested: Option<Backend>) -> Result<Backend> {
+/// `RINGLOOP_BACKEND`, else [`Backend::Auto`] (the default); `Auto` resolved by probing
+/// (a fallback to epoll is logged once per engine). `Auto` with
+/// `edge_triggered` on is epoll: edge-triggered mode is an epoll feature,
+/// so asking for it is asking for epoll. Never returns `Auto`.
+pub(crate) fn choose(requested: Option<Backend>, edge_triggered: bool) -> Result<Backend> {
     let requested = match requested {
         Some(b) => b,
         None => Backend::from_env()?.unwrap_or_default(),
@@ -59,6 +61,10 @@ pub(crate) fn choose(requested: Option<Backend>) -> Result<Backend> {
                 reason,
             }),
         },
+        Backend::Auto if edge_triggered => {
+            log::debug!("edge-triggered mode asks for epoll: auto chose epoll");
+            Ok(Backend::Epoll)
+        }
         Backend::Auto => match uring_works(options) {
             Ok(()) => Ok(Backend::IoUring),
             Err(reason) => {
