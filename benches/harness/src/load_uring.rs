@@ -403,3 +403,96 @@ fn complete(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener};
+    use std::time::Duration;
+
+    use crate::load::{self, Client, LoadConfig};
+
+    /// A thread-per-connection echo server on a fresh loopback port that
+    /// flips the byte at stream offset `flip` of every connection (none
+    /// if `None`) and closes each connection after `close_after` bytes.
+    fn serve(flip: Option<usize>, close_after: Option<usize>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let mut offset = 0;
+                    loop {
+                        let n = match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if let Some(at) = flip.filter(|&at| (offset..offset + n).contains(&at)) {
+                            buf[at - offset] ^= 0x5a;
+                        }
+                        offset += n;
+                        if stream.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        if close_after.is_some_and(|limit| offset >= limit) {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn config(addr: SocketAddr, client: Client) -> LoadConfig {
+        LoadConfig {
+            addr,
+            udp: false,
+            conns: 3,
+            size: 1000,
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(700),
+            threads: 1,
+            server_pid: None,
+            other_pids: Vec::new(),
+            client,
+        }
+    }
+
+    #[test]
+    fn both_clients_complete_verified_round_trips() {
+        let addr = serve(None, None);
+        for client in [Client::Uring, Client::Mio] {
+            let report = load::run(&config(addr, client)).unwrap();
+            assert!(report.messages > 0, "{client:?}: no round trip");
+            assert_eq!(report.errors, 0, "{client:?}: {:?}", report.error_samples);
+        }
+    }
+
+    #[test]
+    fn a_changed_byte_fails_the_run() {
+        // Offset 1 + 5 * 1000 + 17: byte 17 of message #5 (after the probe).
+        let addr = serve(Some(1 + 5 * 1000 + 17), None);
+        for client in [Client::Uring, Client::Mio] {
+            let e = match load::run(&config(addr, client)) {
+                Ok(_) => panic!("{client:?}: a corrupted echo passed"),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains("message #5 byte 17 of 1000"), "{client:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_closed_connection_is_counted_lost() {
+        // Every connection closes after the probe and two messages.
+        let addr = serve(None, Some(1 + 2 * 1000));
+        for client in [Client::Uring, Client::Mio] {
+            // Lost (the server closed it, or reset it when the next message
+            // came), never a corrupted echo, and the run still ends.
+            let report = load::run(&config(addr, client)).unwrap();
+            assert_eq!(report.errors, 3, "{client:?}: {:?}", report.error_samples);
+        }
+    }
+}
