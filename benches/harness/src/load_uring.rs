@@ -4,10 +4,10 @@
 //! round trip timed — at a lower CPU cost per message, so that the server,
 //! not the client, limits the rate.
 //!
-//! All connections of a load thread share one ring. A connection's send and
-//! its receive are one submission queue entry each, both queued when its
-//! message starts; completions are reaped in batches and everything they
-//! start is submitted by the next `io_uring_enter`, which also waits (one
+//! All connections of a load thread share one ring. A connection's send is
+//! one submission queue entry, queued when its message starts; completions
+//! are reaped in batches and everything they start is submitted by the
+//! next `io_uring_enter`, which also waits (one
 //! system call per batch instead of a write, a successful read, two reads
 //! that return `EAGAIN` and a share of `epoll_wait` per message). The ring
 //! has one issuer and deferred task running where the kernel has them
@@ -15,6 +15,19 @@
 //! inside that enter, in one batch, and wakes the thread only when a batch
 //! is due: `BATCH` completions, or any after `MIN_WAIT` where the kernel has
 //! min-wait (Linux 6.12).
+//!
+//! A connection's receive is queued with each message, into the
+//! connection's own buffer, with `IORING_RECVSEND_POLL_FIRST` (the echo is
+//! never there yet, so the kernel arms the socket's poll at once). With
+//! `--client uring-multishot` it is instead one multishot receive per
+//! connection into a ring of provided buffers (Linux 5.19; a receive per
+//! message where the kernel has none): armed once, it completes at every
+//! arrival, and the buffer goes back to the ring in the same batch. Measured
+//! under load (session 7, benches/results/eload-session7-20261205.md) that
+//! was a little cheaper at 512 B (0.88–0.94× the server's CPU per message
+//! against 0.93–0.97×) and dearer at 16 KiB (1.09–1.25× against
+//! 0.97–1.03×; each piece lands in another of hundreds of 16 KiB buffers,
+//! likely cold in the cache), so it is not the default.
 //!
 //! What it must never do: reuse a buffer or drop one while the kernel may
 //! still write to it — at the end every connection is shut down and every
@@ -102,12 +115,117 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
     }
 }
 
+/// The buffer group of the provided buffers.
+const GROUP: u16 = 0;
+
+/// Most memory the provided buffers of one load thread may take.
+const PROVIDED_BYTES: usize = 64 << 20;
+
+/// The buffers a connection's multishot receive lands in: a ring-mapped
+/// provided buffer ring (`IORING_REGISTER_PBUF_RING`, Linux 5.19). A buffer
+/// is the kernel's from [`Provided::give`] until a completion names it;
+/// the loop reads it and gives it back in the same batch.
+struct Provided {
+    /// `count` entries of `struct io_uring_buf` (16 bytes each), page
+    /// aligned; the first entry's last two bytes are the shared tail.
+    entries: std::ptr::NonNull<types::BufRingEntry>,
+    layout: std::alloc::Layout,
+    bufs: Box<[u8]>,
+    buf_size: usize,
+    count: u16,
+    /// Entries written so far (wraps); published to the kernel by
+    /// [`Provided::publish`].
+    tail: u16,
+}
+
+impl Provided {
+    /// Registers `count` (a power of two) buffers of `buf_size` bytes with
+    /// `ring`, all given to the kernel.
+    fn register(ring: &IoUring, count: u16, buf_size: usize) -> io::Result<Provided> {
+        let layout = std::alloc::Layout::from_size_align(usize::from(count) * 16, 4096)
+            .map_err(io::Error::other)?;
+        // SAFETY: the layout has a non-zero size (count >= 1).
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let entries = std::ptr::NonNull::new(raw.cast::<types::BufRingEntry>())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let mut provided = Provided {
+            entries,
+            layout,
+            bufs: vec![0; usize::from(count) * buf_size].into_boxed_slice(),
+            buf_size,
+            count,
+            tail: 0,
+        };
+        // SAFETY: the entries stay allocated and the buffers alive until
+        // `Drop`, which runs after the ring is closed (`Client` drops its
+        // ring first) or is skipped (`drive` leaks both when operations
+        // are still in flight).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(raw as u64, count, GROUP, 0)?
+        };
+        for bid in 0..count {
+            provided.give(bid);
+        }
+        provided.publish();
+        Ok(provided)
+    }
+
+    /// The first `len` bytes of buffer `bid`.
+    fn buf(&self, bid: u16, len: usize) -> &[u8] {
+        let at = usize::from(bid) * self.buf_size;
+        &self.bufs[at..at + len.min(self.buf_size)]
+    }
+
+    /// Writes buffer `bid` into the ring (seen by the kernel after
+    /// [`Provided::publish`]).
+    fn give(&mut self, bid: u16) {
+        let slot = usize::from(self.tail & (self.count - 1));
+        // SAFETY: `slot < count`, inside the allocation; the kernel reads
+        // only entries between its head and the published tail, and this
+        // one is past the tail until `publish`.
+        let entry = unsafe { &mut *self.entries.as_ptr().add(slot) };
+        let at = usize::from(bid) * self.buf_size;
+        entry.set_addr(self.bufs[at..].as_ptr() as u64);
+        entry.set_len(self.buf_size as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publishes the entries written since the last call.
+    fn publish(&self) {
+        // SAFETY: the tail is a u16 inside the first entry, suitably aligned,
+        // written by this thread only and read by the kernel.
+        let tail = unsafe {
+            &*(types::BufRingEntry::tail(self.entries.as_ptr())
+                as *const std::sync::atomic::AtomicU16)
+        };
+        // Release: the entries written before are visible to the kernel
+        // once it sees the new tail.
+        tail.store(self.tail, Ordering::Release);
+    }
+}
+
+impl Drop for Provided {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `register` with this layout.
+        unsafe { std::alloc::dealloc(self.entries.as_ptr().cast(), self.layout) };
+    }
+}
+
 /// The ring and what is in flight in it.
 struct Client {
+    // Dropped before `provided`: the ring is closed before its buffers go.
     ring: IoUring,
+    /// Operations whose last completion has not been reaped (a multishot
+    /// receive counts until its final one).
     in_flight: usize,
     /// Whether the kernel has min-wait (`IORING_FEAT_MIN_TIMEOUT`).
     min_wait: bool,
+    /// The multishot receives' buffers (`--client uring-multishot` on a
+    /// kernel with provided buffer rings); `None`: a receive per message,
+    /// into the connection's own buffer.
+    provided: Option<Provided>,
 }
 
 impl Client {
@@ -142,8 +260,18 @@ impl Client {
         Ok(())
     }
 
-    /// Queues a receive of the rest of `c`'s echo.
+    /// Queues a receive of the rest of `c`'s echo, or with provided
+    /// buffers arms `c`'s multishot receive (which stays armed across
+    /// messages).
     fn recv(&mut self, index: usize, c: &mut Conn) -> io::Result<()> {
+        if self.provided.is_some() {
+            let entry = opcode::RecvMulti::new(types::Fd(c.stream.as_raw_fd()), GROUP)
+                .build()
+                .user_data(tag(index, true));
+            self.push(&entry)?;
+            c.recv_in_flight = true;
+            return Ok(());
+        }
         let rest = &mut c.buf[c.received..];
         let entry = opcode::Recv::new(
             types::Fd(c.stream.as_raw_fd()),
@@ -191,6 +319,7 @@ pub(crate) fn drive(
     start: Instant,
     end: Instant,
     abort: &AtomicBool,
+    multishot: bool,
 ) -> Result<ThreadReport> {
     let size = pattern.message(0, 0).len();
     if u32::try_from(size).is_err() {
@@ -200,10 +329,28 @@ pub(crate) fn drive(
     let entries = (2 * group.len()).next_power_of_two().clamp(8, 4096) as u32;
     let ring = build_ring(entries).map_err(|e| format!("--client uring: io_uring: {e}"))?;
     let min_wait = ring.params().is_feature_min_timeout();
+    // Enough buffers for every connection to have its echo waiting in
+    // several pieces, within PROVIDED_BYTES.
+    let buf_size = size.min(16 * 1024);
+    let wanted = (4 * group.len() * size.div_ceil(buf_size)).next_power_of_two();
+    let count = wanted
+        .min((PROVIDED_BYTES / buf_size).max(16))
+        .clamp(16, 1 << 15);
+    let provided = if !multishot {
+        None
+    } else {
+        match Provided::register(&ring, count as u16, buf_size) {
+            Ok(p) => Some(p),
+            // Before Linux 5.19: one receive per message.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+            Err(e) => return Err(format!("--client uring: provided buffers: {e}").into()),
+        }
+    };
     let mut client = Client {
         ring,
         in_flight: 0,
         min_wait,
+        provided,
     };
     let now = Instant::now();
     let mut conns: Vec<Conn> = group
@@ -257,15 +404,20 @@ pub(crate) fn drive(
         {
             break;
         }
-        let reaped = client.ring.completion().count();
+        let reaped = client
+            .ring
+            .completion()
+            .filter(|cqe| !cqueue::more(cqe.flags()))
+            .count();
         client.in_flight -= reaped;
     }
     if client.in_flight > 0 {
+        let left = client.in_flight;
         // The kernel may still write into these buffers: never free them.
         std::mem::forget(conns);
+        std::mem::forget(client);
         return Err(format!(
-            "--client uring: {} operations still in flight {DRAIN:?} after the sockets were shut down",
-            client.in_flight
+            "--client uring: {left} operations still in flight {DRAIN:?} after the sockets were shut down"
         )
         .into());
     }
@@ -301,25 +453,40 @@ fn run_loop(
             client
                 .ring
                 .completion()
-                .map(|cqe| (cqe.user_data(), cqe.result())),
+                .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
         );
-        client.in_flight -= done.len();
         let now = Instant::now();
-        for (data, result) in done.drain(..) {
+        for (data, result, flags) in done.drain(..) {
             let index = (data >> 1) as usize;
             let c = &mut conns[index];
             let recv = data & 1 == 1;
-            if recv {
-                c.recv_in_flight = false;
+            let last = !cqueue::more(flags);
+            if last {
+                client.in_flight -= 1;
+                if recv {
+                    c.recv_in_flight = false;
+                } else {
+                    c.send_in_flight = false;
+                }
+            }
+            let outcome = if c.dead {
+                Ok(())
             } else {
-                c.send_in_flight = false;
+                let cqe = Completion {
+                    recv,
+                    result,
+                    bid: cqueue::buffer_select(flags),
+                    last,
+                };
+                complete(client, index, c, cqe, pattern, now, start, end, report)
+            };
+            // Whatever happened, a buffer the completion named goes back.
+            if let (Some(bid), Some(provided)) =
+                (cqueue::buffer_select(flags), client.provided.as_mut())
+            {
+                provided.give(bid);
             }
-            if c.dead {
-                continue;
-            }
-            match complete(
-                client, index, c, recv, result, pattern, now, start, end, report,
-            ) {
+            match outcome {
                 Ok(()) => {}
                 Err(Stop::Corrupt(msg)) => return Err(msg.into()),
                 Err(Stop::Lost(msg)) => {
@@ -336,19 +503,33 @@ fn run_loop(
                 }
             }
         }
+        if let Some(provided) = &client.provided {
+            provided.publish();
+        }
     }
+}
+
+/// One completion, as [`complete`] needs it.
+struct Completion {
+    recv: bool,
+    result: i32,
+    /// The provided buffer a multishot receive filled.
+    bid: Option<u16>,
+    /// No more completions follow for this operation (a multishot receive
+    /// must be armed again).
+    last: bool,
 }
 
 /// Handles one completion of connection `c` (number `index` in the ring):
 /// checks what a receive brought, queues the rest of a short send or
-/// receive, and starts the next message once the whole echo is back.
+/// receive (or arms a multishot receive again), and starts the next
+/// message once the whole echo is back.
 #[allow(clippy::too_many_arguments)]
 fn complete(
     client: &mut Client,
     index: usize,
     c: &mut Conn,
-    recv: bool,
-    result: i32,
+    cqe: Completion,
     pattern: &Pattern,
     now: Instant,
     start: Instant,
@@ -358,12 +539,18 @@ fn complete(
     let lost = |what: &str, e: io::Error| Stop::Lost(format!("{what}: {e}"));
     let size = c.buf.len();
     let msg = pattern.message(c.id, c.seq);
-    if result < 0 {
-        let e = io::Error::from_raw_os_error(-result);
-        return Err(lost(if recv { "recv" } else { "send" }, e));
+    let multishot = client.provided.is_some();
+    if cqe.result == -libc::ENOBUFS && multishot && cqe.recv {
+        // Every provided buffer was taken: they are given back at the end
+        // of this batch, before the receive armed again here can run.
+        return client.recv(index, c).map_err(|e| lost("queue recv", e));
     }
-    let n = result as usize;
-    if !recv {
+    if cqe.result < 0 {
+        let e = io::Error::from_raw_os_error(-cqe.result);
+        return Err(lost(if cqe.recv { "recv" } else { "send" }, e));
+    }
+    let n = cqe.result as usize;
+    if !cqe.recv {
         if n == 0 {
             return Err(Stop::Lost("send returned 0".into()));
         }
@@ -380,9 +567,19 @@ fn complete(
             return Err(Stop::Lost("server closed the connection".into()));
         }
         let from = c.received;
-        check_echo(c.id, c.seq, msg, from, &c.buf[from..from + n], c.queued)?;
+        match (cqe.bid, &client.provided) {
+            (Some(bid), Some(provided)) => {
+                let got = provided.buf(bid, n);
+                check_echo(c.id, c.seq, msg, from, got, c.queued)?;
+            }
+            (None, None) => {
+                let got = &c.buf[from..(from + n).min(size)];
+                check_echo(c.id, c.seq, msg, from, got, c.queued)?;
+            }
+            _ => return Err(Stop::Lost("a receive completed without its buffer".into())),
+        }
         c.received += n;
-        if c.received < size {
+        if (!multishot && c.received < size) || (multishot && cqe.last) {
             client.recv(index, c).map_err(|e| lost("queue recv", e))?;
         }
     }
@@ -399,7 +596,9 @@ fn complete(
         client
             .send(index, c, next)
             .map_err(|e| lost("queue send", e))?;
-        client.recv(index, c).map_err(|e| lost("queue recv", e))?;
+        if !multishot {
+            client.recv(index, c).map_err(|e| lost("queue recv", e))?;
+        }
     }
     Ok(())
 }
@@ -464,7 +663,7 @@ mod tests {
     #[test]
     fn both_clients_complete_verified_round_trips() {
         let addr = serve(None, None);
-        for client in [Client::Uring, Client::Mio] {
+        for client in [Client::Uring, Client::UringMultishot, Client::Mio] {
             let report = load::run(&config(addr, client)).unwrap();
             assert!(report.messages > 0, "{client:?}: no round trip");
             assert_eq!(report.errors, 0, "{client:?}: {:?}", report.error_samples);
@@ -475,7 +674,7 @@ mod tests {
     fn a_changed_byte_fails_the_run() {
         // Offset 1 + 5 * 1000 + 17: byte 17 of message #5 (after the probe).
         let addr = serve(Some(1 + 5 * 1000 + 17), None);
-        for client in [Client::Uring, Client::Mio] {
+        for client in [Client::Uring, Client::UringMultishot, Client::Mio] {
             let e = match load::run(&config(addr, client)) {
                 Ok(_) => panic!("{client:?}: a corrupted echo passed"),
                 Err(e) => e.to_string(),
@@ -488,7 +687,7 @@ mod tests {
     fn a_closed_connection_is_counted_lost() {
         // Every connection closes after the probe and two messages.
         let addr = serve(None, Some(1 + 2 * 1000));
-        for client in [Client::Uring, Client::Mio] {
+        for client in [Client::Uring, Client::UringMultishot, Client::Mio] {
             // Lost (the server closed it, or reset it when the next message
             // came), never a corrupted echo, and the run still ends.
             let report = load::run(&config(addr, client)).unwrap();

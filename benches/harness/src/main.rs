@@ -68,8 +68,8 @@ usage:
   harness serve may-http tcp://127.0.0.1:PORT [--threads 2]
   harness load tcp://127.0.0.1:PORT|udp://127.0.0.1:PORT --conns C --size S --seconds T
                [--threads 1] [--warmup 0.5] [--pid SERVER_PID]
-               [--client mio|uring]   (TCP: readiness on mio, the default, or the
-                                       cheaper io_uring client)
+               [--client mio|uring|uring-multishot]   (TCP: readiness on mio, the
+                                       default, or the cheaper io_uring client)
                [--cpu N]   (run the load on CPU N only)
   harness http-load tcp://127.0.0.1:PORT [--conns 256] [--depth 16] [--seconds 3]
                     [--warmup 1] [--path /plaintext] [--pid SERVER_PID]
@@ -79,7 +79,7 @@ usage:
                 [--ringloop PATH] [--echo-pool PATH] [--skip-ringloop]
                 [--ringloop-loops 2] [--tokio-threads 2] [--delay-ms 1] [--workers 50]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
-                [--idle-only] [--client mio|uring]
+                [--idle-only] [--client mio|uring|uring-multishot]
                 [--pin]   (every server on CPU 0, the load on CPU 1)
   harness async-write [--quick] [--title TEXT] [--loops 1] [--workers 2] [--conns 64] [--size 64]
                 [--rates 20000,0] [--rounds 3] [--seconds 3] [--designs ringloop,naive|framed,ringloop]
