@@ -272,6 +272,11 @@ pub fn summarize(runs: &[LoadReport]) -> Summary {
     for r in runs {
         latency.merge(&r.latency);
     }
+    let client_cpu = runs
+        .iter()
+        .map(|r| r.client_cpu)
+        .sum::<Duration>()
+        .as_secs_f64();
     Summary {
         rate: messages as f64 / window,
         spread: spread(&rates),
@@ -284,19 +289,8 @@ pub fn summarize(runs: &[LoadReport]) -> Summary {
             .sum::<Duration>()
             .as_secs_f64()
             / window.max(1e-9),
-        client_us: runs
-            .iter()
-            .map(|r| r.client_cpu)
-            .sum::<Duration>()
-            .as_secs_f64()
-            * 1e6
-            / messages.max(1) as f64,
-        client_share: runs
-            .iter()
-            .map(|r| r.client_cpu)
-            .sum::<Duration>()
-            .as_secs_f64()
-            / window.max(1e-9),
+        client_us: client_cpu * 1e6 / messages.max(1) as f64,
+        client_share: client_cpu / window.max(1e-9),
         load: crate::machine::median_range(
             &runs
                 .iter()

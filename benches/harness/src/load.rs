@@ -318,6 +318,7 @@ struct Conn {
 }
 
 /// What one load thread measured (TCP or UDP).
+#[derive(Default)]
 pub(crate) struct ThreadReport {
     pub(crate) messages: u64,
     pub(crate) latency: Histogram,
@@ -327,6 +328,17 @@ pub(crate) struct ThreadReport {
     /// UDP only: datagrams with no reply in time, and replies after that.
     pub(crate) lost: u64,
     pub(crate) late: u64,
+}
+
+impl ThreadReport {
+    /// Counts connection `conn` lost for `why`, keeping the first few
+    /// reasons.
+    pub(crate) fn lost(&mut self, conn: usize, why: &str) {
+        self.errors += 1;
+        if self.error_samples.len() < 5 {
+            self.error_samples.push(format!("connection {conn}: {why}"));
+        }
+    }
 }
 
 /// Why a connection stopped.
@@ -365,15 +377,7 @@ fn drive(
             dead: false,
         });
     }
-    let mut report = ThreadReport {
-        messages: 0,
-        latency: Histogram::default(),
-        errors: 0,
-        error_samples: Vec::new(),
-        stalled: 0,
-        lost: 0,
-        late: 0,
-    };
+    let mut report = ThreadReport::default();
     let mut buf = vec![0u8; pattern.message(0, 0).len()];
     let mut step = |c: &mut Conn, report: &mut ThreadReport| -> Result<()> {
         match pump(c, pattern, &mut buf, start, end, report) {
@@ -381,12 +385,7 @@ fn drive(
             Err(Stop::Corrupt(msg)) => Err(msg.into()),
             Err(Stop::Lost(msg)) => {
                 c.dead = true;
-                report.errors += 1;
-                if report.error_samples.len() < 5 {
-                    report
-                        .error_samples
-                        .push(format!("connection {}: {msg}", c.id));
-                }
+                report.lost(c.id, &msg);
                 Ok(())
             }
         }

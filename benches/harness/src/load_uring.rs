@@ -43,7 +43,6 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mio::net::TcpStream;
 use nix::libc;
 
-use crate::hist::Histogram;
 use crate::load::{check_echo, count_round_trip, Stop, ThreadReport};
 use crate::pattern::Pattern;
 use crate::Result;
@@ -370,15 +369,7 @@ pub(crate) fn drive(
             dead: false,
         })
         .collect();
-    let mut report = ThreadReport {
-        messages: 0,
-        latency: Histogram::default(),
-        errors: 0,
-        error_samples: Vec::new(),
-        stalled: 0,
-        lost: 0,
-        late: 0,
-    };
+    let mut report = ThreadReport::default();
     let outcome = run_loop(
         &mut client,
         &mut conns,
@@ -455,6 +446,9 @@ fn run_loop(
                 .completion()
                 .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
         );
+        // Counted here, all at once: a corrupted echo returns in the middle
+        // of the batch, and the drain must not wait for what was reaped.
+        client.in_flight -= done.iter().filter(|d| !cqueue::more(d.2)).count();
         let now = Instant::now();
         for (data, result, flags) in done.drain(..) {
             let index = (data >> 1) as usize;
@@ -462,7 +456,6 @@ fn run_loop(
             let recv = data & 1 == 1;
             let last = !cqueue::more(flags);
             if last {
-                client.in_flight -= 1;
                 if recv {
                     c.recv_in_flight = false;
                 } else {
@@ -491,12 +484,7 @@ fn run_loop(
                 Err(Stop::Corrupt(msg)) => return Err(msg.into()),
                 Err(Stop::Lost(msg)) => {
                     c.dead = true;
-                    report.errors += 1;
-                    if report.error_samples.len() < 5 {
-                        report
-                            .error_samples
-                            .push(format!("connection {}: {msg}", c.id));
-                    }
+                    report.lost(c.id, &msg);
                     // Let whatever else is in flight on it complete.
                     // SAFETY: a plain system call on a descriptor `c` owns.
                     unsafe { libc::shutdown(c.stream.as_raw_fd(), libc::SHUT_RDWR) };
