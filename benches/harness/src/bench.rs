@@ -3,9 +3,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::bench_servers::pin_to;
 use crate::hist::Histogram;
 use crate::idle::{self, IdleReport};
-use crate::load::{self, LoadConfig, LoadReport};
+use crate::load::{self, Client, LoadConfig, LoadReport};
 use crate::machine::{loadavg, note_run_load, take_run_loads};
 use crate::server::{Server, Stopped};
 use crate::Result;
@@ -96,6 +97,10 @@ pub struct BenchConfig {
     pub idle_conns: usize,
     /// Run the idle-memory test only, no load scenario.
     pub idle_only: bool,
+    /// The TCP load generator's I/O.
+    pub client: Client,
+    /// Every server on CPU 0, the load on CPU 1 (`--pin`).
+    pub pin: bool,
 }
 
 /// Runs everything and prints the markdown report on stdout (progress on
@@ -133,8 +138,16 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
                     cfg.rounds,
                     server.name
                 );
-                note_run_load();
+                let load_at_start = note_run_load();
+                if cfg.pin {
+                    // The server inherits CPU 0 from the harness, the load
+                    // threads (started after it) CPU 1.
+                    pin_to(Some(0))?;
+                }
                 let running = server.start()?;
+                if cfg.pin {
+                    pin_to(Some(1))?;
+                }
                 let report = load::run(&LoadConfig {
                     addr: running.addr,
                     udp,
@@ -145,11 +158,13 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
                     threads: cfg.load_threads,
                     server_pid: Some(running.pid()),
                     other_pids: Vec::new(),
+                    client: cfg.client,
                 });
                 stop(running, &mut problems)?;
-                let report = report.map_err(|e| {
+                let mut report = report.map_err(|e| {
                     format!("{} under {}: {e}", server.name, scenario.label_for(udp))
                 })?;
+                report.load_at_start = load_at_start;
                 eprintln!("    {}", report.summary());
                 for e in &report.error_samples {
                     eprintln!("    error: {e}");
@@ -167,6 +182,10 @@ pub fn run(cfg: &BenchConfig) -> Result<bool> {
                 results[s][k].push(report);
             }
         }
+    }
+
+    if cfg.pin {
+        pin_to(None)?;
     }
 
     let mut idle: Vec<Option<IdleReport>> = Vec::new();
@@ -227,6 +246,15 @@ pub struct Summary {
     pub p99_us: f64,
     /// The measured server's CPU per message, µs.
     pub cpu_us: f64,
+    /// The server's CPU time as a share of the window (1.0: one core).
+    pub server_share: f64,
+    /// The load generator's CPU per message, µs.
+    pub client_us: f64,
+    /// The load generator's CPU time as a share of the window.
+    pub client_share: f64,
+    /// Median, lowest and highest 1-minute load average at the start of the
+    /// runs.
+    pub load: Option<(f64, f64, f64)>,
     /// Connections lost.
     pub lost: u64,
     /// Connections that completed no round trip in a window.
@@ -244,12 +272,31 @@ pub fn summarize(runs: &[LoadReport]) -> Summary {
     for r in runs {
         latency.merge(&r.latency);
     }
+    let client_cpu = runs
+        .iter()
+        .map(|r| r.client_cpu)
+        .sum::<Duration>()
+        .as_secs_f64();
     Summary {
         rate: messages as f64 / window,
         spread: spread(&rates),
         p50_us: latency.quantile(0.50) as f64 / 1e3,
         p99_us: latency.quantile(0.99) as f64 / 1e3,
         cpu_us: cpu_per_message(runs),
+        server_share: runs
+            .iter()
+            .filter_map(|r| r.server_cpu)
+            .sum::<Duration>()
+            .as_secs_f64()
+            / window.max(1e-9),
+        client_us: client_cpu * 1e6 / messages.max(1) as f64,
+        client_share: client_cpu / window.max(1e-9),
+        load: crate::machine::median_range(
+            &runs
+                .iter()
+                .filter_map(|r| r.load_at_start)
+                .collect::<Vec<_>>(),
+        ),
         lost: runs.iter().map(|r| r.errors).sum(),
         stalled: runs.iter().map(|r| r.stalled).sum(),
         datagrams_lost: runs.iter().map(|r| r.datagrams_lost).sum(),
@@ -340,18 +387,24 @@ fn render(
             writeln!(
             out,
             "{machine} {} round(s) per scenario, servers alternated and rotated per round ({}{}), \
-             each run {:.1} s warm-up + {:.1} s measured; load generator: mio, {} thread(s), \
-             closed loop, {}, every byte verified.\n",
+             each run {:.1} s warm-up + {:.1} s measured; load generator: {}, {} thread(s), \
+             closed loop, {}, every byte verified; {}.\n",
             cfg.rounds,
             order.join(" / "),
             if cfg.rounds > servers.len() { " / …" } else { "" },
             cfg.warmup.as_secs_f64(),
             cfg.duration.as_secs_f64(),
+            if udp { "mio" } else { cfg.client.name() },
             cfg.load_threads,
             if udp {
                 "one datagram in flight per UDP socket"
             } else {
                 "one message in flight per connection"
+            },
+            if cfg.pin {
+                "--pin: every server on CPU 0, the load on CPU 1"
+            } else {
+                "not pinned: server and load share the CPUs"
             }
         );
     }
@@ -430,7 +483,7 @@ fn render_load(
 ) {
     let _ = write!(
         out,
-        "| scenario | server | msgs/s | spread | p50 µs | p99 µs | server CPU µs/msg |"
+        "| scenario | server | msgs/s | spread | p50 µs | p99 µs | server CPU µs/msg | server % of a core | client CPU µs/msg | client % of a core | load 1m |"
     );
     for &p in peers {
         let _ = write!(out, " msgs/s ÷ {} |", names[p]);
@@ -447,14 +500,14 @@ fn render_load(
             "lost/stalled"
         }
     );
-    let columns = 8 + 2 * peers.len() + usize::from(udp);
+    let columns = 12 + 2 * peers.len() + usize::from(udp);
     let _ = writeln!(out, "|{}", "---|".repeat(columns));
     for (s, scenario) in cfg.scenarios.iter().enumerate() {
         let sums: Vec<Summary> = results[s].iter().map(|runs| summarize(runs)).collect();
         for (k, sum) in sums.iter().enumerate() {
             let _ = write!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.0} | {} |",
                 scenario.label_for(udp),
                 names[k],
                 thousands(sum.rate),
@@ -462,7 +515,16 @@ fn render_load(
                     .map_or("—".to_string(), |s| format!("{:.0} %", s * 100.0)),
                 micros(sum.p50_us),
                 micros(sum.p99_us),
-                sum.cpu_us
+                sum.cpu_us,
+                sum.server_share * 100.0,
+                sum.client_us,
+                sum.client_share * 100.0,
+                sum.load
+                    .map_or("?".to_string(), |(med, lo, hi)| if lo == hi {
+                        format!("{med:.2}")
+                    } else {
+                        format!("{med:.2} ({lo:.2}–{hi:.2})")
+                    })
             );
             let runs = &results[s][k];
             for &p in peers {
@@ -514,7 +576,9 @@ fn render_load(
         "\nmsgs/s: round trips per second over all rounds; spread: (max − min) / mean of the per-run rates \
          (— with one round); ratios: median of the per-round ratios, with their range in brackets \
          (each round runs the servers back to back); p50/p99: round-trip latency; server CPU: the \
-         server's utime + stime over the measured window divided by messages. A msgs/s ratio above 1 \
+         server's utime + stime over the measured window divided by messages (the load generator's \
+         the same from its own /proc entry; % of a core: that CPU time over the window); load 1m: the \
+         1-minute load average at the start of the runs, median (range). A msgs/s ratio above 1 \
          and a CPU/msg ratio below 1 favour the row's server.{}",
         if udp {
             " Datagrams lost: sent in the window and not answered within 200 ms (the next one is then \

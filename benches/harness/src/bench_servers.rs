@@ -167,7 +167,7 @@ fn children_cpu() -> Option<Duration> {
 
 /// The harness (and so whatever it starts next) on `cpu` only, or on
 /// every CPU again (`None`).
-fn pin_to(cpu: Option<usize>) -> Result<()> {
+pub(crate) fn pin_to(cpu: Option<usize>) -> Result<()> {
     use nix::sched::{sched_setaffinity, CpuSet};
     use nix::unistd::Pid;
     let mut set = CpuSet::new();

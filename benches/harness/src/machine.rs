@@ -72,11 +72,13 @@ pub fn wait_for_idle(what: &str) -> String {
     line
 }
 
-/// Notes the 1-minute load average at the start of a run.
-pub fn note_run_load() {
-    if let Some(l) = common::loadavg1() {
+/// Notes the 1-minute load average at the start of a run, and returns it.
+pub fn note_run_load() -> Option<f64> {
+    let load = common::loadavg1();
+    if let Some(l) = load {
         RUN_LOADS.lock().unwrap_or_else(|e| e.into_inner()).push(l);
     }
+    load
 }
 
 /// The range of the load averages noted since the last call, as a

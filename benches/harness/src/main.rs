@@ -16,6 +16,7 @@ mod hist;
 mod http_load;
 mod idle;
 mod load;
+mod load_uring;
 mod machine;
 mod pattern;
 mod procfs;
@@ -67,6 +68,9 @@ usage:
   harness serve may-http tcp://127.0.0.1:PORT [--threads 2]
   harness load tcp://127.0.0.1:PORT|udp://127.0.0.1:PORT --conns C --size S --seconds T
                [--threads 1] [--warmup 0.5] [--pid SERVER_PID]
+               [--client mio|uring|uring-multishot]   (TCP: readiness on mio, the
+                                       default, or the cheaper io_uring client)
+               [--cpu N]   (run the load on CPU N only)
   harness http-load tcp://127.0.0.1:PORT [--conns 256] [--depth 16] [--seconds 3]
                     [--warmup 1] [--path /plaintext] [--pid SERVER_PID]
   harness idle tcp://127.0.0.1:PORT --conns 10000 --pid SERVER_PID
@@ -75,7 +79,8 @@ usage:
                 [--ringloop PATH] [--echo-pool PATH] [--skip-ringloop]
                 [--ringloop-loops 2] [--tokio-threads 2] [--delay-ms 1] [--workers 50]
                 [--rounds N] [--seconds T] [--load-threads N] [--idle-conns N]
-                [--idle-only]
+                [--idle-only] [--client mio|uring|uring-multishot]
+                [--pin]   (every server on CPU 0, the load on CPU 1)
   harness async-write [--quick] [--title TEXT] [--loops 1] [--workers 2] [--conns 64] [--size 64]
                 [--rates 20000,0] [--rounds 3] [--seconds 3] [--designs ringloop,naive|framed,ringloop]
   harness bench-http [--quick] [--ringloop PATH] [--loops 2] [--threads 2] [--skip-may]
@@ -258,6 +263,8 @@ fn load(argv: &[String]) -> Result<ExitCode> {
             "--threads",
             "--warmup",
             "--pid",
+            "--client",
+            "--cpu",
         ],
         &[],
     )?;
@@ -265,6 +272,10 @@ fn load(argv: &[String]) -> Result<ExitCode> {
         unreachable!("positional() checked the count")
     };
     let (udp, addr) = parse_endpoint(url)?;
+    let client = client_option(&args, udp)?;
+    if let Some(cpu) = args.value::<usize>("--cpu")? {
+        bench_servers::pin_to(Some(cpu))?;
+    }
     let cfg = load::LoadConfig {
         addr,
         udp,
@@ -278,6 +289,7 @@ fn load(argv: &[String]) -> Result<ExitCode> {
         threads: args.value("--threads")?.unwrap_or(1),
         server_pid: args.value("--pid")?,
         other_pids: Vec::new(),
+        client,
     };
     let report = load::run(&cfg)?;
     println!(
@@ -297,6 +309,18 @@ fn load(argv: &[String]) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `--client mio|uring` (mio by default; TCP only).
+fn client_option(args: &Args, udp: bool) -> Result<load::Client> {
+    let client = match args.value::<String>("--client")? {
+        Some(text) => load::Client::parse(&text)?,
+        None => load::Client::default(),
+    };
+    if udp && client != load::Client::Mio {
+        return Err("--client applies to TCP load only".into());
+    }
+    Ok(client)
 }
 
 fn http_load(argv: &[String]) -> Result<ExitCode> {
@@ -374,8 +398,15 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
             "--seconds",
             "--load-threads",
             "--idle-conns",
+            "--client",
         ],
-        &["--quick", "--skip-ringloop", "--udp", "--idle-only"],
+        &[
+            "--quick",
+            "--skip-ringloop",
+            "--udp",
+            "--idle-only",
+            "--pin",
+        ],
     )?;
     args.positional(&[])?;
     let quick = args.switch("--quick");
@@ -533,6 +564,8 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
         load_threads: args.value("--load-threads")?.unwrap_or(1),
         idle_conns: args.value("--idle-conns")?.unwrap_or(10_000),
         idle_only,
+        client: client_option(&args, udp)?,
+        pin: args.switch("--pin"),
     };
     if idle_only && (cfg.idle_conns == 0 || udp) {
         return Err(

@@ -178,6 +178,7 @@ pub fn run(cfg: &ProxyBenchConfig) -> Result<bool> {
                     threads: cfg.load_threads,
                     server_pid: Some(pid),
                     other_pids: others,
+                    client: load::Client::Mio,
                 });
                 if let Some(p) = proxy {
                     stop(p, &mut problems)?;

@@ -489,6 +489,7 @@ pub fn run(cfg: &SoakConfig) -> Result<bool> {
             threads: 1,
             server_pid: None,
             other_pids: Vec::new(),
+            client: load::Client::Mio,
         };
         thread::spawn(move || load::run(&cfg).map_err(|e| e.to_string()))
     };

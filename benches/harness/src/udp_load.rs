@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::hist::Histogram;
 use crate::load::{LoadConfig, LoadReport, ThreadReport};
 use crate::pattern::Pattern;
 use crate::{procfs, Result};
@@ -129,15 +128,7 @@ fn drive(
             dead: false,
         });
     }
-    let mut report = ThreadReport {
-        messages: 0,
-        latency: Histogram::default(),
-        errors: 0,
-        error_samples: Vec::new(),
-        stalled: 0,
-        lost: 0,
-        late: 0,
-    };
+    let mut report = ThreadReport::default();
     let mut out = vec![0u8; size];
     // One byte more than a datagram, so a longer reply shows up as longer.
     let mut buf = vec![0u8; size + 1];
