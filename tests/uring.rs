@@ -47,15 +47,19 @@ fn uring_available() -> bool {
 }
 
 fn ring_with(count: u16, buf_size: u32) -> Ring {
-    Ring::new(RingConfig {
+    Ring::new(config_with(count, buf_size)).expect("ring")
+}
+
+/// The default ring configuration with `count` buffers of `buf_size`.
+fn config_with(count: u16, buf_size: u32) -> RingConfig {
+    RingConfig {
         buffers: BufRingConfig {
             count,
             buf_size,
             group: 0,
         },
         ..RingConfig::default()
-    })
-    .expect("ring")
+    }
 }
 
 /// `len` bytes that differ per `seed` and per position.
@@ -369,13 +373,8 @@ fn a_quiet_ring_gives_back_the_pages_of_returned_buffers_but_not_of_lent_ones() 
     }
     // One page per buffer, so each buffer's page is its own.
     let mut ring = Ring::new(RingConfig {
-        buffers: BufRingConfig {
-            count: 16,
-            buf_size: 4096,
-            group: 0,
-        },
         release_idle_after: Some(Duration::from_millis(20)),
-        ..RingConfig::default()
+        ..config_with(16, 4096)
     })
     .expect("ring");
     let (_, peer) = receiving_connection(&mut ring);
@@ -1037,13 +1036,8 @@ fn without_the_kernels_min_wait_a_batched_wait_is_a_plain_wait() {
     }
     // A kernel without IORING_FEAT_MIN_TIMEOUT, simulated.
     let mut ring = Ring::new(RingConfig {
-        buffers: BufRingConfig {
-            count: 16,
-            buf_size: 4096,
-            group: 0,
-        },
         min_wait: false,
-        ..RingConfig::default()
+        ..config_with(16, 4096)
     })
     .expect("ring");
     assert!(!ring.batches_waits());
