@@ -23,6 +23,7 @@ pub(crate) struct LoopCounters {
     pub(crate) buffered: AtomicU64,
     pub(crate) budget_pauses: AtomicU64,
     pub(crate) budget_closes: AtomicU64,
+    pub(crate) timers: AtomicU64,
 }
 
 /// Adds `n` to a counter only its own loop writes.
@@ -92,6 +93,13 @@ pub struct LoopStats {
     /// Connections closed with
     /// [`CloseReason::BufferBudget`](crate::CloseReason::BufferBudget).
     pub budget_closes: u64,
+    /// Connection timeouts scheduled on the loop's timer wheel now (as of
+    /// the loop's last turn), superseded entries not yet due included: a
+    /// few bytes of memory each. About one per connection that has a
+    /// timeout running (an idle, read or half-closed timeout, a write
+    /// timeout with bytes unsent); none for a quiet connection under the
+    /// default timeouts.
+    pub timers: u64,
 }
 
 impl LoopCounters {
@@ -110,6 +118,7 @@ impl LoopCounters {
             buffered_bytes: get(&self.buffered),
             budget_pauses: get(&self.budget_pauses),
             budget_closes: get(&self.budget_closes),
+            timers: get(&self.timers),
         }
     }
 }
@@ -129,6 +138,7 @@ impl Add for LoopStats {
             buffered_bytes: self.buffered_bytes + o.buffered_bytes,
             budget_pauses: self.budget_pauses + o.budget_pauses,
             budget_closes: self.budget_closes + o.budget_closes,
+            timers: self.timers + o.timers,
         }
     }
 }
@@ -143,7 +153,7 @@ impl fmt::Display for LoopStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} connections open ({} opened), {} bytes in, {} bytes out, {} messages, {} doorbell writes, {} back-pressure events, {} timeouts, {} bytes buffered, {} budget pauses, {} budget closes",
+            "{} connections open ({} opened), {} bytes in, {} bytes out, {} messages, {} doorbell writes, {} back-pressure events, {} timeouts, {} bytes buffered, {} budget pauses, {} budget closes, {} timers",
             self.connections,
             self.connections_opened,
             self.bytes_in,
@@ -154,7 +164,8 @@ impl fmt::Display for LoopStats {
             self.timeouts,
             self.buffered_bytes,
             self.budget_pauses,
-            self.budget_closes
+            self.budget_closes,
+            self.timers
         )
     }
 }

@@ -32,6 +32,9 @@ pub(crate) struct TimerWheel {
     /// The smallest tick of any entry (`u64::MAX` when empty): every entry
     /// has a tick above `tick`, so this is when the loop must wake next.
     earliest: u64,
+    /// A tick the loop must wake by although no entry is due then
+    /// (`u64::MAX`: none); see [`wake_at`](Self::wake_at).
+    wake: u64,
 }
 
 impl TimerWheel {
@@ -44,6 +47,7 @@ impl TimerWheel {
             tick: now_ms / granularity_ms,
             len: 0,
             earliest: u64::MAX,
+            wake: u64::MAX,
         }
     }
 
@@ -126,13 +130,21 @@ impl TimerWheel {
             .unwrap_or(u64::MAX)
     }
 
-    /// How long until the earliest entry is due, if anything is scheduled:
-    /// the longest a loop may sleep without missing a deadline (0 when one
-    /// is due already).
+    /// Makes the loop wake by `deadline_ms` (`None`: forget it) without
+    /// an entry: for deadlines the caller holds back and may yet schedule
+    /// (it calls this again at every turn, replacing the last). Nothing is
+    /// reported due for it.
+    pub(crate) fn wake_at(&mut self, deadline_ms: Option<u64>) {
+        self.wake = deadline_ms.map_or(u64::MAX, |d| self.tick_of(d));
+    }
+
+    /// How long until the earliest entry is due (or the wake-up asked for
+    /// with [`wake_at`](Self::wake_at)), if anything is: the longest a loop
+    /// may sleep without missing a deadline (0 when one is due already).
     pub(crate) fn poll_timeout_ms(&self, now_ms: u64) -> Option<u64> {
-        (self.len > 0).then(|| {
-            self.earliest
-                .saturating_mul(self.granularity_ms)
+        let tick = self.earliest.min(self.wake);
+        (self.len > 0 || self.wake != u64::MAX).then(|| {
+            tick.saturating_mul(self.granularity_ms)
                 .saturating_sub(now_ms)
         })
     }
@@ -208,6 +220,30 @@ mod tests {
         wheel.advance(100, &mut due);
         assert_eq!(due.len(), 2);
         assert_eq!(wheel.poll_timeout_ms(100), None);
+    }
+
+    #[test]
+    fn a_wake_up_without_an_entry_bounds_the_sleep_until_replaced() {
+        let mut wheel = TimerWheel::new(4, 10, 0);
+        wheel.wake_at(Some(75));
+        assert_eq!(wheel.poll_timeout_ms(0), Some(80), "tick 8");
+        wheel.schedule(key(1), 200);
+        assert_eq!(wheel.poll_timeout_ms(0), Some(80), "the earlier of the two");
+        let mut due = Vec::new();
+        wheel.advance(80, &mut due);
+        assert!(due.is_empty(), "a wake-up is never reported due");
+        wheel.wake_at(None);
+        assert_eq!(wheel.poll_timeout_ms(80), Some(120), "the entry again");
+        wheel.advance(200, &mut due);
+        assert_eq!(wheel.len(), 0);
+        wheel.wake_at(Some(300));
+        assert_eq!(
+            wheel.poll_timeout_ms(200),
+            Some(100),
+            "with no entry at all"
+        );
+        wheel.wake_at(None);
+        assert_eq!(wheel.poll_timeout_ms(200), None);
     }
 
     #[test]

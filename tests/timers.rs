@@ -60,3 +60,46 @@ fn an_idle_loop_with_a_long_timeout_armed_sleeps_until_its_deadline() {
     drop(client);
     server.stop();
 }
+
+#[test]
+fn replies_that_went_out_leave_no_write_timeout_behind_and_a_stuck_one_gets_its_own() {
+    // An hour: a wheel entry left for a reply already sent would stay the
+    // whole test (and an hour of memory per idle connection).
+    let server = Running::start(
+        Engine::builder(|_| Echo)
+            .listen("tcp://127.0.0.1:0")
+            .loops(1)
+            .timeouts(Timeouts::none().write(Duration::from_secs(3600))),
+    );
+    let addr = server.tcp_addr(0);
+    let mut clients: Vec<_> = (0..20).map(|_| tcp_client(addr)).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        common::echo_round_trip(client, format!("ping {i}").as_bytes());
+    }
+    // Every reply was sent (the clients read them): nothing to time out.
+    wait_until("no timer for replies already sent", || {
+        server.engine.total_stats().timers == 0
+    });
+    assert_eq!(server.engine.total_stats().timers, 0);
+
+    // A peer that sends and never reads: its replies stay queued, and the
+    // write timeout must be on the wheel for them.
+    let stuck = tcp_client(addr);
+    let mut writer = stuck.try_clone().unwrap();
+    let pusher = std::thread::spawn(move || {
+        let chunk = vec![b's'; 64 * 1024];
+        for _ in 0..1024 {
+            if std::io::Write::write_all(&mut writer, &chunk).is_err() {
+                return;
+            }
+        }
+    });
+    wait_until("the stuck connection's write timeout", || {
+        server.engine.total_stats().timers >= 1
+    });
+    // Ending the stuck peer ends the pusher's writes.
+    stuck.shutdown(std::net::Shutdown::Both).unwrap();
+    pusher.join().unwrap();
+    drop(clients);
+    server.stop();
+}

@@ -47,15 +47,19 @@ fn uring_available() -> bool {
 }
 
 fn ring_with(count: u16, buf_size: u32) -> Ring {
-    Ring::new(RingConfig {
+    Ring::new(config_with(count, buf_size)).expect("ring")
+}
+
+/// The default ring configuration with `count` buffers of `buf_size`.
+fn config_with(count: u16, buf_size: u32) -> RingConfig {
+    RingConfig {
         buffers: BufRingConfig {
             count,
             buf_size,
             group: 0,
         },
         ..RingConfig::default()
-    })
-    .expect("ring")
+    }
 }
 
 /// `len` bytes that differ per `seed` and per position.
@@ -348,6 +352,94 @@ fn exhaust_then_drain(ring: &mut Ring, conns: usize, dry: impl Fn(&Ring) -> bool
     assert!(stats.rearmed > 0, "{stats:?}");
     assert_eq!(ring.buffers().lent(), 0);
     drop(clients);
+}
+
+/// Whether the page holding `at` is resident (`mincore`).
+fn resident(at: *const u8) -> bool {
+    let page = 4096usize;
+    let start = (at as usize) / page * page;
+    let mut vec = [0u8; 1];
+    // SAFETY: `start` is page-aligned and inside a live mapping (a buffer
+    // of the ring under test); mincore only writes the one byte of `vec`.
+    let r = unsafe { nix::libc::mincore(start as *mut _, page, vec.as_mut_ptr()) };
+    assert_eq!(r, 0, "mincore: {}", io::Error::last_os_error());
+    vec[0] & 1 != 0
+}
+
+#[test]
+fn a_quiet_ring_gives_back_the_pages_of_returned_buffers_but_not_of_lent_ones() {
+    if !uring_available() {
+        return;
+    }
+    // One page per buffer, so each buffer's page is its own.
+    let mut ring = Ring::new(RingConfig {
+        release_idle_after: Some(Duration::from_millis(20)),
+        ..config_with(16, 4096)
+    })
+    .expect("ring");
+    let (_, peer) = receiving_connection(&mut ring);
+    // A burst of six messages, each in a buffer of its own; the first is
+    // kept (a connection holding unread bytes), the others come back.
+    let mut held = None;
+    let mut pages = Vec::new();
+    for i in 0..6u8 {
+        (&peer).write_all(&pattern(100, i)).unwrap();
+        let mut got = None;
+        turn_until(&mut ring, "a message", |_, event| match event {
+            Event::Received { buf, .. } => {
+                got = Some(buf);
+                true
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let buf = got.unwrap();
+        assert_eq!(buf.as_slice(), pattern(100, i));
+        if i == 0 {
+            held = Some(buf);
+        } else {
+            pages.push(buf.as_ptr());
+        }
+    }
+    let held = held.unwrap();
+    assert!(pages.iter().all(|&p| resident(p)), "the kernel wrote them");
+    assert_eq!(ring.buffers().resident(), 6, "one lent, five returned");
+    assert_eq!(ring.stats().released, 0, "nothing released while busy");
+
+    // Quiet: a wait with no receive lets the ring release what came back.
+    let deadline = Instant::now() + BOUND;
+    while ring.stats().released == 0 {
+        assert!(Instant::now() < deadline, "never released");
+        assert!(turn(&mut ring, Duration::from_secs(1)).is_empty());
+    }
+    assert_eq!(ring.stats().released, 5, "{:?}", ring.stats());
+    assert_eq!(ring.buffers().resident(), 1, "only the lent buffer");
+    assert!(
+        pages.iter().all(|&p| !resident(p)),
+        "returned buffers' pages were given back"
+    );
+    assert_eq!(
+        held.as_slice(),
+        pattern(100, 0),
+        "a lent buffer is untouched"
+    );
+    assert!(!ring.buffers().has_returned());
+
+    // Released buffers still work: the next messages arrive whole.
+    drop(held);
+    for i in 6..40u8 {
+        (&peer).write_all(&pattern(100, i)).unwrap();
+        let mut got = Vec::new();
+        turn_until(&mut ring, "a message", |_, event| match event {
+            Event::Received { buf, .. } => {
+                got.extend_from_slice(&buf);
+                got.len() == 100
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        assert_eq!(got, pattern(100, i));
+    }
+    assert_eq!(ring.buffers().lent(), 0);
+    assert_eq!(ring.stats().stale, 0);
 }
 
 #[test]
@@ -944,13 +1036,8 @@ fn without_the_kernels_min_wait_a_batched_wait_is_a_plain_wait() {
     }
     // A kernel without IORING_FEAT_MIN_TIMEOUT, simulated.
     let mut ring = Ring::new(RingConfig {
-        buffers: BufRingConfig {
-            count: 16,
-            buf_size: 4096,
-            group: 0,
-        },
         min_wait: false,
-        ..RingConfig::default()
+        ..config_with(16, 4096)
     })
     .expect("ring");
     assert!(!ring.batches_waits());

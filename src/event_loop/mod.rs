@@ -182,6 +182,9 @@ pub(crate) struct EventLoop<H: EventHandler> {
     /// Some connection may have a timeout (engine default or an override).
     timeouts_in_use: bool,
     due: Vec<(SlotKey, u64)>,
+    /// io_uring: write timeouts held back while the ring sends (see
+    /// `timers::RingSendTimers`).
+    ring_send_timers: timers::RingSendTimers,
     /// Completions of async writes held back while their connection is over
     /// its high-water mark.
     deferred: HashMap<SlotKey, Vec<HeldWrite>>,
@@ -320,6 +323,7 @@ impl<H: EventHandler> EventLoop<H> {
             now_ms: 0,
             timeouts_in_use: options.timeouts.any(),
             due: Vec::new(),
+            ring_send_timers: timers::RingSendTimers::default(),
             deferred: HashMap::new(),
             drain_deadline: None,
             upgrade_drain_seen: false,

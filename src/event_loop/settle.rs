@@ -26,7 +26,7 @@ use super::{loop_ref, EventLoop, LoopToken};
 use crate::actors::slab::SlotKey;
 use crate::handler::EventHandler;
 use crate::options::{BackPressure, WaterMarks};
-use crate::reason::{Action, CloseReason};
+use crate::reason::{Action, CloseReason, TimeoutKind};
 use crate::stats::bump;
 use crate::sys::io as sysio;
 use crate::sys::poller::Interest;
@@ -340,9 +340,15 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         self.timeouts_in_use = true;
-        if let Some((at, _)) = next_deadline(entry, &self.settings.timeouts, self.now_ms) {
+        if let Some((at, kind)) = next_deadline(entry, &self.settings.timeouts, self.now_ms) {
             if entry.timer_tick == 0 || self.wheel.tick_of(at) < entry.timer_tick {
-                entry.timer_tick = self.wheel.schedule(key, at);
+                if kind == TimeoutKind::Write && entry.ring_sends {
+                    // io_uring: the queue goes out with the turn's submit,
+                    // where a send usually completes; armed only if not.
+                    self.ring_send_timers.hold(key, at);
+                } else {
+                    entry.timer_tick = self.wheel.schedule(key, at);
+                }
             }
         }
     }

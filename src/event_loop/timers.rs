@@ -6,10 +6,13 @@
 //! moved (a stale wheel entry is ignored).
 
 use std::io;
+use std::mem;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::entry::{ConnEntry, Phase};
 use super::{guarded, EventLoop};
+use crate::actors::slab::SlotKey;
 use crate::error::Error;
 use crate::handler::EventHandler;
 use crate::options::Timeouts;
@@ -85,7 +88,69 @@ pub(super) fn next_deadline<S>(
         .min_by_key(|(at, _)| *at)
 }
 
+/// Write timeouts of connections whose queue goes to the io_uring ring:
+/// held back for one turn instead of put on the wheel.
+///
+/// A connection's queued bytes are handed to the ring when it is settled
+/// and submitted by the next turn's `io_uring_enter`, in which a send to a
+/// socket with room completes at once. Put on the wheel at once (as on
+/// epoll, where a queue is what a write left), every reply would leave an
+/// entry behind for the whole write timeout (60 s by default): memory per
+/// idle connection, and a wake-up to find it stale. So a write deadline
+/// that would be scheduled for such a connection is held here instead,
+/// and after the turn whose wait submitted the send
+/// ([`EventLoop::arm_unsent_ring_sends`]) it goes on the wheel only if
+/// bytes are still queued (the peer is not reading): same deadline
+/// (counted from the send's submission stamp), just scheduled a turn
+/// later. Meanwhile the wheel wakes the loop by the earliest held deadline
+/// ([`TimerWheel::wake_at`](crate::timer_wheel::TimerWheel::wake_at)), so
+/// a loop with nothing else to do cannot sleep past it.
+#[derive(Default)]
+pub(super) struct RingSendTimers {
+    /// Held this turn (their sends are submitted by the next wait).
+    this_turn: Vec<SlotKey>,
+    /// The earliest deadline held this turn.
+    earliest_ms: Option<u64>,
+    /// Held last turn: checked after this turn's wait.
+    last_turn: Vec<SlotKey>,
+}
+
+impl RingSendTimers {
+    /// Holds back `key`'s write deadline `at_ms` (see the type's doc).
+    pub(super) fn hold(&mut self, key: SlotKey, at_ms: u64) {
+        self.this_turn.push(key);
+        self.earliest_ms = Some(self.earliest_ms.map_or(at_ms, |e| e.min(at_ms)));
+    }
+}
+
 impl<H: EventHandler> EventLoop<H> {
+    /// After the wait that submitted the sends held last turn (see
+    /// [`RingSendTimers`]): schedules the timeout of every connection with
+    /// bytes still unsent; this turn's become the next turn's to check.
+    fn arm_unsent_ring_sends(&mut self) {
+        let timers = &mut self.ring_send_timers;
+        if timers.last_turn.is_empty() && timers.this_turn.is_empty() {
+            return;
+        }
+        let mut keys = mem::take(&mut timers.last_turn);
+        for key in keys.drain(..) {
+            let Some(entry) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if entry.outbound.is_empty() {
+                continue; // sent (the completion's settle scheduled the rest)
+            }
+            if let Some((at, _)) = next_deadline(entry, &self.settings.timeouts, self.now_ms) {
+                if entry.timer_tick == 0 || self.wheel.tick_of(at) < entry.timer_tick {
+                    entry.timer_tick = self.wheel.schedule(key, at);
+                }
+            }
+        }
+        let timers = &mut self.ring_send_timers;
+        timers.last_turn = mem::replace(&mut timers.this_turn, keys);
+        self.wheel.wake_at(timers.earliest_ms.take());
+    }
+
     pub(super) fn timers(&mut self) {
         if self.next_tick.is_none() && self.listeners.resume_at().is_none() {
             return; // no clock read on the hot path
@@ -109,7 +174,9 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Closes connections whose timeout expired; re-arms the others.
     pub(super) fn expire_timeouts(&mut self) {
+        self.arm_unsent_ring_sends();
         if self.wheel.len() == 0 {
+            self.publish_timers();
             return;
         }
         let mut due = std::mem::take(&mut self.due);
@@ -150,5 +217,16 @@ impl<H: EventHandler> EventLoop<H> {
             }
         }
         self.due = due;
+        self.publish_timers();
+    }
+
+    /// [`LoopStats::timers`](crate::LoopStats::timers): the wheel's entries.
+    fn publish_timers(&self) {
+        let gauge = &self.engine.slot(self.index).counters().timers;
+        let len = self.wheel.len() as u64;
+        // Relaxed: a gauge only this loop writes; readers want a recent value.
+        if gauge.load(Ordering::Relaxed) != len {
+            gauge.store(len, Ordering::Relaxed);
+        }
     }
 }

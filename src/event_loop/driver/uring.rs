@@ -103,7 +103,9 @@ const RING_ENTRIES: u32 = 512;
 /// Most provided buffers per loop. The ring starts with a block of 16 and
 /// grows with demand up to this (see `bufring`); the kernel walks it in
 /// order, so every provided buffer ends up touched: this times the buffer
-/// size bounds the resident cost of a busy loop (4.1 MiB at the largest).
+/// size bounds the resident cost of a busy loop (4.1 MiB at the largest);
+/// a loop without receives for a while gives those pages back
+/// (`sys::uring::release`).
 const BUFFERS: u16 = 256;
 /// Overrides [`BUFFERS`] (a power of two, 1 to 32,768): for tests that
 /// want the buffer ring to run dry, and for tuning.

@@ -12,6 +12,16 @@
 //! block. Blocks are never withdrawn (the kernel may pick any provided
 //! buffer at any time); they are freed with the ring.
 //!
+//! **Released when idle.** What a burst made resident need not stay so: the
+//! pages of buffers that came back since the last release can be given back
+//! to the system ([`BufRing::release_returned`], `MADV_DONTNEED` on each
+//! block's page-aligned memory, skipping lent buffers). The buffers stay
+//! provided; the kernel's next write into one faults in a fresh zero page.
+//! That is only sound while the kernel writes into no buffer and every
+//! buffer it filled has been taken, which the owning
+//! [`Ring`](super::ring::Ring) guarantees (and decides when: after the loop
+//! has been quiet a while, see [`IdleRelease`](super::release::IdleRelease)).
+//!
 //! The kernel picks a buffer when bytes arrive for a receive armed with
 //! buffer select and names it in the completion; [`BufRing::take`] turns that
 //! into a [`RecvBuf`], an owned view of the bytes, and dropping the `RecvBuf`
@@ -26,6 +36,7 @@
 
 use std::alloc::{self, Layout};
 use std::cell::Cell;
+use std::ffi::c_void;
 use std::fmt;
 use std::io;
 use std::ops::Deref;
@@ -83,13 +94,27 @@ struct Shared {
     /// `count` entries, page-aligned, read by the kernel.
     entries: NonNull<BufEntry>,
     entries_layout: Layout,
-    /// `count / block` slabs of `block * buf_size` bytes, written by the
-    /// kernel; null until allocated, in order (block `i` holds buffer ids
-    /// `i * block ..`).
+    /// `count / block` slabs of `block * buf_size` bytes (rounded up to
+    /// whole pages), written by the kernel; null until mapped, in order
+    /// (block `i` holds buffer ids `i * block ..`). Each is its own
+    /// anonymous mapping: page-aligned, zero and lazily backed, so a
+    /// buffer costs memory only once written into, and its pages can be
+    /// given back without touching anyone else's.
     slabs: Box<[Cell<*mut u8>]>,
-    slab_layout: Layout,
-    /// Buffers per slab (a power of two dividing `count`).
+    /// Bytes per slab mapping (a multiple of the page size).
+    slab_bytes: usize,
+    /// Per slab, one bit per buffer (bit `bid % block`): lent to a
+    /// [`RecvBuf`] now.
+    lent_bits: Box<[Cell<u16>]>,
+    /// Per slab, one bit per buffer: came back from a [`RecvBuf`] since the
+    /// last release (its pages may be resident and are not needed).
+    returned_bits: Box<[Cell<u16>]>,
+    /// Some `returned_bits` are set.
+    returned_any: Cell<bool>,
+    /// Buffers per slab (a power of two dividing `count`, at most 16).
     block: u16,
+    /// `log2(block)`: a buffer id's slab is `bid >> block_shift`.
+    block_shift: u32,
     count: u16,
     buf_size: u32,
     /// Buffers allocated and provided so far (ids `0..provided`).
@@ -132,7 +157,7 @@ impl Shared {
     /// The start of buffer `bid`, which must be provided (`bid < provided`,
     /// so its slab is allocated).
     fn buffer(&self, bid: u16) -> *mut u8 {
-        let slab = self.slabs[usize::from(bid / self.block)].get();
+        let slab = self.slabs[usize::from(bid >> self.block_shift)].get();
         debug_assert!(!slab.is_null());
         // SAFETY: the slab holds `block` buffers of `buf_size` bytes and
         // `bid % block < block`, so the offset is inside it.
@@ -147,35 +172,111 @@ impl Shared {
         if provided >= self.count {
             return false;
         }
-        // SAFETY: the layout has a non-zero size (block >= 1, buf_size >= 1).
-        // Alignment 16 (the allocator's natural one): `alloc_zeroed` is then
-        // `calloc`, whose large blocks are fresh zero pages the process only
-        // pays for once the kernel writes into them.
-        let slab = unsafe { alloc::alloc_zeroed(self.slab_layout) };
-        if slab.is_null() {
+        // SAFETY: a fresh private anonymous mapping (no address hint, no
+        // descriptor) touches no existing memory; `slab_bytes > 0`. Its
+        // pages are zero and cost nothing until the kernel writes into them.
+        let slab = unsafe {
+            nix::libc::mmap(
+                ptr::null_mut(),
+                self.slab_bytes,
+                nix::libc::PROT_READ | nix::libc::PROT_WRITE,
+                nix::libc::MAP_PRIVATE | nix::libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if slab == nix::libc::MAP_FAILED {
             log::warn!("io_uring: cannot allocate more receive buffers; keeping {provided}");
             return false;
         }
-        self.slabs[usize::from(provided / self.block)].set(slab);
+        let slab = slab.cast::<u8>();
+        self.slabs[usize::from(provided >> self.block_shift)].set(slab);
         self.provided.set(provided + self.block);
         for bid in provided..provided + self.block {
             self.provide(bid);
         }
         true
     }
+
+    /// The slab of buffer `bid` and its bit in that slab's masks.
+    fn slab_bit(&self, bid: u16) -> (usize, u16) {
+        (
+            usize::from(bid >> self.block_shift),
+            1 << (bid & (self.block - 1)),
+        )
+    }
+
+    /// See [`BufRing::release_returned`]; same contract.
+    unsafe fn release_returned(&self, page: usize) -> u32 {
+        if !self.returned_any.replace(false) {
+            return 0;
+        }
+        let mut released = 0;
+        for (i, returned) in self.returned_bits.iter().enumerate() {
+            let returned = returned.replace(0);
+            let slab = self.slabs[i].get();
+            if returned == 0 || slab.is_null() {
+                continue;
+            }
+            let lent = self.lent_bits[i].get();
+            released += (returned & !lent).count_ones();
+            // Every run of buffers not lent, shrunk to whole pages (a page
+            // shared with a lent buffer stays), the slab's end included.
+            let mut bid = 0;
+            while bid < self.block {
+                if lent & (1 << bid) != 0 {
+                    bid += 1;
+                    continue;
+                }
+                let start = bid;
+                while bid < self.block && lent & (1 << bid) == 0 {
+                    bid += 1;
+                }
+                let from = (usize::from(start) * self.buf_size as usize).next_multiple_of(page);
+                let to = if bid == self.block {
+                    self.slab_bytes
+                } else {
+                    usize::from(bid) * self.buf_size as usize / page * page
+                };
+                if to > from {
+                    // SAFETY: `[from, to)` lies inside this slab's mapping
+                    // (`to <= slab_bytes`), is page-aligned, and holds only
+                    // buffers no `RecvBuf` views (their lent bits are clear):
+                    // buffers the kernel holds and, by the caller's contract,
+                    // neither writes into now nor filled without our having
+                    // taken them. Their contents are garbage; zero pages
+                    // replace them on the next write.
+                    let r = unsafe {
+                        nix::libc::madvise(
+                            slab.add(from).cast::<c_void>(),
+                            to - from,
+                            nix::libc::MADV_DONTNEED,
+                        )
+                    };
+                    if r != 0 {
+                        log::debug!(
+                            "io_uring: releasing idle receive buffers: {}",
+                            io::Error::last_os_error()
+                        );
+                    }
+                }
+            }
+        }
+        released
+    }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // SAFETY: the entries and every non-null slab were allocated (in
-        // `register`, `grow`) with exactly these layouts, and the last
-        // reference is going away: no `RecvBuf` remains and the owning ring
-        // has unregistered them (or leaked this `Shared` instead of dropping
-        // it).
+        // SAFETY: the entries were allocated (in `register`) with exactly
+        // this layout and every non-null slab mapped (in `grow`) with
+        // exactly this length, and the last reference is going away: no
+        // `RecvBuf` remains and the owning ring has unregistered them (or
+        // leaked this `Shared` instead of dropping it).
         unsafe {
             alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
             for slab in self.slabs.iter().map(Cell::get).filter(|p| !p.is_null()) {
-                alloc::dealloc(slab, self.slab_layout);
+                nix::libc::munmap(slab.cast::<c_void>(), self.slab_bytes);
             }
         }
     }
@@ -187,6 +288,8 @@ pub(crate) struct BufRing {
     shared: Rc<Shared>,
     group: u16,
     registered: bool,
+    /// The system page size (what releases are rounded to).
+    page: usize,
 }
 
 impl BufRing {
@@ -219,8 +322,10 @@ impl BufRing {
         let block = BLOCK.min(count);
         let slab_bytes = usize::from(block)
             .checked_mul(buf_size as usize)
+            .and_then(|b| b.checked_next_multiple_of(page))
+            .filter(|&b| b <= isize::MAX as usize)
             .ok_or_else(too_big)?;
-        let slab_layout = Layout::from_size_align(slab_bytes, 16).map_err(|_| too_big())?;
+        let slabs = usize::from(count / block);
         // SAFETY: the layout has a non-zero size (count >= 1).
         let entries = unsafe { alloc::alloc_zeroed(entries_layout) };
         let Some(entries) = NonNull::new(entries.cast()) else {
@@ -229,11 +334,13 @@ impl BufRing {
         let shared = Rc::new(Shared {
             entries,
             entries_layout,
-            slabs: (0..count / block)
-                .map(|_| Cell::new(ptr::null_mut()))
-                .collect(),
-            slab_layout,
+            slabs: (0..slabs).map(|_| Cell::new(ptr::null_mut())).collect(),
+            slab_bytes,
+            lent_bits: (0..slabs).map(|_| Cell::new(0)).collect(),
+            returned_bits: (0..slabs).map(|_| Cell::new(0)).collect(),
+            returned_any: Cell::new(false),
             block,
+            block_shift: block.trailing_zeros(),
             count,
             buf_size,
             provided: Cell::new(0),
@@ -259,6 +366,7 @@ impl BufRing {
             shared,
             group,
             registered: true,
+            page,
         })
     }
 
@@ -313,12 +421,52 @@ impl BufRing {
             return None;
         }
         self.shared.lent.set(self.shared.lent.get() + 1);
+        let (slab, bit) = self.shared.slab_bit(bid);
+        let lent = &self.shared.lent_bits[slab];
+        lent.set(lent.get() | bit);
         Some(RecvBuf {
             shared: Rc::clone(&self.shared),
             bid,
             start: 0,
             end: len,
         })
+    }
+
+    /// Buffers came back since the last [`BufRing::release_returned`]: a
+    /// release would give memory back.
+    pub(crate) fn has_returned(&self) -> bool {
+        self.shared.returned_any.get()
+    }
+
+    /// Buffers whose pages may be resident: lent now, or come back since
+    /// the last release (a buffer never written into, or released since,
+    /// costs nothing). What a release lowers.
+    pub(crate) fn resident(&self) -> u32 {
+        let s = &self.shared;
+        s.lent_bits
+            .iter()
+            .zip(s.returned_bits.iter())
+            .map(|(l, r)| (l.get() | r.get()).count_ones())
+            .sum()
+    }
+
+    /// Gives the pages of every buffer that came back since the last call
+    /// back to the system (`MADV_DONTNEED`), except those a lent buffer
+    /// shares; the buffers stay provided. Returns how many buffers were
+    /// released.
+    ///
+    /// # Safety
+    ///
+    /// While this runs, the kernel must not write into any buffer of this
+    /// ring, and every buffer it has filled must have been taken
+    /// ([`BufRing::take`]): no completion naming a buffer may be waiting
+    /// unread. (A ring with deferred task running guarantees the first
+    /// between two `io_uring_enter` calls of its thread; an empty
+    /// completion queue without overflow the second.) Otherwise bytes the
+    /// kernel wrote could be zeroed before they are read.
+    pub(crate) unsafe fn release_returned(&self) -> u32 {
+        // SAFETY: the caller's contract is the function's.
+        unsafe { self.shared.release_returned(self.page) }
     }
 
     /// Withdraws the ring from the kernel. Afterwards the kernel selects no
@@ -415,8 +563,13 @@ impl Deref for RecvBuf {
 
 impl Drop for RecvBuf {
     fn drop(&mut self) {
-        self.shared.lent.set(self.shared.lent.get() - 1);
-        self.shared.provide(self.bid);
+        let s = &self.shared;
+        s.lent.set(s.lent.get() - 1);
+        let (slab, bit) = s.slab_bit(self.bid);
+        s.lent_bits[slab].set(s.lent_bits[slab].get() & !bit);
+        s.returned_bits[slab].set(s.returned_bits[slab].get() | bit);
+        s.returned_any.set(true);
+        s.provide(self.bid);
     }
 }
 

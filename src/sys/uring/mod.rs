@@ -18,6 +18,7 @@
 //!   `IORING_REGISTER_PBUF_RING`). A completion hands out a
 //!   [`RecvBuf`](bufring::RecvBuf), an owned view of the bytes that gives the
 //!   buffer back to the kernel when dropped.
+//! * [`release`]: when an idle loop gives its receive buffers' pages back.
 //! * [`ring`]: the [`Ring`](ring::Ring): sources (descriptors the ring owns),
 //!   multishot accept, multishot receive with buffer select, sends of owned
 //!   buffers, connect with a timeout, the doorbell read, cancellation, and
@@ -110,5 +111,6 @@
 
 pub(crate) mod bufring;
 pub(crate) mod probe;
+pub(crate) mod release;
 pub(crate) mod ring;
 pub(crate) mod user_data;

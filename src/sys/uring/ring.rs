@@ -37,6 +37,7 @@ use nix::libc;
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
 use super::bufring::{BufRing, BufRingConfig, RecvBuf};
+use super::release::{IdleRelease, RELEASE_AFTER};
 use super::user_data::{OpKind, UserData, GENERATION_MASK, NO_SOURCE};
 
 /// How a [`Ring`] is sized.
@@ -58,6 +59,11 @@ pub(crate) struct RingConfig {
     /// (see `build_uring`); `false` starts at cooperative task running
     /// (for measuring what deferring buys).
     pub(crate) defer_taskrun: bool,
+    /// After how long without a receive the pages of returned receive
+    /// buffers are given back (`super::release`); `None`: never. Only a
+    /// ring with deferred task running releases (elsewhere the kernel may
+    /// fill a buffer while it is being released).
+    pub(crate) release_idle_after: Option<Duration>,
 }
 
 impl Default for RingConfig {
@@ -68,6 +74,7 @@ impl Default for RingConfig {
             teardown_bound: Duration::from_secs(5),
             min_wait: true,
             defer_taskrun: true,
+            release_idle_after: Some(RELEASE_AFTER),
         }
     }
 }
@@ -227,6 +234,9 @@ pub(crate) struct RingStats {
     pub(crate) rearmed: u64,
     /// Completions dropped because their `user_data` named no live operation.
     pub(crate) stale: u64,
+    /// Receive buffers whose pages were given back while the loop was idle
+    /// (`super::release`).
+    pub(crate) released: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,6 +404,10 @@ pub(crate) struct Ring {
     spare_out: Vec<Box<Outbound>>,
     /// The kernel bounds batched waits (see [`RingConfig::min_wait`]).
     min_wait: bool,
+    /// When idle receive buffers are released (see `super::release`).
+    release: IdleRelease,
+    /// The last `io_uring_enter` that waited ended at its timeout.
+    timed_out: bool,
 }
 
 /// Most empty [`Outbound`] boxes a ring keeps for reuse.
@@ -402,11 +416,17 @@ const SPARE_OUT: usize = 256;
 impl Ring {
     /// Sets up the ring and registers its buffer ring.
     pub(crate) fn new(config: RingConfig) -> io::Result<Ring> {
-        let uring = build_uring(config.entries, config.defer_taskrun)?;
+        let (uring, deferred) = build_uring(config.entries, config.defer_taskrun)?;
         let bufs = BufRing::register(&uring, config.buffers)?;
         let min_wait = config.min_wait && uring.params().is_feature_min_timeout();
+        // Without deferred task running the kernel may fill a buffer at any
+        // system call of this thread (or an interrupt's return), also in the
+        // middle of a release: never release there.
+        let release = IdleRelease::new(config.release_idle_after.filter(|_| deferred));
         Ok(Ring {
             min_wait,
+            release,
+            timed_out: false,
             uring,
             bufs,
             slots: Vec::new(),
@@ -759,6 +779,7 @@ impl Ring {
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
         self.rearm_starved()?;
+        let timeout = self.release.bound(self.bufs.has_returned(), timeout);
         // Deferred task work (a completion the kernel has not posted yet)
         // is only run by an enter that gets events: not idle then.
         let sq = self.uring.submission();
@@ -791,6 +812,7 @@ impl Ring {
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
         self.rearm_starved()?;
+        let timeout = self.release.bound(self.bufs.has_returned(), timeout);
         let min_wait = self.min_wait.then_some(min_wait);
         self.enter(batch.max(1), min_wait, timeout)
     }
@@ -808,11 +830,20 @@ impl Ring {
                 .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
+        let mut received = false;
         for &(user_data, result, flags) in &cqes {
+            received |= cqueue::buffer_select(flags).is_some();
             self.dispatch(user_data, result, flags, events);
         }
         cqes.clear();
         self.cqes = cqes;
+        let pending = self.bufs.has_returned();
+        if self
+            .release
+            .after_wait(pending, received, self.timed_out, Instant::now)
+        {
+            self.release_idle_buffers();
+        }
         if self.bufs.wants_more() {
             // Every provided buffer is held at once: grow before the kernel
             // runs dry (see bufring's module doc).
@@ -825,6 +856,28 @@ impl Ring {
     }
 
     // ---- internals -------------------------------------------------------
+
+    /// Gives the pages of the receive buffers that came back since the last
+    /// release back to the system (see `super::release`); called only
+    /// when the release rule says so, which it does only on a ring with
+    /// deferred task running.
+    fn release_idle_buffers(&mut self) {
+        // Every completion read (none naming a buffer waits in the queue or
+        // the kernel's overflow list); otherwise try again after the next
+        // quiet period.
+        let clean = self.uring.completion().is_empty() && !self.uring.submission().cq_overflow();
+        if !clean {
+            return;
+        }
+        // SAFETY: with deferred task running (the release rule is `None`
+        // for any other ring, see `Ring::new`) the kernel writes into
+        // provided buffers only while this thread is inside `io_uring_enter`
+        // (receives run as task work there, or inline at submit), and it
+        // is not now; every buffer it filled was named by a completion, all
+        // of which have been read (`clean`) and taken by `dispatch`.
+        let released = unsafe { self.bufs.release_returned() };
+        self.stats.released += u64::from(released);
+    }
 
     fn open_slot_ref(&self, id: SourceId) -> Option<&Slot> {
         self.slots
@@ -1014,6 +1067,7 @@ impl Ring {
     ) -> io::Result<usize> {
         self.stats.enters += 1;
         self.sends_queued = 0;
+        self.timed_out = false;
         let submitter = self.uring.submitter();
         let result = match (min_wait, timeout) {
             (Some(min), _) if want > 0 => {
@@ -1043,6 +1097,7 @@ impl Ring {
                     Some(libc::ETIME | libc::EINTR | libc::EBUSY)
                 ) =>
             {
+                self.timed_out = e.raw_os_error() == Some(libc::ETIME);
                 Ok(0)
             }
             Err(e) => Err(e),
@@ -1427,8 +1482,10 @@ impl fmt::Debug for Ring {
 /// waits for (or a min-wait ends), instead of waking it at every arrival
 /// to run that work. The work runs only inside an `io_uring_enter` that
 /// gets events; the task-run flag (`IORING_SQ_TASKRUN`) tells
-/// [`Ring::submit_and_wait`] when some is pending.
-fn build_uring(entries: u32, defer: bool) -> io::Result<IoUring> {
+/// [`Ring::submit_and_wait`] when some is pending. The `bool` says whether
+/// the ring got it (only such a ring releases idle receive buffers, see
+/// [`RingConfig::release_idle_after`]).
+fn build_uring(entries: u32, defer: bool) -> io::Result<(IoUring, bool)> {
     let cq = entries.saturating_mul(4);
     let deferred = || {
         IoUring::<squeue::Entry, cqueue::Entry>::builder()
@@ -1457,13 +1514,14 @@ fn build_uring(entries: u32, defer: bool) -> io::Result<IoUring> {
     } else {
         Err(io::Error::from_raw_os_error(libc::EINVAL))
     };
+    let with_deferred_taskrun = built.is_ok();
     if refused(&built) {
         built = cooperative();
     }
     if refused(&built) {
         built = plain();
     }
-    built
+    built.map(|uring| (uring, with_deferred_taskrun))
 }
 
 #[cfg(test)]
