@@ -69,20 +69,23 @@ fn no_lost_wake_up_two_lanes() {
 /// `Mailbox::has_messages` makes loom report a deadlock.
 #[test]
 fn no_lost_wake_up_for_a_new_lane() {
-    loom::model(|| {
-        let mut mb = mailbox();
-        let first = mb.sender();
-        // Adopt the first lane, so that the new one is the only unadopted one.
-        mb.drain(0, |_| ());
-        let producer = thread::spawn(move || {
-            let mut second = first.clone();
-            drop(first);
-            second.try_send(7).unwrap();
-        });
-        let (got, _) = owner(&mut mb, 1);
-        assert_eq!(got, [7]);
-        producer.join().unwrap();
+    loom::model(|| new_lane(|mb| owner(mb, 1).0));
+}
+
+/// The model of `no_lost_wake_up_for_a_new_lane`, with `run_owner` as the
+/// owner's loop.
+fn new_lane(run_owner: impl FnOnce(&mut Mailbox<u32>) -> Vec<u32>) {
+    let mut mb = mailbox();
+    let first = mb.sender();
+    // Adopt the first lane, so that the new one is the only unadopted one.
+    mb.drain(0, |_| ());
+    let producer = thread::spawn(move || {
+        let mut second = first.clone();
+        drop(first);
+        second.try_send(7).unwrap();
     });
+    assert_eq!(run_owner(&mut mb), [7]);
+    producer.join().unwrap();
 }
 
 /// No lost wake-up across several parks: one producer sends two messages on
@@ -107,6 +110,21 @@ fn no_lost_wake_up_across_parks() {
     });
 }
 
+/// Two producers on two lanes: producer 0 sends [0], producer 1 sends
+/// [2, 3].
+fn two_producers(mb: &mut Mailbox<u32>) -> Vec<thread::JoinHandle<()>> {
+    (0..2)
+        .map(|p| {
+            let mut tx = mb.sender();
+            thread::spawn(move || {
+                for m in 2 * p..3 * p + 1 {
+                    tx.try_send(m).unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
 /// No lost wake-up with several producers across several parks: two
 /// producers on two lanes, one sending two messages and the other one, so a
 /// `notify` can come after the owner woke for the other producer's message,
@@ -124,17 +142,7 @@ fn no_lost_wake_up_across_parks() {
 fn no_lost_wake_up_two_producers_across_parks() {
     loom::model(|| {
         let mut mb = Mailbox::with_config(MailboxConfig::new().lane_capacity(2)).unwrap();
-        let producers: Vec<_> = (0..2)
-            .map(|p| {
-                let mut tx = mb.sender();
-                thread::spawn(move || {
-                    for m in 2 * p..3 * p + 1 {
-                        tx.try_send(m).unwrap();
-                    }
-                })
-            })
-            .collect();
-        // Producer 0 sends [0], producer 1 sends [2, 3].
+        let producers = two_producers(&mut mb);
         let (got, _) = owner(&mut mb, 3);
         let lane = |p: u32| {
             got.iter()
@@ -211,17 +219,7 @@ fn owner_skipping(mailbox: &mut Mailbox<u32>, expected: usize) -> Vec<u32> {
 fn quiet_park_skips_lose_nothing() {
     loom::model(|| {
         let mut mb = Mailbox::with_config(MailboxConfig::new().lane_capacity(2)).unwrap();
-        let producers: Vec<_> = (0..2)
-            .map(|p| {
-                let mut tx = mb.sender();
-                thread::spawn(move || {
-                    for m in 2 * p..3 * p + 1 {
-                        tx.try_send(m).unwrap();
-                    }
-                })
-            })
-            .collect();
-        // Producer 0 sends [0], producer 1 sends [2, 3].
+        let producers = two_producers(&mut mb);
         let got = owner_skipping(&mut mb, 3);
         let mut sorted = got.clone();
         sorted.sort_unstable();
@@ -240,17 +238,5 @@ fn quiet_park_skips_lose_nothing() {
 /// the `new_lanes` hint, read by the re-check, shows it).
 #[test]
 fn quiet_park_sees_a_new_lane() {
-    loom::model(|| {
-        let mut mb = mailbox();
-        let first = mb.sender();
-        mb.drain(0, |_| ());
-        let producer = thread::spawn(move || {
-            let mut second = first.clone();
-            drop(first);
-            second.try_send(7).unwrap();
-        });
-        let got = owner_skipping(&mut mb, 1);
-        assert_eq!(got, [7]);
-        producer.join().unwrap();
-    });
+    loom::model(|| new_lane(|mb| owner_skipping(mb, 1)));
 }
