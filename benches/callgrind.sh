@@ -88,10 +88,7 @@ measure() { # NAME RUN: prints "MESSAGES INSTRUCTIONS-PER-MESSAGE"
             -- "$depth" >"$out.wrk" &
     fi
     local load=$!
-    sleep 2.5
-    callgrind_control -z "$pid" >/dev/null
-    sleep 3.5
-    callgrind_control -d "$pid" >/dev/null
+    bench_callgrind_window "$pid"
     wait "$load" || true
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true

@@ -4,17 +4,18 @@
 # glibc's `send` (tokio, the mio loop) or, for ringloop, which makes the
 # system call itself, of `ringloop::sys::io::write`; times `depth` (-v
 # depth=N, default 1: replies per write, e.g. pipelined HTTP requests).
-# Used by benches/costs.sh and benches/callgrind.sh.
+# Reads dumps with or without --compress-strings. Used by benches/costs.sh,
+# benches/callgrind.sh and benches/cg_echo_breakdown.sh.
 /^summary:/ { total = $2 }
 /^cfn=/ {
     id = $1; sub(/^cfn=/, "", id)
-    name = $0; sub(/^cfn=\([0-9]+\) ?/, "", name)
+    name = $0; sub(/^cfn=(\([0-9]+\) ?)?/, "", name)
     if (name != "") names[id] = name
     cur = names[id]; next
 }
 /^fn=/ {
     id = $1; sub(/^fn=/, "", id)
-    name = $0; sub(/^fn=\([0-9]+\) ?/, "", name)
+    name = $0; sub(/^fn=(\([0-9]+\) ?)?/, "", name)
     if (name != "") names[id] = name
     next
 }

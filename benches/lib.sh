@@ -178,3 +178,13 @@ bench_cleanup() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     rm -rf "$work"
 }
+
+# bench_callgrind_window PID: the window every callgrind figure covers:
+# waits 2.5 s of warm-up, zeroes the counters of the valgrind process PID,
+# and dumps them 3.5 s later.
+bench_callgrind_window() {
+    sleep 2.5
+    callgrind_control -z "$1" >/dev/null
+    sleep 3.5
+    callgrind_control -d "$1" >/dev/null
+}

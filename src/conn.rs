@@ -115,6 +115,15 @@ pub struct Conn<'a, S> {
     /// clear, the loop knows without looking that a connection quiet
     /// before the callback still is (`event_loop/fast.rs`).
     own_changed: bool,
+    /// A write may go straight to the socket without `write_bytes`'
+    /// checks: the loop vouched, when it made this `Conn`, that nothing is
+    /// queued, the connection has no TLS session, does not send through
+    /// the io_uring ring and is not doomed by an earlier write error
+    /// ([`new_straight`](Self::new_straight)); cleared by anything that
+    /// could change one of those (every mutable access to the entry but a
+    /// write straight through, and every change to another connection,
+    /// which may be this one under another name).
+    straight: bool,
 }
 
 impl<'a, S> Conn<'a, S> {
@@ -124,6 +133,39 @@ impl<'a, S> Conn<'a, S> {
         key: SlotKey,
         lp: &'a LoopRef<'a>,
     ) -> Self {
+        Self::with_writes(input, conns, key, lp, false)
+    }
+
+    /// A `Conn` whose writes may go straight to the socket while nothing
+    /// changes (see the field `straight`). The caller vouches that the
+    /// entry at `key` has nothing queued, no TLS session, no sends through
+    /// the ring and no close reason (`event_loop/fast.rs`: a quiet
+    /// connection).
+    #[inline(always)]
+    pub(crate) fn new_straight(
+        input: &'a [u8],
+        conns: &'a mut Slab<ConnEntry<S>>,
+        key: SlotKey,
+        lp: &'a LoopRef<'a>,
+    ) -> Self {
+        debug_assert!(
+            conns.get(key).is_some_and(|e| e.outbound.is_empty()
+                && e.tls.is_none()
+                && !e.ring_sends
+                && e.close_reason.is_none()),
+            "a straight Conn for a connection that cannot write straight"
+        );
+        Self::with_writes(input, conns, key, lp, true)
+    }
+
+    #[inline(always)]
+    fn with_writes(
+        input: &'a [u8],
+        conns: &'a mut Slab<ConnEntry<S>>,
+        key: SlotKey,
+        lp: &'a LoopRef<'a>,
+        straight: bool,
+    ) -> Self {
         Self {
             input,
             consumed: 0,
@@ -131,6 +173,7 @@ impl<'a, S> Conn<'a, S> {
             lp,
             side: None,
             own_changed: false,
+            straight,
         }
     }
 
@@ -156,6 +199,9 @@ impl<'a, S> Conn<'a, S> {
     }
 
     fn side(&mut self) -> &mut SideEffects<S> {
+        // Every change to another connection comes through here, and the
+        // other may be this one: writes stop going straight.
+        self.straight = false;
         self.side.get_or_insert_with(|| {
             Box::new(SideEffects {
                 touched: Vec::new(),
@@ -172,8 +218,16 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
-    fn entry_mut(&mut self) -> Option<&mut ConnEntry<S>> {
+    /// The callback may have changed its own connection: settling must
+    /// look, and writes stop going straight.
+    #[inline]
+    fn changed(&mut self) {
         self.own_changed = true;
+        self.straight = false;
+    }
+
+    fn entry_mut(&mut self) -> Option<&mut ConnEntry<S>> {
+        self.changed();
         match &mut self.backing {
             Backing::Stream { conns, key } => conns.get_mut(*key),
         }
@@ -370,10 +424,29 @@ impl<'a, S> Conn<'a, S> {
         let Some(entry) = conns.get_mut_keeping_marks(*key) else {
             return Err(Error::ConnectionClosed);
         };
-        let written = entry.write_bytes(data, lp);
+        let written = if self.straight {
+            // Vouched for (see `straight`): no checks before the send.
+            debug_assert!(
+                entry.outbound.is_empty()
+                    && entry.tls.is_none()
+                    && !entry.ring_sends
+                    && !entry.fd_gone(),
+                "a write went straight past what `write_bytes` checks"
+            );
+            match entry.send_straight(data) {
+                Ok(n) if n == data.len() => {
+                    entry.wrote(n, lp);
+                    return Ok(n);
+                }
+                sent => entry.write_rest(data, sent, lp),
+            }
+        } else {
+            entry.write_bytes(data, lp)
+        };
         // Straight through, nothing queued: nothing for settling to do.
         if written.is_err() || !entry.outbound.is_empty() {
             self.own_changed = true;
+            self.straight = false;
             conns.void_marks();
         }
         written
@@ -401,7 +474,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn writev(&mut self, bufs: &[&[u8]]) -> Result<usize> {
         let lp = self.lp;
-        self.own_changed = true;
+        self.changed();
         match &mut self.backing {
             Backing::Stream { conns, key } => conns
                 .get_mut(*key)
@@ -429,7 +502,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn write_vec(&mut self, data: Vec<u8>) -> Result<usize> {
         let lp = self.lp;
-        self.own_changed = true;
+        self.changed();
         match &mut self.backing {
             Backing::Stream { conns, key } => conns
                 .get_mut(*key)
@@ -841,7 +914,7 @@ impl<'a, S> Conn<'a, S> {
     pub fn link(&mut self, other: ConnId) -> Result<()> {
         self.feed(other)?;
         let other_key = self.other_key(other)?;
-        self.own_changed = true;
+        self.changed();
         let Backing::Stream { conns, key } = &mut self.backing;
         let key = *key;
         if let Some(entry) = conns.get_mut(other_key) {
@@ -874,7 +947,7 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     pub fn feed(&mut self, other: ConnId) -> Result<()> {
         let other_key = self.other_key(other)?;
-        self.own_changed = true;
+        self.changed();
         let Backing::Stream { conns, key } = &mut self.backing;
         let key = *key;
         if let Some(entry) = conns.get_mut(key) {
@@ -1394,6 +1467,7 @@ pub(crate) struct Reborrowed<S> {
     consumed: usize,
     side: Option<Box<SideEffects<S>>>,
     own_changed: bool,
+    straight: bool,
 }
 
 impl<S> Conn<'_, S> {
@@ -1415,6 +1489,7 @@ impl<S> Conn<'_, S> {
             lp: self.lp,
             side: self.side.take(),
             own_changed: false,
+            straight: self.straight,
         }
     }
 
@@ -1425,6 +1500,7 @@ impl<S> Conn<'_, S> {
             consumed: self.consumed,
             side: self.side,
             own_changed: self.own_changed,
+            straight: self.straight,
         }
     }
 
@@ -1433,6 +1509,7 @@ impl<S> Conn<'_, S> {
         self.consumed = back.consumed;
         self.side = back.side;
         self.own_changed |= back.own_changed;
+        self.straight &= back.straight;
     }
 
     /// The connection's slot on its loop. (Cheaper than `id()`, which

@@ -201,6 +201,10 @@ pub struct Mailbox<T> {
     start: usize,
     /// Scratch for `hand_over_below`: each lane's oldest visible ticket.
     heads: Vec<u64>,
+    /// The last park found every lane empty and no sender claimed its
+    /// wake-up: the next [`drain_after_park`](Mailbox::drain_after_park)
+    /// may skip the lanes (see there).
+    quiet_park: bool,
 }
 
 impl<T> Mailbox<T> {
@@ -257,6 +261,7 @@ impl<T> Mailbox<T> {
             lanes: Vec::new(),
             start: 0,
             heads: Vec::new(),
+            quiet_park: false,
         })
     }
 
@@ -449,6 +454,47 @@ impl<T> Mailbox<T> {
         done
     }
 
+    /// [`drain`](Self::drain) for an owner that parks with
+    /// [`park_with`](Self::park_with) between drains: skips the lanes
+    /// (hands over nothing) when the last park's re-check found every lane
+    /// empty and no sender claimed that park's wake-up. Skips at most once
+    /// per park: the next call drains.
+    ///
+    /// Why nothing is lost: a message the re-check did not see was
+    /// published by a sender whose fence came after the owner's, and the
+    /// owner's *next* park's re-check sees it (see
+    /// [`WakeWord::awake`](crate::wake::WakeWord::awake)), so that park does
+    /// not block and the drain after it hands the message over. Why the
+    /// claim matters: a sender that claimed the wake-up published after
+    /// the re-check, while the owner slept; draining at once delivers what
+    /// woke the owner without the extra turn. What a skip saves: the scan
+    /// of every lane, on the turns of an owner whose mailbox is mostly
+    /// empty (an event loop busy with I/O). Checked under loom
+    /// (`tests/loom_wake.rs`, the `quiet_park` models).
+    ///
+    /// ```
+    /// use ringloop_actors::Mailbox;
+    /// let mut mailbox = Mailbox::<u32>::new()?;
+    /// let mut tx = mailbox.sender();
+    /// mailbox.drain(0, drop); // adopt the lane
+    /// mailbox.park_with(|_| ()); // nothing waiting, nobody rang
+    /// tx.try_send(1).unwrap(); // after the park's re-check
+    /// assert_eq!(mailbox.drain_after_park(usize::MAX, drop), 0); // skipped
+    /// // The next park sees it and must not block.
+    /// assert!(!mailbox.park_with(|may_block| may_block));
+    /// let mut got = Vec::new();
+    /// assert_eq!(mailbox.drain_after_park(usize::MAX, |m| got.push(m)), 1);
+    /// assert_eq!(got, [1]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn drain_after_park(&mut self, max: usize, f: impl FnMut(T)) -> usize {
+        if std::mem::take(&mut self.quiet_park) {
+            return 0;
+        }
+        self.drain(max, f)
+    }
+
     /// One scan (module docs): adopts new lanes, loads every lane's tail
     /// from the start lane on, and returns the bound below which every
     /// visible message may be handed over. Moves the start to the first lane
@@ -607,10 +653,13 @@ impl<T> Mailbox<T> {
         self.shared.wake.announce_park();
         if self.has_messages() {
             self.shared.wake.awake();
+            self.quiet_park = false;
             return block(false);
         }
         let result = block(true);
-        self.shared.wake.awake();
+        // Still parked: no sender claimed the wake-up (see
+        // `drain_after_park`).
+        self.quiet_park = self.shared.wake.awake();
         result
     }
 

@@ -147,19 +147,35 @@ impl WakeWord {
     /// stop ringing; what they publish now is found by the owner's next drain
     /// or next re-check.
     ///
+    /// Returns `true` if the word was still set: no producer claimed this
+    /// park's wake-up (no producer that published after the owner's
+    /// re-check found it parked). Whatever such a producer published is
+    /// found by the owner's *next* park: if the producer's fence comes
+    /// before that park's fence (in their total order), by its re-check;
+    /// otherwise the producer's load reads that park's announce or later
+    /// (the rule in the module docs), and it (or another producer) claims
+    /// that park's wake-up, which rings and stops that park's skip. An owner whose
+    /// re-check found nothing may therefore skip the drain that follows a
+    /// park (`Mailbox::drain_after_park`), and does so only when this
+    /// returns `true`, so that a message that woke it is not kept waiting.
+    ///
     /// ```
     /// use ringloop_actors::wake::WakeWord;
     /// let word = WakeWord::new();
     /// word.announce_park();
-    /// word.awake(); // found messages on the re-check: not blocking after all
+    /// assert!(word.awake()); // not claimed: nobody needed to ring
     /// assert!(!word.notify());
+    /// word.announce_park();
+    /// assert!(word.notify()); // a producer claimed this park's wake-up
+    /// assert!(!word.awake());
     /// ```
     #[inline]
-    pub fn awake(&self) {
+    pub fn awake(&self) -> bool {
         // Relaxed: the owner's next `announce_park` fence orders everything
         // that matters; until then producers need no doorbell. A swap, not a
-        // store, for the same reason as in `announce_park`.
-        self.parked.swap(false, Ordering::Relaxed);
+        // store, for the same reason as in `announce_park`; what it read is
+        // ordered by the flag's modification order alone (see above).
+        self.parked.swap(false, Ordering::Relaxed)
     }
 
     /// `true` while the owner has announced parking and no producer has

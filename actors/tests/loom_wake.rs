@@ -69,20 +69,23 @@ fn no_lost_wake_up_two_lanes() {
 /// `Mailbox::has_messages` makes loom report a deadlock.
 #[test]
 fn no_lost_wake_up_for_a_new_lane() {
-    loom::model(|| {
-        let mut mb = mailbox();
-        let first = mb.sender();
-        // Adopt the first lane, so that the new one is the only unadopted one.
-        mb.drain(0, |_| ());
-        let producer = thread::spawn(move || {
-            let mut second = first.clone();
-            drop(first);
-            second.try_send(7).unwrap();
-        });
-        let (got, _) = owner(&mut mb, 1);
-        assert_eq!(got, [7]);
-        producer.join().unwrap();
+    loom::model(|| new_lane(|mb| owner(mb, 1).0));
+}
+
+/// The model of `no_lost_wake_up_for_a_new_lane`, with `run_owner` as the
+/// owner's loop.
+fn new_lane(run_owner: impl FnOnce(&mut Mailbox<u32>) -> Vec<u32>) {
+    let mut mb = mailbox();
+    let first = mb.sender();
+    // Adopt the first lane, so that the new one is the only unadopted one.
+    mb.drain(0, |_| ());
+    let producer = thread::spawn(move || {
+        let mut second = first.clone();
+        drop(first);
+        second.try_send(7).unwrap();
     });
+    assert_eq!(run_owner(&mut mb), [7]);
+    producer.join().unwrap();
 }
 
 /// No lost wake-up across several parks: one producer sends two messages on
@@ -107,6 +110,21 @@ fn no_lost_wake_up_across_parks() {
     });
 }
 
+/// Two producers on two lanes: producer 0 sends [0], producer 1 sends
+/// [2, 3].
+fn two_producers(mb: &mut Mailbox<u32>) -> Vec<thread::JoinHandle<()>> {
+    (0..2)
+        .map(|p| {
+            let mut tx = mb.sender();
+            thread::spawn(move || {
+                for m in 2 * p..3 * p + 1 {
+                    tx.try_send(m).unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
 /// No lost wake-up with several producers across several parks: two
 /// producers on two lanes, one sending two messages and the other one, so a
 /// `notify` can come after the owner woke for the other producer's message,
@@ -124,17 +142,7 @@ fn no_lost_wake_up_across_parks() {
 fn no_lost_wake_up_two_producers_across_parks() {
     loom::model(|| {
         let mut mb = Mailbox::with_config(MailboxConfig::new().lane_capacity(2)).unwrap();
-        let producers: Vec<_> = (0..2)
-            .map(|p| {
-                let mut tx = mb.sender();
-                thread::spawn(move || {
-                    for m in 2 * p..3 * p + 1 {
-                        tx.try_send(m).unwrap();
-                    }
-                })
-            })
-            .collect();
-        // Producer 0 sends [0], producer 1 sends [2, 3].
+        let producers = two_producers(&mut mb);
         let (got, _) = owner(&mut mb, 3);
         let lane = |p: u32| {
             got.iter()
@@ -175,4 +183,60 @@ fn at_most_one_ring_per_park() {
         let rings = mb.doorbell_rings();
         assert!(rings <= parks, "{rings} rings for {parks} parks");
     });
+}
+
+/// The owner's loop of an event loop: park (without blocking when messages
+/// wait), then [`Mailbox::drain_after_park`], which skips the lanes when the
+/// park's re-check found them empty and no producer claimed the wake-up,
+/// until `expected` messages arrived. Returns the messages in arrival order.
+fn owner_skipping(mailbox: &mut Mailbox<u32>, expected: usize) -> Vec<u32> {
+    let mut got = Vec::new();
+    loop {
+        mailbox.drain_after_park(usize::MAX, |m| got.push(m));
+        if got.len() >= expected {
+            return got;
+        }
+        mailbox.park(None).unwrap();
+    }
+}
+
+/// `quiet_park`: skipping a drain loses no wake-up and no message, and
+/// delivers none twice: two producers on two lanes, one sending two
+/// messages, against an owner that skips its drain after every park whose
+/// re-check found nothing and whose wake-up no producer claimed. A message
+/// published after the re-check must be found by the next park's re-check
+/// (or that park's wake-up claimed), or the owner blocks forever and loom
+/// reports a deadlock.
+///
+/// Mutation caught: skipping after every park, also when the re-check
+/// found messages (`quiet_park = true` in both branches of
+/// `Mailbox::park_with`), makes the owner spin without ever draining, and
+/// loom fails the model ("exceeded maximum number of branches"; checked on
+/// `quiet_park_sees_a_new_lane`). (Skipping after a park whose wake-up was
+/// claimed is still safe, only a turn slower: the next park's re-check
+/// finds the message.)
+#[test]
+fn quiet_park_skips_lose_nothing() {
+    loom::model(|| {
+        let mut mb = Mailbox::with_config(MailboxConfig::new().lane_capacity(2)).unwrap();
+        let producers = two_producers(&mut mb);
+        let got = owner_skipping(&mut mb, 3);
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [0, 2, 3], "each message exactly once");
+        let lane1: Vec<_> = got.iter().copied().filter(|&m| m >= 2).collect();
+        assert_eq!(lane1, [2, 3]);
+        for p in producers {
+            p.join().unwrap();
+        }
+        // Nothing left behind.
+        assert_eq!(mb.drain(usize::MAX, |_| panic!("delivered twice")), 0);
+    });
+}
+
+/// `quiet_park` with a lane opened while the owner may be parking (only
+/// the `new_lanes` hint, read by the re-check, shows it).
+#[test]
+fn quiet_park_sees_a_new_lane() {
+    loom::model(|| new_lane(|mb| owner_skipping(mb, 1)));
 }

@@ -404,7 +404,7 @@ impl<S> ConnEntry<S> {
     #[inline]
     pub(crate) fn write_bytes(&mut self, data: &[u8], lp: &LoopRef<'_>) -> Result<usize> {
         if self.outbound.is_empty() && self.tls.is_none() && !self.ring_sends && !self.fd_gone() {
-            match sys::io::write(self.fd.as_fd(), data) {
+            match self.send_straight(data) {
                 Ok(n) if n == data.len() => {
                     self.wrote(n, lp);
                     return Ok(n);
@@ -415,12 +415,22 @@ impl<S> ConnEntry<S> {
         self.write_bytes_slow(data, lp)
     }
 
+    /// The send of a write straight to the socket, for a caller that
+    /// knows [`write_bytes`](Self::write_bytes)' checks hold (nothing
+    /// queued, no TLS, no sends through the ring, no write error yet);
+    /// then [`wrote`](Self::wrote) if it took everything, else
+    /// [`write_rest`](Self::write_rest).
+    #[inline(always)]
+    pub(crate) fn send_straight(&self, data: &[u8]) -> io::Result<usize> {
+        sys::io::write(self.fd.as_fd(), data)
+    }
+
     /// After a send straight to the socket that did not take all of
     /// `data`: what it did not take goes into the queue (a failure other
     /// than `WouldBlock` fails the write).
     #[cold]
     #[inline(never)]
-    fn write_rest(
+    pub(crate) fn write_rest(
         &mut self,
         data: &[u8],
         sent: io::Result<usize>,
@@ -528,7 +538,7 @@ impl<S> ConnEntry<S> {
     }
 
     /// A write error already doomed this connection.
-    fn fd_gone(&self) -> bool {
+    pub(crate) fn fd_gone(&self) -> bool {
         matches!(
             self.close_reason.as_deref(),
             Some(CloseReason::Reset) | Some(CloseReason::Error(_))

@@ -77,6 +77,7 @@ impl<H: EventHandler> EventLoop<H> {
             }
         };
         entry.last_read_ms = super::entry::Stamp::at(lp.now_ms);
+        let ring_sends = entry.ring_sends;
         let n = got.len();
         bump(&lp.counters.bytes_in, n as u64);
         if edge && got.filled(&self.driver) {
@@ -84,7 +85,13 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let handler = &mut self.handler;
         let input = self.driver.bytes(&got);
-        let mut conn = Conn::new(input, &mut self.conns, key, lp);
+        // Quiet and without TLS (see `fast_path_fits`): its writes may go
+        // straight to the socket unless it sends through the ring.
+        let mut conn = if ring_sends {
+            Conn::new(input, &mut self.conns, key, lp)
+        } else {
+            Conn::new_straight(input, &mut self.conns, key, lp)
+        };
         let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
         let own_changed = conn.own_changed();
         let (consumed, side) = conn.finish();

@@ -44,6 +44,9 @@ struct Context {
     /// On a loop thread: its overflow, type-erased so this module needs to
     /// know nothing of messages (the router knows the type).
     overflow: RefCell<Option<Box<dyn Any>>>,
+    /// The overflow may hold requests (set when one is held, cleared by a
+    /// flush that leaves none): a loop's turn skips the flush without it.
+    overflow_held: Cell<bool>,
 }
 
 #[cfg(not(loom))]
@@ -52,6 +55,7 @@ std::thread_local! {
         Context {
             role: Cell::new(Role::Other),
             overflow: RefCell::new(None),
+            overflow_held: Cell::new(false),
         }
     };
 }
@@ -63,6 +67,7 @@ loom::thread_local! {
     static CONTEXT: Context = Context {
         role: Cell::new(Role::Other),
         overflow: RefCell::new(None),
+        overflow_held: Cell::new(false),
     };
 }
 
@@ -148,6 +153,22 @@ pub(crate) fn on_loop_of(engine: EngineId) -> bool {
 /// `true` on a worker-pool thread.
 pub(crate) fn on_worker() -> bool {
     role() == Role::Worker
+}
+
+/// Whether this thread's overflow may hold requests (see
+/// [`set_overflow_held`]); `false` off a loop thread.
+#[inline]
+pub(crate) fn overflow_held() -> bool {
+    CONTEXT.try_with(|c| c.overflow_held.get()).unwrap_or(false)
+}
+
+/// Records whether this thread's overflow may hold requests: `true` when
+/// one is held, `false` once a flush left none. Only a hint for skipping
+/// an empty flush, so it may say `true` of an empty overflow, never
+/// `false` of one that holds something.
+#[inline]
+pub(crate) fn set_overflow_held(held: bool) {
+    let _ = CONTEXT.try_with(|c| c.overflow_held.set(held));
 }
 
 /// Runs `f` on this thread's overflow (of type `T`) with `value`, if this

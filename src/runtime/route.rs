@@ -133,9 +133,13 @@ impl<M: Send + 'static> Router<M> {
     pub(crate) fn send(&self, index: usize, message: M) -> Result<()> {
         let slot = self.slots.get(index).ok_or(Error::EngineStopped)?;
         let routed = context::with_overflow(self.engine, message, |o: &mut Overflow<M>, m| {
-            o[index]
-                .get_or_insert_with(|| Outbox::new(slot.sender.sender()))
-                .send(m)
+            let outbox = o[index].get_or_insert_with(|| Outbox::new(slot.sender.sender()));
+            let sent = outbox.send(m);
+            if outbox.held() > 0 {
+                // The turn's flush must not be skipped now.
+                context::set_overflow_held(true);
+            }
+            sent
         });
         match routed {
             Ok(Ok(())) => Ok(()),
@@ -183,6 +187,11 @@ impl<M: Send + 'static> Router<M> {
     /// a lane full. Returns `true` if some are still waiting (the loop then
     /// parks with a short timeout, since nothing wakes it when room frees up).
     pub(crate) fn flush_overflow(&self) -> bool {
+        if !context::overflow_held() {
+            // Nothing was held since the last flush that left none (the
+            // common turn): no borrow, no walk over the outboxes.
+            return false;
+        }
         let mut undeliverable = Vec::new();
         let waiting = context::with_overflow(self.engine, (), |o: &mut Overflow<M>, ()| {
             let mut waiting = false;
@@ -195,6 +204,9 @@ impl<M: Send + 'static> Router<M> {
             }
             waiting
         });
+        if let Ok(waiting) = waiting {
+            context::set_overflow_held(waiting);
+        }
         // Dropped after the borrow: each drop answers a completion.
         drop(undeliverable);
         waiting.unwrap_or(false)
