@@ -74,10 +74,14 @@
 //! size on loopback where it pays; over a real NIC it may, which would
 //! need a benchmark on one before a threshold can be chosen.
 //!
-//! **Before a close** the driver submits what is queued in the ring (the
-//! connection's last send, the cancellations): an entry that names a
-//! descriptor must reach the kernel while that number still names the
-//! same socket, never one opened after the loop closed it.
+//! **Before a close** the driver submits what is queued in the ring for
+//! the connection's descriptor (its last send, a receive armed this turn):
+//! an entry that names a descriptor must reach the kernel while that
+//! number still names the same socket, never one opened after the loop
+//! closed it. Nothing else costs the close a system call: the
+//! cancellations name operations, not the descriptor, and go with the
+//! turn's one `io_uring_enter` (the kernel holds the socket until they
+//! complete, so its end of stream goes out then).
 //!
 //! Owns the ring, the stash and which descriptor is whose; never interprets
 //! payload bytes and never frees a buffer the kernel may still write (the
@@ -371,15 +375,22 @@ impl Completion {
             }
         }
         // (Always found: the ring's slot stays open until this close.)
-        if let Some(Err(e)) = self.ring.source_at(i as u32).map(|id| self.ring.close(id)) {
+        let id = self.ring.source_at(i as u32);
+        // The loop closes the descriptor next: an entry queued for it (a
+        // receive, a send) must reach the kernel while its number still
+        // names this socket, never one opened after. Only then is a submit
+        // of its own needed; the cancellations name operations, not the
+        // descriptor, and go with the turn's one `io_uring_enter` (the
+        // kernel keeps the socket until they complete).
+        let submit = id.is_some_and(|id| self.ring.queued_for(id));
+        if let Some(Err(e)) = id.map(|id| self.ring.close(id)) {
             // Not fatal: the ring releases the slot when its operations end.
             log::warn!("io_uring: closing a connection's operations failed: {e}");
         }
-        // The loop closes the descriptor next: entries queued for it (a
-        // receive, a send, the cancellations) must reach the kernel while
-        // its number still names this socket, never one opened after.
-        if let Err(e) = self.ring.submit_and_wait(0, None) {
-            log::warn!("io_uring: submitting before a close failed: {e}");
+        if submit {
+            if let Err(e) = self.ring.submit_and_wait(0, None) {
+                log::warn!("io_uring: submitting before a close failed: {e}");
+            }
         }
         // Its buffers go back to the kernel.
         while source.stash.pop_front(&mut self.spares).is_some() {}
