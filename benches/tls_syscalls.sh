@@ -33,7 +33,7 @@ if [[ $# -gt 0 && $1 != --* ]]; then
 fi
 bin=$(realpath "$bin")
 extra=("$@")
-events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,context-switches
+events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_close,syscalls:sys_enter_madvise,page-faults,context-switches
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -132,6 +132,9 @@ for path in sorted(glob.glob(os.path.join(out, "*.csv"))):
           f"epoll_wait {d['syscalls:sys_enter_epoll_wait'] / n:.3f}, "
           f"epoll_ctl {d['syscalls:sys_enter_epoll_ctl'] / n:.3f}, "
           f"io_uring_enter {d['syscalls:sys_enter_io_uring_enter'] / n:.3f}, "
+          f"close {d['syscalls:sys_enter_close'] / n:.3f}, "
+          f"madvise {d['syscalls:sys_enter_madvise'] / n:.3f}, "
+          f"page faults {d['page-faults'] / n:.3f}, "
           f"context switches {d['context-switches'] / n:.3f}")
 PY
 uptime
