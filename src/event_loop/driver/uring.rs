@@ -182,6 +182,10 @@ pub(crate) struct Completion {
     /// Connects through the ring that finished, by ring slot index, with
     /// their outcome (until the loop takes it; few at a time).
     connected: Vec<(u32, io::Result<()>)>,
+    /// Sends that failed, by ring slot index, with the error (until the
+    /// loop takes it at the error event: the send consumed the socket's
+    /// pending error, so `SO_ERROR` no longer has it).
+    send_failed: Vec<(u32, io::Error)>,
     /// Descriptor number -> ring slot index + 1 (0: not attached).
     by_fd: Vec<u32>,
     /// Sources with stashed completions to announce.
@@ -228,6 +232,7 @@ impl Completion {
             sources: Vec::new(),
             spares: Spares::new(),
             connected: Vec::new(),
+            send_failed: Vec::new(),
             by_fd: Vec::new(),
             announce: Vec::new(),
             spare: Vec::new(),
@@ -363,6 +368,7 @@ impl Completion {
             return true;
         };
         self.connected.retain(|(at, _)| *at as usize != i);
+        self.send_failed.retain(|(at, _)| *at as usize != i);
         if source.in_epoll {
             self.readiness.deregister(fd);
         }
@@ -560,6 +566,14 @@ impl Completion {
         Some(self.connected.swap_remove(at).1)
     }
 
+    /// Why the last send through the ring on `fd` failed, once its error
+    /// event came (`None` for any other socket: ask `SO_ERROR`).
+    pub(crate) fn send_error(&mut self, fd: BorrowedFd<'_>) -> Option<io::Error> {
+        let i = self.source_index(fd)? as u32;
+        let at = self.send_failed.iter().position(|(at, _)| *at == i)?;
+        Some(self.send_failed.swap_remove(at).1)
+    }
+
     /// Drops the input stashed for `fd` that the loop has not read (a stop
     /// discards it so the close ends the stream rather than resetting it).
     pub(crate) fn discard_unread(&mut self, fd: BorrowedFd<'_>) {
@@ -732,9 +746,10 @@ impl Completion {
                         ready.push(sent_event(s.token, false));
                     }
                 }
-                RingEvent::SendFailed { source, .. } => {
+                RingEvent::SendFailed { source, error } => {
                     if let Some(s) = self.live(source) {
                         ready.push(sent_event(s.token, true));
+                        self.send_failed.push((source.index(), error));
                     }
                 }
                 RingEvent::Doorbell => ready.push(readable(LoopToken::Doorbell)),
