@@ -689,17 +689,7 @@ fn close_with_a_receive_and_a_send_in_flight_waits_for_both_then_frees_the_slot(
         ring.send(id, vec![1]).unwrap_err().kind(),
         io::ErrorKind::NotFound
     );
-    turn_until(&mut ring, "the release", |_, event| match event {
-        Event::Released { source } => {
-            assert_eq!(source, id);
-            true
-        }
-        // The cancelled receive and send are the ring's business, not ours.
-        other => panic!("event for a closed source: {other:?}"),
-    });
-    assert_eq!(ring.in_flight(), 0);
-    assert_eq!(ring.buffers().lent(), 0);
-    read_until_closed(peer);
+    released_and_closed(&mut ring, id, peer);
 
     // The slot comes back with a new generation: the old id stays dead.
     let reused = ring.adopt(unix_socket());
@@ -753,7 +743,15 @@ fn an_attached_source_closes_without_a_submit_of_its_own_unless_its_descriptor_i
     );
     assert_eq!(ring.stats().enters, enters, "closing made no system call");
     drop(accepted); // closed before the cancellation is submitted
-    turn_until(&mut ring, "the release", |_, event| match event {
+    released_and_closed(&mut ring, id, peer);
+    assert_eq!(ring.stats().stale, 0);
+}
+
+/// Turns until closed source `id` is released (no other event may come for
+/// it: its cancelled operations are the ring's business), then checks that
+/// nothing is in flight or lent and that `peer` sees the connection end.
+fn released_and_closed(ring: &mut Ring, id: SourceId, peer: TcpStream) {
+    turn_until(ring, "the release", |_, event| match event {
         Event::Released { source } => {
             assert_eq!(source, id);
             true
@@ -763,7 +761,6 @@ fn an_attached_source_closes_without_a_submit_of_its_own_unless_its_descriptor_i
     assert_eq!(ring.in_flight(), 0);
     assert_eq!(ring.buffers().lent(), 0);
     read_until_closed(peer);
-    assert_eq!(ring.stats().stale, 0);
 }
 
 /// One end of a connected Unix stream pair (the other end is dropped).
