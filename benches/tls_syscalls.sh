@@ -7,6 +7,9 @@
 #                                              # life and divided by the messages it echoed
 #                                              # (e.g. `echo target/release/examples/echo --backend io-uring`)
 #   benches/tls_syscalls.sh proxy [PROXY_BIN] [TLS_BENCH_ARGS]  # the TLS-terminating proxy and HAProxy, whole runs
+#   benches/tls_syscalls.sh handshakes [ECHO_BIN] [TLS_BENCH_ARGS]  # full handshakes (`tls-bench
+#                                              # --only handshakes`, one round): each echo server's
+#                                              # calls divided by the handshakes it made
 # Binaries default to target/release/examples/{echo,proxy}; the harness must be
 # built (benches/tls.sh builds both). Needs perf (Debian: linux-perf) and root or
 # perf_event_paranoid <= 1. Results: benches/results/tls-unbuffered-20261205-0250.md,
@@ -23,13 +26,14 @@ bench="$target_dir/release/tls-bench"
 mode=${1:-echo}
 shift || true
 bin=$target_dir/release/examples/$mode
+[[ $mode == handshakes ]] && bin=$target_dir/release/examples/echo
 if [[ $# -gt 0 && $1 != --* ]]; then
     bin=$1
     shift
 fi
 bin=$(realpath "$bin")
 extra=("$@")
-events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,context-switches
+events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_close,syscalls:sys_enter_madvise,page-faults,context-switches
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -68,6 +72,14 @@ case $mode in
             grep '^round' "$out/bench-$scenario.log"
         done
         ;;
+    handshakes)
+        "$bench" --rounds 1 --seconds 3 --only handshakes --idle 0 --echo-bin "$bin" "${extra[@]}" \
+            >"$out/bench-handshakes.log" 2>&1 &
+        count "ringloop-handshakes" "$(pid_of "^$bin ")" &
+        count "tokio-handshakes" "$(pid_of "tls-bench serve-tokio")" &
+        wait
+        grep '^round' "$out/bench-handshakes.log"
+        ;;
     proxy)
         "$bench" proxy --rounds 1 --seconds 3 --proxy-bin "$bin" "${extra[@]}" >"$out/bench.log" 2>&1 &
         run=$!
@@ -76,7 +88,7 @@ case $mode in
         wait
         grep '^round' "$out/bench.log"
         ;;
-    *) echo "usage: $0 echo|proxy [BIN] [TLS_BENCH_ARGS]" >&2; exit 2 ;;
+    *) echo "usage: $0 echo|handshakes|proxy [BIN] [TLS_BENCH_ARGS]" >&2; exit 2 ;;
 esac
 # Per message: the echo's messages are those tls-bench counted for that
 # server and scenario (its few handshakes are included in the counts); the
@@ -93,6 +105,10 @@ for log in glob.glob(os.path.join(out, "bench*.log")):
             who = "ringloop" if m.group(1) == "ringloop" else "tokio"
             scenario = "512" if "x512" in line else "16KiB"
             msgs[f"{who}-{scenario}"] = int(m.group(2))
+        m = re.match(r"round \d+ (\S+)\s+handshakes: (\d+),", line)
+        if m:
+            who = "ringloop" if m.group(1) == "ringloop" else "tokio"
+            msgs[f"{who}-handshakes"] = int(m.group(2))
 for path in sorted(glob.glob(os.path.join(out, "*.csv"))):
     d = collections.Counter()
     for line in open(path):
@@ -110,11 +126,15 @@ for path in sorted(glob.glob(os.path.join(out, "*.csv"))):
     if not n:
         print(f"{name}: no messages counted")
         continue
-    print(f"{name}: {n:.0f} messages; per message: syscalls {d['raw_syscalls:sys_enter'] / n:.3f}, "
+    unit = "handshake" if name.endswith("handshakes") else "message"
+    print(f"{name}: {n:.0f} {unit}s; per {unit}: syscalls {d['raw_syscalls:sys_enter'] / n:.3f}, "
           f"reads {reads / n:.3f}, sends {sends / n:.3f}, "
           f"epoll_wait {d['syscalls:sys_enter_epoll_wait'] / n:.3f}, "
           f"epoll_ctl {d['syscalls:sys_enter_epoll_ctl'] / n:.3f}, "
           f"io_uring_enter {d['syscalls:sys_enter_io_uring_enter'] / n:.3f}, "
+          f"close {d['syscalls:sys_enter_close'] / n:.3f}, "
+          f"madvise {d['syscalls:sys_enter_madvise'] / n:.3f}, "
+          f"page faults {d['page-faults'] / n:.3f}, "
           f"context switches {d['context-switches'] / n:.3f}")
 PY
 uptime

@@ -20,17 +20,22 @@
 //!   capacity; past that [`give`] frees. So memory stays bounded whatever
 //!   the traffic.
 //! * **Idle loops give memory back.** Before each wait the driver calls
-//!   [`idle_turn`], which frees everything kept once a whole turn went by
-//!   without a buffer taken or given; while it keeps memory the driver
-//!   sleeps at most [`IDLE_RELEASE`], so a loop that goes quiet frees it
-//!   within about two seconds, and then asks the allocator to hand the
-//!   free pages back to the system (see `Driver::wait`).
+//!   [`idle_turn`], which frees everything kept once no buffer was taken
+//!   or given for [`IDLE_AFTER`] (turns that used none for that long, not
+//!   a single such turn: a loop serving short exchanges, TLS handshakes
+//!   say, has turns without a send between turns with one, and freeing
+//!   there made it trim the heap and fault the pages back in for every
+//!   connection); while it keeps memory the driver sleeps at most
+//!   [`IDLE_RELEASE`], so a loop that goes quiet frees it within about two
+//!   seconds, and then asks the allocator to hand the free pages back to
+//!   the system (see `Driver::wait`).
 //!
 //! Owns only free capacity (never bytes anybody still reads or the kernel
 //! may still read: a buffer comes here only after its last use). It never
 //! touches a socket.
 
 use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
 /// Smallest pooled capacity (also the smallest buffer [`take`] hands out).
 pub(crate) const MIN_CLASS: usize = 4 * 1024;
@@ -50,6 +55,8 @@ struct Pool {
     kept: usize,
     /// A buffer was taken or given since the last [`idle_turn`].
     used: bool,
+    /// Since when no buffer was taken or given (seen by [`idle_turn`]).
+    unused_since: Option<Instant>,
 }
 
 thread_local! {
@@ -58,6 +65,7 @@ thread_local! {
             free: [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()],
             kept: 0,
             used: false,
+            unused_since: None,
         })
     };
 }
@@ -136,18 +144,23 @@ fn release_idle() {
 pub(crate) enum IdleTurn {
     /// The pool keeps nothing.
     Empty,
-    /// Buffers were used this turn: the pool keeps them. The driver bounds
+    /// Buffers were used lately: the pool keeps them. The driver bounds
     /// its sleep ([`IDLE_RELEASE`]) so an idle loop comes back to free them.
     Keeps,
-    /// A turn without use: this many bytes of capacity were freed (the
-    /// caller may hand the allocator's free pages back to the system).
+    /// No use for [`IDLE_AFTER`]: this many bytes of capacity were freed
+    /// (the caller may hand the allocator's free pages back to the system).
     Released(usize),
 }
 
 /// Called by the loop's driver before each wait: if no buffer was taken or
-/// given since the last call (a whole turn without outgoing traffic that
+/// given for [`IDLE_AFTER`] (whole turns without outgoing traffic that
 /// needed one), frees what the pool keeps.
 pub(crate) fn idle_turn() -> IdleTurn {
+    idle_turn_at(Instant::now)
+}
+
+/// [`idle_turn`] with the clock given (read only in a turn without use).
+fn idle_turn_at(now: impl FnOnce() -> Instant) -> IdleTurn {
     POOL.try_with(|pool| {
         let Ok(mut pool) = pool.try_borrow_mut() else {
             return IdleTurn::Empty;
@@ -155,19 +168,34 @@ pub(crate) fn idle_turn() -> IdleTurn {
         if pool.kept == 0 {
             return IdleTurn::Empty;
         }
-        if !std::mem::take(&mut pool.used) {
-            let freed = pool.kept;
-            *pool = Pool::default();
-            return IdleTurn::Released(freed);
+        if std::mem::take(&mut pool.used) {
+            pool.unused_since = None;
+            return IdleTurn::Keeps;
         }
-        IdleTurn::Keeps
+        let now = now();
+        match pool.unused_since {
+            Some(since) if now.saturating_duration_since(since) >= IDLE_AFTER => {
+                let freed = pool.kept;
+                *pool = Pool::default();
+                IdleTurn::Released(freed)
+            }
+            Some(_) => IdleTurn::Keeps,
+            None => {
+                pool.unused_since = Some(now);
+                IdleTurn::Keeps
+            }
+        }
     })
     .unwrap_or(IdleTurn::Empty)
 }
 
 /// How long a loop whose pool keeps memory sleeps at most, so that an idle
 /// loop gives the memory back within about twice this.
-pub(crate) const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// How long the pool goes without use before an idle turn frees it (less
+/// than [`IDLE_RELEASE`], so the bounded sleep of a quiet loop reaches it).
+const IDLE_AFTER: Duration = Duration::from_millis(500);
 
 /// Bytes of free capacity this thread's pool keeps now.
 #[cfg(test)]
@@ -223,17 +251,35 @@ mod tests {
     }
 
     #[test]
-    fn a_turn_without_use_releases_what_is_kept() {
+    fn only_a_pool_unused_for_a_while_is_released() {
         release_idle();
+        let start = Instant::now();
+        let at = |after: Duration| move || start + after;
         give(take(MIN_CLASS));
-        assert_eq!(idle_turn(), IdleTurn::Keeps, "used this turn: kept");
+        assert_eq!(
+            idle_turn_at(at(Duration::ZERO)),
+            IdleTurn::Keeps,
+            "used this turn: kept"
+        );
+        assert_eq!(kept(), MIN_CLASS);
+        // Turns without use between turns with use (short exchanges) keep it.
+        assert_eq!(idle_turn_at(at(Duration::from_millis(1))), IdleTurn::Keeps);
+        give(take(MIN_CLASS));
+        assert_eq!(idle_turn_at(at(Duration::from_millis(2))), IdleTurn::Keeps);
+        assert_eq!(idle_turn_at(at(Duration::from_millis(3))), IdleTurn::Keeps);
+        assert_eq!(
+            idle_turn_at(at(Duration::from_millis(3) + IDLE_AFTER / 2)),
+            IdleTurn::Keeps,
+            "unused, but not for long"
+        );
         assert_eq!(kept(), MIN_CLASS);
         assert_eq!(
-            idle_turn(),
+            idle_turn_at(at(Duration::from_millis(3) + IDLE_AFTER)),
             IdleTurn::Released(MIN_CLASS),
-            "a turn without use: released"
+            "unused for IDLE_AFTER: released"
         );
         assert_eq!(kept(), 0);
         assert_eq!(idle_turn(), IdleTurn::Empty, "nothing kept");
+        const { assert!(IDLE_AFTER.as_nanos() < IDLE_RELEASE.as_nanos()) };
     }
 }

@@ -781,17 +781,7 @@ fn close_with_a_receive_and_a_send_in_flight_waits_for_both_then_frees_the_slot(
         ring.send(id, vec![1]).unwrap_err().kind(),
         io::ErrorKind::NotFound
     );
-    turn_until(&mut ring, "the release", |_, event| match event {
-        Event::Released { source } => {
-            assert_eq!(source, id);
-            true
-        }
-        // The cancelled receive and send are the ring's business, not ours.
-        other => panic!("event for a closed source: {other:?}"),
-    });
-    assert_eq!(ring.in_flight(), 0);
-    assert_eq!(ring.buffers().lent(), 0);
-    read_until_closed(peer);
+    released_and_closed(&mut ring, id, peer);
 
     // The slot comes back with a new generation: the old id stays dead.
     let reused = ring.adopt(unix_socket());
@@ -802,6 +792,67 @@ fn close_with_a_receive_and_a_send_in_flight_waits_for_both_then_frees_the_slot(
         io::ErrorKind::NotFound
     );
     assert_eq!(ring.stats().stale, 0);
+}
+
+/// An attached connection (the caller owns the descriptor, as the event
+/// loop does) closed while its receive is armed: only entries naming the
+/// descriptor must be submitted before the caller closes it; the
+/// cancellation names the operation, so the descriptor is closed first and
+/// the next turn's enter cancels the receive, frees the slot and lets the
+/// peer see the end of stream.
+#[test]
+fn an_attached_source_closes_without_a_submit_of_its_own_unless_its_descriptor_is_queued() {
+    if !uring_available() {
+        return;
+    }
+    let mut ring = ring_with(16, 4096);
+    let (listener, addr) = loopback_listener();
+    let mut peer = client(addr);
+    let (accepted, _) = listener.accept().unwrap();
+    let id = ring.attach(accepted.as_fd());
+    assert!(!ring.queued_for(id), "nothing queued yet");
+    ring.recv_multishot(id).unwrap();
+    assert!(ring.queued_for(id), "the receive names the descriptor");
+    ring.submit_and_wait(0, None).unwrap();
+    assert!(!ring.queued_for(id), "submitted");
+    ring.send(id, b"ping".to_vec()).unwrap();
+    assert!(ring.queued_for(id), "so does a send");
+    turn_until(
+        &mut ring,
+        "the send",
+        |_, event| matches!(event, Event::Sent { source, .. } if source == id),
+    );
+    assert!(!ring.queued_for(id));
+    let mut got = [0u8; 4];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+
+    let enters = ring.stats().enters;
+    ring.close(id).unwrap();
+    assert!(
+        !ring.queued_for(id),
+        "the cancellation names the operation, not the descriptor"
+    );
+    assert_eq!(ring.stats().enters, enters, "closing made no system call");
+    drop(accepted); // closed before the cancellation is submitted
+    released_and_closed(&mut ring, id, peer);
+    assert_eq!(ring.stats().stale, 0);
+}
+
+/// Turns until closed source `id` is released (no other event may come for
+/// it: its cancelled operations are the ring's business), then checks that
+/// nothing is in flight or lent and that `peer` sees the connection end.
+fn released_and_closed(ring: &mut Ring, id: SourceId, peer: TcpStream) {
+    turn_until(ring, "the release", |_, event| match event {
+        Event::Released { source } => {
+            assert_eq!(source, id);
+            true
+        }
+        other => panic!("event for a closed source: {other:?}"),
+    });
+    assert_eq!(ring.in_flight(), 0);
+    assert_eq!(ring.buffers().lent(), 0);
+    read_until_closed(peer);
 }
 
 /// One end of a connected Unix stream pair (the other end is dropped).

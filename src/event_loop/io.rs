@@ -72,7 +72,13 @@ impl<H: EventHandler> EventLoop<H> {
             _ => {}
         }
         if event.error() {
-            let reason = match socket::take_error(entry.fd.as_fd()) {
+            // io_uring: a failed send carries its error (it consumed the
+            // socket's, so `SO_ERROR` would report none).
+            let failed = self
+                .driver
+                .send_error(entry.fd.as_fd())
+                .map(|e| Ok(Some(e)));
+            let reason = match failed.unwrap_or_else(|| socket::take_error(entry.fd.as_fd())) {
                 Ok(Some(e)) => CloseReason::from_io(e),
                 Ok(None) => CloseReason::Error(io::Error::other("socket error")),
                 Err(e) => CloseReason::from_io(e),

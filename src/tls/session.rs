@@ -584,5 +584,34 @@ mod tests {
                 "cut {cut}"
             );
         }
+        // The ClientHello in two records, each in its own read: rustls
+        // takes the first whole record before the second comes.
+        let body = &hello[5..];
+        for cut in [1, 4, 40, body.len() - 1] {
+            let record = |part: &[u8]| {
+                let mut r = vec![22, 3, 1];
+                r.extend_from_slice(&(part.len() as u16).to_be_bytes());
+                r.extend_from_slice(part);
+                r
+            };
+            let mut server = TlsSession::server(&config).unwrap();
+            let mut out = [0u8; 64];
+            server.pump(&mut record(&body[..cut]), &mut out).unwrap();
+            assert_eq!(
+                server.info().server_name(),
+                None,
+                "records cut {cut}: not yet"
+            );
+            server.pump(&mut record(&body[cut..]), &mut out).unwrap();
+            assert_eq!(
+                server.info().server_name(),
+                Some("sni.example"),
+                "records cut {cut}"
+            );
+            assert!(
+                server.is_handshaking(),
+                "records cut {cut}: handshake goes on"
+            );
+        }
     }
 }

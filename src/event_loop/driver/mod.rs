@@ -360,6 +360,16 @@ impl Driver {
         matches!(self.kind, Kind::Uring(_))
     }
 
+    /// Why the last send through the ring on `fd` failed, once its error
+    /// event came (`None` on epoll, or for a socket whose sends do not go
+    /// through the ring: ask `SO_ERROR`).
+    pub(crate) fn send_error(&mut self, fd: BorrowedFd<'_>) -> Option<io::Error> {
+        match &mut self.kind {
+            Kind::Epoll(_) => None,
+            Kind::Uring(c) => c.send_error(fd),
+        }
+    }
+
     /// The outcome of a connect made with [`Driver::connect`], once its
     /// writable event came (`None` for any other socket: ask `SO_ERROR`).
     pub(crate) fn connect_result(&mut self, fd: BorrowedFd<'_>) -> Option<io::Result<()>> {

@@ -74,10 +74,14 @@
 //! size on loopback where it pays; over a real NIC it may, which would
 //! need a benchmark on one before a threshold can be chosen.
 //!
-//! **Before a close** the driver submits what is queued in the ring (the
-//! connection's last send, the cancellations): an entry that names a
-//! descriptor must reach the kernel while that number still names the
-//! same socket, never one opened after the loop closed it.
+//! **Before a close** the driver submits what is queued in the ring for
+//! the connection's descriptor (its last send, a receive armed this turn):
+//! an entry that names a descriptor must reach the kernel while that
+//! number still names the same socket, never one opened after the loop
+//! closed it. Nothing else costs the close a system call: the
+//! cancellations name operations, not the descriptor, and go with the
+//! turn's one `io_uring_enter` (the kernel holds the socket until they
+//! complete, so its end of stream goes out then).
 //!
 //! Owns the ring, the stash and which descriptor is whose; never interprets
 //! payload bytes and never frees a buffer the kernel may still write (the
@@ -180,6 +184,10 @@ pub(crate) struct Completion {
     /// Connects through the ring that finished, by ring slot index, with
     /// their outcome (until the loop takes it; few at a time).
     connected: Vec<(u32, io::Result<()>)>,
+    /// Sends that failed, by ring slot index, with the error (until the
+    /// loop takes it at the error event: the send consumed the socket's
+    /// pending error, so `SO_ERROR` no longer has it).
+    send_failed: Vec<(u32, io::Error)>,
     /// Descriptor number -> ring slot index + 1 (0: not attached).
     by_fd: Vec<u32>,
     /// Sources with stashed completions to announce.
@@ -226,6 +234,7 @@ impl Completion {
             sources: Vec::new(),
             spares: Spares::new(),
             connected: Vec::new(),
+            send_failed: Vec::new(),
             by_fd: Vec::new(),
             announce: Vec::new(),
             spare: Vec::new(),
@@ -361,6 +370,7 @@ impl Completion {
             return true;
         };
         self.connected.retain(|(at, _)| *at as usize != i);
+        self.send_failed.retain(|(at, _)| *at as usize != i);
         if source.in_epoll {
             self.readiness.deregister(fd);
         }
@@ -373,15 +383,22 @@ impl Completion {
             }
         }
         // (Always found: the ring's slot stays open until this close.)
-        if let Some(Err(e)) = self.ring.source_at(i as u32).map(|id| self.ring.close(id)) {
+        let id = self.ring.source_at(i as u32);
+        // The loop closes the descriptor next: an entry queued for it (a
+        // receive, a send) must reach the kernel while its number still
+        // names this socket, never one opened after. Only then is a submit
+        // of its own needed; the cancellations name operations, not the
+        // descriptor, and go with the turn's one `io_uring_enter` (the
+        // kernel keeps the socket until they complete).
+        let submit = id.is_some_and(|id| self.ring.queued_for(id));
+        if let Some(Err(e)) = id.map(|id| self.ring.close(id)) {
             // Not fatal: the ring releases the slot when its operations end.
             log::warn!("io_uring: closing a connection's operations failed: {e}");
         }
-        // The loop closes the descriptor next: entries queued for it (a
-        // receive, a send, the cancellations) must reach the kernel while
-        // its number still names this socket, never one opened after.
-        if let Err(e) = self.ring.submit_and_wait(0, None) {
-            log::warn!("io_uring: submitting before a close failed: {e}");
+        if submit {
+            if let Err(e) = self.ring.submit_and_wait(0, None) {
+                log::warn!("io_uring: submitting before a close failed: {e}");
+            }
         }
         // Its buffers go back to the kernel.
         while source.stash.pop_front(&mut self.spares).is_some() {}
@@ -549,6 +566,14 @@ impl Completion {
         let i = self.source_index(fd)? as u32;
         let at = self.connected.iter().position(|(at, _)| *at == i)?;
         Some(self.connected.swap_remove(at).1)
+    }
+
+    /// Why the last send through the ring on `fd` failed, once its error
+    /// event came (`None` for any other socket: ask `SO_ERROR`).
+    pub(crate) fn send_error(&mut self, fd: BorrowedFd<'_>) -> Option<io::Error> {
+        let i = self.source_index(fd)? as u32;
+        let at = self.send_failed.iter().position(|(at, _)| *at == i)?;
+        Some(self.send_failed.swap_remove(at).1)
     }
 
     /// Drops the input stashed for `fd` that the loop has not read (a stop
@@ -723,9 +748,10 @@ impl Completion {
                         ready.push(sent_event(s.token, false));
                     }
                 }
-                RingEvent::SendFailed { source, .. } => {
+                RingEvent::SendFailed { source, error } => {
                     if let Some(s) = self.live(source) {
                         ready.push(sent_event(s.token, true));
+                        self.send_failed.push((source.index(), error));
                     }
                 }
                 RingEvent::Doorbell => ready.push(readable(LoopToken::Doorbell)),

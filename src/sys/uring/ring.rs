@@ -393,6 +393,10 @@ pub(crate) struct Ring {
     /// Sends queued since the last `io_uring_enter` (see
     /// [`Ring::sends_queued`]).
     sends_queued: usize,
+    /// Slots with an entry naming their descriptor (a receive, a send, a
+    /// connect) queued since the submission queue was last emptied (see
+    /// [`Ring::queued_for`]); a slot may be listed more than once.
+    unsubmitted: Vec<u32>,
     tearing_down: bool,
     cqes: Vec<(u64, i32, u32)>,
     stats: RingStats,
@@ -438,6 +442,7 @@ impl Ring {
             readiness_armed: false,
             in_flight: 0,
             sends_queued: 0,
+            unsubmitted: Vec::new(),
             tearing_down: false,
             cqes: Vec::new(),
             stats: RingStats::default(),
@@ -457,7 +462,10 @@ impl Ring {
     /// source is open and call [`Ring::close`] before closing it: closing
     /// cancels by operation (not by descriptor), so the descriptor may be
     /// closed right after, while the kernel still holds its own reference
-    /// to the socket until the cancellations complete.
+    /// to the socket until the cancellations complete; only an entry that
+    /// names the descriptor and is still queued ([`Ring::queued_for`])
+    /// must reach the kernel first (a submit), or it would act on whatever
+    /// the number names by then.
     pub(crate) fn attach(&mut self, fd: BorrowedFd<'_>) -> SourceId {
         self.open_source(fd.as_raw_fd(), None)
     }
@@ -718,6 +726,14 @@ impl Ring {
         self.arm_doorbell()
     }
 
+    /// Whether an entry naming `id`'s descriptor (a receive, a send, a
+    /// connect) is queued and not yet submitted: then the descriptor of an
+    /// attached source must not be closed before the next submit. (May say
+    /// `true` for a slot index reused since; never `false` wrongly.)
+    pub(crate) fn queued_for(&self, id: SourceId) -> bool {
+        self.unsubmitted.contains(&id.index)
+    }
+
     /// Closes source `id`: cancels its operations and discards bytes not yet
     /// sent. The descriptor and the buffers stay alive until the last
     /// completion arrives; then [`Event::Released`] reports the slot free.
@@ -925,6 +941,7 @@ impl Ring {
     /// post a final completion.
     fn push_for(&mut self, id: SourceId, entries: &[squeue::Entry], finals: u32) -> io::Result<()> {
         self.push(entries)?;
+        self.unsubmitted.push(id.index);
         let slot = &mut self.slots[id.index as usize];
         slot.in_flight = slot
             .in_flight
@@ -1084,6 +1101,9 @@ impl Ring {
             }
             _ => submitter.submit_and_wait(want),
         };
+        if self.uring.submission().is_empty() {
+            self.unsubmitted.clear();
+        }
         match result {
             Ok(n) => {
                 self.stats.submitted += n as u64;

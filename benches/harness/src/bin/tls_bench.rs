@@ -69,9 +69,10 @@ tls-bench: ringloop's TLS against tokio + tokio-rustls and HAProxy (server CPU f
   tls-bench proxy [--rounds 3] [--seconds 3] [--backend epoll|io-uring] [--proxy-bin PATH] [--haproxy PATH]
       TLS-terminating proxy: examples/proxy (--listen tls:// --loops 1) against
       HAProxy (bind ... ssl crt, nbthread 1), both in front of `harness serve epoll`
-  tls-bench callgrind [--echo-bin PATH] [--out DIR] [--valgrind PATH]
+  tls-bench callgrind [--backend epoll|io-uring] [--only LABEL] [--echo-bin PATH] [--out DIR] [--valgrind PATH]
       instructions per message and per handshake under valgrind --tool=callgrind,
-      ringloop against tokio-rustls (two bounded loads each, differenced)
+      ringloop against tokio-rustls (two bounded loads each, differenced); --only:
+      the scenarios whose label contains LABEL (`512`, `16KiB`, `handshakes`)
   tls-bench serve-tokio PORT CERT KEY
       the tokio + tokio-rustls echo peer
 

@@ -68,7 +68,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     );
     println!("| scenario | ringloop instructions/unit | tokio-tls instructions/unit | ratio ringloop / tokio |");
     println!("|---|---|---|---|");
-    for work in &WORK {
+    for work in WORK.iter().filter(|w| opts.runs(w.label)) {
         let mut per_unit = [0f64; 2];
         for (s, name) in names.iter().enumerate() {
             let tag = work.label.replace(' ', "-");
