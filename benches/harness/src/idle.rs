@@ -17,6 +17,9 @@ const SPARE_FDS: u64 = 64;
 /// 10,000 when read before any connection).
 const WARM_CONNS: usize = 16;
 
+/// How long the connections stay idle before the second reading.
+const IDLE_SETTLE: Duration = Duration::from_millis(2500);
+
 /// What one idle test measured.
 pub struct IdleReport {
     /// Connections held open.
@@ -68,8 +71,12 @@ pub fn run(addr: SocketAddr, conns: usize, pid: u32) -> Result<IdleReport> {
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = procfs::vm_rss(pid)?;
     let streams = open_confirmed(addr, conns, Duration::from_secs(60))?;
-    // Everything has been echoed; a moment lets any deferred work in the server finish.
-    std::thread::sleep(Duration::from_millis(200));
+    // Everything has been echoed. Idle connections are measured on an idle
+    // server: the wait lets deferred work finish and lets a server that
+    // gives memory back when it goes quiet do so (ringloop's loops free
+    // their send-buffer pools within about 2 s of quiet, their io_uring
+    // receive buffers' pages after 50 ms). The same for every server.
+    std::thread::sleep(IDLE_SETTLE);
     let rss_after = procfs::vm_rss(pid)?;
     drop(streams);
     Ok(IdleReport {
