@@ -8,10 +8,15 @@
 mod common;
 
 use std::fs;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{tcp_client, wait_until, Echo, Running};
 use ringloop::{Engine, Timeouts};
+
+/// The tests here run one at a time: each engine's loop thread is called
+/// `ringloop-loop-0`, and the count below finds the loop by that name.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Voluntary context switches of this process's thread called `name`.
 fn sleeps_of_thread(name: &str) -> u64 {
@@ -33,6 +38,7 @@ fn sleeps_of_thread(name: &str) -> u64 {
 
 #[test]
 fn an_idle_loop_with_a_long_timeout_armed_sleeps_until_its_deadline() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = Running::start(
         Engine::builder(|_| Echo)
             .listen("tcp://127.0.0.1:0")
@@ -63,6 +69,7 @@ fn an_idle_loop_with_a_long_timeout_armed_sleeps_until_its_deadline() {
 
 #[test]
 fn replies_that_went_out_leave_no_write_timeout_behind_and_a_stuck_one_gets_its_own() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // An hour: a wheel entry left for a reply already sent would stay the
     // whole test (and an hour of memory per idle connection).
     let server = Running::start(
@@ -100,6 +107,9 @@ fn replies_that_went_out_leave_no_write_timeout_behind_and_a_stuck_one_gets_its_
     // Ending the stuck peer ends the pusher's writes.
     stuck.shutdown(std::net::Shutdown::Both).unwrap();
     pusher.join().unwrap();
+    // Closed, not only shut down: the server's queued replies then fail at
+    // once instead of draining until the stop's grace period ends.
+    drop(stuck);
     drop(clients);
     server.stop();
 }
