@@ -15,6 +15,7 @@
 //!    the callback's [`LoopRef`](super::entry::LoopRef);
 //! 2. a write on a connection whose sends go through the ring, with
 //!    nothing queued or in flight, of a slice inside the offered range
+//!    and of at least [`MIN_FORWARD`] bytes (smaller ones are copied)
 //!    **claims** it (`ConnEntry::write_bytes`): the queue counts the bytes
 //!    as lent ([`OutboundQueue::push_lent`]), nothing is copied; later
 //!    writes of the callback queue behind them as usual;
@@ -38,6 +39,15 @@
 //! [`OutboundQueue::push_lent`]: crate::buffer::OutboundQueue::push_lent
 
 use std::cell::Cell;
+
+/// Smallest write sent from its receive buffer. Below it the copy is
+/// cheap (a 512-byte memmove is tens of nanoseconds) and giving the
+/// buffer back at once keeps the buffer ring small: measured
+/// (benches/results/u16k-session7-20261205.md), forwarding saves ~0.5 us
+/// of user time per 16 KiB message and showed no gain at 512 bytes,
+/// where the held buffers made the kernel's share no smaller (one page
+/// is a bound between the two, not a measured optimum).
+pub(crate) const MIN_FORWARD: usize = 4096;
 
 /// The offer/claim of one input callback (see the module doc). Lives in a
 /// `Cell` of the callback's `LoopRef`.
@@ -70,16 +80,16 @@ impl Forward {
         });
     }
 
-    /// Claims `data` if it lies inside the offered input (and nothing was
-    /// claimed yet): `true` when the caller may count it as lent instead
-    /// of copying it.
+    /// Claims `data` if it lies inside the offered input, is at least
+    /// [`MIN_FORWARD`] bytes, and nothing was claimed yet: `true` when the
+    /// caller may count it as lent instead of copying it.
     #[inline]
     pub(crate) fn claim(cell: &Cell<Forward>, data: &[u8]) -> bool {
         let Forward::Offered { start, len } = cell.get() else {
             return false;
         };
         let at = data.as_ptr() as usize;
-        let inside = !data.is_empty()
+        let inside = data.len() >= MIN_FORWARD
             && at >= start
             && at
                 .checked_add(data.len())
@@ -119,19 +129,29 @@ mod tests {
 
     #[test]
     fn only_a_slice_of_the_offered_input_is_claimed_once() {
-        let input = vec![7u8; 64];
-        let other = vec![7u8; 64];
+        let input = vec![7u8; 64 + MIN_FORWARD];
+        let other = vec![7u8; 64 + MIN_FORWARD];
         let cell = Cell::new(Forward::None);
         assert!(!Forward::claim(&cell, &input), "nothing offered");
         Forward::offer(&cell, &input);
         assert!(!Forward::claim(&cell, &other), "not the input");
         assert!(!Forward::claim(&cell, &input[..0]), "empty");
-        assert!(Forward::claim(&cell, &input[8..40]));
-        assert!(!Forward::claim(&cell, &input[40..]), "claimed already");
-        assert_eq!(Forward::take(&cell), Some(Claim { offset: 8, len: 32 }));
+        assert!(!Forward::claim(&cell, &input[..MIN_FORWARD - 1]), "small");
+        assert!(Forward::claim(&cell, &input[8..8 + MIN_FORWARD]));
+        assert!(!Forward::claim(&cell, &input[8..]), "claimed already");
+        assert_eq!(
+            Forward::take(&cell),
+            Some(Claim {
+                offset: 8,
+                len: MIN_FORWARD
+            })
+        );
         assert_eq!(cell.get(), Forward::None, "taking ends the offer");
-        Forward::offer(&cell, &input[..16]);
-        assert!(!Forward::claim(&cell, &input[8..24]), "past the offer");
+        Forward::offer(&cell, &input[..MIN_FORWARD]);
+        assert!(
+            !Forward::claim(&cell, &input[8..8 + MIN_FORWARD]),
+            "past the offer"
+        );
         assert_eq!(Forward::take(&cell), None);
         assert_eq!(cell.get(), Forward::None);
         Forward::offer(&cell, &input);
