@@ -108,6 +108,21 @@ impl OutboundQueue {
         self.inner.as_mut()?.lend(max)
     }
 
+    /// Counts `n` bytes sent from memory the queue never held (a received
+    /// buffer sent back as it is) as queued and lent: nothing else may be
+    /// queued or lent (`false`, and nothing counted, otherwise). They
+    /// leave as lent bytes do, by [`consume`](Self::consume) or
+    /// [`abandon_lent`](Self::abandon_lent).
+    pub(crate) fn push_lent(&mut self, n: usize) -> bool {
+        if !self.is_empty() || n == 0 || n > MAX_CHUNK {
+            return false;
+        }
+        let q = self.queue();
+        q.len = n;
+        q.lent = n as u32; // at most MAX_CHUNK
+        true
+    }
+
     /// Forgets the lent bytes: the send that owned them failed or was
     /// cancelled, so they will never be consumed.
     pub(crate) fn abandon_lent(&mut self) {

@@ -34,6 +34,7 @@ use crate::actors::slab::SlotKey;
 use crate::addr::{ListenAddr, SockAddr};
 use crate::error::{Error, Result};
 use crate::event_loop::entry::{ConnEntry, LoopRef};
+use crate::event_loop::forward::Forward;
 use crate::handle::ConnHandle;
 use crate::id::ConnId;
 use crate::options::{Timeouts, WaterMarks};
@@ -746,12 +747,11 @@ impl<'a, S> Conn<'a, S> {
     pub fn write_to(&mut self, other: ConnId, data: &[u8]) -> Result<usize> {
         let key = self.other_key(other)?;
         let lp = self.lp;
-        let result = match &mut self.backing {
-            Backing::Stream { conns, .. } => conns
-                .get_mut(key)
-                .ok_or_else(|| Error::ConnectionClosed)?
-                .write_bytes(data, lp),
-        };
+        let Backing::Stream { conns, .. } = &mut self.backing;
+        let entry = conns.get_mut(key).ok_or(Error::ConnectionClosed)?;
+        // Only the callback's own connection may claim its received buffer
+        // (`event_loop/forward.rs`): it is sent on that connection.
+        let result = Forward::withheld(&lp.forward, || entry.write_bytes(data, lp));
         self.side().touched.push(key);
         result
     }

@@ -463,6 +463,16 @@ impl<S> ConnEntry<S> {
             let sent = sys::io::write(self.fd.as_fd(), data);
             return self.write_rest(data, sent, lp);
         }
+        if self.outbound.is_empty() && super::forward::Forward::claim(&lp.forward, data) {
+            // io_uring, nothing queued or in flight, and `data` is in the
+            // callback's received buffer: sent from there after the
+            // callback (`event_loop/forward.rs`), no copy. Stamped as a
+            // send handed to the ring is.
+            let counted = self.outbound.push_lent(data.len());
+            debug_assert!(counted, "an empty queue counts a received buffer's bytes");
+            self.last_write_ms = Stamp::at(lp.now_ms);
+            return Ok(data.len());
+        }
         // Behind what is queued: all of it waits its turn.
         self.write_rest(data, Ok(0), lp)
     }
@@ -554,6 +564,9 @@ pub(crate) struct LoopRef<'a> {
     pub(crate) counters: &'a LoopCounters,
     /// The loop's clock (ms since it started), read once per turn.
     pub(crate) now_ms: u64,
+    /// io_uring: the input callback's received buffer, offered to its
+    /// writes (see `event_loop/forward.rs`).
+    pub(crate) forward: std::cell::Cell<super::forward::Forward>,
 }
 
 #[cfg(test)]

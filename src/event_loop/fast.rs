@@ -28,6 +28,7 @@ use std::os::fd::AsFd;
 
 use super::entry::ConnEntry;
 use super::entry::LoopRef;
+use super::forward::Forward;
 use super::io::Before;
 use super::settle::{quiet, still_quiet};
 use super::{guarded, EventLoop};
@@ -85,8 +86,14 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let handler = &mut self.handler;
         let input = self.driver.bytes(&got);
+        let provided = self.driver.offers(&got);
+        if provided {
+            // io_uring: an echo is sent from the received buffer (forward.rs).
+            Forward::offer(&lp.forward, input);
+        }
         // Quiet and without TLS (see `fast_path_fits`): its writes may go
-        // straight to the socket unless it sends through the ring.
+        // straight to the socket unless it sends through the ring (a claim
+        // of the received buffer is a ring send: never straight).
         let mut conn = if ring_sends {
             Conn::new(input, &mut self.conns, key, lp)
         } else {
@@ -95,6 +102,11 @@ impl<H: EventHandler> EventLoop<H> {
         let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
         let own_changed = conn.own_changed();
         let (consumed, side) = conn.finish();
+        let claim = if provided {
+            Forward::take(&lp.forward)
+        } else {
+            None
+        };
         if consumed == n && side.is_none() && matches!(action, Some(Action::None)) {
             // Unchanged (it at most wrote straight through): still quiet,
             // without a second lookup. Changed: look.
@@ -121,10 +133,10 @@ impl<H: EventHandler> EventLoop<H> {
         self.conns.void_marks();
         if consumed < n {
             let rest = input[consumed..].to_vec();
-            self.driver.release(got);
+            self.send_claimed(key, got, claim);
             self.keep_unread(key, rest, consumed, false);
         } else {
-            self.driver.release(got);
+            self.send_claimed(key, got, claim);
         }
         let before = Before {
             queued: 0,

@@ -11,6 +11,7 @@ use std::os::fd::AsFd;
 
 use super::driver::Received;
 use super::entry::{ConnEntry, Flushed, LoopRef, Phase, Pressure, ReadSide, Stamp};
+use super::forward::{Claim, Forward};
 use super::{guarded, handler_panicked, loop_ref, EventLoop, Outcome};
 use crate::actors::slab::SlotKey;
 use crate::budget::LoopBudget;
@@ -394,6 +395,9 @@ impl<H: EventHandler> EventLoop<H> {
             Fresh::Received(got) => self.driver.bytes(got),
         };
         let (action, side, rest, consumed) = if leftover.is_empty() {
+            if matches!(&fresh, Fresh::Received(got) if self.driver.offers(got)) {
+                Forward::offer(&lp.forward, input);
+            }
             let mut conn = Conn::new(input, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
             let (consumed, side) = conn.finish();
@@ -412,8 +416,10 @@ impl<H: EventHandler> EventLoop<H> {
             (action, side, rest, consumed)
         };
         if let Fresh::Received(got) = fresh {
-            // What the handler left unread was copied above.
-            self.driver.release(got);
+            // What the handler left unread was copied above; what it
+            // echoed is sent from the buffer (`forward.rs`).
+            let claim = Forward::take(&lp.forward);
+            self.send_claimed(key, got, claim);
         }
         if let Some(rest) = rest {
             self.keep_unread(key, rest, consumed, had_leftover);
@@ -498,5 +504,33 @@ impl<H: EventHandler> EventLoop<H> {
             .and_then(|o| o.feeds)
             .and_then(|target| self.conns.get(target))
             .is_some_and(|target| target.under_pressure())
+    }
+}
+
+impl<H: EventHandler> EventLoop<H> {
+    /// After an input callback of `key` whose write claimed part of its
+    /// input (`claim`; `None`: gives `got` back): sends that part from the
+    /// received buffer itself. A failure closes the connection as a failed
+    /// send would (the lent bytes will never be consumed).
+    #[inline(always)]
+    pub(super) fn send_claimed(&mut self, key: SlotKey, got: Received, claim: Option<Claim>) {
+        match claim {
+            None => self.driver.release(got),
+            Some(claim) => self.send_claimed_slow(key, got, claim),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn send_claimed_slow(&mut self, key: SlotKey, got: Received, claim: Claim) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            self.driver.release(got);
+            return;
+        };
+        let sent = self.driver.send_received(entry.fd.as_fd(), got, claim);
+        if let Err(e) = sent {
+            entry.outbound.abandon_lent();
+            self.close_conn(key, CloseReason::from_io(e));
+        }
     }
 }

@@ -43,6 +43,7 @@
 //! | `token.rs` | what a poller token names |
 //! | `io.rs` | readiness events, reads, flushes, input callbacks |
 //! | `fast.rs` | the shortcut for input alone on a quiet connection |
+//! | `forward.rs` | io_uring: an echoed input sent from its receive buffer |
 //! | `settle.rs` | reconciling a connection after a callback or I/O |
 //! | `close.rs` | `on_close`, graceful and lingering closes |
 //! | `open.rs` | adopting a socket, `on_open` |
@@ -94,6 +95,7 @@ mod dial;
 mod driver;
 pub(crate) mod entry;
 mod fast;
+pub(crate) mod forward;
 mod io;
 mod messages;
 mod open;
@@ -234,6 +236,7 @@ fn loop_ref<'a>(
         engine,
         counters: engine.slot(index).counters(),
         now_ms,
+        forward: Default::default(),
     }
 }
 

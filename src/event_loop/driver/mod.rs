@@ -452,6 +452,36 @@ impl Driver {
         }
     }
 
+    /// `got`'s bytes may be offered to the callback's writes: they are in
+    /// a provided buffer of the ring, which [`Driver::send_received`] can
+    /// send as it is (unless `RINGLOOP_URING_FORWARD=0` turned that off).
+    #[inline(always)]
+    pub(crate) fn offers(&self, got: &Received) -> bool {
+        got.buf.is_some() && matches!(&self.kind, Kind::Uring(c) if c.forwards())
+    }
+
+    /// Sends `claim`'s part of `got` on the attached connection `fd` from
+    /// the provided buffer itself (see `event_loop/forward.rs`); the ring
+    /// owns the buffer until the send completes. Only the completion
+    /// driver offers its buffers, so only it is asked.
+    pub(crate) fn send_received(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        got: Received,
+        claim: super::forward::Claim,
+    ) -> io::Result<()> {
+        match (&mut self.kind, got.buf) {
+            (Kind::Uring(c), Some(mut buf)) => {
+                buf.advance(claim.offset);
+                buf.truncate(claim.len);
+                c.send_received(fd, buf)
+            }
+            _ => Err(io::Error::other(
+                "a claimed input was not a provided buffer",
+            )),
+        }
+    }
+
     /// Hands `got`'s memory back (a readiness receive reuses the loop's
     /// buffer; a provided buffer goes back to the kernel).
     #[inline(always)]

@@ -62,7 +62,10 @@
 //! comes: a busy connection cycles through the same few blocks. The queue
 //! keeps counting lent bytes until then, so back-pressure, graceful closes
 //! and the write timeout see what is really unsent. Every send of a turn
-//! goes to the kernel with the turn's one `io_uring_enter`.
+//! goes to the kernel with the turn's one `io_uring_enter`. A write of
+//! at least 4 KiB of the callback's own input, with nothing queued, is
+//! not even copied into the queue: the provided buffer it arrived in is
+//! the send ([`Completion::send_received`], `event_loop/forward.rs`).
 //!
 //! **No `SEND_ZC`.** Zero-copy sends (`IORING_OP_SEND_ZC`) are not used:
 //! measured on this project's loopback (`cargo bench --bench send_zc`,
@@ -205,6 +208,9 @@ pub(crate) struct Completion {
     batch_cap: usize,
     /// Connections with input that had none stashed, in the last wait.
     newly_received: usize,
+    /// An echoed input is sent from its provided buffer
+    /// (`event_loop/forward.rs`); [`FORWARD_ENV`] `0` turns it off.
+    forward: bool,
 }
 
 impl Completion {
@@ -244,7 +250,21 @@ impl Completion {
             batch: 1,
             batch_cap: env_number(BATCH_ENV).unwrap_or(MAX_BATCH),
             newly_received: 0,
+            forward: env_number(FORWARD_ENV) != Some(0),
         })
+    }
+
+    /// Whether the loop offers received buffers to the callbacks' writes
+    /// (see [`Completion::send_received`]): unless turned off, while at
+    /// most three quarters of the buffer ring's capacity is held. A send
+    /// from a received buffer holds it until the peer takes the bytes, so
+    /// peers that read slowly could otherwise hold every buffer and starve
+    /// the loop's other connections; past this, writes are copied into
+    /// the queue (releasing the buffer at once), as with `0`.
+    #[inline]
+    pub(crate) fn forwards(&self) -> bool {
+        let bufs = self.ring.buffers();
+        self.forward && bufs.lent() < bufs.capacity() / 4 * 3
     }
 
     pub(crate) fn readiness(&self) -> &Readiness {
@@ -651,6 +671,20 @@ impl Completion {
         Ok(true)
     }
 
+    /// Sends `buf` (received on this ring) on `fd`, which has nothing
+    /// queued: the bytes the loop's queue counts as lent
+    /// (`OutboundQueue::push_lent`), sent without a copy; the ring gives
+    /// the buffer back to the kernel after the send's final completion.
+    pub(crate) fn send_received(&mut self, fd: BorrowedFd<'_>, buf: RecvBuf) -> io::Result<()> {
+        let Some(id) = self
+            .source_index(fd)
+            .and_then(|i| self.ring.source_at(i as u32))
+        else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
+        self.ring.send(id, buf)
+    }
+
     /// Bytes sent since the last call (the loop consumes them from the
     /// queue); 0 for a source not attached.
     pub(crate) fn take_sent(&mut self, fd: BorrowedFd<'_>) -> usize {
@@ -910,6 +944,11 @@ const BATCH_ENV: &str = "RINGLOOP_URING_BATCH";
 /// `0` sets the ring up without deferred task running (cooperative task
 /// running instead), for measuring what deferring buys.
 const DEFER_ENV: &str = "RINGLOOP_URING_DEFER";
+
+/// `0` turns off sending echoed input from its provided buffer (every
+/// write is then copied into the connection's queue), for measuring what
+/// it saves (benches/uring_cpu.sh).
+const FORWARD_ENV: &str = "RINGLOOP_URING_FORWARD";
 
 /// A number from environment variable `name`, if set and valid.
 fn env_number(name: &str) -> Option<usize> {

@@ -522,6 +522,13 @@ impl RecvBuf {
         self.start = self.start.saturating_add(n).min(self.end);
     }
 
+    /// Keeps only the first `n` unconsumed bytes (all of them if `n` is
+    /// larger): a send of part of what arrived.
+    pub(crate) fn truncate(&mut self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.end = self.start.saturating_add(n).min(self.end);
+    }
+
     /// The unconsumed bytes.
     pub(crate) fn as_slice(&self) -> &[u8] {
         let len = (self.end - self.start) as usize;

@@ -1042,8 +1042,12 @@ impl Ring {
 
     /// Re-arms receives stopped by `ENOBUFS`, as many as there are buffers.
     fn rearm_starved(&mut self) -> io::Result<()> {
-        if !self.starved.is_empty() && self.bufs.available() == 0 {
+        if !self.starved.is_empty() {
             // Demand beyond what is provided: more buffers, if it may grow.
+            // Also when some came back since: the kernel ran dry while
+            // they were held (a send from a received buffer holds it until
+            // the send's completion is reaped, after the receives of the
+            // same wait), and would again at the next such wait.
             self.bufs.grow();
         }
         let mut budget = self.bufs.available();
@@ -1436,6 +1440,7 @@ impl Drop for Ring {
     /// for the completions, so no buffer is freed while the kernel may use
     /// it. Past the bound, leaks the buffers and descriptors instead.
     fn drop(&mut self) {
+        log::debug!("io_uring teardown: {:?}, {:?}", self.stats, self.bufs);
         self.tearing_down = true;
         if self.in_flight > 0 {
             let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
