@@ -2,7 +2,8 @@
 # Idle memory per connection (issue 14: io_uring <= 256 B at 10,000
 # connections): the echo example's VmRSS growth per idle connection, each
 # confirmed by a one-byte echo (`harness idle`, benches/harness/src/idle.rs:
-# it reads VmRSS 200 ms after the last echo), on io_uring and on epoll,
+# it warms the server with 16 connections first and reads VmRSS 2.5 s after
+# the last echo), on io_uring and on epoll,
 # alternated round by round. Faster and narrower than benches/uring.sh
 # section A (no throughput scenarios), and able to compare builds:
 #
