@@ -12,6 +12,8 @@
 #   benches/uring_cpu.sh                                  # 5 rounds, 3 scenarios
 #   CPU_ROUNDS=3 CPU_SCENARIOS=100x16384 benches/uring_cpu.sh
 #   CPU_SERVERS=io-uring,epoll benches/uring_cpu.sh
+#   CPU_OTHER=/tmp/echo-old CPU_SERVERS=epoll,epoll-other,io-uring,io-uring-other \
+#       benches/uring_cpu.sh   # another build of the echo beside this one
 #   BENCH_IDLE_WAIT=0 ...  # measure at once (default: wait up to 300 s for
 #                          # an idle machine, see lib.sh; the load is
 #                          # reported either way)
@@ -42,6 +44,10 @@ server_cmd() { # NAME
         io-uring) echo "$echo --backend io-uring" ;;
         io-uring-copy) echo "env RINGLOOP_URING_FORWARD=0 $echo --backend io-uring" ;;
         epoll) echo "$echo --backend epoll" ;;
+        # Another build of the echo (CPU_OTHER=PATH), for A/B runs.
+        epoll-other | io-uring-other)
+            [[ -n ${CPU_OTHER:-} ]] || { echo "uring_cpu.sh: $1 needs CPU_OTHER=PATH" >&2; return 1; }
+            echo "$CPU_OTHER tcp://127.0.0.1:0 --loops 1 --backend ${1%-other}" ;;
         *) echo "uring_cpu.sh: unknown server $1" >&2; return 1 ;;
     esac
 }
