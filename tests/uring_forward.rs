@@ -30,6 +30,21 @@ fn backends() -> Vec<Backend> {
     b
 }
 
+/// One loop on `backend` serving `tcp://127.0.0.1:0` with a fresh handler
+/// from `make`.
+fn one_loop_on<H, F>(backend: Backend, make: F) -> Running
+where
+    H: EventHandler,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    Running::start(
+        Engine::builder(make)
+            .listen("tcp://127.0.0.1:0")
+            .backend(backend)
+            .loops(1),
+    )
+}
+
 /// For every complete line of its input, writes the line without its
 /// newline (a slice of the input: the first one of a callback may be sent
 /// from the receive buffer), then `!\n` (queued behind it); a partial line
@@ -118,12 +133,7 @@ fn exchange(addr: std::net::SocketAddr, input: &[u8], pieces: usize, expect_len:
 #[test]
 fn a_written_slice_of_the_input_and_what_follows_keep_their_order() {
     for backend in backends() {
-        let server = Running::start(
-            Engine::builder(|_| Lines)
-                .listen("tcp://127.0.0.1:0")
-                .backend(backend)
-                .loops(1),
-        );
+        let server = one_loop_on(backend, |_| Lines);
         let addr = server.tcp_addr(0);
         let clients: Vec<_> = (0..8u64)
             .map(|seed| {
@@ -145,12 +155,7 @@ fn a_written_slice_of_the_input_and_what_follows_keep_their_order() {
 #[test]
 fn a_close_right_after_an_echo_delivers_it_whole() {
     for backend in backends() {
-        let server = Running::start(
-            Engine::builder(|_| Lines)
-                .listen("tcp://127.0.0.1:0")
-                .backend(backend)
-                .loops(1),
-        );
+        let server = one_loop_on(backend, |_| Lines);
         let addr = server.tcp_addr(0);
         for seed in 0..20u64 {
             let mut input = lines(seed, 40);
@@ -211,12 +216,7 @@ impl EventHandler for Pairs {
 #[test]
 fn a_write_to_another_connection_goes_to_that_connection() {
     for backend in backends() {
-        let server = Running::start(
-            Engine::builder(|_| Pairs { waiting: None })
-                .listen("tcp://127.0.0.1:0")
-                .backend(backend)
-                .loops(1),
-        );
+        let server = one_loop_on(backend, |_| Pairs { waiting: None });
         let addr = server.tcp_addr(0);
         let mut a = tcp_client(addr);
         let mut b = tcp_client(addr);
@@ -288,12 +288,7 @@ fn peers_that_never_read_cannot_hold_every_receive_buffer() {
 #[ignore = "run by peers_that_never_read_cannot_hold_every_receive_buffer in a child process"]
 fn child_non_readers() {
     for backend in backends() {
-        let server = Running::start(
-            Engine::builder(|_| Echo)
-                .listen("tcp://127.0.0.1:0")
-                .backend(backend)
-                .loops(1),
-        );
+        let server = one_loop_on(backend, |_| Echo);
         let addr = server.tcp_addr(0);
         // 24 peers (more than the ring's buffers) each write until the
         // server stops reading them (its replies are stuck), then idle.
