@@ -27,6 +27,10 @@ pub(crate) const MAX_IOV: usize = 64;
 /// the `u32` fields of the bookkeeping.
 const MAX_CHUNK: usize = 1 << 30;
 
+/// Capacity of the buffer a small write into an empty queue gets (see
+/// `Queue::push`); larger writes, and writes behind others, use the pool.
+const SMALL_CHUNK: usize = 256;
+
 /// Most emptied bookkeeping boxes a loop thread keeps for reuse.
 const SPARE_QUEUES: usize = 256;
 /// An emptied queue whose chunk list grew past this many entries is freed
@@ -185,11 +189,32 @@ impl Queue {
         let is_head = self.chunks.len() == 1 && self.head > 0;
         if let Some(last) = self.chunks.back_mut() {
             if !is_head && last.len() + data.len() <= cap {
+                if last.len() + data.len() > last.capacity()
+                    && last.capacity() < buffer_pool::MIN_CLASS
+                {
+                    // A small chunk outgrown (more replies of the same
+                    // turn): its bytes move into a pooled one, once,
+                    // instead of the small one growing step by step.
+                    let mut pooled = buffer_pool::take(
+                        (last.len() + data.len()).max(cap.min(buffer_pool::MIN_CLASS)),
+                    );
+                    pooled.extend_from_slice(last);
+                    *last = pooled;
+                }
                 last.extend_from_slice(data);
                 return;
             }
         }
-        let mut chunk = buffer_pool::take(data.len().max(cap.min(buffer_pool::MIN_CLASS)));
+        // A small write into an empty queue (a reply waiting for the
+        // ring, or for a socket that was full) gets a small buffer of its
+        // own, not a pooled 4 KiB one: after a burst of such replies the
+        // freed pool chunks would leave 4 KiB holes among the connections'
+        // long-lived allocations that the allocator cannot return.
+        let mut chunk = if self.chunks.is_empty() && data.len() <= SMALL_CHUNK {
+            Vec::with_capacity(SMALL_CHUNK)
+        } else {
+            buffer_pool::take(data.len().max(cap.min(buffer_pool::MIN_CLASS)))
+        };
         chunk.extend_from_slice(data);
         self.chunks.push_back(chunk);
     }
@@ -339,6 +364,33 @@ mod tests {
         let chunks = &q.inner.as_ref().expect("bytes queued").chunks;
         assert!(chunks.iter().all(|c| c.len() <= 64));
         assert_eq!(chunks.len(), 1000usize.div_ceil(60));
+    }
+
+    #[test]
+    fn a_small_reply_gets_a_small_buffer_that_moves_to_a_pooled_one_when_outgrown() {
+        let mut q = OutboundQueue::default();
+        q.push(b"+OK\r\n", 64 * 1024);
+        let chunks = &q.inner.as_ref().expect("bytes queued").chunks;
+        assert_eq!(chunks.len(), 1);
+        assert!(
+            chunks[0].capacity() < buffer_pool::MIN_CLASS,
+            "not a pooled 4 KiB chunk"
+        );
+        // More replies of the same turn: one chunk, now a pooled one, in order.
+        let mut expected = b"+OK\r\n".to_vec();
+        for i in 0..100u8 {
+            q.push(&[i; 10], 64 * 1024);
+            expected.extend_from_slice(&[i; 10]);
+        }
+        let chunks = &q.inner.as_ref().expect("bytes queued").chunks;
+        assert_eq!(chunks.len(), 1);
+        assert!(chunks[0].capacity() >= buffer_pool::MIN_CLASS);
+        assert_eq!(collect(&q), expected);
+        // Behind others, or too big to be small: the pool as before.
+        let mut q = OutboundQueue::default();
+        q.push(&[1u8; SMALL_CHUNK + 1], 64 * 1024);
+        let chunks = &q.inner.as_ref().expect("bytes queued").chunks;
+        assert!(chunks[0].capacity() >= buffer_pool::MIN_CLASS);
     }
 
     #[test]
