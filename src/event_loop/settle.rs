@@ -21,7 +21,7 @@ use std::ops::ControlFlow::{self, Break, Continue};
 use std::os::fd::AsFd;
 
 use super::entry::{ConnEntry, Lingering, Phase, Pressure, ReadSide, Stamp, WriteSide};
-use super::timers::next_deadline;
+use super::timers::{next_deadline, wants_earlier_entry};
 use super::{loop_ref, EventLoop, LoopToken};
 use crate::actors::slab::SlotKey;
 use crate::handler::EventHandler;
@@ -341,7 +341,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
         self.timeouts_in_use = true;
         if let Some((at, kind)) = next_deadline(entry, &self.settings.timeouts, self.now_ms) {
-            if entry.timer_tick == 0 || self.wheel.tick_of(at) < entry.timer_tick {
+            if wants_earlier_entry(&self.wheel, entry, at) {
                 if kind == TimeoutKind::Write && entry.ring_sends {
                     // io_uring: the queue goes out with the turn's submit,
                     // where a send usually completes; armed only if not.

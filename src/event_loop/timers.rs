@@ -18,6 +18,7 @@ use crate::handler::EventHandler;
 use crate::options::Timeouts;
 use crate::reason::{Action, CloseReason, TimeoutKind};
 use crate::stats::bump;
+use crate::timer_wheel::TimerWheel;
 
 /// The earliest moment one of `entry`'s timeouts can expire, with its kind.
 pub(super) fn next_deadline<S>(
@@ -88,6 +89,12 @@ pub(super) fn next_deadline<S>(
         .min_by_key(|(at, _)| *at)
 }
 
+/// Whether `entry`'s deadline `at_ms` needs a wheel entry: it has none, or
+/// only a later one (an earlier entry fires first and re-arms from there).
+pub(super) fn wants_earlier_entry<S>(wheel: &TimerWheel, entry: &ConnEntry<S>, at_ms: u64) -> bool {
+    entry.timer_tick == 0 || wheel.tick_of(at_ms) < entry.timer_tick
+}
+
 /// Write timeouts of connections whose queue goes to the io_uring ring:
 /// held back for one turn instead of put on the wheel.
 ///
@@ -141,7 +148,7 @@ impl<H: EventHandler> EventLoop<H> {
                 continue; // sent (the completion's settle scheduled the rest)
             }
             if let Some((at, _)) = next_deadline(entry, &self.settings.timeouts, self.now_ms) {
-                if entry.timer_tick == 0 || self.wheel.tick_of(at) < entry.timer_tick {
+                if wants_earlier_entry(&self.wheel, entry, at) {
                     entry.timer_tick = self.wheel.schedule(key, at);
                 }
             }
