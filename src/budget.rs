@@ -14,7 +14,9 @@
 //! * Above it, every connection that holds at least [`PAUSE_MIN`] bytes (the
 //!   ones holding the most; small ones carry on) stops being read — checked
 //!   before each read, so one turn of reads cannot jump far past it — until
-//!   the total falls back to [`RESUME_AT`] of the limit.
+//!   the total falls back to [`RESUME_AT`] of the limit. Near it, a growing
+//!   input buffer grows by what it must hold rather than doubling
+//!   ([`LoopBudget::may_double`]): its capacity is what is counted.
 //! * Above the limit, a loop holding more than its share (limit / loops)
 //!   closes its largest connections, with
 //!   [`CloseReason::BufferBudget`](crate::CloseReason::BufferBudget), until
@@ -112,6 +114,16 @@ impl LoopBudget {
         held >= PAUSE_MIN && shared.used() > fraction(shared.limit, PAUSE_AT)
     }
 
+    /// Whether a buffer holding `capacity` bytes may double: only while
+    /// the doubling keeps the total at or below the pause point. Past it a
+    /// buffer grows by what it must hold and no more, since its capacity is
+    /// what the budget counts and one doubling of a large buffer would
+    /// otherwise jump from below the pause point to past the limit.
+    #[inline]
+    pub(crate) fn may_double(shared: &SharedBudget, capacity: usize) -> bool {
+        shared.used().saturating_add(capacity) <= fraction(shared.limit, PAUSE_AT)
+    }
+
     /// Bytes this loop's connections hold.
     pub(crate) fn held(&self) -> usize {
         self.held
@@ -126,5 +138,38 @@ impl LoopBudget {
     /// the budget.
     pub(crate) fn must_shed(&self, shared: &SharedBudget) -> bool {
         shared.used() > shared.limit && self.held > self.share
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    /// The failure this prevents: two connections at 2 MiB and 1 MiB of
+    /// capacity under a 4 MiB limit sat just below the 3 MiB pause point,
+    /// so the smaller one was read, doubled to 2 MiB, and the engine was
+    /// over its limit with nothing but unconsumed input of 2 MiB.
+    #[test]
+    fn a_buffer_doubles_only_while_the_doubling_stays_below_the_pause_point() {
+        let shared = SharedBudget::new(4 * MIB);
+        let mut budget = LoopBudget::new(&shared, 1);
+        assert!(LoopBudget::may_double(&shared, MIB));
+        budget.update(&shared, 0, 2 * MIB);
+        assert!(
+            LoopBudget::may_double(&shared, MIB),
+            "2 + 1 MiB is the pause point"
+        );
+        budget.update(&shared, 0, MIB - 1300);
+        assert!(!LoopBudget::may_double(&shared, MIB - 1300));
+        assert!(
+            !LoopBudget::should_pause(&shared, MIB - 1300),
+            "still below it"
+        );
+        assert!(
+            LoopBudget::may_double(&shared, 1000),
+            "a small one still doubles"
+        );
     }
 }

@@ -405,6 +405,13 @@ impl<H: EventHandler> EventLoop<H> {
             (action, side, rest, consumed)
         } else {
             let mut buf = leftover;
+            if buf.capacity() - buf.len() < input.len()
+                && !LoopBudget::may_double(self.engine.budget(), buf.capacity())
+            {
+                // Near the budget, doubling a large leftover could jump
+                // past it in one read (its capacity is what it counts).
+                buf.reserve_exact(input.len());
+            }
             buf.extend_from_slice(input);
             let mut conn = Conn::new(&buf, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
