@@ -136,8 +136,11 @@ impl LoopBudget {
 
     /// Whether this loop must still close connections to get back within
     /// the budget.
+    #[inline]
     pub(crate) fn must_shed(&self, shared: &SharedBudget) -> bool {
-        shared.used() > shared.limit && self.held > self.share
+        // This loop's own count first: the shared total is only read when
+        // this loop holds more than its share.
+        self.held > self.share && shared.used() > shared.limit
     }
 }
 
@@ -171,5 +174,26 @@ mod tests {
             LoopBudget::may_double(&shared, 1000),
             "a small one still doubles"
         );
+    }
+
+    /// The other failure: loop 1 held more than its share while loop 0's
+    /// growth put the engine over; loop 1 had no change of its own to
+    /// notice it by, and the engine stayed over its limit. A loop checks
+    /// `must_shed` every turn, whatever changed.
+    #[test]
+    fn a_loop_over_its_share_must_shed_when_another_puts_the_engine_over() {
+        let shared = SharedBudget::new(8 * MIB);
+        let mut quiet = LoopBudget::new(&shared, 2);
+        let mut growing = LoopBudget::new(&shared, 2);
+        quiet.update(&shared, 0, 4 * MIB + 512 * 1024);
+        assert!(
+            !quiet.over && !quiet.must_shed(&shared),
+            "the engine is within"
+        );
+        growing.update(&shared, 0, 4 * MIB);
+        assert!(!growing.over, "the growing loop is within its share");
+        assert!(!quiet.over, "nothing told the quiet loop");
+        assert!(quiet.must_shed(&shared));
+        assert!(!growing.must_shed(&shared));
     }
 }

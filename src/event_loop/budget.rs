@@ -87,7 +87,10 @@ impl<H: EventHandler> EventLoop<H> {
             self.last_trim = Some(Instant::now());
             crate::sys::memory::release_free_memory();
         }
-        if self.budget.over {
+        // Also without a change of its own this turn: another loop's growth
+        // may have put the engine over while this loop, quiet or with its
+        // connections paused (it then polls), holds more than its share.
+        if self.budget.over || self.budget.must_shed(self.engine.budget()) {
             self.budget.over = false;
             while self.budget.must_shed(self.engine.budget()) {
                 let largest = self
