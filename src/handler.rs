@@ -500,8 +500,10 @@ pub trait EventHandler: 'static {
 
     /// An accepted connection from `peer` was closed before it opened
     /// (no [`on_open`](Self::on_open), no [`on_close`](Self::on_close)):
-    /// [`CloseReason::ProxyHeader`] or [`CloseReason::SourceLimit`]. The
-    /// default logs it at debug level.
+    /// [`CloseReason::ProxyHeader`] or [`CloseReason::SourceLimit`], or
+    /// [`CloseReason::Shutdown`] for one the engine's stop reached first
+    /// (still waiting for its PROXY header, or accepted as the stop
+    /// began). The default logs it at debug level.
     ///
     /// ```
     /// use ringloop::{CloseReason, EventHandler, LoopContext, SockAddr};

@@ -553,7 +553,11 @@ fn ticker_push_waits_for_completions_under_back_pressure() {
     });
     assert!(in_flight.load(Ordering::SeqCst), "a write is held");
     handle.wake().unwrap();
-    thread::sleep(Duration::from_millis(50));
+    // The wake's on_traffic records the queue (bounded wait: under load
+    // 50 ms was not always enough for it to run).
+    wait_until("the wake's on_traffic", || {
+        seen.outbound_of(handle.id()).0 > 0
+    });
     let (queued, _) = seen.outbound_of(handle.id());
     assert!(
         queued > LOW && queued <= HIGH + CHUNK,

@@ -179,7 +179,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
-    fn report_rejection(&mut self, peer: &SockAddr, reason: CloseReason) {
+    pub(super) fn report_rejection(&mut self, peer: &SockAddr, reason: CloseReason) {
         log::debug!("loop {}: refused {peer}: {reason}", self.index);
         let (ctx, handler) = (&mut self.ctx, &mut self.handler);
         guarded("on_reject", || handler.on_reject(ctx, peer, &reason));

@@ -13,7 +13,7 @@ use crate::conn::send_datagram;
 use crate::error::{Error, Result};
 use crate::handler::EventHandler;
 use crate::id::ConnId;
-use crate::reason::Action;
+use crate::reason::{Action, CloseReason};
 use crate::runtime::message::{initial_state, Completion, LoopMessage};
 use crate::stats::bump;
 
@@ -51,7 +51,12 @@ impl<H: EventHandler> EventLoop<H> {
                 admission,
             } => {
                 if self.engine.loops_stopping() {
+                    // Accepted just before the stop reached the acceptor:
+                    // closed unopened, and the handler told, as for one
+                    // that was waiting for its PROXY header.
+                    drop(fd);
                     self.engine.slot(self.index).remove_connection();
+                    self.report_rejection(&peer, CloseReason::Shutdown);
                     return;
                 }
                 self.admit(fd, peer, listener, is_tcp, admission);
