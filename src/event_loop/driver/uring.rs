@@ -230,6 +230,10 @@ impl Completion {
             },
             min_wait: env_number(BATCH_ENV) != Some(0),
             defer_taskrun: env_number(DEFER_ENV) != Some(0),
+            fixed_files: match env_number(FIXED_ENV) {
+                Some(0) => 0,
+                _ => RingConfig::default().fixed_files,
+            },
             ..RingConfig::default()
         })?;
         let readiness = Readiness::new()?;
@@ -944,6 +948,10 @@ const BATCH_ENV: &str = "RINGLOOP_URING_BATCH";
 /// `0` sets the ring up without deferred task running (cooperative task
 /// running instead), for measuring what deferring buys.
 const DEFER_ENV: &str = "RINGLOOP_URING_DEFER";
+
+/// `0` sets the ring up without a registered file table (every operation
+/// names its descriptor), for measuring what fixed files save.
+const FIXED_ENV: &str = "RINGLOOP_URING_FIXED";
 
 /// `0` turns off sending echoed input from its provided buffer (every
 /// write is then copied into the connection's queue), for measuring what
