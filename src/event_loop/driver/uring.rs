@@ -231,8 +231,8 @@ impl Completion {
             min_wait: env_number(BATCH_ENV) != Some(0),
             defer_taskrun: env_number(DEFER_ENV) != Some(0),
             fixed_files: match env_number(FIXED_ENV) {
-                Some(0) => 0,
-                _ => RingConfig::default().fixed_files,
+                Some(n) if n > 0 => crate::sys::uring::fixed::default_size(),
+                _ => 0,
             },
             ..RingConfig::default()
         })?;
@@ -949,8 +949,13 @@ const BATCH_ENV: &str = "RINGLOOP_URING_BATCH";
 /// running instead), for measuring what deferring buys.
 const DEFER_ENV: &str = "RINGLOOP_URING_DEFER";
 
-/// `0` sets the ring up without a registered file table (every operation
-/// names its descriptor), for measuring what fixed files save.
+/// `1` gives the ring a registered file table (`sys/uring/fixed.rs`: a
+/// connection's operations name its table entry, not its descriptor).
+/// Off by default: on the loaded machine it was measured at par, not
+/// better (fget/fput leave the profile, the table's own lookups take most
+/// of their place, and each connection pays an `io_uring_register`); see
+/// benches/results/u1k-fixed-files-20261205.md. `benches/uring_cpu.sh`'s
+/// `io-uring-fixed` server compares it.
 const FIXED_ENV: &str = "RINGLOOP_URING_FIXED";
 
 /// `0` turns off sending echoed input from its provided buffer (every

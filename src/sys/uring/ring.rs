@@ -67,8 +67,9 @@ pub(crate) struct RingConfig {
     pub(crate) release_idle_after: Option<Duration>,
     /// Entries of the registered file table (`super::fixed`): a source
     /// whose slot index is below it names its table entry, not its
-    /// descriptor; `0`: no table. Refused by the kernel: no table (one log
-    /// line).
+    /// descriptor; `0` (the default): no table. Refused by the kernel: no
+    /// table (one log line). `super::fixed::default_size` is the size to
+    /// ask for.
     pub(crate) fixed_files: u32,
 }
 
@@ -81,7 +82,7 @@ impl Default for RingConfig {
             min_wait: true,
             defer_taskrun: true,
             release_idle_after: Some(RELEASE_AFTER),
-            fixed_files: super::fixed::default_size(),
+            fixed_files: 0,
         }
     }
 }
