@@ -7,6 +7,10 @@
 #                  an echoed input is sent from its provided buffer)
 #   io-uring-copy  the same with RINGLOOP_URING_FORWARD=0 (every write is
 #                  copied into the connection's queue first, as before)
+#   io-uring-fixed the same with RINGLOOP_URING_FIXED=1 (a registered file
+#                  table: operations name table entries, not descriptors)
+#   io-uring-batch16  the same with RINGLOOP_URING_BATCH=16 (a turn's wait
+#                  gathers at most 16 connections' receives)
 #   epoll          the same binary on epoll
 #
 #   benches/uring_cpu.sh                                  # 5 rounds, 3 scenarios
@@ -43,6 +47,8 @@ server_cmd() { # NAME
     case $1 in
         io-uring) echo "$echo --backend io-uring" ;;
         io-uring-copy) echo "env RINGLOOP_URING_FORWARD=0 $echo --backend io-uring" ;;
+        io-uring-fixed) echo "env RINGLOOP_URING_FIXED=1 $echo --backend io-uring" ;;
+        io-uring-batch16) echo "env RINGLOOP_URING_BATCH=16 $echo --backend io-uring" ;;
         epoll) echo "$echo --backend epoll" ;;
         # Another build of the echo (CPU_OTHER=PATH), for A/B runs.
         epoll-other | io-uring-other)

@@ -1144,3 +1144,98 @@ fn dropping_the_ring_with_operations_in_flight_cancels_waits_and_closes_everythi
     let refused = TcpStream::connect(listen_addr).unwrap_err();
     assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
 }
+
+// ---- registered files ----------------------------------------------------------
+
+/// One echo of `seed`'s pattern over `id`, read back by `peer`.
+fn echo_once(ring: &mut Ring, id: SourceId, peer: &mut TcpStream, seed: u8) {
+    let data = pattern(512, seed);
+    peer.write_all(&data).unwrap();
+    let mut got = Vec::new();
+    let mut sent = 0;
+    turn_until(ring, "the echo", |ring, event| {
+        match event {
+            Event::Received { source, buf } if source == id => {
+                got.extend_from_slice(&buf);
+                ring.send(id, buf.to_vec()).unwrap();
+            }
+            Event::Sent { source, bytes, .. } if source == id => sent += bytes,
+            other => panic!("unexpected {other:?}"),
+        }
+        sent == data.len()
+    });
+    let mut back = vec![0; data.len()];
+    peer.read_exact(&mut back).unwrap();
+    assert_eq!(got, data);
+    assert_eq!(back, data);
+}
+
+/// Connections opened and closed many times on a ring with a small
+/// registered file table, attached (the caller closes the descriptor) and
+/// adopted (the ring does) in turn: each names its table entry, the entry
+/// (with its slot) is reused once the removal completed, and no socket
+/// outlives its close (the peer sees every connection end, which it would
+/// not while a table entry still held the socket).
+#[test]
+fn connections_opened_and_closed_many_times_reuse_their_fixed_files_and_leak_nothing() {
+    if !uring_available() {
+        return;
+    }
+    let mut ring = Ring::new(RingConfig {
+        fixed_files: 2,
+        ..config_with(16, 4096)
+    })
+    .expect("ring");
+    assert_eq!(ring.fixed_files(), 2, "a small sparse table is not refused");
+    let (listener, addr) = loopback_listener();
+    for round in 0..300u32 {
+        let mut peer = client(addr);
+        let (accepted, _) = listener.accept().unwrap();
+        // Attached, as the event loop does (it owns and closes the
+        // socket), or adopted (the ring closes it at the release).
+        let (id, kept) = if round % 2 == 0 {
+            (ring.attach(accepted.as_fd()), Some(accepted))
+        } else {
+            (ring.adopt(OwnedFd::from(accepted)), None)
+        };
+        assert!(ring.is_fixed(id), "round {round}: slot {}", id.index());
+        assert!(id.index() < 2, "slots are reused, not grown");
+        ring.recv_multishot(id).unwrap();
+        echo_once(&mut ring, id, &mut peer, round as u8);
+        ring.close(id).unwrap();
+        drop(kept);
+        released_and_closed(&mut ring, id, peer);
+    }
+    assert_eq!(ring.stats().stale, 0);
+
+    // Past the table's end a source names its descriptor.
+    let (a, mut peer_a) = receiving_connection(&mut ring);
+    let (b, mut peer_b) = receiving_connection(&mut ring);
+    let (c, mut peer_c) = receiving_connection(&mut ring);
+    assert!(ring.is_fixed(a) && ring.is_fixed(b));
+    assert!(!ring.is_fixed(c), "slot {} lies past the table", c.index());
+    for (id, peer) in [(a, &mut peer_a), (b, &mut peer_b), (c, &mut peer_c)] {
+        echo_once(&mut ring, id, peer, 9);
+    }
+}
+
+/// A table the kernel refuses (larger than it allows) leaves the ring on
+/// plain descriptors: it still echoes, closes and releases.
+#[test]
+fn a_refused_file_table_falls_back_to_plain_descriptors() {
+    if !uring_available() {
+        return;
+    }
+    let mut ring = Ring::new(RingConfig {
+        fixed_files: u32::MAX,
+        ..config_with(16, 4096)
+    })
+    .expect("a refused table is no error");
+    assert_eq!(ring.fixed_files(), 0);
+    let (id, mut peer) = receiving_connection(&mut ring);
+    assert!(!ring.is_fixed(id));
+    echo_once(&mut ring, id, &mut peer, 3);
+    ring.close(id).unwrap();
+    released_and_closed(&mut ring, id, peer);
+    assert_eq!(ring.stats().stale, 0);
+}

@@ -514,3 +514,22 @@ fn lone_request_after_busy_batch() {
     drop(quiet);
     server.stop();
 }
+
+/// The loop's connection lifetimes with a registered file table
+/// (`RINGLOOP_URING_FIXED=1`: operations name table entries, which a close
+/// must empty before the slot is reused): closes and a stop with receives
+/// and sends in flight, and connect/close cycles beside a crowd, leave no
+/// descriptor (nor socket: a table entry left behind would keep one open,
+/// and the clients reading to the end would hang).
+#[test]
+fn with_registered_files_closes_stops_and_cycles_leave_no_descriptors() {
+    run_child("child_with_fixed_files", &[("RINGLOOP_URING_FIXED", "1")]);
+}
+
+#[test]
+#[ignore = "run by with_registered_files_closes_stops_and_cycles_leave_no_descriptors in a child process"]
+fn child_with_fixed_files() {
+    closes_with_receives_and_sends_in_flight();
+    stop_with_operations_in_flight();
+    connect_close_cycles_and_many_connections_leave_no_descriptors();
+}

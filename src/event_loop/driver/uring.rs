@@ -230,6 +230,10 @@ impl Completion {
             },
             min_wait: env_number(BATCH_ENV) != Some(0),
             defer_taskrun: env_number(DEFER_ENV) != Some(0),
+            fixed_files: match env_number(FIXED_ENV) {
+                Some(n) if n > 0 => crate::sys::uring::fixed::default_size(),
+                _ => 0,
+            },
             ..RingConfig::default()
         })?;
         let readiness = Readiness::new()?;
@@ -944,6 +948,15 @@ const BATCH_ENV: &str = "RINGLOOP_URING_BATCH";
 /// `0` sets the ring up without deferred task running (cooperative task
 /// running instead), for measuring what deferring buys.
 const DEFER_ENV: &str = "RINGLOOP_URING_DEFER";
+
+/// `1` gives the ring a registered file table (`sys/uring/fixed.rs`: a
+/// connection's operations name its table entry, not its descriptor).
+/// Off by default: on the loaded machine it was measured at par, not
+/// better (fget/fput leave the profile, the table's own lookups take most
+/// of their place, and each connection pays an `io_uring_register`); see
+/// benches/results/u1k-fixed-files-20261205.md. `benches/uring_cpu.sh`'s
+/// `io-uring-fixed` server compares it.
+const FIXED_ENV: &str = "RINGLOOP_URING_FIXED";
 
 /// `0` turns off sending echoed input from its provided buffer (every
 /// write is then copied into the connection's queue), for measuring what

@@ -110,6 +110,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod bufring;
+pub(crate) mod fixed;
 pub(crate) mod probe;
 pub(crate) mod release;
 pub(crate) mod ring;

@@ -37,6 +37,7 @@ use nix::libc;
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
 use super::bufring::{BufRing, BufRingConfig, RecvBuf};
+use super::fixed::{on_target, FixedFiles, Target};
 use super::release::{IdleRelease, RELEASE_AFTER};
 use super::user_data::{OpKind, UserData, GENERATION_MASK, NO_SOURCE};
 
@@ -64,6 +65,12 @@ pub(crate) struct RingConfig {
     /// ring with deferred task running releases (elsewhere the kernel may
     /// fill a buffer while it is being released).
     pub(crate) release_idle_after: Option<Duration>,
+    /// Entries of the registered file table (`super::fixed`): a source
+    /// whose slot index is below it names its table entry, not its
+    /// descriptor; `0` (the default): no table. Refused by the kernel: no
+    /// table (one log line). `super::fixed::default_size` is the size to
+    /// ask for.
+    pub(crate) fixed_files: u32,
 }
 
 impl Default for RingConfig {
@@ -75,6 +82,7 @@ impl Default for RingConfig {
             min_wait: true,
             defer_taskrun: true,
             release_idle_after: Some(RELEASE_AFTER),
+            fixed_files: 0,
         }
     }
 }
@@ -317,6 +325,9 @@ struct Slot {
     /// the slot is released (see `Drop`); `false` for a source the caller
     /// owns ([`Ring::attach`]).
     owned: bool,
+    /// The descriptor is installed in the registered file table at the
+    /// slot's index (`super::fixed`); removed by the close.
+    fixed: bool,
     /// Operations submitted whose final completion has not arrived (a few
     /// at most: a receive, a send, a connect and its timer, cancellations).
     in_flight: u16,
@@ -336,6 +347,7 @@ impl Slot {
             generation: 0,
             state: SlotState::Free,
             owned: false,
+            fixed: false,
             in_flight: 0,
             recv: RecvState::Idle,
             accept_armed: false,
@@ -412,6 +424,8 @@ pub(crate) struct Ring {
     release: IdleRelease,
     /// The last `io_uring_enter` that waited ended at its timeout.
     timed_out: bool,
+    /// The registered file table (possibly none).
+    fixed: FixedFiles,
 }
 
 /// Most empty [`Outbound`] boxes a ring keeps for reuse.
@@ -427,7 +441,9 @@ impl Ring {
         // system call of this thread (or an interrupt's return), also in the
         // middle of a release: never release there.
         let release = IdleRelease::new(config.release_idle_after.filter(|_| deferred));
+        let fixed = FixedFiles::register(&uring.submitter(), config.fixed_files);
         Ok(Ring {
+            fixed,
             min_wait,
             release,
             timed_out: false,
@@ -483,6 +499,7 @@ impl Ring {
         slot.raw = raw;
         // The slot owns it from here (closed by `Slot`'s drop).
         slot.owned = owned.map(IntoRawFd::into_raw_fd).is_some();
+        slot.fixed = self.fixed.install(&self.uring.submitter(), index, raw);
         slot.state = SlotState::Open;
         SourceId {
             index,
@@ -509,6 +526,17 @@ impl Ring {
         // released, which needs `&mut self`: not while this borrow lives.
         slot.owned
             .then(|| unsafe { BorrowedFd::borrow_raw(slot.raw) })
+    }
+
+    /// Whether live source `id`'s operations name its registered file
+    /// table entry (`super::fixed`) rather than its descriptor.
+    pub(crate) fn is_fixed(&self, id: SourceId) -> bool {
+        self.open_slot_ref(id).is_some_and(|s| s.fixed)
+    }
+
+    /// Entries of the registered file table (0: none, refused or not asked).
+    pub(crate) fn fixed_files(&self) -> u32 {
+        self.fixed.capacity()
     }
 
     /// Counters since the ring was made.
@@ -565,10 +593,10 @@ impl Ring {
         if slot.accept_armed {
             return Ok(());
         }
-        let entry = opcode::AcceptMulti::new(types::Fd(fd))
+        let entry = on_target!(fd, t => opcode::AcceptMulti::new(t)
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(listener.user_data(OpKind::Accept));
+            .build())
+        .user_data(listener.user_data(OpKind::Accept));
         self.push_for(listener, &[entry], 1)?;
         self.slots[listener.index as usize].accept_armed = true;
         Ok(())
@@ -612,8 +640,7 @@ impl Ring {
             }
             RecvState::Armed | RecvState::Starved => return Ok(()),
         }
-        let entry = opcode::RecvMulti::new(types::Fd(fd), group)
-            .build()
+        let entry = on_target!(fd, t => opcode::RecvMulti::new(t, group).build())
             .user_data(id.user_data(OpKind::Recv));
         self.push_for(id, &[entry], 1)?;
         self.slots[id.index as usize].recv = RecvState::Armed;
@@ -688,9 +715,9 @@ impl Ring {
             result: None,
             timer: None,
         });
-        let connect = opcode::Connect::new(types::Fd(fd), op.addr.as_ptr(), op.addr.len())
-            .build()
-            .user_data(id.user_data(OpKind::Connect));
+        let connect = on_target!(fd, t => opcode::Connect::new(t, op.addr.as_ptr(), op.addr.len())
+            .build())
+        .user_data(id.user_data(OpKind::Connect));
         let pushed = if op.has_timer {
             let timer = opcode::LinkTimeout::new(&op.timeout)
                 .build()
@@ -738,15 +765,22 @@ impl Ring {
     /// sent. The descriptor and the buffers stay alive until the last
     /// completion arrives; then [`Event::Released`] reports the slot free.
     pub(crate) fn close(&mut self, id: SourceId) -> io::Result<()> {
-        let (fd, slot) = self.open_slot(id)?;
+        let (_, slot) = self.open_slot(id)?;
         slot.state = SlotState::Closing;
         if let Some(out) = slot.out.as_mut() {
             out.queued = Vec::new();
         }
-        if slot.in_flight == 0 {
-            self.release(id.index);
+        let (fd, operations, fixed) = (slot.raw, slot.in_flight, slot.fixed);
+        if fixed {
+            self.remove_fixed(id)?;
+        }
+        if operations == 0 {
+            if !fixed {
+                self.release(id.index);
+            }
             return Ok(());
         }
+        let slot = &self.slots[id.index as usize];
         if !slot.owned {
             // Attached: the caller closes the descriptor right after, so
             // cancel by operation (the descriptor number may be reused).
@@ -781,6 +815,21 @@ impl Ring {
             .build()
             .user_data(UserData::new(NO_SOURCE, 0, OpKind::Cancel).encode());
         self.push(&[cancel])?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Queues the removal of closing source `id`'s registered file table
+    /// entry, owed like one of its operations: the slot (and so the entry)
+    /// is reused only after it completed. It does not name the descriptor,
+    /// so it needs no submit before the caller closes an attached one (the
+    /// table's own reference keeps the socket until the removal runs).
+    fn remove_fixed(&mut self, id: SourceId) -> io::Result<()> {
+        let entry = FixedFiles::removal(id.index)?.user_data(id.user_data(OpKind::FileRemoval));
+        self.push(&[entry])?;
+        let slot = &mut self.slots[id.index as usize];
+        slot.fixed = false;
+        slot.in_flight = slot.in_flight.saturating_add(1);
         self.in_flight += 1;
         Ok(())
     }
@@ -901,8 +950,9 @@ impl Ring {
             .filter(|s| s.generation == id.generation && s.state == SlotState::Open)
     }
 
-    /// The raw descriptor and the slot of a live source, or `NotFound`.
-    fn open_slot(&mut self, id: SourceId) -> io::Result<(RawFd, &mut Slot)> {
+    /// What the operations of a live source name, and its slot, or
+    /// `NotFound`.
+    fn open_slot(&mut self, id: SourceId) -> io::Result<(Target, &mut Slot)> {
         let slot = self
             .slots
             .get_mut(id.index as usize)
@@ -910,8 +960,7 @@ impl Ring {
             .ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, "io_uring source closed or unknown")
             })?;
-        let fd = slot.raw;
-        Ok((fd, slot))
+        Ok((target(id.index, slot), slot))
     }
 
     /// Queues entries, making room with a submit when the queue is full.
@@ -953,7 +1002,7 @@ impl Ring {
     /// Submits a send of the unsent rest of the source's in-flight buffer.
     fn push_send(&mut self, id: SourceId) -> io::Result<()> {
         let slot = &self.slots[id.index as usize];
-        let fd = slot.raw;
+        let fd = target(id.index, slot);
         let Some((buf, sent)) = slot
             .out
             .as_deref()
@@ -963,10 +1012,10 @@ impl Ring {
         };
         let rest = buf.as_slice().get(sent..).unwrap_or_default();
         let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-        let entry = opcode::Send::new(types::Fd(fd), rest.as_ptr(), len)
+        let entry = on_target!(fd, t => opcode::Send::new(t, rest.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(id.user_data(OpKind::Send));
+            .build())
+        .user_data(id.user_data(OpKind::Send));
         self.push_for(id, &[entry], 1)?;
         self.sends_queued += 1;
         Ok(())
@@ -1184,6 +1233,13 @@ impl Ring {
             OpKind::Connect | OpKind::ConnectTimeout => {
                 self.on_connect(source, ud.kind, res, closing, events)
             }
+            // The entry stays installed only if the kernel refused to empty
+            // it, which it does not for an entry it installed.
+            OpKind::FileRemoval if res < 0 => log::warn!(
+                "io_uring: removing fixed file {}: {}",
+                ud.index,
+                io::Error::from_raw_os_error(-res)
+            ),
             _ => {}
         }
         let slot = &self.slots[index];
@@ -1477,9 +1533,17 @@ impl Drop for Ring {
                 mem::forget(slot);
             }
             mem::forget(self.doorbell.take());
-        } else if let Err(e) = self.bufs.unregister(&self.uring) {
-            log::error!("io_uring teardown: unregistering the buffer ring failed: {e}; leaking it");
-            self.bufs.leak();
+        } else {
+            if let Err(e) = self.bufs.unregister(&self.uring) {
+                log::error!(
+                    "io_uring teardown: unregistering the buffer ring failed: {e}; leaking it"
+                );
+                self.bufs.leak();
+            }
+            // Drops the table's references now: the kernel frees a closed
+            // ring's resources later, in a worker, and a socket left in the
+            // table would stay open until then.
+            self.fixed.unregister(&self.uring.submitter());
         }
     }
 }
@@ -1492,6 +1556,15 @@ impl fmt::Debug for Ring {
             .field("buffers", &self.bufs)
             .field("stats", &self.stats)
             .finish()
+    }
+}
+
+/// What the operations of `slot`, at `index`, name (see `super::fixed`).
+fn target(index: u32, slot: &Slot) -> Target {
+    if slot.fixed {
+        Target::Fixed(index)
+    } else {
+        Target::Fd(slot.raw)
     }
 }
 

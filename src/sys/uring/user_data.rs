@@ -28,6 +28,9 @@ pub(crate) enum OpKind {
     Cancel = 8,
     /// A multishot poll of a readiness descriptor (the driver's epoll fd).
     Readiness = 9,
+    /// The removal of a closing source's entry from the registered file
+    /// table (`super::fixed`); counted among the source's operations.
+    FileRemoval = 10,
 }
 
 impl OpKind {
@@ -42,6 +45,7 @@ impl OpKind {
             7 => OpKind::Doorbell,
             8 => OpKind::Cancel,
             9 => OpKind::Readiness,
+            10 => OpKind::FileRemoval,
             _ => return None,
         })
     }
