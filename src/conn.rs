@@ -141,7 +141,8 @@ impl<'a, S> Conn<'a, S> {
     /// changes (see the field `straight`). The caller vouches that the
     /// entry at `key` has nothing queued, no TLS session, no sends through
     /// the ring and no close reason (`event_loop/fast.rs`: a quiet
-    /// connection).
+    /// connection), and has stamped its write time with the turn's clock
+    /// (a write straight through only counts its bytes).
     #[inline(always)]
     pub(crate) fn new_straight(
         input: &'a [u8],
@@ -153,7 +154,8 @@ impl<'a, S> Conn<'a, S> {
             conns.get(key).is_some_and(|e| e.outbound.is_empty()
                 && e.tls.is_none()
                 && !e.ring_sends
-                && e.close_reason.is_none()),
+                && e.close_reason.is_none()
+                && e.last_write_ms == crate::event_loop::entry::Stamp::at(lp.now_ms)),
             "a straight Conn for a connection that cannot write straight"
         );
         Self::with_writes(input, conns, key, lp, true)
@@ -436,7 +438,8 @@ impl<'a, S> Conn<'a, S> {
             );
             match entry.send_straight(data) {
                 Ok(n) if n == data.len() => {
-                    entry.wrote(n, lp);
+                    // Its write time is stamped already (`new_straight`).
+                    crate::stats::bump(&lp.counters.bytes_out, n as u64);
                     return Ok(n);
                 }
                 sent => entry.write_rest(data, sent, lp),

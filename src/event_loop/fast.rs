@@ -77,7 +77,13 @@ impl<H: EventHandler> EventLoop<H> {
                 return true;
             }
         };
-        entry.last_read_ms = super::entry::Stamp::at(lp.now_ms);
+        // Read now; and with nothing queued (it is quiet), a stall of
+        // queued output cannot have begun before now either: the write
+        // side's stamp moves too, so that a write straight through need
+        // not stamp it (see `Conn::new_straight`).
+        let now = super::entry::Stamp::at(lp.now_ms);
+        entry.last_read_ms = now;
+        entry.last_write_ms = now;
         let ring_sends = entry.ring_sends;
         let n = got.len();
         bump(&lp.counters.bytes_in, n as u64);
