@@ -104,8 +104,12 @@ pub(crate) struct SideEffects<S> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Conn<'a, S> {
-    input: &'a [u8],
-    consumed: usize,
+    /// What the callback has not consumed yet: the tail of its input (kept
+    /// as the slice itself, so reading needs no bounds check against a
+    /// separate count).
+    unread: &'a [u8],
+    /// The whole input's length (what was consumed is what `unread` lost).
+    input_len: usize,
     backing: Backing<'a, S>,
     lp: &'a LoopRef<'a>,
     side: Option<Box<SideEffects<S>>>,
@@ -170,8 +174,8 @@ impl<'a, S> Conn<'a, S> {
         straight: bool,
     ) -> Self {
         Self {
-            input,
-            consumed: 0,
+            unread: input,
+            input_len: input.len(),
             backing: Backing::Stream { conns, key },
             lp,
             side: None,
@@ -197,8 +201,13 @@ impl<'a, S> Conn<'a, S> {
     /// dropping it) spares an out-of-line drop of its emptied side effects.
     #[inline]
     pub(crate) fn finish(self) -> (usize, Option<Box<SideEffects<S>>>) {
-        let Conn { consumed, side, .. } = self;
-        (consumed, side)
+        let Conn {
+            unread,
+            input_len,
+            side,
+            ..
+        } = self;
+        (input_len - unread.len(), side)
     }
 
     fn side(&mut self) -> &mut SideEffects<S> {
@@ -237,7 +246,12 @@ impl<'a, S> Conn<'a, S> {
     }
 
     fn unread(&self) -> &'a [u8] {
-        &self.input[self.consumed..]
+        self.unread
+    }
+
+    /// Bytes consumed so far.
+    fn consumed(&self) -> usize {
+        self.input_len - self.unread.len()
     }
 
     fn fd(&self) -> Option<BorrowedFd<'_>> {
@@ -292,7 +306,7 @@ impl<'a, S> Conn<'a, S> {
     /// # }
     /// ```
     pub fn inbound_buffered(&self) -> usize {
-        self.input.len() - self.consumed
+        self.unread.len()
     }
 
     /// Up to `n` unread bytes, without consuming them. Shorter than `n` when
@@ -347,8 +361,8 @@ impl<'a, S> Conn<'a, S> {
     /// # }
     /// ```
     pub fn next(&mut self, n: usize) -> &'a [u8] {
-        let out = self.peek(n);
-        self.consumed += out.len();
+        let (out, rest) = self.unread.split_at(n.min(self.unread.len()));
+        self.unread = rest;
         out
     }
 
@@ -370,7 +384,7 @@ impl<'a, S> Conn<'a, S> {
     /// # }
     /// ```
     pub fn read_all(&mut self) -> &'a [u8] {
-        self.next(usize::MAX)
+        std::mem::take(&mut self.unread)
     }
 
     /// Consumes up to `n` unread bytes without looking at them; returns how
@@ -1486,8 +1500,8 @@ impl<S> Conn<'_, S> {
             },
         };
         Conn {
-            input: self.input,
-            consumed: self.consumed,
+            unread: self.unread,
+            input_len: self.input_len,
             backing,
             lp: self.lp,
             side: self.side.take(),
@@ -1500,7 +1514,7 @@ impl<S> Conn<'_, S> {
     /// loop.
     pub(crate) fn into_reborrowed(self) -> Reborrowed<S> {
         Reborrowed {
-            consumed: self.consumed,
+            consumed: self.consumed(),
             side: self.side,
             own_changed: self.own_changed,
             straight: self.straight,
@@ -1509,7 +1523,10 @@ impl<S> Conn<'_, S> {
 
     /// Takes back what a reborrow of this `Conn` did.
     pub(crate) fn end_reborrow(&mut self, back: Reborrowed<S>) {
-        self.consumed = back.consumed;
+        // The reborrow began with this `Conn`'s unread bytes and only
+        // consumed more of them.
+        let more = back.consumed.saturating_sub(self.consumed());
+        self.unread = self.unread.get(more..).unwrap_or_default();
         self.side = back.side;
         self.own_changed |= back.own_changed;
         self.straight &= back.straight;
