@@ -49,6 +49,18 @@ impl<H: EventHandler> EventLoop<H> {
         if self.drain_deadline.is_some() {
             return false;
         }
+        // One copy of the path per driver: see `Driver::recv_as`.
+        if self.driver.completes() {
+            self.read_fast_as::<true>(key, lp)
+        } else {
+            self.read_fast_as::<false>(key, lp)
+        }
+    }
+
+    /// [`read_fast`](Self::read_fast) past its first check, on the
+    /// completion driver or not (`COMPLETES`).
+    #[inline(always)]
+    fn read_fast_as<const COMPLETES: bool>(&mut self, key: SlotKey, lp: &LoopRef<'_>) -> bool {
         let edge = self.settings.edge_triggered;
         let quiet_timeouts = self.settings.quiet_timeouts;
         let fits = |e: &ConnEntry<H::State>| fast_path_fits(e, edge, quiet_timeouts);
@@ -65,7 +77,7 @@ impl<H: EventHandler> EventLoop<H> {
         if !fit {
             return false;
         }
-        let got = match self.driver.recv(entry.fd.as_fd()) {
+        let got = match self.driver.recv_as::<COMPLETES>(entry.fd.as_fd()) {
             Ok(got) if !got.is_empty() => got,
             Ok(got) => {
                 self.end_of_stream(key, got);
@@ -87,12 +99,12 @@ impl<H: EventHandler> EventLoop<H> {
         let ring_sends = entry.ring_sends;
         let n = got.len();
         bump(&lp.counters.bytes_in, n as u64);
-        if edge && got.filled(&self.driver) {
+        if edge && got.filled_as::<COMPLETES>(&self.driver) {
             self.continue_io.push_back(key);
         }
         let handler = &mut self.handler;
-        let input = self.driver.bytes(&got);
-        let provided = self.driver.offers(&got);
+        let input = self.driver.bytes_as::<COMPLETES>(&got);
+        let provided = self.driver.offers_as::<COMPLETES>(&got);
         if provided {
             // io_uring: an echo is sent from the received buffer (forward.rs).
             Forward::offer(&lp.forward, input);
@@ -130,7 +142,7 @@ impl<H: EventHandler> EventLoop<H> {
                 // (and its mark, if it has one, stays valid).
                 // (`side` is `None`: forgetting it saves a drop call.)
                 std::mem::forget(side);
-                self.driver.release(got);
+                self.driver.release_as::<COMPLETES>(got);
                 return true;
             }
         }
