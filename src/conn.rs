@@ -106,19 +106,19 @@ pub(crate) struct SideEffects<S> {
 pub struct Conn<'a, S> {
     /// What the callback has not consumed yet: the tail of its input (kept
     /// as the slice itself, so reading needs no bounds check against a
-    /// separate count).
+    /// separate count; the loop knows the input's length).
     unread: &'a [u8],
-    /// The whole input's length (what was consumed is what `unread` lost).
-    input_len: usize,
     backing: Backing<'a, S>,
     lp: &'a LoopRef<'a>,
     side: Option<Box<SideEffects<S>>>,
     /// The callback may have changed something of its own connection that
     /// settling acts on (a close, a shutdown, a pause, queued output, its
     /// own settings): every mutable access to the entry sets it, except a
-    /// write that went straight through with nothing queued. While it is
-    /// clear, the loop knows without looking that a connection quiet
-    /// before the callback still is (`event_loop/fast.rs`).
+    /// write that went straight through with nothing queued, and so does
+    /// every change to another connection (which may be this one under
+    /// another name: side effects). While it is clear, the loop knows
+    /// without looking that a connection quiet before the callback still
+    /// is, and that there are no side effects (`event_loop/fast.rs`).
     own_changed: bool,
     /// A write may go straight to the socket without `write_bytes`'
     /// checks: the loop vouched, when it made this `Conn`, that nothing is
@@ -175,7 +175,6 @@ impl<'a, S> Conn<'a, S> {
     ) -> Self {
         Self {
             unread: input,
-            input_len: input.len(),
             backing: Backing::Stream { conns, key },
             lp,
             side: None,
@@ -196,24 +195,20 @@ impl<'a, S> Conn<'a, S> {
         self.side.take()
     }
 
-    /// Ends the callback: the bytes it consumed and what it asked of the
-    /// loop beyond this connection. Taking the view apart (rather than
+    /// Ends the callback: how many bytes of its input it left unread, and
+    /// what it asked of the loop beyond this connection. Taking the view apart (rather than
     /// dropping it) spares an out-of-line drop of its emptied side effects.
     #[inline]
     pub(crate) fn finish(self) -> (usize, Option<Box<SideEffects<S>>>) {
-        let Conn {
-            unread,
-            input_len,
-            side,
-            ..
-        } = self;
-        (input_len - unread.len(), side)
+        let Conn { unread, side, .. } = self;
+        (unread.len(), side)
     }
 
     fn side(&mut self) -> &mut SideEffects<S> {
         // Every change to another connection comes through here, and the
-        // other may be this one: writes stop going straight.
-        self.straight = false;
+        // other may be this one: writes stop going straight, and settling
+        // must look (so `own_changed` clear also means no side effects).
+        self.changed();
         self.side.get_or_insert_with(|| {
             Box::new(SideEffects {
                 touched: Vec::new(),
@@ -247,11 +242,6 @@ impl<'a, S> Conn<'a, S> {
 
     fn unread(&self) -> &'a [u8] {
         self.unread
-    }
-
-    /// Bytes consumed so far.
-    fn consumed(&self) -> usize {
-        self.input_len - self.unread.len()
     }
 
     fn fd(&self) -> Option<BorrowedFd<'_>> {
@@ -1481,7 +1471,8 @@ pub(crate) fn send_datagram(fd: BorrowedFd<'_>, data: &[u8], to: &SockAddr) -> R
 
 /// What a reborrowed [`Conn`] did that belongs to the `Conn` it came from.
 pub(crate) struct Reborrowed<S> {
-    consumed: usize,
+    /// How many bytes it left unread.
+    unread: usize,
     side: Option<Box<SideEffects<S>>>,
     own_changed: bool,
     straight: bool,
@@ -1501,7 +1492,6 @@ impl<S> Conn<'_, S> {
         };
         Conn {
             unread: self.unread,
-            input_len: self.input_len,
             backing,
             lp: self.lp,
             side: self.side.take(),
@@ -1514,7 +1504,7 @@ impl<S> Conn<'_, S> {
     /// loop.
     pub(crate) fn into_reborrowed(self) -> Reborrowed<S> {
         Reborrowed {
-            consumed: self.consumed(),
+            unread: self.unread.len(),
             side: self.side,
             own_changed: self.own_changed,
             straight: self.straight,
@@ -1524,8 +1514,8 @@ impl<S> Conn<'_, S> {
     /// Takes back what a reborrow of this `Conn` did.
     pub(crate) fn end_reborrow(&mut self, back: Reborrowed<S>) {
         // The reborrow began with this `Conn`'s unread bytes and only
-        // consumed more of them.
-        let more = back.consumed.saturating_sub(self.consumed());
+        // consumed more of them: it left a tail of them.
+        let more = self.unread.len().saturating_sub(back.unread);
         self.unread = self.unread.get(more..).unwrap_or_default();
         self.side = back.side;
         self.own_changed |= back.own_changed;

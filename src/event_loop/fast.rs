@@ -119,20 +119,21 @@ impl<H: EventHandler> EventLoop<H> {
         };
         let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
         let own_changed = conn.own_changed();
-        let (consumed, side) = conn.finish();
+        let (unread, side) = conn.finish();
         let claim = if provided {
             Forward::take(&lp.forward)
         } else {
             None
         };
-        if consumed == n && side.is_none() && matches!(action, Some(Action::None)) {
-            // Unchanged (it at most wrote straight through): still quiet,
-            // without a second lookup. Changed: look.
+        if unread == 0 && matches!(action, Some(Action::None)) {
+            // Unchanged (it at most wrote straight through, and asked
+            // nothing else, see `Conn::own_changed`): still quiet, without
+            // a second lookup. Changed: look.
             let quiet_now = if own_changed {
-                self.conns.get(key).is_some_and(|e| still_quiet(e, edge))
+                side.is_none() && self.conns.get(key).is_some_and(|e| still_quiet(e, edge))
             } else {
                 debug_assert!(
-                    self.conns.get(key).is_some_and(|e| still_quiet(e, edge)),
+                    side.is_none() && self.conns.get(key).is_some_and(|e| still_quiet(e, edge)),
                     "a callback changed its connection without saying so"
                 );
                 true
@@ -149,12 +150,18 @@ impl<H: EventHandler> EventLoop<H> {
         // Something to do: what it left unread is kept, then the general
         // path settles it. (A change the marks did not see: void them.)
         self.conns.void_marks();
-        if consumed < n {
-            let rest = input[consumed..].to_vec();
+        let consumed = n - unread;
+        let rest = (unread > 0).then(|| input[consumed..].to_vec());
+        if COMPLETES {
             self.send_claimed(key, got, claim);
-            self.keep_unread(key, rest, consumed, false);
         } else {
-            self.send_claimed(key, got, claim);
+            // Nothing lent, nothing claimed: the readiness driver's copy
+            // need not keep `got` past the callback.
+            debug_assert!(claim.is_none());
+            self.driver.release_as::<false>(got);
+        }
+        if let Some(rest) = rest {
+            self.keep_unread(key, rest, consumed, false);
         }
         let before = Before {
             queued: 0,

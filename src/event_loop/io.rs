@@ -400,7 +400,8 @@ impl<H: EventHandler> EventLoop<H> {
             }
             let mut conn = Conn::new(input, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
-            let (consumed, side) = conn.finish();
+            let (unread, side) = conn.finish();
+            let consumed = input.len() - unread;
             let rest = (keeps_unread && consumed < input.len()).then(|| input[consumed..].to_vec());
             (action, side, rest, consumed)
         } else {
@@ -415,7 +416,8 @@ impl<H: EventHandler> EventLoop<H> {
             buf.extend_from_slice(input);
             let mut conn = Conn::new(&buf, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
-            let (consumed, side) = conn.finish();
+            let (unread, side) = conn.finish();
+            let consumed = buf.len() - unread;
             let rest = (keeps_unread && consumed < buf.len()).then(|| {
                 buf.drain(..consumed);
                 buf
