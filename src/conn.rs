@@ -423,34 +423,63 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     #[inline]
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
+        if self.straight {
+            // A write straight through changes nothing that makes a
+            // connection quiet or not (the loop's marks, see
+            // `event_loop/fast.rs`); any other outcome voids them.
+            let Backing::Stream { conns, key } = &mut self.backing;
+            if let Some(entry) = conns.get_mut_keeping_marks(*key) {
+                // Vouched for (see `straight`): no checks before the send.
+                debug_assert!(
+                    entry.outbound.is_empty()
+                        && entry.tls.is_none()
+                        && !entry.ring_sends
+                        && !entry.fd_gone(),
+                    "a write went straight past what `write_bytes` checks"
+                );
+                let sent = entry.send_straight(data);
+                if matches!(sent, Ok(n) if n == data.len()) {
+                    // Its write time is stamped already (`new_straight`).
+                    crate::stats::bump(&self.lp.counters.bytes_out, data.len() as u64);
+                    return Ok(data.len());
+                }
+                return self.write_rest(data, sent);
+            }
+        }
+        self.write_checked(data)
+    }
+
+    /// [`write`](Self::write) after a send straight to the socket that did
+    /// not take all of `data` (`sent`). Out of line, as is
+    /// [`write_checked`](Self::write_checked): the straight path inlined
+    /// into a handler then keeps fewer registers across its send.
+    #[cold]
+    #[inline(never)]
+    fn write_rest(&mut self, data: &[u8], sent: io::Result<usize>) -> Result<usize> {
+        self.write_through(|entry, lp| entry.write_rest(data, sent, lp))
+    }
+
+    /// [`write`](Self::write) through `write_bytes`' checks (queued bytes,
+    /// TLS, sends through the io_uring ring, a failed connection).
+    #[inline(never)]
+    fn write_checked(&mut self, data: &[u8]) -> Result<usize> {
+        self.write_through(|entry, lp| entry.write_bytes(data, lp))
+    }
+
+    /// Writes to this connection's entry with `write`; anything but all of
+    /// it written now (an error, or bytes left queued) is a change that
+    /// settling must see.
+    #[inline(always)]
+    fn write_through(
+        &mut self,
+        write: impl FnOnce(&mut ConnEntry<S>, &LoopRef<'_>) -> Result<usize>,
+    ) -> Result<usize> {
         let lp = self.lp;
         let Backing::Stream { conns, key } = &mut self.backing;
-        // A write straight through changes nothing that makes a connection
-        // quiet or not (the loop's marks, see `event_loop/fast.rs`); any
-        // other outcome voids them.
         let Some(entry) = conns.get_mut_keeping_marks(*key) else {
             return Err(Error::ConnectionClosed);
         };
-        let written = if self.straight {
-            // Vouched for (see `straight`): no checks before the send.
-            debug_assert!(
-                entry.outbound.is_empty()
-                    && entry.tls.is_none()
-                    && !entry.ring_sends
-                    && !entry.fd_gone(),
-                "a write went straight past what `write_bytes` checks"
-            );
-            match entry.send_straight(data) {
-                Ok(n) if n == data.len() => {
-                    // Its write time is stamped already (`new_straight`).
-                    crate::stats::bump(&lp.counters.bytes_out, n as u64);
-                    return Ok(n);
-                }
-                sent => entry.write_rest(data, sent, lp),
-            }
-        } else {
-            entry.write_bytes(data, lp)
-        };
+        let written = write(entry, lp);
         // Straight through, nothing queued: nothing for settling to do.
         if written.is_err() || !entry.outbound.is_empty() {
             self.own_changed = true;
