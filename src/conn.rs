@@ -183,11 +183,21 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
-    /// Whether the callback may have changed its own connection (see the
-    /// field); ask before [`finish`](Self::finish).
+    /// The callback left its connection as it was (see the field
+    /// `own_changed`: it at most wrote straight through, so it has no side
+    /// effects either) and read all of its input.
     #[inline]
-    pub(crate) fn own_changed(&self) -> bool {
-        self.own_changed
+    pub(crate) fn unchanged_and_drained(&self) -> bool {
+        !self.own_changed && self.unread.is_empty()
+    }
+
+    /// Ends a callback for which
+    /// [`unchanged_and_drained`](Self::unchanged_and_drained) holds: there
+    /// is nothing to hand back (and nothing to drop).
+    #[inline]
+    pub(crate) fn finish_unchanged(self) {
+        debug_assert!(self.unchanged_and_drained() && self.side.is_none());
+        std::mem::forget(self);
     }
 
     /// What the callback asked of the loop beyond this connection.

@@ -80,7 +80,10 @@ impl<H: EventHandler> EventLoop<H> {
         let got = match self.driver.recv_as::<COMPLETES>(entry.fd.as_fd()) {
             Ok(got) if !got.is_empty() => got,
             Ok(got) => {
-                self.end_of_stream(key, got);
+                // (Given back here, not by `end_of_stream`: passed to a
+                // call, the receive would be kept in memory on every path.)
+                self.driver.release_as::<COMPLETES>(got);
+                self.stream_ended(key);
                 return true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
@@ -96,7 +99,9 @@ impl<H: EventHandler> EventLoop<H> {
         let now = super::entry::Stamp::at(lp.now_ms);
         entry.last_read_ms = now;
         entry.last_write_ms = now;
-        let ring_sends = entry.ring_sends;
+        // Only the completion driver sends through the ring.
+        debug_assert!(COMPLETES || !entry.ring_sends);
+        let ring_sends = COMPLETES && entry.ring_sends;
         let n = got.len();
         bump(&lp.counters.bytes_in, n as u64);
         if edge && got.filled_as::<COMPLETES>(&self.driver) {
@@ -118,34 +123,35 @@ impl<H: EventHandler> EventLoop<H> {
             Conn::new_straight(input, &mut self.conns, key, lp)
         };
         let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
-        let own_changed = conn.own_changed();
-        let (unread, side) = conn.finish();
         let claim = if provided {
             Forward::take(&lp.forward)
         } else {
             None
         };
-        if unread == 0 && matches!(action, Some(Action::None)) {
-            // Unchanged (it at most wrote straight through, and asked
-            // nothing else, see `Conn::own_changed`): still quiet, without
-            // a second lookup. Changed: look.
-            let quiet_now = if own_changed {
-                side.is_none() && self.conns.get(key).is_some_and(|e| still_quiet(e, edge))
-            } else {
-                debug_assert!(
-                    side.is_none() && self.conns.get(key).is_some_and(|e| still_quiet(e, edge)),
-                    "a callback changed its connection without saying so"
-                );
-                true
-            };
-            if quiet_now {
-                // Read and wrote through: settling would change nothing
-                // (and its mark, if it has one, stays valid).
-                // (`side` is `None`: forgetting it saves a drop call.)
-                std::mem::forget(side);
-                self.driver.release_as::<COMPLETES>(got);
-                return true;
-            }
+        if conn.unchanged_and_drained() && matches!(action, Some(Action::None)) {
+            // It read everything, at most wrote straight through, and
+            // asked nothing else (see `Conn::own_changed`): still quiet,
+            // without a second lookup; settling would change nothing (and
+            // its mark, if it has one, stays valid).
+            conn.finish_unchanged();
+            debug_assert!(
+                self.conns.get(key).is_some_and(|e| still_quiet(e, edge)),
+                "a callback changed its connection without saying so"
+            );
+            self.driver.release_as::<COMPLETES>(got);
+            return true;
+        }
+        let (unread, side) = conn.finish();
+        if unread == 0
+            && matches!(action, Some(Action::None))
+            && side.is_none()
+            && self.conns.get(key).is_some_and(|e| still_quiet(e, edge))
+        {
+            // Changed, but quiet still (looked up): as above.
+            // (`side` is `None`: forgetting it saves a drop call.)
+            std::mem::forget(side);
+            self.driver.release_as::<COMPLETES>(got);
+            return true;
         }
         // Something to do: what it left unread is kept, then the general
         // path settles it. (A change the marks did not see: void them.)

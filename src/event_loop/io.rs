@@ -293,6 +293,12 @@ impl<H: EventHandler> EventLoop<H> {
     /// The end of stream counts as input (the half-closed clock starts).
     pub(super) fn end_of_stream(&mut self, key: SlotKey, got: Received) {
         self.driver.release(got);
+        self.stream_ended(key);
+    }
+
+    /// [`end_of_stream`](Self::end_of_stream) once its receive is given
+    /// back.
+    pub(super) fn stream_ended(&mut self, key: SlotKey) {
         if let Some(entry) = self.conns.get_mut(key) {
             entry.peer_closed();
             entry.last_read_ms = Stamp::at(self.now_ms);
