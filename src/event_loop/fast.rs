@@ -41,26 +41,19 @@ use crate::stats::bump;
 impl<H: EventHandler> EventLoop<H> {
     /// Handles an input-only readiness event of `key` if the fast path
     /// applies (see the module doc); `false`: it does not, and nothing was
-    /// done (the caller takes the general path).
+    /// done (the caller takes the general path). Not while draining (the
+    /// caller asks once per turn), and in one copy per driver (`COMPLETES`:
+    /// the completion driver's; see `Driver::recv_as`), chosen once per
+    /// turn too.
     ///
     /// `lp`: the turn's [`LoopRef`] (made once per turn, not per event).
-    #[inline]
-    pub(super) fn read_fast(&mut self, key: SlotKey, lp: &LoopRef<'_>) -> bool {
-        if self.drain_deadline.is_some() {
-            return false;
-        }
-        // One copy of the path per driver: see `Driver::recv_as`.
-        if self.driver.completes() {
-            self.read_fast_as::<true>(key, lp)
-        } else {
-            self.read_fast_as::<false>(key, lp)
-        }
-    }
-
-    /// [`read_fast`](Self::read_fast) past its first check, on the
-    /// completion driver or not (`COMPLETES`).
     #[inline(always)]
-    fn read_fast_as<const COMPLETES: bool>(&mut self, key: SlotKey, lp: &LoopRef<'_>) -> bool {
+    pub(super) fn read_fast<const COMPLETES: bool>(
+        &mut self,
+        key: SlotKey,
+        lp: &LoopRef<'_>,
+    ) -> bool {
+        debug_assert!(self.drain_deadline.is_none());
         let edge = self.settings.edge_triggered;
         let quiet_timeouts = self.settings.quiet_timeouts;
         let fits = |e: &ConnEntry<H::State>| fast_path_fits(e, edge, quiet_timeouts);

@@ -40,13 +40,20 @@ pub(super) enum Fresh {
 
 impl<H: EventHandler> EventLoop<H> {
     /// A readiness event of connection `key`; `lp` is the turn's
-    /// [`LoopRef`].
-    pub(super) fn on_io(&mut self, key: SlotKey, event: &Event, lp: &LoopRef<'_>) {
+    /// [`LoopRef`]; the fast path may apply (`FAST`: not draining), in the
+    /// completion driver's copy or not (`COMPLETES`).
+    #[inline(always)]
+    pub(super) fn on_io<const FAST: bool, const COMPLETES: bool>(
+        &mut self,
+        key: SlotKey,
+        event: &Event,
+        lp: &LoopRef<'_>,
+    ) {
         // (Masks of epoll's own flags word: no branch per flag.)
         if event.plain_input() {
             // The common event, input: the fast path if it applies (also
             // when writable: a quiet connection has nothing to flush).
-            if self.read_fast(key, lp) {
+            if FAST && self.read_fast::<COMPLETES>(key, lp) {
                 return;
             }
             if !event.writable() {
