@@ -14,6 +14,9 @@
 #   CPU_SERVERS=io-uring,epoll benches/uring_cpu.sh
 #   CPU_OTHER=/tmp/echo-old CPU_SERVERS=epoll,epoll-other,io-uring,io-uring-other \
 #       benches/uring_cpu.sh   # another build of the echo beside this one
+#   CPU_SERVERS=epoll,mio benches/uring_cpu.sh  # the hand-written mio loop
+#                          # (`harness serve epoll`) beside ringloop on epoll
+#   BENCH_HARNESS=PATH ... # a harness built already (see lib.sh)
 #   BENCH_IDLE_WAIT=0 ...  # measure at once (default: wait up to 300 s for
 #                          # an idle machine, see lib.sh; the load is
 #                          # reported either way)
@@ -44,6 +47,7 @@ server_cmd() { # NAME
         io-uring) echo "$echo --backend io-uring" ;;
         io-uring-copy) echo "env RINGLOOP_URING_FORWARD=0 $echo --backend io-uring" ;;
         epoll) echo "$echo --backend epoll" ;;
+        mio) echo "$harness serve epoll tcp://127.0.0.1:0" ;;
         # Another build of the echo (CPU_OTHER=PATH), for A/B runs.
         epoll-other | io-uring-other)
             [[ -n ${CPU_OTHER:-} ]] || { echo "uring_cpu.sh: $1 needs CPU_OTHER=PATH" >&2; return 1; }
