@@ -79,14 +79,14 @@ piece() { # REGEX
         awk '$1 ~ /^[0-9.]+$/ && NF > 2 { if ($1 >= 0.9) hi += $1; else lo += $1 }
             END { printf "%.1f %.1f\n", hi, lo }'
 }
-read -r loop_hi loop_lo <<<"$(piece 'EventLoop<H>>::run$|EventLoop<H>::run$')"
+read -r loop_hi loop_lo <<<"$(piece 'EventLoop<H>>::run$|EventLoop<H>::run$|EventLoop<H>>::serve$')"
 read -r cb_hi cb_lo <<<"$(piece '::on_traffic$')"
 read -r wr_hi wr_lo <<<"$(piece 'sys::io::write$')"
 awk -v t="$per" -v lh="$loop_hi" -v ll="$loop_lo" -v ch="$cb_hi" -v cl="$cb_lo" \
     -v wh="$wr_hi" -v wl="$wr_lo" -v m="$messages" -v w="$waits" 'BEGIN {
     cb = ch + cl; wr = wh + wl; rest = t - lh - cb - wr
     printf "| where | instructions per message |\n|---|---|\n"
-    printf "| the loop per event (EventLoop::run, inlined fast path) | %.1f |\n", lh
+    printf "| the loop per event (EventLoop::serve, inlined fast path) | %.1f |\n", lh
     printf "| the handler call (on_traffic, with Conn::write inlined) | %.1f |\n", cb
     printf "| sys::io::write (the send, out of line) | %.1f |\n", wr
     printf "| per turn, amortised (wait, clock, mailbox, overflow, timers; %.0f per turn) | %.1f |\n", rest * m / w, rest

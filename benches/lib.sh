@@ -156,12 +156,17 @@ bench_perf_under_load() {
 }
 
 # bench_build_echo: builds the echo example and the harness in release and
-# sets target_dir, bin (their release directory) and harness.
+# sets target_dir, bin (their release directory) and harness
+# (BENCH_HARNESS=PATH: a harness built already, not rebuilt).
 bench_build_echo() {
     target_dir=$(bench_target_dir)
     cargo build --release --example echo -p ringloop >&2
-    CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
     bin=$target_dir/release
+    if [[ -n ${BENCH_HARNESS:-} ]]; then
+        harness=$BENCH_HARNESS
+        return
+    fi
+    CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
     harness=$bin/harness
 }
 

@@ -18,6 +18,9 @@
 #   CPU_SERVERS=io-uring,epoll benches/uring_cpu.sh
 #   CPU_OTHER=/tmp/echo-old CPU_SERVERS=epoll,epoll-other,io-uring,io-uring-other \
 #       benches/uring_cpu.sh   # another build of the echo beside this one
+#   CPU_SERVERS=epoll,mio benches/uring_cpu.sh  # the hand-written mio loop
+#                          # (`harness serve epoll`) beside ringloop on epoll
+#   BENCH_HARNESS=PATH ... # a harness built already (see lib.sh)
 #   BENCH_IDLE_WAIT=0 ...  # measure at once (default: wait up to 300 s for
 #                          # an idle machine, see lib.sh; the load is
 #                          # reported either way)
@@ -50,6 +53,7 @@ server_cmd() { # NAME
         io-uring-fixed) echo "env RINGLOOP_URING_FIXED=1 $echo --backend io-uring" ;;
         io-uring-batch16) echo "env RINGLOOP_URING_BATCH=16 $echo --backend io-uring" ;;
         epoll) echo "$echo --backend epoll" ;;
+        mio) echo "$harness serve epoll tcp://127.0.0.1:0" ;;
         # Another build of the echo (CPU_OTHER=PATH), for A/B runs.
         epoll-other | io-uring-other)
             [[ -n ${CPU_OTHER:-} ]] || { echo "uring_cpu.sh: $1 needs CPU_OTHER=PATH" >&2; return 1; }

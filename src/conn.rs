@@ -104,17 +104,21 @@ pub(crate) struct SideEffects<S> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Conn<'a, S> {
-    input: &'a [u8],
-    consumed: usize,
+    /// What the callback has not consumed yet: the tail of its input (kept
+    /// as the slice itself, so reading needs no bounds check against a
+    /// separate count; the loop knows the input's length).
+    unread: &'a [u8],
     backing: Backing<'a, S>,
     lp: &'a LoopRef<'a>,
     side: Option<Box<SideEffects<S>>>,
     /// The callback may have changed something of its own connection that
     /// settling acts on (a close, a shutdown, a pause, queued output, its
     /// own settings): every mutable access to the entry sets it, except a
-    /// write that went straight through with nothing queued. While it is
-    /// clear, the loop knows without looking that a connection quiet
-    /// before the callback still is (`event_loop/fast.rs`).
+    /// write that went straight through with nothing queued, and so does
+    /// every change to another connection (which may be this one under
+    /// another name: side effects). While it is clear, the loop knows
+    /// without looking that a connection quiet before the callback still
+    /// is, and that there are no side effects (`event_loop/fast.rs`).
     own_changed: bool,
     /// A write may go straight to the socket without `write_bytes`'
     /// checks: the loop vouched, when it made this `Conn`, that nothing is
@@ -141,7 +145,8 @@ impl<'a, S> Conn<'a, S> {
     /// changes (see the field `straight`). The caller vouches that the
     /// entry at `key` has nothing queued, no TLS session, no sends through
     /// the ring and no close reason (`event_loop/fast.rs`: a quiet
-    /// connection).
+    /// connection), and has stamped its write time with the turn's clock
+    /// (a write straight through only counts its bytes).
     #[inline(always)]
     pub(crate) fn new_straight(
         input: &'a [u8],
@@ -153,7 +158,8 @@ impl<'a, S> Conn<'a, S> {
             conns.get(key).is_some_and(|e| e.outbound.is_empty()
                 && e.tls.is_none()
                 && !e.ring_sends
-                && e.close_reason.is_none()),
+                && e.close_reason.is_none()
+                && e.last_write_ms == crate::event_loop::entry::Stamp::at(lp.now_ms)),
             "a straight Conn for a connection that cannot write straight"
         );
         Self::with_writes(input, conns, key, lp, true)
@@ -168,8 +174,7 @@ impl<'a, S> Conn<'a, S> {
         straight: bool,
     ) -> Self {
         Self {
-            input,
-            consumed: 0,
+            unread: input,
             backing: Backing::Stream { conns, key },
             lp,
             side: None,
@@ -178,11 +183,21 @@ impl<'a, S> Conn<'a, S> {
         }
     }
 
-    /// Whether the callback may have changed its own connection (see the
-    /// field); ask before [`finish`](Self::finish).
+    /// The callback left its connection as it was (see the field
+    /// `own_changed`: it at most wrote straight through, so it has no side
+    /// effects either) and read all of its input.
     #[inline]
-    pub(crate) fn own_changed(&self) -> bool {
-        self.own_changed
+    pub(crate) fn unchanged_and_drained(&self) -> bool {
+        !self.own_changed && self.unread.is_empty()
+    }
+
+    /// Ends a callback for which
+    /// [`unchanged_and_drained`](Self::unchanged_and_drained) holds: there
+    /// is nothing to hand back (and nothing to drop).
+    #[inline]
+    pub(crate) fn finish_unchanged(self) {
+        debug_assert!(self.unchanged_and_drained() && self.side.is_none());
+        std::mem::forget(self);
     }
 
     /// What the callback asked of the loop beyond this connection.
@@ -190,19 +205,20 @@ impl<'a, S> Conn<'a, S> {
         self.side.take()
     }
 
-    /// Ends the callback: the bytes it consumed and what it asked of the
-    /// loop beyond this connection. Taking the view apart (rather than
+    /// Ends the callback: how many bytes of its input it left unread, and
+    /// what it asked of the loop beyond this connection. Taking the view apart (rather than
     /// dropping it) spares an out-of-line drop of its emptied side effects.
     #[inline]
     pub(crate) fn finish(self) -> (usize, Option<Box<SideEffects<S>>>) {
-        let Conn { consumed, side, .. } = self;
-        (consumed, side)
+        let Conn { unread, side, .. } = self;
+        (unread.len(), side)
     }
 
     fn side(&mut self) -> &mut SideEffects<S> {
         // Every change to another connection comes through here, and the
-        // other may be this one: writes stop going straight.
-        self.straight = false;
+        // other may be this one: writes stop going straight, and settling
+        // must look (so `own_changed` clear also means no side effects).
+        self.changed();
         self.side.get_or_insert_with(|| {
             Box::new(SideEffects {
                 touched: Vec::new(),
@@ -235,7 +251,7 @@ impl<'a, S> Conn<'a, S> {
     }
 
     fn unread(&self) -> &'a [u8] {
-        &self.input[self.consumed..]
+        self.unread
     }
 
     fn fd(&self) -> Option<BorrowedFd<'_>> {
@@ -290,7 +306,7 @@ impl<'a, S> Conn<'a, S> {
     /// # }
     /// ```
     pub fn inbound_buffered(&self) -> usize {
-        self.input.len() - self.consumed
+        self.unread.len()
     }
 
     /// Up to `n` unread bytes, without consuming them. Shorter than `n` when
@@ -345,8 +361,8 @@ impl<'a, S> Conn<'a, S> {
     /// # }
     /// ```
     pub fn next(&mut self, n: usize) -> &'a [u8] {
-        let out = self.peek(n);
-        self.consumed += out.len();
+        let (out, rest) = self.unread.split_at(n.min(self.unread.len()));
+        self.unread = rest;
         out
     }
 
@@ -368,7 +384,7 @@ impl<'a, S> Conn<'a, S> {
     /// # }
     /// ```
     pub fn read_all(&mut self) -> &'a [u8] {
-        self.next(usize::MAX)
+        std::mem::take(&mut self.unread)
     }
 
     /// Consumes up to `n` unread bytes without looking at them; returns how
@@ -417,33 +433,63 @@ impl<'a, S> Conn<'a, S> {
     /// ```
     #[inline]
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
+        if self.straight {
+            // A write straight through changes nothing that makes a
+            // connection quiet or not (the loop's marks, see
+            // `event_loop/fast.rs`); any other outcome voids them.
+            let Backing::Stream { conns, key } = &mut self.backing;
+            if let Some(entry) = conns.get_mut_keeping_marks(*key) {
+                // Vouched for (see `straight`): no checks before the send.
+                debug_assert!(
+                    entry.outbound.is_empty()
+                        && entry.tls.is_none()
+                        && !entry.ring_sends
+                        && !entry.fd_gone(),
+                    "a write went straight past what `write_bytes` checks"
+                );
+                let sent = entry.send_straight(data);
+                if matches!(sent, Ok(n) if n == data.len()) {
+                    // Its write time is stamped already (`new_straight`).
+                    crate::stats::bump(&self.lp.counters.bytes_out, data.len() as u64);
+                    return Ok(data.len());
+                }
+                return self.write_rest(data, sent);
+            }
+        }
+        self.write_checked(data)
+    }
+
+    /// [`write`](Self::write) after a send straight to the socket that did
+    /// not take all of `data` (`sent`). Out of line, as is
+    /// [`write_checked`](Self::write_checked): the straight path inlined
+    /// into a handler then keeps fewer registers across its send.
+    #[cold]
+    #[inline(never)]
+    fn write_rest(&mut self, data: &[u8], sent: io::Result<usize>) -> Result<usize> {
+        self.write_through(|entry, lp| entry.write_rest(data, sent, lp))
+    }
+
+    /// [`write`](Self::write) through `write_bytes`' checks (queued bytes,
+    /// TLS, sends through the io_uring ring, a failed connection).
+    #[inline(never)]
+    fn write_checked(&mut self, data: &[u8]) -> Result<usize> {
+        self.write_through(|entry, lp| entry.write_bytes(data, lp))
+    }
+
+    /// Writes to this connection's entry with `write`; anything but all of
+    /// it written now (an error, or bytes left queued) is a change that
+    /// settling must see.
+    #[inline(always)]
+    fn write_through(
+        &mut self,
+        write: impl FnOnce(&mut ConnEntry<S>, &LoopRef<'_>) -> Result<usize>,
+    ) -> Result<usize> {
         let lp = self.lp;
         let Backing::Stream { conns, key } = &mut self.backing;
-        // A write straight through changes nothing that makes a connection
-        // quiet or not (the loop's marks, see `event_loop/fast.rs`); any
-        // other outcome voids them.
         let Some(entry) = conns.get_mut_keeping_marks(*key) else {
             return Err(Error::ConnectionClosed);
         };
-        let written = if self.straight {
-            // Vouched for (see `straight`): no checks before the send.
-            debug_assert!(
-                entry.outbound.is_empty()
-                    && entry.tls.is_none()
-                    && !entry.ring_sends
-                    && !entry.fd_gone(),
-                "a write went straight past what `write_bytes` checks"
-            );
-            match entry.send_straight(data) {
-                Ok(n) if n == data.len() => {
-                    entry.wrote(n, lp);
-                    return Ok(n);
-                }
-                sent => entry.write_rest(data, sent, lp),
-            }
-        } else {
-            entry.write_bytes(data, lp)
-        };
+        let written = write(entry, lp);
         // Straight through, nothing queued: nothing for settling to do.
         if written.is_err() || !entry.outbound.is_empty() {
             self.own_changed = true;
@@ -1464,7 +1510,8 @@ pub(crate) fn send_datagram(fd: BorrowedFd<'_>, data: &[u8], to: &SockAddr) -> R
 
 /// What a reborrowed [`Conn`] did that belongs to the `Conn` it came from.
 pub(crate) struct Reborrowed<S> {
-    consumed: usize,
+    /// How many bytes it left unread.
+    unread: usize,
     side: Option<Box<SideEffects<S>>>,
     own_changed: bool,
     straight: bool,
@@ -1483,8 +1530,7 @@ impl<S> Conn<'_, S> {
             },
         };
         Conn {
-            input: self.input,
-            consumed: self.consumed,
+            unread: self.unread,
             backing,
             lp: self.lp,
             side: self.side.take(),
@@ -1497,7 +1543,7 @@ impl<S> Conn<'_, S> {
     /// loop.
     pub(crate) fn into_reborrowed(self) -> Reborrowed<S> {
         Reborrowed {
-            consumed: self.consumed,
+            unread: self.unread.len(),
             side: self.side,
             own_changed: self.own_changed,
             straight: self.straight,
@@ -1506,7 +1552,10 @@ impl<S> Conn<'_, S> {
 
     /// Takes back what a reborrow of this `Conn` did.
     pub(crate) fn end_reborrow(&mut self, back: Reborrowed<S>) {
-        self.consumed = back.consumed;
+        // The reborrow began with this `Conn`'s unread bytes and only
+        // consumed more of them: it left a tail of them.
+        let more = self.unread.len().saturating_sub(back.unread);
+        self.unread = self.unread.get(more..).unwrap_or_default();
         self.side = back.side;
         self.own_changed |= back.own_changed;
         self.straight &= back.straight;

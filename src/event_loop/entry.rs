@@ -61,8 +61,13 @@ pub(crate) struct ConnEntry<S> {
     pub(crate) is_tcp: bool,
     /// Back-pressure: the outbound queue against its high-water mark.
     pub(crate) pressure: Pressure,
-    /// Loop time of the last byte read / written.
+    /// Loop time of the last byte read.
     pub(crate) last_read_ms: Stamp,
+    /// Loop time of the last byte written, or of a later moment at which
+    /// nothing was queued (the fast path's input events stamp it): a write
+    /// timeout counts a stall of queued bytes, which cannot have begun
+    /// before either, and the idle and half-closed timeouts count from the
+    /// later of this and `last_read_ms`.
     pub(crate) last_write_ms: Stamp,
     /// When the input the handler leaves unconsumed began (or it last
     /// consumed some); meaningful while `inbound` is not empty.

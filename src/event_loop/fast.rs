@@ -41,14 +41,19 @@ use crate::stats::bump;
 impl<H: EventHandler> EventLoop<H> {
     /// Handles an input-only readiness event of `key` if the fast path
     /// applies (see the module doc); `false`: it does not, and nothing was
-    /// done (the caller takes the general path).
+    /// done (the caller takes the general path). Not while draining (the
+    /// caller asks once per turn), and in one copy per driver (`COMPLETES`:
+    /// the completion driver's; see `Driver::recv_as`), chosen once per
+    /// turn too.
     ///
     /// `lp`: the turn's [`LoopRef`] (made once per turn, not per event).
-    #[inline]
-    pub(super) fn read_fast(&mut self, key: SlotKey, lp: &LoopRef<'_>) -> bool {
-        if self.drain_deadline.is_some() {
-            return false;
-        }
+    #[inline(always)]
+    pub(super) fn read_fast<const COMPLETES: bool>(
+        &mut self,
+        key: SlotKey,
+        lp: &LoopRef<'_>,
+    ) -> bool {
+        debug_assert!(self.drain_deadline.is_none());
         let edge = self.settings.edge_triggered;
         let quiet_timeouts = self.settings.quiet_timeouts;
         let fits = |e: &ConnEntry<H::State>| fast_path_fits(e, edge, quiet_timeouts);
@@ -65,10 +70,13 @@ impl<H: EventHandler> EventLoop<H> {
         if !fit {
             return false;
         }
-        let got = match self.driver.recv(entry.fd.as_fd()) {
+        let got = match self.driver.recv_as::<COMPLETES>(entry.fd.as_fd()) {
             Ok(got) if !got.is_empty() => got,
             Ok(got) => {
-                self.end_of_stream(key, got);
+                // (Given back here, not by `end_of_stream`: passed to a
+                // call, the receive would be kept in memory on every path.)
+                self.driver.release_as::<COMPLETES>(got);
+                self.stream_ended(key);
                 return true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
@@ -77,16 +85,24 @@ impl<H: EventHandler> EventLoop<H> {
                 return true;
             }
         };
-        entry.last_read_ms = super::entry::Stamp::at(lp.now_ms);
-        let ring_sends = entry.ring_sends;
+        // Read now; and with nothing queued (it is quiet), a stall of
+        // queued output cannot have begun before now either: the write
+        // side's stamp moves too, so that a write straight through need
+        // not stamp it (see `Conn::new_straight`).
+        let now = super::entry::Stamp::at(lp.now_ms);
+        entry.last_read_ms = now;
+        entry.last_write_ms = now;
+        // Only the completion driver sends through the ring.
+        debug_assert!(COMPLETES || !entry.ring_sends);
+        let ring_sends = COMPLETES && entry.ring_sends;
         let n = got.len();
         bump(&lp.counters.bytes_in, n as u64);
-        if edge && got.filled(&self.driver) {
+        if edge && got.filled_as::<COMPLETES>(&self.driver) {
             self.continue_io.push_back(key);
         }
         let handler = &mut self.handler;
-        let input = self.driver.bytes(&got);
-        let provided = self.driver.offers(&got);
+        let input = self.driver.bytes_as::<COMPLETES>(&got);
+        let provided = self.driver.offers_as::<COMPLETES>(&got);
         if provided {
             // io_uring: an echo is sent from the received buffer (forward.rs).
             Forward::offer(&lp.forward, input);
@@ -100,43 +116,51 @@ impl<H: EventHandler> EventLoop<H> {
             Conn::new_straight(input, &mut self.conns, key, lp)
         };
         let action = guarded("on_traffic", || handler.on_traffic(&mut conn));
-        let own_changed = conn.own_changed();
-        let (consumed, side) = conn.finish();
         let claim = if provided {
             Forward::take(&lp.forward)
         } else {
             None
         };
-        if consumed == n && side.is_none() && matches!(action, Some(Action::None)) {
-            // Unchanged (it at most wrote straight through): still quiet,
-            // without a second lookup. Changed: look.
-            let quiet_now = if own_changed {
-                self.conns.get(key).is_some_and(|e| still_quiet(e, edge))
-            } else {
-                debug_assert!(
-                    self.conns.get(key).is_some_and(|e| still_quiet(e, edge)),
-                    "a callback changed its connection without saying so"
-                );
-                true
-            };
-            if quiet_now {
-                // Read and wrote through: settling would change nothing
-                // (and its mark, if it has one, stays valid).
-                // (`side` is `None`: forgetting it saves a drop call.)
-                std::mem::forget(side);
-                self.driver.release(got);
-                return true;
-            }
+        if conn.unchanged_and_drained() && matches!(action, Some(Action::None)) {
+            // It read everything, at most wrote straight through, and
+            // asked nothing else (see `Conn::own_changed`): still quiet,
+            // without a second lookup; settling would change nothing (and
+            // its mark, if it has one, stays valid).
+            conn.finish_unchanged();
+            debug_assert!(
+                self.conns.get(key).is_some_and(|e| still_quiet(e, edge)),
+                "a callback changed its connection without saying so"
+            );
+            self.driver.release_as::<COMPLETES>(got);
+            return true;
+        }
+        let (unread, side) = conn.finish();
+        if unread == 0
+            && matches!(action, Some(Action::None))
+            && side.is_none()
+            && self.conns.get(key).is_some_and(|e| still_quiet(e, edge))
+        {
+            // Changed, but quiet still (looked up): as above.
+            // (`side` is `None`: forgetting it saves a drop call.)
+            std::mem::forget(side);
+            self.driver.release_as::<COMPLETES>(got);
+            return true;
         }
         // Something to do: what it left unread is kept, then the general
         // path settles it. (A change the marks did not see: void them.)
         self.conns.void_marks();
-        if consumed < n {
-            let rest = input[consumed..].to_vec();
+        let consumed = n - unread;
+        let rest = (unread > 0).then(|| input[consumed..].to_vec());
+        if COMPLETES {
             self.send_claimed(key, got, claim);
-            self.keep_unread(key, rest, consumed, false);
         } else {
-            self.send_claimed(key, got, claim);
+            // Nothing lent, nothing claimed: the readiness driver's copy
+            // need not keep `got` past the callback.
+            debug_assert!(claim.is_none());
+            self.driver.release_as::<false>(got);
+        }
+        if let Some(rest) = rest {
+            self.keep_unread(key, rest, consumed, false);
         }
         let before = Before {
             queued: 0,

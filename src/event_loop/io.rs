@@ -40,13 +40,20 @@ pub(super) enum Fresh {
 
 impl<H: EventHandler> EventLoop<H> {
     /// A readiness event of connection `key`; `lp` is the turn's
-    /// [`LoopRef`].
-    pub(super) fn on_io(&mut self, key: SlotKey, event: &Event, lp: &LoopRef<'_>) {
+    /// [`LoopRef`]; the fast path may apply (`FAST`: not draining), in the
+    /// completion driver's copy or not (`COMPLETES`).
+    #[inline(always)]
+    pub(super) fn on_io<const FAST: bool, const COMPLETES: bool>(
+        &mut self,
+        key: SlotKey,
+        event: &Event,
+        lp: &LoopRef<'_>,
+    ) {
         // (Masks of epoll's own flags word: no branch per flag.)
         if event.plain_input() {
             // The common event, input: the fast path if it applies (also
             // when writable: a quiet connection has nothing to flush).
-            if self.read_fast(key, lp) {
+            if FAST && self.read_fast::<COMPLETES>(key, lp) {
                 return;
             }
             if !event.writable() {
@@ -293,6 +300,12 @@ impl<H: EventHandler> EventLoop<H> {
     /// The end of stream counts as input (the half-closed clock starts).
     pub(super) fn end_of_stream(&mut self, key: SlotKey, got: Received) {
         self.driver.release(got);
+        self.stream_ended(key);
+    }
+
+    /// [`end_of_stream`](Self::end_of_stream) once its receive is given
+    /// back.
+    pub(super) fn stream_ended(&mut self, key: SlotKey) {
         if let Some(entry) = self.conns.get_mut(key) {
             entry.peer_closed();
             entry.last_read_ms = Stamp::at(self.now_ms);
@@ -400,7 +413,8 @@ impl<H: EventHandler> EventLoop<H> {
             }
             let mut conn = Conn::new(input, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
-            let (consumed, side) = conn.finish();
+            let (unread, side) = conn.finish();
+            let consumed = input.len() - unread;
             let rest = (keeps_unread && consumed < input.len()).then(|| input[consumed..].to_vec());
             (action, side, rest, consumed)
         } else {
@@ -415,7 +429,8 @@ impl<H: EventHandler> EventLoop<H> {
             buf.extend_from_slice(input);
             let mut conn = Conn::new(&buf, &mut self.conns, key, &lp);
             let action = guarded(what, || call(handler, &mut conn));
-            let (consumed, side) = conn.finish();
+            let (unread, side) = conn.finish();
+            let consumed = buf.len() - unread;
             let rest = (keeps_unread && consumed < buf.len()).then(|| {
                 buf.drain(..consumed);
                 buf

@@ -216,10 +216,19 @@ fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => Some(r),
         Err(_) => {
-            log::error!("event handler panicked in {what}");
+            callback_panicked(what);
             None
         }
     }
+}
+
+/// Logs a caught panic of the callback `what`. Out of line: inlined, the
+/// logging of every callback site merged into one block that took the name
+/// from a stack slot, which each call then stored before the callback.
+#[cold]
+#[inline(never)]
+fn callback_panicked(what: &str) {
+    log::error!("event handler panicked in {what}");
 }
 
 /// What a `Conn` needs from its loop, borrowed field by field so that the

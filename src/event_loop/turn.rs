@@ -114,6 +114,23 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     pub(super) fn process_events(&mut self) {
+        // What decides the fast path's shape is fixed for the turn: ask it
+        // once, not per event. It does not apply while draining (the drain
+        // starts only between turns), and it has a copy per driver (see
+        // `Driver::recv_as`).
+        if self.drain_deadline.is_some() {
+            self.process_events_as::<false, false>();
+        } else if self.driver.completes() {
+            self.process_events_as::<true, true>();
+        } else {
+            self.process_events_as::<true, false>();
+        }
+    }
+
+    /// [`process_events`](Self::process_events) with the fast path on or
+    /// off (`FAST`) for the completion driver or not (`COMPLETES`).
+    #[inline(always)]
+    fn process_events_as<const FAST: bool, const COMPLETES: bool>(&mut self) {
         let ready = std::mem::take(&mut self.ready);
         // What a callback's `Conn` needs from the loop, made once per turn
         // (the clock is the turn's): its own handle on the engine keeps it
@@ -122,7 +139,7 @@ impl<H: EventHandler> EventLoop<H> {
         let lp = loop_ref(self.index, &self.settings, &engine, self.now_ms);
         for event in &ready {
             match LoopToken::decode(event.token()) {
-                LoopToken::Conn(key) => self.on_io(key, event, &lp),
+                LoopToken::Conn(key) => self.on_io::<FAST, COMPLETES>(key, event, &lp),
                 LoopToken::Doorbell => {
                     if self.mailbox.doorbell().needs_drain() {
                         let _ = self.mailbox.doorbell().drain();

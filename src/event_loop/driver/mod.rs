@@ -187,7 +187,27 @@ impl Received {
     /// completion is never followed by a readiness edge: always `false`.)
     #[inline]
     pub(crate) fn filled(&self, driver: &Driver) -> bool {
-        self.buf.is_none() && self.len == driver.recv_buf.len()
+        self.filled_as::<true>(driver)
+    }
+
+    /// [`filled`](Self::filled) in a copy of a path made for one driver
+    /// (see [`Driver::recv_as`]).
+    #[inline(always)]
+    pub(crate) fn filled_as<const COMPLETES: bool>(&self, driver: &Driver) -> bool {
+        self.lent::<COMPLETES>().is_none() && self.len == driver.recv_buf.len()
+    }
+
+    /// The provided buffer of the ring holding the bytes, if they are in
+    /// one; with `COMPLETES` false (the readiness driver's copy of a path,
+    /// see [`Driver::recv_as`]) never, known without looking.
+    #[inline(always)]
+    fn lent<const COMPLETES: bool>(&self) -> Option<&RecvBuf> {
+        debug_assert!(COMPLETES || self.buf.is_none());
+        if COMPLETES {
+            self.buf.as_ref()
+        } else {
+            None
+        }
     }
 }
 
@@ -417,9 +437,35 @@ impl Driver {
     /// `WouldBlock`: nothing now.
     #[inline(always)]
     pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<Received> {
+        if self.completes() {
+            self.recv_as::<true>(fd)
+        } else {
+            self.recv_as::<false>(fd)
+        }
+    }
+
+    /// Whether this is the completion driver (io_uring): what
+    /// [`recv_as`](Self::recv_as) must be told.
+    #[inline(always)]
+    pub(crate) fn completes(&self) -> bool {
+        matches!(self.kind, Kind::Uring(_))
+    }
+
+    /// [`recv`](Self::recv) for a caller that has asked
+    /// [`completes`](Self::completes) once and made a copy of its path per
+    /// answer (`event_loop/fast.rs`): with `COMPLETES` false, what it
+    /// returns is a length alone, which the caller's copy keeps in
+    /// registers (with both drivers' receives merged into one value, it
+    /// went through the stack).
+    #[inline(always)]
+    pub(crate) fn recv_as<const COMPLETES: bool>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+    ) -> io::Result<Received> {
+        debug_assert_eq!(COMPLETES, self.completes());
         // The readiness driver's receive is the hot one: inline it, and
         // keep the completion driver's hand-over out of line.
-        if matches!(self.kind, Kind::Uring(_)) {
+        if COMPLETES {
             if let Some(taken) = self.take_completed(fd) {
                 return taken;
             }
@@ -446,7 +492,14 @@ impl Driver {
     /// The bytes of `got`.
     #[inline(always)]
     pub(crate) fn bytes<'a>(&'a self, got: &'a Received) -> &'a [u8] {
-        match &got.buf {
+        self.bytes_as::<true>(got)
+    }
+
+    /// [`bytes`](Self::bytes) in a copy of a path made for one driver (see
+    /// [`recv_as`](Self::recv_as)).
+    #[inline(always)]
+    pub(crate) fn bytes_as<'a, const COMPLETES: bool>(&'a self, got: &'a Received) -> &'a [u8] {
+        match got.lent::<COMPLETES>() {
             None => &self.recv_buf[..got.len],
             Some(buf) => buf.as_slice(),
         }
@@ -457,7 +510,14 @@ impl Driver {
     /// send as it is (unless `RINGLOOP_URING_FORWARD=0` turned that off).
     #[inline(always)]
     pub(crate) fn offers(&self, got: &Received) -> bool {
-        got.buf.is_some() && matches!(&self.kind, Kind::Uring(c) if c.forwards())
+        self.offers_as::<true>(got)
+    }
+
+    /// [`offers`](Self::offers) in a copy of a path made for one driver
+    /// (see [`recv_as`](Self::recv_as)).
+    #[inline(always)]
+    pub(crate) fn offers_as<const COMPLETES: bool>(&self, got: &Received) -> bool {
+        got.lent::<COMPLETES>().is_some() && matches!(&self.kind, Kind::Uring(c) if c.forwards())
     }
 
     /// Sends `claim`'s part of `got` on the attached connection `fd` from
@@ -486,7 +546,20 @@ impl Driver {
     /// buffer; a provided buffer goes back to the kernel).
     #[inline(always)]
     pub(crate) fn release(&mut self, got: Received) {
+        self.release_as::<true>(got);
+    }
+
+    /// [`release`](Self::release) in a copy of a path made for one driver
+    /// (see [`recv_as`](Self::recv_as)): the readiness driver's has
+    /// nothing to give back.
+    #[inline(always)]
+    pub(crate) fn release_as<const COMPLETES: bool>(&mut self, got: Received) {
         let Received { len: _, buf } = got;
+        if !COMPLETES {
+            debug_assert!(buf.is_none());
+            std::mem::forget(buf); // `None`: no drop call
+            return;
+        }
         if let Some(buf) = buf {
             // Out of line: only the completion driver lends buffers, and
             // the readiness driver's path then skips a drop call.
