@@ -160,8 +160,9 @@ impl<H: EventHandler> EventLoop<H> {
                     return;
                 }
             };
+            let held = opened.is_some() && pumped.plain > 0;
             if let Some(done) = opened {
-                self.open(key, done);
+                self.open_tls(key, done, held);
                 if self.conns.get(key).is_none() {
                     return;
                 }
@@ -170,6 +171,9 @@ impl<H: EventHandler> EventLoop<H> {
             if pumped.plain > 0 {
                 self.traffic(key, pumped.plain);
                 settled = true;
+            }
+            if held {
+                self.send_held(key);
             }
             if pumped.peer_closed {
                 self.peer_closed(key);

@@ -14,7 +14,14 @@
 //! So a TLS connection costs the same system calls as a plain one: none of
 //! its own, only its share of the turn's one `io_uring_enter`.
 //!
-//! Owns only this read step and the hand-back of sends before a close; the
+//! A handshake's last flight (TLS 1.3's session tickets, queued when the
+//! client's `Finished` arrives) and the handler's reply to plaintext that
+//! came with that `Finished` leave in one send ([`EventLoop::open_tls`]):
+//! one send in flight per connection would otherwise make the reply wait
+//! for the tickets' completion, a turn of its own.
+//!
+//! Owns only this read step, the opening's held sends and the hand-back of
+//! sends before a close; the
 //! session is [`crate::tls`]'s, the handshake and the read path through the
 //! session are `tls_io.rs`'s. Never reads a socket itself.
 //!
@@ -28,7 +35,9 @@ use super::entry::{ConnEntry, Stamp};
 use super::EventLoop;
 use crate::actors::slab::SlotKey;
 use crate::handler::EventHandler;
-use crate::reason::CloseReason;
+use crate::id::ConnId;
+use crate::reason::{Action, CloseReason};
+use crate::runtime::message::Completion;
 use crate::stats::bump;
 
 impl<H: EventHandler> EventLoop<H> {
@@ -66,6 +75,37 @@ impl<H: EventHandler> EventLoop<H> {
         }
         self.driver.release(got);
         Some(n)
+    }
+}
+
+impl<H: EventHandler> EventLoop<H> {
+    /// Opens a TLS connection whose handshake just completed. When
+    /// `plaintext` follows in the same input, its sends are held back
+    /// through `on_open` (nothing goes to the ring yet); the caller then
+    /// delivers the plaintext and calls [`EventLoop::send_held`], so the
+    /// handshake's last flight and the handler's reply leave together.
+    pub(super) fn open_tls(
+        &mut self,
+        key: SlotKey,
+        done: Option<Completion<ConnId>>,
+        plaintext: bool,
+    ) {
+        self.driver.hold_sends(plaintext);
+        self.open(key, done);
+        self.driver.hold_sends(false);
+    }
+
+    /// After [`EventLoop::open_tls`] held sends back and the plaintext was
+    /// delivered: hands what still waits to the ring (a settle after
+    /// `on_traffic` did already if the handler wrote; not if it did not).
+    pub(super) fn send_held(&mut self, key: SlotKey) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|e| e.ring_sends && e.outbound.has_unlent())
+        {
+            self.settle(key, Action::None);
+        }
     }
 }
 
