@@ -44,16 +44,18 @@ keys = ["syscalls", "reads", "sends", "epoll_wait", "epoll_ctl", "io_uring_enter
         "accept4", "getpeername", "setsockopt",
         "madvise", "page faults", "context switches"]
 for who in "AB":
-    ratio, tokio_cs, counts = [], [], {k: [] for k in keys}
+    ratio, rate, tokio_cs, counts = [], [], [], {k: [] for k in keys}
     for log in sorted(glob.glob(os.path.join(out, f"{who}-*.log"))):
         text = open(log).read()
-        cpu = {}
+        cpu, made = {}, {}
         for m in re.finditer(r"round \d+ (\S+)\s+handshakes: (\d+), ([\d.]+)(\S+) CPU", text):
+            made[m.group(1)] = int(m.group(2))
             unit = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}[m.group(4)]
             cpu[m.group(1)] = float(m.group(3)) * unit / max(int(m.group(2)), 1)
         if "ringloop" in cpu and len(cpu) == 2:
             other = [v for k, v in cpu.items() if k != "ringloop"][0]
             ratio.append(cpu["ringloop"] / other)
+            rate.append(made["ringloop"] / max([v for k, v in made.items() if k != "ringloop"][0], 1))
         for line in text.splitlines():
             if line.startswith("ringloop-handshakes:"):
                 for k in keys:
@@ -66,6 +68,7 @@ for who in "AB":
                     tokio_cs.append(float(m.group(1)))
     print(f"{who} = {names[who]}")
     print(f"  CPU per handshake, ringloop / tokio-rustls: {cell(ratio)}")
+    print(f"  handshakes made in the round (2 client threads), ringloop / tokio-rustls: {cell(rate)}")
     for k in keys:
         print(f"  {k} per handshake: {cell(counts[k])}")
     print(f"  tokio-rustls context switches per handshake: {cell(tokio_cs)}")

@@ -147,10 +147,15 @@ impl<H: EventHandler> EventLoop<H> {
             let pumped = tls.pump(input, &mut self.read_buf);
             input = &mut [];
             let opened = tls.take_opened();
+            // Plaintext came with the handshake's end: its last flight
+            // leaves with the reply (see `send_opening_flight`).
+            let with_reply = opened.is_some() && pumped.as_ref().is_ok_and(|p| p.plain > 0);
             // Handshake answers and alerts go out before anything else.
-            if let Err(e) = entry.tls_send(&lp) {
-                self.close_conn(key, CloseReason::from_io(e));
-                return;
+            if !with_reply {
+                if let Err(e) = entry.tls_send(&lp) {
+                    self.close_conn(key, CloseReason::from_io(e));
+                    return;
+                }
             }
             let pumped = match pumped {
                 Ok(pumped) => pumped,
@@ -160,9 +165,8 @@ impl<H: EventHandler> EventLoop<H> {
                     return;
                 }
             };
-            let held = opened.is_some() && pumped.plain > 0;
             if let Some(done) = opened {
-                self.open_tls(key, done, held);
+                self.open(key, done);
                 if self.conns.get(key).is_none() {
                     return;
                 }
@@ -172,8 +176,8 @@ impl<H: EventHandler> EventLoop<H> {
                 self.traffic(key, pumped.plain);
                 settled = true;
             }
-            if held {
-                self.send_held(key);
+            if with_reply {
+                self.send_opening_flight(key);
             }
             if pumped.peer_closed {
                 self.peer_closed(key);

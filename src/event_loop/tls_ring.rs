@@ -14,13 +14,9 @@
 //! So a TLS connection costs the same system calls as a plain one: none of
 //! its own, only its share of the turn's one `io_uring_enter`.
 //!
-//! A handshake's last flight (TLS 1.3's session tickets, queued when the
-//! client's `Finished` arrives) and the handler's reply to plaintext that
-//! came with that `Finished` leave in one send ([`EventLoop::open_tls`]):
-//! one send in flight per connection would otherwise make the reply wait
-//! for the tickets' completion, a turn of its own.
-//!
-//! Owns only this read step, the opening's held sends and the hand-back of
+//! Owns only this read step, the sending of a handshake's last flight
+//! that waited for the reply to the plaintext behind it
+//! ([`EventLoop::send_opening_flight`], both drivers) and the hand-back of
 //! sends before a close; the
 //! session is [`crate::tls`]'s, the handshake and the read path through the
 //! session are `tls_io.rs`'s. Never reads a socket itself.
@@ -32,12 +28,10 @@ use std::os::fd::AsFd;
 
 use super::driver::Driver;
 use super::entry::{ConnEntry, Stamp};
-use super::EventLoop;
+use super::{loop_ref, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::handler::EventHandler;
-use crate::id::ConnId;
 use crate::reason::{Action, CloseReason};
-use crate::runtime::message::Completion;
 use crate::stats::bump;
 
 impl<H: EventHandler> EventLoop<H> {
@@ -79,31 +73,27 @@ impl<H: EventHandler> EventLoop<H> {
 }
 
 impl<H: EventHandler> EventLoop<H> {
-    /// Opens a TLS connection whose handshake just completed. When
-    /// `plaintext` follows in the same input, its sends are held back
-    /// through `on_open` (nothing goes to the ring yet); the caller then
-    /// delivers the plaintext and calls [`EventLoop::send_held`], so the
-    /// handshake's last flight and the handler's reply leave together.
-    pub(super) fn open_tls(
-        &mut self,
-        key: SlotKey,
-        done: Option<Completion<ConnId>>,
-        plaintext: bool,
-    ) {
-        self.driver.hold_sends(plaintext);
-        self.open(key, done);
-        self.driver.hold_sends(false);
-    }
-
-    /// After [`EventLoop::open_tls`] held sends back and the plaintext was
-    /// delivered: hands what still waits to the ring (a settle after
-    /// `on_traffic` did already if the handler wrote; not if it did not).
-    pub(super) fn send_held(&mut self, key: SlotKey) {
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|e| e.ring_sends && e.outbound.has_unlent())
-        {
+    /// After a handshake that ended with plaintext behind it (TLS 1.3: the
+    /// client's `Finished` and its first request in one read), once
+    /// `on_open` and `on_traffic` ran: sends what the session still holds
+    /// of the handshake's last flight (the session tickets), unless the
+    /// handler's reply already took it along (a write sends every record
+    /// the session has, in order). Holding the flight until then makes the
+    /// tickets and the reply leave in one write on epoll and one send on
+    /// io_uring, where one send in flight per connection would otherwise
+    /// make the reply wait for the tickets' completion, a turn of its own.
+    pub(super) fn send_opening_flight(&mut self, key: SlotKey) {
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Err(e) = entry.tls_send(&lp) {
+            self.close_conn(key, CloseReason::from_io(e));
+            return;
+        }
+        // Queued and not handed to the socket or the ring yet (the settle
+        // after `on_traffic` ran before, or none ran).
+        if entry.outbound.has_unlent() {
             self.settle(key, Action::None);
         }
     }

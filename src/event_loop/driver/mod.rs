@@ -389,15 +389,6 @@ impl Driver {
         }
     }
 
-    /// While `true`, [`submit_sends`](Self::submit_sends) hands nothing to
-    /// the ring (the queues wait for a later settle of the same turn, so
-    /// two writes leave in one send); no effect on epoll.
-    pub(crate) fn hold_sends(&mut self, on: bool) {
-        if let Kind::Uring(c) = &mut self.kind {
-            c.hold_sends(on);
-        }
-    }
-
     /// Waits for events (at most `timeout`; `None`: until one comes) and
     /// appends them to `ready`.
     pub(crate) fn wait(

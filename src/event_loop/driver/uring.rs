@@ -211,8 +211,6 @@ pub(crate) struct Completion {
     /// A connection's queue waits behind a send submitted this turn (see
     /// [`wait_for_sends`]); the turn's wait clears it.
     queued_behind_send: bool,
-    /// [`Completion::submit_sends`] hands nothing to the ring meanwhile.
-    sends_held: bool,
     /// An echoed input is sent from its provided buffer
     /// (`event_loop/forward.rs`); [`FORWARD_ENV`] `0` turns it off.
     forward: bool,
@@ -256,7 +254,6 @@ impl Completion {
             batch_cap: env_number(BATCH_ENV).unwrap_or(MAX_BATCH),
             newly_received: 0,
             queued_behind_send: false,
-            sends_held: false,
             forward: env_number(FORWARD_ENV) != Some(0),
         })
     }
@@ -657,9 +654,6 @@ impl Completion {
         fd: BorrowedFd<'_>,
         queue: &mut OutboundQueue,
     ) -> io::Result<bool> {
-        if self.sends_held {
-            return Ok(false);
-        }
         let Some(id) = self
             .source_index(fd)
             .and_then(|i| self.ring.source_at(i as u32))
@@ -682,11 +676,6 @@ impl Completion {
             return Err(e);
         }
         Ok(true)
-    }
-
-    /// See [`Driver::hold_sends`](super::Driver::hold_sends).
-    pub(crate) fn hold_sends(&mut self, on: bool) {
-        self.sends_held = on;
     }
 
     /// Sends `buf` (received on this ring) on `fd`, which has nothing
