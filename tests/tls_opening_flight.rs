@@ -57,18 +57,10 @@ fn on_epoll_the_tickets_come_before_the_first_reply() {
 fn the_tickets_leave_when_the_handler_does_not_reply() {
     for backend in [ringloop::Backend::IoUring, ringloop::Backend::Epoll] {
         let pki = TestPki::new();
-        let running = Running::start(
-            Hooks::<()>::new()
-                .on_traffic(|conn| {
-                    conn.read_all();
-                    Action::None
-                })
-                .builder()
-                .listen("tls://127.0.0.1:0")
-                .loops(1)
-                .backend(backend)
-                .tls_server(pki.server_tls().build().unwrap()),
-        );
+        let running = server(&pki, backend, |conn| {
+            conn.read_all();
+            Action::None
+        });
         let (mut sock, _tls) = finished_with_data(&running, &pki);
         let mut buf = vec![0u8; 64 * 1024];
         let n = sock.read(&mut buf).expect("the tickets, without a reply");
@@ -78,6 +70,25 @@ fn the_tickets_leave_when_the_handler_does_not_reply() {
         );
         running.stop();
     }
+}
+
+/// A one-loop `tls://` server on `backend` whose `on_traffic` is `traffic`.
+fn server(
+    pki: &TestPki,
+    backend: ringloop::Backend,
+    traffic: impl Fn(&mut ringloop::Conn<'_, ()>) -> Action + Send + Sync + 'static,
+) -> Running {
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(traffic)
+            .builder()
+            .listen("tls://127.0.0.1:0")
+            .loops(1)
+            .backend(backend)
+            .tls_server(pki.server_tls().build().unwrap()),
+    );
+    assert_eq!(running.engine.backend(), backend);
+    running
 }
 
 /// Connects, completes the handshake, and sends the client's `Finished`
@@ -113,20 +124,11 @@ fn finished_with_data(running: &Running, pki: &TestPki) -> (TcpStream, ClientCon
 /// the reply.
 fn opening(backend: ringloop::Backend, check: impl Fn(usize, &[(u8, usize)], &[(u8, usize)])) {
     let pki = TestPki::new();
-    let running = Running::start(
-        Hooks::<()>::new()
-            .on_traffic(|conn| {
-                let data = conn.read_all();
-                let _ = conn.write(data);
-                Action::None
-            })
-            .builder()
-            .listen("tls://127.0.0.1:0")
-            .loops(1)
-            .backend(backend)
-            .tls_server(pki.server_tls().build().unwrap()),
-    );
-    assert_eq!(running.engine.backend(), backend);
+    let running = server(&pki, backend, |conn| {
+        let data = conn.read_all();
+        let _ = conn.write(data);
+        Action::None
+    });
     for round in 0..5 {
         let (mut sock, mut tls) = finished_with_data(&running, &pki);
         let mut buf = vec![0u8; 64 * 1024];
