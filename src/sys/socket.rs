@@ -41,6 +41,10 @@ pub(crate) struct ListenOptions {
     pub(crate) recv_buffer: Option<usize>,
     /// `SO_SNDBUF`, set before `listen` so accepted sockets inherit it.
     pub(crate) send_buffer: Option<usize>,
+    /// `TCP_NODELAY` on a TCP listener: Linux gives it to every socket the
+    /// listener accepts, so they need no `setsockopt` of their own.
+    /// Default off (the kernel's default).
+    pub(crate) nodelay: bool,
 }
 
 impl Default for ListenOptions {
@@ -51,6 +55,7 @@ impl Default for ListenOptions {
             backlog: 1024,
             recv_buffer: None,
             send_buffer: None,
+            nodelay: false,
         }
     }
 }
@@ -129,6 +134,9 @@ pub(crate) fn tcp_listener(addr: SocketAddr, opts: &ListenOptions) -> io::Result
     let backlog = backlog(opts.backlog)?;
     let fd = new_socket(family_of(&addr), SockType::Stream, Some(SockProtocol::Tcp))?;
     apply_ip_options(&fd, &addr, opts)?;
+    if opts.nodelay {
+        set_nodelay(fd.as_fd(), true)?;
+    }
     nixsock::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     nixsock::listen(&fd, backlog)?;
     Ok(fd)
@@ -718,6 +726,21 @@ mod tests {
         let (server, peer) = accept_one(&listener);
         assert_eq!(peer, SockAddr::Unix(Some(client_path)));
         assert_eq!(peer_addr(server.as_fd()).unwrap(), peer);
+    }
+
+    #[test]
+    fn accepted_sockets_take_tcp_nodelay_from_the_listener() {
+        for on in [true, false] {
+            let opts = ListenOptions {
+                nodelay: on,
+                ..ListenOptions::default()
+            };
+            let listener = tcp_listener(loopback(), &opts).unwrap();
+            let addr = inet(local_addr(listener.as_fd()).unwrap());
+            let (_client, _) = tcp_connect(addr).unwrap();
+            let (server, _) = accept_one(&listener);
+            assert_eq!(nodelay(server.as_fd()).unwrap(), on);
+        }
     }
 
     #[test]
