@@ -33,16 +33,19 @@ if [[ $# -gt 0 && $1 != --* ]]; then
 fi
 bin=$(realpath "$bin")
 extra=("$@")
-events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_close,syscalls:sys_enter_madvise,page-faults,context-switches
+events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_close,syscalls:sys_enter_madvise,syscalls:sys_enter_accept4,syscalls:sys_enter_getpeername,syscalls:sys_enter_setsockopt,page-faults,context-switches
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-# pid_of PATTERN: the newest process of ours matching PATTERN, waited for
-# (up to 60 s).
+# pid_of PATTERN [any]: the newest child of this run's bench ($run) matching
+# PATTERN (with `any`: the newest process of ours), waited for (up to 60 s).
+# Only its children by default: other people's benchmarks on the machine
+# run servers of the same name.
 pid_of() {
-    local pid
+    local pid parent=(-P "$run")
+    [[ ${2:-} == any ]] && parent=()
     for _ in $(seq 1 1200); do
-        pid=$(pgrep -n -f "$1" || true)
+        pid=$(pgrep -n "${parent[@]}" -f "$1" || true)
         [[ -n $pid ]] && { echo "$pid"; return 0; }
         sleep 0.05
     done
@@ -75,6 +78,7 @@ case $mode in
     handshakes)
         "$bench" --rounds 1 --seconds 3 --only handshakes --idle 0 --echo-bin "$bin" "${extra[@]}" \
             >"$out/bench-handshakes.log" 2>&1 &
+        run=$!
         count "ringloop-handshakes" "$(pid_of "^$bin ")" &
         count "tokio-handshakes" "$(pid_of "tls-bench serve-tokio")" &
         wait
@@ -84,7 +88,7 @@ case $mode in
         "$bench" proxy --rounds 1 --seconds 3 --proxy-bin "$bin" "${extra[@]}" >"$out/bench.log" 2>&1 &
         run=$!
         count ringloop-proxy "$(pid_of "^$bin ")" &
-        count haproxy "$(pid_of "^haproxy .*/tls-bench-$run/")" &
+        count haproxy "$(pid_of "^haproxy .*/tls-bench-$run/" any)" &
         wait
         grep '^round' "$out/bench.log"
         ;;
@@ -134,6 +138,9 @@ for path in sorted(glob.glob(os.path.join(out, "*.csv"))):
           f"io_uring_enter {d['syscalls:sys_enter_io_uring_enter'] / n:.3f}, "
           f"close {d['syscalls:sys_enter_close'] / n:.3f}, "
           f"madvise {d['syscalls:sys_enter_madvise'] / n:.3f}, "
+          f"accept4 {d['syscalls:sys_enter_accept4'] / n:.3f}, "
+          f"getpeername {d['syscalls:sys_enter_getpeername'] / n:.3f}, "
+          f"setsockopt {d['syscalls:sys_enter_setsockopt'] / n:.3f}, "
           f"page faults {d['page-faults'] / n:.3f}, "
           f"context switches {d['context-switches'] / n:.3f}")
 PY

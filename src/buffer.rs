@@ -73,6 +73,11 @@ impl OutboundQueue {
         self.inner.is_none()
     }
 
+    /// Bytes wait that no send holds yet (queued behind the lent ones).
+    pub(crate) fn has_unlent(&self) -> bool {
+        self.inner.as_ref().is_some_and(|q| q.len > q.lent as usize)
+    }
+
     /// The bookkeeping, made (or taken from the spares) on first use.
     fn queue(&mut self) -> &mut Queue {
         self.inner.get_or_insert_with(|| {
@@ -403,8 +408,10 @@ mod tests {
         assert_eq!(lent.len(), 16 * 1024);
         assert_eq!(q.len(), 16 * 1024, "lent bytes still count");
         assert!(q.lend(64 * 1024).is_none(), "one send at a time");
+        assert!(!q.has_unlent(), "all of it is lent");
         // Written meanwhile: a new chunk, behind the lent bytes.
         q.push(b"later", 64 * 1024);
+        assert!(q.has_unlent(), "bytes wait behind the lent ones");
         assert!(collect(&q).is_empty(), "nothing may overtake lent bytes");
         q.consume(1000);
         assert_eq!(q.len(), 16 * 1024 - 1000 + 5);

@@ -142,7 +142,7 @@ impl Inherited {
         if !options.accepts_inline() {
             acceptor.extend(
                 fds.into_iter()
-                    .map(|fd| (Listener::adopt(fd, addr.clone(), owns_file), index)),
+                    .map(|fd| (Listener::adopt(fd, addr.clone(), owns_file, options), index)),
             );
             return Ok(addr);
         }
@@ -150,7 +150,7 @@ impl Inherited {
         for (i, fd) in fds.into_iter().enumerate() {
             loops[i % loops.len()]
                 .listeners
-                .push((Listener::adopt(fd, addr.clone(), owns_file), index));
+                .push((Listener::adopt(fd, addr.clone(), owns_file, options), index));
         }
         if addr.transport() == Transport::Tcp {
             for sockets in loops.iter_mut().skip(n) {

@@ -31,6 +31,8 @@ pub(crate) struct Listener {
 impl Listener {
     /// Binds and listens on `addr` (a stream address) with the engine's
     /// socket options; `reuse_port` lets several loops bind the same port.
+    /// A TCP listener carries the engine's `TCP_NODELAY`: the sockets it
+    /// accepts inherit it (no `setsockopt` per connection).
     pub(crate) fn bind(addr: &ListenAddr, options: &Options, reuse_port: bool) -> Result<Self> {
         let listen = listen_options(options, reuse_port);
         match (addr.transport(), addr.sock_addr()) {
@@ -100,11 +102,18 @@ impl Listener {
     /// Unix socket's file then belongs to whoever made it) or handed over
     /// by the process it replaces (`owns_file`: the file is this process's
     /// to remove at exit, like one it bound).
-    pub(crate) fn adopt(fd: OwnedFd, addr: ListenAddr, owns_file: bool) -> Self {
+    /// A TCP listener gets the engine's `TCP_NODELAY`, which the sockets it
+    /// accepts inherit (see [`Listener::bind`]).
+    pub(crate) fn adopt(fd: OwnedFd, addr: ListenAddr, owns_file: bool, options: &Options) -> Self {
         let unix_path = match addr.sock_addr() {
             SockAddr::Unix(Some(path)) if owns_file => Some(path.clone()),
             _ => None,
         };
+        if addr.transport() == Transport::Tcp {
+            if let Err(e) = sys::socket::set_nodelay(fd.as_fd(), options.tcp_nodelay) {
+                log::warn!("could not set TCP_NODELAY on the listener {addr}: {e}");
+            }
+        }
         Self {
             fd,
             addr,
@@ -130,6 +139,7 @@ fn listen_options(options: &Options, reuse_port: bool) -> sys::socket::ListenOpt
         backlog: options.listen_backlog,
         recv_buffer: options.recv_buffer_size,
         send_buffer: options.send_buffer_size,
+        nodelay: options.tcp_nodelay,
     }
 }
 

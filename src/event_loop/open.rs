@@ -11,7 +11,7 @@ use super::entry::{ConnEntry, Phase, Stamp};
 use super::timers::next_deadline;
 use super::{guarded, loop_ref, EventLoop, LoopToken};
 use crate::actors::slab::SlotKey;
-use crate::conn::Conn;
+use crate::conn::{Conn, NO_LISTENER};
 use crate::error::Error;
 use crate::handler::EventHandler;
 use crate::id::ConnId;
@@ -138,7 +138,10 @@ impl<H: EventHandler> EventLoop<H> {
         let s = &self.settings;
         let mut results = Vec::new();
         if entry.is_tcp {
-            results.push(("TCP_NODELAY", socket::set_nodelay(fd, s.nodelay)));
+            // An accepted socket has its listener's (`Listener::bind`).
+            if entry.listener == NO_LISTENER {
+                results.push(("TCP_NODELAY", socket::set_nodelay(fd, s.nodelay)));
+            }
             if let Some(ka) = s.keepalive {
                 results.push(("keepalive", socket::set_keepalive(fd, Some(ka.to_sys()))));
             }

@@ -147,10 +147,15 @@ impl<H: EventHandler> EventLoop<H> {
             let pumped = tls.pump(input, &mut self.read_buf);
             input = &mut [];
             let opened = tls.take_opened();
+            // Plaintext came with the handshake's end: its last flight
+            // leaves with the reply (see `send_opening_flight`).
+            let with_reply = opened.is_some() && pumped.as_ref().is_ok_and(|p| p.plain > 0);
             // Handshake answers and alerts go out before anything else.
-            if let Err(e) = entry.tls_send(&lp) {
-                self.close_conn(key, CloseReason::from_io(e));
-                return;
+            if !with_reply {
+                if let Err(e) = entry.tls_send(&lp) {
+                    self.close_conn(key, CloseReason::from_io(e));
+                    return;
+                }
             }
             let pumped = match pumped {
                 Ok(pumped) => pumped,
@@ -170,6 +175,9 @@ impl<H: EventHandler> EventLoop<H> {
             if pumped.plain > 0 {
                 self.traffic(key, pumped.plain);
                 settled = true;
+            }
+            if with_reply {
+                self.send_opening_flight(key);
             }
             if pumped.peer_closed {
                 self.peer_closed(key);

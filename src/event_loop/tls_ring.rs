@@ -14,7 +14,10 @@
 //! So a TLS connection costs the same system calls as a plain one: none of
 //! its own, only its share of the turn's one `io_uring_enter`.
 //!
-//! Owns only this read step and the hand-back of sends before a close; the
+//! Owns only this read step, the sending of a handshake's last flight
+//! that waited for the reply to the plaintext behind it
+//! ([`EventLoop::send_opening_flight`], both drivers) and the hand-back of
+//! sends before a close; the
 //! session is [`crate::tls`]'s, the handshake and the read path through the
 //! session are `tls_io.rs`'s. Never reads a socket itself.
 //!
@@ -25,10 +28,10 @@ use std::os::fd::AsFd;
 
 use super::driver::Driver;
 use super::entry::{ConnEntry, Stamp};
-use super::EventLoop;
+use super::{loop_ref, EventLoop};
 use crate::actors::slab::SlotKey;
 use crate::handler::EventHandler;
-use crate::reason::CloseReason;
+use crate::reason::{Action, CloseReason};
 use crate::stats::bump;
 
 impl<H: EventHandler> EventLoop<H> {
@@ -66,6 +69,33 @@ impl<H: EventHandler> EventLoop<H> {
         }
         self.driver.release(got);
         Some(n)
+    }
+}
+
+impl<H: EventHandler> EventLoop<H> {
+    /// After a handshake that ended with plaintext behind it (TLS 1.3: the
+    /// client's `Finished` and its first request in one read), once
+    /// `on_open` and `on_traffic` ran: sends what the session still holds
+    /// of the handshake's last flight (the session tickets), unless the
+    /// handler's reply already took it along (a write sends every record
+    /// the session has, in order). Holding the flight until then makes the
+    /// tickets and the reply leave in one write on epoll and one send on
+    /// io_uring, where one send in flight per connection would otherwise
+    /// make the reply wait for the tickets' completion, a turn of its own.
+    pub(super) fn send_opening_flight(&mut self, key: SlotKey) {
+        let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Err(e) = entry.tls_send(&lp) {
+            self.close_conn(key, CloseReason::from_io(e));
+            return;
+        }
+        // Queued and not handed to the socket or the ring yet (the settle
+        // after `on_traffic` ran before, or none ran).
+        if entry.outbound.has_unlent() {
+            self.settle(key, Action::None);
+        }
     }
 }
 

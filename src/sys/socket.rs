@@ -41,6 +41,10 @@ pub(crate) struct ListenOptions {
     pub(crate) recv_buffer: Option<usize>,
     /// `SO_SNDBUF`, set before `listen` so accepted sockets inherit it.
     pub(crate) send_buffer: Option<usize>,
+    /// `TCP_NODELAY` on a TCP listener: Linux gives it to every socket the
+    /// listener accepts, so they need no `setsockopt` of their own.
+    /// Default off (the kernel's default).
+    pub(crate) nodelay: bool,
 }
 
 impl Default for ListenOptions {
@@ -51,6 +55,7 @@ impl Default for ListenOptions {
             backlog: 1024,
             recv_buffer: None,
             send_buffer: None,
+            nodelay: false,
         }
     }
 }
@@ -129,6 +134,9 @@ pub(crate) fn tcp_listener(addr: SocketAddr, opts: &ListenOptions) -> io::Result
     let backlog = backlog(opts.backlog)?;
     let fd = new_socket(family_of(&addr), SockType::Stream, Some(SockProtocol::Tcp))?;
     apply_ip_options(&fd, &addr, opts)?;
+    if opts.nodelay {
+        set_nodelay(fd.as_fd(), true)?;
+    }
     nixsock::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     nixsock::listen(&fd, backlog)?;
     Ok(fd)
@@ -214,30 +222,51 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 }
 
 /// Accepts one pending connection, non-blocking and close-on-exec, with the
-/// peer's address.
+/// peer's address, which the kernel writes in the same `accept4` (as mio
+/// does): no `getpeername` afterwards.
 ///
 /// `Ok(None)` when nothing is pending. `EINTR` and `ECONNABORTED` (a peer that
-/// gave up while queued) are retried, as is a connection reset between
-/// `accept4` and reading its peer address. Every other error, including
+/// gave up while queued) are retried. Every other error, including
 /// `EMFILE`/`ENFILE`, is returned: the caller decides whether to back off.
-#[allow(unsafe_code)] // adopting the descriptor accept4 returned
+#[allow(unsafe_code)] // accept4 with an address buffer; adopting the descriptor it returns
 pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, SockAddr)>> {
+    use nix::libc;
+    use nixsock::SockaddrLike;
     loop {
-        let raw = match nixsock::accept4(listener.as_raw_fd(), NONBLOCK_CLOEXEC) {
-            Ok(raw) => raw,
-            Err(Errno::EAGAIN) => return Ok(None),
-            Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => continue,
-            Err(e) => return Err(e.into()),
+        // SAFETY: all-zero bytes are a valid `sockaddr_storage` (a plain C
+        // struct of integers).
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: `storage` and `len` live across the call and `len` holds the
+        // buffer's size, so the kernel writes at most that many bytes.
+        let raw = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+                NONBLOCK_CLOEXEC.bits(),
+            )
         };
+        if raw < 0 {
+            match Errno::last() {
+                Errno::EAGAIN => return Ok(None),
+                Errno::EINTR | Errno::ECONNABORTED => continue,
+                e => return Err(e.into()),
+            }
+        }
         // SAFETY: accept4 just returned `raw` as a new descriptor that nothing
         // else owns; wrapping it at once makes it closed on every path.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        match nixsock::getpeername::<SockaddrStorage>(fd.as_raw_fd()) {
-            Ok(peer) => return Ok(Some((fd, super::from_storage(&peer)?))),
-            // Reset before we asked: as good as ECONNABORTED.
-            Err(Errno::ENOTCONN) => continue,
-            Err(e) => return Err(e.into()),
-        }
+        // SAFETY: the kernel wrote a socket address of `len` bytes (at most
+        // the buffer's size) into `storage`.
+        let peer = unsafe {
+            SockaddrStorage::from_raw(
+                (&storage as *const libc::sockaddr_storage).cast(),
+                Some(len),
+            )
+        };
+        let peer = peer.ok_or_else(|| io::Error::from(Errno::EAFNOSUPPORT))?;
+        return Ok(Some((fd, super::from_storage(&peer)?)));
     }
 }
 
@@ -637,7 +666,10 @@ mod tests {
         assert!(bound.is_ipv6());
         let (client, _) = tcp_connect(bound).unwrap();
         let (server, peer) = accept_one(&listener);
-        assert!(inet(peer).is_ipv6());
+        assert!(inet(peer.clone()).is_ipv6());
+        // The address accept4 wrote is the client's own, as getpeername says.
+        assert_eq!(peer, local_addr(client.as_fd()).unwrap());
+        assert_eq!(peer_addr(server.as_fd()).unwrap(), peer);
         sysio::write(client.as_fd(), b"v6").unwrap();
         assert_eq!(read_exact(&server, 2), b"v6");
 
@@ -673,6 +705,68 @@ mod tests {
         assert_eq!(
             unix_connect(&missing).unwrap_err().kind(),
             io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn accept_reports_a_bound_unix_peer_by_its_path() {
+        let dir = TempDir::new("unix-peer");
+        let path = dir.path().join("srv.sock");
+        let listener = unix_listener(&path, &ListenOptions::default()).unwrap();
+        // A client bound to a path of its own: accept4 gives that path, as
+        // getpeername on the accepted socket does.
+        let client_path = dir.path().join("cli.sock");
+        let client = new_socket(AddressFamily::Unix, SockType::Stream, None).unwrap();
+        nixsock::bind(
+            client.as_raw_fd(),
+            &super::super::unix_addr(&client_path).unwrap(),
+        )
+        .unwrap();
+        nixsock::connect(client.as_raw_fd(), &super::super::unix_addr(&path).unwrap()).unwrap();
+        let (server, peer) = accept_one(&listener);
+        assert_eq!(peer, SockAddr::Unix(Some(client_path)));
+        assert_eq!(peer_addr(server.as_fd()).unwrap(), peer);
+    }
+
+    #[test]
+    fn accepted_sockets_take_tcp_nodelay_from_the_listener() {
+        for on in [true, false] {
+            let opts = ListenOptions {
+                nodelay: on,
+                ..ListenOptions::default()
+            };
+            let listener = tcp_listener(loopback(), &opts).unwrap();
+            let addr = inet(local_addr(listener.as_fd()).unwrap());
+            let (_client, _) = tcp_connect(addr).unwrap();
+            let (server, _) = accept_one(&listener);
+            assert_eq!(nodelay(server.as_fd()).unwrap(), on);
+        }
+    }
+
+    #[test]
+    fn a_connection_reset_while_queued_is_accepted_with_its_address() {
+        let listener = tcp_listener(loopback(), &ListenOptions::default()).unwrap();
+        let addr = inet(local_addr(listener.as_fd()).unwrap());
+        let (client, connected) = tcp_connect(addr).unwrap();
+        if !connected {
+            wait_writable(&client);
+        }
+        let client_addr = local_addr(client.as_fd()).unwrap();
+        set_linger_zero(client.as_fd()).unwrap();
+        drop(client); // a reset while the connection waits in the backlog
+        let deadline = Instant::now() + BOUND;
+        let (server, peer) = loop {
+            if let Some(pair) = accept(listener.as_fd()).unwrap() {
+                break pair;
+            }
+            assert!(Instant::now() < deadline, "nothing accepted");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        // getpeername would say ENOTCONN now; the address came with accept4.
+        assert_eq!(peer, client_addr);
+        assert_eq!(
+            peer_addr(server.as_fd()).unwrap_err().raw_os_error(),
+            Some(Errno::ENOTCONN as i32)
         );
     }
 

@@ -208,6 +208,9 @@ pub(crate) struct Completion {
     batch_cap: usize,
     /// Connections with input that had none stashed, in the last wait.
     newly_received: usize,
+    /// A connection's queue waits behind a send submitted this turn (see
+    /// [`wait_for_sends`]); the turn's wait clears it.
+    queued_behind_send: bool,
     /// An echoed input is sent from its provided buffer
     /// (`event_loop/forward.rs`); [`FORWARD_ENV`] `0` turns it off.
     forward: bool,
@@ -254,6 +257,7 @@ impl Completion {
             batch: 1,
             batch_cap: env_number(BATCH_ENV).unwrap_or(MAX_BATCH),
             newly_received: 0,
+            queued_behind_send: false,
             forward: env_number(FORWARD_ENV) != Some(0),
         })
     }
@@ -661,6 +665,9 @@ impl Completion {
             return Ok(false);
         };
         if self.ring.sending(id) {
+            // Its completion brings the loop back here; if that send goes
+            // with this turn's submit, the wait must not sleep past it.
+            self.queued_behind_send |= queue.has_unlent() && self.ring.queued_for(id);
             return Ok(false);
         }
         // Nothing while bytes sent are not taken off yet: the completion's
@@ -754,7 +761,12 @@ impl Completion {
             timeout
         };
         let sends = self.ring.sends_queued();
-        match plan_wait(timeout, sends, self.batch, self.ring.batches_waits()) {
+        let plan = if std::mem::take(&mut self.queued_behind_send) {
+            wait_for_sends(timeout, sends)
+        } else {
+            plan_wait(timeout, sends, self.batch, self.ring.batches_waits())
+        };
+        match plan {
             Wait::Each { want, timeout } => self.ring.submit_and_wait(want, timeout)?,
             Wait::Batch {
                 want,
@@ -868,6 +880,28 @@ fn wait_past_sends(timeout: Option<Duration>, sends: usize) -> (usize, Option<Du
             1 + sends,
             Some(timeout.map_or(SEND_GRACE, |t| t.min(SEND_GRACE))),
         ),
+    }
+}
+
+/// How the turn's one `io_uring_enter` waits when a connection's queue
+/// waits behind one of the sends it submits (a second write of the turn
+/// after the first went to the ring: a TLS handshake's last flight, then
+/// the handler's first reply). Waiting past the sends, as [`plan_wait`]
+/// does, would hold those bytes back until the next receive, and when the
+/// peer waits for them nothing comes until [`SEND_GRACE`] or the min-wait
+/// ends the wait (a timer wake-up per TLS handshake). So wait only for the
+/// sends' completions: posted during the submit, they end the enter at
+/// once, and the loop hands the rest to the ring in the next one. A send
+/// that cannot complete at once bounds the wait by [`SEND_GRACE`], as in
+/// [`wait_past_sends`].
+fn wait_for_sends(timeout: Option<Duration>, sends: usize) -> Wait {
+    if sends == 0 || timeout == Some(Duration::ZERO) {
+        let (want, timeout) = wait_past_sends(timeout, sends);
+        return Wait::Each { want, timeout };
+    }
+    Wait::Each {
+        want: sends,
+        timeout: Some(timeout.map_or(SEND_GRACE, |t| t.min(SEND_GRACE))),
     }
 }
 
@@ -1058,6 +1092,42 @@ mod tests {
                 timeout: None
             },
             "a send and the next receive"
+        );
+    }
+
+    #[test]
+    fn bytes_queued_behind_a_send_of_this_turn_end_the_wait_at_the_sends() {
+        let t = Some(Duration::from_secs(1));
+        assert_eq!(
+            wait_for_sends(t, 2),
+            Wait::Each {
+                want: 2,
+                timeout: Some(SEND_GRACE)
+            },
+            "only the sends' completions, no receive, no min-wait"
+        );
+        assert_eq!(
+            wait_for_sends(Some(Duration::from_micros(10)), 1),
+            Wait::Each {
+                want: 1,
+                timeout: Some(Duration::from_micros(10))
+            },
+            "a shorter timeout of the loop stays"
+        );
+        assert_eq!(
+            wait_for_sends(Some(Duration::ZERO), 1),
+            Wait::Each {
+                want: 0,
+                timeout: Some(Duration::ZERO)
+            },
+            "a poll stays a poll"
+        );
+        assert_eq!(
+            wait_for_sends(t, 0),
+            Wait::Each {
+                want: 1,
+                timeout: t
+            }
         );
     }
 
