@@ -102,7 +102,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.tls_in = vec![0; self.read_buf.len().max(MIN_TLS_READ)];
         }
         let entry = self.conns.get_mut(key)?;
-        let n = match sysio::read(entry.fd.as_fd(), &mut self.tls_in) {
+        let n = match sysio::recv(entry.fd.as_fd(), &mut self.tls_in) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) => {
