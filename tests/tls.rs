@@ -293,6 +293,50 @@ fn key_updates_in_mid_stream() {
     server.running.stop();
 }
 
+/// The same with the record layer left to rustls
+/// (`EngineBuilder::tls_own_record_layer(false)`).
+#[test]
+fn key_updates_in_mid_stream_on_rustls_records() {
+    let server = echo_server(1, |b| b.tls_own_record_layer(false));
+    let mut s = server.client();
+    tls_round_trip(&mut s, b"under the first keys");
+    for i in 0..3u64 {
+        s.conn.refresh_traffic_keys().expect("a key update");
+        tls_round_trip(&mut s, &payload(i, 20_000));
+    }
+    drop(s);
+    assert_eq!(server.next_close(), "close eof");
+    server.running.stop();
+}
+
+/// A record whose tag does not verify (after the handshake, so in the
+/// loop's own record layer) closes that connection with the TLS reason and
+/// a bad_record_mac alert; the other connection goes on.
+#[test]
+fn a_corrupted_record_closes_only_its_connection() {
+    let server = echo_server(1, |b| b);
+    let mut good = server.client();
+    let mut bad = server.client();
+    tls_round_trip(&mut good, b"before");
+    tls_round_trip(&mut bad, b"before");
+    bad.conn.writer().write_all(b"to be corrupted").unwrap();
+    let mut record = Vec::new();
+    while bad.conn.wants_write() {
+        bad.conn.write_tls(&mut record).unwrap();
+    }
+    let last = record.len() - 1;
+    record[last] ^= 0x5a;
+    bad.sock.write_all(&record).unwrap();
+    assert_eq!(server.next_close(), "close tls: DecryptError");
+    let mut rest = Vec::new();
+    let e = bad.read_to_end(&mut rest).unwrap_err();
+    assert!(e.to_string().contains("BadRecordMac"), "{e}");
+    tls_round_trip(&mut good, b"after");
+    drop(good);
+    assert_eq!(server.next_close(), "close eof");
+    server.running.stop();
+}
+
 /// The server sees SNI and ALPN in on_open; the client sees ALPN.
 #[test]
 fn alpn_and_sni_are_visible_on_conn() {
