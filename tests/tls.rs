@@ -293,6 +293,30 @@ fn key_updates_in_mid_stream() {
     server.running.stop();
 }
 
+/// Enough round trips for the session to hand its record layer off (it
+/// does after 32 reads and writes; see `TlsOptions::own_record_layer`).
+fn past_the_hand_off(s: &mut TlsClient) {
+    for i in 0..40u64 {
+        tls_round_trip(s, &payload(i, 1 + i as usize * 37));
+    }
+}
+
+/// Key updates once the loop runs the record layer: the read key follows
+/// the peer's, its update_requested is answered and the write key moves.
+#[test]
+fn key_updates_after_the_hand_off() {
+    let server = echo_server(1, |b| b);
+    let mut s = server.client();
+    past_the_hand_off(&mut s);
+    for i in 0..4u64 {
+        s.conn.refresh_traffic_keys().expect("a key update");
+        tls_round_trip(&mut s, &payload(i, [5, 20_000][i as usize % 2]));
+    }
+    drop(s);
+    assert_eq!(server.next_close(), "close eof");
+    server.running.stop();
+}
+
 /// The same with the record layer left to rustls
 /// (`EngineBuilder::tls_own_record_layer(false)`).
 #[test]
@@ -317,8 +341,8 @@ fn a_corrupted_record_closes_only_its_connection() {
     let server = echo_server(1, |b| b);
     let mut good = server.client();
     let mut bad = server.client();
-    tls_round_trip(&mut good, b"before");
-    tls_round_trip(&mut bad, b"before");
+    past_the_hand_off(&mut good);
+    past_the_hand_off(&mut bad);
     bad.conn.writer().write_all(b"to be corrupted").unwrap();
     let mut record = Vec::new();
     while bad.conn.wants_write() {

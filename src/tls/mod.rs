@@ -154,7 +154,10 @@ pub struct TlsOptions {
     /// Once a TLS 1.3 handshake completes (AES-128-GCM, AES-256-GCM or
     /// ChaCha20-Poly1305), the loop takes the record layer from rustls (as
     /// kTLS would) and seals and opens records in place with `ring`; rustls
-    /// keeps the key schedule (key updates, session tickets). Default on:
+    /// keeps the key schedule (key updates, session tickets). The hand-off
+    /// comes after the connection's first 32 reads and writes of
+    /// application data (it costs about what rustls spends on 25 small
+    /// records, so short connections skip it). Default on:
     /// it saves rustls's per-record copy and allocation (~25 % of a TLS echo
     /// server's user-space instructions). Only for configs with
     /// `enable_secret_extraction` set, as [`ServerTls`] and
@@ -220,14 +223,18 @@ pub mod fuzzing {
         }
 
         /// As [`new`](Self::new); `own_record_layer`: see
-        /// [`TlsOptions::own_record_layer`](super::TlsOptions::own_record_layer).
+        /// [`TlsOptions::own_record_layer`](super::TlsOptions::own_record_layer)
+        /// (here the hand-off comes as soon as the handshake allows, not
+        /// after the loop's first few dozen reads and writes).
         pub fn with_record_layer(
             config: &Arc<rustls::ServerConfig>,
             socket: OwnedFd,
             own_record_layer: bool,
         ) -> crate::Result<Self> {
+            let mut session = TlsSession::server(config, own_record_layer)?;
+            session.hand_off_at_once();
             Ok(Self {
-                session: TlsSession::server(config, own_record_layer)?,
+                session,
                 socket,
                 queue: OutboundQueue::default(),
                 plaintext: Vec::new(),
