@@ -696,6 +696,71 @@ fn openssl_s_client_tls12_and_tls13() {
     server.running.stop();
 }
 
+/// openssl s_client's KeyUpdate commands once the loop runs the record
+/// layer: `K` (update_requested: the loop answers with its own and changes
+/// its write key, or s_client could not read the echoes after it) and `k`.
+#[test]
+fn openssl_s_client_key_updates_after_the_hand_off() {
+    if !have_tool("openssl", "openssl") {
+        return;
+    }
+    let server = echo_server(1, |b| b);
+    let dir = TempDir::new("tls-openssl-k");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, server.pki.ca.pem()).unwrap();
+    let mut child = Command::new("timeout")
+        .args(["20", "openssl", "s_client", "-brief", "-tls1_3"])
+        .arg("-CAfile")
+        .arg(&ca)
+        .args(["-servername", "localhost", "-connect"])
+        .arg(server.addr().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // s_client reports each command on stderr; the next line may be written
+    // only after it took the command (a read of stdin holding the command
+    // and more text would drop the text).
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (lines_tx, lines) = unbounded();
+    let reader = thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut echo = |stdin: &mut std::process::ChildStdin, line: &str| {
+        stdin.write_all(line.as_bytes()).unwrap();
+        let mut back = vec![0u8; line.len()];
+        stdout.read_exact(&mut back).expect("the echo");
+        assert_eq!(String::from_utf8_lossy(&back), line);
+    };
+    // Past the hand-off (32 reads and writes), one record each way at a time.
+    for i in 0..40 {
+        echo(&mut stdin, &format!("line {i}\n"));
+    }
+    for command in ["K\n", "k\n", "K\n"] {
+        stdin.write_all(command.as_bytes()).unwrap();
+        loop {
+            let line = lines.recv_timeout(PATIENCE).expect("s_client's KEYUPDATE");
+            if line == "KEYUPDATE" {
+                break;
+            }
+        }
+        for i in 0..3 {
+            echo(&mut stdin, &format!("after {} {i}\n", command.trim()));
+        }
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    assert_eq!(server.next_close(), "close eof");
+    server.running.stop();
+}
+
 /// Client certificates: required by the server; a client without one is
 /// refused (the handler hears why), a client with one is let in and its
 /// certificate is visible.
