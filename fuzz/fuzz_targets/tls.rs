@@ -6,8 +6,9 @@
 //! client sent, whatever the cuts; corrupted input ends in a TLS error, and
 //! what plaintext got through before it is a prefix of what was sent (every
 //! record is authenticated: a flipped byte never becomes plaintext). TLS 1.3
-//! sessions hand their record layer to the loop (`tls/handoff.rs`) right
-//! after the handshake unless the input turns that off; the client sends
+//! sessions hand their record layer to the loop (`tls/handoff.rs`) at the
+//! server's first write after the handshake (a "." it sends at once) unless
+//! the input turns that off; the client sends
 //! KeyUpdates (update_requested) between writes where the input says, so
 //! the loop's answer and key changes meet every cut.
 #![no_main]
@@ -111,6 +112,8 @@ fuzz_target!(|input: Input| {
     let mut sent_plain = Vec::new();
     let mut writes = input.writes.iter().take(16).enumerate();
     let mut closed = false;
+    // Whether the server wrote its "." and whether the peer had closed then.
+    let mut hello: Option<bool> = None;
     for _round in 0..64 {
         if !client.is_handshaking() && !closed {
             match writes.next() {
@@ -151,6 +154,10 @@ fuzz_target!(|input: Input| {
             }
             rest = &rest[n..];
         }
+        if hello.is_none() && !server.is_handshaking() {
+            server.write(b".").unwrap();
+            hello = Some(server.peer_closed());
+        }
         if !server_to_client(&mut peer, &mut client) {
             assert!(corrupt, "the client refused the server's records");
             return;
@@ -165,24 +172,21 @@ fuzz_target!(|input: Input| {
         return;
     }
     assert!(!server.is_handshaking(), "the handshake did not complete");
-    // TLS 1.3 hands off once the handshake's last record is read with no
-    // ciphertext held, which every round ends with, unless the client's
-    // close_notify comes in the same round (no writes) cut mid-record.
-    if !(input.close_notify && input.writes.is_empty()) {
-        assert_eq!(
-            server.handed_off(),
-            !input.tls12 && !input.rustls_records,
-            "hand-off: {input:?}"
-        );
-    }
+    // TLS 1.3 hands off at the "." (every round ends with whole records
+    // read), unless the peer had closed by then.
+    assert_eq!(
+        server.handed_off(),
+        !input.tls12 && !input.rustls_records && hello == Some(false),
+        "hand-off: {input:?}"
+    );
     assert_eq!(server.plaintext(), &sent_plain[..], "plaintext differs");
     assert_eq!(server.peer_closed(), input.close_notify);
     // And back: the server's writes reach the client intact.
     server.write(b"pong").unwrap();
     assert!(server_to_client(&mut peer, &mut client));
-    let mut back = [0u8; 4];
+    let mut back = [0u8; 5];
     if server.queued() == 0 {
         client.reader().read_exact(&mut back).unwrap();
-        assert_eq!(&back, b"pong");
+        assert_eq!(&back, b".pong");
     }
 });

@@ -59,6 +59,10 @@ fn pair(tls12: bool, own_record_layer: bool) -> Pair {
     };
     pair.exchange().unwrap();
     assert!(!pair.server.is_handshaking());
+    // The hand-off comes with the first write of application data.
+    pair.server.write(b"hello").unwrap();
+    pair.exchange().unwrap();
+    assert_eq!(pair.client_reads(), b"hello");
     pair
 }
 
@@ -196,4 +200,61 @@ fn close_notify_ends_the_stream() {
     p.exchange().unwrap();
     assert!(p.server.peer_closed());
     assert!(p.server.plaintext().ends_with(b"last"));
+}
+
+/// The peer's KeyUpdate (update_requested) arriving with the handshake's
+/// last record: rustls holds its answer until the next application data,
+/// so the hand-off waits for that write (a fuzz finding).
+#[test]
+fn a_key_update_before_the_first_write_is_answered_before_the_hand_off() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let config = Arc::new(
+        super::ServerTls::from_pem(
+            cert.cert.pem().as_bytes(),
+            cert.key_pair.serialize_pem().as_bytes(),
+        )
+        .unwrap()
+        .build()
+        .unwrap(),
+    );
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let client_config = ClientConfig::builder_with_provider(super::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = ClientConnection::new(
+        Arc::new(client_config),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let (peer, socket) = UnixStream::pair().unwrap();
+    socket.set_nonblocking(true).unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let server = ServerSide::new(&config, socket.into()).unwrap();
+    let mut p = Pair {
+        client,
+        server,
+        peer,
+        received: Vec::new(),
+    };
+    // ClientHello out, the server's flight back: the client is done.
+    let mut hello = Vec::new();
+    p.client.write_tls(&mut hello).unwrap();
+    p.server.feed(&hello).unwrap();
+    let mut flight = vec![0u8; 64 * 1024];
+    let n = p.peer.read(&mut flight).unwrap();
+    p.client.read_tls(&mut &flight[..n]).unwrap();
+    p.client.process_new_packets().unwrap();
+    assert!(!p.client.is_handshaking());
+    // Finished and a KeyUpdate in one read.
+    p.client.refresh_traffic_keys().unwrap();
+    p.exchange().unwrap();
+    assert!(!p.server.handed_off());
+    p.server.write(b"pong").unwrap();
+    assert!(p.server.handed_off());
+    p.exchange().unwrap();
+    assert_eq!(p.client_reads(), b"pong");
+    p.round_trip(b"ping", b"pong again");
 }

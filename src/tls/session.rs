@@ -261,7 +261,11 @@ impl TlsSession {
     /// Takes the record layer from rustls once that is safe: the handshake
     /// is complete, TLS 1.3 with a suite this crate seals, rustls owes the
     /// peer nothing, and no ciphertext is held (rustls may have decrypted
-    /// part of a message in place there). Until then rustls goes on.
+    /// part of a message in place there). Called only right after rustls
+    /// sealed application data: rustls holds its answer to the peer's
+    /// KeyUpdate (already under the old key, its write key already moved)
+    /// until the next application data, which `wants_write` does not show,
+    /// so only then is nothing held back. Until then rustls goes on.
     fn hand_off(&mut self) -> std::result::Result<(), rustls::Error> {
         let Some(common) = self.side.common() else {
             return Ok(());
@@ -434,7 +438,6 @@ impl TlsSession {
         if plain > 0 {
             self.handoff_countdown = self.handoff_countdown.saturating_sub(1);
         }
-        self.hand_off()?;
         let more = stop == Stop::Full || !self.plain_rest.is_empty();
         Ok(Pumped {
             plain,
@@ -516,7 +519,16 @@ impl TlsSession {
         {
             let notified = &mut self.close_notified;
             match with_side!(&mut self.side, c => seal_open(c, bufs, sink, notified), None) {
-                Some(Ok(())) => return Ok(()),
+                Some(Ok(())) => {
+                    if bufs.iter().any(|b| !b.is_empty()) {
+                        // The write went out; a failed hand-off fails the
+                        // session, which the next read or write reports.
+                        if let Err(e) = self.hand_off() {
+                            log::debug!("TLS record layer hand-off failed: {e}");
+                        }
+                    }
+                    return Ok(());
+                }
                 Some(Err(Fault::Io(e))) => return Err(Error::io("write", e)),
                 Some(Err(Fault::Tls(e))) => return Err(Error::Tls(e)),
                 None => {}
