@@ -248,9 +248,11 @@ fn a_key_update_before_the_first_write_is_answered_before_the_hand_off() {
     p.client.read_tls(&mut &flight[..n]).unwrap();
     p.client.process_new_packets().unwrap();
     assert!(!p.client.is_handshaking());
-    // Finished and a KeyUpdate in one read.
+    // Finished, a KeyUpdate and application data in one read.
     p.client.refresh_traffic_keys().unwrap();
+    p.client.writer().write_all(&[64]).unwrap();
     p.exchange().unwrap();
+    assert_eq!(p.server.plaintext(), [64]);
     assert!(!p.server.handed_off());
     p.server.write(b"pong").unwrap();
     assert!(p.server.handed_off());

@@ -258,6 +258,17 @@ impl TlsSession {
         matches!(self.side, Side::Handed(_))
     }
 
+    /// After rustls sealed `bufs` (see [`hand_off`](Self::hand_off)): the
+    /// write went out, so a failed hand-off fails the session, which the
+    /// next read or write reports.
+    fn hand_off_after(&mut self, bufs: &[&[u8]]) {
+        if bufs.iter().any(|b| !b.is_empty()) {
+            if let Err(e) = self.hand_off() {
+                log::debug!("TLS record layer hand-off failed: {e}");
+            }
+        }
+    }
+
     /// Takes the record layer from rustls once that is safe: the handshake
     /// is complete, TLS 1.3 with a suite this crate seals, rustls owes the
     /// peer nothing, and no ciphertext is held (rustls may have decrypted
@@ -520,13 +531,7 @@ impl TlsSession {
             let notified = &mut self.close_notified;
             match with_side!(&mut self.side, c => seal_open(c, bufs, sink, notified), None) {
                 Some(Ok(())) => {
-                    if bufs.iter().any(|b| !b.is_empty()) {
-                        // The write went out; a failed hand-off fails the
-                        // session, which the next read or write reports.
-                        if let Err(e) = self.hand_off() {
-                            log::debug!("TLS record layer hand-off failed: {e}");
-                        }
-                    }
+                    self.hand_off_after(bufs);
                     return Ok(());
                 }
                 Some(Err(Fault::Io(e))) => return Err(Error::io("write", e)),
@@ -535,7 +540,10 @@ impl TlsSession {
             }
         }
         match self.run(Job::Seal(bufs), sink) {
-            Ok(Stop::Idle | Stop::Full) => Ok(()),
+            Ok(Stop::Idle | Stop::Full) => {
+                self.hand_off_after(bufs);
+                Ok(())
+            }
             Ok(Stop::Handshaking) => {
                 let len: usize = bufs.iter().map(|b| b.len()).sum();
                 if self.early.len() + len > TLS_BUFFER_LIMIT {
