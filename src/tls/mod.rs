@@ -155,9 +155,10 @@ pub struct TlsOptions {
     /// ChaCha20-Poly1305), the loop takes the record layer from rustls (as
     /// kTLS would) and seals and opens records in place with `ring`; rustls
     /// keeps the key schedule (key updates, session tickets). The hand-off
-    /// comes after the connection's first 32 reads and writes of
-    /// application data (it costs about what rustls spends on 25 small
-    /// records, so short connections skip it). Default on:
+    /// comes at a write after the connection's first 32 reads and writes
+    /// of application data (fewer when they are large: it costs about what
+    /// rustls spends on 25 small records or 3 full ones, so short
+    /// connections skip it). Default on:
     /// it saves rustls's per-record copy and allocation (~25 % of a TLS echo
     /// server's user-space instructions). Only for configs with
     /// `enable_secret_extraction` set, as [`ServerTls`] and

@@ -204,11 +204,16 @@ pub(crate) struct Pumped {
 }
 
 /// Reads (with plaintext) and writes of application data through rustls
-/// before the record layer is handed off: the hand-off costs about as many
-/// instructions as rustls's record layer spends on ~25 small records
-/// (~47,000: rustls derives the keys again; callgrind, TLS 1.3 AES-256-GCM),
-/// so a connection that carries a message or two never pays for it.
+/// before the record layer is handed off, each counting one unit plus one
+/// per [`HANDOFF_BYTES_PER_UNIT`]: the hand-off costs about as many
+/// instructions as rustls's record layer spends on ~25 small records or 3
+/// full ones (~47,000: rustls derives the keys again; callgrind, TLS 1.3
+/// AES-256-GCM; rustls's copy grows with the record), so a connection that
+/// carries a message or two never pays for it.
 const HANDOFF_AFTER: u32 = 32;
+
+/// Bytes of a read or write that count one more unit toward the hand-off.
+const HANDOFF_BYTES_PER_UNIT: usize = 2048;
 
 /// The most ciphertext a session keeps waiting for the rest of a record or
 /// handshake message (rustls refuses larger ones before this is reached).
@@ -256,6 +261,12 @@ impl TlsSession {
     /// Whether the record layer was taken from rustls.
     pub(crate) fn handed_off(&self) -> bool {
         matches!(self.side, Side::Handed(_))
+    }
+
+    /// Counts a read or write of `len` bytes toward the hand-off.
+    fn count_toward_handoff(&mut self, len: usize) {
+        let units = 1 + (len / HANDOFF_BYTES_PER_UNIT).min(HANDOFF_AFTER as usize) as u32;
+        self.handoff_countdown = self.handoff_countdown.saturating_sub(units);
     }
 
     /// After rustls sealed `bufs` (see [`hand_off`](Self::hand_off)): the
@@ -447,7 +458,7 @@ impl TlsSession {
             self.pending = Vec::new();
         }
         if plain > 0 {
-            self.handoff_countdown = self.handoff_countdown.saturating_sub(1);
+            self.count_toward_handoff(plain);
         }
         let more = stop == Stop::Full || !self.plain_rest.is_empty();
         Ok(Pumped {
@@ -510,7 +521,7 @@ impl TlsSession {
     /// to [`TLS_BUFFER_LIMIT`]) to send once it has.
     pub(crate) fn write(&mut self, bufs: &[&[u8]], sink: &mut SocketSink<'_>) -> Result<()> {
         self.abandoned = false;
-        self.handoff_countdown = self.handoff_countdown.saturating_sub(1);
+        self.count_toward_handoff(bufs.iter().map(|b| b.len()).sum());
         if matches!(self.side, Side::Handed(_)) {
             if let Some(e) = &self.failed {
                 return Err(Error::Tls(e.clone()));
