@@ -277,13 +277,22 @@ fn records_larger_than_the_read_buffer_arrive_in_pieces() {
 /// both ways, on small and record-spanning messages.
 #[test]
 fn key_updates_in_mid_stream() {
-    let server = echo_server(1, |b| b);
+    echo_through_key_updates(echo_server(1, |b| b), false);
+}
+
+/// Echoes through 4 key updates from the client (5 B and 20 KB in turn),
+/// after one round trip or after `past_the_hand_off`'s.
+fn echo_through_key_updates(server: EchoServer, warm_up: bool) {
     let mut s = server.client();
     assert_eq!(
         s.conn.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
-    tls_round_trip(&mut s, b"under the first keys");
+    if warm_up {
+        past_the_hand_off(&mut s);
+    } else {
+        tls_round_trip(&mut s, b"under the first keys");
+    }
     for i in 0..4u64 {
         s.conn.refresh_traffic_keys().expect("a key update");
         tls_round_trip(&mut s, &payload(i, [5, 20_000][i as usize % 2]));
@@ -305,32 +314,14 @@ fn past_the_hand_off(s: &mut TlsClient) {
 /// the peer's, its update_requested is answered and the write key moves.
 #[test]
 fn key_updates_after_the_hand_off() {
-    let server = echo_server(1, |b| b);
-    let mut s = server.client();
-    past_the_hand_off(&mut s);
-    for i in 0..4u64 {
-        s.conn.refresh_traffic_keys().expect("a key update");
-        tls_round_trip(&mut s, &payload(i, [5, 20_000][i as usize % 2]));
-    }
-    drop(s);
-    assert_eq!(server.next_close(), "close eof");
-    server.running.stop();
+    echo_through_key_updates(echo_server(1, |b| b), true);
 }
 
-/// The same with the record layer left to rustls
+/// The same past the hand-off's point with the record layer left to rustls
 /// (`EngineBuilder::tls_own_record_layer(false)`).
 #[test]
 fn key_updates_in_mid_stream_on_rustls_records() {
-    let server = echo_server(1, |b| b.tls_own_record_layer(false));
-    let mut s = server.client();
-    tls_round_trip(&mut s, b"under the first keys");
-    for i in 0..3u64 {
-        s.conn.refresh_traffic_keys().expect("a key update");
-        tls_round_trip(&mut s, &payload(i, 20_000));
-    }
-    drop(s);
-    assert_eq!(server.next_close(), "close eof");
-    server.running.stop();
+    echo_through_key_updates(echo_server(1, |b| b.tls_own_record_layer(false)), true);
 }
 
 /// A record whose tag does not verify (after the handshake, so in the

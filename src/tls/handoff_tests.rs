@@ -19,7 +19,9 @@ struct Pair {
     received: Vec<u8>,
 }
 
-fn pair(tls12: bool, own_record_layer: bool) -> Pair {
+/// A server session and a rustls client (TLS 1.2 or 1.3) before the
+/// handshake.
+fn unconnected(tls12: bool, own_record_layer: bool) -> Pair {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let config = Arc::new(
         super::ServerTls::from_pem(
@@ -51,15 +53,20 @@ fn pair(tls12: bool, own_record_layer: bool) -> Pair {
     socket.set_nonblocking(true).unwrap();
     peer.set_nonblocking(true).unwrap();
     let server = ServerSide::with_record_layer(&config, socket.into(), own_record_layer).unwrap();
-    let mut pair = Pair {
+    Pair {
         client,
         server,
         peer,
         received: Vec::new(),
-    };
+    }
+}
+
+/// The same, handshake done and a first message sent by the server (the
+/// hand-off comes with the first write of application data).
+fn pair(tls12: bool, own_record_layer: bool) -> Pair {
+    let mut pair = unconnected(tls12, own_record_layer);
     pair.exchange().unwrap();
     assert!(!pair.server.is_handshaking());
-    // The hand-off comes with the first write of application data.
     pair.server.write(b"hello").unwrap();
     pair.exchange().unwrap();
     assert_eq!(pair.client_reads(), b"hello");
@@ -207,38 +214,7 @@ fn close_notify_ends_the_stream() {
 /// so the hand-off waits for that write (a fuzz finding).
 #[test]
 fn a_key_update_before_the_first_write_is_answered_before_the_hand_off() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let config = Arc::new(
-        super::ServerTls::from_pem(
-            cert.cert.pem().as_bytes(),
-            cert.key_pair.serialize_pem().as_bytes(),
-        )
-        .unwrap()
-        .build()
-        .unwrap(),
-    );
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let client_config = ClientConfig::builder_with_provider(super::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = ClientConnection::new(
-        Arc::new(client_config),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let (peer, socket) = UnixStream::pair().unwrap();
-    socket.set_nonblocking(true).unwrap();
-    peer.set_nonblocking(true).unwrap();
-    let server = ServerSide::new(&config, socket.into()).unwrap();
-    let mut p = Pair {
-        client,
-        server,
-        peer,
-        received: Vec::new(),
-    };
+    let mut p = unconnected(false, true);
     // ClientHello out, the server's flight back: the client is done.
     let mut hello = Vec::new();
     p.client.write_tls(&mut hello).unwrap();

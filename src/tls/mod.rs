@@ -47,6 +47,22 @@
 //! (`event_loop/tls_ring.rs`). A TLS connection then makes no system call
 //! of its own.
 //!
+//! # The record layer after the handshake
+//!
+//! Once an open TLS 1.3 session (AES-128-GCM, AES-256-GCM or
+//! ChaCha20-Poly1305) has carried a few dozen reads and writes, it takes
+//! the record layer from rustls, as kTLS would (`handoff.rs`, through
+//! rustls's kernel API): records are then opened in place in the loop's
+//! buffers and sealed into the thread's scratch buffer with `ring`, with
+//! no per-record allocation or extra copy; rustls keeps the key schedule
+//! (KeyUpdate secrets, a client's session tickets). The hand-off comes
+//! right after rustls sealed application data, so nothing it holds back
+//! (an answer to the peer's KeyUpdate) is lost, and only with no ciphertext
+//! held. Everything around it (sink, queue, back-pressure, close) is
+//! unchanged. TLS 1.2, other suites and configs without
+//! `enable_secret_extraction` stay on rustls;
+//! [`TlsOptions::own_record_layer`] turns it off.
+//!
 //! Plaintext is copied once into the loop's read buffer (rustls 0.23 hands
 //! a record's plaintext out of its own allocation), where plain TCP would
 //! have copied it out of the kernel; a connection keeps only what its
@@ -99,12 +115,13 @@
 //!
 //! Kernel TLS (the kernel doing the record layer after the handshake) is not
 //! possible on the kernels this is developed on (built without
-//! `CONFIG_TLS`). The design leaves room for it: after the handshake, rustls
-//! can export the traffic secrets (`dangerous_extract_secrets`), the loop
-//! would set `TCP_ULP "tls"` and the keys on the socket, and the connection
-//! would then take the plain TCP read and write paths, because the session
-//! is a hook on the connection (`ConnEntry::tls`) rather than a different
-//! kind of connection.
+//! `CONFIG_TLS`). The design leaves room for it: the hand-off above is the
+//! same step kTLS takes (the secrets and sequence numbers from rustls's
+//! kernel API); the loop would set `TCP_ULP "tls"` and the keys on the
+//! socket instead of keeping them, and the connection would then take the
+//! plain TCP read and write paths, because the session is a hook on the
+//! connection (`ConnEntry::tls`) rather than a different kind of
+//! connection.
 
 mod config;
 mod entry;
