@@ -353,6 +353,14 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
+    /// Whether open TLS 1.3 sessions seal and open their records in the
+    /// loop, with the record layer taken from rustls after the handshake
+    /// (default `true`; see [`TlsOptions::own_record_layer`](crate::TlsOptions::own_record_layer)).
+    pub fn tls_own_record_layer(mut self, on: bool) -> Self {
+        self.options.tls.own_record_layer = on;
+        self
+    }
+
     /// Checks the settings, binds every listener and creates every mailbox.
     /// Nothing runs yet; the real addresses are in [`Engine::handle`]'s
     /// [`EngineHandle::local_addrs`].

@@ -277,18 +277,77 @@ fn records_larger_than_the_read_buffer_arrive_in_pieces() {
 /// both ways, on small and record-spanning messages.
 #[test]
 fn key_updates_in_mid_stream() {
-    let server = echo_server(1, |b| b);
+    echo_through_key_updates(echo_server(1, |b| b), false);
+}
+
+/// Echoes through 4 key updates from the client (5 B and 20 KB in turn),
+/// after one round trip or after `past_the_hand_off`'s.
+fn echo_through_key_updates(server: EchoServer, warm_up: bool) {
     let mut s = server.client();
     assert_eq!(
         s.conn.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
-    tls_round_trip(&mut s, b"under the first keys");
+    if warm_up {
+        past_the_hand_off(&mut s);
+    } else {
+        tls_round_trip(&mut s, b"under the first keys");
+    }
     for i in 0..4u64 {
         s.conn.refresh_traffic_keys().expect("a key update");
         tls_round_trip(&mut s, &payload(i, [5, 20_000][i as usize % 2]));
     }
     drop(s);
+    assert_eq!(server.next_close(), "close eof");
+    server.running.stop();
+}
+
+/// Enough round trips for the session to hand its record layer off (it
+/// does after 32 reads and writes; see `TlsOptions::own_record_layer`).
+fn past_the_hand_off(s: &mut TlsClient) {
+    for i in 0..40u64 {
+        tls_round_trip(s, &payload(i, 1 + i as usize * 37));
+    }
+}
+
+/// Key updates once the loop runs the record layer: the read key follows
+/// the peer's, its update_requested is answered and the write key moves.
+#[test]
+fn key_updates_after_the_hand_off() {
+    echo_through_key_updates(echo_server(1, |b| b), true);
+}
+
+/// The same past the hand-off's point with the record layer left to rustls
+/// (`EngineBuilder::tls_own_record_layer(false)`).
+#[test]
+fn key_updates_in_mid_stream_on_rustls_records() {
+    echo_through_key_updates(echo_server(1, |b| b.tls_own_record_layer(false)), true);
+}
+
+/// A record whose tag does not verify (after the handshake, so in the
+/// loop's own record layer) closes that connection with the TLS reason and
+/// a bad_record_mac alert; the other connection goes on.
+#[test]
+fn a_corrupted_record_closes_only_its_connection() {
+    let server = echo_server(1, |b| b);
+    let mut good = server.client();
+    let mut bad = server.client();
+    past_the_hand_off(&mut good);
+    past_the_hand_off(&mut bad);
+    bad.conn.writer().write_all(b"to be corrupted").unwrap();
+    let mut record = Vec::new();
+    while bad.conn.wants_write() {
+        bad.conn.write_tls(&mut record).unwrap();
+    }
+    let last = record.len() - 1;
+    record[last] ^= 0x5a;
+    bad.sock.write_all(&record).unwrap();
+    assert_eq!(server.next_close(), "close tls: DecryptError");
+    let mut rest = Vec::new();
+    let e = bad.read_to_end(&mut rest).unwrap_err();
+    assert!(e.to_string().contains("BadRecordMac"), "{e}");
+    tls_round_trip(&mut good, b"after");
+    drop(good);
     assert_eq!(server.next_close(), "close eof");
     server.running.stop();
 }
@@ -628,6 +687,71 @@ fn openssl_s_client_tls12_and_tls13() {
     server.running.stop();
 }
 
+/// openssl s_client's KeyUpdate commands once the loop runs the record
+/// layer: `K` (update_requested: the loop answers with its own and changes
+/// its write key, or s_client could not read the echoes after it) and `k`.
+#[test]
+fn openssl_s_client_key_updates_after_the_hand_off() {
+    if !have_tool("openssl", "openssl") {
+        return;
+    }
+    let server = echo_server(1, |b| b);
+    let dir = TempDir::new("tls-openssl-k");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, server.pki.ca.pem()).unwrap();
+    let mut child = Command::new("timeout")
+        .args(["20", "openssl", "s_client", "-brief", "-tls1_3"])
+        .arg("-CAfile")
+        .arg(&ca)
+        .args(["-servername", "localhost", "-connect"])
+        .arg(server.addr().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // s_client reports each command on stderr; the next line may be written
+    // only after it took the command (a read of stdin holding the command
+    // and more text would drop the text).
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (lines_tx, lines) = unbounded();
+    let reader = thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut echo = |stdin: &mut std::process::ChildStdin, line: &str| {
+        stdin.write_all(line.as_bytes()).unwrap();
+        let mut back = vec![0u8; line.len()];
+        stdout.read_exact(&mut back).expect("the echo");
+        assert_eq!(String::from_utf8_lossy(&back), line);
+    };
+    // Past the hand-off (32 reads and writes), one record each way at a time.
+    for i in 0..40 {
+        echo(&mut stdin, &format!("line {i}\n"));
+    }
+    for command in ["K\n", "k\n", "K\n"] {
+        stdin.write_all(command.as_bytes()).unwrap();
+        loop {
+            let line = lines.recv_timeout(PATIENCE).expect("s_client's KEYUPDATE");
+            if line == "KEYUPDATE" {
+                break;
+            }
+        }
+        for i in 0..3 {
+            echo(&mut stdin, &format!("after {} {i}\n", command.trim()));
+        }
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    assert_eq!(server.next_close(), "close eof");
+    server.running.stop();
+}
+
 /// Client certificates: required by the server; a client without one is
 /// refused (the handler hears why), a client with one is let in and its
 /// certificate is visible.
@@ -860,6 +984,45 @@ fn a_client_that_never_reads_is_timed_out() {
 }
 
 // ----- dialling -----
+
+/// A dialled connection whose config allows secret extraction hands its
+/// record layer to the loop as a server session does (after 32 reads and
+/// writes) and goes on carrying data both ways, byte-exact.
+#[test]
+fn a_dialled_connection_hands_off_and_carries_data_both_ways() {
+    let server = echo_server(1, |b| b);
+    let (tx, rx) = unbounded::<Vec<u8>>();
+    let mut config = server.pki.client_config();
+    config.enable_secret_extraction = true;
+    let client = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(move |conn| {
+                let _ = tx.send(conn.read_all().to_vec());
+                Action::None
+            })
+            .builder()
+            .loops(1)
+            .tls_client(config),
+    );
+    let handle = client
+        .engine
+        .dial(format!("tls://localhost:{}", server.addr().port()))
+        .wait()
+        .expect("dial and handshake");
+    for i in 0..60u64 {
+        let data = payload(i, 1 + (i as usize * 997) % 40_000);
+        handle.write(data.clone()).wait().unwrap();
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            got.extend(rx.recv_timeout(PATIENCE).unwrap());
+        }
+        assert!(got == data, "round {i}: {} bytes back", got.len());
+    }
+    handle.close().unwrap();
+    assert_eq!(server.next_close(), "close eof");
+    client.stop();
+    server.running.stop();
+}
 
 #[test]
 fn engine_dials_tls_and_verifies_the_server() {

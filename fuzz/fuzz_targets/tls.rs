@@ -5,7 +5,12 @@
 //! handshake completes and the plaintext delivered is exactly what the
 //! client sent, whatever the cuts; corrupted input ends in a TLS error, and
 //! what plaintext got through before it is a prefix of what was sent (every
-//! record is authenticated: a flipped byte never becomes plaintext).
+//! record is authenticated: a flipped byte never becomes plaintext). TLS 1.3
+//! sessions hand their record layer to the loop (`tls/handoff.rs`) at the
+//! server's first write after the handshake (a "." it sends at once) unless
+//! the input turns that off; the client sends
+//! KeyUpdates (update_requested) between writes where the input says, so
+//! the loop's answer and key changes meet every cut.
 #![no_main]
 
 use std::io::Read;
@@ -28,6 +33,10 @@ struct Input {
     /// Bytes to corrupt: (offset into the stream, xor mask).
     flips: Vec<(u16, u8)>,
     close_notify: bool,
+    /// Leave the record layer to rustls.
+    rustls_records: bool,
+    /// Before which writes the client updates its keys (bit i: write i).
+    key_updates: u16,
 }
 
 struct Configs {
@@ -90,7 +99,9 @@ fuzz_target!(|input: Input| {
     let (ours, mut peer) = UnixStream::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
     peer.set_nonblocking(true).unwrap();
-    let mut server = ServerSide::new(&configs.server, ours.into()).unwrap();
+    let mut server =
+        ServerSide::with_record_layer(&configs.server, ours.into(), !input.rustls_records)
+            .unwrap();
     let config = if input.tls12 { &configs.tls12 } else { &configs.tls13 };
     let mut client =
         ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
@@ -99,12 +110,17 @@ fuzz_target!(|input: Input| {
     let mut cuts = input.cuts.iter().map(|&c| usize::from(c % 2048) + 1).cycle();
     let mut offset = 0usize; // position in the client's byte stream
     let mut sent_plain = Vec::new();
-    let mut writes = input.writes.iter().take(16);
+    let mut writes = input.writes.iter().take(16).enumerate();
     let mut closed = false;
+    // Whether the server wrote its "." and whether the peer had closed then.
+    let mut hello: Option<bool> = None;
     for _round in 0..64 {
         if !client.is_handshaking() && !closed {
             match writes.next() {
-                Some(w) => {
+                Some((i, w)) => {
+                    if input.key_updates & (1 << i) != 0 && !input.tls12 {
+                        client.refresh_traffic_keys().unwrap();
+                    }
                     let w = &w[..w.len().min(8192)];
                     use std::io::Write;
                     client.writer().write_all(w).unwrap();
@@ -138,6 +154,10 @@ fuzz_target!(|input: Input| {
             }
             rest = &rest[n..];
         }
+        if hello.is_none() && !server.is_handshaking() {
+            server.write(b".").unwrap();
+            hello = Some(server.peer_closed());
+        }
         if !server_to_client(&mut peer, &mut client) {
             assert!(corrupt, "the client refused the server's records");
             return;
@@ -152,14 +172,21 @@ fuzz_target!(|input: Input| {
         return;
     }
     assert!(!server.is_handshaking(), "the handshake did not complete");
+    // TLS 1.3 hands off at the "." (every round ends with whole records
+    // read), unless the peer had closed by then.
+    assert_eq!(
+        server.handed_off(),
+        !input.tls12 && !input.rustls_records && hello == Some(false),
+        "hand-off: {input:?}"
+    );
     assert_eq!(server.plaintext(), &sent_plain[..], "plaintext differs");
     assert_eq!(server.peer_closed(), input.close_notify);
     // And back: the server's writes reach the client intact.
     server.write(b"pong").unwrap();
     assert!(server_to_client(&mut peer, &mut client));
-    let mut back = [0u8; 4];
+    let mut back = [0u8; 5];
     if server.queued() == 0 {
         client.reader().read_exact(&mut back).unwrap();
-        assert_eq!(&back, b"pong");
+        assert_eq!(&back, b".pong");
     }
 });

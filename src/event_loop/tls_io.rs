@@ -49,7 +49,10 @@ impl<H: EventHandler> EventLoop<H> {
             .ok_or(Error::InvalidConfig(
                 "a tls:// listener needs EngineBuilder::tls_server".into(),
             ))?;
-        entry.tls = Some(Box::new(TlsSession::server(config)?));
+        entry.tls = Some(Box::new(TlsSession::server(
+            config,
+            self.settings.tls.own_record_layer,
+        )?));
         Ok(())
     }
 
@@ -63,8 +66,9 @@ impl<H: EventHandler> EventLoop<H> {
             return Ok(None);
         };
         let session = match (connector, &self.settings.tls.client) {
-            (Some(connector), _) => connector.session(host)?,
-            (None, Some(config)) => TlsConnector::new(config.clone()).session(host)?,
+            (Some(connector), _) => connector.session(host, self.settings.tls.own_record_layer)?,
+            (None, Some(config)) => TlsConnector::new(config.clone())
+                .session(host, self.settings.tls.own_record_layer)?,
             (None, None) => {
                 return Err(Error::InvalidConfig(
                     "a tls:// dial needs EngineBuilder::tls_client or a TlsConnector".into(),
@@ -102,7 +106,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.tls_in = vec![0; self.read_buf.len().max(MIN_TLS_READ)];
         }
         let entry = self.conns.get_mut(key)?;
-        let n = match sysio::read(entry.fd.as_fd(), &mut self.tls_in) {
+        let n = match sysio::recv(entry.fd.as_fd(), &mut self.tls_in) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) => {

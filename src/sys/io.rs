@@ -131,6 +131,38 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     })
 }
 
+/// Receives into `buf` from a connected stream socket; `Ok(0)` is end of
+/// stream (or an empty `buf`).
+///
+/// A raw `recvfrom(2)` without an address, as [`read`] is a raw `read(2)`:
+/// on a socket it takes the kernel's socket path directly, without
+/// `read(2)`'s file layer (`vfs_read`, `rw_verify_area`, `fdget_pos`), which
+/// `perf` puts at ~1.5 % of a TLS echo server's CPU
+/// (`benches/results/tlsr-session8-20261205.md`). Only for sockets.
+#[inline]
+#[allow(unsafe_code)] // a raw recvfrom(2)
+pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    retry_raw(|| {
+        // SAFETY: `fd` is a descriptor borrowed for the call, and `buf` is
+        // writable memory of `buf.len()` bytes that nothing else touches
+        // while the call runs; the kernel writes at most that many bytes.
+        // No address is asked for (null pointers, as recv(2) passes).
+        unsafe {
+            syscall6(
+                libc::SYS_recvfrom,
+                [
+                    libc::c_long::from(fd.as_raw_fd()),
+                    buf.as_mut_ptr() as libc::c_long,
+                    buf.len() as libc::c_long,
+                    0, // no flags
+                    0, // no address
+                    0,
+                ],
+            )
+        }
+    })
+}
+
 /// Sends from `buf` on a connected socket without raising `SIGPIPE`.
 ///
 /// Like [`read`], a raw `sendto(2)` rather than glibc's cancellable `send`.
@@ -459,5 +491,25 @@ mod tests {
         assert_eq!(read_exact(&server, 4), b"abcd");
         write(server.as_fd(), b"back").unwrap();
         assert_eq!(read_exact(&client, 4), b"back");
+    }
+
+    #[test]
+    fn recv_reads_would_blocks_and_sees_end_of_stream() {
+        let (client, server) = tcp_pair();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            recv(server.as_fd(), &mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        write(client.as_fd(), b"hello").unwrap();
+        wait_ready(server.as_fd(), Interest::READABLE);
+        let mut small = [0u8; 3];
+        assert_eq!(recv(server.as_fd(), &mut small).unwrap(), 3);
+        assert_eq!(&small, b"hel");
+        assert_eq!(recv(server.as_fd(), &mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"lo");
+        drop(client);
+        wait_ready(server.as_fd(), Interest::READABLE);
+        assert_eq!(recv(server.as_fd(), &mut buf).unwrap(), 0);
     }
 }

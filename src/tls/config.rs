@@ -114,11 +114,15 @@ fn roots_from_pem(pem: &[u8], what: &str) -> Result<RootCertStore> {
 /// ```
 pub fn client_config(ca_pem: &[u8]) -> Result<ClientConfig> {
     let roots = roots_from_pem(ca_pem, "CA certificates")?;
-    Ok(ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(Error::Tls)?
         .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_no_client_auth();
+    // Lets an open TLS 1.3 session's record layer be handed to the loop
+    // (see `TlsOptions::own_record_layer`); nothing else reads the secrets.
+    config.enable_secret_extraction = true;
+    Ok(config)
 }
 
 /// Builds a [`rustls::ServerConfig`] from PEM: a default certificate, more
@@ -270,6 +274,8 @@ impl ServerTls {
         };
         let mut config = builder.with_cert_resolver(Arc::new(self.certs));
         config.alpn_protocols = self.alpn;
+        // See `client_config`.
+        config.enable_secret_extraction = true;
         Ok(config)
     }
 }

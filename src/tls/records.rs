@@ -101,7 +101,7 @@ pub(super) struct Plain<'a> {
 }
 
 impl Plain<'_> {
-    fn put(&mut self, data: &[u8]) {
+    pub(super) fn put(&mut self, data: &[u8]) {
         let n = if self.rest.is_empty() {
             data.len().min(self.out.len() - self.len)
         } else {
@@ -114,7 +114,7 @@ impl Plain<'_> {
         }
     }
 
-    fn full(&self) -> bool {
+    pub(super) fn full(&self) -> bool {
         self.len == self.out.len() || !self.rest.is_empty()
     }
 }
@@ -132,7 +132,7 @@ pub(super) struct Tx<'s, 'a> {
 
 impl Tx<'_, '_> {
     /// Hands the encoded handshake records to the sink (if there is one).
-    fn flush_handshake(&mut self) -> io::Result<()> {
+    pub(super) fn flush_handshake(&mut self) -> io::Result<()> {
         if let Some(sink) = self.sink.as_deref_mut() {
             if !self.handshake.is_empty() {
                 sink.put(self.handshake)?;

@@ -18,6 +18,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::UnbufferedServerConnection;
 use rustls::{ClientConfig, CommonState, ServerConfig};
 
+use super::handoff::{self, Handoff, Opened};
 use super::records::{drain_alerts, drive, seal_open, Fault, Job, Plain, Stop, Tx};
 use super::sink::SocketSink;
 use super::{sni, TLS_BUFFER_LIMIT};
@@ -69,7 +70,7 @@ impl TlsConnector {
 
     /// A client session for a dial to `host` (the address's host, used
     /// unless a name was given).
-    pub(crate) fn session(&self, host: &str) -> Result<TlsSession> {
+    pub(crate) fn session(&self, host: &str, own_record_layer: bool) -> Result<TlsSession> {
         let name = match &self.name {
             Some(name) => name.clone(),
             None => ServerName::try_from(host.to_string()).map_err(|e| {
@@ -78,7 +79,8 @@ impl TlsConnector {
         };
         let conn =
             UnbufferedClientConnection::new(self.config.clone(), name).map_err(Error::Tls)?;
-        Ok(TlsSession::new(Side::Client(conn)))
+        let handoff = own_record_layer && self.config.enable_secret_extraction;
+        Ok(TlsSession::new(Side::Client(conn), handoff))
     }
 }
 
@@ -99,24 +101,52 @@ enum Phase {
 enum Side {
     Server(UnbufferedServerConnection),
     Client(UnbufferedClientConnection),
+    /// The record layer was taken from rustls after the handshake
+    /// ([`TlsOptions::own_record_layer`](super::TlsOptions::own_record_layer)).
+    Handed(Box<Handed>),
+    /// Only while [`TlsSession::hand_off`] moves the rustls side out (and
+    /// after, if rustls refused: the session has failed).
+    Gone,
 }
 
-/// Runs `$body` with `$c` bound to whichever side the session is.
+/// A handed-off session: its record layer, and what a handler may read
+/// of the session (rustls's `CommonState` is gone).
+struct Handed {
+    layer: Handoff,
+    alpn: Option<Vec<u8>>,
+    peer_certificates: Option<Vec<CertificateDer<'static>>>,
+    version: Option<rustls::ProtocolVersion>,
+    suite: Option<rustls::SupportedCipherSuite>,
+}
+
+/// Runs `$body` with `$c` bound to whichever rustls side the session is,
+/// `$handed` if it was handed off.
 macro_rules! with_side {
-    ($side:expr, $c:ident => $body:expr) => {
+    ($side:expr, $c:ident => $body:expr, $handed:expr) => {
         match $side {
             Side::Server($c) => $body,
             Side::Client($c) => $body,
+            Side::Handed(_) | Side::Gone => $handed,
         }
     };
 }
 
 impl Side {
-    fn common(&self) -> &CommonState {
+    /// rustls's state, until the session is handed off.
+    fn common(&self) -> Option<&CommonState> {
         match self {
-            Side::Server(c) => c,
-            Side::Client(c) => c,
+            Side::Server(c) => Some(c),
+            Side::Client(c) => Some(c),
+            Side::Handed(_) | Side::Gone => None,
         }
+    }
+
+    fn is_handshaking(&self) -> bool {
+        self.common().is_some_and(CommonState::is_handshaking)
+    }
+
+    fn wants_write(&self) -> bool {
+        self.common().is_some_and(CommonState::wants_write)
     }
 }
 
@@ -156,6 +186,11 @@ pub(crate) struct TlsSession {
     /// The session failed with this error: nothing is read or written
     /// any more, only the alert it owes is sent.
     failed: Option<rustls::Error>,
+    /// The record layer is to be taken from rustls once the handshake is
+    /// done and the session allows it (see [`Self::hand_off`]).
+    handoff: bool,
+    /// Reads and writes of application data left before the hand-off.
+    handoff_countdown: u32,
 }
 
 /// What [`TlsSession::pump`] got out of the session.
@@ -168,15 +203,27 @@ pub(crate) struct Pumped {
     pub(crate) more: bool,
 }
 
+/// Reads (with plaintext) and writes of application data through rustls
+/// before the record layer is handed off, each counting one unit plus one
+/// per [`HANDOFF_BYTES_PER_UNIT`]: the hand-off costs about as many
+/// instructions as rustls's record layer spends on ~25 small records or 3
+/// full ones (~47,000: rustls derives the keys again; callgrind, TLS 1.3
+/// AES-256-GCM; rustls's copy grows with the record), so a connection that
+/// carries a message or two never pays for it.
+const HANDOFF_AFTER: u32 = 32;
+
+/// Bytes of a read or write that count one more unit toward the hand-off.
+const HANDOFF_BYTES_PER_UNIT: usize = 2048;
+
 /// The most ciphertext a session keeps waiting for the rest of a record or
 /// handshake message (rustls refuses larger ones before this is reached).
 const MAX_PENDING: usize = 96 * 1024;
 
 impl TlsSession {
-    fn new(side: Side) -> Self {
+    fn new(side: Side, handoff: bool) -> Self {
         let sni = match side {
             Side::Server(_) => SniState::Unread,
-            Side::Client(_) => SniState::Read(None),
+            Side::Client(_) | Side::Handed(_) | Side::Gone => SniState::Read(None),
         };
         Self {
             side,
@@ -192,13 +239,97 @@ impl TlsSession {
             early: Vec::new(),
             close_notified: false,
             failed: None,
+            handoff,
+            handoff_countdown: HANDOFF_AFTER,
         }
     }
 
-    /// A server session under `config`.
-    pub(crate) fn server(config: &Arc<ServerConfig>) -> Result<Self> {
+    /// Hands the record layer off as soon as the handshake allows, without
+    /// waiting for [`HANDOFF_AFTER`] reads and writes (tests, fuzzing).
+    pub(crate) fn hand_off_at_once(&mut self) {
+        self.handoff_countdown = 0;
+    }
+
+    /// A server session under `config`; `own_record_layer`: see
+    /// [`TlsOptions::own_record_layer`](super::TlsOptions::own_record_layer).
+    pub(crate) fn server(config: &Arc<ServerConfig>, own_record_layer: bool) -> Result<Self> {
         let conn = UnbufferedServerConnection::new(config.clone()).map_err(Error::Tls)?;
-        Ok(Self::new(Side::Server(conn)))
+        let handoff = own_record_layer && config.enable_secret_extraction;
+        Ok(Self::new(Side::Server(conn), handoff))
+    }
+
+    /// Whether the record layer was taken from rustls.
+    pub(crate) fn handed_off(&self) -> bool {
+        matches!(self.side, Side::Handed(_))
+    }
+
+    /// Counts a read or write of `len` bytes toward the hand-off.
+    fn count_toward_handoff(&mut self, len: usize) {
+        let units = 1 + (len / HANDOFF_BYTES_PER_UNIT).min(HANDOFF_AFTER as usize) as u32;
+        self.handoff_countdown = self.handoff_countdown.saturating_sub(units);
+    }
+
+    /// After rustls sealed `bufs` (see [`hand_off`](Self::hand_off)): the
+    /// write went out, so a failed hand-off fails the session, which the
+    /// next read or write reports.
+    fn hand_off_after(&mut self, bufs: &[&[u8]]) {
+        if bufs.iter().any(|b| !b.is_empty()) {
+            if let Err(e) = self.hand_off() {
+                log::debug!("TLS record layer hand-off failed: {e}");
+            }
+        }
+    }
+
+    /// Takes the record layer from rustls once that is safe: the handshake
+    /// is complete, TLS 1.3 with a suite this crate seals, rustls owes the
+    /// peer nothing, and no ciphertext is held (rustls may have decrypted
+    /// part of a message in place there). Called only right after rustls
+    /// sealed application data: rustls holds its answer to the peer's
+    /// KeyUpdate (already under the old key, its write key already moved)
+    /// until the next application data, which `wants_write` does not show,
+    /// so only then is nothing held back. Until then rustls goes on.
+    fn hand_off(&mut self) -> std::result::Result<(), rustls::Error> {
+        let Some(common) = self.side.common() else {
+            return Ok(());
+        };
+        if !self.handoff
+            || self.handoff_countdown > 0
+            || common.is_handshaking()
+            || common.wants_write()
+            || !self.pending.is_empty()
+            || self.failed.is_some()
+            || self.close_notified
+        {
+            return Ok(());
+        }
+        let (version, suite) = (common.protocol_version(), common.negotiated_cipher_suite());
+        self.handoff = false;
+        if !handoff::supported(version, suite) {
+            return Ok(());
+        }
+        let alpn = common.alpn_protocol().map(<[u8]>::to_vec);
+        let peer_certificates = common.peer_certificates().map(<[_]>::to_vec);
+        let layer = match std::mem::replace(&mut self.side, Side::Gone) {
+            Side::Server(conn) => Handoff::server(conn),
+            Side::Client(conn) => Handoff::client(conn),
+            other => {
+                self.side = other;
+                return Ok(());
+            }
+        };
+        match layer {
+            Ok(layer) => {
+                self.side = Side::Handed(Box::new(Handed {
+                    layer,
+                    alpn,
+                    peer_certificates,
+                    version,
+                    suite,
+                }));
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     /// Starts the handshake clock; `done` (a dial) hears the outcome.
@@ -221,7 +352,7 @@ impl TlsSession {
     /// If rustls finished the handshake, moves to [`Phase::Open`] and
     /// returns `Some` with the dial's completion (if any).
     pub(crate) fn take_opened(&mut self) -> Option<Option<Completion<ConnId>>> {
-        if self.side.common().is_handshaking() || !self.is_handshaking() {
+        if self.side.is_handshaking() || !self.is_handshaking() {
             return None;
         }
         match std::mem::replace(&mut self.phase, Phase::Open) {
@@ -292,11 +423,13 @@ impl TlsSession {
         };
         let notified = &mut self.close_notified;
         let (stop, kept) = if direct {
-            let (consumed, stop) = with_side!(&mut self.side, c => drive(c, input, &mut tx, &mut dest, Job::Read, notified));
+            let (consumed, stop) = with_side!(&mut self.side, c => drive(c, input, &mut tx, &mut dest, Job::Read, notified),
+                handed_read(&mut self.side, input, &mut dest, tx.handshake, notified));
             (stop, &input[consumed..])
         } else {
             let (consumed, stop) = with_side!(&mut self.side, c =>
-                drive(c, &mut self.pending, &mut tx, &mut dest, Job::Read, notified));
+                drive(c, &mut self.pending, &mut tx, &mut dest, Job::Read, notified),
+                handed_read(&mut self.side, &mut self.pending, &mut dest, tx.handshake, notified));
             self.pending.drain(..consumed);
             (stop, &[][..])
         };
@@ -323,6 +456,9 @@ impl TlsSession {
         }
         if self.pending.is_empty() {
             self.pending = Vec::new();
+        }
+        if plain > 0 {
+            self.count_toward_handoff(plain);
         }
         let more = stop == Stop::Full || !self.plain_rest.is_empty();
         Ok(Pumped {
@@ -367,7 +503,8 @@ impl TlsSession {
         };
         let notified = &mut self.close_notified;
         let (consumed, stop) = with_side!(&mut self.side, c =>
-            drive(c, &mut self.pending, &mut tx, &mut dest, job, notified));
+            drive(c, &mut self.pending, &mut tx, &mut dest, job, notified),
+            (0, Ok(Stop::Idle)));
         self.pending.drain(..consumed);
         if self.pending.is_empty() {
             self.pending = Vec::new();
@@ -384,22 +521,40 @@ impl TlsSession {
     /// to [`TLS_BUFFER_LIMIT`]) to send once it has.
     pub(crate) fn write(&mut self, bufs: &[&[u8]], sink: &mut SocketSink<'_>) -> Result<()> {
         self.abandoned = false;
+        self.count_toward_handoff(bufs.iter().map(|b| b.len()).sum());
+        if matches!(self.side, Side::Handed(_)) {
+            if let Some(e) = &self.failed {
+                return Err(Error::Tls(e.clone()));
+            }
+            if !self.handshake_out.is_empty() || !self.early.is_empty() {
+                self.send(sink).map_err(|e| Error::io("write", e))?;
+            }
+            if let Side::Handed(handed) = &mut self.side {
+                return handed_write(&mut handed.layer, bufs, sink);
+            }
+        }
         if self.pending.is_empty()
             && self.handshake_out.is_empty()
             && self.early.is_empty()
             && self.failed.is_none()
-            && !self.side.common().wants_write()
+            && !self.side.wants_write()
         {
             let notified = &mut self.close_notified;
-            match with_side!(&mut self.side, c => seal_open(c, bufs, sink, notified)) {
-                Some(Ok(())) => return Ok(()),
+            match with_side!(&mut self.side, c => seal_open(c, bufs, sink, notified), None) {
+                Some(Ok(())) => {
+                    self.hand_off_after(bufs);
+                    return Ok(());
+                }
                 Some(Err(Fault::Io(e))) => return Err(Error::io("write", e)),
                 Some(Err(Fault::Tls(e))) => return Err(Error::Tls(e)),
                 None => {}
             }
         }
         match self.run(Job::Seal(bufs), sink) {
-            Ok(Stop::Idle | Stop::Full) => Ok(()),
+            Ok(Stop::Idle | Stop::Full) => {
+                self.hand_off_after(bufs);
+                Ok(())
+            }
             Ok(Stop::Handshaking) => {
                 let len: usize = bufs.iter().map(|b| b.len()).sum();
                 if self.early.len() + len > TLS_BUFFER_LIMIT {
@@ -439,9 +594,19 @@ impl TlsSession {
                 early: &mut self.early,
                 sink: Some(sink),
             };
-            return with_side!(&mut self.side, c => drain_alerts(c, &mut tx));
+            return with_side!(&mut self.side, c => drain_alerts(c, &mut tx), tx.flush_handshake());
         }
-        if !self.side.common().wants_write() && (self.early.is_empty() || self.is_handshaking()) {
+        if let Side::Handed(handed) = &mut self.side {
+            if self.early.is_empty() {
+                return Ok(());
+            }
+            let early = std::mem::take(&mut self.early);
+            return match handed_write(&mut handed.layer, &[&early], sink) {
+                Err(Error::Io { source, .. }) => Err(source),
+                _ => Ok(()),
+            };
+        }
+        if !self.side.wants_write() && (self.early.is_empty() || self.is_handshaking()) {
             return Ok(());
         }
         match self.run(Job::Send, sink) {
@@ -466,6 +631,14 @@ impl TlsSession {
 
     /// Sends `close_notify` (once; never after a fatal alert).
     pub(crate) fn close_notify(&mut self, sink: &mut SocketSink<'_>) -> io::Result<()> {
+        if let Side::Handed(handed) = &mut self.side {
+            if self.failed.is_some() {
+                return Ok(());
+            }
+            let mut record = Vec::new();
+            handed.layer.close_notify(&mut record);
+            return sink.put(&record);
+        }
         match self.run(Job::CloseNotify, sink) {
             Err(Fault::Io(e)) => Err(e),
             _ => Ok(()),
@@ -473,14 +646,101 @@ impl TlsSession {
     }
 
     pub(crate) fn info(&self) -> TlsInfo<'_> {
-        TlsInfo {
-            common: self.side.common(),
-            sni: match &self.sni {
-                SniState::Read(name) => name.as_deref(),
-                SniState::Unread => None,
+        let sni = match &self.sni {
+            SniState::Read(name) => name.as_deref(),
+            SniState::Unread => None,
+        };
+        match (&self.side, self.side.common()) {
+            (Side::Handed(h), _) => TlsInfo {
+                alpn: h.alpn.as_deref(),
+                peer_certificates: h.peer_certificates.as_deref(),
+                version: h.version,
+                suite: h.suite,
+                sni,
+            },
+            (_, Some(common)) => TlsInfo {
+                alpn: common.alpn_protocol(),
+                peer_certificates: common.peer_certificates(),
+                version: common.protocol_version(),
+                suite: common.negotiated_cipher_suite(),
+                sni,
+            },
+            (_, None) => TlsInfo {
+                alpn: None,
+                peer_certificates: None,
+                version: None,
+                suite: None,
+                sni,
             },
         }
     }
+}
+
+/// Plaintext sealed per hand to the sink by a handed-off session.
+const HANDED_STEP: usize = 4 * handoff::MAX_PLAIN;
+
+thread_local! {
+    /// Where a handed-off session's records are sealed before they go to
+    /// the socket: one per loop thread, never per connection.
+    static HANDED_SEAL: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// [`drive`]'s counterpart for a handed-off session: opens the whole
+/// records at the front of `buf` (in place) into `dest`; what the session
+/// owes the peer (a KeyUpdate answer, an alert) is sealed onto `out`.
+fn handed_read(
+    side: &mut Side,
+    buf: &mut [u8],
+    dest: &mut Plain<'_>,
+    out: &mut Vec<u8>,
+    peer_closed: &mut bool,
+) -> (usize, std::result::Result<Stop, Fault>) {
+    let Side::Handed(handed) = side else {
+        return (0, Ok(Stop::Idle));
+    };
+    let (consumed, opened) = handed.layer.open(buf, dest, out);
+    let stop = match opened {
+        Ok(Opened::Idle) => Ok(Stop::Idle),
+        Ok(Opened::Full) => Ok(Stop::Full),
+        Ok(Opened::PeerClosed) => {
+            *peer_closed = true;
+            Ok(Stop::Idle)
+        }
+        Err(e) => Err(Fault::Tls(e)),
+    };
+    (consumed, stop)
+}
+
+/// Seals `bufs`, in order, as a handed-off session's records and hands
+/// them to `sink` (once per [`HANDED_STEP`] of plaintext).
+fn handed_write(layer: &mut Handoff, bufs: &[&[u8]], sink: &mut SocketSink<'_>) -> Result<()> {
+    if layer.tx_closed() {
+        return Err(Error::io(
+            "TLS write",
+            io::Error::new(io::ErrorKind::BrokenPipe, "the TLS session is closed"),
+        ));
+    }
+    let mut out = HANDED_SEAL.take();
+    out.clear();
+    let mut seal_all = || -> Result<()> {
+        for buf in bufs {
+            for step in buf.chunks(HANDED_STEP) {
+                layer.seal(step, &mut out).map_err(Error::Tls)?;
+                if out.len() >= HANDED_STEP {
+                    sink.put(&out).map_err(|e| Error::io("write", e))?;
+                    out.clear();
+                }
+            }
+        }
+        if !out.is_empty() {
+            sink.put(&out).map_err(|e| Error::io("write", e))?;
+        }
+        Ok(())
+    };
+    let result = seal_all();
+    out.clear();
+    HANDED_SEAL.set(out);
+    result
 }
 
 /// What a handler can read of a connection's TLS session
@@ -502,14 +762,17 @@ impl TlsSession {
 /// }
 /// ```
 pub struct TlsInfo<'a> {
-    common: &'a CommonState,
+    alpn: Option<&'a [u8]>,
+    peer_certificates: Option<&'a [CertificateDer<'static>]>,
+    version: Option<rustls::ProtocolVersion>,
+    suite: Option<rustls::SupportedCipherSuite>,
     sni: Option<&'a str>,
 }
 
 impl<'a> TlsInfo<'a> {
     /// The ALPN protocol agreed on, if any.
     pub fn alpn_protocol(&self) -> Option<&'a [u8]> {
-        self.common.alpn_protocol()
+        self.alpn
     }
 
     /// On a server: the name the client asked for (SNI), if it sent one.
@@ -521,17 +784,17 @@ impl<'a> TlsInfo<'a> {
     /// The peer's certificate chain, if it sent one (a client certificate
     /// on a server; the server's chain on a client).
     pub fn peer_certificates(&self) -> Option<&'a [CertificateDer<'static>]> {
-        self.common.peer_certificates()
+        self.peer_certificates
     }
 
     /// The protocol version agreed on (`TLSv1_3`, `TLSv1_2`).
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
-        self.common.protocol_version()
+        self.version
     }
 
     /// The cipher suite agreed on.
     pub fn cipher_suite(&self) -> Option<rustls::SupportedCipherSuite> {
-        self.common.negotiated_cipher_suite()
+        self.suite
     }
 }
 
@@ -572,7 +835,7 @@ mod tests {
         let mut hello = Vec::new();
         client.write_tls(&mut hello).unwrap();
         for cut in [1, 4, 5, 6, 100, hello.len() - 1] {
-            let mut server = TlsSession::server(&config).unwrap();
+            let mut server = TlsSession::server(&config, true).unwrap();
             let mut out = [0u8; 64];
             let (first, rest) = hello.split_at(cut);
             server.pump(&mut first.to_vec(), &mut out).unwrap();
@@ -594,7 +857,7 @@ mod tests {
                 r.extend_from_slice(part);
                 r
             };
-            let mut server = TlsSession::server(&config).unwrap();
+            let mut server = TlsSession::server(&config, true).unwrap();
             let mut out = [0u8; 64];
             server.pump(&mut record(&body[..cut]), &mut out).unwrap();
             assert_eq!(

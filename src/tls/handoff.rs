@@ -1,0 +1,466 @@
+//! [`Handoff`]: the TLS 1.3 record layer of an open session, taken from
+//! rustls after the handshake (the hand-off kTLS uses) and run here with
+//! `ring::aead`, sealing and opening records in place in the loop's buffers.
+//!
+//! Owns the record protection (keys, IVs, sequence numbers, nonce = IV xor
+//! sequence number), the record framing (outer header, inner content type,
+//! padding, size limits), the post-handshake messages (KeyUpdate: the read
+//! key updated, an `update_requested` answered with our own KeyUpdate and
+//! the write key updated; NewSessionTicket on a client: handed to rustls),
+//! alerts (`close_notify` received and sent; any other alert closes with
+//! its description) and the write key's confidentiality limit (a KeyUpdate
+//! of our own before it is reached). rustls keeps the key schedule
+//! ([`KernelConnection`]): new traffic secrets come from it. This module
+//! never reads or writes a socket and never panics on what the peer sends:
+//! a bad record is a [`rustls::Error`], after the alert it owes is sealed.
+//!
+//! Only TLS 1.3 with AES-128-GCM, AES-256-GCM or ChaCha20-Poly1305 is
+//! handed off ([`supported`]); TLS 1.2 and anything else stay on rustls.
+
+use ring::aead::{
+    Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305, NONCE_LEN,
+};
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::{
+    AlertDescription, CipherSuite, ConnectionTrafficSecrets, Error, InvalidMessage,
+    ProtocolVersion, SupportedCipherSuite,
+};
+
+use super::records::Plain;
+
+/// The most plaintext one record carries (RFC 8446 §5.1).
+pub(super) const MAX_PLAIN: usize = 16 * 1024;
+/// The most ciphertext one record carries (RFC 8446 §5.2).
+const MAX_CIPHER: usize = MAX_PLAIN + 256;
+/// Record header: type, legacy version, length.
+const HEADER: usize = 5;
+/// The AEAD tag of every supported suite.
+const TAG: usize = 16;
+/// The most of a post-handshake message kept while its records arrive.
+const MAX_HANDSHAKE: usize = 64 * 1024;
+
+const APPLICATION_DATA: u8 = 23;
+const HANDSHAKE: u8 = 22;
+const ALERT: u8 = 21;
+const KEY_UPDATE: u8 = 24;
+const NEW_SESSION_TICKET: u8 = 4;
+
+/// Whether a session that negotiated `version` and `suite` can be handed off.
+pub(super) fn supported(
+    version: Option<ProtocolVersion>,
+    suite: Option<SupportedCipherSuite>,
+) -> bool {
+    version == Some(ProtocolVersion::TLSv1_3)
+        && suite.is_some_and(|s| {
+            matches!(
+                s.suite(),
+                CipherSuite::TLS13_AES_128_GCM_SHA256
+                    | CipherSuite::TLS13_AES_256_GCM_SHA384
+                    | CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+            )
+        })
+}
+
+/// rustls's key schedule, kept for key updates and (clients) tickets.
+enum Kernel {
+    Server(KernelConnection<ServerConnectionData>),
+    Client(KernelConnection<ClientConnectionData>),
+}
+
+impl Kernel {
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), Error> {
+        match self {
+            Kernel::Server(k) => k.update_rx_secret(),
+            Kernel::Client(k) => k.update_rx_secret(),
+        }
+    }
+
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), Error> {
+        match self {
+            Kernel::Server(k) => k.update_tx_secret(),
+            Kernel::Client(k) => k.update_tx_secret(),
+        }
+    }
+}
+
+/// One direction's protection: key, IV and the next sequence number.
+struct Protection {
+    key: LessSafeKey,
+    iv: [u8; NONCE_LEN],
+    seq: u64,
+}
+
+impl Protection {
+    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Result<Self, Error> {
+        let (algorithm, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&CHACHA20_POLY1305, key, iv),
+            _ => return Err(Error::General("cipher suite not handed off".into())),
+        };
+        let key = UnboundKey::new(algorithm, key.as_ref())
+            .map_err(|_| Error::General("traffic key of the wrong length".into()))?;
+        let iv = <[u8; NONCE_LEN]>::try_from(iv.as_ref())
+            .map_err(|_| Error::General("traffic IV of the wrong length".into()))?;
+        Ok(Self {
+            key: LessSafeKey::new(key),
+            iv,
+            seq,
+        })
+    }
+
+    /// The next record's nonce (IV xor sequence number); the sequence
+    /// number must not wrap (RFC 8446 §5.3): the session ends instead.
+    fn next_nonce(&mut self) -> Result<Nonce, Error> {
+        if self.seq == u64::MAX {
+            return Err(Error::EncryptError);
+        }
+        let mut nonce = self.iv;
+        for (b, s) in nonce[NONCE_LEN - 8..]
+            .iter_mut()
+            .zip(self.seq.to_be_bytes())
+        {
+            *b ^= s;
+        }
+        self.seq += 1;
+        Ok(Nonce::assume_unique_for_key(nonce))
+    }
+}
+
+/// Why [`Handoff::open`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Opened {
+    /// No whole record is left.
+    Idle,
+    /// The destination is full; whole records may be left.
+    Full,
+    /// The peer sent `close_notify` (whatever follows is ignored).
+    PeerClosed,
+}
+
+/// A session's record layer after the hand-off.
+pub(crate) struct Handoff {
+    kernel: Kernel,
+    rx: Protection,
+    tx: Protection,
+    /// Records sealed under one write key before a KeyUpdate of our own.
+    tx_limit: u64,
+    /// A post-handshake message whose records have not all come.
+    handshake: Vec<u8>,
+    /// Our `close_notify` (or a fatal alert) was sealed: nothing more is.
+    tx_closed: bool,
+}
+
+impl Handoff {
+    /// Takes the record layer of a server whose handshake is complete and
+    /// which owes the peer nothing.
+    pub(super) fn server(conn: UnbufferedServerConnection) -> Result<Self, Error> {
+        let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+        let limit = limit(kernel.negotiated_cipher_suite());
+        Self::new(secrets, Kernel::Server(kernel), limit)
+    }
+
+    /// As [`server`](Self::server), for a client.
+    pub(super) fn client(conn: UnbufferedClientConnection) -> Result<Self, Error> {
+        let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+        let limit = limit(kernel.negotiated_cipher_suite());
+        Self::new(secrets, Kernel::Client(kernel), limit)
+    }
+
+    fn new(
+        secrets: rustls::ExtractedSecrets,
+        kernel: Kernel,
+        tx_limit: u64,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            kernel,
+            rx: Protection::new(secrets.rx)?,
+            tx: Protection::new(secrets.tx)?,
+            tx_limit,
+            handshake: Vec::new(),
+            tx_closed: false,
+        })
+    }
+
+    /// Opens the whole records at the front of `buf` in place, plaintext to
+    /// `plain`, until it is full. Records owed to the peer (a KeyUpdate
+    /// answer, an alert) are sealed onto `out`. Returns the bytes of `buf`
+    /// consumed and why it stopped; on an error the alert is in `out`.
+    pub(super) fn open(
+        &mut self,
+        buf: &mut [u8],
+        plain: &mut Plain<'_>,
+        out: &mut Vec<u8>,
+    ) -> (usize, Result<Opened, Error>) {
+        let mut at = 0;
+        loop {
+            if plain.full() {
+                return (at, Ok(Opened::Full));
+            }
+            let Some(header) = buf.get(at..at + HEADER) else {
+                return (at, Ok(Opened::Idle));
+            };
+            let header: [u8; HEADER] = [header[0], header[1], header[2], header[3], header[4]];
+            let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            let fault = if header[0] != APPLICATION_DATA {
+                Some((
+                    Error::InvalidMessage(InvalidMessage::InvalidContentType),
+                    AlertDescription::UnexpectedMessage,
+                ))
+            } else if len > MAX_CIPHER {
+                Some((
+                    Error::PeerSentOversizedRecord,
+                    AlertDescription::RecordOverflow,
+                ))
+            } else {
+                None
+            };
+            if let Some((e, alert)) = fault {
+                return (at, Err(self.fatal(e, alert, out)));
+            }
+            let Some(body) = buf.get_mut(at + HEADER..at + HEADER + len) else {
+                return (at, Ok(Opened::Idle));
+            };
+            at += HEADER + len;
+            match self.open_record(header, body, plain, out) {
+                Ok(true) => {}
+                Ok(false) => return (at, Ok(Opened::PeerClosed)),
+                Err(e) => return (at, Err(e)),
+            }
+        }
+    }
+
+    /// Opens one record; `Ok(false)`: it was `close_notify`.
+    fn open_record(
+        &mut self,
+        header: [u8; HEADER],
+        body: &mut [u8],
+        plain: &mut Plain<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Error> {
+        let opened = match self.rx.next_nonce() {
+            Ok(nonce) => self.rx.key.open_in_place(nonce, Aad::from(header), body),
+            Err(e) => return Err(self.fatal(e, AlertDescription::InternalError, out)),
+        };
+        let Ok(inner) = opened else {
+            return Err(self.fatal(Error::DecryptError, AlertDescription::BadRecordMac, out));
+        };
+        // The inner content type is the last non-zero byte; zeros after it
+        // are padding (RFC 8446 §5.4).
+        let Some(end) = inner.iter().rposition(|&b| b != 0) else {
+            return Err(self.fatal(
+                Error::InvalidMessage(InvalidMessage::InvalidContentType),
+                AlertDescription::UnexpectedMessage,
+                out,
+            ));
+        };
+        if end > MAX_PLAIN {
+            return Err(self.fatal(
+                Error::PeerSentOversizedRecord,
+                AlertDescription::RecordOverflow,
+                out,
+            ));
+        }
+        let content = &inner[..end];
+        match inner[end] {
+            APPLICATION_DATA if self.handshake.is_empty() => {
+                plain.put(content);
+                Ok(true)
+            }
+            ALERT if self.handshake.is_empty() => self.alert(content, out),
+            HANDSHAKE if !content.is_empty() => {
+                if self.handshake.len() + content.len() > MAX_HANDSHAKE {
+                    return Err(self.fatal(
+                        Error::InvalidMessage(InvalidMessage::HandshakePayloadTooLarge),
+                        AlertDescription::UnexpectedMessage,
+                        out,
+                    ));
+                }
+                self.handshake.extend_from_slice(content);
+                self.post_handshake(out)?;
+                Ok(true)
+            }
+            _ => Err(self.fatal(
+                Error::InvalidMessage(InvalidMessage::UnexpectedMessage(
+                    "record type after the handshake",
+                )),
+                AlertDescription::UnexpectedMessage,
+                out,
+            )),
+        }
+    }
+
+    /// An alert from the peer: `close_notify` ends its stream,
+    /// `user_canceled` is a warning; any other ends the session.
+    fn alert(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<bool, Error> {
+        let &[_level, description] = content else {
+            return Err(self.fatal(
+                Error::InvalidMessage(InvalidMessage::MessageTooShort),
+                AlertDescription::DecodeError,
+                out,
+            ));
+        };
+        match AlertDescription::from(description) {
+            AlertDescription::CloseNotify => Ok(false),
+            AlertDescription::UserCanceled => Ok(true),
+            other => {
+                // A fatal alert: nothing more is sent, not even ours.
+                self.tx_closed = true;
+                Err(Error::AlertReceived(other))
+            }
+        }
+    }
+
+    /// Handles every whole message in the post-handshake buffer.
+    fn post_handshake(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+        while self.handshake.len() >= 4 {
+            let kind = self.handshake[0];
+            let len = usize::from(self.handshake[1]) << 16
+                | usize::from(self.handshake[2]) << 8
+                | usize::from(self.handshake[3]);
+            if self.handshake.len() < 4 + len {
+                if 4 + len > MAX_HANDSHAKE {
+                    return Err(self.fatal(
+                        Error::InvalidMessage(InvalidMessage::HandshakePayloadTooLarge),
+                        AlertDescription::UnexpectedMessage,
+                        out,
+                    ));
+                }
+                return Ok(());
+            }
+            let message: Vec<u8> = self.handshake.drain(..4 + len).collect();
+            let body = &message[4..];
+            match (kind, &self.kernel) {
+                (KEY_UPDATE, _) => {
+                    // A key change must end its record (RFC 8446 §5.1).
+                    if !self.handshake.is_empty() {
+                        return Err(self.fatal(
+                            Error::InvalidMessage(InvalidMessage::TrailingData("KeyUpdate")),
+                            AlertDescription::UnexpectedMessage,
+                            out,
+                        ));
+                    }
+                    let requested = match body {
+                        [0] => false,
+                        [1] => true,
+                        _ => {
+                            return Err(self.fatal(
+                                Error::InvalidMessage(InvalidMessage::InvalidKeyUpdate),
+                                AlertDescription::DecodeError,
+                                out,
+                            ))
+                        }
+                    };
+                    let secrets = self.kernel.update_rx()?;
+                    self.rx = Protection::new(secrets)?;
+                    if requested && !self.tx_closed {
+                        self.update_write_key(out)?;
+                    }
+                }
+                (NEW_SESSION_TICKET, Kernel::Client(_)) => {
+                    if let Kernel::Client(k) = &mut self.kernel {
+                        if let Err(e) = k.handle_new_session_ticket(body) {
+                            return Err(self.fatal(e, AlertDescription::DecodeError, out));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(self.fatal(
+                        Error::InvalidMessage(InvalidMessage::UnexpectedMessage(
+                            "handshake message after the handshake",
+                        )),
+                        AlertDescription::UnexpectedMessage,
+                        out,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals a KeyUpdate (`update_not_requested`) under the current write
+    /// key onto `out`, then moves to the next one.
+    fn update_write_key(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+        self.seal_record(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out)?;
+        let secrets = self.kernel.update_tx()?;
+        self.tx = Protection::new(secrets)?;
+        Ok(())
+    }
+
+    /// Our `close_notify` (or a fatal alert) was sealed: nothing more is.
+    pub(super) fn tx_closed(&self) -> bool {
+        self.tx_closed
+    }
+
+    /// Seals `data` as application data records appended to `out`.
+    pub(super) fn seal(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        if self.tx_closed {
+            return Err(Error::General("the TLS session is closed".into()));
+        }
+        for chunk in data.chunks(MAX_PLAIN) {
+            if self.tx.seq >= self.tx_limit {
+                self.update_write_key(out)?;
+            }
+            self.seal_record(APPLICATION_DATA, chunk, out)?;
+        }
+        Ok(())
+    }
+
+    /// Seals `close_notify` onto `out` (once); nothing is sealed after it.
+    pub(super) fn close_notify(&mut self, out: &mut Vec<u8>) {
+        if !self.tx_closed {
+            // 1 = warning level, as RFC 8446 §6.1 asks of closure alerts.
+            let _ = self.seal_record(ALERT, &[1, u8::from(AlertDescription::CloseNotify)], out);
+            self.tx_closed = true;
+        }
+    }
+
+    /// Seals a fatal alert onto `out` (if anything may still be sent) and
+    /// returns `e`.
+    fn fatal(&mut self, e: Error, alert: AlertDescription, out: &mut Vec<u8>) -> Error {
+        if !self.tx_closed {
+            let _ = self.seal_record(ALERT, &[2, u8::from(alert)], out);
+            self.tx_closed = true;
+        }
+        e
+    }
+
+    /// Seals one record of type `kind` carrying `data` (at most
+    /// [`MAX_PLAIN`]), appended to `out`.
+    fn seal_record(&mut self, kind: u8, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        let nonce = self.tx.next_nonce()?;
+        let len = data.len() + 1 + TAG;
+        let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        let start = out.len();
+        out.extend_from_slice(&header);
+        out.extend_from_slice(data);
+        out.push(kind);
+        let body = &mut out[start + HEADER..];
+        match self
+            .tx
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(header), body)
+        {
+            Ok(tag) => {
+                out.extend_from_slice(tag.as_ref());
+                Ok(())
+            }
+            Err(_) => {
+                out.truncate(start);
+                Err(Error::EncryptError)
+            }
+        }
+    }
+}
+
+/// Records sealed under one key before a KeyUpdate of our own: rustls's
+/// confidentiality limit for the suite, less a margin (rustls updates at
+/// the same point when it runs the record layer).
+fn limit(suite: SupportedCipherSuite) -> u64 {
+    let limit = suite
+        .tls13()
+        .map_or(u64::MAX, |s| s.common.confidentiality_limit);
+    limit.saturating_sub(1 << 10).max(1)
+}
