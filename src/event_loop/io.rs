@@ -62,6 +62,9 @@ impl<H: EventHandler> EventLoop<H> {
                 self.read_input(key, true);
                 return;
             }
+        } else if COMPLETES && FAST && event.plain_output() && self.sent_fast(key, lp) {
+            // io_uring: a send completed (see `sent_fast`).
+            return;
         }
         let Some(entry) = self.conns.get(key) else {
             return; // an event for a connection closed earlier this turn

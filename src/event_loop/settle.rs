@@ -381,11 +381,17 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(entry) = self.conns.get(key) else {
             return Break(());
         };
-        let want = wanted_interest(
+        let mut want = wanted_interest(
             entry,
             self.drain_deadline.is_some(),
             self.read_blocked(entry),
         );
+        if entry.ring_sends && !matches!(entry.phase, Phase::Connecting(_)) {
+            // io_uring: its sends' completions come through the ring, the
+            // driver watches no write readiness for it (the interest
+            // would only be armed and disarmed at every reply).
+            want.writable = false;
+        }
         if want == entry.armed {
             return Continue(());
         }

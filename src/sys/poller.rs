@@ -310,6 +310,15 @@ impl Event {
         masked.wrapping_sub(1) < Self::INPUT
     }
 
+    /// Output alone: writable, with no input, error or hang-up (how the
+    /// completion driver reports a send that completed).
+    #[inline(always)]
+    pub(crate) fn plain_output(&self) -> bool {
+        let masked =
+            self.flags() & (Self::INPUT | Self::WRITABLE | Self::ERROR | Self::READ_CLOSED);
+        masked == Self::WRITABLE
+    }
+
     /// Output would not block (`EPOLLOUT`).
     #[inline(always)]
     pub(crate) fn writable(&self) -> bool {
@@ -554,7 +563,15 @@ mod tests {
                 e.readable() && !e.error() && !e.hangup(),
                 "{e:?}"
             );
+            assert_eq!(
+                e.plain_output(),
+                e.writable() && !e.readable() && !e.error() && !e.read_closed(),
+                "{e:?}"
+            );
         }
+        // A ring send's completion, and its failure.
+        assert!(Event::new(1, Event::WRITABLE).plain_output());
+        assert!(!Event::new(1, Event::WRITABLE | Event::ERROR).plain_output());
     }
 
     #[test]
