@@ -11,6 +11,9 @@
 #                  table: operations name table entries, not descriptors)
 #   io-uring-batch16  the same with RINGLOOP_URING_BATCH=16 (a turn's wait
 #                  gathers at most 16 connections' receives)
+#   io-uring-fwd512   the same with RINGLOOP_URING_FORWARD_MIN=512 (echoes of
+#                  512 bytes and more are sent from their provided buffer,
+#                  not copied into the queue; the default starts at 4 KiB)
 #   epoll          the same binary on epoll
 #
 #   benches/uring_cpu.sh                                  # 5 rounds, 3 scenarios
@@ -52,6 +55,7 @@ server_cmd() { # NAME
         io-uring-copy) echo "env RINGLOOP_URING_FORWARD=0 $echo --backend io-uring" ;;
         io-uring-fixed) echo "env RINGLOOP_URING_FIXED=1 $echo --backend io-uring" ;;
         io-uring-batch16) echo "env RINGLOOP_URING_BATCH=16 $echo --backend io-uring" ;;
+        io-uring-fwd512) echo "env RINGLOOP_URING_FORWARD_MIN=512 $echo --backend io-uring" ;;
         epoll) echo "$echo --backend epoll" ;;
         mio) echo "$harness serve epoll tcp://127.0.0.1:0" ;;
         # Another build of the echo (CPU_OTHER=PATH), for A/B runs.

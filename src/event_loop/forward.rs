@@ -49,6 +49,19 @@ use std::cell::Cell;
 /// is a bound between the two, not a measured optimum).
 pub(crate) const MIN_FORWARD: usize = 4096;
 
+/// Overrides [`MIN_FORWARD`] (bytes, at least 1), for measuring where
+/// forwarding starts to pay (`benches/uring_cpu.sh`'s `io-uring-fwd512`).
+const MIN_FORWARD_ENV: &str = "RINGLOOP_URING_FORWARD_MIN";
+
+/// The smallest write claimed: [`MIN_FORWARD`], or [`MIN_FORWARD_ENV`]'s,
+/// read once per process.
+static MIN_CLAIM: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var(MIN_FORWARD_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(MIN_FORWARD, |n| n.max(1))
+});
+
 /// The offer/claim of one input callback (see the module doc). Lives in a
 /// `Cell` of the callback's `LoopRef`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,7 +94,8 @@ impl Forward {
     }
 
     /// Claims `data` if it lies inside the offered input, is at least
-    /// [`MIN_FORWARD`] bytes, and nothing was claimed yet: `true` when the
+    /// [`MIN_FORWARD`] bytes (or what `RINGLOOP_URING_FORWARD_MIN` says),
+    /// and nothing was claimed yet: `true` when the
     /// caller may count it as lent instead of copying it.
     #[inline]
     pub(crate) fn claim(cell: &Cell<Forward>, data: &[u8]) -> bool {
@@ -89,7 +103,7 @@ impl Forward {
             return false;
         };
         let at = data.as_ptr() as usize;
-        let inside = data.len() >= MIN_FORWARD
+        let inside = data.len() >= *MIN_CLAIM
             && at >= start
             && at
                 .checked_add(data.len())
