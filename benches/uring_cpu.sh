@@ -13,7 +13,9 @@
 #                  gathers at most 16 connections' receives)
 #   io-uring-fwd512   the same with RINGLOOP_URING_FORWARD_MIN=512 (echoes of
 #                  512 bytes and more are sent from their provided buffer,
-#                  not copied into the queue; the default starts at 4 KiB)
+#                  not copied into the queue: the default)
+#   io-uring-fwd4k the same with RINGLOOP_URING_FORWARD_MIN=4096 (from 4 KiB,
+#                  the default before session 8)
 #   epoll          the same binary on epoll
 #
 #   benches/uring_cpu.sh                                  # 5 rounds, 3 scenarios
@@ -56,6 +58,7 @@ server_cmd() { # NAME
         io-uring-fixed) echo "env RINGLOOP_URING_FIXED=1 $echo --backend io-uring" ;;
         io-uring-batch16) echo "env RINGLOOP_URING_BATCH=16 $echo --backend io-uring" ;;
         io-uring-fwd512) echo "env RINGLOOP_URING_FORWARD_MIN=512 $echo --backend io-uring" ;;
+        io-uring-fwd4k) echo "env RINGLOOP_URING_FORWARD_MIN=4096 $echo --backend io-uring" ;;
         epoll) echo "$echo --backend epoll" ;;
         mio) echo "$harness serve epoll tcp://127.0.0.1:0" ;;
         # Another build of the echo (CPU_OTHER=PATH), for A/B runs.

@@ -40,14 +40,22 @@
 
 use std::cell::Cell;
 
-/// Smallest write sent from its receive buffer. Below it the copy is
-/// cheap (a 512-byte memmove is tens of nanoseconds) and giving the
-/// buffer back at once keeps the buffer ring small: measured
-/// (benches/results/u16k-session7-20261205.md), forwarding saves ~0.5 us
-/// of user time per 16 KiB message and showed no gain at 512 bytes,
-/// where the held buffers made the kernel's share no smaller (one page
-/// is a bound between the two, not a measured optimum).
-pub(crate) const MIN_FORWARD: usize = 4096;
+/// Smallest write sent from its receive buffer; smaller ones are copied
+/// (a few bytes are cheaper to copy than to track).
+///
+/// It was a page: at 16 KiB forwarding saved ~0.5 us of user time per
+/// message, and at 512 bytes /proc CPU showed no gain under load
+/// (benches/results/u16k-session7-20261205.md). Profiled alternately at
+/// 1,000 x 512 B (benches/results/uhot-session8-20261205.md), the copy
+/// and its bookkeeping (the queue's chunk from the pool, the memmove,
+/// taking the chunk back off the queue) were the largest user-space item
+/// left: with forwarding from 512 bytes user space fell from 7.8-9.2 %
+/// of the server's samples to 5.7-6.6 % (monoio: 6.9-7.4 %). A held
+/// buffer costs no extra cache footprint (the kernel walks the buffer
+/// ring in order whether or not buffers come back at once), and peers
+/// that never read cannot hold more than three quarters of the ring
+/// (`Completion::forwards`).
+pub(crate) const MIN_FORWARD: usize = 512;
 
 /// Overrides [`MIN_FORWARD`] (bytes, at least 1), for measuring where
 /// forwarding starts to pay (`benches/uring_cpu.sh`'s `io-uring-fwd512`).

@@ -63,7 +63,7 @@
 //! keeps counting lent bytes until then, so back-pressure, graceful closes
 //! and the write timeout see what is really unsent. Every send of a turn
 //! goes to the kernel with the turn's one `io_uring_enter`. A write of
-//! at least 4 KiB of the callback's own input, with nothing queued, is
+//! at least 512 bytes of the callback's own input, with nothing queued, is
 //! not even copied into the queue: the provided buffer it arrived in is
 //! the send ([`Completion::send_received`], `event_loop/forward.rs`).
 //!
