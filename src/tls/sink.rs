@@ -6,7 +6,7 @@
 //! the queue to the ring when it settles the connection). It never encrypts
 //! and never keeps bytes itself.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
 
 use crate::buffer::OutboundQueue;
@@ -42,6 +42,37 @@ impl SocketSink<'_> {
         self.written += sent;
         if sent < buf.len() {
             self.queue.push(&buf[sent..], self.cap);
+        }
+        Ok(())
+    }
+
+    /// Sends `first` and then `buf` as [`put`](Self::put) would send them
+    /// one after the other, but in one gathered write while nothing is
+    /// queued: a handshake's last flight (the session tickets) and the
+    /// first records sealed after it leave in one system call, not two.
+    /// Empty slices are skipped.
+    pub(crate) fn put_after(&mut self, first: &[u8], buf: &[u8]) -> io::Result<()> {
+        if first.is_empty() || buf.is_empty() {
+            return match (first.is_empty(), buf.is_empty()) {
+                (true, true) => Ok(()),
+                (true, false) => self.put(buf),
+                _ => self.put(first),
+            };
+        }
+        let mut sent = 0;
+        if self.direct && self.queue.is_empty() {
+            match sys::io::writev(self.fd, &[IoSlice::new(first), IoSlice::new(buf)]) {
+                Ok(n) => sent = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.written += sent;
+        if sent < first.len() {
+            self.queue.push(&first[sent..], self.cap);
+            self.queue.push(buf, self.cap);
+        } else if sent - first.len() < buf.len() {
+            self.queue.push(&buf[sent - first.len()..], self.cap);
         }
         Ok(())
     }
