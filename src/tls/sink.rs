@@ -31,14 +31,7 @@ impl SocketSink<'_> {
     /// Sends `buf` (one write while nothing is queued) and queues what the
     /// socket does not take: it always takes everything.
     pub(crate) fn put(&mut self, buf: &[u8]) -> io::Result<()> {
-        let mut sent = 0;
-        if self.direct && self.queue.is_empty() {
-            match sys::io::write(self.fd, buf) {
-                Ok(n) => sent = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let sent = self.write_direct(|fd| sys::io::write(fd, buf))?;
         self.written += sent;
         if sent < buf.len() {
             self.queue.push(&buf[sent..], self.cap);
@@ -59,14 +52,8 @@ impl SocketSink<'_> {
                 _ => self.put(first),
             };
         }
-        let mut sent = 0;
-        if self.direct && self.queue.is_empty() {
-            match sys::io::writev(self.fd, &[IoSlice::new(first), IoSlice::new(buf)]) {
-                Ok(n) => sent = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let sent =
+            self.write_direct(|fd| sys::io::writev(fd, &[IoSlice::new(first), IoSlice::new(buf)]))?;
         self.written += sent;
         if sent < first.len() {
             self.queue.push(&first[sent..], self.cap);
@@ -75,6 +62,22 @@ impl SocketSink<'_> {
             self.queue.push(&buf[sent - first.len()..], self.cap);
         }
         Ok(())
+    }
+
+    /// Runs `write` on the socket when writing to it is allowed and nothing
+    /// is queued (bytes must not overtake the queue); the bytes it took, 0
+    /// when it was not run or the socket was full.
+    fn write_direct(
+        &self,
+        write: impl FnOnce(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if !self.direct || !self.queue.is_empty() {
+            return Ok(0);
+        }
+        match write(self.fd) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            result => result,
+        }
     }
 }
 
