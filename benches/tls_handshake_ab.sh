@@ -6,6 +6,8 @@
 # calls, page faults and context switches per handshake with perf.
 #   benches/tls_handshake_ab.sh BIN_A BIN_B [ROUNDS] [TLS_BENCH_ARGS]
 #   e.g. benches/tls_handshake_ab.sh /tmp/echo-base /tmp/echo-new 6 --backend io-uring
+# AB_ENV_A / AB_ENV_B: space-separated VAR=VALUE settings for that side's runs
+# only (e.g. AB_ENV_B=RINGLOOP_URING_BATCH=0 with the same binary as A and B).
 # Prints, per binary, the median (range) of: ringloop / tokio CPU per
 # handshake (same tls-bench round), and ringloop's per-handshake counts.
 # Needs what tls_syscalls.sh needs (perf, the built harness).
@@ -26,7 +28,9 @@ for r in $(seq 1 "$rounds"); do
     if ((r % 2)); then order=("A:$a" "B:$b"); else order=("B:$b" "A:$a"); fi
     for pair in "${order[@]}"; do
         who=${pair%%:*}
-        "$root/benches/tls_syscalls.sh" handshakes "${pair#*:}" "$@" >"$out/$who-$r.log" 2>&1 || {
+        side_env=AB_ENV_$who
+        # shellcheck disable=SC2086 # the settings are words on purpose
+        env ${!side_env:-} "$root/benches/tls_syscalls.sh" handshakes "${pair#*:}" "$@" >"$out/$who-$r.log" 2>&1 || {
             echo "round $r $who failed:" >&2
             cat "$out/$who-$r.log" >&2
             exit 1
@@ -66,7 +70,7 @@ for who in "AB":
                 m = re.search(r"context switches ([\d.]+)", line)
                 if m:
                     tokio_cs.append(float(m.group(1)))
-    print(f"{who} = {names[who]}")
+    print(f"{who} = {names[who]} {os.environ.get('AB_ENV_' + who, '')}")
     print(f"  CPU per handshake, ringloop / tokio-rustls: {cell(ratio)}")
     print(f"  handshakes made in the round (2 client threads), ringloop / tokio-rustls: {cell(rate)}")
     for k in keys:

@@ -192,6 +192,24 @@ pub(super) fn drive<C: Records>(
     job: Job<'_>,
     peer_closed: &mut bool,
 ) -> (usize, Result<Stop, Fault>) {
+    let (consumed, stop) = drive_records(conn, buf, tx, plain, job, peer_closed);
+    // What a write run held back for its own records (see
+    // `TransmitTlsData` below) and did not send with them leaves now.
+    match tx.flush_handshake() {
+        Err(e) if stop.is_ok() => (consumed, Err(Fault::Io(e))),
+        _ => (consumed, stop),
+    }
+}
+
+/// [`drive`]'s loop over rustls's states.
+fn drive_records<C: Records>(
+    conn: &mut C,
+    buf: &mut [u8],
+    tx: &mut Tx<'_, '_>,
+    plain: &mut Plain<'_>,
+    job: Job<'_>,
+    peer_closed: &mut bool,
+) -> (usize, Result<Stop, Fault>) {
     let mut consumed = 0;
     loop {
         let UnbufferedStatus { discard, state } = conn.process(&mut buf[consumed..]);
@@ -233,9 +251,16 @@ pub(super) fn drive<C: Records>(
             }
             ConnectionState::TransmitTlsData(sent) => {
                 // Without a sink the records wait, in order, in `handshake`.
-                match tx.flush_handshake() {
-                    Ok(()) => sent.done(),
-                    Err(e) => fault = Some(Fault::Io(e)),
+                // A write run keeps them there too: they leave in one write
+                // with its own records (the session tickets with the first
+                // reply; see `write_job`), or at the run's end.
+                if matches!(job, Job::Read) {
+                    match tx.flush_handshake() {
+                        Ok(()) => sent.done(),
+                        Err(e) => fault = Some(Fault::Io(e)),
+                    }
+                } else {
+                    sent.done();
                 }
             }
             ConnectionState::PeerClosed => *peer_closed = true,
@@ -279,7 +304,7 @@ pub(super) fn seal_open<C: Records>(
 ) -> Option<Result<(), Fault>> {
     let UnbufferedStatus { state, .. } = conn.process(&mut []);
     match state {
-        Ok(ConnectionState::WriteTraffic(mut traffic)) => Some(seal(&mut traffic, bufs, sink)),
+        Ok(ConnectionState::WriteTraffic(mut traffic)) => Some(seal(&mut traffic, bufs, sink, &[])),
         Ok(ConnectionState::PeerClosed) => {
             *peer_closed = true;
             None
@@ -344,16 +369,18 @@ fn write_job<D>(
     if matches!(job, Job::Read) {
         return Ok(());
     }
-    tx.flush_handshake().map_err(Fault::Io)?;
     let Some(sink) = tx.sink.as_deref_mut() else {
         return Ok(());
     };
+    // What the handshake left (the session tickets, held for the first
+    // reply) leaves in one write with the first records sealed here.
+    let mut flight = std::mem::take(tx.handshake);
     if !tx.early.is_empty() {
         let early = std::mem::take(tx.early);
-        seal(traffic, &[&early], sink)?;
+        seal(traffic, &[&early], sink, &std::mem::take(&mut flight))?;
     }
     match job {
-        Job::Seal(bufs) => seal(traffic, bufs, sink),
+        Job::Seal(bufs) => seal(traffic, bufs, sink, &flight),
         Job::CloseNotify => with_scratch(|scratch| {
             let n = loop {
                 match traffic.queue_close_notify(scratch) {
@@ -364,9 +391,9 @@ fn write_job<D>(
                     Err(e) => return Err(Fault::Io(io::Error::other(e.to_string()))),
                 }
             };
-            sink.put(&scratch[..n]).map_err(Fault::Io)
+            sink.put_after(&flight, &scratch[..n]).map_err(Fault::Io)
         }),
-        Job::Read | Job::Send => Ok(()),
+        Job::Read | Job::Send => sink.put_after(&flight, &[]).map_err(Fault::Io),
     }
 }
 
@@ -382,11 +409,14 @@ fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
 }
 
 /// Encrypts `bufs`, in order, into the scratch buffer and hands the records
-/// to `sink` (once for the lot, unless they pass the scratch's size).
+/// to `sink` (once for the lot, unless they pass the scratch's size), the
+/// first of them behind `first` (records already encoded: one write for
+/// both, see [`SocketSink::put_after`]).
 fn seal<D>(
     traffic: &mut WriteTraffic<'_, D>,
     bufs: &[&[u8]],
     sink: &mut SocketSink<'_>,
+    mut first: &[u8],
 ) -> Result<(), Fault> {
     with_scratch(|scratch| {
         let mut filled = 0;
@@ -399,7 +429,9 @@ fn seal<D>(
                             break;
                         }
                         Err(EncryptError::InsufficientSize(_)) if filled > 0 => {
-                            sink.put(&scratch[..filled]).map_err(Fault::Io)?;
+                            sink.put_after(first, &scratch[..filled])
+                                .map_err(Fault::Io)?;
+                            first = &[];
                             filled = 0;
                         }
                         Err(EncryptError::InsufficientSize(e))
@@ -412,9 +444,6 @@ fn seal<D>(
                 }
             }
         }
-        if filled > 0 {
-            sink.put(&scratch[..filled]).map_err(Fault::Io)?;
-        }
-        Ok(())
+        sink.put_after(first, &scratch[..filled]).map_err(Fault::Io)
     })
 }
