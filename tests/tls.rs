@@ -637,6 +637,24 @@ fn curl_fetches_http_over_tls() {
     running.stop();
 }
 
+/// `openssl s_client -brief` (bounded by `timeout 20`) connecting to
+/// `server` as `localhost`, trusting `ca`, with `args` added; its stdin,
+/// stdout and stderr are pipes.
+fn s_client(args: &[&str], ca: &std::path::Path, server: &EchoServer) -> std::process::Child {
+    Command::new("timeout")
+        .args(["20", "openssl", "s_client", "-brief"])
+        .args(args)
+        .arg("-CAfile")
+        .arg(ca)
+        .args(["-servername", "localhost", "-connect"])
+        .arg(server.addr().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl")
+}
+
 /// `openssl s_client` speaking TLS 1.2 and then 1.3: verified, echoed.
 #[test]
 fn openssl_s_client_tls12_and_tls13() {
@@ -648,24 +666,11 @@ fn openssl_s_client_tls12_and_tls13() {
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, server.pki.ca.pem()).unwrap();
     for (flag, version) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
-        let mut child = Command::new("timeout")
-            .args([
-                "20",
-                "openssl",
-                "s_client",
-                "-brief",
-                flag,
-                "-verify_return_error",
-            ])
-            .arg("-CAfile")
-            .arg(&ca)
-            .args(["-servername", "localhost", "-alpn", "echo/1", "-connect"])
-            .arg(server.addr().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run openssl");
+        let mut child = s_client(
+            &[flag, "-verify_return_error", "-alpn", "echo/1"],
+            &ca,
+            &server,
+        );
         let mut stdin = child.stdin.take().unwrap();
         let mut stdout = child.stdout.take().unwrap();
         let line = format!("hello over {version}\n");
@@ -699,17 +704,7 @@ fn openssl_s_client_key_updates_after_the_hand_off() {
     let dir = TempDir::new("tls-openssl-k");
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, server.pki.ca.pem()).unwrap();
-    let mut child = Command::new("timeout")
-        .args(["20", "openssl", "s_client", "-brief", "-tls1_3"])
-        .arg("-CAfile")
-        .arg(&ca)
-        .args(["-servername", "localhost", "-connect"])
-        .arg(server.addr().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run openssl");
+    let mut child = s_client(&["-tls1_3"], &ca, &server);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     // s_client reports each command on stderr; the next line may be written
