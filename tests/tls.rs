@@ -637,6 +637,20 @@ fn curl_fetches_http_over_tls() {
     running.stop();
 }
 
+/// A one-loop echo server for `openssl s_client`, with its CA written to a
+/// file in a temporary directory (kept alive by the caller); `None` when
+/// openssl is missing and cannot be installed.
+fn openssl_echo_server(dir: &str) -> Option<(EchoServer, TempDir, std::path::PathBuf)> {
+    if !have_tool("openssl", "openssl") {
+        return None;
+    }
+    let server = echo_server(1, |b| b);
+    let dir = TempDir::new(dir);
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, server.pki.ca.pem()).unwrap();
+    Some((server, dir, ca))
+}
+
 /// `openssl s_client -brief` (bounded by `timeout 20`) connecting to
 /// `server` as `localhost`, trusting `ca`, with `args` added; its stdin,
 /// stdout and stderr are pipes.
@@ -658,13 +672,9 @@ fn s_client(args: &[&str], ca: &std::path::Path, server: &EchoServer) -> std::pr
 /// `openssl s_client` speaking TLS 1.2 and then 1.3: verified, echoed.
 #[test]
 fn openssl_s_client_tls12_and_tls13() {
-    if !have_tool("openssl", "openssl") {
+    let Some((server, _dir, ca)) = openssl_echo_server("tls-openssl") else {
         return;
-    }
-    let server = echo_server(1, |b| b);
-    let dir = TempDir::new("tls-openssl");
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, server.pki.ca.pem()).unwrap();
+    };
     for (flag, version) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
         let mut child = s_client(
             &[flag, "-verify_return_error", "-alpn", "echo/1"],
@@ -697,13 +707,9 @@ fn openssl_s_client_tls12_and_tls13() {
 /// its write key, or s_client could not read the echoes after it) and `k`.
 #[test]
 fn openssl_s_client_key_updates_after_the_hand_off() {
-    if !have_tool("openssl", "openssl") {
+    let Some((server, _dir, ca)) = openssl_echo_server("tls-openssl-k") else {
         return;
-    }
-    let server = echo_server(1, |b| b);
-    let dir = TempDir::new("tls-openssl-k");
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, server.pki.ca.pem()).unwrap();
+    };
     let mut child = s_client(&["-tls1_3"], &ca, &server);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
