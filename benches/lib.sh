@@ -30,6 +30,16 @@ bench_target_dir() {
     echo "$dir"
 }
 
+# bench_tls_bench: the built tls-bench binary (benches/tls.sh builds it), in
+# cargo's target directory or the harness's own.
+bench_tls_bench() {
+    local target_dir bench
+    target_dir=$(bench_target_dir) || return 1
+    bench="$target_dir/release/tls-bench"
+    [[ -x $bench ]] || bench="$root/benches/harness/target/release/tls-bench"
+    echo "$bench"
+}
+
 # bench_cpu_sample: "LOAD1 IDLE_SHARE" from /proc/loadavg and a 1 s sample of
 # the first line of /proc/stat (idle + iowait over user..steal).
 bench_cpu_sample() {

@@ -15,9 +15,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 # shellcheck source=benches/lib.sh
 source "$root/benches/lib.sh"
-target_dir=$(bench_target_dir) || exit 1
-bench="$target_dir/release/tls-bench"
-[[ -x $bench ]] || bench="$root/benches/harness/target/release/tls-bench"
+bench=$(bench_tls_bench) || exit 1
 bin=$(realpath "${1:?usage: $0 ECHO_BIN [TLS_BENCH_ARGS]}")
 shift
 out=$(mktemp -d)

@@ -21,8 +21,7 @@ cd "$root"
 # shellcheck source=benches/lib.sh
 source "$root/benches/lib.sh"
 target_dir=$(bench_target_dir) || exit 1
-bench="$target_dir/release/tls-bench"
-[[ -x $bench ]] || bench="$root/benches/harness/target/release/tls-bench"
+bench=$(bench_tls_bench) || exit 1
 mode=${1:-echo}
 shift || true
 bin=$target_dir/release/examples/$mode
