@@ -297,7 +297,7 @@ impl<H: EventHandler> EngineBuilder<H> {
     ///
     /// It counts what connections hold, not the loops' fixed caches beside
     /// it: each loop keeps up to 4 MiB of free send buffers for reuse and,
-    /// on io_uring, up to 256 provided receive buffers (4.1 MiB at the
+    /// on io_uring, up to 32 provided receive buffers (528 KiB at the
     /// largest `read_buffer_size`); both are given back when the loop goes
     /// quiet.
     pub fn buffer_budget(mut self, bytes: usize) -> Self {

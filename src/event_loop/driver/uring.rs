@@ -110,10 +110,21 @@ const RING_ENTRIES: u32 = 512;
 /// Most provided buffers per loop. The ring starts with a block of 16 and
 /// grows with demand up to this (see `bufring`); the kernel walks it in
 /// order, so every provided buffer ends up touched: this times the buffer
-/// size bounds the resident cost of a busy loop (4.1 MiB at the largest);
+/// size bounds the resident cost of a busy loop (528 KiB at the largest);
 /// a loop without receives for a while gives those pages back
 /// (`sys::uring::release`).
-const BUFFERS: u16 = 256;
+///
+/// Small on purpose: the kernel takes buffers in the order they came back,
+/// so a buffer is written again only after all the others were, and the
+/// echo's send copies out of the buffer its receive just filled. 256
+/// buffers of 16.5 KiB (4.1 MiB) cycled through more than this machine's
+/// L2 and both copies ran cold: at 100 × 16 KiB the send's copy
+/// (`_copy_from_iter`) was 15.4 % of the server's samples, 6.6 % with 32
+/// buffers (epoll, one hot buffer: 3.2 %); server CPU per message 5.56 →
+/// 4.88 µs of kernel time, and 3.63 → 3.29 at 1,000 × 512
+/// (benches/results/u14-session9-20261205.md). A burst of more ready
+/// connections than buffers costs re-armed receives (`ENOBUFS`), no data.
+const BUFFERS: u16 = 32;
 /// Overrides [`BUFFERS`] (a power of two, 1 to 32,768): for tests that
 /// want the buffer ring to run dry, and for tuning.
 const BUFFERS_ENV: &str = "RINGLOOP_URING_BUFFERS";
