@@ -17,6 +17,8 @@
 //! Only TLS 1.3 with AES-128-GCM, AES-256-GCM or ChaCha20-Poly1305 is
 //! handed off ([`supported`]); TLS 1.2 and anything else stay on rustls.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ring::aead::{
     Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305, NONCE_LEN,
 };
@@ -46,6 +48,31 @@ const HANDSHAKE: u8 = 22;
 const ALERT: u8 = 21;
 const KEY_UPDATE: u8 = 24;
 const NEW_SESSION_TICKET: u8 = 4;
+
+/// A lower write-key limit than the suite's, for tests (see
+/// [`set_write_key_limit`]); `u64::MAX`: none.
+static WRITE_KEY_LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Sessions handed off in this process (see [`hand_offs`]).
+static HAND_OFFS: AtomicU64 = AtomicU64::new(0);
+
+/// Tests only: sessions handed off from now on seal at most `records`
+/// records under one write key before a KeyUpdate of their own (the same
+/// code as at the suite's confidentiality limit, reached in milliseconds).
+/// `u64::MAX` restores the suite's limit.
+pub(super) fn set_write_key_limit(records: u64) {
+    // Relaxed: a setting read once per hand-off; tests set it before the
+    // sessions it is meant for exist (their creation orders it).
+    WRITE_KEY_LIMIT.store(records, Ordering::Relaxed);
+}
+
+/// Tests only: how many sessions of this process took their record layer
+/// from rustls.
+pub(super) fn hand_offs() -> u64 {
+    // Relaxed: a count read after the test synchronised with the loop
+    // (a reply received); no other memory depends on it.
+    HAND_OFFS.load(Ordering::Relaxed)
+}
 
 /// Whether a session that negotiated `version` and `suite` can be handed off.
 pub(super) fn supported(
@@ -174,14 +201,17 @@ impl Handoff {
         kernel: Kernel,
         tx_limit: u64,
     ) -> Result<Self, Error> {
-        Ok(Self {
+        let layer = Self {
             kernel,
             rx: Protection::new(secrets.rx)?,
             tx: Protection::new(secrets.tx)?,
             tx_limit,
             handshake: Vec::new(),
             tx_closed: false,
-        })
+        };
+        // Relaxed: a count only (see `hand_offs`).
+        HAND_OFFS.fetch_add(1, Ordering::Relaxed);
+        Ok(layer)
     }
 
     /// Opens the whole records at the front of `buf` in place, plaintext to
@@ -457,10 +487,13 @@ impl Handoff {
 
 /// Records sealed under one key before a KeyUpdate of our own: rustls's
 /// confidentiality limit for the suite, less a margin (rustls updates at
-/// the same point when it runs the record layer).
+/// the same point when it runs the record layer), or the tests' lower
+/// limit ([`set_write_key_limit`]).
 fn limit(suite: SupportedCipherSuite) -> u64 {
     let limit = suite
         .tls13()
         .map_or(u64::MAX, |s| s.common.confidentiality_limit);
-    limit.saturating_sub(1 << 10).max(1)
+    // Relaxed: see `set_write_key_limit`.
+    let test_limit = WRITE_KEY_LIMIT.load(Ordering::Relaxed);
+    limit.saturating_sub(1 << 10).min(test_limit).max(1)
 }

@@ -17,6 +17,8 @@ struct Pair {
     peer: UnixStream,
     /// Plaintext the client decrypted.
     received: Vec<u8>,
+    /// Every byte the server sent, as the client read it.
+    wire: Vec<u8>,
 }
 
 /// A server session and a rustls client (TLS 1.2 or 1.3) before the
@@ -58,6 +60,7 @@ fn unconnected(tls12: bool, own_record_layer: bool) -> Pair {
         server,
         peer,
         received: Vec::new(),
+        wire: Vec::new(),
     }
 }
 
@@ -88,6 +91,7 @@ impl Pair {
             let mut buf = vec![0u8; 256 * 1024];
             match self.peer.read(&mut buf) {
                 Ok(n) if n > 0 => {
+                    self.wire.extend_from_slice(&buf[..n]);
                     let mut records = &buf[..n];
                     while !records.is_empty() {
                         self.client.read_tls(&mut records).unwrap();
@@ -235,4 +239,366 @@ fn a_key_update_before_the_first_write_is_answered_before_the_hand_off() {
     p.exchange().unwrap();
     assert_eq!(p.client_reads(), b"pong");
     p.round_trip(b"ping", b"pong again");
+}
+
+/// The body lengths of the whole records in `wire`, in order.
+fn record_lengths(wire: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    let mut at = 0;
+    while let Some(header) = wire.get(at..at + 5) {
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if at + 5 + len > wire.len() {
+            break;
+        }
+        lengths.push(len);
+        at += 5 + len;
+    }
+    lengths
+}
+
+/// A sealed KeyUpdate's body: the 5-byte message, its content type and
+/// the tag (a record of 5 bytes of application data has the same length:
+/// the tests below never send one).
+const KEY_UPDATE_RECORD: usize = 5 + 1 + 16;
+
+/// Deterministic bytes, different per seed.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Holds the write-key limit knob (process-wide) for one test, and gives
+/// the suite's limit back when dropped.
+struct WriteKeyLimit(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+static WRITE_KEY_LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl WriteKeyLimit {
+    fn set(records: u64) -> Self {
+        let guard = WRITE_KEY_LIMIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::fuzzing::set_write_key_limit(records);
+        Self(guard)
+    }
+}
+
+impl Drop for WriteKeyLimit {
+    fn drop(&mut self) {
+        super::fuzzing::set_write_key_limit(u64::MAX);
+    }
+}
+
+/// Our own KeyUpdate when the write key reaches its limit (4 records here
+/// through the test knob; the suite's confidentiality limit less a margin
+/// otherwise, the same code): exactly 4 records between two KeyUpdates on
+/// the wire, in single-record writes and inside one large write, and the
+/// rustls client (which checks every record under the key it expects)
+/// reads every byte. Data and the client's own key updates go the other
+/// way throughout.
+#[test]
+fn our_write_key_is_updated_at_its_limit_and_the_peer_follows() {
+    let _limit = WriteKeyLimit::set(4);
+    let mut p = pair(false, true);
+    assert!(p.server.handed_off());
+    p.wire.clear();
+    let mut down = Vec::new();
+    for i in 0..60u64 {
+        // Never 5 bytes: such a record would look like a KeyUpdate.
+        let message = bytes(i, 6 + (i as usize * 13) % 700);
+        p.server.write(&message).unwrap();
+        down.extend_from_slice(&message);
+    }
+    p.exchange().unwrap();
+    assert!(p.client_reads() == down, "60 records across key updates");
+    let lengths = record_lengths(&p.wire);
+    let updates: Vec<usize> = (0..lengths.len())
+        .filter(|&i| lengths[i] == KEY_UPDATE_RECORD)
+        .collect();
+    assert_eq!(lengths.len(), 60 + updates.len(), "{lengths:?}");
+    assert!(updates.len() >= 14, "{} key updates", updates.len());
+    for gap in updates.windows(2) {
+        assert_eq!(gap[1] - gap[0], 5, "4 records per key: {updates:?}");
+    }
+    // One write of 7 full records and a bit: key updates in its midst.
+    let big = bytes(99, 7 * 16 * 1024 + 100);
+    for round in 0..3u8 {
+        p.client.refresh_traffic_keys().unwrap();
+        p.round_trip(&bytes(u64::from(round), 30_000), &big);
+    }
+}
+
+/// The peer's KeyUpdate (update_requested) crossing our records in
+/// flight: what we sealed before it arrived is under the old key (the
+/// peer still reads it), our answer comes next and moves our write key,
+/// and what we seal after it is under the new one; six times, with data
+/// both ways each time.
+#[test]
+fn peer_key_updates_crossing_our_records_in_flight() {
+    let mut p = pair(false, true);
+    for i in 0..6u64 {
+        p.client.refresh_traffic_keys().unwrap();
+        let up = bytes(i, 1000 + i as usize * 5000);
+        p.client.writer().write_all(&up).unwrap();
+        let before = bytes(100 + i, 20_000);
+        p.server.write(&before).unwrap();
+        let mut c2s = Vec::new();
+        while p.client.wants_write() {
+            p.client.write_tls(&mut c2s).unwrap();
+        }
+        let read = p.server.plaintext().len();
+        p.server.feed(&c2s).unwrap();
+        assert!(p.server.plaintext()[read..] == up[..], "round {i}: up");
+        let after = bytes(200 + i, 7 + i as usize * 3000);
+        p.server.write(&after).unwrap();
+        p.exchange().unwrap();
+        assert!(
+            p.client_reads() == [before, after].concat(),
+            "round {i}: down"
+        );
+    }
+}
+
+/// Every split of the record stream: the client's records (1 byte, 100
+/// bytes, a full record, a KeyUpdate, 3 bytes, two records' worth) fed to
+/// the handed-off server one byte per read; the plaintext comes out
+/// byte-exact, the KeyUpdate is followed (its answer sent: the client
+/// reads what comes after it).
+#[test]
+fn records_fed_one_byte_per_read() {
+    let mut p = pair(false, true);
+    p.round_trip(b"ping", b"pong");
+    let mut stream = Vec::new();
+    let mut expect = Vec::new();
+    for (i, len) in [1, 100, 16 * 1024, 3, 20_000].into_iter().enumerate() {
+        if i == 3 {
+            p.client.refresh_traffic_keys().unwrap();
+        }
+        let data = bytes(i as u64, len);
+        p.client.writer().write_all(&data).unwrap();
+        expect.extend_from_slice(&data);
+        while p.client.wants_write() {
+            p.client.write_tls(&mut stream).unwrap();
+        }
+    }
+    let before = p.server.plaintext().len();
+    for byte in &stream {
+        p.server.feed(std::slice::from_ref(byte)).unwrap();
+    }
+    assert!(p.server.plaintext()[before..] == expect[..]);
+    p.exchange().unwrap();
+    p.server.write(b"after the update").unwrap();
+    p.exchange().unwrap();
+    assert_eq!(p.client_reads(), b"after the update");
+    p.round_trip(b"more", b"and more");
+}
+
+/// A client session (a `tls://` dial's) driven as the loop drives it,
+/// handing off as soon as it may, its records to `socket`.
+struct ClientSide {
+    session: super::TlsSession,
+    socket: std::os::fd::OwnedFd,
+    queue: crate::buffer::OutboundQueue,
+    plaintext: Vec<u8>,
+}
+
+impl ClientSide {
+    fn new(config: &Arc<ClientConfig>, socket: UnixStream) -> Self {
+        let mut session = super::TlsConnector::new(config.clone())
+            .session("localhost", true)
+            .unwrap();
+        session.hand_off_at_once();
+        socket.set_nonblocking(true).unwrap();
+        let mut client = Self {
+            session,
+            socket: socket.into(),
+            queue: Default::default(),
+            plaintext: Vec::new(),
+        };
+        client.send();
+        client
+    }
+
+    /// What the session owes the peer (the ClientHello, a Finished, a
+    /// KeyUpdate answer) to the socket.
+    fn send(&mut self) {
+        use std::os::fd::AsFd;
+        let mut to = super::sink::sink(self.socket.as_fd(), &mut self.queue, 1 << 20, true);
+        self.session.send(&mut to).unwrap();
+        assert_eq!(self.queue.len(), 0, "the socket took every record");
+    }
+
+    /// One read's worth of ciphertext, then what it owes the peer.
+    fn feed(&mut self, data: &[u8]) -> Result<(), rustls::Error> {
+        let mut input = data.to_vec();
+        let mut input = &mut input[..];
+        let mut out = [0u8; 1000];
+        loop {
+            let pumped = self.session.pump(input, &mut out)?;
+            input = &mut [];
+            let _ = self.session.take_opened();
+            self.send();
+            self.plaintext.extend_from_slice(&out[..pumped.plain]);
+            if pumped.peer_closed || !pumped.more {
+                return Ok(());
+            }
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) {
+        use std::os::fd::AsFd;
+        let mut to = super::sink::sink(self.socket.as_fd(), &mut self.queue, 1 << 20, true);
+        self.session.write(&[data], &mut to).unwrap();
+        assert_eq!(self.queue.len(), 0, "the socket took every record");
+    }
+}
+
+/// A rustls server (buffered, checking every record) facing a
+/// [`ClientSide`] over a Unix socket pair.
+struct ServerPeer {
+    server: rustls::ServerConnection,
+    peer: UnixStream,
+    /// Plaintext the server decrypted.
+    received: Vec<u8>,
+}
+
+impl ServerPeer {
+    fn new(config: &Arc<rustls::ServerConfig>, peer: UnixStream) -> Self {
+        peer.set_nonblocking(true).unwrap();
+        Self {
+            server: rustls::ServerConnection::new(config.clone()).unwrap(),
+            peer,
+            received: Vec::new(),
+        }
+    }
+
+    /// Reads what the client sent and processes it (nothing is sent back).
+    fn take_in(&mut self) {
+        let mut buf = vec![0u8; 256 * 1024];
+        while let Ok(n @ 1..) = self.peer.read(&mut buf) {
+            let mut records = &buf[..n];
+            while !records.is_empty() {
+                self.server.read_tls(&mut records).unwrap();
+                self.server.process_new_packets().unwrap();
+                let mut plain = [0u8; 4096];
+                while let Ok(k @ 1..) = self.server.reader().read(&mut plain) {
+                    self.received.extend_from_slice(&plain[..k]);
+                }
+            }
+        }
+    }
+
+    /// Everything the server has to send, encoded (not sent).
+    fn take_out(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while self.server.wants_write() {
+            self.server.write_tls(&mut out).unwrap();
+        }
+        out
+    }
+}
+
+/// A server config for `localhost` sending `tickets` TLS 1.3 tickets
+/// (stateful: the server's session cache resumes them), and a client
+/// config trusting it with its own resumption store.
+fn configs(tickets: usize) -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let mut server = super::ServerTls::from_pem(
+        cert.cert.pem().as_bytes(),
+        cert.key_pair.serialize_pem().as_bytes(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    server.send_tls13_tickets = tickets;
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let mut client = ClientConfig::builder_with_provider(super::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.enable_secret_extraction = true;
+    (Arc::new(server), Arc::new(client))
+}
+
+/// A dial's handshake to its end: ClientHello, the server's flight, the
+/// client's Finished (taken in by the server, whose answer, the session
+/// tickets, is held back and returned).
+fn dial(
+    server_config: &Arc<rustls::ServerConfig>,
+    client_config: &Arc<ClientConfig>,
+) -> (ClientSide, ServerPeer, Vec<u8>) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut client = ClientSide::new(client_config, a);
+    let mut server = ServerPeer::new(server_config, b);
+    server.take_in();
+    let flight = server.take_out();
+    client.feed(&flight).unwrap();
+    assert!(!client.session.is_handshaking());
+    server.take_in();
+    assert!(!server.server.is_handshaking());
+    let held = server.take_out();
+    (client, server, held)
+}
+
+/// NewSessionTickets that reach a dial after it handed its record layer
+/// off (the server's five tickets held back until the client had sealed
+/// 40 records on its own, then fed one byte per read, so their record is
+/// split across reads): the stream goes on byte-exact both ways, and the tickets
+/// are stored (in rustls's resumption store, as the module docs say): the
+/// next dial resumes. The control: a dial whose tickets never came does
+/// not.
+#[test]
+fn tickets_after_a_dial_handed_off_are_stored_and_the_stream_goes_on() {
+    let (server_config, client_config) = configs(5);
+    let (mut client, mut server, held) = dial(&server_config, &client_config);
+    // rustls puts the five in one record: five messages for the layer to
+    // take apart, each record cut across reads below.
+    assert!(!record_lengths(&held).is_empty(), "the tickets held");
+    let up: Vec<u8> = (0..40u64)
+        .flat_map(|i| bytes(i, 1 + i as usize * 31))
+        .collect();
+    for i in 0..40u64 {
+        client.write(&bytes(i, 1 + i as usize * 31));
+    }
+    assert!(client.session.handed_off());
+    server.take_in();
+    assert!(server.received == up);
+    server
+        .server
+        .writer()
+        .write_all(b"after the tickets")
+        .unwrap();
+    let mut down = held;
+    down.extend(server.take_out());
+    for byte in &down {
+        client.feed(std::slice::from_ref(byte)).unwrap();
+    }
+    assert_eq!(client.plaintext, b"after the tickets");
+    client.write(b"still talking");
+    server.take_in();
+    assert!(server.received.ends_with(b"still talking"));
+    let (_, resumed, _) = dial(&server_config, &client_config);
+    assert_eq!(
+        resumed.server.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+
+    // The control: tickets never delivered, nothing to resume.
+    let (server_config, client_config) = configs(5);
+    let (mut client, _server, _held) = dial(&server_config, &client_config);
+    client.write(b"no tickets");
+    let (_, full, _) = dial(&server_config, &client_config);
+    assert_eq!(
+        full.server.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
 }

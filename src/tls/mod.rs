@@ -211,8 +211,8 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The TLS input path outside a loop, for the fuzz targets (`fuzz/`): not
-/// part of the supported API.
+/// The TLS input path outside a loop, for the fuzz targets (`fuzz/`), and
+/// the record layer's test knobs: not part of the supported API.
 #[doc(hidden)]
 pub mod fuzzing {
     use std::os::fd::{AsFd, OwnedFd};
@@ -221,6 +221,19 @@ pub mod fuzzing {
     use super::session::TlsSession;
     use super::sink::sink;
     use crate::buffer::OutboundQueue;
+
+    /// Sessions handed off from now on (in this process) update their
+    /// write key after `records` records, as they do at the suite's
+    /// confidentiality limit; `u64::MAX` restores that limit.
+    pub fn set_write_key_limit(records: u64) {
+        super::handoff::set_write_key_limit(records);
+    }
+
+    /// How many sessions of this process took their record layer from
+    /// rustls (see [`TlsOptions::own_record_layer`](super::TlsOptions::own_record_layer)).
+    pub fn hand_offs() -> u64 {
+        super::handoff::hand_offs()
+    }
 
     /// A server session driven as the event loop drives it: ciphertext in
     /// (any split), plaintext out through a small buffer (so it fills and
