@@ -602,3 +602,192 @@ fn tickets_after_a_dial_handed_off_are_stored_and_the_stream_goes_on() {
         Some(rustls::HandshakeKind::Full)
     );
 }
+
+/// A client session store counting the TLS 1.3 tickets rustls stores.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group);
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value);
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name);
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        // Relaxed: read by the same thread.
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(name, value);
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// A server's record protection made here with `ring` from the secrets
+/// rustls hands out, for records rustls's own server never sends.
+struct Sealer {
+    key: ring::aead::LessSafeKey,
+    iv: [u8; 12],
+    seq: u64,
+}
+
+impl Sealer {
+    fn new((seq, secrets): (u64, rustls::ConnectionTrafficSecrets)) -> Self {
+        let (algorithm, key, iv) = match secrets {
+            rustls::ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
+                (&ring::aead::AES_128_GCM, key, iv)
+            }
+            rustls::ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
+                (&ring::aead::AES_256_GCM, key, iv)
+            }
+            rustls::ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&ring::aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => panic!("a suite the test does not seal"),
+        };
+        let key = ring::aead::UnboundKey::new(algorithm, key.as_ref()).unwrap();
+        Self {
+            key: ring::aead::LessSafeKey::new(key),
+            iv: iv.as_ref().try_into().unwrap(),
+            seq,
+        }
+    }
+
+    /// One record of inner type `kind` carrying `data`.
+    fn seal(&mut self, kind: u8, data: &[u8]) -> Vec<u8> {
+        let mut nonce = self.iv;
+        for (b, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        self.seq += 1;
+        let len = data.len() + 1 + 16;
+        let header = [23, 3, 3, (len >> 8) as u8, len as u8];
+        let mut body = data.to_vec();
+        body.push(kind);
+        self.key
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(header),
+                &mut body,
+            )
+            .unwrap();
+        [&header[..], &body].concat()
+    }
+}
+
+/// A NewSessionTicket message (handshake header and body): an hour's
+/// lifetime, `nonce`, a 16-byte opaque ticket, no extensions.
+fn new_session_ticket(nonce: u8) -> Vec<u8> {
+    let mut body = vec![0, 0, 0x0e, 0x10, 1, 2, 3, 4, 1, nonce, 0, 16];
+    body.extend_from_slice(&[nonce; 16]);
+    body.extend_from_slice(&[0, 0]);
+    let mut message = vec![4, 0, 0, body.len() as u8];
+    message.extend(body);
+    message
+}
+
+/// A dial handed off with no ticket yet (its server sends none), and a
+/// hand-made record layer for that server (its secrets from rustls,
+/// sealed here) to send what rustls's server never does.
+fn handed_dial_and_sealer() -> (ClientSide, Sealer, Arc<CountingStore>) {
+    let (server_config, client_config) = configs(0);
+    let store = Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(8),
+        tickets: Default::default(),
+    });
+    let mut client_config = (*client_config).clone();
+    client_config.resumption = rustls::client::Resumption::store(store.clone());
+    let (mut client, server, held) = dial(&server_config, &Arc::new(client_config));
+    assert!(held.is_empty(), "no tickets from this server");
+    client.write(b"x");
+    assert!(client.session.handed_off());
+    let secrets = server.server.dangerous_extract_secrets().unwrap();
+    (client, Sealer::new(secrets.tx), store)
+}
+
+/// Tickets the way rustls's server never sends them, to a dial after its
+/// hand-off, 200 records into the server's stream: one cut across two
+/// records (with a record boundary inside its header), two in one record;
+/// every byte fed one per read. The three are stored (the session store
+/// counts them) and the data around them arrives byte-exact.
+#[test]
+fn tickets_split_across_records_or_sharing_one_are_stored() {
+    let (mut client, mut server, store) = handed_dial_and_sealer();
+    let mut wire = Vec::new();
+    let mut expect = Vec::new();
+    for i in 0..200u64 {
+        let data = bytes(i, 1 + (i as usize * 37) % 3000);
+        wire.extend(server.seal(23, &data));
+        expect.extend(data);
+    }
+    let first = new_session_ticket(1);
+    wire.extend(server.seal(22, &first[..2]));
+    wire.extend(server.seal(22, &first[2..]));
+    wire.extend(server.seal(23, b"between"));
+    expect.extend_from_slice(b"between");
+    wire.extend(server.seal(22, &[new_session_ticket(2), new_session_ticket(3)].concat()));
+    wire.extend(server.seal(23, b"after"));
+    expect.extend_from_slice(b"after");
+    for byte in &wire {
+        client.feed(std::slice::from_ref(byte)).unwrap();
+    }
+    assert!(client.plaintext == expect);
+    // Relaxed: stored on this thread.
+    assert_eq!(store.tickets.load(std::sync::atomic::Ordering::Relaxed), 3);
+}
+
+/// What breaks the rules around a ticket ends the dial's session with a
+/// typed error: application data inside a ticket cut across records, a
+/// ticket that does not parse, a KeyUpdate not at its record's end.
+#[test]
+fn broken_tickets_end_the_dials_session_with_a_typed_error() {
+    let (mut client, mut server, _) = handed_dial_and_sealer();
+    let ticket = new_session_ticket(1);
+    let mut wire = server.seal(22, &ticket[..10]);
+    wire.extend(server.seal(23, b"inside a ticket"));
+    let e = client.feed(&wire).unwrap_err();
+    assert!(format!("{e:?}").contains("UnexpectedMessage"), "{e:?}");
+
+    let (mut client, mut server, _) = handed_dial_and_sealer();
+    let mut garbled = ticket.clone();
+    garbled[4..8].fill(0xff);
+    garbled.truncate(12);
+    garbled[3] = 8;
+    let e = client.feed(&server.seal(22, &garbled)).unwrap_err();
+    assert!(matches!(e, rustls::Error::InvalidMessage(_)), "{e:?}");
+
+    let (mut client, mut server, _) = handed_dial_and_sealer();
+    let key_update_then_ticket = [&[24, 0, 0, 1, 0][..], &ticket].concat();
+    let e = client
+        .feed(&server.seal(22, &key_update_then_ticket))
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("TrailingData"), "{e:?}");
+}
