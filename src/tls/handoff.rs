@@ -6,10 +6,14 @@
 //! sequence number), the record framing (outer header, inner content type,
 //! padding, size limits), the post-handshake messages (KeyUpdate: the read
 //! key updated, an `update_requested` answered with our own KeyUpdate and
-//! the write key updated; NewSessionTicket on a client: handed to rustls),
+//! the write key updated; NewSessionTicket on a client: handed to rustls,
+//! which stores it in the client config's resumption store as it would
+//! one it had read itself, so a later dial resumes with it; a ticket may
+//! be cut across records or share one with others),
 //! alerts (`close_notify` received and sent; any other alert closes with
 //! its description) and the write key's confidentiality limit (a KeyUpdate
-//! of our own before it is reached). rustls keeps the key schedule
+//! of our own before it is reached; tests lower it through
+//! [`set_write_key_limit`]). rustls keeps the key schedule
 //! ([`KernelConnection`]): new traffic secrets come from it. This module
 //! never reads or writes a socket and never panics on what the peer sends:
 //! a bad record is a [`rustls::Error`], after the alert it owes is sealed.

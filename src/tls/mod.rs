@@ -55,7 +55,8 @@
 //! rustls's kernel API): records are then opened in place in the loop's
 //! buffers and sealed into the thread's scratch buffer with `ring`, with
 //! no per-record allocation or extra copy; rustls keeps the key schedule
-//! (KeyUpdate secrets, a client's session tickets). The hand-off comes
+//! (KeyUpdate secrets; a client's session tickets, which arriving after
+//! the hand-off are stored for resumption all the same). The hand-off comes
 //! right after rustls sealed application data, so nothing it holds back
 //! (an answer to the peer's KeyUpdate) is lost, and only with no ciphertext
 //! held. Everything around it (sink, queue, back-pressure, close) is
