@@ -6,7 +6,8 @@
 //! sequence number), the record framing (outer header, inner content type,
 //! padding, size limits), the post-handshake messages (KeyUpdate: the read
 //! key updated, an `update_requested` answered with our own KeyUpdate and
-//! the write key updated; NewSessionTicket on a client: handed to rustls,
+//! the write key updated, the 33rd in a row with no application data
+//! between refused as rustls refuses it; NewSessionTicket on a client: handed to rustls,
 //! which stores it in the client config's resumption store as it would
 //! one it had read itself, so a later dial resumes with it; a ticket may
 //! be cut across records or share one with others),
@@ -30,7 +31,7 @@ use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::{
-    AlertDescription, CipherSuite, ConnectionTrafficSecrets, Error, InvalidMessage,
+    AlertDescription, CipherSuite, ConnectionTrafficSecrets, Error, InvalidMessage, PeerMisbehaved,
     ProtocolVersion, SupportedCipherSuite,
 };
 
@@ -52,6 +53,10 @@ const HANDSHAKE: u8 = 22;
 const ALERT: u8 = 21;
 const KEY_UPDATE: u8 = 24;
 const NEW_SESSION_TICKET: u8 = 4;
+/// KeyUpdates followed in a row with no application data between them;
+/// the next one ends the session, as rustls and BoringSSL end it: each
+/// costs a key derivation (and, `update_requested`, an answer).
+const KEY_UPDATES_IN_A_ROW: u8 = 32;
 
 /// A lower write-key limit than the suite's, for tests (see
 /// [`set_write_key_limit`]); `u64::MAX`: none.
@@ -182,6 +187,9 @@ pub(crate) struct Handoff {
     handshake: Vec<u8>,
     /// Our `close_notify` (or a fatal alert) was sealed: nothing more is.
     tx_closed: bool,
+    /// KeyUpdates still followed before application data comes (see
+    /// [`KEY_UPDATES_IN_A_ROW`]).
+    key_updates_left: u8,
 }
 
 impl Handoff {
@@ -212,6 +220,7 @@ impl Handoff {
             tx_limit,
             handshake: Vec::new(),
             tx_closed: false,
+            key_updates_left: KEY_UPDATES_IN_A_ROW,
         };
         // Relaxed: a count only (see `hand_offs`).
         HAND_OFFS.fetch_add(1, Ordering::Relaxed);
@@ -300,6 +309,7 @@ impl Handoff {
         let content = &inner[..end];
         match inner[end] {
             APPLICATION_DATA if self.handshake.is_empty() => {
+                self.key_updates_left = KEY_UPDATES_IN_A_ROW;
                 plain.put(content);
                 Ok(true)
             }
@@ -368,6 +378,14 @@ impl Handoff {
             let body = &message[4..];
             match (kind, &self.kernel) {
                 (KEY_UPDATE, _) => {
+                    let Some(left) = self.key_updates_left.checked_sub(1) else {
+                        return Err(self.fatal(
+                            Error::PeerMisbehaved(PeerMisbehaved::TooManyKeyUpdateRequests),
+                            AlertDescription::UnexpectedMessage,
+                            out,
+                        ));
+                    };
+                    self.key_updates_left = left;
                     // A key change must end its record (RFC 8446 §5.1).
                     if !self.handshake.is_empty() {
                         return Err(self.fatal(

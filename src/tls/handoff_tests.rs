@@ -791,3 +791,47 @@ fn broken_tickets_end_the_dials_session_with_a_typed_error() {
         .unwrap_err();
     assert!(format!("{e:?}").contains("TrailingData"), "{e:?}");
 }
+
+/// A peer sending KeyUpdates with no application data between them is
+/// refused at the 33rd (PeerMisbehaved::TooManyKeyUpdateRequests), as
+/// rustls (and BoringSSL) refuse it, whether the loop runs the record
+/// layer or rustls does: each costs a key derivation (and,
+/// update_requested, an answer), so an endless run is not followed. 32 in
+/// a row are followed, and data resets the count. (The loop's layer
+/// followed every one: this test failed before it counted them.)
+#[test]
+fn key_updates_without_data_between_are_refused_after_32() {
+    for own_record_layer in [true, false] {
+        let mut p = pair(false, own_record_layer);
+        assert_eq!(p.server.handed_off(), own_record_layer);
+        for round in 0..2u8 {
+            for _ in 0..32 {
+                p.client.refresh_traffic_keys().unwrap();
+            }
+            p.round_trip(&[round; 10], &[round; 10]);
+        }
+        for _ in 0..33 {
+            p.client.refresh_traffic_keys().unwrap();
+        }
+        let mut c2s = Vec::new();
+        while p.client.wants_write() {
+            p.client.write_tls(&mut c2s).unwrap();
+        }
+        let e = p.server.feed(&c2s).unwrap_err();
+        assert_eq!(
+            e,
+            rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::TooManyKeyUpdateRequests),
+            "own record layer {own_record_layer}"
+        );
+        // The loop's layer says why (unexpected_message, as BoringSSL
+        // does); rustls closes without an alert.
+        let mut alert = vec![0u8; 64 * 1024];
+        let n = p.peer.read(&mut alert).unwrap_or(0);
+        p.client.read_tls(&mut &alert[..n]).unwrap();
+        let seen = p.client.process_new_packets().err();
+        let said = own_record_layer.then_some(rustls::Error::AlertReceived(
+            AlertDescription::UnexpectedMessage,
+        ));
+        assert_eq!(seen, said, "own record layer {own_record_layer}");
+    }
+}
