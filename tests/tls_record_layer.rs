@@ -565,3 +565,60 @@ fn a_corrupted_record_to_a_dial_closes_only_that_connection() {
     assert!(rx.is_empty(), "nothing from the corrupted record");
     client.stop();
 }
+
+/// A client past the server's hand-off that sends 33 KeyUpdates in a row
+/// with no data between: that connection closes with
+/// `PeerMisbehaved(TooManyKeyUpdateRequests)` and an unexpected_message
+/// alert (32 in a row are followed); another client goes on.
+#[test]
+fn a_run_of_33_key_updates_closes_only_that_connection() {
+    let _serial = serial();
+    let pki = TestPki::new();
+    let (closes_tx, closes) = unbounded::<String>();
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(echo_now)
+            .on_close(move |_, reason| {
+                let why = match reason {
+                    ringloop::CloseReason::Tls(e) => format!("tls: {e:?}"),
+                    other => reason_kind(other).to_string(),
+                };
+                let _ = closes_tx.send(why);
+                Action::None
+            })
+            .builder()
+            .listen("tls://127.0.0.1:0")
+            .loops(1)
+            .tls_server(pki.server_tls().build().unwrap()),
+    );
+    let before = hand_offs();
+    let mut good = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
+    let mut bad = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
+    for i in 0..40u64 {
+        common::certs::tls_round_trip(&mut good, &payload(i, 1 + i as usize * 37));
+        common::certs::tls_round_trip(&mut bad, &payload(i, 1 + i as usize * 37));
+    }
+    assert_eq!(hand_offs() - before, 2, "both handed off");
+    for _ in 0..32 {
+        bad.conn.refresh_traffic_keys().unwrap();
+    }
+    common::certs::tls_round_trip(&mut bad, b"32 in a row are followed");
+    for _ in 0..33 {
+        bad.conn.refresh_traffic_keys().unwrap();
+    }
+    bad.flush().unwrap();
+    while bad.conn.wants_write() {
+        bad.conn.write_tls(&mut bad.sock).unwrap();
+    }
+    assert_eq!(
+        closes.recv_timeout(PATIENCE).unwrap(),
+        "tls: PeerMisbehaved(TooManyKeyUpdateRequests)"
+    );
+    let mut rest = Vec::new();
+    let e = bad.read_to_end(&mut rest).unwrap_err();
+    assert!(e.to_string().contains("UnexpectedMessage"), "{e}");
+    common::certs::tls_round_trip(&mut good, b"the other connection goes on");
+    drop(good);
+    assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "eof");
+    running.stop();
+}
