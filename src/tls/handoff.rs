@@ -511,7 +511,7 @@ impl Handoff {
 /// confidentiality limit for the suite, less a margin (rustls updates at
 /// the same point when it runs the record layer), or the tests' lower
 /// limit ([`set_write_key_limit`]).
-fn limit(suite: SupportedCipherSuite) -> u64 {
+pub(super) fn limit(suite: SupportedCipherSuite) -> u64 {
     let limit = suite
         .tls13()
         .map_or(u64::MAX, |s| s.common.confidentiality_limit);

@@ -835,3 +835,22 @@ fn key_updates_without_data_between_are_refused_after_32() {
         assert_eq!(seen, said, "own record layer {own_record_layer}");
     }
 }
+
+/// The write key's limit in production is rustls's confidentiality limit
+/// for the suite less 1024 records (AES-GCM: about 2^24.5; ChaCha20: none
+/// to speak of), and the test knob only ever lowers it.
+#[test]
+fn the_write_key_limit_is_the_suites_less_a_margin() {
+    let _knob = WriteKeyLimit::set(u64::MAX);
+    for suite in super::provider().cipher_suites.iter().copied() {
+        let Some(tls13) = suite.tls13() else {
+            continue;
+        };
+        let expect = tls13.common.confidentiality_limit - 1024;
+        assert_eq!(super::handoff::limit(suite), expect, "{:?}", suite.suite());
+        assert!(expect > 1 << 23, "{:?}", suite.suite());
+        super::fuzzing::set_write_key_limit(4);
+        assert_eq!(super::handoff::limit(suite), 4);
+        super::fuzzing::set_write_key_limit(u64::MAX);
+    }
+}
