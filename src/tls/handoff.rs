@@ -7,13 +7,14 @@
 //! padding, size limits), the post-handshake messages (KeyUpdate: the read
 //! key updated, an `update_requested` answered with our own KeyUpdate and
 //! the write key updated, the 33rd in a row with no application data
-//! between refused as rustls refuses it; NewSessionTicket on a client: handed to rustls,
-//! which stores it in the client config's resumption store as it would
-//! one it had read itself, so a later dial resumes with it; a ticket may
-//! be cut across records or share one with others),
-//! alerts (`close_notify` received and sent; any other alert closes with
-//! its description) and the write key's confidentiality limit (a KeyUpdate
-//! of our own before it is reached; tests lower it through
+//! between refused as rustls refuses it; NewSessionTicket on a client:
+//! handed to rustls, which stores it in the client config's resumption
+//! store as it would one it had read itself, so a later dial resumes with
+//! it; a ticket may be cut across records or share one with others),
+//! alerts (`close_notify` received and sent; four `user_canceled` warnings
+//! taken, as rustls takes them; any other alert closes with its
+//! description) and the write key's confidentiality limit (a KeyUpdate of
+//! our own before it is reached; tests lower it through
 //! [`set_write_key_limit`]). rustls keeps the key schedule
 //! ([`KernelConnection`]): new traffic secrets come from it. This module
 //! never reads or writes a socket and never panics on what the peer sends:
@@ -57,6 +58,9 @@ const NEW_SESSION_TICKET: u8 = 4;
 /// the next one ends the session, as rustls and BoringSSL end it: each
 /// costs a key derivation (and, `update_requested`, an answer).
 const KEY_UPDATES_IN_A_ROW: u8 = 32;
+/// Warning alerts (`user_canceled`) a session takes; the next ends it, as
+/// rustls and BoringSSL end it.
+const WARNING_ALERTS: u8 = 4;
 
 /// A lower write-key limit than the suite's, for tests (see
 /// [`set_write_key_limit`]); `u64::MAX`: none.
@@ -190,6 +194,8 @@ pub(crate) struct Handoff {
     /// KeyUpdates still followed before application data comes (see
     /// [`KEY_UPDATES_IN_A_ROW`]).
     key_updates_left: u8,
+    /// Warning alerts still taken (see [`WARNING_ALERTS`]).
+    warnings_left: u8,
 }
 
 impl Handoff {
@@ -221,6 +227,7 @@ impl Handoff {
             handshake: Vec::new(),
             tx_closed: false,
             key_updates_left: KEY_UPDATES_IN_A_ROW,
+            warnings_left: WARNING_ALERTS,
         };
         // Relaxed: a count only (see `hand_offs`).
         HAND_OFFS.fetch_add(1, Ordering::Relaxed);
@@ -337,7 +344,8 @@ impl Handoff {
     }
 
     /// An alert from the peer: `close_notify` ends its stream,
-    /// `user_canceled` is a warning; any other ends the session.
+    /// `user_canceled` is a warning (the fifth in a session ends it, as
+    /// rustls and BoringSSL end it); any other ends the session.
     fn alert(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<bool, Error> {
         let &[_level, description] = content else {
             return Err(self.fatal(
@@ -348,7 +356,17 @@ impl Handoff {
         };
         match AlertDescription::from(description) {
             AlertDescription::CloseNotify => Ok(false),
-            AlertDescription::UserCanceled => Ok(true),
+            AlertDescription::UserCanceled => match self.warnings_left.checked_sub(1) {
+                Some(left) => {
+                    self.warnings_left = left;
+                    Ok(true)
+                }
+                None => Err(self.fatal(
+                    Error::PeerMisbehaved(PeerMisbehaved::TooManyWarningAlertsReceived),
+                    AlertDescription::UnexpectedMessage,
+                    out,
+                )),
+            },
             other => {
                 // A fatal alert: nothing more is sent, not even ours.
                 self.tx_closed = true;

@@ -912,3 +912,30 @@ fn random_streams_of_data_and_tickets_in_random_reads() {
         assert_eq!(stored, tickets, "seed {seed}");
     }
 }
+
+/// Alerts to a handed-off dial: four user_canceled warnings are taken
+/// (data around them arrives), the fifth ends the session with
+/// `PeerMisbehaved(TooManyWarningAlertsReceived)` as rustls ends it; any
+/// other alert, at warning level too, ends it with its description.
+#[test]
+fn warnings_are_taken_four_times_and_other_alerts_end_the_session() {
+    let (mut client, mut server, _) = handed_dial_and_sealer();
+    for i in 0..4u8 {
+        let mut wire = server.seal(21, &[1, 90]);
+        wire.extend(server.seal(23, &[i; 3]));
+        client.feed(&wire).unwrap();
+    }
+    assert_eq!(client.plaintext, [[0; 3], [1; 3], [2; 3], [3; 3]].concat());
+    let e = client.feed(&server.seal(21, &[1, 90])).unwrap_err();
+    assert_eq!(
+        e,
+        rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::TooManyWarningAlertsReceived)
+    );
+
+    let (mut client, mut server, _) = handed_dial_and_sealer();
+    let e = client.feed(&server.seal(21, &[1, 40])).unwrap_err();
+    assert_eq!(
+        e,
+        rustls::Error::AlertReceived(AlertDescription::HandshakeFailure)
+    );
+}
