@@ -6,16 +6,24 @@
 //! sequence number), the record framing (outer header, inner content type,
 //! padding, size limits), the post-handshake messages (KeyUpdate: the read
 //! key updated, an `update_requested` answered with our own KeyUpdate and
-//! the write key updated; NewSessionTicket on a client: handed to rustls),
-//! alerts (`close_notify` received and sent; any other alert closes with
-//! its description) and the write key's confidentiality limit (a KeyUpdate
-//! of our own before it is reached). rustls keeps the key schedule
+//! the write key updated, the 33rd in a row with no application data
+//! between refused as rustls refuses it; NewSessionTicket on a client:
+//! handed to rustls, which stores it in the client config's resumption
+//! store as it would one it had read itself, so a later dial resumes with
+//! it; a ticket may be cut across records or share one with others),
+//! alerts (`close_notify` received and sent; four `user_canceled` warnings
+//! taken, as rustls takes them; any other alert closes with its
+//! description) and the write key's confidentiality limit (a KeyUpdate of
+//! our own before it is reached; tests lower it through
+//! [`set_write_key_limit`]). rustls keeps the key schedule
 //! ([`KernelConnection`]): new traffic secrets come from it. This module
 //! never reads or writes a socket and never panics on what the peer sends:
 //! a bad record is a [`rustls::Error`], after the alert it owes is sealed.
 //!
 //! Only TLS 1.3 with AES-128-GCM, AES-256-GCM or ChaCha20-Poly1305 is
 //! handed off ([`supported`]); TLS 1.2 and anything else stay on rustls.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ring::aead::{
     Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305, NONCE_LEN,
@@ -24,7 +32,7 @@ use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::{
-    AlertDescription, CipherSuite, ConnectionTrafficSecrets, Error, InvalidMessage,
+    AlertDescription, CipherSuite, ConnectionTrafficSecrets, Error, InvalidMessage, PeerMisbehaved,
     ProtocolVersion, SupportedCipherSuite,
 };
 
@@ -46,6 +54,38 @@ const HANDSHAKE: u8 = 22;
 const ALERT: u8 = 21;
 const KEY_UPDATE: u8 = 24;
 const NEW_SESSION_TICKET: u8 = 4;
+/// KeyUpdates followed in a row with no application data between them;
+/// the next one ends the session, as rustls and BoringSSL end it: each
+/// costs a key derivation (and, `update_requested`, an answer).
+const KEY_UPDATES_IN_A_ROW: u8 = 32;
+/// Warning alerts (`user_canceled`) a session takes; the next ends it, as
+/// rustls and BoringSSL end it.
+const WARNING_ALERTS: u8 = 4;
+
+/// A lower write-key limit than the suite's, for tests (see
+/// [`set_write_key_limit`]); `u64::MAX`: none.
+static WRITE_KEY_LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Sessions handed off in this process (see [`hand_offs`]).
+static HAND_OFFS: AtomicU64 = AtomicU64::new(0);
+
+/// Tests only: sessions handed off from now on seal at most `records`
+/// records under one write key before a KeyUpdate of their own (the same
+/// code as at the suite's confidentiality limit, reached in milliseconds).
+/// `u64::MAX` restores the suite's limit.
+pub(super) fn set_write_key_limit(records: u64) {
+    // Relaxed: a setting read once per hand-off; tests set it before the
+    // sessions it is meant for exist (their creation orders it).
+    WRITE_KEY_LIMIT.store(records, Ordering::Relaxed);
+}
+
+/// Tests only: how many sessions of this process took their record layer
+/// from rustls.
+pub(super) fn hand_offs() -> u64 {
+    // Relaxed: a count read after the test synchronised with the loop
+    // (a reply received); no other memory depends on it.
+    HAND_OFFS.load(Ordering::Relaxed)
+}
 
 /// Whether a session that negotiated `version` and `suite` can be handed off.
 pub(super) fn supported(
@@ -151,6 +191,11 @@ pub(crate) struct Handoff {
     handshake: Vec<u8>,
     /// Our `close_notify` (or a fatal alert) was sealed: nothing more is.
     tx_closed: bool,
+    /// KeyUpdates still followed before application data comes (see
+    /// [`KEY_UPDATES_IN_A_ROW`]).
+    key_updates_left: u8,
+    /// Warning alerts still taken (see [`WARNING_ALERTS`]).
+    warnings_left: u8,
 }
 
 impl Handoff {
@@ -174,14 +219,19 @@ impl Handoff {
         kernel: Kernel,
         tx_limit: u64,
     ) -> Result<Self, Error> {
-        Ok(Self {
+        let layer = Self {
             kernel,
             rx: Protection::new(secrets.rx)?,
             tx: Protection::new(secrets.tx)?,
             tx_limit,
             handshake: Vec::new(),
             tx_closed: false,
-        })
+            key_updates_left: KEY_UPDATES_IN_A_ROW,
+            warnings_left: WARNING_ALERTS,
+        };
+        // Relaxed: a count only (see `hand_offs`).
+        HAND_OFFS.fetch_add(1, Ordering::Relaxed);
+        Ok(layer)
     }
 
     /// Opens the whole records at the front of `buf` in place, plaintext to
@@ -266,6 +316,7 @@ impl Handoff {
         let content = &inner[..end];
         match inner[end] {
             APPLICATION_DATA if self.handshake.is_empty() => {
+                self.key_updates_left = KEY_UPDATES_IN_A_ROW;
                 plain.put(content);
                 Ok(true)
             }
@@ -293,7 +344,8 @@ impl Handoff {
     }
 
     /// An alert from the peer: `close_notify` ends its stream,
-    /// `user_canceled` is a warning; any other ends the session.
+    /// `user_canceled` is a warning (the fifth in a session ends it, as
+    /// rustls and BoringSSL end it); any other ends the session.
     fn alert(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<bool, Error> {
         let &[_level, description] = content else {
             return Err(self.fatal(
@@ -304,7 +356,17 @@ impl Handoff {
         };
         match AlertDescription::from(description) {
             AlertDescription::CloseNotify => Ok(false),
-            AlertDescription::UserCanceled => Ok(true),
+            AlertDescription::UserCanceled => match self.warnings_left.checked_sub(1) {
+                Some(left) => {
+                    self.warnings_left = left;
+                    Ok(true)
+                }
+                None => Err(self.fatal(
+                    Error::PeerMisbehaved(PeerMisbehaved::TooManyWarningAlertsReceived),
+                    AlertDescription::UnexpectedMessage,
+                    out,
+                )),
+            },
             other => {
                 // A fatal alert: nothing more is sent, not even ours.
                 self.tx_closed = true;
@@ -334,6 +396,14 @@ impl Handoff {
             let body = &message[4..];
             match (kind, &self.kernel) {
                 (KEY_UPDATE, _) => {
+                    let Some(left) = self.key_updates_left.checked_sub(1) else {
+                        return Err(self.fatal(
+                            Error::PeerMisbehaved(PeerMisbehaved::TooManyKeyUpdateRequests),
+                            AlertDescription::UnexpectedMessage,
+                            out,
+                        ));
+                    };
+                    self.key_updates_left = left;
                     // A key change must end its record (RFC 8446 §5.1).
                     if !self.handshake.is_empty() {
                         return Err(self.fatal(
@@ -457,10 +527,13 @@ impl Handoff {
 
 /// Records sealed under one key before a KeyUpdate of our own: rustls's
 /// confidentiality limit for the suite, less a margin (rustls updates at
-/// the same point when it runs the record layer).
-fn limit(suite: SupportedCipherSuite) -> u64 {
+/// the same point when it runs the record layer), or the tests' lower
+/// limit ([`set_write_key_limit`]).
+pub(super) fn limit(suite: SupportedCipherSuite) -> u64 {
     let limit = suite
         .tls13()
         .map_or(u64::MAX, |s| s.common.confidentiality_limit);
-    limit.saturating_sub(1 << 10).max(1)
+    // Relaxed: see `set_write_key_limit`.
+    let test_limit = WRITE_KEY_LIMIT.load(Ordering::Relaxed);
+    limit.saturating_sub(1 << 10).min(test_limit).max(1)
 }

@@ -55,7 +55,8 @@
 //! rustls's kernel API): records are then opened in place in the loop's
 //! buffers and sealed into the thread's scratch buffer with `ring`, with
 //! no per-record allocation or extra copy; rustls keeps the key schedule
-//! (KeyUpdate secrets, a client's session tickets). The hand-off comes
+//! (KeyUpdate secrets; a client's session tickets, which arriving after
+//! the hand-off are stored for resumption all the same). The hand-off comes
 //! right after rustls sealed application data, so nothing it holds back
 //! (an answer to the peer's KeyUpdate) is lost, and only with no ciphertext
 //! held. Everything around it (sink, queue, back-pressure, close) is
@@ -211,8 +212,8 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The TLS input path outside a loop, for the fuzz targets (`fuzz/`): not
-/// part of the supported API.
+/// The TLS input path outside a loop, for the fuzz targets (`fuzz/`), and
+/// the record layer's test knobs: not part of the supported API.
 #[doc(hidden)]
 pub mod fuzzing {
     use std::os::fd::{AsFd, OwnedFd};
@@ -221,6 +222,19 @@ pub mod fuzzing {
     use super::session::TlsSession;
     use super::sink::sink;
     use crate::buffer::OutboundQueue;
+
+    /// Sessions handed off from now on (in this process) update their
+    /// write key after `records` records, as they do at the suite's
+    /// confidentiality limit; `u64::MAX` restores that limit.
+    pub fn set_write_key_limit(records: u64) {
+        super::handoff::set_write_key_limit(records);
+    }
+
+    /// How many sessions of this process took their record layer from
+    /// rustls (see [`TlsOptions::own_record_layer`](super::TlsOptions::own_record_layer)).
+    pub fn hand_offs() -> u64 {
+        super::handoff::hand_offs()
+    }
 
     /// A server session driven as the event loop drives it: ciphertext in
     /// (any split), plaintext out through a small buffer (so it fills and

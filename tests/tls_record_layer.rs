@@ -1,0 +1,624 @@
+//! The loop's own TLS 1.3 record layer (`src/tls/handoff.rs`, taken from
+//! rustls after 32 reads and writes) over real sockets on 127.0.0.1, on
+//! the driver `RINGLOOP_BACKEND` picks, against rustls peers that check
+//! every record: session tickets reaching a dial after its hand-off, key
+//! updates the peer asks for and our own at the write key's limit (lowered
+//! through a test knob), and records that the socket takes only in part.
+//!
+//! The tests share process-wide state (the hand-off count, the write-key
+//! limit), so they run one at a time ([`serial`]).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+
+use common::certs::{tls_client, TestPki};
+use common::*;
+use crossbeam_channel::{unbounded, Receiver};
+use ringloop::tls::fuzzing::{hand_offs, set_write_key_limit};
+use ringloop::Action;
+use rustls::{ServerConfig, ServerConnection};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One test at a time; the write-key limit is the suite's again after.
+struct Serial(#[allow(dead_code)] MutexGuard<'static, ()>);
+
+fn serial() -> Serial {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    set_write_key_limit(u64::MAX);
+    Serial(guard)
+}
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        set_write_key_limit(u64::MAX);
+    }
+}
+
+/// A one-loop engine dialling `tls://` with `pki`'s client config (secret
+/// extraction on, so it may hand off); every plaintext read goes to the
+/// receiver.
+fn dialler(pki: &TestPki, own_record_layer: bool) -> (Running, Receiver<Vec<u8>>) {
+    let (tx, rx) = unbounded::<Vec<u8>>();
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(move |conn| {
+                let _ = tx.send(conn.read_all().to_vec());
+                Action::None
+            })
+            .builder()
+            .loops(1)
+            .tls_own_record_layer(own_record_layer)
+            .tls_client(pki.client_config()),
+    );
+    (running, rx)
+}
+
+/// Exactly `n` bytes from the dialler's reads.
+fn receive(rx: &Receiver<Vec<u8>>, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        got.extend(rx.recv_timeout(PATIENCE).expect("the echo in time"));
+    }
+    assert_eq!(got.len(), n, "more than was sent");
+    got
+}
+
+/// A blocking rustls server's side of one connection.
+struct Peer {
+    conn: ServerConnection,
+    sock: Tap,
+}
+
+impl Peer {
+    /// Accepts and completes the handshake, sending nothing after the
+    /// server's own flight: what rustls queues once the client's Finished
+    /// is in (the session tickets) waits for [`flush`](Self::flush).
+    fn accept(listener: &TcpListener, config: &Arc<ServerConfig>) -> Peer {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(PATIENCE)).unwrap();
+        sock.set_write_timeout(Some(PATIENCE)).unwrap();
+        let mut peer = Peer {
+            conn: ServerConnection::new(config.clone()).unwrap(),
+            sock: Tap {
+                sock,
+                wire: Vec::new(),
+            },
+        };
+        while peer.conn.is_handshaking() {
+            peer.flush();
+            peer.read_more();
+        }
+        peer
+    }
+
+    /// Sends `data` (in pieces rustls's buffer limit takes) and whatever
+    /// was queued before it.
+    fn send(&mut self, data: &[u8]) {
+        for piece in data.chunks(16 * 1024) {
+            self.conn.writer().write_all(piece).unwrap();
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.sock).unwrap();
+        }
+    }
+
+    /// Reads and processes one read's worth of records; `false` at EOF.
+    fn read_more(&mut self) -> bool {
+        match self.conn.read_tls(&mut self.sock) {
+            Ok(0) => false,
+            Ok(_) => {
+                self.conn.process_new_packets().expect("records that open");
+                true
+            }
+            Err(e) => panic!("server read: {e}"),
+        }
+    }
+
+    /// Plaintext already decrypted.
+    fn plaintext(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n @ 1..) = self.conn.reader().read(&mut buf) {
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// Reads until `n` bytes of plaintext came, sending nothing.
+    fn read_exactly(&mut self, n: usize) -> Vec<u8> {
+        let mut got = self.plaintext();
+        while got.len() < n {
+            assert!(self.read_more(), "EOF after {} of {n} bytes", got.len());
+            got.extend(self.plaintext());
+        }
+        assert_eq!(got.len(), n);
+        got
+    }
+
+    /// Echoes until the client closes; asks for a key update (its own
+    /// and, update_requested, the client's) after every `update_every`
+    /// bytes echoed (0: never). Returns how many it asked for.
+    fn echo_to_the_end(&mut self, update_every: usize) -> usize {
+        let mut since_update = 0;
+        let mut requests = 0;
+        loop {
+            let data = self.plaintext();
+            if !data.is_empty() {
+                self.send(&data);
+                since_update += data.len();
+                if update_every > 0 && since_update >= update_every {
+                    self.conn.refresh_traffic_keys().unwrap();
+                    requests += 1;
+                    since_update = 0;
+                }
+            }
+            self.flush();
+            if !self.read_more() {
+                return requests;
+            }
+        }
+    }
+}
+
+/// A listener on 127.0.0.1 and a server config with `pki`'s certificate,
+/// sending `tickets` TLS 1.3 tickets (resumed from its session cache).
+fn rustls_server(pki: &TestPki, tickets: usize) -> (TcpListener, Arc<ServerConfig>) {
+    let mut config = pki.server_tls().build().unwrap();
+    config.send_tls13_tickets = tickets;
+    (TcpListener::bind("127.0.0.1:0").unwrap(), Arc::new(config))
+}
+
+/// NewSessionTickets reaching a `tls://` dial after it took the record
+/// layer from rustls: the rustls server holds its four tickets back until
+/// the dial has written 40 messages (it hands off at the 32nd), then sends
+/// them with the echo of the lot. The stream goes on byte-exact both ways,
+/// and the tickets are stored for resumption (the module docs: rustls
+/// keeps a client's tickets): the next dial through the same engine
+/// resumes. The same with the record layer left to rustls (no hand-off).
+#[test]
+fn tickets_after_a_dials_hand_off_are_stored_and_the_stream_goes_on() {
+    let _serial = serial();
+    for own_record_layer in [true, false] {
+        let pki = TestPki::new();
+        let (listener, config) = rustls_server(&pki, 4);
+        let port = listener.local_addr().unwrap().port();
+        let (kinds_tx, kinds) = unbounded();
+        let server = thread::spawn(move || {
+            let mut first = Peer::accept(&listener, &config);
+            let total: usize = (0..40).map(|i| 1 + i * 97).sum();
+            let got = first.read_exactly(total);
+            first.send(&got);
+            first.echo_to_the_end(0);
+            let mut second = Peer::accept(&listener, &config);
+            kinds_tx.send(second.conn.handshake_kind()).unwrap();
+            second.echo_to_the_end(0);
+        });
+        let (client, rx) = dialler(&pki, own_record_layer);
+        let before = hand_offs();
+        let handle = client
+            .engine
+            .dial(format!("tls://127.0.0.1:{port}"))
+            .wait()
+            .expect("dial and handshake");
+        let mut sent = Vec::new();
+        for i in 0..40u64 {
+            let message = payload(i, 1 + i as usize * 97);
+            handle.write(message.clone()).wait().unwrap();
+            sent.extend(message);
+        }
+        assert_eq!(
+            hand_offs() - before,
+            u64::from(own_record_layer),
+            "handed off before any ticket came"
+        );
+        assert!(
+            receive(&rx, sent.len()) == sent,
+            "the echo after the tickets"
+        );
+        for i in 0..20u64 {
+            let message = payload(100 + i, 1 + i as usize * 3001);
+            handle.write(message.clone()).wait().unwrap();
+            assert!(receive(&rx, message.len()) == message, "round {i}");
+        }
+        handle.close().unwrap();
+        let again = client
+            .engine
+            .dial(format!("tls://127.0.0.1:{port}"))
+            .wait()
+            .expect("the second dial");
+        assert_eq!(
+            kinds.recv_timeout(PATIENCE).unwrap(),
+            Some(rustls::HandshakeKind::Resumed),
+            "own record layer {own_record_layer}: the ticket was kept"
+        );
+        again.write(b"resumed".to_vec()).wait().unwrap();
+        assert_eq!(receive(&rx, 7), b"resumed");
+        again.close().unwrap();
+        server.join().unwrap();
+        client.stop();
+    }
+}
+
+/// A rustls server that asks the dial for a key update (update_requested)
+/// after every 32 KiB it echoes, on a 3 MB stream each way once the dial
+/// has handed off: the dial follows each (its read key: the server's
+/// records under the new key open) and answers each with a KeyUpdate of
+/// its own (counted on the server's wire: one 22-byte record per request;
+/// the dial never sends 5 bytes, which would seal to the same size), the
+/// server checking every record under the key it expects. Byte-exact both
+/// ways.
+#[test]
+fn a_dial_follows_and_answers_the_servers_key_updates() {
+    let _serial = serial();
+    let pki = TestPki::new();
+    let (listener, config) = rustls_server(&pki, 2);
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let mut peer = Peer::accept(&listener, &config);
+        peer.flush();
+        let handshake = peer.sock.wire.len();
+        let requests = peer.echo_to_the_end(32 * 1024);
+        let answers = records_of_length(&peer.sock.wire[handshake..], 5 + 1 + 16);
+        (requests, answers)
+    });
+    let (client, rx) = dialler(&pki, true);
+    let before = hand_offs();
+    let handle = client
+        .engine
+        .dial(format!("tls://127.0.0.1:{port}"))
+        .wait()
+        .expect("dial and handshake");
+    for i in 0..40u64 {
+        let message = payload(i, 1 + i as usize * 13);
+        handle.write(message.clone()).wait().unwrap();
+        assert!(receive(&rx, message.len()) == message);
+    }
+    assert_eq!(hand_offs() - before, 1, "the dial handed off");
+    let mut rng = Rng(7);
+    let mut sent = Vec::new();
+    while sent.len() < 3_000_000 {
+        let len = match 1 + rng.below(40_000) {
+            5 => 6,
+            len => len,
+        };
+        let message = payload(sent.len() as u64, len);
+        handle.write(message.clone()).wait().unwrap();
+        sent.extend(message);
+    }
+    let got = receive(&rx, sent.len());
+    assert!(got == sent, "the 3 MB echo differs");
+    handle.close().unwrap();
+    let (requests, answers) = server.join().unwrap();
+    assert!(requests >= 60, "{requests} requests");
+    assert_eq!(answers, requests, "one KeyUpdate answer per request");
+    client.stop();
+}
+
+/// A TCP stream that keeps a copy of every byte read from it.
+struct Tap {
+    sock: TcpStream,
+    wire: Vec<u8>,
+}
+
+impl Read for Tap {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.wire.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Write for Tap {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sock.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// Records of application-data type and `len` body bytes in `wire`.
+fn records_of_length(wire: &[u8], len: usize) -> usize {
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(header) = wire.get(at..at + 5) {
+        let body = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        count += usize::from(header[0] == 23 && body == len);
+        at += 5 + body;
+    }
+    count
+}
+
+/// A `tls://` server's write key at its limit (lowered to 8 records)
+/// while a rustls client streams 2 MB through its echo and asks for key
+/// updates of its own: the server updates on its own (at least one
+/// KeyUpdate-sized record, 22 bytes, per 9 records it sent; the client
+/// never sends 5 bytes, which would seal to the same size), the client
+/// follows, byte-exact both ways.
+#[test]
+fn a_servers_write_key_is_updated_at_its_limit_and_the_client_follows() {
+    let _serial = serial();
+    set_write_key_limit(8);
+    let pki = TestPki::new();
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(echo_now)
+            .builder()
+            .listen("tls://127.0.0.1:0")
+            .loops(1)
+            .tls_server(pki.server_tls().build().unwrap()),
+    );
+    let before = hand_offs();
+    let plain = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
+    let (conn, sock) = plain.into_parts();
+    let mut s = rustls::StreamOwned::new(
+        conn,
+        Tap {
+            sock,
+            wire: Vec::new(),
+        },
+    );
+    let mut rng = Rng(11);
+    let mut total = 0;
+    let mut i = 0u64;
+    while total < 2_000_000 {
+        let len = match 1 + rng.below(30_000) {
+            5 => 6,
+            len => len,
+        };
+        if i % 10 == 9 {
+            s.conn.refresh_traffic_keys().unwrap();
+        }
+        let data = payload(i, len);
+        s.write_all(&data).unwrap();
+        let mut back = vec![0u8; len];
+        s.read_exact(&mut back).unwrap();
+        assert!(back == data, "message {i} of {len} bytes");
+        total += len;
+        i += 1;
+    }
+    assert_eq!(hand_offs() - before, 1, "the server handed off");
+    let records: usize = {
+        let mut at = 0;
+        let mut n = 0;
+        let wire = &s.sock.wire;
+        while let Some(header) = wire.get(at..at + 5) {
+            n += usize::from(header[0] == 23);
+            at += 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
+        }
+        n
+    };
+    let updates = records_of_length(&s.sock.wire, 5 + 1 + 16);
+    assert!(
+        updates * 9 + 50 >= records,
+        "{updates} KeyUpdates in {records} records"
+    );
+    drop(s);
+    running.stop();
+}
+
+/// The sink's partial writes through the loop: a `tls://` server with a
+/// 4 KiB send buffer writes 2 MiB in one callback (records the socket
+/// takes only in part, the rest queued, on epoll; all queued on io_uring)
+/// to a client that reads nothing for 300 ms and then reads slowly at
+/// first; every byte arrives in order, nothing lost or duplicated. With
+/// the loop's record layer and with rustls's. (It moves 1.5-3.5 MB/s with
+/// the CPU idle: loopback TCP with a 4 KiB send buffer, as a plain
+/// blocking sender does.)
+#[test]
+fn records_the_socket_takes_in_part_arrive_in_order() {
+    let _serial = serial();
+    const TOTAL: usize = 2 << 20;
+    for own_record_layer in [true, false] {
+        let pki = TestPki::new();
+        let running = Running::start(
+            Hooks::<()>::new()
+                .on_traffic(|conn| {
+                    let asked = conn.read_all().to_vec();
+                    if asked == b"go" {
+                        let mut rng = Rng(5);
+                        let mut at = 0;
+                        while at < TOTAL {
+                            let len = (1 + rng.below(100_000)).min(TOTAL - at);
+                            if conn.write(&stream_bytes(3, at as u64, len)).is_err() {
+                                return Action::Close;
+                            }
+                            at += len;
+                        }
+                    } else if !asked.is_empty() {
+                        let _ = conn.write(&asked);
+                    }
+                    Action::None
+                })
+                .builder()
+                .listen("tls://127.0.0.1:0")
+                .loops(1)
+                .send_buffer_size(4096)
+                .tls_own_record_layer(own_record_layer)
+                .tls_server(pki.server_tls().build().unwrap()),
+        );
+        let mut s = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
+        let before = hand_offs();
+        for i in 0..40u64 {
+            common::certs::tls_round_trip(&mut s, &payload(i, 6 + i as usize));
+        }
+        s.write_all(b"go").unwrap();
+        s.flush().unwrap();
+        thread::sleep(std::time::Duration::from_millis(300));
+        let mut at = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut reads = 0;
+        while at < TOTAL {
+            let want = if reads < 50 { 1000 } else { buf.len() };
+            let n = s.read(&mut buf[..want]).unwrap();
+            assert!(n > 0, "EOF after {at} bytes");
+            check_stream(3, at as u64, &buf[..n]);
+            at += n;
+            reads += 1;
+        }
+        assert_eq!(at, TOTAL);
+        assert_eq!(
+            hand_offs() - before,
+            u64::from(own_record_layer),
+            "own record layer {own_record_layer}"
+        );
+        common::certs::tls_round_trip(&mut s, b"still in step");
+        drop(s);
+        running.stop();
+    }
+}
+
+/// A record whose tag does not verify reaching a dial after its hand-off
+/// (the rustls server's record after 40 echoes, its last byte flipped):
+/// that connection closes with `CloseReason::Tls(DecryptError)` and sends
+/// the server a bad_record_mac alert; another dial on the same loop, open
+/// all along, goes on byte-exact.
+#[test]
+fn a_corrupted_record_to_a_dial_closes_only_that_connection() {
+    let _serial = serial();
+    let pki = TestPki::new();
+    let (listener, config) = rustls_server(&pki, 2);
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let mut bad = Peer::accept(&listener, &config);
+        bad.flush();
+        let mut good = Peer::accept(&listener, &config);
+        good.flush();
+        for i in 0..40 {
+            let message = bad.read_exactly(1 + i * 13);
+            bad.send(&message);
+        }
+        bad.conn.writer().write_all(b"to be corrupted").unwrap();
+        let mut record = Vec::new();
+        while bad.conn.wants_write() {
+            bad.conn.write_tls(&mut record).unwrap();
+        }
+        let last = record.len() - 1;
+        record[last] ^= 0x21;
+        bad.sock.write_all(&record).unwrap();
+        let alert = loop {
+            match bad.conn.read_tls(&mut bad.sock) {
+                Ok(0) | Err(_) => break None,
+                Ok(_) => {
+                    if let Err(e) = bad.conn.process_new_packets() {
+                        break Some(e);
+                    }
+                }
+            }
+        };
+        good.echo_to_the_end(0);
+        alert
+    });
+    let (data_tx, rx) = unbounded::<Vec<u8>>();
+    let (closes_tx, closes) = unbounded::<String>();
+    let client = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(move |conn| {
+                let _ = data_tx.send(conn.read_all().to_vec());
+                Action::None
+            })
+            .on_close(move |_, reason| {
+                let why = match reason {
+                    ringloop::CloseReason::Tls(e) => format!("tls: {e:?}"),
+                    other => reason_kind(other).to_string(),
+                };
+                let _ = closes_tx.send(why);
+                Action::None
+            })
+            .builder()
+            .loops(1)
+            .tls_client(pki.client_config()),
+    );
+    let addr = format!("tls://127.0.0.1:{port}");
+    let bad = client.engine.dial(&addr).wait().expect("first dial");
+    let good = client.engine.dial(&addr).wait().expect("second dial");
+    let before = hand_offs();
+    for i in 0..40u64 {
+        let message = payload(i, 1 + i as usize * 13);
+        bad.write(message.clone()).wait().unwrap();
+        assert!(receive(&rx, message.len()) == message);
+    }
+    assert_eq!(hand_offs() - before, 1, "the first dial handed off");
+    assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "tls: DecryptError");
+    for i in 0..10u64 {
+        let message = payload(50 + i, 1 + i as usize * 4000);
+        good.write(message.clone()).wait().unwrap();
+        assert!(receive(&rx, message.len()) == message, "round {i}");
+    }
+    good.close().unwrap();
+    assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "requested");
+    assert_eq!(
+        server.join().unwrap(),
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadRecordMac
+        ))
+    );
+    assert!(rx.is_empty(), "nothing from the corrupted record");
+    client.stop();
+}
+
+/// A client past the server's hand-off that sends 33 KeyUpdates in a row
+/// with no data between: that connection closes with
+/// `PeerMisbehaved(TooManyKeyUpdateRequests)` and an unexpected_message
+/// alert (32 in a row are followed); another client goes on.
+#[test]
+fn a_run_of_33_key_updates_closes_only_that_connection() {
+    let _serial = serial();
+    let pki = TestPki::new();
+    let (closes_tx, closes) = unbounded::<String>();
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(echo_now)
+            .on_close(move |_, reason| {
+                let why = match reason {
+                    ringloop::CloseReason::Tls(e) => format!("tls: {e:?}"),
+                    other => reason_kind(other).to_string(),
+                };
+                let _ = closes_tx.send(why);
+                Action::None
+            })
+            .builder()
+            .listen("tls://127.0.0.1:0")
+            .loops(1)
+            .tls_server(pki.server_tls().build().unwrap()),
+    );
+    let before = hand_offs();
+    let mut good = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
+    let mut bad = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
+    for i in 0..40u64 {
+        common::certs::tls_round_trip(&mut good, &payload(i, 1 + i as usize * 37));
+        common::certs::tls_round_trip(&mut bad, &payload(i, 1 + i as usize * 37));
+    }
+    assert_eq!(hand_offs() - before, 2, "both handed off");
+    for _ in 0..32 {
+        bad.conn.refresh_traffic_keys().unwrap();
+    }
+    common::certs::tls_round_trip(&mut bad, b"32 in a row are followed");
+    for _ in 0..33 {
+        bad.conn.refresh_traffic_keys().unwrap();
+    }
+    bad.flush().unwrap();
+    while bad.conn.wants_write() {
+        bad.conn.write_tls(&mut bad.sock).unwrap();
+    }
+    assert_eq!(
+        closes.recv_timeout(PATIENCE).unwrap(),
+        "tls: PeerMisbehaved(TooManyKeyUpdateRequests)"
+    );
+    let mut rest = Vec::new();
+    let e = bad.read_to_end(&mut rest).unwrap_err();
+    assert!(e.to_string().contains("UnexpectedMessage"), "{e}");
+    common::certs::tls_round_trip(&mut good, b"the other connection goes on");
+    drop(good);
+    assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "eof");
+    running.stop();
+}
