@@ -635,6 +635,12 @@ impl TlsSession {
             if self.failed.is_some() {
                 return Ok(());
             }
+            // Records the layer owes first (a KeyUpdate answer is sealed
+            // under the old key, the close_notify under the new one).
+            if !self.handshake_out.is_empty() {
+                sink.put(&self.handshake_out)?;
+                self.handshake_out = Vec::new();
+            }
             let mut record = Vec::new();
             handed.layer.close_notify(&mut record);
             return sink.put(&record);
