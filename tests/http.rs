@@ -220,6 +220,32 @@ fn the_example_binary_runs_edge_triggered() {
     assert!(server.stop().success());
 }
 
+/// The example binary takes `--level-triggered` (the engine's default mode,
+/// which it leaves on epoll) and serves pipelined requests and a trickled
+/// one in that mode too.
+#[test]
+fn the_example_binary_runs_level_triggered() {
+    let server = example::Example::start(
+        "http",
+        &["tcp://127.0.0.1:0", "--loops", "1", "--level-triggered"],
+    );
+    let mut client = Client::connect(server.addr);
+    let batch: Vec<u8> = (0..100).flat_map(|_| get("/plaintext")).collect();
+    client.send(&batch);
+    for _ in 0..100 {
+        check_ok(&client.response(false).expect("a response"), false);
+    }
+    for &b in get("/plaintext").iter() {
+        client.send(&[b]);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    check_ok(
+        &client.response(false).expect("the trickled request"),
+        false,
+    );
+    assert!(server.stop().success());
+}
+
 #[test]
 fn requests_split_at_every_byte() {
     let server = start(2);
