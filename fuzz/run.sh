@@ -5,7 +5,7 @@
 #
 # Environment knobs:
 #   FUZZ_SECONDS      seconds per target (default 60)
-#   FUZZ_TARGETS      space-separated targets (default: all five)
+#   FUZZ_TARGETS      space-separated targets (default: all seven)
 #   FUZZ_MAX_LEN      largest input libFuzzer tries, in bytes (default 16384)
 #   FUZZ_TARGET_DIR   cargo target dir (default fuzz/target)
 # Extra arguments are passed to every libFuzzer run (e.g. -jobs=2).
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-60}"
-targets="${FUZZ_TARGETS:-line delimiter fixed length_field proxy_header tls}"
+targets="${FUZZ_TARGETS:-line delimiter fixed length_field proxy_header tls tls_client}"
 max_len="${FUZZ_MAX_LEN:-16384}"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
 

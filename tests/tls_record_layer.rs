@@ -622,3 +622,211 @@ fn a_run_of_33_key_updates_closes_only_that_connection() {
     assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "eof");
     running.stop();
 }
+
+/// A TCP stream that keeps a copy of every byte written to it.
+struct SendTap {
+    sock: TcpStream,
+    sent: Vec<u8>,
+}
+
+impl Read for SendTap {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.sock.read(buf)
+    }
+}
+
+impl Write for SendTap {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.sock.write(buf)?;
+        self.sent.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// A key log keeping every secret a rustls peer logs, by label.
+#[derive(Debug, Default)]
+struct Keys(Mutex<Vec<(String, Vec<u8>)>>);
+
+impl rustls::KeyLog for Keys {
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        keys.push((label.to_string(), secret.to_vec()));
+    }
+}
+
+/// How many bytes an HKDF expansion gives.
+struct OutputLength(usize);
+
+impl ring::hkdf::KeyType for OutputLength {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// Seals one record as the peer whose TLS 1.3 application traffic
+/// `secret` (from its key log) it is, under `suite`, at sequence number
+/// `seq` (the records that peer sealed under it before): key and IV by
+/// HKDF-Expand-Label (RFC 8446 §7.3), made here from the RFC.
+fn seal_as_peer(
+    suite: rustls::SupportedCipherSuite,
+    secret: &[u8],
+    seq: u64,
+    kind: u8,
+    data: &[u8],
+) -> Vec<u8> {
+    use ring::{aead, hkdf};
+    let (hash, algorithm) = match suite.suite() {
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => (hkdf::HKDF_SHA384, &aead::AES_256_GCM),
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => (hkdf::HKDF_SHA256, &aead::AES_128_GCM),
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => {
+            (hkdf::HKDF_SHA256, &aead::CHACHA20_POLY1305)
+        }
+        other => panic!("{other:?}: a suite the test does not seal"),
+    };
+    let prk = hkdf::Prk::new_less_safe(hash, secret);
+    let expand = |label: &[u8], len: usize| {
+        let label = [&b"tls13 "[..], label].concat();
+        let length = (len as u16).to_be_bytes();
+        let info = [&length[..], &[label.len() as u8], &label, &[0]].concat();
+        let mut out = vec![0u8; len];
+        prk.expand(&[&info], OutputLength(len))
+            .unwrap()
+            .fill(&mut out)
+            .unwrap();
+        out
+    };
+    let key = aead::UnboundKey::new(algorithm, &expand(b"key", algorithm.key_len())).unwrap();
+    let mut nonce = expand(b"iv", 12);
+    for (b, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+        *b ^= s;
+    }
+    let len = data.len() + 1 + 16;
+    let header = [23, 3, 3, (len >> 8) as u8, len as u8];
+    let mut body = [data, &[kind]].concat();
+    aead::LessSafeKey::new(key)
+        .seal_in_place_append_tag(
+            aead::Nonce::try_assume_unique_for_key(&nonce).unwrap(),
+            aead::Aad::from(header),
+            &mut body,
+        )
+        .unwrap();
+    [&header[..], &body].concat()
+}
+
+/// A warning alert other than user_canceled (handshake_failure, which
+/// TLS 1.3 allows only as fatal) from a client past a `tls://` server's
+/// hand-off, sealed under the client's own key (from its key log) after
+/// its 40 echoed records: the server answers with a decode_error alert
+/// (the rustls client reads it: `AlertReceived(DecodeError)`) and closes
+/// that connection with `CloseReason::Tls(AlertReceived(HandshakeFailure))`,
+/// exactly as a server whose record layer rustls runs does (the same
+/// test with the hand-off off); another client on the same loop goes on.
+#[test]
+fn a_warning_alert_is_answered_as_rustls_answers_it() {
+    let _serial = serial();
+    for own_record_layer in [true, false] {
+        let at = format!("own record layer {own_record_layer}");
+        let pki = TestPki::new();
+        let (closes_tx, closes) = unbounded::<String>();
+        let running = Running::start(
+            Hooks::<()>::new()
+                .on_traffic(echo_now)
+                .on_close(move |_, reason| {
+                    let why = match reason {
+                        ringloop::CloseReason::Tls(e) => format!("tls: {e:?}"),
+                        other => reason_kind(other).to_string(),
+                    };
+                    let _ = closes_tx.send(why);
+                    Action::None
+                })
+                .builder()
+                .listen("tls://127.0.0.1:0")
+                .loops(1)
+                .tls_own_record_layer(own_record_layer)
+                .tls_server(pki.server_tls().build().unwrap()),
+        );
+        let before = hand_offs();
+        let keys = Arc::new(Keys::default());
+        let mut config = pki.client_config();
+        config.key_log = keys.clone();
+        let mut good = tls_client(pki.client_config(), running.tcp_addr(0), "localhost");
+        let (conn, sock) = tls_client(config, running.tcp_addr(0), "localhost").into_parts();
+        let mut bad = rustls::StreamOwned::new(
+            conn,
+            SendTap {
+                sock,
+                sent: Vec::new(),
+            },
+        );
+        for i in 0..40u64 {
+            let message = payload(i, 1 + i as usize * 37);
+            common::certs::tls_round_trip(&mut good, &message);
+            bad.write_all(&message).unwrap();
+            bad.flush().unwrap();
+            let mut back = vec![0u8; message.len()];
+            bad.read_exact(&mut back).unwrap();
+            assert!(back == message, "{at}: echo {i}");
+        }
+        assert_eq!(
+            hand_offs() - before,
+            2 * u64::from(own_record_layer),
+            "{at}: both handed off"
+        );
+        // Every record the client sent since its handshake is under its
+        // first application key: the next is this many on.
+        let seq = records_of_type(&bad.sock.sent, 23);
+        assert!(seq >= 40, "{at}: {seq} records");
+        let secret = {
+            let keys = keys.0.lock().unwrap();
+            let found = keys
+                .iter()
+                .rev()
+                .find(|(l, _)| l == "CLIENT_TRAFFIC_SECRET_0");
+            found.expect("the client's secret logged").1.clone()
+        };
+        let suite = bad.conn.negotiated_cipher_suite().unwrap();
+        let record = seal_as_peer(suite, &secret, seq as u64, 21, &[1, 40]);
+        bad.sock.sock.write_all(&record).unwrap();
+        assert_eq!(
+            closes.recv_timeout(PATIENCE).unwrap(),
+            "tls: AlertReceived(HandshakeFailure)",
+            "{at}"
+        );
+        let seen = loop {
+            match bad.conn.read_tls(&mut bad.sock) {
+                Ok(0) => break None,
+                Ok(_) => {
+                    if let Err(e) = bad.conn.process_new_packets() {
+                        break Some(e);
+                    }
+                }
+                Err(e) => panic!("{at}: {e}"),
+            }
+        };
+        assert_eq!(
+            seen,
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::DecodeError
+            )),
+            "{at}"
+        );
+        common::certs::tls_round_trip(&mut good, b"the other connection goes on");
+        drop(good);
+        assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "eof", "{at}");
+        running.stop();
+    }
+}
+
+/// Records of content type `kind` in `wire`.
+fn records_of_type(wire: &[u8], kind: u8) -> usize {
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(header) = wire.get(at..at + 5) {
+        count += usize::from(header[0] == kind);
+        at += 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
+    }
+    count
+}

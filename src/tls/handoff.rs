@@ -11,17 +11,42 @@
 //! handed to rustls, which stores it in the client config's resumption
 //! store as it would one it had read itself, so a later dial resumes with
 //! it; a ticket may be cut across records or share one with others),
-//! alerts (`close_notify` received and sent; four `user_canceled` warnings
-//! taken, as rustls takes them; any other alert closes with its
-//! description) and the write key's confidentiality limit (a KeyUpdate of
-//! our own before it is reached; tests lower it through
-//! [`set_write_key_limit`]). rustls keeps the key schedule
-//! ([`KernelConnection`]): new traffic secrets come from it. This module
-//! never reads or writes a socket and never panics on what the peer sends:
-//! a bad record is a [`rustls::Error`], after the alert it owes is sealed.
+//! alerts (`close_notify` received and sent; the rest answered as rustls
+//! 0.23 answers them, with the same error: four `user_canceled` warnings
+//! taken, any other warning refused with `decode_error`, a fatal alert
+//! ending the session unanswered, an unknown level refused with
+//! `illegal_parameter`; see `Handoff::alert`) and the write key's
+//! confidentiality limit (a KeyUpdate of our own before it is reached;
+//! tests lower it through [`set_write_key_limit`]). rustls keeps the key
+//! schedule ([`KernelConnection`]): new traffic secrets come from it. This
+//! module never reads or writes a socket and never panics on what the peer
+//! sends: a bad record is a [`rustls::Error`], after the alert it owes is
+//! sealed.
 //!
 //! Only TLS 1.3 with AES-128-GCM, AES-256-GCM or ChaCha20-Poly1305 is
 //! handed off ([`supported`]); TLS 1.2 and anything else stay on rustls.
+//!
+//! # The peer's counts across the hand-off
+//!
+//! rustls counts KeyUpdates in a row (32 taken, the count reset by
+//! application data) and warning alerts (4 in a session) in private
+//! counters that its kernel API does not hand over, and the loop never
+//! sees those records (rustls takes them inside `process_tls_records`).
+//! So this layer starts both counts afresh: a peer may send 32 KeyUpdates
+//! in a row to rustls and 32 more to this layer with no application data
+//! between (the 65th ends the session), and 4 + 4 `user_canceled`
+//! warnings in a session's life (the 9th ends it). That is the bound, and
+//! it is kept rather than closed because what it guards is a ratio, not a
+//! total: rustls alone takes 32 KeyUpdates (32 key derivations) per
+//! application data record, again and again, so one more run of 32, once
+//! per session (the hand-off happens once), is what a single one-byte
+//! record more would buy the peer; and 4 more warnings cost 4 record
+//! openings, as 4 empty application data records (taken without limit)
+//! do. Closing it exactly would mean reading rustls's private state, or
+//! holding every hand-off until the peer's last record was application
+//! data (which changes when every session hands off, e.g. a server's
+//! first reply after the handshake). Tested by
+//! `counts_start_afresh_at_the_hand_off_and_stay_bounded` (handoff_tests).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,6 +78,9 @@ const APPLICATION_DATA: u8 = 23;
 const HANDSHAKE: u8 = 22;
 const ALERT: u8 = 21;
 const KEY_UPDATE: u8 = 24;
+/// Alert levels (RFC 8446 §6).
+const ALERT_WARNING: u8 = 1;
+const ALERT_FATAL: u8 = 2;
 const NEW_SESSION_TICKET: u8 = 4;
 /// KeyUpdates followed in a row with no application data between them;
 /// the next one ends the session, as rustls and BoringSSL end it: each
@@ -343,36 +371,66 @@ impl Handoff {
         }
     }
 
-    /// An alert from the peer: `close_notify` ends its stream,
-    /// `user_canceled` is a warning (the fifth in a session ends it, as
-    /// rustls and BoringSSL end it); any other ends the session.
+    /// An alert from the peer, answered as rustls 0.23 answers it
+    /// (`CommonState::process_alert`): a level other than warning or
+    /// fatal is refused with `illegal_parameter`; `close_notify` (at either
+    /// level) ends its stream; a fatal alert ends the session with its
+    /// description and no answer; a warning counts toward the session's
+    /// [`WARNING_ALERTS`] (the fifth ends it), and in TLS 1.3 only
+    /// `user_canceled` may be one: any other ends the session with its own
+    /// description after a `decode_error` alert. An alert that does not
+    /// parse ends it with rustls's `InvalidMessage` and `decode_error`.
     fn alert(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<bool, Error> {
-        let &[_level, description] = content else {
+        let (level, description) = match *content {
+            [level, description] => (level, AlertDescription::from(description)),
+            [] => return Err(self.undecodable(InvalidMessage::MissingData("AlertLevel"), out)),
+            [_] => {
+                return Err(self.undecodable(InvalidMessage::MissingData("AlertDescription"), out))
+            }
+            _ => {
+                return Err(
+                    self.undecodable(InvalidMessage::TrailingData("AlertMessagePayload"), out)
+                )
+            }
+        };
+        if level != ALERT_WARNING && level != ALERT_FATAL {
             return Err(self.fatal(
-                Error::InvalidMessage(InvalidMessage::MessageTooShort),
-                AlertDescription::DecodeError,
+                Error::AlertReceived(description),
+                AlertDescription::IllegalParameter,
+                out,
+            ));
+        }
+        if description == AlertDescription::CloseNotify {
+            return Ok(false);
+        }
+        if level == ALERT_FATAL {
+            // Nothing more is sent, not even an answer.
+            self.tx_closed = true;
+            return Err(Error::AlertReceived(description));
+        }
+        let Some(left) = self.warnings_left.checked_sub(1) else {
+            // rustls ends the session here without an alert; this layer
+            // says why, as it does for a run of KeyUpdates.
+            return Err(self.fatal(
+                Error::PeerMisbehaved(PeerMisbehaved::TooManyWarningAlertsReceived),
+                AlertDescription::UnexpectedMessage,
                 out,
             ));
         };
-        match AlertDescription::from(description) {
-            AlertDescription::CloseNotify => Ok(false),
-            AlertDescription::UserCanceled => match self.warnings_left.checked_sub(1) {
-                Some(left) => {
-                    self.warnings_left = left;
-                    Ok(true)
-                }
-                None => Err(self.fatal(
-                    Error::PeerMisbehaved(PeerMisbehaved::TooManyWarningAlertsReceived),
-                    AlertDescription::UnexpectedMessage,
-                    out,
-                )),
-            },
-            other => {
-                // A fatal alert: nothing more is sent, not even ours.
-                self.tx_closed = true;
-                Err(Error::AlertReceived(other))
-            }
+        self.warnings_left = left;
+        if description != AlertDescription::UserCanceled {
+            return Err(self.fatal(
+                Error::AlertReceived(description),
+                AlertDescription::DecodeError,
+                out,
+            ));
         }
+        Ok(true)
+    }
+
+    /// An alert that does not parse: `decode_error`, as rustls answers.
+    fn undecodable(&mut self, e: InvalidMessage, out: &mut Vec<u8>) -> Error {
+        self.fatal(Error::InvalidMessage(e), AlertDescription::DecodeError, out)
     }
 
     /// Handles every whole message in the post-handshake buffer.
@@ -481,8 +539,12 @@ impl Handoff {
     /// Seals `close_notify` onto `out` (once); nothing is sealed after it.
     pub(super) fn close_notify(&mut self, out: &mut Vec<u8>) {
         if !self.tx_closed {
-            // 1 = warning level, as RFC 8446 §6.1 asks of closure alerts.
-            let _ = self.seal_record(ALERT, &[1, u8::from(AlertDescription::CloseNotify)], out);
+            // Warning level, as RFC 8446 §6.1 asks of closure alerts.
+            let _ = self.seal_record(
+                ALERT,
+                &[ALERT_WARNING, u8::from(AlertDescription::CloseNotify)],
+                out,
+            );
             self.tx_closed = true;
         }
     }
@@ -491,7 +553,7 @@ impl Handoff {
     /// returns `e`.
     fn fatal(&mut self, e: Error, alert: AlertDescription, out: &mut Vec<u8>) -> Error {
         if !self.tx_closed {
-            let _ = self.seal_record(ALERT, &[2, u8::from(alert)], out);
+            let _ = self.seal_record(ALERT, &[ALERT_FATAL, u8::from(alert)], out);
             self.tx_closed = true;
         }
         e

@@ -19,6 +19,8 @@ struct Pair {
     received: Vec<u8>,
     /// Every byte the server sent, as the client read it.
     wire: Vec<u8>,
+    /// The client's secrets (its key log), to seal records as it would.
+    keys: Arc<Keys>,
 }
 
 /// A server session and a rustls client (TLS 1.2 or 1.3) before the
@@ -41,11 +43,13 @@ fn unconnected(tls12: bool, own_record_layer: bool) -> Pair {
     } else {
         &[&rustls::version::TLS13]
     };
-    let client_config = ClientConfig::builder_with_provider(super::provider())
+    let mut client_config = ClientConfig::builder_with_provider(super::provider())
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    let keys = Arc::new(Keys::default());
+    client_config.key_log = keys.clone();
     let client = ClientConnection::new(
         Arc::new(client_config),
         ServerName::try_from("localhost").unwrap(),
@@ -61,6 +65,7 @@ fn unconnected(tls12: bool, own_record_layer: bool) -> Pair {
         peer,
         received: Vec::new(),
         wire: Vec::new(),
+        keys,
     }
 }
 
@@ -108,6 +113,23 @@ impl Pair {
             }
         }
         Ok(())
+    }
+
+    /// A sealer of records as the client's (TLS 1.3) from its first
+    /// application traffic secret: valid while the client itself has
+    /// sealed no application data and no KeyUpdate.
+    fn client_sealer(&self) -> Sealer {
+        let suite = self.client.negotiated_cipher_suite().unwrap();
+        Sealer::from_secret(suite, &self.keys.secret("CLIENT_TRAFFIC_SECRET_0"))
+    }
+
+    /// What the client makes of what the server sent since: the error it
+    /// fails with (`AlertReceived` for an alert), if any.
+    fn client_sees(&mut self) -> Option<rustls::Error> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = self.peer.read(&mut buf).unwrap_or(0);
+        self.client.read_tls(&mut &buf[..n]).unwrap();
+        self.client.process_new_packets().err()
     }
 
     fn client_reads(&mut self) -> Vec<u8> {
@@ -403,6 +425,9 @@ fn records_fed_one_byte_per_read() {
 /// A client session (a `tls://` dial's) driven as the loop drives it,
 /// handing off as soon as it may, its records to `socket`.
 struct ClientSide {
+    /// The peer's end of the socket, kept open when the peer itself is
+    /// gone (see [`handed_dial_and_sealer`]).
+    peer_end: Option<UnixStream>,
     session: super::TlsSession,
     socket: std::os::fd::OwnedFd,
     queue: crate::buffer::OutboundQueue,
@@ -417,6 +442,7 @@ impl ClientSide {
         session.hand_off_at_once();
         socket.set_nonblocking(true).unwrap();
         let mut client = Self {
+            peer_end: None,
             session,
             socket: socket.into(),
             queue: Default::default(),
@@ -681,17 +707,60 @@ impl Sealer {
         }
     }
 
+    /// A sealer from a TLS 1.3 application traffic secret (as a key log
+    /// gives it) of `suite`, at sequence number 0: its key and IV by
+    /// HKDF-Expand-Label (RFC 8446 §7.3), made here from the RFC.
+    fn from_secret(suite: rustls::SupportedCipherSuite, secret: &[u8]) -> Self {
+        use ring::{aead, hkdf};
+        let (hash, algorithm) = match suite.suite() {
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => {
+                (hkdf::HKDF_SHA384, &aead::AES_256_GCM)
+            }
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => {
+                (hkdf::HKDF_SHA256, &aead::AES_128_GCM)
+            }
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => {
+                (hkdf::HKDF_SHA256, &aead::CHACHA20_POLY1305)
+            }
+            other => panic!("{other:?}: a suite the test does not seal"),
+        };
+        let prk = hkdf::Prk::new_less_safe(hash, secret);
+        let expand = |label: &[u8], len: usize| {
+            let label = [&b"tls13 "[..], label].concat();
+            let length = (len as u16).to_be_bytes();
+            let info = [&length[..], &[label.len() as u8], &label, &[0]].concat();
+            let mut out = vec![0u8; len];
+            prk.expand(&[&info], OutputLength(len))
+                .unwrap()
+                .fill(&mut out)
+                .unwrap();
+            out
+        };
+        let key = aead::UnboundKey::new(algorithm, &expand(b"key", algorithm.key_len())).unwrap();
+        Self {
+            key: aead::LessSafeKey::new(key),
+            iv: expand(b"iv", 12).try_into().unwrap(),
+            seq: 0,
+        }
+    }
+
     /// One record of inner type `kind` carrying `data`.
     fn seal(&mut self, kind: u8, data: &[u8]) -> Vec<u8> {
+        self.seal_padded(kind, data, 0)
+    }
+
+    /// The same with `padding` zeros after the content type.
+    fn seal_padded(&mut self, kind: u8, data: &[u8], padding: usize) -> Vec<u8> {
         let mut nonce = self.iv;
         for (b, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
             *b ^= s;
         }
         self.seq += 1;
-        let len = data.len() + 1 + 16;
+        let len = data.len() + 1 + padding + 16;
         let header = [23, 3, 3, (len >> 8) as u8, len as u8];
         let mut body = data.to_vec();
         body.push(kind);
+        body.resize(body.len() + padding, 0);
         self.key
             .seal_in_place_append_tag(
                 ring::aead::Nonce::assume_unique_for_key(nonce),
@@ -700,6 +769,41 @@ impl Sealer {
             )
             .unwrap();
         [&header[..], &body].concat()
+    }
+}
+
+/// How many bytes an HKDF expansion gives.
+struct OutputLength(usize);
+
+impl ring::hkdf::KeyType for OutputLength {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// A key log keeping every secret a rustls peer logs, by label.
+#[derive(Debug, Default)]
+struct Keys(std::sync::Mutex<Vec<(String, Vec<u8>)>>);
+
+impl rustls::KeyLog for Keys {
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        let mut keys = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.push((label.to_string(), secret.to_vec()));
+    }
+}
+
+impl Keys {
+    /// The last secret logged under `label`.
+    fn secret(&self, label: &str) -> Vec<u8> {
+        let keys = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = keys.iter().rev().find(|(l, _)| l == label);
+        found.expect("the secret was logged").1.clone()
     }
 }
 
@@ -730,6 +834,7 @@ fn handed_dial_and_sealer() -> (ClientSide, Sealer, Arc<CountingStore>) {
     client.write(b"x");
     assert!(client.session.handed_off());
     let secrets = server.server.dangerous_extract_secrets().unwrap();
+    client.peer_end = Some(server.peer);
     (client, Sealer::new(secrets.tx), store)
 }
 
@@ -938,4 +1043,396 @@ fn warnings_are_taken_four_times_and_other_alerts_end_the_session() {
         e,
         rustls::Error::AlertReceived(AlertDescription::HandshakeFailure)
     );
+}
+
+/// Every kind of alert a peer may send after the handshake, sealed as the
+/// rustls client's own records (its keys from its key log) behind a data
+/// record, to a server that handed its record layer off and to one left
+/// on rustls: both end with the same typed error and send the peer the
+/// same alert (or none), as rustls 0.23's `process_alert` does. A warning
+/// other than `user_canceled` is refused with `decode_error` (TLS 1.3
+/// allows no other warning), a fatal alert (`user_canceled` too) ends the
+/// session unanswered, an unknown level is refused with
+/// `illegal_parameter`, an alert that does not parse with `decode_error`
+/// and rustls's `InvalidMessage`. (Before, the handed-off layer ended on
+/// a warning with no answer, and took a fatal `user_canceled` as a
+/// warning.)
+#[test]
+fn alerts_are_answered_as_rustls_answers_them() {
+    use rustls::Error as E;
+    use rustls::InvalidMessage as M;
+    use AlertDescription as A;
+    let cases: Vec<(&[u8], E, Option<A>)> = vec![
+        (
+            &[1, 40],
+            E::AlertReceived(A::HandshakeFailure),
+            Some(A::DecodeError),
+        ),
+        (
+            &[1, 255],
+            E::AlertReceived(A::Unknown(255)),
+            Some(A::DecodeError),
+        ),
+        (&[2, 90], E::AlertReceived(A::UserCanceled), None),
+        (&[2, 40], E::AlertReceived(A::HandshakeFailure), None),
+        (
+            &[3, 40],
+            E::AlertReceived(A::HandshakeFailure),
+            Some(A::IllegalParameter),
+        ),
+        (
+            &[0, 0],
+            E::AlertReceived(A::CloseNotify),
+            Some(A::IllegalParameter),
+        ),
+        (
+            &[],
+            E::InvalidMessage(M::MissingData("AlertLevel")),
+            Some(A::DecodeError),
+        ),
+        (
+            &[1],
+            E::InvalidMessage(M::MissingData("AlertDescription")),
+            Some(A::DecodeError),
+        ),
+        (
+            &[1, 90, 7],
+            E::InvalidMessage(M::TrailingData("AlertMessagePayload")),
+            Some(A::DecodeError),
+        ),
+    ];
+    for (alert, error, answer) in cases {
+        for own_record_layer in [true, false] {
+            let at = format!("alert {alert:?}, own record layer {own_record_layer}");
+            let mut p = pair(false, own_record_layer);
+            assert_eq!(p.server.handed_off(), own_record_layer, "{at}");
+            let mut client = p.client_sealer();
+            let before = p.server.plaintext().len();
+            p.server
+                .feed(&client.seal(23, b"before the alert"))
+                .unwrap();
+            let wire = client.seal(21, alert);
+            assert_eq!(p.server.feed(&wire), Err(error.clone()), "{at}");
+            assert_eq!(&p.server.plaintext()[before..], b"before the alert", "{at}");
+            assert_eq!(p.client_sees(), answer.map(E::AlertReceived), "{at}");
+            assert!(
+                p.server.feed(b"").is_err(),
+                "{at}: the session stays failed"
+            );
+        }
+    }
+    // close_notify at either level ends the stream, as rustls takes it.
+    for level in [1, 2] {
+        for own_record_layer in [true, false] {
+            let mut p = pair(false, own_record_layer);
+            let mut client = p.client_sealer();
+            let mut wire = client.seal(23, b"last");
+            wire.extend(client.seal(21, &[level, 0]));
+            p.server.feed(&wire).unwrap();
+            assert!(p.server.peer_closed(), "level {level}, {own_record_layer}");
+            assert!(p.server.plaintext().ends_with(b"last"));
+        }
+    }
+}
+
+/// The warning count comes before the warning's kind, as in rustls: after
+/// four `user_canceled`, a fifth warning of any kind is
+/// `TooManyWarningAlertsReceived`. rustls sends no alert then; the
+/// handed-off layer says why (unexpected_message), as it does for a run
+/// of KeyUpdates.
+#[test]
+fn a_fifth_warning_of_any_kind_is_one_too_many() {
+    for own_record_layer in [true, false] {
+        let mut p = pair(false, own_record_layer);
+        let mut client = p.client_sealer();
+        for i in 0..4u8 {
+            let mut wire = client.seal(21, &[1, 90]);
+            wire.extend(client.seal(23, &[i; 3]));
+            p.server.feed(&wire).unwrap();
+        }
+        let e = p.server.feed(&client.seal(21, &[1, 40])).unwrap_err();
+        assert_eq!(
+            e,
+            rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::TooManyWarningAlertsReceived),
+            "own record layer {own_record_layer}"
+        );
+        let said = own_record_layer.then_some(rustls::Error::AlertReceived(
+            AlertDescription::UnexpectedMessage,
+        ));
+        assert_eq!(p.client_sees(), said, "own record layer {own_record_layer}");
+    }
+}
+
+/// The peer's counts across the hand-off (handoff.rs, "The peer's counts
+/// across the hand-off"): rustls's counters are not handed over, so the
+/// loop's layer starts its own. 32 KeyUpdates in a row taken by rustls,
+/// the hand-off, then 32 more taken by the loop's layer (64 with no
+/// application data between), and the 65th refused; 4 `user_canceled`
+/// warnings taken by rustls, 4 more by the loop's layer, the 9th refused.
+/// The controls, the same sessions left on rustls, refuse the 33rd
+/// KeyUpdate and the 5th warning. The test fails if the bound grows (the
+/// counts reset more often) or shrinks (the counts carried over).
+#[test]
+fn counts_start_afresh_at_the_hand_off_and_stay_bounded() {
+    for own_record_layer in [true, false] {
+        let at = format!("own record layer {own_record_layer}");
+        let mut p = unconnected(false, own_record_layer);
+        p.exchange().unwrap();
+        assert!(!p.server.is_handshaking());
+        for _ in 0..32 {
+            p.client.refresh_traffic_keys().unwrap();
+        }
+        p.exchange().unwrap();
+        assert!(!p.server.handed_off());
+        // The hand-off, right after rustls sealed its KeyUpdate answer
+        // and this: the client reads it under the server's new key.
+        p.server.write(b"hello").unwrap();
+        assert_eq!(p.server.handed_off(), own_record_layer, "{at}");
+        p.exchange().unwrap();
+        assert_eq!(p.client_reads(), b"hello", "{at}");
+        let more = if own_record_layer { 32 } else { 0 };
+        for _ in 0..more {
+            p.client.refresh_traffic_keys().unwrap();
+        }
+        p.exchange().unwrap();
+        p.client.refresh_traffic_keys().unwrap();
+        let mut c2s = Vec::new();
+        while p.client.wants_write() {
+            p.client.write_tls(&mut c2s).unwrap();
+        }
+        assert_eq!(
+            p.server.feed(&c2s),
+            Err(rustls::Error::PeerMisbehaved(
+                rustls::PeerMisbehaved::TooManyKeyUpdateRequests
+            )),
+            "{at}: KeyUpdate {} in a row",
+            32 + more + 1
+        );
+    }
+    for own_record_layer in [true, false] {
+        let at = format!("own record layer {own_record_layer}");
+        let mut p = unconnected(false, own_record_layer);
+        p.exchange().unwrap();
+        let mut client = p.client_sealer();
+        let mut expect = Vec::new();
+        let mut warn_and_data = |p: &mut Pair, i: u8| {
+            let mut wire = client.seal(21, &[1, 90]);
+            wire.extend(client.seal(23, &[i; 5]));
+            expect.extend_from_slice(&[i; 5]);
+            p.server.feed(&wire)
+        };
+        for i in 0..4 {
+            warn_and_data(&mut p, i).unwrap();
+        }
+        assert!(!p.server.handed_off());
+        p.server.write(b"hello").unwrap();
+        assert_eq!(p.server.handed_off(), own_record_layer, "{at}");
+        let more = if own_record_layer { 4 } else { 0 };
+        for i in 4..4 + more {
+            warn_and_data(&mut p, i).unwrap();
+        }
+        assert_eq!(
+            warn_and_data(&mut p, 99),
+            Err(rustls::Error::PeerMisbehaved(
+                rustls::PeerMisbehaved::TooManyWarningAlertsReceived
+            )),
+            "{at}: warning {}",
+            4 + more + 1
+        );
+        expect.truncate(expect.len() - 5);
+        assert!(p.server.plaintext() == expect, "{at}");
+    }
+}
+
+/// One record of a stream to a dial: inner content type, content, zeros
+/// of padding after the type.
+struct Record {
+    kind: u8,
+    content: Vec<u8>,
+    padding: usize,
+}
+
+/// What is done to a sealed stream at one record (see
+/// [`mutated_record_streams_to_a_dial_end_in_typed_errors`]).
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// A bit flipped somewhere in the record, header included.
+    Flip,
+    /// The record left out.
+    Drop,
+    /// The record sent twice.
+    Twice,
+    /// Random bytes (a record header's worth or more) before it.
+    Garbage,
+}
+
+/// The seeded property test of the handed-off record layer on the client
+/// side (the smaller step in place of a fuzz target): 300 seeds, each a
+/// valid stream to a handed-off dial (application data of 0 to 3000
+/// bytes, tickets whole or cut across records, up to four
+/// `user_canceled` warnings, padding) with, for most seeds, mutations of
+/// the plaintext before sealing (a record's content type or content
+/// replaced by random bytes, a KeyUpdate slipped in) and of the
+/// ciphertext (a bit flipped, a record dropped or sent twice, garbage
+/// before a record), fed in reads of random sizes (1 byte to 2 KB).
+/// Properties: nothing panics; each read gives `Ok` or a typed
+/// `rustls::Error`, and once an error came every later read gives one;
+/// the plaintext delivered is a prefix of the application data sealed
+/// intact before the ciphertext mutation (nothing unauthenticated gets
+/// through, nothing is reordered); an unmutated stream is delivered
+/// exactly, without error. The run must reach at least six kinds of
+/// error (past the AEAD: alerts, handshake messages, content types), or
+/// the mutations are not doing their work.
+#[test]
+fn mutated_record_streams_to_a_dial_end_in_typed_errors() {
+    let mut kinds = std::collections::BTreeSet::new();
+    let (mut clean, mut failed) = (0, 0);
+    for seed in 1..=300u64 {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut below = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n.max(1) as u64) as usize
+        };
+        let (mut client, mut server, _) = handed_dial_and_sealer();
+        let mut records = Vec::new();
+        let mut warnings = 0;
+        for step in 0..(4 + below(30)) {
+            let padding = if below(4) == 0 { below(300) } else { 0 };
+            match below(8) {
+                0 => {
+                    let ticket = new_session_ticket(step as u8);
+                    let cut = below(ticket.len() + 1);
+                    for part in [&ticket[..cut], &ticket[cut..]] {
+                        if !part.is_empty() {
+                            records.push(Record {
+                                kind: 22,
+                                content: part.to_vec(),
+                                padding,
+                            });
+                        }
+                    }
+                }
+                1 if warnings < 4 => {
+                    warnings += 1;
+                    records.push(Record {
+                        kind: 21,
+                        content: vec![1, 90],
+                        padding,
+                    });
+                }
+                _ => records.push(Record {
+                    kind: 23,
+                    content: bytes(seed * 100 + step as u64, below(3001)),
+                    padding,
+                }),
+            }
+        }
+        let plain_mutations = if seed % 8 == 0 { 0 } else { below(3) };
+        for _ in 0..plain_mutations {
+            let at = below(records.len());
+            match below(4) {
+                0 => records[at].kind = below(256) as u8,
+                1 => {
+                    let len = below(40);
+                    records[at].content = bytes(seed * 7 + at as u64, len);
+                }
+                2 => records.insert(
+                    at,
+                    Record {
+                        kind: 22,
+                        content: vec![24, 0, 0, 1, below(3) as u8],
+                        padding: 0,
+                    },
+                ),
+                _ => records[at].content.truncate(below(6)),
+            }
+        }
+        let cut = (seed % 8 != 0 && below(3) > 0).then(|| {
+            let how = [Cut::Flip, Cut::Drop, Cut::Twice, Cut::Garbage][below(4)];
+            (below(records.len()), how)
+        });
+        // The plaintext the records sealed intact carry, in order, up to
+        // the one the ciphertext mutation hits (that one too when it is
+        // sent twice: its first copy is intact).
+        let intact = match cut {
+            None => records.len(),
+            Some((at, Cut::Twice)) => at + 1,
+            Some((at, _)) => at,
+        };
+        let mut expect = Vec::new();
+        for r in &records[..intact] {
+            // The content type is the last byte not zero (a type of 0
+            // is padding, RFC 8446 §5.4): what the record really is.
+            let inner = [&r.content[..], &[r.kind]].concat();
+            if let Some(end) = inner.iter().rposition(|&b| b != 0) {
+                if inner[end] == 23 {
+                    expect.extend_from_slice(&inner[..end]);
+                }
+            }
+        }
+        let mut wire = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let sealed = server.seal_padded(r.kind, &r.content, r.padding);
+            match cut {
+                Some((at, how)) if at == i => match how {
+                    Cut::Flip => {
+                        let mut sealed = sealed;
+                        let bit = below(sealed.len() * 8);
+                        sealed[bit / 8] ^= 1 << (bit % 8);
+                        wire.extend(sealed);
+                    }
+                    Cut::Drop => {}
+                    Cut::Twice => {
+                        wire.extend(&sealed);
+                        wire.extend(sealed);
+                    }
+                    Cut::Garbage => {
+                        wire.extend(bytes(seed * 3, 5 + below(40)));
+                        wire.extend(sealed);
+                    }
+                },
+                _ => wire.extend(sealed),
+            }
+        }
+        let mutated = plain_mutations > 0 || cut.is_some();
+        let mut error = None;
+        let mut at = 0;
+        while at < wire.len() {
+            let n = (1 + below(2000)).min(wire.len() - at);
+            match client.feed(&wire[at..at + n]) {
+                Ok(()) => assert!(error.is_none(), "seed {seed}: Ok after {error:?}"),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+            at += n;
+        }
+        let delivered = &client.plaintext;
+        assert!(
+            expect.starts_with(delivered),
+            "seed {seed}: {} bytes delivered, not a prefix of the {} sealed intact",
+            delivered.len(),
+            expect.len()
+        );
+        match error {
+            Some(e) => {
+                assert!(mutated, "seed {seed}: {e:?} from a valid stream");
+                assert!(client.feed(b"").is_err(), "seed {seed}: stays failed");
+                // The variant and what it wraps, up to any text.
+                let kind: String = format!("{e:?}").chars().take_while(|&c| c != '"').collect();
+                kinds.insert(kind);
+                failed += 1;
+            }
+            None if !mutated => {
+                assert!(*delivered == expect, "seed {seed}: the clean stream");
+                clean += 1;
+            }
+            None => {}
+        }
+    }
+    assert!(clean >= 30, "{clean} clean streams");
+    assert!(failed >= 100, "{failed} streams failed");
+    assert!(kinds.len() >= 6, "{kinds:?}");
 }

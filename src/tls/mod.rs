@@ -329,4 +329,55 @@ pub mod fuzzing {
             self.queue.len()
         }
     }
+
+    /// A client session (a `tls://` dial's) driven the same way, handing
+    /// its record layer off as soon as the handshake allows (secret
+    /// extraction on in `config`); it presents `localhost`.
+    pub struct ClientSide(ServerSide);
+
+    impl ClientSide {
+        /// The session, its ClientHello already written to `socket`.
+        pub fn new(config: &Arc<rustls::ClientConfig>, socket: OwnedFd) -> crate::Result<Self> {
+            let mut session =
+                super::TlsConnector::new(config.clone()).session("localhost", true)?;
+            session.hand_off_at_once();
+            let mut side = ServerSide {
+                session,
+                socket,
+                queue: OutboundQueue::default(),
+                plaintext: Vec::new(),
+                peer_closed: false,
+            };
+            let mut to = sink(side.socket.as_fd(), &mut side.queue, 64 * 1024, true);
+            side.session
+                .send(&mut to)
+                .map_err(|e| crate::Error::io("send", e))?;
+            Ok(Self(side))
+        }
+
+        /// See [`ServerSide::feed`].
+        pub fn feed(&mut self, data: &[u8]) -> Result<(), rustls::Error> {
+            self.0.feed(data)
+        }
+
+        /// See [`ServerSide::write`].
+        pub fn write(&mut self, data: &[u8]) -> crate::Result<()> {
+            self.0.write(data)
+        }
+
+        /// Every plaintext byte delivered so far.
+        pub fn plaintext(&self) -> &[u8] {
+            self.0.plaintext()
+        }
+
+        /// The handshake has not completed.
+        pub fn is_handshaking(&self) -> bool {
+            self.0.is_handshaking()
+        }
+
+        /// The record layer was taken from rustls.
+        pub fn handed_off(&self) -> bool {
+            self.0.handed_off()
+        }
+    }
 }
