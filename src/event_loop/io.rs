@@ -53,13 +53,17 @@ impl<H: EventHandler> EventLoop<H> {
         if event.plain_input() {
             // The common event, input: the fast path if it applies (also
             // when writable: a quiet connection has nothing to flush).
-            if FAST && self.read_fast::<COMPLETES>(key, lp) {
+            // (Not edge-triggered with the peer's end in the event: the
+            // fast path stops at a short read, and no new edge would come
+            // for the end of the stream.)
+            let edge_end = event.read_closed() && self.settings.edge_triggered;
+            if FAST && !edge_end && self.read_fast::<COMPLETES>(key, lp) {
                 return;
             }
             if !event.writable() {
                 // Input alone: `read_input` makes the checks below with its
                 // own lookup of the entry (one, not two).
-                self.read_input(key, true);
+                self.read_input(key, true, event.read_closed());
                 return;
             }
         } else if COMPLETES && FAST && event.plain_output() && self.sent_fast(key, lp) {
@@ -102,7 +106,7 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         if (event.readable() || event.read_closed()) && !read_closed {
-            self.read(key);
+            self.read_input(key, false, event.read_closed());
             return;
         }
         if event.hangup() {
@@ -162,7 +166,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// (level-triggered), or until the socket is drained or the per-turn
     /// budget is spent (edge-triggered).
     pub(super) fn read(&mut self, key: SlotKey) {
-        self.read_input(key, false);
+        self.read_input(key, false, false);
     }
 
     /// [`read`](Self::read); `from_event`: called by `on_io` for an event
@@ -170,7 +174,12 @@ impl<H: EventHandler> EventLoop<H> {
     /// dial waits, a PROXY header is read first, a connection whose read
     /// side is closed is settled).
     #[inline]
-    fn read_input(&mut self, key: SlotKey, mut from_event: bool) {
+    ///
+    /// `peer_done`: the event also said the peer will send nothing more
+    /// (`EPOLLRDHUP`). Edge-triggered, a short read then does not mean
+    /// drained: the end of the stream is still to be read, and no new edge
+    /// will say so.
+    fn read_input(&mut self, key: SlotKey, mut from_event: bool, peer_done: bool) {
         let mut moved = 0;
         loop {
             let Some(entry) = self.conns.get(key) else {
@@ -221,7 +230,7 @@ impl<H: EventHandler> EventLoop<H> {
                     return;
                 };
                 moved += n;
-                if !self.settings.edge_triggered || n < self.tls_in.len() {
+                if !self.settings.edge_triggered || (n < self.tls_in.len() && !peer_done) {
                     return;
                 }
                 if moved >= self.settings.chunk {
@@ -246,8 +255,9 @@ impl<H: EventHandler> EventLoop<H> {
                     bump(&self.engine.slot(self.index).counters().bytes_in, n as u64);
                     self.deliver(key, Fresh::Received(got));
                     moved += n;
-                    // A short read drained the socket; new bytes make a new edge.
-                    if !self.settings.edge_triggered || !filled {
+                    // A short read drained the socket; new bytes make a new
+                    // edge (but the peer's end, reported already, makes none).
+                    if !self.settings.edge_triggered || (!filled && !peer_done) {
                         return;
                     }
                     if moved >= self.settings.chunk {
@@ -273,7 +283,10 @@ impl<H: EventHandler> EventLoop<H> {
             if !self.flush(key) {
                 continue;
             }
-            self.read(key);
+            // Until the socket says it is drained: whether the event that
+            // started this had the peer's end in it is not kept, and a
+            // connection that spent a whole budget has more to read anyway.
+            self.read_input(key, false, true);
             if let Some(entry) = self.conns.get(key) {
                 if entry.read_closed() && entry.outbound.is_empty() {
                     self.settle(key, Action::None);
