@@ -165,20 +165,15 @@ impl<H: EventHandler> EventLoop<H> {
     /// Reads into the loop buffer and hands the bytes to the handler: once
     /// (level-triggered), or until the socket is drained or the per-turn
     /// budget is spent (edge-triggered).
-    pub(super) fn read(&mut self, key: SlotKey) {
-        self.read_input(key, false, false);
-    }
-
-    /// [`read`](Self::read); `from_event`: called by `on_io` for an event
-    /// that reports input alone, so first do what `on_io` does for one (a
-    /// dial waits, a PROXY header is read first, a connection whose read
-    /// side is closed is settled).
-    #[inline]
     ///
-    /// `peer_done`: the event also said the peer will send nothing more
-    /// (`EPOLLRDHUP`). Edge-triggered, a short read then does not mean
-    /// drained: the end of the stream is still to be read, and no new edge
-    /// will say so.
+    /// `from_event`: called by `on_io` for an event that reports input
+    /// alone, so first do what `on_io` does for one (a dial waits, a PROXY
+    /// header is read first, a connection whose read side is closed is
+    /// settled). `peer_done`: the event also said the peer will send
+    /// nothing more (`EPOLLRDHUP`); edge-triggered, a short read then does
+    /// not mean drained: the end of the stream is still to be read, and no
+    /// new edge will say so.
+    #[inline]
     fn read_input(&mut self, key: SlotKey, mut from_event: bool, peer_done: bool) {
         let mut moved = 0;
         loop {
