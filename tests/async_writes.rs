@@ -225,6 +225,18 @@ fn async_writev_from_the_traffic_callback_is_byte_exact() {
 
 #[test]
 fn async_writev_of_thousands_of_buffers_keeps_every_byte_in_order() {
+    writev_of_thousands(false);
+}
+
+/// The same edge-triggered: a socket that took the first 1,024 buffers
+/// and stayed writable reports no new edge, so the loop must not wait for
+/// one before writing the rest.
+#[test]
+fn async_writev_of_thousands_of_buffers_edge_triggered() {
+    writev_of_thousands(true);
+}
+
+fn writev_of_thousands(edge_triggered: bool) {
     // More buffers than one writev takes (IOV_MAX is 1024 on Linux).
     let bufs: Vec<Vec<u8>> = (0..3000u64)
         .map(|i| payload(i, (i as usize * 7) % 50 + 1))
@@ -245,6 +257,8 @@ fn async_writev_of_thousands_of_buffers_keeps_every_byte_in_order() {
             })
             .builder()
             .listen("tcp://127.0.0.1:0")
+            // (Edge-triggered mode makes `Auto` choose epoll.)
+            .edge_triggered(edge_triggered)
             .loops(1),
     );
     let mut s = tcp_client(server.tcp_addr(0));

@@ -494,12 +494,24 @@ impl<S> ConnEntry<S> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut skip = 0;
         if self.outbound.is_empty() && !self.ring_sends {
-            let slices: Vec<IoSlice<'_>> =
-                bufs.iter().take(1024).map(|b| IoSlice::new(b)).collect();
-            match sys::io::writev(self.fd.as_fd(), &slices) {
-                Ok(n) => skip = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(self.fail_write(e)),
+            // One writev per IOV_MAX (1,024) buffers while the socket takes
+            // each whole: what is queued waits for the socket to be
+            // writable again, and an edge-triggered socket that stayed
+            // writable reports no new edge for it.
+            const IOV_MAX: usize = 1024; // Linux's UIO_MAXIOV
+            for batch in bufs.chunks(IOV_MAX) {
+                let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+                let whole: usize = batch.iter().map(|b| b.len()).sum();
+                match sys::io::writev(self.fd.as_fd(), &slices) {
+                    Ok(n) => {
+                        skip += n;
+                        if n < whole {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(self.fail_write(e)),
+                }
             }
         }
         self.wrote(skip, lp);
