@@ -204,20 +204,10 @@ fn edge_triggered_mode_answers_large_batches_and_trickles() {
 }
 
 /// The example binary takes `--edge-triggered` and serves pipelined
-/// requests in that mode.
+/// requests and a trickled one in that mode.
 #[test]
 fn the_example_binary_runs_edge_triggered() {
-    let server = example::Example::start(
-        "http",
-        &["tcp://127.0.0.1:0", "--loops", "1", "--edge-triggered"],
-    );
-    let mut client = Client::connect(server.addr);
-    let batch: Vec<u8> = (0..100).flat_map(|_| get("/plaintext")).collect();
-    client.send(&batch);
-    for _ in 0..100 {
-        check_ok(&client.response(false).expect("a response"), false);
-    }
-    assert!(server.stop().success());
+    example_serves_in_mode("--edge-triggered");
 }
 
 /// The example binary takes `--level-triggered` (the engine's default mode,
@@ -225,10 +215,13 @@ fn the_example_binary_runs_edge_triggered() {
 /// one in that mode too.
 #[test]
 fn the_example_binary_runs_level_triggered() {
-    let server = example::Example::start(
-        "http",
-        &["tcp://127.0.0.1:0", "--loops", "1", "--level-triggered"],
-    );
+    example_serves_in_mode("--level-triggered");
+}
+
+/// 100 pipelined requests in one write, then one request a byte at a time,
+/// to the example binary started with `mode`.
+fn example_serves_in_mode(mode: &str) {
+    let server = example::Example::start("http", &["tcp://127.0.0.1:0", "--loops", "1", mode]);
     let mut client = Client::connect(server.addr);
     let batch: Vec<u8> = (0..100).flat_map(|_| get("/plaintext")).collect();
     client.send(&batch);
