@@ -89,8 +89,11 @@ impl<H: EventHandler> EventLoop<H> {
             received.extend_from_slice(&self.read_buf[..n]);
             match proxy_protocol::parse(received) {
                 Ok(None) => {
-                    // Edge-triggered: keep reading until the socket is dry.
-                    if !self.settings.edge_triggered || n < self.read_buf.len() {
+                    // Edge-triggered: keep reading until the socket says it
+                    // is dry (a short read is not enough: the peer's end may
+                    // have come with these bytes, and no new edge reports it;
+                    // one more read per header at most).
+                    if !self.settings.edge_triggered {
                         return;
                     }
                 }
