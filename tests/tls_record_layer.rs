@@ -68,6 +68,16 @@ fn receive(rx: &Receiver<Vec<u8>>, n: usize) -> Vec<u8> {
     got
 }
 
+/// 40 echoes through a dial, each checked: more than the 32 reads and
+/// writes after which its record layer is handed off.
+fn echo_past_the_hand_off(handle: &ringloop::ConnHandle, rx: &Receiver<Vec<u8>>) {
+    for i in 0..40u64 {
+        let message = payload(i, 1 + i as usize * 13);
+        handle.write(message.clone()).wait().unwrap();
+        assert!(receive(rx, message.len()) == message);
+    }
+}
+
 /// A blocking rustls server's side of one connection.
 struct Peer {
     conn: ServerConnection,
@@ -277,11 +287,7 @@ fn a_dial_follows_and_answers_the_servers_key_updates() {
         .dial(format!("tls://127.0.0.1:{port}"))
         .wait()
         .expect("dial and handshake");
-    for i in 0..40u64 {
-        let message = payload(i, 1 + i as usize * 13);
-        handle.write(message.clone()).wait().unwrap();
-        assert!(receive(&rx, message.len()) == message);
-    }
+    echo_past_the_hand_off(&handle, &rx);
     assert_eq!(hand_offs() - before, 1, "the dial handed off");
     let mut rng = Rng(7);
     let mut sent = Vec::new();
@@ -542,11 +548,7 @@ fn a_corrupted_record_to_a_dial_closes_only_that_connection() {
     let bad = client.engine.dial(&addr).wait().expect("first dial");
     let good = client.engine.dial(&addr).wait().expect("second dial");
     let before = hand_offs();
-    for i in 0..40u64 {
-        let message = payload(i, 1 + i as usize * 13);
-        bad.write(message.clone()).wait().unwrap();
-        assert!(receive(&rx, message.len()) == message);
-    }
+    echo_past_the_hand_off(&bad, &rx);
     assert_eq!(hand_offs() - before, 1, "the first dial handed off");
     assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "tls: DecryptError");
     for i in 0..10u64 {
