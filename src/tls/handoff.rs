@@ -4,13 +4,17 @@
 //!
 //! Owns the record protection (keys, IVs, sequence numbers, nonce = IV xor
 //! sequence number), the record framing (outer header, inner content type,
-//! padding, size limits), the post-handshake messages (KeyUpdate: the read
-//! key updated, an `update_requested` answered with our own KeyUpdate and
-//! the write key updated, the 33rd in a row with no application data
-//! between refused as rustls refuses it; NewSessionTicket on a client:
-//! handed to rustls, which stores it in the client config's resumption
-//! store as it would one it had read itself, so a later dial resumes with
-//! it; a ticket may be cut across records or share one with others),
+//! padding, size limits; an opened record is checked as rustls 0.23
+//! checks it, with its errors and alerts: an inner plaintext with no
+//! content type ends the session unanswered, a protected ChangeCipherSpec
+//! with `unexpected_message`), the post-handshake messages (KeyUpdate:
+//! the read key updated, an `update_requested` answered with our own
+//! KeyUpdate and the write key updated, the 33rd in a row with no
+//! application data between refused as rustls refuses it;
+//! NewSessionTicket on a client: handed to rustls, which stores it in the
+//! client config's resumption store as it would one it had read itself,
+//! so a later dial resumes with it; a ticket may be cut across records or
+//! share one with others),
 //! alerts (`close_notify` received and sent; the rest answered as rustls
 //! 0.23 answers them, with the same error: four `user_canceled` warnings
 //! taken, any other warning refused with `decode_error`, a fatal alert
@@ -20,8 +24,9 @@
 //! tests lower it through [`set_write_key_limit`]). rustls keeps the key
 //! schedule ([`KernelConnection`]): new traffic secrets come from it. This
 //! module never reads or writes a socket and never panics on what the peer
-//! sends: a bad record is a [`rustls::Error`], after the alert it owes is
-//! sealed.
+//! sends: a bad record is a [`rustls::Error`], after the alert it owes (if
+//! rustls would send one) is sealed; the plaintext of the records before
+//! it stays where it was opened to, for the caller to deliver.
 //!
 //! Only TLS 1.3 with AES-128-GCM, AES-256-GCM or ChaCha20-Poly1305 is
 //! handed off ([`supported`]); TLS 1.2 and anything else stay on rustls.
@@ -77,6 +82,7 @@ const MAX_HANDSHAKE: usize = 64 * 1024;
 const APPLICATION_DATA: u8 = 23;
 const HANDSHAKE: u8 = 22;
 const ALERT: u8 = 21;
+const CHANGE_CIPHER_SPEC: u8 = 20;
 const KEY_UPDATE: u8 = 24;
 /// Alert levels (RFC 8446 §6).
 const ALERT_WARNING: u8 = 1;
@@ -265,7 +271,8 @@ impl Handoff {
     /// Opens the whole records at the front of `buf` in place, plaintext to
     /// `plain`, until it is full. Records owed to the peer (a KeyUpdate
     /// answer, an alert) are sealed onto `out`. Returns the bytes of `buf`
-    /// consumed and why it stopped; on an error the alert is in `out`.
+    /// consumed and why it stopped; on an error the alert (if one is owed)
+    /// is in `out`, and `plain` keeps what the records before it carried.
     pub(super) fn open(
         &mut self,
         buf: &mut [u8],
@@ -325,15 +332,36 @@ impl Handoff {
         let Ok(inner) = opened else {
             return Err(self.fatal(Error::DecryptError, AlertDescription::BadRecordMac, out));
         };
-        // The inner content type is the last non-zero byte; zeros after it
-        // are padding (RFC 8446 §5.4).
-        let Some(end) = inner.iter().rposition(|&b| b != 0) else {
+        // The checks of rustls 0.23 on an opened record, in its order and
+        // with its errors and alerts (`into_tls13_unpadded_message`, then
+        // `handle_deframe_error`): the inner plaintext, padding included,
+        // at most 2^14 + 1 bytes (RFC 8446 §5.2); a content type, the last
+        // non-zero byte (zeros after it are padding, RFC 8446 §5.4); not a
+        // protected ChangeCipherSpec (RFC 8446 §5); the content at most
+        // 2^14 bytes.
+        if inner.len() > MAX_PLAIN + 1 {
             return Err(self.fatal(
-                Error::InvalidMessage(InvalidMessage::InvalidContentType),
+                Error::PeerSentOversizedRecord,
+                AlertDescription::RecordOverflow,
+                out,
+            ));
+        }
+        let Some(end) = inner.iter().rposition(|&b| b != 0) else {
+            // rustls ends the session here without an alert (RFC 8446
+            // §5.4 asks for unexpected_message): nothing is sent, as
+            // after the peer's fatal alert.
+            self.tx_closed = true;
+            return Err(Error::PeerMisbehaved(
+                PeerMisbehaved::IllegalTlsInnerPlaintext,
+            ));
+        };
+        if inner[end] == CHANGE_CIPHER_SPEC {
+            return Err(self.fatal(
+                Error::PeerMisbehaved(PeerMisbehaved::IllegalMiddleboxChangeCipherSpec),
                 AlertDescription::UnexpectedMessage,
                 out,
             ));
-        };
+        }
         if end > MAX_PLAIN {
             return Err(self.fatal(
                 Error::PeerSentOversizedRecord,

@@ -1436,3 +1436,97 @@ fn mutated_record_streams_to_a_dial_end_in_typed_errors() {
     assert!(failed >= 100, "{failed} streams failed");
     assert!(kinds.len() >= 6, "{kinds:?}");
 }
+
+/// Opened records that rustls 0.23 refuses in its own checks
+/// (`into_tls13_unpadded_message`, in that order), sealed as the rustls
+/// client's (its keys from its key log) after a data record, to a server
+/// that handed its record layer off and to one left on rustls: both end
+/// with the same typed error and send the peer the same alert (or none).
+/// An inner plaintext of no content type (all zeros, RFC 8446 §5.4) is
+/// `PeerMisbehaved(IllegalTlsInnerPlaintext)`, unanswered (rustls sends
+/// no alert for it); a protected ChangeCipherSpec (RFC 8446 §5) is
+/// `PeerMisbehaved(IllegalMiddleboxChangeCipherSpec)` with
+/// unexpected_message; an inner plaintext over 2^14 + 1 bytes with its
+/// padding is `PeerSentOversizedRecord` with record_overflow, whatever it
+/// holds. (Before, the handed-off layer said `InvalidContentType` with
+/// unexpected_message for the first, an `UnexpectedMessage` of its own
+/// for the second, and took the padded 16 KiB record.) The last case, a
+/// full record with its content type and no padding, is taken by both.
+#[test]
+fn opened_records_are_checked_as_rustls_checks_them() {
+    use rustls::Error as E;
+    use rustls::PeerMisbehaved as P;
+    use AlertDescription as A;
+    let full = [7u8; 16 * 1024];
+    let cases: Vec<(u8, &[u8], usize, Option<E>, Option<A>)> = vec![
+        (
+            0,
+            &[],
+            0,
+            Some(E::PeerMisbehaved(P::IllegalTlsInnerPlaintext)),
+            None,
+        ),
+        (
+            0,
+            &[],
+            300,
+            Some(E::PeerMisbehaved(P::IllegalTlsInnerPlaintext)),
+            None,
+        ),
+        (
+            20,
+            &[1],
+            0,
+            Some(E::PeerMisbehaved(P::IllegalMiddleboxChangeCipherSpec)),
+            Some(A::UnexpectedMessage),
+        ),
+        (
+            20,
+            &[1],
+            12,
+            Some(E::PeerMisbehaved(P::IllegalMiddleboxChangeCipherSpec)),
+            Some(A::UnexpectedMessage),
+        ),
+        (
+            20,
+            &[],
+            0,
+            Some(E::PeerMisbehaved(P::IllegalMiddleboxChangeCipherSpec)),
+            Some(A::UnexpectedMessage),
+        ),
+        (
+            0,
+            &[],
+            16 * 1024 + 1,
+            Some(E::PeerSentOversizedRecord),
+            Some(A::RecordOverflow),
+        ),
+        (
+            23,
+            &full,
+            1,
+            Some(E::PeerSentOversizedRecord),
+            Some(A::RecordOverflow),
+        ),
+        (23, &full, 0, None, None),
+    ];
+    for (kind, data, padding, error, answer) in cases {
+        for own_record_layer in [true, false] {
+            let at = format!(
+                "type {kind}, {} bytes, padding {padding}, own record layer {own_record_layer}",
+                data.len()
+            );
+            let mut p = pair(false, own_record_layer);
+            assert_eq!(p.server.handed_off(), own_record_layer, "{at}");
+            let mut client = p.client_sealer();
+            p.server.feed(&client.seal(23, b"before")).unwrap();
+            let wire = client.seal_padded(kind, data, padding);
+            assert_eq!(p.server.feed(&wire).err(), error, "{at}");
+            assert_eq!(p.client_sees(), answer.map(E::AlertReceived), "{at}");
+            match error {
+                Some(_) => assert!(p.server.feed(b"").is_err(), "{at}: stays failed"),
+                None => assert!(p.server.plaintext().ends_with(data), "{at}"),
+            }
+        }
+    }
+}
