@@ -1458,7 +1458,9 @@ fn opened_records_are_checked_as_rustls_checks_them() {
     use rustls::PeerMisbehaved as P;
     use AlertDescription as A;
     let full = [7u8; 16 * 1024];
-    let cases: Vec<(u8, &[u8], usize, Option<E>, Option<A>)> = vec![
+    /// Inner content type, content, padding; the error and the alert.
+    type Case<'a> = (u8, &'a [u8], usize, Option<E>, Option<A>);
+    let cases: Vec<Case<'_>> = vec![
         (
             0,
             &[],
