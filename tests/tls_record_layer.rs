@@ -3,7 +3,9 @@
 //! the driver `RINGLOOP_BACKEND` picks, against rustls peers that check
 //! every record: session tickets reaching a dial after its hand-off, key
 //! updates the peer asks for and our own at the write key's limit (lowered
-//! through a test knob), and records that the socket takes only in part.
+//! through a test knob), records that the socket takes only in part, and
+//! data arriving with a fatal record behind it (delivered, then the close;
+//! both layers).
 //!
 //! The tests share process-wide state (the hand-off count, the write-key
 //! limit), so they run one at a time ([`serial`]).
@@ -12,6 +14,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
@@ -831,4 +834,181 @@ fn records_of_type(wire: &[u8], kind: u8) -> usize {
         at += 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
     }
     count
+}
+
+/// What a `tls://` server's handler saw of one connection.
+#[derive(Debug)]
+enum Seen {
+    /// Plaintext read, and the error its reply met (if any).
+    Data(Vec<u8>, Option<String>),
+    Closed(String),
+}
+
+/// Application data and a fatal record behind it in one write (so in one
+/// read on epoll; the last of the data with the fatal record on
+/// io_uring, whose receive buffers hold ~16 KiB), from a client past the
+/// server's hand-off (40 echoes), sealed under the client's own key: the
+/// handler sees all the data, its reply to the end of it is refused with
+/// the TLS error, then the connection closes with `CloseReason::Tls` carrying the
+/// fatal record's error, and the client gets the alert owed (for the
+/// corrupted record bad_record_mac; the peer's fatal alert is not
+/// answered). Before, the data of that read was dropped and the handler
+/// heard only the close. Both layers: handed off, and the hand-off off.
+#[test]
+fn data_before_a_fatal_record_in_one_write_reaches_the_handler_then_the_close() {
+    let _serial = serial();
+    type Bad = fn(rustls::SupportedCipherSuite, &[u8], u64) -> Vec<u8>;
+    let corrupted: Bad = |suite, secret, seq| {
+        let mut record = seal_as_peer(suite, secret, seq, 23, b"never delivered");
+        let last = record.len() - 1;
+        record[last] ^= 0x08;
+        record
+    };
+    let fatal_alert: Bad = |suite, secret, seq| seal_as_peer(suite, secret, seq, 21, &[2, 40]);
+    let cases: [(&str, Bad, rustls::Error, Option<rustls::Error>); 2] = [
+        (
+            "corrupted record",
+            corrupted,
+            rustls::Error::DecryptError,
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadRecordMac,
+            )),
+        ),
+        (
+            "fatal alert",
+            fatal_alert,
+            rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
+            None,
+        ),
+    ];
+    for (name, bad, error, answer) in &cases {
+        for len in [3000, 20_000] {
+            for own_record_layer in [true, false] {
+                let at = format!("{name} after {len} bytes, own record layer {own_record_layer}");
+                let pki = TestPki::new();
+                let (seen_tx, seen) = unbounded::<Seen>();
+                let closed_tx = seen_tx.clone();
+                // 0: echo (up to the hand-off); then the length of the last
+                // message, whose end alone is answered (an earlier reply
+                // would still be in the ring when the session fails).
+                let last = Arc::new(AtomicUsize::new(0));
+                let (awaited, taken) = (last.clone(), AtomicUsize::new(0));
+                let running = Running::start(
+                    Hooks::<()>::new()
+                        .on_traffic(move |conn| {
+                            let data = conn.read_all().to_vec();
+                            let awaited = awaited.load(Ordering::SeqCst);
+                            let taken = taken.fetch_add(data.len(), Ordering::SeqCst) + data.len();
+                            let reply = match awaited {
+                                0 => conn.write(&data),
+                                n if taken >= n => conn.write(b"reply"),
+                                _ => Ok(0),
+                            };
+                            let echo = reply.err().map(|e| format!("{e:?}"));
+                            let _ = seen_tx.send(Seen::Data(data, echo));
+                            Action::None
+                        })
+                        .on_close(move |_, reason| {
+                            let why = match reason {
+                                ringloop::CloseReason::Tls(e) => format!("tls: {e:?}"),
+                                other => reason_kind(other).to_string(),
+                            };
+                            let _ = closed_tx.send(Seen::Closed(why));
+                            Action::None
+                        })
+                        .builder()
+                        .listen("tls://127.0.0.1:0")
+                        .loops(1)
+                        .tls_own_record_layer(own_record_layer)
+                        .tls_server(pki.server_tls().build().unwrap()),
+                );
+                let before = hand_offs();
+                let keys = Arc::new(Keys::default());
+                let mut config = pki.client_config();
+                config.key_log = keys.clone();
+                let (conn, sock) =
+                    tls_client(config, running.tcp_addr(0), "localhost").into_parts();
+                let mut client = rustls::StreamOwned::new(
+                    conn,
+                    SendTap {
+                        sock,
+                        sent: Vec::new(),
+                    },
+                );
+                for i in 0..40u64 {
+                    let message = payload(i, 1 + i as usize * 37);
+                    client.write_all(&message).unwrap();
+                    client.flush().unwrap();
+                    let mut back = vec![0u8; message.len()];
+                    client.read_exact(&mut back).unwrap();
+                    assert!(back == message, "{at}: echo {i}");
+                }
+                assert_eq!(
+                    hand_offs() - before,
+                    u64::from(own_record_layer),
+                    "{at}: handed off"
+                );
+                while let Ok(Seen::Data(..)) = seen.try_recv() {}
+                let warm_up: usize = (0..40).map(|i| 1 + i * 37).sum();
+                last.store(warm_up + len, Ordering::SeqCst);
+                let seq = records_of_type(&client.sock.sent, 23) as u64;
+                let secret = {
+                    let keys = keys.0.lock().unwrap();
+                    let found = keys
+                        .iter()
+                        .rev()
+                        .find(|(l, _)| l == "CLIENT_TRAFFIC_SECRET_0");
+                    found.expect("the client's secret logged").1.clone()
+                };
+                let suite = client.conn.negotiated_cipher_suite().unwrap();
+                let message = payload(99, len);
+                let mut wire = Vec::new();
+                for (i, record) in message.chunks(16 * 1024).enumerate() {
+                    wire.extend(seal_as_peer(suite, &secret, seq + i as u64, 23, record));
+                }
+                let records = message.len().div_ceil(16 * 1024) as u64;
+                wire.extend(bad(suite, &secret, seq + records));
+                client.sock.sock.write_all(&wire).unwrap();
+                let mut got = Vec::new();
+                let mut last_echo = None;
+                let closed = loop {
+                    match seen.recv_timeout(PATIENCE).expect("the handler in time") {
+                        Seen::Data(data, echo) => {
+                            got.extend(data);
+                            last_echo = echo;
+                        }
+                        Seen::Closed(why) => break why,
+                    }
+                };
+                assert!(
+                    got == message,
+                    "{at}: {} of {len} bytes delivered",
+                    got.len()
+                );
+                assert_eq!(closed, format!("tls: {error:?}"), "{at}");
+                let echo = last_echo.expect("the reply to the last data refused");
+                assert!(echo.contains(&format!("{error:?}")), "{at}: {echo}");
+                let mut echoed = Vec::new();
+                let heard = loop {
+                    match client.conn.read_tls(&mut client.sock) {
+                        Ok(0) => break None,
+                        Ok(_) => {
+                            let state = client.conn.process_new_packets();
+                            let mut buf = vec![0u8; 64 * 1024];
+                            while let Ok(n @ 1..) = client.conn.reader().read(&mut buf) {
+                                echoed.extend_from_slice(&buf[..n]);
+                            }
+                            if let Err(e) = state {
+                                break Some(e);
+                            }
+                        }
+                        Err(e) => panic!("{at}: {e}"),
+                    }
+                };
+                assert_eq!(&heard, answer, "{at}");
+                assert!(echoed.is_empty(), "{at}: {} bytes answered", echoed.len());
+                running.stop();
+            }
+        }
+    }
 }

@@ -1532,3 +1532,86 @@ fn opened_records_are_checked_as_rustls_checks_them() {
         }
     }
 }
+
+/// Application data and a fatal record after it in one read: the
+/// plaintext the peer validly sent before the failure is delivered, then
+/// the session fails with the fatal record's typed error, having sent the
+/// alert it owes (rustls keeps plaintext received before an error
+/// readable). Before, the whole read's plaintext was dropped on both
+/// layers. Three kinds of fatal record (a corrupted one, a fatal alert,
+/// one of no content type), behind one small record, one larger than the
+/// session's 1000-byte output (the plaintext held beyond it is delivered
+/// too) and three records; to a server handed off and one left on
+/// rustls, and to a handed-off dial.
+#[test]
+fn plaintext_before_a_fatal_record_in_the_same_read_is_delivered_first() {
+    use rustls::Error as E;
+    use AlertDescription as A;
+    type Bad = fn(&mut Sealer) -> Vec<u8>;
+    let corrupted: Bad = |s| {
+        let mut record = s.seal(23, b"never delivered");
+        let last = record.len() - 1;
+        record[last] ^= 0x10;
+        record
+    };
+    let fatal_alert: Bad = |s| s.seal(21, &[2, 40]);
+    let no_content_type: Bad = |s| s.seal_padded(0, &[], 7);
+    let bads: [(&str, Bad, E, Option<A>); 3] = [
+        (
+            "corrupted",
+            corrupted,
+            E::DecryptError,
+            Some(A::BadRecordMac),
+        ),
+        (
+            "fatal alert",
+            fatal_alert,
+            E::AlertReceived(A::HandshakeFailure),
+            None,
+        ),
+        (
+            "no content type",
+            no_content_type,
+            E::PeerMisbehaved(rustls::PeerMisbehaved::IllegalTlsInnerPlaintext),
+            None,
+        ),
+    ];
+    let messages = [bytes(1, 6), bytes(2, 3000), bytes(3, 40_000)];
+    for (name, bad, error, answer) in &bads {
+        for message in &messages {
+            for own_record_layer in [true, false] {
+                let at = format!(
+                    "{name} after {} bytes, own record layer {own_record_layer}",
+                    message.len()
+                );
+                let mut p = pair(false, own_record_layer);
+                let mut client = p.client_sealer();
+                let before = p.server.plaintext().len();
+                let mut wire = Vec::new();
+                for record in message.chunks(16 * 1024) {
+                    wire.extend(client.seal(23, record));
+                }
+                wire.extend(bad(&mut client));
+                assert_eq!(p.server.feed(&wire), Err(error.clone()), "{at}");
+                assert!(&p.server.plaintext()[before..] == message, "{at}");
+                assert_eq!(
+                    p.client_sees(),
+                    answer.map(E::AlertReceived),
+                    "{at}"
+                );
+                assert!(p.server.feed(b"").is_err(), "{at}: stays failed");
+                assert!(p.server.write(b"no").is_err(), "{at}: writes refused");
+            }
+            let (mut dial, mut server, _) = handed_dial_and_sealer();
+            let mut wire = Vec::new();
+            for record in message.chunks(16 * 1024) {
+                wire.extend(server.seal(23, record));
+            }
+            wire.extend(bad(&mut server));
+            let at = format!("{name} after {} bytes, to a dial", message.len());
+            assert_eq!(dial.feed(&wire), Err(error.clone()), "{at}");
+            assert!(dial.plaintext == *message, "{at}");
+            assert!(dial.feed(b"").is_err(), "{at}: stays failed");
+        }
+    }
+}

@@ -89,7 +89,9 @@
 //!                    │     SNI readable through Conn::tls
 //!                    ├── peer's close_notify or EOF ──▶ on_read_closed (half-close as TCP)
 //!                    ├── shutdown_write ──▶ close_notify queued, then FIN
-//!                    ├── TLS error ──▶ alert sent, on_close(CloseReason::Tls)
+//!                    ├── TLS error ──▶ alert sent (if rustls sends one); the plaintext
+//!                    │                 of the records before it still delivered (a
+//!                    │                 reply to it refused), then on_close(CloseReason::Tls)
 //!                    ▼
 //!               Closing ── close_notify queued after what is already queued,
 //!                          flushed (graceful closes linger as for TCP), fd closed

@@ -199,7 +199,8 @@ pub(crate) struct Pumped {
     pub(crate) plain: usize,
     /// The peer sent `close_notify` and every byte before it was delivered.
     pub(crate) peer_closed: bool,
-    /// The output buffer filled: pump again (with no new input) for more.
+    /// The output buffer filled, or the session failed after this
+    /// plaintext: pump again (with no new input) for more, or the error.
     pub(crate) more: bool,
 }
 
@@ -375,23 +376,32 @@ impl TlsSession {
     /// full (`more`: call again with empty input) or the input is used up.
     /// Handshake answers wait for [`send`](Self::send). A TLS error is
     /// returned after rustls queued the alert it owes the peer (`send`
-    /// sends it).
+    /// sends it); when records before the failing one carried plaintext
+    /// (an open session), that plaintext is returned first, with `more`,
+    /// and the error by the next pump (see `failed_after`).
     pub(crate) fn pump(
         &mut self,
         input: &mut [u8],
         out: &mut [u8],
     ) -> std::result::Result<Pumped, rustls::Error> {
         if let Some(e) = &self.failed {
-            return Err(e.clone());
+            if self.plain_rest.is_empty() {
+                return Err(e.clone());
+            }
         }
         let mut plain = 0;
         if !self.plain_rest.is_empty() {
             plain = self.plain_rest.len().min(out.len());
             out[..plain].copy_from_slice(&self.plain_rest[..plain]);
             self.plain_rest.drain(..plain);
-            if !self.plain_rest.is_empty() {
-                // The input waits behind the plaintext already decrypted.
-                self.keep(input)?;
+            if !self.plain_rest.is_empty() || self.failed.is_some() {
+                // The input waits behind the plaintext already decrypted
+                // (a failed session reads nothing more: it is dropped).
+                if self.failed.is_none() {
+                    if let Err(e) = self.keep(input) {
+                        return self.failed_after(e, plain);
+                    }
+                }
                 return Ok(Pumped {
                     plain,
                     peer_closed: false,
@@ -438,8 +448,10 @@ impl TlsSession {
             Ok(stop) => stop,
             // A failed session reads nothing more (its alert goes out
             // without rustls looking at input again): the input is dropped.
-            Err(Fault::Tls(e)) => return Err(self.fail(e)),
-            Err(Fault::Io(e)) => return Err(self.fail(rustls::Error::General(e.to_string()))),
+            Err(Fault::Tls(e)) => return self.failed_after(e, plain),
+            Err(Fault::Io(e)) => {
+                return self.failed_after(rustls::Error::General(e.to_string()), plain)
+            }
         };
         if self.close_notified || stop == Stop::Closed {
             // Whatever follows close_notify is ignored.
@@ -452,7 +464,7 @@ impl TlsSession {
                 "{} bytes of ciphertext without a complete message",
                 self.pending.len()
             );
-            return Err(self.fail(rustls::Error::General(e)));
+            return self.failed_after(rustls::Error::General(e), plain);
         }
         if self.pending.is_empty() {
             self.pending = Vec::new();
@@ -465,6 +477,31 @@ impl TlsSession {
             plain,
             peer_closed: self.close_notified && !more,
             more,
+        })
+    }
+
+    /// The session failed with `e` in a pump that had already placed
+    /// `plain` bytes of plaintext, decrypted from records that came before
+    /// the failure: those (and any held beyond `out`) are delivered first,
+    /// as rustls keeps plaintext received before an error readable, and
+    /// the next pump returns `e`. The session fails at once (its alert
+    /// goes out with the next send; nothing more is read or written).
+    /// Plaintext before a failure during the handshake (early data) is
+    /// dropped: the connection never opened.
+    fn failed_after(
+        &mut self,
+        e: rustls::Error,
+        plain: usize,
+    ) -> std::result::Result<Pumped, rustls::Error> {
+        let e = self.fail(e);
+        if self.side.is_handshaking() || (plain == 0 && self.plain_rest.is_empty()) {
+            self.plain_rest = Vec::new();
+            return Err(e);
+        }
+        Ok(Pumped {
+            plain,
+            peer_closed: false,
+            more: true,
         })
     }
 
