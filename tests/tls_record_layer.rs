@@ -948,8 +948,16 @@ fn data_before_a_fatal_record_in_one_write_reaches_the_handler_then_the_close() 
                     u64::from(own_record_layer),
                     "{at}: handed off"
                 );
-                while let Ok(Seen::Data(..)) = seen.try_recv() {}
+                // Every echo's event (sent after its reply went out).
                 let warm_up: usize = (0..40).map(|i| 1 + i * 37).sum();
+                let mut echoed = 0;
+                while echoed < warm_up {
+                    match seen.recv_timeout(PATIENCE).expect("the echoes' events") {
+                        Seen::Data(data, None) => echoed += data.len(),
+                        other => panic!("{at}: {other:?} while echoing"),
+                    }
+                }
+                assert_eq!(echoed, warm_up, "{at}");
                 last.store(warm_up + len, Ordering::SeqCst);
                 let seq = records_of_type(&client.sock.sent, 23) as u64;
                 let secret = {
