@@ -1594,11 +1594,7 @@ fn plaintext_before_a_fatal_record_in_the_same_read_is_delivered_first() {
                 wire.extend(bad(&mut client));
                 assert_eq!(p.server.feed(&wire), Err(error.clone()), "{at}");
                 assert!(&p.server.plaintext()[before..] == message, "{at}");
-                assert_eq!(
-                    p.client_sees(),
-                    answer.map(E::AlertReceived),
-                    "{at}"
-                );
+                assert_eq!(p.client_sees(), answer.map(E::AlertReceived), "{at}");
                 assert!(p.server.feed(b"").is_err(), "{at}: stays failed");
                 assert!(p.server.write(b"no").is_err(), "{at}: writes refused");
             }
