@@ -5,7 +5,8 @@
 //! updates the peer asks for and our own at the write key's limit (lowered
 //! through a test knob), records that the socket takes only in part, and
 //! data arriving with a fatal record behind it (delivered, then the close;
-//! both layers).
+//! both layers), and the alert such a close owes the peer sent after the
+//! replies in flight (bounded by the drain timeout).
 //!
 //! The tests share process-wide state (the hand-off count, the write-key
 //! limit), so they run one at a time ([`serial`]).
@@ -1019,4 +1020,218 @@ fn data_before_a_fatal_record_in_one_write_reaches_the_handler_then_the_close() 
             }
         }
     }
+}
+
+/// A rustls client past a `tls://` server's hand-off (when on), which can
+/// seal records of its own under its first application key.
+struct Sealer {
+    client: rustls::StreamOwned<rustls::ClientConnection, SendTap>,
+    secret: Vec<u8>,
+}
+
+impl Sealer {
+    /// Connects to `running`'s listener and echoes 40 messages (the server
+    /// answers each with its echo, which is checked).
+    fn past_the_hand_off(running: &Running, pki: &TestPki, at: &str) -> Sealer {
+        let keys = Arc::new(Keys::default());
+        let mut config = pki.client_config();
+        config.key_log = keys.clone();
+        let (conn, sock) = tls_client(config, running.tcp_addr(0), "localhost").into_parts();
+        let mut client = rustls::StreamOwned::new(
+            conn,
+            SendTap {
+                sock,
+                sent: Vec::new(),
+            },
+        );
+        for i in 0..40u64 {
+            let message = payload(i, 1 + i as usize * 37);
+            client.write_all(&message).unwrap();
+            client.flush().unwrap();
+            let mut back = vec![0u8; message.len()];
+            client.read_exact(&mut back).unwrap();
+            assert!(back == message, "{at}: echo {i}");
+        }
+        let secret = {
+            let keys = keys.0.lock().unwrap();
+            let found = keys
+                .iter()
+                .rev()
+                .find(|(l, _)| l == "CLIENT_TRAFFIC_SECRET_0");
+            found.expect("the client's secret logged").1.clone()
+        };
+        Sealer { client, secret }
+    }
+
+    /// `data` as application data records (16 KiB each) sealed after the
+    /// client's own, then a record whose tag is corrupted.
+    fn data_then_a_corrupted_record(&self, data: &[u8]) -> Vec<u8> {
+        let suite = self.client.conn.negotiated_cipher_suite().unwrap();
+        let seq = records_of_type(&self.client.sock.sent, 23) as u64;
+        let mut wire = Vec::new();
+        let mut records = 0;
+        for (i, record) in data.chunks(16 * 1024).enumerate() {
+            wire.extend(seal_as_peer(
+                suite,
+                &self.secret,
+                seq + i as u64,
+                23,
+                record,
+            ));
+            records += 1;
+        }
+        let mut bad = seal_as_peer(suite, &self.secret, seq + records, 23, b"never read");
+        let last = bad.len() - 1;
+        bad[last] ^= 0x08;
+        wire.extend(bad);
+        wire
+    }
+
+    /// Reads to the end of stream: the plaintext, and the error the
+    /// records brought (an alert received), if any.
+    fn read_to_the_end(&mut self, at: &str) -> (Vec<u8>, Option<rustls::Error>) {
+        let mut plain = Vec::new();
+        let heard = loop {
+            match self.client.conn.read_tls(&mut self.client.sock) {
+                Ok(0) => break None,
+                Ok(_) => {
+                    let state = self.client.conn.process_new_packets();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = self.client.conn.reader().read(&mut buf) {
+                        plain.extend_from_slice(&buf[..n]);
+                    }
+                    if let Err(e) = state {
+                        break Some(e);
+                    }
+                }
+                Err(e) => panic!("{at}: {e}"),
+            }
+        };
+        (plain, heard)
+    }
+}
+
+/// The close reason a `tls://` server's handler saw, as a short string.
+fn close_name(reason: &ringloop::CloseReason) -> String {
+    match reason {
+        ringloop::CloseReason::Tls(e) => format!("tls: {e:?}"),
+        other => reason_kind(other).to_string(),
+    }
+}
+
+/// A server that echoes each read (its reply to the data before a
+/// corrupted record is in flight on io_uring when the record fails: the
+/// first ~16 KiB come in a receive buffer of their own, the rest and the
+/// corrupted record in the next, taken in the same turn) owes the peer
+/// bad_record_mac: the client reads the echoes, then the alert, on both
+/// drivers. Before, on io_uring the close dropped what was queued behind
+/// the send in flight, the alert with it, and the client read only the
+/// end of stream. Both layers: handed off, and the hand-off off.
+#[test]
+fn the_alert_owed_after_a_tls_error_follows_the_replies_in_flight() {
+    let _serial = serial();
+    for len in [20_000, 40_000] {
+        for own_record_layer in [true, false] {
+            let at = format!("{len} bytes, own record layer {own_record_layer}");
+            let pki = TestPki::new();
+            let (closes_tx, closes) = unbounded::<String>();
+            let running = Running::start(
+                Hooks::<()>::new()
+                    .on_traffic(|conn| {
+                        let data = conn.read_all().to_vec();
+                        // Refused once the session failed: the close is
+                        // the TLS error's.
+                        let _ = conn.write(&data);
+                        Action::None
+                    })
+                    .on_close(move |_, reason| {
+                        let _ = closes_tx.send(close_name(reason));
+                        Action::None
+                    })
+                    .builder()
+                    .listen("tls://127.0.0.1:0")
+                    .loops(1)
+                    .tls_own_record_layer(own_record_layer)
+                    .tls_server(pki.server_tls().build().unwrap()),
+            );
+            let before = hand_offs();
+            let mut peer = Sealer::past_the_hand_off(&running, &pki, &at);
+            assert_eq!(
+                hand_offs() - before,
+                u64::from(own_record_layer),
+                "{at}: handed off"
+            );
+            let message = payload(7, len);
+            let wire = peer.data_then_a_corrupted_record(&message);
+            peer.client.sock.sock.write_all(&wire).unwrap();
+            assert_eq!(
+                closes.recv_timeout(PATIENCE).unwrap(),
+                "tls: DecryptError",
+                "{at}"
+            );
+            let (echoed, heard) = peer.read_to_the_end(&at);
+            assert!(
+                message.starts_with(&echoed),
+                "{at}: {} bytes echoed, not the message's start",
+                echoed.len()
+            );
+            assert_eq!(
+                heard,
+                Some(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::BadRecordMac
+                )),
+                "{at}: after {} bytes echoed",
+                echoed.len()
+            );
+            running.stop();
+        }
+    }
+}
+
+/// The wait for a send in flight before the alert owed is bounded: a
+/// server whose reply (4 MiB, above what the sockets hold) a client never
+/// reads still closes the connection after the client's corrupted record,
+/// at the drain timeout at the latest, with the TLS error as its reason.
+#[test]
+fn a_tls_error_behind_a_reply_the_peer_never_reads_still_closes() {
+    let _serial = serial();
+    let pki = TestPki::new();
+    let (closes_tx, closes) = unbounded::<String>();
+    let warm_up: usize = (0..40).map(|i| 1 + i * 37).sum();
+    let taken = AtomicUsize::new(0);
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(move |conn| {
+                let data = conn.read_all().to_vec();
+                let before = taken.fetch_add(data.len(), Ordering::SeqCst);
+                let _ = if before < warm_up {
+                    conn.write(&data)
+                } else {
+                    conn.write(&vec![b'x'; 4 << 20])
+                };
+                Action::None
+            })
+            .on_close(move |_, reason| {
+                let _ = closes_tx.send(close_name(reason));
+                Action::None
+            })
+            .builder()
+            .listen("tls://127.0.0.1:0")
+            .loops(1)
+            .write_water_marks(ringloop::WaterMarks::new(64 << 20, 32 << 20))
+            .drain_timeout(std::time::Duration::from_millis(300))
+            .tls_server(pki.server_tls().build().unwrap()),
+    );
+    let mut peer = Sealer::past_the_hand_off(&running, &pki, "warm-up");
+    peer.client.write_all(b"a reply of 4 MiB, please").unwrap();
+    peer.client.flush().unwrap();
+    // The reply fills both sockets' buffers (given the time to), then
+    // waits in a send; the corrupted record still reaches the server,
+    // which reads on.
+    thread::sleep(std::time::Duration::from_millis(200));
+    let wire = peer.data_then_a_corrupted_record(b"");
+    peer.client.sock.sock.write_all(&wire).unwrap();
+    assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "tls: DecryptError");
+    wait_until("the close", || running.engine.connection_count() == 0);
+    running.stop();
 }

@@ -1,5 +1,8 @@
 //! Closing connections: `on_close` and the release of the socket, graceful
-//! closes that flush first, and lingering closes that drain the peer.
+//! closes that flush first (and, on io_uring, closes asked from another
+//! thread or for a TLS error that wait for a send in flight, so that what
+//! is queued behind it, a `close_notify` or an alert, is not lost), and
+//! lingering closes that drain the peer.
 //!
 //! Owns the end of an opened connection; it must never run `on_close` twice
 //! nor close the descriptor before `on_close` ran.
@@ -104,15 +107,35 @@ impl<H: EventHandler> EventLoop<H> {
     /// close waits for the queue to go out, as a graceful close (bounded by
     /// the drain timeout), which is what epoll's direct flush delivers.
     pub(super) fn close_requested(&mut self, key: SlotKey) {
+        self.close_behind_ring_send(key, CloseReason::Requested);
+    }
+
+    /// A TLS error on an open connection: closes at once, with the alert
+    /// the session owes the peer flushed best effort, unless a send of
+    /// this connection is in the ring. Then the alert, queued behind that
+    /// send, waits for it and goes out through the ring (bounded by the
+    /// drain timeout, as [`close_requested`](Self::close_requested)), and
+    /// the connection closes once its queue is out, without lingering, as
+    /// epoll's direct flush and close do.
+    pub(super) fn close_for_tls_error(&mut self, key: SlotKey, error: rustls::Error) {
+        self.close_behind_ring_send(key, CloseReason::Tls(error));
+    }
+
+    /// Closes `key` for `reason` now, or, when its sends go through the
+    /// io_uring driver and one is in flight, once its queue went out
+    /// behind that send (the connection is `Closing`, reading stops, the
+    /// drain timeout bounds the wait): writing the rest directly would
+    /// overtake the send, and dropping it would lose it.
+    fn close_behind_ring_send(&mut self, key: SlotKey, reason: CloseReason) {
         let waits = self.conns.get(key).is_some_and(|e| {
             e.ring_sends && e.phase.has_opened() && self.driver.send_in_flight(e.fd.as_fd())
         });
         if !waits {
-            self.close_conn(key, CloseReason::Requested);
+            self.close_conn(key, reason);
             return;
         }
         if let Some(entry) = self.conns.get_mut(key) {
-            entry.close_with(CloseReason::Requested);
+            entry.close_with(reason);
         }
         self.settle(key, Action::None);
     }
@@ -121,7 +144,13 @@ impl<H: EventHandler> EventLoop<H> {
     /// with lingering enabled and the peer possibly still sending, after
     /// shutting the write side and draining the peer's input.
     pub(super) fn finish_graceful_close(&mut self, key: SlotKey, reason: CloseReason) {
-        let Some(linger_ms) = self.settings.linger_ms else {
+        // A TLS error's close (its alert out) never lingers: on epoll it
+        // closes at once (`close_for_tls_error`).
+        let linger_ms = self
+            .settings
+            .linger_ms
+            .filter(|_| !matches!(reason, CloseReason::Tls(_)));
+        let Some(linger_ms) = linger_ms else {
             self.close_conn(key, reason);
             return;
         };

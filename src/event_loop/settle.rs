@@ -206,10 +206,13 @@ impl<H: EventHandler> EventLoop<H> {
             return Break(());
         };
         if let Some(reason) = entry.close_reason.take().map(|r| *r) {
-            let graceful = matches!(
-                reason,
-                CloseReason::Local | CloseReason::Requested | CloseReason::Protocol(_)
-            ) && entry.phase.has_opened();
+            let graceful = match reason {
+                CloseReason::Local | CloseReason::Requested | CloseReason::Protocol(_) => true,
+                // Only from `close_for_tls_error`: its alert is queued
+                // behind a ring send in flight.
+                CloseReason::Tls(_) => !entry.outbound.is_empty(),
+                _ => false,
+            } && entry.phase.has_opened();
             if !graceful {
                 self.close_conn(key, reason);
                 return Break(());

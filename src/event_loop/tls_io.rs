@@ -165,7 +165,7 @@ impl<H: EventHandler> EventLoop<H> {
                 Ok(pumped) => pumped,
                 Err(e) => {
                     log::debug!("loop {}: TLS error from {}: {e}", self.index, entry.peer);
-                    self.close_conn(key, CloseReason::Tls(e));
+                    self.close_for_tls_error(key, e);
                     return;
                 }
             };
