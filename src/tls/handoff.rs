@@ -4,10 +4,16 @@
 //!
 //! Owns the record protection (keys, IVs, sequence numbers, nonce = IV xor
 //! sequence number), the record framing (outer header, inner content type,
-//! padding, size limits; an opened record is checked as rustls 0.23
-//! checks it, with its errors and alerts: an inner plaintext with no
-//! content type ends the session unanswered, a protected ChangeCipherSpec
-//! with `unexpected_message`), the post-handshake messages (KeyUpdate:
+//! padding, size limits; headers and opened records are checked as rustls
+//! 0.23 checks them, with its errors and alerts: the header's type,
+//! version, emptiness and length before the body (`decode_error`), an
+//! unprotected ChangeCipherSpec refused, any other record opened with the
+//! additional data of application data whatever its outer type says; an
+//! inner plaintext with no content type ends the session unanswered, a
+//! protected ChangeCipherSpec with `unexpected_message`, an inner type
+//! rustls cannot parse with `decode_error`; another record between the
+//! parts of a handshake message, and the 33rd record in a row with no
+//! content, end it unanswered), the post-handshake messages (KeyUpdate:
 //! the read key updated, an `update_requested` answered with our own
 //! KeyUpdate and the write key updated, the 33rd in a row with no
 //! application data between refused as rustls refuses it;
@@ -34,20 +40,21 @@
 //! # The peer's counts across the hand-off
 //!
 //! rustls counts KeyUpdates in a row (32 taken, the count reset by
-//! application data) and warning alerts (4 in a session) in private
-//! counters that its kernel API does not hand over, and the loop never
-//! sees those records (rustls takes them inside `process_tls_records`).
-//! So this layer starts both counts afresh: a peer may send 32 KeyUpdates
-//! in a row to rustls and 32 more to this layer with no application data
-//! between (the 65th ends the session), and 4 + 4 `user_canceled`
-//! warnings in a session's life (the 9th ends it). That is the bound, and
+//! application data), empty records in a row (32 taken) and warning
+//! alerts (4 in a session) in private counters that its kernel API does
+//! not hand over, and the loop never sees those records (rustls takes
+//! them inside `process_tls_records`). So this layer starts the counts
+//! afresh: a peer may send 32 KeyUpdates (or empty records) in a row to
+//! rustls and 32 more to this layer with no application data between
+//! (the 65th ends the session), and 4 + 4 `user_canceled` warnings in a
+//! session's life (the 9th ends it). That is the bound, and
 //! it is kept rather than closed because what it guards is a ratio, not a
 //! total: rustls alone takes 32 KeyUpdates (32 key derivations) per
 //! application data record, again and again, so one more run of 32, once
 //! per session (the hand-off happens once), is what a single one-byte
-//! record more would buy the peer; and 4 more warnings cost 4 record
-//! openings, as 4 empty application data records (taken without limit)
-//! do. Closing it exactly would mean reading rustls's private state, or
+//! record more would buy the peer (and so for 32 empty records); 4 more
+//! warnings cost 4 record openings, as 4 empty records do. Closing it
+//! exactly would mean reading rustls's private state, or
 //! holding every hand-off until the peer's last record was application
 //! data (which changes when every session hands off, e.g. a server's
 //! first reply after the handshake). Tested by
@@ -62,8 +69,8 @@ use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::{
-    AlertDescription, CipherSuite, ConnectionTrafficSecrets, Error, InvalidMessage, PeerMisbehaved,
-    ProtocolVersion, SupportedCipherSuite,
+    AlertDescription, CipherSuite, ConnectionTrafficSecrets, ContentType, Error, InvalidMessage,
+    PeerMisbehaved, ProtocolVersion, SupportedCipherSuite,
 };
 
 use super::records::Plain;
@@ -95,6 +102,15 @@ const KEY_UPDATES_IN_A_ROW: u8 = 32;
 /// Warning alerts (`user_canceled`) a session takes; the next ends it, as
 /// rustls and BoringSSL end it.
 const WARNING_ALERTS: u8 = 4;
+/// Records with no content (of any type) taken in a row; the next ends the
+/// session with `TooManyEmptyFragments` and no alert, as rustls 0.23 ends
+/// it (`ALLOWED_CONSECUTIVE_EMPTY_FRAGMENTS_MAX`): each costs an opening.
+const EMPTY_RECORDS_IN_A_ROW: u8 = 32;
+/// Outer content type of a heartbeat record (RFC 6520), which rustls
+/// knows and so opens as any other.
+const HEARTBEAT: u8 = 24;
+/// rustls refuses a record header of this length or more, before its body.
+const MAX_RECORD_LENGTH: u16 = 16 * 1024 + 2048;
 
 /// A lower write-key limit than the suite's, for tests (see
 /// [`set_write_key_limit`]); `u64::MAX`: none.
@@ -230,6 +246,9 @@ pub(crate) struct Handoff {
     key_updates_left: u8,
     /// Warning alerts still taken (see [`WARNING_ALERTS`]).
     warnings_left: u8,
+    /// Records with no content opened since the last with some (see
+    /// [`EMPTY_RECORDS_IN_A_ROW`]).
+    empty_in_a_row: u8,
 }
 
 impl Handoff {
@@ -262,6 +281,7 @@ impl Handoff {
             tx_closed: false,
             key_updates_left: KEY_UPDATES_IN_A_ROW,
             warnings_left: WARNING_ALERTS,
+            empty_in_a_row: 0,
         };
         // Relaxed: a count only (see `hand_offs`).
         HAND_OFFS.fetch_add(1, Ordering::Relaxed);
@@ -287,29 +307,26 @@ impl Handoff {
             let Some(header) = buf.get(at..at + HEADER) else {
                 return (at, Ok(Opened::Idle));
             };
-            let header: [u8; HEADER] = [header[0], header[1], header[2], header[3], header[4]];
-            let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-            let fault = if header[0] != APPLICATION_DATA {
-                Some((
-                    Error::InvalidMessage(InvalidMessage::InvalidContentType),
-                    AlertDescription::UnexpectedMessage,
-                ))
-            } else if len > MAX_CIPHER {
-                Some((
-                    Error::PeerSentOversizedRecord,
-                    AlertDescription::RecordOverflow,
-                ))
-            } else {
-                None
-            };
-            if let Some((e, alert)) = fault {
+            let (kind, len) = (header[0], u16::from_be_bytes([header[3], header[4]]));
+            if let Some(e) = header_fault(kind, u16::from_be_bytes([header[1], header[2]]), len) {
+                let alert = if e == Error::PeerSentOversizedRecord {
+                    AlertDescription::RecordOverflow
+                } else {
+                    AlertDescription::DecodeError
+                };
                 return (at, Err(self.fatal(e, alert, out)));
             }
+            let len = usize::from(len);
             let Some(body) = buf.get_mut(at + HEADER..at + HEADER + len) else {
                 return (at, Ok(Opened::Idle));
             };
             at += HEADER + len;
-            match self.open_record(header, body, plain, out) {
+            if kind == CHANGE_CIPHER_SPEC {
+                // Never protected: rustls parses it and refuses it.
+                let (e, alert) = plaintext_change_cipher_spec(body);
+                return (at, Err(self.fatal(e, alert, out)));
+            }
+            match self.open_record(body, plain, out) {
                 Ok(true) => {}
                 Ok(false) => return (at, Ok(Opened::PeerClosed)),
                 Err(e) => return (at, Err(e)),
@@ -320,13 +337,18 @@ impl Handoff {
     /// Opens one record; `Ok(false)`: it was `close_notify`.
     fn open_record(
         &mut self,
-        header: [u8; HEADER],
         body: &mut [u8],
         plain: &mut Plain<'_>,
         out: &mut Vec<u8>,
     ) -> Result<bool, Error> {
+        // The additional data is the header of an application data record
+        // of this length (RFC 8446 §5.2), whatever the header said: rustls
+        // opens a record of outer type alert or handshake, or of another
+        // 0x03XX version, the same way.
+        let len = body.len() as u16;
+        let aad = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
         let opened = match self.rx.next_nonce() {
-            Ok(nonce) => self.rx.key.open_in_place(nonce, Aad::from(header), body),
+            Ok(nonce) => self.rx.key.open_in_place(nonce, Aad::from(aad), body),
             Err(e) => return Err(self.fatal(e, AlertDescription::InternalError, out)),
         };
         let Ok(inner) = opened else {
@@ -370,14 +392,32 @@ impl Handoff {
             ));
         }
         let content = &inner[..end];
+        // Then, as rustls's deframer: a handshake message cut across
+        // records must not have another record type between its parts
+        // (RFC 8446 §5.1), and a run of empty records (any type) ends at
+        // EMPTY_RECORDS_IN_A_ROW; both without an alert, as rustls.
+        if !self.handshake.is_empty() && inner[end] != HANDSHAKE {
+            self.tx_closed = true;
+            return Err(Error::PeerMisbehaved(
+                PeerMisbehaved::MessageInterleavedWithHandshakeMessage,
+            ));
+        }
+        if !content.is_empty() {
+            self.empty_in_a_row = 0;
+        } else if self.empty_in_a_row == EMPTY_RECORDS_IN_A_ROW {
+            self.tx_closed = true;
+            return Err(Error::PeerMisbehaved(PeerMisbehaved::TooManyEmptyFragments));
+        } else {
+            self.empty_in_a_row += 1;
+        }
         match inner[end] {
-            APPLICATION_DATA if self.handshake.is_empty() => {
+            APPLICATION_DATA => {
                 self.key_updates_left = KEY_UPDATES_IN_A_ROW;
                 plain.put(content);
                 Ok(true)
             }
-            ALERT if self.handshake.is_empty() => self.alert(content, out),
-            HANDSHAKE if !content.is_empty() => {
+            ALERT => self.alert(content, out),
+            HANDSHAKE => {
                 if self.handshake.len() + content.len() > MAX_HANDSHAKE {
                     return Err(self.fatal(
                         Error::InvalidMessage(InvalidMessage::HandshakePayloadTooLarge),
@@ -389,11 +429,11 @@ impl Handoff {
                 self.post_handshake(out)?;
                 Ok(true)
             }
+            // Any other type (heartbeat included): rustls cannot parse
+            // the message.
             _ => Err(self.fatal(
-                Error::InvalidMessage(InvalidMessage::UnexpectedMessage(
-                    "record type after the handshake",
-                )),
-                AlertDescription::UnexpectedMessage,
+                Error::InvalidMessage(InvalidMessage::InvalidContentType),
+                AlertDescription::DecodeError,
                 out,
             )),
         }
@@ -501,6 +541,14 @@ impl Handoff {
                     let requested = match body {
                         [0] => false,
                         [1] => true,
+                        // Parsed, but neither value: rustls's answer.
+                        [_] => {
+                            return Err(self.fatal(
+                                Error::InvalidMessage(InvalidMessage::InvalidKeyUpdate),
+                                AlertDescription::IllegalParameter,
+                                out,
+                            ))
+                        }
                         _ => {
                             return Err(self.fatal(
                                 Error::InvalidMessage(InvalidMessage::InvalidKeyUpdate),
@@ -612,6 +660,58 @@ impl Handoff {
                 Err(Error::EncryptError)
             }
         }
+    }
+}
+
+/// What is wrong with a record header of outer content type `kind`, legacy
+/// version `version` and length `len`, checked as rustls 0.23 checks it
+/// before it waits for the body (`read_opaque_message_header`), its
+/// errors answered with `decode_error`; and, past rustls's checks, a
+/// length above 2^14 + 256 (RFC 8446 §5.2: `record_overflow`), which
+/// rustls takes and then fails to open or finds too long once opened.
+fn header_fault(kind: u8, version: u16, len: u16) -> Option<Error> {
+    let known = matches!(
+        kind,
+        CHANGE_CIPHER_SPEC | ALERT | HANDSHAKE | APPLICATION_DATA | HEARTBEAT
+    );
+    // rustls's own names: SSLv2 (as it spells it), DTLS 1.0, 1.2, 1.3.
+    let known_version = version >> 8 == 3 || matches!(version, 0x0002 | 0xfeff | 0xfefd | 0xfefc);
+    let fault = if !known {
+        InvalidMessage::InvalidContentType
+    } else if !known_version {
+        InvalidMessage::UnknownProtocolVersion
+    } else if kind != APPLICATION_DATA && len == 0 {
+        InvalidMessage::InvalidEmptyPayload
+    } else if len >= MAX_RECORD_LENGTH {
+        InvalidMessage::MessageTooLarge
+    } else if usize::from(len) > MAX_CIPHER {
+        return Some(Error::PeerSentOversizedRecord);
+    } else {
+        return None;
+    };
+    Some(Error::InvalidMessage(fault))
+}
+
+/// An unprotected ChangeCipherSpec record after the handshake, refused as
+/// rustls refuses it: its payload parsed (one byte, 1) and then refused by
+/// the traffic state, or not parsed.
+fn plaintext_change_cipher_spec(payload: &[u8]) -> (Error, AlertDescription) {
+    match payload {
+        [1] => (
+            Error::InappropriateMessage {
+                expect_types: vec![ContentType::ApplicationData, ContentType::Handshake],
+                got_type: ContentType::ChangeCipherSpec,
+            },
+            AlertDescription::UnexpectedMessage,
+        ),
+        [1, ..] => (
+            Error::InvalidMessage(InvalidMessage::TrailingData("ChangeCipherSpecPayload")),
+            AlertDescription::DecodeError,
+        ),
+        _ => (
+            Error::InvalidMessage(InvalidMessage::InvalidCcs),
+            AlertDescription::DecodeError,
+        ),
     }
 }
 

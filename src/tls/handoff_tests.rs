@@ -210,10 +210,13 @@ fn a_corrupted_record_is_a_decrypt_error_and_a_bad_record_mac_alert() {
 #[test]
 fn records_that_break_the_protocol_close_with_a_typed_error() {
     for (bytes, expect) in [
-        // A plaintext alert record after the handshake.
-        (vec![21, 3, 3, 0, 2, 2, 40], "InvalidContentType"),
-        // A declared length beyond the record limit.
-        (vec![23, 3, 3, 0x48, 0x01], "PeerSentOversizedRecord"),
+        // A plaintext alert record after the handshake: opened as
+        // protected, as rustls opens it (it fails).
+        (vec![21, 3, 3, 0, 2, 2, 40], "DecryptError"),
+        // A declared length beyond the record limit, at or above rustls's
+        // own header limit (its error); below it, the RFC's.
+        (vec![23, 3, 3, 0x48, 0x01], "MessageTooLarge"),
+        (vec![23, 3, 3, 0x41, 0x01], "PeerSentOversizedRecord"),
         // Too short to hold a tag.
         (vec![23, 3, 3, 0, 3, 1, 2, 3], "DecryptError"),
     ] {
@@ -879,7 +882,8 @@ fn broken_tickets_end_the_dials_session_with_a_typed_error() {
     let mut wire = server.seal(22, &ticket[..10]);
     wire.extend(server.seal(23, b"inside a ticket"));
     let e = client.feed(&wire).unwrap_err();
-    assert!(format!("{e:?}").contains("UnexpectedMessage"), "{e:?}");
+    // rustls's error for it (`MessageInterleavedWithHandshakeMessage`).
+    assert!(format!("{e:?}").contains("Interleaved"), "{e:?}");
 
     let (mut client, mut server, _) = handed_dial_and_sealer();
     let mut garbled = ticket.clone();
@@ -1353,11 +1357,23 @@ fn mutated_record_streams_to_a_dial_end_in_typed_errors() {
             let how = [Cut::Flip, Cut::Drop, Cut::Twice, Cut::Garbage][below(4)];
             (below(records.len()), how)
         });
+        // The bit a flip flips, in the record as sealed. One in the outer
+        // content type that makes it handshake or alert (bits 0 and 1), or
+        // in the version's low byte, leaves a record that opens all the
+        // same (its additional data is an application data header of its
+        // length whatever the header says, as rustls makes it): no harm.
+        let flip = cut.map(|(at, _)| {
+            let r = &records[at];
+            below((5 + r.content.len() + 1 + r.padding + 16) * 8)
+        });
+        let harmless =
+            matches!(cut, Some((_, Cut::Flip))) && flip.is_some_and(|bit| bit < 2 || bit / 8 == 2);
         // The plaintext the records sealed intact carry, in order, up to
         // the one the ciphertext mutation hits (that one too when it is
         // sent twice: its first copy is intact).
         let intact = match cut {
             None => records.len(),
+            Some(_) if harmless => records.len(),
             Some((at, Cut::Twice)) => at + 1,
             Some((at, _)) => at,
         };
@@ -1379,7 +1395,7 @@ fn mutated_record_streams_to_a_dial_end_in_typed_errors() {
                 Some((at, how)) if at == i => match how {
                     Cut::Flip => {
                         let mut sealed = sealed;
-                        let bit = below(sealed.len() * 8);
+                        let bit = flip.unwrap_or(0);
                         sealed[bit / 8] ^= 1 << (bit % 8);
                         wire.extend(sealed);
                     }
@@ -1528,6 +1544,194 @@ fn opened_records_are_checked_as_rustls_checks_them() {
             match error {
                 Some(_) => assert!(p.server.feed(b"").is_err(), "{at}: stays failed"),
                 None => assert!(p.server.plaintext().ends_with(data), "{at}"),
+            }
+        }
+    }
+}
+
+/// Runs of records and record headers from the peer, fed after a record
+/// of data to a server handed off and to one left on rustls 0.23: both
+/// end with the same error and send the same alert (or none), or both
+/// take them. Runs of empty records (of any type: the 33rd in a row ends
+/// the session, unanswered, as `ALLOWED_CONSECUTIVE_EMPTY_FRAGMENTS_MAX`
+/// in rustls's `conn.rs`), a handshake message cut across records with
+/// another record between its parts, inner content types rustls cannot
+/// parse, a KeyUpdate of an unknown request, and the header checks of
+/// rustls's `read_opaque_message_header` (content type, version, empty,
+/// length), which come before the body; a record is opened whatever its
+/// outer type or 0x03XX version says (the additional data is that of
+/// application data, as rustls makes it), and a ChangeCipherSpec record is
+/// never opened. Before, the hand-off layer took any number of empty
+/// records and differed on all the others.
+#[test]
+fn record_runs_and_headers_are_refused_as_rustls_refuses_them() {
+    use rustls::Error as E;
+    use rustls::InvalidMessage as I;
+    use rustls::PeerMisbehaved as P;
+    use AlertDescription as A;
+    type Wire = fn(&mut Sealer) -> Vec<u8>;
+    /// What the peer sends; the error and alert, or, taken, the end of
+    /// the plaintext.
+    type Case = (&'static str, Wire, Result<&'static [u8], (E, Option<A>)>);
+    /// `n` empty application data records.
+    fn empty(s: &mut Sealer, n: usize) -> Vec<u8> {
+        (0..n).flat_map(|_| s.seal(23, &[])).collect()
+    }
+    /// A record of data whose header's byte `at` is then `byte`.
+    fn outer(s: &mut Sealer, at: usize, byte: u8) -> Vec<u8> {
+        let mut record = s.seal(23, b"sealed as application data");
+        record[at] = byte;
+        record
+    }
+    let cases: Vec<Case> = vec![
+        (
+            "33 empty application data records",
+            |s| empty(s, 33),
+            Err((E::PeerMisbehaved(P::TooManyEmptyFragments), None)),
+        ),
+        (
+            "32 empty, data, 32 empty",
+            |s| [empty(s, 32), s.seal(23, b"between"), empty(s, 32)].concat(),
+            Ok(b"between"),
+        ),
+        (
+            "32 empty application data records, an empty handshake record",
+            |s| [empty(s, 32), s.seal(22, &[])].concat(),
+            Err((E::PeerMisbehaved(P::TooManyEmptyFragments), None)),
+        ),
+        (
+            "an empty handshake record, then data",
+            |s| [s.seal(22, &[]), s.seal(23, b"after")].concat(),
+            Ok(b"after"),
+        ),
+        (
+            "a KeyUpdate cut across records, data between",
+            |s| [s.seal(22, &[24, 0]), s.seal(23, b"data")].concat(),
+            Err((
+                E::PeerMisbehaved(P::MessageInterleavedWithHandshakeMessage),
+                None,
+            )),
+        ),
+        (
+            "inner content type 99",
+            |s| s.seal(99, b"x"),
+            Err((
+                E::InvalidMessage(I::InvalidContentType),
+                Some(A::DecodeError),
+            )),
+        ),
+        (
+            "inner content type heartbeat",
+            |s| s.seal(24, b"x"),
+            Err((
+                E::InvalidMessage(I::InvalidContentType),
+                Some(A::DecodeError),
+            )),
+        ),
+        (
+            "a KeyUpdate of request 5",
+            |s| s.seal(22, &[24, 0, 0, 1, 5]),
+            Err((
+                E::InvalidMessage(I::InvalidKeyUpdate),
+                Some(A::IllegalParameter),
+            )),
+        ),
+        (
+            "outer content type 99",
+            |s| outer(s, 0, 99),
+            Err((
+                E::InvalidMessage(I::InvalidContentType),
+                Some(A::DecodeError),
+            )),
+        ),
+        (
+            "outer version 0x0403",
+            |s| outer(s, 1, 4),
+            Err((
+                E::InvalidMessage(I::UnknownProtocolVersion),
+                Some(A::DecodeError),
+            )),
+        ),
+        (
+            "outer version 0x0301",
+            |s| outer(s, 2, 1),
+            Ok(b"sealed as application data"),
+        ),
+        (
+            "outer content type handshake",
+            |s| outer(s, 0, 22),
+            Ok(b"sealed as application data"),
+        ),
+        (
+            "outer content type alert",
+            |s| outer(s, 0, 21),
+            Ok(b"sealed as application data"),
+        ),
+        (
+            "a plaintext ChangeCipherSpec",
+            |_| vec![20, 3, 3, 0, 1, 1],
+            Err((
+                E::InappropriateMessage {
+                    expect_types: vec![
+                        rustls::ContentType::ApplicationData,
+                        rustls::ContentType::Handshake,
+                    ],
+                    got_type: rustls::ContentType::ChangeCipherSpec,
+                },
+                Some(A::UnexpectedMessage),
+            )),
+        ),
+        (
+            "a plaintext ChangeCipherSpec of value 2",
+            |_| vec![20, 3, 3, 0, 1, 2],
+            Err((E::InvalidMessage(I::InvalidCcs), Some(A::DecodeError))),
+        ),
+        (
+            "a plaintext ChangeCipherSpec of two bytes",
+            |_| vec![20, 3, 3, 0, 2, 1, 1],
+            Err((
+                E::InvalidMessage(I::TrailingData("ChangeCipherSpecPayload")),
+                Some(A::DecodeError),
+            )),
+        ),
+        (
+            "a plaintext alert",
+            |_| vec![21, 3, 3, 0, 2, 2, 40],
+            Err((E::DecryptError, Some(A::BadRecordMac))),
+        ),
+        (
+            "an empty alert record",
+            |_| vec![21, 3, 3, 0, 0],
+            Err((
+                E::InvalidMessage(I::InvalidEmptyPayload),
+                Some(A::DecodeError),
+            )),
+        ),
+        (
+            "a header of length 18432",
+            |_| vec![23, 3, 3, 0x48, 0],
+            Err((E::InvalidMessage(I::MessageTooLarge), Some(A::DecodeError))),
+        ),
+    ];
+    for (name, wire, expected) in &cases {
+        for own_record_layer in [true, false] {
+            let at = format!("{name}, own record layer {own_record_layer}");
+            let mut p = pair(false, own_record_layer);
+            assert_eq!(p.server.handed_off(), own_record_layer, "{at}");
+            let mut client = p.client_sealer();
+            p.server.feed(&client.seal(23, b"before")).unwrap();
+            let result = p.server.feed(&wire(&mut client));
+            match expected {
+                Ok(end) => {
+                    assert_eq!(result.err(), None, "{at}");
+                    assert!(p.server.plaintext().ends_with(end), "{at}");
+                    assert_eq!(p.client_sees(), None, "{at}");
+                }
+                Err((error, answer)) => {
+                    assert_eq!(result.err().as_ref(), Some(error), "{at}");
+                    assert_eq!(p.client_sees(), answer.map(E::AlertReceived), "{at}");
+                    assert!(p.server.feed(b"").is_err(), "{at}: stays failed");
+                }
             }
         }
     }
