@@ -6,6 +6,12 @@
 //! would change nothing and the event is done. (A callback that did touch
 //! it costs one more lookup to see whether it is still quiet.)
 //!
+//! On io_uring a reply is never written through: it is queued for the
+//! ring (or, an echo, claimed from its received buffer). When that reply
+//! is the callback's only change, the steps of settling it would take are
+//! known (count the budget, hold the write deadline, hand the queue to
+//! the ring) and are done directly (`replied`), not by the general path.
+//!
 //! Whether it applies is a dozen tests of the entry; a connection that
 //! passed them keeps a *mark* in the connection table (see
 //! `actors::slab`'s "Marks") until anything reaches any entry mutably —
