@@ -2,7 +2,9 @@
 # message: prints "MESSAGES INSTRUCTIONS-PER-MESSAGE" ("0 ?" when no message
 # was counted, e.g. a server starved under load). Messages are calls of
 # glibc's `send` (tokio, the mio loop) or, for ringloop, which makes the
-# system call itself, of `ringloop::sys::io::write`; times `depth` (-v
+# system call itself, of `ringloop::sys::io::write` plus, on io_uring, of
+# `ringloop::sys::uring::ring::Ring::send` (a send handed to the ring);
+# times `depth` (-v
 # depth=N, default 1: replies per write, e.g. pipelined HTTP requests).
 # Reads dumps with or without --compress-strings. Used by benches/costs.sh,
 # benches/callgrind.sh and benches/cg_echo_breakdown.sh.
@@ -19,7 +21,7 @@
     if (name != "") names[id] = name
     next
 }
-/^calls=/ { split($0, a, /[= ]/); if (cur == "send") sends += a[2]; if (cur == "ringloop::sys::io::write") writes += a[2]; cur = ""; next }
+/^calls=/ { split($0, a, /[= ]/); if (cur == "send") sends += a[2]; if (cur == "ringloop::sys::io::write" || cur == "ringloop::sys::uring::ring::Ring::send") writes += a[2]; cur = ""; next }
 END {
     if (writes) sends = writes
     m = sends * (depth ? depth : 1)

@@ -29,7 +29,7 @@ const MAX_CHUNK: usize = 1 << 30;
 
 /// Capacity of the buffer a small write into an empty queue gets (see
 /// `Queue::push`); larger writes, and writes behind others, use the pool.
-const SMALL_CHUNK: usize = 256;
+const SMALL_CHUNK: usize = buffer_pool::SMALL;
 
 /// Most emptied bookkeeping boxes a loop thread keeps for reuse.
 const SPARE_QUEUES: usize = 256;
@@ -216,7 +216,7 @@ impl Queue {
         // freed pool chunks would leave 4 KiB holes among the connections'
         // long-lived allocations that the allocator cannot return.
         let mut chunk = if self.chunks.is_empty() && data.len() <= SMALL_CHUNK {
-            Vec::with_capacity(SMALL_CHUNK)
+            buffer_pool::take_small()
         } else {
             buffer_pool::take(data.len().max(cap.min(buffer_pool::MIN_CLASS)))
         };

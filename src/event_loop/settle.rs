@@ -330,7 +330,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// Puts the connection's earliest deadline on the wheel, unless an
     /// entry at least as early is there already (a later one that comes
     /// due first is re-armed then).
-    fn schedule_timer(&mut self, key: SlotKey) {
+    pub(super) fn schedule_timer(&mut self, key: SlotKey) {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };

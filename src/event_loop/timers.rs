@@ -44,19 +44,40 @@ pub(super) fn next_deadline<S>(
         Some(t) => t,
         None => defaults,
     };
-    // The common case with the default timeouts, answered in a few compares:
-    // nothing waiting either way and both directions open.
-    if entry.outbound.is_empty()
-        && entry.inbound.is_empty()
-        && !entry.read_closed()
-        && !entry.write_shut()
-        && t.idle.is_none()
-        && t.read.is_none()
-    {
-        return None;
-    }
     // At most u32::MAX ms: a stamp is then exact whenever it is read (a
     // deadline fires before its stamp is 2^32 ms old; see `Stamp`).
+    let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u64;
+    // The common cases, answered in a few compares: both directions open,
+    // no input waiting, no read timeout. Then the incomplete-input and
+    // half-closed timeouts do not apply either: only the idle timeout (if
+    // set) and, with a queue (a reply in flight: every reply on io_uring,
+    // whose sends complete a turn later), the write timeout. (callgrind,
+    // on io_uring: the general computation below was 166 instructions per
+    // 512-byte echo, 222 per HTTP request, which has an idle timeout.)
+    if entry.inbound.is_empty() && !entry.read_closed() && !entry.write_shut() && t.read.is_none() {
+        let write = t.write.filter(|_| !entry.outbound.is_empty());
+        if t.idle.is_none() && write.is_none() {
+            return None;
+        }
+        let last_write = entry.last_write_ms.ms(now_ms);
+        let write = write.map(|d| (last_write + ms(d), TimeoutKind::Write));
+        let Some(idle) = t.idle else {
+            return write;
+        };
+        let last_read = entry.last_read_ms.ms(now_ms);
+        let idle = (last_read.max(last_write) + ms(idle), TimeoutKind::Idle);
+        // The first of equals, as `min_by_key` below picks.
+        return Some(match write {
+            Some(w) if w.0 < idle.0 => w,
+            _ => idle,
+        });
+    }
+    any_deadline(entry, t, now_ms)
+}
+
+/// [`next_deadline`]'s general computation, for a connection's timeouts
+/// `t`: the earliest of every timeout that applies.
+fn any_deadline<S>(entry: &ConnEntry<S>, t: &Timeouts, now_ms: u64) -> Option<(u64, TimeoutKind)> {
     let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u64;
     let last_read = entry.last_read_ms.ms(now_ms);
     let last_write = entry.last_write_ms.ms(now_ms);
@@ -235,5 +256,64 @@ impl<H: EventHandler> EventLoop<H> {
         if gauge.load(Ordering::Relaxed) != len {
             gauge.store(len, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::SockAddr;
+    use crate::event_loop::entry::{ReadSide, Stamp, WriteSide};
+
+    /// The common cases [`next_deadline`] answers in a few compares give
+    /// what the general computation gives, for every combination of the
+    /// timeouts they involve, a queue or none, and the stamps' order.
+    #[test]
+    fn the_shortcut_agrees_with_the_general_computation() {
+        let d = |s: u64| Some(Duration::from_secs(s));
+        let now = 1_000_000;
+        let mut checked = 0;
+        for idle in [None, d(5), d(60), d(120)] {
+            for write in [None, d(60)] {
+                for read in [None, d(30)] {
+                    for queued in [false, true] {
+                        for (r, w) in [
+                            (now - 100, now - 100),
+                            (now - 70_000, now),
+                            (now, now - 70_000),
+                        ] {
+                            for side in 0..3 {
+                                let fd = std::fs::File::open("/dev/null").unwrap();
+                                let mut e: ConnEntry<()> =
+                                    ConnEntry::new(fd.into(), SockAddr::Unix(None), 0, false);
+                                e.last_read_ms = Stamp::at(r);
+                                e.last_write_ms = Stamp::at(w);
+                                if queued {
+                                    e.outbound.push(b"reply", 64);
+                                }
+                                match side {
+                                    1 => e.read_side = ReadSide::PeerClosed,
+                                    2 => e.write_side = WriteSide::Shut,
+                                    _ => {}
+                                }
+                                let t = Timeouts {
+                                    idle,
+                                    read,
+                                    write,
+                                    ..Timeouts::default()
+                                };
+                                assert_eq!(
+                                    next_deadline(&e, &t, now),
+                                    any_deadline(&e, &t, now),
+                                    "idle {idle:?} write {write:?} read {read:?} queued {queued} stamps {r} {w} side {side}"
+                                );
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 4 * 2 * 2 * 2 * 3 * 3);
     }
 }
