@@ -217,6 +217,9 @@ pub(crate) struct Completion {
     batch: usize,
     /// Its bound ([`MAX_BATCH`], or [`BATCH_ENV`]'s).
     batch_cap: usize,
+    /// Below this batch a wait is [`plain_wait`] ([`PLAIN_BELOW_ENV`];
+    /// 0, the default: never).
+    plain_below: usize,
     /// Connections with input that had none stashed, in the last wait.
     newly_received: usize,
     /// A connection's queue waits behind a send submitted this turn (see
@@ -267,6 +270,7 @@ impl Completion {
             listeners: Vec::new(),
             batch: 1,
             batch_cap: env_number(BATCH_ENV).unwrap_or(MAX_BATCH),
+            plain_below: env_number(PLAIN_BELOW_ENV).unwrap_or(0),
             newly_received: 0,
             queued_behind_send: false,
             forward: env_number(FORWARD_ENV) != Some(0),
@@ -772,7 +776,10 @@ impl Completion {
             timeout
         };
         let sends = self.ring.sends_queued();
-        let plan = if std::mem::take(&mut self.queued_behind_send) {
+        let behind_send = std::mem::take(&mut self.queued_behind_send);
+        let plan = if self.batch < self.plain_below && timeout != Some(Duration::ZERO) {
+            plain_wait(timeout)
+        } else if behind_send {
             wait_for_sends(timeout, sends)
         } else {
             plan_wait(timeout, sends, self.batch, self.ring.batches_waits())
@@ -962,6 +969,23 @@ fn plan_wait(timeout: Option<Duration>, sends: usize, batch: usize, min_wait: bo
     }
 }
 
+/// A wait for the first completion, bounded only by the loop's `timeout`
+/// (with [`PLAIN_BELOW_ENV`], for a batch below it). It holds no
+/// completion back and arms no near timer: [`plan_wait`]'s min-wait and
+/// [`SEND_GRACE`] each make the kernel start a timer 100 µs away whenever
+/// the wait sleeps, which on a virtual machine reprograms the CPU's timer
+/// twice through the hypervisor (~6.5 µs of CPU per sleep against ~0.4 µs
+/// for a far timer, `benches/timer_cost.sh`). The price: the sends'
+/// completions, posted during the submit, end the enter at once, so a turn
+/// with sends takes a second enter to sleep. A send that cannot complete at
+/// once needs no grace: its completion alone ends the wait.
+/// benches/results/hs-session10-20261205.md: full TLS handshakes on
+/// io_uring (2 clients) cost 0.955× tokio-rustls with a bound of 4, 1.129×
+/// without, at 0.76 more enters per handshake.
+fn plain_wait(timeout: Option<Duration>) -> Wait {
+    Wait::Each { want: 1, timeout }
+}
+
 /// The next wait's receive batch, from this one's: `got` connections
 /// received (each counted once per wait). More than waited for (they
 /// arrived while the kernel ran the batch's work): others are busy too,
@@ -989,6 +1013,12 @@ const MAX_BATCH: usize = BUFFERS as usize / 4;
 /// Overrides [`MAX_BATCH`], for tuning; `0` turns batched waits off, as on
 /// a kernel without min-wait (tests simulate one with it).
 const BATCH_ENV: &str = "RINGLOOP_URING_BATCH";
+
+/// A receive batch below this number waits with [`plain_wait`] (no
+/// min-wait, no send grace); unset or `0`: never. For measuring it against
+/// the batched waits (benches/tls_handshake_ab.sh with `AB_ENV_B`); not the
+/// default until the echo benchmarks of issue 14 are measured with it.
+const PLAIN_BELOW_ENV: &str = "RINGLOOP_URING_PLAIN_BELOW";
 
 /// `0` sets the ring up without deferred task running (cooperative task
 /// running instead), for measuring what deferring buys.
@@ -1104,6 +1134,17 @@ mod tests {
             },
             "a send and the next receive"
         );
+    }
+
+    #[test]
+    fn a_plain_wait_ends_at_the_first_completion_and_arms_no_near_timer() {
+        for timeout in [None, Some(Duration::from_secs(10))] {
+            assert_eq!(
+                plain_wait(timeout),
+                Wait::Each { want: 1, timeout },
+                "only the loop's own timeout bounds it"
+            );
+        }
     }
 
     #[test]

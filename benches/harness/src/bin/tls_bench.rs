@@ -62,10 +62,11 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 const USAGE: &str = "\
 tls-bench: ringloop's TLS against tokio + tokio-rustls and HAProxy (server CPU from /proc)
 
-  tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--acceptor-thread] [--backend epoll|io-uring] [--only 512|16KiB] [--echo-bin PATH]
+  tls-bench [--rounds 3] [--seconds 3] [--idle 2000] [--reuseport] [--et] [--acceptor-thread] [--backend epoll|io-uring] [--only 512|16KiB] [--echo-bin PATH] [--tokio-bin PATH]
       echo 50x512 B and 100x16 KiB, full handshakes, idle RSS: ringloop's echo
       example (--loops 1, on the given driver) against tokio + tokio-rustls (current_thread);
-      --only: just that echo scenario
+      --only: just that echo scenario; --tokio-bin: run the tokio peer from that copy of
+      tls-bench (its own pages: by default it shares the clients' code and ring's tables)
   tls-bench proxy [--rounds 3] [--seconds 3] [--backend epoll|io-uring] [--proxy-bin PATH] [--haproxy PATH]
       TLS-terminating proxy: examples/proxy (--listen tls:// --loops 1) against
       HAProxy (bind ... ssl crt, nbthread 1), both in front of `harness serve epoll`
@@ -119,6 +120,9 @@ pub struct Opts {
     only: Option<String>,
     echo_bin: PathBuf,
     proxy_bin: PathBuf,
+    /// The executable the tokio peer runs from (`serve-tokio`); `None`:
+    /// this one.
+    tokio_bin: Option<PathBuf>,
     haproxy: Option<PathBuf>,
     valgrind: PathBuf,
     out: Option<PathBuf>,
@@ -126,7 +130,7 @@ pub struct Opts {
 
 impl Opts {
     fn parse(args: &[String]) -> Result<Opts> {
-        const VALUED: [&str; 11] = [
+        const VALUED: [&str; 12] = [
             "--backend",
             "--only",
             "--rounds",
@@ -134,6 +138,7 @@ impl Opts {
             "--idle",
             "--echo-bin",
             "--proxy-bin",
+            "--tokio-bin",
             "--haproxy",
             "--valgrind",
             "--out",
@@ -171,6 +176,7 @@ impl Opts {
             only: value("--only"),
             echo_bin: value("--echo-bin").map_or_else(|| example("echo"), PathBuf::from),
             proxy_bin: value("--proxy-bin").map_or_else(|| example("proxy"), PathBuf::from),
+            tokio_bin: value("--tokio-bin").map(PathBuf::from),
             haproxy: value("--haproxy").map(PathBuf::from),
             valgrind: value("--valgrind").map_or_else(|| PathBuf::from("valgrind"), PathBuf::from),
             out: value("--out").map(PathBuf::from),
@@ -335,7 +341,11 @@ fn echo_command(name: &str, opts: &Opts, pki: &Pki, port: u16) -> Result<Command
             c
         }
         _ => {
-            let mut c = Command::new(std::env::current_exe()?);
+            let exe = match &opts.tokio_bin {
+                Some(path) => path.clone(),
+                None => std::env::current_exe()?,
+            };
+            let mut c = Command::new(exe);
             c.arg("serve-tokio")
                 .arg(port.to_string())
                 .arg(pki.cert())
