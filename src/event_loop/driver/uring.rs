@@ -34,9 +34,13 @@
 //!   and waits: for the sends' completions plus a batch of receives, which
 //!   follows how many connections had input in the last wait, bounded by
 //!   the kernel's min-wait (100 µs: after it, whatever came ends the wait;
-//!   see `plan_wait` and `next_batch`). A lone connection is answered at
-//!   once, an idle loop sleeps, and a busy one makes one enter per many
-//!   messages (benches/uring_batch.sh).
+//!   see `plan_wait` and `next_batch`). Below a batch of `PLAIN_BELOW`
+//!   (a few busy connections) the wait is for the first completion with
+//!   no near timer (`plain_wait`: a timer 100 µs away costs ~6.5 µs of
+//!   CPU on a virtual machine), a turn with sends then taking a second
+//!   enter to sleep. A lone connection is answered at once, an idle loop
+//!   sleeps, and a busy one makes one enter per many messages
+//!   (benches/uring_batch.sh).
 //! * The mailbox's doorbell (an eventfd) is read through the ring.
 //!
 //! The stash is level-triggered: a connection whose stash is not empty and
@@ -217,8 +221,8 @@ pub(crate) struct Completion {
     batch: usize,
     /// Its bound ([`MAX_BATCH`], or [`BATCH_ENV`]'s).
     batch_cap: usize,
-    /// Below this batch a wait is [`plain_wait`] ([`PLAIN_BELOW_ENV`];
-    /// 0, the default: never).
+    /// Below this batch a wait is [`plain_wait`] ([`PLAIN_BELOW`], or
+    /// [`PLAIN_BELOW_ENV`]'s; 0: never).
     plain_below: usize,
     /// Connections with input that had none stashed, in the last wait.
     newly_received: usize,
@@ -270,7 +274,7 @@ impl Completion {
             listeners: Vec::new(),
             batch: 1,
             batch_cap: env_number(BATCH_ENV).unwrap_or(MAX_BATCH),
-            plain_below: env_number(PLAIN_BELOW_ENV).unwrap_or(0),
+            plain_below: env_number(PLAIN_BELOW_ENV).unwrap_or(PLAIN_BELOW),
             newly_received: 0,
             queued_behind_send: false,
             forward: env_number(FORWARD_ENV) != Some(0),
@@ -777,13 +781,14 @@ impl Completion {
         };
         let sends = self.ring.sends_queued();
         let behind_send = std::mem::take(&mut self.queued_behind_send);
-        let plan = if self.batch < self.plain_below && timeout != Some(Duration::ZERO) {
-            plain_wait(timeout)
-        } else if behind_send {
-            wait_for_sends(timeout, sends)
-        } else {
-            plan_wait(timeout, sends, self.batch, self.ring.batches_waits())
-        };
+        let plan = choose_wait(
+            timeout,
+            sends,
+            behind_send,
+            self.batch,
+            self.plain_below,
+            self.ring.batches_waits(),
+        );
         match plan {
             Wait::Each { want, timeout } => self.ring.submit_and_wait(want, timeout)?,
             Wait::Batch {
@@ -923,6 +928,27 @@ fn wait_for_sends(timeout: Option<Duration>, sends: usize) -> Wait {
     }
 }
 
+/// The turn's wait: below a receive batch of `plain_below` a
+/// [`plain_wait`] (no near timer; a poll stays a poll), otherwise
+/// [`wait_for_sends`] when bytes wait behind a send of this turn, else
+/// [`plan_wait`].
+fn choose_wait(
+    timeout: Option<Duration>,
+    sends: usize,
+    behind_send: bool,
+    batch: usize,
+    plain_below: usize,
+    min_wait: bool,
+) -> Wait {
+    if batch < plain_below && timeout != Some(Duration::ZERO) {
+        plain_wait(timeout)
+    } else if behind_send {
+        wait_for_sends(timeout, sends)
+    } else {
+        plan_wait(timeout, sends, batch, min_wait)
+    }
+}
+
 /// How one turn's `io_uring_enter` waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Wait {
@@ -970,7 +996,7 @@ fn plan_wait(timeout: Option<Duration>, sends: usize, batch: usize, min_wait: bo
 }
 
 /// A wait for the first completion, bounded only by the loop's `timeout`
-/// (with [`PLAIN_BELOW_ENV`], for a batch below it). It holds no
+/// (for a receive batch below [`PLAIN_BELOW`]). It holds no
 /// completion back and arms no near timer: [`plan_wait`]'s min-wait and
 /// [`SEND_GRACE`] each make the kernel start a timer 100 µs away whenever
 /// the wait sleeps, which on a virtual machine reprograms the CPU's timer
@@ -1014,10 +1040,14 @@ const MAX_BATCH: usize = BUFFERS as usize / 4;
 /// a kernel without min-wait (tests simulate one with it).
 const BATCH_ENV: &str = "RINGLOOP_URING_BATCH";
 
-/// A receive batch below this number waits with [`plain_wait`] (no
-/// min-wait, no send grace); unset or `0`: never. For measuring it against
-/// the batched waits (benches/tls_handshake_ab.sh with `AB_ENV_B`); not the
-/// default until the echo benchmarks of issue 14 are measured with it.
+/// A receive batch below this waits with [`plain_wait`] (no min-wait, no
+/// send grace): a few connections gain little from a batch, and every
+/// sleep of a batched wait arms a timer 100 µs away (see [`plain_wait`]).
+/// benches/results/uw-session10-20261205.md measures it.
+const PLAIN_BELOW: usize = 4;
+
+/// Overrides [`PLAIN_BELOW`]; `0`: never a plain wait (every wait batched
+/// or past the sends, as before session 10), for measuring.
 const PLAIN_BELOW_ENV: &str = "RINGLOOP_URING_PLAIN_BELOW";
 
 /// `0` sets the ring up without deferred task running (cooperative task
@@ -1145,6 +1175,55 @@ mod tests {
                 "only the loop's own timeout bounds it"
             );
         }
+    }
+
+    #[test]
+    fn below_the_plain_bound_no_wait_arms_a_near_timer_and_from_it_waits_batch() {
+        let t = Some(Duration::from_secs(10));
+        let near = |w: Wait| match w {
+            Wait::Batch { .. } => true,
+            Wait::Each { timeout, .. } => timeout.is_some_and(|t| t <= SEND_GRACE),
+        };
+        for batch in 1..PLAIN_BELOW {
+            for (sends, behind) in [(0, false), (1, false), (3, false), (1, true), (2, true)] {
+                for timeout in [None, t] {
+                    let w = choose_wait(timeout, sends, behind, batch, PLAIN_BELOW, true);
+                    assert_eq!(
+                        w,
+                        Wait::Each { want: 1, timeout },
+                        "batch {batch} sends {sends}"
+                    );
+                    assert!(!near(w));
+                }
+            }
+            assert_eq!(
+                choose_wait(Some(Duration::ZERO), 2, true, batch, PLAIN_BELOW, true),
+                Wait::Each {
+                    want: 0,
+                    timeout: Some(Duration::ZERO)
+                },
+                "a poll stays a poll"
+            );
+        }
+        assert_eq!(
+            choose_wait(t, 2, false, PLAIN_BELOW, PLAIN_BELOW, true),
+            Wait::Batch {
+                want: 2 + PLAIN_BELOW,
+                min_wait: BATCH_WAIT,
+                timeout: t
+            },
+            "from the bound on, a batched wait"
+        );
+        assert_eq!(
+            choose_wait(t, 2, true, PLAIN_BELOW, PLAIN_BELOW, true),
+            wait_for_sends(t, 2),
+            "bytes behind a send, from the bound on"
+        );
+        assert_eq!(
+            choose_wait(t, 1, false, 1, 0, true),
+            plan_wait(t, 1, 1, true),
+            "a bound of 0 (RINGLOOP_URING_PLAIN_BELOW=0): never plain"
+        );
     }
 
     #[test]
