@@ -413,8 +413,11 @@ pub(crate) struct Options {
     pub(crate) acceptor_thread: bool,
     /// Edge-triggered I/O on connections, with at most
     /// [`edge_triggered_chunk`](Self::edge_triggered_chunk) bytes read and
-    /// written per connection per loop turn. Default off (level-triggered).
-    pub(crate) edge_triggered: bool,
+    /// written per connection per loop turn. `None` (the default):
+    /// edge-triggered on epoll, nothing to choose on io_uring; `Some(false)`:
+    /// level-triggered on epoll; `Some(true)`: asked for, which also makes
+    /// [`Backend::Auto`](crate::Backend::Auto) choose epoll.
+    pub(crate) edge_triggered: Option<bool>,
     /// Per-connection, per-turn byte budget in edge-triggered mode, so one
     /// busy connection cannot starve the others. Default 1 MiB.
     pub(crate) edge_triggered_chunk: usize,
@@ -498,7 +501,7 @@ impl Default for Options {
             reuse_addr: true,
             reuse_port: false,
             acceptor_thread: false,
-            edge_triggered: false,
+            edge_triggered: None,
             edge_triggered_chunk: 1 << 20,
             backend: None,
             listen_backlog: 1024,
