@@ -15,6 +15,7 @@
 #              Default: ringloop tokio.
 #   HTTP_AB_CONNS=256 HTTP_AB_SECONDS=3 HTTP_AB_WARMUP=1
 #   HTTP_AB_PIN=1      servers on CPU 0, the client on CPU 1
+#   BENCH_HARNESS=PATH a harness built already (not rebuilt)
 #
 # Output: one markdown row per run, then per server the median and range of
 # req/s, p99 and server CPU per request. Servers bind 127.0.0.1 only and are
@@ -27,9 +28,13 @@ cd "$root"
 source "$root/benches/lib.sh"
 target_dir=$(bench_target_dir)
 cargo build --release --example http -p ringloop >&2
-CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
 bin=$target_dir/release
-harness=$bin/harness
+if [[ -n ${BENCH_HARNESS:-} ]]; then
+    harness=$BENCH_HARNESS
+else
+    CARGO_TARGET_DIR="$target_dir" cargo build --release --manifest-path benches/harness/Cargo.toml >&2
+    harness=$bin/harness
+fi
 bench_workdir
 
 depth=${1:-1}
