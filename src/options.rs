@@ -547,6 +547,14 @@ impl Options {
         self.reuse_port || (self.loops == 1 && !self.acceptor_thread)
     }
 
+    /// Whether a loop serves its connections edge-triggered, given whether
+    /// its driver is a readiness one (epoll): not set is edge-triggered
+    /// there (the default), `edge_triggered(false)` level-triggered; a
+    /// completion driver (io_uring) has no such mode.
+    pub(crate) fn edge_triggered_on(&self, readiness_driver: bool) -> bool {
+        readiness_driver && self.edge_triggered.unwrap_or(true)
+    }
+
     /// Checks every value; the first bad one is reported as
     /// [`Error::InvalidConfig`].
     pub(crate) fn validate(&self) -> Result<()> {
@@ -699,5 +707,17 @@ mod tests {
         assert_eq!(o.timeouts, Timeouts::default());
         assert_eq!(o.write_water_marks, WaterMarks::default());
         assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn epoll_is_edge_triggered_unless_told_level_triggered() {
+        let mut o = Options::default();
+        assert!(o.edge_triggered_on(true), "the default on epoll");
+        assert!(!o.edge_triggered_on(false), "io_uring has no such mode");
+        o.edge_triggered = Some(false);
+        assert!(!o.edge_triggered_on(true), "edge_triggered(false) on epoll");
+        o.edge_triggered = Some(true);
+        assert!(o.edge_triggered_on(true), "edge_triggered(true) on epoll");
+        assert!(!o.edge_triggered_on(false), "ignored on io_uring");
     }
 }
