@@ -20,6 +20,12 @@
 #    readiness) under the same pinning, ECHO_SB_MIO_ROUNDS rounds (default
 #    1; 0 skips it): what the client costs per message when it is the mio
 #    one, so A's client figures have their reference.
+#
+# ECHO_SB_SERVERS / ECHO_SB_PEERS replace the server and peer lists (harness
+# names); ECHO_SB_RINGLOOP is the echo binary (default the release build
+# here), e.g. a wrapper that adds `--lt` unless `--et` is given, so
+# `ringloop-epoll` is level-triggered and `ringloop-et` edge-triggered, the
+# same binary in one run. BENCH_HARNESS=PATH uses a harness built already.
 # Every row carries the 1-minute load average at the start of its runs;
 # each `harness bench` first waits for an idle machine, at most
 # BENCH_IDLE_WAIT seconds (default here 60, then measured anyway and said
@@ -35,13 +41,14 @@ rounds=${ECHO_SB_ROUNDS:-3}
 seconds=${ECHO_SB_SECONDS:-3}
 mio_rounds=${ECHO_SB_MIO_ROUNDS:-1}
 scenarios=${ECHO_SB_SCENARIOS:-50x512,1000x512,100x16384}
-servers=ringloop-io-uring,ringloop-epoll,tokio,monoio,epoll
-peers=ringloop-epoll,tokio,monoio
+servers=${ECHO_SB_SERVERS:-ringloop-io-uring,ringloop-epoll,tokio,monoio,epoll}
+peers=${ECHO_SB_PEERS:-ringloop-epoll,tokio,monoio}
+echo_bin=${ECHO_SB_RINGLOOP:-$bin/examples/echo}
 export BENCH_IDLE_WAIT=${BENCH_IDLE_WAIT:-60}
 
 common=(--servers "$servers" --peers "$peers" --ringloop-loops 1 --tokio-threads 1
     --scenarios "$scenarios" --seconds "$seconds" --idle-conns 0 --pin
-    --ringloop "$bin/examples/echo")
+    --ringloop "$echo_bin")
 
 echo "# Echo, server-bound: the io_uring load client ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, Linux $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo

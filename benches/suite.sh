@@ -3,7 +3,7 @@
 # harness in release mode, then runs, each section bounded in time:
 #   A. core echo at 1 thread   ringloop --loops 1 vs tokio current_thread vs the hand-written loop
 #   B. core echo at 2 threads  ringloop --loops 2 vs tokio with 2 workers
-#   C. TCP modes               acceptor vs --reuseport vs --et (ringloop --loops 2)
+#   C. TCP modes               acceptor vs --reuseport vs --lt (ringloop --loops 2)
 #   D. UDP echo                ringloop vs tokio UDP, at 1 thread (and 2 in full mode)
 #   E. worker pool             echo_pool vs tokio spawn_blocking, --delay-ms 1 and 100
 #   F. async writes            ConnHandle::async_write vs crossbeam-channel + eventfd
@@ -106,8 +106,8 @@ run "B. core echo, 2 threads" "${bench[@]}" \
     --rounds "$rounds2" --seconds "$secs" --idle-conns 10000
 
 run "C. TCP modes" "${bench[@]}" \
-    --title "C. TCP modes: acceptor + level-triggered (ringloop) vs --reuseport vs --et, 2 loops" \
-    --servers ringloop,ringloop-reuseport,ringloop-et --peers ringloop \
+    --title "C. TCP modes: acceptor + edge-triggered (ringloop, the default on epoll) vs --reuseport vs --lt, 2 loops" \
+    --servers ringloop,ringloop-reuseport,ringloop-lt --peers ringloop \
     --ringloop-loops 2 --scenarios 50x512,1000x512 \
     --rounds "$rounds3" --seconds "$secs" --idle-conns 0
 

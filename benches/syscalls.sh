@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System calls per echoed message on the server side, by kind, for ringloop
-# (epoll, level- and edge-triggered) and its 1-thread peers, counted with
+# (epoll, edge-triggered by default and `--lt`) and its 1-thread peers, counted with
 # `perf trace -s` over a window of a steady closed-loop load. The counts per
 # message do not depend on the machine's load (beyond how many events one
 # epoll_wait returns), unlike every wall-clock figure.
@@ -26,7 +26,7 @@ bench_workdir
 server_cmd() { # NAME
     case $1 in
         ringloop) echo "$bin/examples/echo tcp://127.0.0.1:0 --loops 1" ;;
-        ringloop-et) echo "$bin/examples/echo tcp://127.0.0.1:0 --loops 1 --et" ;;
+        ringloop-lt) echo "$bin/examples/echo tcp://127.0.0.1:0 --loops 1 --lt" ;;
         tokio) echo "$bin/harness serve tokio tcp://127.0.0.1:0 --current-thread" ;;
         epoll) echo "$bin/harness serve epoll tcp://127.0.0.1:0" ;;
     esac
@@ -38,7 +38,7 @@ echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs, Linux $(uname -r); load a
 echo
 echo "| server | messages | calls per message (failed) |"
 echo "|---|---|---|"
-for name in ringloop ringloop-et tokio epoll; do
+for name in ringloop ringloop-lt tokio epoll; do
     bench_serve_under_load "$(server_cmd "$name")" "$work/$name.log" "$conns" "$size" 4 0.5 /dev/null
     sleep 1.5
     perf trace -s -p "$served" -o "$work/$name.trace" -- sleep 2 >/dev/null 2>&1

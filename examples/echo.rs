@@ -1,7 +1,7 @@
 //! Echo server: writes every byte it receives straight back.
 //!
 //! ```text
-//! cargo run --release --example echo -- [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et]
+//! cargo run --release --example echo -- [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et | --lt]
 //!     [--acceptor-thread]
 //!     [--tls-cert PATH --tls-key PATH]
 //! ```
@@ -10,9 +10,11 @@
 //! (TLS, with the PEM certificate chain and key given by `--tls-cert` and
 //! `--tls-key`); any mix may be given.
 //! `--lb` picks the load balancer (round-robin, least-connections, source
-//! hash), `--reuseport` gives every loop its own listener, `--et` switches to
-//! edge-triggered I/O, `--acceptor-thread` hands connections over from an
-//! acceptor thread even with one loop (which otherwise accepts itself).
+//! hash), `--reuseport` gives every loop its own listener, `--et` asks for
+//! edge-triggered I/O (the default on epoll; asking makes `auto` choose
+//! epoll), `--lt` for level-triggered I/O on epoll, `--acceptor-thread`
+//! hands connections over from an acceptor thread even with one loop (which
+//! otherwise accepts itself).
 //! Stops cleanly on Ctrl-C.
 
 mod common;
@@ -43,9 +45,9 @@ impl EventHandler for Echo {
 
 fn main() {
     let args = common::Args::parse(
-        "echo [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et] [--acceptor-thread] [--tls-cert PATH --tls-key PATH]",
+        "echo [ADDR ...] [--loops N] [--lb rr|lc|hash] [--reuseport] [--et | --lt] [--acceptor-thread] [--tls-cert PATH --tls-key PATH]",
         &["lb", "tls-cert", "tls-key"],
-        &["reuseport", "et", "acceptor-thread"],
+        &["reuseport", "et", "lt", "acceptor-thread"],
     );
     let lb = match args.text("lb").unwrap_or("rr") {
         "rr" => LoadBalancer::RoundRobin,
@@ -59,8 +61,15 @@ fn main() {
     let mut builder = Engine::builder(|_| Echo)
         .load_balancer(lb)
         .reuse_port(args.switch("reuseport"))
-        .acceptor_thread(args.switch("acceptor-thread"))
-        .edge_triggered(args.switch("et"));
+        .acceptor_thread(args.switch("acceptor-thread"));
+    if args.switch("et") && args.switch("lt") {
+        eprintln!("error: --et and --lt exclude each other");
+        std::process::exit(2)
+    }
+    // Neither switch: the engine's default (edge-triggered on epoll).
+    if args.switch("et") || args.switch("lt") {
+        builder = builder.edge_triggered(args.switch("et"));
+    }
     for addr in args.addrs_with_datagrams_or("tcp://127.0.0.1:9000") {
         builder = builder.listen(addr);
     }

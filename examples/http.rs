@@ -14,19 +14,18 @@
 //! certificate chain and key given by `--tls-cert` and `--tls-key`; ALPN
 //! `http/1.1`).
 //!
-//! On epoll (`--backend epoll` or `RINGLOOP_BACKEND=epoll`) connections are
-//! served edge-triggered
+//! On epoll connections are served edge-triggered, the engine's default
 //! ([`EngineBuilder::edge_triggered`](ringloop::EngineBuilder::edge_triggered)),
 //! as tokio's are: a level-triggered socket goes back on epoll's ready list
 //! each time it is reported and is polled again at the next wait whether or
 //! not a new request came, one `tcp_poll` more per request in the kernel
 //! when each connection has one request in flight. Measured idle, pinned,
 //! 256 connections, one request per write (`HTTP_AB_PIN=1 benches/http_ab.sh
-//! 1 5 ringloop "target/release/examples/http --edge-triggered" tokio`):
+//! 1 5 ringloop "target/release/examples/http --level-triggered" tokio`):
 //! 3.01 µs of server CPU per request edge-triggered against 3.21
 //! level-triggered (tokio 3.29), p99 0.98 ms against 1.33.
-//! `--level-triggered` keeps the engine's default mode; `--edge-triggered`
-//! asks for edge-triggered mode on any driver (which makes `auto` choose
+//! `--level-triggered` serves level-triggered on epoll; `--edge-triggered`
+//! asks for edge-triggered mode explicitly (which makes `auto` choose
 //! epoll). On io_uring there is no such mode. Stops cleanly on Ctrl-C.
 //!
 //! The handler, its request parser and the cached `Date` are in
@@ -50,20 +49,19 @@ fn main() {
     if let Some(n) = args.loops {
         builder = builder.loops(n);
     }
-    if args.switch("edge-triggered") || (!args.switch("level-triggered") && on_epoll(&args)) {
-        builder = builder.edge_triggered(true);
+    match (
+        args.switch("edge-triggered"),
+        args.switch("level-triggered"),
+    ) {
+        (true, true) => {
+            eprintln!("error: --edge-triggered and --level-triggered exclude each other");
+            std::process::exit(2)
+        }
+        (true, false) => builder = builder.edge_triggered(true),
+        (false, true) => builder = builder.edge_triggered(false),
+        // The engine's default: edge-triggered on epoll.
+        (false, false) => {}
     }
     let builder = common::with_tls(&args, &[b"http/1.1"], builder);
     common::serve("http", builder);
-}
-
-/// Whether the command line (`--backend`) or else `RINGLOOP_BACKEND` asks
-/// for epoll. (Not `auto`, even where it would choose epoll: asking for
-/// edge-triggered mode would make it choose epoll where io_uring runs.)
-fn on_epoll(args: &common::Args) -> bool {
-    let requested = match args.text("driver") {
-        Some(name) => name.parse().ok(),
-        None => ringloop::Backend::from_env().ok().flatten(),
-    };
-    requested == Some(ringloop::Backend::Epoll)
 }

@@ -31,9 +31,11 @@ use crate::error::{Error, Result};
 /// are ring operations. The rest (UDP, Unix connects, PROXY-header reads,
 /// the acceptor thread's listeners) is watched by an epoll instance that
 /// the ring itself polls, so a turn is still one `io_uring_enter`.
-/// Edge-triggered mode has no meaning there: with `Auto`, asking for it
-/// chooses epoll; on an engine told `IoUring` it is ignored (a multishot
-/// receive reports every arrival).
+/// Edge-triggered mode (the default on epoll) has no meaning there: with
+/// `Auto`, asking for it explicitly
+/// ([`edge_triggered(true)`](crate::EngineBuilder::edge_triggered)) chooses
+/// epoll, and the default leaves `Auto`'s choice alone; on an engine told
+/// `IoUring` it is ignored (a multishot receive reports every arrival).
 ///
 /// ```
 /// use ringloop::Backend;

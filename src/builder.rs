@@ -144,22 +144,35 @@ impl<H: EventHandler> EngineBuilder<H> {
         self
     }
 
-    /// Edge-triggered I/O on connections, with at most
-    /// [`edge_triggered_chunk`](Self::edge_triggered_chunk) bytes read and
-    /// written per connection per loop turn (default off: level-triggered).
-    /// An epoll mode: with the default [`Backend::Auto`](crate::Backend::Auto)
-    /// it makes the engine choose epoll; on an engine told to use io_uring
-    /// it is ignored (see [`crate::Backend`]).
+    /// Edge-triggered (`true`) or level-triggered (`false`) I/O on
+    /// connections, an epoll mode. Not set (the default): edge-triggered
+    /// on epoll, and nothing to choose on io_uring.
+    ///
+    /// Edge-triggered, each turn a connection reads and writes until the
+    /// socket would block or it has moved
+    /// [`edge_triggered_chunk`](Self::edge_triggered_chunk) bytes (then it
+    /// carries on next turn). Level-triggered, it reads once per readiness
+    /// event and arms write readiness only while it has bytes queued; each
+    /// reported socket goes back on epoll's ready list and is polled again
+    /// at the next wait whether or not new input came, which costs CPU when
+    /// every connection has one message in flight.
+    ///
+    /// Asking for it (`true`) with the default
+    /// [`Backend::Auto`](crate::Backend::Auto) makes the engine choose
+    /// epoll; `false` leaves the choice alone. On an engine running on
+    /// io_uring either is ignored: a multishot receive reports every
+    /// arrival (see [`crate::Backend`]).
     pub fn edge_triggered(mut self, on: bool) -> Self {
-        self.options.edge_triggered = on;
+        self.options.edge_triggered = Some(on);
         self
     }
 
     /// Per-connection, per-turn byte budget in edge-triggered mode, so one
     /// busy connection cannot starve the others (default 1 MiB, at least
-    /// 1 KiB); setting it turns edge-triggered mode on.
+    /// 1 KiB); setting it asks for edge-triggered mode, as
+    /// [`edge_triggered(true)`](Self::edge_triggered) does.
     pub fn edge_triggered_chunk(mut self, bytes: usize) -> Self {
-        self.options.edge_triggered = true;
+        self.options.edge_triggered = Some(true);
         self.options.edge_triggered_chunk = bytes;
         self
     }
@@ -378,8 +391,10 @@ impl<H: EventHandler> EngineBuilder<H> {
     /// ```
     pub fn build(mut self) -> Result<Engine<H>> {
         self.options.validate()?;
-        let backend =
-            crate::sys::backend::choose(self.options.backend, self.options.edge_triggered)?;
+        let backend = crate::sys::backend::choose(
+            self.options.backend,
+            self.options.edge_triggered == Some(true),
+        )?;
         self.options.backend = Some(backend);
         // No address is fine: a client engine only dials and enrolls.
         let mut inherited = self.deploy.take_inherited(&self.addrs)?;

@@ -413,8 +413,11 @@ pub(crate) struct Options {
     pub(crate) acceptor_thread: bool,
     /// Edge-triggered I/O on connections, with at most
     /// [`edge_triggered_chunk`](Self::edge_triggered_chunk) bytes read and
-    /// written per connection per loop turn. Default off (level-triggered).
-    pub(crate) edge_triggered: bool,
+    /// written per connection per loop turn. `None` (the default):
+    /// edge-triggered on epoll, nothing to choose on io_uring; `Some(false)`:
+    /// level-triggered on epoll; `Some(true)`: asked for, which also makes
+    /// [`Backend::Auto`](crate::Backend::Auto) choose epoll.
+    pub(crate) edge_triggered: Option<bool>,
     /// Per-connection, per-turn byte budget in edge-triggered mode, so one
     /// busy connection cannot starve the others. Default 1 MiB.
     pub(crate) edge_triggered_chunk: usize,
@@ -498,7 +501,7 @@ impl Default for Options {
             reuse_addr: true,
             reuse_port: false,
             acceptor_thread: false,
-            edge_triggered: false,
+            edge_triggered: None,
             edge_triggered_chunk: 1 << 20,
             backend: None,
             listen_backlog: 1024,
@@ -542,6 +545,14 @@ impl Options {
     /// thread handing connections over.
     pub(crate) fn accepts_inline(&self) -> bool {
         self.reuse_port || (self.loops == 1 && !self.acceptor_thread)
+    }
+
+    /// Whether a loop serves its connections edge-triggered, given whether
+    /// its driver is a readiness one (epoll): not set is edge-triggered
+    /// there (the default), `edge_triggered(false)` level-triggered; a
+    /// completion driver (io_uring) has no such mode.
+    pub(crate) fn edge_triggered_on(&self, readiness_driver: bool) -> bool {
+        readiness_driver && self.edge_triggered.unwrap_or(true)
     }
 
     /// Checks every value; the first bad one is reported as
@@ -696,5 +707,17 @@ mod tests {
         assert_eq!(o.timeouts, Timeouts::default());
         assert_eq!(o.write_water_marks, WaterMarks::default());
         assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn epoll_is_edge_triggered_unless_told_level_triggered() {
+        let mut o = Options::default();
+        assert!(o.edge_triggered_on(true), "the default on epoll");
+        assert!(!o.edge_triggered_on(false), "io_uring has no such mode");
+        o.edge_triggered = Some(false);
+        assert!(!o.edge_triggered_on(true), "edge_triggered(false) on epoll");
+        o.edge_triggered = Some(true);
+        assert!(o.edge_triggered_on(true), "edge_triggered(true) on epoll");
+        assert!(!o.edge_triggered_on(false), "ignored on io_uring");
     }
 }

@@ -637,12 +637,9 @@ fn conn_dial_outcomes_reach_the_handler_with_their_state() {
 fn read_on_eof(unix: bool, edge_triggered: bool) {
     let sizes = [0usize, 1, 65_537, 3 * MIB];
     let (builder, _knobs, mut rec) = client_engine(Knobs::default());
-    let builder = if edge_triggered {
-        // (Edge-triggered mode makes `Auto` choose epoll.)
-        builder.edge_triggered(true)
-    } else {
-        builder
-    };
+    // Both asked for: epoll's default is edge-triggered. (Asking for
+    // edge-triggered mode makes `Auto` choose epoll.)
+    let builder = builder.edge_triggered(edge_triggered);
     let client = Running::start(builder.loops(2));
     let mut expected: Vec<(ConnId, Arc<Vec<u8>>)> = Vec::new();
     let mut peers = Vec::new();

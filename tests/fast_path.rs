@@ -58,8 +58,15 @@ impl EventHandler for ThenChange {
     }
 }
 
-fn start() -> (Running, Arc<Mutex<Vec<String>>>, mpsc::Receiver<ConnHandle>) {
-    start_with(|b| b)
+/// Level-triggered (`edge: false`, asked for: epoll's default is
+/// edge-triggered) or edge-triggered on epoll; on io_uring the
+/// level-triggered case runs on io_uring (the setting is ignored there).
+fn start(edge: bool) -> (Running, Arc<Mutex<Vec<String>>>, mpsc::Receiver<ConnHandle>) {
+    if edge {
+        start_with(|b| edge_triggered_on_epoll(b, None))
+    } else {
+        start_with(|b| b.edge_triggered(false))
+    }
 }
 
 fn start_with(
@@ -87,7 +94,13 @@ fn reply(s: &mut std::net::TcpStream) -> [u8; 3] {
 
 #[test]
 fn a_protocol_error_after_a_write_through_closes_with_its_reason() {
-    let (server, closes, _paused) = start();
+    for edge in [false, true] {
+        a_protocol_error_after_a_write_through_closes_with_its_reason_in(edge);
+    }
+}
+
+fn a_protocol_error_after_a_write_through_closes_with_its_reason_in(edge: bool) {
+    let (server, closes, _paused) = start(edge);
     let mut s = tcp_client(server.tcp_addr(0));
     // Quiet first (the fast path's case), then the error.
     s.write_all(b"x").unwrap();
@@ -104,7 +117,13 @@ fn a_protocol_error_after_a_write_through_closes_with_its_reason() {
 
 #[test]
 fn a_half_close_after_a_write_through_sends_fin_and_keeps_reading() {
-    let (server, closes, _paused) = start();
+    for edge in [false, true] {
+        a_half_close_after_a_write_through_sends_fin_and_keeps_reading_in(edge);
+    }
+}
+
+fn a_half_close_after_a_write_through_sends_fin_and_keeps_reading_in(edge: bool) {
+    let (server, closes, _paused) = start(edge);
     let mut s = tcp_client(server.tcp_addr(0));
     s.write_all(b"x").unwrap();
     assert_eq!(&reply(&mut s), b"ok\n");
@@ -118,7 +137,13 @@ fn a_half_close_after_a_write_through_sends_fin_and_keeps_reading() {
 
 #[test]
 fn a_pause_after_a_write_through_stops_reading_until_resumed() {
-    let (server, _closes, paused) = start();
+    for edge in [false, true] {
+        a_pause_after_a_write_through_stops_reading_until_resumed_in(edge);
+    }
+}
+
+fn a_pause_after_a_write_through_stops_reading_until_resumed_in(edge: bool) {
+    let (server, _closes, paused) = start(edge);
     let mut s = tcp_client(server.tcp_addr(0));
     s.write_all(b"x").unwrap();
     assert_eq!(&reply(&mut s), b"ok\n");

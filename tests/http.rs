@@ -210,8 +210,8 @@ fn the_example_binary_runs_edge_triggered() {
     example_serves_in_mode("--edge-triggered");
 }
 
-/// The example binary takes `--level-triggered` (the engine's default mode,
-/// which it leaves on epoll) and serves pipelined requests and a trickled
+/// The example binary takes `--level-triggered` (epoll's other mode: the
+/// default is edge-triggered) and serves pipelined requests and a trickled
 /// one in that mode too.
 #[test]
 fn the_example_binary_runs_level_triggered() {

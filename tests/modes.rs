@@ -776,9 +776,12 @@ fn close_after_a_large_write(unix: bool, edge: bool) {
         .listen("tcp://127.0.0.1:0")
         .listen(format!("unix://{}", dir.join("c.sock").display()))
         .loops(1);
-    if edge {
-        b = edge_triggered_on_epoll(b, None);
-    }
+    b = if edge {
+        edge_triggered_on_epoll(b, None)
+    } else {
+        // Asked for: epoll's default is edge-triggered.
+        b.edge_triggered(false)
+    };
     let server = Running::start(b);
     let got = if unix {
         let mut s = unix_client(&server.unix_path(1));

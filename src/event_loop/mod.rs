@@ -25,12 +25,16 @@
 //!
 //! # Level- and edge-triggered modes
 //!
-//! Level-triggered (the default): one read per readiness event, write
-//! readiness armed only while a connection has bytes queued. Edge-triggered:
-//! connections are registered once for both directions; each turn a
-//! connection reads and writes until the socket would block or it has moved
+//! Epoll only (on io_uring a multishot receive reports every arrival).
+//! Edge-triggered (the default): connections are registered once for both
+//! directions; each turn a connection reads and writes until the socket
+//! would block or it has moved
 //! [`EngineBuilder::edge_triggered_chunk`](crate::EngineBuilder::edge_triggered_chunk) bytes, and one that hit its budget is
 //! continued on the next turn, so a busy connection cannot starve the others.
+//! Level-triggered (`EngineBuilder::edge_triggered(false)`): one read per
+//! readiness event, write readiness armed only while a connection has bytes
+//! queued; a reported socket stays on epoll's ready list and is polled
+//! again at the next wait, whether or not new input came.
 //!
 //! # Files
 //!
@@ -265,8 +269,8 @@ impl<H: EventHandler> EventLoop<H> {
         let backend = options.backend.unwrap_or(crate::Backend::Epoll);
         let mut driver = Driver::new(backend, options.read_buffer_size)
             .map_err(|e| Error::io("create a loop's I/O driver", e))?;
-        let edge_triggered = options.edge_triggered && driver.is_readiness();
-        if options.edge_triggered && !edge_triggered && index == 0 {
+        let edge_triggered = options.edge_triggered_on(driver.is_readiness());
+        if options.edge_triggered == Some(true) && !edge_triggered && index == 0 {
             log::info!("edge-triggered mode has no meaning on io_uring: ignored");
         }
         driver

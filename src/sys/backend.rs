@@ -44,9 +44,10 @@ fn uring_works(options: ProbeOptions) -> std::result::Result<(), String> {
 /// The driver an engine runs on: `requested` (the builder's), else
 /// `RINGLOOP_BACKEND`, else [`Backend::Auto`] (the default); `Auto` resolved by probing
 /// (a fallback to epoll is logged once per engine). `Auto` with
-/// `edge_triggered` on is epoll: edge-triggered mode is an epoll feature,
-/// so asking for it is asking for epoll. Never returns `Auto`.
-pub(crate) fn choose(requested: Option<Backend>, edge_triggered: bool) -> Result<Backend> {
+/// `edge_triggered_asked` (the builder was told `edge_triggered(true)`, not
+/// the default) is epoll: edge-triggered mode is an epoll feature, so
+/// asking for it is asking for epoll. Never returns `Auto`.
+pub(crate) fn choose(requested: Option<Backend>, edge_triggered_asked: bool) -> Result<Backend> {
     let requested = match requested {
         Some(b) => b,
         None => Backend::from_env()?.unwrap_or_default(),
@@ -61,7 +62,7 @@ pub(crate) fn choose(requested: Option<Backend>, edge_triggered: bool) -> Result
                 reason,
             }),
         },
-        Backend::Auto if edge_triggered => {
+        Backend::Auto if edge_triggered_asked => {
             log::debug!("edge-triggered mode asks for epoll: auto chose epoll");
             Ok(Backend::Epoll)
         }

@@ -465,7 +465,7 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
     };
     let mut servers = Vec::new();
     for name in &names {
-        let ringloop = |reuseport: bool, et: bool| -> Result<Kind> {
+        let ringloop = |reuseport: bool, et: Option<bool>| -> Result<Kind> {
             Ok(Kind::Ringloop {
                 path: binary(&echo, "echo")?,
                 loops,
@@ -474,10 +474,14 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
             })
         };
         let kind = match name.as_str() {
-            "ringloop" => ringloop(false, false)?,
-            "ringloop-reuseport" => ringloop(true, false)?,
-            "ringloop-et" => ringloop(false, true)?,
-            "ringloop-reuseport-et" => ringloop(true, true)?,
+            // Neither `--et` nor `--lt`: the echo's default mode
+            // (edge-triggered on epoll).
+            "ringloop" => ringloop(false, None)?,
+            "ringloop-reuseport" => ringloop(true, None)?,
+            "ringloop-et" => ringloop(false, Some(true))?,
+            "ringloop-reuseport-et" => ringloop(true, Some(true))?,
+            "ringloop-lt" => ringloop(false, Some(false))?,
+            "ringloop-reuseport-lt" => ringloop(true, Some(false))?,
             "echo-pool" => Kind::EchoPool {
                 path: binary(&echo_pool, "echo_pool")?,
                 loops,
@@ -512,7 +516,7 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
             other => {
                 return Err(format!(
                     "unknown server {other:?}: expected ringloop, ringloop-epoll, ringloop-io-uring, \
-                     ringloop-reuseport, ringloop-et, ringloop-reuseport-et, echo-pool, tokio, tokio-blocking, tokio-udp, epoll, \
+                     ringloop-reuseport, ringloop-et, ringloop-reuseport-et, ringloop-lt, ringloop-reuseport-lt, echo-pool, tokio, tokio-blocking, tokio-udp, epoll, \
                      monoio or uring"
                 )
                 .into())

@@ -47,8 +47,9 @@ pub enum Kind {
         loops: usize,
         /// `--reuseport`.
         reuseport: bool,
-        /// `--et`.
-        et: bool,
+        /// `--et` (`Some(true)`) or `--lt` (`Some(false)`); `None`: the
+        /// echo's default (edge-triggered on epoll).
+        et: Option<bool>,
     },
     /// ringloop's `examples/echo_pool` binary.
     EchoPool {
@@ -144,7 +145,11 @@ impl Server {
             } => format!(
                 "`echo --loops {loops}{}{}`",
                 if *reuseport { " --reuseport" } else { "" },
-                if *et { " --et" } else { "" }
+                match et {
+                    Some(true) => " --et",
+                    Some(false) => " --lt",
+                    None => "",
+                }
             ),
             Kind::EchoPool {
                 loops,
@@ -195,8 +200,10 @@ impl Server {
                 if *reuseport {
                     push(&["--reuseport"]);
                 }
-                if *et {
-                    push(&["--et"]);
+                match et {
+                    Some(true) => push(&["--et"]),
+                    Some(false) => push(&["--lt"]),
+                    None => {}
                 }
                 path
             }
@@ -525,7 +532,7 @@ mod tests {
             path: PathBuf::from("echo"),
             loops: 2,
             reuseport: true,
-            et: false,
+            et: None,
         };
         assert_eq!(
             Server::new("ringloop-reuseport", echo, false).command_line(),
