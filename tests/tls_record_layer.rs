@@ -924,26 +924,10 @@ fn data_before_a_fatal_record_in_one_write_reaches_the_handler_then_the_close() 
                         .tls_server(pki.server_tls().build().unwrap()),
                 );
                 let before = hand_offs();
-                let keys = Arc::new(Keys::default());
-                let mut config = pki.client_config();
-                config.key_log = keys.clone();
-                let (conn, sock) =
-                    tls_client(config, running.tcp_addr(0), "localhost").into_parts();
-                let mut client = rustls::StreamOwned::new(
-                    conn,
-                    SendTap {
-                        sock,
-                        sent: Vec::new(),
-                    },
-                );
-                for i in 0..40u64 {
-                    let message = payload(i, 1 + i as usize * 37);
-                    client.write_all(&message).unwrap();
-                    client.flush().unwrap();
-                    let mut back = vec![0u8; message.len()];
-                    client.read_exact(&mut back).unwrap();
-                    assert!(back == message, "{at}: echo {i}");
-                }
+                let Sealer {
+                    mut client,
+                    secret,
+                } = Sealer::past_the_hand_off(&running, &pki, &at);
                 assert_eq!(
                     hand_offs() - before,
                     u64::from(own_record_layer),
@@ -961,14 +945,6 @@ fn data_before_a_fatal_record_in_one_write_reaches_the_handler_then_the_close() 
                 assert_eq!(echoed, warm_up, "{at}");
                 last.store(warm_up + len, Ordering::SeqCst);
                 let seq = records_of_type(&client.sock.sent, 23) as u64;
-                let secret = {
-                    let keys = keys.0.lock().unwrap();
-                    let found = keys
-                        .iter()
-                        .rev()
-                        .find(|(l, _)| l == "CLIENT_TRAFFIC_SECRET_0");
-                    found.expect("the client's secret logged").1.clone()
-                };
                 let suite = client.conn.negotiated_cipher_suite().unwrap();
                 let message = payload(99, len);
                 let mut wire = Vec::new();
