@@ -924,10 +924,7 @@ fn data_before_a_fatal_record_in_one_write_reaches_the_handler_then_the_close() 
                         .tls_server(pki.server_tls().build().unwrap()),
                 );
                 let before = hand_offs();
-                let Sealer {
-                    mut client,
-                    secret,
-                } = Sealer::past_the_hand_off(&running, &pki, &at);
+                let Sealer { mut client, secret } = Sealer::past_the_hand_off(&running, &pki, &at);
                 assert_eq!(
                     hand_offs() - before,
                     u64::from(own_record_layer),
