@@ -146,7 +146,9 @@ impl<H: EventHandler> EngineBuilder<H> {
 
     /// Edge-triggered (`true`) or level-triggered (`false`) I/O on
     /// connections, an epoll mode. Not set (the default): edge-triggered
-    /// on epoll, and nothing to choose on io_uring.
+    /// on epoll, unless the environment variable `RINGLOOP_EPOLL_MODE` is
+    /// `level` (`edge` or unset: edge-triggered; any other value fails the
+    /// build with `Error::InvalidConfig`); nothing to choose on io_uring.
     ///
     /// Edge-triggered, each turn a connection reads and writes until the
     /// socket would block or it has moved

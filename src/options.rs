@@ -548,11 +548,13 @@ impl Options {
     }
 
     /// Whether a loop serves its connections edge-triggered, given whether
-    /// its driver is a readiness one (epoll): not set is edge-triggered
-    /// there (the default), `edge_triggered(false)` level-triggered; a
+    /// its driver is a readiness one (epoll) and the mode when the builder
+    /// set none (`when_unset`: [`epoll_mode_from_env`], edge-triggered
+    /// unless `RINGLOOP_EPOLL_MODE` says otherwise); `edge_triggered(false)`
+    /// is level-triggered, `edge_triggered(true)` edge-triggered; a
     /// completion driver (io_uring) has no such mode.
-    pub(crate) fn edge_triggered_on(&self, readiness_driver: bool) -> bool {
-        readiness_driver && self.edge_triggered.unwrap_or(true)
+    pub(crate) fn edge_triggered_on(&self, readiness_driver: bool, when_unset: bool) -> bool {
+        readiness_driver && self.edge_triggered.unwrap_or(when_unset)
     }
 
     /// Checks every value; the first bad one is reported as
@@ -697,6 +699,29 @@ pub enum PoolShutdown {
     Cancel,
 }
 
+/// The environment variable that picks epoll's mode for engines whose
+/// builder did not (`EngineBuilder::edge_triggered`): `edge` (the default)
+/// or `level`. The test suite runs once more with `level`, so
+/// level-triggered mode stays covered now that it is not the default.
+pub(crate) const EPOLL_MODE_ENV: &str = "RINGLOOP_EPOLL_MODE";
+
+/// Whether `RINGLOOP_EPOLL_MODE` leaves unset engines edge-triggered:
+/// unset or empty is `true`; a value other than `edge` or `level` is an
+/// [`Error::InvalidConfig`].
+pub(crate) fn epoll_mode_from_env() -> Result<bool> {
+    parse_epoll_mode(std::env::var(EPOLL_MODE_ENV).ok().as_deref())
+}
+
+fn parse_epoll_mode(value: Option<&str>) -> Result<bool> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("edge") => Ok(true),
+        Some("level") => Ok(false),
+        Some(other) => Err(Error::InvalidConfig(format!(
+            "{EPOLL_MODE_ENV}: {other:?} is neither `edge` nor `level`"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -712,12 +737,40 @@ mod tests {
     #[test]
     fn epoll_is_edge_triggered_unless_told_level_triggered() {
         let mut o = Options::default();
-        assert!(o.edge_triggered_on(true), "the default on epoll");
-        assert!(!o.edge_triggered_on(false), "io_uring has no such mode");
+        assert!(o.edge_triggered_on(true, true), "the default on epoll");
+        assert!(
+            !o.edge_triggered_on(true, false),
+            "RINGLOOP_EPOLL_MODE=level, unset"
+        );
+        assert!(
+            !o.edge_triggered_on(false, true),
+            "io_uring has no such mode"
+        );
         o.edge_triggered = Some(false);
-        assert!(!o.edge_triggered_on(true), "edge_triggered(false) on epoll");
+        assert!(
+            !o.edge_triggered_on(true, true),
+            "edge_triggered(false) on epoll"
+        );
         o.edge_triggered = Some(true);
-        assert!(o.edge_triggered_on(true), "edge_triggered(true) on epoll");
-        assert!(!o.edge_triggered_on(false), "ignored on io_uring");
+        assert!(
+            o.edge_triggered_on(true, true),
+            "edge_triggered(true) on epoll"
+        );
+        assert!(
+            o.edge_triggered_on(true, false),
+            "edge_triggered(true) beats RINGLOOP_EPOLL_MODE=level"
+        );
+        assert!(!o.edge_triggered_on(false, true), "ignored on io_uring");
+    }
+
+    #[test]
+    fn the_epoll_mode_variable_reads_edge_or_level() {
+        assert!(parse_epoll_mode(None).unwrap());
+        assert!(parse_epoll_mode(Some("")).unwrap());
+        assert!(parse_epoll_mode(Some(" Edge ")).unwrap());
+        assert!(!parse_epoll_mode(Some("level")).unwrap());
+        let err = parse_epoll_mode(Some("lt")).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+        assert!(err.to_string().contains(EPOLL_MODE_ENV), "{err}");
     }
 }

@@ -269,7 +269,10 @@ impl<H: EventHandler> EventLoop<H> {
         let backend = options.backend.unwrap_or(crate::Backend::Epoll);
         let mut driver = Driver::new(backend, options.read_buffer_size)
             .map_err(|e| Error::io("create a loop's I/O driver", e))?;
-        let edge_triggered = options.edge_triggered_on(driver.is_readiness());
+        let edge_triggered = options.edge_triggered_on(
+            driver.is_readiness(),
+            crate::options::epoll_mode_from_env()?,
+        );
         if options.edge_triggered == Some(true) && !edge_triggered && index == 0 {
             log::info!("edge-triggered mode has no meaning on io_uring: ignored");
         }
