@@ -537,10 +537,7 @@ fn a_corrupted_record_to_a_dial_closes_only_that_connection() {
                 Action::None
             })
             .on_close(move |_, reason| {
-                let why = match reason {
-                    ringloop::CloseReason::Tls(e) => format!("tls: {e:?}"),
-                    other => reason_kind(other).to_string(),
-                };
+                let why = close_name(reason);
                 let _ = closes_tx.send(why);
                 Action::None
             })
@@ -585,10 +582,7 @@ fn a_run_of_33_key_updates_closes_only_that_connection() {
         Hooks::<()>::new()
             .on_traffic(echo_now)
             .on_close(move |_, reason| {
-                let why = match reason {
-                    ringloop::CloseReason::Tls(e) => format!("tls: {e:?}"),
-                    other => reason_kind(other).to_string(),
-                };
+                let why = close_name(reason);
                 let _ = closes_tx.send(why);
                 Action::None
             })
@@ -741,10 +735,7 @@ fn a_warning_alert_is_answered_as_rustls_answers_it() {
             Hooks::<()>::new()
                 .on_traffic(echo_now)
                 .on_close(move |_, reason| {
-                    let why = match reason {
-                        ringloop::CloseReason::Tls(e) => format!("tls: {e:?}"),
-                        other => reason_kind(other).to_string(),
-                    };
+                    let why = close_name(reason);
                     let _ = closes_tx.send(why);
                     Action::None
                 })
@@ -910,10 +901,7 @@ fn data_before_a_fatal_record_in_one_write_reaches_the_handler_then_the_close() 
                             Action::None
                         })
                         .on_close(move |_, reason| {
-                            let why = match reason {
-                                ringloop::CloseReason::Tls(e) => format!("tls: {e:?}"),
-                                other => reason_kind(other).to_string(),
-                            };
+                            let why = close_name(reason);
                             let _ = closed_tx.send(Seen::Closed(why));
                             Action::None
                         })
