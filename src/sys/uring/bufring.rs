@@ -128,9 +128,17 @@ struct Shared {
 impl Shared {
     /// Writes buffer `bid` at the tail and publishes it to the kernel.
     fn provide(&self, bid: u16) {
+        self.provide_at(bid, self.buffer(bid));
+    }
+
+    /// [`provide`](Self::provide) for a caller that knows the buffer's
+    /// start already (`start` must be `self.buffer(bid)`).
+    #[inline]
+    fn provide_at(&self, bid: u16, start: *mut u8) {
+        debug_assert_eq!(start, self.buffer(bid));
         let tail = self.tail.get();
         let index = usize::from(tail & (self.count - 1));
-        let addr = self.buffer(bid) as u64;
+        let addr = start as u64;
         // SAFETY: `index < count`, so the entry is inside the allocation. The
         // kernel reads entries only between its head and the published tail,
         // and this slot is at the unpublished tail: nobody reads it now.
@@ -420,12 +428,15 @@ impl BufRing {
         if bid >= self.shared.provided.get() || len > self.shared.buf_size {
             return None;
         }
+        // (Non-null: `bid < provided`, so its slab is mapped.)
+        let base = NonNull::new(self.shared.buffer(bid))?;
         self.shared.lent.set(self.shared.lent.get() + 1);
         let (slab, bit) = self.shared.slab_bit(bid);
         let lent = &self.shared.lent_bits[slab];
         lent.set(lent.get() | bit);
         Some(RecvBuf {
             shared: Rc::clone(&self.shared),
+            base,
             bid,
             start: 0,
             end: len,
@@ -505,6 +516,10 @@ impl fmt::Debug for BufRing {
 /// send ([`OutBuf::Recv`](super::ring::OutBuf::Recv)) so an echo copies nothing.
 pub(crate) struct RecvBuf {
     shared: Rc<Shared>,
+    /// The buffer's start (`shared.buffer(bid)`, kept: every view of the
+    /// bytes and the hand-back need it, and a slab never moves while
+    /// `shared` lives).
+    base: NonNull<u8>,
     bid: u16,
     start: u32,
     end: u32,
@@ -530,39 +545,36 @@ impl RecvBuf {
     }
 
     /// The unconsumed bytes.
+    #[inline]
     pub(crate) fn as_slice(&self) -> &[u8] {
         let len = (self.end - self.start) as usize;
-        // SAFETY: `bid < count` and `end <= buf_size` were checked in `take`.
+        // SAFETY: `base` is buffer `bid`'s start in a slab that `shared`
+        // keeps mapped, and `end <= buf_size` was checked in `take`.
         // The kernel wrote these bytes before posting the completion we read
         // (the completion queue's acquire load orders them), and it cannot
         // select this buffer again before `drop` provides it back.
-        unsafe {
-            std::slice::from_raw_parts(self.shared.buffer(self.bid).add(self.start as usize), len)
-        }
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(self.start as usize), len) }
     }
 }
 
 impl RecvBuf {
     /// The unconsumed bytes, to change in place (a TLS record is decrypted
     /// where it landed).
+    #[inline]
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = (self.end - self.start) as usize;
         // SAFETY: as in `as_slice`; and the buffer is this `RecvBuf`'s alone
         // until `drop` provides it back (the kernel does not write a buffer
         // it has not been given, and no other `RecvBuf` names this `bid`),
         // so `&mut self` makes this the only reference to these bytes.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.shared.buffer(self.bid).add(self.start as usize),
-                len,
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(self.start as usize), len) }
     }
 }
 
 impl Deref for RecvBuf {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         self.as_slice()
     }
@@ -576,7 +588,7 @@ impl Drop for RecvBuf {
         s.lent_bits[slab].set(s.lent_bits[slab].get() & !bit);
         s.returned_bits[slab].set(s.returned_bits[slab].get() | bit);
         s.returned_any.set(true);
-        s.provide(self.bid);
+        s.provide_at(self.bid, self.base.as_ptr());
     }
 }
 
