@@ -1,104 +1,162 @@
 //! [`Stash`]: a connection's completions waiting for the loop, oldest
-//! first, in a queue that costs an idle connection one pointer.
+//! first, in a queue that costs an idle connection two indices.
 //!
 //! The completion driver keeps one per attached connection, and an idle
 //! connection is the common case at scale (issue 14: at most 256 bytes of
-//! memory per idle connection, everything included). So the queue is a
-//! boxed `VecDeque` that exists only while something waits, and the boxes
-//! of drained stashes go to the driver's [`Spares`] for the next one:
-//! a busy loop stashes and takes completions without allocating, and an
-//! idle connection holds no heap memory for it.
+//! memory per idle connection, everything included). So a stash is only
+//! the head and tail of a list whose nodes live in the driver's one
+//! [`StashNodes`]: stashing and taking a completion moves it in and out of
+//! a node that the last taken item freed (no allocation in a busy loop,
+//! no heap memory held by an idle connection). It was a boxed `VecDeque`
+//! per connection, reused through a list of spare boxes: per echoed
+//! message ~125 instructions of pushing, popping and handing the box back
+//! (callgrind, benches/results/udiet-session11-20261205.md), where a node
+//! costs a few loads and stores.
 //!
-//! Owns only the items; never looks inside them.
+//! Owns only the items; never looks inside them. A stash dropped with
+//! items in it leaves them in the nodes until those are dropped (the
+//! driver drains a stash before it forgets it).
 
-// The boxes are the point: a connection's record holds one pointer, and
-// whole boxes move between stashes and the spares.
-#![allow(clippy::box_collection, clippy::vec_box)]
+use std::marker::PhantomData;
 
-use std::collections::VecDeque;
+/// No node: the end of a list, or an empty stash.
+const NIL: u32 = u32::MAX;
 
-/// Most drained queues a driver keeps for reuse (each holds the capacity
-/// its busiest use gave it, a few items as a rule).
-const SPARES: usize = 256;
+struct Node<T> {
+    /// `None` only while the node is free.
+    item: Option<T>,
+    /// The next node of the same list (a stash's, or the free list).
+    next: u32,
+}
 
-/// Drained queues, reused by the next stash that receives something.
-pub(super) struct Spares<T>(Vec<Box<VecDeque<T>>>);
+/// The nodes of every stash of one driver, and the free ones (as many as
+/// the most items ever stashed at once: a few per busy connection).
+pub(super) struct StashNodes<T> {
+    nodes: Vec<Node<T>>,
+    /// The first free node.
+    free: u32,
+}
 
-impl<T> Spares<T> {
+impl<T> StashNodes<T> {
     pub(super) const fn new() -> Self {
-        Spares(Vec::new())
-    }
-
-    fn take(&mut self) -> Box<VecDeque<T>> {
-        self.0.pop().unwrap_or_default()
-    }
-
-    fn give(&mut self, queue: Box<VecDeque<T>>) {
-        debug_assert!(queue.is_empty());
-        if self.0.len() < SPARES {
-            self.0.push(queue);
+        StashNodes {
+            nodes: Vec::new(),
+            free: NIL,
         }
+    }
+
+    /// A node holding `item` (its `next` is `NIL`).
+    fn alloc(&mut self, item: T) -> u32 {
+        let at = self.free;
+        if let Some(node) = self.nodes.get_mut(at as usize) {
+            self.free = node.next;
+            *node = Node {
+                item: Some(item),
+                next: NIL,
+            };
+            return at;
+        }
+        // Never near `NIL`: the items are a ring's completions in hand.
+        let at = self.nodes.len() as u32;
+        self.nodes.push(Node {
+            item: Some(item),
+            next: NIL,
+        });
+        at
+    }
+
+    /// Frees node `at`: its item and what followed it.
+    fn release(&mut self, at: u32) -> (Option<T>, u32) {
+        let Some(node) = self.nodes.get_mut(at as usize) else {
+            return (None, NIL);
+        };
+        let item = node.item.take();
+        let next = std::mem::replace(&mut node.next, self.free);
+        self.free = at;
+        (item, next)
+    }
+
+    fn get(&self, at: u32) -> Option<&Node<T>> {
+        self.nodes.get(at as usize)
     }
 }
 
 pub(super) struct Stash<T> {
-    /// The items, oldest first (`None`: none). Boxed on purpose: one
-    /// pointer in every connection's record instead of a `VecDeque`'s
-    /// four words, for items most connections hold only for a moment.
-    items: Option<Box<VecDeque<T>>>,
+    /// The oldest item's node (`NIL`: none).
+    head: u32,
+    /// The newest item's node (`NIL`: none).
+    tail: u32,
+    _items: PhantomData<T>,
 }
 
 impl<T> Stash<T> {
     pub(super) const fn new() -> Self {
-        Stash { items: None }
+        Stash {
+            head: NIL,
+            tail: NIL,
+            _items: PhantomData,
+        }
     }
 
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
-        self.items.is_none()
+        self.head == NIL
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.items.as_ref().map_or(0, |q| q.len())
+    /// How many items (walks the list: a few at most).
+    pub(super) fn len(&self, nodes: &StashNodes<T>) -> usize {
+        self.iter(nodes).count()
     }
 
     /// The newest item.
-    pub(super) fn back(&self) -> Option<&T> {
-        self.items.as_ref().and_then(|q| q.back())
+    pub(super) fn back<'a>(&self, nodes: &'a StashNodes<T>) -> Option<&'a T> {
+        nodes.get(self.tail)?.item.as_ref()
     }
 
-    pub(super) fn push_back(&mut self, item: T, spares: &mut Spares<T>) {
-        self.items
-            .get_or_insert_with(|| spares.take())
-            .push_back(item);
+    #[inline]
+    pub(super) fn push_back(&mut self, item: T, nodes: &mut StashNodes<T>) {
+        let at = nodes.alloc(item);
+        match nodes.nodes.get_mut(self.tail as usize) {
+            Some(tail) => tail.next = at,
+            None => self.head = at,
+        }
+        self.tail = at;
     }
 
-    pub(super) fn pop_front(&mut self, spares: &mut Spares<T>) -> Option<T> {
-        let queue = self.items.as_mut()?;
-        let item = queue.pop_front();
-        if queue.is_empty() {
-            if let Some(queue) = self.items.take() {
-                spares.give(queue);
-            }
+    #[inline]
+    pub(super) fn pop_front(&mut self, nodes: &mut StashNodes<T>) -> Option<T> {
+        if self.head == NIL {
+            return None;
+        }
+        let (item, next) = nodes.release(self.head);
+        self.head = next;
+        if next == NIL {
+            self.tail = NIL;
         }
         item
     }
 
     /// The items, oldest first.
-    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.items.iter().flat_map(|q| q.iter())
+    pub(super) fn iter<'a>(&self, nodes: &'a StashNodes<T>) -> impl Iterator<Item = &'a T> {
+        let mut at = self.head;
+        std::iter::from_fn(move || {
+            let node = nodes.get(at)?;
+            at = node.next;
+            node.item.as_ref()
+        })
     }
 
     /// Keeps only the items `keep` accepts, in order (the others are
-    /// dropped here), and gives the queue back if it empties.
-    pub(super) fn retain(&mut self, keep: impl FnMut(&T) -> bool, spares: &mut Spares<T>) {
-        let Some(queue) = self.items.as_mut() else {
-            return;
-        };
-        queue.retain(keep);
-        if queue.is_empty() {
-            if let Some(queue) = self.items.take() {
-                spares.give(queue);
+    /// dropped here).
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool, nodes: &mut StashNodes<T>) {
+        let mut at = std::mem::replace(&mut self.head, NIL);
+        self.tail = NIL;
+        while at != NIL {
+            let (item, next) = nodes.release(at);
+            if let Some(item) = item.filter(|i| keep(i)) {
+                self.push_back(item, nodes);
             }
+            at = next;
         }
     }
 }
@@ -108,50 +166,74 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_stash_is_one_pointer() {
+    fn an_empty_stash_is_two_indices() {
         // Part of the idle-connection budget (see `driver::uring`'s size test).
-        assert_eq!(
-            std::mem::size_of::<Stash<u64>>(),
-            std::mem::size_of::<usize>()
-        );
+        assert_eq!(std::mem::size_of::<Stash<u64>>(), 8);
     }
 
     #[test]
-    fn keeps_order_and_reuses_drained_queues() {
-        let mut spares = Spares::new();
+    fn keeps_order_and_reuses_freed_nodes() {
+        let mut nodes = StashNodes::new();
         let mut s = Stash::new();
-        assert!(s.is_empty() && s.back().is_none());
-        s.push_back(1, &mut spares);
-        s.push_back(2, &mut spares);
-        s.push_back(3, &mut spares);
-        assert_eq!((s.len(), s.back()), (3, Some(&3)));
-        assert_eq!(s.pop_front(&mut spares), Some(1));
-        assert_eq!(s.pop_front(&mut spares), Some(2));
-        s.push_back(4, &mut spares);
-        assert_eq!(s.pop_front(&mut spares), Some(3));
-        assert_eq!(s.pop_front(&mut spares), Some(4));
-        assert!(s.is_empty() && s.items.is_none(), "drained: no heap held");
-        assert_eq!(spares.0.len(), 1, "the drained queue is kept for reuse");
-        let kept = spares.0[0].capacity();
-        s.push_back(5, &mut spares);
-        assert!(spares.0.is_empty(), "the next stash reuses it");
-        assert_eq!(s.items.as_ref().map(|q| q.capacity()), Some(kept));
-        assert_eq!(s.pop_front(&mut spares), Some(5));
-        assert_eq!(s.pop_front(&mut spares), None);
+        assert!(s.is_empty() && s.back(&nodes).is_none());
+        s.push_back(1, &mut nodes);
+        s.push_back(2, &mut nodes);
+        s.push_back(3, &mut nodes);
+        assert_eq!((s.len(&nodes), s.back(&nodes)), (3, Some(&3)));
+        assert_eq!(s.pop_front(&mut nodes), Some(1));
+        assert_eq!(s.pop_front(&mut nodes), Some(2));
+        s.push_back(4, &mut nodes);
+        assert_eq!(nodes.nodes.len(), 3, "a freed node was reused");
+        assert_eq!(s.pop_front(&mut nodes), Some(3));
+        assert_eq!(s.pop_front(&mut nodes), Some(4));
+        assert!(s.is_empty() && s.back(&nodes).is_none());
+        assert_eq!(s.pop_front(&mut nodes), None);
+        let mut other = Stash::new();
+        s.push_back(5, &mut nodes);
+        other.push_back(6, &mut nodes);
+        s.push_back(7, &mut nodes);
+        assert_eq!(nodes.nodes.len(), 3, "both stashes live in the freed nodes");
+        assert_eq!(s.iter(&nodes).copied().collect::<Vec<_>>(), [5, 7]);
+        assert_eq!(other.iter(&nodes).copied().collect::<Vec<_>>(), [6]);
+        assert_eq!(s.pop_front(&mut nodes), Some(5));
+        assert_eq!(other.pop_front(&mut nodes), Some(6));
+        assert_eq!(s.pop_front(&mut nodes), Some(7));
+        assert!(s.is_empty() && other.is_empty());
     }
 
     #[test]
-    fn retain_keeps_order_and_gives_back_an_emptied_queue() {
-        let mut spares = Spares::new();
+    fn retain_keeps_order() {
+        let mut nodes = StashNodes::new();
         let mut s = Stash::new();
         for i in 1..=5 {
-            s.push_back(i, &mut spares);
+            s.push_back(i, &mut nodes);
         }
-        assert_eq!(s.iter().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-        s.retain(|&i| i % 2 == 0, &mut spares);
-        assert_eq!(s.iter().copied().collect::<Vec<_>>(), [2, 4]);
-        s.retain(|_| false, &mut spares);
-        assert!(s.is_empty() && s.items.is_none());
-        assert_eq!(spares.0.len(), 1);
+        assert_eq!(s.iter(&nodes).copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        s.retain(|&i| i % 2 == 0, &mut nodes);
+        assert_eq!(s.iter(&nodes).copied().collect::<Vec<_>>(), [2, 4]);
+        assert_eq!(s.back(&nodes), Some(&4));
+        s.push_back(6, &mut nodes);
+        assert_eq!(s.iter(&nodes).copied().collect::<Vec<_>>(), [2, 4, 6]);
+        s.retain(|_| false, &mut nodes);
+        assert!(s.is_empty() && s.back(&nodes).is_none());
+        assert_eq!(nodes.nodes.len(), 5, "no node was added");
+    }
+
+    #[test]
+    fn items_are_dropped_once() {
+        use std::rc::Rc;
+        let item = Rc::new(());
+        let mut nodes = StashNodes::new();
+        let mut s = Stash::new();
+        s.push_back(Rc::clone(&item), &mut nodes);
+        s.push_back(Rc::clone(&item), &mut nodes);
+        s.retain(|_| false, &mut nodes);
+        assert_eq!(Rc::strong_count(&item), 1, "retain dropped them");
+        s.push_back(Rc::clone(&item), &mut nodes);
+        drop(s.pop_front(&mut nodes));
+        assert_eq!(Rc::strong_count(&item), 1);
+        s.push_back(Rc::clone(&item), &mut nodes);
+        drop(nodes);
+        assert_eq!(Rc::strong_count(&item), 1, "the nodes drop what they hold");
     }
 }

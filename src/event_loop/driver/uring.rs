@@ -101,7 +101,7 @@ use std::time::Duration;
 
 use super::super::token::LoopToken;
 use super::epoll::Readiness;
-use super::stash::{Spares, Stash};
+use super::stash::{Stash, StashNodes};
 use crate::actors::Doorbell;
 use crate::buffer::OutboundQueue;
 use crate::sys::poller::{Event, Interest, Token};
@@ -197,8 +197,8 @@ pub(crate) struct Completion {
     readiness: Readiness,
     /// By ring slot index.
     sources: Vec<Option<Source>>,
-    /// Drained stash queues, for the next completion to stash.
-    spares: Spares<Stashed>,
+    /// The nodes of every source's stash.
+    stashed: StashNodes<Stashed>,
     /// Connects through the ring that finished, by ring slot index, with
     /// their outcome (until the loop takes it; few at a time).
     connected: Vec<(u32, io::Result<()>)>,
@@ -263,7 +263,7 @@ impl Completion {
             ring,
             readiness,
             sources: Vec::new(),
-            spares: Spares::new(),
+            stashed: StashNodes::new(),
             connected: Vec::new(),
             send_failed: Vec::new(),
             by_fd: Vec::new(),
@@ -351,6 +351,10 @@ impl Completion {
         if self.sources.len() <= index {
             self.sources.resize_with(index + 1, || None);
         }
+        if let Some(mut old) = self.sources[index].take() {
+            // (Not expected: a closed source's record goes at its close.)
+            while old.stash.pop_front(&mut self.stashed).is_some() {}
+        }
         self.sources[index] = Some(Source {
             token: token.encode(),
             stash: Stash::new(),
@@ -421,7 +425,11 @@ impl Completion {
         if source.in_epoll {
             self.readiness.deregister(fd);
         }
-        if source.stash.iter().any(|s| matches!(s, Stashed::Bytes(_))) {
+        if source
+            .stash
+            .iter(&self.stashed)
+            .any(|s| matches!(s, Stashed::Bytes(_)))
+        {
             // Input the loop never read: on epoll it would still be in the
             // socket, and closing would reset the connection. The ring has
             // drained the socket into its buffers, so ask for the reset.
@@ -448,7 +456,7 @@ impl Completion {
             }
         }
         // Its buffers go back to the kernel.
-        while source.stash.pop_front(&mut self.spares).is_some() {}
+        while source.stash.pop_front(&mut self.stashed).is_some() {}
         true
     }
 
@@ -632,7 +640,7 @@ impl Completion {
         if let Some(source) = self.sources.get_mut(i).and_then(Option::as_mut) {
             source
                 .stash
-                .retain(|s| !matches!(s, Stashed::Bytes(_)), &mut self.spares);
+                .retain(|s| !matches!(s, Stashed::Bytes(_)), &mut self.stashed);
         }
     }
 
@@ -641,7 +649,7 @@ impl Completion {
     pub(crate) fn take(&mut self, fd: BorrowedFd<'_>) -> Option<io::Result<Option<RecvBuf>>> {
         let i = self.source_index(fd)?;
         let source = self.sources.get_mut(i)?.as_mut()?;
-        Some(match source.stash.pop_front(&mut self.spares) {
+        Some(match source.stash.pop_front(&mut self.stashed) {
             Some(Stashed::Bytes(buf)) => Ok(Some(buf)),
             Some(Stashed::Eof) => {
                 // Later receives see the end again, as on a socket.
@@ -731,17 +739,20 @@ impl Completion {
 
     fn stash(&mut self, id: SourceId, item: Stashed) {
         let index = id.index() as usize;
-        let spares = &mut self.spares;
+        let stashed = &mut self.stashed;
         let Some(source) = self.sources.get_mut(index).and_then(Option::as_mut) else {
             return; // closed meanwhile: a RecvBuf goes back to the kernel
         };
         if self.ring.source_at(id.index()) != Some(id) {
             return; // (the ring reuses a slot only after its last completion)
         }
-        if matches!(source.stash.back(), Some(Stashed::Eof | Stashed::Failed(_))) {
+        if matches!(
+            source.stash.back(stashed),
+            Some(Stashed::Eof | Stashed::Failed(_))
+        ) {
             return; // nothing follows an end
         }
-        source.stash.push_back(item, spares);
+        source.stash.push_back(item, stashed);
         if !source.listed {
             source.listed = true;
             self.announce.push(index as u32);
@@ -874,7 +885,7 @@ impl Completion {
             keep.push(i);
             if source.reading {
                 let event = readable_token(source.token);
-                ready.extend(std::iter::repeat(event).take(source.stash.len()));
+                ready.extend(std::iter::repeat(event).take(source.stash.len(&self.stashed)));
             }
         }
         self.announce = keep;
