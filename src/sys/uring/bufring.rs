@@ -167,9 +167,11 @@ impl Shared {
     fn buffer(&self, bid: u16) -> *mut u8 {
         let slab = self.slabs[usize::from(bid >> self.block_shift)].get();
         debug_assert!(!slab.is_null());
+        // (`block` is a power of two: a mask, not a division.)
+        let in_slab = bid & (self.block - 1);
         // SAFETY: the slab holds `block` buffers of `buf_size` bytes and
-        // `bid % block < block`, so the offset is inside it.
-        unsafe { slab.add(usize::from(bid % self.block) * self.buf_size as usize) }
+        // `in_slab < block`, so the offset is inside it.
+        unsafe { slab.add(usize::from(in_slab) * self.buf_size as usize) }
     }
 
     /// Allocates the next slab and provides its buffers. `false`: all are
@@ -424,6 +426,7 @@ impl BufRing {
     /// Takes buffer `bid`, which a completion says holds `len` bytes, out of
     /// the kernel's hands. `None` (and the buffer stays where it is) for an id
     /// or a length this ring never provided: a completion from elsewhere.
+    #[inline]
     pub(crate) fn take(&self, bid: u16, len: u32) -> Option<RecvBuf> {
         if bid >= self.shared.provided.get() || len > self.shared.buf_size {
             return None;
