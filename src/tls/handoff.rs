@@ -77,8 +77,6 @@ use super::records::Plain;
 
 /// The most plaintext one record carries (RFC 8446 §5.1).
 pub(super) const MAX_PLAIN: usize = 16 * 1024;
-/// The most ciphertext one record carries (RFC 8446 §5.2).
-const MAX_CIPHER: usize = MAX_PLAIN + 256;
 /// Record header: type, legacy version, length.
 const HEADER: usize = 5;
 /// The AEAD tag of every supported suite.
@@ -309,12 +307,8 @@ impl Handoff {
             };
             let (kind, len) = (header[0], u16::from_be_bytes([header[3], header[4]]));
             if let Some(e) = header_fault(kind, u16::from_be_bytes([header[1], header[2]]), len) {
-                let alert = if e == Error::PeerSentOversizedRecord {
-                    AlertDescription::RecordOverflow
-                } else {
-                    AlertDescription::DecodeError
-                };
-                return (at, Err(self.fatal(e, alert, out)));
+                let e = Error::InvalidMessage(e);
+                return (at, Err(self.fatal(e, AlertDescription::DecodeError, out)));
             }
             let len = usize::from(len);
             let Some(body) = buf.get_mut(at + HEADER..at + HEADER + len) else {
@@ -666,10 +660,11 @@ impl Handoff {
 /// What is wrong with a record header of outer content type `kind`, legacy
 /// version `version` and length `len`, checked as rustls 0.23 checks it
 /// before it waits for the body (`read_opaque_message_header`), its
-/// errors answered with `decode_error`; and, past rustls's checks, a
-/// length above 2^14 + 256 (RFC 8446 §5.2: `record_overflow`), which
-/// rustls takes and then fails to open or finds too long once opened.
-fn header_fault(kind: u8, version: u16, len: u16) -> Option<Error> {
+/// errors answered with `decode_error`. A length above 2^14 + 256 (RFC
+/// 8446 §5.2) but below rustls's limit passes, as in rustls: the record is
+/// read whole and fails as it opens (`bad_record_mac`), or, opened, as too
+/// long (`record_overflow`), with rustls's errors.
+fn header_fault(kind: u8, version: u16, len: u16) -> Option<InvalidMessage> {
     let known = matches!(
         kind,
         CHANGE_CIPHER_SPEC | ALERT | HANDSHAKE | APPLICATION_DATA | HEARTBEAT
@@ -684,12 +679,10 @@ fn header_fault(kind: u8, version: u16, len: u16) -> Option<Error> {
         InvalidMessage::InvalidEmptyPayload
     } else if len >= MAX_RECORD_LENGTH {
         InvalidMessage::MessageTooLarge
-    } else if usize::from(len) > MAX_CIPHER {
-        return Some(Error::PeerSentOversizedRecord);
     } else {
         return None;
     };
-    Some(Error::InvalidMessage(fault))
+    Some(fault)
 }
 
 /// An unprotected ChangeCipherSpec record after the handshake, refused as

@@ -214,9 +214,13 @@ fn records_that_break_the_protocol_close_with_a_typed_error() {
         // protected, as rustls opens it (it fails).
         (vec![21, 3, 3, 0, 2, 2, 40], "DecryptError"),
         // A declared length beyond the record limit, at or above rustls's
-        // own header limit (its error); below it, the RFC's.
+        // own header limit (its error from the header); below it, read
+        // whole and opened, as rustls does (it fails to open).
         (vec![23, 3, 3, 0x48, 0x01], "MessageTooLarge"),
-        (vec![23, 3, 3, 0x41, 0x01], "PeerSentOversizedRecord"),
+        (
+            [&[23, 3, 3, 0x41, 0x01][..], &[0; 0x4101]].concat(),
+            "DecryptError",
+        ),
         // Too short to hold a tag.
         (vec![23, 3, 3, 0, 3, 1, 2, 3], "DecryptError"),
     ] {
@@ -1711,6 +1715,38 @@ fn record_runs_and_headers_are_refused_as_rustls_refuses_them() {
             "a header of length 18432",
             |_| vec![23, 3, 3, 0x48, 0],
             Err((E::InvalidMessage(I::MessageTooLarge), Some(A::DecodeError))),
+        ),
+        // Lengths between 2^14 + 256 and rustls's header limit: the record
+        // is read whole and opened, and fails as it opens (or waits).
+        (
+            "a header of length 16641, its body not yet in",
+            |_| [&[23, 3, 3, 0x41, 0x01][..], &[7; 9000]].concat(),
+            Ok(b"before"),
+        ),
+        (
+            "a header of length 18431, its body not yet in",
+            |_| [&[23, 3, 3, 0x47, 0xff][..], &[7; 18_430]].concat(),
+            Ok(b"before"),
+        ),
+        (
+            "a record of length 16641 that does not open",
+            |_| [&[23, 3, 3, 0x41, 0x01][..], &[7; 16_641]].concat(),
+            Err((E::DecryptError, Some(A::BadRecordMac))),
+        ),
+        (
+            "a record of length 18431 that does not open",
+            |_| [&[23, 3, 3, 0x47, 0xff][..], &[7; 18_431]].concat(),
+            Err((E::DecryptError, Some(A::BadRecordMac))),
+        ),
+        (
+            "a record of length 16641 sealed (16,624 bytes of data)",
+            |s| s.seal(23, &[7; 16_624]),
+            Err((E::PeerSentOversizedRecord, Some(A::RecordOverflow))),
+        ),
+        (
+            "a record of length 18431 sealed (padding up to it)",
+            |s| s.seal_padded(23, b"x", 18_431 - 16 - 2),
+            Err((E::PeerSentOversizedRecord, Some(A::RecordOverflow))),
         ),
     ];
     for (name, wire, expected) in &cases {
