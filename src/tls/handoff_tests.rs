@@ -1252,6 +1252,45 @@ fn counts_start_afresh_at_the_hand_off_and_stay_bounded() {
     }
 }
 
+/// A run of empty records that began under rustls and goes on after the
+/// hand-off is counted as one run, as rustls counts it: data, 20 empty
+/// records taken by rustls, the hand-off, 12 more taken by the loop's
+/// layer, and the 33rd in a row refused (`TooManyEmptyFragments`, no
+/// alert). The control, the same session left on rustls, refuses the same
+/// record. The records before the hand-off come whole or cut into reads
+/// of 1 or 7 bytes. Before, the loop's layer started its count at 0 and
+/// took 32 more (the 53rd was refused).
+#[test]
+fn a_run_of_empty_records_goes_on_across_the_hand_off() {
+    for (own_record_layer, cut) in [(true, usize::MAX), (true, 1), (true, 7), (false, 7)] {
+        let at = format!("own record layer {own_record_layer}, reads of {cut}");
+        let mut p = unconnected(false, own_record_layer);
+        p.exchange().unwrap();
+        let mut client = p.client_sealer();
+        let mut wire = client.seal(23, b"data");
+        for _ in 0..20 {
+            wire.extend(client.seal(23, &[]));
+        }
+        for read in wire.chunks(cut) {
+            p.server.feed(read).unwrap();
+        }
+        assert!(!p.server.handed_off(), "{at}");
+        p.server.write(b"hello").unwrap();
+        assert_eq!(p.server.handed_off(), own_record_layer, "{at}");
+        let twelve: Vec<u8> = (0..12).flat_map(|_| client.seal(23, &[])).collect();
+        assert_eq!(p.server.feed(&twelve), Ok(()), "{at}: 32 in a row");
+        assert_eq!(
+            p.server.feed(&client.seal(23, &[])),
+            Err(rustls::Error::PeerMisbehaved(
+                rustls::PeerMisbehaved::TooManyEmptyFragments
+            )),
+            "{at}: the 33rd in a row"
+        );
+        assert_eq!(p.client_sees(), None, "{at}: no alert");
+        assert_eq!(p.server.plaintext(), b"data", "{at}");
+    }
+}
+
 /// One record of a stream to a dial: inner content type, content, zeros
 /// of padding after the type.
 struct Record {
