@@ -89,7 +89,7 @@ fn long_chain(pki: &TestPki, padding: usize) -> String {
 /// A one-loop `tls://` server with a ~45 KB certificate chain (under
 /// rustls's 64 KiB handshake message limit, far above the ~10 KB the two
 /// sockets hold) and small socket buffers; its reports go to the receiver.
-fn server(pki: &TestPki, drain: Duration) -> (Running, Receiver<String>) {
+fn server(pki: &TestPki, drain: Duration, handshake: Duration) -> (Running, Receiver<String>) {
     let (tx, reports) = unbounded();
     let handler = Report(tx);
     let chain = long_chain(pki, 100);
@@ -103,6 +103,7 @@ fn server(pki: &TestPki, drain: Duration) -> (Running, Receiver<String>) {
             .loops(1)
             .send_buffer_size(4096)
             .drain_timeout(drain)
+            .tls_handshake_timeout(handshake)
             .tls_server(tls),
     );
     (running, reports)
@@ -136,7 +137,7 @@ fn hello_then_a_bogus_record(running: &Running, pki: &TestPki) -> (ClientConnect
 #[test]
 fn a_failed_handshake_sends_its_alert_after_a_flight_the_sockets_did_not_take() {
     let pki = TestPki::new();
-    let (running, reports) = server(&pki, Duration::from_secs(20));
+    let (running, reports) = server(&pki, Duration::from_secs(20), Duration::from_secs(20));
     let (mut client, mut sock) = hello_then_a_bogus_record(&running, &pki);
     // Everything the server sent: its whole flight, then the alert (the
     // failed handshake is reported once they are out).
@@ -168,20 +169,29 @@ fn a_failed_handshake_sends_its_alert_after_a_flight_the_sockets_did_not_take() 
 }
 
 /// The wait is bounded: with a client that never reads, the failed
-/// handshake ends at the drain timeout, reported as the handshake's
-/// failure with its TLS error (never as a close: it never opened).
+/// handshake ends at the drain timeout, or at the handshake timeout if
+/// that comes first (here the other is a minute away, beyond the test's
+/// patience), reported as the handshake's failure with its TLS error
+/// (never as a close: it never opened).
 #[test]
 fn a_failed_handshake_whose_flight_is_never_read_still_ends() {
-    let pki = TestPki::new();
-    let (running, reports) = server(&pki, Duration::from_millis(300));
-    let (_client, _sock) = hello_then_a_bogus_record(&running, &pki);
-    assert_eq!(
-        reports.recv_timeout(PATIENCE).expect("the handshake's end"),
-        "handshake tls: DecryptError"
-    );
-    wait_until("the connection gone", || {
-        running.engine.connection_count() == 0
-    });
-    assert!(reports.try_recv().is_err(), "one report only");
-    running.stop();
+    // The handshake timeout runs from the accept: long enough for the
+    // bogus record (sent 200 ms in) to come first.
+    let (short, long) = (Duration::from_millis(300), Duration::from_secs(60));
+    for (drain, handshake) in [(short, long), (long, Duration::from_secs(2))] {
+        let at = format!("drain timeout {drain:?}, handshake timeout {handshake:?}");
+        let pki = TestPki::new();
+        let (running, reports) = server(&pki, drain, handshake);
+        let (_client, _sock) = hello_then_a_bogus_record(&running, &pki);
+        assert_eq!(
+            reports.recv_timeout(PATIENCE).expect("the handshake's end"),
+            "handshake tls: DecryptError",
+            "{at}"
+        );
+        wait_until("the connection gone", || {
+            running.engine.connection_count() == 0
+        });
+        assert!(reports.try_recv().is_err(), "{at}: one report only");
+        running.stop();
+    }
 }

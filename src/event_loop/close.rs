@@ -122,7 +122,8 @@ impl<H: EventHandler> EventLoop<H> {
     /// written (a send in the ring, or a queue the socket did not take, such
     /// as a handshake flight larger than the sockets hold), waits for them
     /// (bounded by the drain timeout, as
-    /// [`close_requested`](Self::close_requested)), and the connection
+    /// [`close_requested`](Self::close_requested), and a handshake by its
+    /// own timeout too), and the connection
     /// closes once its queue is out, without lingering. Closing at once
     /// would lose the alert: a direct write on io_uring would overtake the
     /// send in flight, and on either driver the socket takes no more now.

@@ -227,13 +227,19 @@ impl<H: EventHandler> EventLoop<H> {
                 return Break(());
             }
             // Write what is queued first (reading stops), then close; at
-            // the drain deadline, close anyway.
+            // the drain deadline, close anyway (a failed handshake at its
+            // own deadline, if earlier).
             self.timeouts_in_use = true;
-            let deadline_ms = self.now_ms + self.engine.drain_timeout().as_millis() as u64;
+            let drained_ms = self.now_ms + self.engine.drain_timeout().as_millis() as u64;
+            let handshake = entry.phase.handshaking();
+            let deadline_ms = match entry.tls.as_ref().and_then(|t| t.handshake_deadline_ms()) {
+                Some(at) if handshake => drained_ms.min(at),
+                _ => drained_ms,
+            };
             entry.phase = Phase::Closing(Box::new(Lingering {
                 reason,
                 deadline_ms,
-                handshake: entry.phase.handshaking(),
+                handshake,
             }));
             entry.timer_tick = self.wheel.schedule(key, deadline_ms);
         }
