@@ -1196,3 +1196,64 @@ fn a_tls_error_behind_a_reply_the_peer_never_reads_still_closes() {
     wait_until("the close", || running.engine.connection_count() == 0);
     running.stop();
 }
+
+/// The alert owed after a TLS error waits for a reply the sockets did not
+/// take, on both drivers: a server whose reply (4 MiB) waits in its queue
+/// (epoll) or in a ring send (io_uring) while the client reads nothing
+/// gets the client's corrupted record; the client then reads the whole
+/// reply and, after it, bad_record_mac. Before, epoll closed at once with
+/// a best-effort flush that the full socket refused: the rest of the reply
+/// and the alert were lost, and the client read the end of stream.
+#[test]
+fn the_alert_owed_after_a_tls_error_follows_a_reply_the_sockets_did_not_take() {
+    let _serial = serial();
+    let pki = TestPki::new();
+    let (closes_tx, closes) = unbounded::<String>();
+    let warm_up: usize = (0..40).map(|i| 1 + i * 37).sum();
+    let taken = AtomicUsize::new(0);
+    let reply = 4 << 20;
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(move |conn| {
+                let data = conn.read_all().to_vec();
+                let before = taken.fetch_add(data.len(), Ordering::SeqCst);
+                let _ = if before < warm_up {
+                    conn.write(&data)
+                } else {
+                    conn.write(&vec![b'x'; reply])
+                };
+                Action::None
+            })
+            .on_close(move |_, reason| {
+                let _ = closes_tx.send(close_name(reason));
+                Action::None
+            })
+            .builder()
+            .listen("tls://127.0.0.1:0")
+            .loops(1)
+            .write_water_marks(ringloop::WaterMarks::new(64 << 20, 32 << 20))
+            .drain_timeout(std::time::Duration::from_secs(20))
+            // Far below the reply (the kernel's own would grow to 4 MiB).
+            .send_buffer_size(16 * 1024)
+            .tls_server(pki.server_tls().build().unwrap()),
+    );
+    let mut peer = Sealer::past_the_hand_off(&running, &pki, "warm-up");
+    peer.client.write_all(b"a reply of 4 MiB, please").unwrap();
+    peer.client.flush().unwrap();
+    // The reply fills both sockets' buffers (given the time to), the rest
+    // waits; the corrupted record still reaches the server, which reads on.
+    thread::sleep(std::time::Duration::from_millis(200));
+    let wire = peer.data_then_a_corrupted_record(b"");
+    peer.client.sock.sock.write_all(&wire).unwrap();
+    let (replied, heard) = peer.read_to_the_end("after the reply");
+    assert_eq!(replied.len(), reply, "the whole reply before the alert");
+    assert!(replied.iter().all(|&b| b == b'x'));
+    assert_eq!(
+        heard,
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadRecordMac
+        ))
+    );
+    assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "tls: DecryptError");
+    running.stop();
+}
