@@ -5,8 +5,10 @@
 //! updates the peer asks for and our own at the write key's limit (lowered
 //! through a test knob), records that the socket takes only in part, and
 //! data arriving with a fatal record behind it (delivered, then the close;
-//! both layers), and the alert such a close owes the peer sent after the
-//! replies in flight (bounded by the drain timeout).
+//! both layers), the alert such a close owes the peer sent after the
+//! replies in flight or not taken by the sockets (bounded by the drain
+//! timeout), and records of the most rustls's header check lets in,
+//! refused as rustls refuses them once read whole.
 //!
 //! The tests share process-wide state (the hand-off count, the write-key
 //! limit), so they run one at a time ([`serial`]).
@@ -1195,4 +1197,143 @@ fn a_tls_error_behind_a_reply_the_peer_never_reads_still_closes() {
     assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "tls: DecryptError");
     wait_until("the close", || running.engine.connection_count() == 0);
     running.stop();
+}
+
+/// The alert owed after a TLS error waits for a reply the sockets did not
+/// take, on both drivers: a server whose reply (4 MiB) waits in its queue
+/// (epoll) or in a ring send (io_uring) while the client reads nothing
+/// gets the client's corrupted record; the client then reads the whole
+/// reply and, after it, bad_record_mac. Before, epoll closed at once with
+/// a best-effort flush that the full socket refused: the rest of the reply
+/// and the alert were lost, and the client read the end of stream.
+#[test]
+fn the_alert_owed_after_a_tls_error_follows_a_reply_the_sockets_did_not_take() {
+    let _serial = serial();
+    let pki = TestPki::new();
+    let (closes_tx, closes) = unbounded::<String>();
+    let warm_up: usize = (0..40).map(|i| 1 + i * 37).sum();
+    let taken = AtomicUsize::new(0);
+    let reply = 4 << 20;
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(move |conn| {
+                let data = conn.read_all().to_vec();
+                let before = taken.fetch_add(data.len(), Ordering::SeqCst);
+                let _ = if before < warm_up {
+                    conn.write(&data)
+                } else {
+                    conn.write(&vec![b'x'; reply])
+                };
+                Action::None
+            })
+            .on_close(move |_, reason| {
+                let _ = closes_tx.send(close_name(reason));
+                Action::None
+            })
+            .builder()
+            .listen("tls://127.0.0.1:0")
+            .loops(1)
+            .write_water_marks(ringloop::WaterMarks::new(64 << 20, 32 << 20))
+            .drain_timeout(std::time::Duration::from_secs(20))
+            // Far below the reply (the kernel's own would grow to 4 MiB).
+            .send_buffer_size(16 * 1024)
+            .tls_server(pki.server_tls().build().unwrap()),
+    );
+    let mut peer = Sealer::past_the_hand_off(&running, &pki, "warm-up");
+    peer.client.write_all(b"a reply of 4 MiB, please").unwrap();
+    peer.client.flush().unwrap();
+    // The reply fills both sockets' buffers (given the time to), the rest
+    // waits; the corrupted record still reaches the server, which reads on.
+    thread::sleep(std::time::Duration::from_millis(200));
+    let wire = peer.data_then_a_corrupted_record(b"");
+    peer.client.sock.sock.write_all(&wire).unwrap();
+    let (replied, heard) = peer.read_to_the_end("after the reply");
+    assert_eq!(replied.len(), reply, "the whole reply before the alert");
+    assert!(replied.iter().all(|&b| b == b'x'));
+    assert_eq!(
+        heard,
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadRecordMac
+        ))
+    );
+    assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "tls: DecryptError");
+    running.stop();
+}
+
+/// Records of 18,431 bytes (the most rustls's header check lets in, more
+/// than an io_uring receive buffer holds) from the client past the
+/// hand-off, in two writes: read whole across reads and refused as rustls
+/// refuses them, on both layers and drivers. Sealed with an inner
+/// plaintext too long: `PeerSentOversizedRecord`, and the client hears
+/// record_overflow; a body that does not open: `DecryptError`, and
+/// bad_record_mac. Before, the loop's layer refused both from the header
+/// (`PeerSentOversizedRecord`, before the body came, whatever the body).
+#[test]
+fn records_of_18431_bytes_are_read_whole_and_refused_as_rustls_refuses_them() {
+    let _serial = serial();
+    type Body = fn(rustls::SupportedCipherSuite, &[u8], u64) -> Vec<u8>;
+    // 18,414 bytes of data, the content type, the tag: 18,431.
+    let sealed: Body = |suite, secret, seq| seal_as_peer(suite, secret, seq, 23, &[7; 18_414]);
+    let garbage: Body = |_, _, _| [&[23, 3, 3, 0x47, 0xff][..], &[7; 18_431]].concat();
+    let cases: [(&str, Body, rustls::Error, rustls::AlertDescription); 2] = [
+        (
+            "sealed",
+            sealed,
+            rustls::Error::PeerSentOversizedRecord,
+            rustls::AlertDescription::RecordOverflow,
+        ),
+        (
+            "not opening",
+            garbage,
+            rustls::Error::DecryptError,
+            rustls::AlertDescription::BadRecordMac,
+        ),
+    ];
+    for (name, body, error, alert) in &cases {
+        for own_record_layer in [true, false] {
+            let at = format!("{name}, own record layer {own_record_layer}");
+            let pki = TestPki::new();
+            let (closes_tx, closes) = unbounded::<String>();
+            let running = Running::start(
+                Hooks::<()>::new()
+                    .on_traffic(|conn| {
+                        let data = conn.read_all().to_vec();
+                        let _ = conn.write(&data);
+                        Action::None
+                    })
+                    .on_close(move |_, reason| {
+                        let _ = closes_tx.send(close_name(reason));
+                        Action::None
+                    })
+                    .builder()
+                    .listen("tls://127.0.0.1:0")
+                    .loops(1)
+                    .tls_own_record_layer(own_record_layer)
+                    .tls_server(pki.server_tls().build().unwrap()),
+            );
+            let before = hand_offs();
+            let mut peer = Sealer::past_the_hand_off(&running, &pki, &at);
+            assert_eq!(
+                hand_offs() - before,
+                u64::from(own_record_layer),
+                "{at}: handed off"
+            );
+            let suite = peer.client.conn.negotiated_cipher_suite().unwrap();
+            let seq = records_of_type(&peer.client.sock.sent, 23) as u64;
+            let record = body(suite, &peer.secret, seq);
+            assert_eq!(record.len(), 5 + 18_431, "{at}");
+            peer.client.sock.sock.write_all(&record[..9000]).unwrap();
+            thread::sleep(std::time::Duration::from_millis(50));
+            peer.client.sock.sock.write_all(&record[9000..]).unwrap();
+            assert_eq!(
+                closes.recv_timeout(PATIENCE).unwrap(),
+                format!("tls: {error:?}"),
+                "{at}"
+            );
+            let (echoed, heard) = peer.read_to_the_end(&at);
+            assert!(echoed.is_empty(), "{at}: {} bytes echoed", echoed.len());
+            assert_eq!(heard, Some(rustls::Error::AlertReceived(*alert)), "{at}");
+            running.stop();
+        }
+    }
 }

@@ -84,7 +84,8 @@ fn server_to_client(peer: &mut UnixStream, client: &mut ClientConnection) -> boo
             Ok(n) => {
                 let mut data = &buf[..n];
                 while !data.is_empty() {
-                    if client.read_tls(&mut data).is_err() || client.process_new_packets().is_err() {
+                    if client.read_tls(&mut data).is_err() || client.process_new_packets().is_err()
+                    {
                         return false;
                     }
                 }
@@ -100,14 +101,21 @@ fuzz_target!(|input: Input| {
     ours.set_nonblocking(true).unwrap();
     peer.set_nonblocking(true).unwrap();
     let mut server =
-        ServerSide::with_record_layer(&configs.server, ours.into(), !input.rustls_records)
-            .unwrap();
-    let config = if input.tls12 { &configs.tls12 } else { &configs.tls13 };
+        ServerSide::with_record_layer(&configs.server, ours.into(), !input.rustls_records).unwrap();
+    let config = if input.tls12 {
+        &configs.tls12
+    } else {
+        &configs.tls13
+    };
     let mut client =
         ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
 
     let corrupt = !input.flips.is_empty();
-    let mut cuts = input.cuts.iter().map(|&c| usize::from(c % 2048) + 1).cycle();
+    let mut cuts = input
+        .cuts
+        .iter()
+        .map(|&c| usize::from(c % 2048) + 1)
+        .cycle();
     let mut offset = 0usize; // position in the client's byte stream
     let mut sent_plain = Vec::new();
     let mut writes = input.writes.iter().take(16).enumerate();

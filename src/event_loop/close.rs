@@ -1,8 +1,9 @@
 //! Closing connections: `on_close` and the release of the socket, graceful
-//! closes that flush first (and, on io_uring, closes asked from another
-//! thread or for a TLS error that wait for a send in flight, so that what
-//! is queued behind it, a `close_notify` or an alert, is not lost), and
-//! lingering closes that drain the peer.
+//! closes that flush first (and closes for a TLS error, open or in its
+//! handshake, that wait for what is queued before their alert, and, on
+//! io_uring, closes asked from another thread that wait for a send in
+//! flight, so that what is queued behind it, a `close_notify` or an alert,
+//! is not lost), and lingering closes that drain the peer.
 //!
 //! Owns the end of an opened connection; it must never run `on_close` twice
 //! nor close the descriptor before `on_close` ran.
@@ -41,8 +42,13 @@ impl<H: EventHandler> EventLoop<H> {
             self.refuse_unopened(key, reason);
             return;
         }
-        if matches!(entry.phase, Phase::Handshaking) {
-            // Never opened either: no on_close, the handshake failed.
+        if entry.phase.handshaking() {
+            // Never opened either: no on_close, the handshake failed (for
+            // the TLS error whose alert was going out, if it was).
+            let reason = match entry.phase.closing() {
+                Some(_) => entry.take_lingering_reason(),
+                None => reason,
+            };
             self.fail_handshake(key, reason);
             return;
         }
@@ -110,25 +116,36 @@ impl<H: EventHandler> EventLoop<H> {
         self.close_behind_ring_send(key, CloseReason::Requested);
     }
 
-    /// A TLS error on an open connection: closes at once, with the alert
-    /// the session owes the peer flushed best effort, unless a send of
-    /// this connection is in the ring. Then the alert, queued behind that
-    /// send, waits for it and goes out through the ring (bounded by the
-    /// drain timeout, as [`close_requested`](Self::close_requested)), and
-    /// the connection closes once its queue is out, without lingering, as
-    /// epoll's direct flush and close do.
+    /// A TLS error, on an open connection or during the handshake: closes
+    /// at once if the alert the session owes the peer went out with
+    /// everything before it; else the alert, queued behind bytes not yet
+    /// written (a send in the ring, or a queue the socket did not take, such
+    /// as a handshake flight larger than the sockets hold), waits for them
+    /// (bounded by the drain timeout, as
+    /// [`close_requested`](Self::close_requested), and a handshake by its
+    /// own timeout too), and the connection
+    /// closes once its queue is out, without lingering. Closing at once
+    /// would lose the alert: a direct write on io_uring would overtake the
+    /// send in flight, and on either driver the socket takes no more now.
+    /// A failed handshake ends as one ([`fail_handshake`]) once written.
+    ///
+    /// [`fail_handshake`]: Self::fail_handshake
     pub(super) fn close_for_tls_error(&mut self, key: SlotKey, error: rustls::Error) {
         self.close_behind_ring_send(key, CloseReason::Tls(error));
     }
 
-    /// Closes `key` for `reason` now, or, when its sends go through the
-    /// io_uring driver and one is in flight, once its queue went out
-    /// behind that send (the connection is `Closing`, reading stops, the
-    /// drain timeout bounds the wait): writing the rest directly would
-    /// overtake the send, and dropping it would lose it.
+    /// Closes `key` for `reason` now, or once its queue went out (the
+    /// connection is `Closing`, reading stops, the drain timeout bounds
+    /// the wait): for a TLS error whenever bytes are queued (its alert is
+    /// among them), else when its sends go through the io_uring driver and
+    /// one is in flight (writing the rest directly would overtake the send,
+    /// and dropping it would lose it).
     fn close_behind_ring_send(&mut self, key: SlotKey, reason: CloseReason) {
-        let waits = self.conns.get(key).is_some_and(|e| {
-            e.ring_sends && e.phase.has_opened() && self.driver.send_in_flight(e.fd.as_fd())
+        let waits = self.conns.get(key).is_some_and(|e| match reason {
+            CloseReason::Tls(_) => {
+                !e.outbound.is_empty() && (e.phase.has_opened() || e.phase.handshaking())
+            }
+            _ => e.ring_sends && e.phase.has_opened() && self.driver.send_in_flight(e.fd.as_fd()),
         });
         if !waits {
             self.close_conn(key, reason);
@@ -144,8 +161,8 @@ impl<H: EventHandler> EventLoop<H> {
     /// with lingering enabled and the peer possibly still sending, after
     /// shutting the write side and draining the peer's input.
     pub(super) fn finish_graceful_close(&mut self, key: SlotKey, reason: CloseReason) {
-        // A TLS error's close (its alert out) never lingers: on epoll it
-        // closes at once (`close_for_tls_error`).
+        // A TLS error's close (its alert out) never lingers, as one whose
+        // alert went out at once (`close_for_tls_error`).
         let linger_ms = self
             .settings
             .linger_ms
@@ -179,6 +196,7 @@ impl<H: EventHandler> EventLoop<H> {
         entry.phase = Phase::Lingering(Box::new(Lingering {
             reason,
             deadline_ms,
+            handshake: false,
         }));
         self.timeouts_in_use = true;
         entry.timer_tick = self.wheel.schedule(key, deadline_ms);

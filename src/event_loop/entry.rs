@@ -127,12 +127,14 @@ impl Stamp {
 ///   (accepted, enrolled) ─────┘                   └────────────────┴─▶ Open
 ///   Open ──(graceful close, bytes queued)──▶ Closing ──(written)──┐
 ///   Open ──(graceful close, nothing queued)───────────────────────┴─▶ Lingering
+///   Handshaking ──(TLS error, bytes queued)──▶ Closing ──(written)──▶ Handshaking ──▶ (failed)
 ///   (or closed at once, without lingering; any phase may close on an error)
 /// ```
 ///
-/// Only an `Open`, `Closing` or `Lingering` connection has had `on_open`,
-/// so only those get `on_close`; the others fail their dial, are refused,
-/// or fail their handshake instead. The two directions of an open
+/// Only an `Open`, `Closing` or `Lingering` connection has had `on_open`
+/// (but for a failed handshake's `Closing`), so only those get `on_close`;
+/// the others fail their dial, are refused, or fail their handshake
+/// instead. The two directions of an open
 /// connection are [`ReadSide`] and [`WriteSide`].
 pub(crate) enum Phase {
     /// A dial in progress: the connect has not completed.
@@ -156,7 +158,22 @@ impl Phase {
     /// `on_open` ran: the handler knows this connection (and hears of its
     /// end through `on_close`).
     pub(crate) fn has_opened(&self) -> bool {
-        matches!(self, Phase::Open | Phase::Closing(_) | Phase::Lingering(_))
+        match self {
+            Phase::Open | Phase::Lingering(_) => true,
+            Phase::Closing(l) => !l.handshake,
+            _ => false,
+        }
+    }
+
+    /// A TLS handshake under way, or one that failed and whose alert is
+    /// going out behind the rest of its flight (a `Closing` from
+    /// `Handshaking`): never opened, it ends through a failed handshake.
+    pub(crate) fn handshaking(&self) -> bool {
+        match self {
+            Phase::Handshaking => true,
+            Phase::Closing(l) => l.handshake,
+            _ => false,
+        }
     }
 
     /// The close under way, if any: its reason and deadline.
@@ -211,6 +228,9 @@ pub(crate) struct Lingering {
     pub(crate) reason: CloseReason,
     /// Loop time (ms) at which it closes anyway.
     pub(crate) deadline_ms: u64,
+    /// A failed handshake writing its flight's rest and its alert: back to
+    /// `Handshaking` when the close ends (never opened: no `on_close`).
+    pub(crate) handshake: bool,
 }
 
 /// A dial in progress.
@@ -297,10 +317,15 @@ impl<S> ConnEntry<S> {
     }
 
     /// Ends a graceful or lingering close; returns the reason it was
-    /// closing for.
+    /// closing for. A failed handshake's close is `Handshaking` again.
     pub(crate) fn take_lingering_reason(&mut self) -> CloseReason {
         match std::mem::replace(&mut self.phase, Phase::Open) {
-            Phase::Closing(l) | Phase::Lingering(l) => l.reason,
+            Phase::Closing(l) | Phase::Lingering(l) => {
+                if l.handshake {
+                    self.phase = Phase::Handshaking;
+                }
+                l.reason
+            }
             other => {
                 self.phase = other;
                 CloseReason::Local

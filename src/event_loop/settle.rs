@@ -207,12 +207,17 @@ impl<H: EventHandler> EventLoop<H> {
         };
         if let Some(reason) = entry.close_reason.take().map(|r| *r) {
             let graceful = match reason {
-                CloseReason::Local | CloseReason::Requested | CloseReason::Protocol(_) => true,
+                CloseReason::Local | CloseReason::Requested | CloseReason::Protocol(_) => {
+                    entry.phase.has_opened()
+                }
                 // Only from `close_for_tls_error`: its alert is queued
-                // behind a ring send in flight.
-                CloseReason::Tls(_) => !entry.outbound.is_empty(),
+                // behind bytes not written yet (a failed handshake's too).
+                CloseReason::Tls(_) => {
+                    !entry.outbound.is_empty()
+                        && (entry.phase.has_opened() || entry.phase.handshaking())
+                }
                 _ => false,
-            } && entry.phase.has_opened();
+            };
             if !graceful {
                 self.close_conn(key, reason);
                 return Break(());
@@ -222,12 +227,19 @@ impl<H: EventHandler> EventLoop<H> {
                 return Break(());
             }
             // Write what is queued first (reading stops), then close; at
-            // the drain deadline, close anyway.
+            // the drain deadline, close anyway (a failed handshake at its
+            // own deadline, if earlier).
             self.timeouts_in_use = true;
-            let deadline_ms = self.now_ms + self.engine.drain_timeout().as_millis() as u64;
+            let drained_ms = self.now_ms + self.engine.drain_timeout().as_millis() as u64;
+            let handshake = entry.phase.handshaking();
+            let deadline_ms = match entry.tls.as_ref().and_then(|t| t.handshake_deadline_ms()) {
+                Some(at) if handshake => drained_ms.min(at),
+                _ => drained_ms,
+            };
             entry.phase = Phase::Closing(Box::new(Lingering {
                 reason,
                 deadline_ms,
+                handshake,
             }));
             entry.timer_tick = self.wheel.schedule(key, deadline_ms);
         }
@@ -502,6 +514,7 @@ mod tests {
             Box::new(Lingering {
                 reason: CloseReason::Local,
                 deadline_ms: 0,
+                handshake: false,
             })
         };
         e.phase = Phase::Closing(closing());
@@ -591,6 +604,7 @@ mod tests {
         e.phase = Phase::Closing(Box::new(Lingering {
             reason: CloseReason::Requested,
             deadline_ms: 7,
+            handshake: false,
         }));
         assert!(e.phase.has_opened());
         assert_eq!(e.phase.closing().map(|l| l.deadline_ms), Some(7));
@@ -600,6 +614,16 @@ mod tests {
         e.phase = Phase::Handshaking;
         assert!(matches!(e.take_lingering_reason(), CloseReason::Local));
         assert!(matches!(e.phase, Phase::Handshaking));
+        // A failed handshake writing its alert never opened, and is a
+        // handshake again once written.
+        e.phase = Phase::Closing(Box::new(Lingering {
+            reason: CloseReason::Eof,
+            deadline_ms: 7,
+            handshake: true,
+        }));
+        assert!(!e.phase.has_opened() && e.phase.handshaking());
+        assert!(matches!(e.take_lingering_reason(), CloseReason::Eof));
+        assert!(matches!(e.phase, Phase::Handshaking) && e.phase.handshaking());
         // The first close reason wins.
         e.close_with(CloseReason::Eof);
         e.close_with(CloseReason::Local);

@@ -229,8 +229,11 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// Drops a TLS connection whose handshake did not complete, after
-    /// sending the alert it owes (best effort); tells the dial's caller, or
-    /// the handler's `on_handshake_error` for an accepted connection.
+    /// sending the alert it owes (best effort; a TLS error's alert queued
+    /// behind unwritten bytes was written first, see
+    /// [`close_for_tls_error`](Self::close_for_tls_error)); tells the
+    /// dial's caller, or the handler's `on_handshake_error` for an
+    /// accepted connection.
     pub(super) fn fail_handshake(&mut self, key: SlotKey, reason: CloseReason) {
         let lp = loop_ref(self.index, &self.settings, &self.engine, self.now_ms);
         let Some(mut entry) = self.conns.remove(key) else {

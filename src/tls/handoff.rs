@@ -43,21 +43,34 @@
 //! application data), empty records in a row (32 taken) and warning
 //! alerts (4 in a session) in private counters that its kernel API does
 //! not hand over, and the loop never sees those records (rustls takes
-//! them inside `process_tls_records`). So this layer starts the counts
-//! afresh: a peer may send 32 KeyUpdates (or empty records) in a row to
-//! rustls and 32 more to this layer with no application data between
+//! them inside `process_tls_records`).
+//!
+//! The run of empty records is carried over as far as record headers
+//! tell it ([`EmptyRun`]): the session reads the header of every record
+//! it gives rustls, and a protected record of exactly 17 bytes (a content
+//! type and the tag) has no content; the run of those at the end of what
+//! rustls took is where this layer's count starts, so a run that began
+//! under rustls ends at the 33rd in a row as rustls ends it (tested by
+//! `a_run_of_empty_records_goes_on_across_the_hand_off`). An empty record
+//! with padding is longer and cannot be told from one with content by
+//! its header: it ends the run carried over (the count never exceeds
+//! rustls's; it may fall short of it, by up to 32).
+//!
+//! The other counts start afresh: a peer may send 32 KeyUpdates in a row
+//! to rustls and 32 more to this layer with no application data between
 //! (the 65th ends the session), and 4 + 4 `user_canceled` warnings in a
-//! session's life (the 9th ends it). That is the bound, and
+//! session's life (the 9th ends it); a KeyUpdate or a warning cannot be
+//! told by its header from a few bytes of data. That is the bound, and
 //! it is kept rather than closed because what it guards is a ratio, not a
 //! total: rustls alone takes 32 KeyUpdates (32 key derivations) per
 //! application data record, again and again, so one more run of 32, once
 //! per session (the hand-off happens once), is what a single one-byte
-//! record more would buy the peer (and so for 32 empty records); 4 more
-//! warnings cost 4 record openings, as 4 empty records do. Closing it
-//! exactly would mean reading rustls's private state, or
-//! holding every hand-off until the peer's last record was application
-//! data (which changes when every session hands off, e.g. a server's
-//! first reply after the handshake). Tested by
+//! record more would buy the peer (and so for padded empty records); 4
+//! more warnings cost 4 record openings, as 4 empty records do. Closing
+//! it exactly would mean reading rustls's private state, or holding every
+//! hand-off until the peer's last record was application data (which
+//! changes when every session hands off, e.g. a server's first reply
+//! after the handshake). Tested by
 //! `counts_start_afresh_at_the_hand_off_and_stay_bounded` (handoff_tests).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,8 +90,6 @@ use super::records::Plain;
 
 /// The most plaintext one record carries (RFC 8446 §5.1).
 pub(super) const MAX_PLAIN: usize = 16 * 1024;
-/// The most ciphertext one record carries (RFC 8446 §5.2).
-const MAX_CIPHER: usize = MAX_PLAIN + 256;
 /// Record header: type, legacy version, length.
 const HEADER: usize = 5;
 /// The AEAD tag of every supported suite.
@@ -111,6 +122,63 @@ const EMPTY_RECORDS_IN_A_ROW: u8 = 32;
 const HEARTBEAT: u8 = 24;
 /// rustls refuses a record header of this length or more, before its body.
 const MAX_RECORD_LENGTH: u16 = 16 * 1024 + 2048;
+/// The length of a protected record with no content: its inner content
+/// type and the tag, no padding.
+const EMPTY_SEALED: u16 = 1 + TAG as u16;
+
+/// The run of records with no content at the end of the ciphertext a
+/// session gave rustls, as far as their headers tell (see the module doc,
+/// "The peer's counts across the hand-off"): fed every byte of it, in
+/// order, before rustls decrypts it in place; records may be cut anywhere
+/// between reads. Counts a record of [`EMPTY_SEALED`] bytes under an outer
+/// type rustls opens, and ends the run at any other. Never counts one that
+/// rustls does not: a 17-byte record before the handshake's keys (a
+/// plaintext fragment) is always followed by the peer's `Finished`, a
+/// protected record with content, before a hand-off can come.
+#[derive(Debug, Default)]
+pub(super) struct EmptyRun {
+    /// The header of the record under way, and how much of it came.
+    header: [u8; HEADER],
+    header_len: usize,
+    /// Bytes of the record under way's body not yet seen.
+    body_left: usize,
+    run: u8,
+}
+
+impl EmptyRun {
+    /// Reads the headers in `bytes`, the next ciphertext from the peer.
+    pub(super) fn scan(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let skipped = self.body_left.min(bytes.len());
+                self.body_left -= skipped;
+                bytes = &bytes[skipped..];
+                continue;
+            }
+            let taken = (HEADER - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + taken].copy_from_slice(&bytes[..taken]);
+            self.header_len += taken;
+            bytes = &bytes[taken..];
+            if self.header_len < HEADER {
+                return;
+            }
+            self.header_len = 0;
+            let [kind, _, _, high, low] = self.header;
+            let len = u16::from_be_bytes([high, low]);
+            self.body_left = usize::from(len);
+            let opened = matches!(kind, APPLICATION_DATA | HANDSHAKE | ALERT);
+            self.run = match opened && len == EMPTY_SEALED {
+                true => self.run.saturating_add(1).min(EMPTY_RECORDS_IN_A_ROW),
+                false => 0,
+            };
+        }
+    }
+
+    /// Empty records in a row at the end of what was read.
+    pub(super) fn run(&self) -> u8 {
+        self.run
+    }
+}
 
 /// A lower write-key limit than the suite's, for tests (see
 /// [`set_write_key_limit`]); `u64::MAX`: none.
@@ -254,23 +322,31 @@ pub(crate) struct Handoff {
 impl Handoff {
     /// Takes the record layer of a server whose handshake is complete and
     /// which owes the peer nothing.
-    pub(super) fn server(conn: UnbufferedServerConnection) -> Result<Self, Error> {
+    /// `empty`: the run of empty records rustls took last ([`EmptyRun`]).
+    pub(super) fn server(
+        conn: UnbufferedServerConnection,
+        empty: &EmptyRun,
+    ) -> Result<Self, Error> {
         let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
         let limit = limit(kernel.negotiated_cipher_suite());
-        Self::new(secrets, Kernel::Server(kernel), limit)
+        Self::new(secrets, Kernel::Server(kernel), limit, empty)
     }
 
     /// As [`server`](Self::server), for a client.
-    pub(super) fn client(conn: UnbufferedClientConnection) -> Result<Self, Error> {
+    pub(super) fn client(
+        conn: UnbufferedClientConnection,
+        empty: &EmptyRun,
+    ) -> Result<Self, Error> {
         let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
         let limit = limit(kernel.negotiated_cipher_suite());
-        Self::new(secrets, Kernel::Client(kernel), limit)
+        Self::new(secrets, Kernel::Client(kernel), limit, empty)
     }
 
     fn new(
         secrets: rustls::ExtractedSecrets,
         kernel: Kernel,
         tx_limit: u64,
+        empty: &EmptyRun,
     ) -> Result<Self, Error> {
         let layer = Self {
             kernel,
@@ -281,7 +357,7 @@ impl Handoff {
             tx_closed: false,
             key_updates_left: KEY_UPDATES_IN_A_ROW,
             warnings_left: WARNING_ALERTS,
-            empty_in_a_row: 0,
+            empty_in_a_row: empty.run(),
         };
         // Relaxed: a count only (see `hand_offs`).
         HAND_OFFS.fetch_add(1, Ordering::Relaxed);
@@ -309,12 +385,8 @@ impl Handoff {
             };
             let (kind, len) = (header[0], u16::from_be_bytes([header[3], header[4]]));
             if let Some(e) = header_fault(kind, u16::from_be_bytes([header[1], header[2]]), len) {
-                let alert = if e == Error::PeerSentOversizedRecord {
-                    AlertDescription::RecordOverflow
-                } else {
-                    AlertDescription::DecodeError
-                };
-                return (at, Err(self.fatal(e, alert, out)));
+                let e = Error::InvalidMessage(e);
+                return (at, Err(self.fatal(e, AlertDescription::DecodeError, out)));
             }
             let len = usize::from(len);
             let Some(body) = buf.get_mut(at + HEADER..at + HEADER + len) else {
@@ -666,10 +738,11 @@ impl Handoff {
 /// What is wrong with a record header of outer content type `kind`, legacy
 /// version `version` and length `len`, checked as rustls 0.23 checks it
 /// before it waits for the body (`read_opaque_message_header`), its
-/// errors answered with `decode_error`; and, past rustls's checks, a
-/// length above 2^14 + 256 (RFC 8446 §5.2: `record_overflow`), which
-/// rustls takes and then fails to open or finds too long once opened.
-fn header_fault(kind: u8, version: u16, len: u16) -> Option<Error> {
+/// errors answered with `decode_error`. A length above 2^14 + 256 (RFC
+/// 8446 §5.2) but below rustls's limit passes, as in rustls: the record is
+/// read whole and fails as it opens (`bad_record_mac`), or, opened, as too
+/// long (`record_overflow`), with rustls's errors.
+fn header_fault(kind: u8, version: u16, len: u16) -> Option<InvalidMessage> {
     let known = matches!(
         kind,
         CHANGE_CIPHER_SPEC | ALERT | HANDSHAKE | APPLICATION_DATA | HEARTBEAT
@@ -684,12 +757,10 @@ fn header_fault(kind: u8, version: u16, len: u16) -> Option<Error> {
         InvalidMessage::InvalidEmptyPayload
     } else if len >= MAX_RECORD_LENGTH {
         InvalidMessage::MessageTooLarge
-    } else if usize::from(len) > MAX_CIPHER {
-        return Some(Error::PeerSentOversizedRecord);
     } else {
         return None;
     };
-    Some(Error::InvalidMessage(fault))
+    Some(fault)
 }
 
 /// An unprotected ChangeCipherSpec record after the handshake, refused as

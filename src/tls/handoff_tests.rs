@@ -214,9 +214,13 @@ fn records_that_break_the_protocol_close_with_a_typed_error() {
         // protected, as rustls opens it (it fails).
         (vec![21, 3, 3, 0, 2, 2, 40], "DecryptError"),
         // A declared length beyond the record limit, at or above rustls's
-        // own header limit (its error); below it, the RFC's.
+        // own header limit (its error from the header); below it, read
+        // whole and opened, as rustls does (it fails to open).
         (vec![23, 3, 3, 0x48, 0x01], "MessageTooLarge"),
-        (vec![23, 3, 3, 0x41, 0x01], "PeerSentOversizedRecord"),
+        (
+            [&[23, 3, 3, 0x41, 0x01][..], &[0; 0x4101]].concat(),
+            "DecryptError",
+        ),
         // Too short to hold a tag.
         (vec![23, 3, 3, 0, 3, 1, 2, 3], "DecryptError"),
     ] {
@@ -1248,6 +1252,45 @@ fn counts_start_afresh_at_the_hand_off_and_stay_bounded() {
     }
 }
 
+/// A run of empty records that began under rustls and goes on after the
+/// hand-off is counted as one run, as rustls counts it: data, 20 empty
+/// records taken by rustls, the hand-off, 12 more taken by the loop's
+/// layer, and the 33rd in a row refused (`TooManyEmptyFragments`, no
+/// alert). The control, the same session left on rustls, refuses the same
+/// record. The records before the hand-off come whole or cut into reads
+/// of 1 or 7 bytes. Before, the loop's layer started its count at 0 and
+/// took 32 more (the 53rd was refused).
+#[test]
+fn a_run_of_empty_records_goes_on_across_the_hand_off() {
+    for (own_record_layer, cut) in [(true, usize::MAX), (true, 1), (true, 7), (false, 7)] {
+        let at = format!("own record layer {own_record_layer}, reads of {cut}");
+        let mut p = unconnected(false, own_record_layer);
+        p.exchange().unwrap();
+        let mut client = p.client_sealer();
+        let mut wire = client.seal(23, b"data");
+        for _ in 0..20 {
+            wire.extend(client.seal(23, &[]));
+        }
+        for read in wire.chunks(cut) {
+            p.server.feed(read).unwrap();
+        }
+        assert!(!p.server.handed_off(), "{at}");
+        p.server.write(b"hello").unwrap();
+        assert_eq!(p.server.handed_off(), own_record_layer, "{at}");
+        let twelve: Vec<u8> = (0..12).flat_map(|_| client.seal(23, &[])).collect();
+        assert_eq!(p.server.feed(&twelve), Ok(()), "{at}: 32 in a row");
+        assert_eq!(
+            p.server.feed(&client.seal(23, &[])),
+            Err(rustls::Error::PeerMisbehaved(
+                rustls::PeerMisbehaved::TooManyEmptyFragments
+            )),
+            "{at}: the 33rd in a row"
+        );
+        assert_eq!(p.client_sees(), None, "{at}: no alert");
+        assert_eq!(p.server.plaintext(), b"data", "{at}");
+    }
+}
+
 /// One record of a stream to a dial: inner content type, content, zeros
 /// of padding after the type.
 struct Record {
@@ -1711,6 +1754,38 @@ fn record_runs_and_headers_are_refused_as_rustls_refuses_them() {
             "a header of length 18432",
             |_| vec![23, 3, 3, 0x48, 0],
             Err((E::InvalidMessage(I::MessageTooLarge), Some(A::DecodeError))),
+        ),
+        // Lengths between 2^14 + 256 and rustls's header limit: the record
+        // is read whole and opened, and fails as it opens (or waits).
+        (
+            "a header of length 16641, its body not yet in",
+            |_| [&[23, 3, 3, 0x41, 0x01][..], &[7; 9000]].concat(),
+            Ok(b"before"),
+        ),
+        (
+            "a header of length 18431, its body not yet in",
+            |_| [&[23, 3, 3, 0x47, 0xff][..], &[7; 18_430]].concat(),
+            Ok(b"before"),
+        ),
+        (
+            "a record of length 16641 that does not open",
+            |_| [&[23, 3, 3, 0x41, 0x01][..], &[7; 16_641]].concat(),
+            Err((E::DecryptError, Some(A::BadRecordMac))),
+        ),
+        (
+            "a record of length 18431 that does not open",
+            |_| [&[23, 3, 3, 0x47, 0xff][..], &[7; 18_431]].concat(),
+            Err((E::DecryptError, Some(A::BadRecordMac))),
+        ),
+        (
+            "a record of length 16641 sealed (16,624 bytes of data)",
+            |s| s.seal(23, &[7; 16_624]),
+            Err((E::PeerSentOversizedRecord, Some(A::RecordOverflow))),
+        ),
+        (
+            "a record of length 18431 sealed (padding up to it)",
+            |s| s.seal_padded(23, b"x", 18_431 - 16 - 2),
+            Err((E::PeerSentOversizedRecord, Some(A::RecordOverflow))),
         ),
     ];
     for (name, wire, expected) in &cases {

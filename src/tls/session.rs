@@ -191,6 +191,9 @@ pub(crate) struct TlsSession {
     handoff: bool,
     /// Reads and writes of application data left before the hand-off.
     handoff_countdown: u32,
+    /// The run of empty records rustls took last, carried over at the
+    /// hand-off (read while one may come).
+    empty_run: handoff::EmptyRun,
 }
 
 /// What [`TlsSession::pump`] got out of the session.
@@ -242,6 +245,7 @@ impl TlsSession {
             failed: None,
             handoff,
             handoff_countdown: HANDOFF_AFTER,
+            empty_run: handoff::EmptyRun::default(),
         }
     }
 
@@ -311,8 +315,8 @@ impl TlsSession {
         let alpn = common.alpn_protocol().map(<[u8]>::to_vec);
         let peer_certificates = common.peer_certificates().map(<[_]>::to_vec);
         let layer = match std::mem::replace(&mut self.side, Side::Gone) {
-            Side::Server(conn) => Handoff::server(conn),
-            Side::Client(conn) => Handoff::client(conn),
+            Side::Server(conn) => Handoff::server(conn, &self.empty_run),
+            Side::Client(conn) => Handoff::client(conn, &self.empty_run),
             other => {
                 self.side = other;
                 return Ok(());
@@ -388,6 +392,11 @@ impl TlsSession {
             if self.plain_rest.is_empty() {
                 return Err(e.clone());
             }
+        }
+        if self.handoff {
+            // Before rustls decrypts it in place (and whether it takes it
+            // now or later, it takes it all before a hand-off).
+            self.empty_run.scan(input);
         }
         let mut plain = 0;
         if !self.plain_rest.is_empty() {
