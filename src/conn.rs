@@ -1148,9 +1148,16 @@ impl<'a, S> Conn<'a, S> {
 
     // ----- state -----
 
+    /// The state's place in the entry. Reaching it keeps the connection
+    /// table's marks (see `event_loop/fast.rs`): a mark vouches that the
+    /// connection is quiet, which its state has no part in, so a handler
+    /// that takes and sets its state on every event (HTTP: its parse state)
+    /// does not make the loop re-check every connection's quietness.
     pub(crate) fn state_slot(&mut self) -> Option<&mut Option<S>> {
         match &mut self.backing {
-            Backing::Stream { conns, key } => conns.get_mut(*key).map(|e| &mut e.state),
+            Backing::Stream { conns, key } => {
+                conns.get_mut_keeping_marks(*key).map(|e| &mut e.state)
+            }
         }
     }
 
