@@ -27,7 +27,12 @@
 //! - `bundle`: multishot receive bundles (`IORING_RECVSEND_BUNDLE`, one
 //!   completion may hold several consecutive buffers; each is sent back in
 //!   order);
-//! - `bufs=N`, `size=S`: buffer count (power of two) and size.
+//! - `bufs=N`, `size=S`: buffer count (power of two) and size. A receive
+//!   ended for want of buffers (`ENOBUFS`) is re-armed at the end of a turn
+//!   that gave buffers back, one connection per buffer in the ring.
+//!
+//! A harness tool, not a server: a connection closed after a failed send
+//! does not cancel its receive first (the benchmark's loads end cleanly).
 
 use std::collections::VecDeque;
 use std::io;
@@ -158,6 +163,8 @@ struct Buffers {
     at: Vec<u16>,
     /// Ring position of the next buffer the kernel takes (for bundles).
     head: u16,
+    /// Buffers in the ring (given minus taken), as far as completions say.
+    free: u32,
 }
 
 impl Buffers {
@@ -186,6 +193,7 @@ impl Buffers {
             tail: 0,
             at: vec![0; usize::from(count)],
             head: 0,
+            free: 0,
         };
         // SAFETY: the mapping lives until `Buffers` drops, after the ring
         // (the caller drops the ring first: see `run`).
@@ -213,6 +221,7 @@ impl Buffers {
         entry.set_bid(bid);
         self.at[usize::from(pos)] = bid;
         self.tail = self.tail.wrapping_add(1);
+        self.free += 1;
     }
 
     /// Publishes the tail: the buffers given so far become the kernel's.
@@ -246,6 +255,9 @@ struct Echo {
     conns: Vec<Conn>,
     /// The ring's index among this thread's registered rings (`regring`).
     registered: Option<u32>,
+    /// Connections whose receive ended for want of buffers: re-armed when
+    /// buffers come back, at most one per buffer in the ring.
+    starved: VecDeque<u32>,
     completions: u64,
     enters: u64,
 }
@@ -307,6 +319,7 @@ pub fn run(addr: SocketAddr, buf: usize, variant: &str) -> Result<()> {
         uring,
         conns: Vec::new(),
         registered,
+        starved: VecDeque::new(),
         completions: 0,
         enters: 0,
     };
@@ -493,6 +506,16 @@ impl Echo {
                 }
             }
             bufs.publish();
+            let mut free = bufs.free;
+            while free > 0 {
+                let Some(conn) = self.starved.pop_front() else {
+                    break;
+                };
+                if self.conns[conn as usize].open {
+                    self.arm_recv(conn)?;
+                    free -= 1;
+                }
+            }
         }
     }
 
@@ -565,6 +588,12 @@ impl Echo {
                 return Err(io::Error::other("a receive without a buffer"));
             };
             let len = res as u32;
+            let taken = if self.v.recv == RecvMode::Bundle {
+                len.div_ceil(bufs.size)
+            } else {
+                1
+            };
+            bufs.free = bufs.free.saturating_sub(taken);
             if self.v.recv == RecvMode::Bundle {
                 // The bundle's buffers are consecutive ring positions from
                 // the kernel's head.
@@ -609,11 +638,15 @@ impl Echo {
             return Ok(());
         }
         if res == -libc::ENOBUFS {
-            // Out of buffers: the next turn has given some back.
-            return if more { Ok(()) } else { self.arm_recv(conn) };
+            // Out of buffers: re-armed when some come back (end of a turn).
+            if !more {
+                self.starved.push_back(conn);
+            }
+            return Ok(());
         }
         // End of stream or a failure: close once what is queued is sent.
         if let Some(bid) = cqueue::buffer_select(flags) {
+            bufs.free = bufs.free.saturating_sub(1);
             bufs.give(bid);
         }
         if more {
