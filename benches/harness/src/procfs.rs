@@ -198,5 +198,18 @@ mod tests {
         }
         assert!(cpu_time(me).unwrap() >= start);
         assert!(cpu_time(u32::MAX).is_err());
+        // The user part: at most the total, and it grows with user-space
+        // work (spin until 50 ms of CPU were used, five ticks at 100 Hz;
+        // bounded, the machine may be busy).
+        let spin = std::time::Instant::now();
+        while cpu_time(me).unwrap() < start + Duration::from_millis(50)
+            && spin.elapsed() < Duration::from_secs(10)
+        {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let user = user_time(me).unwrap();
+        assert!(user <= cpu_time(me).unwrap());
+        assert!(user > Duration::ZERO);
+        assert!(user_time(u32::MAX).is_err());
     }
 }
