@@ -571,6 +571,7 @@ fn render_load(
             }
         }
     }
+    render_split(out, cfg, results, names);
     let _ = writeln!(
         out,
         "\nmsgs/s: round trips per second over all rounds; spread: (max − min) / mean of the per-run rates \
@@ -586,6 +587,61 @@ fn render_load(
         } else {
             ""
         }
+    );
+}
+
+/// The servers' CPU per message split into user and kernel time (utime and
+/// stime of `/proc/PID/stat`), median and range over the rounds, after the
+/// main table. Nothing when no run measured it.
+fn render_split(
+    out: &mut String,
+    cfg: &BenchConfig,
+    results: &[Vec<Vec<LoadReport>>],
+    names: &[&str],
+) {
+    let per_run = |r: &LoadReport| -> Option<(f64, f64)> {
+        let (cpu, user) = (r.server_cpu?, r.server_user?);
+        Some((
+            r.per_message_us(user),
+            r.per_message_us(cpu.saturating_sub(user)),
+        ))
+    };
+    if !results
+        .iter()
+        .flatten()
+        .flatten()
+        .any(|r| per_run(r).is_some())
+    {
+        return;
+    }
+    let cell = |values: Vec<f64>| match crate::machine::median_range(&values) {
+        Some((med, lo, hi)) if values.len() >= 2 => format!("{med:.2} ({lo:.2}–{hi:.2})"),
+        Some((med, _, _)) => format!("{med:.2}"),
+        None => "?".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "\n| scenario | server | server user µs/msg | server kernel µs/msg | server CPU µs/msg |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for (s, scenario) in cfg.scenarios.iter().enumerate() {
+        for (k, runs) in results[s].iter().enumerate() {
+            let split: Vec<(f64, f64)> = runs.iter().filter_map(per_run).collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                scenario.label_for(false),
+                names[k],
+                cell(split.iter().map(|p| p.0).collect()),
+                cell(split.iter().map(|p| p.1).collect()),
+                cell(split.iter().map(|p| p.0 + p.1).collect()),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nuser / kernel: the server's utime / stime over the measured window per message, median \
+         (range) over the rounds (clock-tick resolution)."
     );
 }
 

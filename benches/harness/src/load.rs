@@ -95,6 +95,8 @@ pub struct LoadReport {
     pub stalled: usize,
     /// Server CPU time in the window, if a pid was given.
     pub server_cpu: Option<Duration>,
+    /// The user-space part of `server_cpu` (utime alone), if measured.
+    pub server_user: Option<Duration>,
     /// CPU time of each of `other_pids` in the window (`None`: not measured).
     pub other_cpu: Vec<Option<Duration>>,
     /// The load generator's own CPU time in the window.
@@ -119,6 +121,7 @@ impl LoadReport {
             error_samples: Vec::new(),
             stalled: 0,
             server_cpu: None,
+            server_user: None,
             other_cpu: Vec::new(),
             client_cpu: Duration::ZERO,
             datagrams_lost: 0,
@@ -219,14 +222,18 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
                 .map(|&pid| procfs::cpu_time(pid).ok())
                 .collect()
         };
+        let user = || cfg.server_pid.and_then(|pid| procfs::user_time(pid).ok());
         sleep_until(start, &abort);
         let (server0, client0) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
+        let user0 = user();
         let others0 = others();
         sleep_until(end, &abort);
         let (server1, client1) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
+        let user1 = user();
         let others1 = others();
 
         let mut report = LoadReport::empty(end - start);
+        report.server_user = user0.zip(user1).map(|(a, b)| b.saturating_sub(a));
         report.other_cpu = others0
             .iter()
             .zip(&others1)

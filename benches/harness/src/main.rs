@@ -28,6 +28,7 @@ mod serve_tokio;
 mod serve_tokio_http;
 mod serve_tokio_udp;
 mod serve_uring;
+mod serve_uring_lean;
 mod server;
 mod soak;
 mod stream;
@@ -64,6 +65,10 @@ usage:
   harness serve tokio-udp udp://127.0.0.1:PORT [--threads 2 | --current-thread]
   harness serve epoll tcp://127.0.0.1:PORT
   harness serve monoio|uring tcp://127.0.0.1:PORT [--buf 16384]
+  harness serve lean[+fixed][+regring][+coop|+plain|+sqpoll][+nosqarray][+single|+bundle]
+               [+bufs=N][+size=S] tcp://127.0.0.1:PORT [--buf 16384]
+               (the cheapest io_uring echo, on the io-uring crate directly;
+                see src/serve_uring_lean.rs; also a `bench --servers` name)
   harness serve tokio-http tcp://127.0.0.1:PORT [--threads 2]
   harness serve may-http tcp://127.0.0.1:PORT [--threads 2]
   harness load tcp://127.0.0.1:PORT|udp://127.0.0.1:PORT --conns C --size S --seconds T
@@ -152,7 +157,7 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
         &["--current-thread"],
     )?;
     let [kind, url] = args.positional(&[
-        "tokio|tokio-blocking|tokio-udp|epoll|monoio|uring|tokio-http|may-http",
+        "tokio|tokio-blocking|tokio-udp|epoll|monoio|uring|lean[+…]|tokio-http|may-http",
         "URL",
     ])?
     else {
@@ -217,6 +222,12 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
             } else {
                 serve_uring::run(addr, buf)?;
             }
+        }
+        lean if lean == "lean" || lean.starts_with("lean+") => {
+            if args.value::<usize>("--threads")?.is_some() || current_thread {
+                return Err("the lean server is single-threaded".into());
+            }
+            serve_uring_lean::run(addr, buf, lean)?;
         }
         "tokio-http" | "may-http" => {
             if args.value::<usize>("--buf")?.is_some() || current_thread {
@@ -504,6 +515,11 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
             // Single-threaded io_uring peers: monoio, and ringloop's io_uring
             // groundwork driven directly (issue 14).
             "monoio" | "uring" => Kind::command(&harness, &["serve", name.as_str(), "{url}"]),
+            // The cheapest io_uring echo, its techniques in the name
+            // (`lean+fixed+regring`, see serve_uring_lean.rs).
+            lean if lean == "lean" || lean.starts_with("lean+") => {
+                Kind::command(&harness, &["serve", lean, "{url}"])
+            }
             // ringloop's echo pinned to one driver (issue 14).
             "ringloop-epoll" | "ringloop-io-uring" => {
                 let driver = name.trim_start_matches("ringloop-");
@@ -517,7 +533,7 @@ fn bench(argv: &[String]) -> Result<ExitCode> {
                 return Err(format!(
                     "unknown server {other:?}: expected ringloop, ringloop-epoll, ringloop-io-uring, \
                      ringloop-reuseport, ringloop-et, ringloop-reuseport-et, ringloop-lt, ringloop-reuseport-lt, echo-pool, tokio, tokio-blocking, tokio-udp, epoll, \
-                     monoio or uring"
+                     monoio, uring or lean[+…]"
                 )
                 .into())
             }
