@@ -707,7 +707,15 @@ impl Ring {
             .flags(libc::MSG_NOSIGNAL)
             .build())
         .user_data(id.user_data(OpKind::Send));
-        self.push_for(id, &[entry], 1)?;
+        if let Err(e) = self.push_for(id, &[entry], 1) {
+            // Nothing went into the ring: no completion will ever end this
+            // send, so the slot must not say one is in flight (the buffer
+            // goes back now, as after a completion).
+            if let Some(out) = self.slots[id.index as usize].out.as_deref_mut() {
+                out.in_flight = None;
+            }
+            return Err(e);
+        }
         self.sends_queued += 1;
         Ok(())
     }
