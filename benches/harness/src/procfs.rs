@@ -26,8 +26,20 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     stat_cpu_time(&format!("/proc/{pid}/stat"))
 }
 
+/// User and system CPU time of every thread of `pid`, separately (fields
+/// 14 and 15 of `/proc/PID/stat`): where a server's time goes.
+pub fn user_system_time(pid: u32) -> Result<(Duration, Duration)> {
+    stat_user_system(&format!("/proc/{pid}/stat"))
+}
+
 /// utime + stime from a `stat` file of a process or a thread.
 fn stat_cpu_time(path: &str) -> Result<Duration> {
+    let (user, system) = stat_user_system(path)?;
+    Ok(user + system)
+}
+
+/// utime and stime from a `stat` file of a process or a thread.
+fn stat_user_system(path: &str) -> Result<(Duration, Duration)> {
     let stat = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     // The command name (field 2) is in parentheses and may hold spaces or ')'.
     let after_name = stat
@@ -43,9 +55,9 @@ fn stat_cpu_time(path: &str) -> Result<Duration> {
         f.parse()
             .map_err(|e| format!("{path}: field {n} {f:?}: {e}").into())
     };
-    let ticks = tick(14)? + tick(15)?;
     let per_second = clock_ticks_per_second()?;
-    Ok(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
+    let time = |ticks: u64| Duration::from_nanos(ticks * 1_000_000_000 / per_second);
+    Ok((time(tick(14)?), time(tick(15)?)))
 }
 
 /// User plus system CPU time of the threads of process `pid` whose name
@@ -186,6 +198,18 @@ mod tests {
             x = std::hint::black_box(x.wrapping_add(1));
         }
         assert!(cpu_time(me).unwrap() >= start);
+        let (user, system) = user_system_time(me).unwrap();
+        assert!(user + system <= cpu_time(me).unwrap());
+        // Spinning is user time: it shows once a tick of it is counted
+        // (bounded, the machine may be busy).
+        let spin = std::time::Instant::now();
+        while user_system_time(me).unwrap().0 <= user && spin.elapsed() < Duration::from_secs(10) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(
+            user_system_time(me).unwrap().0 > user,
+            "spinning shows as user time"
+        );
         assert!(cpu_time(u32::MAX).is_err());
     }
 }
