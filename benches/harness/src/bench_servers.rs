@@ -93,6 +93,8 @@ struct Run {
     p99_us: Option<f64>,
     /// Server CPU over the run (`None` if it could not be read).
     cpu: Option<Duration>,
+    /// The user-space part of `cpu` (`None` where not measured).
+    user: Option<Duration>,
     /// The load generator's CPU over the run (wrk; `None` where not
     /// measured).
     load_cpu: Option<Duration>,
@@ -152,6 +154,47 @@ fn summarize(runs: &[Run]) -> Row {
 /// Server CPU time, if readable.
 fn cpu(running: &Running) -> Option<Duration> {
     procfs::cpu_time(running.pid()).ok()
+}
+
+/// Server user and system CPU time, if readable.
+fn cpu_split(running: &Running) -> Option<(Duration, Duration)> {
+    procfs::user_system_time(running.pid()).ok()
+}
+
+/// Per run: `what` (a time) in µs per request, NaN where unmeasured.
+fn per_request_us(runs: &[Run], what: impl Fn(&Run) -> Option<Duration>) -> Vec<f64> {
+    runs.iter()
+        .map(|r| match what(r) {
+            Some(c) if r.requests > 0 => c.as_secs_f64() * 1e6 / r.requests as f64,
+            _ => f64::NAN,
+        })
+        .collect()
+}
+
+/// Median of the values that are numbers, and their range, as
+/// "median (min–max)" with `digits` decimals; "?" when there are none.
+fn median_range(values: &[f64], digits: usize) -> String {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return "?".to_string();
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    };
+    format!(
+        "{median:.digits$} ({:.digits$}–{:.digits$})",
+        v[0],
+        v[v.len() - 1]
+    )
+}
+
+/// Per-round ratios `a[i] / b[i]` (NaN where either is missing).
+fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x / y).collect()
 }
 
 /// CPU time of the harness's children that have been waited for (wrk, once
@@ -236,11 +279,7 @@ fn wrk_args(cfg: &HttpConfig, depth: usize, seconds: f64, script: &str) -> Vec<S
 
 /// One run of the in-process load generator (warm-up included), as a
 /// [`WrkReport`] with the server's and the generator's CPU over the window.
-fn run_http_load(
-    cfg: &HttpConfig,
-    depth: usize,
-    running: &Running,
-) -> Result<(WrkReport, Option<Duration>, Option<Duration>)> {
+fn run_http_load(cfg: &HttpConfig, depth: usize, running: &Running) -> Result<HttpMeasured> {
     let report = crate::http_load::run(&crate::http_load::HttpLoadConfig {
         addr: running.addr,
         path: "/plaintext".to_string(),
@@ -265,7 +304,12 @@ fn run_http_load(
         socket_errors: 0,
         non_2xx: 0,
     };
-    Ok((wrk, report.server_cpu, report.client_cpu))
+    Ok((
+        wrk,
+        report.server_cpu,
+        report.server_user,
+        report.client_cpu,
+    ))
 }
 
 fn run_wrk(args: &[String], url: &str, seconds: f64) -> Result<WrkReport> {
@@ -350,6 +394,7 @@ pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
             );
         }
     }
+    write_split(&mut out, cfg, &scenarios, &results, &peers);
     let _ = writeln!(
         out,
         "\nreq/s: responses per second over all rounds ({client}); spread: (max − min) / mean of the \
@@ -395,6 +440,14 @@ pub fn run_http(cfg: &HttpConfig) -> Result<bool> {
 
 type Results = Vec<Vec<Vec<Run>>>;
 
+/// One HTTP run's report, server CPU, its user part and the load's CPU.
+type HttpMeasured = (
+    WrkReport,
+    Option<Duration>,
+    Option<Duration>,
+    Option<Duration>,
+);
+
 fn http_scenarios(cfg: &HttpConfig) -> Vec<(String, usize)> {
     vec![
         (
@@ -430,26 +483,31 @@ fn http_rounds(cfg: &HttpConfig, script: &str) -> Result<(Results, Vec<String>, 
                 let url = format!("http://{}/plaintext", running.addr);
                 let warm = cfg.warmup.as_secs_f64();
                 let measured = cfg.duration.as_secs_f64();
-                type Measured = (WrkReport, Option<Duration>, Option<Duration>);
-                let outcome = (|| -> Result<Measured> {
+                let outcome = (|| -> Result<HttpMeasured> {
                     if cfg.client == HttpClient::Harness {
                         return run_http_load(cfg, *depth, &running);
                     }
                     if warm > 0.0 {
                         run_wrk(&wrk_args(cfg, *depth, warm, script), &url, warm)?;
                     }
-                    let before = cpu(&running);
+                    let before = cpu_split(&running);
                     let load_before = children_cpu();
                     let report = run_wrk(&wrk_args(cfg, *depth, measured, script), &url, measured)?;
                     let load_cpu = children_cpu()
                         .zip(load_before)
                         .map(|(a, b)| a.saturating_sub(b));
-                    let after = cpu(&running);
-                    let cpu = after.zip(before).map(|(a, b)| a.saturating_sub(b));
-                    Ok((report, cpu, load_cpu))
+                    let after = cpu_split(&running);
+                    let (cpu, user) = match after.zip(before) {
+                        Some(((u1, s1), (u0, s0))) => (
+                            Some((u1 + s1).saturating_sub(u0 + s0)),
+                            Some(u1.saturating_sub(u0)),
+                        ),
+                        None => (None, None),
+                    };
+                    Ok((report, cpu, user, load_cpu))
                 })();
                 stop(running, &mut problems)?;
-                let (report, cpu, load_cpu) =
+                let (report, cpu, user, load_cpu) =
                     outcome.map_err(|e| format!("{} under {label}: {e}", server.name))?;
                 let share = |c: Option<Duration>| {
                     c.map_or("?".to_string(), |c| {
@@ -459,14 +517,22 @@ fn http_rounds(cfg: &HttpConfig, script: &str) -> Result<(Results, Vec<String>, 
                         )
                     })
                 };
+                let per_req = |c: Option<Duration>| {
+                    c.map_or("?".to_string(), |c| {
+                        format!(
+                            "{:.3}",
+                            c.as_secs_f64() * 1e6 / report.requests.max(1) as f64
+                        )
+                    })
+                };
                 eprintln!(
-                    "    {:.0} req/s, p99 {:.2} ms, server CPU {} ({} of a core; load {})",
+                    "    {:.0} req/s, p99 {:.2} ms, server CPU {} µs/req (user {}, kernel {}; \
+                     {} of a core; load {})",
                     report.requests as f64 / report.seconds,
                     report.p99_us / 1e3,
-                    cpu.map_or("?".to_string(), |c| format!(
-                        "{:.2} µs/req",
-                        c.as_secs_f64() * 1e6 / report.requests.max(1) as f64
-                    )),
+                    per_req(cpu),
+                    per_req(user),
+                    per_req(cpu.zip(user).map(|(c, u)| c.saturating_sub(u))),
                     share(cpu),
                     share(load_cpu),
                 );
@@ -483,6 +549,7 @@ fn http_rounds(cfg: &HttpConfig, script: &str) -> Result<(Results, Vec<String>, 
                     p50_us: (report.p50_us > 0.0).then_some(report.p50_us),
                     p99_us: (report.p99_us > 0.0).then_some(report.p99_us),
                     cpu,
+                    user,
                     load_cpu,
                 });
             }
@@ -682,6 +749,7 @@ fn kv_tests(
             ))
         );
         runs.push(Run {
+            user: None,
             load_cpu: None,
             requests,
             seconds: requests as f64 / rps.max(f64::MIN_POSITIVE),
@@ -713,6 +781,91 @@ fn kv_tests(
         }
     }
     Ok(runs)
+}
+
+/// Where each server's CPU goes (user and kernel time per request, median
+/// and range over the rounds, kernel time ÷ each peer per round), then every
+/// run by itself.
+fn write_split(
+    out: &mut String,
+    cfg: &HttpConfig,
+    scenarios: &[(String, usize)],
+    results: &Results,
+    peers: &[usize],
+) {
+    let _ = writeln!(
+        out,
+        "\nServer CPU per request split from /proc/PID/stat (utime, stime; one clock tick of \
+         resolution over the run): median over the rounds (range).\n"
+    );
+    let _ = write!(
+        out,
+        "| scenario | server | user µs/req | kernel µs/req | CPU µs/req |"
+    );
+    for &p in peers {
+        let _ = write!(out, " kernel/req ÷ {} |", cfg.servers[p].name);
+    }
+    let _ = writeln!(out, "\n|{}", "---|".repeat(5 + peers.len()));
+    let kernel = |r: &Run| r.cpu.zip(r.user).map(|(c, u)| c.saturating_sub(u));
+    for (s, (label, _)) in scenarios.iter().enumerate() {
+        for (k, runs) in results[s].iter().enumerate() {
+            let _ = write!(
+                out,
+                "| {label} | {} | {} | {} | {} |",
+                cfg.servers[k].name,
+                median_range(&per_request_us(runs, |r| r.user), 3),
+                median_range(&per_request_us(runs, kernel), 3),
+                median_range(&per_request_us(runs, |r| r.cpu), 3),
+            );
+            for &p in peers {
+                let cell = if p == k {
+                    "—".to_string()
+                } else {
+                    median_range(
+                        &ratios(
+                            &per_request_us(runs, kernel),
+                            &per_request_us(&results[s][p], kernel),
+                        ),
+                        2,
+                    )
+                };
+                let _ = write!(out, " {cell} |");
+            }
+            let _ = writeln!(out);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nEvery run, in the order run (servers alternated within a round):\n\n\
+         | scenario | round | server | req/s | p99 ms | user µs/req | kernel µs/req | CPU µs/req | server % of a core |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    for (s, (label, _)) in scenarios.iter().enumerate() {
+        for round in 0..cfg.rounds {
+            for (k, runs) in results[s].iter().enumerate() {
+                let Some(run) = runs.get(round) else { continue };
+                let one = std::slice::from_ref(run);
+                let us = |v: Vec<f64>| {
+                    v.first()
+                        .filter(|x| !x.is_nan())
+                        .map_or("?".to_string(), |x| format!("{x:.3}"))
+                };
+                let _ = writeln!(
+                    out,
+                    "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    round + 1,
+                    cfg.servers[k].name,
+                    thousands(run.rate),
+                    run.p99_us
+                        .map_or("?".to_string(), |p| format!("{:.2}", p / 1e3)),
+                    us(per_request_us(one, |r| r.user)),
+                    us(per_request_us(one, kernel)),
+                    us(per_request_us(one, |r| r.cpu)),
+                    core_share(one, |r| r.cpu),
+                );
+            }
+        }
+    }
 }
 
 fn write_row(

@@ -52,6 +52,8 @@ pub struct HttpLoadReport {
     pub latency: Histogram,
     /// Server CPU time in the window, if a pid was given and readable.
     pub server_cpu: Option<Duration>,
+    /// The user-space part of `server_cpu`.
+    pub server_user: Option<Duration>,
     /// This process's CPU time in the window (the load generator's).
     pub client_cpu: Option<Duration>,
     /// Connections that completed no batch in the window.
@@ -179,7 +181,7 @@ pub fn run(cfg: &HttpLoadConfig) -> Result<HttpLoadReport> {
     let mut cpu0 = (None, None);
     let sample = |pid: Option<u32>| {
         (
-            pid.and_then(|p| procfs::cpu_time(p).ok()),
+            pid.and_then(|p| procfs::user_system_time(p).ok()),
             procfs::cpu_time(std::process::id()).ok(),
         )
     };
@@ -215,7 +217,8 @@ pub fn run(cfg: &HttpLoadConfig) -> Result<HttpLoadReport> {
         requests,
         seconds: cfg.duration.as_secs_f64(),
         latency,
-        server_cpu: diff(cpu0.0, cpu1.0),
+        server_cpu: diff(cpu0.0.map(|(u, s)| u + s), cpu1.0.map(|(u, s)| u + s)),
+        server_user: diff(cpu0.0.map(|(u, _)| u), cpu1.0.map(|(u, _)| u)),
         client_cpu: diff(cpu0.1, cpu1.1),
         stalled: conns.iter().filter(|c| c.batches_in_window == 0).count(),
     })

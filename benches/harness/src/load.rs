@@ -222,7 +222,10 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
                 .map(|&pid| procfs::cpu_time(pid).ok())
                 .collect()
         };
-        let user = || cfg.server_pid.and_then(|pid| procfs::user_time(pid).ok());
+        let user = || {
+            cfg.server_pid
+                .and_then(|pid| procfs::user_system_time(pid).ok().map(|(user, _)| user))
+        };
         sleep_until(start, &abort);
         let (server0, client0) = (sample(cfg.server_pid), procfs::cpu_time(std::process::id()));
         let user0 = user();

@@ -22,6 +22,7 @@ mod pattern;
 mod procfs;
 mod proxy_bench;
 mod serve_epoll;
+mod serve_http_floor;
 mod serve_may_http;
 mod serve_monoio;
 mod serve_tokio;
@@ -71,6 +72,8 @@ usage:
                 see src/serve_uring_lean.rs; also a `bench --servers` name)
   harness serve tokio-http tcp://127.0.0.1:PORT [--threads 2]
   harness serve may-http tcp://127.0.0.1:PORT [--threads 2]
+  harness serve http-floor tcp://127.0.0.1:PORT   (one thread: the least a readiness
+                                                   HTTP server can do per request)
   harness load tcp://127.0.0.1:PORT|udp://127.0.0.1:PORT --conns C --size S --seconds T
                [--threads 1] [--warmup 0.5] [--pid SERVER_PID]
                [--client mio|uring|uring-multishot]   (TCP: readiness on mio, the
@@ -93,6 +96,7 @@ usage:
                      [--pin]   (servers on CPU 0, wrk on CPU 1: a server-bound rate)
                      [--client wrk|harness]   (harness: the cheap in-process load of
                                                `http-load` instead of wrk)
+                     [--floor]   (also the http floor, `serve http-floor`)
   harness bench-kv [--quick] [--ringloop PATH] [--loops 1,2] [--rounds N]
                    [--requests N] [--requests-p1 N] [--clients 50] [--keyspace N]
   harness soak [--server PATH] [--seconds 180] [--loops 2]
@@ -157,7 +161,7 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
         &["--current-thread"],
     )?;
     let [kind, url] = args.positional(&[
-        "tokio|tokio-blocking|tokio-udp|epoll|monoio|uring|lean[+…]|tokio-http|may-http",
+        "tokio|tokio-blocking|tokio-udp|epoll|monoio|uring|lean[+…]|tokio-http|may-http|http-floor",
         "URL",
     ])?
     else {
@@ -213,6 +217,17 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
             }
             serve_epoll::run(addr)?;
         }
+        "http-floor" => {
+            if args.value::<usize>("--threads")?.is_some()
+                || args.value::<usize>("--buf")?.is_some()
+                || current_thread
+            {
+                return Err("the http floor is one thread with one shared buffer; \
+                            --threads, --current-thread and --buf do not apply"
+                    .into());
+            }
+            serve_http_floor::run(addr)?;
+        }
         "monoio" | "uring" => {
             if args.value::<usize>("--threads")?.is_some() || current_thread {
                 return Err(format!("the {kind} server is single-threaded").into());
@@ -244,7 +259,7 @@ fn serve(argv: &[String]) -> Result<ExitCode> {
         other => {
             return Err(format!(
                 "unknown server {other:?}: expected tokio, tokio-blocking, tokio-udp, epoll, \
-                 monoio, uring, tokio-http or may-http"
+                 monoio, uring, tokio-http, may-http or http-floor"
             )
             .into())
         }
@@ -748,7 +763,7 @@ fn bench_http(argv: &[String]) -> Result<ExitCode> {
             "--depth",
             "--client",
         ],
-        &["--quick", "--skip-may", "--pin"],
+        &["--quick", "--skip-may", "--pin", "--floor"],
     )?;
     args.positional(&[])?;
     let quick = args.switch("--quick");
@@ -774,6 +789,15 @@ fn bench_http(argv: &[String]) -> Result<ExitCode> {
             false,
         ),
     ];
+    if args.switch("--floor") {
+        // The least a one-thread readiness server can do per request: what
+        // no server can beat on this kernel path (serve_http_floor.rs).
+        servers.push(Server::new(
+            "floor",
+            Kind::command(&harness, &["serve", "http-floor", "{url}"]),
+            false,
+        ));
+    }
     if !args.switch("--skip-may") {
         servers.push(Server::new(
             "may",

@@ -26,19 +26,20 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     stat_cpu_time(&format!("/proc/{pid}/stat"))
 }
 
-/// User time alone (utime, field 14) of every thread of `pid`: with
-/// [`cpu_time`], the split of a server's CPU into user and kernel time.
-pub fn user_time(pid: u32) -> Result<Duration> {
-    stat_fields_time(&format!("/proc/{pid}/stat"), false)
+/// User and system CPU time of every thread of `pid`, separately (fields
+/// 14 and 15 of `/proc/PID/stat`): where a server's time goes.
+pub fn user_system_time(pid: u32) -> Result<(Duration, Duration)> {
+    stat_user_system(&format!("/proc/{pid}/stat"))
 }
 
 /// utime + stime from a `stat` file of a process or a thread.
 fn stat_cpu_time(path: &str) -> Result<Duration> {
-    stat_fields_time(path, true)
+    let (user, system) = stat_user_system(path)?;
+    Ok(user + system)
 }
 
-/// utime, plus stime if `with_system`, from a `stat` file.
-fn stat_fields_time(path: &str, with_system: bool) -> Result<Duration> {
+/// utime and stime from a `stat` file of a process or a thread.
+fn stat_user_system(path: &str) -> Result<(Duration, Duration)> {
     let stat = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     // The command name (field 2) is in parentheses and may hold spaces or ')'.
     let after_name = stat
@@ -54,9 +55,9 @@ fn stat_fields_time(path: &str, with_system: bool) -> Result<Duration> {
         f.parse()
             .map_err(|e| format!("{path}: field {n} {f:?}: {e}").into())
     };
-    let ticks = tick(14)? + if with_system { tick(15)? } else { 0 };
     let per_second = clock_ticks_per_second()?;
-    Ok(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
+    let time = |ticks: u64| Duration::from_nanos(ticks * 1_000_000_000 / per_second);
+    Ok((time(tick(14)?), time(tick(15)?)))
 }
 
 /// User plus system CPU time of the threads of process `pid` whose name
@@ -197,19 +198,19 @@ mod tests {
             x = std::hint::black_box(x.wrapping_add(1));
         }
         assert!(cpu_time(me).unwrap() >= start);
-        assert!(cpu_time(u32::MAX).is_err());
-        // The user part: at most the total, and it grows with user-space
-        // work (spin until 50 ms of CPU were used, five ticks at 100 Hz;
-        // bounded, the machine may be busy).
+        let (user, system) = user_system_time(me).unwrap();
+        assert!(user + system <= cpu_time(me).unwrap());
+        // Spinning is user time: it shows once a tick of it is counted
+        // (bounded, the machine may be busy).
         let spin = std::time::Instant::now();
-        while cpu_time(me).unwrap() < start + Duration::from_millis(50)
-            && spin.elapsed() < Duration::from_secs(10)
-        {
+        while user_system_time(me).unwrap().0 <= user && spin.elapsed() < Duration::from_secs(10) {
             x = std::hint::black_box(x.wrapping_add(1));
         }
-        let user = user_time(me).unwrap();
-        assert!(user <= cpu_time(me).unwrap());
-        assert!(user > Duration::ZERO);
-        assert!(user_time(u32::MAX).is_err());
+        assert!(
+            user_system_time(me).unwrap().0 > user,
+            "spinning shows as user time"
+        );
+        assert!(cpu_time(u32::MAX).is_err());
+        assert!(user_system_time(u32::MAX).is_err());
     }
 }
