@@ -985,6 +985,40 @@ fn data_before_a_fatal_record_in_one_write_reaches_the_handler_then_the_close() 
     }
 }
 
+/// A `tls://` server on one loop that echoes each read (refused once its
+/// session failed: the close is then the TLS error's) and sends the name of
+/// each close reason on the returned channel, and a [`Sealer`] past its
+/// hand-off (asserted made when the own record layer is on).
+fn echo_server_and_sealer(own_record_layer: bool, at: &str) -> (Running, Sealer, Receiver<String>) {
+    let pki = TestPki::new();
+    let (closes_tx, closes) = unbounded::<String>();
+    let running = Running::start(
+        Hooks::<()>::new()
+            .on_traffic(|conn| {
+                let data = conn.read_all().to_vec();
+                let _ = conn.write(&data);
+                Action::None
+            })
+            .on_close(move |_, reason| {
+                let _ = closes_tx.send(close_name(reason));
+                Action::None
+            })
+            .builder()
+            .listen("tls://127.0.0.1:0")
+            .loops(1)
+            .tls_own_record_layer(own_record_layer)
+            .tls_server(pki.server_tls().build().unwrap()),
+    );
+    let before = hand_offs();
+    let peer = Sealer::past_the_hand_off(&running, &pki, at);
+    assert_eq!(
+        hand_offs() - before,
+        u64::from(own_record_layer),
+        "{at}: handed off"
+    );
+    (running, peer, closes)
+}
+
 /// A rustls client past a `tls://` server's hand-off (when on), which can
 /// seal records of its own under its first application key.
 struct Sealer {
@@ -1096,34 +1130,7 @@ fn the_alert_owed_after_a_tls_error_follows_the_replies_in_flight() {
     for len in [20_000, 40_000] {
         for own_record_layer in [true, false] {
             let at = format!("{len} bytes, own record layer {own_record_layer}");
-            let pki = TestPki::new();
-            let (closes_tx, closes) = unbounded::<String>();
-            let running = Running::start(
-                Hooks::<()>::new()
-                    .on_traffic(|conn| {
-                        let data = conn.read_all().to_vec();
-                        // Refused once the session failed: the close is
-                        // the TLS error's.
-                        let _ = conn.write(&data);
-                        Action::None
-                    })
-                    .on_close(move |_, reason| {
-                        let _ = closes_tx.send(close_name(reason));
-                        Action::None
-                    })
-                    .builder()
-                    .listen("tls://127.0.0.1:0")
-                    .loops(1)
-                    .tls_own_record_layer(own_record_layer)
-                    .tls_server(pki.server_tls().build().unwrap()),
-            );
-            let before = hand_offs();
-            let mut peer = Sealer::past_the_hand_off(&running, &pki, &at);
-            assert_eq!(
-                hand_offs() - before,
-                u64::from(own_record_layer),
-                "{at}: handed off"
-            );
+            let (running, mut peer, closes) = echo_server_and_sealer(own_record_layer, &at);
             let message = payload(7, len);
             let wire = peer.data_then_a_corrupted_record(&message);
             peer.client.sock.sock.write_all(&wire).unwrap();
@@ -1292,32 +1299,7 @@ fn records_of_18431_bytes_are_read_whole_and_refused_as_rustls_refuses_them() {
     for (name, body, error, alert) in &cases {
         for own_record_layer in [true, false] {
             let at = format!("{name}, own record layer {own_record_layer}");
-            let pki = TestPki::new();
-            let (closes_tx, closes) = unbounded::<String>();
-            let running = Running::start(
-                Hooks::<()>::new()
-                    .on_traffic(|conn| {
-                        let data = conn.read_all().to_vec();
-                        let _ = conn.write(&data);
-                        Action::None
-                    })
-                    .on_close(move |_, reason| {
-                        let _ = closes_tx.send(close_name(reason));
-                        Action::None
-                    })
-                    .builder()
-                    .listen("tls://127.0.0.1:0")
-                    .loops(1)
-                    .tls_own_record_layer(own_record_layer)
-                    .tls_server(pki.server_tls().build().unwrap()),
-            );
-            let before = hand_offs();
-            let mut peer = Sealer::past_the_hand_off(&running, &pki, &at);
-            assert_eq!(
-                hand_offs() - before,
-                u64::from(own_record_layer),
-                "{at}: handed off"
-            );
+            let (running, mut peer, closes) = echo_server_and_sealer(own_record_layer, &at);
             let suite = peer.client.conn.negotiated_cipher_suite().unwrap();
             let seq = records_of_type(&peer.client.sock.sent, 23) as u64;
             let record = body(suite, &peer.secret, seq);
