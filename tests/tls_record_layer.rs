@@ -1158,6 +1158,51 @@ fn the_alert_owed_after_a_tls_error_follows_the_replies_in_flight() {
     }
 }
 
+/// A `tls://` server on one loop that echoes a [`Sealer`]'s warm-up and
+/// answers anything after it with `reply` bytes of `x` (its queue allowed to
+/// hold them; `tune` adds the test's own settings), sending the name of each
+/// close reason on the returned channel; and its client past the hand-off,
+/// which asks for the reply, gives it the time to fill both sockets'
+/// buffers (the rest waits in the queue or in a ring send), then sends a
+/// corrupted record, which the server still reads.
+fn a_corrupted_record_behind_a_reply(
+    reply: usize,
+    tune: impl FnOnce(ringloop::EngineBuilder<Hooks<()>>) -> ringloop::EngineBuilder<Hooks<()>>,
+) -> (Running, Sealer, Receiver<String>) {
+    let pki = TestPki::new();
+    let (closes_tx, closes) = unbounded::<String>();
+    let warm_up: usize = (0..40).map(|i| 1 + i * 37).sum();
+    let taken = AtomicUsize::new(0);
+    let builder = Hooks::<()>::new()
+        .on_traffic(move |conn| {
+            let data = conn.read_all().to_vec();
+            let before = taken.fetch_add(data.len(), Ordering::SeqCst);
+            let _ = if before < warm_up {
+                conn.write(&data)
+            } else {
+                conn.write(&vec![b'x'; reply])
+            };
+            Action::None
+        })
+        .on_close(move |_, reason| {
+            let _ = closes_tx.send(close_name(reason));
+            Action::None
+        })
+        .builder()
+        .listen("tls://127.0.0.1:0")
+        .loops(1)
+        .write_water_marks(ringloop::WaterMarks::new(64 << 20, 32 << 20))
+        .tls_server(pki.server_tls().build().unwrap());
+    let running = Running::start(tune(builder));
+    let mut peer = Sealer::past_the_hand_off(&running, &pki, "warm-up");
+    peer.client.write_all(b"a reply of 4 MiB, please").unwrap();
+    peer.client.flush().unwrap();
+    thread::sleep(std::time::Duration::from_millis(200));
+    let wire = peer.data_then_a_corrupted_record(b"");
+    peer.client.sock.sock.write_all(&wire).unwrap();
+    (running, peer, closes)
+}
+
 /// The wait for a send in flight before the alert owed is bounded: a
 /// server whose reply (4 MiB, above what the sockets hold) a client never
 /// reads still closes the connection after the client's corrupted record,
@@ -1165,42 +1210,9 @@ fn the_alert_owed_after_a_tls_error_follows_the_replies_in_flight() {
 #[test]
 fn a_tls_error_behind_a_reply_the_peer_never_reads_still_closes() {
     let _serial = serial();
-    let pki = TestPki::new();
-    let (closes_tx, closes) = unbounded::<String>();
-    let warm_up: usize = (0..40).map(|i| 1 + i * 37).sum();
-    let taken = AtomicUsize::new(0);
-    let running = Running::start(
-        Hooks::<()>::new()
-            .on_traffic(move |conn| {
-                let data = conn.read_all().to_vec();
-                let before = taken.fetch_add(data.len(), Ordering::SeqCst);
-                let _ = if before < warm_up {
-                    conn.write(&data)
-                } else {
-                    conn.write(&vec![b'x'; 4 << 20])
-                };
-                Action::None
-            })
-            .on_close(move |_, reason| {
-                let _ = closes_tx.send(close_name(reason));
-                Action::None
-            })
-            .builder()
-            .listen("tls://127.0.0.1:0")
-            .loops(1)
-            .write_water_marks(ringloop::WaterMarks::new(64 << 20, 32 << 20))
-            .drain_timeout(std::time::Duration::from_millis(300))
-            .tls_server(pki.server_tls().build().unwrap()),
-    );
-    let mut peer = Sealer::past_the_hand_off(&running, &pki, "warm-up");
-    peer.client.write_all(b"a reply of 4 MiB, please").unwrap();
-    peer.client.flush().unwrap();
-    // The reply fills both sockets' buffers (given the time to), then
-    // waits in a send; the corrupted record still reaches the server,
-    // which reads on.
-    thread::sleep(std::time::Duration::from_millis(200));
-    let wire = peer.data_then_a_corrupted_record(b"");
-    peer.client.sock.sock.write_all(&wire).unwrap();
+    let (running, _peer, closes) = a_corrupted_record_behind_a_reply(4 << 20, |builder| {
+        builder.drain_timeout(std::time::Duration::from_millis(300))
+    });
     assert_eq!(closes.recv_timeout(PATIENCE).unwrap(), "tls: DecryptError");
     wait_until("the close", || running.engine.connection_count() == 0);
     running.stop();
@@ -1216,44 +1228,13 @@ fn a_tls_error_behind_a_reply_the_peer_never_reads_still_closes() {
 #[test]
 fn the_alert_owed_after_a_tls_error_follows_a_reply_the_sockets_did_not_take() {
     let _serial = serial();
-    let pki = TestPki::new();
-    let (closes_tx, closes) = unbounded::<String>();
-    let warm_up: usize = (0..40).map(|i| 1 + i * 37).sum();
-    let taken = AtomicUsize::new(0);
     let reply = 4 << 20;
-    let running = Running::start(
-        Hooks::<()>::new()
-            .on_traffic(move |conn| {
-                let data = conn.read_all().to_vec();
-                let before = taken.fetch_add(data.len(), Ordering::SeqCst);
-                let _ = if before < warm_up {
-                    conn.write(&data)
-                } else {
-                    conn.write(&vec![b'x'; reply])
-                };
-                Action::None
-            })
-            .on_close(move |_, reason| {
-                let _ = closes_tx.send(close_name(reason));
-                Action::None
-            })
-            .builder()
-            .listen("tls://127.0.0.1:0")
-            .loops(1)
-            .write_water_marks(ringloop::WaterMarks::new(64 << 20, 32 << 20))
+    let (running, mut peer, closes) = a_corrupted_record_behind_a_reply(reply, |builder| {
+        builder
             .drain_timeout(std::time::Duration::from_secs(20))
             // Far below the reply (the kernel's own would grow to 4 MiB).
             .send_buffer_size(16 * 1024)
-            .tls_server(pki.server_tls().build().unwrap()),
-    );
-    let mut peer = Sealer::past_the_hand_off(&running, &pki, "warm-up");
-    peer.client.write_all(b"a reply of 4 MiB, please").unwrap();
-    peer.client.flush().unwrap();
-    // The reply fills both sockets' buffers (given the time to), the rest
-    // waits; the corrupted record still reaches the server, which reads on.
-    thread::sleep(std::time::Duration::from_millis(200));
-    let wire = peer.data_then_a_corrupted_record(b"");
-    peer.client.sock.sock.write_all(&wire).unwrap();
+    });
     let (replied, heard) = peer.read_to_the_end("after the reply");
     assert_eq!(replied.len(), reply, "the whole reply before the alert");
     assert!(replied.iter().all(|&b| b == b'x'));
