@@ -701,12 +701,7 @@ impl Ring {
         out.sent = 0;
         // The bytes' address does not change when `buf` moves into the
         // slot's box (a `Vec`'s heap block, a provided buffer).
-        let bytes = out.in_flight.insert(buf).as_slice();
-        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        let entry = on_target!(fd, t => opcode::Send::new(t, bytes.as_ptr(), len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build())
-        .user_data(id.user_data(OpKind::Send));
+        let entry = send_entry(fd, out.in_flight.insert(buf).as_slice(), id);
         if let Err(e) = self.push_for(id, &[entry], 1) {
             // Nothing went into the ring: no completion will ever end this
             // send, so the slot must not say one is in flight (the buffer
@@ -1037,11 +1032,7 @@ impl Ring {
             return Ok(());
         };
         let rest = buf.as_slice().get(sent..).unwrap_or_default();
-        let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-        let entry = on_target!(fd, t => opcode::Send::new(t, rest.as_ptr(), len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build())
-        .user_data(id.user_data(OpKind::Send));
+        let entry = send_entry(fd, rest, id);
         self.push_for(id, &[entry], 1)?;
         self.sends_queued += 1;
         Ok(())
@@ -1585,13 +1576,25 @@ impl fmt::Debug for Ring {
     }
 }
 
-/// What the operations of `slot`, at `index`, name (see `super::fixed`).
 /// The error of an operation on a source that is closed (or never was).
 #[cold]
 fn closed_source() -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, "io_uring source closed or unknown")
 }
 
+/// The entry that sends `bytes` (all of them, or the first 4 GiB) on `fd`
+/// for source `id`. The caller keeps `bytes` where they are until the
+/// send's final completion.
+#[inline]
+fn send_entry(fd: Target, bytes: &[u8], id: SourceId) -> squeue::Entry {
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    on_target!(fd, t => opcode::Send::new(t, bytes.as_ptr(), len)
+        .flags(libc::MSG_NOSIGNAL)
+        .build())
+    .user_data(id.user_data(OpKind::Send))
+}
+
+/// What the operations of `slot`, at `index`, name (see `super::fixed`).
 fn target(index: u32, slot: &Slot) -> Target {
     if slot.fixed {
         Target::Fixed(index)
