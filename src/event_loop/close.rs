@@ -142,9 +142,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// and dropping it would lose it).
     fn close_behind_ring_send(&mut self, key: SlotKey, reason: CloseReason) {
         let waits = self.conns.get(key).is_some_and(|e| match reason {
-            CloseReason::Tls(_) => {
-                !e.outbound.is_empty() && (e.phase.has_opened() || e.phase.handshaking())
-            }
+            CloseReason::Tls(_) => e.tls_alert_waits(),
             _ => e.ring_sends && e.phase.has_opened() && self.driver.send_in_flight(e.fd.as_fd()),
         });
         if !waits {

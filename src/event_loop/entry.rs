@@ -316,6 +316,13 @@ impl<S> ConnEntry<S> {
         }
     }
 
+    /// A close for a TLS error must wait for what is queued before it
+    /// ends: the alert it owes the peer is behind those bytes, and the
+    /// connection is open or in its handshake (whose flight they may be).
+    pub(crate) fn tls_alert_waits(&self) -> bool {
+        !self.outbound.is_empty() && (self.phase.has_opened() || self.phase.handshaking())
+    }
+
     /// Ends a graceful or lingering close; returns the reason it was
     /// closing for. A failed handshake's close is `Handshaking` again.
     pub(crate) fn take_lingering_reason(&mut self) -> CloseReason {

@@ -212,10 +212,7 @@ impl<H: EventHandler> EventLoop<H> {
                 }
                 // Only from `close_for_tls_error`: its alert is queued
                 // behind bytes not written yet (a failed handshake's too).
-                CloseReason::Tls(_) => {
-                    !entry.outbound.is_empty()
-                        && (entry.phase.has_opened() || entry.phase.handshaking())
-                }
+                CloseReason::Tls(_) => entry.tls_alert_waits(),
                 _ => false,
             };
             if !graceful {
