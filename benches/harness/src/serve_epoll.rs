@@ -14,8 +14,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::Result;
 
-const LISTENER: Token = Token(usize::MAX - 1);
-const SIGNALS: Token = Token(usize::MAX - 2);
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+pub(crate) const SIGNALS: Token = Token(usize::MAX - 2);
 /// Shared read buffer; echoed data is written back before the next read.
 const READ_BUF: usize = 64 * 1024;
 /// Stop reading a connection once this much output waits (back-pressure).
@@ -31,27 +31,11 @@ struct Conn {
 
 /// Serves until SIGINT or SIGTERM.
 pub fn run(addr: SocketAddr) -> Result<()> {
-    // The signals arrive through a descriptor in the same poll, so the loop
-    // never runs a handler; blocking them first is what routes them there.
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGINT);
-    mask.add(Signal::SIGTERM);
-    mask.thread_block()?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-
-    let mut poll = Poll::new()?;
-    let mut listener = TcpListener::bind(addr)?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    poll.registry().register(
-        &mut SourceFd(&signals.as_raw_fd()),
-        SIGNALS,
-        Interest::READABLE,
-    )?;
-    println!(
-        "epoll echo listening on tcp://{} (1 thread)",
-        listener.local_addr()?
-    );
+    let OneThread {
+        mut poll,
+        listener,
+        signals,
+    } = OneThread::bind(addr, "epoll echo")?;
 
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
@@ -64,13 +48,17 @@ pub fn run(addr: SocketAddr) -> Result<()> {
         }
         for event in events.iter() {
             match event.token() {
-                LISTENER => accept(&listener, &poll, &mut conns, &mut free)?,
-                SIGNALS => {
-                    if let Some(info) = signals.read_signal()? {
-                        eprintln!("epoll echo: signal {} received, stopping", info.ssi_signo);
-                        return Ok(());
-                    }
+                LISTENER => {
+                    accept_into(&listener, &poll, &mut conns, &mut free, "epoll echo", |s| {
+                        Conn {
+                            stream: s,
+                            pending: Vec::new(),
+                            written: 0,
+                        }
+                    })?
                 }
+                SIGNALS if stop_signal(&signals, "epoll echo")? => return Ok(()),
+                SIGNALS => {}
                 Token(i) => {
                     let Some(conn) = conns[i].as_mut() else {
                         continue;
@@ -86,11 +74,69 @@ pub fn run(addr: SocketAddr) -> Result<()> {
     }
 }
 
-fn accept(
+/// What a one-thread mio server (this loop, `serve_http_floor`) runs on:
+/// its poll, its listener (token [`LISTENER`]) and SIGINT/SIGTERM as a
+/// descriptor in the same poll (token [`SIGNALS`]): no handler, and no
+/// signal-watching thread, so the process stays at one thread.
+pub(crate) struct OneThread {
+    pub(crate) poll: Poll,
+    pub(crate) listener: TcpListener,
+    pub(crate) signals: SignalFd,
+}
+
+impl OneThread {
+    /// Binds `addr` and prints "`name` listening on tcp://ADDR (1 thread)".
+    pub(crate) fn bind(addr: SocketAddr, name: &str) -> Result<Self> {
+        // Blocking the signals first is what routes them to the descriptor.
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGINT);
+        mask.add(Signal::SIGTERM);
+        mask.thread_block()?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(addr)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(
+            &mut SourceFd(&signals.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        println!(
+            "{name} listening on tcp://{} (1 thread)",
+            listener.local_addr()?
+        );
+        Ok(OneThread {
+            poll,
+            listener,
+            signals,
+        })
+    }
+}
+
+/// A signal arrived on `signals` (said on stderr): time to stop.
+pub(crate) fn stop_signal(signals: &SignalFd, name: &str) -> Result<bool> {
+    Ok(match signals.read_signal()? {
+        Some(info) => {
+            eprintln!("{name}: signal {} received, stopping", info.ssi_signo);
+            true
+        }
+        None => false,
+    })
+}
+
+/// Accepts every pending connection into a free place of `conns` (its
+/// index is the token), as `new_conn` makes it, registered once for both
+/// directions: a reply the socket does not take needs no `epoll_ctl` to
+/// learn when it can go on, and adding an already readable socket reports
+/// it at once, so data that arrived before is not missed.
+pub(crate) fn accept_into<C>(
     listener: &TcpListener,
     poll: &Poll,
-    conns: &mut Vec<Option<Conn>>,
+    conns: &mut Vec<Option<C>>,
     free: &mut Vec<usize>,
+    name: &str,
+    new_conn: impl Fn(TcpStream) -> C,
 ) -> Result<()> {
     loop {
         let mut stream = match listener.accept() {
@@ -98,9 +144,9 @@ fn accept(
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
-                // Reference loop, not a hardened server: on EMFILE and the like
-                // the backlog is retried on the next incoming connection.
-                eprintln!("epoll echo: accept: {e}");
+                // Reference loops, not hardened servers: on EMFILE and the
+                // like the backlog is retried on the next incoming connection.
+                eprintln!("{name}: accept: {e}");
                 return Ok(());
             }
         };
@@ -111,18 +157,12 @@ fn accept(
             conns.push(None);
             conns.len() - 1
         });
-        // Adding an already readable socket to epoll reports it at once, so
-        // data that arrived before this call is not missed.
         poll.registry().register(
             &mut stream,
             Token(slot),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        conns[slot] = Some(Conn {
-            stream,
-            pending: Vec::new(),
-            written: 0,
-        });
+        conns[slot] = Some(new_conn(stream));
     }
 }
 

@@ -26,20 +26,15 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use memchr::memmem::Finder;
-use mio::net::{TcpListener, TcpStream};
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use mio::net::TcpStream;
+use mio::{Events, Token};
 
+use crate::serve_epoll::{accept_into, stop_signal, OneThread, LISTENER, SIGNALS};
 use crate::Result;
 
-const LISTENER: Token = Token(usize::MAX - 1);
-const SIGNALS: Token = Token(usize::MAX - 2);
 /// Shared read buffer.
 const READ_BUF: usize = 64 * 1024;
 /// Largest request head: a connection holding more without a blank line
@@ -147,27 +142,12 @@ fn respond_all(
 
 /// Serves until SIGINT or SIGTERM.
 pub fn run(addr: SocketAddr) -> Result<()> {
-    // Signals arrive through a descriptor in the same poll: no handler, and
-    // no signal-watching thread (the process stays at one thread).
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGINT);
-    mask.add(Signal::SIGTERM);
-    mask.thread_block()?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-
-    let mut poll = Poll::new()?;
-    let mut listener = TcpListener::bind(addr)?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    poll.registry().register(
-        &mut SourceFd(&signals.as_raw_fd()),
-        SIGNALS,
-        Interest::READABLE,
-    )?;
-    println!(
-        "http floor listening on tcp://{} (1 thread)",
-        listener.local_addr()?
-    );
+    // One thread: signals come through the poll (`OneThread`).
+    let OneThread {
+        mut poll,
+        listener,
+        signals,
+    } = OneThread::bind(addr, "http floor")?;
 
     let blank = Finder::new(b"\r\n\r\n");
     let mut replies = Replies {
@@ -188,13 +168,18 @@ pub fn run(addr: SocketAddr) -> Result<()> {
         replies.refresh();
         for event in events.iter() {
             match event.token() {
-                LISTENER => accept(&listener, &poll, &mut conns, &mut free)?,
-                SIGNALS => {
-                    if let Some(info) = signals.read_signal()? {
-                        eprintln!("http floor: signal {} received, stopping", info.ssi_signo);
-                        return Ok(());
-                    }
+                LISTENER => {
+                    accept_into(&listener, &poll, &mut conns, &mut free, "http floor", |s| {
+                        Conn {
+                            stream: s,
+                            partial: Vec::new(),
+                            pending: Vec::new(),
+                            written: 0,
+                        }
+                    })?
                 }
+                SIGNALS if stop_signal(&signals, "http floor")? => return Ok(()),
+                SIGNALS => {}
                 Token(i) => {
                     let Some(conn) = conns[i].as_mut() else {
                         continue;
@@ -207,45 +192,6 @@ pub fn run(addr: SocketAddr) -> Result<()> {
                 }
             }
         }
-    }
-}
-
-fn accept(
-    listener: &TcpListener,
-    poll: &Poll,
-    conns: &mut Vec<Option<Conn>>,
-    free: &mut Vec<usize>,
-) -> Result<()> {
-    loop {
-        let mut stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => {
-                eprintln!("http floor: accept: {e}");
-                return Ok(());
-            }
-        };
-        if stream.set_nodelay(true).is_err() {
-            continue;
-        }
-        let slot = free.pop().unwrap_or_else(|| {
-            conns.push(None);
-            conns.len() - 1
-        });
-        // Registered once for both directions: a reply the socket does not
-        // take needs no epoll_ctl to learn when it can go on.
-        poll.registry().register(
-            &mut stream,
-            Token(slot),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        conns[slot] = Some(Conn {
-            stream,
-            partial: Vec::new(),
-            pending: Vec::new(),
-            written: 0,
-        });
     }
 }
 
