@@ -168,6 +168,24 @@ bench_perf_under_load() {
 # bench_build_echo: builds the echo example and the harness in release and
 # sets target_dir, bin (their release directory) and harness
 # (BENCH_HARNESS=PATH: a harness built already, not rebuilt).
+# bench_perf_categories REPORT: "share category" lines, largest first, from
+# a `perf report --no-children --sort dso,sym --stdio` text: user space, the
+# kernel's io_uring code, descriptor lookups, wake-ups/scheduling, system
+# call entry with epoll, and the rest (mostly TCP over loopback).
+bench_perf_categories() {
+    awk '/^ +[0-9.]+%/ {
+            p = $1; sub(/%/, "", p); d = $2; s = $4
+            if (d !~ /kernel/) c = "user"
+            else if (s ~ /^(io_|__io_|io_uring)/) c = "kernel io_uring"
+            else if (s ~ /^(fget|fput|sock_from_file)$/) c = "kernel fget/fput/sock_from_file"
+            else if (s ~ /(finish_task_switch|schedule|_raw_spin_unlock_irqrestore|try_to_wake_up|ttwu|enqueue|dequeue|pick_next)/) c = "kernel wake-ups/scheduling"
+            else if (s ~ /^(entry_SYSCALL|do_syscall|syscall_|__x64_sys|__do_sys|ep_|do_epoll)/) c = "kernel system call entry + epoll"
+            else c = "kernel TCP/loopback and other"
+            t[c] += p
+        }
+        END { for (c in t) printf "%.1f %s\n", t[c], c }' "$1" | sort -rn
+}
+
 bench_build_echo() {
     target_dir=$(bench_target_dir)
     cargo build --release --example echo -p ringloop >&2

@@ -57,17 +57,8 @@ if [[ -n ${FLOOR_PROFILE:-} ]]; then
         perf report -i "$work/$name.data" --no-children --sort dso,sym --stdio \
             >"$work/$name.report" 2>/dev/null || true
         echo '```'
-        awk '/^ +[0-9.]+%/ {
-                p = $1; sub(/%/, "", p); d = $2; s = $4
-                if (d !~ /kernel/) c = "user"
-                else if (s ~ /^(io_|__io_|io_uring)/) c = "kernel io_uring"
-                else if (s ~ /^(fget|fput|sock_from_file)$/) c = "kernel fget/fput/sock_from_file"
-                else if (s ~ /(finish_task_switch|schedule|_raw_spin_unlock_irqrestore|try_to_wake_up|ttwu|enqueue|dequeue|pick_next)/) c = "kernel wake-ups/scheduling"
-                else if (s ~ /^(entry_SYSCALL|do_syscall|syscall_|__x64_sys|__do_sys|ep_|do_epoll)/) c = "kernel syscall entry + epoll"
-                else c = "kernel TCP/loopback and other"
-                t[c] += p
-            }
-            END { for (c in t) printf "%5.1f %% %s\n", t[c], c }' "$work/$name.report" | sort -rn
+        bench_perf_categories "$work/$name.report" |
+            awk '{ s = $1; $1 = ""; printf "%5.1f %%%s\n", s, $0 }'
         echo
         awk '/^ +[0-9.]+%/ && n++ < 30' "$work/$name.report"
         echo '```'

@@ -41,22 +41,6 @@ server_cmd() { # NAME
     esac
 }
 
-# categories REPORT: "share category" lines, largest first, from a
-# `perf report --sort dso,sym` text.
-categories() {
-    awk '/^ +[0-9.]+%/ {
-            p = $1; sub(/%/, "", p); d = $2; s = $4
-            if (d !~ /kernel/) c = "user"
-            else if (s ~ /^(io_|__io_|io_uring)/) c = "kernel io_uring"
-            else if (s ~ /^(fget|fput|sock_from_file)$/) c = "kernel fget/fput/sock_from_file"
-            else if (s ~ /(finish_task_switch|schedule|_raw_spin_unlock_irqrestore|try_to_wake_up|ttwu|enqueue|dequeue|pick_next)/) c = "kernel wake-ups/scheduling"
-            else if (s ~ /^(entry_SYSCALL|do_syscall|syscall_|__x64_sys|__do_sys)/) c = "kernel system call entry"
-            else c = "kernel TCP/loopback and other"
-            t[c] += p
-        }
-        END { for (c in t) printf "%.1f %s\n", t[c], c }' "$1" | sort -rn
-}
-
 echo "### Where the server's CPU goes: ${conns}x${size}, 1 loop ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
 for name in "${servers[@]}"; do
     out=$work/$name.out
@@ -72,7 +56,7 @@ for name in "${servers[@]}"; do
     echo "|---|---|"
     perf report -i "$work/$name.data" --no-children --sort dso,sym --stdio \
         >"$work/$name.report" 2>/dev/null || true
-    categories "$work/$name.report" | awk '{ s = $1; $1 = ""; printf "| %s %% |%s |\n", s, $0 }'
+    bench_perf_categories "$work/$name.report" | awk '{ s = $1; $1 = ""; printf "| %s %% |%s |\n", s, $0 }'
     echo
     echo '```'
     awk '/^ +[0-9.]+%/ && n++ < 25' "$work/$name.report"
