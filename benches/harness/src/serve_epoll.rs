@@ -202,20 +202,30 @@ fn service(conn: &mut Conn, buf: &mut [u8]) -> bool {
 
 /// Writes out what is pending; false on a fatal error.
 fn flush(conn: &mut Conn) -> bool {
-    while conn.written < conn.pending.len() {
-        match conn.stream.write(&conn.pending[conn.written..]) {
+    flush_pending(&mut conn.stream, &mut conn.pending, &mut conn.written)
+}
+
+/// Writes `pending` from `written` on until the socket takes no more
+/// (both reset once all went; a burst's large buffer is not kept for the
+/// life of an idle connection); false on a fatal error.
+pub(crate) fn flush_pending(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    written: &mut usize,
+) -> bool {
+    while *written < pending.len() {
+        match stream.write(&pending[*written..]) {
             Ok(0) => return false,
-            Ok(n) => conn.written += n,
+            Ok(n) => *written += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
     }
-    conn.written = 0;
-    conn.pending.clear();
-    if conn.pending.capacity() > READ_BUF {
-        // Do not keep a burst's buffer for the life of an idle connection.
-        conn.pending = Vec::new();
+    *written = 0;
+    pending.clear();
+    if pending.capacity() > READ_BUF {
+        *pending = Vec::new();
     }
     true
 }

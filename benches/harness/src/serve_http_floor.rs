@@ -32,7 +32,7 @@ use memchr::memmem::Finder;
 use mio::net::TcpStream;
 use mio::{Events, Token};
 
-use crate::serve_epoll::{accept_into, stop_signal, OneThread, LISTENER, SIGNALS};
+use crate::serve_epoll::{accept_into, flush_pending, stop_signal, OneThread, LISTENER, SIGNALS};
 use crate::Result;
 
 /// Shared read buffer.
@@ -275,22 +275,7 @@ fn send(conn: &mut Conn, out: &mut Vec<u8>) -> bool {
 
 /// Writes out what is pending; false on a fatal error.
 fn flush(conn: &mut Conn) -> bool {
-    while conn.written < conn.pending.len() {
-        match conn.stream.write(&conn.pending[conn.written..]) {
-            Ok(0) => return false,
-            Ok(n) => conn.written += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => return false,
-        }
-    }
-    conn.written = 0;
-    conn.pending.clear();
-    if conn.pending.capacity() > READ_BUF {
-        // Do not keep a burst's buffer for the life of an idle connection.
-        conn.pending = Vec::new();
-    }
-    true
+    flush_pending(&mut conn.stream, &mut conn.pending, &mut conn.written)
 }
 
 #[cfg(test)]
